@@ -1,0 +1,33 @@
+// SiLU-gated product (the Llama MLP activation): out = silu(gate) * up,
+// silu(g) = g / (1 + exp(-g)), elementwise over n f32 values.
+//
+// Bindings (group 0):
+//   0 gate    storage, read        f32[n]
+//   1 up      storage, read        f32[n]
+//   2 out     storage, read_write  f32[n]   every element written
+//   3 params  uniform              { n }
+// Dispatch: linear, ceil(n / 64) workgroups of 64 invocations, one element each (folded into
+// (x, y) past the per-dimension limit).
+
+struct Params {
+    n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> gate: array<f32>;
+@group(0) @binding(1) var<storage, read> up: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn swiglu_forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if i >= params.n {
+        return;
+    }
+    let g = gate[i];
+    out[i] = g / (1.0 + exp(-g)) * up[i];
+}

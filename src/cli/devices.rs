@@ -1,0 +1,84 @@
+//! `webqlora devices`
+
+use clap::Args;
+use webqlora::gpu::device::{allowed_backends, enumerate, OPTIONAL_FEATURES};
+use webqlora::gpu::DeviceClass;
+
+use super::GpuArgs;
+
+#[derive(Args)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
+    let request = args.gpu.request();
+    let (adapters, chosen) = pollster::block_on(enumerate(&request));
+    if adapters.is_empty() {
+        anyhow::bail!(
+            "no GPU adapter found for backends {:?}; on Linux without a GPU install Mesa lavapipe \
+             (Debian package mesa-vulkan-drivers)",
+            allowed_backends(&request)
+        );
+    }
+    for (i, adapter) in adapters.iter().enumerate() {
+        let info = adapter.get_info();
+        let mark = if Some(i) == chosen { "  <- used" } else { "" };
+        println!("[{i}] {}{mark}", info.name);
+        println!(
+            "    backend: {:?}   type: {:?}   class: {:?}",
+            info.backend,
+            info.device_type,
+            DeviceClass::of(&info)
+        );
+        println!("    driver: {} ({})", info.driver, info.driver_info);
+        let l = adapter.limits();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "    max storage binding: {} bytes ({:.0} MiB)",
+            l.max_storage_buffer_binding_size,
+            mib(l.max_storage_buffer_binding_size)
+        );
+        println!(
+            "    max buffer size: {} bytes ({:.0} MiB)",
+            l.max_buffer_size,
+            mib(l.max_buffer_size)
+        );
+        println!(
+            "    workgroup storage: {} bytes",
+            l.max_compute_workgroup_storage_size
+        );
+        println!(
+            "    invocations per workgroup: {}",
+            l.max_compute_invocations_per_workgroup
+        );
+        println!(
+            "    workgroups per dimension: {}",
+            l.max_compute_workgroups_per_dimension
+        );
+        println!(
+            "    storage buffers per stage: {}",
+            l.max_storage_buffers_per_shader_stage
+        );
+        let f = adapter.features();
+        let yes = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        println!(
+            "    shader-f16: {}   subgroups: {} (size {}..{})   timestamp queries: {}",
+            yes(wgpu::Features::SHADER_F16),
+            yes(wgpu::Features::SUBGROUP),
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            yes(wgpu::Features::TIMESTAMP_QUERY)
+        );
+        println!("    device would request: {:?}", f & OPTIONAL_FEATURES);
+    }
+    if chosen.is_none() {
+        anyhow::bail!(
+            "--adapter {} does not exist: {} adapter(s) found",
+            request.index.unwrap_or(0),
+            adapters.len()
+        );
+    }
+    Ok(())
+}

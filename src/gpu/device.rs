@@ -1,0 +1,303 @@
+//! Adapter enumeration and choice, and device creation with the limits and features the
+//! project relies on.
+//!
+//! The device is created with the adapter's own limits (never the WebGPU defaults by accident:
+//! the lm-head and large weights need the adapter's full storage binding size), and with the
+//! optional features we use when present: `shader-f16`, `subgroups`, `timestamp-query`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::pipelines::PipelineCache;
+
+/// Optional features requested when the adapter has them. None is ever required.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// A backend the user can ask for by name (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
+            "metal" | "mtl" => Ok(BackendChoice::Metal),
+            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
+            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
+            other => Err(format!(
+                "unknown backend '{other}': expected one of vulkan, metal, dx12, gl"
+            )),
+        }
+    }
+}
+
+/// Which adapter to use. The default picks the best device class (discrete, integrated,
+/// virtual, software) among the backends that `WGPU_BACKEND` (or `backend`) allows.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterRequest {
+    /// Index into the list that `webqlora devices` prints.
+    pub index: Option<usize>,
+    pub backend: Option<BackendChoice>,
+}
+
+/// How kernels should be shaped for this device (see DESIGN: software devices favour wide
+/// register tiles without barriers, discrete GPUs favour shared-memory tiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceClass {
+    Software,
+    Discrete,
+    Integrated,
+    Other,
+}
+
+impl DeviceClass {
+    pub fn of(info: &wgpu::AdapterInfo) -> Self {
+        let name = info.name.to_ascii_lowercase();
+        let software_name = ["llvmpipe", "lavapipe", "swiftshader", "warp", "softpipe"]
+            .iter()
+            .any(|s| name.contains(s));
+        match info.device_type {
+            wgpu::DeviceType::Cpu => DeviceClass::Software,
+            _ if software_name => DeviceClass::Software,
+            wgpu::DeviceType::DiscreteGpu => DeviceClass::Discrete,
+            wgpu::DeviceType::IntegratedGpu => DeviceClass::Integrated,
+            _ => DeviceClass::Other,
+        }
+    }
+
+    /// Preference when no adapter is named: higher is better.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeviceClass::Discrete => 3,
+            DeviceClass::Integrated => 2,
+            DeviceClass::Other => 1,
+            DeviceClass::Software => 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found for backends {backends:?}; on Linux without a GPU install Mesa lavapipe (Debian package mesa-vulkan-drivers; `cargo xtask test` does this)")]
+    NoAdapter { backends: wgpu::Backends },
+    #[error(
+        "adapter index {index} does not exist: {count} adapter(s) found (see `webqlora devices`)"
+    )]
+    BadAdapterIndex { index: usize, count: usize },
+    #[error("could not create a device on '{adapter}': {source}")]
+    RequestDevice {
+        adapter: String,
+        source: wgpu::RequestDeviceError,
+    },
+    #[error("GPU buffer map failed: {0}")]
+    Map(String),
+}
+
+/// The backends allowed by a request: `--backend` wins, then `WGPU_BACKEND`, then all.
+pub fn allowed_backends(request: &AdapterRequest) -> wgpu::Backends {
+    match request.backend {
+        Some(b) => b.backends(),
+        None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+    }
+}
+
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu finds for the allowed backends, in a stable order, with the index of the
+/// one `request` would choose.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn enumerate(request: &AdapterRequest) -> (Vec<wgpu::Adapter>, Option<usize>) {
+    let backends = allowed_backends(request);
+    let instance = new_instance(backends);
+    let adapters = instance.enumerate_adapters(backends).await;
+    let chosen = match request.index {
+        Some(i) if i < adapters.len() => Some(i),
+        Some(_) => None,
+        None => best_adapter(&adapters),
+    };
+    (adapters, chosen)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn best_adapter(adapters: &[wgpu::Adapter]) -> Option<usize> {
+    // Rank by device class, then prefer anything over GL; max_by_key returns the last maximum,
+    // so iterate reversed to let the first listed win ties.
+    (0..adapters.len()).rev().max_by_key(|&i| {
+        let info = adapters[i].get_info();
+        (
+            DeviceClass::of(&info).rank(),
+            info.backend != wgpu::Backend::Gl,
+        )
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn choose_adapter(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
+    // With nothing named, try the primary backends first: opening GL/EGL is slow and noisy and
+    // only worth it where nothing better exists.
+    let unrestricted = request.index.is_none()
+        && request.backend.is_none()
+        && wgpu::Backends::from_env().is_none();
+    if unrestricted {
+        let instance = new_instance(wgpu::Backends::PRIMARY);
+        let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY).await;
+        if let Some(i) = best_adapter(&adapters) {
+            return Ok(adapters
+                .into_iter()
+                .nth(i)
+                .expect("index from the same list"));
+        }
+    }
+    let (mut adapters, chosen) = enumerate(request).await;
+    if adapters.is_empty() {
+        return Err(GpuError::NoAdapter {
+            backends: allowed_backends(request),
+        });
+    }
+    match chosen {
+        Some(i) => Ok(adapters.swap_remove(i)),
+        None => Err(GpuError::BadAdapterIndex {
+            index: request.index.unwrap_or(0),
+            count: adapters.len(),
+        }),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn choose_adapter(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
+    // The browser exposes one adapter per power preference; there is nothing to enumerate.
+    let backends = wgpu::Backends::BROWSER_WEBGPU;
+    let instance = new_instance(backends);
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    let _ = request;
+    instance
+        .request_adapter(&options)
+        .await
+        .map_err(|_| GpuError::NoAdapter { backends })
+}
+
+/// A device and queue with everything the executor needs to know about them.
+pub struct Gpu {
+    pub info: wgpu::AdapterInfo,
+    pub class: DeviceClass,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) pipelines: PipelineCache,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("class", &self.class)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Choose an adapter and open a device with its full limits and our optional features.
+    pub async fn new(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+        let adapter = choose_adapter(request).await?;
+        Self::from_adapter(adapter).await
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("webqlora"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|source| GpuError::RequestDevice {
+                    adapter: info.name.clone(),
+                    source,
+                })?;
+        Ok(Gpu {
+            class: DeviceClass::of(&info),
+            limits: device.limits(),
+            features: device.features(),
+            info,
+            device,
+            queue,
+            pipelines: PipelineCache::default(),
+        })
+    }
+
+    /// Blocking constructor for native code and tests.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::new(request))
+    }
+
+    pub fn has(&self, feature: wgpu::Features) -> bool {
+        self.features.contains(feature)
+    }
+
+    /// Let the device make progress: on native this waits for submitted work and fires map
+    /// callbacks; in the browser the event loop does it and this is a no-op.
+    pub fn poll_wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // A poll error here means the device was lost; the pending map callback reports it.
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("Vulkan".parse(), Ok(BackendChoice::Vulkan));
+        assert_eq!("dx12".parse(), Ok(BackendChoice::Dx12));
+        assert_eq!("gles".parse(), Ok(BackendChoice::Gl));
+        let err = "cuda".parse::<BackendChoice>().unwrap_err();
+        assert!(err.contains("unknown backend 'cuda'"), "{err}");
+    }
+
+    #[test]
+    fn llvmpipe_is_software() {
+        let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan);
+        info.name = "llvmpipe (LLVM 15.0.6, 256 bits)".into();
+        assert_eq!(DeviceClass::of(&info), DeviceClass::Software);
+        info.device_type = wgpu::DeviceType::Other;
+        assert_eq!(DeviceClass::of(&info), DeviceClass::Software);
+    }
+}

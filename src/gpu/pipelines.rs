@@ -1,0 +1,93 @@
+//! Compute pipelines cached by (shader, entry point, override constants). Shader modules are
+//! cached by shader name. Every pipeline uses an automatic layout: bind group 0 holds the
+//! kernel's bindings in the order the shader declares them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::device::Gpu;
+use crate::shaders::Shader;
+
+/// What makes two pipelines the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    /// Override constants by name, as f64 bit patterns so the key hashes.
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    pub fn new(
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Self {
+        let mut constants: Vec<_> = constants.iter().map(|&(n, v)| (n, v.to_bits())).collect();
+        constants.sort();
+        PipelineKey {
+            shader,
+            entry,
+            constants,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    /// The pipeline for `key`, compiled on first use.
+    pub fn pipeline(&self, shader: &Shader, key: &PipelineKey) -> Arc<wgpu::ComputePipeline> {
+        debug_assert_eq!(shader.name, key.shader);
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(key) {
+            return p.clone();
+        }
+        let module = {
+            let mut modules = self.pipelines.modules.lock().unwrap();
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name),
+                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        })
+                })
+                .clone()
+        };
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, bits)| (n, f64::from_bits(bits)))
+            .collect();
+        let label = format!("{}::{}", key.shader, key.entry);
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            },
+        ));
+        self.pipelines
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key.clone(), pipeline.clone());
+        pipeline
+    }
+
+    /// How many distinct pipelines have been compiled (for tests and `--verbose`).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.pipelines.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,248 @@
+//! Runs a planned graph: buffers allocated once, bind groups made once, one command encoder
+//! and one compute pass per run.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use super::{DeviceLimits, Graph, GraphError, Placement, Plan, Role, TensorId};
+use crate::gpu::buffers::storage_size;
+use crate::gpu::pipelines::PipelineKey;
+use crate::gpu::timer::GpuTimer;
+use crate::gpu::{Gpu, GpuError};
+
+/// Errors of running a graph: a bad graph or a failing device.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+pub struct CompiledGraph {
+    pub graph: Graph,
+    pub plan: Plan,
+    /// Own buffers first, then one per shared slot.
+    buffers: Vec<wgpu::Buffer>,
+    /// Index into `buffers` for each tensor (None for unused temporaries).
+    buffer_of: Vec<Option<usize>>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
+    workgroups: Vec<[u32; 3]>,
+    // Keeps the node parameters alive for the bind groups.
+    _params: wgpu::Buffer,
+}
+
+impl CompiledGraph {
+    /// Validate and plan `graph` for this device, allocate its buffers, compile its pipelines
+    /// and make its bind groups.
+    pub fn new(gpu: &Gpu, graph: Graph) -> Result<CompiledGraph, GraphError> {
+        let limits = DeviceLimits::from(&gpu.limits);
+        let plan = Plan::new(&graph, &limits)?;
+        for node in &graph.nodes {
+            let missing = node.kernel.shader.features - gpu.features;
+            if !missing.is_empty() {
+                return Err(GraphError::MissingFeature {
+                    node: node.label.clone(),
+                    kernel: node.kernel.name.into(),
+                    feature: format!("{missing:?}"),
+                });
+            }
+        }
+
+        let mut buffers = Vec::new();
+        let mut buffer_of = vec![None; graph.tensors.len()];
+        for (t, desc) in graph.tensors.iter().enumerate() {
+            if plan.placement[t] == Placement::Own {
+                buffer_of[t] = Some(buffers.len());
+                buffers.push(gpu.storage_buffer(&desc.name, desc.bytes()));
+            }
+        }
+        let first_slot = buffers.len();
+        for (s, &bytes) in plan.slot_bytes.iter().enumerate() {
+            buffers.push(gpu.storage_buffer(&format!("slot {s}"), bytes));
+        }
+        for (t, p) in plan.placement.iter().enumerate() {
+            if let Placement::Slot(s) = p {
+                buffer_of[t] = Some(first_slot + s);
+            }
+        }
+
+        // All node parameters in one uniform buffer, each at an aligned offset.
+        let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+        let mut param_bytes = Vec::new();
+        let mut param_offsets = Vec::new();
+        for node in &graph.nodes {
+            param_offsets.push(param_bytes.len());
+            let bytes = node.params.bytes();
+            param_bytes.extend_from_slice(&bytes);
+            param_bytes.resize(param_bytes.len().div_ceil(align) * align, 0);
+        }
+        let params = gpu.uniform_buffer("node params", &param_bytes);
+
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        let mut bind_groups = Vec::new();
+        let mut pipelines = Vec::new();
+        let mut workgroups = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let kernel = node.kernel;
+            let key = PipelineKey::new(kernel.shader.name, kernel.entry, &[]);
+            let pipeline = gpu.pipeline(kernel.shader, &key);
+            let mut entries: Vec<wgpu::BindGroupEntry> = node
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(b, &t)| wgpu::BindGroupEntry {
+                    binding: b as u32,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &buffers[buffer_of[t.0].expect("used tensors are placed")],
+                        offset: 0,
+                        size: NonZeroU64::new(storage_size(graph.tensor(t).bytes())),
+                    }),
+                })
+                .collect();
+            entries.push(wgpu::BindGroupEntry {
+                binding: node.tensors.len() as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: param_offsets[i] as u64,
+                    size: NonZeroU64::new(node.params.bytes().len() as u64),
+                }),
+            });
+            bind_groups.push(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&node.label),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            }));
+            pipelines.push(pipeline);
+            workgroups.push(node.dispatch.workgroups(max).expect("validated"));
+        }
+
+        Ok(CompiledGraph {
+            graph,
+            plan,
+            buffers,
+            buffer_of,
+            bind_groups,
+            pipelines,
+            workgroups,
+            _params: params,
+        })
+    }
+
+    pub fn peak_bytes(&self) -> u64 {
+        self.plan.peak_bytes()
+    }
+
+    /// The buffer holding tensor `t` (shared with other temporaries if `t` is one).
+    pub fn buffer(&self, t: TensorId) -> Option<&wgpu::Buffer> {
+        self.buffer_of[t.0].map(|b| &self.buffers[b])
+    }
+
+    /// Write an input or param. `data` must be exactly the tensor's size.
+    pub fn write(&self, gpu: &Gpu, t: TensorId, data: &[u8]) -> Result<(), GraphError> {
+        let desc = self.graph.tensor(t);
+        if !desc.role.defined_at_start() {
+            return Err(GraphError::NotHostWritable {
+                tensor: desc.name.clone(),
+                role: desc.role,
+            });
+        }
+        if data.len() as u64 != desc.bytes() {
+            return Err(GraphError::WrongSize {
+                tensor: desc.name.clone(),
+                expected: desc.bytes(),
+                found: data.len() as u64,
+            });
+        }
+        if let Some(buffer) = self.buffer(t) {
+            gpu.upload(buffer, data);
+        }
+        Ok(())
+    }
+
+    /// Fill every buffer the graph writes (outputs and shared slots) with `word`, e.g. a NaN
+    /// pattern, so that a test sees any element a kernel failed to write.
+    pub fn poison(&self, gpu: &Gpu, word: u32) {
+        let mut poisoned = vec![false; self.buffers.len()];
+        for (t, desc) in self.graph.tensors.iter().enumerate() {
+            if let (Some(b), false) = (self.buffer_of[t], desc.role.defined_at_start()) {
+                poisoned[b] = true;
+            }
+        }
+        for (buffer, _) in self.buffers.iter().zip(poisoned).filter(|(_, p)| *p) {
+            let words = vec![word; (buffer.size() / 4) as usize];
+            gpu.upload(buffer, bytemuck::cast_slice(&words));
+        }
+    }
+
+    /// Encode every node into one compute pass and submit.
+    pub fn run(&self, gpu: &Gpu) {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("graph"),
+                timestamp_writes: None,
+            });
+            for i in 0..self.graph.nodes.len() {
+                self.encode_node(&mut pass, i);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// Run with one timed pass per node; returns (node label, kernel, ms) for each node, or
+    /// None when the device has no timestamp queries.
+    pub async fn run_profiled(
+        &self,
+        gpu: &Gpu,
+    ) -> Result<Option<Vec<(String, &'static str, f64)>>, GpuError> {
+        let Some(timer) = GpuTimer::new(gpu, self.graph.nodes.len() as u32) else {
+            return Ok(None);
+        };
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        for i in 0..self.graph.nodes.len() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&self.graph.nodes[i].label),
+                timestamp_writes: timer.writes(i as u32),
+            });
+            self.encode_node(&mut pass, i);
+        }
+        timer.resolve(&mut encoder);
+        gpu.queue.submit([encoder.finish()]);
+        let ms = timer.read_ms(gpu, self.graph.nodes.len() as u32).await?;
+        Ok(Some(
+            self.graph
+                .nodes
+                .iter()
+                .zip(ms)
+                .map(|(n, ms)| (n.label.clone(), n.kernel.name, ms))
+                .collect(),
+        ))
+    }
+
+    fn encode_node(&self, pass: &mut wgpu::ComputePass<'_>, i: usize) {
+        let [x, y, z] = self.workgroups[i];
+        pass.set_pipeline(&self.pipelines[i]);
+        pass.set_bind_group(0, &self.bind_groups[i], &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// Read an input, param or output back to the host.
+    pub async fn read(&self, gpu: &Gpu, t: TensorId) -> Result<Vec<u8>, RunError> {
+        let desc = self.graph.tensor(t);
+        if desc.role == Role::Temp {
+            return Err(GraphError::NotReadable {
+                tensor: desc.name.clone(),
+            }
+            .into());
+        }
+        let buffer = self.buffer(t).expect("pinned tensors have buffers");
+        Ok(gpu.read_bytes(buffer, desc.bytes()).await?)
+    }
+
+    /// Read an f32 tensor.
+    pub async fn read_f32(&self, gpu: &Gpu, t: TensorId) -> Result<Vec<f32>, RunError> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read(gpu, t).await?))
+    }
+}

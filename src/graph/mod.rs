@@ -1,0 +1,218 @@
+//! The static compute graph: tensors, nodes, validation, the buffer planner and the executor.
+//!
+//! A graph is built once per shape (op builders in `crate::ops` add nodes), validated against
+//! the device limits, planned (temporaries share buffers by liveness) and then run any number of
+//! times with one command encoder per run.
+
+mod executor;
+mod node;
+mod planner;
+mod tensor;
+mod validate;
+
+pub use executor::{CompiledGraph, RunError};
+pub use node::{Access, Binding, Dispatch, Kernel, Node, Params};
+pub use planner::{Placement, Plan};
+pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
+pub use validate::{validate, DeviceLimits};
+
+/// Everything that can be wrong with a graph, each naming the tensor and node involved.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GraphError {
+    #[error("node '{node}' reads tensor '{tensor}' before anything writes it")]
+    ReadBeforeWrite { node: String, tensor: String },
+    #[error("{op}: shape mismatch: {detail}")]
+    ShapeMismatch { op: String, detail: String },
+    #[error("node '{node}': binding '{binding}' of kernel '{kernel}' wants {expected}, tensor '{tensor}' is {found}")]
+    DTypeMismatch {
+        node: String,
+        kernel: String,
+        binding: String,
+        tensor: String,
+        expected: DType,
+        found: DType,
+    },
+    #[error("node '{node}': kernel '{kernel}' takes {expected} tensors, got {found}")]
+    BindingCount {
+        node: String,
+        kernel: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("tensor '{tensor}' needs {bytes} bytes in one binding, over the device's {limit_name} of {limit} bytes")]
+    OverLimit {
+        tensor: String,
+        bytes: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
+    #[error("node '{node}' binds tensor '{tensor}' twice and writes it; a dispatch cannot alias a writable binding")]
+    Aliased { node: String, tensor: String },
+    #[error("node '{node}': dispatch {dispatch:?} exceeds {max} workgroups per dimension")]
+    DispatchTooLarge {
+        node: String,
+        dispatch: Dispatch,
+        max: u32,
+    },
+    #[error(
+        "node '{node}': kernel '{kernel}' needs device feature {feature}, which this adapter lacks"
+    )]
+    MissingFeature {
+        node: String,
+        kernel: String,
+        feature: String,
+    },
+    #[error("output tensor '{tensor}' is never written by any node")]
+    OutputNeverWritten { tensor: String },
+    #[error("tensor '{tensor}' ({role}) is written by the graph; only inputs and params are written by the host")]
+    NotHostWritable { tensor: String, role: Role },
+    #[error(
+        "tensor '{tensor}' is a temporary whose buffer is shared; mark it as an output to read it"
+    )]
+    NotReadable { tensor: String },
+    #[error("tensor '{tensor}' holds {expected} bytes, got {found}")]
+    WrongSize {
+        tensor: String,
+        expected: u64,
+        found: u64,
+    },
+}
+
+/// Tensors and nodes in execution order.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub tensors: Vec<TensorDesc>,
+    pub nodes: Vec<Node>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add_tensor(&mut self, name: &str, shape: &[usize], dtype: DType, role: Role) -> TensorId {
+        self.tensors.push(TensorDesc {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+            role,
+        });
+        TensorId(self.tensors.len() - 1)
+    }
+
+    /// A tensor the host writes before each run.
+    pub fn input(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name, shape, dtype, Role::Input)
+    }
+
+    /// A persistent tensor (weights, adapter, optimizer state).
+    pub fn param(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name, shape, dtype, Role::Param)
+    }
+
+    /// A tensor written and read within a run; make it an output to keep it.
+    pub fn temp(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
+        self.add_tensor(name, shape, dtype, Role::Temp)
+    }
+
+    /// Keep `t` after the run so the host can read it.
+    pub fn mark_output(&mut self, t: TensorId) {
+        self.tensors[t.0].role = Role::Output;
+    }
+
+    pub fn tensor(&self, t: TensorId) -> &TensorDesc {
+        &self.tensors[t.0]
+    }
+
+    pub fn find(&self, name: &str) -> Option<TensorId> {
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(TensorId)
+    }
+
+    /// Append a dispatch of `kernel` over `tensors` (one per binding, in order). Binding
+    /// counts and dtypes are checked here; the rest by `validate`.
+    pub fn push(
+        &mut self,
+        label: impl Into<String>,
+        kernel: &'static Kernel,
+        tensors: &[TensorId],
+        params: Params,
+        dispatch: Dispatch,
+    ) -> Result<(), GraphError> {
+        let label = label.into();
+        if tensors.len() != kernel.bindings.len() {
+            return Err(GraphError::BindingCount {
+                node: label,
+                kernel: kernel.name.into(),
+                expected: kernel.bindings.len(),
+                found: tensors.len(),
+            });
+        }
+        for (&t, binding) in tensors.iter().zip(kernel.bindings) {
+            let desc = self.tensor(t);
+            if desc.dtype != binding.dtype {
+                return Err(GraphError::DTypeMismatch {
+                    node: label,
+                    kernel: kernel.name.into(),
+                    binding: binding.name.into(),
+                    tensor: desc.name.clone(),
+                    expected: binding.dtype,
+                    found: desc.dtype,
+                });
+            }
+        }
+        self.nodes.push(Node {
+            label,
+            kernel,
+            tensors: tensors.to_vec(),
+            params,
+            dispatch,
+        });
+        Ok(())
+    }
+
+    /// Check that `a` and `b` have the same shape, for an op named `op`.
+    pub fn expect_same_shape(&self, op: &str, a: TensorId, b: TensorId) -> Result<(), GraphError> {
+        let (da, db) = (self.tensor(a), self.tensor(b));
+        if da.shape == db.shape {
+            return Ok(());
+        }
+        Err(GraphError::ShapeMismatch {
+            op: op.into(),
+            detail: format!(
+                "'{}' is {} but '{}' is {}",
+                da.name,
+                shape_str(&da.shape),
+                db.name,
+                shape_str(&db.shape)
+            ),
+        })
+    }
+
+    /// A readable listing of tensors and nodes (what `webqlora graph` prints).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let args: Vec<String> = n
+                .uses()
+                .map(|(t, a)| {
+                    let mode = match a {
+                        Access::Read => "",
+                        Access::Write => "out ",
+                        Access::ReadWrite => "inout ",
+                    };
+                    format!("{mode}{}", self.tensor(t).name)
+                })
+                .collect();
+            out += &format!(
+                "  #{i:<3} {:<28} {}({})\n",
+                n.label,
+                n.kernel.name,
+                args.join(", ")
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,120 @@
+//! Kernels (what a shader entry point expects) and nodes (one dispatch of a kernel over
+//! concrete tensors).
+
+use super::tensor::{DType, TensorId};
+use crate::shaders::Shader;
+
+/// How a kernel uses one storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `var<storage, read>`: must hold data before the node runs.
+    Read,
+    /// `var<storage, read_write>`, every element overwritten: defines the tensor.
+    Write,
+    /// `var<storage, read_write>`, read then updated (accumulation, optimizer state).
+    ReadWrite,
+}
+
+impl Access {
+    pub fn reads(self) -> bool {
+        matches!(self, Access::Read | Access::ReadWrite)
+    }
+
+    pub fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::ReadWrite)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Binding {
+    /// The variable name in the shader, and the tensor name used in graphs and tests.
+    pub name: &'static str,
+    pub access: Access,
+    pub dtype: DType,
+}
+
+/// One shader entry point and the storage bindings it declares at group 0, bindings 0..n in
+/// this order; a `params` uniform follows at binding n.
+#[derive(Debug)]
+pub struct Kernel {
+    pub name: &'static str,
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    pub bindings: &'static [Binding],
+}
+
+/// How many workgroups a node launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// `n` workgroups numbered 0..n. When n exceeds the per-dimension limit the executor folds
+    /// it into (x, y); shaders compute `wg.x + wg.y * num_workgroups.x` and skip ids >= n.
+    Linear(u32),
+    /// A grid the shader interprets itself; each dimension must fit the device limit.
+    Grid([u32; 3]),
+}
+
+impl Dispatch {
+    /// Workgroups for `items` work items at `per_group` items a workgroup.
+    pub fn linear(items: usize, per_group: usize) -> Dispatch {
+        Dispatch::Linear(items.div_ceil(per_group).max(1) as u32)
+    }
+
+    /// The (x, y, z) counts to launch under `max_per_dim`, or None if it cannot fit.
+    pub fn workgroups(self, max_per_dim: u32) -> Option<[u32; 3]> {
+        match self {
+            Dispatch::Linear(n) if n <= max_per_dim => Some([n, 1, 1]),
+            Dispatch::Linear(n) => {
+                let y = n.div_ceil(max_per_dim);
+                (y <= max_per_dim).then(|| [n.div_ceil(y), y, 1])
+            }
+            Dispatch::Grid(g) => g.iter().all(|&d| d <= max_per_dim).then_some(g),
+        }
+    }
+}
+
+/// The words of a node's `params` uniform, built field by field in the shader's order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params(Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+
+    pub fn u32(mut self, v: u32) -> Self {
+        self.0.push(v);
+        self
+    }
+
+    pub fn f32(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+
+    /// The uniform's bytes, padded to 16 as WGSL uniform structs require.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut words = self.0.clone();
+        words.resize(words.len().div_ceil(4).max(1) * 4, 0);
+        bytemuck::cast_slice(&words).to_vec()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub label: String,
+    pub kernel: &'static Kernel,
+    /// One tensor per kernel binding, in binding order.
+    pub tensors: Vec<TensorId>,
+    pub params: Params,
+    pub dispatch: Dispatch,
+}
+
+impl Node {
+    /// (tensor, access) for every storage binding.
+    pub fn uses(&self) -> impl Iterator<Item = (TensorId, Access)> + '_ {
+        self.tensors
+            .iter()
+            .zip(self.kernel.bindings)
+            .map(|(&t, b)| (t, b.access))
+    }
+}

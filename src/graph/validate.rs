@@ -1,0 +1,98 @@
+//! Whole-graph checks that run before anything is allocated.
+
+use super::{Graph, GraphError, Role};
+
+/// The device limits a graph must respect (a subset of `wgpu::Limits`, so that plans can be
+/// checked without a device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+impl DeviceLimits {
+    /// What WebGPU guarantees everywhere.
+    pub fn webgpu_default() -> Self {
+        Self::from(&wgpu::Limits::default())
+    }
+}
+
+impl From<&wgpu::Limits> for DeviceLimits {
+    fn from(l: &wgpu::Limits) -> Self {
+        DeviceLimits {
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+        }
+    }
+}
+
+/// Check limits, aliasing, dispatch sizes and that every read follows a write.
+pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> {
+    for t in &graph.tensors {
+        let bytes = t.bytes();
+        let checks = [
+            (
+                "max_storage_buffer_binding_size",
+                limits.max_storage_buffer_binding_size,
+            ),
+            ("max_buffer_size", limits.max_buffer_size),
+        ];
+        for (limit_name, limit) in checks {
+            if bytes > limit {
+                return Err(GraphError::OverLimit {
+                    tensor: t.name.clone(),
+                    bytes,
+                    limit_name,
+                    limit,
+                });
+            }
+        }
+    }
+
+    let mut written: Vec<bool> = graph
+        .tensors
+        .iter()
+        .map(|t| t.role.defined_at_start())
+        .collect();
+    for node in &graph.nodes {
+        for (i, (t, access)) in node.uses().enumerate() {
+            let twice = node.tensors[i + 1..].contains(&t);
+            let writes_it = node.uses().any(|(u, a)| u == t && a.writes());
+            if twice && writes_it {
+                return Err(GraphError::Aliased {
+                    node: node.label.clone(),
+                    tensor: graph.tensor(t).name.clone(),
+                });
+            }
+            if access.reads() && !written[t.0] {
+                return Err(GraphError::ReadBeforeWrite {
+                    node: node.label.clone(),
+                    tensor: graph.tensor(t).name.clone(),
+                });
+            }
+        }
+        for (t, access) in node.uses() {
+            if access.writes() {
+                written[t.0] = true;
+            }
+        }
+        let max = limits.max_compute_workgroups_per_dimension;
+        if node.dispatch.workgroups(max).is_none() {
+            return Err(GraphError::DispatchTooLarge {
+                node: node.label.clone(),
+                dispatch: node.dispatch,
+                max,
+            });
+        }
+    }
+    for (t, desc) in graph.tensors.iter().enumerate() {
+        if desc.role == Role::Output && !written[t] {
+            return Err(GraphError::OutputNeverWritten {
+                tensor: desc.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! webqlora: QLoRA fine-tuning of small language models on WebGPU.
+//!
+//! WGSL compute shaders (`shaders/`) do the numeric work; `graph` plans and runs static graphs
+//! of them on a `gpu::Gpu`; `ops` describes each kernel and holds its CPU reference.
+
+pub mod gpu;
+pub mod graph;
+pub mod ops;
+pub mod shaders;

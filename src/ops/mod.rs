@@ -1,0 +1,13 @@
+//! One module per op family: the kernel descriptors (bindings in shader order), the graph
+//! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
+
+pub mod residual;
+pub mod rmsnorm;
+pub mod swiglu;
+
+use crate::graph::Kernel;
+
+/// Every kernel the project has (tests check each against its shader's declarations).
+pub fn all_kernels() -> Vec<&'static Kernel> {
+    vec![&residual::ADD, &rmsnorm::FORWARD, &swiglu::FORWARD]
+}

@@ -1,0 +1,50 @@
+//! Residual add: out = a + b.
+
+use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::shaders;
+
+pub static ADD: Kernel = Kernel {
+    name: "residual_add",
+    shader: &shaders::RESIDUAL,
+    entry: "residual_add",
+    bindings: &[
+        Binding {
+            name: "a",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "b",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "out",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+const WORKGROUP: usize = 64;
+
+/// `out = a + b`, a new temporary named `name` with the shape of `a`.
+pub fn add(g: &mut Graph, name: &str, a: TensorId, b: TensorId) -> Result<TensorId, GraphError> {
+    g.expect_same_shape(name, a, b)?;
+    let desc = g.tensor(a).clone();
+    let out = g.temp(name, &desc.shape, DType::F32);
+    let n = desc.numel();
+    let params = Params::new().u32(n as u32);
+    g.push(
+        name,
+        &ADD,
+        &[a, b, out],
+        params,
+        Dispatch::linear(n, WORKGROUP),
+    )?;
+    Ok(out)
+}
+
+pub fn cpu_add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}

@@ -1,0 +1,31 @@
+//! Every WGSL file under `shaders/`, compiled into the binary. A test checks that this list
+//! and the folder agree and that naga validates each file.
+
+/// One WGSL source file.
+#[derive(Debug)]
+pub struct Shader {
+    /// The file stem: `shaders/<name>.wgsl`.
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Device features the shader needs (`enable f16;` needs SHADER_F16, and so on).
+    pub features: wgpu::Features,
+}
+
+macro_rules! shader {
+    ($ident:ident, $name:literal) => {
+        shader!($ident, $name, wgpu::Features::empty());
+    };
+    ($ident:ident, $name:literal, $features:expr) => {
+        pub static $ident: Shader = Shader {
+            name: $name,
+            source: include_str!(concat!("../shaders/", $name, ".wgsl")),
+            features: $features,
+        };
+    };
+}
+
+shader!(RESIDUAL, "residual");
+shader!(RMSNORM, "rmsnorm");
+shader!(SWIGLU, "swiglu");
+
+pub static ALL: &[&Shader] = &[&RESIDUAL, &RMSNORM, &SWIGLU];

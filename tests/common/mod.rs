@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: one GPU per test binary, seeded random data.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use webqlora::gpu::{AdapterRequest, Gpu};
+
+/// The device every GPU test in this binary shares (lavapipe on machines without a GPU).
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new_blocking(&AdapterRequest::default())
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    })
+}
+
+/// A NaN bit pattern for poisoning outputs before kernels write them.
+pub const POISON: u32 = 0x7fc0_dead;
+
+/// A fresh random generator per test; the seed is printed so a failure can be replayed with
+/// WEBQLORA_SEED=<seed>.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("WEBQLORA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in [-scale, scale], none of them zero.
+pub fn random_f32(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| loop {
+            let v = rng.random_range(-scale..scale);
+            if v != 0.0 {
+                break v;
+            }
+        })
+        .collect()
+}
+
+/// ‖a − b‖ / ‖b‖, with a NaN anywhere in `a` reported as infinity.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm.max(1e-300)).sqrt()
+}
+
+/// Largest |a − b| / (|b| + floor) over all elements, infinity for any non-finite `a`.
+pub fn max_rel_diff(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_finite() {
+                (x - y).abs() / (y.abs() + floor)
+            } else {
+                f32::INFINITY
+            }
+        })
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,131 @@
+//! The executor runs real kernels and matches a CPU computation, including a dispatch that
+//! has to be split past 65,535 workgroups.
+
+mod common;
+
+use common::{gpu, max_rel_diff, random_f32, rng, POISON};
+use webqlora::graph::{CompiledGraph, DType, Dispatch, Graph};
+use webqlora::ops::{residual, rmsnorm, swiglu};
+
+fn run_chain(rows: usize, cols: usize) {
+    let mut rng = rng(&format!("chain {rows}x{cols}"));
+    let x = random_f32(&mut rng, rows * cols, 2.0);
+    let w = random_f32(&mut rng, cols, 1.5);
+
+    let mut g = Graph::new();
+    let xt = g.input("x", &[rows, cols], DType::F32);
+    let wt = g.param("weight", &[cols], DType::F32);
+    let (h_norm, rstd) = rmsnorm::forward(&mut g, "h_norm", xt, wt, 1e-5).unwrap();
+    let act = swiglu::forward(&mut g, "act", h_norm, xt).unwrap();
+    let out = residual::add(&mut g, "out", xt, act).unwrap();
+    g.mark_output(rstd);
+    g.mark_output(out);
+
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
+    compiled.write(gpu, wt, bytemuck::cast_slice(&w)).unwrap();
+    compiled.run(gpu);
+    let got_out = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+    let got_rstd = pollster::block_on(compiled.read_f32(gpu, rstd)).unwrap();
+
+    let (y, want_rstd) = rmsnorm::cpu_forward(&x, &w, cols, 1e-5);
+    let want_out = residual::cpu_add(&x, &swiglu::cpu_forward(&y, &x));
+    let e_rstd = max_rel_diff(&got_rstd, &want_rstd, 1e-6);
+    let e_out = max_rel_diff(&got_out, &want_out, 1e-3);
+    assert!(
+        e_rstd < 1e-5,
+        "rstd differs by {e_rstd} (rel) at {rows}x{cols}"
+    );
+    assert!(
+        e_out < 1e-4,
+        "out differs by {e_out} (rel) at {rows}x{cols}"
+    );
+}
+
+#[test]
+fn chain_of_three_kernels_matches_cpu() {
+    for (rows, cols) in [(1, 7), (7, 33), (33, 65), (300, 576), (65, 1)] {
+        run_chain(rows, cols);
+    }
+}
+
+#[test]
+fn graph_runs_again_with_new_inputs() {
+    let mut rng = rng("rerun");
+    let n = 1000;
+    let mut g = Graph::new();
+    let a = g.input("a", &[n], DType::F32);
+    let b = g.input("b", &[n], DType::F32);
+    let out = residual::add(&mut g, "out", a, b).unwrap();
+    g.mark_output(out);
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    for _ in 0..3 {
+        let (va, vb) = (random_f32(&mut rng, n, 4.0), random_f32(&mut rng, n, 4.0));
+        compiled.poison(gpu, POISON);
+        compiled.write(gpu, a, bytemuck::cast_slice(&va)).unwrap();
+        compiled.write(gpu, b, bytemuck::cast_slice(&vb)).unwrap();
+        compiled.run(gpu);
+        let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+        assert_eq!(got, residual::cpu_add(&va, &vb), "exact f32 addition");
+    }
+}
+
+#[test]
+fn dispatch_over_65535_workgroups_is_split() {
+    let gpu = gpu();
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    // One element per invocation, 64 a workgroup: this needs more workgroups than one
+    // dimension allows, plus a ragged tail.
+    let n = 64 * max + 64 * 3 + 17;
+    let mut rng = rng("split");
+    let va = random_f32(&mut rng, n, 8.0);
+    let vb = random_f32(&mut rng, n, 8.0);
+
+    let mut g = Graph::new();
+    let a = g.input("a", &[n], DType::F32);
+    let b = g.input("b", &[n], DType::F32);
+    let out = residual::add(&mut g, "out", a, b).unwrap();
+    g.mark_output(out);
+    let wanted = Dispatch::Linear(n.div_ceil(64) as u32);
+    assert_eq!(g.nodes[0].dispatch, wanted);
+    let [x, y, z] = wanted.workgroups(max as u32).unwrap();
+    assert!(
+        y > 1 && z == 1 && x as usize * y as usize >= n.div_ceil(64),
+        "{x} {y} {z}"
+    );
+
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    compiled.write(gpu, a, bytemuck::cast_slice(&va)).unwrap();
+    compiled.write(gpu, b, bytemuck::cast_slice(&vb)).unwrap();
+    compiled.run(gpu);
+    let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+    let want = residual::cpu_add(&va, &vb);
+    let first_bad = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(first_bad, None, "element {first_bad:?} of {n} is wrong");
+}
+
+#[test]
+fn temporaries_are_not_readable_but_outputs_are() {
+    let mut g = Graph::new();
+    let a = g.input("a", &[4], DType::F32);
+    let t = residual::add(&mut g, "t", a, a).unwrap();
+    let out = residual::add(&mut g, "out", t, a).unwrap();
+    g.mark_output(out);
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled
+        .write(gpu, a, bytemuck::cast_slice(&[1.0f32, 2.0, 3.0, 4.0]))
+        .unwrap();
+    compiled.run(gpu);
+    let err = pollster::block_on(compiled.read(gpu, t)).unwrap_err();
+    assert!(
+        err.to_string().contains("tensor 't' is a temporary"),
+        "{err}"
+    );
+    let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+    assert_eq!(got, vec![3.0, 6.0, 9.0, 12.0]);
+}

@@ -1,0 +1,167 @@
+//! The GPU runtime: device limits, readback, the pipeline cache, the kernel timer, and the
+//! `webqlora devices` listing.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{gpu, random_f32, rng};
+use rand::Rng;
+use webqlora::gpu::device::{enumerate, OPTIONAL_FEATURES};
+use webqlora::gpu::pipelines::PipelineKey;
+use webqlora::gpu::timer::GpuTimer;
+use webqlora::gpu::AdapterRequest;
+use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::ops::{residual, rmsnorm};
+use webqlora::shaders;
+
+#[test]
+fn device_gets_the_adapters_limits_not_the_webgpu_defaults() {
+    let gpu = gpu();
+    let (adapters, chosen) = pollster::block_on(enumerate(&AdapterRequest::default()));
+    let adapter = adapters
+        .iter()
+        .find(|a| a.get_info() == gpu.info)
+        .or_else(|| chosen.map(|i| &adapters[i]))
+        .expect("the device's adapter is listed");
+    let offered = adapter.limits();
+    assert_eq!(
+        gpu.limits.max_storage_buffer_binding_size,
+        offered.max_storage_buffer_binding_size
+    );
+    assert_eq!(gpu.limits.max_buffer_size, offered.max_buffer_size);
+    assert_eq!(
+        gpu.limits.max_compute_workgroup_storage_size,
+        offered.max_compute_workgroup_storage_size
+    );
+    assert_eq!(
+        gpu.limits.max_storage_buffers_per_shader_stage,
+        offered.max_storage_buffers_per_shader_stage
+    );
+    assert_eq!(gpu.features, adapter.features() & OPTIONAL_FEATURES);
+}
+
+#[test]
+fn bytes_round_trip_through_a_buffer() {
+    let gpu = gpu();
+    let mut rng = rng("roundtrip");
+    for len in [1usize, 3, 4, 257, 1 << 20] {
+        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let buffer = gpu.storage_buffer("roundtrip", len as u64);
+        gpu.upload(&buffer, &data);
+        let back = pollster::block_on(gpu.read_bytes(&buffer, len as u64)).unwrap();
+        assert_eq!(back, data, "length {len}");
+    }
+    let values = random_f32(&mut rng, 100, 1.0);
+    let buffer = gpu.storage_buffer("f32", 400);
+    gpu.upload(&buffer, bytemuck::cast_slice(&values));
+    assert_eq!(
+        pollster::block_on(gpu.read_f32(&buffer, 100)).unwrap(),
+        values
+    );
+}
+
+#[test]
+fn pipelines_are_compiled_once_per_key() {
+    let gpu = gpu();
+    let key = PipelineKey::new("residual", "residual_add", &[]);
+    let first = gpu.pipeline(&shaders::RESIDUAL, &key);
+    let count = gpu.pipeline_count();
+    let again = gpu.pipeline(&shaders::RESIDUAL, &key);
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(gpu.pipeline_count(), count);
+    let other = gpu.pipeline(
+        &shaders::SWIGLU,
+        &PipelineKey::new("swiglu", "swiglu_forward", &[]),
+    );
+    assert!(!Arc::ptr_eq(&first, &other));
+    assert_eq!(gpu.pipeline_count(), count + 1);
+
+    // Constants are part of the key, whatever order they are given in.
+    let ab = PipelineKey::new("s", "e", &[("a", 1.0), ("b", 2.0)]);
+    let ba = PipelineKey::new("s", "e", &[("b", 2.0), ("a", 1.0)]);
+    assert_eq!(ab, ba);
+    assert_ne!(ab, PipelineKey::new("s", "e", &[("a", 1.0), ("b", 3.0)]));
+}
+
+#[test]
+fn profiled_run_times_every_node_and_computes_the_same() {
+    let gpu = gpu();
+    let mut rng = rng("profiled");
+    let (rows, cols) = (256, 576);
+    let x = random_f32(&mut rng, rows * cols, 1.0);
+    let w = random_f32(&mut rng, cols, 1.0);
+    let mut g = Graph::new();
+    let xt = g.input("x", &[rows, cols], DType::F32);
+    let wt = g.param("weight", &[cols], DType::F32);
+    let (y, _) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-6).unwrap();
+    let out = residual::add(&mut g, "out", y, xt).unwrap();
+    g.mark_output(out);
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, common::POISON);
+    compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
+    compiled.write(gpu, wt, bytemuck::cast_slice(&w)).unwrap();
+
+    let times = pollster::block_on(compiled.run_profiled(gpu)).unwrap();
+    let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+    let (ny, _) = rmsnorm::cpu_forward(&x, &w, cols, 1e-6);
+    let want = residual::cpu_add(&ny, &x);
+    assert!(common::max_rel_diff(&got, &want, 1e-3) < 1e-4);
+
+    match (times, GpuTimer::new(gpu, 1)) {
+        (Some(times), Some(_)) => {
+            let labels: Vec<_> = times.iter().map(|t| (t.0.as_str(), t.1)).collect();
+            assert_eq!(labels, [("y", "rmsnorm_forward"), ("out", "residual_add")]);
+            for (label, _, ms) in &times {
+                assert!(
+                    ms.is_finite() && *ms > 0.0 && *ms < 10_000.0,
+                    "{label}: {ms} ms"
+                );
+            }
+        }
+        (None, None) => eprintln!("adapter has no timestamp queries; timing not checked"),
+        _ => panic!("run_profiled and GpuTimer disagree on timestamp support"),
+    }
+}
+
+#[test]
+fn devices_lists_adapters_limits_and_the_one_used() {
+    let out = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .arg("devices")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("<- used").count(), 1, "{text}");
+    for needle in [
+        "[0] ",
+        "backend: ",
+        "driver: ",
+        "max storage binding: ",
+        "max buffer size: ",
+        "workgroup storage: ",
+        "invocations per workgroup: ",
+        "shader-f16: ",
+        "subgroups: ",
+        "timestamp queries: ",
+    ] {
+        assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+    }
+    let gpu = gpu();
+    assert!(
+        text.contains(&gpu.info.name),
+        "the test device is listed:\n{text}"
+    );
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(["devices", "--backend", "cuda"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown backend 'cuda'"));
+}

@@ -1,0 +1,80 @@
+//! The liveness planner shares buffers between temporaries whose lifetimes do not overlap.
+
+use webqlora::graph::{DType, DeviceLimits, Graph, Placement, Plan};
+use webqlora::ops::{residual, rmsnorm, swiglu};
+
+#[test]
+fn chain_of_same_size_temporaries_ping_pongs_between_two_buffers() {
+    let n = 1 << 16; // elements
+    let size = 4 * n as u64;
+    let steps = 16;
+    let mut g = Graph::new();
+    let x = g.input("x", &[n], DType::F32);
+    let mut t = residual::add(&mut g, "t1", x, x).unwrap();
+    for i in 2..=steps {
+        t = residual::add(&mut g, &format!("t{i}"), t, x).unwrap();
+    }
+    g.mark_output(t);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+
+    // x and the final output have their own buffers; the 15 temporaries need only two slots.
+    assert_eq!(plan.slot_bytes, vec![size, size]);
+    assert_eq!(plan.peak_bytes(), 4 * size);
+    let unshared = (steps as u64 + 1) * size;
+    assert!(
+        plan.peak_bytes() * 4 < unshared,
+        "{} vs {unshared}",
+        plan.peak_bytes()
+    );
+}
+
+#[test]
+fn exact_peak_of_a_small_fixed_graph() {
+    // x [4, 8] -> rmsnorm -> (y, rstd); act = swiglu(y, x); out = x + act.
+    let mut g = Graph::new();
+    let x = g.input("x", &[4, 8], DType::F32); // 128 B, own
+    let w = g.param("weight", &[8], DType::F32); // 32 B, own
+    let (y, rstd) = rmsnorm::forward(&mut g, "y", x, w, 1e-5).unwrap(); // 128 B, 16 B
+    let act = swiglu::forward(&mut g, "act", y, x).unwrap(); // 128 B
+    let out = residual::add(&mut g, "out", x, act).unwrap(); // 128 B, own
+    g.mark_output(out);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+
+    // rstd dies after node 0, so act takes its slot (grown from 16 to 128 bytes); y is still
+    // being read by node 1, so act cannot have y's slot.
+    assert_eq!(plan.placement[y.index()], Placement::Slot(0));
+    assert_eq!(plan.placement[rstd.index()], Placement::Slot(1));
+    assert_eq!(plan.placement[act.index()], Placement::Slot(1));
+    assert_eq!(plan.placement[out.index()], Placement::Own);
+    assert_eq!(plan.slot_bytes, vec![128, 128]);
+    assert_eq!(plan.pinned_bytes, 128 + 32 + 128);
+    assert_eq!(plan.peak_bytes(), 544);
+    let dump = plan.describe(&g);
+    assert!(dump.contains("planned peak: 544 bytes"), "{dump}");
+}
+
+#[test]
+fn a_node_never_writes_into_a_buffer_it_reads() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[64], DType::F32);
+    let a = residual::add(&mut g, "a", x, x).unwrap();
+    let b = residual::add(&mut g, "b", a, x).unwrap(); // a dies here: b must not take a's slot
+    let c = residual::add(&mut g, "c", b, x).unwrap(); // ... but c may
+    g.mark_output(c);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+    assert_ne!(plan.placement[a.index()], plan.placement[b.index()]);
+    assert_eq!(plan.placement[a.index()], Placement::Slot(0));
+    assert_eq!(plan.placement[b.index()], Placement::Slot(1));
+}
+
+#[test]
+fn unused_temporaries_take_no_memory() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[16], DType::F32);
+    let spare = g.temp("spare", &[1 << 20], DType::F32);
+    let out = residual::add(&mut g, "out", x, x).unwrap();
+    g.mark_output(out);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+    assert_eq!(plan.placement[spare.index()], Placement::Unused);
+    assert_eq!(plan.peak_bytes(), 128);
+}

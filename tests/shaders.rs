@@ -1,0 +1,140 @@
+//! Every WGSL file under shaders/ is parsed and validated by naga with the capabilities wgpu
+//! grants for the features the shader declares, and every kernel's binding table agrees with
+//! its shader (names, order, access, the params uniform last).
+
+use std::collections::BTreeSet;
+
+use naga::valid::ValidationFlags;
+use webqlora::graph::Access;
+use webqlora::ops::all_kernels;
+use webqlora::shaders::{Shader, ALL};
+
+fn parse_and_validate(shader: &Shader) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(shader.source).unwrap_or_else(|e| {
+        panic!(
+            "shaders/{}.wgsl does not parse:\n{}",
+            shader.name,
+            e.emit_to_string(shader.source)
+        )
+    });
+    let mut validator = wgpu_naga_bridge::create_validator(
+        shader.features,
+        wgpu::DownlevelFlags::empty(),
+        ValidationFlags::all(),
+    );
+    if let Err(e) = validator.validate(&module) {
+        panic!(
+            "shaders/{}.wgsl fails validation:\n{}",
+            shader.name,
+            e.emit_to_string(shader.source)
+        );
+    }
+    module
+}
+
+#[test]
+fn every_shader_file_is_registered_and_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(on_disk, registered, "shaders/ and shaders::ALL disagree");
+    assert!(!ALL.is_empty());
+    for shader in ALL {
+        parse_and_validate(shader);
+        assert!(
+            shader.source.starts_with("//"),
+            "shaders/{}.wgsl lacks its header comment (bindings, layouts, dispatch)",
+            shader.name
+        );
+    }
+}
+
+#[test]
+fn a_broken_shader_is_caught() {
+    let broken = Shader {
+        name: "broken",
+        source: "// x\n@compute @workgroup_size(1) fn main() { let a: f32 = 1u; }",
+        features: wgpu::Features::empty(),
+    };
+    let caught = std::panic::catch_unwind(|| parse_and_validate(&broken));
+    assert!(caught.is_err());
+}
+
+#[test]
+fn f16_needs_its_feature() {
+    let source = "// x\nenable f16;\n@compute @workgroup_size(1) fn main() { let h: f16 = 1.0h; }";
+    let without = Shader {
+        name: "half",
+        source,
+        features: wgpu::Features::empty(),
+    };
+    assert!(std::panic::catch_unwind(|| parse_and_validate(&without)).is_err());
+    let with = Shader {
+        name: "half",
+        source,
+        features: wgpu::Features::SHADER_F16,
+    };
+    parse_and_validate(&with);
+}
+
+#[test]
+fn kernel_tables_match_shader_declarations() {
+    for kernel in all_kernels() {
+        let module = parse_and_validate(kernel.shader);
+        let where_ = format!(
+            "kernel '{}' (shaders/{}.wgsl)",
+            kernel.name, kernel.shader.name
+        );
+        assert!(
+            module
+                .entry_points
+                .iter()
+                .any(|e| e.name == kernel.entry && e.stage == naga::ShaderStage::Compute),
+            "{where_}: no compute entry point '{}'",
+            kernel.entry
+        );
+        let mut globals: Vec<(u32, String, naga::AddressSpace)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let b = g.binding.as_ref()?;
+                assert_eq!(b.group, 0, "{where_}: only bind group 0 is used");
+                Some((b.binding, g.name.clone().unwrap_or_default(), g.space))
+            })
+            .collect();
+        globals.sort_by_key(|g| g.0);
+        assert_eq!(
+            globals.len(),
+            kernel.bindings.len() + 1,
+            "{where_}: binding count (storage + params)"
+        );
+        for (i, (binding, name, space)) in globals.iter().enumerate() {
+            assert_eq!(*binding as usize, i, "{where_}: bindings are numbered 0..n");
+            if i == kernel.bindings.len() {
+                assert_eq!(name, "params", "{where_}");
+                assert_eq!(
+                    *space,
+                    naga::AddressSpace::Uniform,
+                    "{where_}: params is a uniform"
+                );
+                continue;
+            }
+            let want = &kernel.bindings[i];
+            assert_eq!(name, want.name, "{where_}: binding {i} name");
+            let naga::AddressSpace::Storage { access } = space else {
+                panic!("{where_}: binding {i} '{name}' is not a storage buffer");
+            };
+            let writable = access.contains(naga::StorageAccess::STORE);
+            assert_eq!(
+                writable,
+                want.access != Access::Read,
+                "{where_}: binding {i} '{name}' access"
+            );
+        }
+    }
+}

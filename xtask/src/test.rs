@@ -1,0 +1,169 @@
+//! `cargo xtask test`: what CI runs. Installs what is missing, then runs each step, keeps
+//! going after a failure so one run shows everything, and ends with one summary line.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::install;
+
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Add up cargo test's "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines.
+fn count(line: &str, counts: &mut Counts) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let (Some(n), Some(what)) = (words.iter().rev().nth(1), words.last()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match *what {
+            "passed" => counts.passed += n,
+            "failed" => counts.failed += n,
+            "ignored" => counts.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // Mesa's window-system probing complains on headless machines without this.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("webqlora-xdg");
+        let _ = std::fs::create_dir_all(&dir);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        cmd.env("XDG_RUNTIME_DIR", dir);
+    }
+    cmd
+}
+
+/// Run cargo test, echoing its output and counting results.
+fn cargo_test(extra: &[String], counts: &mut Counts) -> Result<(), String> {
+    let mut child = cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cargo test: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        println!("{line}");
+        count(&line, counts);
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test failed ({status})"))
+    }
+}
+
+pub fn run(extra: &[String]) -> Result<(), String> {
+    let start = Instant::now();
+    install::rust_tools()?;
+    install::lavapipe()?;
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut step = |name: &str, result: Result<(), String>| match &result {
+        Ok(()) => eprintln!("xtask: {name}: ok ({:.0} s)", start.elapsed().as_secs_f64()),
+        Err(e) => {
+            eprintln!("xtask: {name}: FAILED: {e}");
+            failures.push(name.to_string());
+        }
+    };
+    step(
+        "fmt",
+        install::run(cargo().args(["fmt", "--all", "--", "--check"])),
+    );
+    step(
+        "clippy",
+        install::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
+    step(
+        "wasm32 check",
+        install::run(cargo().args([
+            "clippy",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
+    let mut counts = Counts {
+        passed: 0,
+        failed: 0,
+        ignored: 0,
+    };
+    let tests = cargo_test(extra, &mut counts);
+    if tests.is_err() && counts.failed == 0 {
+        // A build failure or a crash: count it so the summary cannot read as green.
+        counts.failed += 1;
+    }
+    step("tests", tests);
+
+    // Each failed step other than the tests counts as one failure in the summary line.
+    let other_failures = failures.iter().filter(|f| *f != "tests").count() as u64;
+    println!(
+        "xtask: {:.0} s; failed steps: {}",
+        start.elapsed().as_secs_f64(),
+        if failures.is_empty() {
+            "none".to_string()
+        } else {
+            failures.join(", ")
+        }
+    );
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        counts.passed,
+        counts.failed + other_failures,
+        counts.ignored
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failures.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_test_result_lines() {
+        let mut c = Counts {
+            passed: 0,
+            failed: 0,
+            ignored: 0,
+        };
+        count("test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.34s", &mut c);
+        count(
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+            &mut c,
+        );
+        count("running 4 tests", &mut c);
+        assert_eq!((c.passed, c.failed, c.ignored), (6, 3, 1));
+    }
+}
