@@ -6,4 +6,5 @@
 pub mod gpu;
 pub mod graph;
 pub mod ops;
+pub mod quant;
 pub mod shaders;

@@ -67,3 +67,70 @@ pub fn max_rel_diff(a: &[f32], b: &[f32], floor: f32) -> f32 {
         })
         .fold(0.0, f32::max)
 }
+
+/// `../shared/golden/<rel>` beside the repository root.
+pub fn golden(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden")
+        .join(rel)
+}
+
+/// A whole safetensors file read into memory, for tests.
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    pub fn open(rel: &str) -> Golden {
+        let path = golden(rel);
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
+        Golden { bytes }
+    }
+
+    pub fn tensors(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tensors()
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn raw(&self, name: &str) -> (safetensors::Dtype, Vec<usize>, &[u8]) {
+        let t = self.tensors();
+        let view = t
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("golden tensor {name}: {e}"));
+        let (dtype, shape) = (view.dtype(), view.shape().to_vec());
+        // The view borrows `t`; re-slice the file bytes for a longer lifetime.
+        let data = view.data();
+        let start = data.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        (dtype, shape, &self.bytes[start..start + data.len()])
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let (dtype, _, data) = self.raw(name);
+        assert_eq!(dtype, safetensors::Dtype::F32, "{name}");
+        bytemuck::pod_collect_to_vec(data)
+    }
+
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        self.raw(name).2.to_vec()
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.raw(name).1
+    }
+}
+
+/// The JSON file `../shared/golden/<rel>`.
+pub fn golden_json(rel: &str) -> serde_json::Value {
+    let path = golden(rel);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}

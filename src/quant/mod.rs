@@ -1,0 +1,5 @@
+//! Quantized weight formats on the CPU: bitsandbytes NF4 (the training format of every base
+//! linear layer) and, later, the GGUF block formats models arrive in.
+
+pub mod dynamic_map;
+pub mod nf4;
