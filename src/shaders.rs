@@ -24,8 +24,10 @@ macro_rules! shader {
     };
 }
 
+shader!(MATMUL, "matmul");
+shader!(NF4_MATMUL, "nf4_matmul");
 shader!(RESIDUAL, "residual");
 shader!(RMSNORM, "rmsnorm");
 shader!(SWIGLU, "swiglu");
 
-pub static ALL: &[&Shader] = &[&RESIDUAL, &RMSNORM, &SWIGLU];
+pub static ALL: &[&Shader] = &[&MATMUL, &NF4_MATMUL, &RESIDUAL, &RMSNORM, &SWIGLU];

@@ -1,5 +1,6 @@
 //! Subcommands of the `webqlora` binary (native only).
 
+mod bench;
 mod devices;
 mod graph;
 
@@ -41,6 +42,8 @@ impl GpuArgs {
 enum Command {
     /// List GPU adapters, the one that would be used, and the limits and features we rely on.
     Devices(devices::DevicesArgs),
+    /// Kernel throughput tables (`bench kernels`).
+    Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
     Graph(graph::GraphArgs),
 }
@@ -49,5 +52,6 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Devices(args) => devices::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,6 +1,8 @@
 //! One module per op family: the kernel descriptors (bindings in shader order), the graph
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
+pub mod matmul;
+pub mod nf4_matmul;
 pub mod residual;
 pub mod rmsnorm;
 pub mod swiglu;
@@ -9,5 +11,15 @@ use crate::graph::Kernel;
 
 /// Every kernel the project has (tests check each against its shader's declarations).
 pub fn all_kernels() -> Vec<&'static Kernel> {
-    vec![&residual::ADD, &rmsnorm::FORWARD, &swiglu::FORWARD]
+    vec![
+        &matmul::MATMUL,
+        &matmul::MATMUL_ACC,
+        &nf4_matmul::FORWARD,
+        &nf4_matmul::BACKWARD,
+        &nf4_matmul::BACKWARD_ACC,
+        &nf4_matmul::MATVEC,
+        &residual::ADD,
+        &rmsnorm::FORWARD,
+        &swiglu::FORWARD,
+    ]
 }

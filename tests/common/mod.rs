@@ -134,3 +134,32 @@ pub fn golden_json(rel: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
+
+/// Compile `g` with `outputs` marked, poison everything the graph writes, upload `inputs`
+/// (inputs and params), run once and read the outputs back as f32.
+pub fn run_graph(
+    mut g: webqlora::graph::Graph,
+    inputs: &[(webqlora::graph::TensorId, Vec<u8>)],
+    outputs: &[webqlora::graph::TensorId],
+) -> Vec<Vec<f32>> {
+    for &t in outputs {
+        if !g.tensor(t).role.defined_at_start() {
+            g.mark_output(t);
+        }
+    }
+    let gpu = gpu();
+    let compiled = webqlora::graph::CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    for (t, bytes) in inputs {
+        compiled.write(gpu, *t, bytes).unwrap();
+    }
+    compiled.run(gpu);
+    outputs
+        .iter()
+        .map(|&t| pollster::block_on(compiled.read_f32(gpu, t)).unwrap())
+        .collect()
+}
+
+pub fn bytes(v: &[f32]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}

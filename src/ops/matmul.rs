@@ -1,0 +1,208 @@
+//! f32 matrix products with either operand transposed (by strides, never by a copy):
+//! c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA paths and their
+//! gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX, dX += s·(dY B)A.
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::shaders;
+
+/// c = alpha · op(a) · op(b)
+pub static MATMUL: Kernel = Kernel {
+    name: "matmul",
+    shader: &shaders::MATMUL,
+    entry: "matmul",
+    bindings: &[
+        Binding {
+            name: "a",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "b",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "c",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// c += alpha · op(a) · op(b) (the same entry point with `accumulate` set).
+pub static MATMUL_ACC: Kernel = Kernel {
+    name: "matmul_acc",
+    shader: &shaders::MATMUL,
+    entry: "matmul",
+    bindings: &[
+        Binding {
+            name: "a",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "b",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "c",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// One factor of a product: a tensor, used as it is or transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand {
+    pub tensor: TensorId,
+    pub transposed: bool,
+}
+
+impl Operand {
+    pub fn plain(tensor: TensorId) -> Self {
+        Operand {
+            tensor,
+            transposed: false,
+        }
+    }
+
+    pub fn transposed(tensor: TensorId) -> Self {
+        Operand {
+            tensor,
+            transposed: true,
+        }
+    }
+}
+
+/// Rows and columns of a tensor seen as a matrix: leading dimensions are rows.
+fn as_matrix(shape: &[usize]) -> (usize, usize) {
+    let cols = *shape.last().unwrap_or(&1);
+    (shape.iter().product::<usize>() / cols.max(1), cols)
+}
+
+/// The product's shape [M, N] and its uniform.
+fn plan(
+    g: &Graph,
+    name: &str,
+    a: Operand,
+    b: Operand,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<(usize, usize, Params), GraphError> {
+    let (ar, ac) = as_matrix(&g.tensor(a.tensor).shape);
+    let (br, bc) = as_matrix(&g.tensor(b.tensor).shape);
+    let (m, k) = if a.transposed { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if b.transposed { (bc, br) } else { (br, bc) };
+    if k != kb {
+        let describe = |o: Operand| {
+            let t = g.tensor(o.tensor);
+            let how = if o.transposed { "transposed " } else { "" };
+            format!("{how}'{}' {}", t.name, shape_str(&t.shape))
+        };
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "{} times {}: inner sizes {k} and {kb} differ",
+                describe(a),
+                describe(b)
+            ),
+        });
+    }
+    let (a_sm, a_sk) = if a.transposed { (1, m) } else { (k, 1) };
+    let (b_sk, b_sn) = if b.transposed { (1, k) } else { (n, 1) };
+    let params = Params::new()
+        .u32(m as u32)
+        .u32(n as u32)
+        .u32(k as u32)
+        .u32(a_sm as u32)
+        .u32(a_sk as u32)
+        .u32(b_sk as u32)
+        .u32(b_sn as u32)
+        .u32(accumulate as u32)
+        .f32(alpha);
+    Ok((m, n, params))
+}
+
+fn dispatch(m: usize, n: usize) -> Dispatch {
+    Dispatch::Grid([n.div_ceil(64) as u32, m.div_ceil(32) as u32, 1])
+}
+
+/// A new temporary `name` = alpha · op(a) · op(b).
+pub fn matmul(
+    g: &mut Graph,
+    name: &str,
+    a: Operand,
+    b: Operand,
+    alpha: f32,
+) -> Result<TensorId, GraphError> {
+    let (m, n, params) = plan(g, name, a, b, alpha, false)?;
+    let c = g.temp(name, &[m, n], DType::F32);
+    g.push(
+        name,
+        &MATMUL,
+        &[a.tensor, b.tensor, c],
+        params,
+        dispatch(m, n),
+    )?;
+    Ok(c)
+}
+
+/// c += alpha · op(a) · op(b), into an existing tensor `c` of shape [M, N].
+pub fn matmul_into(
+    g: &mut Graph,
+    label: &str,
+    c: TensorId,
+    a: Operand,
+    b: Operand,
+    alpha: f32,
+) -> Result<(), GraphError> {
+    let (m, n, params) = plan(g, label, a, b, alpha, true)?;
+    if as_matrix(&g.tensor(c).shape) != (m, n) {
+        return Err(GraphError::ShapeMismatch {
+            op: label.into(),
+            detail: format!(
+                "the product is [{m}, {n}] but '{}' is {}",
+                g.tensor(c).name,
+                shape_str(&g.tensor(c).shape)
+            ),
+        });
+    }
+    g.push(
+        label,
+        &MATMUL_ACC,
+        &[a.tensor, b.tensor, c],
+        params,
+        dispatch(m, n),
+    )
+}
+
+/// CPU reference in f64: alpha · op(a) · op(b) (+ c0), as a row-major [m, n] f32 matrix.
+/// `a` is stored [m, k] (or [k, m] when `trans_a`), `b` is [k, n] (or [n, k]).
+#[allow(clippy::too_many_arguments)]
+pub fn cpu_matmul(
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    c0: Option<&[f32]>,
+) -> Vec<f32> {
+    let at = |i: usize, kk: usize| if trans_a { a[kk * m + i] } else { a[i * k + kk] } as f64;
+    let bt = |kk: usize, j: usize| if trans_b { b[j * k + kk] } else { b[kk * n + j] } as f64;
+    let mut out = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|kk| at(i, kk) * bt(kk, j)).sum();
+            let base = c0.map_or(0.0, |c| c[i * n + j] as f64);
+            out[i * n + j] = (alpha as f64 * s + base) as f32;
+        }
+    }
+    out
+}

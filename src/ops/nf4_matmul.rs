@@ -1,0 +1,212 @@
+//! NF4 dequant-matmuls: Y = X·Wᵀ, dX = dY·W and the one-token matvec, with W in NF4 (codes
+//! eight a word, see `quant::nf4`) and never materialised in f32.
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::quant::nf4::Nf4Tensor;
+use crate::shaders;
+
+const fn bindings(out_access: Access) -> [Binding; 4] {
+    [
+        Binding {
+            name: "x",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "w",
+            access: Access::Read,
+            dtype: DType::Nf4,
+        },
+        Binding {
+            name: "w_absmax",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "y",
+            access: out_access,
+            dtype: DType::F32,
+        },
+    ]
+}
+
+static WRITE: [Binding; 4] = bindings(Access::Write);
+static ACCUMULATE: [Binding; 4] = bindings(Access::ReadWrite);
+
+/// y = x · Wᵀ
+pub static FORWARD: Kernel = Kernel {
+    name: "nf4_matmul_forward",
+    shader: &shaders::NF4_MATMUL,
+    entry: "nf4_matmul_forward",
+    bindings: &WRITE,
+};
+
+/// dx = dy · W (or dx += dy · W)
+pub static BACKWARD: Kernel = Kernel {
+    name: "nf4_matmul_backward",
+    shader: &shaders::NF4_MATMUL,
+    entry: "nf4_matmul_backward",
+    bindings: &WRITE,
+};
+
+/// dx += dy · W
+pub static BACKWARD_ACC: Kernel = Kernel {
+    name: "nf4_matmul_backward_acc",
+    shader: &shaders::NF4_MATMUL,
+    entry: "nf4_matmul_backward",
+    bindings: &ACCUMULATE,
+};
+
+/// y = W · x for one token.
+pub static MATVEC: Kernel = Kernel {
+    name: "nf4_matvec",
+    shader: &shaders::NF4_MATMUL,
+    entry: "nf4_matvec",
+    bindings: &WRITE,
+};
+
+/// An NF4 weight in a graph: its codes [out, in] and per-block absmax.
+#[derive(Clone, Copy, Debug)]
+pub struct Nf4Weight {
+    pub codes: TensorId,
+    pub absmax: TensorId,
+    pub blocksize: usize,
+}
+
+impl Nf4Weight {
+    /// Declare the two params of a weight of `shape` [out, in], named `<name>` and
+    /// `<name>.absmax`.
+    pub fn declare(g: &mut Graph, name: &str, shape: [usize; 2], blocksize: usize) -> Self {
+        let blocks = (shape[0] * shape[1]).div_ceil(blocksize);
+        Nf4Weight {
+            codes: g.param(name, &shape, DType::Nf4),
+            absmax: g.param(&format!("{name}.absmax"), &[blocks], DType::F32),
+            blocksize,
+        }
+    }
+
+    /// [out, in]
+    pub fn shape(&self, g: &Graph) -> (usize, usize) {
+        let s = &g.tensor(self.codes).shape;
+        (s[0], s[1])
+    }
+}
+
+/// The bytes to upload for a quantized weight: (codes, absmax).
+pub fn upload_bytes(t: &Nf4Tensor) -> (Vec<u8>, Vec<u8>) {
+    (
+        bytemuck::cast_slice(&t.gpu_words()).to_vec(),
+        bytemuck::cast_slice(&t.absmax_f32()).to_vec(),
+    )
+}
+
+fn rows_of(g: &Graph, name: &str, x: TensorId, cols: usize) -> Result<usize, GraphError> {
+    let shape = &g.tensor(x).shape;
+    if shape.last() != Some(&cols) {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "'{}' is {} but the weight needs rows of {cols}",
+                g.tensor(x).name,
+                shape_str(shape)
+            ),
+        });
+    }
+    Ok(shape.iter().product::<usize>() / cols)
+}
+
+fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize, accumulate: bool) -> Params {
+    Params::new()
+        .u32(rows as u32)
+        .u32(n_in as u32)
+        .u32(n_out as u32)
+        .u32(w.blocksize as u32)
+        .u32(accumulate as u32)
+}
+
+/// A new temporary `name` = x · Wᵀ, [rows, out].
+pub fn forward(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &Nf4Weight,
+) -> Result<TensorId, GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, x, n_in)?;
+    let y = g.temp(name, &[rows, n_out], DType::F32);
+    let dispatch = Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
+    let p = params(rows, w, n_in, n_out, false);
+    g.push(name, &FORWARD, &[x, w.codes, w.absmax, y], p, dispatch)?;
+    Ok(y)
+}
+
+fn backward_node(
+    g: &mut Graph,
+    label: &str,
+    dy: TensorId,
+    w: &Nf4Weight,
+    dx: TensorId,
+    accumulate: bool,
+) -> Result<(), GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, label, dy, n_out)?;
+    // 64 inputs (eight words of codes) and 32 rows a workgroup.
+    let dispatch = Dispatch::Grid([n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
+    let p = params(rows, w, n_in, n_out, accumulate);
+    let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
+    g.push(label, kernel, &[dy, w.codes, w.absmax, dx], p, dispatch)
+}
+
+/// A new temporary `name` = dy · W, [rows, in].
+pub fn backward(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    w: &Nf4Weight,
+) -> Result<TensorId, GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, dy, n_out)?;
+    let dx = g.temp(name, &[rows, n_in], DType::F32);
+    backward_node(g, name, dy, w, dx, false)?;
+    Ok(dx)
+}
+
+/// dx += dy · W into an existing [rows, in] tensor.
+pub fn backward_into(
+    g: &mut Graph,
+    label: &str,
+    dx: TensorId,
+    dy: TensorId,
+    w: &Nf4Weight,
+) -> Result<(), GraphError> {
+    backward_node(g, label, dy, w, dx, true)
+}
+
+/// A new temporary `name` = W · x for a single token x [in] (or [1, in]).
+pub fn matvec(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &Nf4Weight,
+) -> Result<TensorId, GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, x, n_in)?;
+    if rows != 1 {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!("matvec takes one token, '{}' has {rows}", g.tensor(x).name),
+        });
+    }
+    let y = g.temp(name, &[n_out], DType::F32);
+    let p = params(1, w, n_in, n_out, false);
+    g.push(
+        name,
+        &MATVEC,
+        &[x, w.codes, w.absmax, y],
+        p,
+        Dispatch::linear(n_out, 64),
+    )?;
+    Ok(y)
+}

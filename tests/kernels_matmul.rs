@@ -1,0 +1,182 @@
+//! f32 and NF4 matmul kernels against their CPU references on fresh random data, at sizes
+//! that are not multiples of any tile, with outputs poisoned before the kernels run.
+
+mod common;
+
+use common::{bytes, random_f32, rel_err, rng, run_graph};
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use webqlora::graph::{DType, Graph};
+use webqlora::ops::matmul::{cpu_matmul, matmul, matmul_into, Operand};
+use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
+use webqlora::quant::nf4::Nf4Tensor;
+
+const ROWS: [usize; 5] = [1, 7, 33, 65, 300];
+const SIDES: [usize; 8] = [1, 7, 33, 63, 64, 65, 127, 129];
+
+#[test]
+fn matmul_all_transposes_match_cpu() {
+    let mut rng = rng("matmul");
+    for &m in &ROWS {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let k = *SIDES.choose(&mut rng).unwrap();
+            let n = *SIDES.choose(&mut rng).unwrap();
+            let alpha = rng.random_range(0.25..2.0);
+            let a = random_f32(&mut rng, m * k, 1.0);
+            let b = random_f32(&mut rng, k * n, 1.0);
+            let mut g = Graph::new();
+            let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
+            let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
+            let op = |t, transposed| Operand {
+                tensor: t,
+                transposed,
+            };
+            let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
+            let got = run_graph(g, &[(at, bytes(&a)), (bt, bytes(&b))], &[c]).remove(0);
+            let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
+        }
+    }
+}
+
+#[test]
+fn matmul_accumulates_into_an_existing_tensor() {
+    let mut rng = rng("matmul_acc");
+    for &(m, k, n) in &[(33usize, 16usize, 65usize), (300, 7, 16), (1, 129, 1)] {
+        let a = random_f32(&mut rng, m * k, 1.0);
+        let b = random_f32(&mut rng, n * k, 1.0);
+        let c0 = random_f32(&mut rng, m * n, 1.0);
+        let mut g = Graph::new();
+        let at = g.input("a", &[m, k], DType::F32);
+        let bt = g.input("b", &[n, k], DType::F32);
+        let ct = g.input("c", &[m, n], DType::F32);
+        let (a_op, b_op) = (Operand::plain(at), Operand::transposed(bt));
+        matmul_into(&mut g, "c += a bT", ct, a_op, b_op, 0.5).unwrap();
+        let got = run_graph(
+            g,
+            &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+            &[ct],
+        );
+        let want = cpu_matmul(&a, false, &b, true, m, k, n, 0.5, Some(&c0));
+        let e = rel_err(&got[0], &want);
+        assert!(e < 1e-5, "{m}x{k}x{n}: rel err {e}");
+    }
+}
+
+#[test]
+fn matmul_shapes_are_checked() {
+    let mut g = Graph::new();
+    let a = g.input("x", &[4, 8], DType::F32);
+    let b = g.input("lora_A", &[16, 9], DType::F32);
+    let err = matmul(
+        &mut g,
+        "x_a",
+        Operand::plain(a),
+        Operand::transposed(b),
+        1.0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "x_a: shape mismatch: 'x' [4, 8] times transposed 'lora_A' [16, 9]: inner sizes 8 and 9 differ"
+    );
+}
+
+/// A random NF4 weight [out, in] with its dequantized f32 values.
+fn random_weight(
+    rng: &mut rand::rngs::StdRng,
+    out: usize,
+    n_in: usize,
+    blocksize: usize,
+) -> (Nf4Tensor, Vec<f32>) {
+    let w = random_f32(rng, out * n_in, 0.1);
+    let q = Nf4Tensor::quantize(&w, &[out, n_in], blocksize, true).unwrap();
+    let deq = q.dequantize();
+    (q, deq)
+}
+
+const WEIGHTS: [(usize, usize); 6] = [(64, 64), (63, 65), (65, 63), (1, 7), (129, 576), (192, 129)];
+
+#[test]
+fn nf4_forward_matches_dequantized_cpu_matmul() {
+    let mut rng = rng("nf4_forward");
+    for (case, &(out, n_in)) in WEIGHTS.iter().enumerate() {
+        let rows = ROWS[case % ROWS.len()];
+        let blocksize = [64, 32, 128][case % 3];
+        let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
+        let x = random_f32(&mut rng, rows * n_in, 1.0);
+        let mut g = Graph::new();
+        let xt = g.input("x", &[rows, n_in], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+        let (codes, absmax) = upload_bytes(&q);
+        let got = run_graph(
+            g,
+            &[(xt, bytes(&x)), (w.codes, codes), (w.absmax, absmax)],
+            &[y],
+        );
+        let want = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
+        let e = rel_err(&got[0], &want);
+        assert!(
+            e < 1e-5,
+            "rows {rows} out {out} in {n_in} bs {blocksize}: rel err {e}"
+        );
+    }
+}
+
+#[test]
+fn nf4_backward_data_matches_dequantized_cpu_matmul() {
+    let mut rng = rng("nf4_backward");
+    for (case, &(out, n_in)) in WEIGHTS.iter().enumerate() {
+        let rows = ROWS[(case + 2) % ROWS.len()];
+        let (q, deq) = random_weight(&mut rng, out, n_in, 64);
+        let dy = random_f32(&mut rng, rows * out, 1.0);
+        let dx0 = random_f32(&mut rng, rows * n_in, 1.0);
+        let mut g = Graph::new();
+        let dyt = g.input("dy", &[rows, out], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
+        let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+        let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
+        nf4_matmul::backward_into(&mut g, "dx_acc += dy W", acc, dyt, &w).unwrap();
+        let (codes, absmax) = upload_bytes(&q);
+        let inputs = [
+            (dyt, bytes(&dy)),
+            (w.codes, codes),
+            (w.absmax, absmax),
+            (acc, bytes(&dx0)),
+        ];
+        let got = run_graph(g, &inputs, &[dx, acc]);
+        let want = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
+        let want_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
+        let e = rel_err(&got[0], &want);
+        assert!(e < 1e-5, "rows {rows} out {out} in {n_in}: rel err {e}");
+        let e = rel_err(&got[1], &want_acc);
+        assert!(
+            e < 1e-5,
+            "accumulating, rows {rows} out {out} in {n_in}: rel err {e}"
+        );
+    }
+}
+
+#[test]
+fn nf4_matvec_matches_dequantized_cpu_product() {
+    let mut rng = rng("nf4_matvec");
+    for &(out, n_in) in &WEIGHTS {
+        let (q, deq) = random_weight(&mut rng, out, n_in, 64);
+        let x = random_f32(&mut rng, n_in, 1.0);
+        let mut g = Graph::new();
+        let xt = g.input("x", &[n_in], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
+        let y = nf4_matmul::matvec(&mut g, "y", xt, &w).unwrap();
+        let (codes, absmax) = upload_bytes(&q);
+        let got = run_graph(
+            g,
+            &[(xt, bytes(&x)), (w.codes, codes), (w.absmax, absmax)],
+            &[y],
+        );
+        let want = cpu_matmul(&x, false, &deq, true, 1, n_in, out, 1.0, None);
+        let e = rel_err(&got[0], &want);
+        assert!(e < 1e-5, "out {out} in {n_in}: rel err {e}");
+    }
+}
