@@ -24,10 +24,24 @@ macro_rules! shader {
     };
 }
 
+shader!(EMBEDDING, "embedding");
 shader!(MATMUL, "matmul");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(RESIDUAL, "residual");
 shader!(RMSNORM, "rmsnorm");
+shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
+shader!(ROPE, "rope");
 shader!(SWIGLU, "swiglu");
+shader!(SWIGLU_BACKWARD, "swiglu_backward");
 
-pub static ALL: &[&Shader] = &[&MATMUL, &NF4_MATMUL, &RESIDUAL, &RMSNORM, &SWIGLU];
+pub static ALL: &[&Shader] = &[
+    &EMBEDDING,
+    &MATMUL,
+    &NF4_MATMUL,
+    &RESIDUAL,
+    &RMSNORM,
+    &RMSNORM_BACKWARD,
+    &ROPE,
+    &SWIGLU,
+    &SWIGLU_BACKWARD,
+];

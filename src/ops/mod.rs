@@ -1,10 +1,13 @@
 //! One module per op family: the kernel descriptors (bindings in shader order), the graph
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
+pub mod embedding;
 pub mod matmul;
 pub mod nf4_matmul;
+pub mod real;
 pub mod residual;
 pub mod rmsnorm;
+pub mod rope;
 pub mod swiglu;
 
 use crate::graph::Kernel;
@@ -18,8 +21,12 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,
         &nf4_matmul::MATVEC,
+        &embedding::GATHER,
         &residual::ADD,
         &rmsnorm::FORWARD,
+        &rmsnorm::BACKWARD,
+        &rope::ROPE,
         &swiglu::FORWARD,
+        &swiglu::BACKWARD,
     ]
 }

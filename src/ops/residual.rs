@@ -45,6 +45,6 @@ pub fn add(g: &mut Graph, name: &str, a: TensorId, b: TensorId) -> Result<Tensor
     Ok(out)
 }
 
-pub fn cpu_add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+pub fn cpu_add<R: super::real::Real>(a: &[R], b: &[R]) -> Vec<R> {
+    a.iter().zip(b).map(|(&x, &y)| x + y).collect()
 }

@@ -1,5 +1,7 @@
-//! RMSNorm (Llama): y = weight * (x / sqrt(mean(x^2) + eps)), per row.
+//! RMSNorm (Llama): y = weight * (x / sqrt(mean(x^2) + eps)), per row. The backward gives the
+//! input gradient only: norm weights are frozen in QLoRA.
 
+use super::real::Real;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
@@ -33,7 +35,65 @@ pub static FORWARD: Kernel = Kernel {
     ],
 };
 
+pub static BACKWARD: Kernel = Kernel {
+    name: "rmsnorm_backward",
+    shader: &shaders::RMSNORM_BACKWARD,
+    entry: "rmsnorm_backward",
+    bindings: &[
+        Binding {
+            name: "dy",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "x",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "weight",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "rstd",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "dx",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
 const WORKGROUP: usize = 64;
+
+/// Rows and columns of `x` normalised by `weight`, or a shape error naming both.
+fn rows_cols(
+    g: &Graph,
+    name: &str,
+    x: TensorId,
+    weight: TensorId,
+) -> Result<(usize, usize), GraphError> {
+    let xs = &g.tensor(x).shape;
+    let ws = &g.tensor(weight).shape;
+    let cols = *xs.last().unwrap_or(&0);
+    if ws != &[cols] {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "weight '{}' is {} but the rows of '{}' {} have {cols} columns",
+                g.tensor(weight).name,
+                shape_str(ws),
+                g.tensor(x).name,
+                shape_str(xs)
+            ),
+        });
+    }
+    Ok((xs.iter().product::<usize>() / cols.max(1), cols))
+}
 
 /// Normalise the rows of `x` [rows, cols] with `weight` [cols]. Returns (y, rstd), named
 /// `name` and `<name>_rstd`.
@@ -44,44 +104,61 @@ pub fn forward(
     weight: TensorId,
     eps: f32,
 ) -> Result<(TensorId, TensorId), GraphError> {
-    let xs = g.tensor(x).shape.clone();
-    let ws = g.tensor(weight).shape.clone();
-    let cols = *xs.last().unwrap_or(&0);
-    if ws != [cols] {
-        return Err(GraphError::ShapeMismatch {
-            op: name.into(),
-            detail: format!(
-                "weight '{}' is {} but the rows of '{}' {} have {cols} columns",
-                g.tensor(weight).name,
-                shape_str(&ws),
-                g.tensor(x).name,
-                shape_str(&xs)
-            ),
-        });
-    }
-    let rows = xs.iter().product::<usize>() / cols.max(1);
-    let y = g.temp(name, &xs, DType::F32);
+    let (rows, cols) = rows_cols(g, name, x, weight)?;
+    let shape = g.tensor(x).shape.clone();
+    let y = g.temp(name, &shape, DType::F32);
     let rstd = g.temp(&format!("{name}_rstd"), &[rows], DType::F32);
     let params = Params::new().u32(rows as u32).u32(cols as u32).f32(eps);
-    g.push(
-        name,
-        &FORWARD,
-        &[x, weight, y, rstd],
-        params,
-        Dispatch::linear(rows, WORKGROUP),
-    )?;
+    let dispatch = Dispatch::linear(rows, WORKGROUP);
+    g.push(name, &FORWARD, &[x, weight, y, rstd], params, dispatch)?;
     Ok((y, rstd))
 }
 
-/// CPU reference: (y, rstd) in the same f32 operation order as the shader and transformers.
-pub fn cpu_forward(x: &[f32], weight: &[f32], cols: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+/// dx for `dy`, given the forward's input `x`, `weight` and saved `rstd`.
+pub fn backward(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    x: TensorId,
+    weight: TensorId,
+    rstd: TensorId,
+) -> Result<TensorId, GraphError> {
+    let (rows, cols) = rows_cols(g, name, x, weight)?;
+    g.expect_same_shape(name, dy, x)?;
+    let shape = g.tensor(x).shape.clone();
+    let dx = g.temp(name, &shape, DType::F32);
+    let params = Params::new().u32(rows as u32).u32(cols as u32);
+    let dispatch = Dispatch::linear(rows, WORKGROUP);
+    g.push(
+        name,
+        &BACKWARD,
+        &[dy, x, weight, rstd, dx],
+        params,
+        dispatch,
+    )?;
+    Ok(dx)
+}
+
+/// CPU reference: (y, rstd), in the shader's (and transformers') operation order.
+pub fn cpu_forward<R: Real>(x: &[R], weight: &[R], cols: usize, eps: f64) -> (Vec<R>, Vec<R>) {
     let mut y = Vec::with_capacity(x.len());
     let mut rstd = Vec::with_capacity(x.len() / cols);
     for row in x.chunks_exact(cols) {
-        let sum_sq: f32 = row.iter().map(|v| v * v).sum();
-        let r = 1.0 / (sum_sq / cols as f32 + eps).sqrt();
+        let sum_sq: R = row.iter().map(|&v| v * v).sum();
+        let r = R::of(1.0) / (sum_sq / R::of(cols as f64) + R::of(eps)).sqrt();
         rstd.push(r);
-        y.extend(row.iter().zip(weight).map(|(v, w)| w * (v * r)));
+        y.extend(row.iter().zip(weight).map(|(&v, &w)| w * (v * r)));
     }
     (y, rstd)
+}
+
+/// CPU reference of the input gradient.
+pub fn cpu_backward<R: Real>(dy: &[R], x: &[R], weight: &[R], rstd: &[R], cols: usize) -> Vec<R> {
+    let mut dx = Vec::with_capacity(x.len());
+    for ((dyr, xr), &r) in dy.chunks_exact(cols).zip(x.chunks_exact(cols)).zip(rstd) {
+        let dot: R = (0..cols).map(|c| weight[c] * dyr[c] * xr[c]).sum();
+        let coef = r * r * r * dot / R::of(cols as f64);
+        dx.extend((0..cols).map(|c| r * weight[c] * dyr[c] - xr[c] * coef));
+    }
+    dx
 }

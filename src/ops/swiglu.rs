@@ -1,5 +1,6 @@
-//! SiLU-gated product: out = silu(gate) * up.
+//! SiLU-gated product (the Llama MLP activation): out = silu(gate) * up.
 
+use super::real::Real;
 use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
@@ -20,6 +21,39 @@ pub static FORWARD: Kernel = Kernel {
         },
         Binding {
             name: "out",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+pub static BACKWARD: Kernel = Kernel {
+    name: "swiglu_backward",
+    shader: &shaders::SWIGLU_BACKWARD,
+    entry: "swiglu_backward",
+    bindings: &[
+        Binding {
+            name: "d_out",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "gate",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "up",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "d_gate",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "d_up",
             access: Access::Write,
             dtype: DType::F32,
         },
@@ -50,10 +84,51 @@ pub fn forward(
     Ok(out)
 }
 
-pub fn silu(g: f32) -> f32 {
-    g / (1.0 + (-g).exp())
+/// (d_gate, d_up) named `<name>_gate` and `<name>_up`.
+pub fn backward(
+    g: &mut Graph,
+    name: &str,
+    d_out: TensorId,
+    gate: TensorId,
+    up: TensorId,
+) -> Result<(TensorId, TensorId), GraphError> {
+    g.expect_same_shape(name, gate, up)?;
+    g.expect_same_shape(name, d_out, gate)?;
+    let shape = g.tensor(gate).shape.clone();
+    let d_gate = g.temp(&format!("{name}_gate"), &shape, DType::F32);
+    let d_up = g.temp(&format!("{name}_up"), &shape, DType::F32);
+    let n: usize = shape.iter().product();
+    let params = Params::new().u32(n as u32);
+    let tensors = [d_out, gate, up, d_gate, d_up];
+    g.push(
+        name,
+        &BACKWARD,
+        &tensors,
+        params,
+        Dispatch::linear(n, WORKGROUP),
+    )?;
+    Ok((d_gate, d_up))
 }
 
-pub fn cpu_forward(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(&g, &u)| silu(g) * u).collect()
+fn sigmoid<R: Real>(g: R) -> R {
+    R::of(1.0) / (R::of(1.0) + (-g).exp())
+}
+
+pub fn cpu_forward<R: Real>(gate: &[R], up: &[R]) -> Vec<R> {
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| g * sigmoid(g) * u)
+        .collect()
+}
+
+/// (d_gate, d_up)
+pub fn cpu_backward<R: Real>(d_out: &[R], gate: &[R], up: &[R]) -> (Vec<R>, Vec<R>) {
+    let mut d_gate = Vec::with_capacity(gate.len());
+    let mut d_up = Vec::with_capacity(gate.len());
+    for ((&d, &g), &u) in d_out.iter().zip(gate).zip(up) {
+        let s = sigmoid(g);
+        d_up.push(d * g * s);
+        d_gate.push(d * u * s * (R::of(1.0) + g * (R::of(1.0) - s)));
+    }
+    (d_gate, d_up)
 }

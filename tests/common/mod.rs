@@ -163,3 +163,45 @@ pub fn run_graph(
 pub fn bytes(v: &[f32]) -> Vec<u8> {
     bytemuck::cast_slice(v).to_vec()
 }
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Check `grad`, the claimed gradient of L(x) = Σ f(x)ᵢ·wᵢ, against central differences of
+/// the f64 forward `f` at `samples` random coordinates (all of them when fewer).
+pub fn check_gradient(
+    name: &str,
+    f: impl Fn(&[f64]) -> Vec<f64>,
+    x: &[f64],
+    w: &[f64],
+    grad: &[f64],
+    rng: &mut StdRng,
+    samples: usize,
+) {
+    let loss = |x: &[f64]| -> f64 { f(x).iter().zip(w).map(|(a, b)| a * b).sum() };
+    let scale = grad.iter().fold(1e-3f64, |m, g| m.max(g.abs()));
+    let coords: Vec<usize> = if x.len() <= samples {
+        (0..x.len()).collect()
+    } else {
+        (0..samples).map(|_| rng.random_range(0..x.len())).collect()
+    };
+    for j in coords {
+        let h = 1e-6 * x[j].abs().max(1.0);
+        let mut plus = x.to_vec();
+        let mut minus = x.to_vec();
+        plus[j] += h;
+        minus[j] -= h;
+        let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h);
+        let err = (numeric - grad[j]).abs() / scale;
+        assert!(
+            err < 1e-6,
+            "{name}: d/dx[{j}] analytic {} vs numeric {numeric} (rel {err:e})",
+            grad[j]
+        );
+    }
+}

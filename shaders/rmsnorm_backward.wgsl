@@ -1,0 +1,47 @@
+// RMSNorm backward for the input (norm weights are frozen in QLoRA, so no weight gradient):
+//   y[r, c] = weight[c] * x[r, c] * rstd[r],  rstd[r] = 1 / sqrt(mean_c(x[r, c]^2) + eps)
+//   dx[r, c] = rstd[r] * weight[c] * dy[r, c]
+//              - x[r, c] * rstd[r]^3 * (1 / cols) * sum_i weight[i] * dy[r, i] * x[r, i]
+//
+// Bindings (group 0):
+//   0 dy      storage, read        f32[rows, cols]
+//   1 x       storage, read        f32[rows, cols]
+//   2 weight  storage, read        f32[cols]
+//   3 rstd    storage, read        f32[rows]        saved by rmsnorm_forward
+//   4 dx      storage, read_write  f32[rows, cols]  every element written
+//   5 params  uniform              { rows, cols }
+// Dispatch: linear, ceil(rows / 64) workgroups of 64 invocations, one row each, no barriers.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+}
+
+@group(0) @binding(0) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn rmsnorm_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if row >= params.rows {
+        return;
+    }
+    let base = row * params.cols;
+    let r = rstd[row];
+    var dot = 0.0;
+    for (var c = 0u; c < params.cols; c++) {
+        dot += weight[c] * dy[base + c] * x[base + c];
+    }
+    let coef = r * r * r * dot / f32(params.cols);
+    for (var c = 0u; c < params.cols; c++) {
+        dx[base + c] = r * weight[c] * dy[base + c] - x[base + c] * coef;
+    }
+}

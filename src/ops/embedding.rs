@@ -1,0 +1,74 @@
+//! Embedding gather: out[t] = table[ids[t]]. (The embedding is frozen in QLoRA: no backward.)
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::shaders;
+
+pub static GATHER: Kernel = Kernel {
+    name: "embedding",
+    shader: &shaders::EMBEDDING,
+    entry: "embedding",
+    bindings: &[
+        Binding {
+            name: "ids",
+            access: Access::Read,
+            dtype: DType::U32,
+        },
+        Binding {
+            name: "table",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "out",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// Rows of `table` [vocab, dim] picked by `ids` [tokens], as a new [tokens, dim] temporary.
+pub fn gather(
+    g: &mut Graph,
+    name: &str,
+    ids: TensorId,
+    table: TensorId,
+) -> Result<TensorId, GraphError> {
+    let tokens = g.tensor(ids).numel();
+    let ts = g.tensor(table).shape.clone();
+    let [vocab, dim] = ts[..] else {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "table '{}' is {}, not [vocab, dim]",
+                g.tensor(table).name,
+                shape_str(&ts)
+            ),
+        });
+    };
+    let out = g.temp(name, &[tokens, dim], DType::F32);
+    let params = Params::new()
+        .u32(tokens as u32)
+        .u32(dim as u32)
+        .u32(vocab as u32);
+    g.push(
+        name,
+        &GATHER,
+        &[ids, table, out],
+        params,
+        Dispatch::linear(tokens * dim, 64),
+    )?;
+    Ok(out)
+}
+
+/// Check ids against the vocabulary before upload; the error names the first bad position.
+pub fn check_ids(ids: &[u32], vocab: usize) -> Result<(), String> {
+    match ids.iter().position(|&id| id as usize >= vocab) {
+        Some(i) => Err(format!(
+            "token id {} at position {i} is outside the vocabulary of {vocab}",
+            ids[i]
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,135 @@
+//! Rotary position embedding, Hugging Face rotate-half layout, for q and k of shape
+//! [tokens, heads, head_dim]; tokens are `batch × seq_len` and position = offset + t % seq_len.
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::shaders;
+
+pub static ROPE: Kernel = Kernel {
+    name: "rope",
+    shader: &shaders::ROPE,
+    entry: "rope",
+    bindings: &[
+        Binding {
+            name: "x",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "cos_sin",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "y",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// The (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2], computed as
+/// transformers does (inv_freq = 1 / theta^(2i / d), angle = position · inv_freq) in f64.
+pub fn cos_sin_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut table = Vec::with_capacity(positions * half * 2);
+    for p in 0..positions {
+        for i in 0..half {
+            let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let angle = p as f64 * inv_freq;
+            table.push(angle.cos() as f32);
+            table.push(angle.sin() as f32);
+        }
+    }
+    table
+}
+
+/// Where a rope node applies: tokens are `seq_len`-long sequences starting at `pos_offset`.
+#[derive(Clone, Copy, Debug)]
+pub struct Positions {
+    pub seq_len: usize,
+    pub pos_offset: usize,
+}
+
+/// Rotate `x` [tokens, heads, head_dim] (forward), or rotate back (`inverse`: the backward).
+pub fn rope(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    cos_sin: TensorId,
+    at: Positions,
+    inverse: bool,
+) -> Result<TensorId, GraphError> {
+    let shape = g.tensor(x).shape.clone();
+    let table = g.tensor(cos_sin).shape.clone();
+    let bad = |detail: String| GraphError::ShapeMismatch {
+        op: name.into(),
+        detail,
+    };
+    let [tokens, heads, head_dim] = shape[..] else {
+        return Err(bad(format!(
+            "'{}' is {}, not [tokens, heads, head_dim]",
+            g.tensor(x).name,
+            shape_str(&shape)
+        )));
+    };
+    if head_dim % 2 != 0 || table.len() != 3 || table[1..] != [head_dim / 2, 2] {
+        return Err(bad(format!(
+            "table '{}' is {} but head_dim {head_dim} needs [positions, {}, 2]",
+            g.tensor(cos_sin).name,
+            shape_str(&table),
+            head_dim / 2
+        )));
+    }
+    if at.seq_len == 0 || tokens % at.seq_len != 0 || at.pos_offset + at.seq_len > table[0] {
+        return Err(bad(format!(
+            "{tokens} tokens in sequences of {} from position {} do not fit a table of {} positions",
+            at.seq_len, at.pos_offset, table[0]
+        )));
+    }
+    let y = g.temp(name, &shape, DType::F32);
+    let params = Params::new()
+        .u32(tokens as u32)
+        .u32(heads as u32)
+        .u32(head_dim as u32)
+        .u32(at.seq_len as u32)
+        .u32(at.pos_offset as u32)
+        .u32(inverse as u32);
+    let pairs = tokens * heads * head_dim / 2;
+    g.push(
+        name,
+        &ROPE,
+        &[x, cos_sin, y],
+        params,
+        Dispatch::linear(pairs, 64),
+    )?;
+    Ok(y)
+}
+
+/// CPU reference (f64 angles), forward or inverse.
+pub fn cpu_rope(
+    x: &[f64],
+    heads: usize,
+    head_dim: usize,
+    at: Positions,
+    theta: f64,
+    inverse: bool,
+) -> Vec<f64> {
+    let half = head_dim / 2;
+    let mut y = x.to_vec();
+    for (row, chunk) in x.chunks_exact(head_dim).enumerate() {
+        let t = row / heads;
+        let p = (at.pos_offset + t % at.seq_len) as f64;
+        for i in 0..half {
+            let angle = p / theta.powf((2 * i) as f64 / head_dim as f64);
+            let (c, s) = (
+                angle.cos(),
+                if inverse { -angle.sin() } else { angle.sin() },
+            );
+            y[row * head_dim + i] = chunk[i] * c - chunk[i + half] * s;
+            y[row * head_dim + i + half] = chunk[i + half] * c + chunk[i] * s;
+        }
+    }
+    y
+}

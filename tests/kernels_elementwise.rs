@@ -1,0 +1,190 @@
+//! RMSNorm, SiLU-gate, RoPE and embedding kernels against their CPU references on fresh
+//! random data (outputs poisoned first), and each backward against finite differences of its
+//! CPU forward in f64.
+
+mod common;
+
+use common::{bytes, check_gradient, random_f32, rel_err, rng, run_graph, to_f32, to_f64};
+use rand::Rng;
+use webqlora::graph::{DType, Graph};
+use webqlora::ops::embedding::{self, check_ids};
+use webqlora::ops::rope::{self, cos_sin_table, cpu_rope, Positions};
+use webqlora::ops::{rmsnorm, swiglu};
+
+const ROWS: [usize; 5] = [1, 7, 33, 65, 300];
+// One column is degenerate for RMSNorm (dx = r·w·dy·(1 − x²r²) cancels to ~eps/x²).
+const COLS: [usize; 5] = [7, 63, 65, 129, 576];
+
+#[test]
+fn rmsnorm_forward_and_backward_match_cpu() {
+    let mut rng = rng("rmsnorm");
+    for (&rows, &cols) in ROWS.iter().zip(&COLS) {
+        let x = random_f32(&mut rng, rows * cols, 2.0);
+        let w = random_f32(&mut rng, cols, 1.5);
+        let dy = random_f32(&mut rng, rows * cols, 1.0);
+        let mut g = Graph::new();
+        let xt = g.input("x", &[rows, cols], DType::F32);
+        let wt = g.param("weight", &[cols], DType::F32);
+        let dyt = g.input("dy", &[rows, cols], DType::F32);
+        let (y, rstd) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-5).unwrap();
+        let dx = rmsnorm::backward(&mut g, "dx", dyt, xt, wt, rstd).unwrap();
+        let inputs = [(xt, bytes(&x)), (wt, bytes(&w)), (dyt, bytes(&dy))];
+        let got = run_graph(g, &inputs, &[y, rstd, dx]);
+
+        let (x64, w64, dy64) = (to_f64(&x), to_f64(&w), to_f64(&dy));
+        let (want_y, want_rstd) = rmsnorm::cpu_forward(&x64, &w64, cols, 1e-5);
+        let want_dx = rmsnorm::cpu_backward(&dy64, &x64, &w64, &want_rstd, cols);
+        for (what, got, want) in [
+            ("y", &got[0], &want_y),
+            ("rstd", &got[1], &want_rstd),
+            ("dx", &got[2], &want_dx),
+        ] {
+            let e = rel_err(got, &to_f32(want));
+            assert!(e < 1e-5, "{what} at {rows}x{cols}: rel err {e}");
+        }
+        let f = |x: &[f64]| rmsnorm::cpu_forward(x, &w64, cols, 1e-5).0;
+        check_gradient("rmsnorm", f, &x64, &dy64, &want_dx, &mut rng, 40);
+    }
+}
+
+#[test]
+fn swiglu_forward_and_backward_match_cpu() {
+    let mut rng = rng("swiglu");
+    for n in [1usize, 7, 65, 1000, 4099] {
+        let gate = random_f32(&mut rng, n, 6.0);
+        let up = random_f32(&mut rng, n, 2.0);
+        let d_out = random_f32(&mut rng, n, 1.0);
+        let mut g = Graph::new();
+        let gt = g.input("gate", &[n], DType::F32);
+        let ut = g.input("up", &[n], DType::F32);
+        let dt = g.input("d_out", &[n], DType::F32);
+        let out = swiglu::forward(&mut g, "out", gt, ut).unwrap();
+        let (d_gate, d_up) = swiglu::backward(&mut g, "d", dt, gt, ut).unwrap();
+        let inputs = [(gt, bytes(&gate)), (ut, bytes(&up)), (dt, bytes(&d_out))];
+        let got = run_graph(g, &inputs, &[out, d_gate, d_up]);
+        let (g64, u64_, d64) = (to_f64(&gate), to_f64(&up), to_f64(&d_out));
+        let want_out = swiglu::cpu_forward(&g64, &u64_);
+        let (want_dg, want_du) = swiglu::cpu_backward(&d64, &g64, &u64_);
+        for (what, got, want) in [
+            ("out", &got[0], &want_out),
+            ("d_gate", &got[1], &want_dg),
+            ("d_up", &got[2], &want_du),
+        ] {
+            let e = rel_err(got, &to_f32(want));
+            assert!(e < 1e-5, "{what} at n {n}: rel err {e}");
+        }
+        check_gradient(
+            "swiglu d_gate",
+            |g| swiglu::cpu_forward(g, &u64_),
+            &g64,
+            &d64,
+            &want_dg,
+            &mut rng,
+            40,
+        );
+        check_gradient(
+            "swiglu d_up",
+            |u| swiglu::cpu_forward(&g64, u),
+            &u64_,
+            &d64,
+            &want_du,
+            &mut rng,
+            40,
+        );
+    }
+}
+
+#[test]
+fn rope_forward_and_inverse_match_cpu() {
+    let mut rng = rng("rope");
+    let theta = 10000.0;
+    for &(batch, seq, heads, head_dim, offset) in &[
+        (1usize, 1usize, 1usize, 2usize, 0usize),
+        (2, 7, 3, 64, 5),
+        (1, 300, 2, 128, 0),
+        (3, 33, 9, 64, 100),
+    ] {
+        let tokens = batch * seq;
+        let at = Positions {
+            seq_len: seq,
+            pos_offset: offset,
+        };
+        let positions = offset + seq + rng.random_range(0..4);
+        let x = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
+        let dy = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
+        let mut g = Graph::new();
+        let xt = g.input("q", &[tokens, heads, head_dim], DType::F32);
+        let dyt = g.input("dq_rot", &[tokens, heads, head_dim], DType::F32);
+        let table = g.param("cos_sin", &[positions, head_dim / 2, 2], DType::F32);
+        let y = rope::rope(&mut g, "q_rot", xt, table, at, false).unwrap();
+        let dx = rope::rope(&mut g, "dq", dyt, table, at, true).unwrap();
+        let cs = cos_sin_table(positions, head_dim, theta);
+        let got = run_graph(
+            g,
+            &[(xt, bytes(&x)), (dyt, bytes(&dy)), (table, bytes(&cs))],
+            &[y, dx],
+        );
+
+        let (x64, dy64) = (to_f64(&x), to_f64(&dy));
+        let want_y = cpu_rope(&x64, heads, head_dim, at, theta, false);
+        let want_dx = cpu_rope(&dy64, heads, head_dim, at, theta, true);
+        let e = rel_err(&got[0], &to_f32(&want_y));
+        assert!(e < 1e-6, "rope at {tokens}x{heads}x{head_dim}: rel err {e}");
+        let e = rel_err(&got[1], &to_f32(&want_dx));
+        assert!(
+            e < 1e-6,
+            "rope backward at {tokens}x{heads}x{head_dim}: rel err {e}"
+        );
+        let f = |x: &[f64]| cpu_rope(x, heads, head_dim, at, theta, false);
+        check_gradient("rope", f, &x64, &dy64, &want_dx, &mut rng, 40);
+    }
+}
+
+#[test]
+fn rope_positions_must_fit_the_table() {
+    let mut g = Graph::new();
+    let x = g.input("q", &[8, 2, 64], DType::F32);
+    let table = g.param("cos_sin", &[6, 32, 2], DType::F32);
+    let at = Positions {
+        seq_len: 4,
+        pos_offset: 3,
+    };
+    let err = rope::rope(&mut g, "q_rot", x, table, at, false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "q_rot: shape mismatch: 8 tokens in sequences of 4 from position 3 do not fit a table of 6 positions"
+    );
+}
+
+#[test]
+fn embedding_gathers_rows() {
+    let mut rng = rng("embedding");
+    for &(tokens, vocab, dim) in &[(1usize, 1usize, 1usize), (7, 256, 64), (300, 1000, 65)] {
+        let table = random_f32(&mut rng, vocab * dim, 1.0);
+        let ids: Vec<u32> = (0..tokens)
+            .map(|_| rng.random_range(0..vocab as u32))
+            .collect();
+        check_ids(&ids, vocab).unwrap();
+        let mut g = Graph::new();
+        let it = g.input("input_ids", &[tokens], DType::U32);
+        let tt = g.param("embed_tokens", &[vocab, dim], DType::F32);
+        let out = embedding::gather(&mut g, "h0", it, tt).unwrap();
+        let got = run_graph(
+            g,
+            &[
+                (it, bytemuck::cast_slice(&ids).to_vec()),
+                (tt, bytes(&table)),
+            ],
+            &[out],
+        );
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+            .collect();
+        assert_eq!(got[0], want, "{tokens} tokens, vocab {vocab}, dim {dim}");
+    }
+    assert_eq!(
+        check_ids(&[3, 9, 256], 256).unwrap_err(),
+        "token id 256 at position 2 is outside the vocabulary of 256"
+    );
+}
