@@ -24,7 +24,10 @@ macro_rules! shader {
     };
 }
 
+shader!(ADAMW, "adamw");
 shader!(EMBEDDING, "embedding");
+shader!(GRAD_CLIP, "grad_clip");
+shader!(GRAD_NORM, "grad_norm");
 shader!(MATMUL, "matmul");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(RESIDUAL, "residual");
@@ -35,7 +38,10 @@ shader!(SWIGLU, "swiglu");
 shader!(SWIGLU_BACKWARD, "swiglu_backward");
 
 pub static ALL: &[&Shader] = &[
+    &ADAMW,
     &EMBEDDING,
+    &GRAD_CLIP,
+    &GRAD_NORM,
     &MATMUL,
     &NF4_MATMUL,
     &RESIDUAL,

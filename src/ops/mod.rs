@@ -1,7 +1,9 @@
 //! One module per op family: the kernel descriptors (bindings in shader order), the graph
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
+pub mod adamw;
 pub mod embedding;
+pub mod grad_norm;
 pub mod matmul;
 pub mod nf4_matmul;
 pub mod real;
@@ -15,6 +17,9 @@ use crate::graph::Kernel;
 /// Every kernel the project has (tests check each against its shader's declarations).
 pub fn all_kernels() -> Vec<&'static Kernel> {
     vec![
+        &adamw::ADAMW,
+        &grad_norm::SUMSQ,
+        &grad_norm::CLIP,
         &matmul::MATMUL,
         &matmul::MATMUL_ACC,
         &nf4_matmul::FORWARD,

@@ -1,0 +1,100 @@
+//! Global gradient norm and the clip factor, computed on the GPU (no readback).
+
+use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::shaders;
+
+pub static SUMSQ: Kernel = Kernel {
+    name: "grad_sumsq",
+    shader: &shaders::GRAD_NORM,
+    entry: "grad_sumsq",
+    bindings: &[
+        Binding {
+            name: "grad",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "partials",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+pub static CLIP: Kernel = Kernel {
+    name: "grad_clip",
+    shader: &shaders::GRAD_CLIP,
+    entry: "grad_clip",
+    bindings: &[
+        Binding {
+            name: "partials",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "grad_scale",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+const CHUNK: usize = 256;
+
+/// The norm of all `grads` together and the factor that clips it to `max_norm` (no clipping
+/// when `max_norm` <= 0): a new [2] tensor `name` = (scale, norm) for AdamW's `grad_scale`.
+/// The partial sums live in a persistent scratch param `<name>_partials`, fully rewritten by
+/// every run before it is read.
+pub fn clip(
+    g: &mut Graph,
+    name: &str,
+    grads: &[TensorId],
+    max_norm: f32,
+) -> Result<TensorId, GraphError> {
+    let chunks: Vec<usize> = grads
+        .iter()
+        .map(|&t| g.tensor(t).numel().div_ceil(CHUNK))
+        .collect();
+    let count: usize = chunks.iter().sum();
+    let partials = g.param(&format!("{name}_partials"), &[count.max(1)], DType::F32);
+    let mut offset = 0;
+    for (&grad, &n_chunks) in grads.iter().zip(&chunks) {
+        let n = g.tensor(grad).numel();
+        let params = Params::new().u32(n as u32).u32(offset as u32);
+        let label = format!("{name}: |{}|²", g.tensor(grad).name);
+        g.push(
+            label,
+            &SUMSQ,
+            &[grad, partials],
+            params,
+            Dispatch::linear(n_chunks, 64),
+        )?;
+        offset += n_chunks;
+    }
+    let scale = g.temp(name, &[2], DType::F32);
+    let params = Params::new().u32(count as u32).f32(max_norm);
+    g.push(
+        name,
+        &CLIP,
+        &[partials, scale],
+        params,
+        Dispatch::Grid([1, 1, 1]),
+    )?;
+    Ok(scale)
+}
+
+/// CPU reference: (scale, norm), as torch.nn.utils.clip_grad_norm_.
+pub fn cpu_clip(grads: &[&[f32]], max_norm: f32) -> (f32, f32) {
+    let sum: f64 = grads
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
+    let norm = sum.sqrt();
+    let scale = if max_norm > 0.0 {
+        (max_norm as f64 / (norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    };
+    (scale as f32, norm as f32)
+}
