@@ -1,12 +1,15 @@
 // f32 matrix product with strided operands (so any transpose is free):
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
-//   A(m, k) = a[m * a_sm + k * a_sk],  B(k, n) = b[k * b_sk + n * b_sn],  c row-major [M, N].
+//   A(m, k) = a[a_off + m * a_sm + k * a_sk],  B(k, n) = b[b_off + k * b_sk + n * b_sn],
+//   c row-major [M, N]. The offsets let a product use a block of rows of a larger tensor
+//   (a vocabulary chunk of the lm-head weight).
 //
 // Bindings (group 0):
 //   0 a       storage, read        f32, as the strides say
 //   1 b       storage, read        f32, as the strides say
 //   2 c       storage, read_write  f32[M, N]
-//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha }
+//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha,
+//                                    a_off, b_off }
 // Dispatch: grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
 // 4x8 tile of c in registers (two mat4x4 updated by outer products): rows
 // wg.y*32 + lid.y + 8i (i < 4), columns wg.x*64 + lid.x + 8j (j < 8), so the eight
@@ -25,6 +28,8 @@ struct Params {
     b_sn: u32,
     accumulate: u32,
     alpha: f32,
+    a_off: u32,
+    b_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -33,11 +38,11 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 fn a_at(row: u32, k: u32) -> f32 {
-    return a[row + k * params.a_sk];
+    return a[params.a_off + row + k * params.a_sk];
 }
 
 fn b_at(k: u32, col: u32) -> f32 {
-    return b[k * params.b_sk + col];
+    return b[params.b_off + k * params.b_sk + col];
 }
 
 /// The outer product u vᵀ as a matrix whose column j is u * v[j].

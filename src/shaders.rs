@@ -25,6 +25,9 @@ macro_rules! shader {
 }
 
 shader!(ADAMW, "adamw");
+shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
+shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
+shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
 shader!(EMBEDDING, "embedding");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
@@ -39,6 +42,9 @@ shader!(SWIGLU_BACKWARD, "swiglu_backward");
 
 pub static ALL: &[&Shader] = &[
     &ADAMW,
+    &CROSS_ENTROPY_GRAD,
+    &CROSS_ENTROPY_LOSS,
+    &CROSS_ENTROPY_STATS,
     &EMBEDDING,
     &GRAD_CLIP,
     &GRAD_NORM,

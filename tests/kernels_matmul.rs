@@ -30,6 +30,7 @@ fn matmul_all_transposes_match_cpu() {
             let op = |t, transposed| Operand {
                 tensor: t,
                 transposed,
+                rows: None,
             };
             let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
             let got = run_graph(g, &[(at, bytes(&a)), (bt, bytes(&b))], &[c]).remove(0);
@@ -62,6 +63,50 @@ fn matmul_accumulates_into_an_existing_tensor() {
         let e = rel_err(&got[0], &want);
         assert!(e < 1e-5, "{m}x{k}x{n}: rel err {e}");
     }
+}
+
+#[test]
+fn matmul_uses_a_block_of_rows() {
+    let mut rng = rng("matmul_rows");
+    let (t, c, v, first, count) = (33usize, 65usize, 300usize, 129usize, 100usize);
+    let h = random_f32(&mut rng, t * c, 1.0);
+    let e = random_f32(&mut rng, v * c, 1.0);
+    let mut g = Graph::new();
+    let ht = g.input("h", &[t, c], DType::F32);
+    let et = g.param("lm_head", &[v, c], DType::F32);
+    let chunk = Operand::transposed(et).rows(first, count);
+    let logits = matmul(&mut g, "logits", Operand::plain(ht), chunk, 1.0).unwrap();
+    // And back: dh = logits · E[first..first+count] (not transposed).
+    let dh = matmul(
+        &mut g,
+        "dh",
+        Operand::plain(logits),
+        Operand::plain(et).rows(first, count),
+        1.0,
+    )
+    .unwrap();
+    let got = run_graph(g, &[(ht, bytes(&h)), (et, bytes(&e))], &[logits, dh]);
+    let block = &e[first * c..(first + count) * c];
+    let want = cpu_matmul(&h, false, block, true, t, c, count, 1.0, None);
+    assert!(rel_err(&got[0], &want) < 1e-5);
+    let want_dh = cpu_matmul(&want, false, block, false, t, count, c, 1.0, None);
+    assert!(rel_err(&got[1], &want_dh) < 1e-5);
+
+    let mut g = Graph::new();
+    let et = g.param("lm_head", &[v, c], DType::F32);
+    let ht = g.input("h", &[t, c], DType::F32);
+    let err = matmul(
+        &mut g,
+        "logits",
+        Operand::plain(ht),
+        Operand::transposed(et).rows(250, 100),
+        1.0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "logits: shape mismatch: rows 250..350 of 'lm_head' [300, 65]: it has 300"
+    );
 }
 
 #[test]

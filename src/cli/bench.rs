@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
+use webqlora::ops::cross_entropy::{chunk_for, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;
@@ -159,6 +160,41 @@ fn bench_nf4(
     })
 }
 
+/// The fused lm-head + cross-entropy forward and backward (three vocabulary-sized products:
+/// logits, recomputed logits, d hidden) at `vocab`, logits in 32 MiB chunks.
+fn bench_lm_head(
+    gpu: &Gpu,
+    t: usize,
+    dim: usize,
+    vocab: usize,
+    runs: usize,
+) -> anyhow::Result<Row> {
+    let mut g = Graph::new();
+    let h = g.input("h", &[t, dim], DType::F32);
+    let w = g.param("embed_tokens", &[vocab, dim], DType::F32);
+    let targets = g.input("targets", &[t], DType::U32);
+    let out = lm_head_loss(&mut g, "loss", h, w, targets, chunk_for(t, vocab, 32 << 20))?;
+    g.mark_output(out.loss);
+    g.mark_output(out.d_hidden);
+    let compiled = CompiledGraph::new(gpu, g)?;
+    fill(gpu, &compiled, h, 5)?;
+    fill(gpu, &compiled, w, 6)?;
+    let ids: Vec<u32> = (0..t as u32).map(|i| i * 7919 % vocab as u32).collect();
+    compiled.write(gpu, targets, bytemuck::cast_slice(&ids))?;
+    Ok(Row {
+        kernel: format!(
+            "lm_head+ce fwd+bwd (peak {} MiB)",
+            compiled.peak_bytes() >> 20
+        ),
+        m: t,
+        k: dim,
+        n: vocab,
+        median_ms: time_graph(gpu, &compiled, runs)?,
+        flops: 3.0 * 2.0 * (t * dim * vocab) as f64,
+        bytes: 4.0 * (2 * t * dim + vocab * dim + t) as f64,
+    })
+}
+
 /// SmolLM2-135M: hidden 576, kv 192, intermediate 1536.
 const LINEARS: [(usize, usize); 4] = [(576, 576), (576, 192), (576, 1536), (1536, 576)];
 
@@ -188,6 +224,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rows.push(bench_nf4(&gpu, tokens, n_in, out, backward, runs)?);
             }
         }
+    }
+    if wanted("lm_head") {
+        // Tens of seconds a run on a software device: two runs are enough for a median.
+        rows.push(bench_lm_head(&gpu, tokens, 576, 49152, runs.min(2))?);
     }
     if json {
         for r in &rows {

@@ -55,11 +55,14 @@ pub static MATMUL_ACC: Kernel = Kernel {
     ],
 };
 
-/// One factor of a product: a tensor, used as it is or transposed.
+/// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
+/// it is or transposed, optionally only `rows` of its stored rows.
 #[derive(Clone, Copy, Debug)]
 pub struct Operand {
     pub tensor: TensorId,
     pub transposed: bool,
+    /// (first, count) of the stored rows to use; None for all.
+    pub rows: Option<(usize, usize)>,
 }
 
 impl Operand {
@@ -67,6 +70,7 @@ impl Operand {
         Operand {
             tensor,
             transposed: false,
+            rows: None,
         }
     }
 
@@ -74,6 +78,33 @@ impl Operand {
         Operand {
             tensor,
             transposed: true,
+            rows: None,
+        }
+    }
+
+    /// Only stored rows first..first + count (before any transposition).
+    pub fn rows(self, first: usize, count: usize) -> Self {
+        Operand {
+            rows: Some((first, count)),
+            ..self
+        }
+    }
+
+    /// (stored rows, stored columns, element offset), or an error naming the tensor.
+    fn matrix(&self, g: &Graph, op: &str) -> Result<(usize, usize, usize), GraphError> {
+        let (r, c) = as_matrix(&g.tensor(self.tensor).shape);
+        match self.rows {
+            None => Ok((r, c, 0)),
+            Some((first, count)) if first + count <= r => Ok((count, c, first * c)),
+            Some((first, count)) => Err(GraphError::ShapeMismatch {
+                op: op.into(),
+                detail: format!(
+                    "rows {first}..{} of '{}' {}: it has {r}",
+                    first + count,
+                    g.tensor(self.tensor).name,
+                    shape_str(&g.tensor(self.tensor).shape)
+                ),
+            }),
         }
     }
 }
@@ -93,8 +124,8 @@ fn plan(
     alpha: f32,
     accumulate: bool,
 ) -> Result<(usize, usize, Params), GraphError> {
-    let (ar, ac) = as_matrix(&g.tensor(a.tensor).shape);
-    let (br, bc) = as_matrix(&g.tensor(b.tensor).shape);
+    let (ar, ac, a_off) = a.matrix(g, name)?;
+    let (br, bc, b_off) = b.matrix(g, name)?;
     let (m, k) = if a.transposed { (ac, ar) } else { (ar, ac) };
     let (kb, n) = if b.transposed { (bc, br) } else { (br, bc) };
     if k != kb {
@@ -112,8 +143,9 @@ fn plan(
             ),
         });
     }
-    let (a_sm, a_sk) = if a.transposed { (1, m) } else { (k, 1) };
-    let (b_sk, b_sn) = if b.transposed { (1, k) } else { (n, 1) };
+    // Strides of the stored (row-major) matrices; a row range only moves the start.
+    let (a_sm, a_sk) = if a.transposed { (1, ac) } else { (ac, 1) };
+    let (b_sk, b_sn) = if b.transposed { (1, bc) } else { (bc, 1) };
     let params = Params::new()
         .u32(m as u32)
         .u32(n as u32)
@@ -123,7 +155,9 @@ fn plan(
         .u32(b_sk as u32)
         .u32(b_sn as u32)
         .u32(accumulate as u32)
-        .f32(alpha);
+        .f32(alpha)
+        .u32(a_off as u32)
+        .u32(b_off as u32);
     Ok((m, n, params))
 }
 

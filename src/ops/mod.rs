@@ -2,6 +2,7 @@
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
 pub mod adamw;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
@@ -18,6 +19,10 @@ use crate::graph::Kernel;
 pub fn all_kernels() -> Vec<&'static Kernel> {
     vec![
         &adamw::ADAMW,
+        &cross_entropy::STATS_FIRST,
+        &cross_entropy::STATS,
+        &cross_entropy::LOSS,
+        &cross_entropy::GRAD,
         &grad_norm::SUMSQ,
         &grad_norm::CLIP,
         &matmul::MATMUL,

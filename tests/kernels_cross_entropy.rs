@@ -1,0 +1,103 @@
+//! The fused lm-head + cross-entropy against a CPU reference (loss and d hidden), with
+//! ignored targets and chunks that do not divide the vocabulary; the reference's gradient
+//! against finite differences of its loss.
+
+mod common;
+
+use common::{bytes, check_gradient, random_f32, rel_err, rng, run_graph, to_f32, to_f64};
+use rand::Rng;
+use webqlora::graph::{DType, Graph};
+use webqlora::ops::cross_entropy::{chunk_for, cpu_lm_head_loss, lm_head_loss, IGNORE};
+
+#[test]
+fn fused_loss_and_gradient_match_cpu() {
+    let mut rng = rng("cross_entropy");
+    for &(rows, dim, vocab, chunk) in &[
+        (1usize, 16usize, 100usize, 100usize),
+        (7, 65, 257, 64),
+        (33, 64, 1000, 300),
+        (65, 33, 513, 1000),
+    ] {
+        let h = random_f32(&mut rng, rows * dim, 1.0);
+        let w = random_f32(&mut rng, vocab * dim, 0.5);
+        let targets: Vec<u32> = (0..rows)
+            .map(|i| {
+                if i % 3 == 2 {
+                    IGNORE
+                } else {
+                    rng.random_range(0..vocab as u32)
+                }
+            })
+            .collect();
+        let mut g = Graph::new();
+        let ht = g.input("h_final", &[rows, dim], DType::F32);
+        let wt = g.param("lm_head", &[vocab, dim], DType::F32);
+        let tt = g.input("targets", &[rows], DType::U32);
+        let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
+        let inputs = [
+            (ht, bytes(&h)),
+            (wt, bytes(&w)),
+            (tt, bytemuck::cast_slice(&targets).to_vec()),
+        ];
+        let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
+
+        let (h64, w64) = (to_f64(&h), to_f64(&w));
+        let (loss, counted, dh) = cpu_lm_head_loss(&h64, &w64, &targets, dim);
+        assert_eq!(got[0][1], counted as f32);
+        let e = ((got[0][0] as f64 - loss) / loss).abs();
+        assert!(
+            e < 1e-5,
+            "loss {} vs {loss} ({rows}x{dim}, vocab {vocab}, chunk {chunk})",
+            got[0][0]
+        );
+        let e = rel_err(&got[1], &to_f32(&dh));
+        assert!(
+            e < 1e-5,
+            "d hidden rel err {e} ({rows}x{dim}, vocab {vocab}, chunk {chunk})"
+        );
+        let f = |h: &[f64]| vec![cpu_lm_head_loss(h, &w64, &targets, dim).0];
+        check_gradient("lm-head loss", f, &h64, &[1.0], &dh, &mut rng, 30);
+    }
+}
+
+#[test]
+fn no_counted_target_gives_zero_loss_and_gradient() {
+    let mut rng = rng("cross_entropy_empty");
+    let (rows, dim, vocab) = (4, 8, 50);
+    let mut g = Graph::new();
+    let ht = g.input("h", &[rows, dim], DType::F32);
+    let wt = g.param("lm_head", &[vocab, dim], DType::F32);
+    let tt = g.input("targets", &[rows], DType::U32);
+    let out = lm_head_loss(&mut g, "loss", ht, wt, tt, 16).unwrap();
+    let inputs = [
+        (ht, bytes(&random_f32(&mut rng, rows * dim, 1.0))),
+        (wt, bytes(&random_f32(&mut rng, vocab * dim, 1.0))),
+        (tt, bytemuck::cast_slice(&[IGNORE; 4]).to_vec()),
+    ];
+    let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
+    assert_eq!(got[0], vec![0.0, 0.0]);
+    assert!(got[1].iter().all(|&d| d == 0.0));
+}
+
+#[test]
+fn smollm2_lm_head_plans_within_the_default_binding_limit() {
+    // 1024 tokens × 49152 vocabulary: the full logits would be 192 MiB.
+    let (rows, dim, vocab) = (1024, 576, 49152);
+    let limits = webqlora::graph::DeviceLimits::webgpu_default();
+    let chunk = chunk_for(rows, vocab, 32 << 20);
+    assert_eq!(chunk, 8192);
+    let mut g = Graph::new();
+    let ht = g.input("h", &[rows, dim], DType::F32);
+    let wt = g.param("embed_tokens", &[vocab, dim], DType::F32);
+    let tt = g.input("targets", &[rows], DType::U32);
+    let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
+    g.mark_output(out.loss);
+    g.mark_output(out.d_hidden);
+    let plan = webqlora::graph::Plan::new(&g, &limits).unwrap();
+    // Weight 108 MiB + two 32 MiB logits chunks + small tensors.
+    assert!(
+        plan.peak_bytes() < 190 << 20,
+        "planned peak {}",
+        plan.peak_bytes()
+    );
+}
