@@ -25,6 +25,10 @@ macro_rules! shader {
 }
 
 shader!(ADAMW, "adamw");
+shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
+shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
+shader!(ATTENTION_DELTA, "attention_delta");
+shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
 shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
@@ -42,6 +46,10 @@ shader!(SWIGLU_BACKWARD, "swiglu_backward");
 
 pub static ALL: &[&Shader] = &[
     &ADAMW,
+    &ATTENTION_BACKWARD_DKV,
+    &ATTENTION_BACKWARD_DQ,
+    &ATTENTION_DELTA,
+    &ATTENTION_FORWARD,
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,
     &CROSS_ENTROPY_STATS,

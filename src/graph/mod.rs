@@ -62,6 +62,8 @@ pub enum GraphError {
         kernel: String,
         feature: String,
     },
+    #[error("{op}: {detail}")]
+    Unsupported { op: String, detail: String },
     #[error("output tensor '{tensor}' is never written by any node")]
     OutputNeverWritten { tensor: String },
     #[error("tensor '{tensor}' ({role}) is written by the graph; only inputs and params are written by the host")]
@@ -141,6 +143,19 @@ impl Graph {
         params: Params,
         dispatch: Dispatch,
     ) -> Result<(), GraphError> {
+        self.push_specialized(label, kernel, tensors, params, dispatch, &[])
+    }
+
+    /// `push` with values for the shader's `override` constants.
+    pub fn push_specialized(
+        &mut self,
+        label: impl Into<String>,
+        kernel: &'static Kernel,
+        tensors: &[TensorId],
+        params: Params,
+        dispatch: Dispatch,
+        constants: &[(&'static str, f64)],
+    ) -> Result<(), GraphError> {
         let label = label.into();
         if tensors.len() != kernel.bindings.len() {
             return Err(GraphError::BindingCount {
@@ -169,6 +184,7 @@ impl Graph {
             tensors: tensors.to_vec(),
             params,
             dispatch,
+            constants: constants.to_vec(),
         });
         Ok(())
     }

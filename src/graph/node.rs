@@ -107,6 +107,8 @@ pub struct Node {
     pub tensors: Vec<TensorId>,
     pub params: Params,
     pub dispatch: Dispatch,
+    /// Pipeline-overridable constants (`override` in WGSL) this node's pipeline is built with.
+    pub constants: Vec<(&'static str, f64)>,
 }
 
 impl Node {

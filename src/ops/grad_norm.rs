@@ -41,6 +41,10 @@ pub static CLIP: Kernel = Kernel {
 
 const CHUNK: usize = 256;
 
+/// grad_clip sums the partials in one invocation; llvmpipe ends an invocation's loops after
+/// 65,535 iterations, so more partials would give a silently wrong norm there.
+pub const MAX_PARTIALS: usize = 65_535;
+
 /// The norm of all `grads` together and the factor that clips it to `max_norm` (no clipping
 /// when `max_norm` <= 0): a new [2] tensor `name` = (scale, norm) for AdamW's `grad_scale`.
 /// The partial sums live in a persistent scratch param `<name>_partials`, fully rewritten by
@@ -56,6 +60,17 @@ pub fn clip(
         .map(|&t| g.tensor(t).numel().div_ceil(CHUNK))
         .collect();
     let count: usize = chunks.iter().sum();
+    if count > MAX_PARTIALS {
+        return Err(GraphError::Unsupported {
+            op: name.into(),
+            detail: format!(
+                "{} gradient elements need {count} partial sums; at most {MAX_PARTIALS} \
+                 ({} elements) are supported",
+                grads.iter().map(|&t| g.tensor(t).numel()).sum::<usize>(),
+                MAX_PARTIALS * CHUNK
+            ),
+        });
+    }
     let partials = g.param(&format!("{name}_partials"), &[count.max(1)], DType::F32);
     let mut offset = 0;
     for (&grad, &n_chunks) in grads.iter().zip(&chunks) {

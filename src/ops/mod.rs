@@ -2,6 +2,7 @@
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
 pub mod adamw;
+pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod grad_norm;
@@ -19,6 +20,10 @@ use crate::graph::Kernel;
 pub fn all_kernels() -> Vec<&'static Kernel> {
     vec![
         &adamw::ADAMW,
+        &attention::FORWARD,
+        &attention::DELTA,
+        &attention::BACKWARD_DQ,
+        &attention::BACKWARD_DKV,
         &cross_entropy::STATS_FIRST,
         &cross_entropy::STATS,
         &cross_entropy::LOSS,

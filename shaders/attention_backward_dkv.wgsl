@@ -1,0 +1,85 @@
+// Attention backward, step 3 of 3: key and value gradients, one key row and kv head per
+// invocation, summing over the query heads of its group and the queries that see it
+// (i >= j in the same sequence), probabilities recomputed as in attention_backward_dq.wgsl:
+//   dv_j = sum p_ij d_out_i,   dk_j = scale * sum p_ij (dp_ij - delta_i) q_i
+//
+// Bindings (group 0):
+//   0 q       storage, read        f32[tokens, heads, head_dim]
+//   1 k       storage, read        f32[tokens, kv_heads, head_dim]
+//   2 v       storage, read        f32[tokens, kv_heads, head_dim]
+//   3 d_out   storage, read        f32[tokens, heads, head_dim]
+//   4 lse     storage, read        f32[tokens, heads]
+//   5 delta   storage, read        f32[tokens, heads]
+//   6 dk      storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
+//   7 dv      storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
+//   8 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+// Eight storage buffers: WebGPU's default per-stage limit.
+// Dispatch: linear, ceil(tokens * kv_heads / 64) workgroups of 64, one (key, kv head) each.
+
+// head_dim is a pipeline constant so every loop over it has a constant trip count and is
+// unrolled: llvmpipe (lavapipe) ends any invocation's loops after 65,535 iterations in total,
+// which loops over head_dim inside loops over 2048 keys would exceed.
+override HEAD_DIM: u32 = 64u;
+override D4: u32 = HEAD_DIM / 4u;
+const MAX_D4: u32 = 32u;
+
+struct Params {
+    tokens: u32,
+    seq_len: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn attention_backward_dkv(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wg.x + wg.y * nwg.x) * 64u + lid; // j * kv_heads + kv
+    if row >= params.tokens * params.kv_heads {
+        return;
+    }
+    let j = row / params.kv_heads;
+    let kv = row % params.kv_heads;
+    let group = params.heads / params.kv_heads;
+    let end = j - j % params.seq_len + params.seq_len; // one past the sequence's last token
+    let kv_base = row * D4;
+
+    var acc_k: array<vec4<f32>, MAX_D4>;
+    var acc_v: array<vec4<f32>, MAX_D4>;
+    for (var h = kv * group; h < (kv + 1u) * group; h++) {
+        for (var i = j; i < end; i++) {
+            let q_row = i * params.heads + h;
+            let q_base = q_row * D4;
+            var s = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < D4; d++) {
+                s += dot(q[q_base + d], k[kv_base + d]);
+                dp += dot(d_out[q_base + d], v[kv_base + d]);
+            }
+            let p = exp(s * params.scale - lse[q_row]);
+            let ds = p * (dp - delta[q_row]) * params.scale;
+            for (var d = 0u; d < D4; d++) {
+                acc_v[d] += p * d_out[q_base + d];
+                acc_k[d] += ds * q[q_base + d];
+            }
+        }
+    }
+    for (var d = 0u; d < D4; d++) {
+        dk[kv_base + d] = acc_k[d];
+        dv[kv_base + d] = acc_v[d];
+    }
+}

@@ -1,0 +1,78 @@
+// Attention backward, step 2 of 3: the query gradient, one query row per invocation, with the
+// probabilities recomputed from the saved log-sum-exp (see attention_forward.wgsl):
+//   p_ij = exp(scale q_i·k_j - lse_i),  dp_ij = d_out_i · v_j
+//   dq_i = scale * sum_{j <= i} p_ij (dp_ij - delta_i) k_j
+//
+// Bindings (group 0):
+//   0 q       storage, read        f32[tokens, heads, head_dim]
+//   1 k       storage, read        f32[tokens, kv_heads, head_dim]
+//   2 v       storage, read        f32[tokens, kv_heads, head_dim]
+//   3 d_out   storage, read        f32[tokens, heads, head_dim]
+//   4 lse     storage, read        f32[tokens, heads]
+//   5 delta   storage, read        f32[tokens, heads]
+//   6 dq      storage, read_write  f32[tokens, heads, head_dim]   every element written
+//   7 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+// Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
+
+// head_dim is a pipeline constant so every loop over it has a constant trip count and is
+// unrolled: llvmpipe (lavapipe) ends any invocation's loops after 65,535 iterations in total,
+// which loops over head_dim inside loops over 2048 keys would exceed.
+override HEAD_DIM: u32 = 64u;
+override D4: u32 = HEAD_DIM / 4u;
+const MAX_D4: u32 = 32u;
+
+struct Params {
+    tokens: u32,
+    seq_len: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(7) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn attention_backward_dq(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if row >= params.tokens * params.heads {
+        return;
+    }
+    let t = row / params.heads;
+    let h = row % params.heads;
+    let kv = h / (params.heads / params.kv_heads);
+    let first = t - t % params.seq_len;
+    let base = row * D4;
+    let row_lse = lse[row];
+    let row_delta = delta[row];
+
+    var acc: array<vec4<f32>, MAX_D4>;
+    for (var j = first; j <= t; j++) {
+        let kv_base = (j * params.kv_heads + kv) * D4;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < D4; d++) {
+            s += dot(q[base + d], k[kv_base + d]);
+            dp += dot(d_out[base + d], v[kv_base + d]);
+        }
+        let p = exp(s * params.scale - row_lse);
+        let ds = p * (dp - row_delta) * params.scale;
+        for (var d = 0u; d < D4; d++) {
+            acc[d] += ds * k[kv_base + d];
+        }
+    }
+    for (var d = 0u; d < D4; d++) {
+        dq[base + d] = acc[d];
+    }
+}

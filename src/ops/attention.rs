@@ -1,0 +1,295 @@
+//! Causal attention with grouped-query heads, flash style: the forward saves only each query
+//! row's log-sum-exp; the backward recomputes probabilities. q [tokens, heads, head_dim],
+//! k and v [tokens, kv_heads, head_dim]; tokens are `batch` sequences of `seq_len`.
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::shaders;
+
+const fn read(name: &'static str) -> Binding {
+    Binding {
+        name,
+        access: Access::Read,
+        dtype: DType::F32,
+    }
+}
+
+const fn write(name: &'static str) -> Binding {
+    Binding {
+        name,
+        access: Access::Write,
+        dtype: DType::F32,
+    }
+}
+
+pub static FORWARD: Kernel = Kernel {
+    name: "attention_forward",
+    shader: &shaders::ATTENTION_FORWARD,
+    entry: "attention_forward",
+    bindings: &[read("q"), read("k"), read("v"), write("out"), write("lse")],
+};
+
+pub static DELTA: Kernel = Kernel {
+    name: "attention_delta",
+    shader: &shaders::ATTENTION_DELTA,
+    entry: "attention_delta",
+    bindings: &[read("d_out"), read("out"), write("delta")],
+};
+
+pub static BACKWARD_DQ: Kernel = Kernel {
+    name: "attention_backward_dq",
+    shader: &shaders::ATTENTION_BACKWARD_DQ,
+    entry: "attention_backward_dq",
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        write("dq"),
+    ],
+};
+
+pub static BACKWARD_DKV: Kernel = Kernel {
+    name: "attention_backward_dkv",
+    shader: &shaders::ATTENTION_BACKWARD_DKV,
+    entry: "attention_backward_dkv",
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        write("dk"),
+        write("dv"),
+    ],
+};
+
+/// The shape of one attention: heads and sizes, checked against the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub tokens: usize,
+    pub seq_len: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn of(
+        g: &Graph,
+        name: &str,
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        seq_len: usize,
+    ) -> Result<Self, GraphError> {
+        let (qs, ks, vs) = (&g.tensor(q).shape, &g.tensor(k).shape, &g.tensor(v).shape);
+        let bad = |why: &str| GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "q {}, k {}, v {} (sequences of {seq_len}): {why}",
+                shape_str(qs),
+                shape_str(ks),
+                shape_str(vs)
+            ),
+        };
+        let (&[tokens, heads, head_dim], &[kt, kv_heads, kd]) = (&qs[..], &ks[..]) else {
+            return Err(bad("q, k and v must be [tokens, heads, head_dim]"));
+        };
+        if ks != vs || kt != tokens || kd != head_dim {
+            return Err(bad("k and v must match q in tokens and head_dim"));
+        }
+        if kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(bad("heads must be a multiple of kv heads"));
+        }
+        if head_dim % 4 != 0 || head_dim > 128 {
+            return Err(bad("head_dim must be a multiple of 4, at most 128"));
+        }
+        if seq_len == 0 || tokens % seq_len != 0 {
+            return Err(bad("tokens must be whole sequences"));
+        }
+        Ok(AttentionShape {
+            tokens,
+            seq_len,
+            heads,
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    /// The shaders' `HEAD_DIM` override (their loops over it must unroll; see the shaders).
+    fn constants(&self) -> [(&'static str, f64); 1] {
+        [("HEAD_DIM", self.head_dim as f64)]
+    }
+
+    fn params(&self) -> Params {
+        Params::new()
+            .u32(self.tokens as u32)
+            .u32(self.seq_len as u32)
+            .u32(self.heads as u32)
+            .u32(self.kv_heads as u32)
+            .u32(self.head_dim as u32)
+            .f32(1.0 / (self.head_dim as f32).sqrt())
+    }
+}
+
+/// The three inputs of an attention.
+#[derive(Clone, Copy, Debug)]
+pub struct Qkv {
+    pub q: TensorId,
+    pub k: TensorId,
+    pub v: TensorId,
+}
+
+/// What the forward keeps for the backward: the output and each query row's log-sum-exp.
+#[derive(Clone, Copy, Debug)]
+pub struct Saved {
+    pub out: TensorId,
+    pub lse: TensorId,
+}
+
+/// The attention of `qkv` over sequences of `seq_len`: `out` named `name`, `lse` `<name>_lse`.
+pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Saved, GraphError> {
+    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, seq_len)?;
+    let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
+    let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
+    let tensors = [qkv.q, qkv.k, qkv.v, out, lse];
+    g.push_specialized(
+        name,
+        &FORWARD,
+        &tensors,
+        s.params(),
+        dispatch,
+        &s.constants(),
+    )?;
+    Ok(Saved { out, lse })
+}
+
+/// (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`, for the output gradient `d_out`.
+pub fn backward(
+    g: &mut Graph,
+    name: &str,
+    qkv: Qkv,
+    saved: Saved,
+    d_out: TensorId,
+    seq_len: usize,
+) -> Result<Qkv, GraphError> {
+    let Qkv { q, k, v } = qkv;
+    let s = AttentionShape::of(g, name, q, k, v, seq_len)?;
+    g.expect_same_shape(name, d_out, q)?;
+    let rows = s.tokens * s.heads;
+    let by_query_row = Dispatch::linear(rows, 64);
+    let constants = s.constants();
+
+    let label = format!("{name}_delta");
+    let delta = g.temp(&label, &[s.tokens, s.heads], DType::F32);
+    let p = Params::new().u32(rows as u32).u32(s.head_dim as u32);
+    let tensors = [d_out, saved.out, delta];
+    g.push_specialized(label, &DELTA, &tensors, p, by_query_row, &constants)?;
+
+    let label = format!("{name}_q");
+    let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let tensors = [q, k, v, d_out, saved.lse, delta, dq];
+    g.push_specialized(
+        label,
+        &BACKWARD_DQ,
+        &tensors,
+        s.params(),
+        by_query_row,
+        &constants,
+    )?;
+
+    let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
+    let dk = g.temp(&format!("{name}_k"), &kv_shape, DType::F32);
+    let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
+    let tensors = [q, k, v, d_out, saved.lse, delta, dk, dv];
+    let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
+    let label = format!("{name}_kv");
+    g.push_specialized(
+        label,
+        &BACKWARD_DKV,
+        &tensors,
+        s.params(),
+        by_key_row,
+        &constants,
+    )?;
+    Ok(Qkv {
+        q: dq,
+        k: dk,
+        v: dv,
+    })
+}
+
+/// CPU reference forward in f64: (out, lse).
+pub fn cpu_forward(q: &[f64], k: &[f64], v: &[f64], s: AttentionShape) -> (Vec<f64>, Vec<f64>) {
+    let (d, group) = (s.head_dim, s.heads / s.kv_heads);
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0.0; q.len()];
+    let mut lse = vec![0.0; s.tokens * s.heads];
+    for t in 0..s.tokens {
+        let first = t - t % s.seq_len;
+        for h in 0..s.heads {
+            let qi = &q[(t * s.heads + h) * d..][..d];
+            let kv = h / group;
+            let scores: Vec<f64> = (first..=t)
+                .map(|j| {
+                    qi.iter()
+                        .zip(&k[(j * s.kv_heads + kv) * d..][..d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+            lse[t * s.heads + h] = m + sum.ln();
+            for (jj, j) in (first..=t).enumerate() {
+                let p = (scores[jj] - m).exp() / sum;
+                for c in 0..d {
+                    out[(t * s.heads + h) * d + c] += p * v[(j * s.kv_heads + kv) * d + c];
+                }
+            }
+        }
+    }
+    (out, lse)
+}
+
+/// CPU reference backward in f64: (dq, dk, dv), by the same formulas as the kernels.
+pub fn cpu_backward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    d_out: &[f64],
+    s: AttentionShape,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (out, lse) = cpu_forward(q, k, v, s);
+    let (d, group) = (s.head_dim, s.heads / s.kv_heads);
+    let scale = 1.0 / (d as f64).sqrt();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    for t in 0..s.tokens {
+        let first = t - t % s.seq_len;
+        for h in 0..s.heads {
+            let row = t * s.heads + h;
+            let (qi, doi) = (&q[row * d..][..d], &d_out[row * d..][..d]);
+            let delta = dot(doi, &out[row * d..][..d]);
+            let kv = h / group;
+            for j in first..=t {
+                let kb = (j * s.kv_heads + kv) * d;
+                let p = (dot(qi, &k[kb..kb + d]) * scale - lse[row]).exp();
+                let ds = p * (dot(doi, &v[kb..kb + d]) - delta) * scale;
+                for c in 0..d {
+                    dq[row * d + c] += ds * k[kb + c];
+                    dk[kb + c] += ds * qi[c];
+                    dv[kb + c] += p * doi[c];
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
