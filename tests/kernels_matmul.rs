@@ -41,6 +41,58 @@ fn matmul_all_transposes_match_cpu() {
     }
 }
 
+/// The shared-memory variant that discrete GPUs get, run here by claiming that class.
+#[test]
+fn discrete_gpu_variant_matches_cpu() {
+    use webqlora::gpu::{AdapterRequest, DeviceClass, Gpu};
+    use webqlora::graph::CompiledGraph;
+    let mut gpu = Gpu::new_blocking(&AdapterRequest::default()).unwrap();
+    gpu.class = DeviceClass::Discrete;
+    let mut rng = rng("matmul_tiled");
+    for &(m, k, n, ta, tb) in &[
+        (1usize, 1usize, 1usize, false, true),
+        (33, 17, 65, false, false),
+        (300, 129, 127, true, true),
+        (65, 576, 192, false, true),
+    ] {
+        let a = random_f32(&mut rng, m * k, 1.0);
+        let b = random_f32(&mut rng, k * n, 1.0);
+        let c0 = random_f32(&mut rng, m * n, 1.0);
+        let mut g = Graph::new();
+        let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
+        let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
+        let ct = g.input("c", &[m, n], DType::F32);
+        let op = |t, transposed| Operand {
+            tensor: t,
+            transposed,
+            rows: None,
+        };
+        let c = matmul(&mut g, "c_new", op(at, ta), op(bt, tb), 0.75).unwrap();
+        matmul_into(&mut g, "c += a b", ct, op(at, ta), op(bt, tb), 1.0).unwrap();
+        g.mark_output(c);
+        assert_eq!(g.nodes[0].kernel.entry_for(gpu.class), "matmul_tiled");
+        let compiled = CompiledGraph::new(&gpu, g).unwrap();
+        compiled.poison(&gpu, common::POISON);
+        compiled.write(&gpu, at, &bytes(&a)).unwrap();
+        compiled.write(&gpu, bt, &bytes(&b)).unwrap();
+        compiled.write(&gpu, ct, &bytes(&c0)).unwrap();
+        compiled.run(&gpu);
+        let got = pollster::block_on(compiled.read_f32(&gpu, c)).unwrap();
+        let got_acc = pollster::block_on(compiled.read_f32(&gpu, ct)).unwrap();
+        let want = cpu_matmul(&a, ta, &b, tb, m, k, n, 0.75, None);
+        let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, 1.0, Some(&c0));
+        assert!(
+            rel_err(&got, &want) < 1e-5,
+            "{m}x{k}x{n}: {}",
+            rel_err(&got, &want)
+        );
+        assert!(
+            rel_err(&got_acc, &want_acc) < 1e-5,
+            "{m}x{k}x{n} accumulating"
+        );
+    }
+}
+
 #[test]
 fn matmul_accumulates_into_an_existing_tensor() {
     let mut rng = rng("matmul_acc");

@@ -86,7 +86,8 @@ impl CompiledGraph {
         let mut workgroups = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             let kernel = node.kernel;
-            let key = PipelineKey::new(kernel.shader.name, kernel.entry, &node.constants);
+            let entry = kernel.entry_for(gpu.class);
+            let key = PipelineKey::new(kernel.shader.name, entry, &node.constants);
             let pipeline = gpu.pipeline(kernel.shader, &key);
             let mut entries: Vec<wgpu::BindGroupEntry> = node
                 .tensors

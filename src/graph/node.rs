@@ -2,6 +2,7 @@
 //! concrete tensors).
 
 use super::tensor::{DType, TensorId};
+use crate::gpu::DeviceClass;
 use crate::shaders::Shader;
 
 /// How a kernel uses one storage binding.
@@ -41,6 +42,19 @@ pub struct Kernel {
     pub shader: &'static Shader,
     pub entry: &'static str,
     pub bindings: &'static [Binding],
+    /// Entry points of the same shader to use instead on a device class (same bindings, same
+    /// dispatch, same results): e.g. shared-memory tiles on discrete GPUs.
+    pub variants: &'static [(DeviceClass, &'static str)],
+}
+
+impl Kernel {
+    /// The entry point to run on a device of `class`.
+    pub fn entry_for(&self, class: DeviceClass) -> &'static str {
+        self.variants
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(self.entry, |&(_, entry)| entry)
+    }
 }
 
 /// How many workgroups a node launches.

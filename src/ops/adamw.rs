@@ -8,6 +8,7 @@ pub static ADAMW: Kernel = Kernel {
     name: "adamw",
     shader: &shaders::ADAMW,
     entry: "adamw",
+    variants: &[],
     bindings: &[
         Binding {
             name: "param",

@@ -27,6 +27,7 @@ pub static FORWARD: Kernel = Kernel {
     name: "attention_forward",
     shader: &shaders::ATTENTION_FORWARD,
     entry: "attention_forward",
+    variants: &[],
     bindings: &[read("q"), read("k"), read("v"), write("out"), write("lse")],
 };
 
@@ -34,6 +35,7 @@ pub static DELTA: Kernel = Kernel {
     name: "attention_delta",
     shader: &shaders::ATTENTION_DELTA,
     entry: "attention_delta",
+    variants: &[],
     bindings: &[read("d_out"), read("out"), write("delta")],
 };
 
@@ -41,6 +43,7 @@ pub static BACKWARD_DQ: Kernel = Kernel {
     name: "attention_backward_dq",
     shader: &shaders::ATTENTION_BACKWARD_DQ,
     entry: "attention_backward_dq",
+    variants: &[],
     bindings: &[
         read("q"),
         read("k"),
@@ -56,6 +59,7 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     name: "attention_backward_dkv",
     shader: &shaders::ATTENTION_BACKWARD_DKV,
     entry: "attention_backward_dkv",
+    variants: &[],
     bindings: &[
         read("q"),
         read("k"),

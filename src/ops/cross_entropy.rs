@@ -44,6 +44,7 @@ pub static STATS_FIRST: Kernel = Kernel {
     name: "ce_stats_first",
     shader: &shaders::CROSS_ENTROPY_STATS,
     entry: "ce_stats",
+    variants: &[],
     bindings: &STATS_START,
 };
 
@@ -52,6 +53,7 @@ pub static STATS: Kernel = Kernel {
     name: "ce_stats",
     shader: &shaders::CROSS_ENTROPY_STATS,
     entry: "ce_stats",
+    variants: &[],
     bindings: &STATS_FOLD,
 };
 
@@ -59,6 +61,7 @@ pub static LOSS: Kernel = Kernel {
     name: "ce_loss",
     shader: &shaders::CROSS_ENTROPY_LOSS,
     entry: "ce_loss",
+    variants: &[],
     bindings: &[
         Binding {
             name: "stats",
@@ -82,6 +85,7 @@ pub static GRAD: Kernel = Kernel {
     name: "ce_grad",
     shader: &shaders::CROSS_ENTROPY_GRAD,
     entry: "ce_grad",
+    variants: &[],
     bindings: &[
         Binding {
             name: "logits",

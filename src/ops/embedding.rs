@@ -9,6 +9,7 @@ pub static GATHER: Kernel = Kernel {
     name: "embedding",
     shader: &shaders::EMBEDDING,
     entry: "embedding",
+    variants: &[],
     bindings: &[
         Binding {
             name: "ids",

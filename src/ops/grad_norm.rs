@@ -7,6 +7,7 @@ pub static SUMSQ: Kernel = Kernel {
     name: "grad_sumsq",
     shader: &shaders::GRAD_NORM,
     entry: "grad_sumsq",
+    variants: &[],
     bindings: &[
         Binding {
             name: "grad",
@@ -25,6 +26,7 @@ pub static CLIP: Kernel = Kernel {
     name: "grad_clip",
     shader: &shaders::GRAD_CLIP,
     entry: "grad_clip",
+    variants: &[],
     bindings: &[
         Binding {
             name: "partials",

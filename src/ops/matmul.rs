@@ -2,6 +2,7 @@
 //! c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA paths and their
 //! gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX, dX += s·(dY B)A.
 
+use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
@@ -12,6 +13,7 @@ pub static MATMUL: Kernel = Kernel {
     name: "matmul",
     shader: &shaders::MATMUL,
     entry: "matmul",
+    variants: &[(DeviceClass::Discrete, "matmul_tiled")],
     bindings: &[
         Binding {
             name: "a",
@@ -36,6 +38,7 @@ pub static MATMUL_ACC: Kernel = Kernel {
     name: "matmul_acc",
     shader: &shaders::MATMUL,
     entry: "matmul",
+    variants: &[(DeviceClass::Discrete, "matmul_tiled")],
     bindings: &[
         Binding {
             name: "a",

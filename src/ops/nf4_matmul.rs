@@ -40,6 +40,7 @@ pub static FORWARD: Kernel = Kernel {
     name: "nf4_matmul_forward",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_forward",
+    variants: &[],
     bindings: &WRITE,
 };
 
@@ -48,6 +49,7 @@ pub static BACKWARD: Kernel = Kernel {
     name: "nf4_matmul_backward",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
+    variants: &[],
     bindings: &WRITE,
 };
 
@@ -56,6 +58,7 @@ pub static BACKWARD_ACC: Kernel = Kernel {
     name: "nf4_matmul_backward_acc",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
+    variants: &[],
     bindings: &ACCUMULATE,
 };
 
@@ -64,6 +67,7 @@ pub static MATVEC: Kernel = Kernel {
     name: "nf4_matvec",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matvec",
+    variants: &[],
     bindings: &WRITE,
 };
 

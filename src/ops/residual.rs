@@ -7,6 +7,7 @@ pub static ADD: Kernel = Kernel {
     name: "residual_add",
     shader: &shaders::RESIDUAL,
     entry: "residual_add",
+    variants: &[],
     bindings: &[
         Binding {
             name: "a",

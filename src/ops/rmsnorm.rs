@@ -11,6 +11,7 @@ pub static FORWARD: Kernel = Kernel {
     name: "rmsnorm_forward",
     shader: &shaders::RMSNORM,
     entry: "rmsnorm_forward",
+    variants: &[],
     bindings: &[
         Binding {
             name: "x",
@@ -39,6 +40,7 @@ pub static BACKWARD: Kernel = Kernel {
     name: "rmsnorm_backward",
     shader: &shaders::RMSNORM_BACKWARD,
     entry: "rmsnorm_backward",
+    variants: &[],
     bindings: &[
         Binding {
             name: "dy",

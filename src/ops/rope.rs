@@ -10,6 +10,7 @@ pub static ROPE: Kernel = Kernel {
     name: "rope",
     shader: &shaders::ROPE,
     entry: "rope",
+    variants: &[],
     bindings: &[
         Binding {
             name: "x",

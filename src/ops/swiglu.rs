@@ -8,6 +8,7 @@ pub static FORWARD: Kernel = Kernel {
     name: "swiglu_forward",
     shader: &shaders::SWIGLU,
     entry: "swiglu_forward",
+    variants: &[],
     bindings: &[
         Binding {
             name: "gate",
@@ -31,6 +32,7 @@ pub static BACKWARD: Kernel = Kernel {
     name: "swiglu_backward",
     shader: &shaders::SWIGLU_BACKWARD,
     entry: "swiglu_backward",
+    variants: &[],
     bindings: &[
         Binding {
             name: "d_out",
