@@ -16,7 +16,7 @@
 //                 memory per step of 16 along K (6 KiB), then each invocation computes its
 //                 4x8 from there; k past K reads as 0.
 // Dispatch: grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
-// 4x8 tile of c in registers (two mat4x4 updated by outer products): rows
+// 4x8 tile of c in registers (two mat4x4 updated by fused outer products): rows
 // wg.y*32 + lid.y + 8i (i < 4), columns wg.x*64 + lid.x + 8j (j < 8), so the eight
 // neighbouring invocations of a row read neighbouring columns of b and write neighbouring
 // columns of c. No workgroup memory, no barriers (the software-device variant). On lavapipe
@@ -50,9 +50,14 @@ fn b_at(k: u32, col: u32) -> f32 {
     return b[params.b_off + k * params.b_sk + col];
 }
 
-/// The outer product u vᵀ as a matrix whose column j is u * v[j].
-fn outer(u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(u * v.x, u * v.y, u * v.z, u * v.w);
+/// acc + u vᵀ (column j of the matrix gains u * v[j]) with fused multiply-adds.
+fn fma_outer(acc: mat4x4<f32>, u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma(u, vec4<f32>(v.x), acc[0]),
+        fma(u, vec4<f32>(v.y), acc[1]),
+        fma(u, vec4<f32>(v.z), acc[2]),
+        fma(u, vec4<f32>(v.w), acc[3]),
+    );
 }
 
 @compute @workgroup_size(8, 8)
@@ -70,12 +75,21 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     // of the half, row i is output row i.
     var acc_l = mat4x4<f32>();
     var acc_h = mat4x4<f32>();
+    // Element indices of the current k, advanced by the strides instead of recomputed.
+    var ia = rows + vec4<u32>(params.a_off);
+    var ib_lo = cols_lo + vec4<u32>(params.b_off);
+    var ib_hi = cols_hi + vec4<u32>(params.b_off);
+    let da = vec4<u32>(params.a_sk);
+    let db = vec4<u32>(params.b_sk);
     for (var k = 0u; k < params.K; k++) {
-        let av = vec4<f32>(a_at(rows.x, k), a_at(rows.y, k), a_at(rows.z, k), a_at(rows.w, k));
-        let b_lo = vec4<f32>(b_at(k, cols_lo.x), b_at(k, cols_lo.y), b_at(k, cols_lo.z), b_at(k, cols_lo.w));
-        let b_hi = vec4<f32>(b_at(k, cols_hi.x), b_at(k, cols_hi.y), b_at(k, cols_hi.z), b_at(k, cols_hi.w));
-        acc_l += outer(av, b_lo);
-        acc_h += outer(av, b_hi);
+        let av = vec4<f32>(a[ia.x], a[ia.y], a[ia.z], a[ia.w]);
+        let b_lo = vec4<f32>(b[ib_lo.x], b[ib_lo.y], b[ib_lo.z], b[ib_lo.w]);
+        let b_hi = vec4<f32>(b[ib_hi.x], b[ib_hi.y], b[ib_hi.z], b[ib_hi.w]);
+        acc_l = fma_outer(acc_l, av, b_lo);
+        acc_h = fma_outer(acc_h, av, b_hi);
+        ia += da;
+        ib_lo += db;
+        ib_hi += db;
     }
     for (var j = 0u; j < 4u; j++) {
         for (var i = 0u; i < 4u; i++) {
@@ -138,8 +152,8 @@ fn matmul_tiled(
             let b_row = kk * 64u + lid.x;
             let b_lo = vec4<f32>(tile_b[b_row], tile_b[b_row + 8u], tile_b[b_row + 16u], tile_b[b_row + 24u]);
             let b_hi = vec4<f32>(tile_b[b_row + 32u], tile_b[b_row + 40u], tile_b[b_row + 48u], tile_b[b_row + 56u]);
-            acc_l += outer(av, b_lo);
-            acc_h += outer(av, b_hi);
+            acc_l = fma_outer(acc_l, av, b_lo);
+            acc_h = fma_outer(acc_h, av, b_hi);
         }
         workgroupBarrier();
     }

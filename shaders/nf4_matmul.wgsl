@@ -69,9 +69,14 @@ fn decode8(word: u32, scale: f32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(lo * scale, hi * scale);
 }
 
-/// The outer product u vᵀ as a matrix whose column j is u * v[j].
-fn outer(u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(u * v.x, u * v.y, u * v.z, u * v.w);
+/// acc + u vᵀ (column j of the matrix gains u * v[j]) with fused multiply-adds.
+fn fma_outer(acc: mat4x4<f32>, u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma(u, vec4<f32>(v.x), acc[0]),
+        fma(u, vec4<f32>(v.y), acc[1]),
+        fma(u, vec4<f32>(v.z), acc[2]),
+        fma(u, vec4<f32>(v.w), acc[3]),
+    );
 }
 
 fn store(index: u32, value: f32) {
@@ -107,8 +112,8 @@ fn nf4_matmul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
             for (var kk = 0u; kk < 8u; kk++) {
                 let k = k0 + kk;
                 let xv = vec4<f32>(x[x_rows.x + k], x[x_rows.y + k], x[x_rows.z + k], x[x_rows.w + k]);
-                acc_l += outer(xv, decode4(word_lo, kk) * scale_lo);
-                acc_h += outer(xv, decode4(word_hi, kk) * scale_hi);
+                acc_l = fma_outer(acc_l, xv, decode4(word_lo, kk) * scale_lo);
+                acc_h = fma_outer(acc_h, xv, decode4(word_hi, kk) * scale_hi);
             }
         }
     } else {
@@ -118,8 +123,8 @@ fn nf4_matmul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
             let i_hi = w_hi + vec4<u32>(k);
             let wv_lo = vec4<f32>(weight_at(i_lo.x), weight_at(i_lo.y), weight_at(i_lo.z), weight_at(i_lo.w));
             let wv_hi = vec4<f32>(weight_at(i_hi.x), weight_at(i_hi.y), weight_at(i_hi.z), weight_at(i_hi.w));
-            acc_l += outer(xv, wv_lo);
-            acc_h += outer(xv, wv_hi);
+            acc_l = fma_outer(acc_l, xv, wv_lo);
+            acc_h = fma_outer(acc_h, xv, wv_hi);
         }
     }
     for (var j = 0u; j < 4u; j++) {
@@ -156,8 +161,8 @@ fn nf4_matmul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
                 let idx = n * n_in + k0;
                 let wv = decode8(w[idx / 8u], w_absmax[idx / params.blocksize]);
                 let dyv = vec4<f32>(x[dy_rows.x + n], x[dy_rows.y + n], x[dy_rows.z + n], x[dy_rows.w + n]);
-                acc_l += outer(dyv, wv[0]);
-                acc_h += outer(dyv, wv[1]);
+                acc_l = fma_outer(acc_l, dyv, wv[0]);
+                acc_h = fma_outer(acc_h, dyv, wv[1]);
             }
         } else {
             let last = vec4<u32>(n_in - 1u);
@@ -170,8 +175,8 @@ fn nf4_matmul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
                 let wv_lo = vec4<f32>(weight_at(i_lo.x), weight_at(i_lo.y), weight_at(i_lo.z), weight_at(i_lo.w));
                 let wv_hi = vec4<f32>(weight_at(i_hi.x), weight_at(i_hi.y), weight_at(i_hi.z), weight_at(i_hi.w));
                 let dyv = vec4<f32>(x[dy_rows.x + n], x[dy_rows.y + n], x[dy_rows.z + n], x[dy_rows.w + n]);
-                acc_l += outer(dyv, wv_lo);
-                acc_h += outer(dyv, wv_hi);
+                acc_l = fma_outer(acc_l, dyv, wv_lo);
+                acc_h = fma_outer(acc_h, dyv, wv_hi);
             }
         }
     }

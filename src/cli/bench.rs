@@ -6,9 +6,11 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
+use webqlora::ops::adamw::AdamW;
 use webqlora::ops::cross_entropy::{chunk_for, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
+use webqlora::ops::{attention, embedding, grad_norm, residual, rmsnorm, rope, swiglu};
 use webqlora::quant::nf4::Nf4Tensor;
 
 use super::GpuArgs;
@@ -83,6 +85,299 @@ fn time_graph(gpu: &Gpu, compiled: &CompiledGraph, runs: usize) -> anyhow::Resul
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
+}
+
+/// Build a graph, fill every input and param (f32: values in [-1, 1); u32: ids below 1000;
+/// NF4: arbitrary codes) unless `overrides` gives the bytes, and time it.
+#[allow(clippy::too_many_arguments)]
+fn bench_graph(
+    gpu: &Gpu,
+    kernel: &str,
+    (m, k, n): (usize, usize, usize),
+    flops: f64,
+    bytes: f64,
+    runs: usize,
+    build: impl FnOnce(&mut Graph) -> anyhow::Result<Vec<(TensorId, Vec<u8>)>>,
+) -> anyhow::Result<Row> {
+    let mut g = Graph::new();
+    let overrides = build(&mut g)?;
+    // Whatever the last node writes is the result: keep it so nothing is dead.
+    let last = g.nodes.last().expect("a graph to time").clone();
+    for (t, access) in last.uses() {
+        if access.writes() && !g.tensor(t).role.defined_at_start() {
+            g.mark_output(t);
+        }
+    }
+    let compiled = CompiledGraph::new(gpu, g)?;
+    for (i, desc) in compiled.graph.tensors.iter().enumerate() {
+        let t = TensorId::from_index(i);
+        if !desc.role.defined_at_start() {
+            continue;
+        }
+        let data: Vec<u8> = match overrides.iter().find(|(o, _)| *o == t) {
+            Some((_, bytes)) => bytes.clone(),
+            None => match desc.dtype {
+                DType::U32 => (0..desc.numel() as u32)
+                    .flat_map(|i| (i * 7919 % 1000).to_le_bytes())
+                    .collect(),
+                DType::F32 => bytemuck::cast_slice(&pseudo_random(desc.numel(), i as u64)).to_vec(),
+                DType::Nf4 | DType::F16 => {
+                    let words = desc.bytes() as usize / 4;
+                    bytemuck::cast_slice(&pseudo_random(words, i as u64)).to_vec()
+                }
+            },
+        };
+        compiled.write(gpu, t, &data)?;
+    }
+    Ok(Row {
+        kernel: kernel.into(),
+        m,
+        k,
+        n,
+        median_ms: time_graph(gpu, &compiled, runs)?,
+        flops,
+        bytes,
+    })
+}
+
+/// The other kernels of a SmolLM2-135M training step at `t` tokens (4 sequences when t allows):
+/// hidden 576, 9 heads of 64 with 3 kv heads, MLP 1536, vocabulary 49152, LoRA r 16 on all
+/// seven linear modules of 30 layers (4.88M trainable values).
+fn bench_step_kernels(
+    gpu: &Gpu,
+    t: usize,
+    runs: usize,
+    wanted: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Vec<Row>> {
+    let (c, heads, kv, d, mlp, vocab) = (576, 9, 3, 64, 1536, 49152);
+    let lora_values = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536));
+    let seq = if t.is_multiple_of(4) { t / 4 } else { t };
+    let f = 4.0;
+    let mut rows = Vec::new();
+    if wanted("rmsnorm") {
+        rows.push(bench_graph(
+            gpu,
+            "rmsnorm_forward",
+            (t, c, 1),
+            4.0 * (t * c) as f64,
+            f * (2 * t * c) as f64,
+            runs,
+            |g| {
+                let x = g.input("x", &[t, c], DType::F32);
+                let w = g.param("w", &[c], DType::F32);
+                rmsnorm::forward(g, "y", x, w, 1e-5)?;
+                Ok(vec![])
+            },
+        )?);
+        rows.push(bench_graph(
+            gpu,
+            "rmsnorm_backward",
+            (t, c, 1),
+            7.0 * (t * c) as f64,
+            f * (3 * t * c) as f64,
+            runs,
+            |g| {
+                let x = g.input("x", &[t, c], DType::F32);
+                let dy = g.input("dy", &[t, c], DType::F32);
+                let w = g.param("w", &[c], DType::F32);
+                let rstd = g.input("rstd", &[t], DType::F32);
+                rmsnorm::backward(g, "dx", dy, x, w, rstd)?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("rope") {
+        rows.push(bench_graph(
+            gpu,
+            "rope",
+            (t, heads, d),
+            6.0 * (t * heads * d / 2) as f64,
+            f * (2 * t * heads * d) as f64,
+            runs,
+            |g| {
+                let q = g.input("q", &[t, heads, d], DType::F32);
+                let table = g.param("cos_sin", &[seq, d / 2, 2], DType::F32);
+                rope::rope(
+                    g,
+                    "q_rot",
+                    q,
+                    table,
+                    rope::Positions {
+                        seq_len: seq,
+                        pos_offset: 0,
+                    },
+                    false,
+                )?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("attention") {
+        // Causal: about half the score matrix, q·k and p·v (2 × 2 × head_dim flops each).
+        let pairs = (t / seq) * seq * (seq + 1) / 2 * heads;
+        let bytes = f * (2 * t * heads * d + 2 * t * kv * d) as f64;
+        let qkv = |g: &mut Graph| attention::Qkv {
+            q: g.input("q", &[t, heads, d], DType::F32),
+            k: g.input("k", &[t, kv, d], DType::F32),
+            v: g.input("v", &[t, kv, d], DType::F32),
+        };
+        let name = format!("attention_forward ({} x {seq})", t / seq);
+        rows.push(bench_graph(
+            gpu,
+            &name,
+            (t, seq, d),
+            4.0 * (pairs * d) as f64,
+            bytes,
+            runs,
+            |g| {
+                let qkv = qkv(g);
+                attention::forward(g, "attn", qkv, seq)?;
+                Ok(vec![])
+            },
+        )?);
+        let name = format!("attention_backward ({} x {seq})", t / seq);
+        rows.push(bench_graph(
+            gpu,
+            &name,
+            (t, seq, d),
+            2.0 * 8.0 * (pairs * d) as f64,
+            2.0 * bytes,
+            runs,
+            |g| {
+                let qkv = qkv(g);
+                let saved = attention::Saved {
+                    out: g.input("out", &[t, heads, d], DType::F32),
+                    lse: g.input("lse", &[t, heads], DType::F32),
+                };
+                let d_out = g.input("d_out", &[t, heads, d], DType::F32);
+                attention::backward(g, "d_attn", qkv, saved, d_out, seq)?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("swiglu") {
+        rows.push(bench_graph(
+            gpu,
+            "swiglu_forward",
+            (t, mlp, 1),
+            5.0 * (t * mlp) as f64,
+            f * (3 * t * mlp) as f64,
+            runs,
+            |g| {
+                let gate = g.input("gate", &[t, mlp], DType::F32);
+                let up = g.input("up", &[t, mlp], DType::F32);
+                swiglu::forward(g, "act", gate, up)?;
+                Ok(vec![])
+            },
+        )?);
+        rows.push(bench_graph(
+            gpu,
+            "swiglu_backward",
+            (t, mlp, 1),
+            10.0 * (t * mlp) as f64,
+            f * (5 * t * mlp) as f64,
+            runs,
+            |g| {
+                let gate = g.input("gate", &[t, mlp], DType::F32);
+                let up = g.input("up", &[t, mlp], DType::F32);
+                let d_out = g.input("d_act", &[t, mlp], DType::F32);
+                swiglu::backward(g, "d", d_out, gate, up)?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("residual") {
+        rows.push(bench_graph(
+            gpu,
+            "residual_add",
+            (t, c, 1),
+            (t * c) as f64,
+            f * (3 * t * c) as f64,
+            runs,
+            |g| {
+                let a = g.input("a", &[t, c], DType::F32);
+                let b = g.input("b", &[t, c], DType::F32);
+                residual::add(g, "h", a, b)?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("embedding") {
+        rows.push(bench_graph(
+            gpu,
+            "embedding",
+            (t, c, vocab),
+            0.0,
+            f * (2 * t * c) as f64,
+            runs,
+            |g| {
+                let ids = g.input("input_ids", &[t], DType::U32);
+                let table = g.param("embed_tokens", &[vocab, c], DType::F32);
+                embedding::gather(g, "h0", ids, table)?;
+                Ok(vec![])
+            },
+        )?);
+    }
+    if wanted("nf4_matvec") {
+        for (n_in, out) in LINEARS {
+            let bytes = (out * n_in / 2 + out * n_in / 16 + 4 * (n_in + out)) as f64;
+            rows.push(bench_graph(
+                gpu,
+                "nf4_matvec (decode)",
+                (1, n_in, out),
+                2.0 * (n_in * out) as f64,
+                bytes,
+                runs,
+                |g| {
+                    let x = g.input("x", &[n_in], DType::F32);
+                    let w = Nf4Weight::declare(g, "w", [out, n_in], 64);
+                    nf4_matmul::matvec(g, "y", x, &w)?;
+                    Ok(vec![])
+                },
+            )?);
+        }
+    }
+    if wanted("adamw") || wanted("grad_norm") {
+        let n = lora_values;
+        rows.push(bench_graph(
+            gpu,
+            "grad_norm + clip",
+            (n, 1, 1),
+            2.0 * n as f64,
+            f * n as f64,
+            runs,
+            |g| {
+                let grad = g.input("grad", &[n], DType::F32);
+                grad_norm::clip(g, "grad_scale", &[grad], 1.0)?;
+                Ok(vec![])
+            },
+        )?);
+        let opt = AdamW::default();
+        rows.push(bench_graph(
+            gpu,
+            "adamw",
+            (n, 1, 1),
+            12.0 * n as f64,
+            f * (7 * n) as f64,
+            runs,
+            |g| {
+                let p = g.param("lora", &[n], DType::F32);
+                let grad = g.input("grad", &[n], DType::F32);
+                let m = g.param("m", &[n], DType::F32);
+                let v = g.param("v", &[n], DType::F32);
+                let hyper = g.input("hyper", &[4], DType::F32);
+                let scale = g.param("grad_scale", &[1], DType::F32);
+                opt.step(g, "adamw", p, grad, m, v, hyper, scale)?;
+                let zeros = vec![0u8; 4 * n];
+                Ok(vec![
+                    (hyper, bytemuck::cast_slice(&opt.hyper(1e-3, 1)).to_vec()),
+                    (scale, bytemuck::cast_slice(&[1.0f32]).to_vec()),
+                    (v, zeros),
+                ])
+            },
+        )?);
+    }
+    Ok(rows)
 }
 
 fn fill(gpu: &Gpu, compiled: &CompiledGraph, t: TensorId, seed: u64) -> anyhow::Result<()> {
@@ -225,6 +520,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    rows.extend(bench_step_kernels(&gpu, tokens, runs, &wanted)?);
     if wanted("lm_head") {
         // Tens of seconds a run on a software device: two runs are enough for a median.
         rows.push(bench_lm_head(&gpu, tokens, 576, 49152, runs.min(2))?);
