@@ -5,6 +5,10 @@
 
 pub mod gpu;
 pub mod graph;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod io;
+pub mod lora;
+pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod shaders;

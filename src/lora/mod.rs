@@ -1,0 +1,43 @@
+//! LoRA adapters: configuration and PEFT-format files.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod peft;
+
+/// The seven linear modules of a Llama layer, the QLoRA paper's default targets.
+pub const ALL_LINEAR: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module names (the last component of the module path), e.g. "q_proj".
+    pub target_modules: Vec<String>,
+    /// Scale by alpha / sqrt(r) instead of alpha / r.
+    pub use_rslora: bool,
+    pub base_model_name_or_path: String,
+}
+
+impl LoraConfig {
+    /// The factor on B·A·x: alpha / r, or alpha / sqrt(r) with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+}
+
+/// PEFT's name of a LoRA tensor: `base_model.model.<module path>.lora_A.weight`.
+pub fn peft_name(module_path: &str, which: char) -> String {
+    format!("base_model.model.{module_path}.lora_{which}.weight")
+}

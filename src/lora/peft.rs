@@ -1,0 +1,196 @@
+//! PEFT's adapter files: adapter_config.json and adapter_model.safetensors, read and written so
+//! that PEFT loads ours and we load PEFT's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::LoraConfig;
+use crate::io::write_atomic;
+use crate::model::safetensors_files::SafetensorsFiles;
+use crate::model::ModelError;
+
+/// An adapter: its configuration and its tensors by PEFT name, as (shape, f32 values).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapter {
+    pub config: LoraConfig,
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+fn invalid(path: &Path, msg: String) -> ModelError {
+    ModelError::Invalid {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
+/// Parse PEFT's adapter_config.json, refusing what we do not implement.
+pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
+    let j: Value =
+        serde_json::from_str(text).map_err(|e| invalid(path, format!("not valid JSON: {e}")))?;
+    if j["peft_type"] != "LORA" {
+        return Err(invalid(
+            path,
+            format!("peft_type {} is not supported (only LORA)", j["peft_type"]),
+        ));
+    }
+    for (key, ok) in [
+        ("use_dora", j["use_dora"].as_bool() != Some(true)),
+        (
+            "fan_in_fan_out",
+            j["fan_in_fan_out"].as_bool() != Some(true),
+        ),
+        ("bias", j["bias"].is_null() || j["bias"] == "none"),
+        ("modules_to_save", j["modules_to_save"].is_null()),
+        (
+            "rank_pattern",
+            j["rank_pattern"].as_object().is_none_or(|m| m.is_empty()),
+        ),
+        (
+            "alpha_pattern",
+            j["alpha_pattern"].as_object().is_none_or(|m| m.is_empty()),
+        ),
+    ] {
+        if !ok {
+            return Err(invalid(
+                path,
+                format!("'{key}': {} is not supported", j[key]),
+            ));
+        }
+    }
+    let r = j["r"]
+        .as_u64()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| invalid(path, format!("'r' is {}, not a rank", j["r"])))?;
+    // A set in PEFT (saved in arbitrary order): kept sorted here.
+    let mut target_modules: Vec<String> = match &j["target_modules"] {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        other => {
+            return Err(invalid(
+                path,
+                format!("target_modules {other} is not supported (a list of module names)"),
+            ))
+        }
+    };
+    target_modules.sort();
+    Ok(LoraConfig {
+        r: r as usize,
+        alpha: j["lora_alpha"].as_f64().unwrap_or(8.0),
+        dropout: j["lora_dropout"].as_f64().unwrap_or(0.0),
+        target_modules,
+        use_rslora: j["use_rslora"].as_bool().unwrap_or(false),
+        base_model_name_or_path: j["base_model_name_or_path"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+/// adapter_config.json as PEFT writes it (the fields PEFT needs to load the adapter).
+pub fn config_json(c: &LoraConfig) -> String {
+    let v = json!({
+        "alpha_pattern": {},
+        "base_model_name_or_path": c.base_model_name_or_path,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "layers_pattern": null,
+        "layers_to_transform": null,
+        "lora_alpha": c.alpha,
+        "lora_dropout": c.dropout,
+        "modules_to_save": null,
+        "peft_type": "LORA",
+        "r": c.r,
+        "rank_pattern": {},
+        "revision": null,
+        "target_modules": c.target_modules,
+        "task_type": "CAUSAL_LM",
+        "use_dora": false,
+        "use_rslora": c.use_rslora,
+    });
+    serde_json::to_string_pretty(&v).expect("a JSON value serializes")
+}
+
+impl Adapter {
+    /// Load a PEFT adapter folder.
+    pub fn load(dir: &Path) -> Result<Adapter, ModelError> {
+        let config_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path.display().to_string(),
+            source,
+        })?;
+        let config = parse_config(&text, &config_path)?;
+        let weights_path = dir.join("adapter_model.safetensors");
+        let files = SafetensorsFiles::open_files(std::slice::from_ref(&weights_path))?;
+        let mut tensors = BTreeMap::new();
+        for name in files.names() {
+            if !(name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")) {
+                return Err(invalid(
+                    &weights_path,
+                    format!("tensor '{name}' is not a LoRA A or B weight"),
+                ));
+            }
+            let (_, shape, _) = files.raw(name)?;
+            let rank_dim = if name.ends_with(".lora_A.weight") {
+                shape.first()
+            } else {
+                shape.get(1)
+            };
+            if shape.len() != 2 || rank_dim != Some(&config.r) {
+                return Err(ModelError::BadTensor {
+                    path: weights_path.display().to_string(),
+                    tensor: name.into(),
+                    expected: format!("a matrix of rank {}", config.r),
+                    found: format!("shape {shape:?}"),
+                });
+            }
+            tensors.insert(name.to_string(), (shape.clone(), files.f32(name, &shape)?));
+        }
+        Ok(Adapter { config, tensors })
+    }
+
+    /// Write adapter_config.json and adapter_model.safetensors into `dir` (created if needed),
+    /// each through a temporary file renamed into place.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, values))| {
+                let bytes: &[u8] = bytemuck::cast_slice(values);
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytes,
+                )
+                .expect("shape and data agree");
+                (name.clone(), view)
+            })
+            .collect();
+        let metadata = [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
+        let bytes = safetensors::serialize(views, Some(metadata))
+            .map_err(|e| invalid(dir, format!("cannot serialize the adapter: {e}")))?;
+        let weights = dir.join("adapter_model.safetensors");
+        write_atomic(&weights, &bytes).map_err(|source| ModelError::Io {
+            path: weights.display().to_string(),
+            source,
+        })?;
+        let config = dir.join("adapter_config.json");
+        write_atomic(&config, config_json(&self.config).as_bytes()).map_err(|source| {
+            ModelError::Io {
+                path: config.display().to_string(),
+                source,
+            }
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! The Hugging Face `config.json` of a Llama-family model (llama, mistral, qwen2).
+
+use serde_json::Value;
+
+use super::ModelError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Mistral,
+    /// Llama with biases on q, k and v.
+    Qwen2,
+}
+
+/// `quantization_config` of a bitsandbytes 4-bit checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnbQuantization {
+    pub double_quant: bool,
+    /// Modules left unquantized (`llm_int8_skip_modules`).
+    pub skip_modules: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    /// Biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    pub max_position_embeddings: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub quantization: Option<BnbQuantization>,
+}
+
+struct Fields<'a> {
+    json: &'a Value,
+    path: &'a str,
+}
+
+impl Fields<'_> {
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Invalid {
+            path: self.path.into(),
+            msg,
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(format!("'{key}' is missing")))
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, ModelError> {
+        match &self.json[key] {
+            Value::Null => Ok(None),
+            v => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.err(format!("'{key}' is {v}, not a count"))),
+        }
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+        match &self.json[key] {
+            Value::Null => Ok(default),
+            v => v
+                .as_f64()
+                .ok_or_else(|| self.err(format!("'{key}' is {v}, not a number"))),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+        match &self.json[key] {
+            Value::Null => Ok(default),
+            v => v
+                .as_bool()
+                .ok_or_else(|| self.err(format!("'{key}' is {v}, not true or false"))),
+        }
+    }
+
+    fn ids(&self, key: &str) -> Result<Vec<u32>, ModelError> {
+        let bad = || {
+            self.err(format!(
+                "'{key}' is {}, not a token id or a list of them",
+                self.json[key]
+            ))
+        };
+        match &self.json[key] {
+            Value::Null => Ok(vec![]),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as u32).ok_or_else(bad))
+                .collect(),
+            v => v.as_u64().map(|n| vec![n as u32]).ok_or_else(bad),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Parse the text of a config.json; `path` names it in errors.
+    pub fn from_json(text: &str, path: &str) -> Result<ModelConfig, ModelError> {
+        let json: Value = serde_json::from_str(text).map_err(|e| ModelError::Invalid {
+            path: path.into(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let f = Fields { json: &json, path };
+        let model_type = json["model_type"].as_str().unwrap_or("");
+        let architecture = match model_type {
+            "llama" => Architecture::Llama,
+            "mistral" => Architecture::Mistral,
+            "qwen2" => Architecture::Qwen2,
+            other => {
+                return Err(f.err(format!(
+                    "model_type '{other}' is not supported (llama, mistral, qwen2)"
+                )))
+            }
+        };
+        let hidden_size = f.usize("hidden_size")?;
+        let num_heads = f.usize("num_attention_heads")?;
+        let num_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(f.err(format!(
+                "{num_heads} attention heads cannot be grouped over {num_kv_heads} key/value heads"
+            )));
+        }
+        let head_dim = f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
+
+        // transformers 5 nests rope settings in rope_parameters; older configs use rope_theta.
+        let rope = if json["rope_parameters"].is_object() {
+            Fields {
+                json: &json["rope_parameters"],
+                path,
+            }
+        } else {
+            Fields { json: &json, path }
+        };
+        let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
+        let rope_type = rope.json["rope_type"].as_str().unwrap_or("default");
+        if rope_type != "default" || !json["rope_scaling"].is_null() {
+            return Err(f.err(format!("rope scaling ('{rope_type}') is not supported")));
+        }
+
+        let quantization = match &json["quantization_config"] {
+            Value::Null => None,
+            q => {
+                let method = q["quant_method"].as_str().unwrap_or("");
+                let quant_type = q["bnb_4bit_quant_type"].as_str().unwrap_or("");
+                if method != "bitsandbytes"
+                    || !q["load_in_4bit"].as_bool().unwrap_or(false)
+                    || quant_type != "nf4"
+                {
+                    return Err(f.err(format!(
+                        "quantization '{method}' ({quant_type}) is not supported: only bitsandbytes 4-bit nf4"
+                    )));
+                }
+                let skip = q["llm_int8_skip_modules"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                });
+                Some(BnbQuantization {
+                    double_quant: q["bnb_4bit_use_double_quant"].as_bool().unwrap_or(false),
+                    skip_modules: skip.unwrap_or_default(),
+                })
+            }
+        };
+
+        Ok(ModelConfig {
+            architecture,
+            vocab_size: f.usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: f.usize("intermediate_size")?,
+            num_layers: f.usize("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
+            rope_theta,
+            tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+            qkv_bias: architecture == Architecture::Qwen2 || f.bool_or("attention_bias", false)?,
+            max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+            bos_token_id: f.ids("bos_token_id")?.first().copied(),
+            eos_token_ids: f.ids("eos_token_id")?,
+            quantization,
+        })
+    }
+
+    /// Read `<dir>/config.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(dir: &std::path::Path) -> Result<ModelConfig, ModelError> {
+        let path = dir.join("config.json");
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_json(&text, &shown)
+    }
+}

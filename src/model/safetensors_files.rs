@@ -1,0 +1,176 @@
+//! The weights of a Hugging Face folder: `model.safetensors`, or the shards that
+//! `model.safetensors.index.json` lists, memory-mapped; tensors read by name with f16/bf16
+//! converted to f32.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::Metadata;
+use safetensors::{Dtype, SafeTensors};
+
+use super::ModelError;
+
+struct Shard {
+    path: String,
+    map: Mmap,
+    /// Where tensor data starts: 8 + the header's length.
+    data_start: usize,
+    metadata: Metadata,
+}
+
+pub struct SafetensorsFiles {
+    shards: Vec<Shard>,
+    /// Tensor name -> shard index.
+    index: HashMap<String, usize>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl SafetensorsFiles {
+    /// Open the weights of the model folder `dir`.
+    pub fn open_dir(dir: &Path) -> Result<SafetensorsFiles, ModelError> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        if single.exists() {
+            return Self::open_files(&[single]);
+        }
+        let text = std::fs::read_to_string(&index_path).map_err(|_| ModelError::Invalid {
+            path: dir.display().to_string(),
+            msg: "no model.safetensors or model.safetensors.index.json".into(),
+        })?;
+        let shown = index_path.display().to_string();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Invalid {
+                path: shown.clone(),
+                msg: format!("not valid JSON: {e}"),
+            })?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| ModelError::Invalid {
+                path: shown.clone(),
+                msg: "no weight_map".into(),
+            })?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for file in map.values() {
+            let file = file.as_str().ok_or_else(|| ModelError::Invalid {
+                path: shown.clone(),
+                msg: format!("weight_map entry {file} is not a file name"),
+            })?;
+            let path = dir.join(file);
+            if !files.contains(&path) {
+                files.push(path);
+            }
+        }
+        let opened = Self::open_files(&files)?;
+        for (tensor, file) in map {
+            if !opened.index.contains_key(tensor) {
+                return Err(ModelError::MissingTensor {
+                    path: format!("{}", dir.join(file.as_str().unwrap_or("")).display()),
+                    tensor: tensor.clone(),
+                });
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Open these safetensors files (a tensor may appear in only one of them).
+    pub fn open_files(paths: &[PathBuf]) -> Result<SafetensorsFiles, ModelError> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for path in paths {
+            let file = std::fs::File::open(path).map_err(io(path))?;
+            // Safety: the file is opened read-only; a model file changed on disk while we
+            // train is outside what we promise.
+            let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
+            let shown = path.display().to_string();
+            let (header, metadata) =
+                SafeTensors::read_metadata(&map).map_err(|e| ModelError::Invalid {
+                    path: shown.clone(),
+                    msg: format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+                })?;
+            for name in metadata.tensors().keys() {
+                if index.insert(name.clone(), shards.len()).is_some() {
+                    return Err(ModelError::Invalid {
+                        path: shown,
+                        msg: format!("tensor '{name}' is in more than one file"),
+                    });
+                }
+            }
+            shards.push(Shard {
+                path: shown,
+                map,
+                data_start: 8 + header,
+                metadata,
+            });
+        }
+        Ok(SafetensorsFiles { shards, index })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// (dtype, shape, bytes) of a tensor.
+    pub fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8]), ModelError> {
+        let shard = self
+            .index
+            .get(name)
+            .map(|&i| &self.shards[i])
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self
+                    .shards
+                    .iter()
+                    .map(|s| s.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tensor: name.into(),
+            })?;
+        let info = shard.metadata.info(name).expect("indexed names have info");
+        let (start, end) = info.data_offsets;
+        let bytes = &shard.map[shard.data_start + start..shard.data_start + end];
+        Ok((info.dtype, info.shape.clone(), bytes))
+    }
+
+    /// A tensor as f32 values (from f32, f16 or bf16), checked against `shape`.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let (dtype, found, bytes) = self.raw(name)?;
+        let path = self.shards[self.index[name]].path.clone();
+        if found != shape {
+            return Err(ModelError::BadTensor {
+                path,
+                tensor: name.into(),
+                expected: format!("shape {shape:?}"),
+                found: format!("shape {found:?}"),
+            });
+        }
+        Ok(match dtype {
+            Dtype::F32 => bytemuck::pod_collect_to_vec(bytes),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::BadTensor {
+                    path,
+                    tensor: name.into(),
+                    expected: "F32, F16 or BF16".into(),
+                    found: format!("{other:?}"),
+                })
+            }
+        })
+    }
+}
