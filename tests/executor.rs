@@ -129,3 +129,32 @@ fn temporaries_are_not_readable_but_outputs_are() {
     let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
     assert_eq!(got, vec![3.0, 6.0, 9.0, 12.0]);
 }
+
+#[test]
+fn views_read_and_write_their_roots_elements() {
+    let mut rng = rng("views");
+    let (rows, cols) = (6, 10);
+    let x = random_f32(&mut rng, rows * cols, 1.0);
+    let w = random_f32(&mut rng, cols / 2, 1.0);
+    let mut g = Graph::new();
+    let xt = g.input("x", &[rows * cols], DType::F32);
+    let wt = g.param("weight", &[cols / 2], DType::F32);
+    let doubled = residual::add(&mut g, "doubled", xt, xt).unwrap();
+    // Normalise the flat result as rows of cols / 2, then read it back flat.
+    let as_rows = g
+        .view(doubled, "doubled_rows", &[rows * 2, cols / 2])
+        .unwrap();
+    let (normed, _) = rmsnorm::forward(&mut g, "normed", as_rows, wt, 1e-5).unwrap();
+    let flat = g.view(normed, "normed_flat", &[rows * cols]).unwrap();
+    g.mark_output(flat);
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
+    compiled.write(gpu, wt, bytemuck::cast_slice(&w)).unwrap();
+    compiled.run(gpu);
+    let got = pollster::block_on(compiled.read_f32(gpu, flat)).unwrap();
+    let doubled_cpu = residual::cpu_add(&x, &x);
+    let (want, _) = rmsnorm::cpu_forward(&doubled_cpu, &w, cols / 2, 1e-5);
+    assert!(max_rel_diff(&got, &want, 1e-3) < 1e-5);
+}

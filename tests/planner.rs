@@ -78,3 +78,29 @@ fn unused_temporaries_take_no_memory() {
     assert_eq!(plan.placement[spare.index()], Placement::Unused);
     assert_eq!(plan.peak_bytes(), 128);
 }
+
+#[test]
+fn a_view_shares_its_roots_buffer_and_keeps_it_alive() {
+    let n = 64;
+    let mut g = Graph::new();
+    let x = g.input("x", &[n], DType::F32);
+    let y = g.input("y", &[8, n / 8], DType::F32);
+    let a = residual::add(&mut g, "a", x, x).unwrap();
+    let a_view = g.view(a, "a_2d", &[8, n / 8]).unwrap();
+    // a itself is never used again, but its view is, after b: b must not reuse a's buffer.
+    let b = residual::add(&mut g, "b", x, x).unwrap();
+    let c = residual::add(&mut g, "c", a_view, y).unwrap();
+    let b_view = g.view(b, "b_2d", &[8, n / 8]).unwrap();
+    let out = residual::add(&mut g, "out", c, b_view).unwrap();
+    g.mark_output(out);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+    assert_eq!(plan.placement[a_view.index()], plan.placement[a.index()]);
+    assert_ne!(plan.placement[a.index()], plan.placement[b.index()]);
+    assert!(plan.describe(&g).contains("view of a"));
+
+    let err = g.view(a, "bad", &[7, 9]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad: shape mismatch: 'a' [64] cannot be viewed as [7, 9]"
+    );
+}

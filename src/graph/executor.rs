@@ -53,7 +53,7 @@ impl CompiledGraph {
         let mut buffers = Vec::new();
         let mut buffer_of = vec![None; graph.tensors.len()];
         for (t, desc) in graph.tensors.iter().enumerate() {
-            if plan.placement[t] == Placement::Own {
+            if plan.placement[t] == Placement::Own && desc.view_of.is_none() {
                 buffer_of[t] = Some(buffers.len());
                 buffers.push(gpu.storage_buffer(&desc.name, desc.bytes()));
             }
@@ -65,6 +65,11 @@ impl CompiledGraph {
         for (t, p) in plan.placement.iter().enumerate() {
             if let Placement::Slot(s) = p {
                 buffer_of[t] = Some(first_slot + s);
+            }
+        }
+        for (t, desc) in graph.tensors.iter().enumerate() {
+            if let Some(root) = desc.view_of {
+                buffer_of[t] = buffer_of[root.0];
             }
         }
 

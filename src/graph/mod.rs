@@ -98,8 +98,41 @@ impl Graph {
             shape: shape.to_vec(),
             dtype,
             role,
+            view_of: None,
         });
         TensorId(self.tensors.len() - 1)
+    }
+
+    /// The tensor that owns `t`'s buffer: `t` itself unless it is a view.
+    pub fn root(&self, t: TensorId) -> TensorId {
+        self.tensors[t.0].view_of.unwrap_or(t)
+    }
+
+    /// The same elements as `t` under another shape (no copy): e.g. a [tokens, heads·dim]
+    /// projection seen as [tokens, heads, dim].
+    pub fn view(
+        &mut self,
+        t: TensorId,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<TensorId, GraphError> {
+        let desc = self.tensor(t).clone();
+        if shape.iter().product::<usize>() != desc.numel() {
+            return Err(GraphError::ShapeMismatch {
+                op: name.into(),
+                detail: format!(
+                    "'{}' {} cannot be viewed as {}",
+                    desc.name,
+                    shape_str(&desc.shape),
+                    shape_str(shape)
+                ),
+            });
+        }
+        let root = self.root(t);
+        let role = self.tensors[root.0].role;
+        let id = self.add_tensor(name, shape, desc.dtype, role);
+        self.tensors[id.0].view_of = Some(root);
+        Ok(id)
     }
 
     /// A tensor the host writes before each run.
@@ -117,9 +150,14 @@ impl Graph {
         self.add_tensor(name, shape, dtype, Role::Temp)
     }
 
-    /// Keep `t` after the run so the host can read it.
+    /// Keep `t` (and every view of its buffer) after the run so the host can read it.
     pub fn mark_output(&mut self, t: TensorId) {
-        self.tensors[t.0].role = Role::Output;
+        let root = self.root(t);
+        for (i, desc) in self.tensors.iter_mut().enumerate() {
+            if i == root.0 || desc.view_of == Some(root) {
+                desc.role = Role::Output;
+            }
+        }
     }
 
     pub fn tensor(&self, t: TensorId) -> &TensorDesc {

@@ -37,20 +37,21 @@ impl Plan {
         validate(graph, limits)?;
         let n = graph.tensors.len();
 
-        // Node index of each temporary's first write and last use.
+        // Node index of each buffer's first write and last use (a view's uses are its root's).
         let mut first: Vec<Option<usize>> = vec![None; n];
         let mut last: Vec<usize> = vec![0; n];
         for (i, node) in graph.nodes.iter().enumerate() {
             for (t, _) in node.uses() {
-                first[t.0].get_or_insert(i);
-                last[t.0] = i;
+                let root = graph.root(t);
+                first[root.0].get_or_insert(i);
+                last[root.0] = i;
             }
         }
 
         let mut placement = vec![Placement::Unused; n];
         let mut pinned_bytes = 0;
         for (t, desc) in graph.tensors.iter().enumerate() {
-            if desc.role.pinned() {
+            if desc.role.pinned() && desc.view_of.is_none() {
                 placement[t] = Placement::Own;
                 pinned_bytes += storage_size(desc.bytes());
             }
@@ -72,6 +73,11 @@ impl Plan {
                 }
             }
         }
+        for (t, desc) in graph.tensors.iter().enumerate() {
+            if let Some(root) = desc.view_of {
+                placement[t] = placement[root.0];
+            }
+        }
         Ok(Plan {
             placement,
             slot_bytes,
@@ -89,6 +95,9 @@ impl Plan {
         let mut out = String::new();
         for (t, desc) in graph.tensors.iter().enumerate() {
             let at = match self.placement[t] {
+                _ if desc.view_of.is_some() => {
+                    format!("view of {}", graph.tensors[desc.view_of.unwrap().0].name)
+                }
                 Placement::Own => "own buffer".to_string(),
                 Placement::Slot(s) => format!("slot {s}"),
                 Placement::Unused => "unused".to_string(),
@@ -106,7 +115,7 @@ impl Plan {
         let temp_total: u64 = graph
             .tensors
             .iter()
-            .filter(|t| t.role == Role::Temp)
+            .filter(|t| t.role == Role::Temp && t.view_of.is_none())
             .map(|t| storage_size(t.bytes()))
             .sum();
         let _ = writeln!(

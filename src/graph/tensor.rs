@@ -94,6 +94,9 @@ pub struct TensorDesc {
     pub shape: Vec<usize>,
     pub dtype: DType,
     pub role: Role,
+    /// For a view (another shape over the same elements), the tensor that owns the buffer.
+    /// Roles, lifetimes and buffers are those of that root.
+    pub view_of: Option<TensorId>,
 }
 
 impl TensorDesc {

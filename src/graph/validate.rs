@@ -30,7 +30,7 @@ impl From<&wgpu::Limits> for DeviceLimits {
 
 /// Check limits, aliasing, dispatch sizes and that every read follows a write.
 pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> {
-    for t in &graph.tensors {
+    for t in graph.tensors.iter().filter(|t| t.view_of.is_none()) {
         let bytes = t.bytes();
         let checks = [
             (
@@ -56,10 +56,12 @@ pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> 
         .iter()
         .map(|t| t.role.defined_at_start())
         .collect();
+    // Views share their root's buffer: writes, reads and aliasing are about roots.
     for node in &graph.nodes {
         for (i, (t, access)) in node.uses().enumerate() {
-            let twice = node.tensors[i + 1..].contains(&t);
-            let writes_it = node.uses().any(|(u, a)| u == t && a.writes());
+            let t = graph.root(t);
+            let twice = node.tensors[i + 1..].iter().any(|&u| graph.root(u) == t);
+            let writes_it = node.uses().any(|(u, a)| graph.root(u) == t && a.writes());
             if twice && writes_it {
                 return Err(GraphError::Aliased {
                     node: node.label.clone(),
@@ -75,7 +77,7 @@ pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> 
         }
         for (t, access) in node.uses() {
             if access.writes() {
-                written[t.0] = true;
+                written[graph.root(t).0] = true;
             }
         }
         let max = limits.max_compute_workgroups_per_dimension;
@@ -88,7 +90,7 @@ pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> 
         }
     }
     for (t, desc) in graph.tensors.iter().enumerate() {
-        if desc.role == Role::Output && !written[t] {
+        if desc.role == Role::Output && desc.view_of.is_none() && !written[t] {
             return Err(GraphError::OutputNeverWritten {
                 tensor: desc.name.clone(),
             });
