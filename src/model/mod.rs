@@ -1,6 +1,9 @@
 //! Models: the Hugging Face config, weight files, and (later) the Llama graph.
 
 pub mod config;
+pub mod llama;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod safetensors_files;
 

@@ -1,0 +1,256 @@
+//! The Llama forward pass as a graph of our kernels, with an optional LoRA adapter on any of
+//! the seven linear modules. Parameters are named as in the Hugging Face checkpoint
+//! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
+//! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
+//!
+//! Per layer, as transformers' LlamaDecoderLayer:
+//!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  q, k = rope(q, k)
+//!   h = h + o_proj(attention(q, k, v));  h_norm = rmsnorm(h)
+//!   h = h + down_proj(silu(gate_proj(h_norm)) * up_proj(h_norm))
+//! and then logits = rmsnorm(h) · lm_headᵀ (the embedding when tied).
+
+use super::ModelConfig;
+use crate::graph::{DType, Graph, GraphError, TensorId};
+use crate::lora::{peft_name, LoraConfig};
+use crate::ops::attention::{self, Qkv};
+use crate::ops::matmul::{matmul, matmul_into, Operand};
+use crate::ops::nf4_matmul::{self, Nf4Weight};
+use crate::ops::rope::{rope, Positions};
+use crate::ops::{embedding, residual, rmsnorm, swiglu};
+
+/// How base linear weights are stored on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseFormat {
+    F32,
+    /// NF4 with this blocksize.
+    Nf4 {
+        blocksize: usize,
+    },
+}
+
+/// A base linear layer's weight [out, in].
+#[derive(Clone, Copy, Debug)]
+pub enum Linear {
+    F32(TensorId),
+    Nf4(Nf4Weight),
+}
+
+/// LoRA factors A [r, in] and B [out, r] with their scale.
+#[derive(Clone, Copy, Debug)]
+pub struct LoraFactors {
+    pub a: TensorId,
+    pub b: TensorId,
+    pub scale: f32,
+}
+
+/// A linear module with its optional adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    pub weight: Linear,
+    pub lora: Option<LoraFactors>,
+}
+
+impl Module {
+    /// y = x·Wᵀ (+ scale · (x·Aᵀ)·Bᵀ), a new temporary named `name`.
+    pub fn forward(&self, g: &mut Graph, name: &str, x: TensorId) -> Result<TensorId, GraphError> {
+        let y = match self.weight {
+            Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
+            Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w)?,
+        };
+        if let Some(l) = self.lora {
+            let xa = matmul(
+                g,
+                &format!("{name}.x_a"),
+                Operand::plain(x),
+                Operand::transposed(l.a),
+                1.0,
+            )?;
+            matmul_into(
+                g,
+                &format!("{name} += lora"),
+                y,
+                Operand::plain(xa),
+                Operand::transposed(l.b),
+                l.scale,
+            )?;
+        }
+        Ok(y)
+    }
+}
+
+pub struct Layer {
+    pub input_norm: TensorId,
+    pub post_norm: TensorId,
+    pub q: Module,
+    pub k: Module,
+    pub v: Module,
+    pub o: Module,
+    pub gate: Module,
+    pub up: Module,
+    pub down: Module,
+}
+
+/// Every parameter of the model in a graph.
+pub struct Llama {
+    pub config: ModelConfig,
+    pub embed: TensorId,
+    pub layers: Vec<Layer>,
+    pub norm: TensorId,
+    pub lm_head: TensorId,
+    /// RoPE's (cos, sin) table, [positions, head_dim / 2, 2].
+    pub cos_sin: TensorId,
+}
+
+impl Llama {
+    /// Declare the parameters of `config` in `g`: base linears in `base` format, LoRA on the
+    /// `lora` config's target modules, a RoPE table for `positions` positions.
+    pub fn declare(
+        g: &mut Graph,
+        config: &ModelConfig,
+        base: BaseFormat,
+        lora: Option<&LoraConfig>,
+        positions: usize,
+    ) -> Llama {
+        let c = config;
+        let (hidden, kv_dim) = (c.hidden_size, c.num_kv_heads * c.head_dim);
+        let q_dim = c.num_heads * c.head_dim;
+        let module = |g: &mut Graph, path: String, out: usize, inp: usize| {
+            let name = format!("{path}.weight");
+            let weight = match base {
+                BaseFormat::F32 => Linear::F32(g.param(&name, &[out, inp], DType::F32)),
+                BaseFormat::Nf4 { blocksize } => {
+                    Linear::Nf4(Nf4Weight::declare(g, &name, [out, inp], blocksize))
+                }
+            };
+            let short = path.rsplit('.').next().unwrap_or("");
+            let lora = lora
+                .filter(|l| l.target_modules.iter().any(|m| m == short))
+                .map(|l| LoraFactors {
+                    a: g.param(&peft_name(&path, 'A'), &[l.r, inp], DType::F32),
+                    b: g.param(&peft_name(&path, 'B'), &[out, l.r], DType::F32),
+                    scale: l.scale() as f32,
+                });
+            Module { weight, lora }
+        };
+        let embed = g.param(
+            "model.embed_tokens.weight",
+            &[c.vocab_size, hidden],
+            DType::F32,
+        );
+        let layers = (0..c.num_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Layer {
+                    input_norm: g.param(
+                        &format!("{p}.input_layernorm.weight"),
+                        &[hidden],
+                        DType::F32,
+                    ),
+                    post_norm: g.param(
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        &[hidden],
+                        DType::F32,
+                    ),
+                    q: module(g, format!("{p}.self_attn.q_proj"), q_dim, hidden),
+                    k: module(g, format!("{p}.self_attn.k_proj"), kv_dim, hidden),
+                    v: module(g, format!("{p}.self_attn.v_proj"), kv_dim, hidden),
+                    o: module(g, format!("{p}.self_attn.o_proj"), hidden, q_dim),
+                    gate: module(g, format!("{p}.mlp.gate_proj"), c.intermediate_size, hidden),
+                    up: module(g, format!("{p}.mlp.up_proj"), c.intermediate_size, hidden),
+                    down: module(g, format!("{p}.mlp.down_proj"), hidden, c.intermediate_size),
+                }
+            })
+            .collect();
+        let norm = g.param("model.norm.weight", &[hidden], DType::F32);
+        let lm_head = if c.tie_word_embeddings {
+            embed
+        } else {
+            g.param("lm_head.weight", &[c.vocab_size, hidden], DType::F32)
+        };
+        let cos_sin = g.param("rope.cos_sin", &[positions, c.head_dim / 2, 2], DType::F32);
+        Llama {
+            config: c.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos_sin,
+        }
+    }
+
+    /// The final hidden state [tokens, hidden] (after the last norm) for `input_ids`
+    /// [tokens] = `batch` sequences of `seq_len`.
+    pub fn forward_hidden(
+        &self,
+        g: &mut Graph,
+        input_ids: TensorId,
+        seq_len: usize,
+    ) -> Result<TensorId, GraphError> {
+        let c = &self.config;
+        let eps = c.rms_norm_eps as f32;
+        let tokens = g.tensor(input_ids).numel();
+        let at = Positions {
+            seq_len,
+            pos_offset: 0,
+        };
+        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("layers.{i}");
+            let (h_norm, _) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
+            let q = l.q.forward(g, &format!("{p}.q"), h_norm)?;
+            let k = l.k.forward(g, &format!("{p}.k"), h_norm)?;
+            let v = l.v.forward(g, &format!("{p}.v"), h_norm)?;
+            let q = g.view(
+                q,
+                &format!("{p}.q_heads"),
+                &[tokens, c.num_heads, c.head_dim],
+            )?;
+            let k = g.view(
+                k,
+                &format!("{p}.k_heads"),
+                &[tokens, c.num_kv_heads, c.head_dim],
+            )?;
+            let v = g.view(
+                v,
+                &format!("{p}.v_heads"),
+                &[tokens, c.num_kv_heads, c.head_dim],
+            )?;
+            let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
+            let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
+            let saved = attention::forward(g, &format!("{p}.attn"), Qkv { q, k, v }, seq_len)?;
+            let attn = g.view(
+                saved.out,
+                &format!("{p}.attn_flat"),
+                &[tokens, c.num_heads * c.head_dim],
+            )?;
+            let o = l.o.forward(g, &format!("{p}.o"), attn)?;
+            h = residual::add(g, &format!("{p}.h_attn"), h, o)?;
+            let (h_norm, _) = rmsnorm::forward(g, &format!("{p}.h_norm2"), h, l.post_norm, eps)?;
+            let gate = l.gate.forward(g, &format!("{p}.gate"), h_norm)?;
+            let up = l.up.forward(g, &format!("{p}.up"), h_norm)?;
+            let act = swiglu::forward(g, &format!("{p}.act"), gate, up)?;
+            let down = l.down.forward(g, &format!("{p}.down"), act)?;
+            h = residual::add(g, &format!("{p}.h_out"), h, down)?;
+        }
+        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        Ok(h_final)
+    }
+
+    /// Full logits [tokens, vocab] (for small vocabularies and evaluation; training uses the
+    /// fused lm-head loss instead).
+    pub fn forward_logits(
+        &self,
+        g: &mut Graph,
+        input_ids: TensorId,
+        seq_len: usize,
+    ) -> Result<TensorId, GraphError> {
+        let h = self.forward_hidden(g, input_ids, seq_len)?;
+        matmul(
+            g,
+            "logits",
+            Operand::plain(h),
+            Operand::transposed(self.lm_head),
+            1.0,
+        )
+    }
+}

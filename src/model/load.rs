@@ -1,0 +1,115 @@
+//! Filling a compiled graph's parameters from a model folder and an adapter, by name.
+
+use super::llama::BaseFormat;
+use super::safetensors_files::SafetensorsFiles;
+use super::{ModelConfig, ModelError};
+use crate::gpu::Gpu;
+use crate::graph::{CompiledGraph, DType, Role, TensorId};
+use crate::lora::peft::Adapter;
+use crate::ops::nf4_matmul::upload_bytes;
+use crate::ops::rope::cos_sin_table;
+use crate::quant::nf4::Nf4Tensor;
+
+/// Write every param of `compiled` that a model or adapter provides: base weights from `files`
+/// (NF4 ones from a bitsandbytes checkpoint as stored, else quantized from f32 here; f32 ones
+/// dequantized when the checkpoint holds NF4), LoRA factors from `adapter`, and the RoPE
+/// table. Returns the names of params nothing provided
+/// (optimizer state, new LoRA factors), for the caller to initialise.
+pub fn upload_model(
+    gpu: &Gpu,
+    compiled: &CompiledGraph,
+    config: &ModelConfig,
+    files: &SafetensorsFiles,
+    base: BaseFormat,
+    adapter: Option<&Adapter>,
+) -> Result<Vec<String>, ModelError> {
+    let graph = &compiled.graph;
+    let mut missing = Vec::new();
+    let write = |t: TensorId, bytes: &[u8]| {
+        compiled
+            .write(gpu, t, bytes)
+            .map_err(|e| ModelError::Invalid {
+                path: "graph".into(),
+                msg: e.to_string(),
+            })
+    };
+    for (i, desc) in graph.tensors.iter().enumerate() {
+        let t = TensorId::from_index(i);
+        if desc.role != Role::Param || desc.view_of.is_some() {
+            continue;
+        }
+        let name = desc.name.as_str();
+        if name == "rope.cos_sin" {
+            let table = cos_sin_table(desc.shape[0], config.head_dim, config.rope_theta);
+            write(t, bytemuck::cast_slice(&table))?;
+        } else if name.starts_with("base_model.model.") {
+            match adapter.and_then(|a| a.tensors.get(name)) {
+                Some((shape, values)) if shape == &desc.shape => {
+                    write(t, bytemuck::cast_slice(values))?
+                }
+                Some((shape, _)) => {
+                    return Err(ModelError::BadTensor {
+                        path: "adapter".into(),
+                        tensor: name.into(),
+                        expected: format!("shape {:?}", desc.shape),
+                        found: format!("shape {shape:?}"),
+                    })
+                }
+                None => missing.push(name.to_string()),
+            }
+        } else if desc.dtype == DType::Nf4 {
+            let BaseFormat::Nf4 { blocksize } = base else {
+                unreachable!("NF4 params only in NF4 graphs")
+            };
+            let quantized = match stored_nf4(files, name)? {
+                Some(q) => q,
+                None => {
+                    let values = files.f32(name, &desc.shape)?;
+                    Nf4Tensor::quantize(&values, &desc.shape, blocksize, true).map_err(|e| {
+                        ModelError::Invalid {
+                            path: name.into(),
+                            msg: e.to_string(),
+                        }
+                    })?
+                }
+            };
+            if quantized.shape != desc.shape {
+                return Err(ModelError::BadTensor {
+                    path: "bitsandbytes checkpoint".into(),
+                    tensor: name.into(),
+                    expected: format!("shape {:?}", desc.shape),
+                    found: format!("shape {:?}", quantized.shape),
+                });
+            }
+            let absmax = graph
+                .find(&format!("{name}.absmax"))
+                .expect("declared with its weight");
+            let (codes, scales) = upload_bytes(&quantized);
+            write(t, &codes)?;
+            write(absmax, &scales)?;
+        } else if let Some(quantized) = stored_nf4(files, name)? {
+            // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes to.
+            write(t, bytemuck::cast_slice(&quantized.dequantize()))?;
+        } else if name.ends_with(".weight.absmax") {
+            // Written with its codes.
+        } else if files.contains(name) {
+            write(t, bytemuck::cast_slice(&files.f32(name, &desc.shape)?))?;
+        } else {
+            missing.push(name.to_string());
+        }
+    }
+    Ok(missing)
+}
+
+/// The NF4 weight `name` as a bitsandbytes checkpoint stores it, if it does.
+fn stored_nf4(files: &SafetensorsFiles, name: &str) -> Result<Option<Nf4Tensor>, ModelError> {
+    if !files.contains(&format!("{name}.quant_state.bitsandbytes__nf4")) {
+        return Ok(None);
+    }
+    Nf4Tensor::from_bnb(name, |n| files.raw(n).ok())
+        .map(Some)
+        .map_err(|e| ModelError::Invalid {
+            path: "bitsandbytes checkpoint".into(),
+            msg: e.to_string(),
+        })
+}
