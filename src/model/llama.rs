@@ -9,6 +9,7 @@
 //!   h = h + down_proj(silu(gate_proj(h_norm)) * up_proj(h_norm))
 //! and then logits = rmsnorm(h) · lm_headᵀ (the embedding when tied).
 
+pub use super::llama_train::TrainStep;
 use super::ModelConfig;
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
@@ -50,13 +51,39 @@ pub struct Module {
     pub lora: Option<LoraFactors>,
 }
 
+/// What a module's backward needs from its forward.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleSaved {
+    pub x: TensorId,
+    /// x·Aᵀ, when the module has an adapter.
+    pub x_a: Option<TensorId>,
+}
+
+/// The gradients of a module's adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct LoraGrads {
+    pub a: TensorId,
+    pub b: TensorId,
+}
+
 impl Module {
     /// y = x·Wᵀ (+ scale · (x·Aᵀ)·Bᵀ), a new temporary named `name`.
     pub fn forward(&self, g: &mut Graph, name: &str, x: TensorId) -> Result<TensorId, GraphError> {
+        Ok(self.forward_saving(g, name, x)?.0)
+    }
+
+    /// `forward`, also returning what the backward needs.
+    pub fn forward_saving(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+    ) -> Result<(TensorId, ModuleSaved), GraphError> {
         let y = match self.weight {
             Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
             Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w)?,
         };
+        let mut x_a = None;
         if let Some(l) = self.lora {
             let xa = matmul(
                 g,
@@ -73,8 +100,74 @@ impl Module {
                 Operand::transposed(l.b),
                 l.scale,
             )?;
+            x_a = Some(xa);
         }
-        Ok(y)
+        Ok((y, ModuleSaved { x, x_a }))
+    }
+
+    /// For the output gradient `dy` [T, out]: dx = dy·W + s·(dy·B)·A (added into `dx_into`
+    /// when given, else a new temporary `name`), and the adapter's
+    /// dB = s·dyᵀ·(x·Aᵀ), dA = s·(dy·B)ᵀ·x. W is never written in f32.
+    pub fn backward(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        dy: TensorId,
+        saved: ModuleSaved,
+        dx_into: Option<TensorId>,
+    ) -> Result<(TensorId, Option<LoraGrads>), GraphError> {
+        let dx = match (self.weight, dx_into) {
+            (Linear::F32(w), None) => matmul(g, name, Operand::plain(dy), Operand::plain(w), 1.0)?,
+            (Linear::F32(w), Some(dx)) => {
+                matmul_into(
+                    g,
+                    &format!("{name} += dy W"),
+                    dx,
+                    Operand::plain(dy),
+                    Operand::plain(w),
+                    1.0,
+                )?;
+                dx
+            }
+            (Linear::Nf4(w), None) => nf4_matmul::backward(g, name, dy, &w)?,
+            (Linear::Nf4(w), Some(dx)) => {
+                nf4_matmul::backward_into(g, &format!("{name} += dy W"), dx, dy, &w)?;
+                dx
+            }
+        };
+        let (Some(l), Some(x_a)) = (self.lora, saved.x_a) else {
+            return Ok((dx, None));
+        };
+        let d_b = matmul(
+            g,
+            &format!("{name}.d_lora_B"),
+            Operand::transposed(dy),
+            Operand::plain(x_a),
+            l.scale,
+        )?;
+        let dy_b = matmul(
+            g,
+            &format!("{name}.dy_B"),
+            Operand::plain(dy),
+            Operand::plain(l.b),
+            1.0,
+        )?;
+        let d_a = matmul(
+            g,
+            &format!("{name}.d_lora_A"),
+            Operand::transposed(dy_b),
+            Operand::plain(saved.x),
+            l.scale,
+        )?;
+        matmul_into(
+            g,
+            &format!("{name} += lora"),
+            dx,
+            Operand::plain(dy_b),
+            Operand::plain(l.a),
+            l.scale,
+        )?;
+        Ok((dx, Some(LoraGrads { a: d_a, b: d_b })))
     }
 }
 

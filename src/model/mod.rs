@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod llama;
+pub mod llama_train;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod load;
 #[cfg(not(target_arch = "wasm32"))]

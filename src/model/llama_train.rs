@@ -1,0 +1,233 @@
+//! One training step of the Llama graph: the forward keeping what the backward needs, the
+//! fused lm-head loss, and the backward in reverse (llm.c style), ending in the gradient of
+//! every LoRA tensor. The base model is frozen: no gradient for its weights, norms or
+//! embedding. Every activation is kept (no checkpointing yet).
+
+use super::llama::{Llama, LoraGrads, Module, ModuleSaved};
+use crate::graph::{Graph, GraphError, TensorId};
+use crate::ops::attention::{self, Qkv, Saved};
+use crate::ops::cross_entropy::lm_head_loss;
+use crate::ops::rope::{rope, Positions};
+use crate::ops::{embedding, residual, rmsnorm, swiglu};
+
+/// What a training step adds to a graph.
+pub struct TrainStep {
+    /// [2]: mean loss over counted targets, and their count.
+    pub loss: TensorId,
+    /// (PEFT tensor name, its gradient) for every adapter tensor.
+    pub grads: Vec<(String, TensorId)>,
+}
+
+struct LayerSaved {
+    h_in: TensorId,
+    rstd: TensorId,
+    q: ModuleSaved,
+    k: ModuleSaved,
+    v: ModuleSaved,
+    qkv: Qkv,
+    attn: Saved,
+    o: ModuleSaved,
+    h_attn: TensorId,
+    rstd2: TensorId,
+    gate: ModuleSaved,
+    up: ModuleSaved,
+    gate_out: TensorId,
+    up_out: TensorId,
+    down: ModuleSaved,
+}
+
+impl Llama {
+    /// Loss of `input_ids` [tokens] (sequences of `seq_len`) against `targets` [tokens] (the
+    /// next token, or IGNORE) and the gradients of the adapter, the lm-head `chunk` vocabulary
+    /// rows at a time.
+    pub fn train_step(
+        &self,
+        g: &mut Graph,
+        input_ids: TensorId,
+        targets: TensorId,
+        seq_len: usize,
+        chunk: usize,
+    ) -> Result<TrainStep, GraphError> {
+        let c = self.config.clone();
+        let eps = c.rms_norm_eps as f32;
+        let tokens = g.tensor(input_ids).numel();
+        let at = Positions {
+            seq_len,
+            pos_offset: 0,
+        };
+        let heads = |g: &mut Graph, t: TensorId, name: String, n: usize| {
+            g.view(t, &name, &[tokens, n, c.head_dim])
+        };
+
+        // Forward.
+        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        let mut saved = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("layers.{i}");
+            let h_in = h;
+            let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
+            let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
+            let (k, k_saved) = l.k.forward_saving(g, &format!("{p}.k"), h_norm)?;
+            let (v, v_saved) = l.v.forward_saving(g, &format!("{p}.v"), h_norm)?;
+            let q = heads(g, q, format!("{p}.q_heads"), c.num_heads)?;
+            let k = heads(g, k, format!("{p}.k_heads"), c.num_kv_heads)?;
+            let v = heads(g, v, format!("{p}.v_heads"), c.num_kv_heads)?;
+            let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
+            let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
+            let qkv = Qkv { q, k, v };
+            let attn = attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?;
+            let attn_flat = g.view(
+                attn.out,
+                &format!("{p}.attn_flat"),
+                &[tokens, c.num_heads * c.head_dim],
+            )?;
+            let (o, o_saved) = l.o.forward_saving(g, &format!("{p}.o"), attn_flat)?;
+            let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
+            let (h_norm2, rstd2) =
+                rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
+            let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
+            let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
+            let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out)?;
+            let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
+            h = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
+            saved.push(LayerSaved {
+                h_in,
+                rstd,
+                q: q_saved,
+                k: k_saved,
+                v: v_saved,
+                qkv,
+                attn,
+                o: o_saved,
+                h_attn,
+                rstd2,
+                gate: gate_saved,
+                up: up_saved,
+                gate_out,
+                up_out,
+                down: down_saved,
+            });
+        }
+        let (h_final, rstd_final) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        let loss = lm_head_loss(g, "loss", h_final, self.lm_head, targets, chunk)?;
+
+        // Backward.
+        let mut grads = Vec::new();
+        let mut dh = rmsnorm::backward(g, "d_h_last", loss.d_hidden, h, self.norm, rstd_final)?;
+        for (i, (l, s)) in self.layers.iter().zip(&saved).enumerate().rev() {
+            let p = format!("layers.{i}");
+            // MLP: h_out = h_attn + down(silu(gate(h_norm2)) * up(h_norm2)).
+            let d_act = backward(
+                g,
+                &l.down,
+                &format!("{p}.down.d_in"),
+                dh,
+                s.down,
+                None,
+                &mut grads,
+            )?;
+            let (d_gate, d_up) =
+                swiglu::backward(g, &format!("{p}.d_mlp"), d_act, s.gate_out, s.up_out)?;
+            let d_norm2 = backward(
+                g,
+                &l.gate,
+                &format!("{p}.gate.d_in"),
+                d_gate,
+                s.gate,
+                None,
+                &mut grads,
+            )?;
+            backward(
+                g,
+                &l.up,
+                &format!("{p}.up.d_in"),
+                d_up,
+                s.up,
+                Some(d_norm2),
+                &mut grads,
+            )?;
+            let d_attn_in = rmsnorm::backward(
+                g,
+                &format!("{p}.d_h_attn_norm"),
+                d_norm2,
+                s.h_attn,
+                l.post_norm,
+                s.rstd2,
+            )?;
+            dh = residual::add(g, &format!("{p}.d_h_attn"), dh, d_attn_in)?;
+
+            // Attention: h_attn = h_in + o(attention(rope(q), rope(k), v)).
+            let d_attn_flat = backward(g, &l.o, &format!("{p}.o.d_in"), dh, s.o, None, &mut grads)?;
+            let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
+            let d = attention::backward(g, &format!("{p}.d_qkv"), s.qkv, s.attn, d_attn, seq_len)?;
+            let d_q = rope(g, &format!("{p}.d_q_heads"), d.q, self.cos_sin, at, true)?;
+            let d_k = rope(g, &format!("{p}.d_k_heads"), d.k, self.cos_sin, at, true)?;
+            let d_q = g.view(
+                d_q,
+                &format!("{p}.d_q"),
+                &[tokens, c.num_heads * c.head_dim],
+            )?;
+            let d_k = g.view(
+                d_k,
+                &format!("{p}.d_k"),
+                &[tokens, c.num_kv_heads * c.head_dim],
+            )?;
+            let d_v = g.view(
+                d.v,
+                &format!("{p}.d_v"),
+                &[tokens, c.num_kv_heads * c.head_dim],
+            )?;
+            let d_norm = backward(g, &l.q, &format!("{p}.q.d_in"), d_q, s.q, None, &mut grads)?;
+            backward(
+                g,
+                &l.k,
+                &format!("{p}.k.d_in"),
+                d_k,
+                s.k,
+                Some(d_norm),
+                &mut grads,
+            )?;
+            backward(
+                g,
+                &l.v,
+                &format!("{p}.v.d_in"),
+                d_v,
+                s.v,
+                Some(d_norm),
+                &mut grads,
+            )?;
+            let d_in = rmsnorm::backward(
+                g,
+                &format!("{p}.d_h_in_norm"),
+                d_norm,
+                s.h_in,
+                l.input_norm,
+                s.rstd,
+            )?;
+            dh = residual::add(g, &format!("{p}.d_h_in"), dh, d_in)?;
+        }
+        Ok(TrainStep {
+            loss: loss.loss,
+            grads,
+        })
+    }
+}
+
+/// A module's backward, recording its adapter's gradients under the parameters' names.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    g: &mut Graph,
+    module: &Module,
+    name: &str,
+    dy: TensorId,
+    saved: ModuleSaved,
+    dx_into: Option<TensorId>,
+    grads: &mut Vec<(String, TensorId)>,
+) -> Result<TensorId, GraphError> {
+    let (dx, lora) = module.backward(g, name, dy, saved, dx_into)?;
+    if let (Some(LoraGrads { a, b }), Some(factors)) = (lora, module.lora) {
+        grads.push((g.tensor(factors.a).name.clone(), a));
+        grads.push((g.tensor(factors.b).name.clone(), b));
+    }
+    Ok(dx)
+}

@@ -1,0 +1,92 @@
+//! One training step of the Llama graph against PyTorch + PEFT for the golden tiny Llama with
+//! its adapter on the f32 base: the loss (1e-4 relative) and the gradient of every adapter
+//! tensor (1e-3 relative each), as golden/README.md allows.
+
+mod common;
+
+use common::{golden, rel_err, Golden};
+use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::lora::peft::Adapter;
+use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::load::upload_model;
+use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::ModelConfig;
+use webqlora::ops::cross_entropy::IGNORE;
+
+/// transformers' shift: position s predicts labels[s + 1]; the last position and -100 carry
+/// no loss.
+fn shifted_targets(labels: &[i64], seq: usize) -> Vec<u32> {
+    labels
+        .chunks_exact(seq)
+        .flat_map(|row| {
+            (0..seq).map(move |s| match row.get(s + 1) {
+                Some(&l) if l >= 0 => l as u32,
+                _ => IGNORE,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn lora_loss_and_gradients_match_peft() {
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let (_, shape, id_bytes) = expected.raw("input_ids");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let labels: Vec<i64> = bytemuck::pod_collect_to_vec(expected.raw("labels").2);
+    let (batch, seq) = (shape[0], shape[1]);
+    let targets = shifted_targets(&labels, seq);
+
+    let dir = golden("tiny-llama/base-f32");
+    let config = ModelConfig::load(&dir).unwrap();
+    let files = SafetensorsFiles::open_dir(&dir).unwrap();
+    let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq);
+    let input = g.input("input_ids", &[batch * seq], DType::U32);
+    let target_t = g.input("targets", &[batch * seq], DType::U32);
+    let step = model
+        .train_step(&mut g, input, target_t, seq, config.vocab_size)
+        .unwrap();
+    g.mark_output(step.loss);
+    for &(_, t) in &step.grads {
+        g.mark_output(t);
+    }
+    assert_eq!(step.grads.len(), 28);
+
+    let gpu = common::gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, common::POISON);
+    let missing = upload_model(
+        gpu,
+        &compiled,
+        &config,
+        &files,
+        BaseFormat::F32,
+        Some(&adapter),
+    )
+    .unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
+    compiled
+        .write(gpu, input, bytemuck::cast_slice(&ids))
+        .unwrap();
+    compiled
+        .write(gpu, target_t, bytemuck::cast_slice(&targets))
+        .unwrap();
+    compiled.run(gpu);
+
+    let loss = pollster::block_on(compiled.read_f32(gpu, step.loss)).unwrap();
+    let want = expected.f32("loss_lora")[0];
+    assert!(
+        ((loss[0] - want) / want).abs() < 1e-4,
+        "loss {} vs {want}",
+        loss[0]
+    );
+    for (name, t) in &step.grads {
+        let got = pollster::block_on(compiled.read_f32(gpu, *t)).unwrap();
+        let e = rel_err(&got, &expected.f32(&format!("grad_lora.{name}")));
+        assert!(e < 1e-3, "{name}: relative error {e}");
+    }
+}
