@@ -12,3 +12,4 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod shaders;
+pub mod train;

@@ -8,12 +8,16 @@ use super::GpuArgs;
 
 #[derive(Args)]
 pub struct DevicesArgs {
+    /// Mark this adapter index as the one to use (the same as `--gpu N`).
+    #[arg(long)]
+    adapter: Option<usize>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
 
 pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
-    let request = args.gpu.request();
+    let mut request = args.gpu.request();
+    request.index = args.adapter.or(request.index);
     let (adapters, chosen) = pollster::block_on(enumerate(&request));
     if adapters.is_empty() {
         anyhow::bail!(
@@ -75,7 +79,7 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
     }
     if chosen.is_none() {
         anyhow::bail!(
-            "--adapter {} does not exist: {} adapter(s) found",
+            "adapter index {} does not exist: {} adapter(s) found",
             request.index.unwrap_or(0),
             adapters.len()
         );

@@ -2,6 +2,7 @@
 
 mod bench;
 mod devices;
+mod dump_step;
 mod graph;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,12 +19,14 @@ struct Cli {
     command: Command,
 }
 
-/// Which GPU to run on; shared by every subcommand that uses one.
+/// Which GPU to run on; shared by every subcommand that uses one. (`--adapter` names the LoRA
+/// adapter folder in the training commands, so the GPU adapter is `--gpu`; `devices` takes
+/// `--adapter N` too.)
 #[derive(Args, Clone, Debug)]
 pub struct GpuArgs {
-    /// Adapter index as listed by `webqlora devices` (default: the best device class).
-    #[arg(long, global = true)]
-    adapter: Option<usize>,
+    /// GPU adapter index as listed by `webqlora devices` (default: the best device class).
+    #[arg(long = "gpu", global = true)]
+    gpu_index: Option<usize>,
     /// Restrict to one backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else all).
     #[arg(long, global = true)]
     backend: Option<BackendChoice>,
@@ -32,7 +35,7 @@ pub struct GpuArgs {
 impl GpuArgs {
     pub fn request(&self) -> AdapterRequest {
         AdapterRequest {
-            index: self.adapter,
+            index: self.gpu_index,
             backend: self.backend,
         }
     }
@@ -42,6 +45,9 @@ impl GpuArgs {
 enum Command {
     /// List GPU adapters, the one that would be used, and the limits and features we rely on.
     Devices(devices::DevicesArgs),
+    /// One training step on a given batch: logits, loss, LoRA gradients (and the adapter after
+    /// one AdamW step) written to a safetensors file, to compare with PyTorch + PEFT.
+    DumpStep(dump_step::DumpStepArgs),
     /// Kernel throughput tables (`bench kernels`).
     Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
@@ -53,5 +59,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::DumpStep(args) => dump_step::run(args),
     }
 }

@@ -14,6 +14,8 @@ use crate::ops::{embedding, residual, rmsnorm, swiglu};
 pub struct TrainStep {
     /// [2]: mean loss over counted targets, and their count.
     pub loss: TensorId,
+    /// The final hidden state [tokens, hidden] (after the last norm), for logits if wanted.
+    pub hidden: TensorId,
     /// (PEFT tensor name, its gradient) for every adapter tensor.
     pub grads: Vec<(String, TensorId)>,
 }
@@ -208,6 +210,7 @@ impl Llama {
         }
         Ok(TrainStep {
             loss: loss.loss,
+            hidden: h_final,
             grads,
         })
     }

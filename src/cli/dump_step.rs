@@ -1,0 +1,71 @@
+//! `webqlora dump-step`: one training step on a given batch, everything written out.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use webqlora::gpu::Gpu;
+use webqlora::model::llama::BaseFormat;
+use webqlora::model::ModelConfig;
+use webqlora::train::dump_step::{dump_step, write_tensors, Batch};
+
+use super::GpuArgs;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Base {
+    F32,
+    Nf4,
+}
+
+#[derive(Args)]
+pub struct DumpStepArgs {
+    /// Hugging Face model folder (f32/f16/bf16 or bitsandbytes 4-bit).
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// safetensors with `input_ids` and `labels` [batch, seq] (labels -100: no loss).
+    #[arg(long)]
+    batch: PathBuf,
+    /// Where to write logits, loss, grad.<name> (and after_adamw.<name>).
+    #[arg(long)]
+    out: PathBuf,
+    /// Base weights in f32 (dequantized if the folder is 4-bit) or NF4 (quantized on load
+    /// unless the folder already is).
+    #[arg(long, value_enum, default_value = "nf4")]
+    base: Base,
+    /// Also take one AdamW step at this learning rate and write the adapter after it.
+    #[arg(long)]
+    adamw_lr: Option<f32>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
+    let config = ModelConfig::load(&args.model)?;
+    let batch = Batch::load(&args.batch, config.vocab_size)?;
+    let base = match args.base {
+        Base::F32 => BaseFormat::F32,
+        Base::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
+    };
+    let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let tensors = dump_step(
+        &gpu,
+        &args.model,
+        &args.adapter,
+        &batch,
+        base,
+        args.adamw_lr,
+    )?;
+    write_tensors(&args.out, &tensors)?;
+    let loss = tensors
+        .iter()
+        .find(|t| t.0 == "loss")
+        .map_or(f32::NAN, |t| t.2[0]);
+    println!(
+        "loss {loss:.6}; {} tensors written to {}",
+        tensors.len(),
+        args.out.display()
+    );
+    Ok(())
+}

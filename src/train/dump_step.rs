@@ -1,0 +1,224 @@
+//! One training step on a given batch, with everything it computes written out: the check of
+//! our whole pipeline against PyTorch + PEFT (`webqlora dump-step`).
+
+use std::path::Path;
+
+use safetensors::Dtype;
+
+use crate::gpu::Gpu;
+use crate::graph::{CompiledGraph, DType, Graph, TensorId};
+use crate::lora::peft::Adapter;
+use crate::model::llama::{BaseFormat, Llama};
+use crate::model::load::upload_model;
+use crate::model::safetensors_files::SafetensorsFiles;
+use crate::model::{ModelConfig, ModelError};
+use crate::ops::adamw::AdamW;
+use crate::ops::cross_entropy::IGNORE;
+use crate::ops::matmul::{matmul, Operand};
+
+/// Named f32 tensors: (name, shape, values).
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A batch: token ids and labels [batch, seq] (-100 = no loss).
+pub struct Batch {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i64>,
+}
+
+impl Batch {
+    /// Read `input_ids` and `labels` (integer tensors of the same [batch, seq] shape).
+    pub fn load(path: &Path, vocab: usize) -> Result<Batch, ModelError> {
+        let files = SafetensorsFiles::open_files(&[path.to_path_buf()])?;
+        let shown = path.display().to_string();
+        let ints = |name: &str| -> Result<(Vec<usize>, Vec<i64>), ModelError> {
+            let (dtype, shape, bytes) = files.raw(name)?;
+            let values = match dtype {
+                Dtype::I64 => bytemuck::pod_collect_to_vec(bytes),
+                Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(bytes)
+                    .into_iter()
+                    .map(i64::from)
+                    .collect(),
+                other => {
+                    return Err(ModelError::BadTensor {
+                        path: shown.clone(),
+                        tensor: name.into(),
+                        expected: "I64 or I32".into(),
+                        found: format!("{other:?}"),
+                    })
+                }
+            };
+            Ok((shape, values))
+        };
+        let (shape, ids) = ints("input_ids")?;
+        let (label_shape, labels) = ints("labels")?;
+        let [batch, seq] = shape[..] else {
+            return Err(ModelError::Invalid {
+                path: shown,
+                msg: format!("input_ids is {shape:?}, not [batch, seq]"),
+            });
+        };
+        if label_shape != shape {
+            return Err(ModelError::Invalid {
+                path: shown,
+                msg: format!("labels are {label_shape:?} but input_ids {shape:?}"),
+            });
+        }
+        if let Some(i) = ids.iter().position(|&id| id < 0 || id as usize >= vocab) {
+            return Err(ModelError::Invalid {
+                path: shown,
+                msg: format!(
+                    "input_ids[{i}] = {} is outside the vocabulary of {vocab}",
+                    ids[i]
+                ),
+            });
+        }
+        Ok(Batch {
+            batch,
+            seq,
+            input_ids: ids.iter().map(|&i| i as u32).collect(),
+            labels,
+        })
+    }
+
+    /// transformers' shift: position s predicts labels[s + 1]; the last position of each
+    /// sequence and -100 carry no loss.
+    pub fn targets(&self) -> Vec<u32> {
+        self.labels
+            .chunks_exact(self.seq)
+            .flat_map(|row| {
+                (0..row.len()).map(move |s| match row.get(s + 1) {
+                    Some(&l) if l >= 0 => l as u32,
+                    _ => IGNORE,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One step: logits, loss, the gradient of every adapter tensor and, with `adamw_lr`, the
+/// adapter after one AdamW step (torch defaults, weight decay 0.01).
+pub fn dump_step(
+    gpu: &Gpu,
+    model_dir: &Path,
+    adapter_dir: &Path,
+    batch: &Batch,
+    base: BaseFormat,
+    adamw_lr: Option<f32>,
+) -> Result<Tensors, ModelError> {
+    let config = ModelConfig::load(model_dir)?;
+    let files = SafetensorsFiles::open_dir(model_dir)?;
+    let adapter = Adapter::load(adapter_dir)?;
+    let graph_err = |e: crate::graph::GraphError| ModelError::Invalid {
+        path: "graph".into(),
+        msg: e.to_string(),
+    };
+    let gpu_err = |e: crate::graph::RunError| ModelError::Invalid {
+        path: "gpu".into(),
+        msg: e.to_string(),
+    };
+
+    let (b, s, v) = (batch.batch, batch.seq, config.vocab_size);
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, base, Some(&adapter.config), s);
+    let input = g.input("input_ids", &[b * s], DType::U32);
+    let targets = g.input("targets", &[b * s], DType::U32);
+    let chunk = crate::ops::cross_entropy::chunk_for(b * s, v, 32 << 20);
+    let step = model
+        .train_step(&mut g, input, targets, s, chunk)
+        .map_err(graph_err)?;
+    let logits = matmul(
+        &mut g,
+        "logits",
+        Operand::plain(step.hidden),
+        Operand::transposed(model.lm_head),
+        1.0,
+    )
+    .map_err(graph_err)?;
+    let mut outputs: Vec<(String, TensorId)> =
+        vec![("logits".into(), logits), ("loss".into(), step.loss)];
+    outputs.extend(step.grads.iter().map(|(n, t)| (format!("grad.{n}"), *t)));
+
+    let opt = AdamW::default();
+    let hyper = g.input("adamw.hyper", &[4], DType::F32);
+    let grad_scale = g.param("adamw.grad_scale", &[1], DType::F32);
+    let mut moments = Vec::new();
+    if adamw_lr.is_some() {
+        for (name, grad) in &step.grads {
+            let param = g.find(name).expect("adapter params are declared");
+            let shape = g.tensor(param).shape.clone();
+            let m = g.param(&format!("adamw.m.{name}"), &shape, DType::F32);
+            let v = g.param(&format!("adamw.v.{name}"), &shape, DType::F32);
+            opt.step(
+                &mut g,
+                &format!("adamw {name}"),
+                param,
+                *grad,
+                m,
+                v,
+                hyper,
+                grad_scale,
+            )
+            .map_err(graph_err)?;
+            moments.extend([m, v]);
+            outputs.push((format!("after_adamw.{name}"), param));
+        }
+    }
+    for (_, t) in &outputs {
+        if !g.tensor(*t).role.defined_at_start() {
+            g.mark_output(*t);
+        }
+    }
+
+    let compiled = CompiledGraph::new(gpu, g).map_err(graph_err)?;
+    upload_model(gpu, &compiled, &config, &files, base, Some(&adapter))?;
+    let write = |t: TensorId, bytes: &[u8]| compiled.write(gpu, t, bytes).map_err(graph_err);
+    write(input, bytemuck::cast_slice(&batch.input_ids))?;
+    write(targets, bytemuck::cast_slice(&batch.targets()))?;
+    write(
+        hyper,
+        bytemuck::cast_slice(&opt.hyper(adamw_lr.unwrap_or(0.0), 1)),
+    )?;
+    write(grad_scale, bytemuck::cast_slice(&[1.0f32]))?;
+    for m in moments {
+        write(m, &vec![0u8; compiled.graph.tensor(m).bytes() as usize])?;
+    }
+    compiled.run(gpu);
+
+    let mut out = Vec::new();
+    for (name, t) in outputs {
+        let values = pollster::block_on(compiled.read_f32(gpu, t)).map_err(gpu_err)?;
+        let (shape, values) = match name.as_str() {
+            "logits" => (vec![b, s, v], values),
+            "loss" => (vec![1], vec![values[0]]),
+            _ => (compiled.graph.tensor(t).shape.clone(), values),
+        };
+        out.push((name, shape, values));
+    }
+    Ok(out)
+}
+
+/// Write named f32 tensors as one safetensors file, through a temporary name.
+pub fn write_tensors(path: &Path, tensors: &Tensors) -> Result<(), ModelError> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(values),
+            )
+            .expect("shape and data agree");
+            (name.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).map_err(|e| ModelError::Invalid {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    crate::io::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
