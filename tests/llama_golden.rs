@@ -38,7 +38,8 @@ fn logits(folder: &str, base: BaseFormat, with_adapter: bool) -> Vec<f32> {
         base,
         adapter.as_ref().map(|a| &a.config),
         seq,
-    );
+    )
+    .unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
     g.mark_output(logits);

@@ -44,7 +44,8 @@ fn lora_loss_and_gradients_match_peft() {
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq);
+    let model =
+        Llama::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
     let step = model

@@ -203,8 +203,15 @@ impl Llama {
         base: BaseFormat,
         lora: Option<&LoraConfig>,
         positions: usize,
-    ) -> Llama {
+    ) -> Result<Llama, GraphError> {
         let c = config;
+        if c.qkv_bias {
+            return Err(GraphError::Unsupported {
+                op: "model".into(),
+                detail: "q/k/v projection biases (qwen2, attention_bias) are not supported yet"
+                    .into(),
+            });
+        }
         let (hidden, kv_dim) = (c.hidden_size, c.num_kv_heads * c.head_dim);
         let q_dim = c.num_heads * c.head_dim;
         let module = |g: &mut Graph, path: String, out: usize, inp: usize| {
@@ -261,14 +268,14 @@ impl Llama {
             g.param("lm_head.weight", &[c.vocab_size, hidden], DType::F32)
         };
         let cos_sin = g.param("rope.cos_sin", &[positions, c.head_dim / 2, 2], DType::F32);
-        Llama {
+        Ok(Llama {
             config: c.clone(),
             embed,
             layers,
             norm,
             lm_head,
             cos_sin,
-        }
+        })
     }
 
     /// The final hidden state [tokens, hidden] (after the last norm) for `input_ids`

@@ -1,8 +1,7 @@
 //! Filling a compiled graph's parameters from a model folder and an adapter, by name.
 
 use super::llama::BaseFormat;
-use super::safetensors_files::SafetensorsFiles;
-use super::{ModelConfig, ModelError};
+use super::{ModelConfig, ModelError, WeightSource};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
 use crate::lora::peft::Adapter;
@@ -19,7 +18,7 @@ pub fn upload_model(
     gpu: &Gpu,
     compiled: &CompiledGraph,
     config: &ModelConfig,
-    files: &SafetensorsFiles,
+    files: &dyn WeightSource,
     base: BaseFormat,
     adapter: Option<&Adapter>,
 ) -> Result<Vec<String>, ModelError> {
@@ -61,7 +60,7 @@ pub fn upload_model(
             let BaseFormat::Nf4 { blocksize } = base else {
                 unreachable!("NF4 params only in NF4 graphs")
             };
-            let quantized = match stored_nf4(files, name)? {
+            let quantized = match files.stored_nf4(name)? {
                 Some(q) => q,
                 None => {
                     let values = files.f32(name, &desc.shape)?;
@@ -87,7 +86,7 @@ pub fn upload_model(
             let (codes, scales) = upload_bytes(&quantized);
             write(t, &codes)?;
             write(absmax, &scales)?;
-        } else if let Some(quantized) = stored_nf4(files, name)? {
+        } else if let Some(quantized) = files.stored_nf4(name)? {
             // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes to.
             write(t, bytemuck::cast_slice(&quantized.dequantize()))?;
         } else if name.ends_with(".weight.absmax") {
@@ -99,17 +98,4 @@ pub fn upload_model(
         }
     }
     Ok(missing)
-}
-
-/// The NF4 weight `name` as a bitsandbytes checkpoint stores it, if it does.
-fn stored_nf4(files: &SafetensorsFiles, name: &str) -> Result<Option<Nf4Tensor>, ModelError> {
-    if !files.contains(&format!("{name}.quant_state.bitsandbytes__nf4")) {
-        return Ok(None);
-    }
-    Nf4Tensor::from_bnb(name, |n| files.raw(n).ok())
-        .map(Some)
-        .map_err(|e| ModelError::Invalid {
-            path: "bitsandbytes checkpoint".into(),
-            msg: e.to_string(),
-        })
 }

@@ -1,6 +1,8 @@
 //! Models: the Hugging Face config, weight files, and (later) the Llama graph.
 
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gguf;
 pub mod llama;
 pub mod llama_train;
 #[cfg(not(target_arch = "wasm32"))]
@@ -9,6 +11,18 @@ pub mod load;
 pub mod safetensors_files;
 
 pub use config::{Architecture, BnbQuantization, ModelConfig};
+
+/// Where base weights come from (a safetensors folder, a GGUF file), by Hugging Face name and
+/// in Hugging Face layout.
+pub trait WeightSource {
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor as f32 values, checked against `shape`.
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError>;
+    /// The weight as a bitsandbytes 4-bit checkpoint stores it, if this source holds one.
+    fn stored_nf4(&self, _name: &str) -> Result<Option<crate::quant::nf4::Nf4Tensor>, ModelError> {
+        Ok(None)
+    }
+}
 
 /// Every way a model folder can be unusable, each naming the file and what is wrong.
 #[derive(Debug, thiserror::Error)]

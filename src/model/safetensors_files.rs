@@ -9,7 +9,8 @@ use memmap2::Mmap;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
-use super::ModelError;
+use super::{ModelError, WeightSource};
+use crate::quant::nf4::Nf4Tensor;
 
 struct Shard {
     path: String,
@@ -172,5 +173,28 @@ impl SafetensorsFiles {
                 })
             }
         })
+    }
+}
+
+impl WeightSource for SafetensorsFiles {
+    fn contains(&self, name: &str) -> bool {
+        SafetensorsFiles::contains(self, name)
+    }
+
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        SafetensorsFiles::f32(self, name, shape)
+    }
+
+    fn stored_nf4(&self, name: &str) -> Result<Option<Nf4Tensor>, ModelError> {
+        if !self.contains(&format!("{name}.quant_state.bitsandbytes__nf4")) {
+            return Ok(None);
+        }
+        let shard = &self.shards[self.index[name]].path;
+        Nf4Tensor::from_bnb(name, |n| self.raw(n).ok())
+            .map(Some)
+            .map_err(|e| ModelError::Invalid {
+                path: shard.clone(),
+                msg: e.to_string(),
+            })
     }
 }

@@ -1,5 +1,6 @@
 //! Quantized weight formats on the CPU: bitsandbytes NF4 (the training format of every base
-//! linear layer) and, later, the GGUF block formats models arrive in.
+//! linear layer) and the GGUF block formats models arrive in.
 
 pub mod dynamic_map;
+pub mod ggml;
 pub mod nf4;

@@ -121,7 +121,8 @@ pub fn dump_step(
 
     let (b, s, v) = (batch.batch, batch.seq, config.vocab_size);
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, Some(&adapter.config), s);
+    let model =
+        Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
     let input = g.input("input_ids", &[b * s], DType::U32);
     let targets = g.input("targets", &[b * s], DType::U32);
     let chunk = crate::ops::cross_entropy::chunk_for(b * s, v, 32 << 20);

@@ -1,0 +1,402 @@
+//! GGUF model files (llama.cpp): header, metadata, tensor table; weights dequantized to f32
+//! under their Hugging Face names and layout.
+//!
+//! Layout (version 2 and 3, little-endian): "GGUF", version u32, tensor count u64, metadata
+//! count u64; metadata (key string, type u32, value); tensor infos (name, dims count u32,
+//! dims u64 with the fastest-varying first, ggml type u32, offset u64 into the data section);
+//! the data section starts at the next multiple of `general.alignment` (32 by default).
+//!
+//! llama.cpp stores each head's q and k rows interleaved for its rotary layout
+//! (convert_hf_to_gguf's `permute`: row h·D + 2j + i holds Hugging Face row h·D + i·D/2 + j);
+//! reading undoes it, so every tensor comes out as the Hugging Face model has it and an
+//! adapter trained on it is valid for the Hugging Face model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use super::{Architecture, ModelConfig, ModelError, WeightSource};
+use crate::quant::ggml::{dequantize, GgmlType};
+
+/// A metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<MetaValue>),
+}
+
+impl MetaValue {
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            MetaValue::Int(i) if *i >= 0 => Some(*i as u64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            MetaValue::Float(f) => Some(*f),
+            MetaValue::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetaValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct TensorInfo {
+    ty: GgmlType,
+    /// Dimensions as Hugging Face orders them (slowest first).
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+pub struct GgufFile {
+    path: String,
+    map: Mmap,
+    pub metadata: BTreeMap<String, MetaValue>,
+    tensors: HashMap<String, TensorInfo>,
+    data_start: usize,
+    config: ModelConfig,
+}
+
+/// A bounds-checked little-endian reader over the file.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    path: &'a str,
+}
+
+impl<'a> Cursor<'a> {
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Invalid {
+            path: self.path.into(),
+            msg,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end
+            .ok_or_else(|| self.err(format!("truncated: {n} bytes wanted at byte {}", self.at)))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, ModelError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn count(&mut self, what: &str) -> Result<usize, ModelError> {
+        let n = self.u64()?;
+        // No count can exceed the bytes left: refuses corrupt headers before allocating.
+        if n > (self.bytes.len() - self.at) as u64 {
+            return Err(self.err(format!(
+                "{what} count {n} at byte {} is larger than the file",
+                self.at - 8
+            )));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self) -> Result<String, ModelError> {
+        let n = self.count("string length")?;
+        let at = self.at;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| self.err(format!("string at byte {at} is not UTF-8")))
+    }
+
+    fn value(&mut self, ty: u32) -> Result<MetaValue, ModelError> {
+        let b = |c: &mut Self, n: usize| c.take(n).map(|s| s.to_vec());
+        Ok(match ty {
+            0 => MetaValue::Int(b(self, 1)?[0] as i64),
+            1 => MetaValue::Int(b(self, 1)?[0] as i8 as i64),
+            2 => MetaValue::Int(u16::from_le_bytes(b(self, 2)?.try_into().expect("2")) as i64),
+            3 => MetaValue::Int(i16::from_le_bytes(b(self, 2)?.try_into().expect("2")) as i64),
+            4 => MetaValue::Int(self.u32()? as i64),
+            5 => MetaValue::Int(self.u32()? as i32 as i64),
+            6 => MetaValue::Float(f32::from_le_bytes(b(self, 4)?.try_into().expect("4")) as f64),
+            7 => MetaValue::Bool(b(self, 1)?[0] != 0),
+            8 => MetaValue::Str(self.string()?),
+            9 => {
+                let item = self.u32()?;
+                let n = self.count("array")?;
+                MetaValue::Array((0..n).map(|_| self.value(item)).collect::<Result<_, _>>()?)
+            }
+            10 => MetaValue::Int(self.u64()? as i64),
+            11 => MetaValue::Int(self.u64()? as i64),
+            12 => MetaValue::Float(f64::from_le_bytes(b(self, 8)?.try_into().expect("8"))),
+            other => {
+                return Err(self.err(format!(
+                    "unknown metadata type {other} at byte {}",
+                    self.at - 4
+                )))
+            }
+        })
+    }
+}
+
+/// The GGUF name of a Hugging Face tensor name of a Llama model.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, module) = rest.split_once('.')?;
+    let part = match module {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{part}"))
+}
+
+/// Undo llama.cpp's q/k permutation of a [heads·D, in] weight.
+pub fn unpermute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let rows = values.len() / cols;
+    let d = rows / heads;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for j in 0..d / 2 {
+            for i in 0..2 {
+                let from = h * d + 2 * j + i;
+                let to = h * d + i * d / 2 + j;
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<GgufFile, ModelError> {
+        let shown = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        // Safety: opened read-only; the file changing under us is outside what we promise.
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut c = Cursor {
+            bytes: &map,
+            at: 0,
+            path: &shown,
+        };
+        if c.take(4)? != b"GGUF" {
+            return Err(c.err("not a GGUF file (no GGUF magic)".into()));
+        }
+        let version = c.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(c.err(format!("GGUF version {version} is not supported (2 or 3)")));
+        }
+        let tensor_count = c.count("tensor")?;
+        let meta_count = c.count("metadata")?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..meta_count {
+            let key = c.string()?;
+            let ty = c.u32()?;
+            metadata.insert(key, c.value(ty)?);
+        }
+        let mut infos = Vec::with_capacity(tensor_count);
+        for _ in 0..tensor_count {
+            let name = c.string()?;
+            let n_dims = c.u32()? as usize;
+            if n_dims > 4 {
+                return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions")));
+            }
+            let mut dims = (0..n_dims)
+                .map(|_| c.u64().map(|d| d as usize))
+                .collect::<Result<Vec<_>, _>>()?;
+            let type_id = c.u32()?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+                c.err(format!("tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)"))
+            })?;
+            let offset = c.u64()? as usize;
+            dims.reverse();
+            infos.push((
+                name,
+                TensorInfo {
+                    ty,
+                    shape: dims,
+                    offset,
+                },
+            ));
+        }
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(MetaValue::as_u64)
+            .unwrap_or(32) as usize;
+        let data_start = c.at.div_ceil(alignment.max(1)) * alignment.max(1);
+        let mut tensors = HashMap::new();
+        for (name, info) in infos {
+            let numel: usize = info.shape.iter().product();
+            let bytes = info.ty.bytes_for(numel).ok_or_else(|| {
+                c.err(format!(
+                    "tensor '{name}' has {numel} values, not whole {:?} blocks",
+                    info.ty
+                ))
+            })?;
+            if data_start + info.offset + bytes > map.len() {
+                return Err(c.err(format!(
+                    "tensor '{name}' runs past the end of the file (truncated?)"
+                )));
+            }
+            tensors.insert(name, info);
+        }
+        let config = config_from_metadata(&metadata, &tensors, &shown)?;
+        Ok(GgufFile {
+            path: shown,
+            map,
+            metadata,
+            tensors,
+            data_start,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// A GGUF tensor (by its GGUF name) as f32, with its Hugging Face shape.
+    pub fn tensor(&self, gguf: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        let info = self.tensors.get(gguf)?;
+        let numel: usize = info.shape.iter().product();
+        let start = self.data_start + info.offset;
+        let bytes = &self.map[start..start + info.ty.bytes_for(numel).expect("checked at open")];
+        Some((info.shape.clone(), dequantize(info.ty, bytes)))
+    }
+}
+
+fn config_from_metadata(
+    m: &BTreeMap<String, MetaValue>,
+    tensors: &HashMap<String, TensorInfo>,
+    path: &str,
+) -> Result<ModelConfig, ModelError> {
+    let err = |msg: String| ModelError::Invalid {
+        path: path.into(),
+        msg,
+    };
+    let arch = m
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("");
+    let architecture = match arch {
+        "llama" => Architecture::Llama,
+        other => {
+            return Err(err(format!(
+                "architecture '{other}' is not supported (llama)"
+            )))
+        }
+    };
+    let count = |key: &str| -> Result<usize, ModelError> {
+        m.get(&format!("{arch}.{key}"))
+            .and_then(MetaValue::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| err(format!("metadata '{arch}.{key}' is missing")))
+    };
+    let hidden_size = count("embedding_length")?;
+    let num_heads = count("attention.head_count")?;
+    let num_kv_heads = count("attention.head_count_kv").unwrap_or(num_heads);
+    let vocab_size = match m.get("tokenizer.ggml.tokens") {
+        Some(MetaValue::Array(tokens)) => tokens.len(),
+        _ => tensors
+            .get("token_embd.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| err("no vocabulary".into()))?,
+    };
+    let id = |key: &str| m.get(key).and_then(MetaValue::as_u64).map(|v| v as u32);
+    Ok(ModelConfig {
+        architecture,
+        vocab_size,
+        hidden_size,
+        intermediate_size: count("feed_forward_length")?,
+        num_layers: count("block_count")?,
+        num_heads,
+        num_kv_heads,
+        head_dim: count("rope.dimension_count").unwrap_or(hidden_size / num_heads.max(1)),
+        rms_norm_eps: m
+            .get(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+            .and_then(MetaValue::as_f64)
+            .unwrap_or(1e-5),
+        rope_theta: m
+            .get(&format!("{arch}.rope.freq_base"))
+            .and_then(MetaValue::as_f64)
+            .unwrap_or(10000.0),
+        tie_word_embeddings: !tensors.contains_key("output.weight"),
+        qkv_bias: false,
+        max_position_embeddings: count("context_length").unwrap_or(2048),
+        bos_token_id: id("tokenizer.ggml.bos_token_id"),
+        eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        quantization: None,
+    })
+}
+
+impl WeightSource for GgufFile {
+    fn contains(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|g| self.tensors.contains_key(&g))
+    }
+
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let missing = || ModelError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        };
+        let gguf = gguf_name(name).ok_or_else(missing)?;
+        let (found, values) = self.tensor(&gguf).ok_or_else(missing)?;
+        if found != shape {
+            return Err(ModelError::BadTensor {
+                path: self.path.clone(),
+                tensor: format!("{gguf} ({name})"),
+                expected: format!("shape {shape:?}"),
+                found: format!("shape {found:?}"),
+            });
+        }
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        };
+        Ok(match heads {
+            Some(h) => unpermute_rows(&values, h, shape[1]),
+            None => values,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! GGUF files: block formats dequantized exactly, llama.cpp's q/k permutation undone, the
+//! tiny Llama written as GGUF giving transformers' logits, bad files named.
+
+mod common;
+
+use common::{golden, rel_err, temp_dir, Golden};
+use half::f16;
+use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::model::gguf::{unpermute_rows, GgufFile};
+use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::load::upload_model;
+use webqlora::model::{ModelConfig, WeightSource};
+use webqlora::quant::ggml::{dequantize, GgmlType};
+
+enum Meta {
+    U32(u32),
+    F32(f32),
+    Str(&'static str),
+}
+
+/// A GGUF v3 file: metadata, then tensors given in Hugging Face shape order.
+fn write_gguf(
+    path: &std::path::Path,
+    meta: &[(&str, Meta)],
+    tensors: &[(String, Vec<usize>, u32, Vec<u8>)],
+) {
+    let mut out = Vec::new();
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((meta.len() as u64).to_le_bytes());
+    for (key, value) in meta {
+        string(&mut out, key);
+        match value {
+            Meta::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Meta::F32(v) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Meta::Str(s) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, s);
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, shape, ty, bytes) in tensors {
+        string(&mut out, name);
+        out.extend((shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend((*d as u64).to_le_bytes());
+        }
+        out.extend(ty.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset += (bytes.len() as u64).div_ceil(32) * 32;
+    }
+    out.resize(out.len().div_ceil(32) * 32, 0);
+    for (_, _, _, bytes) in tensors {
+        out.extend(bytes);
+        out.resize(out.len().div_ceil(32) * 32, 0);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// llama.cpp's convert_hf_to_gguf `permute` of q/k rows.
+fn permute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let d = values.len() / cols / heads;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for i in 0..2 {
+            for j in 0..d / 2 {
+                let hf = h * d + i * d / 2 + j;
+                let gg = h * d + 2 * j + i;
+                out[gg * cols..(gg + 1) * cols]
+                    .copy_from_slice(&values[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blocks_dequantize_as_the_formats_define() {
+    // Q4_0, d = 0.5: byte j = low nibble element j, high nibble element j + 16; x = (q - 8) d.
+    let mut q4_0 = f16::from_f32(0.5).to_le_bytes().to_vec();
+    q4_0.extend((0..16u8).map(|j| j | (15 - j) << 4));
+    let want: Vec<f32> = (0..16)
+        .map(|j| (j as f32 - 8.0) * 0.5)
+        .chain((0..16).map(|j| (7 - j) as f32 * 0.5))
+        .collect();
+    assert_eq!(dequantize(GgmlType::Q4_0, &q4_0), want);
+
+    // Q4_1, d = 0.25, m = -1: x = q d + m.
+    let mut q4_1 = f16::from_f32(0.25).to_le_bytes().to_vec();
+    q4_1.extend(f16::from_f32(-1.0).to_le_bytes());
+    q4_1.extend((0..16u8).map(|j| j | (15 - j) << 4));
+    let want: Vec<f32> = (0..16)
+        .map(|j| j as f32 * 0.25 - 1.0)
+        .chain((0..16).map(|j| (15 - j) as f32 * 0.25 - 1.0))
+        .collect();
+    assert_eq!(dequantize(GgmlType::Q4_1, &q4_1), want);
+
+    // Q8_0, d = 2: x = q d with q signed.
+    let mut q8 = f16::from_f32(2.0).to_le_bytes().to_vec();
+    q8.extend((0..32).map(|j| (j as i8 - 16) as u8));
+    let want: Vec<f32> = (0..32).map(|j| (j - 16) as f32 * 2.0).collect();
+    assert_eq!(dequantize(GgmlType::Q8_0, &q8), want);
+
+    let halfs: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect();
+    assert_eq!(dequantize(GgmlType::F16, &halfs), vec![1.5, -2.0]);
+    let bhalfs: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    assert_eq!(dequantize(GgmlType::BF16, &bhalfs), vec![1.5, -2.0]);
+    assert_eq!(GgmlType::Q4_0.bytes_for(33), None);
+}
+
+#[test]
+fn unpermute_inverts_llama_cpp_permute() {
+    let values: Vec<f32> = (0..4 * 16 * 3).map(|i| i as f32).collect();
+    assert_eq!(unpermute_rows(&permute_rows(&values, 4, 3), 4, 3), values);
+    assert_ne!(permute_rows(&values, 4, 3), values);
+}
+
+/// The golden tiny Llama as a GGUF file of f32 tensors, q/k permuted as llama.cpp stores them.
+fn tiny_llama_gguf(path: &std::path::Path) {
+    let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
+    let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
+    let mut tensors = Vec::new();
+    for name in weights.names() {
+        let shape = weights.shape(&name);
+        let mut values = weights.f32(&name);
+        if name.ends_with("q_proj.weight") {
+            values = permute_rows(&values, config.num_heads, shape[1]);
+        } else if name.ends_with("k_proj.weight") {
+            values = permute_rows(&values, config.num_kv_heads, shape[1]);
+        }
+        let gguf = webqlora::model::gguf::gguf_name(&name).unwrap();
+        tensors.push((gguf, shape, 0, bytemuck::cast_slice(&values).to_vec()));
+    }
+    let meta = [
+        ("general.architecture", Meta::Str("llama")),
+        (
+            "llama.embedding_length",
+            Meta::U32(config.hidden_size as u32),
+        ),
+        (
+            "llama.feed_forward_length",
+            Meta::U32(config.intermediate_size as u32),
+        ),
+        ("llama.block_count", Meta::U32(config.num_layers as u32)),
+        (
+            "llama.attention.head_count",
+            Meta::U32(config.num_heads as u32),
+        ),
+        (
+            "llama.attention.head_count_kv",
+            Meta::U32(config.num_kv_heads as u32),
+        ),
+        (
+            "llama.context_length",
+            Meta::U32(config.max_position_embeddings as u32),
+        ),
+        ("llama.rope.freq_base", Meta::F32(config.rope_theta as f32)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Meta::F32(config.rms_norm_eps as f32),
+        ),
+        ("tokenizer.ggml.bos_token_id", Meta::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Meta::U32(2)),
+    ];
+    write_gguf(path, &meta, &tensors);
+}
+
+#[test]
+fn a_gguf_tiny_llama_gives_transformers_logits() {
+    let dir = temp_dir("gguf");
+    let path = dir.join("tiny.gguf");
+    tiny_llama_gguf(&path);
+    let file = GgufFile::open(&path).unwrap();
+    let mut want_config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
+    want_config.rms_norm_eps = 1e-5f32 as f64; // stored as f32 in GGUF
+    assert_eq!(file.config(), &want_config);
+    assert!(file.contains("model.layers.1.self_attn.k_proj.weight"));
+
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let (_, id_shape, id_bytes) = expected.raw("input_ids");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let (batch, seq) = (id_shape[0], id_shape[1]);
+    let config = file.config().clone();
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, seq).unwrap();
+    let input = g.input("input_ids", &[batch * seq], DType::U32);
+    let logits = model.forward_logits(&mut g, input, seq).unwrap();
+    g.mark_output(logits);
+    let gpu = common::gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, common::POISON);
+    let missing = upload_model(gpu, &compiled, &config, &file, BaseFormat::F32, None).unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
+    compiled
+        .write(gpu, input, bytemuck::cast_slice(&ids))
+        .unwrap();
+    compiled.run(gpu);
+    let got = pollster::block_on(compiled.read_f32(gpu, logits)).unwrap();
+    let e = rel_err(&got, &expected.f32("logits_base"));
+    assert!(e < 1e-4, "logits through GGUF: {e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_gguf_files_are_named() {
+    let dir = temp_dir("gguf_bad");
+    let path = dir.join("tiny.gguf");
+    tiny_llama_gguf(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
+    let err = GgufFile::open(&path).err().unwrap().to_string();
+    assert!(
+        err.starts_with(&path.display().to_string()) && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(&path, b"GGML and some bytes").unwrap();
+    let err = GgufFile::open(&path).err().unwrap().to_string();
+    assert!(err.ends_with("not a GGUF file (no GGUF magic)"), "{err}");
+    let mut wrong_type = Vec::from(&bytes[..]);
+    let at = bytes
+        .windows(17)
+        .position(|w| w == b"token_embd.weight")
+        .unwrap()
+        + 17
+        + 4
+        + 16;
+    wrong_type[at..at + 4].copy_from_slice(&12u32.to_le_bytes()); // Q4_K
+    std::fs::write(&path, wrong_type).unwrap();
+    let err = GgufFile::open(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("tensor 'token_embd.weight' has ggml type 12, not supported"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
