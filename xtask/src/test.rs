@@ -35,6 +35,10 @@ fn count(line: &str, counts: &mut Counts) {
 
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env(
+        "WEBQLORA_SMOLLM2",
+        crate::fetch_model::cache_dir().join(crate::fetch_model::FILE),
+    );
     // Mesa's window-system probing complains on headless machines without this.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join("webqlora-xdg");
@@ -75,6 +79,11 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     let start = Instant::now();
     install::rust_tools()?;
     install::lavapipe()?;
+    // The SmolLM2 reference test reads the model from here (it says how to get it if absent).
+    match crate::fetch_model::fetch() {
+        Ok(path) => eprintln!("xtask: model: {}", path.display()),
+        Err(e) => eprintln!("xtask: fetch-model failed ({e}); the SmolLM2 test will fail"),
+    }
 
     let mut failures: Vec<String> = Vec::new();
     let mut step = |name: &str, result: Result<(), String>| match &result {

@@ -1,0 +1,109 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to f32) against transformers' reference
+//! (../shared/golden/smollm2): top-10 next-token logits within 1e-2 absolute and the same 12
+//! greedy tokens, from the reference token ids. The model comes from `cargo xtask
+//! fetch-model`, which `cargo xtask test` runs first.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::golden_json;
+use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::model::gguf::GgufFile;
+use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::load::upload_model;
+
+const POSITIONS: usize = 32;
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("WEBQLORA_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/webqlora/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "SmolLM2 GGUF not found at {}: run `cargo xtask fetch-model` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn smollm2_forward_matches_the_reference() {
+    let file = GgufFile::open(&model_path()).unwrap();
+    let config = file.config().clone();
+    assert_eq!(
+        (config.num_layers, config.hidden_size, config.vocab_size),
+        (30, 576, 49152)
+    );
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, POSITIONS).unwrap();
+    let input = g.input("input_ids", &[POSITIONS], DType::U32);
+    let logits = model.forward_logits(&mut g, input, POSITIONS).unwrap();
+    g.mark_output(logits);
+    let gpu = common::gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    upload_model(gpu, &compiled, &config, &file, BaseFormat::F32, None).unwrap();
+
+    // Logits after the last of `ids` (the positions after it are padding, unseen by it).
+    let next_logits = |ids: &[u32]| -> Vec<f32> {
+        let mut padded = ids.to_vec();
+        padded.resize(POSITIONS, 0);
+        compiled
+            .write(gpu, input, bytemuck::cast_slice(&padded))
+            .unwrap();
+        compiled.run(gpu);
+        let all = pollster::block_on(compiled.read_f32(gpu, logits)).unwrap();
+        all[(ids.len() - 1) * config.vocab_size..ids.len() * config.vocab_size].to_vec()
+    };
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32
+    };
+
+    let reference = golden_json("smollm2/smollm2_reference.json");
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let to_ids = |v: &serde_json::Value| -> Vec<u32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        let mut ids = to_ids(&case["ids"]);
+        let greedy = to_ids(&case["greedy_next12"]);
+        assert!(
+            ids.len() + greedy.len() <= POSITIONS,
+            "{text}: too long for the test graph"
+        );
+
+        let first = next_logits(&ids);
+        for (id, want) in to_ids(&case["top10_ids"])
+            .iter()
+            .zip(case["top10_logits"].as_array().unwrap())
+        {
+            let want = want.as_f64().unwrap() as f32;
+            let got = first[*id as usize];
+            assert!(
+                (got - want).abs() <= 1e-2,
+                "{text:?}: logit of {id} is {got}, reference {want}"
+            );
+        }
+        let mut produced = vec![argmax(&first)];
+        while produced.len() < greedy.len() {
+            ids.push(*produced.last().unwrap());
+            produced.push(argmax(&next_logits(&ids)));
+        }
+        assert_eq!(produced, greedy, "{text:?}: greedy tokens");
+    }
+}
