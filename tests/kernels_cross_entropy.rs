@@ -86,6 +86,8 @@ fn smollm2_lm_head_plans_within_the_default_binding_limit() {
     let limits = webqlora::graph::DeviceLimits::webgpu_default();
     let chunk = chunk_for(rows, vocab, 32 << 20);
     assert_eq!(chunk, 8192);
+    // Few rows: the chunk is capped by the per-invocation loop budget, not memory.
+    assert_eq!(chunk_for(32, vocab, 32 << 20), 16384);
     let mut g = Graph::new();
     let ht = g.input("h", &[rows, dim], DType::F32);
     let wt = g.param("embed_tokens", &[vocab, dim], DType::F32);

@@ -25,6 +25,8 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// One QLoRA training step of a real model: planned peak memory and tokens/s.
+    Step(super::bench_step::StepArgs),
     /// Kernels at SmolLM2-135M shapes.
     Kernels {
         /// Tokens (rows) per matmul.
@@ -494,12 +496,18 @@ fn bench_lm_head(
 const LINEARS: [(usize, usize); 4] = [(576, 576), (576, 192), (576, 1536), (1536, 576)];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchWhat::Kernels {
-        tokens,
-        runs,
-        filter,
-        json,
-    } = args.what;
+    let (tokens, runs, filter, json) = match args.what {
+        BenchWhat::Kernels {
+            tokens,
+            runs,
+            filter,
+            json,
+        } => (tokens, runs, filter, json),
+        BenchWhat::Step(mut step) => {
+            step.gpu = args.gpu;
+            return super::bench_step::run(step);
+        }
+    };
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let adapter = format!("{} ({:?})", gpu.info.name, gpu.info.backend);
     let wanted = |name: &str| filter.as_ref().is_none_or(|f| name.contains(f.as_str()));

@@ -1,6 +1,7 @@
 //! Subcommands of the `webqlora` binary (native only).
 
 mod bench;
+mod bench_step;
 mod devices;
 mod dump_step;
 mod graph;

@@ -1,5 +1,6 @@
 //! LoRA adapters: configuration and PEFT-format files.
 
+pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod peft;
 

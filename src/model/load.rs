@@ -99,3 +99,31 @@ pub fn upload_model(
     }
     Ok(missing)
 }
+
+/// Fill the params `upload_model` reported missing: adapter tensors as PEFT initialises them
+/// (seeded by `seed`), everything else (optimizer moments, scratch) with zeros.
+pub fn initialize_missing(
+    gpu: &Gpu,
+    compiled: &CompiledGraph,
+    missing: &[String],
+    seed: u64,
+) -> Result<(), ModelError> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for name in missing {
+        let t = compiled
+            .graph
+            .find(name)
+            .expect("missing names come from the graph");
+        let shape = compiled.graph.tensor(t).shape.clone();
+        let values = crate::lora::init::initial_values(name, &shape, &mut rng)
+            .unwrap_or_else(|| vec![0.0; shape.iter().product()]);
+        compiled
+            .write(gpu, t, bytemuck::cast_slice(&values))
+            .map_err(|e| ModelError::Invalid {
+                path: "graph".into(),
+                msg: e.to_string(),
+            })?;
+    }
+    Ok(())
+}

@@ -119,12 +119,16 @@ pub struct LmHeadLoss {
     pub d_hidden: TensorId,
 }
 
+/// ce_stats loops over a chunk twice in one invocation; llvmpipe ends an invocation's loops
+/// after 65,535 iterations, so a chunk stays well below half of that.
+pub const MAX_CHUNK: usize = 16384;
+
 /// The largest chunk of vocabulary rows whose logits [rows, chunk] fit in `max_bytes`
-/// (a multiple of 64 where possible).
+/// (a multiple of 64 where possible), at most MAX_CHUNK.
 pub fn chunk_for(rows: usize, vocab: usize, max_bytes: u64) -> usize {
     let fit = (max_bytes / (4 * rows.max(1) as u64)) as usize;
     let chunk = if fit >= 64 { fit / 64 * 64 } else { fit.max(1) };
-    chunk.min(vocab)
+    chunk.min(vocab).min(MAX_CHUNK)
 }
 
 /// Mean cross-entropy of `hidden` [rows, dim] through the lm-head `weight` [vocab, dim]
@@ -151,9 +155,9 @@ pub fn lm_head_loss(
             shape_str(&ws)
         )));
     };
-    if dim != w_dim || h_rows != rows || chunk == 0 {
+    if dim != w_dim || h_rows != rows || chunk == 0 || chunk > MAX_CHUNK {
         return Err(bad(format!(
-            "hidden {}, lm-head weight {} and {rows} targets (chunk {chunk}) do not agree",
+            "hidden {}, lm-head weight {} and {rows} targets (chunk {chunk}, at most {MAX_CHUNK}) do not agree",
             shape_str(&hs),
             shape_str(&ws)
         )));
