@@ -29,6 +29,16 @@ fn shifted_targets(labels: &[i64], seq: usize) -> Vec<u32> {
 
 #[test]
 fn lora_loss_and_gradients_match_peft() {
+    lora_step_matches_peft(false);
+}
+
+/// The same with each layer's forward recomputed before its backward.
+#[test]
+fn with_checkpointing_too() {
+    lora_step_matches_peft(true);
+}
+
+fn lora_step_matches_peft(checkpointing: bool) {
     let expected = Golden::open("tiny-llama/expected.safetensors");
     let (_, shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
@@ -49,7 +59,14 @@ fn lora_loss_and_gradients_match_peft() {
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
     let step = model
-        .train_step(&mut g, input, target_t, seq, config.vocab_size)
+        .train_step(
+            &mut g,
+            input,
+            target_t,
+            seq,
+            config.vocab_size,
+            checkpointing,
+        )
         .unwrap();
     g.mark_output(step.loss);
     for &(_, t) in &step.grads {
@@ -115,7 +132,9 @@ fn repeated_steps_lower_the_loss() {
     let model = Llama::declare(&mut g, &config, base, Some(&lora), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
-    let step = model.train_step(&mut g, input, target_t, seq, 100).unwrap();
+    let step = model
+        .train_step(&mut g, input, target_t, seq, 100, true)
+        .unwrap();
     let grads: Vec<_> = step.grads.iter().map(|g| g.1).collect();
     let clip = grad_norm::clip(&mut g, "grad_scale", &grads, 1.0).unwrap();
     let hyper = g.input("hyper", &[4], DType::F32);

@@ -104,3 +104,24 @@ fn a_view_shares_its_roots_buffer_and_keeps_it_alive() {
         "bad: shape mismatch: 'a' [64] cannot be viewed as [7, 9]"
     );
 }
+
+#[test]
+fn a_long_lived_small_tensor_does_not_pin_a_large_buffer() {
+    // big1 dies, then a small tensor that lives to the end is made, then big2: big2 must be
+    // able to reuse big1's buffer, so the small one must not have taken it.
+    let mut g = Graph::new();
+    let x = g.input("x", &[1024], DType::F32);
+    let s = g.input("s", &[8], DType::F32);
+    let big1 = residual::add(&mut g, "big1", x, x).unwrap();
+    let use1 = residual::add(&mut g, "use1", big1, x).unwrap();
+    let small = residual::add(&mut g, "small", s, s).unwrap();
+    let big2 = residual::add(&mut g, "big2", use1, x).unwrap();
+    let out = residual::add(&mut g, "out", big2, x).unwrap();
+    let end = residual::add(&mut g, "end", small, s).unwrap();
+    g.mark_output(out);
+    g.mark_output(end);
+    let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
+    assert_eq!(plan.placement[big2.index()], plan.placement[big1.index()]);
+    assert_ne!(plan.placement[small.index()], plan.placement[big1.index()]);
+    assert_eq!(plan.slot_bytes.iter().sum::<u64>(), 4096 + 4096 + 32);
+}

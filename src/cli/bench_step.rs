@@ -13,7 +13,7 @@ use webqlora::model::gguf::GgufFile;
 use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::ops::adamw::AdamW;
-use webqlora::ops::cross_entropy::chunk_for;
+use webqlora::ops::cross_entropy::{chunk_for, DEFAULT_CHUNK_BYTES};
 use webqlora::ops::grad_norm;
 
 use super::GpuArgs;
@@ -29,6 +29,9 @@ pub struct StepArgs {
     seq: usize,
     #[arg(long, default_value_t = 16)]
     rank: usize,
+    /// Keep every activation instead of recomputing each layer's forward before its backward.
+    #[arg(long)]
+    no_checkpointing: bool,
     /// Steps to run; the first also compiles pipelines, the last is reported.
     #[arg(long, default_value_t = 2)]
     steps: usize,
@@ -74,7 +77,8 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         input,
         targets,
         s,
-        chunk_for(tokens, config.vocab_size, 32 << 20),
+        chunk_for(tokens, config.vocab_size, DEFAULT_CHUNK_BYTES),
+        !args.no_checkpointing,
     )?;
     let grads: Vec<TensorId> = step.grads.iter().map(|g| g.1).collect();
     let clip = grad_norm::clip(&mut g, "grad_scale", &grads, 1.0)?;
@@ -138,7 +142,21 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         compiled.peak_bytes(),
         compiled.peak_bytes() as f64 / (1 << 20) as f64
     );
-    for i in 1..=args.steps.max(1) {
+    let mut slots = compiled.plan.slot_bytes.clone();
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    println!(
+        "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs) and {} MiB in {} shared slots",
+        compiled.plan.pinned_bytes >> 20,
+        slots.iter().sum::<u64>() >> 20,
+        slots.len()
+    );
+    if std::env::var("DEBUG_PLAN").is_ok() {
+        println!(
+            "largest slots (MiB): {:?}",
+            slots.iter().take(16).map(|b| b >> 20).collect::<Vec<_>>()
+        );
+    }
+    for i in 1..args.steps + 1 {
         compiled.write(
             &gpu,
             hyper,

@@ -1,9 +1,9 @@
 //! Liveness planning: temporaries share buffers ("slots") when their lifetimes do not overlap.
 //!
 //! A temporary lives from the node that first writes it to the last node that uses it. Nodes
-//! are walked in order; at each node the tensors it defines take a free slot (the smallest
-//! that fits, else the largest free one grown, else a new one), then the tensors whose last use
-//! was this node give theirs back. Outputs of a node therefore never share a buffer with that
+//! are walked in order; at each node the tensors it defines take a free slot (the smallest that
+//! fits and is at most twice the size, else the largest smaller one grown, else a new one), then
+//! the tensors whose last use was this node give theirs back. Outputs of a node therefore never share a buffer with that
 //! node's inputs. Inputs, params and outputs get buffers of their own.
 
 use std::fmt::Write as _;
@@ -132,15 +132,22 @@ impl Plan {
     }
 }
 
-/// Best fit among free slots; grow the largest free slot if none fits; else a new slot.
+/// Where a new temporary of `need` bytes goes: the smallest free slot that fits without
+/// wasting more than half of it; else the largest free slot smaller than `need`, grown; else a
+/// new slot. (A small tensor that lives long, such as a LoRA gradient kept for the optimizer,
+/// must not pin a large activation slot.)
 fn take_slot(free: &mut Vec<usize>, slot_bytes: &mut Vec<u64>, need: u64) -> usize {
     let fitting = free
         .iter()
         .enumerate()
-        .filter(|&(_, &s)| slot_bytes[s] >= need)
+        .filter(|&(_, &s)| slot_bytes[s] >= need && slot_bytes[s] <= 2 * need)
         .min_by_key(|&(_, &s)| slot_bytes[s]);
-    let largest = free.iter().enumerate().max_by_key(|&(_, &s)| slot_bytes[s]);
-    match fitting.or(largest) {
+    let smaller = free
+        .iter()
+        .enumerate()
+        .filter(|&(_, &s)| slot_bytes[s] < need)
+        .max_by_key(|&(_, &s)| slot_bytes[s]);
+    match fitting.or(smaller) {
         Some((pos, &s)) => {
             free.swap_remove(pos);
             slot_bytes[s] = slot_bytes[s].max(need);

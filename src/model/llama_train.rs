@@ -3,7 +3,7 @@
 //! every LoRA tensor. The base model is frozen: no gradient for its weights, norms or
 //! embedding. Every activation is kept (no checkpointing yet).
 
-use super::llama::{Llama, LoraGrads, Module, ModuleSaved};
+use super::llama::{Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::lm_head_loss;
@@ -20,6 +20,7 @@ pub struct TrainStep {
     pub grads: Vec<(String, TensorId)>,
 }
 
+#[derive(Clone, Copy)]
 struct LayerSaved {
     h_in: TensorId,
     rstd: TensorId,
@@ -39,9 +40,84 @@ struct LayerSaved {
 }
 
 impl Llama {
+    /// One layer's forward from `h` [tokens, hidden], keeping what its backward needs.
+    fn layer_forward(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        h: TensorId,
+        seq_len: usize,
+    ) -> Result<(TensorId, LayerSaved), GraphError> {
+        let c = &self.config;
+        let eps = c.rms_norm_eps as f32;
+        let tokens = g.tensor(h).shape[0];
+        let at = Positions {
+            seq_len,
+            pos_offset: 0,
+        };
+        let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
+        let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
+        let (k, k_saved) = l.k.forward_saving(g, &format!("{p}.k"), h_norm)?;
+        let (v, v_saved) = l.v.forward_saving(g, &format!("{p}.v"), h_norm)?;
+        let q = g.view(
+            q,
+            &format!("{p}.q_heads"),
+            &[tokens, c.num_heads, c.head_dim],
+        )?;
+        let k = g.view(
+            k,
+            &format!("{p}.k_heads"),
+            &[tokens, c.num_kv_heads, c.head_dim],
+        )?;
+        let v = g.view(
+            v,
+            &format!("{p}.v_heads"),
+            &[tokens, c.num_kv_heads, c.head_dim],
+        )?;
+        let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
+        let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
+        let qkv = Qkv { q, k, v };
+        let attn = attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?;
+        let attn_flat = g.view(
+            attn.out,
+            &format!("{p}.attn_flat"),
+            &[tokens, c.num_heads * c.head_dim],
+        )?;
+        let (o, o_saved) = l.o.forward_saving(g, &format!("{p}.o"), attn_flat)?;
+        let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
+        let (h_norm2, rstd2) =
+            rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
+        let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
+        let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
+        let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out)?;
+        let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
+        let h_out = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
+        let saved = LayerSaved {
+            h_in: h,
+            rstd,
+            q: q_saved,
+            k: k_saved,
+            v: v_saved,
+            qkv,
+            attn,
+            o: o_saved,
+            h_attn,
+            rstd2,
+            gate: gate_saved,
+            up: up_saved,
+            gate_out,
+            up_out,
+            down: down_saved,
+        };
+        Ok((h_out, saved))
+    }
+
     /// Loss of `input_ids` [tokens] (sequences of `seq_len`) against `targets` [tokens] (the
     /// next token, or IGNORE) and the gradients of the adapter, the lm-head `chunk` vocabulary
-    /// rows at a time.
+    /// rows at a time. With `checkpointing`, only each layer's input is kept from the forward
+    /// and the layer's forward runs again just before its backward: one more forward pass, for
+    /// the activations of one layer at a time instead of all of them.
     pub fn train_step(
         &self,
         g: &mut Graph,
@@ -49,9 +125,9 @@ impl Llama {
         targets: TensorId,
         seq_len: usize,
         chunk: usize,
+        checkpointing: bool,
     ) -> Result<TrainStep, GraphError> {
         let c = self.config.clone();
-        let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(input_ids).numel();
         let at = Positions {
             seq_len,
@@ -61,63 +137,33 @@ impl Llama {
             g.view(t, &name, &[tokens, n, c.head_dim])
         };
 
-        // Forward.
+        // Forward. With checkpointing nothing reads a layer's activations again, so the planner
+        // reuses their buffers for the next layer; each layer's input stays alive.
         let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
-        let mut saved = Vec::with_capacity(self.layers.len());
+        let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
+        let mut inputs = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("layers.{i}");
-            let h_in = h;
-            let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
-            let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
-            let (k, k_saved) = l.k.forward_saving(g, &format!("{p}.k"), h_norm)?;
-            let (v, v_saved) = l.v.forward_saving(g, &format!("{p}.v"), h_norm)?;
-            let q = heads(g, q, format!("{p}.q_heads"), c.num_heads)?;
-            let k = heads(g, k, format!("{p}.k_heads"), c.num_kv_heads)?;
-            let v = heads(g, v, format!("{p}.v_heads"), c.num_kv_heads)?;
-            let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
-            let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
-            let qkv = Qkv { q, k, v };
-            let attn = attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?;
-            let attn_flat = g.view(
-                attn.out,
-                &format!("{p}.attn_flat"),
-                &[tokens, c.num_heads * c.head_dim],
-            )?;
-            let (o, o_saved) = l.o.forward_saving(g, &format!("{p}.o"), attn_flat)?;
-            let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
-            let (h_norm2, rstd2) =
-                rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
-            let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
-            let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
-            let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out)?;
-            let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
-            h = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
-            saved.push(LayerSaved {
-                h_in,
-                rstd,
-                q: q_saved,
-                k: k_saved,
-                v: v_saved,
-                qkv,
-                attn,
-                o: o_saved,
-                h_attn,
-                rstd2,
-                gate: gate_saved,
-                up: up_saved,
-                gate_out,
-                up_out,
-                down: down_saved,
-            });
+            inputs.push(h);
+            let (h_out, layer) = self.layer_forward(g, l, &format!("layers.{i}"), h, seq_len)?;
+            saved.push((!checkpointing).then_some(layer));
+            h = h_out;
         }
-        let (h_final, rstd_final) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        let (h_final, rstd_final) =
+            rmsnorm::forward(g, "h_final", h, self.norm, c.rms_norm_eps as f32)?;
         let loss = lm_head_loss(g, "loss", h_final, self.lm_head, targets, chunk)?;
 
         // Backward.
         let mut grads = Vec::new();
         let mut dh = rmsnorm::backward(g, "d_h_last", loss.d_hidden, h, self.norm, rstd_final)?;
-        for (i, (l, s)) in self.layers.iter().zip(&saved).enumerate().rev() {
+        for (i, l) in self.layers.iter().enumerate().rev() {
             let p = format!("layers.{i}");
+            let s = match saved[i] {
+                Some(s) => s,
+                None => {
+                    self.layer_forward(g, l, &format!("{p}.again"), inputs[i], seq_len)?
+                        .1
+                }
+            };
             // MLP: h_out = h_attn + down(silu(gate(h_norm2)) * up(h_norm2)).
             let d_act = backward(
                 g,

@@ -119,6 +119,10 @@ pub struct LmHeadLoss {
     pub d_hidden: TensorId,
 }
 
+/// Bytes of one chunk of logits [rows, chunk] by default: small enough that two of them
+/// (logits and the next chunk's) stay well under the memory a step needs otherwise.
+pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
+
 /// ce_stats loops over a chunk twice in one invocation; llvmpipe ends an invocation's loops
 /// after 65,535 iterations, so a chunk stays well below half of that.
 pub const MAX_CHUNK: usize = 16384;

@@ -125,9 +125,13 @@ pub fn dump_step(
         Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
     let input = g.input("input_ids", &[b * s], DType::U32);
     let targets = g.input("targets", &[b * s], DType::U32);
-    let chunk = crate::ops::cross_entropy::chunk_for(b * s, v, 32 << 20);
+    let chunk = crate::ops::cross_entropy::chunk_for(
+        b * s,
+        v,
+        crate::ops::cross_entropy::DEFAULT_CHUNK_BYTES,
+    );
     let step = model
-        .train_step(&mut g, input, targets, s, chunk)
+        .train_step(&mut g, input, targets, s, chunk, true)
         .map_err(graph_err)?;
     let logits = matmul(
         &mut g,
