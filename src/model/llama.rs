@@ -3,7 +3,8 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
 //! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
 //!
-//! Per layer, as transformers' LlamaDecoderLayer:
+//! Per layer (`layer_forward` in llama_train.rs, shared with the training step), as
+//! transformers' LlamaDecoderLayer:
 //!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  q, k = rope(q, k)
 //!   h = h + o_proj(attention(q, k, v));  h_norm = rmsnorm(h)
 //!   h = h + down_proj(silu(gate_proj(h_norm)) * up_proj(h_norm))
@@ -13,11 +14,9 @@ pub use super::llama_train::TrainStep;
 use super::ModelConfig;
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
-use crate::ops::attention::{self, Qkv};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, Nf4Weight};
-use crate::ops::rope::{rope, Positions};
-use crate::ops::{embedding, residual, rmsnorm, swiglu};
+use crate::ops::{embedding, rmsnorm};
 
 /// How base linear weights are stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,51 +285,12 @@ impl Llama {
         input_ids: TensorId,
         seq_len: usize,
     ) -> Result<TensorId, GraphError> {
-        let c = &self.config;
-        let eps = c.rms_norm_eps as f32;
-        let tokens = g.tensor(input_ids).numel();
-        let at = Positions {
-            seq_len,
-            pos_offset: 0,
-        };
+        let eps = self.config.rms_norm_eps as f32;
         let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
         for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("layers.{i}");
-            let (h_norm, _) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
-            let q = l.q.forward(g, &format!("{p}.q"), h_norm)?;
-            let k = l.k.forward(g, &format!("{p}.k"), h_norm)?;
-            let v = l.v.forward(g, &format!("{p}.v"), h_norm)?;
-            let q = g.view(
-                q,
-                &format!("{p}.q_heads"),
-                &[tokens, c.num_heads, c.head_dim],
-            )?;
-            let k = g.view(
-                k,
-                &format!("{p}.k_heads"),
-                &[tokens, c.num_kv_heads, c.head_dim],
-            )?;
-            let v = g.view(
-                v,
-                &format!("{p}.v_heads"),
-                &[tokens, c.num_kv_heads, c.head_dim],
-            )?;
-            let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
-            let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
-            let saved = attention::forward(g, &format!("{p}.attn"), Qkv { q, k, v }, seq_len)?;
-            let attn = g.view(
-                saved.out,
-                &format!("{p}.attn_flat"),
-                &[tokens, c.num_heads * c.head_dim],
-            )?;
-            let o = l.o.forward(g, &format!("{p}.o"), attn)?;
-            h = residual::add(g, &format!("{p}.h_attn"), h, o)?;
-            let (h_norm, _) = rmsnorm::forward(g, &format!("{p}.h_norm2"), h, l.post_norm, eps)?;
-            let gate = l.gate.forward(g, &format!("{p}.gate"), h_norm)?;
-            let up = l.up.forward(g, &format!("{p}.up"), h_norm)?;
-            let act = swiglu::forward(g, &format!("{p}.act"), gate, up)?;
-            let down = l.down.forward(g, &format!("{p}.down"), act)?;
-            h = residual::add(g, &format!("{p}.h_out"), h, down)?;
+            h = self
+                .layer_forward(g, l, &format!("layers.{i}"), h, seq_len)?
+                .0;
         }
         let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
         Ok(h_final)

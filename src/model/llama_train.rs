@@ -21,7 +21,7 @@ pub struct TrainStep {
 }
 
 #[derive(Clone, Copy)]
-struct LayerSaved {
+pub(super) struct LayerSaved {
     h_in: TensorId,
     rstd: TensorId,
     q: ModuleSaved,
@@ -41,7 +41,7 @@ struct LayerSaved {
 
 impl Llama {
     /// One layer's forward from `h` [tokens, hidden], keeping what its backward needs.
-    fn layer_forward(
+    pub(super) fn layer_forward(
         &self,
         g: &mut Graph,
         l: &Layer,
