@@ -12,4 +12,6 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod shaders;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tokenizer;
 pub mod train;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::golden_json;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::gguf::GgufFile;
@@ -15,26 +13,9 @@ use webqlora::model::load::upload_model;
 
 const POSITIONS: usize = 32;
 
-fn model_path() -> PathBuf {
-    let path = std::env::var_os("WEBQLORA_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/webqlora/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.exists(),
-        "SmolLM2 GGUF not found at {}: run `cargo xtask fetch-model` (`cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn smollm2_forward_matches_the_reference() {
-    let file = GgufFile::open(&model_path()).unwrap();
+    let file = GgufFile::open(&common::smollm2_path()).unwrap();
     let config = file.config().clone();
     assert_eq!(
         (config.num_layers, config.hidden_size, config.vocab_size),

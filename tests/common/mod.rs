@@ -216,3 +216,22 @@ pub fn temp_dir(test: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The SmolLM2-135M-Instruct GGUF that `cargo xtask fetch-model` caches (`WEBQLORA_SMOLLM2`
+/// overrides the place).
+pub fn smollm2_path() -> std::path::PathBuf {
+    let path = std::env::var_os("WEBQLORA_SMOLLM2")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/webqlora/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "SmolLM2 GGUF not found at {}: run `cargo xtask fetch-model` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}

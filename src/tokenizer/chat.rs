@@ -1,0 +1,34 @@
+//! Chat templates: the Jinja text a model ships (tokenizer_config.json or GGUF
+//! `tokenizer.chat_template`), rendered as transformers' `apply_chat_template` does.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+pub(super) fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String, Error> {
+    let mut env = Environment::new();
+    // transformers' templates call raise_exception('...') on bad conversations.
+    env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template("chat", template)?;
+    env.get_template("chat")?.render(context! {
+        messages => messages
+            .iter()
+            .map(|m| context! { role => &m.role, content => &m.content })
+            .collect::<Vec<_>>(),
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token.unwrap_or(""),
+        eos_token => eos_token.unwrap_or(""),
+    })
+}
