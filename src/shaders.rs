@@ -27,6 +27,7 @@ macro_rules! shader {
 shader!(ADAMW, "adamw");
 shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
+shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
@@ -45,6 +46,7 @@ shader!(SWIGLU, "swiglu");
 shader!(SWIGLU_BACKWARD, "swiglu_backward");
 
 pub static ALL: &[&Shader] = &[
+    &ACCUMULATE,
     &ADAMW,
     &ATTENTION_BACKWARD_DKV,
     &ATTENTION_BACKWARD_DQ,

@@ -158,3 +158,40 @@ fn one_adamw_step_matches_pytorch() {
         }
     }
 }
+
+#[test]
+fn accumulation_over_micro_batches_matches_cpu() {
+    use webqlora::graph::{CompiledGraph, DType, Graph};
+    use webqlora::ops::accumulate::{accumulate, cpu_accumulate};
+    let mut rng = rng("accumulate");
+    for n in [1usize, 65, 70_001] {
+        let mut g = Graph::new();
+        let grad = g.input("g", &[n], DType::F32);
+        let coef = g.input("coef", &[2], DType::F32);
+        let acc = g.param("acc", &[n], DType::F32);
+        accumulate(&mut g, "acc", grad, coef, acc).unwrap();
+        let gpu = common::gpu();
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        // Whatever acc held before the first micro-batch (NaN here) must not leak in.
+        compiled
+            .write(
+                gpu,
+                acc,
+                &bytemuck::cast_slice(&vec![common::POISON; n]).to_vec(),
+            )
+            .unwrap();
+        let micro = 3;
+        let mut expected = vec![f32::NAN; n];
+        for i in 0..micro {
+            let values = random_f32(&mut rng, n, 2.0);
+            let keep = if i == 0 { 0.0 } else { 1.0 };
+            let weight = 1.0 / micro as f32;
+            compiled.write(gpu, grad, &bytes(&values)).unwrap();
+            compiled.write(gpu, coef, &bytes(&[keep, weight])).unwrap();
+            compiled.run(gpu);
+            expected = cpu_accumulate(&expected, &values, keep, weight);
+        }
+        let got = pollster::block_on(compiled.read_f32(gpu, acc)).unwrap();
+        assert!(max_abs_diff(&got, &expected) < 1e-6, "n {n}");
+    }
+}

@@ -29,6 +29,8 @@ pub struct CompiledGraph {
     bind_groups: Vec<wgpu::BindGroup>,
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     workgroups: Vec<[u32; 3]>,
+    /// Per tensor: its buffer belongs to another graph (`new_sharing`).
+    shared: Vec<bool>,
     // Keeps the node parameters alive for the bind groups.
     _params: wgpu::Buffer,
 }
@@ -37,6 +39,35 @@ impl CompiledGraph {
     /// Validate and plan `graph` for this device, allocate its buffers, compile its pipelines
     /// and make its bind groups.
     pub fn new(gpu: &Gpu, graph: Graph) -> Result<CompiledGraph, GraphError> {
+        Self::compile(gpu, graph, None)
+    }
+
+    /// Like `new`, but every param that `other` also has (same name, dtype and shape) uses
+    /// `other`'s buffer: a second graph over the same weights and adapter (evaluation,
+    /// generation) costs no second copy and sees every update. Returns the names of the params
+    /// it did not find in `other`, for the caller to fill.
+    pub fn new_sharing(
+        gpu: &Gpu,
+        graph: Graph,
+        other: &CompiledGraph,
+    ) -> Result<(CompiledGraph, Vec<String>), GraphError> {
+        let compiled = Self::compile(gpu, graph, Some(other))?;
+        let unshared = compiled
+            .graph
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(|(t, d)| d.role == Role::Param && d.view_of.is_none() && !compiled.shared[*t])
+            .map(|(_, d)| d.name.clone())
+            .collect();
+        Ok((compiled, unshared))
+    }
+
+    fn compile(
+        gpu: &Gpu,
+        graph: Graph,
+        other: Option<&CompiledGraph>,
+    ) -> Result<CompiledGraph, GraphError> {
         let limits = DeviceLimits::from(&gpu.limits);
         let plan = Plan::new(&graph, &limits)?;
         for node in &graph.nodes {
@@ -52,10 +83,21 @@ impl CompiledGraph {
 
         let mut buffers = Vec::new();
         let mut buffer_of = vec![None; graph.tensors.len()];
+        let mut shared = vec![false; graph.tensors.len()];
         for (t, desc) in graph.tensors.iter().enumerate() {
             if plan.placement[t] == Placement::Own && desc.view_of.is_none() {
+                let same = other.and_then(|o| {
+                    let id = o.graph.find(&desc.name)?;
+                    let theirs = o.graph.tensor(id);
+                    let same = desc.role == Role::Param
+                        && theirs.role == Role::Param
+                        && theirs.dtype == desc.dtype
+                        && theirs.shape == desc.shape;
+                    same.then(|| o.buffer(id).cloned()).flatten()
+                });
                 buffer_of[t] = Some(buffers.len());
-                buffers.push(gpu.storage_buffer(&desc.name, desc.bytes()));
+                shared[t] = same.is_some();
+                buffers.push(same.unwrap_or_else(|| gpu.storage_buffer(&desc.name, desc.bytes())));
             }
         }
         let first_slot = buffers.len();
@@ -132,6 +174,7 @@ impl CompiledGraph {
             bind_groups,
             pipelines,
             workgroups,
+            shared,
             _params: params,
         })
     }
@@ -184,13 +227,20 @@ impl CompiledGraph {
 
     /// Encode every node into one compute pass and submit.
     pub fn run(&self, gpu: &Gpu) {
+        self.run_nodes(gpu, 0..self.graph.nodes.len());
+    }
+
+    /// Run only the nodes in `range` (in order), e.g. a training step's forward and backward
+    /// without its optimizer update when gradients are being accumulated. Temporaries are
+    /// planned over the whole graph, so any prefix is safe to run.
+    pub fn run_nodes(&self, gpu: &Gpu, range: std::ops::Range<usize>) {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("graph"),
                 timestamp_writes: None,
             });
-            for i in 0..self.graph.nodes.len() {
+            for i in range {
                 self.encode_node(&mut pass, i);
             }
         }

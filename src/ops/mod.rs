@@ -1,6 +1,7 @@
 //! One module per op family: the kernel descriptors (bindings in shader order), the graph
 //! builder that checks shapes and sizes the dispatch, and the CPU reference tests compare with.
 
+pub mod accumulate;
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
@@ -19,6 +20,7 @@ use crate::graph::Kernel;
 /// Every kernel the project has (tests check each against its shader's declarations).
 pub fn all_kernels() -> Vec<&'static Kernel> {
     vec![
+        &accumulate::ACCUMULATE,
         &adamw::ADAMW,
         &attention::FORWARD,
         &attention::DELTA,
