@@ -2,9 +2,11 @@
 //!
 //!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests
 //!   fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`
+//!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
 
 mod fetch_model;
 mod install;
+mod mcq_data;
 mod test;
 
 use std::process::ExitCode;
@@ -14,8 +16,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("fetch-model") => fetch_model::main(),
+        Some("mcq-data") => mcq_data::main(
+            &repo_root(),
+            args.get(1).map(String::as_str) == Some("--check"),
+        ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };
@@ -26,4 +32,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The repository root (xtask lives one folder below it).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the repository")
+        .to_path_buf()
 }
