@@ -3,6 +3,8 @@
 //! WGSL compute shaders (`shaders/`) do the numeric work; `graph` plans and runs static graphs
 //! of them on a `gpu::Gpu`; `ops` describes each kernel and holds its CPU reference.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod data;
 pub mod gpu;
 pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]

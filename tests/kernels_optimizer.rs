@@ -174,11 +174,7 @@ fn accumulation_over_micro_batches_matches_cpu() {
         let compiled = CompiledGraph::new(gpu, g).unwrap();
         // Whatever acc held before the first micro-batch (NaN here) must not leak in.
         compiled
-            .write(
-                gpu,
-                acc,
-                &bytemuck::cast_slice(&vec![common::POISON; n]).to_vec(),
-            )
+            .write(gpu, acc, bytemuck::cast_slice(&vec![common::POISON; n]))
             .unwrap();
         let micro = 3;
         let mut expected = vec![f32::NAN; n];

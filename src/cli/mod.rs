@@ -2,9 +2,13 @@
 
 mod bench;
 mod bench_step;
+mod common;
 mod devices;
 mod dump_step;
+mod eval;
 mod graph;
+mod plot;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use webqlora::gpu::{AdapterRequest, BackendChoice};
@@ -49,6 +53,10 @@ enum Command {
     /// One training step on a given batch: logits, loss, LoRA gradients (and the adapter after
     /// one AdamW step) written to a safetensors file, to compare with PyTorch + PEFT.
     DumpStep(dump_step::DumpStepArgs),
+    /// Fine-tune a LoRA adapter on a JSONL dataset (QLoRA: NF4 base by default).
+    Train(Box<train::TrainArgs>),
+    /// Validation loss, perplexity and multiple-choice accuracy, with or without an adapter.
+    Eval(eval::EvalArgs),
     /// Kernel throughput tables (`bench kernels`).
     Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
@@ -61,5 +69,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Graph(args) => graph::run(args),
         Command::Bench(args) => bench::run(args),
         Command::DumpStep(args) => dump_step::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -11,7 +11,7 @@ pub use from_gguf::tokenizer_json_from_gguf;
 
 use crate::model::gguf::MetaValue;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{source_name}: {msg}")]
 pub struct TokenizerError {
     /// The file (or metadata) the tokenizer came from.

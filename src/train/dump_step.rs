@@ -5,6 +5,7 @@ use std::path::Path;
 
 use safetensors::Dtype;
 
+pub use crate::data::Batch;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::peft::Adapter;
@@ -13,19 +14,10 @@ use crate::model::load::upload_model;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, ModelError};
 use crate::ops::adamw::AdamW;
-use crate::ops::cross_entropy::IGNORE;
 use crate::ops::matmul::{matmul, Operand};
 
 /// Named f32 tensors: (name, shape, values).
 pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-/// A batch: token ids and labels [batch, seq] (-100 = no loss).
-pub struct Batch {
-    pub batch: usize,
-    pub seq: usize,
-    pub input_ids: Vec<u32>,
-    pub labels: Vec<i64>,
-}
 
 impl Batch {
     /// Read `input_ids` and `labels` (integer tensors of the same [batch, seq] shape).
@@ -80,20 +72,6 @@ impl Batch {
             input_ids: ids.iter().map(|&i| i as u32).collect(),
             labels,
         })
-    }
-
-    /// transformers' shift: position s predicts labels[s + 1]; the last position of each
-    /// sequence and -100 carry no loss.
-    pub fn targets(&self) -> Vec<u32> {
-        self.labels
-            .chunks_exact(self.seq)
-            .flat_map(|row| {
-                (0..row.len()).map(move |s| match row.get(s + 1) {
-                    Some(&l) if l >= 0 => l as u32,
-                    _ => IGNORE,
-                })
-            })
-            .collect()
     }
 }
 

@@ -1,4 +1,33 @@
-//! Training: one step on a batch (`dump_step`), later the trainer loop.
+//! Training: the compiled step (`session`), learning-rate schedules, evaluation, checkpoints
+//! and the loop that ties them together (`trainer`); `dump_step` for the golden comparison.
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod checkpoint;
+pub mod data_order;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod dump_step;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod evaluate;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod model_source;
+pub mod schedule;
+pub mod session;
+
+/// Everything training can fail on, each naming what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
+    #[error(transparent)]
+    Run(#[from] crate::graph::RunError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -235,3 +235,60 @@ pub fn smollm2_path() -> std::path::PathBuf {
     );
     path
 }
+
+/// A byte-level BPE tokenizer.json with no merges: one token per byte (GPT-2's byte-to-unicode
+/// alphabet), ids 0..256, for the golden tiny Llama's vocabulary of 256.
+pub fn byte_tokenizer_json() -> String {
+    use webqlora::model::gguf::MetaValue;
+    let mut printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut chars = vec![0u32; 256];
+    for &b in &printable {
+        chars[b as usize] = b;
+    }
+    let mut next = 256;
+    for (b, c) in chars.iter_mut().enumerate() {
+        if !printable.contains(&(b as u32)) {
+            *c = next;
+            next += 1;
+        }
+    }
+    printable.clear();
+    let tokens = chars
+        .iter()
+        .map(|&c| MetaValue::Str(char::from_u32(c).unwrap().to_string()))
+        .collect();
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into()));
+    m.insert("tokenizer.ggml.pre".into(), MetaValue::Str("gpt2".into()));
+    m.insert("tokenizer.ggml.tokens".into(), MetaValue::Array(tokens));
+    m.insert("tokenizer.ggml.merges".into(), MetaValue::Array(vec![]));
+    webqlora::tokenizer::tokenizer_json_from_gguf(&m)
+        .unwrap()
+        .to_string()
+}
+
+/// The golden tiny Llama (f32) copied into a fresh folder with `byte_tokenizer_json`.
+pub fn tiny_llama_with_tokenizer(test: &str) -> std::path::PathBuf {
+    let dir = temp_dir(test);
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden("tiny-llama/base-f32").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json()).unwrap();
+    dir
+}
+
+/// The golden batch (`input_ids`, `labels` [batch, seq]) as JSONL records, one a row.
+pub fn golden_batch_jsonl() -> String {
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let ints = |name: &str| -> (Vec<usize>, Vec<i64>) {
+        let (_, shape, bytes) = expected.raw(name);
+        (shape, bytemuck::pod_collect_to_vec(bytes))
+    };
+    let (shape, ids) = ints("input_ids");
+    let (_, labels) = ints("labels");
+    let seq = shape[1];
+    ids.chunks(seq)
+        .zip(labels.chunks(seq))
+        .map(|(i, l)| serde_json::json!({"input_ids": i, "labels": l}).to_string() + "\n")
+        .collect()
+}

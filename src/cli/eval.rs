@@ -1,0 +1,177 @@
+//! `webqlora eval`: validation loss and perplexity of a model (with or without an adapter)
+//! on a JSONL dataset; for multiple-choice data also accuracy (`acc`) and per-character
+//! accuracy (`acc_norm`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+use webqlora::data::records::read_jsonl;
+use webqlora::data::{encode_records, EncodeOptions, Record};
+use webqlora::gpu::Gpu;
+use webqlora::lora::peft::Adapter;
+use webqlora::model::load::upload_model;
+use webqlora::train::evaluate::{rows_for, Scorer};
+use webqlora::train::model_source::{default_model_path, ModelSource};
+
+use super::common::{base_format, BaseArg, McqScoreArg};
+use super::GpuArgs;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A PEFT adapter folder to evaluate with (default: the base model alone).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// JSONL data in any format `train` takes.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only the first N records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Score a multiple-choice answer by its text (lm-evaluation-harness) or by its letter.
+    #[arg(long, value_enum, default_value = "text")]
+    pub mcq_score: McqScoreArg,
+    #[arg(long, value_enum, default_value = "nf4")]
+    pub base: BaseArg,
+    #[arg(long, default_value_t = 2048)]
+    pub max_seq_len: usize,
+    /// Print one JSON object (loss, perplexity, accuracy, acc_norm, n) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let source = ModelSource::open(&model_path)?;
+    let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
+    let mut records = read_jsonl(&args.data)?;
+    if let Some(limit) = args.limit {
+        records.truncate(limit.max(1));
+    }
+    let by_letter = args.mcq_score == McqScoreArg::Letter;
+    let opts = EncodeOptions {
+        train_on_inputs: false,
+        max_len: args.max_seq_len,
+        mcq_by_letter: by_letter,
+    };
+    let needs_tokenizer = records
+        .iter()
+        .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
+    let tok = if needs_tokenizer {
+        Some(source.tokenizer()?)
+    } else {
+        None
+    };
+    let shown = args.data.display().to_string();
+    let examples = encode_records(&records, tok, source.config.vocab_size, &opts, &shown)?;
+    let questions: Vec<_> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Mcq(q) => Some(q.clone()),
+            _ => None,
+        })
+        .collect();
+    // The longest thing scored: an example, or a question's prompt with its longest choice.
+    let mut longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    if let Some(tok) = tok {
+        for q in &questions {
+            let prompt = tok.encode(&q.prompt(), true)?.len();
+            for c in 0..q.choices.len() {
+                longest =
+                    longest.max(prompt + tok.encode(&q.continuation(c, by_letter), false)?.len());
+            }
+        }
+    }
+    let seq = longest.div_ceil(16) * 16;
+
+    let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = base_format(args.base);
+    let max_choices = questions.iter().map(|q| q.choices.len()).max().unwrap_or(4);
+    let rows = rows_for(
+        seq,
+        source.config.vocab_size,
+        max_choices.max(4),
+        gpu.limits.max_storage_buffer_binding_size,
+    );
+    let scorer = Scorer::new(
+        &gpu,
+        &source.config,
+        base,
+        adapter.as_ref().map(|a| &a.config),
+        rows,
+        seq,
+    )?;
+    let missing = upload_model(
+        &gpu,
+        &scorer.compiled,
+        &source.config,
+        source.weights.as_ref(),
+        base,
+        adapter.as_ref(),
+    )?;
+    if let Some(name) = missing.first() {
+        anyhow::bail!("'{name}' is in neither the model nor the adapter");
+    }
+    let started = Instant::now();
+    let pad = source.pad_id();
+    let loss = pollster::block_on(scorer.loss(&gpu, &examples, pad))?;
+    let mcq = match (tok, questions.is_empty()) {
+        (Some(tok), false) => {
+            let bar = if args.json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(questions.len() as u64)
+            };
+            let score =
+                pollster::block_on(scorer.mcq(&gpu, tok, &questions, by_letter, pad, |i| {
+                    bar.set_position(i as u64)
+                }))?;
+            bar.finish_and_clear();
+            Some(score)
+        }
+        _ => None,
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "loss": loss.loss,
+                "perplexity": loss.perplexity,
+                "accuracy": mcq.map(|m| m.accuracy),
+                "acc_norm": mcq.map(|m| m.acc_norm),
+                "n": examples.len(),
+                "tokens": loss.tokens,
+                "seconds": secs,
+            })
+        );
+    } else {
+        println!(
+            "{}{}: {} examples, {} scored tokens",
+            model_path.display(),
+            args.adapter
+                .as_ref()
+                .map(|a| format!(" + {}", a.display()))
+                .unwrap_or_default(),
+            examples.len(),
+            loss.tokens
+        );
+        println!("loss {:.4}, perplexity {:.3}", loss.loss, loss.perplexity);
+        if let Some(m) = mcq {
+            println!(
+                "accuracy {:.1}% (acc_norm {:.1}%) over {} questions",
+                100.0 * m.accuracy,
+                100.0 * m.acc_norm,
+                m.n
+            );
+        }
+        println!("{secs:.1} s on {}", gpu.info.name);
+    }
+    Ok(())
+}

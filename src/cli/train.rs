@@ -1,0 +1,599 @@
+//! `webqlora train`: QLoRA fine-tuning from a JSONL dataset to a PEFT adapter, with
+//! progress, metrics.jsonl, a loss plot, periodic and final saves, `--resume` and a clean
+//! stop on Ctrl-C.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+use webqlora::data::records::read_jsonl;
+use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
+use webqlora::gpu::Gpu;
+use webqlora::lora::peft::Adapter;
+use webqlora::lora::{LoraConfig, ALL_LINEAR};
+use webqlora::model::load::{initialize_missing, upload_model};
+use webqlora::ops::adamw::AdamW;
+use webqlora::train::data_order::DataOrder;
+use webqlora::train::evaluate::{rows_for, Scorer};
+use webqlora::train::model_source::{default_model_path, ModelSource};
+use webqlora::train::schedule::{Schedule, ScheduleKind};
+use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
+use webqlora::train::{checkpoint, dump_step::Tensors};
+
+use super::common::{base_format, BaseArg, McqScoreArg};
+use super::plot;
+use super::GpuArgs;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data, JSONL: text, prompt/completion, chat messages, multiple choice or
+    /// input_ids.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation data (JSONL); else `--valid-split` of the training data.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Fraction of the training data held out for validation when there is no `--valid`.
+    #[arg(long, default_value_t = 0.0)]
+    pub valid_split: f64,
+    /// Where the adapter, checkpoint, metrics.jsonl and loss.svg go.
+    #[arg(long, default_value = "webqlora-out")]
+    pub output: PathBuf,
+    /// Start from this PEFT adapter (its rank, alpha and targets) instead of a fresh one.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Continue from <output>/checkpoint (adapter, optimizer state, step).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// LoRA alpha (default: 2 × rank).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// Scale by alpha / sqrt(rank) (rsLoRA).
+    #[arg(long)]
+    pub rslora: bool,
+    /// Comma-separated module names (default: all seven linear modules).
+    #[arg(long, value_delimiter = ',')]
+    pub target_modules: Option<Vec<String>>,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// constant, linear or cosine (after warmup).
+    #[arg(long, default_value = "linear")]
+    pub schedule: ScheduleKind,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub accumulation: usize,
+    /// Clip the global gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f32,
+    /// Optimizer steps (default: one epoch, or `--epochs`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    pub epochs: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The longest example allowed; batches are padded to the longest example (rounded up
+    /// to 16), at most this.
+    #[arg(long, default_value_t = 512)]
+    pub max_seq_len: usize,
+    /// Keep every activation instead of recomputing each layer's forward in the backward.
+    #[arg(long)]
+    pub no_checkpointing: bool,
+    /// Take the loss on prompts too.
+    #[arg(long)]
+    pub train_on_inputs: bool,
+    /// What a multiple-choice example learns: the answer's text or its letter.
+    #[arg(long, value_enum, default_value = "text")]
+    pub mcq_score: McqScoreArg,
+    #[arg(long, value_enum, default_value = "nf4")]
+    pub base: BaseArg,
+    /// Save the adapter and a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Validation loss every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// No progress bar (one line per step instead).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// The datasets as examples, and the padded sequence length.
+struct Datasets {
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    seq: usize,
+}
+
+fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets> {
+    let opts = EncodeOptions {
+        train_on_inputs: args.train_on_inputs,
+        max_len: args.max_seq_len,
+        mcq_by_letter: args.mcq_score == McqScoreArg::Letter,
+    };
+    let vocab = source.config.vocab_size;
+    let encode = |path: &Path| -> anyhow::Result<Vec<Example>> {
+        let records = read_jsonl(path)?;
+        let needs_tokenizer = records
+            .iter()
+            .any(|(_, r)| !matches!(r, webqlora::data::Record::Tokens { .. }));
+        let tok = if needs_tokenizer {
+            Some(source.tokenizer()?)
+        } else {
+            None
+        };
+        Ok(encode_records(
+            &records,
+            tok,
+            vocab,
+            &opts,
+            &path.display().to_string(),
+        )?)
+    };
+    let mut train = encode(&args.data)?;
+    let valid = match &args.valid {
+        Some(path) => encode(path)?,
+        None if args.valid_split > 0.0 => {
+            if args.valid_split >= 1.0 {
+                bail!("--valid-split {} must be below 1", args.valid_split);
+            }
+            let order = DataOrder {
+                examples: train.len(),
+                batch: train.len(),
+                seed: args.seed,
+                shuffle: true,
+            }
+            .micro_batch(0);
+            let held = ((train.len() as f64 * args.valid_split).round() as usize).max(1);
+            let held_out: std::collections::HashSet<usize> =
+                order[..held].iter().copied().collect();
+            let (v, t): (Vec<_>, Vec<_>) = train
+                .drain(..)
+                .enumerate()
+                .partition(|(i, _)| held_out.contains(i));
+            train = t.into_iter().map(|(_, e)| e).collect();
+            if train.is_empty() {
+                bail!("--valid-split {} leaves no training data", args.valid_split);
+            }
+            v.into_iter().map(|(_, e)| e).collect()
+        }
+        None => Vec::new(),
+    };
+    let longest = train
+        .iter()
+        .chain(&valid)
+        .map(|e| e.ids.len())
+        .max()
+        .unwrap_or(1);
+    let seq = longest
+        .div_ceil(16)
+        .saturating_mul(16)
+        .min(args.max_seq_len);
+    Ok(Datasets { train, valid, seq })
+}
+
+fn lora_config(
+    args: &TrainArgs,
+    model: &Path,
+    from: Option<&Adapter>,
+) -> anyhow::Result<LoraConfig> {
+    if args.lora_dropout != 0.0 {
+        bail!(
+            "--lora-dropout {}: LoRA dropout is not implemented yet; train with 0",
+            args.lora_dropout
+        );
+    }
+    if let Some(a) = from {
+        if a.config.dropout != 0.0 {
+            eprintln!(
+                "note: the adapter's lora_dropout {} is not applied (not implemented yet)",
+                a.config.dropout
+            );
+        }
+        return Ok(a.config.clone());
+    }
+    let targets = args
+        .target_modules
+        .clone()
+        .unwrap_or_else(|| ALL_LINEAR.iter().map(|m| m.to_string()).collect());
+    if let Some(bad) = targets.iter().find(|t| !ALL_LINEAR.contains(&t.as_str())) {
+        bail!(
+            "--target-modules: '{bad}' is not one of {}",
+            ALL_LINEAR.join(", ")
+        );
+    }
+    let mut targets = targets;
+    targets.sort();
+    targets.dedup();
+    Ok(LoraConfig {
+        r: args.rank,
+        alpha: args.alpha.unwrap_or(2.0 * args.rank as f64),
+        dropout: 0.0,
+        target_modules: targets,
+        use_rslora: args.rslora,
+        base_model_name_or_path: model.display().to_string(),
+    })
+}
+
+/// (ids, next-token targets) for every micro-batch of optimizer step `step` (1-based).
+fn micro_batches(
+    order: &DataOrder,
+    examples: &[Example],
+    step: usize,
+    accumulation: usize,
+    seq: usize,
+    pad: u32,
+) -> (Vec<MicroBatch>, usize) {
+    let mut tokens = 0;
+    let micro = (0..accumulation)
+        .map(|i| {
+            let rows: Vec<&Example> = order
+                .micro_batch((step - 1) * accumulation + i)
+                .into_iter()
+                .map(|j| &examples[j])
+                .collect();
+            tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
+            let batch = Batch::pad(&rows, order.batch, seq, pad);
+            let targets = batch.targets();
+            (batch.input_ids, targets)
+        })
+        .collect();
+    (micro, tokens)
+}
+
+struct Outputs {
+    dir: PathBuf,
+    metrics: std::fs::File,
+}
+
+impl Outputs {
+    fn log(&mut self, line: serde_json::Value) -> anyhow::Result<()> {
+        writeln!(self.metrics, "{line}").context("metrics.jsonl")?;
+        Ok(())
+    }
+}
+
+async fn read_state(session: &TrainSession, gpu: &Gpu) -> anyhow::Result<(Adapter, Tensors)> {
+    let adapter_tensors = session.read_params(gpu, &session.adapter_names).await?;
+    let names: Vec<String> = session
+        .adapter_names
+        .iter()
+        .flat_map(|n| moment_names(n))
+        .collect();
+    let moments = session.read_params(gpu, &names).await?;
+    let adapter = Adapter {
+        config: session.settings.lora.clone(),
+        tensors: adapter_tensors
+            .into_iter()
+            .map(|(n, s, v)| (n, (s, v)))
+            .collect(),
+    };
+    Ok((adapter, moments))
+}
+
+fn save_all(
+    session: &TrainSession,
+    gpu: &Gpu,
+    out: &Path,
+    state: serde_json::Value,
+) -> anyhow::Result<()> {
+    let (adapter, moments) = pollster::block_on(read_state(session, gpu))?;
+    adapter.save(out)?;
+    checkpoint::save(&out.join("checkpoint"), &adapter, &moments, &state)?;
+    Ok(())
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let source = ModelSource::open(&model_path)?;
+    let data = load_data(&args, &source)?;
+    let resume_dir = args.output.join("checkpoint");
+    let resumed = if args.resume {
+        if !resume_dir.exists() {
+            bail!("--resume: no checkpoint at {}", resume_dir.display());
+        }
+        Some(checkpoint::load(&resume_dir)?)
+    } else {
+        None
+    };
+    let start_adapter = match (&resumed, &args.adapter) {
+        (Some((a, _, _)), _) => Some(a.clone()),
+        (None, Some(dir)) => Some(Adapter::load(dir)?),
+        (None, None) => None,
+    };
+    let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
+    let base = base_format(args.base);
+    let batch = args.batch.max(1);
+    let per_step = batch * args.accumulation.max(1);
+    let total_steps = args.steps.unwrap_or_else(|| {
+        ((data.train.len() as f64 * args.epochs) / per_step as f64)
+            .ceil()
+            .max(1.0) as usize
+    });
+    let schedule = Schedule {
+        kind: args.schedule,
+        peak: args.lr,
+        warmup: args.warmup_steps,
+        total: total_steps,
+    };
+
+    let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let settings = SessionSettings {
+        batch,
+        seq: data.seq,
+        base,
+        lora: lora.clone(),
+        checkpointing: !args.no_checkpointing,
+        accumulation: args.accumulation.max(1),
+        max_grad_norm: args.max_grad_norm,
+        adamw: AdamW {
+            weight_decay: args.weight_decay as f32,
+            ..AdamW::default()
+        },
+    };
+    let session = TrainSession::new(&gpu, &source.config, settings)?;
+    let loading = Instant::now();
+    let missing = upload_model(
+        &gpu,
+        &session.compiled,
+        &source.config,
+        source.weights.as_ref(),
+        base,
+        start_adapter.as_ref(),
+    )?;
+    initialize_missing(&gpu, &session.compiled, &missing, args.seed)?;
+    let mut first_step = 1;
+    if let Some((_, moments, state)) = &resumed {
+        for (name, shape, values) in moments {
+            session.write_param(&gpu, name, shape, values)?;
+        }
+        let done = state["step"].as_u64().unwrap_or(0) as usize;
+        if state["seed"].as_u64() != Some(args.seed) {
+            bail!(
+                "--resume: the checkpoint was made with --seed {}, not {}",
+                state["seed"],
+                args.seed
+            );
+        }
+        first_step = done + 1;
+    }
+    let load_s = loading.elapsed().as_secs_f64();
+    let scorer = if data.valid.is_empty() {
+        None
+    } else {
+        let rows = rows_for(
+            data.seq,
+            source.config.vocab_size,
+            batch,
+            gpu.limits.max_storage_buffer_binding_size,
+        );
+        Some(Scorer::sharing(
+            &gpu,
+            &source.config,
+            base,
+            Some(&lora),
+            rows,
+            data.seq,
+            &session.compiled,
+        )?)
+    };
+
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let metrics_path = args.output.join("metrics.jsonl");
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(args.resume)
+        .truncate(!args.resume)
+        .open(&metrics_path)
+        .with_context(|| metrics_path.display().to_string())?;
+    let mut out = Outputs {
+        dir: args.output.clone(),
+        metrics,
+    };
+
+    let trainable: usize = session
+        .trainable()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    println!("device: {} ({:?})", gpu.info.name, gpu.info.backend);
+    println!(
+        "model: {} ({} layers, hidden {}, {} base)",
+        model_path.display(),
+        source.config.num_layers,
+        source.config.hidden_size,
+        args.base.name()
+    );
+    println!(
+        "data: {} training examples, {} validation; batches {} x {} tokens, {} per step; {} steps",
+        data.train.len(),
+        data.valid.len(),
+        batch,
+        data.seq,
+        args.accumulation.max(1),
+        total_steps
+    );
+    println!(
+        "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",
+        lora.r,
+        lora.alpha,
+        lora.target_modules.join(","),
+        trainable,
+        session.compiled.peak_bytes() as f64 / (1 << 20) as f64,
+        load_s
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+
+    let order = DataOrder {
+        examples: data.train.len(),
+        batch,
+        seed: args.seed,
+        shuffle: true,
+    };
+    let pad = source.pad_id();
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total_steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_position(first_step as u64 - 1);
+    let started = Instant::now();
+    let (mut tokens_total, mut losses, mut val_losses) = (0usize, Vec::new(), Vec::new());
+    let mut best_val = f64::INFINITY;
+    let mut last_step = first_step - 1;
+    let state = |step: usize| {
+        json!({"step": step, "seed": args.seed, "total_steps": total_steps,
+               "lr": args.lr, "batch": batch, "accumulation": args.accumulation.max(1),
+               "seq": data.seq})
+    };
+    let validate = |step: usize,
+                    out: &mut Outputs,
+                    best: &mut f64,
+                    vals: &mut Vec<(usize, f64)>|
+     -> anyhow::Result<Option<f64>> {
+        let Some(scorer) = &scorer else {
+            return Ok(None);
+        };
+        let score = pollster::block_on(scorer.loss(&gpu, &data.valid, pad))?;
+        out.log(
+            json!({"step": step, "val_loss": score.loss, "val_perplexity": score.perplexity,
+                       "val_tokens": score.tokens}),
+        )?;
+        *best = best.min(score.loss);
+        vals.push((step, score.loss));
+        Ok(Some(score.loss))
+    };
+
+    for step in first_step..=total_steps {
+        let t0 = Instant::now();
+        let (micro, tokens) = micro_batches(
+            &order,
+            &data.train,
+            step,
+            args.accumulation.max(1),
+            data.seq,
+            pad,
+        );
+        let lr = schedule.lr(step - 1);
+        let stats = pollster::block_on(session.step(&gpu, &micro, lr as f32, step as u32))?;
+        if !stats.loss.is_finite() {
+            save_all(&session, &gpu, &out.dir, state(step - 1))?;
+            bail!(
+                "step {step}: the loss is {} (diverged); the adapter before this step is saved",
+                stats.loss
+            );
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        tokens_total += tokens;
+        losses.push((step, stats.loss as f64));
+        last_step = step;
+        let epoch = order.epoch_after(step * args.accumulation.max(1));
+        out.log(
+            json!({"step": step, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
+                       "tokens": tokens, "tokens_per_s": tokens as f64 / secs,
+                       "elapsed_s": started.elapsed().as_secs_f64(), "epoch": epoch}),
+        )?;
+        let msg = format!(
+            "loss {:.4}  lr {:.2e}  {:.1} tok/s",
+            stats.loss,
+            lr,
+            tokens as f64 / secs
+        );
+        if args.quiet {
+            println!("step {step}/{total_steps}: {msg}");
+        }
+        bar.set_message(msg);
+        bar.inc(1);
+        if args.eval_every > 0 && step % args.eval_every == 0 && step < total_steps {
+            if let Some(v) = validate(step, &mut out, &mut best_val, &mut val_losses)? {
+                bar.println(format!("step {step}: validation loss {v:.4}"));
+            }
+        }
+        if args.save_every > 0 && step % args.save_every == 0 {
+            save_all(&session, &gpu, &out.dir, state(step))?;
+        }
+        if stop.load(Ordering::SeqCst) {
+            bar.abandon();
+            save_all(&session, &gpu, &out.dir, state(step))?;
+            println!(
+                "stopped at step {step}: adapter and checkpoint saved in {} (continue with --resume)",
+                out.dir.display()
+            );
+            return Ok(());
+        }
+    }
+    bar.finish();
+    let final_val = validate(last_step, &mut out, &mut best_val, &mut val_losses)?;
+    save_all(&session, &gpu, &out.dir, state(last_step))?;
+    let plot_path = args.output.join("loss.svg");
+    plot::loss_svg(&plot_path, &losses, &val_losses)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "steps": last_step, "time_s": elapsed, "tokens": tokens_total,
+        "tokens_per_s": tokens_total as f64 / elapsed.max(1e-9),
+        "planned_peak_gpu_bytes": session.compiled.peak_bytes(),
+        "final_loss": losses.last().map(|l| l.1),
+        "final_val_loss": final_val,
+        "best_val_loss": best_val.is_finite().then_some(best_val),
+        "adapter": args.output.display().to_string(),
+        "device": gpu.info.name,
+    });
+    webqlora::io::write_atomic(
+        &args.output.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    println!(
+        "done: {} steps in {:.1} s, {} tokens ({:.1} tokens/s); planned peak GPU memory {:.1} MiB",
+        last_step.saturating_sub(first_step - 1),
+        elapsed,
+        tokens_total,
+        tokens_total as f64 / elapsed.max(1e-9),
+        session.compiled.peak_bytes() as f64 / (1 << 20) as f64
+    );
+    if let Some(v) = final_val {
+        println!("validation loss {v:.4} (best {best_val:.4})");
+    }
+    println!("metrics: {}", metrics_path.display());
+    println!("plot: {}", plot_path.display());
+    println!("adapter: {}", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Opening a model by path: a GGUF file or a Hugging Face folder (safetensors, maybe
+//! bitsandbytes 4-bit), with its configuration, weights and tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::gguf::GgufFile;
+use crate::model::safetensors_files::SafetensorsFiles;
+use crate::model::{ModelConfig, ModelError, WeightSource};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+pub struct ModelSource {
+    pub path: PathBuf,
+    pub config: ModelConfig,
+    pub weights: Box<dyn WeightSource>,
+    /// Absent for a folder without tokenizer.json: pre-tokenized data still works.
+    pub tokenizer: Option<Tokenizer>,
+    /// Why there is no tokenizer, for the error when one is needed.
+    pub tokenizer_error: Option<TokenizerError>,
+}
+
+/// The default model: SmolLM2-135M-Instruct as `cargo xtask fetch-model` caches it
+/// (`$WEBQLORA_CACHE`, else `~/.cache/webqlora`).
+pub fn default_model_path() -> PathBuf {
+    let cache = std::env::var_os("WEBQLORA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/webqlora")
+        });
+    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+impl ModelSource {
+    pub fn open(path: &Path) -> Result<ModelSource, ModelError> {
+        if !path.exists() {
+            let hint = if path == default_model_path() {
+                " (`cargo xtask fetch-model` downloads the default model)"
+            } else {
+                ""
+            };
+            return Err(ModelError::Invalid {
+                path: path.display().to_string(),
+                msg: format!("no such model file or folder{hint}"),
+            });
+        }
+        if path.is_file() {
+            let file = GgufFile::open(path)?;
+            let config = file.config().clone();
+            let (tokenizer, tokenizer_error) =
+                match Tokenizer::from_gguf(&file.metadata, &path.display().to_string()) {
+                    Ok(t) => (Some(t), None),
+                    Err(e) => (None, Some(e)),
+                };
+            return Ok(ModelSource {
+                path: path.to_path_buf(),
+                config,
+                weights: Box::new(file),
+                tokenizer,
+                tokenizer_error,
+            });
+        }
+        let config = ModelConfig::load(path)?;
+        let weights = SafetensorsFiles::open_dir(path)?;
+        let (tokenizer, tokenizer_error) = match Tokenizer::from_dir(path, &config) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(ModelSource {
+            path: path.to_path_buf(),
+            config,
+            weights: Box::new(weights),
+            tokenizer,
+            tokenizer_error,
+        })
+    }
+
+    /// The tokenizer, or the error saying why there is none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer, TokenizerError> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            self.tokenizer_error.clone().unwrap_or(TokenizerError {
+                source_name: self.path.display().to_string(),
+                msg: "no tokenizer".into(),
+            })
+        })
+    }
+
+    /// The id batches are padded with: the EOS (masked anyway), else 0.
+    pub fn pad_id(&self) -> u32 {
+        self.tokenizer
+            .as_ref()
+            .and_then(|t| t.eos_ids.first().copied())
+            .or(self.config.eos_token_ids.first().copied())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,240 @@
+//! A compiled training step: the model's forward and backward on a [batch, seq] batch,
+//! gradient accumulation over micro-batches, global-norm clipping and AdamW on every adapter
+//! tensor. One graph; a micro-batch that is not the last of its optimizer step runs only the
+//! nodes before the optimizer (`CompiledGraph::run_nodes`).
+
+use crate::gpu::Gpu;
+use crate::graph::{CompiledGraph, DType, Graph, TensorId};
+use crate::lora::LoraConfig;
+use crate::model::llama::{BaseFormat, Llama};
+use crate::model::ModelConfig;
+use crate::ops::accumulate::accumulate;
+use crate::ops::adamw::AdamW;
+use crate::ops::cross_entropy::{chunk_for, DEFAULT_CHUNK_BYTES};
+use crate::ops::grad_norm;
+
+use super::TrainError;
+
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    pub batch: usize,
+    pub seq: usize,
+    pub base: BaseFormat,
+    pub lora: LoraConfig,
+    pub checkpointing: bool,
+    /// Micro-batches per optimizer step (gradients averaged over them).
+    pub accumulation: usize,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
+    pub adamw: AdamW,
+}
+
+/// One micro-batch: input ids and next-token targets, [batch·seq] each.
+pub type MicroBatch = (Vec<u32>, Vec<u32>);
+
+/// What one optimizer step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean of the micro-batches' mean losses.
+    pub loss: f32,
+    /// Targets that carried a loss, over all micro-batches.
+    pub counted: usize,
+    /// The gradient's global norm before clipping.
+    pub grad_norm: f32,
+}
+
+pub struct TrainSession {
+    pub compiled: CompiledGraph,
+    pub model: Llama,
+    pub settings: SessionSettings,
+    input: TensorId,
+    targets: TensorId,
+    hyper: TensorId,
+    acc_coef: Option<TensorId>,
+    loss: TensorId,
+    clip: TensorId,
+    /// Nodes before the optimizer: what a non-final micro-batch runs.
+    backward_nodes: usize,
+    /// PEFT names of the adapter tensors.
+    pub adapter_names: Vec<String>,
+}
+
+/// The names of an adapter tensor's optimizer moments.
+pub fn moment_names(name: &str) -> [String; 2] {
+    [format!("adamw.m.{name}"), format!("adamw.v.{name}")]
+}
+
+impl TrainSession {
+    pub fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        settings: SessionSettings,
+    ) -> Result<TrainSession, TrainError> {
+        let (b, s) = (settings.batch, settings.seq);
+        if settings.accumulation == 0 || b == 0 || s == 0 {
+            return Err(TrainError::Invalid(
+                "batch, sequence length and accumulation steps must be at least 1".into(),
+            ));
+        }
+        let tokens = b * s;
+        let mut g = Graph::new();
+        let model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;
+        let input = g.input("input_ids", &[tokens], DType::U32);
+        let targets = g.input("targets", &[tokens], DType::U32);
+        let chunk = chunk_for(tokens, config.vocab_size, DEFAULT_CHUNK_BYTES);
+        let step = model.train_step(&mut g, input, targets, s, chunk, settings.checkpointing)?;
+
+        let mut grads = step.grads.clone();
+        let mut acc_coef = None;
+        if settings.accumulation > 1 {
+            let coef = g.input("grad_acc.coef", &[2], DType::F32);
+            for (name, grad) in grads.iter_mut() {
+                let shape = g.tensor(*grad).shape.clone();
+                let acc = g.param(&format!("grad_acc.{name}"), &shape, DType::F32);
+                accumulate(&mut g, &format!("accumulate {name}"), *grad, coef, acc)?;
+                *grad = acc;
+            }
+            acc_coef = Some(coef);
+        }
+        let backward_nodes = g.nodes.len();
+        let grad_ids: Vec<TensorId> = grads.iter().map(|(_, t)| *t).collect();
+        let clip = grad_norm::clip(&mut g, "grad_scale", &grad_ids, settings.max_grad_norm)?;
+        let hyper = g.input("adamw.hyper", &[4], DType::F32);
+        for (name, grad) in &grads {
+            let param = g.find(name).expect("adapter tensors are declared");
+            let shape = g.tensor(param).shape.clone();
+            let [m, v] = moment_names(name).map(|n| g.param(&n, &shape, DType::F32));
+            settings.adamw.step(
+                &mut g,
+                &format!("adamw {name}"),
+                param,
+                *grad,
+                m,
+                v,
+                hyper,
+                clip,
+            )?;
+        }
+        g.mark_output(step.loss);
+        g.mark_output(clip);
+        let adapter_names = step.grads.iter().map(|(n, _)| n.clone()).collect();
+        let compiled = CompiledGraph::new(gpu, g)?;
+        Ok(TrainSession {
+            compiled,
+            model,
+            settings,
+            input,
+            targets,
+            hyper,
+            acc_coef,
+            loss: step.loss,
+            clip,
+            backward_nodes,
+            adapter_names,
+        })
+    }
+
+    /// Values of the adapter tensors the trainable set has: (PEFT name, shape).
+    pub fn trainable(&self) -> Vec<(String, Vec<usize>)> {
+        self.adapter_names
+            .iter()
+            .map(|n| {
+                let t = self.compiled.graph.find(n).expect("declared");
+                (n.clone(), self.compiled.graph.tensor(t).shape.clone())
+            })
+            .collect()
+    }
+
+    /// One optimizer step (number `step`, 1-based, for AdamW's bias correction) at learning
+    /// rate `lr` over `micro` = (input ids, next-token targets) of [batch·seq] each.
+    pub async fn step(
+        &self,
+        gpu: &Gpu,
+        micro: &[MicroBatch],
+        lr: f32,
+        step: u32,
+    ) -> Result<StepStats, TrainError> {
+        if micro.len() != self.settings.accumulation {
+            return Err(TrainError::Invalid(format!(
+                "{} micro-batches for an accumulation of {}",
+                micro.len(),
+                self.settings.accumulation
+            )));
+        }
+        let c = &self.compiled;
+        c.write(
+            gpu,
+            self.hyper,
+            bytemuck::cast_slice(&self.settings.adamw.hyper(lr, step)),
+        )?;
+        let n = micro.len();
+        let (mut loss, mut counted) = (0.0f32, 0usize);
+        for (i, (ids, targets)) in micro.iter().enumerate() {
+            c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
+            c.write(gpu, self.targets, bytemuck::cast_slice(targets))?;
+            if let Some(coef) = self.acc_coef {
+                let keep = if i == 0 { 0.0f32 } else { 1.0 };
+                c.write(gpu, coef, bytemuck::cast_slice(&[keep, 1.0 / n as f32]))?;
+            }
+            if i + 1 == n {
+                c.run(gpu);
+            } else {
+                c.run_nodes(gpu, 0..self.backward_nodes);
+            }
+            let l = c.read_f32(gpu, self.loss).await?;
+            loss += l[0] / n as f32;
+            counted += l[1] as usize;
+        }
+        let clip = c.read_f32(gpu, self.clip).await?;
+        Ok(StepStats {
+            loss,
+            counted,
+            grad_norm: clip[1],
+        })
+    }
+
+    /// Read named params (adapter tensors, optimizer moments) as f32.
+    pub async fn read_params(
+        &self,
+        gpu: &Gpu,
+        names: &[String],
+    ) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, TrainError> {
+        let mut out = Vec::new();
+        for name in names {
+            let t =
+                self.compiled.graph.find(name).ok_or_else(|| {
+                    TrainError::Invalid(format!("no tensor '{name}' in the graph"))
+                })?;
+            let values = self.compiled.read_f32(gpu, t).await?;
+            out.push((
+                name.clone(),
+                self.compiled.graph.tensor(t).shape.clone(),
+                values,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Write a named param, checking its shape.
+    pub fn write_param(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<(), TrainError> {
+        let t = self
+            .compiled
+            .graph
+            .find(name)
+            .ok_or_else(|| TrainError::Invalid(format!("no tensor '{name}' in this model")))?;
+        let expected = &self.compiled.graph.tensor(t).shape;
+        if expected != shape {
+            return Err(TrainError::Invalid(format!(
+                "'{name}' is {shape:?}, the model needs {expected:?}"
+            )));
+        }
+        self.compiled.write(gpu, t, bytemuck::cast_slice(values))?;
+        Ok(())
+    }
+}

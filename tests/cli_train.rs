@@ -1,0 +1,350 @@
+//! `webqlora train` and `webqlora eval` end to end on the golden tiny Llama: one step equals
+//! PyTorch + PEFT's AdamW step, the loss falls, a resumed run equals an uninterrupted one,
+//! gradient accumulation equals a larger batch, eval's loss equals PEFT's, and bad input is
+//! named.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{golden, golden_batch_jsonl, temp_dir, Golden};
+use webqlora::lora::peft::Adapter;
+
+fn webqlora(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "should have failed");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn base_f32() -> String {
+    golden("tiny-llama/base-f32").display().to_string()
+}
+
+/// Equal-length sequences (every token counted) that a model can learn: arithmetic runs.
+fn pattern_jsonl(n: usize, len: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let ids: Vec<u32> = (0..len).map(|k| ((i * 7 + k * 3) % 256) as u32).collect();
+            serde_json::json!({ "input_ids": ids }).to_string() + "\n"
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &Adapter, b: &Adapter) -> f32 {
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    a.tensors
+        .iter()
+        .map(|(name, (_, va))| {
+            let vb = &b.tensors[name].1;
+            va.iter()
+                .zip(vb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn one_step_equals_pytorch_adamw() {
+    let dir = temp_dir("train-golden");
+    std::fs::write(dir.join("batch.jsonl"), golden_batch_jsonl()).unwrap();
+    let rows = golden_batch_jsonl().lines().count().to_string();
+    let out = dir.join("out");
+    ok(webqlora(&[
+        "train",
+        "--model",
+        &base_f32(),
+        "--base",
+        "f32",
+        "--adapter",
+        path(&golden("tiny-llama/adapter")),
+        "--data",
+        path(&dir.join("batch.jsonl")),
+        "--output",
+        path(&out),
+        "--batch",
+        &rows,
+        "--steps",
+        "1",
+        "--lr",
+        "1e-3",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "constant",
+        "--max-grad-norm",
+        "0",
+        "--quiet",
+    ]));
+    let trained = Adapter::load(&out).unwrap();
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    assert_eq!(trained.tensors.len(), 28);
+    for (name, (_, values)) in &trained.tensors {
+        let want = expected.f32(&format!("after_adamw_lora.{name}"));
+        let diff = values
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+    // The first metrics line carries PEFT's loss for this batch.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let loss = expected.f32("loss_lora")[0];
+    assert!(((first["loss"].as_f64().unwrap() as f32 - loss) / loss).abs() < 1e-4);
+}
+
+#[test]
+fn training_lowers_the_loss_and_writes_its_outputs() {
+    let dir = temp_dir("train-falls");
+    std::fs::write(dir.join("data.jsonl"), pattern_jsonl(16, 24)).unwrap();
+    let out = dir.join("out");
+    let stdout = ok(webqlora(&[
+        "train",
+        "--model",
+        &base_f32(),
+        "--data",
+        path(&dir.join("data.jsonl")),
+        "--valid-split",
+        "0.25",
+        "--output",
+        path(&out),
+        "--rank",
+        "4",
+        "--lr",
+        "1e-2",
+        "--schedule",
+        "constant",
+        "--steps",
+        "32",
+        "--eval-every",
+        "12",
+        "--quiet",
+    ]));
+    assert!(stdout.contains("adapter: "), "{stdout}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|l| l["loss"].as_f64()).collect();
+    let vals: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| l["val_loss"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 32);
+    assert_eq!(vals.len(), 3, "steps 12, 24 and the end");
+    let first = losses[..4].iter().sum::<f64>() / 4.0;
+    let last = losses[28..].iter().sum::<f64>() / 4.0;
+    assert!(last < first - 0.3, "loss {first} -> {last}");
+    assert!(vals[2] < vals[0], "validation loss {vals:?}");
+    for l in lines.iter().filter(|l| l["loss"].is_number()) {
+        for key in ["lr", "grad_norm", "tokens_per_s", "epoch"] {
+            assert!(l[key].is_number(), "{key} in {l}");
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["planned_peak_gpu_bytes"].as_u64().unwrap() > 0);
+    assert!(summary["best_val_loss"].as_f64().unwrap() <= vals[2]);
+    let adapter = Adapter::load(&out).unwrap();
+    assert_eq!(adapter.config.r, 4);
+    assert_eq!(adapter.tensors.len(), 28);
+    // Nothing temporary is left behind.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.contains(".tmp") && !name.ends_with(".old"), "{name}");
+    }
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = temp_dir("train-resume");
+    std::fs::write(dir.join("data.jsonl"), pattern_jsonl(10, 20)).unwrap();
+    let data = dir.join("data.jsonl");
+    let run = |out: &Path, steps: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--model",
+            &base_f32(),
+            "--data",
+            path(&data),
+            "--output",
+            path(out),
+            "--rank",
+            "4",
+            "--lr",
+            "5e-3",
+            "--schedule",
+            "constant",
+            "--batch",
+            "3",
+            "--steps",
+            steps,
+            "--quiet",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if resume {
+            args.push("--resume".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(webqlora(&refs));
+    };
+    let straight = dir.join("straight");
+    run(&straight, "6", false);
+    let resumed = dir.join("resumed");
+    run(&resumed, "3", false);
+    run(&resumed, "6", true);
+    let a = Adapter::load(&straight).unwrap();
+    let b = Adapter::load(&resumed).unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-6);
+    let metrics = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6, "the resumed run appends");
+    let state = std::fs::read_to_string(resumed.join("checkpoint/trainer_state.json")).unwrap();
+    assert!(state.contains("\"step\": 6"), "{state}");
+}
+
+#[test]
+fn accumulated_micro_batches_equal_one_larger_batch() {
+    let dir = temp_dir("train-accumulate");
+    std::fs::write(dir.join("data.jsonl"), pattern_jsonl(8, 20)).unwrap();
+    let run = |out: &str, batch: &str, accumulation: &str| {
+        ok(webqlora(&[
+            "train",
+            "--model",
+            &base_f32(),
+            "--base",
+            "f32",
+            "--adapter",
+            path(&golden("tiny-llama/adapter")),
+            "--data",
+            path(&dir.join("data.jsonl")),
+            "--output",
+            path(&dir.join(out)),
+            "--batch",
+            batch,
+            "--accumulation",
+            accumulation,
+            "--steps",
+            "2",
+            "--lr",
+            "1e-3",
+            "--quiet",
+        ]));
+        Adapter::load(&dir.join(out)).unwrap()
+    };
+    let whole = run("whole", "4", "1");
+    let accumulated = run("accumulated", "2", "2");
+    let moved = max_abs_diff(
+        &whole,
+        &Adapter::load(&golden("tiny-llama/adapter")).unwrap(),
+    );
+    assert!(moved > 1e-3, "the adapter moved ({moved})");
+    assert!(max_abs_diff(&whole, &accumulated) < 2e-5);
+}
+
+#[test]
+fn eval_gives_peft_loss_and_json() {
+    let dir = temp_dir("eval-golden");
+    std::fs::write(dir.join("batch.jsonl"), golden_batch_jsonl()).unwrap();
+    let stdout = ok(webqlora(&[
+        "eval",
+        "--model",
+        &base_f32(),
+        "--base",
+        "f32",
+        "--adapter",
+        path(&golden("tiny-llama/adapter")),
+        "--data",
+        path(&dir.join("batch.jsonl")),
+        "--json",
+    ]));
+    let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let loss = expected.f32("loss_lora")[0] as f64;
+    assert!(
+        ((j["loss"].as_f64().unwrap() - loss) / loss).abs() < 1e-4,
+        "{j}"
+    );
+    assert!((j["perplexity"].as_f64().unwrap() - loss.exp()).abs() / loss.exp() < 1e-3);
+    assert!(j["accuracy"].is_null() && j["acc_norm"].is_null());
+    assert_eq!(j["n"], golden_batch_jsonl().lines().count());
+}
+
+#[test]
+fn bad_input_is_named() {
+    let dir = temp_dir("train-bad");
+    let good = r#"{"input_ids": [1, 2, 3]}"#;
+    let cases = [
+        (
+            format!("{good}\n{good}\n{{\"input_ids\": [1, -2]}}\n"),
+            "bad.jsonl:3:",
+        ),
+        (format!("{good}\nnot json\n"), "bad.jsonl:2: not JSON"),
+        (
+            format!("{good}\n{{\"input_ids\": [1, 999]}}\n"),
+            "outside the model's vocabulary",
+        ),
+        ("\n\n".to_string(), "bad.jsonl: the dataset is empty"),
+        (
+            format!("{{\"input_ids\": {:?}}}\n", vec![1; 40]),
+            "longer than the maximum sequence length 32",
+        ),
+        ("{\"text\": \"hello\"}\n".to_string(), "tokenizer.json"),
+        (
+            "{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": \"C\"}\n".to_string(),
+            "'answer' \"C\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(dir.join("bad.jsonl"), &text).unwrap();
+        let err = fails(webqlora(&[
+            "train",
+            "--model",
+            &base_f32(),
+            "--data",
+            path(&dir.join("bad.jsonl")),
+            "--output",
+            path(&dir.join("out")),
+            "--max-seq-len",
+            "32",
+            "--quiet",
+        ]));
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert!(!dir.join("out").exists(), "nothing written for bad data");
+    }
+    let err = fails(webqlora(&[
+        "train",
+        "--model",
+        "/nonexistent/model",
+        "--data",
+        "x.jsonl",
+    ]));
+    assert!(err.contains("/nonexistent/model"), "{err}");
+}
