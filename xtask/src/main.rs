@@ -2,8 +2,10 @@
 //!
 //!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests
 //!   fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`
+//!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after
 //!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
 
+mod demo;
 mod fetch_model;
 mod install;
 mod mcq_data;
@@ -16,12 +18,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("fetch-model") => fetch_model::main(),
+        Some("demo") => demo::main(&args[1..]),
         Some("mcq-data") => mcq_data::main(
             &repo_root(),
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };

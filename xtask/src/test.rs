@@ -33,13 +33,19 @@ fn count(line: &str, counts: &mut Counts) {
     }
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    with_env(&mut cmd);
+    cmd
+}
+
+/// What every command that touches the GPU or the model gets: the model's place and, on
+/// headless machines, an XDG_RUNTIME_DIR (Mesa's window-system probing complains without it).
+pub fn with_env(cmd: &mut Command) -> &mut Command {
     cmd.env(
         "WEBQLORA_SMOLLM2",
         crate::fetch_model::cache_dir().join(crate::fetch_model::FILE),
     );
-    // Mesa's window-system probing complains on headless machines without this.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join("webqlora-xdg");
         let _ = std::fs::create_dir_all(&dir);
@@ -107,6 +113,10 @@ pub fn run(extra: &[String]) -> Result<(), String> {
             "-D",
             "warnings",
         ])),
+    );
+    step(
+        "MCQ data matches its generator",
+        crate::mcq_data::main(&crate::repo_root(), true),
     );
     step(
         "wasm32 check",
