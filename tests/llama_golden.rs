@@ -10,50 +10,13 @@
 mod common;
 
 use common::{golden, rel_err, Golden};
-use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::{BaseFormat, Llama};
-use webqlora::model::load::upload_model;
-use webqlora::model::safetensors_files::SafetensorsFiles;
-use webqlora::model::ModelConfig;
+use webqlora::model::llama::BaseFormat;
 
-/// Logits of the tiny Llama in `folder` for the golden input ids.
+/// Logits of the tiny Llama in golden `folder` for the golden input ids.
 fn logits(folder: &str, base: BaseFormat, with_adapter: bool) -> Vec<f32> {
-    let expected = Golden::open("tiny-llama/expected.safetensors");
-    let (_, id_shape, id_bytes) = expected.raw("input_ids");
-    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let (batch, seq) = (id_shape[0], id_shape[1]);
-
-    let dir = golden(folder);
-    let config = ModelConfig::load(&dir).unwrap();
-    let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let adapter = with_adapter.then(|| Adapter::load(&golden("tiny-llama/adapter")).unwrap());
-    let mut g = Graph::new();
-    let model = Llama::declare(
-        &mut g,
-        &config,
-        base,
-        adapter.as_ref().map(|a| &a.config),
-        seq,
-    )
-    .unwrap();
-    let input = g.input("input_ids", &[batch * seq], DType::U32);
-    let logits = model.forward_logits(&mut g, input, seq).unwrap();
-    g.mark_output(logits);
-
-    let gpu = common::gpu();
-    let compiled = CompiledGraph::new(gpu, g).unwrap();
-    compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &files, base, adapter.as_ref()).unwrap();
-    assert!(missing.is_empty(), "nothing provided {missing:?}");
-    compiled
-        .write(gpu, input, bytemuck::cast_slice(&ids))
-        .unwrap();
-    compiled.run(gpu);
-    pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
+    common::tiny_llama_logits(&golden(folder), base, adapter.as_ref())
 }
 
 fn check(got: &[f32], key: &str) {

@@ -7,6 +7,7 @@ mod devices;
 mod dump_step;
 mod eval;
 mod graph;
+mod merge;
 mod plot;
 mod train;
 
@@ -57,6 +58,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Validation loss, perplexity and multiple-choice accuracy, with or without an adapter.
     Eval(eval::EvalArgs),
+    /// Merge an adapter into its base model: a Hugging Face folder (f16 or f32).
+    Merge(merge::MergeArgs),
     /// Kernel throughput tables (`bench kernels`).
     Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
@@ -71,5 +74,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::DumpStep(args) => dump_step::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }

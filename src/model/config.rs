@@ -206,3 +206,40 @@ impl ModelConfig {
         Self::from_json(&text, &shown)
     }
 }
+
+impl ModelConfig {
+    /// A transformers config.json for this model as a plain (unquantized) checkpoint, e.g. a
+    /// merged model or one that came from a GGUF file.
+    pub fn to_hf_json(&self, torch_dtype: &str) -> Value {
+        let (model_type, class) = match self.architecture {
+            Architecture::Llama => ("llama", "LlamaForCausalLM"),
+            Architecture::Mistral => ("mistral", "MistralForCausalLM"),
+            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        };
+        let eos: Value = match &self.eos_token_ids[..] {
+            [] => Value::Null,
+            [one] => (*one).into(),
+            many => many.to_vec().into(),
+        };
+        serde_json::json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.qkv_bias && self.architecture != Architecture::Qwen2,
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "hidden_act": "silu",
+            "torch_dtype": torch_dtype,
+        })
+    }
+}

@@ -292,3 +292,40 @@ pub fn golden_batch_jsonl() -> String {
         .map(|(i, l)| serde_json::json!({"input_ids": i, "labels": l}).to_string() + "\n")
         .collect()
 }
+
+/// Logits [batch·seq, vocab] of a tiny-Llama-shaped model folder `dir` (base f32 or NF4, with
+/// an optional adapter) for the golden input ids.
+pub fn tiny_llama_logits(
+    dir: &std::path::Path,
+    base: webqlora::model::llama::BaseFormat,
+    adapter: Option<&webqlora::lora::peft::Adapter>,
+) -> Vec<f32> {
+    use webqlora::graph::{CompiledGraph, DType, Graph};
+    use webqlora::model::llama::Llama;
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let (_, id_shape, id_bytes) = expected.raw("input_ids");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let (batch, seq) = (id_shape[0], id_shape[1]);
+    let config = webqlora::model::ModelConfig::load(dir).unwrap();
+    let files = webqlora::model::safetensors_files::SafetensorsFiles::open_dir(dir).unwrap();
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, base, adapter.map(|a| &a.config), seq).unwrap();
+    let input = g.input("input_ids", &[batch * seq], DType::U32);
+    let logits = model.forward_logits(&mut g, input, seq).unwrap();
+    g.mark_output(logits);
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    let missing =
+        webqlora::model::load::upload_model(gpu, &compiled, &config, &files, base, adapter)
+            .unwrap();
+    assert!(missing.is_empty(), "nothing provided {missing:?}");
+    compiled
+        .write(gpu, input, bytemuck::cast_slice(&ids))
+        .unwrap();
+    compiled.run(gpu);
+    pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
+}

@@ -1,0 +1,127 @@
+//! `webqlora merge`: base model + PEFT adapter into a plain Hugging Face folder.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use webqlora::lora::merge::{merged_tensors, write_model_folder, MergeBase, MergeDtype};
+use webqlora::lora::peft::Adapter;
+use webqlora::model::gguf::GgufFile;
+use webqlora::tokenizer::tokenizer_json_from_gguf;
+use webqlora::train::model_source::{default_model_path, ModelSource};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DtypeArg {
+    F16,
+    F32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MergeBaseArg {
+    /// The model's own weights (dequantized if stored quantized).
+    Original,
+    /// Their NF4 round trip: the base the adapter was trained against.
+    Nf4,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The PEFT adapter folder to merge in.
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// The folder to write (replaced whole if it exists).
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "f16")]
+    pub dtype: DtypeArg,
+    #[arg(long, value_enum, default_value = "original")]
+    pub base: MergeBaseArg,
+}
+
+pub fn run(args: MergeArgs) -> anyhow::Result<()> {
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let source = ModelSource::open(&model_path)?;
+    let adapter = Adapter::load(&args.adapter)?;
+    let (dtype, torch_dtype) = match args.dtype {
+        DtypeArg::F16 => (MergeDtype::F16, "float16"),
+        DtypeArg::F32 => (MergeDtype::F32, "float32"),
+    };
+    let base = match args.base {
+        MergeBaseArg::Original => MergeBase::Original,
+        MergeBaseArg::Nf4 => MergeBase::Nf4,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    let tensors = merged_tensors(
+        &source.config,
+        source.weights.as_ref(),
+        &adapter,
+        base,
+        |i, n| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    if model_path.is_dir() {
+        // The folder's own config (less its quantization), tokenizer and generation files.
+        let text = std::fs::read_to_string(model_path.join("config.json"))
+            .with_context(|| format!("{}/config.json", model_path.display()))?;
+        let mut config: serde_json::Value = serde_json::from_str(&text)?;
+        if let Some(obj) = config.as_object_mut() {
+            obj.remove("quantization_config");
+            obj.insert("torch_dtype".into(), torch_dtype.into());
+        }
+        files.push(("config.json", serde_json::to_vec_pretty(&config)?));
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "generation_config.json",
+        ] {
+            if let Ok(bytes) = std::fs::read(model_path.join(name)) {
+                files.push((name, bytes));
+            }
+        }
+    } else {
+        let gguf = GgufFile::open(&model_path)?;
+        let config = source.config.to_hf_json(torch_dtype);
+        files.push(("config.json", serde_json::to_vec_pretty(&config)?));
+        let generation = serde_json::json!({
+            "bos_token_id": source.config.bos_token_id,
+            "eos_token_id": config["eos_token_id"],
+        });
+        files.push((
+            "generation_config.json",
+            serde_json::to_vec_pretty(&generation)?,
+        ));
+        if let Ok(tokenizer) = tokenizer_json_from_gguf(&gguf.metadata) {
+            files.push(("tokenizer.json", tokenizer.to_string().into_bytes()));
+            let tok = source.tokenizer()?;
+            let text_of = |id: Option<u32>| id.and_then(|i| tok.token_text(i));
+            let tc = serde_json::json!({
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": text_of(tok.bos_id),
+                "eos_token": text_of(tok.eos_ids.first().copied()),
+                "chat_template": tok.chat_template,
+                "model_max_length": source.config.max_position_embeddings,
+            });
+            files.push(("tokenizer_config.json", serde_json::to_vec_pretty(&tc)?));
+        }
+    }
+    write_model_folder(&args.output, &tensors, dtype, &files)?;
+    println!(
+        "merged {} (r {}, scale {}) into {}: {} tensors, {}",
+        args.adapter.display(),
+        adapter.config.r,
+        adapter.config.scale(),
+        args.output.display(),
+        tensors.len(),
+        torch_dtype
+    );
+    Ok(())
+}

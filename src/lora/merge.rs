@@ -1,0 +1,187 @@
+//! Merging an adapter into its base model: W' = W + scale·B·A for every adapted linear, the
+//! result written as a Hugging Face folder (config.json, model.safetensors in f16 or f32, the
+//! tokenizer files) that transformers loads without PEFT. The folder is written under a
+//! temporary name and renamed into place.
+
+use std::path::Path;
+
+use half::f16;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::peft::Adapter;
+use crate::graph::{Graph, Role};
+use crate::model::llama::{BaseFormat, Llama};
+use crate::model::{ModelConfig, ModelError, WeightSource};
+use crate::quant::nf4::Nf4Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeDtype {
+    F16,
+    F32,
+}
+
+/// Which base values the adapter is added to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeBase {
+    /// The model's own weights (dequantized if it is stored quantized): the usual QLoRA
+    /// practice of merging into the 16-bit model.
+    Original,
+    /// The NF4 round trip of those weights (blocksize 64, double quantization): exactly the
+    /// base the adapter was trained against.
+    Nf4,
+}
+
+/// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.
+pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+    let mut g = Graph::new();
+    Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| ModelError::Invalid {
+        path: "model".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(g.tensors
+        .iter()
+        .filter(|t| t.role == Role::Param && t.view_of.is_none() && t.name != "rope.cos_sin")
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect())
+}
+
+/// W += scale · B·A with W [out, in], B [out, r], A [r, in].
+pub fn add_lora(w: &mut [f32], a: &[f32], b: &[f32], out: usize, inp: usize, r: usize, scale: f32) {
+    for o in 0..out {
+        let row = &mut w[o * inp..(o + 1) * inp];
+        for k in 0..r {
+            let s = scale * b[o * r + k];
+            for (wi, ai) in row.iter_mut().zip(&a[k * inp..(k + 1) * inp]) {
+                *wi += s * ai;
+            }
+        }
+    }
+}
+
+/// The merged weights of every base tensor, by name.
+pub fn merged_tensors(
+    config: &ModelConfig,
+    weights: &dyn WeightSource,
+    adapter: &Adapter,
+    base: MergeBase,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ModelError> {
+    let names = base_tensors(config)?;
+    let scale = adapter.config.scale() as f32;
+    let r = adapter.config.r;
+    let mut used = 0;
+    let mut out = Vec::new();
+    for (i, (name, shape)) in names.iter().enumerate() {
+        let mut w = match weights.stored_nf4(name)? {
+            Some(q) => q.dequantize(),
+            None => weights.f32(name, shape)?,
+        };
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        let a_name = format!("base_model.model.{module}.lora_A.weight");
+        let b_name = format!("base_model.model.{module}.lora_B.weight");
+        if let (Some((a_shape, a)), Some((b_shape, b))) =
+            (adapter.tensors.get(&a_name), adapter.tensors.get(&b_name))
+        {
+            let (o, inp) = (shape[0], shape[1]);
+            if a_shape != &[r, inp] || b_shape != &[o, r] {
+                return Err(ModelError::BadTensor {
+                    path: "adapter".into(),
+                    tensor: a_name,
+                    expected: format!("A [{r}, {inp}] and B [{o}, {r}]"),
+                    found: format!("A {a_shape:?} and B {b_shape:?}"),
+                });
+            }
+            if base == MergeBase::Nf4 {
+                w = Nf4Tensor::quantize(&w, shape, 64, true)
+                    .map_err(|e| ModelError::Invalid {
+                        path: name.clone(),
+                        msg: e.to_string(),
+                    })?
+                    .dequantize();
+            }
+            add_lora(&mut w, a, b, o, inp, r, scale);
+            used += 2;
+        }
+        out.push((name.clone(), shape.clone(), w));
+        progress(i + 1, names.len());
+    }
+    if used != adapter.tensors.len() {
+        let unused: Vec<&String> = adapter
+            .tensors
+            .keys()
+            .filter(|n| {
+                let module = n
+                    .trim_start_matches("base_model.model.")
+                    .replace(".lora_A.weight", ".weight")
+                    .replace(".lora_B.weight", ".weight");
+                !names.iter().any(|(m, _)| *m == module)
+            })
+            .collect();
+        return Err(ModelError::Invalid {
+            path: "adapter".into(),
+            msg: format!("tensors that match no module of the model: {unused:?}"),
+        });
+    }
+    Ok(out)
+}
+
+/// Write `tensors` and `files` (name, bytes) as a model folder `dir`, replacing it whole.
+pub fn write_model_folder(
+    dir: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: MergeDtype,
+    files: &[(&str, Vec<u8>)],
+) -> Result<(), ModelError> {
+    let io = |path: &Path, source: std::io::Error| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.with_file_name(format!("{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| match dtype {
+            MergeDtype::F32 => bytemuck::cast_slice(v).to_vec(),
+            MergeDtype::F16 => v
+                .iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect(),
+        })
+        .collect();
+    let st_dtype = match dtype {
+        MergeDtype::F32 => Dtype::F32,
+        MergeDtype::F16 => Dtype::F16,
+    };
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                TensorView::new(st_dtype, s.clone(), b).expect("shape and data agree"),
+            )
+        })
+        .collect();
+    let metadata = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    let weights = tmp.join("model.safetensors");
+    safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| {
+        ModelError::Invalid {
+            path: weights.display().to_string(),
+            msg: e.to_string(),
+        }
+    })?;
+    for (file, content) in files {
+        std::fs::write(tmp.join(file), content).map_err(|e| io(&tmp.join(file), e))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))
+}
