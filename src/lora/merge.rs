@@ -14,6 +14,7 @@ use crate::graph::{Graph, Role};
 use crate::model::llama::{BaseFormat, Llama};
 use crate::model::{ModelConfig, ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
+use crate::train::dump_step::Tensors;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MergeDtype {
@@ -66,7 +67,7 @@ pub fn merged_tensors(
     adapter: &Adapter,
     base: MergeBase,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ModelError> {
+) -> Result<Tensors, ModelError> {
     let names = base_tensors(config)?;
     let scale = adapter.config.scale() as f32;
     let r = adapter.config.r;
@@ -129,7 +130,7 @@ pub fn merged_tensors(
 /// Write `tensors` and `files` (name, bytes) as a model folder `dir`, replacing it whole.
 pub fn write_model_folder(
     dir: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &Tensors,
     dtype: MergeDtype,
     files: &[(&str, Vec<u8>)],
 ) -> Result<(), ModelError> {
