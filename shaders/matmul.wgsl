@@ -15,7 +15,9 @@
 //   matmul_tiled  discrete GPUs: the workgroup stages 32x16 of A and 16x64 of B in workgroup
 //                 memory per step of 16 along K (6 KiB), then each invocation computes its
 //                 4x8 from there; k past K reads as 0.
-// Dispatch: grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
+// A third entry point, matmul_vec, for M = 1 (decoding one token): linear dispatch,
+// ceil(N / 64) workgroups of 64, one column of c each, a plain loop over K.
+// Dispatch (matmul, matmul_tiled): grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
 // 4x8 tile of c in registers (two mat4x4 updated by fused outer products): rows
 // wg.y*32 + lid.y + 8i (i < 4), columns wg.x*64 + lid.x + 8j (j < 8), so the eight
 // neighbouring invocations of a row read neighbouring columns of b and write neighbouring
@@ -165,4 +167,26 @@ fn matmul_tiled(
             store(m0 + 8u * i, n0 + 32u + 8u * j, acc_h[j][i]);
         }
     }
+}
+
+@compute @workgroup_size(64)
+fn matmul_vec(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if n >= params.N {
+        return;
+    }
+    let b_col = params.b_off + n * params.b_sn;
+    var acc = 0.0;
+    for (var k = 0u; k < params.K; k++) {
+        acc = fma(a[params.a_off + k * params.a_sk], b[b_col + k * params.b_sk], acc);
+    }
+    var v = params.alpha * acc;
+    if params.accumulate != 0u {
+        v += c[n];
+    }
+    c[n] = v;
 }

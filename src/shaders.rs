@@ -28,6 +28,7 @@ shader!(ADAMW, "adamw");
 shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
 shader!(ACCUMULATE, "accumulate");
+shader!(ATTENTION_DECODE, "attention_decode");
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
@@ -36,6 +37,7 @@ shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
 shader!(EMBEDDING, "embedding");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
+shader!(KV_STORE, "kv_store");
 shader!(MATMUL, "matmul");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(RESIDUAL, "residual");
@@ -50,6 +52,7 @@ pub static ALL: &[&Shader] = &[
     &ADAMW,
     &ATTENTION_BACKWARD_DKV,
     &ATTENTION_BACKWARD_DQ,
+    &ATTENTION_DECODE,
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
     &CROSS_ENTROPY_GRAD,
@@ -58,6 +61,7 @@ pub static ALL: &[&Shader] = &[
     &EMBEDDING,
     &GRAD_CLIP,
     &GRAD_NORM,
+    &KV_STORE,
     &MATMUL,
     &NF4_MATMUL,
     &RESIDUAL,

@@ -130,3 +130,59 @@ fn shapes_are_checked() {
         "attn: shape mismatch: q [8, 3, 64], k [8, 2, 64], v [8, 2, 64] (sequences of 8): heads must be a multiple of kv heads"
     );
 }
+
+#[test]
+fn decode_attention_over_the_cache_matches_cpu() {
+    use webqlora::graph::{CompiledGraph, DType, Graph};
+    use webqlora::ops::decode::{attention, cpu_attention, kv_store};
+    let mut rng = common::rng("attention_decode");
+    for (heads, kv_heads, d, ctx) in [
+        (9usize, 3usize, 64usize, 300usize),
+        (4, 2, 128, 33),
+        (2, 2, 4, 1),
+    ] {
+        let mut g = Graph::new();
+        let q = g.input("q", &[heads, d], DType::F32);
+        let k_new = g.input("k_new", &[kv_heads * d], DType::F32);
+        let step = g.input("step", &[1], DType::U32);
+        let kc = g.param("k_cache", &[ctx, kv_heads, d], DType::F32);
+        let vc = g.param("v_cache", &[ctx, kv_heads, d], DType::F32);
+        // Store the new K first, then attend: what a decode step does.
+        kv_store(&mut g, "store k", k_new, step, kc).unwrap();
+        let out = attention(&mut g, "attn", q, kc, vc, step).unwrap();
+        g.mark_output(out);
+        let gpu = common::gpu();
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        let k_all = common::random_f32(&mut rng, ctx * kv_heads * d, 1.0);
+        let v_all = common::random_f32(&mut rng, ctx * kv_heads * d, 1.0);
+        for pos in [0, ctx / 2, ctx - 1] {
+            let qv = common::random_f32(&mut rng, heads * d, 1.0);
+            let fresh = common::random_f32(&mut rng, kv_heads * d, 1.0);
+            compiled.poison(gpu, common::POISON);
+            compiled.write(gpu, q, &common::bytes(&qv)).unwrap();
+            compiled.write(gpu, k_new, &common::bytes(&fresh)).unwrap();
+            compiled
+                .write(gpu, step, bytemuck::bytes_of(&(pos as u32)))
+                .unwrap();
+            compiled.write(gpu, kc, &common::bytes(&k_all)).unwrap();
+            compiled.write(gpu, vc, &common::bytes(&v_all)).unwrap();
+            compiled.run(gpu);
+            let mut k_expected = k_all.clone();
+            k_expected[pos * kv_heads * d..(pos + 1) * kv_heads * d].copy_from_slice(&fresh);
+            let stored = pollster::block_on(compiled.read_f32(gpu, kc)).unwrap();
+            assert_eq!(stored, k_expected, "kv_store wrote row {pos} only");
+            let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+            let want = cpu_attention(
+                &common::to_f64(&qv),
+                &common::to_f64(&k_expected),
+                &common::to_f64(&v_all),
+                heads,
+                kv_heads,
+                d,
+                pos,
+            );
+            let e = common::rel_err(&got, &common::to_f32(&want));
+            assert!(e < 1e-5, "heads {heads} d {d} pos {pos}: {e}");
+        }
+    }
+}

@@ -1,14 +1,16 @@
 //! SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to f32) against transformers' reference
 //! (../shared/golden/smollm2): top-10 next-token logits within 1e-2 absolute and the same 12
-//! greedy tokens, from the reference token ids. The model comes from `cargo xtask
+//! greedy tokens (through the KV-cache decoder), from the reference token ids. The model comes from `cargo xtask
 //! fetch-model`, which `cargo xtask test` runs first.
 
 mod common;
 
 use common::golden_json;
 use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::model::generate::{generate, Sampler};
 use webqlora::model::gguf::GgufFile;
 use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::upload_model;
 
 const POSITIONS: usize = 32;
@@ -49,6 +51,8 @@ fn smollm2_forward_matches_the_reference() {
             .0 as u32
     };
 
+    let decoder =
+        Decoder::sharing(gpu, &config, BaseFormat::F32, None, POSITIONS, &compiled).unwrap();
     let reference = golden_json("smollm2/smollm2_reference.json");
     let cases = reference["cases"].as_array().unwrap();
     assert!(!cases.is_empty());
@@ -61,7 +65,7 @@ fn smollm2_forward_matches_the_reference() {
                 .map(|x| x.as_u64().unwrap() as u32)
                 .collect()
         };
-        let mut ids = to_ids(&case["ids"]);
+        let ids = to_ids(&case["ids"]);
         let greedy = to_ids(&case["greedy_next12"]);
         assert!(
             ids.len() + greedy.len() <= POSITIONS,
@@ -80,11 +84,19 @@ fn smollm2_forward_matches_the_reference() {
                 "{text:?}: logit of {id} is {got}, reference {want}"
             );
         }
-        let mut produced = vec![argmax(&first)];
-        while produced.len() < greedy.len() {
-            ids.push(*produced.last().unwrap());
-            produced.push(argmax(&next_logits(&ids)));
-        }
+        assert_eq!(argmax(&first), greedy[0], "{text:?}: first greedy token");
+        // The greedy continuation through the KV-cache decoder (sharing the weights).
+        let mut sampler = Sampler::new(0.0, 1.0, 0);
+        let produced = pollster::block_on(generate(
+            &decoder,
+            gpu,
+            &ids,
+            greedy.len(),
+            &mut sampler,
+            &[],
+            |_| true,
+        ))
+        .unwrap();
         assert_eq!(produced, greedy, "{text:?}: greedy tokens");
     }
 }

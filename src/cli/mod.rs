@@ -6,6 +6,7 @@ mod common;
 mod devices;
 mod dump_step;
 mod eval;
+mod generate;
 mod graph;
 mod merge;
 mod plot;
@@ -60,6 +61,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Merge an adapter into its base model: a Hugging Face folder (f16 or f32).
     Merge(merge::MergeArgs),
+    /// Generate text from a prompt (KV cache; greedy, temperature, top-p), streamed.
+    Generate(generate::GenerateArgs),
     /// Kernel throughput tables (`bench kernels`).
     Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
@@ -75,5 +78,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }

@@ -1,9 +1,11 @@
 //! Models: the Hugging Face config, weight files, and (later) the Llama graph.
 
 pub mod config;
+pub mod generate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod gguf;
 pub mod llama;
+pub mod llama_decode;
 pub mod llama_train;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod load;

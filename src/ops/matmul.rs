@@ -60,6 +60,33 @@ pub static MATMUL_ACC: Kernel = Kernel {
 
 /// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
 /// it is or transposed, optionally only `rows` of its stored rows.
+/// `matmul` for a single row (M = 1): one column per invocation, no tile of rows.
+pub static MATVEC: Kernel = Kernel {
+    name: "matmul_vec",
+    shader: &shaders::MATMUL,
+    entry: "matmul_vec",
+    variants: &[],
+    bindings: MATMUL.bindings,
+};
+
+pub static MATVEC_ACC: Kernel = Kernel {
+    name: "matmul_vec_acc",
+    shader: &shaders::MATMUL,
+    entry: "matmul_vec",
+    variants: &[],
+    bindings: MATMUL_ACC.bindings,
+};
+
+/// The kernel and dispatch for an [m, n] product.
+fn kernel_for(m: usize, n: usize, accumulate: bool) -> (&'static Kernel, Dispatch) {
+    match (m, accumulate) {
+        (1, false) => (&MATVEC, Dispatch::linear(n, 64)),
+        (1, true) => (&MATVEC_ACC, Dispatch::linear(n, 64)),
+        (_, false) => (&MATMUL, dispatch(m, n)),
+        (_, true) => (&MATMUL_ACC, dispatch(m, n)),
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Operand {
     pub tensor: TensorId,
@@ -178,13 +205,8 @@ pub fn matmul(
 ) -> Result<TensorId, GraphError> {
     let (m, n, params) = plan(g, name, a, b, alpha, false)?;
     let c = g.temp(name, &[m, n], DType::F32);
-    g.push(
-        name,
-        &MATMUL,
-        &[a.tensor, b.tensor, c],
-        params,
-        dispatch(m, n),
-    )?;
+    let (kernel, dispatch) = kernel_for(m, n, false);
+    g.push(name, kernel, &[a.tensor, b.tensor, c], params, dispatch)?;
     Ok(c)
 }
 
@@ -208,13 +230,8 @@ pub fn matmul_into(
             ),
         });
     }
-    g.push(
-        label,
-        &MATMUL_ACC,
-        &[a.tensor, b.tensor, c],
-        params,
-        dispatch(m, n),
-    )
+    let (kernel, dispatch) = kernel_for(m, n, true);
+    g.push(label, kernel, &[a.tensor, b.tensor, c], params, dispatch)
 }
 
 /// CPU reference in f64: alpha · op(a) · op(b) (+ c0), as a row-major [m, n] f32 matrix.

@@ -5,6 +5,7 @@ pub mod accumulate;
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+pub mod decode;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
@@ -26,6 +27,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::DELTA,
         &attention::BACKWARD_DQ,
         &attention::BACKWARD_DKV,
+        &decode::KV_STORE,
+        &decode::ATTENTION,
         &cross_entropy::STATS_FIRST,
         &cross_entropy::STATS,
         &cross_entropy::LOSS,
@@ -34,6 +37,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &grad_norm::CLIP,
         &matmul::MATMUL,
         &matmul::MATMUL_ACC,
+        &matmul::MATVEC,
+        &matmul::MATVEC_ACC,
         &nf4_matmul::FORWARD,
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,

@@ -140,9 +140,17 @@ pub fn forward(
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    let dispatch = Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
     let p = params(rows, w, n_in, n_out, false);
-    g.push(name, &FORWARD, &[x, w.codes, w.absmax, y], p, dispatch)?;
+    // One token (decoding): one output per invocation instead of tiles of 32 rows.
+    let (kernel, dispatch) = if rows == 1 {
+        (&MATVEC, Dispatch::linear(n_out, 64))
+    } else {
+        (
+            &FORWARD,
+            Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]),
+        )
+    };
+    g.push(name, kernel, &[x, w.codes, w.absmax, y], p, dispatch)?;
     Ok(y)
 }
 

@@ -1,0 +1,151 @@
+//! `webqlora generate`: text from a prompt with the KV-cache decoder, streamed as it comes.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use webqlora::gpu::Gpu;
+use webqlora::lora::peft::Adapter;
+use webqlora::model::generate::{generate, Sampler};
+use webqlora::model::llama_decode::Decoder;
+use webqlora::model::load::upload_model;
+use webqlora::tokenizer::Message;
+use webqlora::train::model_source::{default_model_path, ModelSource};
+
+use super::common::{base_format, BaseArg};
+use super::GpuArgs;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A PEFT adapter folder.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "nf4")]
+    pub base: BaseArg,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let source = ModelSource::open(&model_path)?;
+    let tok = source.tokenizer()?;
+    let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
+    let text = if args.chat {
+        tok.apply_chat_template(
+            &[Message {
+                role: "user".into(),
+                content: args.prompt.clone(),
+            }],
+            true,
+        )?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = tok.encode(&text, true)?;
+    let max_ctx = (prompt.len() + args.max_new_tokens).max(1);
+    let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = base_format(args.base);
+    let decoder = Decoder::new(
+        &gpu,
+        &source.config,
+        base,
+        adapter.as_ref().map(|a| &a.config),
+        max_ctx,
+    )?;
+    upload_model(
+        &gpu,
+        &decoder.compiled,
+        &source.config,
+        source.weights.as_ref(),
+        base,
+        adapter.as_ref(),
+    )?;
+    if std::env::var_os("WEBQLORA_PROFILE").is_some() {
+        // Per-kernel times of one decoding step (position 0), summed by kernel.
+        pollster::block_on(decoder.feed(&gpu, prompt[0], 0, true))?;
+        if let Some(nodes) = pollster::block_on(decoder.compiled.run_profiled(&gpu))? {
+            let mut by_kernel = std::collections::BTreeMap::<&str, (f64, usize)>::new();
+            for (_, kernel, ms) in &nodes {
+                let e = by_kernel.entry(kernel).or_default();
+                e.0 += ms;
+                e.1 += 1;
+            }
+            for (kernel, (ms, n)) in by_kernel {
+                eprintln!("{kernel}: {ms:.2} ms in {n} dispatches");
+            }
+        }
+    }
+    let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
+    let mut stop = tok.eos_ids.clone();
+    // Chat models end a turn with their end-of-turn token even when EOS is another.
+    if let Some(end) = ["<|im_end|>", "<|eot_id|>", "<|end|>"]
+        .iter()
+        .find_map(|t| tok.encode(t, false).ok().filter(|ids| ids.len() == 1))
+    {
+        stop.extend(end);
+    }
+    print!("{text}");
+    std::io::stdout().flush()?;
+    let started = Instant::now();
+    let mut shown = String::new();
+    let mut ids = Vec::new();
+    let out = pollster::block_on(generate(
+        &decoder,
+        &gpu,
+        &prompt,
+        args.max_new_tokens,
+        &mut sampler,
+        &stop,
+        |t| {
+            ids.push(t);
+            // Decode everything so far and print what is new: byte-level tokens can end
+            // mid-character.
+            if let Ok(text) = tok.decode(&ids, true) {
+                if text.len() > shown.len() && text.starts_with(&shown) {
+                    print!("{}", &text[shown.len()..]);
+                    let _ = std::io::stdout().flush();
+                    shown = text;
+                }
+            }
+            true
+        },
+    ))?;
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(&last) = out.last() {
+        if !stop.contains(&last) {
+            ids.push(last);
+        }
+    }
+    let text = tok.decode(&ids, true)?;
+    if text.len() > shown.len() && text.starts_with(&shown) {
+        print!("{}", &text[shown.len()..]);
+    }
+    println!();
+    eprintln!(
+        "{} prompt + {} new tokens in {secs:.1} s ({:.1} tokens/s) on {}",
+        prompt.len(),
+        out.len(),
+        (prompt.len() + out.len()) as f64 / secs.max(1e-9),
+        gpu.info.name
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Decoding with a KV cache: storing one token's K/V at a position read from a buffer, and
+//! one token's grouped-query attention over the cache.
+
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
+use crate::shaders;
+
+pub static KV_STORE: Kernel = Kernel {
+    name: "kv_store",
+    shader: &shaders::KV_STORE,
+    entry: "kv_store",
+    variants: &[],
+    bindings: &[
+        Binding {
+            name: "src",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "step",
+            access: Access::Read,
+            dtype: DType::U32,
+        },
+        Binding {
+            name: "cache",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+pub static ATTENTION: Kernel = Kernel {
+    name: "attention_decode",
+    shader: &shaders::ATTENTION_DECODE,
+    entry: "attention_decode",
+    variants: &[],
+    bindings: &[
+        Binding {
+            name: "q",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "k_cache",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "v_cache",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "step",
+            access: Access::Read,
+            dtype: DType::U32,
+        },
+        Binding {
+            name: "out",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+fn check_step(g: &Graph, name: &str, step: TensorId) -> Result<(), GraphError> {
+    let d = g.tensor(step);
+    if d.dtype != DType::U32 || d.numel() != 1 {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!("step '{}' must be one u32", d.name),
+        });
+    }
+    Ok(())
+}
+
+/// Write `src` (one token's K or V, any shape of `kv_dim` values) into row `step[0]` of
+/// `cache` [max_ctx, ...].
+pub fn kv_store(
+    g: &mut Graph,
+    name: &str,
+    src: TensorId,
+    step: TensorId,
+    cache: TensorId,
+) -> Result<(), GraphError> {
+    check_step(g, name, step)?;
+    let kv_dim = g.tensor(src).numel();
+    let cs = g.tensor(cache).shape.clone();
+    if cs.is_empty() || cs[1..].iter().product::<usize>() != kv_dim {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "cache {} does not hold rows of {kv_dim} values",
+                shape_str(&cs)
+            ),
+        });
+    }
+    let params = Params::new().u32(kv_dim as u32).u32(cs[0] as u32);
+    g.push(
+        name,
+        &KV_STORE,
+        &[src, step, cache],
+        params,
+        Dispatch::linear(kv_dim, 64),
+    )?;
+    Ok(())
+}
+
+/// One token's attention: `q` [heads, head_dim] over `k_cache`, `v_cache`
+/// [max_ctx, kv_heads, head_dim] up to and including position `step[0]`.
+pub fn attention(
+    g: &mut Graph,
+    name: &str,
+    q: TensorId,
+    k_cache: TensorId,
+    v_cache: TensorId,
+    step: TensorId,
+) -> Result<TensorId, GraphError> {
+    check_step(g, name, step)?;
+    let qs = g.tensor(q).shape.clone();
+    let ks = g.tensor(k_cache).shape.clone();
+    let bad = |detail: String| GraphError::ShapeMismatch {
+        op: name.into(),
+        detail,
+    };
+    let ([heads, head_dim], [max_ctx, kv_heads, kd]) = (&qs[..], &ks[..]) else {
+        return Err(bad(format!(
+            "q {} must be [heads, head_dim] and the cache [max_ctx, kv_heads, head_dim], not {}",
+            shape_str(&qs),
+            shape_str(&ks)
+        )));
+    };
+    let (heads, head_dim, max_ctx, kv_heads) = (*heads, *head_dim, *max_ctx, *kv_heads);
+    if *kd != head_dim
+        || g.tensor(v_cache).shape != ks
+        || kv_heads == 0
+        || heads % kv_heads != 0
+        || head_dim % 4 != 0
+        || head_dim > 128
+    {
+        return Err(bad(format!(
+            "q {} and caches {} / {}: head_dim must agree, be a multiple of 4 up to 128, \
+             and heads a multiple of kv_heads",
+            shape_str(&qs),
+            shape_str(&ks),
+            shape_str(&g.tensor(v_cache).shape)
+        )));
+    }
+    let out = g.temp(name, &qs, DType::F32);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let params = Params::new()
+        .u32(heads as u32)
+        .u32(kv_heads as u32)
+        .u32(max_ctx as u32)
+        .f32(scale);
+    g.push_specialized(
+        name,
+        &ATTENTION,
+        &[q, k_cache, v_cache, step, out],
+        params,
+        Dispatch::linear(heads, 64),
+        &[("HEAD_DIM", head_dim as f64)],
+    )?;
+    Ok(out)
+}
+
+/// CPU reference of `attention` (f64): q [heads, d], caches [ctx, kv_heads, d], keys 0..=pos.
+pub fn cpu_attention(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    pos: usize,
+) -> Vec<f64> {
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0.0; heads * d];
+    for h in 0..heads {
+        let kv = h / (heads / kv_heads);
+        let qh = &q[h * d..(h + 1) * d];
+        let scores: Vec<f64> = (0..=pos)
+            .map(|j| {
+                let kj = &k[(j * kv_heads + kv) * d..][..d];
+                scale * qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>()
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = weights.iter().sum();
+        for (j, w) in weights.iter().enumerate() {
+            let vj = &v[(j * kv_heads + kv) * d..][..d];
+            for i in 0..d {
+                out[h * d + i] += w / sum * vj[i];
+            }
+        }
+    }
+    out
+}

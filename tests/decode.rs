@@ -1,0 +1,63 @@
+//! Decoding with the KV cache gives, token by token, the logits of the full causal forward
+//! on the golden tiny Llama (f32 and NF4 base, with and without the PEFT adapter).
+
+mod common;
+
+use common::{golden, rel_err, Golden};
+use webqlora::lora::peft::Adapter;
+use webqlora::model::llama::BaseFormat;
+use webqlora::model::llama_decode::Decoder;
+use webqlora::model::load::upload_model;
+use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::ModelConfig;
+
+#[test]
+fn cached_decoding_equals_the_full_forward() {
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let (_, shape, bytes) = expected.raw("input_ids");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(bytes)
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let seq = shape[1];
+    let dir = golden("tiny-llama/base-f32");
+    let config = ModelConfig::load(&dir).unwrap();
+    let files = SafetensorsFiles::open_dir(&dir).unwrap();
+    let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
+    let gpu = common::gpu();
+    for (base, with_adapter) in [
+        (BaseFormat::F32, false),
+        (BaseFormat::F32, true),
+        (BaseFormat::Nf4 { blocksize: 64 }, true),
+    ] {
+        let adapter = with_adapter.then_some(&adapter);
+        let full = common::tiny_llama_logits(&dir, base, adapter);
+        let decoder =
+            Decoder::new(gpu, &config, base, adapter.map(|a| &a.config), seq + 3).unwrap();
+        decoder.compiled.poison(gpu, common::POISON);
+        let missing = upload_model(gpu, &decoder.compiled, &config, &files, base, adapter).unwrap();
+        assert!(
+            missing.iter().all(|n| n.starts_with("kv_cache.")),
+            "{missing:?}"
+        );
+        let v = config.vocab_size;
+        // Two sequences of the batch, one after the other in the same cache: positions restart.
+        for row in 0..2 {
+            for pos in 0..seq {
+                let want = pos % 3 == 2 || pos == seq - 1;
+                let got =
+                    pollster::block_on(decoder.feed(gpu, ids[row * seq + pos], pos, want)).unwrap();
+                if let Some(logits) = got {
+                    let at = (row * seq + pos) * v;
+                    let e = rel_err(&logits, &full[at..at + v]);
+                    assert!(
+                        e < 1e-4,
+                        "{base:?} adapter {with_adapter} row {row} pos {pos}: {e}"
+                    );
+                }
+            }
+        }
+        let past = pollster::block_on(decoder.feed(gpu, 1, seq + 3, true));
+        assert!(past.unwrap_err().to_string().contains("past the KV cache"));
+    }
+}
