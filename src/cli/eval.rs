@@ -11,11 +11,11 @@ use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, EncodeOptions, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
-use webqlora::model::load::upload_model;
+use webqlora::model::load::upload_model_with_progress;
 use webqlora::train::evaluate::{rows_for, Scorer};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 
-use super::common::{base_format, BaseArg, McqScoreArg};
+use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -107,14 +107,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         rows,
         seq,
     )?;
-    let missing = upload_model(
+    let (bar, mut progress) = load_bar(args.json);
+    let missing = upload_model_with_progress(
         &gpu,
         &scorer.compiled,
         &source.config,
         source.weights.as_ref(),
         base,
         adapter.as_ref(),
+        &mut progress,
     )?;
+    bar.finish_and_clear();
     if let Some(name) = missing.first() {
         anyhow::bail!("'{name}' is in neither the model nor the adapter");
     }

@@ -9,11 +9,11 @@ use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::generate::{generate, Sampler};
 use webqlora::model::llama_decode::Decoder;
-use webqlora::model::load::upload_model;
+use webqlora::model::load::upload_model_with_progress;
 use webqlora::tokenizer::Message;
 use webqlora::train::model_source::{default_model_path, ModelSource};
 
-use super::common::{base_format, BaseArg};
+use super::common::{base_format, load_bar, BaseArg};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -71,14 +71,17 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         adapter.as_ref().map(|a| &a.config),
         max_ctx,
     )?;
-    upload_model(
+    let (bar, mut progress) = load_bar(false);
+    upload_model_with_progress(
         &gpu,
         &decoder.compiled,
         &source.config,
         source.weights.as_ref(),
         base,
         adapter.as_ref(),
+        &mut progress,
     )?;
+    bar.finish_and_clear();
     if std::env::var_os("WEBQLORA_PROFILE").is_some() {
         // Per-kernel times of one decoding step (position 0), summed by kernel.
         pollster::block_on(decoder.feed(&gpu, prompt[0], 0, true))?;

@@ -16,7 +16,7 @@ use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
-use webqlora::model::load::{initialize_missing, upload_model};
+use webqlora::model::load::{initialize_missing, upload_model_with_progress};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::data_order::DataOrder;
 use webqlora::train::evaluate::{rows_for, Scorer};
@@ -25,7 +25,7 @@ use webqlora::train::schedule::{Schedule, ScheduleKind};
 use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
 use webqlora::train::{checkpoint, dump_step::Tensors};
 
-use super::common::{base_format, BaseArg, McqScoreArg};
+use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
 use super::plot;
 use super::GpuArgs;
 
@@ -354,14 +354,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let session = TrainSession::new(&gpu, &source.config, settings)?;
     let loading = Instant::now();
-    let missing = upload_model(
+    let (bar, mut progress) = load_bar(args.quiet);
+    let missing = upload_model_with_progress(
         &gpu,
         &session.compiled,
         &source.config,
         source.weights.as_ref(),
         base,
         start_adapter.as_ref(),
+        &mut progress,
     )?;
+    bar.finish_and_clear();
     initialize_missing(&gpu, &session.compiled, &missing, args.seed)?;
     let mut first_step = 1;
     if let Some((_, moments, state)) = &resumed {

@@ -22,7 +22,27 @@ pub fn upload_model(
     base: BaseFormat,
     adapter: Option<&Adapter>,
 ) -> Result<Vec<String>, ModelError> {
+    upload_model_with_progress(gpu, compiled, config, files, base, adapter, &mut |_, _| {})
+}
+
+/// `upload_model`, calling `progress(done, total)` after each tensor (for a progress bar:
+/// reading, dequantizing and quantizing to NF4 take most of a model's load time).
+pub fn upload_model_with_progress(
+    gpu: &Gpu,
+    compiled: &CompiledGraph,
+    config: &ModelConfig,
+    files: &dyn WeightSource,
+    base: BaseFormat,
+    adapter: Option<&Adapter>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<String>, ModelError> {
     let graph = &compiled.graph;
+    let total = graph
+        .tensors
+        .iter()
+        .filter(|d| d.role == Role::Param && d.view_of.is_none())
+        .count();
+    let mut done = 0;
     let mut missing = Vec::new();
     let write = |t: TensorId, bytes: &[u8]| {
         compiled
@@ -37,6 +57,8 @@ pub fn upload_model(
         if desc.role != Role::Param || desc.view_of.is_some() {
             continue;
         }
+        done += 1;
+        progress(done, total);
         let name = desc.name.as_str();
         if name == "rope.cos_sin" {
             let table = cos_sin_table(desc.shape[0], config.head_dim, config.rope_theta);
