@@ -34,6 +34,7 @@ shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
 shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
+shader!(DROPOUT, "dropout");
 shader!(EMBEDDING, "embedding");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
@@ -58,6 +59,7 @@ pub static ALL: &[&Shader] = &[
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,
     &CROSS_ENTROPY_STATS,
+    &DROPOUT,
     &EMBEDDING,
     &GRAD_CLIP,
     &GRAD_NORM,

@@ -348,3 +348,50 @@ fn bad_input_is_named() {
     ]));
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
+
+#[test]
+fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
+    let dir = temp_dir("train-dropout");
+    std::fs::write(dir.join("data.jsonl"), pattern_jsonl(16, 24)).unwrap();
+    let out = dir.join("out");
+    let run = |seed: &str| {
+        ok(webqlora(&[
+            "train",
+            "--model",
+            &base_f32(),
+            "--data",
+            path(&dir.join("data.jsonl")),
+            "--output",
+            path(&out),
+            "--rank",
+            "4",
+            "--lr",
+            "1e-2",
+            "--schedule",
+            "constant",
+            "--steps",
+            "32",
+            "--lora-dropout",
+            "0.1",
+            "--seed",
+            seed,
+            "--quiet",
+        ]));
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+            .collect();
+        (losses, Adapter::load(&out).unwrap())
+    };
+    let (losses, adapter) = run("1");
+    let first = losses[..4].iter().sum::<f64>() / 4.0;
+    let last = losses[28..].iter().sum::<f64>() / 4.0;
+    assert!(last < first - 0.2, "loss {first} -> {last}");
+    assert_eq!(adapter.config.dropout, 0.1);
+    // The same seed gives the same run (masks included); another seed another run.
+    let (_, again) = run("1");
+    assert!(max_abs_diff(&adapter, &again) == 0.0);
+    let (_, other) = run("2");
+    assert!(max_abs_diff(&adapter, &other) > 0.0);
+}

@@ -188,3 +188,43 @@ fn embedding_gathers_rows() {
         "token id 256 at position 2 is outside the vocabulary of 256"
     );
 }
+
+#[test]
+fn dropout_matches_cpu_mask_and_rate() {
+    use webqlora::ops::dropout::{cpu_dropout, dropout, dropout_into, DropoutSite};
+    let mut rng = rng("dropout");
+    for (n, p) in [(1usize, 0.5f32), (300, 0.1), (70_001, 0.3), (65, 0.0)] {
+        let x = random_f32(&mut rng, n, 2.0);
+        let acc0 = random_f32(&mut rng, n, 1.0);
+        let seed_value: u32 = rand::Rng::random(&mut rng);
+        let mut g = Graph::new();
+        let xt = g.input("x", &[n], DType::F32);
+        let seed = g.input("seed", &[1], DType::U32);
+        let acc = g.input("acc", &[n], DType::F32);
+        let site = DropoutSite { p, seed, salt: 7 };
+        let y = dropout(&mut g, "y", xt, site).unwrap();
+        dropout_into(&mut g, "acc += y", acc, xt, site).unwrap();
+        let got = run_graph(
+            g,
+            &[
+                (xt, bytes(&x)),
+                (seed, bytemuck::bytes_of(&seed_value).to_vec()),
+                (acc, bytes(&acc0)),
+            ],
+            &[y, acc],
+        );
+        let want = cpu_dropout(&x, p, seed_value, 7);
+        assert_eq!(
+            got[0], want,
+            "n {n} p {p}: the mask is the CPU's, bit for bit"
+        );
+        let want_acc: Vec<f32> = acc0.iter().zip(&want).map(|(a, w)| a + w).collect();
+        assert_eq!(got[1], want_acc);
+        if n > 10_000 {
+            let kept = want.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+            assert!((kept - (1.0 - p as f64)).abs() < 0.01, "kept {kept}");
+            let other = cpu_dropout(&x, p, seed_value ^ 1, 7);
+            assert_ne!(want, other, "another seed, another mask");
+        }
+    }
+}

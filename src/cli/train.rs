@@ -198,19 +198,11 @@ fn lora_config(
     model: &Path,
     from: Option<&Adapter>,
 ) -> anyhow::Result<LoraConfig> {
-    if args.lora_dropout != 0.0 {
-        bail!(
-            "--lora-dropout {}: LoRA dropout is not implemented yet; train with 0",
-            args.lora_dropout
-        );
+    if !(0.0..1.0).contains(&args.lora_dropout) {
+        bail!("--lora-dropout {} must be in [0, 1)", args.lora_dropout);
     }
     if let Some(a) = from {
-        if a.config.dropout != 0.0 {
-            eprintln!(
-                "note: the adapter's lora_dropout {} is not applied (not implemented yet)",
-                a.config.dropout
-            );
-        }
+        // Training on from a PEFT adapter keeps its settings, dropout included.
         return Ok(a.config.clone());
     }
     let targets = args
@@ -229,7 +221,7 @@ fn lora_config(
     Ok(LoraConfig {
         r: args.rank,
         alpha: args.alpha.unwrap_or(2.0 * args.rank as f64),
-        dropout: 0.0,
+        dropout: args.lora_dropout,
         target_modules: targets,
         use_rslora: args.rslora,
         base_model_name_or_path: model.display().to_string(),
@@ -351,6 +343,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             weight_decay: args.weight_decay as f32,
             ..AdamW::default()
         },
+        seed: args.seed,
     };
     let session = TrainSession::new(&gpu, &source.config, settings)?;
     let loading = Instant::now();

@@ -14,6 +14,7 @@ pub use super::llama_train::TrainStep;
 use super::ModelConfig;
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
+use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, Nf4Weight};
 use crate::ops::{embedding, rmsnorm};
@@ -41,6 +42,8 @@ pub struct LoraFactors {
     pub a: TensorId,
     pub b: TensorId,
     pub scale: f32,
+    /// Dropout on the adapter's input (training graphs only; PEFT's lora_dropout).
+    pub dropout: Option<DropoutSite>,
 }
 
 /// A linear module with its optional adapter.
@@ -56,6 +59,8 @@ pub struct ModuleSaved {
     pub x: TensorId,
     /// x·Aᵀ, when the module has an adapter.
     pub x_a: Option<TensorId>,
+    /// dropout(x), the adapter's input, when the adapter has dropout.
+    pub x_dropped: Option<TensorId>,
 }
 
 /// The gradients of a module's adapter.
@@ -82,12 +87,20 @@ impl Module {
             Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
             Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w)?,
         };
-        let mut x_a = None;
+        let (mut x_a, mut x_dropped) = (None, None);
         if let Some(l) = self.lora {
+            let x_in = match l.dropout {
+                Some(site) => {
+                    let d = dropout::dropout(g, &format!("{name}.x_dropped"), x, site)?;
+                    x_dropped = Some(d);
+                    d
+                }
+                None => x,
+            };
             let xa = matmul(
                 g,
                 &format!("{name}.x_a"),
-                Operand::plain(x),
+                Operand::plain(x_in),
                 Operand::transposed(l.a),
                 1.0,
             )?;
@@ -101,7 +114,7 @@ impl Module {
             )?;
             x_a = Some(xa);
         }
-        Ok((y, ModuleSaved { x, x_a }))
+        Ok((y, ModuleSaved { x, x_a, x_dropped }))
     }
 
     /// For the output gradient `dy` [T, out]: dx = dy·W + s·(dy·B)·A (added into `dx_into`
@@ -155,17 +168,30 @@ impl Module {
             g,
             &format!("{name}.d_lora_A"),
             Operand::transposed(dy_b),
-            Operand::plain(saved.x),
+            Operand::plain(saved.x_dropped.unwrap_or(saved.x)),
             l.scale,
         )?;
-        matmul_into(
-            g,
-            &format!("{name} += lora"),
-            dx,
-            Operand::plain(dy_b),
-            Operand::plain(l.a),
-            l.scale,
-        )?;
+        match l.dropout {
+            // dx gains the adapter path's gradient through the same dropout mask.
+            Some(site) => {
+                let dx_lora = matmul(
+                    g,
+                    &format!("{name}.dx_lora"),
+                    Operand::plain(dy_b),
+                    Operand::plain(l.a),
+                    l.scale,
+                )?;
+                dropout::dropout_into(g, &format!("{name} += lora"), dx, dx_lora, site)?;
+            }
+            None => matmul_into(
+                g,
+                &format!("{name} += lora"),
+                dx,
+                Operand::plain(dy_b),
+                Operand::plain(l.a),
+                l.scale,
+            )?,
+        }
         Ok((dx, Some(LoraGrads { a: d_a, b: d_b })))
     }
 }
@@ -228,6 +254,7 @@ impl Llama {
                     a: g.param(&peft_name(&path, 'A'), &[l.r, inp], DType::F32),
                     b: g.param(&peft_name(&path, 'B'), &[out, l.r], DType::F32),
                     scale: l.scale() as f32,
+                    dropout: None,
                 });
             Module { weight, lora }
         };
@@ -275,6 +302,31 @@ impl Llama {
             lm_head,
             cos_sin,
         })
+    }
+
+    /// Dropout with probability `p` on every adapter's input (PEFT's lora_dropout), for a
+    /// training graph: returns the seed input (u32 [1]) to write before each run; each module
+    /// draws its own mask from it.
+    pub fn enable_lora_dropout(&mut self, g: &mut Graph, p: f32) -> TensorId {
+        let seed = g.input("lora_dropout.seed", &[1], DType::U32);
+        let mut salt = 0;
+        for l in &mut self.layers {
+            for m in [
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
+                if let Some(lora) = &mut m.lora {
+                    salt += 1;
+                    lora.dropout = Some(DropoutSite { p, seed, salt });
+                }
+            }
+        }
+        seed
     }
 
     /// The final hidden state [tokens, hidden] (after the last norm) for `input_ids`

@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod decode;
+pub mod dropout;
 pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
@@ -43,6 +44,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,
         &nf4_matmul::MATVEC,
+        &dropout::DROPOUT,
+        &dropout::DROPOUT_ACC,
         &embedding::GATHER,
         &residual::ADD,
         &rmsnorm::FORWARD,

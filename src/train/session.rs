@@ -27,6 +27,8 @@ pub struct SessionSettings {
     /// Clip the global gradient norm to this (0: no clipping).
     pub max_grad_norm: f32,
     pub adamw: AdamW,
+    /// Seeds the LoRA dropout masks (with the step and micro-batch).
+    pub seed: u64,
 }
 
 /// One micro-batch: input ids and next-token targets, [batch·seq] each.
@@ -51,6 +53,7 @@ pub struct TrainSession {
     targets: TensorId,
     hyper: TensorId,
     acc_coef: Option<TensorId>,
+    dropout_seed: Option<TensorId>,
     loss: TensorId,
     clip: TensorId,
     /// Nodes before the optimizer: what a non-final micro-batch runs.
@@ -78,7 +81,9 @@ impl TrainSession {
         }
         let tokens = b * s;
         let mut g = Graph::new();
-        let model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;
+        let mut model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;
+        let dropout_seed = (settings.lora.dropout > 0.0)
+            .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));
         let input = g.input("input_ids", &[tokens], DType::U32);
         let targets = g.input("targets", &[tokens], DType::U32);
         let chunk = chunk_for(tokens, config.vocab_size, DEFAULT_CHUNK_BYTES);
@@ -127,6 +132,7 @@ impl TrainSession {
             targets,
             hyper,
             acc_coef,
+            dropout_seed,
             loss: step.loss,
             clip,
             backward_nodes,
@@ -172,6 +178,11 @@ impl TrainSession {
         for (i, (ids, targets)) in micro.iter().enumerate() {
             c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
             c.write(gpu, self.targets, bytemuck::cast_slice(targets))?;
+            if let Some(seed) = self.dropout_seed {
+                let mixed = self.settings.seed ^ ((step as u64) << 20) ^ i as u64;
+                let word = (mixed ^ (mixed >> 32)) as u32;
+                c.write(gpu, seed, bytemuck::bytes_of(&word))?;
+            }
             if let Some(coef) = self.acc_coef {
                 let keep = if i == 0 { 0.0f32 } else { 1.0 };
                 c.write(gpu, coef, bytemuck::cast_slice(&[keep, 1.0 / n as f32]))?;
