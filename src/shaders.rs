@@ -31,6 +31,7 @@ shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
+shader!(BIAS_ADD, "bias_add");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
 shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
@@ -56,6 +57,7 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_DECODE,
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
+    &BIAS_ADD,
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,
     &CROSS_ENTROPY_STATS,

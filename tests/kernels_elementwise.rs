@@ -228,3 +228,19 @@ fn dropout_matches_cpu_mask_and_rate() {
         }
     }
 }
+
+#[test]
+fn bias_add_matches_cpu() {
+    use webqlora::ops::residual::{bias_add, cpu_bias_add};
+    let mut rng = rng("bias_add");
+    for (rows, n) in [(1usize, 1usize), (7, 65), (300, 192)] {
+        let y0 = random_f32(&mut rng, rows * n, 1.0);
+        let b = random_f32(&mut rng, n, 1.0);
+        let mut g = Graph::new();
+        let y = g.input("y", &[rows, n], DType::F32);
+        let bias = g.input("bias", &[n], DType::F32);
+        bias_add(&mut g, "y += bias", y, bias).unwrap();
+        let got = run_graph(g, &[(y, bytes(&y0)), (bias, bytes(&b))], &[y]).remove(0);
+        assert_eq!(got, cpu_bias_add(&y0, &b), "{rows}x{n}");
+    }
+}

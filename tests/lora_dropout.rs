@@ -46,6 +46,7 @@ fn adapter_dropout_forward_and_backward_match_cpu() {
     let bt = g.param("b", &[out, r], DType::F32);
     let module = Module {
         weight: Linear::F32(wt),
+        bias: None,
         lora: Some(LoraFactors {
             a: at,
             b: bt,

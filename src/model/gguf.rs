@@ -171,6 +171,10 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "input_layernorm.weight" => "attn_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.bias" => "attn_output.bias",
         "self_attn.k_proj.weight" => "attn_k.weight",
         "self_attn.v_proj.weight" => "attn_v.weight",
         "self_attn.o_proj.weight" => "attn_output.weight",
@@ -318,9 +322,10 @@ fn config_from_metadata(
         .unwrap_or("");
     let architecture = match arch {
         "llama" => Architecture::Llama,
+        "qwen2" => Architecture::Qwen2,
         other => {
             return Err(err(format!(
-                "architecture '{other}' is not supported (llama)"
+                "architecture '{other}' is not supported (llama, qwen2)"
             )))
         }
     };
@@ -359,7 +364,7 @@ fn config_from_metadata(
             .and_then(MetaValue::as_f64)
             .unwrap_or(10000.0),
         tie_word_embeddings: !tensors.contains_key("output.weight"),
-        qkv_bias: false,
+        qkv_bias: architecture == Architecture::Qwen2,
         max_position_embeddings: count("context_length").unwrap_or(2048),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
@@ -387,7 +392,11 @@ impl WeightSource for GgufFile {
                 found: format!("shape {found:?}"),
             });
         }
-        let heads = if name.ends_with("q_proj.weight") {
+        // llama.cpp permutes q and k rows for Llama's rotary layout only (not qwen2's).
+        let permuted = self.config.architecture == Architecture::Llama;
+        let heads = if !permuted {
+            None
+        } else if name.ends_with("q_proj.weight") {
             Some(self.config.num_heads)
         } else if name.ends_with("k_proj.weight") {
             Some(self.config.num_kv_heads)

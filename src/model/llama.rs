@@ -11,13 +11,13 @@
 //! and then logits = rmsnorm(h) · lm_headᵀ (the embedding when tied).
 
 pub use super::llama_train::TrainStep;
-use super::ModelConfig;
+use super::{Architecture, ModelConfig};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
 use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, Nf4Weight};
-use crate::ops::{embedding, rmsnorm};
+use crate::ops::{embedding, residual, rmsnorm};
 
 /// How base linear weights are stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct LoraFactors {
 #[derive(Clone, Copy, Debug)]
 pub struct Module {
     pub weight: Linear,
+    /// A frozen bias [out] (q/k/v of qwen2-style models).
+    pub bias: Option<TensorId>,
     pub lora: Option<LoraFactors>,
 }
 
@@ -87,6 +89,9 @@ impl Module {
             Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
             Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w)?,
         };
+        if let Some(bias) = self.bias {
+            residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
+        }
         let (mut x_a, mut x_dropped) = (None, None);
         if let Some(l) = self.lora {
             let x_in = match l.dropout {
@@ -230,13 +235,6 @@ impl Llama {
         positions: usize,
     ) -> Result<Llama, GraphError> {
         let c = config;
-        if c.qkv_bias {
-            return Err(GraphError::Unsupported {
-                op: "model".into(),
-                detail: "q/k/v projection biases (qwen2, attention_bias) are not supported yet"
-                    .into(),
-            });
-        }
         let (hidden, kv_dim) = (c.hidden_size, c.num_kv_heads * c.head_dim);
         let q_dim = c.num_heads * c.head_dim;
         let module = |g: &mut Graph, path: String, out: usize, inp: usize| {
@@ -248,6 +246,11 @@ impl Llama {
                 }
             };
             let short = path.rsplit('.').next().unwrap_or("");
+            // qwen2: biases on q, k and v; llama/mistral with attention_bias: on o too.
+            let has_bias = c.qkv_bias
+                && (matches!(short, "q_proj" | "k_proj" | "v_proj")
+                    || (short == "o_proj" && c.architecture != Architecture::Qwen2));
+            let bias = has_bias.then(|| g.param(&format!("{path}.bias"), &[out], DType::F32));
             let lora = lora
                 .filter(|l| l.target_modules.iter().any(|m| m == short))
                 .map(|l| LoraFactors {
@@ -256,7 +259,7 @@ impl Llama {
                     scale: l.scale() as f32,
                     dropout: None,
                 });
-            Module { weight, lora }
+            Module { weight, bias, lora }
         };
         let embed = g.param(
             "model.embed_tokens.weight",

@@ -48,6 +48,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &dropout::DROPOUT_ACC,
         &embedding::GATHER,
         &residual::ADD,
+        &residual::BIAS_ADD,
         &rmsnorm::FORWARD,
         &rmsnorm::BACKWARD,
         &rope::ROPE,

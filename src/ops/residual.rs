@@ -49,3 +49,52 @@ pub fn add(g: &mut Graph, name: &str, a: TensorId, b: TensorId) -> Result<Tensor
 pub fn cpu_add<R: super::real::Real>(a: &[R], b: &[R]) -> Vec<R> {
     a.iter().zip(b).map(|(&x, &y)| x + y).collect()
 }
+
+pub static BIAS_ADD: Kernel = Kernel {
+    name: "bias_add",
+    shader: &shaders::BIAS_ADD,
+    entry: "bias_add",
+    variants: &[],
+    bindings: &[
+        Binding {
+            name: "bias",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "y",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// `y[r, :] += bias` for every row r of `y` [rows, n], in place.
+pub fn bias_add(g: &mut Graph, name: &str, y: TensorId, bias: TensorId) -> Result<(), GraphError> {
+    let n = g.tensor(bias).numel();
+    let total = g.tensor(y).numel();
+    if n == 0 || g.tensor(y).shape.last() != Some(&n) {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "bias of {n} values for rows of {:?}",
+                g.tensor(y).shape.last()
+            ),
+        });
+    }
+    let params = Params::new().u32((total / n) as u32).u32(n as u32);
+    g.push(
+        name,
+        &BIAS_ADD,
+        &[bias, y],
+        params,
+        Dispatch::linear(total, 64),
+    )
+}
+
+pub fn cpu_bias_add(y: &[f32], bias: &[f32]) -> Vec<f32> {
+    y.iter()
+        .enumerate()
+        .map(|(i, &v)| v + bias[i % bias.len()])
+        .collect()
+}
