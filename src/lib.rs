@@ -3,7 +3,6 @@
 //! WGSL compute shaders (`shaders/`) do the numeric work; `graph` plans and runs static graphs
 //! of them on a `gpu::Gpu`; `ops` describes each kernel and holds its CPU reference.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod data;
 pub mod gpu;
 pub mod graph;
@@ -14,6 +13,5 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod shaders;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod tokenizer;
 pub mod train;

@@ -3,7 +3,6 @@
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod merge;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod peft;
 
 /// The seven linear modules of a Llama layer, the QLoRA paper's default targets.

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::LoraConfig;
-use crate::io::write_atomic;
+use crate::model::file_bytes::FileBytes;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::ModelError;
 
@@ -118,20 +118,39 @@ pub fn config_json(c: &LoraConfig) -> String {
 
 impl Adapter {
     /// Load a PEFT adapter folder.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &Path) -> Result<Adapter, ModelError> {
         let config_path = dir.join("adapter_config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
             path: config_path.display().to_string(),
             source,
         })?;
-        let config = parse_config(&text, &config_path)?;
         let weights_path = dir.join("adapter_model.safetensors");
-        let files = SafetensorsFiles::open_files(std::slice::from_ref(&weights_path))?;
+        let weights = crate::model::file_bytes::map_file(&weights_path)?;
+        Self::from_bytes(
+            &text,
+            &config_path.display().to_string(),
+            weights,
+            &weights_path.display().to_string(),
+        )
+    }
+
+    /// An adapter from the text of adapter_config.json and the bytes of
+    /// adapter_model.safetensors (`*_name` name them in errors).
+    pub fn from_bytes(
+        config_text: &str,
+        config_name: &str,
+        weights: FileBytes,
+        weights_name: &str,
+    ) -> Result<Adapter, ModelError> {
+        let config = parse_config(config_text, Path::new(config_name))?;
+        let weights_path = Path::new(weights_name);
+        let files = SafetensorsFiles::from_files(vec![(weights_name.to_string(), weights)])?;
         let mut tensors = BTreeMap::new();
         for name in files.names() {
             if !(name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")) {
                 return Err(invalid(
-                    &weights_path,
+                    weights_path,
                     format!("tensor '{name}' is not a LoRA A or B weight"),
                 ));
             }
@@ -143,7 +162,7 @@ impl Adapter {
             };
             if shape.len() != 2 || rank_dim != Some(&config.r) {
                 return Err(ModelError::BadTensor {
-                    path: weights_path.display().to_string(),
+                    path: weights_name.to_string(),
                     tensor: name.into(),
                     expected: format!("a matrix of rank {}", config.r),
                     found: format!("shape {shape:?}"),
@@ -154,13 +173,9 @@ impl Adapter {
         Ok(Adapter { config, tensors })
     }
 
-    /// Write adapter_config.json and adapter_model.safetensors into `dir` (created if needed),
-    /// each through a temporary file renamed into place.
-    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    /// The two files of the adapter: adapter_config.json's text and
+    /// adapter_model.safetensors' bytes.
+    pub fn to_bytes(&self) -> Result<(String, Vec<u8>), ModelError> {
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
             .iter()
@@ -178,19 +193,34 @@ impl Adapter {
         let metadata = [("format".to_string(), "pt".to_string())]
             .into_iter()
             .collect();
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| invalid(dir, format!("cannot serialize the adapter: {e}")))?;
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
+            invalid(
+                Path::new("adapter_model.safetensors"),
+                format!("cannot serialize the adapter: {e}"),
+            )
+        })?;
+        Ok((config_json(&self.config), bytes))
+    }
+
+    /// Write adapter_config.json and adapter_model.safetensors into `dir` (created if needed),
+    /// each through a temporary file renamed into place.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        use crate::io::write_atomic;
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (config_text, bytes) = self.to_bytes()?;
         let weights = dir.join("adapter_model.safetensors");
         write_atomic(&weights, &bytes).map_err(|source| ModelError::Io {
             path: weights.display().to_string(),
             source,
         })?;
         let config = dir.join("adapter_config.json");
-        write_atomic(&config, config_json(&self.config).as_bytes()).map_err(|source| {
-            ModelError::Io {
-                path: config.display().to_string(),
-                source,
-            }
+        write_atomic(&config, config_text.as_bytes()).map_err(|source| ModelError::Io {
+            path: config.display().to_string(),
+            source,
         })
     }
 }

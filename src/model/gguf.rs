@@ -12,10 +12,8 @@
 //! adapter trained on it is valid for the Hugging Face model.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
-use memmap2::Mmap;
-
+use super::file_bytes::FileBytes;
 use super::{Architecture, ModelConfig, ModelError, WeightSource};
 use crate::quant::ggml::{dequantize, GgmlType};
 
@@ -62,7 +60,7 @@ struct TensorInfo {
 
 pub struct GgufFile {
     path: String,
-    map: Mmap,
+    map: FileBytes,
     pub metadata: BTreeMap<String, MetaValue>,
     tensors: HashMap<String, TensorInfo>,
     data_start: usize,
@@ -205,17 +203,18 @@ pub fn unpermute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
 }
 
 impl GgufFile {
-    pub fn open(path: &Path) -> Result<GgufFile, ModelError> {
-        let shown = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        // Safety: opened read-only; the file changing under us is outside what we promise.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
-            path: shown.clone(),
-            source,
-        })?;
+    /// Open (memory-map) a GGUF file.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &std::path::Path) -> Result<GgufFile, ModelError> {
+        Self::from_bytes(
+            super::file_bytes::map_file(path)?,
+            &path.display().to_string(),
+        )
+    }
+
+    /// Read a GGUF file's bytes; `name` names it in errors.
+    pub fn from_bytes(map: FileBytes, name: &str) -> Result<GgufFile, ModelError> {
+        let shown = name.to_string();
         let mut c = Cursor {
             bytes: &map,
             at: 0,

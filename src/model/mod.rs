@@ -1,15 +1,14 @@
-//! Models: the Hugging Face config, weight files, and (later) the Llama graph.
+//! Models: the Hugging Face config, weight files (safetensors, GGUF), the Llama graph for
+//! training, evaluation and decoding, and loading weights into a compiled graph.
 
 pub mod config;
+pub mod file_bytes;
 pub mod generate;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod gguf;
 pub mod llama;
 pub mod llama_decode;
 pub mod llama_train;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod load;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod safetensors_files;
 
 pub use config::{Architecture, BnbQuantization, ModelConfig};

@@ -3,18 +3,19 @@
 //! converted to f32.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
+use super::file_bytes::FileBytes;
 use super::{ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
 
 struct Shard {
     path: String,
-    map: Mmap,
+    map: FileBytes,
     /// Where tensor data starts: 8 + the header's length.
     data_start: usize,
     metadata: Metadata,
@@ -26,15 +27,9 @@ pub struct SafetensorsFiles {
     index: HashMap<String, usize>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 impl SafetensorsFiles {
     /// Open the weights of the model folder `dir`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open_dir(dir: &Path) -> Result<SafetensorsFiles, ModelError> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
@@ -80,16 +75,21 @@ impl SafetensorsFiles {
         Ok(opened)
     }
 
-    /// Open these safetensors files (a tensor may appear in only one of them).
+    /// Open (memory-map) these safetensors files (a tensor may appear in only one of them).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open_files(paths: &[PathBuf]) -> Result<SafetensorsFiles, ModelError> {
+        let files = paths
+            .iter()
+            .map(|p| Ok((p.display().to_string(), super::file_bytes::map_file(p)?)))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Self::from_files(files)
+    }
+
+    /// Safetensors files as (name for errors, bytes).
+    pub fn from_files(files: Vec<(String, FileBytes)>) -> Result<SafetensorsFiles, ModelError> {
         let mut shards = Vec::new();
         let mut index = HashMap::new();
-        for path in paths {
-            let file = std::fs::File::open(path).map_err(io(path))?;
-            // Safety: the file is opened read-only; a model file changed on disk while we
-            // train is outside what we promise.
-            let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
-            let shown = path.display().to_string();
+        for (shown, map) in files {
             let (header, metadata) =
                 SafeTensors::read_metadata(&map).map_err(|e| ModelError::Invalid {
                     path: shown.clone(),

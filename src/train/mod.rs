@@ -6,7 +6,6 @@ pub mod checkpoint;
 pub mod data_order;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dump_step;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod evaluate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_source;
@@ -22,10 +21,8 @@ pub enum TrainError {
     Run(#[from] crate::graph::RunError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
-    #[cfg(not(target_arch = "wasm32"))]
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    #[cfg(not(target_arch = "wasm32"))]
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("{0}")]
