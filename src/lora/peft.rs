@@ -125,6 +125,8 @@ impl Adapter {
             path: config_path.display().to_string(),
             source,
         })?;
+        // The configuration's errors first: an unsupported adapter is named as such.
+        parse_config(&text, &config_path)?;
         let weights_path = dir.join("adapter_model.safetensors");
         let weights = crate::model::file_bytes::map_file(&weights_path)?;
         Self::from_bytes(
