@@ -44,7 +44,7 @@ fn attention_decode(@builtin(global_invocation_id) gid: vec3<u32>) {
     let last = min(step[0], params.max_ctx - 1u);
     let q_base = h * D4;
     var acc: array<vec4<f32>, MAX_D4>;
-    var m = -3.4028235e38;
+    var m = -3.40282346e38;
     var l = 0.0;
     for (var j = 0u; j <= last; j++) {
         let kv_base = (j * params.kv_heads + kv) * D4;

@@ -55,7 +55,7 @@ fn attention_forward(
     let q_base = row * D4;
 
     var acc: array<vec4<f32>, MAX_D4>;
-    var m = -3.4028235e38;
+    var m = -3.40282346e38;
     var l = 0.0;
     for (var j = first; j <= t; j++) {
         let kv_base = (j * params.kv_heads + kv) * D4;

@@ -19,7 +19,7 @@ struct Params {
 }
 
 const IGNORE: u32 = 0xffffffffu;
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.40282346e38;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<u32>;

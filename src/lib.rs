@@ -15,3 +15,5 @@ pub mod quant;
 pub mod shaders;
 pub mod tokenizer;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

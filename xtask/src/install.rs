@@ -103,3 +103,14 @@ pub fn rust_tools() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Chromium for the browser end-to-end test (WebGPU on SwiftShader, headless).
+pub fn chromium() -> Result<(), String> {
+    if succeeds(Command::new("chromium").arg("--version")) || !Path::new("/usr/bin/dpkg").exists() {
+        return Ok(());
+    }
+    debian_packages(
+        &["chromium"],
+        "the browser end-to-end test (headless Chromium)",
+    )
+}

@@ -3,13 +3,18 @@
 //!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests
 //!   fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`
 //!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after
+//!   build-web     the browser page into target/web (wasm32 build + wasm-bindgen)
+//!   serve         serve target/web on 127.0.0.1 (--port, --files DIR, --uploads DIR)
+//!   browser-test  the page in headless Chromium against the native trainer
 //!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
 
+mod browser_test;
 mod demo;
 mod fetch_model;
 mod install;
 mod mcq_data;
 mod test;
+mod web;
 
 use std::process::ExitCode;
 
@@ -19,12 +24,15 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("fetch-model") => fetch_model::main(),
         Some("demo") => demo::main(&args[1..]),
+        Some("build-web") => web::build_main(),
+        Some("serve") => web::serve_main(&args[1..]),
+        Some("browser-test") => browser_test::run_test(),
         Some("mcq-data") => mcq_data::main(
             &repo_root(),
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };

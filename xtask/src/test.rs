@@ -85,6 +85,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     let start = Instant::now();
     install::rust_tools()?;
     install::lavapipe()?;
+    install::chromium()?;
     // The SmolLM2 reference test reads the model from here (it says how to get it if absent).
     match crate::fetch_model::fetch() {
         Ok(path) => eprintln!("xtask: model: {}", path.display()),
@@ -141,9 +142,19 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         counts.failed += 1;
     }
     step("tests", tests);
+    // The page in headless Chromium against the native trainer (counted as one test).
+    let browser = crate::browser_test::run_test();
+    match &browser {
+        Ok(()) => counts.passed += 1,
+        Err(_) => counts.failed += 1,
+    }
+    step("browser end-to-end", browser);
 
     // Each failed step other than the tests counts as one failure in the summary line.
-    let other_failures = failures.iter().filter(|f| *f != "tests").count() as u64;
+    let other_failures = failures
+        .iter()
+        .filter(|f| *f != "tests" && *f != "browser end-to-end")
+        .count() as u64;
     println!(
         "xtask: {:.0} s; failed steps: {}",
         start.elapsed().as_secs_f64(),

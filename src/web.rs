@@ -1,0 +1,469 @@
+//! The browser API (wasm32 only), used by web/worker.js: open a model from the files the
+//! page was given, train on a JSONL dataset step by step, evaluate multiple-choice accuracy,
+//! generate text, and hand back the adapter in PEFT format. The same library code as the
+//! native binary; only the I/O differs.
+
+use js_sys::{Array, Function, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use crate::data::{encode_records, parse_jsonl, Batch, EncodeOptions, Example, Mcq, Record};
+use crate::gpu::{AdapterRequest, Gpu};
+use crate::lora::peft::Adapter;
+use crate::lora::{LoraConfig, ALL_LINEAR};
+use crate::model::generate::{generate, Sampler};
+use crate::model::gguf::GgufFile;
+use crate::model::llama::BaseFormat;
+use crate::model::llama_decode::Decoder;
+use crate::model::load::{initialize_missing, upload_model_with_progress};
+use crate::model::safetensors_files::SafetensorsFiles;
+use crate::model::{ModelConfig, WeightSource};
+use crate::ops::adamw::AdamW;
+use crate::tokenizer::{Message, Tokenizer};
+use crate::train::data_order::DataOrder;
+use crate::train::evaluate::{rows_for, Scorer};
+use crate::train::schedule::{Schedule, ScheduleKind};
+use crate::train::session::{SessionSettings, TrainSession};
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+struct Training {
+    session: TrainSession,
+    examples: Vec<Example>,
+    order: DataOrder,
+    schedule: Schedule,
+    seq: usize,
+    step: usize,
+    total: usize,
+}
+
+#[wasm_bindgen]
+pub struct WebSession {
+    gpu: Gpu,
+    config: ModelConfig,
+    weights: Box<dyn WeightSource>,
+    tokenizer: Option<Tokenizer>,
+    base: BaseFormat,
+    training: Option<Training>,
+}
+
+fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
+    s[key].as_f64().unwrap_or(default)
+}
+
+#[wasm_bindgen]
+impl WebSession {
+    /// Open a model from `files`, an array of [name, Uint8Array] pairs: one .gguf file, or a
+    /// Hugging Face folder's config.json and model.safetensors (or shards; bitsandbytes 4-bit
+    /// too) with tokenizer.json / tokenizer_config.json when present.
+    pub async fn open(files: Array) -> Result<WebSession, JsValue> {
+        let mut named: Vec<(String, Vec<u8>)> = Vec::new();
+        for pair in files.iter() {
+            let pair = Array::from(&pair);
+            let name = pair.get(0).as_string().ok_or("a file without a name")?;
+            let bytes = Uint8Array::new(&pair.get(1)).to_vec();
+            named.push((name, bytes));
+        }
+        let find = |suffix: &str| named.iter().position(|(n, _)| n.ends_with(suffix));
+        let text = |i: Option<usize>| i.map(|i| String::from_utf8_lossy(&named[i].1).to_string());
+        let (config, weights, tokenizer): (ModelConfig, Box<dyn WeightSource>, Option<Tokenizer>) =
+            if let Some(i) = find(".gguf") {
+                let (name, bytes) = named.swap_remove(i);
+                let file = GgufFile::from_bytes(bytes.into(), &name).map_err(js_err)?;
+                let tok = Tokenizer::from_gguf(&file.metadata, &name).ok();
+                (file.config().clone(), Box::new(file), tok)
+            } else {
+                let config_text = text(find("config.json").filter(|&i| {
+                    !named[i].0.ends_with("tokenizer_config.json")
+                        && !named[i].0.ends_with("generation_config.json")
+                }))
+                .ok_or("no .gguf file and no config.json among the model files")?;
+                let config = ModelConfig::from_json(&config_text, "config.json").map_err(js_err)?;
+                let tok_json = text(find("tokenizer.json"));
+                let tok_config = text(find("tokenizer_config.json"));
+                let tok = match tok_json {
+                    Some(t) => Some(
+                        Tokenizer::from_json(&t, tok_config.as_deref(), &config, "tokenizer.json")
+                            .map_err(js_err)?,
+                    ),
+                    None => None,
+                };
+                let shards: Vec<(String, crate::model::file_bytes::FileBytes)> = named
+                    .into_iter()
+                    .filter(|(n, _)| n.ends_with(".safetensors"))
+                    .map(|(n, b)| (n, b.into()))
+                    .collect();
+                if shards.is_empty() {
+                    return Err("no .safetensors weights among the model files".into());
+                }
+                let files = SafetensorsFiles::from_files(shards).map_err(js_err)?;
+                (config, Box::new(files), tok)
+            };
+        let gpu = Gpu::new(&AdapterRequest::default()).await.map_err(js_err)?;
+        Ok(WebSession {
+            gpu,
+            config,
+            weights,
+            tokenizer,
+            base: BaseFormat::Nf4 { blocksize: 64 },
+            training: None,
+        })
+    }
+
+    /// The device and model, as JSON.
+    pub fn info(&self) -> String {
+        let c = &self.config;
+        serde_json::json!({
+            "device": self.gpu.info.name,
+            "backend": format!("{:?}", self.gpu.info.backend),
+            "layers": c.num_layers, "hidden": c.hidden_size, "vocab": c.vocab_size,
+            "tokenizer": self.tokenizer.is_some(),
+            "max_storage_binding": self.gpu.limits.max_storage_buffer_binding_size,
+            "max_buffer": self.gpu.limits.max_buffer_size,
+        })
+        .to_string()
+    }
+
+    /// Build the training step for `data` (JSONL, any format the CLI takes) with `settings`
+    /// (JSON: rank, alpha, lr, steps, batch, max_seq_len, seed, schedule, warmup_steps,
+    /// weight_decay, max_grad_norm, base "nf4"/"f32"), load the weights (`progress(done,
+    /// total)`), and start a fresh adapter. Returns a JSON summary.
+    pub async fn prepare(
+        &mut self,
+        data: &str,
+        data_name: &str,
+        settings: &str,
+        progress: &Function,
+    ) -> Result<String, JsValue> {
+        let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
+        let rank = setting(&s, "rank", 16.0) as usize;
+        let batch = setting(&s, "batch", 4.0).max(1.0) as usize;
+        let max_len = setting(&s, "max_seq_len", 512.0) as usize;
+        let seed = setting(&s, "seed", 42.0) as u64;
+        self.base = match s["base"].as_str() {
+            Some("f32") => BaseFormat::F32,
+            _ => BaseFormat::Nf4 { blocksize: 64 },
+        };
+        let records = parse_jsonl(data, data_name).map_err(js_err)?;
+        let opts = EncodeOptions {
+            train_on_inputs: s["train_on_inputs"].as_bool().unwrap_or(false),
+            max_len,
+            mcq_by_letter: false,
+        };
+        let needs_tok = records
+            .iter()
+            .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
+        if needs_tok && self.tokenizer.is_none() {
+            return Err("this model has no tokenizer: give its tokenizer.json, or tokenized data (input_ids)".into());
+        }
+        let examples = encode_records(
+            &records,
+            self.tokenizer.as_ref(),
+            self.config.vocab_size,
+            &opts,
+            data_name,
+        )
+        .map_err(js_err)?;
+        let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+        let seq = (longest.div_ceil(16) * 16).min(max_len);
+        let total = match s["steps"].as_u64() {
+            Some(n) => n.max(1) as usize,
+            None => examples.len().div_ceil(batch),
+        };
+        let lora = LoraConfig {
+            r: rank,
+            alpha: setting(&s, "alpha", 2.0 * rank as f64),
+            dropout: setting(&s, "lora_dropout", 0.0),
+            target_modules: {
+                let mut t: Vec<String> = ALL_LINEAR.iter().map(|m| m.to_string()).collect();
+                t.sort();
+                t
+            },
+            use_rslora: false,
+            base_model_name_or_path: s["model_name"].as_str().unwrap_or("").to_string(),
+        };
+        let settings = SessionSettings {
+            batch,
+            seq,
+            base: self.base,
+            lora,
+            checkpointing: true,
+            accumulation: 1,
+            max_grad_norm: setting(&s, "max_grad_norm", 1.0) as f32,
+            adamw: AdamW {
+                weight_decay: setting(&s, "weight_decay", 0.0) as f32,
+                ..AdamW::default()
+            },
+            seed,
+        };
+        self.training = None;
+        let session = TrainSession::new(&self.gpu, &self.config, settings).map_err(js_err)?;
+        let missing = upload_model_with_progress(
+            &self.gpu,
+            &session.compiled,
+            &self.config,
+            self.weights.as_ref(),
+            self.base,
+            None,
+            &mut |done, all| {
+                let _ = progress.call2(&JsValue::NULL, &done.into(), &all.into());
+            },
+        )
+        .map_err(js_err)?;
+        initialize_missing(&self.gpu, &session.compiled, &missing, seed).map_err(js_err)?;
+        let kind: ScheduleKind = s["schedule"]
+            .as_str()
+            .unwrap_or("linear")
+            .parse()
+            .map_err(js_err)?;
+        let summary = serde_json::json!({
+            "examples": examples.len(), "seq": seq, "batch": batch, "steps": total,
+            "planned_peak_bytes": session.compiled.peak_bytes(),
+            "trainable": session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
+        });
+        self.training = Some(Training {
+            order: DataOrder {
+                examples: examples.len(),
+                batch,
+                seed,
+                shuffle: true,
+            },
+            schedule: Schedule {
+                kind,
+                peak: setting(&s, "lr", 2e-4),
+                warmup: setting(&s, "warmup_steps", 0.0) as usize,
+                total,
+            },
+            session,
+            examples,
+            seq,
+            step: 0,
+            total,
+        });
+        Ok(summary.to_string())
+    }
+
+    /// One optimizer step; JSON with step, steps, loss, lr, grad_norm, tokens.
+    pub async fn step(&mut self) -> Result<String, JsValue> {
+        let t = self.training.as_mut().ok_or("prepare training first")?;
+        if t.step >= t.total {
+            return Err("all steps are done".into());
+        }
+        let step = t.step + 1;
+        let rows: Vec<&Example> = t
+            .order
+            .micro_batch(step - 1)
+            .into_iter()
+            .map(|i| &t.examples[i])
+            .collect();
+        let tokens: usize = rows.iter().map(|e| e.ids.len()).sum();
+        let pad = self
+            .tokenizer
+            .as_ref()
+            .and_then(|t| t.eos_ids.first().copied())
+            .or(self.config.eos_token_ids.first().copied())
+            .unwrap_or(0);
+        let batch = Batch::pad(&rows, t.order.batch, t.seq, pad);
+        let targets = batch.targets();
+        let lr = t.schedule.lr(step - 1);
+        let stats = t
+            .session
+            .step(
+                &self.gpu,
+                &[(batch.input_ids, targets)],
+                lr as f32,
+                step as u32,
+            )
+            .await
+            .map_err(js_err)?;
+        t.step = step;
+        Ok(serde_json::json!({
+            "step": step, "steps": t.total, "loss": stats.loss, "lr": lr,
+            "grad_norm": stats.grad_norm, "tokens": tokens, "counted": stats.counted,
+        })
+        .to_string())
+    }
+
+    /// The trained adapter as [adapter_config.json text, adapter_model.safetensors bytes].
+    pub async fn adapter(&self) -> Result<Array, JsValue> {
+        let t = self.training.as_ref().ok_or("nothing trained yet")?;
+        let tensors = t
+            .session
+            .read_params(&self.gpu, &t.session.adapter_names)
+            .await
+            .map_err(js_err)?;
+        let adapter = Adapter {
+            config: t.session.settings.lora.clone(),
+            tensors: tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect(),
+        };
+        let (config, bytes) = adapter.to_bytes().map_err(js_err)?;
+        let out = Array::new();
+        out.push(&JsValue::from_str(&config));
+        out.push(&Uint8Array::from(&bytes[..]));
+        Ok(out)
+    }
+
+    fn lora(&self) -> Option<&LoraConfig> {
+        self.training.as_ref().map(|t| &t.session.settings.lora)
+    }
+
+    /// Upload weights into a graph that does not share the training graph's.
+    fn fill(&self, compiled: &crate::graph::CompiledGraph) -> Result<(), JsValue> {
+        upload_model_with_progress(
+            &self.gpu,
+            compiled,
+            &self.config,
+            self.weights.as_ref(),
+            self.base,
+            None,
+            &mut |_, _| {},
+        )
+        .map_err(js_err)?;
+        Ok(())
+    }
+
+    /// Generate from `prompt` (as a chat user message with `chat`), greedy, calling
+    /// `on_text(text so far)` as tokens come; with the adapter once training has started.
+    pub async fn generate(
+        &self,
+        prompt: &str,
+        max_new: u32,
+        chat: bool,
+        on_text: &Function,
+    ) -> Result<String, JsValue> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or("this model has no tokenizer")?;
+        let text = if chat {
+            tok.apply_chat_template(
+                &[Message {
+                    role: "user".into(),
+                    content: prompt.into(),
+                }],
+                true,
+            )
+            .map_err(js_err)?
+        } else {
+            prompt.to_string()
+        };
+        let ids = tok.encode(&text, true).map_err(js_err)?;
+        let max_ctx = ids.len() + max_new as usize;
+        let decoder = match &self.training {
+            Some(t) => Decoder::sharing(
+                &self.gpu,
+                &self.config,
+                self.base,
+                self.lora(),
+                max_ctx,
+                &t.session.compiled,
+            )
+            .map_err(js_err)?,
+            None => {
+                let d = Decoder::new(&self.gpu, &self.config, self.base, None, max_ctx)
+                    .map_err(js_err)?;
+                self.fill(&d.compiled)?;
+                d
+            }
+        };
+        let mut sampler = Sampler::new(0.0, 1.0, 0);
+        let mut stop = tok.eos_ids.clone();
+        if let Ok(end) = tok.encode("<|im_end|>", false) {
+            if end.len() == 1 {
+                stop.extend(end);
+            }
+        }
+        let mut out_ids = Vec::new();
+        let produced = generate(
+            &decoder,
+            &self.gpu,
+            &ids,
+            max_new as usize,
+            &mut sampler,
+            &stop,
+            |t| {
+                out_ids.push(t);
+                if let Ok(s) = tok.decode(&out_ids, true) {
+                    let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(&s));
+                }
+                true
+            },
+        )
+        .await
+        .map_err(js_err)?;
+        tok.decode(&produced, true).map_err(js_err)
+    }
+
+    /// Multiple-choice accuracy on the questions of `data` (JSONL), the first `limit`:
+    /// JSON with accuracy, acc_norm, n.
+    pub async fn mcq(
+        &self,
+        data: &str,
+        limit: u32,
+        progress: &Function,
+    ) -> Result<String, JsValue> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or("this model has no tokenizer")?;
+        let questions: Vec<Mcq> = parse_jsonl(data, "questions")
+            .map_err(js_err)?
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Record::Mcq(q) => Some(q),
+                _ => None,
+            })
+            .take(limit.max(1) as usize)
+            .collect();
+        if questions.is_empty() {
+            return Err("no multiple-choice questions in this data".into());
+        }
+        let mut longest = 1;
+        for q in &questions {
+            let p = tok.encode(&q.prompt(), true).map_err(js_err)?.len();
+            for c in 0..q.choices.len() {
+                longest = longest.max(
+                    p + tok
+                        .encode(&q.continuation(c, false), false)
+                        .map_err(js_err)?
+                        .len(),
+                );
+            }
+        }
+        let seq = longest.div_ceil(16) * 16;
+        let rows = rows_for(
+            seq,
+            self.config.vocab_size,
+            4,
+            self.gpu.limits.max_storage_buffer_binding_size,
+        );
+        let scorer = match &self.training {
+            Some(t) => Scorer::sharing(
+                &self.gpu,
+                &self.config,
+                self.base,
+                self.lora(),
+                rows,
+                seq,
+                &t.session.compiled,
+            )
+            .map_err(js_err)?,
+            None => {
+                let s = Scorer::new(&self.gpu, &self.config, self.base, None, rows, seq)
+                    .map_err(js_err)?;
+                self.fill(&s.compiled)?;
+                s
+            }
+        };
+        let pad = tok.eos_ids.first().copied().unwrap_or(0);
+        let score = scorer
+            .mcq(&self.gpu, tok, &questions, false, pad, |i| {
+                let _ = progress.call2(&JsValue::NULL, &i.into(), &questions.len().into());
+            })
+            .await
+            .map_err(js_err)?;
+        Ok(serde_json::json!({"accuracy": score.accuracy, "acc_norm": score.acc_norm, "n": score.n})
+            .to_string())
+    }
+}

@@ -1,0 +1,309 @@
+// The page: model, data, settings, training with a live loss chart, trying prompts and MCQ
+// accuracy before and after, and the adapter download. All work happens in worker.js.
+
+const $ = (id) => document.getElementById(id);
+const worker = new Worker('worker.js', { type: 'module' });
+// Exposed for the end-to-end test, which reads the losses.
+const state = window.webqloraState = { modelName: '', data: null, dataName: '', trained: false, losses: [], tokens: 0, seconds: 0 };
+
+function message(text, error) {
+  const m = $('message');
+  m.hidden = !text;
+  m.textContent = text || '';
+  m.className = error ? 'message error' : 'message';
+}
+
+// What an error means for the user.
+function explain(where, text) {
+  if (/limit|exceeds|max_storage|maxStorage|binding size/i.test(text)) {
+    return `Your GPU's limits are too small for this (${where}): ${text}. A smaller batch or sequence length needs less.`;
+  }
+  if (/lost|destroyed/i.test(text)) {
+    return `The GPU device was lost (${where}): ${text}. Reload the page to start again; the model stays in this browser's storage.`;
+  }
+  if (/out of memory|OutOfMemory|allocation/i.test(text)) {
+    return `The GPU ran out of memory (${where}): ${text}. Try a smaller batch, sequence length or rank.`;
+  }
+  return `${where}: ${text}`;
+}
+
+worker.onerror = (e) => {
+  message(explain('the trainer stopped', e.message || 'unknown error (device lost or out of memory?)'), true);
+  setBusy(false);
+};
+
+// ---- model files, kept in the Origin Private File System ------------------------------------
+
+async function opfsDir() {
+  if (!navigator.storage || !navigator.storage.getDirectory) return null;
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle('model', { create: true });
+}
+
+async function keepModel(files) {
+  try {
+    const root = await navigator.storage.getDirectory();
+    await root.removeEntry('model', { recursive: true }).catch(() => {});
+    const dir = await opfsDir();
+    for (const [name, buf] of files) {
+      const h = await dir.getFileHandle(name, { create: true });
+      const w = await h.createWritable();
+      await w.write(buf);
+      await w.close();
+    }
+  } catch (e) { console.warn('could not keep the model in this browser', e); }
+}
+
+async function cachedModel() {
+  try {
+    const dir = await opfsDir();
+    if (!dir) return null;
+    const files = [];
+    for await (const [name, h] of dir.entries()) {
+      files.push([name, await (await h.getFile()).arrayBuffer()]);
+    }
+    return files.length ? files : null;
+  } catch (e) { return null; }
+}
+
+async function fetchWithProgress(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  const total = Number(r.headers.get('content-length')) || 0;
+  const reader = r.body.getReader();
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    got += value.length;
+    $('download-progress').max = total || got;
+    $('download-progress').value = got;
+    $('download-text').textContent = `${(got / 1e6).toFixed(1)} MB${total ? ' of ' + (total / 1e6).toFixed(1) : ''}`;
+  }
+  const out = new Uint8Array(got);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out.buffer;
+}
+
+async function filesFromUrl(url) {
+  if (/\.gguf(\?|$)/i.test(url)) {
+    return [[url.split('/').pop().split('?')[0], await fetchWithProgress(url)]];
+  }
+  const base = url.endsWith('/') ? url : url + '/';
+  const files = [['config.json', await fetchWithProgress(base + 'config.json')]];
+  try {
+    files.push(['model.safetensors', await fetchWithProgress(base + 'model.safetensors')]);
+  } catch (e) {
+    const index = JSON.parse(new TextDecoder().decode(await fetchWithProgress(base + 'model.safetensors.index.json')));
+    for (const shard of new Set(Object.values(index.weight_map))) {
+      files.push([shard, await fetchWithProgress(base + shard)]);
+    }
+  }
+  for (const optional of ['tokenizer.json', 'tokenizer_config.json']) {
+    try { files.push([optional, await fetchWithProgress(base + optional)]); } catch (e) { /* absent */ }
+  }
+  return files;
+}
+
+function openModel(files, name, keep) {
+  state.modelName = name;
+  message('');
+  $('model-info').textContent = `opening ${name} …`;
+  const copies = files.map(([n, b]) => [n, b.slice(0)]);
+  worker.postMessage({ type: 'open', files }, files.map(([, b]) => b));
+  if (keep) keepModel(copies);
+}
+
+$('model-files').onchange = async () => {
+  const list = [...$('model-files').files];
+  const files = [];
+  for (const f of list) files.push([f.name, await f.arrayBuffer()]);
+  openModel(files, list.map((f) => f.name).join(', '), true);
+};
+$('model-url-load').onclick = async () => {
+  try {
+    const url = $('model-url').value.trim();
+    openModel(await filesFromUrl(url), url, true);
+  } catch (e) { message(`download: ${e.message}`, true); }
+};
+$('model-cached').onclick = async () => {
+  const files = await cachedModel();
+  if (files) openModel(files, 'the model kept in this browser', false);
+};
+
+// ---- data ------------------------------------------------------------------------------------
+
+function setData(text, name) {
+  state.data = text;
+  state.dataName = name;
+  const lines = text.split('\n').filter((l) => l.trim()).length;
+  $('data-info').textContent = `${name}: ${lines} records`;
+  updateButtons();
+}
+$('data-file').onchange = async () => {
+  const f = $('data-file').files[0];
+  if (f) setData(await f.text(), f.name);
+};
+$('data-sample').onclick = async () => {
+  setData(await (await fetch('mcq-train.jsonl')).text(), 'mcq-train.jsonl (bundled)');
+};
+
+// ---- training --------------------------------------------------------------------------------
+
+let modelReady = false;
+let busy = false;
+function setBusy(b) { busy = b; updateButtons(); }
+function updateButtons() {
+  $('train').disabled = busy || !modelReady || !state.data;
+  $('stop').disabled = !busy;
+  $('generate').disabled = busy || !modelReady;
+  $('mcq').disabled = busy || !modelReady;
+  $('download').disabled = busy || !state.trained;
+}
+
+function settings() {
+  const num = (id) => Number($(id).value);
+  return {
+    rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
+    max_seq_len: num('seq'), batch: num('batch'), seed: num('seed'), base: $('base').value,
+    model_name: state.modelName,
+  };
+}
+
+function drawChart() {
+  const c = $('loss-chart');
+  const g = c.getContext('2d');
+  g.clearRect(0, 0, c.width, c.height);
+  const pts = state.losses;
+  if (!pts.length) return;
+  const max = Math.max(...pts), min = Math.min(...pts);
+  const span = Math.max(max - min, 1e-6);
+  const n = Number($('steps').value) || pts.length;
+  g.strokeStyle = '#888';
+  g.strokeRect(40, 10, c.width - 50, c.height - 30);
+  g.fillStyle = '#444';
+  g.font = '12px sans-serif';
+  g.fillText(max.toFixed(3), 2, 16);
+  g.fillText(min.toFixed(3), 2, c.height - 20);
+  g.fillText('loss', 2, c.height / 2);
+  g.strokeStyle = '#1f5fbf';
+  g.beginPath();
+  pts.forEach((l, i) => {
+    const x = 40 + (c.width - 50) * (n > 1 ? i / (n - 1) : 0);
+    const y = 10 + (c.height - 30) * (1 - (l - min) / span);
+    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+  });
+  g.stroke();
+}
+
+$('train').onclick = () => {
+  state.losses = [];
+  state.tokens = 0;
+  state.seconds = 0;
+  state.trained = false;
+  drawChart();
+  setBusy(true);
+  $('train-info').textContent = 'preparing …';
+  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: settings() });
+};
+$('stop').onclick = () => worker.postMessage({ type: 'stop' });
+
+$('generate').onclick = () => {
+  setBusy(true);
+  const tag = state.trained ? 'after' : 'before';
+  $(`gen-${tag}`).textContent = '…';
+  worker.postMessage({ type: 'generate', prompt: $('prompt').value, maxNew: 48, chat: $('chat').checked, tag });
+};
+$('mcq').onclick = async () => {
+  setBusy(true);
+  const tag = state.trained ? 'after' : 'before';
+  $(`mcq-${tag}`).textContent = '…';
+  const data = await (await fetch('mcq-test.jsonl')).text();
+  worker.postMessage({ type: 'mcq', data, limit: Number($('mcq-limit').value), tag });
+};
+$('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
+
+function download(name, blob) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+}
+
+worker.onmessage = (e) => {
+  const m = e.data;
+  switch (m.type) {
+    case 'opened':
+      modelReady = true;
+      $('model-info').textContent = `${state.modelName}: ${m.info.layers} layers, hidden ${m.info.hidden}, vocabulary ${m.info.vocab}` +
+        `${m.info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${m.info.device || 'the WebGPU adapter'} (${m.info.backend})`;
+      updateButtons();
+      break;
+    case 'load-progress':
+      $('load-progress').max = m.total;
+      $('load-progress').value = m.done;
+      $('load-text').textContent = `${m.done} / ${m.total} tensors`;
+      break;
+    case 'prepared':
+      $('train-info').textContent = `${m.summary.examples} examples, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
+        `${m.summary.trainable} trainable values, planned GPU memory ${(m.summary.planned_peak_bytes / 2 ** 20).toFixed(1)} MiB`;
+      $('step-progress').max = m.summary.steps;
+      worker.postMessage({ type: 'train' });
+      break;
+    case 'step':
+      state.losses.push(m.loss);
+      (state.steps = state.steps || []).push(m);
+      state.tokens += m.tokens;
+      state.seconds += m.seconds;
+      $('step-progress').value = m.step;
+      $('step-text').textContent = `step ${m.step} / ${m.steps}: loss ${m.loss.toFixed(4)}, lr ${m.lr.toExponential(2)}, ` +
+        `${(state.tokens / state.seconds).toFixed(1)} tokens/s`;
+      drawChart();
+      break;
+    case 'trained':
+      state.trained = true;
+      $('train-info').textContent += m.stopped ? ' — stopped' : ' — done';
+      setBusy(false);
+      break;
+    case 'gen-text':
+      $(`gen-${m.tag}`).textContent = m.text;
+      break;
+    case 'gen-done':
+      $(`gen-${m.tag}`).textContent = m.text;
+      setBusy(false);
+      break;
+    case 'mcq-progress':
+      $('mcq-progress').max = m.total;
+      $('mcq-progress').value = m.done;
+      break;
+    case 'mcq-done':
+      $(`mcq-${m.tag}`).textContent = `${(100 * m.result.accuracy).toFixed(1)}% (acc_norm ${(100 * m.result.acc_norm).toFixed(1)}%, ${m.result.n} questions)`;
+      setBusy(false);
+      break;
+    case 'adapter':
+      download('adapter_config.json', new Blob([m.config], { type: 'application/json' }));
+      download('adapter_model.safetensors', new Blob([m.weights], { type: 'application/octet-stream' }));
+      $('download-info').textContent = 'adapter_config.json and adapter_model.safetensors downloaded';
+      setBusy(false);
+      break;
+    case 'error':
+      message(explain(m.where, m.message), true);
+      setBusy(false);
+      break;
+  }
+};
+
+// ---- start -----------------------------------------------------------------------------------
+
+if (!navigator.gpu) {
+  message('This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome or Edge, ' +
+    'or Firefox/Safari with WebGPU enabled; on Linux, Chrome needs --enable-unsafe-webgpu.', true);
+} else {
+  cachedModel().then((files) => { $('model-cached').hidden = !files; });
+}
+updateButtons();

@@ -1,0 +1,416 @@
+//! The browser end-to-end test (`cargo xtask test` runs it; `cargo xtask browser-test` alone).
+//!
+//! Builds the page, serves it on 127.0.0.1, and drives headless Chromium (WebGPU on
+//! SwiftShader) over the DevTools protocol through the page's own controls: the golden tiny
+//! Llama's files into the model file input, a tokenized dataset into the data input, the
+//! settings fields, Train, then Download. Checks that the loss falls and that the downloaded
+//! adapter equals, within 1e-4 relative, the one the native binary trains from the same seed,
+//! data and settings. Saves a screenshot of the finished page as target/e2e/page.png.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+use crate::install::run;
+
+type Socket = WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// The page's settings, the same for the native run.
+const STEPS: usize = 6;
+const SETTINGS: [(&str, &str); 7] = [
+    ("rank", "4"),
+    ("alpha", "8"),
+    ("lr", "0.01"),
+    ("steps", "6"),
+    ("seq", "64"),
+    ("batch", "4"),
+    ("seed", "7"),
+];
+
+struct Cdp {
+    socket: Socket,
+    next: u64,
+    session: Option<String>,
+    /// Console messages and exceptions of the page and its worker, for error reports.
+    console: Vec<String>,
+}
+
+impl Cdp {
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        self.socket
+            .send(Message::Text(msg.to_string().into()))
+            .map_err(|e| format!("{method}: {e}"))?;
+        loop {
+            let reply = self.socket.read().map_err(|e| format!("{method}: {e}"))?;
+            let Message::Text(text) = reply else { continue };
+            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            match v["method"].as_str() {
+                Some("Runtime.consoleAPICalled") => {
+                    let args: Vec<String> = v["params"]["args"]
+                        .as_array()
+                        .map(|a| a.iter().map(|x| x["value"].to_string()).collect())
+                        .unwrap_or_default();
+                    self.console.push(args.join(" "));
+                }
+                Some("Runtime.exceptionThrown") => self
+                    .console
+                    .push(v["params"]["exceptionDetails"].to_string()),
+                Some("Log.entryAdded") => {
+                    self.console.push(v["params"]["entry"]["text"].to_string())
+                }
+                _ => {}
+            }
+            if v["id"] == id {
+                if let Some(err) = v.get("error") {
+                    return Err(format!("{method}: {err}"));
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+
+    /// Evaluate a JavaScript expression in the page; its value (JSON-able).
+    fn eval(&mut self, expr: &str) -> Result<Value, String> {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        )?;
+        if let Some(e) = r.get("exceptionDetails") {
+            return Err(format!("{expr}: {e}"));
+        }
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Wait until `expr` is true; fail with the page's message on timeout or error.
+    fn wait_for(&mut self, expr: &str, what: &str, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if self.eval(expr)? == json!(true) {
+                return Ok(());
+            }
+            let message = self.eval(
+                "(m => !m || m.hidden ? '' : m.textContent)(document.getElementById('message'))",
+            )?;
+            if message.as_str().is_some_and(|m| !m.is_empty()) {
+                return Err(format!(
+                    "{what}: the page says: {message}; console:\n{}",
+                    self.console.join("\n")
+                ));
+            }
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "{what}: not done after {} s; console:\n{}",
+                    limit.as_secs(),
+                    self.console.join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn set_files(&mut self, selector: &str, files: &[PathBuf]) -> Result<(), String> {
+        let doc = self.call("DOM.getDocument", json!({}))?;
+        let node = self.call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": selector}),
+        )?;
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        self.call(
+            "DOM.setFileInputFiles",
+            json!({"nodeId": node["nodeId"], "files": files}),
+        )?;
+        Ok(())
+    }
+}
+
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start headless Chromium with WebGPU on SwiftShader; its DevTools websocket URL.
+fn start_chromium(profile: &Path) -> Result<(Browser, String), String> {
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--enable-unsafe-webgpu",
+            "--use-webgpu-adapter=swiftshader",
+            "--remote-debugging-port=0",
+            "--window-size=1100,1900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("chromium: {e} (cargo xtask test installs it)"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let browser = Browser(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(at) = line.find("ws://") {
+                    break line[at..].trim().to_string();
+                }
+            }
+            _ => return Err("chromium exited without a DevTools address".into()),
+        }
+    };
+    // Keep draining stderr so Chromium never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok((browser, url))
+}
+
+/// The f32 tensors of a safetensors file, by name.
+fn read_safetensors(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short file")?) as usize;
+    let header: Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = &bytes[8 + n..];
+    let mut out = Vec::new();
+    for (name, t) in header.as_object().ok_or("bad header")? {
+        if name == "__metadata__" {
+            continue;
+        }
+        if t["dtype"] != "F32" {
+            return Err(format!("{name} is {}, not F32", t["dtype"]));
+        }
+        let (a, b) = (
+            t["data_offsets"][0].as_u64().unwrap_or(0) as usize,
+            t["data_offsets"][1].as_u64().unwrap_or(0) as usize,
+        );
+        let values = data[a..b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        out.push((name.clone(), values));
+    }
+    out.sort_by(|x, y| x.0.cmp(&y.0));
+    Ok(out)
+}
+
+/// Tokenized records the tiny Llama (vocabulary 256) can learn: arithmetic runs.
+fn dataset() -> String {
+    (0..16)
+        .map(|i| {
+            let ids: Vec<String> = (0..24)
+                .map(|k| ((i * 7 + k * 3) % 256).to_string())
+                .collect();
+            format!("{{\"input_ids\": [{}]}}\n", ids.join(", "))
+        })
+        .collect()
+}
+
+pub fn run_test() -> Result<(), String> {
+    crate::install::chromium()?;
+    let root = crate::repo_root();
+    let site = crate::web::build()?;
+    run(crate::test::cargo()
+        .args(["build", "--release", "--bin", "webqlora"])
+        .current_dir(&root))?;
+    let dir = root.join("target/e2e");
+    let _ = std::fs::remove_dir_all(&dir);
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| e.to_string())?;
+    let data = dir.join("e2e-data.jsonl");
+    std::fs::write(&data, dataset()).map_err(|e| e.to_string())?;
+    // Chromium's file chooser wants plain absolute paths (no "..").
+    let model = root
+        .join("../shared/golden/tiny-llama/base-f32")
+        .canonicalize()
+        .map_err(|e| format!("the golden tiny Llama: {e}"))?;
+
+    // The native run with the same seed, data and settings.
+    let native = dir.join("native");
+    let get = |k: &str| SETTINGS.iter().find(|s| s.0 == k).expect("a setting").1;
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    crate::test::with_env(&mut cmd);
+    run(cmd
+        .args(["train", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&native)
+        .args([
+            "--rank",
+            get("rank"),
+            "--alpha",
+            get("alpha"),
+            "--lr",
+            get("lr"),
+        ])
+        .args(["--steps", get("steps"), "--max-seq-len", get("seq")])
+        .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
+        .stdout(Stdio::null()))?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let served = crate::web::Site {
+        root: site,
+        files: None,
+        uploads: None,
+    };
+    std::thread::spawn(move || crate::web::serve_on(listener, served));
+
+    let (_browser, ws) = start_chromium(&dir.join("profile"))?;
+    let (socket, _) = tungstenite::connect(ws.as_str()).map_err(|e| format!("{ws}: {e}"))?;
+    let mut cdp = Cdp {
+        socket,
+        next: 0,
+        session: None,
+        console: Vec::new(),
+    };
+    cdp.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.display().to_string()}),
+    )?;
+    let target = cdp.call(
+        "Target.createTarget",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )?;
+    let attached = cdp.call(
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    )?;
+    cdp.session = attached["sessionId"].as_str().map(str::to_string);
+    cdp.call("Runtime.enable", json!({}))?;
+    cdp.call("Log.enable", json!({}))?;
+    // The worker's console too: attach to it when it starts (events come tagged with its
+    // session, collected all the same).
+    cdp.call(
+        "Target.setAutoAttach",
+        json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
+    )?;
+    let minute = Duration::from_secs(60);
+    cdp.wait_for(
+        "document.readyState === 'complete' && !!window.webqloraState",
+        "page load",
+        minute,
+    )?;
+    cdp.set_files(
+        "#model-files",
+        &[model.join("config.json"), model.join("model.safetensors")],
+    )?;
+    cdp.wait_for(
+        "document.getElementById('model-info').textContent.includes('layers')",
+        "opening the model",
+        2 * minute,
+    )?;
+    cdp.set_files("#data-file", std::slice::from_ref(&data))?;
+    cdp.wait_for(
+        "document.getElementById('data-info').textContent.includes('16 records')",
+        "the dataset",
+        minute,
+    )?;
+    for (id, value) in SETTINGS {
+        cdp.eval(&format!(
+            "document.getElementById('{id}').value = '{value}'"
+        ))?;
+    }
+    cdp.eval("document.getElementById('train').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('done')",
+        "training",
+        5 * minute,
+    )?;
+    let losses: Vec<f64> = cdp
+        .eval("window.webqloraState.losses")?
+        .as_array()
+        .ok_or("no losses")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    cdp.eval("document.getElementById('download').click()")?;
+    let weights = downloads.join("adapter_model.safetensors");
+    let config = downloads.join("adapter_config.json");
+    let start = Instant::now();
+    while !(weights.exists() && config.exists()) {
+        if start.elapsed() > minute {
+            return Err("the adapter was not downloaded".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = cdp.call(
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true}),
+    )?;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap_or(""))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("page.png"), png).map_err(|e| e.to_string())?;
+
+    // Checks.
+    if losses.len() != STEPS {
+        return Err(format!("{} losses for {STEPS} steps", losses.len()));
+    }
+    let native_losses: Vec<f64> = std::fs::read_to_string(native.join("metrics.jsonl"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    if losses.last() >= losses.first() {
+        let steps = cdp.eval("JSON.stringify(window.webqloraState.steps)")?;
+        return Err(format!(
+            "the page's loss did not fall: {losses:?} (native {native_losses:?}); steps {steps}; console:\n{}",
+            cdp.console.join("\n")
+        ));
+    }
+    let web = read_safetensors(&weights)?;
+    let reference = read_safetensors(&native.join("adapter_model.safetensors"))?;
+    if web.len() != reference.len() || web.is_empty() {
+        return Err(format!(
+            "{} tensors from the page, {} natively",
+            web.len(),
+            reference.len()
+        ));
+    }
+    let mut worst = 0.0f64;
+    for ((name, a), (other, b)) in web.iter().zip(&reference) {
+        if name != other || a.len() != b.len() {
+            return Err(format!("tensor {name} vs {other}"));
+        }
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        worst = worst.max((diff / norm.max(1e-30)).sqrt());
+    }
+    let config_text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+    if !config_text.contains("\"peft_type\": \"LORA\"") || !config_text.contains("\"r\": 4") {
+        return Err(format!(
+            "adapter_config.json is not the PEFT config: {config_text}"
+        ));
+    }
+    println!(
+        "browser e2e: losses {:?} (native {:?}); adapter vs native: worst relative difference {worst:.2e} over {} tensors; screenshot {}",
+        losses.iter().map(|l| (l * 1e4).round() / 1e4).collect::<Vec<_>>(),
+        native_losses.iter().map(|l| (l * 1e4).round() / 1e4).collect::<Vec<_>>(),
+        web.len(),
+        dir.join("page.png").display()
+    );
+    if worst > 1e-4 {
+        return Err(format!(
+            "the page's adapter differs from the native one by {worst:.2e} (relative)"
+        ));
+    }
+    Ok(())
+}
