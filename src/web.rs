@@ -323,7 +323,8 @@ impl WebSession {
         Ok(())
     }
 
-    /// Generate from `prompt` (as a chat user message with `chat`), greedy, calling
+    /// Generate from `prompt` (as a chat user message with `chat`, when the model has a chat
+    /// template), greedy, calling
     /// `on_text(text so far)` as tokens come; with the adapter once training has started.
     pub async fn generate(
         &self,
@@ -336,7 +337,7 @@ impl WebSession {
             .tokenizer
             .as_ref()
             .ok_or("this model has no tokenizer")?;
-        let text = if chat {
+        let text = if chat && tok.chat_template.is_some() {
             tok.apply_chat_template(
                 &[Message {
                     role: "user".into(),

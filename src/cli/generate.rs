@@ -133,11 +133,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         },
     ))?;
     let secs = started.elapsed().as_secs_f64();
-    if let Some(&last) = out.last() {
-        if !stop.contains(&last) {
-            ids.push(last);
-        }
-    }
     let text = tok.decode(&ids, true)?;
     if text.len() > shown.len() && text.starts_with(&shown) {
         print!("{}", &text[shown.len()..]);

@@ -208,6 +208,34 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
     Ok(out)
 }
 
+/// A byte-level BPE tokenizer.json with no merges for the tiny Llama's 256 ids (one token a
+/// byte, GPT-2's byte-to-unicode alphabet), so the page's generation and MCQ scoring run on it.
+fn byte_tokenizer() -> String {
+    let printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut next = 256;
+    let mut vocab = serde_json::Map::new();
+    for b in 0..256u32 {
+        let c = if printable.contains(&b) {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        vocab.insert(char::from_u32(c).expect("a char").to_string(), json!(b));
+    }
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []},
+    })
+    .to_string()
+}
+
 /// Tokenized records the tiny Llama (vocabulary 256) can learn: arithmetic runs.
 fn dataset() -> String {
     (0..16)
@@ -218,6 +246,29 @@ fn dataset() -> String {
             format!("{{\"input_ids\": [{}]}}\n", ids.join(", "))
         })
         .collect()
+}
+
+/// Generate from the prompt box and score the bundled MCQ questions, filling the `tag`
+/// ("before" / "after") column.
+fn try_it(cdp: &mut Cdp, tag: &str) -> Result<(), String> {
+    let minute = Duration::from_secs(60);
+    cdp.eval("document.getElementById('prompt').value = 'Hello'")?;
+    cdp.eval("document.getElementById('generate').click()")?;
+    cdp.wait_for(
+        &format!(
+            "(t => t.length > 0 && t !== '…')(document.getElementById('gen-{tag}').textContent) && !document.getElementById('generate').disabled"
+        ),
+        &format!("generation {tag} training"),
+        2 * minute,
+    )?;
+    cdp.eval("document.getElementById('mcq-limit').value = '4'")?;
+    cdp.eval("document.getElementById('mcq').click()")?;
+    cdp.wait_for(
+        &format!("document.getElementById('mcq-{tag}').textContent.includes('% (acc_norm')"),
+        &format!("MCQ accuracy {tag} training"),
+        2 * minute,
+    )?;
+    Ok(())
 }
 
 pub fn run_test() -> Result<(), String> {
@@ -307,9 +358,16 @@ pub fn run_test() -> Result<(), String> {
         "page load",
         minute,
     )?;
+    let tokenizer = dir.join("tokenizer.json");
+    let tokenizer_for_page = tokenizer.clone();
+    std::fs::write(&tokenizer, byte_tokenizer()).map_err(|e| e.to_string())?;
     cdp.set_files(
         "#model-files",
-        &[model.join("config.json"), model.join("model.safetensors")],
+        &[
+            model.join("config.json"),
+            model.join("model.safetensors"),
+            tokenizer_for_page,
+        ],
     )?;
     cdp.wait_for(
         "document.getElementById('model-info').textContent.includes('layers')",
@@ -322,6 +380,8 @@ pub fn run_test() -> Result<(), String> {
         "the dataset",
         minute,
     )?;
+    // Before training: a prompt and the MCQ accuracy (the untrained model babbles).
+    try_it(&mut cdp, "before")?;
     for (id, value) in SETTINGS {
         cdp.eval(&format!(
             "document.getElementById('{id}').value = '{value}'"
@@ -333,6 +393,7 @@ pub fn run_test() -> Result<(), String> {
         "training",
         5 * minute,
     )?;
+    try_it(&mut cdp, "after")?;
     let losses: Vec<f64> = cdp
         .eval("window.webqloraState.losses")?
         .as_array()
@@ -398,6 +459,37 @@ pub fn run_test() -> Result<(), String> {
     if !config_text.contains("\"peft_type\": \"LORA\"") || !config_text.contains("\"r\": 4") {
         return Err(format!(
             "adapter_config.json is not the PEFT config: {config_text}"
+        ));
+    }
+    let tried = cdp.eval(
+        "['gen-before', 'gen-after', 'mcq-before', 'mcq-after'].map(id => document.getElementById(id).textContent).join(' | ')",
+    )?;
+    println!("browser e2e: tried before | after: {tried}");
+    // The page's greedy text before training is the native binary's on the same model.
+    let folder = dir.join("tiny-llama");
+    std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), folder.join(f)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(&tokenizer, folder.join("tokenizer.json")).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    crate::test::with_env(&mut cmd);
+    let out = cmd
+        .args(["generate", "--model"])
+        .arg(&folder)
+        .args(["--prompt", "Hello", "--max-new-tokens", "48"])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let native_text = String::from_utf8_lossy(&out.stdout);
+    let native_text = native_text
+        .strip_prefix("Hello")
+        .unwrap_or(&native_text)
+        .trim_end_matches('\n');
+    let page_text = cdp.eval("document.getElementById('gen-before').textContent")?;
+    if page_text.as_str() != Some(native_text) {
+        return Err(format!(
+            "the page generated {page_text} before training, the native binary {native_text:?}"
         ));
     }
     println!(
