@@ -61,3 +61,31 @@ fn cached_decoding_equals_the_full_forward() {
         assert!(past.unwrap_err().to_string().contains("past the KV cache"));
     }
 }
+
+/// `webqlora generate` prints the prompt and then exactly the library's greedy continuation.
+#[test]
+fn generate_cli_streams_the_greedy_continuation() {
+    use webqlora::model::generate::{generate, Sampler};
+    use webqlora::tokenizer::Tokenizer;
+    let dir = common::tiny_llama_with_tokenizer("generate-cli");
+    let config = ModelConfig::load(&dir).unwrap();
+    let tok = Tokenizer::from_dir(&dir, &config).unwrap();
+    let files = SafetensorsFiles::open_dir(&dir).unwrap();
+    let prompt = tok.encode("Hello", true).unwrap();
+    let gpu = common::gpu();
+    let decoder = Decoder::new(gpu, &config, BaseFormat::F32, None, prompt.len() + 12).unwrap();
+    upload_model(gpu, &decoder.compiled, &config, &files, BaseFormat::F32, None).unwrap();
+    let mut sampler = Sampler::new(0.0, 1.0, 0);
+    let ids = pollster::block_on(generate(&decoder, gpu, &prompt, 12, &mut sampler, &[], |_| true))
+        .unwrap();
+    assert_eq!(ids.len(), 12);
+    let want = format!("Hello{}\n", tok.decode(&ids, true).unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(["generate", "--base", "f32", "--prompt", "Hello", "--max-new-tokens", "12"])
+        .arg("--model")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
