@@ -74,18 +74,46 @@ fn generate_cli_streams_the_greedy_continuation() {
     let prompt = tok.encode("Hello", true).unwrap();
     let gpu = common::gpu();
     let decoder = Decoder::new(gpu, &config, BaseFormat::F32, None, prompt.len() + 12).unwrap();
-    upload_model(gpu, &decoder.compiled, &config, &files, BaseFormat::F32, None).unwrap();
+    upload_model(
+        gpu,
+        &decoder.compiled,
+        &config,
+        &files,
+        BaseFormat::F32,
+        None,
+    )
+    .unwrap();
     let mut sampler = Sampler::new(0.0, 1.0, 0);
-    let ids = pollster::block_on(generate(&decoder, gpu, &prompt, 12, &mut sampler, &[], |_| true))
-        .unwrap();
+    let ids = pollster::block_on(generate(
+        &decoder,
+        gpu,
+        &prompt,
+        12,
+        &mut sampler,
+        &[],
+        |_| true,
+    ))
+    .unwrap();
     assert_eq!(ids.len(), 12);
     let want = format!("Hello{}\n", tok.decode(&ids, true).unwrap());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
-        .args(["generate", "--base", "f32", "--prompt", "Hello", "--max-new-tokens", "12"])
+        .args([
+            "generate",
+            "--base",
+            "f32",
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "12",
+        ])
         .arg("--model")
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }

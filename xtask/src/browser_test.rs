@@ -314,11 +314,22 @@ pub fn run_test() -> Result<(), String> {
         .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
         .stdout(Stdio::null()))?;
 
+    // The tiny Llama with a byte-level tokenizer, as a folder: served under /files/ for the
+    // page's URL loading, and given to the native binary.
+    let tokenizer = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer, byte_tokenizer()).map_err(|e| e.to_string())?;
+    let folder = dir.join("tiny-llama");
+    std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), folder.join(f)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(&tokenizer, folder.join("tokenizer.json")).map_err(|e| e.to_string())?;
+
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let served = crate::web::Site {
         root: site,
-        files: None,
+        files: Some(dir.clone()),
         uploads: None,
     };
     std::thread::spawn(move || crate::web::serve_on(listener, served));
@@ -358,9 +369,7 @@ pub fn run_test() -> Result<(), String> {
         "page load",
         minute,
     )?;
-    let tokenizer = dir.join("tokenizer.json");
     let tokenizer_for_page = tokenizer.clone();
-    std::fs::write(&tokenizer, byte_tokenizer()).map_err(|e| e.to_string())?;
     cdp.set_files(
         "#model-files",
         &[
@@ -421,6 +430,55 @@ pub fn run_test() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("page.png"), png).map_err(|e| e.to_string())?;
 
+    let tried = cdp.eval(
+        "['gen-before', 'gen-after', 'mcq-before', 'mcq-after'].map(id => document.getElementById(id).textContent).join(' | ')",
+    )?;
+    let page_text = cdp.eval("document.getElementById('gen-before').textContent")?;
+
+    // Stop: a long run stops after the step in progress.
+    cdp.eval("document.getElementById('steps').value = '500'")?;
+    cdp.eval("document.getElementById('train').click()")?;
+    cdp.wait_for(
+        "window.webqloraState.losses.length >= 2",
+        "the second training",
+        minute,
+    )?;
+    cdp.eval("document.getElementById('stop').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('stopped') && window.webqloraState.losses.length < 500",
+        "stopping",
+        minute,
+    )?;
+    // The next visit loads the model kept in the Origin Private File System.
+    cdp.call("Page.reload", json!({}))?;
+    cdp.wait_for(
+        "document.readyState === 'complete' && !!window.webqloraState && !document.getElementById('model-cached').hidden",
+        "the kept model's button after a reload",
+        minute,
+    )?;
+    cdp.eval("document.getElementById('model-cached').click()")?;
+    cdp.wait_for(
+        "(t => t.includes('kept in this browser') && t.includes('2 layers'))(document.getElementById('model-info').textContent)",
+        "opening the kept model",
+        minute,
+    )?;
+    // And a model by URL (a Hugging Face folder's files), with the download progress.
+    cdp.eval(&format!(
+        "document.getElementById('model-url').value = 'http://127.0.0.1:{port}/files/tiny-llama/'"
+    ))?;
+    cdp.eval("document.getElementById('model-url-load').click()")?;
+    cdp.wait_for(
+        "(t => t.includes('/files/tiny-llama/') && t.includes('2 layers'))(document.getElementById('model-info').textContent) && document.getElementById('download-progress').value > 0",
+        "opening a model by URL",
+        minute,
+    )?;
+    cdp.eval("document.getElementById('data-sample').click()")?;
+    cdp.wait_for(
+        "document.getElementById('data-info').textContent.includes('(bundled): 400 records')",
+        "the bundled MCQ sample",
+        minute,
+    )?;
+
     // Checks.
     if losses.len() != STEPS {
         return Err(format!("{} losses for {STEPS} steps", losses.len()));
@@ -461,17 +519,8 @@ pub fn run_test() -> Result<(), String> {
             "adapter_config.json is not the PEFT config: {config_text}"
         ));
     }
-    let tried = cdp.eval(
-        "['gen-before', 'gen-after', 'mcq-before', 'mcq-after'].map(id => document.getElementById(id).textContent).join(' | ')",
-    )?;
     println!("browser e2e: tried before | after: {tried}");
     // The page's greedy text before training is the native binary's on the same model.
-    let folder = dir.join("tiny-llama");
-    std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(model.join(f), folder.join(f)).map_err(|e| e.to_string())?;
-    }
-    std::fs::copy(&tokenizer, folder.join("tokenizer.json")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(root.join("target/release/webqlora"));
     crate::test::with_env(&mut cmd);
     let out = cmd
@@ -486,7 +535,6 @@ pub fn run_test() -> Result<(), String> {
         .strip_prefix("Hello")
         .unwrap_or(&native_text)
         .trim_end_matches('\n');
-    let page_text = cdp.eval("document.getElementById('gen-before').textContent")?;
     if page_text.as_str() != Some(native_text) {
         return Err(format!(
             "the page generated {page_text} before training, the native binary {native_text:?}"
