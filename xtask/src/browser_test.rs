@@ -271,6 +271,140 @@ fn try_it(cdp: &mut Cdp, tag: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Serve `site` (with `dir` under /files/), start Chromium, open the page and wait for it.
+fn open_page(site: PathBuf, dir: &Path, downloads: &Path) -> Result<(Browser, Cdp, u16), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let served = crate::web::Site {
+        root: site,
+        files: Some(dir.to_path_buf()),
+        uploads: None,
+    };
+    std::thread::spawn(move || crate::web::serve_on(listener, served));
+
+    let (browser, ws) = start_chromium(&dir.join("profile"))?;
+    let (socket, _) = tungstenite::connect(ws.as_str()).map_err(|e| format!("{ws}: {e}"))?;
+    let mut cdp = Cdp {
+        socket,
+        next: 0,
+        session: None,
+        console: Vec::new(),
+    };
+    cdp.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.display().to_string()}),
+    )?;
+    let target = cdp.call(
+        "Target.createTarget",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )?;
+    let attached = cdp.call(
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    )?;
+    cdp.session = attached["sessionId"].as_str().map(str::to_string);
+    cdp.call("Runtime.enable", json!({}))?;
+    cdp.call("Log.enable", json!({}))?;
+    // The worker's console too: attach to it when it starts (events come tagged with its
+    // session, collected all the same).
+    cdp.call(
+        "Target.setAutoAttach",
+        json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
+    )?;
+    cdp.wait_for(
+        "document.readyState === 'complete' && !!window.webqloraState",
+        "page load",
+        Duration::from_secs(60),
+    )?;
+    Ok((browser, cdp, port))
+}
+
+/// Optional (`cargo xtask browser-test --smollm2`): one SmolLM2-135M training step in the page
+/// (the GGUF through the file input, the bundled MCQ sample, batch 1) against the native step's
+/// loss, 1e-3 relative; prints how long the browser took.
+pub fn run_smollm2() -> Result<(), String> {
+    crate::install::chromium()?;
+    let root = crate::repo_root();
+    let gguf = crate::fetch_model::fetch()?;
+    let site = crate::web::build()?;
+    run(crate::test::cargo()
+        .args(["build", "--release", "--bin", "webqlora"])
+        .current_dir(&root))?;
+    let dir = root.join("target/e2e-smollm2");
+    let _ = std::fs::remove_dir_all(&dir);
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| e.to_string())?;
+    let data = site.join("mcq-train.jsonl");
+    let native = dir.join("native");
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    crate::test::with_env(&mut cmd);
+    run(cmd
+        .args(["train", "--model"])
+        .arg(&gguf)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&native)
+        .args([
+            "--steps", "1", "--batch", "1", "--seed", "3", "--lr", "1e-3", "--quiet",
+        ])
+        .stdout(Stdio::null()))?;
+    let native_loss = std::fs::read_to_string(native.join("metrics.jsonl"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok()?["loss"].as_f64())
+        .ok_or("no native loss")?;
+    let started = Instant::now();
+    let (_browser, mut cdp, _) = open_page(site, &dir, &downloads)?;
+    let minutes = |n: u64| Duration::from_secs(60 * n);
+    cdp.set_files("#model-files", &[gguf])?;
+    cdp.wait_for(
+        "document.getElementById('model-info').textContent.includes('30 layers')",
+        "opening SmolLM2",
+        minutes(5),
+    )?;
+    cdp.eval("document.getElementById('data-sample').click()")?;
+    cdp.wait_for(
+        "document.getElementById('data-info').textContent.includes('400 records')",
+        "the bundled MCQ sample",
+        minutes(1),
+    )?;
+    for (id, value) in [
+        ("steps", "1"),
+        ("batch", "1"),
+        ("seed", "3"),
+        ("lr", "0.001"),
+        ("rank", "16"),
+        ("alpha", "32"),
+        ("seq", "512"),
+    ] {
+        cdp.eval(&format!(
+            "document.getElementById('{id}').value = '{value}'"
+        ))?;
+    }
+    cdp.eval("document.getElementById('train').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('done')",
+        "the SmolLM2 step",
+        minutes(10),
+    )?;
+    let loss = cdp
+        .eval("window.webqloraState.losses[0]")?
+        .as_f64()
+        .ok_or("no loss")?;
+    let rel = ((loss - native_loss) / native_loss).abs();
+    println!(
+        "browser SmolLM2 step: loss {loss:.6} (native {native_loss:.6}, relative difference {rel:.1e}); {:.0} s in the browser from page load",
+        started.elapsed().as_secs_f64()
+    );
+    if rel > 1e-3 {
+        return Err(format!(
+            "the browser's SmolLM2 loss differs from the native one by {rel:.1e}"
+        ));
+    }
+    Ok(())
+}
+
 pub fn run_test() -> Result<(), String> {
     crate::install::chromium()?;
     let root = crate::repo_root();
@@ -325,50 +459,8 @@ pub fn run_test() -> Result<(), String> {
     }
     std::fs::copy(&tokenizer, folder.join("tokenizer.json")).map_err(|e| e.to_string())?;
 
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let served = crate::web::Site {
-        root: site,
-        files: Some(dir.clone()),
-        uploads: None,
-    };
-    std::thread::spawn(move || crate::web::serve_on(listener, served));
-
-    let (_browser, ws) = start_chromium(&dir.join("profile"))?;
-    let (socket, _) = tungstenite::connect(ws.as_str()).map_err(|e| format!("{ws}: {e}"))?;
-    let mut cdp = Cdp {
-        socket,
-        next: 0,
-        session: None,
-        console: Vec::new(),
-    };
-    cdp.call(
-        "Browser.setDownloadBehavior",
-        json!({"behavior": "allow", "downloadPath": downloads.display().to_string()}),
-    )?;
-    let target = cdp.call(
-        "Target.createTarget",
-        json!({"url": format!("http://127.0.0.1:{port}/")}),
-    )?;
-    let attached = cdp.call(
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    )?;
-    cdp.session = attached["sessionId"].as_str().map(str::to_string);
-    cdp.call("Runtime.enable", json!({}))?;
-    cdp.call("Log.enable", json!({}))?;
-    // The worker's console too: attach to it when it starts (events come tagged with its
-    // session, collected all the same).
-    cdp.call(
-        "Target.setAutoAttach",
-        json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
-    )?;
+    let (_browser, mut cdp, port) = open_page(site, &dir, &downloads)?;
     let minute = Duration::from_secs(60);
-    cdp.wait_for(
-        "document.readyState === 'complete' && !!window.webqloraState",
-        "page load",
-        minute,
-    )?;
     let tokenizer_for_page = tokenizer.clone();
     cdp.set_files(
         "#model-files",

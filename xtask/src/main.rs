@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         Some("demo") => demo::main(&args[1..]),
         Some("build-web") => web::build_main(),
         Some("serve") => web::serve_main(&args[1..]),
+        Some("browser-test") if args.get(1).map(String::as_str) == Some("--smollm2") => {
+            browser_test::run_smollm2()
+        }
         Some("browser-test") => browser_test::run_test(),
         Some("mcq-data") => mcq_data::main(
             &repo_root(),
