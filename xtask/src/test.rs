@@ -149,11 +149,18 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         Err(_) => counts.failed += 1,
     }
     step("browser end-to-end", browser);
+    // One SmolLM2-135M step in the page (about a minute on SwiftShader) against the native one.
+    let smollm2 = crate::browser_test::run_smollm2();
+    match &smollm2 {
+        Ok(()) => counts.passed += 1,
+        Err(_) => counts.failed += 1,
+    }
+    step("browser SmolLM2 step", smollm2);
 
     // Each failed step other than the tests counts as one failure in the summary line.
     let other_failures = failures
         .iter()
-        .filter(|f| *f != "tests" && *f != "browser end-to-end")
+        .filter(|f| !["tests", "browser end-to-end", "browser SmolLM2 step"].contains(&f.as_str()))
         .count() as u64;
     println!(
         "xtask: {:.0} s; failed steps: {}",
