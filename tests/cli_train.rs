@@ -395,3 +395,52 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
     let (_, other) = run("2");
     assert!(max_abs_diff(&adapter, &other) > 0.0);
 }
+
+#[test]
+fn ctrl_c_saves_the_adapter_and_a_resumable_checkpoint() {
+    let dir = temp_dir("train-ctrlc");
+    std::fs::write(dir.join("data.jsonl"), pattern_jsonl(8, 16)).unwrap();
+    let out = dir.join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(["train", "--model", &base_f32(), "--data"])
+        .arg(dir.join("data.jsonl"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--rank", "4", "--steps", "1000000", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is training, then interrupt it as Ctrl-C would.
+    let metrics = out.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("stopped at step"), "{stdout}");
+    let steps = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoint/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        state["step"].as_u64().unwrap() as usize,
+        steps,
+        "saved after the last step"
+    );
+    assert!(steps < 1_000_000);
+    Adapter::load(&out).unwrap();
+}
