@@ -401,7 +401,7 @@ fn ctrl_c_saves_the_adapter_and_a_resumable_checkpoint() {
     let dir = temp_dir("train-ctrlc");
     std::fs::write(dir.join("data.jsonl"), pattern_jsonl(8, 16)).unwrap();
     let out = dir.join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+    let child = Command::new(env!("CARGO_BIN_EXE_webqlora"))
         .args(["train", "--model", &base_f32(), "--data"])
         .arg(dir.join("data.jsonl"))
         .arg("--output")
