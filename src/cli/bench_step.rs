@@ -15,6 +15,7 @@ use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::ops::adamw::AdamW;
 use webqlora::ops::cross_entropy::{chunk_for, DEFAULT_CHUNK_BYTES};
 use webqlora::ops::grad_norm;
+use webqlora::train::model_source::default_model_path;
 
 use super::GpuArgs;
 
@@ -39,20 +40,8 @@ pub struct StepArgs {
     pub gpu: GpuArgs,
 }
 
-fn default_model() -> PathBuf {
-    let cache = std::env::var_os("WEBQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/webqlora")
-        });
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 pub fn run(args: StepArgs) -> anyhow::Result<()> {
-    let path = args.model.clone().unwrap_or_else(default_model);
+    let path = args.model.clone().unwrap_or_else(default_model_path);
     let file = GgufFile::open(&path)
         .map_err(|e| anyhow::anyhow!("{e} (cargo xtask fetch-model gets the default model)"))?;
     let config = file.config().clone();
