@@ -369,12 +369,7 @@ impl WebSession {
             }
         };
         let mut sampler = Sampler::new(0.0, 1.0, 0);
-        let mut stop = tok.eos_ids.clone();
-        if let Ok(end) = tok.encode("<|im_end|>", false) {
-            if end.len() == 1 {
-                stop.extend(end);
-            }
-        }
+        let stop = tok.stop_ids();
         let mut out_ids = Vec::new();
         let produced = generate(
             &decoder,

@@ -7,15 +7,13 @@ use std::time::Instant;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use webqlora::gpu::Gpu;
-use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::gguf::GgufFile;
-use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::llama::BaseFormat;
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::ops::adamw::AdamW;
-use webqlora::ops::cross_entropy::{chunk_for, DEFAULT_CHUNK_BYTES};
-use webqlora::ops::grad_norm;
 use webqlora::train::model_source::default_model_path;
+use webqlora::train::session::{SessionSettings, TrainSession};
 
 use super::GpuArgs;
 
@@ -57,50 +55,32 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     };
     let base = BaseFormat::Nf4 { blocksize: 64 };
 
-    let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, Some(&lora), s)?;
-    let input = g.input("input_ids", &[tokens], DType::U32);
-    let targets = g.input("targets", &[tokens], DType::U32);
-    let step = model.train_step(
-        &mut g,
-        input,
-        targets,
-        s,
-        chunk_for(tokens, config.vocab_size, DEFAULT_CHUNK_BYTES),
-        !args.no_checkpointing,
-    )?;
-    let grads: Vec<TensorId> = step.grads.iter().map(|g| g.1).collect();
-    let clip = grad_norm::clip(&mut g, "grad_scale", &grads, 1.0)?;
-    let hyper = g.input("adamw.hyper", &[4], DType::F32);
-    let opt = AdamW::default();
-    for (name, grad) in &step.grads {
-        let param = g.find(name).expect("declared");
-        let shape = g.tensor(param).shape.clone();
-        let m = g.param(&format!("adamw.m.{name}"), &shape, DType::F32);
-        let v = g.param(&format!("adamw.v.{name}"), &shape, DType::F32);
-        opt.step(
-            &mut g,
-            &format!("adamw {name}"),
-            param,
-            *grad,
-            m,
-            v,
-            hyper,
-            clip,
-        )?;
-    }
-    g.mark_output(step.loss);
-    g.mark_output(clip);
-    let trainable: usize = step.grads.iter().map(|(_, t)| g.tensor(*t).numel()).sum();
-    let nodes = g.nodes.len();
-
+    // The step `webqlora train` runs: the same session, clipping at 1.0, torch's AdamW.
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let compiled = CompiledGraph::new(&gpu, g)?;
+    let settings = SessionSettings {
+        batch: b,
+        seq: s,
+        base,
+        lora,
+        checkpointing: !args.no_checkpointing,
+        accumulation: 1,
+        max_grad_norm: 1.0,
+        adamw: AdamW::default(),
+        seed: 1,
+    };
+    let session = TrainSession::new(&gpu, &config, settings)?;
+    let compiled = &session.compiled;
+    let trainable: usize = session
+        .trainable()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let nodes = compiled.graph.nodes.len();
     let load = Instant::now();
-    let missing = upload_model(&gpu, &compiled, &config, &file, base, None)?;
-    initialize_missing(&gpu, &compiled, &missing, 0)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let missing = upload_model(&gpu, compiled, &config, &file, base, None)?;
+    initialize_missing(&gpu, compiled, &missing, 0)?;
     let load_s = load.elapsed().as_secs_f64();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let ids: Vec<u32> = (0..tokens)
         .map(|_| rng.random_range(0..config.vocab_size as u32))
         .collect();
@@ -113,8 +93,6 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             }
         })
         .collect();
-    compiled.write(&gpu, input, bytemuck::cast_slice(&ids))?;
-    compiled.write(&gpu, targets, bytemuck::cast_slice(&next))?;
 
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     println!(
@@ -145,22 +123,15 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             slots.iter().take(16).map(|b| b >> 20).collect::<Vec<_>>()
         );
     }
+    let micro = [(ids, next)];
     for i in 1..args.steps + 1 {
-        compiled.write(
-            &gpu,
-            hyper,
-            bytemuck::cast_slice(&opt.hyper(1e-3, i as u32)),
-        )?;
         let start = Instant::now();
-        compiled.run(&gpu);
-        let loss = pollster::block_on(compiled.read_f32(&gpu, step.loss))?;
+        let stats = pollster::block_on(session.step(&gpu, &micro, 1e-3, i as u32))?;
         let secs = start.elapsed().as_secs_f64();
-        let norm = pollster::block_on(compiled.read_f32(&gpu, clip))?;
         println!(
-            "step {i}: loss {:.4}, gradient norm {:.4} (scale {:.4}), {secs:.1} s, {:.1} tokens/s",
-            loss[0],
-            norm[1],
-            norm[0],
+            "step {i}: loss {:.4}, gradient norm {:.4}, {secs:.1} s, {:.1} tokens/s",
+            stats.loss,
+            stats.grad_norm,
             tokens as f64 / secs
         );
     }

@@ -98,14 +98,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
     }
     let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
-    let mut stop = tok.eos_ids.clone();
-    // Chat models end a turn with their end-of-turn token even when EOS is another.
-    if let Some(end) = ["<|im_end|>", "<|eot_id|>", "<|end|>"]
-        .iter()
-        .find_map(|t| tok.encode(t, false).ok().filter(|ids| ids.len() == 1))
-    {
-        stop.extend(end);
-    }
+    let stop = tok.stop_ids();
     print!("{text}");
     std::io::stdout().flush()?;
     let started = Instant::now();

@@ -38,12 +38,7 @@ impl Batch {
     pub fn targets(&self) -> Vec<u32> {
         self.labels
             .chunks_exact(self.seq)
-            .flat_map(|row| {
-                (0..row.len()).map(move |s| match row.get(s + 1) {
-                    Some(&l) if l >= 0 => l as u32,
-                    _ => IGNORE,
-                })
-            })
+            .flat_map(next_targets)
             .collect()
     }
 
@@ -51,4 +46,15 @@ impl Batch {
     pub fn counted(&self) -> usize {
         self.targets().iter().filter(|&&t| t != IGNORE).count()
     }
+}
+
+/// Labels aligned with ids (one sequence) → the target each position predicts: labels[s + 1],
+/// IGNORE at the last position and where the label is -100.
+pub fn next_targets(labels: &[i64]) -> Vec<u32> {
+    (0..labels.len())
+        .map(|s| match labels.get(s + 1) {
+            Some(&l) if l >= 0 => l as u32,
+            _ => IGNORE,
+        })
+        .collect()
 }

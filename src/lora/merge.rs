@@ -138,12 +138,6 @@ pub fn write_model_folder(
         path: path.display().to_string(),
         source,
     };
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.with_file_name(format!("{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| match dtype {
@@ -171,18 +165,17 @@ pub fn write_model_folder(
     let metadata = [("format".to_string(), "pt".to_string())]
         .into_iter()
         .collect();
-    let weights = tmp.join("model.safetensors");
-    safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| {
-        ModelError::Invalid {
-            path: weights.display().to_string(),
-            msg: e.to_string(),
+    crate::io::replace_dir(dir, io, |tmp| {
+        let weights = tmp.join("model.safetensors");
+        safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| {
+            ModelError::Invalid {
+                path: weights.display().to_string(),
+                msg: e.to_string(),
+            }
+        })?;
+        for (file, content) in files {
+            std::fs::write(tmp.join(file), content).map_err(|e| io(&tmp.join(file), e))?;
         }
-    })?;
-    for (file, content) in files {
-        std::fs::write(tmp.join(file), content).map_err(|e| io(&tmp.join(file), e))?;
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))
+        Ok(())
+    })
 }

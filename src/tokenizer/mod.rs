@@ -177,6 +177,20 @@ impl Tokenizer {
             .map_err(|e| self.err(format!("cannot decode {ids:?}: {e}")))
     }
 
+    /// Tokens that end a generated reply: the EOS ids and, for chat models whose EOS is another
+    /// token, their end-of-turn token.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut stop = self.eos_ids.clone();
+        for end in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = self.inner.token_to_id(end) {
+                if !stop.contains(&id) {
+                    stop.push(id);
+                }
+            }
+        }
+        stop
+    }
+
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }

@@ -26,27 +26,12 @@ pub fn save(
     moments: &Tensors,
     state: &serde_json::Value,
 ) -> Result<(), ModelError> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.with_file_name(format!("{name}.tmp"));
-    let old = dir.with_file_name(format!("{name}.old"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    }
-    adapter.save(&tmp)?;
-    write_tensors(&tmp.join(OPTIMIZER), moments)?;
-    let text = serde_json::to_string_pretty(state).expect("a JSON value");
-    std::fs::write(tmp.join(STATE), text).map_err(|e| io(&tmp.join(STATE), e))?;
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-        }
-        std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-    }
-    Ok(())
+    crate::io::replace_dir(dir, io, |tmp| {
+        adapter.save(tmp)?;
+        write_tensors(&tmp.join(OPTIMIZER), moments)?;
+        let text = serde_json::to_string_pretty(state).expect("a JSON value");
+        std::fs::write(tmp.join(STATE), text).map_err(|e| io(&tmp.join(STATE), e))
+    })
 }
 
 /// Read a checkpoint folder: adapter, moments, state.

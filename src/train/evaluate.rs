@@ -4,6 +4,7 @@
 //! logits fit one storage binding; during training it shares the training graph's weights and
 //! adapter.
 
+use crate::data::batch::next_targets;
 use crate::data::{Example, Mcq};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
@@ -251,14 +252,4 @@ impl Scorer {
             n,
         })
     }
-}
-
-/// Labels aligned with ids → the target each position predicts (IGNORE where none).
-pub fn next_targets(labels: &[i64]) -> Vec<u32> {
-    (0..labels.len())
-        .map(|s| match labels.get(s + 1) {
-            Some(&l) if l >= 0 => l as u32,
-            _ => IGNORE,
-        })
-        .collect()
 }
