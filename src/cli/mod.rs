@@ -63,7 +63,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Generate text from a prompt (KV cache; greedy, temperature, top-p), streamed.
     Generate(generate::GenerateArgs),
-    /// Kernel throughput tables (`bench kernels`).
+    /// Kernel throughput tables (`bench kernels`) and one training step's memory and speed
+    /// (`bench step`).
     Bench(bench::BenchArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
     Graph(graph::GraphArgs),

@@ -1,7 +1,8 @@
 //! One training step of the Llama graph: the forward keeping what the backward needs, the
 //! fused lm-head loss, and the backward in reverse (llm.c style), ending in the gradient of
 //! every LoRA tensor. The base model is frozen: no gradient for its weights, norms or
-//! embedding. Every activation is kept (no checkpointing yet).
+//! embedding. With gradient checkpointing (the default) only each layer's input is kept and
+//! the layer's forward is emitted again just before its backward.
 
 use super::llama::{Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{Graph, GraphError, TensorId};

@@ -1,11 +1,13 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
-//!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests
+//!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests,
+//!                 browser tests
 //!   fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`
 //!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after
 //!   build-web     the browser page into target/web (wasm32 build + wasm-bindgen)
 //!   serve         serve target/web on 127.0.0.1 (--port, --files DIR, --uploads DIR)
-//!   browser-test  the page in headless Chromium against the native trainer
+//!   browser-test  the page in headless Chromium against the native trainer (--smollm2: one
+//!                 SmolLM2 step in the page)
 //!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
 
 mod browser_test;
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };
