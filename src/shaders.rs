@@ -41,7 +41,11 @@ shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
 shader!(MATMUL, "matmul");
+shader!(MATMUL_TEX, "matmul_tex");
 shader!(NF4_MATMUL, "nf4_matmul");
+shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
+shader!(PACK, "pack");
+shader!(PACK_WORDS, "pack_words");
 shader!(RESIDUAL, "residual");
 shader!(RMSNORM, "rmsnorm");
 shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
@@ -67,7 +71,11 @@ pub static ALL: &[&Shader] = &[
     &GRAD_NORM,
     &KV_STORE,
     &MATMUL,
+    &MATMUL_TEX,
     &NF4_MATMUL,
+    &NF4_MATMUL_TEX,
+    &PACK,
+    &PACK_WORDS,
     &RESIDUAL,
     &RMSNORM,
     &RMSNORM_BACKWARD,

@@ -95,6 +95,88 @@ fn discrete_gpu_variant_matches_cpu() {
     }
 }
 
+/// The texture kernel of software devices: every transposition, sides that are not multiples
+/// of its 64x128 workgroup tile nor k of the four values a texel holds, written and
+/// accumulated, and a block of rows (an lm-head vocabulary chunk) both ways.
+#[test]
+fn texture_matmul_matches_cpu() {
+    let mut rng = rng("matmul_tex");
+    let ms = [64usize, 65, 129, 300];
+    let ns = [64usize, 65, 127, 129, 300];
+    let ks = [1usize, 7, 33, 63, 64, 65, 129, 576];
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        for _ in 0..3 {
+            let m = *ms.choose(&mut rng).unwrap();
+            let n = *ns.choose(&mut rng).unwrap();
+            let k = *ks.choose(&mut rng).unwrap();
+            let alpha = rng.random_range(0.25..2.0);
+            let a = random_f32(&mut rng, m * k, 1.0);
+            let b = random_f32(&mut rng, k * n, 1.0);
+            let c0 = random_f32(&mut rng, m * n, 1.0);
+            let mut g = common::texture_graph();
+            let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
+            let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
+            let ct = g.input("c0", &[m, n], DType::F32);
+            let op = |t, transposed| Operand {
+                tensor: t,
+                transposed,
+                rows: None,
+            };
+            let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
+            matmul_into(&mut g, "c0 += a b", ct, op(at, ta), op(bt, tb), alpha).unwrap();
+            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            assert_eq!(
+                kernels,
+                [
+                    "pack_f32",
+                    "pack_f32",
+                    "matmul_tex",
+                    "pack_f32",
+                    "pack_f32",
+                    "matmul_tex_acc"
+                ]
+            );
+            let got = run_graph(
+                g,
+                &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+                &[c, ct],
+            );
+            let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
+            let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, Some(&c0));
+            let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
+            assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
+            assert!(
+                e_acc < 1e-5,
+                "m {m} k {k} n {n} ta {ta} tb {tb} accumulating: {e_acc}"
+            );
+        }
+    }
+
+    let (t, c, v, first, count) = (65usize, 65usize, 300usize, 129usize, 100usize);
+    let h = random_f32(&mut rng, t * c, 1.0);
+    let e = random_f32(&mut rng, v * c, 1.0);
+    let mut g = common::texture_graph();
+    let ht = g.input("h", &[t, c], DType::F32);
+    let et = g.param("lm_head", &[v, c], DType::F32);
+    let chunk = Operand::transposed(et).rows(first, count);
+    let logits = matmul(&mut g, "logits", Operand::plain(ht), chunk, 1.0).unwrap();
+    let dh = matmul(
+        &mut g,
+        "dh",
+        Operand::plain(logits),
+        Operand::plain(et).rows(first, count),
+        1.0,
+    )
+    .unwrap();
+    assert!(g.nodes.iter().all(|n| n.kernel.name != "matmul"));
+    let got = run_graph(g, &[(ht, bytes(&h)), (et, bytes(&e))], &[logits, dh]);
+    let block = &e[first * c..(first + count) * c];
+    let want = cpu_matmul(&h, false, block, true, t, c, count, 1.0, None);
+    assert!(rel_err(&got[0], &want) < 1e-5);
+    let want_dh = cpu_matmul(&want, false, block, false, t, count, c, 1.0, None);
+    assert!(rel_err(&got[1], &want_dh) < 1e-5);
+}
+
 #[test]
 fn matmul_accumulates_into_an_existing_tensor() {
     let mut rng = rng("matmul_acc");
@@ -277,5 +359,64 @@ fn nf4_matvec_matches_dequantized_cpu_product() {
         let want = cpu_matmul(&x, false, &deq, true, 1, n_in, out, 1.0, None);
         let e = rel_err(&got[0], &want);
         assert!(e < 1e-5, "out {out} in {n_in}: rel err {e}");
+    }
+}
+
+/// The NF4 texture kernels of software devices, forward and backward (written and
+/// accumulated), at row counts and output sides that are not multiples of their 64x128 tile,
+/// with blocksizes 32, 64 and 128 and outputs that are not multiples of the four values of a
+/// texel.
+#[test]
+fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
+    let mut rng = rng("nf4_tex");
+    let cases = [
+        (64usize, 64usize, 64usize, 64usize),
+        (65, 129, 576, 64),
+        (300, 66, 128, 32),
+        (129, 192, 1536, 128),
+        (100, 1536, 576, 64),
+    ];
+    for (rows, out, n_in, blocksize) in cases {
+        let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
+        let x = random_f32(&mut rng, rows * n_in, 1.0);
+        let dy = random_f32(&mut rng, rows * out, 1.0);
+        let dx0 = random_f32(&mut rng, rows * n_in, 1.0);
+        let mut g = common::texture_graph();
+        let xt = g.input("x", &[rows, n_in], DType::F32);
+        let dyt = g.input("dy", &[rows, out], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+        let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+        let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
+        nf4_matmul::backward_into(&mut g, "dx_acc += dy W", acc, dyt, &w).unwrap();
+        let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+        for k in [
+            "nf4_forward_tex",
+            "nf4_backward_tex",
+            "nf4_backward_tex_acc",
+        ] {
+            assert!(kernels.contains(&k), "{rows}x{out}x{n_in}: {kernels:?}");
+        }
+        let (codes, absmax) = upload_bytes(&q);
+        let inputs = [
+            (xt, bytes(&x)),
+            (dyt, bytes(&dy)),
+            (w.codes, codes),
+            (w.absmax, absmax),
+            (acc, bytes(&dx0)),
+        ];
+        let got = run_graph(g, &inputs, &[y, dx, acc]);
+        let want_y = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
+        let want_dx = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
+        let want_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
+        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize}");
+        for (what, got, want) in [
+            ("forward", &got[0], &want_y),
+            ("backward", &got[1], &want_dx),
+            ("backward accumulating", &got[2], &want_acc),
+        ] {
+            let e = rel_err(got, want);
+            assert!(e < 1e-5, "{case} {what}: rel err {e}");
+        }
     }
 }

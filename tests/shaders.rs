@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use naga::valid::ValidationFlags;
-use webqlora::graph::Access;
+use webqlora::graph::{Access, TexelFormat};
 use webqlora::ops::all_kernels;
 use webqlora::shaders::{Shader, ALL};
 
@@ -110,8 +110,8 @@ fn kernel_tables_match_shader_declarations() {
         globals.sort_by_key(|g| g.0);
         assert_eq!(
             globals.len(),
-            kernel.bindings.len() + 1,
-            "{where_}: binding count (storage + params)"
+            kernel.bindings.len() + 1 + kernel.textures.len(),
+            "{where_}: binding count (storage + params + textures)"
         );
         for (i, (binding, name, space)) in globals.iter().enumerate() {
             assert_eq!(*binding as usize, i, "{where_}: bindings are numbered 0..n");
@@ -122,6 +122,46 @@ fn kernel_tables_match_shader_declarations() {
                     naga::AddressSpace::Uniform,
                     "{where_}: params is a uniform"
                 );
+                continue;
+            }
+            if i > kernel.bindings.len() {
+                let want = &kernel.textures[i - kernel.bindings.len() - 1];
+                assert_eq!(name, want.name, "{where_}: texture binding {i} name");
+                let ty = module
+                    .global_variables
+                    .iter()
+                    .find(|(_, g)| g.name.as_deref() == Some(name.as_str()))
+                    .map(|(_, g)| &module.types[g.ty].inner)
+                    .unwrap();
+                let naga::TypeInner::Image { class, .. } = ty else {
+                    panic!("{where_}: binding {i} '{name}' is not a texture");
+                };
+                let is_float = want.format == TexelFormat::Rgba32Float;
+                match class {
+                    naga::ImageClass::Storage { format, access } => {
+                        assert!(want.write, "{where_}: '{name}' is a storage texture");
+                        assert!(
+                            access.contains(naga::StorageAccess::STORE),
+                            "{where_}: '{name}'"
+                        );
+                        let want_format = if is_float {
+                            naga::StorageFormat::Rgba32Float
+                        } else {
+                            naga::StorageFormat::Rgba32Uint
+                        };
+                        assert_eq!(*format, want_format, "{where_}: '{name}' format");
+                    }
+                    naga::ImageClass::Sampled { kind, .. } => {
+                        assert!(!want.write, "{where_}: '{name}' is sampled");
+                        let want_kind = if is_float {
+                            naga::ScalarKind::Float
+                        } else {
+                            naga::ScalarKind::Uint
+                        };
+                        assert_eq!(*kind, want_kind, "{where_}: '{name}' texel type");
+                    }
+                    other => panic!("{where_}: '{name}' is {other:?}"),
+                }
                 continue;
             }
             let want = &kernel.bindings[i];

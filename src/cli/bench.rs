@@ -101,7 +101,7 @@ fn bench_graph(
     runs: usize,
     build: impl FnOnce(&mut Graph) -> anyhow::Result<Vec<(TensorId, Vec<u8>)>>,
 ) -> anyhow::Result<Row> {
-    let mut g = Graph::new();
+    let mut g = Graph::for_device(gpu);
     let overrides = build(&mut g)?;
     // Whatever the last node writes is the result: keep it so nothing is dead.
     let last = g.nodes.last().expect("a graph to time").clone();
@@ -389,7 +389,7 @@ fn fill(gpu: &Gpu, compiled: &CompiledGraph, t: TensorId, seed: u64) -> anyhow::
 }
 
 fn bench_matmul(gpu: &Gpu, t: usize, k: usize, n: usize, runs: usize) -> anyhow::Result<Row> {
-    let mut g = Graph::new();
+    let mut g = Graph::for_device(gpu);
     let x = g.input("x", &[t, k], DType::F32);
     let w = g.input("w", &[n, k], DType::F32);
     let y = matmul(&mut g, "y", Operand::plain(x), Operand::transposed(w), 1.0)?;
@@ -421,7 +421,7 @@ fn bench_nf4(
         .map(|v| v * 0.05)
         .collect::<Vec<_>>();
     let q = Nf4Tensor::quantize(&weight, &[out, n_in], 64, true)?;
-    let mut g = Graph::new();
+    let mut g = Graph::for_device(gpu);
     let w = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
     let (x, y, name, (m, k, n)) = if backward {
         let dy = g.input("dy", &[t, out], DType::F32);
@@ -466,7 +466,7 @@ fn bench_lm_head(
     vocab: usize,
     runs: usize,
 ) -> anyhow::Result<Row> {
-    let mut g = Graph::new();
+    let mut g = Graph::for_device(gpu);
     let h = g.input("h", &[t, dim], DType::F32);
     let w = g.param("embed_tokens", &[vocab, dim], DType::F32);
     let targets = g.input("targets", &[t], DType::U32);

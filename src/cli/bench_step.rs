@@ -34,6 +34,9 @@ pub struct StepArgs {
     /// Steps to run; the first also compiles pipelines, the last is reported.
     #[arg(long, default_value_t = 2)]
     steps: usize,
+    /// Then run the step once more with a timestamp per node and print GPU time by kernel.
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -112,10 +115,12 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     let mut slots = compiled.plan.slot_bytes.clone();
     slots.sort_unstable_by(|a, b| b.cmp(a));
     println!(
-        "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs) and {} MiB in {} shared slots",
+        "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs), {} MiB in {} shared slots and {} MiB in {} operand textures",
         compiled.plan.pinned_bytes >> 20,
         slots.iter().sum::<u64>() >> 20,
-        slots.len()
+        slots.len(),
+        compiled.plan.texture_bytes >> 20,
+        compiled.graph.textures.len()
     );
     if std::env::var("DEBUG_PLAN").is_ok() {
         println!(
@@ -135,5 +140,37 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             tokens as f64 / secs
         );
     }
+    if args.profile {
+        print_profile(&gpu, compiled)?;
+    }
+    Ok(())
+}
+
+/// GPU time of one more run of the whole graph, summed by kernel, largest first.
+fn print_profile(gpu: &Gpu, compiled: &webqlora::graph::CompiledGraph) -> anyhow::Result<()> {
+    let Some(nodes) = pollster::block_on(compiled.run_profiled(gpu))? else {
+        println!("profile: this adapter has no timestamp queries");
+        return Ok(());
+    };
+    let mut by_kernel: Vec<(&str, usize, f64)> = Vec::new();
+    for (_, kernel, ms) in &nodes {
+        match by_kernel.iter_mut().find(|(k, _, _)| k == kernel) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += ms;
+            }
+            None => by_kernel.push((kernel, 1, *ms)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = by_kernel.iter().map(|k| k.2).sum();
+    println!("| kernel | nodes | GPU ms | share |\n|---|---:|---:|---:|");
+    for (kernel, count, ms) in by_kernel {
+        println!(
+            "| {kernel} | {count} | {ms:.0} | {:.1}% |",
+            100.0 * ms / total
+        );
+    }
+    println!("| all | {} | {total:.0} | |", nodes.len());
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct CompiledGraph {
     bind_groups: Vec<wgpu::BindGroup>,
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     workgroups: Vec<[u32; 3]>,
+    // Keeps the operand textures alive for the bind groups.
+    _textures: Vec<wgpu::Texture>,
     /// Per tensor: its buffer belongs to another graph (`new_sharing`).
     shared: Vec<bool>,
     // Keeps the node parameters alive for the bind groups.
@@ -127,6 +129,32 @@ impl CompiledGraph {
         }
         let params = gpu.uniform_buffer("node params", &param_bytes);
 
+        let textures: Vec<wgpu::Texture> = graph
+            .textures
+            .iter()
+            .map(|t| {
+                gpu.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some(&t.name()),
+                    size: wgpu::Extent3d {
+                        width: t.width,
+                        height: t.height,
+                        depth_or_array_layers: 1,
+                    },
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: t.format.wgpu(),
+                    usage: wgpu::TextureUsages::TEXTURE_BINDING
+                        | wgpu::TextureUsages::STORAGE_BINDING,
+                    view_formats: &[],
+                })
+            })
+            .collect();
+        let views: Vec<wgpu::TextureView> = textures
+            .iter()
+            .map(|t| t.create_view(&Default::default()))
+            .collect();
+
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         let mut bind_groups = Vec::new();
         let mut pipelines = Vec::new();
@@ -157,6 +185,12 @@ impl CompiledGraph {
                     size: NonZeroU64::new(node.params.bytes().len() as u64),
                 }),
             });
+            for (b, t) in node.textures.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: (node.tensors.len() + 1 + b) as u32,
+                    resource: wgpu::BindingResource::TextureView(&views[t.0]),
+                });
+            }
             bind_groups.push(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&node.label),
                 layout: &pipeline.get_bind_group_layout(0),
@@ -175,6 +209,7 @@ impl CompiledGraph {
             pipelines,
             workgroups,
             shared,
+            _textures: textures,
             _params: params,
         })
     }

@@ -11,7 +11,7 @@ mod tensor;
 mod validate;
 
 pub use executor::{CompiledGraph, RunError};
-pub use node::{Access, Binding, Dispatch, Kernel, Node, Params};
+pub use node::{Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding};
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
 pub use validate::{validate, DeviceLimits};
@@ -62,6 +62,20 @@ pub enum GraphError {
         kernel: String,
         feature: String,
     },
+    #[error("texture '{texture}' is {width}x{height} texels, over the device's max_texture_dimension_2d of {limit}")]
+    TextureTooLarge {
+        texture: String,
+        width: u32,
+        height: u32,
+        limit: u32,
+    },
+    #[error("node '{node}': kernel '{kernel}' takes {expected} textures, got {found} (or a texture of the wrong format)")]
+    TextureMismatch {
+        node: String,
+        kernel: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("{op}: {detail}")]
     Unsupported { op: String, detail: String },
     #[error("output tensor '{tensor}' is never written by any node")]
@@ -80,16 +94,86 @@ pub enum GraphError {
     },
 }
 
+/// A texture kernels read operands from, written by a pack node right before the node that
+/// reads it (so one texture serves every node that needs that shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TextureId(pub usize);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextureDesc {
+    pub format: TexelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Distinguishes textures of the same size that one node reads at once.
+    pub slot: u8,
+}
+
+impl TextureDesc {
+    pub fn bytes(&self) -> u64 {
+        self.width as u64 * self.height as u64 * TexelFormat::BYTES
+    }
+
+    pub fn name(&self) -> String {
+        format!(
+            "{:?} {}x{} #{}",
+            self.format, self.width, self.height, self.slot
+        )
+    }
+}
+
 /// Tensors and nodes in execution order.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub tensors: Vec<TensorDesc>,
     pub nodes: Vec<Node>,
+    pub textures: Vec<TextureDesc>,
+    /// Largest texture side the texture kernels may use; None: buffer kernels only.
+    pub texture_kernels: Option<u32>,
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A graph for `gpu`: on software devices (lavapipe, SwiftShader) the large products read
+    /// their operands from textures, where llvmpipe gathers without branches (see
+    /// shaders/matmul_tex.wgsl). `WEBQLORA_TEXTURES=0` turns that off (for comparisons).
+    pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
+        let mut g = Self::default();
+        let disabled = std::env::var("WEBQLORA_TEXTURES").is_ok_and(|v| v == "0");
+        if gpu.class == crate::gpu::DeviceClass::Software && !disabled {
+            g.texture_kernels = Some(gpu.limits.max_texture_dimension_2d);
+        }
+        g
+    }
+
+    /// Whether products with these texture sides should use the texture kernels.
+    pub fn textures_fit(&self, sides: &[usize]) -> bool {
+        self.texture_kernels
+            .is_some_and(|max| sides.iter().all(|&s| s >= 1 && s <= max as usize))
+    }
+
+    /// The texture of this format and size for operand `slot` (shared by every node asking for
+    /// the same).
+    pub fn texture(
+        &mut self,
+        format: TexelFormat,
+        width: usize,
+        height: usize,
+        slot: u8,
+    ) -> TextureId {
+        let desc = TextureDesc {
+            format,
+            width: width as u32,
+            height: height as u32,
+            slot,
+        };
+        if let Some(i) = self.textures.iter().position(|t| *t == desc) {
+            return TextureId(i);
+        }
+        self.textures.push(desc);
+        TextureId(self.textures.len() - 1)
     }
 
     fn add_tensor(&mut self, name: &str, shape: &[usize], dtype: DType, role: Role) -> TensorId {
@@ -184,6 +268,35 @@ impl Graph {
         self.push_specialized(label, kernel, tensors, params, dispatch, &[])
     }
 
+    /// `push` for a kernel with texture bindings.
+    pub fn push_with_textures(
+        &mut self,
+        label: impl Into<String>,
+        kernel: &'static Kernel,
+        tensors: &[TensorId],
+        textures: &[TextureId],
+        params: Params,
+        dispatch: Dispatch,
+    ) -> Result<(), GraphError> {
+        let label = label.into();
+        let formats_match = textures.len() == kernel.textures.len()
+            && textures
+                .iter()
+                .zip(kernel.textures)
+                .all(|(t, b)| self.textures[t.0].format == b.format);
+        if !formats_match {
+            return Err(GraphError::TextureMismatch {
+                node: label,
+                kernel: kernel.name.into(),
+                expected: kernel.textures.len(),
+                found: textures.len(),
+            });
+        }
+        self.push_specialized(label, kernel, tensors, params, dispatch, &[])?;
+        self.nodes.last_mut().expect("just pushed").textures = textures.to_vec();
+        Ok(())
+    }
+
     /// `push` with values for the shader's `override` constants.
     pub fn push_specialized(
         &mut self,
@@ -220,6 +333,7 @@ impl Graph {
             label,
             kernel,
             tensors: tensors.to_vec(),
+            textures: Vec::new(),
             params,
             dispatch,
             constants: constants.to_vec(),

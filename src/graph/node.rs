@@ -2,6 +2,7 @@
 //! concrete tensors).
 
 use super::tensor::{DType, TensorId};
+use super::TextureId;
 use crate::gpu::DeviceClass;
 use crate::shaders::Shader;
 
@@ -26,6 +27,35 @@ impl Access {
     }
 }
 
+/// The texel formats of the textures kernels read operands from (see `Graph::texture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TexelFormat {
+    /// Four f32 (four consecutive k of a matrix row).
+    Rgba32Float,
+    /// Four u32 (four NF4 code words = 32 codes).
+    Rgba32Uint,
+}
+
+impl TexelFormat {
+    pub fn wgpu(self) -> wgpu::TextureFormat {
+        match self {
+            TexelFormat::Rgba32Float => wgpu::TextureFormat::Rgba32Float,
+            TexelFormat::Rgba32Uint => wgpu::TextureFormat::Rgba32Uint,
+        }
+    }
+
+    pub const BYTES: u64 = 16;
+}
+
+/// How a kernel uses one texture: sampled with `textureLoad`, or written as a write-only
+/// storage texture.
+#[derive(Clone, Copy, Debug)]
+pub struct TextureBinding {
+    pub name: &'static str,
+    pub format: TexelFormat,
+    pub write: bool,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Binding {
     /// The variable name in the shader, and the tensor name used in graphs and tests.
@@ -35,7 +65,7 @@ pub struct Binding {
 }
 
 /// One shader entry point and the storage bindings it declares at group 0, bindings 0..n in
-/// this order; a `params` uniform follows at binding n.
+/// this order; a `params` uniform follows at binding n, then its textures (if any) from n + 1.
 #[derive(Debug)]
 pub struct Kernel {
     pub name: &'static str,
@@ -45,6 +75,7 @@ pub struct Kernel {
     /// Entry points of the same shader to use instead on a device class (same bindings, same
     /// dispatch, same results): e.g. shared-memory tiles on discrete GPUs.
     pub variants: &'static [(DeviceClass, &'static str)],
+    pub textures: &'static [TextureBinding],
 }
 
 impl Kernel {
@@ -119,6 +150,8 @@ pub struct Node {
     pub kernel: &'static Kernel,
     /// One tensor per kernel binding, in binding order.
     pub tensors: Vec<TensorId>,
+    /// One texture per kernel texture binding, in order.
+    pub textures: Vec<TextureId>,
     pub params: Params,
     pub dispatch: Dispatch,
     /// Pipeline-overridable constants (`override` in WGSL) this node's pipeline is built with.

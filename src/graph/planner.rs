@@ -29,6 +29,8 @@ pub struct Plan {
     pub slot_bytes: Vec<u64>,
     /// Bytes of the tensors with their own buffers.
     pub pinned_bytes: u64,
+    /// Bytes of the operand textures (software devices).
+    pub texture_bytes: u64,
 }
 
 impl Plan {
@@ -82,12 +84,13 @@ impl Plan {
             placement,
             slot_bytes,
             pinned_bytes,
+            texture_bytes: graph.textures.iter().map(|t| t.bytes()).sum(),
         })
     }
 
     /// Bytes of all buffers the graph needs at once.
     pub fn peak_bytes(&self) -> u64 {
-        self.pinned_bytes + self.slot_bytes.iter().sum::<u64>()
+        self.pinned_bytes + self.slot_bytes.iter().sum::<u64>() + self.texture_bytes
     }
 
     /// Tensors, where each lives, and the planned peak.
@@ -120,12 +123,14 @@ impl Plan {
             .sum();
         let _ = writeln!(
             out,
-            "planned peak: {} bytes ({:.2} MiB): {} pinned + {} in {} shared slots (temporaries unshared: {} bytes)",
+            "planned peak: {} bytes ({:.2} MiB): {} pinned + {} in {} shared slots + {} in {} textures (temporaries unshared: {} bytes)",
             self.peak_bytes(),
             self.peak_bytes() as f64 / (1 << 20) as f64,
             self.pinned_bytes,
             self.slot_bytes.iter().sum::<u64>(),
             self.slot_bytes.len(),
+            self.texture_bytes,
+            graph.textures.len(),
             temp_total,
         );
         out

@@ -9,6 +9,7 @@ pub struct DeviceLimits {
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
     pub max_compute_workgroups_per_dimension: u32,
+    pub max_texture_dimension_2d: u32,
 }
 
 impl DeviceLimits {
@@ -24,6 +25,7 @@ impl From<&wgpu::Limits> for DeviceLimits {
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_buffer_size: l.max_buffer_size,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_texture_dimension_2d: l.max_texture_dimension_2d,
         }
     }
 }
@@ -48,6 +50,28 @@ pub fn validate(graph: &Graph, limits: &DeviceLimits) -> Result<(), GraphError> 
                     limit,
                 });
             }
+        }
+    }
+
+    for t in &graph.textures {
+        let limit = limits.max_texture_dimension_2d;
+        if t.width > limit || t.height > limit {
+            return Err(GraphError::TextureTooLarge {
+                texture: t.name(),
+                width: t.width,
+                height: t.height,
+                limit,
+            });
+        }
+    }
+    for node in &graph.nodes {
+        if node.textures.len() != node.kernel.textures.len() {
+            return Err(GraphError::TextureMismatch {
+                node: node.label.clone(),
+                kernel: node.kernel.name.into(),
+                expected: node.kernel.textures.len(),
+                found: node.textures.len(),
+            });
         }
     }
 

@@ -9,6 +9,7 @@ pub static ACCUMULATE: Kernel = Kernel {
     shader: &shaders::ACCUMULATE,
     entry: "accumulate",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "g",

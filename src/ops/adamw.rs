@@ -9,6 +9,7 @@ pub static ADAMW: Kernel = Kernel {
     shader: &shaders::ADAMW,
     entry: "adamw",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "param",

@@ -28,6 +28,7 @@ pub static FORWARD: Kernel = Kernel {
     shader: &shaders::ATTENTION_FORWARD,
     entry: "attention_forward",
     variants: &[],
+    textures: &[],
     bindings: &[read("q"), read("k"), read("v"), write("out"), write("lse")],
 };
 
@@ -36,6 +37,7 @@ pub static DELTA: Kernel = Kernel {
     shader: &shaders::ATTENTION_DELTA,
     entry: "attention_delta",
     variants: &[],
+    textures: &[],
     bindings: &[read("d_out"), read("out"), write("delta")],
 };
 
@@ -44,6 +46,7 @@ pub static BACKWARD_DQ: Kernel = Kernel {
     shader: &shaders::ATTENTION_BACKWARD_DQ,
     entry: "attention_backward_dq",
     variants: &[],
+    textures: &[],
     bindings: &[
         read("q"),
         read("k"),
@@ -60,6 +63,7 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     shader: &shaders::ATTENTION_BACKWARD_DKV,
     entry: "attention_backward_dkv",
     variants: &[],
+    textures: &[],
     bindings: &[
         read("q"),
         read("k"),

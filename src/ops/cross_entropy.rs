@@ -45,6 +45,7 @@ pub static STATS_FIRST: Kernel = Kernel {
     shader: &shaders::CROSS_ENTROPY_STATS,
     entry: "ce_stats",
     variants: &[],
+    textures: &[],
     bindings: &STATS_START,
 };
 
@@ -54,6 +55,7 @@ pub static STATS: Kernel = Kernel {
     shader: &shaders::CROSS_ENTROPY_STATS,
     entry: "ce_stats",
     variants: &[],
+    textures: &[],
     bindings: &STATS_FOLD,
 };
 
@@ -62,6 +64,7 @@ pub static LOSS: Kernel = Kernel {
     shader: &shaders::CROSS_ENTROPY_LOSS,
     entry: "ce_loss",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "stats",
@@ -86,6 +89,7 @@ pub static GRAD: Kernel = Kernel {
     shader: &shaders::CROSS_ENTROPY_GRAD,
     entry: "ce_grad",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "logits",

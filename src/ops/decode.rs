@@ -11,6 +11,7 @@ pub static KV_STORE: Kernel = Kernel {
     shader: &shaders::KV_STORE,
     entry: "kv_store",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "src",
@@ -35,6 +36,7 @@ pub static ATTENTION: Kernel = Kernel {
     shader: &shaders::ATTENTION_DECODE,
     entry: "attention_decode",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "q",

@@ -22,6 +22,7 @@ pub static DROPOUT: Kernel = Kernel {
     shader: &shaders::DROPOUT,
     entry: "dropout",
     variants: &[],
+    textures: &[],
     bindings: &[
         BINDINGS_X_SEED[0],
         BINDINGS_X_SEED[1],
@@ -38,6 +39,7 @@ pub static DROPOUT_ACC: Kernel = Kernel {
     shader: &shaders::DROPOUT,
     entry: "dropout",
     variants: &[],
+    textures: &[],
     bindings: &[
         BINDINGS_X_SEED[0],
         BINDINGS_X_SEED[1],

@@ -10,6 +10,7 @@ pub static GATHER: Kernel = Kernel {
     shader: &shaders::EMBEDDING,
     entry: "embedding",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "ids",

@@ -8,6 +8,7 @@ pub static SUMSQ: Kernel = Kernel {
     shader: &shaders::GRAD_NORM,
     entry: "grad_sumsq",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "grad",
@@ -27,6 +28,7 @@ pub static CLIP: Kernel = Kernel {
     shader: &shaders::GRAD_CLIP,
     entry: "grad_clip",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "partials",

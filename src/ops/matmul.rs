@@ -2,9 +2,11 @@
 //! c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA paths and their
 //! gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX, dX += s·(dY B)A.
 
+use super::pack::{pack_f32, texels, Strided};
 use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    TexelFormat, TextureBinding,
 };
 use crate::shaders;
 
@@ -14,6 +16,7 @@ pub static MATMUL: Kernel = Kernel {
     shader: &shaders::MATMUL,
     entry: "matmul",
     variants: &[(DeviceClass::Discrete, "matmul_tiled")],
+    textures: &[],
     bindings: &[
         Binding {
             name: "a",
@@ -39,6 +42,7 @@ pub static MATMUL_ACC: Kernel = Kernel {
     shader: &shaders::MATMUL,
     entry: "matmul",
     variants: &[(DeviceClass::Discrete, "matmul_tiled")],
+    textures: &[],
     bindings: &[
         Binding {
             name: "a",
@@ -58,6 +62,47 @@ pub static MATMUL_ACC: Kernel = Kernel {
     ],
 };
 
+const TEX_OPERANDS: &[TextureBinding] = &[
+    TextureBinding {
+        name: "a_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+    TextureBinding {
+        name: "b_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+];
+
+/// c = alpha · A · B with both operands packed into textures (software devices).
+pub static MATMUL_TEX: Kernel = Kernel {
+    name: "matmul_tex",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex",
+    variants: &[],
+    bindings: &[Binding {
+        name: "c",
+        access: Access::Write,
+        dtype: DType::F32,
+    }],
+    textures: TEX_OPERANDS,
+};
+
+/// c += alpha · A · B, texture operands.
+pub static MATMUL_TEX_ACC: Kernel = Kernel {
+    name: "matmul_tex_acc",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex",
+    variants: &[],
+    bindings: &[Binding {
+        name: "c",
+        access: Access::ReadWrite,
+        dtype: DType::F32,
+    }],
+    textures: TEX_OPERANDS,
+};
+
 /// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
 /// it is or transposed, optionally only `rows` of its stored rows.
 /// `matmul` for a single row (M = 1): one column per invocation, no tile of rows.
@@ -66,6 +111,7 @@ pub static MATVEC: Kernel = Kernel {
     shader: &shaders::MATMUL,
     entry: "matmul_vec",
     variants: &[],
+    textures: &[],
     bindings: MATMUL.bindings,
 };
 
@@ -74,6 +120,7 @@ pub static MATVEC_ACC: Kernel = Kernel {
     shader: &shaders::MATMUL,
     entry: "matmul_vec",
     variants: &[],
+    textures: &[],
     bindings: MATMUL_ACC.bindings,
 };
 
@@ -145,50 +192,147 @@ fn as_matrix(shape: &[usize]) -> (usize, usize) {
     (shape.iter().product::<usize>() / cols.max(1), cols)
 }
 
-/// The product's shape [M, N] and its uniform.
-fn plan(
-    g: &Graph,
-    name: &str,
-    a: Operand,
-    b: Operand,
-    alpha: f32,
-    accumulate: bool,
-) -> Result<(usize, usize, Params), GraphError> {
-    let (ar, ac, a_off) = a.matrix(g, name)?;
-    let (br, bc, b_off) = b.matrix(g, name)?;
-    let (m, k) = if a.transposed { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if b.transposed { (bc, br) } else { (br, bc) };
-    if k != kb {
-        let describe = |o: Operand| {
-            let t = g.tensor(o.tensor);
-            let how = if o.transposed { "transposed " } else { "" };
-            format!("{how}'{}' {}", t.name, shape_str(&t.shape))
-        };
-        return Err(GraphError::ShapeMismatch {
-            op: name.into(),
-            detail: format!(
-                "{} times {}: inner sizes {k} and {kb} differ",
-                describe(a),
-                describe(b)
-            ),
-        });
+/// A product's sizes and where its operands' elements are:
+/// A(m, k) = a[a_off + m·a_sm + k·a_sk], B(k, n) = b[b_off + k·b_sk + n·b_sn].
+struct Product {
+    a: TensorId,
+    b: TensorId,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_sm: usize,
+    a_sk: usize,
+    b_sk: usize,
+    b_sn: usize,
+    a_off: usize,
+    b_off: usize,
+}
+
+impl Product {
+    fn new(g: &Graph, name: &str, a: Operand, b: Operand) -> Result<Product, GraphError> {
+        let (ar, ac, a_off) = a.matrix(g, name)?;
+        let (br, bc, b_off) = b.matrix(g, name)?;
+        let (m, k) = if a.transposed { (ac, ar) } else { (ar, ac) };
+        let (kb, n) = if b.transposed { (bc, br) } else { (br, bc) };
+        if k != kb {
+            let describe = |o: Operand| {
+                let t = g.tensor(o.tensor);
+                let how = if o.transposed { "transposed " } else { "" };
+                format!("{how}'{}' {}", t.name, shape_str(&t.shape))
+            };
+            return Err(GraphError::ShapeMismatch {
+                op: name.into(),
+                detail: format!(
+                    "{} times {}: inner sizes {k} and {kb} differ",
+                    describe(a),
+                    describe(b)
+                ),
+            });
+        }
+        // Strides of the stored (row-major) matrices; a row range only moves the start.
+        let (a_sm, a_sk) = if a.transposed { (1, ac) } else { (ac, 1) };
+        let (b_sk, b_sn) = if b.transposed { (1, bc) } else { (bc, 1) };
+        Ok(Product {
+            a: a.tensor,
+            b: b.tensor,
+            m,
+            n,
+            k,
+            a_sm,
+            a_sk,
+            b_sk,
+            b_sn,
+            a_off,
+            b_off,
+        })
     }
-    // Strides of the stored (row-major) matrices; a row range only moves the start.
-    let (a_sm, a_sk) = if a.transposed { (1, ac) } else { (ac, 1) };
-    let (b_sk, b_sn) = if b.transposed { (1, bc) } else { (bc, 1) };
-    let params = Params::new()
-        .u32(m as u32)
-        .u32(n as u32)
-        .u32(k as u32)
-        .u32(a_sm as u32)
-        .u32(a_sk as u32)
-        .u32(b_sk as u32)
-        .u32(b_sn as u32)
-        .u32(accumulate as u32)
-        .f32(alpha)
-        .u32(a_off as u32)
-        .u32(b_off as u32);
-    Ok((m, n, params))
+
+    /// The buffer kernels' uniform.
+    fn params(&self, alpha: f32, accumulate: bool) -> Params {
+        Params::new()
+            .u32(self.m as u32)
+            .u32(self.n as u32)
+            .u32(self.k as u32)
+            .u32(self.a_sm as u32)
+            .u32(self.a_sk as u32)
+            .u32(self.b_sk as u32)
+            .u32(self.b_sn as u32)
+            .u32(accumulate as u32)
+            .f32(alpha)
+            .u32(self.a_off as u32)
+            .u32(self.b_off as u32)
+    }
+
+    /// Whether the texture kernel runs this product: on graphs for software devices, when
+    /// both sides fill its 64x128 workgroup tile reasonably (the skinny LoRA products stay on
+    /// the buffer kernels) and the textures fit the device.
+    fn on_textures(&self, g: &Graph) -> bool {
+        self.m >= 64 && self.n >= 64 && g.textures_fit(&[texels(self.k), self.m, self.n])
+    }
+
+    /// Pack A and B, then one texture-kernel node writing (or adding into) c.
+    fn push_textures(
+        &self,
+        g: &mut Graph,
+        label: &str,
+        c: TensorId,
+        alpha: f32,
+        accumulate: bool,
+    ) -> Result<(), GraphError> {
+        let a = Strided {
+            tensor: self.a,
+            offset: self.a_off,
+            rows: self.m,
+            k: self.k,
+            row_stride: self.a_sm,
+            k_stride: self.a_sk,
+        };
+        // B is packed by columns: texel row n holds B(4t.., n).
+        let b = Strided {
+            tensor: self.b,
+            offset: self.b_off,
+            rows: self.n,
+            k: self.k,
+            row_stride: self.b_sn,
+            k_stride: self.b_sk,
+        };
+        let ta = pack_f32(g, label, a, 0)?;
+        let tb = pack_f32(g, label, b, 1)?;
+        let params = Params::new()
+            .u32(self.m as u32)
+            .u32(self.n as u32)
+            .u32(texels(self.k) as u32)
+            .u32(accumulate as u32)
+            .f32(alpha);
+        let kernel = if accumulate {
+            &MATMUL_TEX_ACC
+        } else {
+            &MATMUL_TEX
+        };
+        let dispatch = Dispatch::Grid([self.n.div_ceil(128) as u32, self.m.div_ceil(64) as u32, 1]);
+        g.push_with_textures(label, kernel, &[c], &[ta, tb], params, dispatch)
+    }
+
+    fn push(
+        &self,
+        g: &mut Graph,
+        label: &str,
+        c: TensorId,
+        alpha: f32,
+        accumulate: bool,
+    ) -> Result<(), GraphError> {
+        if self.on_textures(g) {
+            return self.push_textures(g, label, c, alpha, accumulate);
+        }
+        let (kernel, dispatch) = kernel_for(self.m, self.n, accumulate);
+        g.push(
+            label,
+            kernel,
+            &[self.a, self.b, c],
+            self.params(alpha, accumulate),
+            dispatch,
+        )
+    }
 }
 
 fn dispatch(m: usize, n: usize) -> Dispatch {
@@ -203,10 +347,9 @@ pub fn matmul(
     b: Operand,
     alpha: f32,
 ) -> Result<TensorId, GraphError> {
-    let (m, n, params) = plan(g, name, a, b, alpha, false)?;
-    let c = g.temp(name, &[m, n], DType::F32);
-    let (kernel, dispatch) = kernel_for(m, n, false);
-    g.push(name, kernel, &[a.tensor, b.tensor, c], params, dispatch)?;
+    let product = Product::new(g, name, a, b)?;
+    let c = g.temp(name, &[product.m, product.n], DType::F32);
+    product.push(g, name, c, alpha, false)?;
     Ok(c)
 }
 
@@ -219,7 +362,8 @@ pub fn matmul_into(
     b: Operand,
     alpha: f32,
 ) -> Result<(), GraphError> {
-    let (m, n, params) = plan(g, label, a, b, alpha, true)?;
+    let product = Product::new(g, label, a, b)?;
+    let (m, n) = (product.m, product.n);
     if as_matrix(&g.tensor(c).shape) != (m, n) {
         return Err(GraphError::ShapeMismatch {
             op: label.into(),
@@ -230,8 +374,7 @@ pub fn matmul_into(
             ),
         });
     }
-    let (kernel, dispatch) = kernel_for(m, n, true);
-    g.push(label, kernel, &[a.tensor, b.tensor, c], params, dispatch)
+    product.push(g, label, c, alpha, true)
 }
 
 /// CPU reference in f64: alpha · op(a) · op(b) (+ c0), as a row-major [m, n] f32 matrix.

@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod grad_norm;
 pub mod matmul;
 pub mod nf4_matmul;
+pub mod pack;
 pub mod real;
 pub mod residual;
 pub mod rmsnorm;
@@ -38,6 +39,13 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &grad_norm::CLIP,
         &matmul::MATMUL,
         &matmul::MATMUL_ACC,
+        &matmul::MATMUL_TEX,
+        &matmul::MATMUL_TEX_ACC,
+        &nf4_matmul::FORWARD_TEX,
+        &nf4_matmul::BACKWARD_TEX,
+        &nf4_matmul::BACKWARD_TEX_ACC,
+        &pack::PACK_F32,
+        &pack::PACK_WORDS,
         &matmul::MATVEC,
         &matmul::MATVEC_ACC,
         &nf4_matmul::FORWARD,

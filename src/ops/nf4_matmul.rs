@@ -1,8 +1,10 @@
 //! NF4 dequant-matmuls: Y = X·Wᵀ, dX = dY·W and the one-token matvec, with W in NF4 (codes
 //! eight a word, see `quant::nf4`) and never materialised in f32.
 
+use super::pack::{pack_f32, pack_words, texels, Strided};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    TexelFormat, TextureBinding,
 };
 use crate::quant::nf4::Nf4Tensor;
 use crate::shaders;
@@ -41,6 +43,7 @@ pub static FORWARD: Kernel = Kernel {
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_forward",
     variants: &[],
+    textures: &[],
     bindings: &WRITE,
 };
 
@@ -50,6 +53,7 @@ pub static BACKWARD: Kernel = Kernel {
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
     variants: &[],
+    textures: &[],
     bindings: &WRITE,
 };
 
@@ -59,6 +63,7 @@ pub static BACKWARD_ACC: Kernel = Kernel {
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
     variants: &[],
+    textures: &[],
     bindings: &ACCUMULATE,
 };
 
@@ -68,7 +73,67 @@ pub static MATVEC: Kernel = Kernel {
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matvec",
     variants: &[],
+    textures: &[],
     bindings: &WRITE,
+};
+
+const TEX_OPERANDS: &[TextureBinding] = &[
+    TextureBinding {
+        name: "x_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+    TextureBinding {
+        name: "w_tex",
+        format: TexelFormat::Rgba32Uint,
+        write: false,
+    },
+    TextureBinding {
+        name: "absmax_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+];
+
+const fn tex_output(access: Access) -> [Binding; 1] {
+    [Binding {
+        name: "y",
+        access,
+        dtype: DType::F32,
+    }]
+}
+
+static TEX_WRITE: [Binding; 1] = tex_output(Access::Write);
+static TEX_ACCUMULATE: [Binding; 1] = tex_output(Access::ReadWrite);
+
+/// y = x · Wᵀ with the operands in textures (software devices).
+pub static FORWARD_TEX: Kernel = Kernel {
+    name: "nf4_forward_tex",
+    shader: &shaders::NF4_MATMUL_TEX,
+    entry: "nf4_forward_tex",
+    variants: &[],
+    bindings: &TEX_WRITE,
+    textures: TEX_OPERANDS,
+};
+
+/// dx = dy · W with the operands in textures.
+pub static BACKWARD_TEX: Kernel = Kernel {
+    name: "nf4_backward_tex",
+    shader: &shaders::NF4_MATMUL_TEX,
+    entry: "nf4_backward_tex",
+    variants: &[],
+    bindings: &TEX_WRITE,
+    textures: TEX_OPERANDS,
+};
+
+/// dx += dy · W with the operands in textures.
+pub static BACKWARD_TEX_ACC: Kernel = Kernel {
+    name: "nf4_backward_tex_acc",
+    shader: &shaders::NF4_MATMUL_TEX,
+    entry: "nf4_backward_tex",
+    variants: &[],
+    bindings: &TEX_ACCUMULATE,
+    textures: TEX_OPERANDS,
 };
 
 /// An NF4 weight in a graph: its codes [out, in] and per-block absmax.
@@ -121,6 +186,51 @@ fn rows_of(g: &Graph, name: &str, x: TensorId, cols: usize) -> Result<usize, Gra
     Ok(shape.iter().product::<usize>() / cols)
 }
 
+/// Whether the texture kernels run a product with this weight over `rows` rows whose output
+/// side is `out_side`: on graphs for software devices, when the codes of a texel lie in one
+/// scale block, the sides fill the 64x128 workgroup tile reasonably and the textures fit.
+fn on_textures(g: &Graph, w: &Nf4Weight, rows: usize, out_side: usize) -> bool {
+    let (n_out, n_in) = w.shape(g);
+    let bs = w.blocksize;
+    let layout_ok = n_in.is_multiple_of(32) && bs.is_multiple_of(32) && n_in.is_multiple_of(bs);
+    layout_ok
+        && rows >= 64
+        && out_side >= 64
+        && g.textures_fit(&[
+            rows,
+            n_out,
+            texels(n_in),
+            texels(n_out),
+            n_in / 32,
+            texels(n_in / bs),
+        ])
+}
+
+/// Pack the activations (`x`: [rows, k]) and the weight's codes and scales into textures.
+fn pack_operands(
+    g: &mut Graph,
+    label: &str,
+    x: TensorId,
+    rows: usize,
+    k: usize,
+    w: &Nf4Weight,
+) -> Result<[crate::graph::TextureId; 3], GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let blocks = n_in / w.blocksize;
+    let strided = |tensor, rows, k| Strided {
+        tensor,
+        offset: 0,
+        rows,
+        k,
+        row_stride: k,
+        k_stride: 1,
+    };
+    let xt = pack_f32(g, label, strided(x, rows, k), 0)?;
+    let wt = pack_words(g, label, w.codes, n_out, n_in / 8, n_in / 8, 1)?;
+    let at = pack_f32(g, label, strided(w.absmax, n_out, blocks), 2)?;
+    Ok([xt, wt, at])
+}
+
 fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize, accumulate: bool) -> Params {
     Params::new()
         .u32(rows as u32)
@@ -141,6 +251,12 @@ pub fn forward(
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
     let p = params(rows, w, n_in, n_out, false);
+    if on_textures(g, w, rows, n_out) {
+        let textures = pack_operands(g, name, x, rows, n_in, w)?;
+        let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
+        g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch)?;
+        return Ok(y);
+    }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
     let (kernel, dispatch) = if rows == 1 {
         (&MATVEC, Dispatch::linear(n_out, 64))
@@ -164,6 +280,17 @@ fn backward_node(
 ) -> Result<(), GraphError> {
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, label, dy, n_out)?;
+    if on_textures(g, w, rows, n_in) {
+        let textures = pack_operands(g, label, dy, rows, n_out, w)?;
+        let dispatch = Dispatch::Grid([n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
+        let p = params(rows, w, n_in, n_out, accumulate);
+        let kernel = if accumulate {
+            &BACKWARD_TEX_ACC
+        } else {
+            &BACKWARD_TEX
+        };
+        return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
+    }
     // 64 inputs (eight words of codes) and 32 rows a workgroup.
     let dispatch = Dispatch::Grid([n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
     let p = params(rows, w, n_in, n_out, accumulate);

@@ -8,6 +8,7 @@ pub static ADD: Kernel = Kernel {
     shader: &shaders::RESIDUAL,
     entry: "residual_add",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "a",
@@ -55,6 +56,7 @@ pub static BIAS_ADD: Kernel = Kernel {
     shader: &shaders::BIAS_ADD,
     entry: "bias_add",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "bias",

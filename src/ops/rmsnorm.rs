@@ -12,6 +12,7 @@ pub static FORWARD: Kernel = Kernel {
     shader: &shaders::RMSNORM,
     entry: "rmsnorm_forward",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "x",
@@ -41,6 +42,7 @@ pub static BACKWARD: Kernel = Kernel {
     shader: &shaders::RMSNORM_BACKWARD,
     entry: "rmsnorm_backward",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "dy",

@@ -11,6 +11,7 @@ pub static ROPE: Kernel = Kernel {
     shader: &shaders::ROPE,
     entry: "rope",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "x",

@@ -9,6 +9,7 @@ pub static FORWARD: Kernel = Kernel {
     shader: &shaders::SWIGLU,
     entry: "swiglu_forward",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "gate",
@@ -33,6 +34,7 @@ pub static BACKWARD: Kernel = Kernel {
     shader: &shaders::SWIGLU_BACKWARD,
     entry: "swiglu_backward",
     variants: &[],
+    textures: &[],
     bindings: &[
         Binding {
             name: "d_out",

@@ -98,7 +98,7 @@ pub fn dump_step(
     };
 
     let (b, s, v) = (batch.batch, batch.seq, config.vocab_size);
-    let mut g = Graph::new();
+    let mut g = Graph::for_device(gpu);
     let model =
         Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
     let input = g.input("input_ids", &[b * s], DType::U32);

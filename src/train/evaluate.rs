@@ -53,13 +53,14 @@ pub fn rows_for(seq: usize, vocab: usize, max_rows: usize, max_binding: u64) -> 
 
 impl Scorer {
     fn declare(
+        gpu: &Gpu,
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
         rows: usize,
         seq: usize,
     ) -> Result<(Graph, TensorId, TensorId), TrainError> {
-        let mut g = Graph::new();
+        let mut g = Graph::for_device(gpu);
         let model = Llama::declare(&mut g, config, base, lora, seq)?;
         let input = g.input("input_ids", &[rows * seq], DType::U32);
         let logits = model.forward_logits(&mut g, input, seq)?;
@@ -76,7 +77,7 @@ impl Scorer {
         rows: usize,
         seq: usize,
     ) -> Result<Scorer, TrainError> {
-        let (g, input, logits) = Self::declare(config, base, lora, rows, seq)?;
+        let (g, input, logits) = Self::declare(gpu, config, base, lora, rows, seq)?;
         let compiled = CompiledGraph::new(gpu, g)?;
         Ok(Scorer {
             compiled,
@@ -98,7 +99,7 @@ impl Scorer {
         seq: usize,
         other: &CompiledGraph,
     ) -> Result<Scorer, TrainError> {
-        let (g, input, logits) = Self::declare(config, base, lora, rows, seq)?;
+        let (g, input, logits) = Self::declare(gpu, config, base, lora, rows, seq)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
             if name != "rope.cos_sin" {

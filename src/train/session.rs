@@ -80,7 +80,7 @@ impl TrainSession {
             ));
         }
         let tokens = b * s;
-        let mut g = Graph::new();
+        let mut g = Graph::for_device(gpu);
         let mut model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;
         let dropout_seed = (settings.lora.dropout > 0.0)
             .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));

@@ -329,3 +329,11 @@ pub fn tiny_llama_logits(
     compiled.run(gpu);
     pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
 }
+
+/// An empty graph whose large products use the texture kernels (what `Graph::for_device`
+/// gives software devices), whatever device the tests run on.
+pub fn texture_graph() -> webqlora::graph::Graph {
+    let mut g = webqlora::graph::Graph::new();
+    g.texture_kernels = Some(gpu().limits.max_texture_dimension_2d);
+    g
+}

@@ -1,0 +1,123 @@
+// f32 matrix product for software devices (lavapipe, SwiftShader), both operands read from
+// textures:  c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
+//
+// Why textures: llvmpipe runs eight invocations in one SIMD register and turns every
+// storage-buffer load whose address it cannot prove uniform into a loop over the eight lanes
+// with two branches each; a texel fetch is a branch-free gather of 16 bytes a lane. The
+// operands are first written to textures by pack.wgsl (any strides, so any transposition),
+// four consecutive k in one rgba32float texel, k past K as zero.
+//
+// Bindings (group 0):
+//   0 c       storage, read_write  f32 [M, N], row-major
+//   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)), accumulate, alpha }
+//   2 a_tex   texture_2d<f32>      rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
+//   3 b_tex   texture_2d<f32>      rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
+// Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 8x8 invocations. An invocation keeps an
+// 8x16 tile of c in eight mat4x4 registers: rows wg.y*64 + lid.y*8 + i (i < 8), columns
+// wg.x*128 + lid.x + 8j (j < 16); column group g of row i's matrix is columns 4g..4g+4.
+// Out-of-range rows and columns are clamped to the last one: computed, never stored.
+// Per texel step an invocation fetches 8 + 16 texels for 512 multiply-adds (measured on
+// lavapipe at 1024x576x1536: 8x16 ~30 GFLOP/s, 8x8 ~24, 4x8 ~17, the buffer kernel ~8).
+
+struct Params {
+    M: u32,
+    N: u32,
+    KT: u32,
+    accumulate: u32,
+    alpha: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var a_tex: texture_2d<f32>;
+@group(0) @binding(3) var b_tex: texture_2d<f32>;
+
+/// Row i's sixteen sums gain x · B for the sixteen columns, given as four matrices whose
+/// column kk holds element kk of four texels (four columns of B at the same k), so each
+/// update is four fused multiply-adds of whole vec4s. (In llvmpipe's one-register-per-
+/// component layout the transposition costs nothing.)
+fn row_update(acc: mat4x4<f32>, x: vec4<f32>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma4(acc[0], x, w0), fma4(acc[1], x, w1), fma4(acc[2], x, w2), fma4(acc[3], x, w3));
+}
+
+fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
+}
+
+fn b_group(t: i32, cols: vec4<i32>) -> mat4x4<f32> {
+    return transpose(mat4x4<f32>(
+        textureLoad(b_tex, vec2<i32>(t, cols.x), 0),
+        textureLoad(b_tex, vec2<i32>(t, cols.y), 0),
+        textureLoad(b_tex, vec2<i32>(t, cols.z), 0),
+        textureLoad(b_tex, vec2<i32>(t, cols.w), 0),
+    ));
+}
+
+fn a_at(t: i32, row: i32) -> vec4<f32> {
+    return textureLoad(a_tex, vec2<i32>(t, row), 0);
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m0 = wg.y * 64u + lid.y * 8u;
+    let n0 = wg.x * 128u + lid.x;
+    let last_m = i32(params.M) - 1;
+    let last_n = vec4<i32>(i32(params.N) - 1);
+    let r = min(vec4<i32>(i32(m0)) + vec4<i32>(0, 1, 2, 3), vec4<i32>(last_m));
+    let s = min(vec4<i32>(i32(m0)) + vec4<i32>(4, 5, 6, 7), vec4<i32>(last_m));
+    let step = vec4<i32>(0, 8, 16, 24);
+    let c0 = min(vec4<i32>(i32(n0)) + step, last_n);
+    let c1 = min(vec4<i32>(i32(n0) + 32) + step, last_n);
+    let c2 = min(vec4<i32>(i32(n0) + 64) + step, last_n);
+    let c3 = min(vec4<i32>(i32(n0) + 96) + step, last_n);
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    for (var t = 0; t < i32(params.KT); t++) {
+        let w0 = b_group(t, c0);
+        let w1 = b_group(t, c1);
+        let w2 = b_group(t, c2);
+        let w3 = b_group(t, c3);
+        acc0 = row_update(acc0, a_at(t, r.x), w0, w1, w2, w3);
+        acc1 = row_update(acc1, a_at(t, r.y), w0, w1, w2, w3);
+        acc2 = row_update(acc2, a_at(t, r.z), w0, w1, w2, w3);
+        acc3 = row_update(acc3, a_at(t, r.w), w0, w1, w2, w3);
+        acc4 = row_update(acc4, a_at(t, s.x), w0, w1, w2, w3);
+        acc5 = row_update(acc5, a_at(t, s.y), w0, w1, w2, w3);
+        acc6 = row_update(acc6, a_at(t, s.z), w0, w1, w2, w3);
+        acc7 = row_update(acc7, a_at(t, s.w), w0, w1, w2, w3);
+    }
+    store_row(m0, n0, acc0);
+    store_row(m0 + 1u, n0, acc1);
+    store_row(m0 + 2u, n0, acc2);
+    store_row(m0 + 3u, n0, acc3);
+    store_row(m0 + 4u, n0, acc4);
+    store_row(m0 + 5u, n0, acc5);
+    store_row(m0 + 6u, n0, acc6);
+    store_row(m0 + 7u, n0, acc7);
+}
+
+/// Column 4g + j of the row's tile is output column n0 + 32g + 8j.
+fn store_row(m: u32, n0: u32, acc: mat4x4<f32>) {
+    if m >= params.M {
+        return;
+    }
+    for (var g = 0u; g < 4u; g++) {
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + 32u * g + 8u * j;
+            if n < params.N {
+                let i = m * params.N + n;
+                var v = params.alpha * acc[g][j];
+                if params.accumulate != 0u {
+                    v += c[i];
+                }
+                c[i] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Operands written into textures for the texture kernels of software devices
+//! (`Graph::for_device`): a strided f32 matrix into rgba32float texels of four consecutive k,
+//! rows of NF4 code words (eight codes a u32) into rgba32uint texels of four words.
+
+use crate::graph::{
+    Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
+    TextureBinding, TextureId,
+};
+use crate::shaders;
+
+pub static PACK_F32: Kernel = Kernel {
+    name: "pack_f32",
+    shader: &shaders::PACK,
+    entry: "pack_f32",
+    variants: &[],
+    bindings: &[Binding {
+        name: "src",
+        access: Access::Read,
+        dtype: DType::F32,
+    }],
+    textures: &[TextureBinding {
+        name: "dst",
+        format: TexelFormat::Rgba32Float,
+        write: true,
+    }],
+};
+
+pub static PACK_WORDS: Kernel = Kernel {
+    name: "pack_words",
+    shader: &shaders::PACK_WORDS,
+    entry: "pack_words",
+    variants: &[],
+    bindings: &[Binding {
+        name: "src",
+        access: Access::Read,
+        dtype: DType::Nf4,
+    }],
+    textures: &[TextureBinding {
+        name: "dst",
+        format: TexelFormat::Rgba32Uint,
+        write: true,
+    }],
+};
+
+/// A matrix inside a tensor: element (r, k) at `offset + r * row_stride + k * k_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided {
+    pub tensor: TensorId,
+    pub offset: usize,
+    pub rows: usize,
+    pub k: usize,
+    pub row_stride: usize,
+    pub k_stride: usize,
+}
+
+/// Texels along k for `k` values (four a texel).
+pub fn texels(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+/// Write `src` into the rgba32float texture [rows, ceil(k / 4)] of operand `slot`.
+pub fn pack_f32(
+    g: &mut Graph,
+    label: &str,
+    src: Strided,
+    slot: u8,
+) -> Result<TextureId, GraphError> {
+    let width = texels(src.k);
+    let tex = g.texture(TexelFormat::Rgba32Float, width, src.rows, slot);
+    let params = Params::new()
+        .u32(src.rows as u32)
+        .u32(src.k as u32)
+        .u32(width as u32)
+        .u32(src.offset as u32)
+        .u32(src.row_stride as u32)
+        .u32(src.k_stride as u32);
+    let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, src.rows.div_ceil(8) as u32, 1]);
+    g.push_with_textures(
+        format!("{label}.pack{slot}"),
+        &PACK_F32,
+        &[src.tensor],
+        &[tex],
+        params,
+        dispatch,
+    )?;
+    Ok(tex)
+}
+
+/// Write `rows` rows of `words` NF4 code words each (row r from word `r * row_stride`) into the
+/// rgba32uint texture [rows, ceil(words / 4)] of operand `slot`.
+pub fn pack_words(
+    g: &mut Graph,
+    label: &str,
+    tensor: TensorId,
+    rows: usize,
+    words: usize,
+    row_stride: usize,
+    slot: u8,
+) -> Result<TextureId, GraphError> {
+    let width = texels(words);
+    let tex = g.texture(TexelFormat::Rgba32Uint, width, rows, slot);
+    let params = Params::new()
+        .u32(rows as u32)
+        .u32(words as u32)
+        .u32(width as u32)
+        .u32(0)
+        .u32(row_stride as u32);
+    let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, rows.div_ceil(8) as u32, 1]);
+    g.push_with_textures(
+        format!("{label}.pack{slot}"),
+        &PACK_WORDS,
+        &[tensor],
+        &[tex],
+        params,
+        dispatch,
+    )?;
+    Ok(tex)
+}
