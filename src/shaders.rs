@@ -45,6 +45,7 @@ shader!(MATMUL_TEX, "matmul_tex");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
 shader!(PACK, "pack");
+shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
 shader!(RESIDUAL, "residual");
 shader!(RMSNORM, "rmsnorm");
@@ -75,6 +76,7 @@ pub static ALL: &[&Shader] = &[
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
     &PACK,
+    &PACK_VEC4,
     &PACK_WORDS,
     &RESIDUAL,
     &RMSNORM,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::ops::adamw::AdamW;
-use webqlora::ops::cross_entropy::{chunk_for, lm_head_loss, DEFAULT_CHUNK_BYTES};
+use webqlora::ops::cross_entropy::{chunk_bytes, chunk_for, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::ops::{attention, embedding, grad_norm, residual, rmsnorm, rope, swiglu};
@@ -470,14 +470,8 @@ fn bench_lm_head(
     let h = g.input("h", &[t, dim], DType::F32);
     let w = g.param("embed_tokens", &[vocab, dim], DType::F32);
     let targets = g.input("targets", &[t], DType::U32);
-    let out = lm_head_loss(
-        &mut g,
-        "loss",
-        h,
-        w,
-        targets,
-        chunk_for(t, vocab, DEFAULT_CHUNK_BYTES),
-    )?;
+    let chunk = chunk_for(t, vocab, chunk_bytes(&g));
+    let out = lm_head_loss(&mut g, "loss", h, w, targets, chunk)?;
     g.mark_output(out.loss);
     g.mark_output(out.d_hidden);
     let compiled = CompiledGraph::new(gpu, g)?;

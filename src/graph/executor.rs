@@ -283,30 +283,36 @@ impl CompiledGraph {
     }
 
     /// Run with one timed pass per node; returns (node label, kernel, ms) for each node, or
-    /// None when the device has no timestamp queries.
+    /// None when the device has no timestamp queries. Nodes are submitted in batches of as
+    /// many as one query set can time, in order, so the results are those of `run`.
     pub async fn run_profiled(
         &self,
         gpu: &Gpu,
     ) -> Result<Option<Vec<(String, &'static str, f64)>>, GpuError> {
-        let Some(timer) = GpuTimer::new(gpu, self.graph.nodes.len() as u32) else {
-            return Ok(None);
-        };
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        for i in 0..self.graph.nodes.len() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&self.graph.nodes[i].label),
-                timestamp_writes: timer.writes(i as u32),
-            });
-            self.encode_node(&mut pass, i);
+        let n = self.graph.nodes.len();
+        let mut all_ms = Vec::with_capacity(n);
+        for start in (0..n).step_by(crate::gpu::timer::MAX_SPANS as usize) {
+            let end = (start + crate::gpu::timer::MAX_SPANS as usize).min(n);
+            let Some(timer) = GpuTimer::new(gpu, (end - start) as u32) else {
+                return Ok(None);
+            };
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            for i in start..end {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&self.graph.nodes[i].label),
+                    timestamp_writes: timer.writes((i - start) as u32),
+                });
+                self.encode_node(&mut pass, i);
+            }
+            timer.resolve(&mut encoder);
+            gpu.queue.submit([encoder.finish()]);
+            all_ms.extend(timer.read_ms(gpu, (end - start) as u32).await?);
         }
-        timer.resolve(&mut encoder);
-        gpu.queue.submit([encoder.finish()]);
-        let ms = timer.read_ms(gpu, self.graph.nodes.len() as u32).await?;
         Ok(Some(
             self.graph
                 .nodes
                 .iter()
-                .zip(ms)
+                .zip(all_ms)
                 .map(|(n, ms)| (n.label.clone(), n.kernel.name, ms))
                 .collect(),
         ))

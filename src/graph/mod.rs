@@ -129,6 +129,9 @@ pub struct Graph {
     pub textures: Vec<TextureDesc>,
     /// Largest texture side the texture kernels may use; None: buffer kernels only.
     pub texture_kernels: Option<u32>,
+    /// What each texture holds at this point of the node list: the tensor (root) and pack
+    /// parameters it was last packed from, until a node writes that tensor.
+    packed: Vec<Option<(TensorId, Params)>>,
 }
 
 impl Graph {
@@ -173,7 +176,21 @@ impl Graph {
             return TextureId(i);
         }
         self.textures.push(desc);
+        self.packed.push(None);
         TextureId(self.textures.len() - 1)
+    }
+
+    /// Whether `texture` already holds what a pack of `source` with `params` would write
+    /// (packed earlier, and nothing wrote `source` since): the pack can be skipped.
+    pub fn holds(&self, texture: TextureId, source: TensorId, params: &Params) -> bool {
+        self.packed[texture.0]
+            .as_ref()
+            .is_some_and(|(t, p)| *t == self.root(source) && p == params)
+    }
+
+    /// Record that the last node packed `source` with `params` into `texture`.
+    pub fn record_pack(&mut self, texture: TextureId, source: TensorId, params: Params) {
+        self.packed[texture.0] = Some((self.root(source), params));
     }
 
     fn add_tensor(&mut self, name: &str, shape: &[usize], dtype: DType, role: Role) -> TensorId {
@@ -327,6 +344,17 @@ impl Graph {
                     expected: binding.dtype,
                     found: desc.dtype,
                 });
+            }
+        }
+        // A texture packed from a tensor this node writes no longer holds it.
+        for (&t, binding) in tensors.iter().zip(kernel.bindings) {
+            if binding.access.writes() {
+                let root = self.root(t);
+                for packed in &mut self.packed {
+                    if packed.as_ref().is_some_and(|(src, _)| *src == root) {
+                        *packed = None;
+                    }
+                }
             }
         }
         self.nodes.push(Node {

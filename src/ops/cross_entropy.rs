@@ -131,6 +131,20 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
 /// after 65,535 iterations, so a chunk stays well below half of that.
 pub const MAX_CHUNK: usize = 16384;
 
+/// Logits bytes a chunk may take on graphs with texture kernels: there each chunk's logits
+/// gradient is also packed into a texture and its weight rows twice, so smaller chunks keep the
+/// planned peak down (the work is the same).
+pub const TEXTURE_CHUNK_BYTES: u64 = 2 << 20;
+
+/// The chunk budget for `g`.
+pub fn chunk_bytes(g: &Graph) -> u64 {
+    if g.texture_kernels.is_some() {
+        TEXTURE_CHUNK_BYTES
+    } else {
+        DEFAULT_CHUNK_BYTES
+    }
+}
+
 /// The largest chunk of vocabulary rows whose logits [rows, chunk] fit in `max_bytes`
 /// (a multiple of 64 where possible), at most MAX_CHUNK.
 pub fn chunk_for(rows: usize, vocab: usize, max_bytes: u64) -> usize {

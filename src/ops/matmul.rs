@@ -103,6 +103,46 @@ pub static MATMUL_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// c = alpha · A · B for at most 32 columns, texture operands.
+pub static MATMUL_TEX_NARROW: Kernel = Kernel {
+    name: "matmul_tex_narrow",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex_narrow",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// c += alpha · A · B for at most 32 columns, texture operands.
+pub static MATMUL_TEX_NARROW_ACC: Kernel = Kernel {
+    name: "matmul_tex_narrow_acc",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex_narrow",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// c = alpha · Aᵀ B with A [K, M], B [K, N] stored with K as rows, texture operands.
+pub static MATMUL_TEX_TN: Kernel = Kernel {
+    name: "matmul_tex_tn",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex_tn",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// c += alpha · Aᵀ B, texture operands stored with K as rows.
+pub static MATMUL_TEX_TN_ACC: Kernel = Kernel {
+    name: "matmul_tex_tn_acc",
+    shader: &shaders::MATMUL_TEX,
+    entry: "matmul_tex_tn",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
 /// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
 /// it is or transposed, optionally only `rows` of its stored rows.
 /// `matmul` for a single row (M = 1): one column per invocation, no tile of rows.
@@ -192,6 +232,16 @@ fn as_matrix(shape: &[usize]) -> (usize, usize) {
     (shape.iter().product::<usize>() / cols.max(1), cols)
 }
 
+/// Which texture kernel runs a product (see `Product::texture_shape`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TextureShape {
+    Wide,
+    Narrow,
+    NarrowTransposed,
+    /// c = Aᵀ B over stored [K, M] and [K, N] (A given transposed, B plain).
+    Tn,
+}
+
 /// A product's sizes and where its operands' elements are:
 /// A(m, k) = a[a_off + m·a_sm + k·a_sk], B(k, n) = b[b_off + k·b_sk + n·b_sn].
 struct Product {
@@ -263,11 +313,72 @@ impl Product {
             .u32(self.b_off as u32)
     }
 
-    /// Whether the texture kernel runs this product: on graphs for software devices, when
-    /// both sides fill its 64x128 workgroup tile reasonably (the skinny LoRA products stay on
-    /// the buffer kernels) and the textures fit the device.
-    fn on_textures(&self, g: &Graph) -> bool {
-        self.m >= 64 && self.n >= 64 && g.textures_fit(&[texels(self.k), self.m, self.n])
+    /// How the texture kernels run this product on graphs for software devices, if they do:
+    /// the wide kernel when both sides fill its 64x128 workgroup tile reasonably, the narrow
+    /// one for up to 32 columns (the LoRA products with r columns) or, transposed, up to 32
+    /// rows; the textures must fit the device.
+    fn texture_shape(&self, g: &Graph) -> Option<TextureShape> {
+        if !g.textures_fit(&[texels(self.k), self.m, self.n]) {
+            return None;
+        }
+        let k_major = self.a_sm == 1 && self.b_sn == 1;
+        if k_major && self.m.min(self.n) <= 32 && self.m.max(self.n) >= 64 {
+            // Rows of K as stored: no transposing pack.
+            return g
+                .textures_fit(&[self.k, texels(self.m), texels(self.n)])
+                .then_some(TextureShape::Tn);
+        }
+        match (self.m, self.n) {
+            (m, n) if m >= 64 && n >= 64 => Some(TextureShape::Wide),
+            (m, n) if m >= 64 && n <= 32 => Some(TextureShape::Narrow),
+            (m, n) if m <= 32 && n >= 64 => Some(TextureShape::NarrowTransposed),
+            _ => None,
+        }
+    }
+
+    /// c (+)= alpha · Aᵀ B from the stored [K, M] and [K, N] matrices: the larger one is
+    /// packed into slot 0, where the NF4 products pack X and dY (often found still there).
+    fn push_tn(
+        &self,
+        g: &mut Graph,
+        label: &str,
+        c: TensorId,
+        alpha: f32,
+        accumulate: bool,
+    ) -> Result<(), GraphError> {
+        let stored = |tensor, offset, cols, row_stride| Strided {
+            tensor,
+            offset,
+            rows: self.k,
+            k: cols,
+            row_stride,
+            k_stride: 1,
+        };
+        let a = stored(self.a, self.a_off, self.m, self.a_sk);
+        let b = stored(self.b, self.b_off, self.n, self.b_sk);
+        // The kernel owns sixteen columns an invocation: the narrow side is its columns.
+        let (rows, cols, wide, narrow, c_sm, c_sn) = if self.n <= self.m {
+            (self.m, self.n, a, b, self.n, 1)
+        } else {
+            (self.n, self.m, b, a, 1, self.n)
+        };
+        let t_wide = pack_f32(g, label, wide, 0)?;
+        let t_narrow = pack_f32(g, label, narrow, 1)?;
+        let params = Params::new()
+            .u32(rows as u32)
+            .u32(cols as u32)
+            .u32(self.k as u32)
+            .u32(accumulate as u32)
+            .f32(alpha)
+            .u32(c_sm as u32)
+            .u32(c_sn as u32);
+        let kernel = if accumulate {
+            &MATMUL_TEX_TN_ACC
+        } else {
+            &MATMUL_TEX_TN
+        };
+        let dispatch = Dispatch::Grid([cols.div_ceil(16) as u32, rows.div_ceil(256) as u32, 1]);
+        g.push_with_textures(label, kernel, &[c], &[t_wide, t_narrow], params, dispatch)
     }
 
     /// Pack A and B, then one texture-kernel node writing (or adding into) c.
@@ -278,6 +389,7 @@ impl Product {
         c: TensorId,
         alpha: f32,
         accumulate: bool,
+        shape: TextureShape,
     ) -> Result<(), GraphError> {
         let a = Strided {
             tensor: self.a,
@@ -296,21 +408,35 @@ impl Product {
             row_stride: self.b_sn,
             k_stride: self.b_sk,
         };
-        let ta = pack_f32(g, label, a, 0)?;
-        let tb = pack_f32(g, label, b, 1)?;
+        // The larger operand goes to slot 0, where the NF4 products pack X and dY.
+        let (slot_a, slot_b) = match shape {
+            TextureShape::NarrowTransposed => (1, 0),
+            _ => (0, 1),
+        };
+        let ta = pack_f32(g, label, a, slot_a)?;
+        let tb = pack_f32(g, label, b, slot_b)?;
+        // The kernel's rows and columns, its textures and c's strides for them: transposed,
+        // it computes cᵀ = Bᵀ Aᵀ into c's transposed positions.
+        let (rows, cols, textures, c_sm, c_sn) = match shape {
+            TextureShape::NarrowTransposed => (self.n, self.m, [tb, ta], 1, self.n),
+            _ => (self.m, self.n, [ta, tb], self.n, 1),
+        };
         let params = Params::new()
-            .u32(self.m as u32)
-            .u32(self.n as u32)
+            .u32(rows as u32)
+            .u32(cols as u32)
             .u32(texels(self.k) as u32)
             .u32(accumulate as u32)
-            .f32(alpha);
-        let kernel = if accumulate {
-            &MATMUL_TEX_ACC
-        } else {
-            &MATMUL_TEX
+            .f32(alpha)
+            .u32(c_sm as u32)
+            .u32(c_sn as u32);
+        let (kernel, dispatch) = match (shape, accumulate) {
+            (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
+            (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
+            (TextureShape::Tn, _) => unreachable!("push_tn runs these"),
+            (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
+            (_, true) => (&MATMUL_TEX_NARROW_ACC, narrow_dispatch(rows, cols)),
         };
-        let dispatch = Dispatch::Grid([self.n.div_ceil(128) as u32, self.m.div_ceil(64) as u32, 1]);
-        g.push_with_textures(label, kernel, &[c], &[ta, tb], params, dispatch)
+        g.push_with_textures(label, kernel, &[c], &textures, params, dispatch)
     }
 
     fn push(
@@ -321,8 +447,10 @@ impl Product {
         alpha: f32,
         accumulate: bool,
     ) -> Result<(), GraphError> {
-        if self.on_textures(g) {
-            return self.push_textures(g, label, c, alpha, accumulate);
+        match self.texture_shape(g) {
+            Some(TextureShape::Tn) => return self.push_tn(g, label, c, alpha, accumulate),
+            Some(shape) => return self.push_textures(g, label, c, alpha, accumulate, shape),
+            None => {}
         }
         let (kernel, dispatch) = kernel_for(self.m, self.n, accumulate);
         g.push(
@@ -402,4 +530,14 @@ pub fn cpu_matmul(
         }
     }
     out
+}
+
+/// matmul_tex: 64 rows x 128 columns a workgroup.
+fn wide_dispatch(rows: usize, cols: usize) -> Dispatch {
+    Dispatch::Grid([cols.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1])
+}
+
+/// matmul_tex_narrow: 128 rows x 16 columns a workgroup.
+fn narrow_dispatch(rows: usize, cols: usize) -> Dispatch {
+    Dispatch::Grid([cols.div_ceil(16) as u32, rows.div_ceil(128) as u32, 1])
 }

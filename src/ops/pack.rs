@@ -25,6 +25,26 @@ pub static PACK_F32: Kernel = Kernel {
     }],
 };
 
+/// `pack_f32` reading a row's texel as one vec4 (contiguous k, aligned rows).
+pub static PACK_ROWS: Kernel = Kernel {
+    name: "pack_rows",
+    shader: &shaders::PACK_VEC4,
+    entry: "pack_rows",
+    variants: &[],
+    bindings: PACK_F32.bindings,
+    textures: PACK_F32.textures,
+};
+
+/// `pack_f32` of a transposed source (contiguous r), 4x4 blocks read as vec4s.
+pub static PACK_COLS: Kernel = Kernel {
+    name: "pack_cols",
+    shader: &shaders::PACK_VEC4,
+    entry: "pack_cols",
+    variants: &[],
+    bindings: PACK_F32.bindings,
+    textures: PACK_F32.textures,
+};
+
 pub static PACK_WORDS: Kernel = Kernel {
     name: "pack_words",
     shader: &shaders::PACK_WORDS,
@@ -58,7 +78,9 @@ pub fn texels(k: usize) -> usize {
     k.div_ceil(4)
 }
 
-/// Write `src` into the rgba32float texture [rows, ceil(k / 4)] of operand `slot`.
+/// Write `src` into the rgba32float texture [rows, ceil(k / 4)] of operand `slot` (no node
+/// when the texture already holds exactly that, e.g. the hidden states for every lm-head
+/// chunk).
 pub fn pack_f32(
     g: &mut Graph,
     label: &str,
@@ -74,20 +96,39 @@ pub fn pack_f32(
         .u32(src.offset as u32)
         .u32(src.row_stride as u32)
         .u32(src.k_stride as u32);
-    let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, src.rows.div_ceil(8) as u32, 1]);
+    if g.holds(tex, src.tensor, &params) {
+        return Ok(tex);
+    }
+    let aligned = |v: usize| v.is_multiple_of(4);
+    let vec4_k = aligned(src.k) && aligned(src.offset);
+    let (kernel, rows_per_group) = if vec4_k && src.k_stride == 1 && aligned(src.row_stride) {
+        (&PACK_ROWS, 8)
+    } else if vec4_k && src.row_stride == 1 && aligned(src.k_stride) && aligned(src.rows) {
+        (&PACK_COLS, 32)
+    } else {
+        (&PACK_F32, 8)
+    };
+    let dispatch = Dispatch::Grid([
+        width.div_ceil(8) as u32,
+        src.rows.div_ceil(rows_per_group) as u32,
+        1,
+    ]);
+    let label = format!("{label}.pack{slot}");
     g.push_with_textures(
-        format!("{label}.pack{slot}"),
-        &PACK_F32,
+        label,
+        kernel,
         &[src.tensor],
         &[tex],
-        params,
+        params.clone(),
         dispatch,
     )?;
+    g.record_pack(tex, src.tensor, params);
     Ok(tex)
 }
 
 /// Write `rows` rows of `words` NF4 code words each (row r from word `r * row_stride`) into the
-/// rgba32uint texture [rows, ceil(words / 4)] of operand `slot`.
+/// rgba32uint texture [rows, ceil(words / 4)] of operand `slot` (no node when it already holds
+/// them).
 pub fn pack_words(
     g: &mut Graph,
     label: &str,
@@ -105,14 +146,19 @@ pub fn pack_words(
         .u32(width as u32)
         .u32(0)
         .u32(row_stride as u32);
+    if g.holds(tex, tensor, &params) {
+        return Ok(tex);
+    }
     let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, rows.div_ceil(8) as u32, 1]);
+    let label = format!("{label}.pack{slot}");
     g.push_with_textures(
-        format!("{label}.pack{slot}"),
+        label,
         &PACK_WORDS,
         &[tensor],
         &[tex],
-        params,
+        params.clone(),
         dispatch,
     )?;
+    g.record_pack(tex, tensor, params);
     Ok(tex)
 }

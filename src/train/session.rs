@@ -10,7 +10,7 @@ use crate::model::llama::{BaseFormat, Llama};
 use crate::model::ModelConfig;
 use crate::ops::accumulate::accumulate;
 use crate::ops::adamw::AdamW;
-use crate::ops::cross_entropy::{chunk_for, DEFAULT_CHUNK_BYTES};
+use crate::ops::cross_entropy::{chunk_bytes, chunk_for};
 use crate::ops::grad_norm;
 
 use super::TrainError;
@@ -86,7 +86,7 @@ impl TrainSession {
             .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));
         let input = g.input("input_ids", &[tokens], DType::U32);
         let targets = g.input("targets", &[tokens], DType::U32);
-        let chunk = chunk_for(tokens, config.vocab_size, DEFAULT_CHUNK_BYTES);
+        let chunk = chunk_for(tokens, config.vocab_size, chunk_bytes(&g));
         let step = model.train_step(&mut g, input, targets, s, chunk, settings.checkpointing)?;
 
         let mut grads = step.grads.clone();
