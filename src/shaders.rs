@@ -26,11 +26,14 @@ macro_rules! shader {
 
 shader!(ADAMW, "adamw");
 shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
+shader!(ATTENTION_BACKWARD_DKV_TEX, "attention_backward_dkv_tex");
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
+shader!(ATTENTION_BACKWARD_DQ_TEX, "attention_backward_dq_tex");
 shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
+shader!(ATTENTION_FORWARD_TEX, "attention_forward_tex");
 shader!(BIAS_ADD, "bias_add");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
@@ -58,10 +61,13 @@ pub static ALL: &[&Shader] = &[
     &ACCUMULATE,
     &ADAMW,
     &ATTENTION_BACKWARD_DKV,
+    &ATTENTION_BACKWARD_DKV_TEX,
     &ATTENTION_BACKWARD_DQ,
+    &ATTENTION_BACKWARD_DQ_TEX,
     &ATTENTION_DECODE,
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
+    &ATTENTION_FORWARD_TEX,
     &BIAS_ADD,
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,

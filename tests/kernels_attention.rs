@@ -19,7 +19,16 @@ const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
 #[test]
 fn forward_and_backward_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape);
+        check_shape(shape, false);
+    }
+}
+
+/// The texture kernels of software devices (keys, values, queries and output gradients
+/// fetched from textures), the same shapes and checks.
+#[test]
+fn texture_kernels_match_cpu() {
+    for &shape in &SHAPES {
+        check_shape(shape, true);
     }
 }
 
@@ -32,11 +41,15 @@ fn a_2048_token_sequence_matches_cpu() {
         (1, 2048, 2, 1, 64),
     ] {
         eprintln!("{shape:?}");
-        check_shape(shape);
+        check_shape(shape, false);
+        check_shape(shape, true);
     }
 }
 
-fn check_shape((batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize, usize, usize)) {
+fn check_shape(
+    (batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize, usize, usize),
+    textures: bool,
+) {
     let mut rng = rng(&format!("attention {batch}x{seq_len}"));
     {
         let tokens = batch * seq_len;
@@ -51,7 +64,11 @@ fn check_shape((batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize
         let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let v = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let d_out = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
-        let mut g = Graph::new();
+        let mut g = if textures {
+            common::texture_graph()
+        } else {
+            Graph::new()
+        };
         let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
         let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
         let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
@@ -64,6 +81,12 @@ fn check_shape((batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize
         let saved = attention::forward(&mut g, "attn", qkv, seq_len).unwrap();
         let grads = attention::backward(&mut g, "d_attn", qkv, saved, dt, seq_len).unwrap();
         let (out, lse, dq, dk, dv) = (saved.out, saved.lse, grads.q, grads.k, grads.v);
+        let on_textures = g
+            .nodes
+            .iter()
+            .filter(|n| n.kernel.name.starts_with("attention") && n.kernel.name.ends_with("_tex"))
+            .count();
+        assert_eq!(on_textures, if textures { 3 } else { 0 });
         let inputs = [
             (qt, bytes(&q)),
             (kt, bytes(&k)),

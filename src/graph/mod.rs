@@ -295,6 +295,21 @@ impl Graph {
         params: Params,
         dispatch: Dispatch,
     ) -> Result<(), GraphError> {
+        self.push_with_textures_specialized(label, kernel, tensors, textures, params, dispatch, &[])
+    }
+
+    /// `push_with_textures` with values for the shader's `override` constants.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_with_textures_specialized(
+        &mut self,
+        label: impl Into<String>,
+        kernel: &'static Kernel,
+        tensors: &[TensorId],
+        textures: &[TextureId],
+        params: Params,
+        dispatch: Dispatch,
+        constants: &[(&'static str, f64)],
+    ) -> Result<(), GraphError> {
         let label = label.into();
         let formats_match = textures.len() == kernel.textures.len()
             && textures
@@ -309,7 +324,7 @@ impl Graph {
                 found: textures.len(),
             });
         }
-        self.push_specialized(label, kernel, tensors, params, dispatch, &[])?;
+        self.push_specialized(label, kernel, tensors, params, dispatch, constants)?;
         self.nodes.last_mut().expect("just pushed").textures = textures.to_vec();
         Ok(())
     }

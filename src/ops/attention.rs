@@ -2,8 +2,10 @@
 //! row's log-sum-exp; the backward recomputes probabilities. q [tokens, heads, head_dim],
 //! k and v [tokens, kv_heads, head_dim]; tokens are `batch` sequences of `seq_len`.
 
+use super::pack::{pack_f32, Strided};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    TexelFormat, TextureBinding, TextureId,
 };
 use crate::shaders;
 
@@ -76,6 +78,53 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     ],
 };
 
+const fn sampled(name: &'static str) -> TextureBinding {
+    TextureBinding {
+        name,
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    }
+}
+
+/// The forward with keys and values in textures (software devices).
+pub static FORWARD_TEX: Kernel = Kernel {
+    name: "attention_forward_tex",
+    shader: &shaders::ATTENTION_FORWARD_TEX,
+    entry: "attention_forward_tex",
+    variants: &[],
+    bindings: &[read("q"), write("out"), write("lse")],
+    textures: &[sampled("k_tex"), sampled("v_tex")],
+};
+
+pub static BACKWARD_DQ_TEX: Kernel = Kernel {
+    name: "attention_backward_dq_tex",
+    shader: &shaders::ATTENTION_BACKWARD_DQ_TEX,
+    entry: "attention_backward_dq_tex",
+    variants: &[],
+    bindings: &[
+        read("q"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        write("dq"),
+    ],
+    textures: &[sampled("k_tex"), sampled("v_tex")],
+};
+
+pub static BACKWARD_DKV_TEX: Kernel = Kernel {
+    name: "attention_backward_dkv_tex",
+    shader: &shaders::ATTENTION_BACKWARD_DKV_TEX,
+    entry: "attention_backward_dkv_tex",
+    variants: &[],
+    bindings: &[read("k"), read("v"), write("dk"), write("dv")],
+    textures: &[
+        sampled("q_tex"),
+        sampled("d_out_tex"),
+        sampled("lse_tex"),
+        sampled("delta_tex"),
+    ],
+};
+
 /// The shape of one attention: heads and sizes, checked against the tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -145,6 +194,34 @@ impl AttentionShape {
     }
 }
 
+impl AttentionShape {
+    /// Whether the texture kernels run this attention: graphs for software devices, with
+    /// every [rows, head_dim / 4] texture within the device's limit.
+    fn on_textures(&self, g: &Graph) -> bool {
+        g.textures_fit(&[self.tokens * self.heads, self.head_dim / 4])
+    }
+}
+
+/// Pack a [rows, width] tensor (row-major) into the texture of `slot`.
+fn pack_rows(
+    g: &mut Graph,
+    label: &str,
+    t: TensorId,
+    width: usize,
+    slot: u8,
+) -> Result<TextureId, GraphError> {
+    let rows = g.tensor(t).numel() / width;
+    let src = Strided {
+        tensor: t,
+        offset: 0,
+        rows,
+        k: width,
+        row_stride: width,
+        k_stride: 1,
+    };
+    pack_f32(g, label, src, slot)
+}
+
 /// The three inputs of an attention.
 #[derive(Clone, Copy, Debug)]
 pub struct Qkv {
@@ -166,6 +243,20 @@ pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Sa
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
+    if s.on_textures(g) {
+        let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
+        let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
+        g.push_with_textures_specialized(
+            name,
+            &FORWARD_TEX,
+            &[qkv.q, out, lse],
+            &[k_tex, v_tex],
+            s.params(),
+            dispatch,
+            &s.constants(),
+        )?;
+        return Ok(Saved { out, lse });
+    }
     let tensors = [qkv.q, qkv.k, qkv.v, out, lse];
     g.push_specialized(
         name,
@@ -202,6 +293,44 @@ pub fn backward(
 
     let label = format!("{name}_q");
     let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
+    let dk = g.temp(&format!("{name}_k"), &kv_shape, DType::F32);
+    let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
+    let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
+    if s.on_textures(g) {
+        let k_tex = pack_rows(g, &label, k, s.head_dim, 1)?;
+        let v_tex = pack_rows(g, &label, v, s.head_dim, 2)?;
+        g.push_with_textures_specialized(
+            label,
+            &BACKWARD_DQ_TEX,
+            &[q, d_out, saved.lse, delta, dq],
+            &[k_tex, v_tex],
+            s.params(),
+            by_query_row,
+            &constants,
+        )?;
+        let label = format!("{name}_kv");
+        let textures = [
+            pack_rows(g, &label, q, s.head_dim, 0)?,
+            pack_rows(g, &label, d_out, s.head_dim, 3)?,
+            pack_rows(g, &label, saved.lse, 1, 4)?,
+            pack_rows(g, &label, delta, 1, 5)?,
+        ];
+        g.push_with_textures_specialized(
+            label,
+            &BACKWARD_DKV_TEX,
+            &[k, v, dk, dv],
+            &textures,
+            s.params(),
+            by_key_row,
+            &constants,
+        )?;
+        return Ok(Qkv {
+            q: dq,
+            k: dk,
+            v: dv,
+        });
+    }
     let tensors = [q, k, v, d_out, saved.lse, delta, dq];
     g.push_specialized(
         label,
@@ -212,11 +341,7 @@ pub fn backward(
         &constants,
     )?;
 
-    let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
-    let dk = g.temp(&format!("{name}_k"), &kv_shape, DType::F32);
-    let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
     let tensors = [q, k, v, d_out, saved.lse, delta, dk, dv];
-    let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
     let label = format!("{name}_kv");
     g.push_specialized(
         label,

@@ -134,7 +134,7 @@ pub const MAX_CHUNK: usize = 16384;
 /// Logits bytes a chunk may take on graphs with texture kernels: there each chunk's logits
 /// gradient is also packed into a texture and its weight rows twice, so smaller chunks keep the
 /// planned peak down (the work is the same).
-pub const TEXTURE_CHUNK_BYTES: u64 = 2 << 20;
+pub const TEXTURE_CHUNK_BYTES: u64 = 1 << 20;
 
 /// The chunk budget for `g`.
 pub fn chunk_bytes(g: &Graph) -> u64 {
