@@ -52,6 +52,11 @@ shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
 shader!(RESIDUAL, "residual");
 shader!(RMSNORM, "rmsnorm");
+shader!(
+    RMSNORM_SUBGROUP,
+    "rmsnorm_subgroup",
+    wgpu::Features::SUBGROUP
+);
 shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
 shader!(ROPE, "rope");
 shader!(SWIGLU, "swiglu");
@@ -86,6 +91,7 @@ pub static ALL: &[&Shader] = &[
     &PACK_WORDS,
     &RESIDUAL,
     &RMSNORM,
+    &RMSNORM_SUBGROUP,
     &RMSNORM_BACKWARD,
     &ROPE,
     &SWIGLU,

@@ -72,7 +72,7 @@ fn discrete_gpu_variant_matches_cpu() {
         g.mark_output(c);
         // One row takes the matrix-vector kernel on every device class.
         let entry = if m == 1 { "matmul_vec" } else { "matmul_tiled" };
-        assert_eq!(g.nodes[0].kernel.entry_for(gpu.class), entry);
+        assert_eq!(g.nodes[0].kernel.choose(gpu.class, gpu.features).1, entry);
         let compiled = CompiledGraph::new(&gpu, g).unwrap();
         compiled.poison(&gpu, common::POISON);
         compiled.write(&gpu, at, &bytes(&a)).unwrap();

@@ -84,19 +84,24 @@ fn f16_needs_its_feature() {
 
 #[test]
 fn kernel_tables_match_shader_declarations() {
-    for kernel in all_kernels() {
-        let module = parse_and_validate(kernel.shader);
-        let where_ = format!(
-            "kernel '{}' (shaders/{}.wgsl)",
-            kernel.name, kernel.shader.name
-        );
+    // The kernel's own entry point and every variant's, each against the same table.
+    let entries = all_kernels().into_iter().flat_map(|kernel| {
+        std::iter::once((kernel, kernel.shader, kernel.entry)).chain(
+            kernel
+                .variants
+                .iter()
+                .map(move |v| (kernel, v.shader.unwrap_or(kernel.shader), v.entry)),
+        )
+    });
+    for (kernel, shader, entry) in entries {
+        let module = parse_and_validate(shader);
+        let where_ = format!("kernel '{}' (shaders/{}.wgsl)", kernel.name, shader.name);
         assert!(
             module
                 .entry_points
                 .iter()
-                .any(|e| e.name == kernel.entry && e.stage == naga::ShaderStage::Compute),
-            "{where_}: no compute entry point '{}'",
-            kernel.entry
+                .any(|e| e.name == entry && e.stage == naga::ShaderStage::Compute),
+            "{where_}: no compute entry point '{entry}'"
         );
         let mut globals: Vec<(u32, String, naga::AddressSpace)> = module
             .global_variables

@@ -33,6 +33,19 @@ impl PipelineKey {
     }
 }
 
+/// The WGSL a shader module is made from. Browsers require `enable subgroups;` before subgroup
+/// builtins, which naga (native) does not parse yet: the shader files leave it out and it is
+/// added here for the browser.
+fn module_source(shader: &Shader) -> String {
+    let needs_enable =
+        cfg!(target_arch = "wasm32") && shader.features.contains(wgpu::Features::SUBGROUP);
+    if needs_enable {
+        format!("enable subgroups;\n{}", shader.source)
+    } else {
+        shader.source.to_string()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -54,7 +67,7 @@ impl Gpu {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                            source: wgpu::ShaderSource::Wgsl(module_source(shader).into()),
                         })
                 })
                 .clone()

@@ -161,9 +161,9 @@ impl CompiledGraph {
         let mut workgroups = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             let kernel = node.kernel;
-            let entry = kernel.entry_for(gpu.class);
-            let key = PipelineKey::new(kernel.shader.name, entry, &node.constants);
-            let pipeline = gpu.pipeline(kernel.shader, &key);
+            let (shader, entry) = kernel.choose(gpu.class, gpu.features);
+            let key = PipelineKey::new(shader.name, entry, &node.constants);
+            let pipeline = gpu.pipeline(shader, &key);
             let mut entries: Vec<wgpu::BindGroupEntry> = node
                 .tensors
                 .iter()

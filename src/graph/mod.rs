@@ -11,7 +11,9 @@ mod tensor;
 mod validate;
 
 pub use executor::{CompiledGraph, RunError};
-pub use node::{Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding};
+pub use node::{
+    Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, Variant,
+};
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
 pub use validate::{validate, DeviceLimits};

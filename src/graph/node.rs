@@ -72,19 +72,39 @@ pub struct Kernel {
     pub shader: &'static Shader,
     pub entry: &'static str,
     pub bindings: &'static [Binding],
-    /// Entry points of the same shader to use instead on a device class (same bindings, same
-    /// dispatch, same results): e.g. shared-memory tiles on discrete GPUs.
-    pub variants: &'static [(DeviceClass, &'static str)],
+    /// Entry points to use instead on a device class (same bindings, same dispatch, same
+    /// results): e.g. shared-memory tiles, or subgroup reductions, on discrete GPUs.
+    pub variants: &'static [Variant],
     pub textures: &'static [TextureBinding],
 }
 
+/// Another entry point of a kernel for one device class.
+#[derive(Debug)]
+pub struct Variant {
+    pub class: DeviceClass,
+    /// A shader file of its own when the variant needs a device feature (`enable subgroups;`
+    /// applies to a whole module); None: the kernel's shader. Without the feature the kernel's
+    /// own entry point runs.
+    pub shader: Option<&'static Shader>,
+    pub entry: &'static str,
+}
+
 impl Kernel {
-    /// The entry point to run on a device of `class`.
-    pub fn entry_for(&self, class: DeviceClass) -> &'static str {
+    /// The shader and entry point to run on a device of `class` with `features`.
+    pub fn choose(
+        &self,
+        class: DeviceClass,
+        features: wgpu::Features,
+    ) -> (&'static Shader, &'static str) {
         self.variants
             .iter()
-            .find(|(c, _)| *c == class)
-            .map_or(self.entry, |&(_, entry)| entry)
+            .find(|v| {
+                v.class == class
+                    && features.contains(v.shader.map_or(wgpu::Features::empty(), |s| s.features))
+            })
+            .map_or((self.shader, self.entry), |v| {
+                (v.shader.unwrap_or(self.shader), v.entry)
+            })
     }
 }
 

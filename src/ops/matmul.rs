@@ -6,7 +6,7 @@ use super::pack::{pack_f32, texels, Strided};
 use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding,
+    TexelFormat, TextureBinding, Variant,
 };
 use crate::shaders;
 
@@ -15,7 +15,11 @@ pub static MATMUL: Kernel = Kernel {
     name: "matmul",
     shader: &shaders::MATMUL,
     entry: "matmul",
-    variants: &[(DeviceClass::Discrete, "matmul_tiled")],
+    variants: &[Variant {
+        class: DeviceClass::Discrete,
+        shader: None,
+        entry: "matmul_tiled",
+    }],
     textures: &[],
     bindings: &[
         Binding {
@@ -41,7 +45,11 @@ pub static MATMUL_ACC: Kernel = Kernel {
     name: "matmul_acc",
     shader: &shaders::MATMUL,
     entry: "matmul",
-    variants: &[(DeviceClass::Discrete, "matmul_tiled")],
+    variants: &[Variant {
+        class: DeviceClass::Discrete,
+        shader: None,
+        entry: "matmul_tiled",
+    }],
     textures: &[],
     bindings: &[
         Binding {

@@ -2,8 +2,10 @@
 //! input gradient only: norm weights are frozen in QLoRA.
 
 use super::real::Real;
+use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    Variant,
 };
 use crate::shaders;
 
@@ -11,7 +13,12 @@ pub static FORWARD: Kernel = Kernel {
     name: "rmsnorm_forward",
     shader: &shaders::RMSNORM,
     entry: "rmsnorm_forward",
-    variants: &[],
+    // A subgroup per row in turn, lanes across the columns: coalesced reads on GPUs.
+    variants: &[Variant {
+        class: DeviceClass::Discrete,
+        shader: Some(&shaders::RMSNORM_SUBGROUP),
+        entry: "rmsnorm_forward_subgroup",
+    }],
     textures: &[],
     bindings: &[
         Binding {
