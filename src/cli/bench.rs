@@ -68,11 +68,20 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Median GPU milliseconds of the graph's single node over `runs` runs.
+/// Median milliseconds of the graph (its product and the packs before it) over `runs` runs:
+/// GPU time from timestamp queries, except on software devices, where lavapipe's timestamps
+/// proved unreliable (passes overlap their neighbours' stamps): there the wall time of a
+/// submission and its wait.
 fn time_graph(gpu: &Gpu, compiled: &CompiledGraph, runs: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(runs);
+    let wall_clock = gpu.class == webqlora::gpu::DeviceClass::Software;
     for run in 0..runs + 1 {
-        let ms = match pollster::block_on(compiled.run_profiled(gpu))? {
+        let profiled = if wall_clock {
+            None
+        } else {
+            pollster::block_on(compiled.run_profiled(gpu))?
+        };
+        let ms = match profiled {
             Some(t) => t.iter().map(|(_, _, ms)| ms).sum(),
             None => {
                 let start = Instant::now();
