@@ -11,7 +11,8 @@
 //   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha,
 //                                    a_off, b_off }
 // Two entry points, same bindings, same dispatch, same results:
-//   matmul        software devices (lavapipe, SwiftShader): registers only, no barriers;
+//   matmul        software devices (lavapipe, SwiftShader): registers only, no barriers
+//                 (there products with both sides >= 64 run on matmul_tex.wgsl instead);
 //   matmul_tiled  discrete GPUs: the workgroup stages 32x16 of A and 16x64 of B in workgroup
 //                 memory per step of 16 along K (6 KiB), then each invocation computes its
 //                 4x8 from there; k past K reads as 0.

@@ -95,6 +95,46 @@ fn discrete_gpu_variant_matches_cpu() {
     }
 }
 
+/// c = alpha·op(a)·op(b) and c0 += alpha·op(a)·op(b) on a texture graph against the CPU
+/// reference (fresh random data, outputs poisoned); returns the kernels the graph ran.
+fn check_texture_product(
+    rng: &mut rand::rngs::StdRng,
+    (m, k, n): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+) -> Vec<&'static str> {
+    let alpha = rng.random_range(0.25..2.0);
+    let a = random_f32(rng, m * k, 1.0);
+    let b = random_f32(rng, k * n, 1.0);
+    let c0 = random_f32(rng, m * n, 1.0);
+    let mut g = common::texture_graph();
+    let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
+    let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
+    let ct = g.input("c0", &[m, n], DType::F32);
+    let op = |t, transposed| Operand {
+        tensor: t,
+        transposed,
+        rows: None,
+    };
+    let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
+    matmul_into(&mut g, "c0 += a b", ct, op(at, ta), op(bt, tb), alpha).unwrap();
+    let kernels: Vec<&'static str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+    let got = run_graph(
+        g,
+        &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+        &[c, ct],
+    );
+    let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
+    let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, Some(&c0));
+    let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
+    assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
+    assert!(
+        e_acc < 1e-5,
+        "m {m} k {k} n {n} ta {ta} tb {tb} accumulating: {e_acc}"
+    );
+    kernels
+}
+
 /// The texture kernel of software devices: every transposition, sides that are not multiples
 /// of its 64x128 workgroup tile nor k of the four values a texel holds, written and
 /// accumulated, and a block of rows (an lm-head vocabulary chunk) both ways.
@@ -118,39 +158,11 @@ fn texture_matmul_matches_cpu() {
                     *ns.choose(&mut rng).unwrap(),
                 ),
             };
-            let alpha = rng.random_range(0.25..2.0);
-            let a = random_f32(&mut rng, m * k, 1.0);
-            let b = random_f32(&mut rng, k * n, 1.0);
-            let c0 = random_f32(&mut rng, m * n, 1.0);
-            let mut g = common::texture_graph();
-            let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
-            let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
-            let ct = g.input("c0", &[m, n], DType::F32);
-            let op = |t, transposed| Operand {
-                tensor: t,
-                transposed,
-                rows: None,
-            };
-            let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
-            matmul_into(&mut g, "c0 += a b", ct, op(at, ta), op(bt, tb), alpha).unwrap();
-            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            let kernels = check_texture_product(&mut rng, (m, k, n), ta, tb);
             // The second product finds both operands already packed.
             assert_eq!(kernels.len(), 4, "{kernels:?}");
             assert_eq!((kernels[2], kernels[3]), ("matmul_tex", "matmul_tex_acc"));
             packs_seen.extend(kernels[..2].iter().copied());
-            let got = run_graph(
-                g,
-                &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
-                &[c, ct],
-            );
-            let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
-            let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, Some(&c0));
-            let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
-            assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
-            assert!(
-                e_acc < 1e-5,
-                "m {m} k {k} n {n} ta {ta} tb {tb} accumulating: {e_acc}"
-            );
         }
     }
 
@@ -202,22 +214,7 @@ fn narrow_texture_matmul_matches_cpu() {
                 std::mem::swap(&mut m, &mut n);
             }
             let k = *ks.choose(&mut rng).unwrap();
-            let alpha = rng.random_range(0.25..2.0);
-            let a = random_f32(&mut rng, m * k, 1.0);
-            let b = random_f32(&mut rng, k * n, 1.0);
-            let c0 = random_f32(&mut rng, m * n, 1.0);
-            let mut g = common::texture_graph();
-            let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
-            let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
-            let ct = g.input("c0", &[m, n], DType::F32);
-            let op = |t, transposed| Operand {
-                tensor: t,
-                transposed,
-                rows: None,
-            };
-            let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
-            matmul_into(&mut g, "c0 += a b", ct, op(at, ta), op(bt, tb), alpha).unwrap();
-            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            let kernels = check_texture_product(&mut rng, (m, k, n), ta, tb);
             // Both stored with k as rows (always so for k = 1): the Aᵀ B kernel, no transposing
             // pack.
             let kernel = if k == 1 || (ta && !tb) {
@@ -229,19 +226,6 @@ fn narrow_texture_matmul_matches_cpu() {
             assert!(
                 kernels.contains(&kernel) && kernels.contains(&acc_kernel.as_str()),
                 "{m}x{k}x{n}: {kernels:?}"
-            );
-            let got = run_graph(
-                g,
-                &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
-                &[c, ct],
-            );
-            let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
-            let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, Some(&c0));
-            let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
-            assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
-            assert!(
-                e_acc < 1e-5,
-                "m {m} k {k} n {n} ta {ta} tb {tb} accumulating: {e_acc}"
             );
         }
     }

@@ -1,6 +1,9 @@
-//! f32 matrix products with either operand transposed (by strides, never by a copy):
-//! c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA paths and their
-//! gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX, dX += s·(dY B)A.
+//! f32 matrix products with either operand transposed (by strides, never by a transposing
+//! copy in memory): c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA
+//! paths and their gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX,
+//! dX += s·(dY B)A, and the lm-head chunks. On graphs for software devices the products big
+//! enough run on textures (`matmul_tex.wgsl`: operands packed first, see `ops::pack`); the
+//! rest, and every product on other devices, on the buffer kernels of `matmul.wgsl`.
 
 use super::pack::{pack_f32, texels, Strided};
 use crate::gpu::DeviceClass;
