@@ -8,9 +8,11 @@
 // four consecutive k in one rgba32float texel, k past K as zero.
 //
 // Bindings (group 0):
-//   0 c       storage, read_write  f32: element (m, n) at m * c_sm + n * c_sn
+//   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
 //   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4); K for
-//                                    matmul_tex_tn), accumulate, alpha, c_sm, c_sn }
+//                                    matmul_tex_tn), accumulate, alpha, c_sm, c_sn, c_off }
+//                                    (c_off: a block of columns of a wider c, e.g. a
+//                                    vocabulary chunk of the logits)
 //   2 a_tex   texture_2d<f32>      rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
 //   3 b_tex   texture_2d<f32>      rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
 // Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 8x8 invocations. An invocation keeps an
@@ -43,6 +45,7 @@ struct Params {
     alpha: f32,
     c_sm: u32,
     c_sn: u32,
+    c_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;
@@ -136,7 +139,7 @@ fn store_row(m: u32, n0: u32, acc: mat4x4<f32>) {
 }
 
 fn store(m: u32, n: u32, value: f32) {
-    let i = m * params.c_sm + n * params.c_sn;
+    let i = params.c_off + m * params.c_sm + n * params.c_sn;
     var v = params.alpha * value;
     if params.accumulate != 0u {
         v += c[i];

@@ -532,3 +532,29 @@ fn a_texture_is_packed_again_after_its_source_changes() {
     let e = rel_err(&got[1], &want2);
     assert!(e < 1e-5, "after the write: rel err {e}");
 }
+
+/// Logits over a vocabulary larger than a texture side: column blocks of the logits, each on
+/// the texture kernel, against the CPU (a texture side of 128 stands in for the device's).
+#[test]
+fn logits_in_column_blocks_match_cpu() {
+    let mut rng = rng("logits_blocks");
+    for (rows, dim, vocab) in [(65usize, 64usize, 300usize), (64, 36, 256)] {
+        let h = random_f32(&mut rng, rows * dim, 1.0);
+        let e = random_f32(&mut rng, vocab * dim, 1.0);
+        let mut g = common::texture_graph();
+        g.texture_kernels = Some(128);
+        let ht = g.input("h", &[rows, dim], DType::F32);
+        let et = g.param("lm_head", &[vocab, dim], DType::F32);
+        let logits = webqlora::ops::matmul::logits(&mut g, "logits", ht, et).unwrap();
+        let products = g
+            .nodes
+            .iter()
+            .filter(|n| n.kernel.name == "matmul_tex")
+            .count();
+        assert_eq!(products, vocab.div_ceil(128), "{rows}x{dim}x{vocab}");
+        let got = run_graph(g, &[(ht, bytes(&h)), (et, bytes(&e))], &[logits]);
+        let want = cpu_matmul(&h, false, &e, true, rows, dim, vocab, 1.0, None);
+        let err = rel_err(&got[0], &want);
+        assert!(err < 1e-5, "{rows}x{dim}x{vocab}: rel err {err}");
+    }
+}

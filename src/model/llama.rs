@@ -360,12 +360,6 @@ impl Llama {
         seq_len: usize,
     ) -> Result<TensorId, GraphError> {
         let h = self.forward_hidden(g, input_ids, seq_len)?;
-        matmul(
-            g,
-            "logits",
-            Operand::plain(h),
-            Operand::transposed(self.lm_head),
-            1.0,
-        )
+        crate::ops::matmul::logits(g, "logits", h, self.lm_head)
     }
 }

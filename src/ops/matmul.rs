@@ -243,6 +243,25 @@ fn as_matrix(shape: &[usize]) -> (usize, usize) {
     (shape.iter().product::<usize>() / cols.max(1), cols)
 }
 
+/// Where a product's [M, N] result goes: columns first..first + N of `c`, rows `row_stride`
+/// apart (the whole of c unless it is a block of a wider matrix).
+#[derive(Clone, Copy, Debug)]
+struct ColumnBlock {
+    c: TensorId,
+    first: usize,
+    row_stride: usize,
+}
+
+impl ColumnBlock {
+    fn whole(c: TensorId, n: usize) -> Self {
+        ColumnBlock {
+            c,
+            first: 0,
+            row_stride: n,
+        }
+    }
+}
+
 /// Which texture kernel runs a product (see `Product::texture_shape`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TextureShape {
@@ -382,7 +401,8 @@ impl Product {
             .u32(accumulate as u32)
             .f32(alpha)
             .u32(c_sm as u32)
-            .u32(c_sn as u32);
+            .u32(c_sn as u32)
+            .u32(0);
         let kernel = if accumulate {
             &MATMUL_TEX_TN_ACC
         } else {
@@ -397,7 +417,7 @@ impl Product {
         &self,
         g: &mut Graph,
         label: &str,
-        c: TensorId,
+        block: ColumnBlock,
         alpha: f32,
         accumulate: bool,
         shape: TextureShape,
@@ -429,8 +449,8 @@ impl Product {
         // The kernel's rows and columns, its textures and c's strides for them: transposed,
         // it computes cᵀ = Bᵀ Aᵀ into c's transposed positions.
         let (rows, cols, textures, c_sm, c_sn) = match shape {
-            TextureShape::NarrowTransposed => (self.n, self.m, [tb, ta], 1, self.n),
-            _ => (self.m, self.n, [ta, tb], self.n, 1),
+            TextureShape::NarrowTransposed => (self.n, self.m, [tb, ta], 1, block.row_stride),
+            _ => (self.m, self.n, [ta, tb], block.row_stride, 1),
         };
         let params = Params::new()
             .u32(rows as u32)
@@ -439,7 +459,8 @@ impl Product {
             .u32(accumulate as u32)
             .f32(alpha)
             .u32(c_sm as u32)
-            .u32(c_sn as u32);
+            .u32(c_sn as u32)
+            .u32(block.first as u32);
         let (kernel, dispatch) = match (shape, accumulate) {
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
@@ -447,7 +468,7 @@ impl Product {
             (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
             (_, true) => (&MATMUL_TEX_NARROW_ACC, narrow_dispatch(rows, cols)),
         };
-        g.push_with_textures(label, kernel, &[c], &textures, params, dispatch)
+        g.push_with_textures(label, kernel, &[block.c], &textures, params, dispatch)
     }
 
     fn push(
@@ -460,7 +481,10 @@ impl Product {
     ) -> Result<(), GraphError> {
         match self.texture_shape(g) {
             Some(TextureShape::Tn) => return self.push_tn(g, label, c, alpha, accumulate),
-            Some(shape) => return self.push_textures(g, label, c, alpha, accumulate, shape),
+            Some(shape) => {
+                let block = ColumnBlock::whole(c, self.n);
+                return self.push_textures(g, label, block, alpha, accumulate, shape);
+            }
             None => {}
         }
         let (kernel, dispatch) = kernel_for(self.m, self.n, accumulate);
@@ -514,6 +538,52 @@ pub fn matmul_into(
         });
     }
     product.push(g, label, c, alpha, true)
+}
+
+/// `hidden` [rows, dim] times the transposed `weight` [vocab, dim]: logits [rows, vocab] named
+/// `name`. On texture graphs a vocabulary larger than a texture side is computed in column
+/// blocks of at most that many rows of `weight`, so the lm-head stays on the texture kernel.
+pub fn logits(
+    g: &mut Graph,
+    name: &str,
+    hidden: TensorId,
+    weight: TensorId,
+) -> Result<TensorId, GraphError> {
+    let (vocab, _) = as_matrix(&g.tensor(weight).shape);
+    let (h, w) = (Operand::plain(hidden), Operand::transposed(weight));
+    let max = g.texture_kernels.unwrap_or(0) as usize;
+    let whole = Product::new(g, name, h, w)?;
+    if max == 0 || vocab <= max || whole.texture_shape(g).is_some() {
+        return matmul(g, name, h, w, 1.0);
+    }
+    // Equal blocks, as few as fit.
+    let chunk = vocab.div_ceil(vocab.div_ceil(max));
+    let parts = (0..vocab)
+        .step_by(chunk)
+        .map(|first| {
+            let count = chunk.min(vocab - first);
+            let label = format!("{name}[{first}..{}]", first + count);
+            let part = Product::new(g, &label, h, w.rows(first, count))?;
+            Ok((first, label, part))
+        })
+        .collect::<Result<Vec<_>, GraphError>>()?;
+    // Every block on the wide kernel, else one product on the buffer kernel.
+    if !parts
+        .iter()
+        .all(|(_, _, p)| p.texture_shape(g) == Some(TextureShape::Wide))
+    {
+        return matmul(g, name, h, w, 1.0);
+    }
+    let logits = g.temp(name, &[whole.m, vocab], DType::F32);
+    for (first, label, part) in parts {
+        let block = ColumnBlock {
+            c: logits,
+            first,
+            row_stride: vocab,
+        };
+        part.push_textures(g, &label, block, 1.0, false, TextureShape::Wide)?;
+    }
+    Ok(logits)
 }
 
 /// CPU reference in f64: alpha · op(a) · op(b) (+ c0), as a row-major [m, n] f32 matrix.
