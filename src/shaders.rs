@@ -31,6 +31,11 @@ shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
 shader!(ATTENTION_BACKWARD_DQ_TEX, "attention_backward_dq_tex");
 shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
+shader!(
+    ATTENTION_DECODE_F16,
+    "attention_decode_f16",
+    wgpu::Features::SHADER_F16
+);
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(ATTENTION_FORWARD_TEX, "attention_forward_tex");
@@ -43,6 +48,7 @@ shader!(EMBEDDING, "embedding");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
+shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(MATMUL_TEX, "matmul_tex");
 shader!(NF4_MATMUL, "nf4_matmul");
@@ -70,6 +76,7 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_BACKWARD_DQ,
     &ATTENTION_BACKWARD_DQ_TEX,
     &ATTENTION_DECODE,
+    &ATTENTION_DECODE_F16,
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
     &ATTENTION_FORWARD_TEX,
@@ -82,6 +89,7 @@ pub static ALL: &[&Shader] = &[
     &GRAD_CLIP,
     &GRAD_NORM,
     &KV_STORE,
+    &KV_STORE_F16,
     &MATMUL,
     &MATMUL_TEX,
     &NF4_MATMUL,

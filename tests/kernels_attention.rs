@@ -156,9 +156,50 @@ fn shapes_are_checked() {
 
 #[test]
 fn decode_attention_over_the_cache_matches_cpu() {
+    use webqlora::graph::DType;
+    check_decode_attention(DType::F32);
+}
+
+/// The half-precision cache: kv_store rounds to the nearest f16 (as the `half` crate does) and
+/// attention equals the f64 reference over the rounded K and V.
+#[test]
+fn decode_attention_over_an_f16_cache_matches_cpu() {
+    use webqlora::graph::DType;
+    if !common::gpu().has(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: the adapter has no shader-f16");
+        return;
+    }
+    check_decode_attention(DType::F16);
+}
+
+fn check_decode_attention(cache: webqlora::graph::DType) {
+    use half::f16;
     use webqlora::graph::{CompiledGraph, DType, Graph};
     use webqlora::ops::decode::{attention, cpu_attention, kv_store};
-    let mut rng = common::rng("attention_decode");
+    // The cache's bytes for these values, and the values it then holds.
+    let encode = |v: &[f32]| -> (Vec<u8>, Vec<f32>) {
+        match cache {
+            DType::F16 => {
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                let bits: Vec<u16> = h.iter().map(|x| x.to_bits()).collect();
+                (
+                    bytemuck::cast_slice(&bits).to_vec(),
+                    h.iter().map(|x| x.to_f32()).collect(),
+                )
+            }
+            _ => (common::bytes(v).to_vec(), v.to_vec()),
+        }
+    };
+    let decode_bytes = |b: &[u8]| -> Vec<f32> {
+        match cache {
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, u16>(b)
+                .iter()
+                .map(|&x| f16::from_bits(x).to_f32())
+                .collect(),
+            _ => bytemuck::pod_collect_to_vec::<u8, f32>(b),
+        }
+    };
+    let mut rng = common::rng(&format!("attention_decode_{cache}"));
     for (heads, kv_heads, d, ctx) in [
         (9usize, 3usize, 64usize, 300usize),
         (4, 2, 128, 33),
@@ -168,16 +209,16 @@ fn decode_attention_over_the_cache_matches_cpu() {
         let q = g.input("q", &[heads, d], DType::F32);
         let k_new = g.input("k_new", &[kv_heads * d], DType::F32);
         let step = g.input("step", &[1], DType::U32);
-        let kc = g.param("k_cache", &[ctx, kv_heads, d], DType::F32);
-        let vc = g.param("v_cache", &[ctx, kv_heads, d], DType::F32);
+        let kc = g.param("k_cache", &[ctx, kv_heads, d], cache);
+        let vc = g.param("v_cache", &[ctx, kv_heads, d], cache);
         // Store the new K first, then attend: what a decode step does.
         kv_store(&mut g, "store k", k_new, step, kc).unwrap();
         let out = attention(&mut g, "attn", q, kc, vc, step).unwrap();
         g.mark_output(out);
         let gpu = common::gpu();
         let compiled = CompiledGraph::new(gpu, g).unwrap();
-        let k_all = common::random_f32(&mut rng, ctx * kv_heads * d, 1.0);
-        let v_all = common::random_f32(&mut rng, ctx * kv_heads * d, 1.0);
+        let (k_bytes, k_all) = encode(&common::random_f32(&mut rng, ctx * kv_heads * d, 1.0));
+        let (v_bytes, v_all) = encode(&common::random_f32(&mut rng, ctx * kv_heads * d, 1.0));
         for pos in [0, ctx / 2, ctx - 1] {
             let qv = common::random_f32(&mut rng, heads * d, 1.0);
             let fresh = common::random_f32(&mut rng, kv_heads * d, 1.0);
@@ -187,13 +228,14 @@ fn decode_attention_over_the_cache_matches_cpu() {
             compiled
                 .write(gpu, step, bytemuck::bytes_of(&(pos as u32)))
                 .unwrap();
-            compiled.write(gpu, kc, &common::bytes(&k_all)).unwrap();
-            compiled.write(gpu, vc, &common::bytes(&v_all)).unwrap();
+            compiled.write(gpu, kc, &k_bytes).unwrap();
+            compiled.write(gpu, vc, &v_bytes).unwrap();
             compiled.run(gpu);
             let mut k_expected = k_all.clone();
-            k_expected[pos * kv_heads * d..(pos + 1) * kv_heads * d].copy_from_slice(&fresh);
-            let stored = pollster::block_on(compiled.read_f32(gpu, kc)).unwrap();
-            assert_eq!(stored, k_expected, "kv_store wrote row {pos} only");
+            k_expected[pos * kv_heads * d..(pos + 1) * kv_heads * d]
+                .copy_from_slice(&encode(&fresh).1);
+            let stored = decode_bytes(&pollster::block_on(compiled.read(gpu, kc)).unwrap());
+            assert_eq!(stored, k_expected, "{cache} kv_store wrote row {pos} only");
             let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
             let want = cpu_attention(
                 &common::to_f64(&qv),
@@ -205,7 +247,10 @@ fn decode_attention_over_the_cache_matches_cpu() {
                 pos,
             );
             let e = common::rel_err(&got, &common::to_f32(&want));
-            assert!(e < 1e-5, "heads {heads} d {d} pos {pos}: {e}");
+            assert!(
+                e < 1e-5,
+                "{cache} cache, heads {heads} d {d} pos {pos}: {e}"
+            );
         }
     }
 }

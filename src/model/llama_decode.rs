@@ -17,6 +17,8 @@ use crate::ops::{embedding, residual, rmsnorm, swiglu};
 pub struct Decoder {
     pub compiled: CompiledGraph,
     pub max_ctx: usize,
+    /// The K/V caches' value type (`ops::decode::cache_dtype`).
+    pub cache: DType,
     input: TensorId,
     step: TensorId,
     cos_sin: TensorId,
@@ -39,6 +41,7 @@ impl Decoder {
         base: BaseFormat,
         lora: Option<&LoraConfig>,
         max_ctx: usize,
+        cache: DType,
     ) -> Result<(Graph, [TensorId; 4], usize), GraphError> {
         let c = config;
         let eps = c.rms_norm_eps as f32;
@@ -57,8 +60,8 @@ impl Decoder {
             let p = format!("layers.{i}");
             let [k_name, v_name] = cache_names(i);
             let cache_shape = [max_ctx, c.num_kv_heads, c.head_dim];
-            let k_cache = g.param(&k_name, &cache_shape, DType::F32);
-            let v_cache = g.param(&v_name, &cache_shape, DType::F32);
+            let k_cache = g.param(&k_name, &cache_shape, cache);
+            let v_cache = g.param(&v_name, &cache_shape, cache);
             let (x, _) = rmsnorm::forward(&mut g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
             let q = l.q.forward(&mut g, &format!("{p}.q"), x)?;
             let k = l.k.forward(&mut g, &format!("{p}.k"), x)?;
@@ -101,11 +104,13 @@ impl Decoder {
         body_nodes: usize,
         config: &ModelConfig,
         max_ctx: usize,
+        cache: DType,
     ) -> Decoder {
         let [input, step, cos_sin, logits] = ids;
         Decoder {
             compiled,
             max_ctx,
+            cache,
             input,
             step,
             cos_sin,
@@ -125,9 +130,22 @@ impl Decoder {
         lora: Option<&LoraConfig>,
         max_ctx: usize,
     ) -> Result<Decoder, GraphError> {
-        let (g, ids, body) = Self::declare(config, base, lora, max_ctx)?;
+        let cache = decode::cache_dtype(gpu);
+        Self::with_cache(gpu, config, base, lora, max_ctx, cache)
+    }
+
+    /// `new` with the caches' value type chosen by the caller (f16 needs `shader-f16`).
+    pub fn with_cache(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        base: BaseFormat,
+        lora: Option<&LoraConfig>,
+        max_ctx: usize,
+        cache: DType,
+    ) -> Result<Decoder, GraphError> {
+        let (g, ids, body) = Self::declare(config, base, lora, max_ctx, cache)?;
         let compiled = CompiledGraph::new(gpu, g)?;
-        Ok(Self::finish(compiled, ids, body, config, max_ctx))
+        Ok(Self::finish(compiled, ids, body, config, max_ctx, cache))
     }
 
     /// A decoder over the weights and adapter of `other` (e.g. a training graph).
@@ -139,9 +157,10 @@ impl Decoder {
         max_ctx: usize,
         other: &CompiledGraph,
     ) -> Result<Decoder, GraphError> {
-        let (g, ids, body) = Self::declare(config, base, lora, max_ctx)?;
+        let cache = decode::cache_dtype(gpu);
+        let (g, ids, body) = Self::declare(config, base, lora, max_ctx, cache)?;
         let (compiled, _unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
-        Ok(Self::finish(compiled, ids, body, config, max_ctx))
+        Ok(Self::finish(compiled, ids, body, config, max_ctx, cache))
     }
 
     /// Run `token` at position `pos`; with `want_logits`, return its next-token logits.

@@ -34,6 +34,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::BACKWARD_DKV_TEX,
         &decode::KV_STORE,
         &decode::ATTENTION,
+        &decode::KV_STORE_F16,
+        &decode::ATTENTION_F16,
         &cross_entropy::STATS_FIRST,
         &cross_entropy::STATS,
         &cross_entropy::LOSS,

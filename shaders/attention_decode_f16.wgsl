@@ -1,0 +1,67 @@
+// Attention of one new token over a half-precision KV cache (decoding): attention_decode.wgsl
+// with K and V stored as f16 (written by kv_store_f16.wgsl), on devices with `shader-f16`.
+// Each cached vector is widened to f32 as it is read; scores, softmax and sums stay in f32,
+// so the only difference from the f32 kernel is the rounding of K and V to f16.
+//
+// Bindings (group 0):
+//   0 q        storage, read        f32[heads, head_dim]
+//   1 k_cache  storage, read        f16[max_ctx, kv_heads, head_dim]
+//   2 v_cache  storage, read        f16[max_ctx, kv_heads, head_dim]
+//   3 step     storage, read        u32[1]                     pos
+//   4 out      storage, read_write  f32[heads, head_dim]       every element written
+//   5 params   uniform              { heads, kv_heads, max_ctx, scale }
+// Dispatch: as attention_decode.wgsl: ceil(heads / 64) workgroups of 64, one query head each;
+// head_dim is the HEAD_DIM override (a multiple of 4, at most 128).
+
+enable f16;
+
+override HEAD_DIM: u32 = 64u;
+override D4: u32 = HEAD_DIM / 4u;
+const MAX_D4: u32 = 32u;
+
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    max_ctx: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> v_cache: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read> step: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn attention_decode_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let h = gid.x;
+    if h >= params.heads {
+        return;
+    }
+    let kv = h / (params.heads / params.kv_heads);
+    let last = min(step[0], params.max_ctx - 1u);
+    let q_base = h * D4;
+    var acc: array<vec4<f32>, MAX_D4>;
+    var m = -3.40282346e38;
+    var l = 0.0;
+    for (var j = 0u; j <= last; j++) {
+        let kv_base = (j * params.kv_heads + kv) * D4;
+        var score = 0.0;
+        for (var d = 0u; d < D4; d++) {
+            score += dot(q[q_base + d], vec4<f32>(k_cache[kv_base + d]));
+        }
+        let s = score * params.scale;
+        let m_new = max(m, s);
+        let correction = exp(m - m_new);
+        let p = exp(s - m_new);
+        l = l * correction + p;
+        for (var d = 0u; d < D4; d++) {
+            acc[d] = acc[d] * correction + p * vec4<f32>(v_cache[kv_base + d]);
+        }
+        m = m_new;
+    }
+    for (var d = 0u; d < D4; d++) {
+        out[q_base + d] = acc[d] / l;
+    }
+}
