@@ -1,5 +1,7 @@
 // Embedding gather: out[t, c] = table[ids[t], c]. Ids are checked against the vocabulary on
-// the host before upload; an id past the table still reads inside it (clamped).
+// the host before upload; an id past the table still reads inside it (clamped), except
+// ZERO_ROW (0xffffffff), which gives a row of zeros: training gathers the scored rows of the
+// final hidden state with this kernel and spreads their gradient back with it.
 //
 // Bindings (group 0):
 //   0 ids     storage, read        u32[tokens]
@@ -31,6 +33,11 @@ fn embedding(
     }
     let t = i / params.dim;
     let c = i % params.dim;
-    let id = min(ids[t], params.vocab - 1u);
+    let raw = ids[t];
+    if raw == 0xffffffffu {
+        out[i] = 0.0;
+        return;
+    }
+    let id = min(raw, params.vocab - 1u);
     out[i] = table[id * params.dim + c];
 }

@@ -6,6 +6,7 @@
 use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 
+use crate::data::batch::scored_capacity;
 use crate::data::{encode_records, parse_jsonl, Batch, EncodeOptions, Example, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
 use crate::lora::peft::Adapter;
@@ -196,6 +197,7 @@ impl WebSession {
                 ..AdamW::default()
             },
             seed,
+            scored_rows: scored_capacity(&examples, batch, seq),
         };
         self.training = None;
         let session = TrainSession::new(&self.gpu, &self.config, settings).map_err(js_err)?;

@@ -186,3 +186,26 @@ fn batches_pad_after_each_example_without_loss() {
     assert_eq!(t, [11, 12, i, i, 21, i, i, i, i, i, i, i]);
     assert_eq!(batch.counted(), 3);
 }
+
+/// Training runs the lm-head on the rows that can carry a loss when they are at most half a
+/// batch: the `batch` examples with the most targets, rounded up to 8.
+#[test]
+fn scored_rows_cover_the_fullest_batch() {
+    use webqlora::data::batch::scored_capacity;
+    let example = |len: usize, masked: usize| webqlora::data::Example {
+        ids: vec![1; len],
+        labels: (0..len)
+            .map(|i| if i < masked { NO_LOSS } else { 7 })
+            .collect(),
+        line: 1,
+    };
+    // 48-token prompts with 3, 5 and 9 answer tokens, each a target: 14 for the two fullest,
+    // 17 for all three.
+    let mcq = [example(51, 48), example(53, 48), example(57, 48)];
+    assert_eq!(scored_capacity(&mcq, 2, 64), Some(16));
+    assert_eq!(scored_capacity(&mcq, 8, 64), Some(24));
+    // Text data: every row carries a loss, so the whole batch runs the lm-head.
+    let text = [example(40, 0), example(40, 0)];
+    assert_eq!(scored_capacity(&text, 2, 40), None);
+    assert_eq!(scored_capacity(&[], 2, 40), Some(8));
+}

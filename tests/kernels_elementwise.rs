@@ -205,6 +205,12 @@ fn embedding_gathers_rows() {
             .map(|_| rng.random_range(0..vocab as u32))
             .collect();
         check_ids(&ids, vocab).unwrap();
+        // Some rows of zeros (how training spreads scored rows' gradients back).
+        let ids: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(t, &i)| if t % 3 == 1 { embedding::ZERO_ROW } else { i })
+            .collect();
         let mut g = Graph::new();
         let it = g.input("input_ids", &[tokens], DType::U32);
         let tt = g.param("embed_tokens", &[vocab, dim], DType::F32);
@@ -219,7 +225,10 @@ fn embedding_gathers_rows() {
         );
         let want: Vec<f32> = ids
             .iter()
-            .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+            .flat_map(|&i| match i {
+                embedding::ZERO_ROW => vec![0.0; dim],
+                i => table[i as usize * dim..(i as usize + 1) * dim].to_vec(),
+            })
             .collect();
         assert_eq!(got[0], want, "{tokens} tokens, vocab {vocab}, dim {dim}");
     }

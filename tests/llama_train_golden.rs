@@ -8,6 +8,7 @@ use common::{golden, rel_err, Golden};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::{BaseFormat, Llama};
+use webqlora::model::llama_train::{compact_targets, ScoredRows};
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::model::safetensors_files::SafetensorsFiles;
 use webqlora::model::ModelConfig;
@@ -29,16 +30,37 @@ fn shifted_targets(labels: &[i64], seq: usize) -> Vec<u32> {
 
 #[test]
 fn lora_loss_and_gradients_match_peft() {
-    lora_step_matches_peft(false);
+    lora_step_matches_peft(false, None);
 }
 
 /// The same with each layer's forward recomputed before its backward.
 #[test]
 fn with_checkpointing_too() {
-    lora_step_matches_peft(true);
+    lora_step_matches_peft(true, None);
 }
 
-fn lora_step_matches_peft(checkpointing: bool) {
+/// The same with the lm-head on the scored rows only (22 of the 32 tokens carry a loss; two
+/// spare slots).
+#[test]
+fn with_the_lm_head_on_scored_rows_only() {
+    lora_step_matches_peft(false, Some(24));
+}
+
+#[test]
+fn more_targets_than_scored_rows_is_an_error() {
+    use webqlora::model::llama_train::compact_targets;
+    let targets = [5, IGNORE, 7, 9, IGNORE];
+    let compact = compact_targets(&targets, 4).unwrap();
+    assert_eq!(compact.positions, [0, 2, 3, 0]);
+    assert_eq!(compact.slots, [0, u32::MAX, 1, 2, u32::MAX]);
+    assert_eq!(compact.targets, [5, 7, 9, IGNORE]);
+    assert_eq!(
+        compact_targets(&targets, 2).unwrap_err(),
+        "3 targets carry a loss, more than the 2 scored rows the step was built for"
+    );
+}
+
+fn lora_step_matches_peft(checkpointing: bool, scored: Option<usize>) {
     let expected = Golden::open("tiny-llama/expected.safetensors");
     let (_, shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
@@ -57,12 +79,14 @@ fn lora_step_matches_peft(checkpointing: bool) {
     let model =
         Llama::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
-    let target_t = g.input("targets", &[batch * seq], DType::U32);
+    let rows = scored.map(|capacity| ScoredRows::declare(&mut g, batch * seq, capacity));
+    let target_t = g.input("targets", &[scored.unwrap_or(batch * seq)], DType::U32);
     let step = model
         .train_step(
             &mut g,
             input,
             target_t,
+            rows,
             seq,
             config.vocab_size,
             checkpointing,
@@ -90,6 +114,24 @@ fn lora_step_matches_peft(checkpointing: bool) {
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
         .unwrap();
+    let targets = match (rows, scored) {
+        (Some(rows), Some(capacity)) => {
+            let compact = compact_targets(&targets, capacity).unwrap();
+            assert_eq!(compact.targets.iter().filter(|&&t| t != IGNORE).count(), 22);
+            compiled
+                .write(
+                    gpu,
+                    rows.positions,
+                    bytemuck::cast_slice(&compact.positions),
+                )
+                .unwrap();
+            compiled
+                .write(gpu, rows.slots, bytemuck::cast_slice(&compact.slots))
+                .unwrap();
+            compact.targets
+        }
+        _ => targets,
+    };
     compiled
         .write(gpu, target_t, bytemuck::cast_slice(&targets))
         .unwrap();
@@ -133,7 +175,7 @@ fn repeated_steps_lower_the_loss() {
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
     let step = model
-        .train_step(&mut g, input, target_t, seq, 100, true)
+        .train_step(&mut g, input, target_t, None, seq, 100, true)
         .unwrap();
     let grads: Vec<_> = step.grads.iter().map(|g| g.1).collect();
     let clip = grad_norm::clip(&mut g, "grad_scale", &grads, 1.0).unwrap();

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::ops::adamw::AdamW;
-use webqlora::ops::cross_entropy::{chunk_bytes, chunk_for, lm_head_loss};
+use webqlora::ops::cross_entropy::{chunk_for_graph, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::ops::{attention, embedding, grad_norm, residual, rmsnorm, rope, swiglu};
@@ -467,7 +467,7 @@ fn bench_nf4(
 }
 
 /// The fused lm-head + cross-entropy forward and backward (three vocabulary-sized products:
-/// logits, recomputed logits, d hidden) at `vocab`, logits in 32 MiB chunks.
+/// logits, recomputed logits, d hidden) at `vocab`, in the chunks training uses.
 fn bench_lm_head(
     gpu: &Gpu,
     t: usize,
@@ -479,7 +479,7 @@ fn bench_lm_head(
     let h = g.input("h", &[t, dim], DType::F32);
     let w = g.param("embed_tokens", &[vocab, dim], DType::F32);
     let targets = g.input("targets", &[t], DType::U32);
-    let chunk = chunk_for(t, vocab, chunk_bytes(&g));
+    let chunk = chunk_for_graph(&g, t, vocab, dim);
     let out = lm_head_loss(&mut g, "loss", h, w, targets, chunk)?;
     g.mark_output(out.loss);
     g.mark_output(out.d_hidden);

@@ -70,6 +70,8 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         max_grad_norm: 1.0,
         adamw: AdamW::default(),
         seed: 1,
+        // Random text: every row carries a loss.
+        scored_rows: None,
     };
     let session = TrainSession::new(&gpu, &config, settings)?;
     let compiled = &session.compiled;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
+use webqlora::data::batch::scored_capacity;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
@@ -344,6 +345,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ..AdamW::default()
         },
         seed: args.seed,
+        scored_rows: scored_capacity(&data.train, batch, data.seq),
     };
     let session = TrainSession::new(&gpu, &source.config, settings)?;
     let loading = Instant::now();

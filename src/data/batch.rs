@@ -58,3 +58,23 @@ pub fn next_targets(labels: &[i64]) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Targets that carry a loss in one example (as a batch row).
+fn counted(example: &Example) -> usize {
+    next_targets(&example.labels)
+        .iter()
+        .filter(|&&t| t != IGNORE)
+        .count()
+}
+
+/// How many rows of a [batch, seq] micro-batch training should run the lm-head on
+/// (`TrainSession`'s `scored_rows`): the most targets any `batch` of `examples` can carry,
+/// when that is at most half the batch's tokens (prompt-masked data); otherwise None, every
+/// row. Rounded up to a multiple of 8.
+pub fn scored_capacity(examples: &[Example], batch: usize, seq: usize) -> Option<usize> {
+    let mut counts: Vec<usize> = examples.iter().map(counted).collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let most = counts.iter().take(batch).sum::<usize>().max(1);
+    let capacity = most.div_ceil(8) * 8;
+    (2 * capacity <= batch * seq).then_some(capacity)
+}

@@ -5,11 +5,73 @@
 //! the layer's forward is emitted again just before its backward.
 
 use super::llama::{Layer, Llama, LoraGrads, Module, ModuleSaved};
-use crate::graph::{Graph, GraphError, TensorId};
+use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
-use crate::ops::cross_entropy::lm_head_loss;
+use crate::ops::cross_entropy::{lm_head_loss, IGNORE};
 use crate::ops::rope::{rope, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
+
+/// The rows of a batch that carry a loss, gathered from the final hidden state before the
+/// lm-head, so that its products and the cross-entropy run on those rows only; their hidden
+/// gradient is spread back to [tokens, hidden] with zeros elsewhere. With prompt-masked data
+/// (MCQ: about 3 targets in a row of 48) this removes most of the lm-head, the largest
+/// product of a step. The loss and every gradient are those of the whole batch.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredRows {
+    /// [capacity] u32: each scored row's token position (spare slots: any, target IGNORE).
+    pub positions: TensorId,
+    /// [tokens] u32: each token's slot among the scored rows, or `embedding::ZERO_ROW`.
+    pub slots: TensorId,
+}
+
+impl ScoredRows {
+    /// Inputs for up to `capacity` scored rows of `tokens`; the step's targets are then
+    /// [capacity] (`compact_targets` fills all three).
+    pub fn declare(g: &mut Graph, tokens: usize, capacity: usize) -> ScoredRows {
+        ScoredRows {
+            positions: g.input("scored.positions", &[capacity], DType::U32),
+            slots: g.input("scored.slots", &[tokens], DType::U32),
+        }
+    }
+}
+
+/// The values of `ScoredRows`' inputs and the step's targets for one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactTargets {
+    pub positions: Vec<u32>,
+    pub slots: Vec<u32>,
+    /// [capacity]: the scored rows' targets, IGNORE in spare slots.
+    pub targets: Vec<u32>,
+}
+
+/// `CompactTargets` for `ScoredRows` of `capacity` from a batch's targets [tokens] (IGNORE
+/// where no loss); an error when more than `capacity` targets count.
+pub fn compact_targets(targets: &[u32], capacity: usize) -> Result<CompactTargets, String> {
+    let mut positions = Vec::with_capacity(capacity);
+    let mut compact = Vec::with_capacity(capacity);
+    let mut slots = vec![embedding::ZERO_ROW; targets.len()];
+    for (t, &target) in targets.iter().enumerate() {
+        if target == IGNORE {
+            continue;
+        }
+        if positions.len() == capacity {
+            return Err(format!(
+                "{} targets carry a loss, more than the {capacity} scored rows the step was built for",
+                targets.iter().filter(|&&t| t != IGNORE).count()
+            ));
+        }
+        slots[t] = positions.len() as u32;
+        positions.push(t as u32);
+        compact.push(target);
+    }
+    positions.resize(capacity, 0);
+    compact.resize(capacity, IGNORE);
+    Ok(CompactTargets {
+        positions,
+        slots,
+        targets: compact,
+    })
+}
 
 /// What a training step adds to a graph.
 pub struct TrainStep {
@@ -118,12 +180,15 @@ impl Llama {
     /// next token, or IGNORE) and the gradients of the adapter, the lm-head `chunk` vocabulary
     /// rows at a time. With `checkpointing`, only each layer's input is kept from the forward
     /// and the layer's forward runs again just before its backward: one more forward pass, for
-    /// the activations of one layer at a time instead of all of them.
+    /// the activations of one layer at a time instead of all of them. With `scored`, `targets`
+    /// are [capacity], for the gathered rows only.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
         g: &mut Graph,
         input_ids: TensorId,
         targets: TensorId,
+        scored: Option<ScoredRows>,
         seq_len: usize,
         chunk: usize,
         checkpointing: bool,
@@ -151,11 +216,19 @@ impl Llama {
         }
         let (h_final, rstd_final) =
             rmsnorm::forward(g, "h_final", h, self.norm, c.rms_norm_eps as f32)?;
-        let loss = lm_head_loss(g, "loss", h_final, self.lm_head, targets, chunk)?;
+        let h_scored = match scored {
+            Some(rows) => embedding::gather(g, "h_scored", rows.positions, h_final)?,
+            None => h_final,
+        };
+        let loss = lm_head_loss(g, "loss", h_scored, self.lm_head, targets, chunk)?;
 
         // Backward.
+        let d_final = match scored {
+            Some(rows) => embedding::gather(g, "d_h_final", rows.slots, loss.d_hidden)?,
+            None => loss.d_hidden,
+        };
         let mut grads = Vec::new();
-        let mut dh = rmsnorm::backward(g, "d_h_last", loss.d_hidden, h, self.norm, rstd_final)?;
+        let mut dh = rmsnorm::backward(g, "d_h_last", d_final, h, self.norm, rstd_final)?;
         for (i, l) in self.layers.iter().enumerate().rev() {
             let p = format!("layers.{i}");
             let s = match saved[i] {

@@ -145,6 +145,22 @@ pub fn chunk_bytes(g: &Graph) -> u64 {
     }
 }
 
+/// Bytes of lm-head weight rows a chunk may take on graphs with texture kernels, where they
+/// are packed into a texture (twice a step): with few rows (training on the scored rows only)
+/// the logits budget alone would allow chunks of thousands of weight rows.
+pub const TEXTURE_WEIGHT_CHUNK_BYTES: u64 = 4 << 20;
+
+/// The chunk for an lm-head of [vocab, dim] over `rows` on `g`: logits under `chunk_bytes(g)`
+/// and, on texture graphs, weight rows under TEXTURE_WEIGHT_CHUNK_BYTES.
+pub fn chunk_for_graph(g: &Graph, rows: usize, vocab: usize, dim: usize) -> usize {
+    let chunk = chunk_for(rows, vocab, chunk_bytes(g));
+    if g.texture_kernels.is_some() {
+        chunk.min(chunk_for(dim, vocab, TEXTURE_WEIGHT_CHUNK_BYTES))
+    } else {
+        chunk
+    }
+}
+
 /// The largest chunk of vocabulary rows whose logits [rows, chunk] fit in `max_bytes`
 /// (a multiple of 64 where possible), at most MAX_CHUNK.
 pub fn chunk_for(rows: usize, vocab: usize, max_bytes: u64) -> usize {

@@ -30,7 +30,11 @@ pub static GATHER: Kernel = Kernel {
     ],
 };
 
-/// Rows of `table` [vocab, dim] picked by `ids` [tokens], as a new [tokens, dim] temporary.
+/// An id that gathers a row of zeros.
+pub const ZERO_ROW: u32 = u32::MAX;
+
+/// Rows of `table` [vocab, dim] picked by `ids` [tokens], as a new [tokens, dim] temporary
+/// (`ZERO_ROW` picks zeros). Any [rows, dim] tensor serves as a table.
 pub fn gather(
     g: &mut Graph,
     name: &str,

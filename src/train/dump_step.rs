@@ -103,10 +103,9 @@ pub fn dump_step(
         Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
     let input = g.input("input_ids", &[b * s], DType::U32);
     let targets = g.input("targets", &[b * s], DType::U32);
-    let chunk =
-        crate::ops::cross_entropy::chunk_for(b * s, v, crate::ops::cross_entropy::chunk_bytes(&g));
+    let chunk = crate::ops::cross_entropy::chunk_for_graph(&g, b * s, v, config.hidden_size);
     let step = model
-        .train_step(&mut g, input, targets, s, chunk, true)
+        .train_step(&mut g, input, targets, None, s, chunk, true)
         .map_err(graph_err)?;
     let logits = matmul(
         &mut g,

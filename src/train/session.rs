@@ -7,10 +7,11 @@ use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::LoraConfig;
 use crate::model::llama::{BaseFormat, Llama};
+use crate::model::llama_train::{compact_targets, ScoredRows};
 use crate::model::ModelConfig;
 use crate::ops::accumulate::accumulate;
 use crate::ops::adamw::AdamW;
-use crate::ops::cross_entropy::{chunk_bytes, chunk_for};
+use crate::ops::cross_entropy::chunk_for_graph;
 use crate::ops::grad_norm;
 
 use super::TrainError;
@@ -29,6 +30,9 @@ pub struct SessionSettings {
     pub adamw: AdamW,
     /// Seeds the LoRA dropout masks (with the step and micro-batch).
     pub seed: u64,
+    /// Run the lm-head on at most this many rows of a micro-batch: those that carry a loss
+    /// (`ScoredRows`; `data::batch::scored_capacity` picks it). None: on every row.
+    pub scored_rows: Option<usize>,
 }
 
 /// One micro-batch: input ids and next-token targets, [batch·seq] each.
@@ -51,6 +55,7 @@ pub struct TrainSession {
     pub settings: SessionSettings,
     input: TensorId,
     targets: TensorId,
+    scored: Option<(ScoredRows, usize)>,
     hyper: TensorId,
     acc_coef: Option<TensorId>,
     dropout_seed: Option<TensorId>,
@@ -85,9 +90,26 @@ impl TrainSession {
         let dropout_seed = (settings.lora.dropout > 0.0)
             .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));
         let input = g.input("input_ids", &[tokens], DType::U32);
-        let targets = g.input("targets", &[tokens], DType::U32);
-        let chunk = chunk_for(tokens, config.vocab_size, chunk_bytes(&g));
-        let step = model.train_step(&mut g, input, targets, s, chunk, settings.checkpointing)?;
+        let loss_rows = settings.scored_rows.unwrap_or(tokens);
+        if loss_rows == 0 || loss_rows > tokens {
+            return Err(TrainError::Invalid(format!(
+                "{loss_rows} scored rows for batches of {tokens} tokens"
+            )));
+        }
+        let scored = settings
+            .scored_rows
+            .map(|capacity| (ScoredRows::declare(&mut g, tokens, capacity), capacity));
+        let targets = g.input("targets", &[loss_rows], DType::U32);
+        let chunk = chunk_for_graph(&g, loss_rows, config.vocab_size, config.hidden_size);
+        let step = model.train_step(
+            &mut g,
+            input,
+            targets,
+            scored.map(|(rows, _)| rows),
+            s,
+            chunk,
+            settings.checkpointing,
+        )?;
 
         let mut grads = step.grads.clone();
         let mut acc_coef = None;
@@ -130,6 +152,7 @@ impl TrainSession {
             settings,
             input,
             targets,
+            scored,
             hyper,
             acc_coef,
             dropout_seed,
@@ -177,7 +200,20 @@ impl TrainSession {
         let (mut loss, mut counted) = (0.0f32, 0usize);
         for (i, (ids, targets)) in micro.iter().enumerate() {
             c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
-            c.write(gpu, self.targets, bytemuck::cast_slice(targets))?;
+            match self.scored {
+                None => c.write(gpu, self.targets, bytemuck::cast_slice(targets))?,
+                Some((rows, capacity)) => {
+                    let compact =
+                        compact_targets(targets, capacity).map_err(TrainError::Invalid)?;
+                    c.write(
+                        gpu,
+                        rows.positions,
+                        bytemuck::cast_slice(&compact.positions),
+                    )?;
+                    c.write(gpu, rows.slots, bytemuck::cast_slice(&compact.slots))?;
+                    c.write(gpu, self.targets, bytemuck::cast_slice(&compact.targets))?;
+                }
+            }
             if let Some(seed) = self.dropout_seed {
                 let mixed = self.settings.seed ^ ((step as u64) << 20) ^ i as u64;
                 let word = (mixed ^ (mixed >> 32)) as u32;
