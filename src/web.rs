@@ -21,7 +21,7 @@ use crate::model::{ModelConfig, WeightSource};
 use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::train::data_order::DataOrder;
-use crate::train::evaluate::{rows_for, Scorer};
+use crate::train::evaluate::{capacity_for, rows_for, Scorer};
 use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::session::{SessionSettings, TrainSession};
 
@@ -418,22 +418,24 @@ impl WebSession {
             return Err("no multiple-choice questions in this data".into());
         }
         let mut longest = 1;
+        let mut targets_per_row = Vec::new();
         for q in &questions {
             let p = tok.encode(&q.prompt(), true).map_err(js_err)?.len();
             for c in 0..q.choices.len() {
-                longest = longest.max(
-                    p + tok
-                        .encode(&q.continuation(c, false), false)
-                        .map_err(js_err)?
-                        .len(),
-                );
+                let choice = tok
+                    .encode(&q.continuation(c, false), false)
+                    .map_err(js_err)?
+                    .len();
+                longest = longest.max(p + choice);
+                targets_per_row.push(choice);
             }
         }
         let seq = longest.div_ceil(16) * 16;
-        let rows = rows_for(
-            seq,
+        let rows = rows_for(seq, targets_per_row.len());
+        let capacity = capacity_for(
+            targets_per_row,
+            rows,
             self.config.vocab_size,
-            4,
             self.gpu.limits.max_storage_buffer_binding_size,
         );
         let scorer = match &self.training {
@@ -442,14 +444,19 @@ impl WebSession {
                 &self.config,
                 self.base,
                 self.lora(),
-                rows,
-                seq,
+                [rows, seq, capacity],
                 &t.session.compiled,
             )
             .map_err(js_err)?,
             None => {
-                let s = Scorer::new(&self.gpu, &self.config, self.base, None, rows, seq)
-                    .map_err(js_err)?;
+                let s = Scorer::new(
+                    &self.gpu,
+                    &self.config,
+                    self.base,
+                    None,
+                    [rows, seq, capacity],
+                )
+                .map_err(js_err)?;
                 self.fill(&s.compiled)?;
                 s
             }

@@ -1,6 +1,6 @@
 //! Multiple-choice scoring (`acc`, `acc_norm`) agrees with scoring each choice as its own
 //! example, on the golden tiny Llama with a byte-level tokenizer; `webqlora eval --json`
-//! reports the same.
+//! reports the same; the scorer's log-likelihoods equal the full forward's.
 
 mod common;
 
@@ -27,7 +27,7 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
         })
         .collect();
     let gpu = common::gpu();
-    let scorer = Scorer::new(gpu, &source.config, BaseFormat::F32, None, 4, 128).unwrap();
+    let scorer = Scorer::new(gpu, &source.config, BaseFormat::F32, None, [4, 128, 5]).unwrap();
     let missing = upload_model(
         gpu,
         &scorer.compiled,
@@ -98,4 +98,68 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     assert_eq!(j["n"], 12);
     assert_eq!(j["accuracy"].as_f64().unwrap(), score.accuracy);
     assert_eq!(j["acc_norm"].as_f64().unwrap(), score.acc_norm);
+}
+
+/// The scorer's log-likelihoods (lm-head on the scored positions only, in several head runs
+/// when they outnumber its capacity) equal those of the full forward's logits.
+#[test]
+fn scored_logprobs_equal_the_full_forward() {
+    use rand::Rng;
+    use webqlora::model::safetensors_files::SafetensorsFiles;
+    use webqlora::model::ModelConfig;
+    use webqlora::ops::cross_entropy::IGNORE;
+    let dir = common::golden("tiny-llama/base-f32");
+    let config = ModelConfig::load(&dir).unwrap();
+    let files = SafetensorsFiles::open_dir(&dir).unwrap();
+    let full = common::tiny_llama_logits(&dir, BaseFormat::F32, None);
+    let expected = common::Golden::open("tiny-llama/expected.safetensors");
+    let (_, shape, id_bytes) = expected.raw("input_ids");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let (rows, seq, v) = (shape[0], shape[1], config.vocab_size);
+    let mut rng = common::rng("scorer");
+    let targets: Vec<u32> = (0..rows * seq)
+        .map(|_| {
+            if rng.random_bool(0.6) {
+                rng.random_range(0..v as u32)
+            } else {
+                IGNORE
+            }
+        })
+        .collect();
+    let gpu = common::gpu();
+    let scorer = Scorer::new(gpu, &config, BaseFormat::F32, None, [rows, seq, 7]).unwrap();
+    scorer.compiled.poison(gpu, common::POISON);
+    let missing = upload_model(
+        gpu,
+        &scorer.compiled,
+        &config,
+        &files,
+        BaseFormat::F32,
+        None,
+    )
+    .unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
+    let got = pollster::block_on(scorer.logprobs(gpu, &ids, &targets)).unwrap();
+    for (r, &(sum, count)) in got.iter().enumerate() {
+        let (mut want, mut want_count) = (0.0f64, 0);
+        for p in r * seq..(r + 1) * seq {
+            if targets[p] == IGNORE {
+                continue;
+            }
+            let l = &full[p * v..(p + 1) * v];
+            let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            want += l[targets[p] as usize] as f64 - lse;
+            want_count += 1;
+        }
+        assert_eq!(count, want_count, "row {r}");
+        assert!(want_count > 7, "row {r} needs more than one head run");
+        assert!(
+            ((sum - want) / want).abs() < 1e-5,
+            "row {r}: {sum} vs {want}"
+        );
+    }
 }

@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
+use webqlora::data::batch::counted_targets;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, EncodeOptions, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
-use webqlora::train::evaluate::{rows_for, Scorer};
+use webqlora::train::evaluate::{capacity_for, rows_for, Scorer};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 
 use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
@@ -77,14 +78,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             _ => None,
         })
         .collect();
-    // The longest thing scored: an example, or a question's prompt with its longest choice.
+    // The longest thing scored (an example, or a question's prompt with its longest choice)
+    // and how many targets each row scored carries.
     let mut longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let mut targets_per_row: Vec<usize> = examples.iter().map(counted_targets).collect();
     if let Some(tok) = tok {
         for q in &questions {
             let prompt = tok.encode(&q.prompt(), true)?.len();
             for c in 0..q.choices.len() {
-                longest =
-                    longest.max(prompt + tok.encode(&q.continuation(c, by_letter), false)?.len());
+                let choice = tok.encode(&q.continuation(c, by_letter), false)?.len();
+                longest = longest.max(prompt + choice);
+                targets_per_row.push(choice);
             }
         }
     }
@@ -92,11 +96,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let base = base_format(args.base);
-    let max_choices = questions.iter().map(|q| q.choices.len()).max().unwrap_or(4);
-    let rows = rows_for(
-        seq,
+    let rows = rows_for(seq, targets_per_row.len());
+    let capacity = capacity_for(
+        targets_per_row,
+        rows,
         source.config.vocab_size,
-        max_choices.max(4),
         gpu.limits.max_storage_buffer_binding_size,
     );
     let scorer = Scorer::new(
@@ -104,8 +108,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &source.config,
         base,
         adapter.as_ref().map(|a| &a.config),
-        rows,
-        seq,
+        [rows, seq, capacity],
     )?;
     let (bar, mut progress) = load_bar(args.json);
     let missing = upload_model_with_progress(

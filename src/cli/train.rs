@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use webqlora::data::batch::scored_capacity;
+use webqlora::data::batch::{counted_targets, scored_capacity};
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
@@ -20,7 +20,7 @@ use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::load::{initialize_missing, upload_model_with_progress};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::data_order::DataOrder;
-use webqlora::train::evaluate::{rows_for, Scorer};
+use webqlora::train::evaluate::{capacity_for, rows_for, Scorer};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 use webqlora::train::schedule::{Schedule, ScheduleKind};
 use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
@@ -380,10 +380,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let scorer = if data.valid.is_empty() {
         None
     } else {
-        let rows = rows_for(
-            data.seq,
+        let rows = rows_for(data.seq, batch);
+        let capacity = capacity_for(
+            data.valid.iter().map(counted_targets),
+            rows,
             source.config.vocab_size,
-            batch,
             gpu.limits.max_storage_buffer_binding_size,
         );
         Some(Scorer::sharing(
@@ -391,8 +392,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             &source.config,
             base,
             Some(&lora),
-            rows,
-            data.seq,
+            [rows, data.seq, capacity],
             &session.compiled,
         )?)
     };

@@ -60,7 +60,7 @@ pub fn next_targets(labels: &[i64]) -> Vec<u32> {
 }
 
 /// Targets that carry a loss in one example (as a batch row).
-fn counted(example: &Example) -> usize {
+pub fn counted_targets(example: &Example) -> usize {
     next_targets(&example.labels)
         .iter()
         .filter(|&&t| t != IGNORE)
@@ -72,7 +72,7 @@ fn counted(example: &Example) -> usize {
 /// when that is at most half the batch's tokens (prompt-masked data); otherwise None, every
 /// row. Rounded up to a multiple of 8.
 pub fn scored_capacity(examples: &[Example], batch: usize, seq: usize) -> Option<usize> {
-    let mut counts: Vec<usize> = examples.iter().map(counted).collect();
+    let mut counts: Vec<usize> = examples.iter().map(counted_targets).collect();
     counts.sort_unstable_by(|a, b| b.cmp(a));
     let most = counts.iter().take(batch).sum::<usize>().max(1);
     let capacity = most.div_ceil(8) * 8;

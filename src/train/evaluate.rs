@@ -1,8 +1,9 @@
 //! Scoring with the model: log-likelihoods of target tokens, from which validation loss,
 //! perplexity and multiple-choice accuracy follow (lm-evaluation-harness `acc` and
-//! `acc_norm`). A forward-only graph with full logits for [rows, seq] tokens, sized so the
-//! logits fit one storage binding; during training it shares the training graph's weights and
-//! adapter.
+//! `acc_norm`). A forward-only graph over [rows, seq] tokens whose lm-head runs only on the
+//! positions that are scored: the body runs once a pass, then the head once for every
+//! `capacity` scored positions, each time on the positions the host writes. During training
+//! it shares the training graph's weights and adapter.
 
 use crate::data::batch::next_targets;
 use crate::data::{Example, Mcq};
@@ -12,20 +13,30 @@ use crate::lora::LoraConfig;
 use crate::model::llama::{BaseFormat, Llama};
 use crate::model::ModelConfig;
 use crate::ops::cross_entropy::IGNORE;
+use crate::ops::embedding;
 use crate::ops::rope::cos_sin_table;
 use crate::tokenizer::Tokenizer;
 
 use super::TrainError;
 
-/// Logits of one forward are kept under this many bytes.
+/// The logits of one head run are kept under this many bytes.
 const LOGITS_BYTES: u64 = 64 << 20;
+
+/// Tokens a pass runs through the model at most (unless one sequence is longer).
+const PASS_TOKENS: usize = 1024;
 
 pub struct Scorer {
     pub compiled: CompiledGraph,
     input: TensorId,
+    /// [capacity]: the positions (of rows·seq) the head scores in one run.
+    positions: TensorId,
+    /// [capacity, vocab].
     logits: TensorId,
+    /// Nodes up to the final hidden state: what a pass runs once.
+    body_nodes: usize,
     pub rows: usize,
     pub seq: usize,
+    pub capacity: usize,
     vocab: usize,
 }
 
@@ -45,10 +56,36 @@ pub struct LossScore {
     pub tokens: usize,
 }
 
-/// How many rows of `seq` tokens a forward may score at once (at most `max_rows`).
-pub fn rows_for(seq: usize, vocab: usize, max_rows: usize, max_binding: u64) -> usize {
-    let limit = LOGITS_BYTES.min(max_binding);
-    ((limit / (4 * seq as u64 * vocab as u64)) as usize).clamp(1, max_rows)
+/// How many rows of `seq` tokens a pass scores (at most `max_rows`): about PASS_TOKENS.
+pub fn rows_for(seq: usize, max_rows: usize) -> usize {
+    (PASS_TOKENS / seq.max(1)).clamp(1, max_rows.max(1))
+}
+
+/// How many positions one head run scores: the targets of the `rows` fullest rows (of
+/// `targets_per_row`), within LOGITS_BYTES and the storage binding limit.
+pub fn capacity_for(
+    targets_per_row: impl IntoIterator<Item = usize>,
+    rows: usize,
+    vocab: usize,
+    max_binding: u64,
+) -> usize {
+    let mut counts: Vec<usize> = targets_per_row.into_iter().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let wanted: usize = counts.iter().take(rows).sum();
+    let limit = (LOGITS_BYTES.min(max_binding) / (4 * vocab as u64)) as usize;
+    wanted.clamp(1, limit.max(1))
+}
+
+/// Log-probability of `target` under `logits` (one row), in f64.
+fn log_prob(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    logits[target as usize] as f64 - lse
 }
 
 impl Scorer {
@@ -59,34 +96,58 @@ impl Scorer {
         lora: Option<&LoraConfig>,
         rows: usize,
         seq: usize,
-    ) -> Result<(Graph, TensorId, TensorId), TrainError> {
+        capacity: usize,
+    ) -> Result<(Graph, [TensorId; 3], usize), TrainError> {
         let mut g = Graph::for_device(gpu);
         let model = Llama::declare(&mut g, config, base, lora, seq)?;
         let input = g.input("input_ids", &[rows * seq], DType::U32);
-        let logits = model.forward_logits(&mut g, input, seq)?;
+        let hidden = model.forward_hidden(&mut g, input, seq)?;
+        // Read by every head run: its own buffer, which no later node reuses.
+        g.mark_output(hidden);
+        let body_nodes = g.nodes.len();
+        let positions = g.input("scored.positions", &[capacity], DType::U32);
+        let scored = embedding::gather(&mut g, "h_scored", positions, hidden)?;
+        let logits = crate::ops::matmul::logits(&mut g, "logits", scored, model.lm_head)?;
         g.mark_output(logits);
-        Ok((g, input, logits))
+        Ok((g, [input, positions, logits], body_nodes))
     }
 
-    /// A scorer with its own weights; the caller uploads them (`model::load::upload_model`).
+    fn finish(
+        compiled: CompiledGraph,
+        ids: [TensorId; 3],
+        body_nodes: usize,
+        shape: [usize; 3],
+        vocab: usize,
+    ) -> Scorer {
+        let [input, positions, logits] = ids;
+        let [rows, seq, capacity] = shape;
+        Scorer {
+            compiled,
+            input,
+            positions,
+            logits,
+            body_nodes,
+            rows,
+            seq,
+            capacity,
+            vocab,
+        }
+    }
+
+    /// A scorer with its own weights for passes of `rows` sequences of `seq` tokens, scoring
+    /// `capacity` positions a head run; the caller uploads the weights
+    /// (`model::load::upload_model`).
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
-        rows: usize,
-        seq: usize,
+        [rows, seq, capacity]: [usize; 3],
     ) -> Result<Scorer, TrainError> {
-        let (g, input, logits) = Self::declare(gpu, config, base, lora, rows, seq)?;
+        let (g, ids, body) = Self::declare(gpu, config, base, lora, rows, seq, capacity)?;
         let compiled = CompiledGraph::new(gpu, g)?;
-        Ok(Scorer {
-            compiled,
-            input,
-            logits,
-            rows,
-            seq,
-            vocab: config.vocab_size,
-        })
+        let shape = [rows, seq, capacity];
+        Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
     }
 
     /// A scorer over the weights and adapter of `other` (a training graph of the same model).
@@ -95,11 +156,10 @@ impl Scorer {
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
-        rows: usize,
-        seq: usize,
+        [rows, seq, capacity]: [usize; 3],
         other: &CompiledGraph,
     ) -> Result<Scorer, TrainError> {
-        let (g, input, logits) = Self::declare(gpu, config, base, lora, rows, seq)?;
+        let (g, ids, body) = Self::declare(gpu, config, base, lora, rows, seq, capacity)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
             if name != "rope.cos_sin" {
@@ -112,14 +172,8 @@ impl Scorer {
             debug_assert_eq!(table.len(), compiled.graph.tensor(t).numel());
             compiled.write(gpu, t, bytemuck::cast_slice(&table))?;
         }
-        Ok(Scorer {
-            compiled,
-            input,
-            logits,
-            rows,
-            seq,
-            vocab: config.vocab_size,
-        })
+        let shape = [rows, seq, capacity];
+        Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
     }
 
     /// For each row of `ids`/`targets` (each [rows·seq], targets IGNORE where not scored):
@@ -130,39 +184,37 @@ impl Scorer {
         ids: &[u32],
         targets: &[u32],
     ) -> Result<Vec<(f64, usize)>, TrainError> {
-        self.compiled
-            .write(gpu, self.input, bytemuck::cast_slice(ids))?;
-        self.compiled.run(gpu);
-        let logits = self.compiled.read_f32(gpu, self.logits).await?;
+        let c = &self.compiled;
+        c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
+        c.run_nodes(gpu, 0..self.body_nodes);
+        let scored: Vec<usize> = (0..targets.len())
+            .filter(|&p| targets[p] != IGNORE)
+            .collect();
+        let mut out = vec![(0.0f64, 0usize); targets.len() / self.seq];
         let v = self.vocab;
-        Ok(targets
-            .chunks(self.seq)
-            .enumerate()
-            .map(|(r, row)| {
-                let mut sum = 0.0f64;
-                let mut count = 0;
-                for (s, &t) in row.iter().enumerate() {
-                    if t == IGNORE {
-                        continue;
-                    }
-                    let at = (r * self.seq + s) * v;
-                    let l = &logits[at..at + v];
-                    let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-                    let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-                    sum += l[t as usize] as f64 - lse;
-                    count += 1;
-                }
-                (sum, count)
-            })
-            .collect())
+        for run in scored.chunks(self.capacity) {
+            let mut positions: Vec<u32> = run.iter().map(|&p| p as u32).collect();
+            positions.resize(self.capacity, 0);
+            c.write(gpu, self.positions, bytemuck::cast_slice(&positions))?;
+            c.run_nodes(gpu, self.body_nodes..c.graph.nodes.len());
+            let logits = c.read_f32(gpu, self.logits).await?;
+            for (slot, &p) in run.iter().enumerate() {
+                let row = &mut out[p / self.seq];
+                row.0 += log_prob(&logits[slot * v..(slot + 1) * v], targets[p]);
+                row.1 += 1;
+            }
+        }
+        Ok(out)
     }
 
-    /// Score `rows` of (ids, per-position next-token targets), padding the last pass.
+    /// Score `rows` of (ids, per-position next-token targets), `self.rows` a pass; `progress`
+    /// hears how many rows are done.
     async fn score_rows(
         &self,
         gpu: &Gpu,
         rows: &[(Vec<u32>, Vec<u32>)],
         pad_id: u32,
+        progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<(f64, usize)>, TrainError> {
         let mut out = Vec::new();
         for pass in rows.chunks(self.rows) {
@@ -181,6 +233,7 @@ impl Scorer {
             }
             let scored = self.logprobs(gpu, &ids, &targets).await?;
             out.extend_from_slice(&scored[..pass.len()]);
+            progress(out.len());
         }
         Ok(out)
     }
@@ -196,7 +249,7 @@ impl Scorer {
             .iter()
             .map(|e| (e.ids.clone(), next_targets(&e.labels)))
             .collect();
-        let scored = self.score_rows(gpu, &rows, pad_id).await?;
+        let scored = self.score_rows(gpu, &rows, pad_id, &mut |_| {}).await?;
         let (sum, tokens) = scored
             .iter()
             .fold((0.0, 0), |(s, n), &(ls, c)| (s + ls, n + c));
@@ -219,11 +272,13 @@ impl Scorer {
         pad_id: u32,
         mut progress: impl FnMut(usize),
     ) -> Result<McqScore, TrainError> {
-        let (mut right, mut right_norm) = (0usize, 0usize);
-        for (qi, q) in questions.iter().enumerate() {
+        // Every choice of every question is a row; passes take rows from several questions.
+        let mut rows = Vec::new();
+        let mut lengths = Vec::new();
+        let mut first_row = Vec::with_capacity(questions.len() + 1);
+        for q in questions {
+            first_row.push(rows.len());
             let prompt = tok.encode(&q.prompt(), true)?;
-            let mut rows = Vec::new();
-            let mut lengths = Vec::new();
             for c in 0..q.choices.len() {
                 let text = q.continuation(c, by_letter);
                 let cont = tok.encode(&text, false)?;
@@ -236,15 +291,22 @@ impl Scorer {
                 rows.push((ids, targets));
                 lengths.push(text.chars().count() as f64);
             }
-            let scored = self.score_rows(gpu, &rows, pad_id).await?;
+        }
+        first_row.push(rows.len());
+        let mut report = |done: usize| progress(first_row.partition_point(|&r| r <= done) - 1);
+        let scored = self.score_rows(gpu, &rows, pad_id, &mut report).await?;
+        let (mut right, mut right_norm) = (0usize, 0usize);
+        for (qi, q) in questions.iter().enumerate() {
+            let range = first_row[qi]..first_row[qi + 1];
             let best = |f: &dyn Fn(usize) -> f64| {
-                (0..scored.len())
+                range
+                    .clone()
                     .max_by(|&a, &b| f(a).total_cmp(&f(b)).then(b.cmp(&a)))
                     .expect("at least two choices")
+                    - range.start
             };
             right += (best(&|i| scored[i].0) == q.answer) as usize;
             right_norm += (best(&|i| scored[i].0 / lengths[i]) == q.answer) as usize;
-            progress(qi + 1);
         }
         let n = questions.len();
         Ok(McqScore {
