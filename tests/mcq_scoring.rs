@@ -163,3 +163,16 @@ fn scored_logprobs_equal_the_full_forward() {
         );
     }
 }
+
+/// Passes hold about 1,024 tokens, split evenly: no nearly empty last pass.
+#[test]
+fn passes_are_balanced() {
+    use webqlora::train::evaluate::{capacity_for, rows_for};
+    assert_eq!(rows_for(48, 240), 20); // 12 passes of 20, not 11 of 21 and one of 9
+    assert_eq!(rows_for(48, 4), 4);
+    assert_eq!(rows_for(2048, 10), 1);
+    assert_eq!(rows_for(16, 0), 1);
+    // The fullest rows' targets, within 64 MiB of logits.
+    assert_eq!(capacity_for([3, 1, 5, 2], 2, 49152, 128 << 20), 8);
+    assert_eq!(capacity_for([3000; 4], 4, 49152, 128 << 20), 341);
+}

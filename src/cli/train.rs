@@ -380,7 +380,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let scorer = if data.valid.is_empty() {
         None
     } else {
-        let rows = rows_for(data.seq, batch);
+        let rows = rows_for(data.seq, batch.min(data.valid.len()));
         let capacity = capacity_for(
             data.valid.iter().map(counted_targets),
             rows,

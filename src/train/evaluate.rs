@@ -56,9 +56,12 @@ pub struct LossScore {
     pub tokens: usize,
 }
 
-/// How many rows of `seq` tokens a pass scores (at most `max_rows`): about PASS_TOKENS.
-pub fn rows_for(seq: usize, max_rows: usize) -> usize {
-    (PASS_TOKENS / seq.max(1)).clamp(1, max_rows.max(1))
+/// How many rows of `seq` tokens a pass scores for `n` rows in all: at most about PASS_TOKENS,
+/// and as few as the same number of passes needs (no nearly empty last pass).
+pub fn rows_for(seq: usize, n: usize) -> usize {
+    let most = (PASS_TOKENS / seq.max(1)).clamp(1, n.max(1));
+    let passes = n.max(1).div_ceil(most);
+    n.max(1).div_ceil(passes)
 }
 
 /// How many positions one head run scores: the targets of the `rows` fullest rows (of
