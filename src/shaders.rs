@@ -39,6 +39,8 @@ shader!(
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(ATTENTION_FORWARD_TEX, "attention_forward_tex");
+shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
+shader!(ATTENTION_FORWARD_MASKED_TEX, "attention_forward_masked_tex");
 shader!(BIAS_ADD, "bias_add");
 shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
@@ -80,6 +82,8 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
     &ATTENTION_FORWARD_TEX,
+    &ATTENTION_FORWARD_MASKED,
+    &ATTENTION_FORWARD_MASKED_TEX,
     &BIAS_ADD,
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,

@@ -21,7 +21,7 @@ use crate::model::{ModelConfig, WeightSource};
 use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::train::data_order::DataOrder;
-use crate::train::evaluate::{capacity_for, rows_for, Scorer};
+use crate::train::evaluate::{question_items, Scorer, ScorerShape, PASS_TOKENS};
 use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::session::{SessionSettings, TrainSession};
 
@@ -417,24 +417,10 @@ impl WebSession {
         if questions.is_empty() {
             return Err("no multiple-choice questions in this data".into());
         }
-        let mut longest = 1;
-        let mut targets_per_row = Vec::new();
-        for q in &questions {
-            let p = tok.encode(&q.prompt(), true).map_err(js_err)?.len();
-            for c in 0..q.choices.len() {
-                let choice = tok
-                    .encode(&q.continuation(c, false), false)
-                    .map_err(js_err)?
-                    .len();
-                longest = longest.max(p + choice);
-                targets_per_row.push(choice);
-            }
-        }
-        let seq = longest.div_ceil(16) * 16;
-        let rows = rows_for(seq, targets_per_row.len());
-        let capacity = capacity_for(
-            targets_per_row,
-            rows,
+        let (items, _) = question_items(tok, &questions, false).map_err(js_err)?;
+        let shape = ScorerShape::for_items(
+            &[&items],
+            PASS_TOKENS,
             self.config.vocab_size,
             self.gpu.limits.max_storage_buffer_binding_size,
         );
@@ -444,26 +430,19 @@ impl WebSession {
                 &self.config,
                 self.base,
                 self.lora(),
-                [rows, seq, capacity],
+                shape,
                 &t.session.compiled,
             )
             .map_err(js_err)?,
             None => {
-                let s = Scorer::new(
-                    &self.gpu,
-                    &self.config,
-                    self.base,
-                    None,
-                    [rows, seq, capacity],
-                )
-                .map_err(js_err)?;
+                let s =
+                    Scorer::new(&self.gpu, &self.config, self.base, None, shape).map_err(js_err)?;
                 self.fill(&s.compiled)?;
                 s
             }
         };
-        let pad = tok.eos_ids.first().copied().unwrap_or(0);
         let score = scorer
-            .mcq(&self.gpu, tok, &questions, false, pad, |i| {
+            .mcq(&self.gpu, tok, &questions, false, |i| {
                 let _ = progress.call2(&JsValue::NULL, &i.into(), &questions.len().into());
             })
             .await

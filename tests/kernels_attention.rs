@@ -154,6 +154,84 @@ fn shapes_are_checked() {
     );
 }
 
+/// Packed rows with a per-token mask: questions whose choices (branches) each see the shared
+/// prompt and themselves, next to a plain packed example, on both kernel families; and a mask
+/// of plain sequences gives exactly what the causal kernel gives.
+#[test]
+fn masked_forward_matches_cpu() {
+    use webqlora::ops::attention::{cpu_forward_masked, TokenMask};
+    let mut rng = rng("attention masked");
+    // (first token, prompt length, choice lengths) of each group in the row.
+    let groups: [(usize, &[usize]); 3] = [(20, &[3, 5, 1, 4]), (15, &[]), (9, &[2, 6])];
+    let mut mask = Vec::new();
+    for (prompt, choices) in groups {
+        let first = mask.len();
+        mask.extend((0..prompt).map(|_| TokenMask { first, branch: 0 }));
+        for (c, &len) in choices.iter().enumerate() {
+            let branch = c as u32 + 1;
+            mask.extend((0..len).map(|_| TokenMask { first, branch }));
+        }
+    }
+    let tokens = mask.len();
+    for (heads, kv_heads, head_dim) in [(4usize, 2usize, 64usize), (3, 1, 128)] {
+        let s = AttentionShape {
+            tokens,
+            seq_len: tokens,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let q = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
+        let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
+        let v = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
+        let (q64, k64, v64) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let (want_out, want_lse) = cpu_forward_masked(&q64, &k64, &v64, s, &mask);
+        let plain = TokenMask::sequences(tokens, 11);
+        let plain_shape = AttentionShape { seq_len: 11, ..s };
+        let (plain_out, _) = cpu_forward(&q64, &k64, &v64, plain_shape);
+        for textures in [false, true] {
+            for (m, want) in [(&mask, &want_out), (&plain, &plain_out)] {
+                let mut g = if textures {
+                    common::texture_graph()
+                } else {
+                    Graph::new()
+                };
+                let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
+                let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
+                let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
+                let mt = g.input("mask", &[tokens, 4], DType::F32);
+                let qkv = Qkv {
+                    q: qt,
+                    k: kt,
+                    v: vt,
+                };
+                let saved = attention::forward_masked(&mut g, "attn", qkv, mt).unwrap();
+                let kernel = g.nodes.last().unwrap().kernel.name;
+                assert_eq!(kernel.ends_with("_tex"), textures, "{kernel}");
+                let inputs = [
+                    (qt, bytes(&q)),
+                    (kt, bytes(&k)),
+                    (vt, bytes(&v)),
+                    (mt, bytes(&TokenMask::values(m))),
+                ];
+                let got = run_graph(g, &inputs, &[saved.out, saved.lse]);
+                let e = rel_err(&got[0], &to_f32(want));
+                assert!(e < 1e-5, "{kernel} {s:?}: out rel err {e}");
+                if std::ptr::eq(m, &mask) {
+                    let e = rel_err(&got[1], &to_f32(&want_lse));
+                    assert!(e < 1e-5, "{kernel} {s:?}: lse rel err {e}");
+                }
+            }
+        }
+    }
+    // Choices do not see each other: the first token of choice 2 sees the prompt and itself.
+    let c2 = 20 + 3;
+    let seen: Vec<usize> = (0..tokens)
+        .filter(|&j| mask[c2].sees(c2, j, &mask[j]))
+        .collect();
+    assert_eq!(seen, (0..20).chain([c2]).collect::<Vec<_>>());
+}
+
 #[test]
 fn decode_attention_over_the_cache_matches_cpu() {
     use webqlora::graph::DType;

@@ -8,7 +8,7 @@ use webqlora::data::records::read_jsonl;
 use webqlora::data::{Example, Mcq, Record, NO_LOSS};
 use webqlora::model::llama::BaseFormat;
 use webqlora::model::load::upload_model;
-use webqlora::train::evaluate::Scorer;
+use webqlora::train::evaluate::{question_items, Item, Scorer, ScorerShape};
 use webqlora::train::model_source::ModelSource;
 
 #[test]
@@ -27,7 +27,13 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
         })
         .collect();
     let gpu = common::gpu();
-    let scorer = Scorer::new(gpu, &source.config, BaseFormat::F32, None, [4, 128, 5]).unwrap();
+    // Small passes and head runs: questions spread over passes, several runs a pass.
+    let shape = ScorerShape {
+        tokens: 128,
+        positions: 128,
+        capacity: 5,
+    };
+    let scorer = Scorer::new(gpu, &source.config, BaseFormat::F32, None, shape).unwrap();
     let missing = upload_model(
         gpu,
         &scorer.compiled,
@@ -38,12 +44,19 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     )
     .unwrap();
     assert!(missing.is_empty());
-    let score = pollster::block_on(scorer.mcq(gpu, tok, &questions, false, 0, |_| {})).unwrap();
+    let mut heard = Vec::new();
+    let score =
+        pollster::block_on(scorer.mcq(gpu, tok, &questions, false, |i| heard.push(i))).unwrap();
+    assert!(heard.len() > 1 && heard.last() == Some(&12), "{heard:?}");
     assert_eq!(score.n, 12);
 
-    // Each choice scored on its own, through the loss path.
+    // Each choice scored on its own, through the loss path: a plain sequence, where the
+    // question scored the choices as branches after one shared prompt. Same log-likelihoods.
+    let (items, first_row) = question_items(tok, &questions, false).unwrap();
+    let slots = *first_row.last().unwrap();
+    let branched = pollster::block_on(scorer.score(gpu, &items, slots, &mut |_| {})).unwrap();
     let (mut right, mut right_norm) = (0, 0);
-    for q in &questions {
+    for (qi, q) in questions.iter().enumerate() {
         let prompt = tok.encode(&q.prompt(), true).unwrap();
         let mut ll = Vec::new();
         for c in 0..q.choices.len() {
@@ -60,9 +73,16 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
                 labels,
                 line: 0,
             };
-            let s = pollster::block_on(scorer.loss(gpu, &[ex], 0)).unwrap();
+            let s = pollster::block_on(scorer.loss(gpu, &[ex])).unwrap();
             assert_eq!(s.tokens, cont.len());
-            ll.push((-s.loss * s.tokens as f64, text.chars().count() as f64));
+            let alone = -s.loss * s.tokens as f64;
+            let (together, count) = branched[first_row[qi] + c];
+            assert_eq!(count, cont.len());
+            assert!(
+                ((together - alone) / alone).abs() < 1e-5,
+                "question {qi} choice {c}: {together} as a branch, {alone} alone"
+            );
+            ll.push((alone, text.chars().count() as f64));
         }
         let best = |f: &dyn Fn(&(f64, f64)) -> f64| {
             (0..ll.len())
@@ -130,7 +150,13 @@ fn scored_logprobs_equal_the_full_forward() {
         })
         .collect();
     let gpu = common::gpu();
-    let scorer = Scorer::new(gpu, &config, BaseFormat::F32, None, [rows, seq, 7]).unwrap();
+    // Both rows in one pass, seven scored positions a head run.
+    let shape = ScorerShape {
+        tokens: rows * seq,
+        positions: seq,
+        capacity: 7,
+    };
+    let scorer = Scorer::new(gpu, &config, BaseFormat::F32, None, shape).unwrap();
     scorer.compiled.poison(gpu, common::POISON);
     let missing = upload_model(
         gpu,
@@ -142,7 +168,18 @@ fn scored_logprobs_equal_the_full_forward() {
     )
     .unwrap();
     assert!(missing.is_empty(), "{missing:?}");
-    let got = pollster::block_on(scorer.logprobs(gpu, &ids, &targets)).unwrap();
+    let items: Vec<Item> = (0..rows)
+        .map(|r| Item {
+            ids: ids[r * seq..(r + 1) * seq].to_vec(),
+            branch: vec![0; seq],
+            positions: (0..seq as u32).collect(),
+            targets: (0..seq)
+                .filter(|&p| targets[r * seq + p] != IGNORE)
+                .map(|p| (p, targets[r * seq + p], r))
+                .collect(),
+        })
+        .collect();
+    let got = pollster::block_on(scorer.score(gpu, &items, rows, &mut |_| {})).unwrap();
     for (r, &(sum, count)) in got.iter().enumerate() {
         let (mut want, mut want_count) = (0.0f64, 0);
         for p in r * seq..(r + 1) * seq {
@@ -164,15 +201,29 @@ fn scored_logprobs_equal_the_full_forward() {
     }
 }
 
-/// Passes hold about 1,024 tokens, split evenly: no nearly empty last pass.
+/// A scorer's shape: passes of 1,024 tokens (or the longest item), capacity for the targets
+/// of the fullest pass, positions for the longest item.
 #[test]
-fn passes_are_balanced() {
-    use webqlora::train::evaluate::{capacity_for, rows_for};
-    assert_eq!(rows_for(48, 240), 20); // 12 passes of 20, not 11 of 21 and one of 9
-    assert_eq!(rows_for(48, 4), 4);
-    assert_eq!(rows_for(2048, 10), 1);
-    assert_eq!(rows_for(16, 0), 1);
-    // The fullest rows' targets, within 64 MiB of logits.
-    assert_eq!(capacity_for([3, 1, 5, 2], 2, 49152, 128 << 20), 8);
-    assert_eq!(capacity_for([3000; 4], 4, 49152, 128 << 20), 341);
+fn scorer_shape_fits_the_fullest_pass() {
+    let item = |len: usize, targets: usize| Item {
+        ids: vec![1; len],
+        branch: vec![0; len],
+        positions: (0..len as u32).collect(),
+        targets: (0..targets).map(|p| (p, 1, 0)).collect(),
+    };
+    // Passes: [600], [500, 300]; the second holds 9 targets.
+    let items = [item(600, 3), item(500, 4), item(300, 5)];
+    let shape = ScorerShape::for_items(&[&items], 1024, 49152, 128 << 20);
+    assert_eq!(
+        shape,
+        ScorerShape {
+            tokens: 1024,
+            positions: 600,
+            capacity: 9
+        }
+    );
+    // A longer item widens the pass; capacity stays within 64 MiB of logits.
+    let long = [item(1500, 1400)];
+    let shape = ScorerShape::for_items(&[&items, &long], 1024, 49152, 128 << 20);
+    assert_eq!((shape.tokens, shape.capacity), (1500, 341));
 }

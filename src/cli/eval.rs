@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
-use webqlora::data::batch::counted_targets;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, EncodeOptions, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
-use webqlora::train::evaluate::{capacity_for, rows_for, Scorer};
+use webqlora::train::evaluate::{example_items, question_items, Scorer, ScorerShape, PASS_TOKENS};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 
 use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
@@ -78,28 +77,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             _ => None,
         })
         .collect();
-    // The longest thing scored (an example, or a question's prompt with its longest choice)
-    // and how many targets each row scored carries.
-    let mut longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let mut targets_per_row: Vec<usize> = examples.iter().map(counted_targets).collect();
-    if let Some(tok) = tok {
-        for q in &questions {
-            let prompt = tok.encode(&q.prompt(), true)?.len();
-            for c in 0..q.choices.len() {
-                let choice = tok.encode(&q.continuation(c, by_letter), false)?.len();
-                longest = longest.max(prompt + choice);
-                targets_per_row.push(choice);
-            }
-        }
-    }
-    let seq = longest.div_ceil(16) * 16;
+    let example_items = example_items(&examples);
+    let question_items = match tok {
+        Some(tok) => question_items(tok, &questions, by_letter)?.0,
+        None => Vec::new(),
+    };
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let base = base_format(args.base);
-    let rows = rows_for(seq, targets_per_row.len());
-    let capacity = capacity_for(
-        targets_per_row,
-        rows,
+    let shape = ScorerShape::for_items(
+        &[&example_items, &question_items],
+        PASS_TOKENS,
         source.config.vocab_size,
         gpu.limits.max_storage_buffer_binding_size,
     );
@@ -108,7 +96,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &source.config,
         base,
         adapter.as_ref().map(|a| &a.config),
-        [rows, seq, capacity],
+        shape,
     )?;
     let (bar, mut progress) = load_bar(args.json);
     let missing = upload_model_with_progress(
@@ -125,8 +113,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("'{name}' is in neither the model nor the adapter");
     }
     let started = Instant::now();
-    let pad = source.pad_id();
-    let loss = pollster::block_on(scorer.loss(&gpu, &examples, pad))?;
+    let loss = pollster::block_on(scorer.loss(&gpu, &examples))?;
     let mcq = match (tok, questions.is_empty()) {
         (Some(tok), false) => {
             let bar = if args.json {
@@ -134,10 +121,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             } else {
                 indicatif::ProgressBar::new(questions.len() as u64)
             };
-            let score =
-                pollster::block_on(scorer.mcq(&gpu, tok, &questions, by_letter, pad, |i| {
-                    bar.set_position(i as u64)
-                }))?;
+            let score = pollster::block_on(scorer.mcq(&gpu, tok, &questions, by_letter, |i| {
+                bar.set_position(i as u64)
+            }))?;
             bar.finish_and_clear();
             Some(score)
         }

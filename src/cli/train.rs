@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use webqlora::data::batch::{counted_targets, scored_capacity};
+use webqlora::data::batch::scored_capacity;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
@@ -20,7 +20,7 @@ use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::load::{initialize_missing, upload_model_with_progress};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::data_order::DataOrder;
-use webqlora::train::evaluate::{capacity_for, rows_for, Scorer};
+use webqlora::train::evaluate::{example_items, Scorer, ScorerShape};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 use webqlora::train::schedule::{Schedule, ScheduleKind};
 use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
@@ -380,10 +380,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let scorer = if data.valid.is_empty() {
         None
     } else {
-        let rows = rows_for(data.seq, batch.min(data.valid.len()));
-        let capacity = capacity_for(
-            data.valid.iter().map(counted_targets),
-            rows,
+        // Passes no larger than a training batch: the scorer's activations add to its memory.
+        let shape = ScorerShape::for_items(
+            &[&example_items(&data.valid)],
+            batch * data.seq,
             source.config.vocab_size,
             gpu.limits.max_storage_buffer_binding_size,
         );
@@ -392,7 +392,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             &source.config,
             base,
             Some(&lora),
-            [rows, data.seq, capacity],
+            shape,
             &session.compiled,
         )?)
     };
@@ -491,7 +491,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let Some(scorer) = &scorer else {
             return Ok(None);
         };
-        let score = pollster::block_on(scorer.loss(&gpu, &data.valid, pad))?;
+        let score = pollster::block_on(scorer.loss(&gpu, &data.valid))?;
         out.log(
             json!({"step": step, "val_loss": score.loss, "val_perplexity": score.perplexity,
                        "val_tokens": score.tokens}),

@@ -10,6 +10,7 @@
 //!   h = h + down_proj(silu(gate_proj(h_norm)) * up_proj(h_norm))
 //! and then logits = rmsnorm(h) · lm_headᵀ (the embedding when tied).
 
+use super::llama_train::Attend;
 pub use super::llama_train::TrainStep;
 use super::{Architecture, ModelConfig};
 use crate::graph::{DType, Graph, GraphError, TensorId};
@@ -344,7 +345,34 @@ impl Llama {
         let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
         for (i, l) in self.layers.iter().enumerate() {
             h = self
-                .layer_forward(g, l, &format!("layers.{i}"), h, seq_len)?
+                .layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?
+                .0;
+        }
+        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        Ok(h_final)
+    }
+
+    /// The final hidden state of packed rows: `input_ids` [tokens], each token attending as
+    /// `mask` [tokens, 4] says (`attention::TokenMask`) at RoPE position `positions[t]`
+    /// (u32 [tokens], below the positions this model was declared for). Forward only.
+    pub fn forward_hidden_packed(
+        &self,
+        g: &mut Graph,
+        input_ids: TensorId,
+        mask: TensorId,
+        positions: TensorId,
+    ) -> Result<TensorId, GraphError> {
+        let eps = self.config.rms_norm_eps as f32;
+        let tokens = g.tensor(input_ids).numel();
+        let table = g.tensor(self.cos_sin).shape.clone();
+        let rows = g.view(self.cos_sin, "rope.rows", &[table[0], table[1] * 2])?;
+        let per_token = embedding::gather(g, "rope.packed", positions, rows)?;
+        let cos_sin = g.view(per_token, "rope.packed_table", &[tokens, table[1], 2])?;
+        let attend = Attend::Packed { mask, cos_sin };
+        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = self
+                .layer_forward(g, l, &format!("layers.{i}"), h, attend)?
                 .0;
         }
         let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;

@@ -11,6 +11,16 @@ use crate::ops::cross_entropy::{lm_head_loss, IGNORE};
 use crate::ops::rope::{rope, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
 
+/// How a layer's tokens attend.
+#[derive(Clone, Copy, Debug)]
+pub enum Attend {
+    /// Causal sequences of this many tokens, RoPE positions from 0 in each.
+    Sequences(usize),
+    /// Packed rows (forward only): `mask` [tokens, 4] for `attention::forward_masked` and each
+    /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2].
+    Packed { mask: TensorId, cos_sin: TensorId },
+}
+
 /// The rows of a batch that carry a loss, gathered from the final hidden state before the
 /// lm-head, so that its products and the cross-entropy run on those rows only; their hidden
 /// gradient is spread back to [tokens, hidden] with zeros elsewhere. With prompt-masked data
@@ -110,14 +120,27 @@ impl Llama {
         l: &Layer,
         p: &str,
         h: TensorId,
-        seq_len: usize,
+        attend: Attend,
     ) -> Result<(TensorId, LayerSaved), GraphError> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(h).shape[0];
-        let at = Positions {
-            seq_len,
-            pos_offset: 0,
+        // RoPE: the model's table by position in each sequence, or one row per packed token.
+        let (table, at) = match attend {
+            Attend::Sequences(seq_len) => (
+                self.cos_sin,
+                Positions {
+                    seq_len,
+                    pos_offset: 0,
+                },
+            ),
+            Attend::Packed { cos_sin, .. } => (
+                cos_sin,
+                Positions {
+                    seq_len: tokens,
+                    pos_offset: 0,
+                },
+            ),
         };
         let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
         let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
@@ -138,10 +161,17 @@ impl Llama {
             &format!("{p}.v_heads"),
             &[tokens, c.num_kv_heads, c.head_dim],
         )?;
-        let q = rope(g, &format!("{p}.q_rot"), q, self.cos_sin, at, false)?;
-        let k = rope(g, &format!("{p}.k_rot"), k, self.cos_sin, at, false)?;
+        let q = rope(g, &format!("{p}.q_rot"), q, table, at, false)?;
+        let k = rope(g, &format!("{p}.k_rot"), k, table, at, false)?;
         let qkv = Qkv { q, k, v };
-        let attn = attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?;
+        let attn = match attend {
+            Attend::Sequences(seq_len) => {
+                attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?
+            }
+            Attend::Packed { mask, .. } => {
+                attention::forward_masked(g, &format!("{p}.attn"), qkv, mask)?
+            }
+        };
         let attn_flat = g.view(
             attn.out,
             &format!("{p}.attn_flat"),
@@ -210,7 +240,8 @@ impl Llama {
         let mut inputs = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             inputs.push(h);
-            let (h_out, layer) = self.layer_forward(g, l, &format!("layers.{i}"), h, seq_len)?;
+            let (h_out, layer) =
+                self.layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?;
             saved.push((!checkpointing).then_some(layer));
             h = h_out;
         }
@@ -234,7 +265,8 @@ impl Llama {
             let s = match saved[i] {
                 Some(s) => s,
                 None => {
-                    self.layer_forward(g, l, &format!("{p}.again"), inputs[i], seq_len)?
+                    let again = format!("{p}.again");
+                    self.layer_forward(g, l, &again, inputs[i], Attend::Sequences(seq_len))?
                         .1
                 }
             };

@@ -125,6 +125,64 @@ pub static BACKWARD_DKV_TEX: Kernel = Kernel {
     ],
 };
 
+/// The forward with a per-token mask (packed rows; see attention_forward_masked.wgsl).
+pub static FORWARD_MASKED: Kernel = Kernel {
+    name: "attention_forward_masked",
+    shader: &shaders::ATTENTION_FORWARD_MASKED,
+    entry: "attention_forward_masked",
+    variants: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("mask"),
+        write("out"),
+        write("lse"),
+    ],
+    textures: &[],
+};
+
+pub static FORWARD_MASKED_TEX: Kernel = Kernel {
+    name: "attention_forward_masked_tex",
+    shader: &shaders::ATTENTION_FORWARD_MASKED_TEX,
+    entry: "attention_forward_masked_tex",
+    variants: &[],
+    bindings: &[read("q"), write("out"), write("lse")],
+    textures: &[sampled("k_tex"), sampled("v_tex"), sampled("mask_tex")],
+};
+
+/// What one token of a packed row may attend: keys from `first` up to itself whose branch is
+/// 0 or its own (see attention_forward_masked.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenMask {
+    pub first: usize,
+    pub branch: u32,
+}
+
+impl TokenMask {
+    /// Whether query `t` (with this mask) attends key `j` (with `key`).
+    pub fn sees(&self, t: usize, j: usize, key: &TokenMask) -> bool {
+        self.first <= j && j <= t && (key.branch == 0 || key.branch == self.branch)
+    }
+
+    /// The mask tensor's values, [tokens, 4] f32: (first, branch, 0, 0) a token.
+    pub fn values(mask: &[TokenMask]) -> Vec<f32> {
+        mask.iter()
+            .flat_map(|m| [m.first as f32, m.branch as f32, 0.0, 0.0])
+            .collect()
+    }
+
+    /// Plain causal sequences of `seq_len`: what `forward` computes.
+    pub fn sequences(tokens: usize, seq_len: usize) -> Vec<TokenMask> {
+        (0..tokens)
+            .map(|t| TokenMask {
+                first: t - t % seq_len,
+                branch: 0,
+            })
+            .collect()
+    }
+}
+
 /// The shape of one attention: heads and sizes, checked against the tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -269,6 +327,58 @@ pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Sa
     Ok(Saved { out, lse })
 }
 
+/// The attention of `qkv` over packed rows with a per-token `mask` [tokens, 4] f32
+/// (`TokenMask::values`): `out` named `name`, `lse` `<name>_lse`. Forward only (scoring).
+pub fn forward_masked(
+    g: &mut Graph,
+    name: &str,
+    qkv: Qkv,
+    mask: TensorId,
+) -> Result<Saved, GraphError> {
+    let tokens = g.tensor(qkv.q).shape.first().copied().unwrap_or(0);
+    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, tokens.max(1))?;
+    let ms = g.tensor(mask).shape.clone();
+    if ms != [s.tokens, 4] || g.tensor(mask).dtype != DType::F32 {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "mask '{}' is {} {}, not f32 [{}, 4]",
+                g.tensor(mask).name,
+                g.tensor(mask).dtype,
+                shape_str(&ms),
+                s.tokens
+            ),
+        });
+    }
+    let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
+    let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
+    if s.on_textures(g) {
+        let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
+        let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
+        let mask_tex = pack_rows(g, name, mask, 4, 3)?;
+        g.push_with_textures_specialized(
+            name,
+            &FORWARD_MASKED_TEX,
+            &[qkv.q, out, lse],
+            &[k_tex, v_tex, mask_tex],
+            s.params(),
+            dispatch,
+            &s.constants(),
+        )?;
+        return Ok(Saved { out, lse });
+    }
+    g.push_specialized(
+        name,
+        &FORWARD_MASKED,
+        &[qkv.q, qkv.k, qkv.v, mask, out, lse],
+        s.params(),
+        dispatch,
+        &s.constants(),
+    )?;
+    Ok(Saved { out, lse })
+}
+
 /// (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`, for the output gradient `d_out`.
 pub fn backward(
     g: &mut Graph,
@@ -360,17 +470,31 @@ pub fn backward(
 
 /// CPU reference forward in f64: (out, lse).
 pub fn cpu_forward(q: &[f64], k: &[f64], v: &[f64], s: AttentionShape) -> (Vec<f64>, Vec<f64>) {
+    cpu_forward_masked(q, k, v, s, &TokenMask::sequences(s.tokens, s.seq_len))
+}
+
+/// CPU reference forward in f64 over packed rows with a per-token mask: (out, lse).
+pub fn cpu_forward_masked(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    s: AttentionShape,
+    mask: &[TokenMask],
+) -> (Vec<f64>, Vec<f64>) {
     let (d, group) = (s.head_dim, s.heads / s.kv_heads);
     let scale = 1.0 / (d as f64).sqrt();
     let mut out = vec![0.0; q.len()];
     let mut lse = vec![0.0; s.tokens * s.heads];
     for t in 0..s.tokens {
-        let first = t - t % s.seq_len;
+        let keys: Vec<usize> = (0..s.tokens)
+            .filter(|&j| mask[t].sees(t, j, &mask[j]))
+            .collect();
         for h in 0..s.heads {
             let qi = &q[(t * s.heads + h) * d..][..d];
             let kv = h / group;
-            let scores: Vec<f64> = (first..=t)
-                .map(|j| {
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
                     qi.iter()
                         .zip(&k[(j * s.kv_heads + kv) * d..][..d])
                         .map(|(a, b)| a * b)
@@ -381,7 +505,7 @@ pub fn cpu_forward(q: &[f64], k: &[f64], v: &[f64], s: AttentionShape) -> (Vec<f
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = scores.iter().map(|x| (x - m).exp()).sum();
             lse[t * s.heads + h] = m + sum.ln();
-            for (jj, j) in (first..=t).enumerate() {
+            for (jj, &j) in keys.iter().enumerate() {
                 let p = (scores[jj] - m).exp() / sum;
                 for c in 0..d {
                     out[(t * s.heads + h) * d + c] += p * v[(j * s.kv_heads + kv) * d + c];

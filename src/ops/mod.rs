@@ -30,6 +30,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::BACKWARD_DQ,
         &attention::BACKWARD_DKV,
         &attention::FORWARD_TEX,
+        &attention::FORWARD_MASKED,
+        &attention::FORWARD_MASKED_TEX,
         &attention::BACKWARD_DQ_TEX,
         &attention::BACKWARD_DKV_TEX,
         &decode::KV_STORE,

@@ -1,9 +1,15 @@
 //! Scoring with the model: log-likelihoods of target tokens, from which validation loss,
 //! perplexity and multiple-choice accuracy follow (lm-evaluation-harness `acc` and
-//! `acc_norm`). A forward-only graph over [rows, seq] tokens whose lm-head runs only on the
-//! positions that are scored: the body runs once a pass, then the head once for every
-//! `capacity` scored positions, each time on the positions the host writes. During training
-//! it shares the training graph's weights and adapter.
+//! `acc_norm`).
+//!
+//! A forward-only graph over a pass of `tokens` packed tokens: items (an example, or a
+//! question with all its choices) are laid end to end, each token attending within its item
+//! as a per-token mask says (`attention::TokenMask`). A question's choices are branches after
+//! its prompt: each sees the prompt and itself, so the prompt is computed once, not once per
+//! choice. The body runs once a pass up to the final hidden state; the head (gather of the
+//! scored positions, lm-head in vocabulary blocks) then runs once per `capacity` scored
+//! positions, the host writing the positions each time and computing the log-softmax of those
+//! rows only. During training the scorer shares the training graph's weights and adapter.
 
 use crate::data::batch::next_targets;
 use crate::data::{Example, Mcq};
@@ -12,6 +18,7 @@ use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::LoraConfig;
 use crate::model::llama::{BaseFormat, Llama};
 use crate::model::ModelConfig;
+use crate::ops::attention::TokenMask;
 use crate::ops::cross_entropy::IGNORE;
 use crate::ops::embedding;
 use crate::ops::rope::cos_sin_table;
@@ -22,21 +29,180 @@ use super::TrainError;
 /// The logits of one head run are kept under this many bytes.
 const LOGITS_BYTES: u64 = 64 << 20;
 
-/// Tokens a pass runs through the model at most (unless one sequence is longer).
-const PASS_TOKENS: usize = 1024;
+/// Tokens a pass holds by default (more when one item is longer).
+pub const PASS_TOKENS: usize = 1024;
+
+/// One thing to score, laid out in a pass as one group of tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub ids: Vec<u32>,
+    /// Per token: 0 for the shared part, c + 1 for branch c (which sees only the shared part
+    /// and itself).
+    pub branch: Vec<u32>,
+    /// Per token: its RoPE position.
+    pub positions: Vec<u32>,
+    /// (token index in the item, target id, result slot): the token's hidden state scores
+    /// the target, and the log-probability adds to the slot's sum.
+    pub targets: Vec<(usize, u32, usize)>,
+}
+
+impl Item {
+    /// An example (its next-token targets) scored into `slot`.
+    pub fn example(e: &Example, slot: usize) -> Item {
+        let n = e.ids.len();
+        Item {
+            ids: e.ids.clone(),
+            branch: vec![0; n],
+            positions: (0..n as u32).collect(),
+            targets: next_targets(&e.labels)
+                .into_iter()
+                .enumerate()
+                .filter(|&(_, t)| t != IGNORE)
+                .map(|(p, t)| (p, t, slot))
+                .collect(),
+        }
+    }
+
+    /// A question: its prompt, then every choice's continuation as a branch, choice c scored
+    /// into `first_slot + c`. The prompt's last token predicts each continuation's first.
+    pub fn question(
+        tok: &Tokenizer,
+        q: &Mcq,
+        by_letter: bool,
+        first_slot: usize,
+    ) -> Result<Item, TrainError> {
+        let prompt = tok.encode(&q.prompt(), true)?;
+        let p = prompt.len();
+        if p == 0 {
+            return Err(TrainError::Invalid(format!(
+                "question '{}' has an empty prompt",
+                q.question
+            )));
+        }
+        let mut item = Item {
+            ids: prompt,
+            branch: vec![0; p],
+            positions: (0..p as u32).collect(),
+            targets: Vec::new(),
+        };
+        for c in 0..q.choices.len() {
+            let cont = tok.encode(&q.continuation(c, by_letter), false)?;
+            let slot = first_slot + c;
+            for (k, &id) in cont.iter().enumerate() {
+                // Token k of the continuation is predicted by the token before it.
+                let before = if k == 0 { p - 1 } else { item.ids.len() - 1 };
+                item.targets.push((before, id, slot));
+                item.ids.push(id);
+                item.branch.push(c as u32 + 1);
+                item.positions.push((p + k) as u32);
+            }
+        }
+        Ok(item)
+    }
+
+    /// One past the highest RoPE position.
+    fn positions_needed(&self) -> usize {
+        self.positions.iter().max().map_or(0, |&p| p as usize + 1)
+    }
+}
+
+/// The items of `examples`, example i scored into slot i.
+pub fn example_items(examples: &[Example]) -> Vec<Item> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Item::example(e, i))
+        .collect()
+}
+
+/// The items of `questions` (choice c of question i into slot `first_row[i] + c`) and
+/// `first_row` (the slots where each question's choices start, then their total).
+pub fn question_items(
+    tok: &Tokenizer,
+    questions: &[Mcq],
+    by_letter: bool,
+) -> Result<(Vec<Item>, Vec<usize>), TrainError> {
+    let mut first_row = Vec::with_capacity(questions.len() + 1);
+    let mut next = 0;
+    let mut items = Vec::with_capacity(questions.len());
+    for q in questions {
+        first_row.push(next);
+        items.push(Item::question(tok, q, by_letter, next)?);
+        next += q.choices.len();
+    }
+    first_row.push(next);
+    Ok((items, first_row))
+}
+
+/// Items packed greedily into passes of `tokens`: the index ranges of each pass.
+fn passes(items: &[Item], tokens: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        if used + item.ids.len() > tokens && i > start {
+            out.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used += item.ids.len();
+    }
+    if start < items.len() {
+        out.push(start..items.len());
+    }
+    out
+}
+
+/// A scorer's size: tokens a pass, RoPE positions, scored positions a head run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScorerShape {
+    pub tokens: usize,
+    pub positions: usize,
+    pub capacity: usize,
+}
+
+impl ScorerShape {
+    /// The shape that scores every list of `jobs` in passes of about `pass_tokens` (more if
+    /// an item is longer): capacity for the fullest pass, within LOGITS_BYTES and the storage
+    /// binding limit (fuller passes take several head runs).
+    pub fn for_items(
+        jobs: &[&[Item]],
+        pass_tokens: usize,
+        vocab: usize,
+        max_binding: u64,
+    ) -> ScorerShape {
+        let all = || jobs.iter().flat_map(|j| j.iter());
+        let longest = all().map(|i| i.ids.len()).max().unwrap_or(1);
+        let tokens = pass_tokens.max(longest).max(1);
+        let positions = all().map(Item::positions_needed).max().unwrap_or(1).max(1);
+        let fullest = jobs
+            .iter()
+            .flat_map(|items| {
+                passes(items, tokens)
+                    .into_iter()
+                    .map(|r| items[r].iter().map(|i| i.targets.len()).sum::<usize>())
+            })
+            .max()
+            .unwrap_or(1);
+        let limit = (LOGITS_BYTES.min(max_binding) / (4 * vocab as u64)) as usize;
+        ScorerShape {
+            tokens,
+            positions,
+            capacity: fullest.clamp(1, limit.max(1)),
+        }
+    }
+}
 
 pub struct Scorer {
     pub compiled: CompiledGraph,
+    pub shape: ScorerShape,
     input: TensorId,
-    /// [capacity]: the positions (of rows·seq) the head scores in one run.
+    mask: TensorId,
     positions: TensorId,
+    /// [capacity]: the positions (of the pass) the head scores in one run.
+    scored: TensorId,
     /// [capacity, vocab].
     logits: TensorId,
     /// Nodes up to the final hidden state: what a pass runs once.
     body_nodes: usize,
-    pub rows: usize,
-    pub seq: usize,
-    pub capacity: usize,
     vocab: usize,
 }
 
@@ -54,29 +220,6 @@ pub struct LossScore {
     pub loss: f64,
     pub perplexity: f64,
     pub tokens: usize,
-}
-
-/// How many rows of `seq` tokens a pass scores for `n` rows in all: at most about PASS_TOKENS,
-/// and as few as the same number of passes needs (no nearly empty last pass).
-pub fn rows_for(seq: usize, n: usize) -> usize {
-    let most = (PASS_TOKENS / seq.max(1)).clamp(1, n.max(1));
-    let passes = n.max(1).div_ceil(most);
-    n.max(1).div_ceil(passes)
-}
-
-/// How many positions one head run scores: the targets of the `rows` fullest rows (of
-/// `targets_per_row`), within LOGITS_BYTES and the storage binding limit.
-pub fn capacity_for(
-    targets_per_row: impl IntoIterator<Item = usize>,
-    rows: usize,
-    vocab: usize,
-    max_binding: u64,
-) -> usize {
-    let mut counts: Vec<usize> = targets_per_row.into_iter().collect();
-    counts.sort_unstable_by(|a, b| b.cmp(a));
-    let wanted: usize = counts.iter().take(rows).sum();
-    let limit = (LOGITS_BYTES.min(max_binding) / (4 * vocab as u64)) as usize;
-    wanted.clamp(1, limit.max(1))
 }
 
 /// Log-probability of `target` under `logits` (one row), in f64.
@@ -97,59 +240,56 @@ impl Scorer {
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
-        rows: usize,
-        seq: usize,
-        capacity: usize,
-    ) -> Result<(Graph, [TensorId; 3], usize), TrainError> {
+        shape: ScorerShape,
+    ) -> Result<(Graph, [TensorId; 5], usize), TrainError> {
+        let t = shape.tokens;
         let mut g = Graph::for_device(gpu);
-        let model = Llama::declare(&mut g, config, base, lora, seq)?;
-        let input = g.input("input_ids", &[rows * seq], DType::U32);
-        let hidden = model.forward_hidden(&mut g, input, seq)?;
+        let model = Llama::declare(&mut g, config, base, lora, shape.positions)?;
+        let input = g.input("input_ids", &[t], DType::U32);
+        let mask = g.input("attention.mask", &[t, 4], DType::F32);
+        let positions = g.input("rope.positions", &[t], DType::U32);
+        let hidden = model.forward_hidden_packed(&mut g, input, mask, positions)?;
         // Read by every head run: its own buffer, which no later node reuses.
         g.mark_output(hidden);
         let body_nodes = g.nodes.len();
-        let positions = g.input("scored.positions", &[capacity], DType::U32);
-        let scored = embedding::gather(&mut g, "h_scored", positions, hidden)?;
-        let logits = crate::ops::matmul::logits(&mut g, "logits", scored, model.lm_head)?;
+        let scored = g.input("scored.positions", &[shape.capacity], DType::U32);
+        let rows = embedding::gather(&mut g, "h_scored", scored, hidden)?;
+        let logits = crate::ops::matmul::logits(&mut g, "logits", rows, model.lm_head)?;
         g.mark_output(logits);
-        Ok((g, [input, positions, logits], body_nodes))
+        Ok((g, [input, mask, positions, scored, logits], body_nodes))
     }
 
     fn finish(
         compiled: CompiledGraph,
-        ids: [TensorId; 3],
+        ids: [TensorId; 5],
         body_nodes: usize,
-        shape: [usize; 3],
+        shape: ScorerShape,
         vocab: usize,
     ) -> Scorer {
-        let [input, positions, logits] = ids;
-        let [rows, seq, capacity] = shape;
+        let [input, mask, positions, scored, logits] = ids;
         Scorer {
             compiled,
+            shape,
             input,
+            mask,
             positions,
+            scored,
             logits,
             body_nodes,
-            rows,
-            seq,
-            capacity,
             vocab,
         }
     }
 
-    /// A scorer with its own weights for passes of `rows` sequences of `seq` tokens, scoring
-    /// `capacity` positions a head run; the caller uploads the weights
-    /// (`model::load::upload_model`).
+    /// A scorer with its own weights; the caller uploads them (`model::load::upload_model`).
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
-        [rows, seq, capacity]: [usize; 3],
+        shape: ScorerShape,
     ) -> Result<Scorer, TrainError> {
-        let (g, ids, body) = Self::declare(gpu, config, base, lora, rows, seq, capacity)?;
+        let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let compiled = CompiledGraph::new(gpu, g)?;
-        let shape = [rows, seq, capacity];
         Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
     }
 
@@ -159,10 +299,10 @@ impl Scorer {
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
-        [rows, seq, capacity]: [usize; 3],
+        shape: ScorerShape,
         other: &CompiledGraph,
     ) -> Result<Scorer, TrainError> {
-        let (g, ids, body) = Self::declare(gpu, config, base, lora, rows, seq, capacity)?;
+        let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
             if name != "rope.cos_sin" {
@@ -171,88 +311,107 @@ impl Scorer {
                 )));
             }
             let t = compiled.graph.find(&name).expect("listed from the graph");
-            let table = cos_sin_table(seq, config.head_dim, config.rope_theta);
+            let table = cos_sin_table(shape.positions, config.head_dim, config.rope_theta);
             debug_assert_eq!(table.len(), compiled.graph.tensor(t).numel());
             compiled.write(gpu, t, bytemuck::cast_slice(&table))?;
         }
-        let shape = [rows, seq, capacity];
         Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
     }
 
-    /// For each row of `ids`/`targets` (each [rows·seq], targets IGNORE where not scored):
-    /// (sum of the targets' log-probabilities, how many).
-    pub async fn logprobs(
+    /// Score `items` into `slots` result slots: (sum of the targets' log-probabilities, how
+    /// many) for each slot. `progress` hears how many items are done.
+    pub async fn score(
         &self,
         gpu: &Gpu,
-        ids: &[u32],
-        targets: &[u32],
+        items: &[Item],
+        slots: usize,
+        progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<(f64, usize)>, TrainError> {
-        let c = &self.compiled;
-        c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
-        c.run_nodes(gpu, 0..self.body_nodes);
-        let scored: Vec<usize> = (0..targets.len())
-            .filter(|&p| targets[p] != IGNORE)
-            .collect();
-        let mut out = vec![(0.0f64, 0usize); targets.len() / self.seq];
-        let v = self.vocab;
-        for run in scored.chunks(self.capacity) {
-            let mut positions: Vec<u32> = run.iter().map(|&p| p as u32).collect();
-            positions.resize(self.capacity, 0);
-            c.write(gpu, self.positions, bytemuck::cast_slice(&positions))?;
-            c.run_nodes(gpu, self.body_nodes..c.graph.nodes.len());
-            let logits = c.read_f32(gpu, self.logits).await?;
-            for (slot, &p) in run.iter().enumerate() {
-                let row = &mut out[p / self.seq];
-                row.0 += log_prob(&logits[slot * v..(slot + 1) * v], targets[p]);
-                row.1 += 1;
-            }
+        let mut out = vec![(0.0f64, 0usize); slots];
+        for range in passes(items, self.shape.tokens) {
+            let pass = &items[range.clone()];
+            self.score_pass(gpu, pass, &mut out).await?;
+            progress(range.end);
         }
         Ok(out)
     }
 
-    /// Score `rows` of (ids, per-position next-token targets), `self.rows` a pass; `progress`
-    /// hears how many rows are done.
-    async fn score_rows(
+    /// One pass: the body once, then the head for every `capacity` scored positions.
+    async fn score_pass(
         &self,
         gpu: &Gpu,
-        rows: &[(Vec<u32>, Vec<u32>)],
-        pad_id: u32,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<(f64, usize)>, TrainError> {
-        let mut out = Vec::new();
-        for pass in rows.chunks(self.rows) {
-            let mut ids = vec![pad_id; self.rows * self.seq];
-            let mut targets = vec![IGNORE; self.rows * self.seq];
-            for (r, (i, t)) in pass.iter().enumerate() {
-                if i.len() > self.seq {
-                    return Err(TrainError::Invalid(format!(
-                        "{} tokens to score with a sequence length of {}",
-                        i.len(),
-                        self.seq
-                    )));
-                }
-                ids[r * self.seq..r * self.seq + i.len()].copy_from_slice(i);
-                targets[r * self.seq..r * self.seq + t.len()].copy_from_slice(t);
+        pass: &[Item],
+        out: &mut [(f64, usize)],
+    ) -> Result<(), TrainError> {
+        let s = self.shape;
+        let mut ids = Vec::with_capacity(s.tokens);
+        let mut mask = Vec::with_capacity(s.tokens);
+        let mut positions = Vec::with_capacity(s.tokens);
+        // (position in the pass, target, slot)
+        let mut scored = Vec::new();
+        for item in pass {
+            let first = ids.len();
+            if first + item.ids.len() > s.tokens
+                || item.positions_needed() > s.positions
+                || item.targets.iter().any(|t| t.2 >= out.len())
+            {
+                return Err(TrainError::Invalid(format!(
+                    "an item of {} tokens does not fit a scorer of {} tokens and {} positions",
+                    item.ids.len(),
+                    s.tokens,
+                    s.positions
+                )));
             }
-            let scored = self.logprobs(gpu, &ids, &targets).await?;
-            out.extend_from_slice(&scored[..pass.len()]);
-            progress(out.len());
+            ids.extend_from_slice(&item.ids);
+            mask.extend(
+                item.branch
+                    .iter()
+                    .map(|&branch| TokenMask { first, branch }),
+            );
+            positions.extend_from_slice(&item.positions);
+            scored.extend(
+                item.targets
+                    .iter()
+                    .map(|&(p, t, slot)| (first + p, t, slot)),
+            );
         }
-        Ok(out)
+        // The rest of the pass: tokens that see only themselves, scored by no one.
+        while ids.len() < s.tokens {
+            mask.push(TokenMask {
+                first: ids.len(),
+                branch: 0,
+            });
+            ids.push(0);
+            positions.push(0);
+        }
+        let c = &self.compiled;
+        c.write(gpu, self.input, bytemuck::cast_slice(&ids))?;
+        c.write(
+            gpu,
+            self.mask,
+            bytemuck::cast_slice(&TokenMask::values(&mask)),
+        )?;
+        c.write(gpu, self.positions, bytemuck::cast_slice(&positions))?;
+        c.run_nodes(gpu, 0..self.body_nodes);
+        let v = self.vocab;
+        for run in scored.chunks(s.capacity) {
+            let mut at: Vec<u32> = run.iter().map(|&(p, _, _)| p as u32).collect();
+            at.resize(s.capacity, 0);
+            c.write(gpu, self.scored, bytemuck::cast_slice(&at))?;
+            c.run_nodes(gpu, self.body_nodes..c.graph.nodes.len());
+            let logits = c.read_f32(gpu, self.logits).await?;
+            for (row, &(_, target, slot)) in run.iter().enumerate() {
+                out[slot].0 += log_prob(&logits[row * v..(row + 1) * v], target);
+                out[slot].1 += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Mean loss and perplexity over the labelled tokens of `examples`.
-    pub async fn loss(
-        &self,
-        gpu: &Gpu,
-        examples: &[Example],
-        pad_id: u32,
-    ) -> Result<LossScore, TrainError> {
-        let rows: Vec<(Vec<u32>, Vec<u32>)> = examples
-            .iter()
-            .map(|e| (e.ids.clone(), next_targets(&e.labels)))
-            .collect();
-        let scored = self.score_rows(gpu, &rows, pad_id, &mut |_| {}).await?;
+    pub async fn loss(&self, gpu: &Gpu, examples: &[Example]) -> Result<LossScore, TrainError> {
+        let items = example_items(examples);
+        let scored = self.score(gpu, &items, examples.len(), &mut |_| {}).await?;
         let (sum, tokens) = scored
             .iter()
             .fold((0.0, 0), |(s, n), &(ls, c)| (s + ls, n + c));
@@ -266,50 +425,29 @@ impl Scorer {
 
     /// Accuracy over multiple-choice questions: the choice whose continuation has the highest
     /// summed log-likelihood after the prompt (`acc`), or per character (`acc_norm`).
+    /// `progress` hears how many questions are done.
     pub async fn mcq(
         &self,
         gpu: &Gpu,
         tok: &Tokenizer,
         questions: &[Mcq],
         by_letter: bool,
-        pad_id: u32,
         mut progress: impl FnMut(usize),
     ) -> Result<McqScore, TrainError> {
-        // Every choice of every question is a row; passes take rows from several questions.
-        let mut rows = Vec::new();
-        let mut lengths = Vec::new();
-        let mut first_row = Vec::with_capacity(questions.len() + 1);
-        for q in questions {
-            first_row.push(rows.len());
-            let prompt = tok.encode(&q.prompt(), true)?;
-            for c in 0..q.choices.len() {
-                let text = q.continuation(c, by_letter);
-                let cont = tok.encode(&text, false)?;
-                let ids = [prompt.clone(), cont.clone()].concat();
-                let mut targets = vec![IGNORE; ids.len()];
-                // Position p predicts ids[p + 1]: the continuation's tokens.
-                for (k, &id) in cont.iter().enumerate() {
-                    targets[prompt.len() + k - 1] = id;
-                }
-                rows.push((ids, targets));
-                lengths.push(text.chars().count() as f64);
-            }
-        }
-        first_row.push(rows.len());
-        let mut report = |done: usize| progress(first_row.partition_point(|&r| r <= done) - 1);
-        let scored = self.score_rows(gpu, &rows, pad_id, &mut report).await?;
+        let (items, first_row) = question_items(tok, questions, by_letter)?;
+        let slots = *first_row.last().expect("one entry past the questions");
+        let scored = self.score(gpu, &items, slots, &mut progress).await?;
         let (mut right, mut right_norm) = (0usize, 0usize);
         for (qi, q) in questions.iter().enumerate() {
-            let range = first_row[qi]..first_row[qi + 1];
+            let first = first_row[qi];
+            let chars = |c: usize| q.continuation(c, by_letter).chars().count().max(1) as f64;
             let best = |f: &dyn Fn(usize) -> f64| {
-                range
-                    .clone()
+                (0..q.choices.len())
                     .max_by(|&a, &b| f(a).total_cmp(&f(b)).then(b.cmp(&a)))
                     .expect("at least two choices")
-                    - range.start
             };
-            right += (best(&|i| scored[i].0) == q.answer) as usize;
-            right_norm += (best(&|i| scored[i].0 / lengths[i]) == q.answer) as usize;
+            right += (best(&|c| scored[first + c].0) == q.answer) as usize;
+            right_norm += (best(&|c| scored[first + c].0 / chars(c)) == q.answer) as usize;
         }
         let n = questions.len();
         Ok(McqScore {
