@@ -56,6 +56,7 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     let slots = *first_row.last().unwrap();
     let branched = pollster::block_on(scorer.score(gpu, &items, slots, &mut |_| {})).unwrap();
     let (mut right, mut right_norm) = (0, 0);
+    let (mut answer_ll, mut answer_tokens) = (0.0, 0);
     for (qi, q) in questions.iter().enumerate() {
         let prompt = tok.encode(&q.prompt(), true).unwrap();
         let mut ll = Vec::new();
@@ -83,6 +84,10 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
                 "question {qi} choice {c}: {together} as a branch, {alone} alone"
             );
             ll.push((alone, text.chars().count() as f64));
+            if c == q.answer {
+                answer_ll += alone;
+                answer_tokens += cont.len();
+            }
         }
         let best = |f: &dyn Fn(&(f64, f64)) -> f64| {
             (0..ll.len())
@@ -118,6 +123,11 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     assert_eq!(j["n"], 12);
     assert_eq!(j["accuracy"].as_f64().unwrap(), score.accuracy);
     assert_eq!(j["acc_norm"].as_f64().unwrap(), score.acc_norm);
+    // The loss of the questions as examples (prompt, then the answer): the right answers.
+    let want = -answer_ll / answer_tokens as f64;
+    let loss = j["loss"].as_f64().unwrap();
+    assert!(((loss - want) / want).abs() < 1e-5, "loss {loss} vs {want}");
+    assert_eq!(j["tokens"], answer_tokens);
 }
 
 /// The scorer's log-likelihoods (lm-head on the scored positions only, in several head runs

@@ -12,7 +12,9 @@ use webqlora::data::{encode_records, EncodeOptions, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
-use webqlora::train::evaluate::{example_items, question_items, Scorer, ScorerShape, PASS_TOKENS};
+use webqlora::train::evaluate::{
+    example_items, question_items, LossScore, Scorer, ScorerShape, PASS_TOKENS,
+};
 use webqlora::train::model_source::{default_model_path, ModelSource};
 
 use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
@@ -77,7 +79,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             _ => None,
         })
         .collect();
-    let example_items = example_items(&examples);
+    // Questions are examples too (prompt, then the answer): their loss comes from scoring
+    // the choices, so only the other examples are scored for the loss.
+    let mcq_lines: std::collections::HashSet<usize> = records
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::Mcq(_)) && tok.is_some())
+        .map(|(line, _)| *line)
+        .collect();
+    let other: Vec<_> = examples
+        .iter()
+        .filter(|e| !mcq_lines.contains(&e.line))
+        .cloned()
+        .collect();
+    let example_items = example_items(&other);
     let question_items = match tok {
         Some(tok) => question_items(tok, &questions, by_letter)?.0,
         None => Vec::new(),
@@ -113,7 +127,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("'{name}' is in neither the model nor the adapter");
     }
     let started = Instant::now();
-    let loss = pollster::block_on(scorer.loss(&gpu, &examples))?;
+    let (other_logprob, other_tokens) = pollster::block_on(scorer.logprob_sum(&gpu, &other))?;
     let mcq = match (tok, questions.is_empty()) {
         (Some(tok), false) => {
             let bar = if args.json {
@@ -128,6 +142,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             Some(score)
         }
         _ => None,
+    };
+    let loss = match mcq {
+        Some(m) => LossScore::of(
+            other_logprob + m.answer_logprob,
+            other_tokens + m.answer_tokens,
+        ),
+        None => LossScore::of(other_logprob, other_tokens),
     };
     let secs = started.elapsed().as_secs_f64();
     if args.json {

@@ -212,6 +212,11 @@ pub struct McqScore {
     pub accuracy: f64,
     pub acc_norm: f64,
     pub n: usize,
+    /// The right answers' summed log-likelihood and token count: the loss of the questions
+    /// as training examples (prompt, then the answer's continuation), without scoring them
+    /// again.
+    pub answer_logprob: f64,
+    pub answer_tokens: usize,
 }
 
 /// Loss over the counted tokens of a dataset.
@@ -220,6 +225,18 @@ pub struct LossScore {
     pub loss: f64,
     pub perplexity: f64,
     pub tokens: usize,
+}
+
+impl LossScore {
+    /// From a summed log-likelihood over `tokens` targets.
+    pub fn of(logprob: f64, tokens: usize) -> LossScore {
+        let loss = -logprob / tokens.max(1) as f64;
+        LossScore {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
+        }
+    }
 }
 
 /// Log-probability of `target` under `logits` (one row), in f64.
@@ -410,17 +427,21 @@ impl Scorer {
 
     /// Mean loss and perplexity over the labelled tokens of `examples`.
     pub async fn loss(&self, gpu: &Gpu, examples: &[Example]) -> Result<LossScore, TrainError> {
+        let (sum, tokens) = self.logprob_sum(gpu, examples).await?;
+        Ok(LossScore::of(sum, tokens))
+    }
+
+    /// The summed log-likelihood of the labelled tokens of `examples`, and their count.
+    pub async fn logprob_sum(
+        &self,
+        gpu: &Gpu,
+        examples: &[Example],
+    ) -> Result<(f64, usize), TrainError> {
         let items = example_items(examples);
         let scored = self.score(gpu, &items, examples.len(), &mut |_| {}).await?;
-        let (sum, tokens) = scored
+        Ok(scored
             .iter()
-            .fold((0.0, 0), |(s, n), &(ls, c)| (s + ls, n + c));
-        let loss = -sum / tokens.max(1) as f64;
-        Ok(LossScore {
-            loss,
-            perplexity: loss.exp(),
-            tokens,
-        })
+            .fold((0.0, 0), |(s, n), &(ls, c)| (s + ls, n + c)))
     }
 
     /// Accuracy over multiple-choice questions: the choice whose continuation has the highest
@@ -438,8 +459,11 @@ impl Scorer {
         let slots = *first_row.last().expect("one entry past the questions");
         let scored = self.score(gpu, &items, slots, &mut progress).await?;
         let (mut right, mut right_norm) = (0usize, 0usize);
+        let (mut answer_logprob, mut answer_tokens) = (0.0, 0);
         for (qi, q) in questions.iter().enumerate() {
             let first = first_row[qi];
+            answer_logprob += scored[first + q.answer].0;
+            answer_tokens += scored[first + q.answer].1;
             let chars = |c: usize| q.continuation(c, by_letter).chars().count().max(1) as f64;
             let best = |f: &dyn Fn(usize) -> f64| {
                 (0..q.choices.len())
@@ -454,6 +478,8 @@ impl Scorer {
             accuracy: right as f64 / n.max(1) as f64,
             acc_norm: right_norm as f64 / n.max(1) as f64,
             n,
+            answer_logprob,
+            answer_tokens,
         })
     }
 }
