@@ -150,15 +150,17 @@ fn scored_logprobs_equal_the_full_forward() {
         .collect();
     let (rows, seq, v) = (shape[0], shape[1], config.vocab_size);
     let mut rng = common::rng("scorer");
+    // Two of every three positions scored: 21 targets, three head runs of seven.
     let targets: Vec<u32> = (0..rows * seq)
-        .map(|_| {
-            if rng.random_bool(0.6) {
-                rng.random_range(0..v as u32)
-            } else {
+        .map(|p| {
+            if p % 3 == 0 {
                 IGNORE
+            } else {
+                rng.random_range(0..v as u32)
             }
         })
         .collect();
+    assert!(targets.iter().filter(|&&t| t != IGNORE).count() > 2 * 7);
     let gpu = common::gpu();
     // Both rows in one pass, seven scored positions a head run.
     let shape = ScorerShape {
@@ -203,7 +205,6 @@ fn scored_logprobs_equal_the_full_forward() {
             want_count += 1;
         }
         assert_eq!(count, want_count, "row {r}");
-        assert!(want_count > 7, "row {r} needs more than one head run");
         assert!(
             ((sum - want) / want).abs() < 1e-5,
             "row {r}: {sum} vs {want}"
