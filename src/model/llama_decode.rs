@@ -143,6 +143,15 @@ impl Decoder {
         max_ctx: usize,
         cache: DType,
     ) -> Result<Decoder, GraphError> {
+        if cache == DType::F16 && !gpu.has(wgpu::Features::SHADER_F16) {
+            return Err(GraphError::Unsupported {
+                op: "decode".into(),
+                detail: format!(
+                    "f16 KV caches need shader-f16, which {} lacks",
+                    gpu.info.name
+                ),
+            });
+        }
         let (g, ids, body) = Self::declare(config, base, lora, max_ctx, cache)?;
         let compiled = CompiledGraph::new(gpu, g)?;
         Ok(Self::finish(compiled, ids, body, config, max_ctx, cache))
