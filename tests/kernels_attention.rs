@@ -16,6 +16,15 @@ const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
     (1, 300, 2, 1, 64),
 ];
 
+/// A graph for the texture kernels of software devices, or for the buffer kernels.
+fn graph(textures: bool) -> Graph {
+    if textures {
+        common::texture_graph()
+    } else {
+        Graph::new()
+    }
+}
+
 #[test]
 fn forward_and_backward_match_cpu() {
     for &shape in &SHAPES {
@@ -64,11 +73,7 @@ fn check_shape(
         let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let v = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let d_out = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
-        let mut g = if textures {
-            common::texture_graph()
-        } else {
-            Graph::new()
-        };
+        let mut g = graph(textures);
         let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
         let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
         let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
@@ -191,11 +196,7 @@ fn masked_forward_matches_cpu() {
         let (plain_out, _) = cpu_forward(&q64, &k64, &v64, plain_shape);
         for textures in [false, true] {
             for (m, want) in [(&mask, &want_out), (&plain, &plain_out)] {
-                let mut g = if textures {
-                    common::texture_graph()
-                } else {
-                    Graph::new()
-                };
+                let mut g = graph(textures);
                 let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
                 let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
                 let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
