@@ -7,8 +7,9 @@
 //!   block (absmax 0) gets code 7, the zero.
 //! - dequantized = `q[code] * absmax` in f32.
 //! - Double quantization: offset = mean(absmax); the centred absmax values are quantized in
-//!   blocks of 256 with the 8-bit signed dynamic map (nearest entry);
-//!   absmax ≈ `map[c] * nested_absmax[block / 256] + offset`.
+//!   blocks of 256 with the 8-bit signed dynamic map, each scaled by the reciprocal of the
+//!   block's largest magnitude and coded as bitsandbytes' CPU path codes it
+//!   (`dynamic_map::CellTable`); absmax ≈ `map[c] * nested_absmax[block / 256] + offset`.
 //! - bitsandbytes packs two codes a byte, first element in the high nibble; an odd count is
 //!   padded with a zero value (code 7). The GPU packs eight codes a u32 word, first element in
 //!   the lowest nibble (`gpu_words`). This file is the one place that knows both layouts.
@@ -16,7 +17,7 @@
 use safetensors::Dtype;
 use serde_json::json;
 
-use super::dynamic_map::{nearest, signed_dynamic_map};
+use super::dynamic_map::{nearest, signed_dynamic_map, CellTable};
 
 /// The 16 NF4 values (bitsandbytes' `get_4bit_type("nf4")`).
 pub const NF4_MAP: [f32; 16] = [
@@ -398,10 +399,11 @@ fn pack_bnb(codes: &[u8]) -> Vec<u8> {
 }
 
 /// bitsandbytes' double quantization of NF4 absmax values.
-fn double_quantize(absmax: &[f32]) -> DoubleQuant {
+pub(crate) fn double_quantize(absmax: &[f32]) -> DoubleQuant {
     let offset = (absmax.iter().map(|&a| a as f64).sum::<f64>() / absmax.len() as f64) as f32;
     let map = signed_dynamic_map();
     let zero = nearest(&map, 0.0);
+    let cells = CellTable::signed();
     let mut codes = Vec::with_capacity(absmax.len());
     let mut nested_absmax = Vec::new();
     for block in absmax.chunks(NESTED_BLOCKSIZE) {
@@ -412,7 +414,7 @@ fn double_quantize(absmax: &[f32]) -> DoubleQuant {
             codes.extend(std::iter::repeat_n(zero, block.len()));
         } else {
             let inv = 1.0 / scale;
-            codes.extend(centred.iter().map(|&c| nearest(&map, c * inv)));
+            codes.extend(centred.iter().map(|&c| cells.code(c * inv)));
         }
     }
     DoubleQuant {
