@@ -53,6 +53,7 @@ shader!(KV_STORE, "kv_store");
 shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(MATMUL_TEX, "matmul_tex");
+shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
 shader!(PACK, "pack");
@@ -96,6 +97,7 @@ pub static ALL: &[&Shader] = &[
     &KV_STORE_F16,
     &MATMUL,
     &MATMUL_TEX,
+    &NF4_BNB_CPU,
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
     &PACK,

@@ -346,6 +346,62 @@ fn nf4_forward_matches_dequantized_cpu_matmul() {
     }
 }
 
+/// The kernel that reproduces bitsandbytes' CPU bf16 path against `bnb_cpu::linear_bf16`, bit
+/// for bit: same roundings, same order of sums. Inputs must be whole scale blocks.
+#[test]
+fn nf4_bnb_cpu_bf16_forward_matches_its_cpu_reference() {
+    use webqlora::ops::nf4_matmul::Nf4Compute;
+    use webqlora::quant::bnb_cpu::linear_bf16;
+    let mut rng = rng("nf4_bf16");
+    let shapes = [
+        (64, 64, 64),
+        (63, 128, 32),
+        (65, 256, 128),
+        (1, 64, 64),
+        (129, 576, 64),
+    ];
+    for (case, &(out, n_in, blocksize)) in shapes.iter().enumerate() {
+        let rows = ROWS[case % ROWS.len()];
+        let (q, _) = random_weight(&mut rng, out, n_in, blocksize);
+        // Activations over a wide range of magnitudes, so that the order of the sums shows.
+        let x: Vec<f32> = random_f32(&mut rng, rows * n_in, 1.0)
+            .into_iter()
+            .map(|v| v * 2f32.powi(rng.random_range(-8..8)))
+            .collect();
+        let mut g = Graph::new();
+        let xt = g.input("x", &[rows, n_in], DType::F32);
+        let mut w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+        w.compute = Nf4Compute::BnbCpuBf16;
+        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+        let (codes, absmax) = upload_bytes(&q);
+        let got = run_graph(
+            g,
+            &[(xt, bytes(&x)), (w.codes, codes), (w.absmax, absmax)],
+            &[y],
+        )
+        .remove(0);
+        let want = linear_bf16(&x, &q);
+        let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing, 0,
+            "rows {rows} out {out} in {n_in}: {differing} differ"
+        );
+        assert!(
+            got.iter().all(|v| v.to_bits() & 0xffff == 0),
+            "not bf16 values"
+        );
+    }
+    let mut g = Graph::new();
+    let xt = g.input("x", &[2, 96], DType::F32);
+    let mut w = Nf4Weight::declare(&mut g, "w", [4, 96], 64);
+    w.compute = Nf4Compute::BnbCpuBf16;
+    let err = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "y: shape mismatch: bitsandbytes' CPU bf16 kernel needs rows of whole blocks: 'w' has 96 inputs, blocksize 64"
+    );
+}
+
 #[test]
 fn nf4_backward_data_matches_dequantized_cpu_matmul() {
     let mut rng = rng("nf4_backward");

@@ -1,11 +1,7 @@
 //! The Llama forward pass against transformers' logits for the golden tiny Llama (f32 base,
-//! with and without the PEFT adapter; tolerance from golden/README.md: 1e-4 relative), and the
-//! NF4 path against the f32 path on the same dequantized weights.
-//!
-//! Open: on the bitsandbytes NF4 base our logits differ from `logits_base_nf4` by 3.0e-3
-//! relative, uniformly over tokens, although they equal the f32 path on the dequantized
-//! checkpoint (below). Not explained by plain absmax (3.2e-3) or bf16/f16 dequantization
-//! (3.3e-3 / 3.1e-3); see the issue notes.
+//! with and without the PEFT adapter; tolerance from golden/README.md: 1e-4 relative), the
+//! NF4 path against the f32 path on the same dequantized weights, and the bitsandbytes NF4
+//! logits, which bitsandbytes computed through its bf16 CPU kernel (`quant::bnb_cpu`).
 
 mod common;
 
@@ -48,6 +44,30 @@ fn nf4_base_equals_the_f32_path_on_dequantized_weights() {
     // And it is a quantized model: far from the f32 logits.
     let base = Golden::open("tiny-llama/expected.safetensors").f32("logits_base");
     assert!(rel_err(&nf4, &base) > 0.01);
+}
+
+/// `logits_base_nf4` came from bitsandbytes' eval-mode CPU kernel (bf16 activations, NF4
+/// values, absmax and outputs; `quant::bnb_cpu`), so the f32 path is 3.0e-3 away. With that
+/// kernel reproduced on every module (bit for bit, see kernels_matmul) they come within 3.3e-4:
+/// not the 1e-4 that float32 allows, because rounding every activation to bf16 turns last-bit
+/// differences in the f32 operations between the products (attention, SiLU; ours and PyTorch's
+/// differ there) into whole bf16 steps wherever a value lies near a rounding boundary. Run on
+/// the golden tiny Llama module by module, our products agree with bitsandbytes' own kernel to
+/// 3e-7 and the first such step appears where attention feeds layer 0's o_proj.
+#[test]
+fn nf4_base_logits_match_bitsandbytes_cpu_up_to_bf16_steps() {
+    let folder = golden("tiny-llama/base-bnb-nf4");
+    let bf16 = common::tiny_llama_logits_with(&folder, NF4, None, |m| m.emulate_bnb_cpu_bf16());
+    let want = Golden::open("tiny-llama/expected.safetensors").f32("logits_base_nf4");
+    let (e_bf16, e_f32) = (
+        rel_err(&bf16, &want),
+        rel_err(&logits("tiny-llama/base-bnb-nf4", NF4, false), &want),
+    );
+    assert!(e_bf16 < 1e-3, "bf16 path: relative error {e_bf16}");
+    assert!(
+        e_f32 > 5.0 * e_bf16,
+        "f32 path {e_f32} vs bf16 path {e_bf16}"
+    );
 }
 
 #[test]

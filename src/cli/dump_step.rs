@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use webqlora::gpu::Gpu;
 use webqlora::model::llama::BaseFormat;
 use webqlora::model::ModelConfig;
+use webqlora::quant::bnb_cpu::BnbCpuEffects;
 use webqlora::train::dump_step::{dump_step, write_tensors, Batch};
 
 use super::GpuArgs;
@@ -37,6 +38,14 @@ pub struct DumpStepArgs {
     /// Also take one AdamW step at this learning rate and write the adapter after it.
     #[arg(long)]
     adamw_lr: Option<f32>,
+    /// Reproduce bitsandbytes' eval-mode kernel on CPUs with AVX512-BF16: the NF4 products of
+    /// modules whose input carries no gradient in bf16 (for references made on such a CPU).
+    #[arg(long)]
+    bnb_cpu_bf16: bool,
+    /// Reproduce the absmax bitsandbytes holds after converting its weights to that CPU layout
+    /// and back (any eval pass and then a save): rounded to bf16 and double-quantized again.
+    #[arg(long)]
+    bnb_cpu_repacked: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -48,6 +57,9 @@ pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
         Base::F32 => BaseFormat::F32,
         Base::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
     };
+    if matches!(args.base, Base::F32) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
+        anyhow::bail!("--bnb-cpu-bf16 and --bnb-cpu-repacked apply to an NF4 base (--base nf4)");
+    }
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let tensors = dump_step(
         &gpu,
@@ -56,6 +68,10 @@ pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
         &batch,
         base,
         args.adamw_lr,
+        BnbCpuEffects {
+            bf16: args.bnb_cpu_bf16,
+            repacked: args.bnb_cpu_repacked,
+        },
     )?;
     write_tensors(&args.out, &tensors)?;
     let loss = tensors

@@ -17,7 +17,7 @@ use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
 use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
-use crate::ops::nf4_matmul::{self, Nf4Weight};
+use crate::ops::nf4_matmul::{self, Nf4Compute, Nf4Weight};
 use crate::ops::{embedding, residual, rmsnorm};
 
 /// How base linear weights are stored on the GPU.
@@ -306,6 +306,33 @@ impl Llama {
             lm_head,
             cos_sin,
         })
+    }
+
+    /// Run the NF4 products of the modules whose input carries no gradient as bitsandbytes'
+    /// eval-mode CPU kernel does (`Nf4Compute::BnbCpuBf16`, see `quant::bnb_cpu`): the modules
+    /// before the first adapter in the dataflow, so every module without an adapter and layer
+    /// 0's q, k and v under an adapter on all seven. For reproducing references made with
+    /// bitsandbytes on CPUs with AVX512-BF16.
+    pub fn emulate_bnb_cpu_bf16(&mut self) {
+        let mut input_has_grad = false;
+        for l in &mut self.layers {
+            let groups: [&mut [&mut Module]; 4] = [
+                &mut [&mut l.q, &mut l.k, &mut l.v],
+                &mut [&mut l.o],
+                &mut [&mut l.gate, &mut l.up],
+                &mut [&mut l.down],
+            ];
+            // The modules of a group share their input; the next group's input depends on
+            // their outputs.
+            for group in groups {
+                for m in group.iter_mut() {
+                    if let (Linear::Nf4(w), false) = (&mut m.weight, input_has_grad) {
+                        w.compute = Nf4Compute::BnbCpuBf16;
+                    }
+                }
+                input_has_grad |= group.iter().any(|m| m.lora.is_some());
+            }
+        }
     }
 
     /// Dropout with probability `p` on every adapter's input (PEFT's lora_dropout), for a

@@ -62,6 +62,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATVEC,
         &matmul::MATVEC_ACC,
         &nf4_matmul::FORWARD,
+        &nf4_matmul::FORWARD_BF16,
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,
         &nf4_matmul::MATVEC,

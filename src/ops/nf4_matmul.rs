@@ -77,6 +77,16 @@ pub static MATVEC: Kernel = Kernel {
     bindings: &WRITE,
 };
 
+/// y = x · Wᵀ as bitsandbytes' CPU bf16 kernel rounds it (`Nf4Compute::BnbCpuBf16`).
+pub static FORWARD_BF16: Kernel = Kernel {
+    name: "nf4_bnb_cpu_forward",
+    shader: &shaders::NF4_BNB_CPU,
+    entry: "nf4_bnb_cpu_forward",
+    variants: &[],
+    textures: &[],
+    bindings: &WRITE,
+};
+
 const TEX_OPERANDS: &[TextureBinding] = &[
     TextureBinding {
         name: "x_tex",
@@ -136,12 +146,27 @@ pub static BACKWARD_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// How the forward product with an NF4 weight rounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Nf4Compute {
+    /// Exact dequantized weights, f32 activations and sums: bitsandbytes with
+    /// `bnb_4bit_compute_dtype=float32` on CUDA, and its training path everywhere.
+    #[default]
+    F32,
+    /// bitsandbytes' CPU kernel on CPUs with AVX512-BF16, which `Linear4bit` runs in eval mode
+    /// when its input carries no gradient: activations, NF4 values and absmax rounded to bf16,
+    /// f32 sums, outputs rounded to bf16 (see `quant::bnb_cpu`). For reproducing references
+    /// made that way; the backward stays f32, as bitsandbytes' own.
+    BnbCpuBf16,
+}
+
 /// An NF4 weight in a graph: its codes [out, in] and per-block absmax.
 #[derive(Clone, Copy, Debug)]
 pub struct Nf4Weight {
     pub codes: TensorId,
     pub absmax: TensorId,
     pub blocksize: usize,
+    pub compute: Nf4Compute,
 }
 
 impl Nf4Weight {
@@ -153,6 +178,7 @@ impl Nf4Weight {
             codes: g.param(name, &shape, DType::Nf4),
             absmax: g.param(&format!("{name}.absmax"), &[blocks], DType::F32),
             blocksize,
+            compute: Nf4Compute::F32,
         }
     }
 
@@ -240,6 +266,22 @@ fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize, accumulate: boo
         .u32(accumulate as u32)
 }
 
+/// The bf16 kernel sums whole scale blocks of a row, as bitsandbytes' CPU layout requires.
+fn check_bf16_layout(g: &Graph, name: &str, w: &Nf4Weight) -> Result<(), GraphError> {
+    let (_, n_in) = w.shape(g);
+    if n_in.is_multiple_of(w.blocksize) {
+        return Ok(());
+    }
+    Err(GraphError::ShapeMismatch {
+        op: name.into(),
+        detail: format!(
+            "bitsandbytes' CPU bf16 kernel needs rows of whole blocks: '{}' has {n_in} inputs, blocksize {}",
+            g.tensor(w.codes).name,
+            w.blocksize
+        ),
+    })
+}
+
 /// A new temporary `name` = x · Wᵀ, [rows, out].
 pub fn forward(
     g: &mut Graph,
@@ -251,6 +293,12 @@ pub fn forward(
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
     let p = params(rows, w, n_in, n_out, false);
+    if w.compute == Nf4Compute::BnbCpuBf16 {
+        check_bf16_layout(g, name, w)?;
+        let dispatch = Dispatch::linear(rows * n_out, 64);
+        g.push(name, &FORWARD_BF16, &[x, w.codes, w.absmax, y], p, dispatch)?;
+        return Ok(y);
+    }
     if on_textures(g, w, rows, n_out) {
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
         let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
@@ -340,9 +388,16 @@ pub fn matvec(
     }
     let y = g.temp(name, &[n_out], DType::F32);
     let p = params(1, w, n_in, n_out, false);
+    let kernel = match w.compute {
+        Nf4Compute::F32 => &MATVEC,
+        Nf4Compute::BnbCpuBf16 => {
+            check_bf16_layout(g, name, w)?;
+            &FORWARD_BF16
+        }
+    };
     g.push(
         name,
-        &MATVEC,
+        kernel,
         &[x, w.codes, w.absmax, y],
         p,
         Dispatch::linear(n_out, 64),

@@ -15,6 +15,7 @@ use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, ModelError};
 use crate::ops::adamw::AdamW;
 use crate::ops::matmul::{matmul, Operand};
+use crate::quant::bnb_cpu::{self, BnbCpuEffects};
 
 /// Named f32 tensors: (name, shape, values).
 pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -84,6 +85,7 @@ pub fn dump_step(
     batch: &Batch,
     base: BaseFormat,
     adamw_lr: Option<f32>,
+    bnb_cpu: BnbCpuEffects,
 ) -> Result<Tensors, ModelError> {
     let config = ModelConfig::load(model_dir)?;
     let files = SafetensorsFiles::open_dir(model_dir)?;
@@ -99,8 +101,11 @@ pub fn dump_step(
 
     let (b, s, v) = (batch.batch, batch.seq, config.vocab_size);
     let mut g = Graph::for_device(gpu);
-    let model =
+    let mut model =
         Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
+    if bnb_cpu.bf16 {
+        model.emulate_bnb_cpu_bf16();
+    }
     let input = g.input("input_ids", &[b * s], DType::U32);
     let targets = g.input("targets", &[b * s], DType::U32);
     let chunk = crate::ops::cross_entropy::chunk_for_graph(&g, b * s, v, config.hidden_size);
@@ -152,6 +157,11 @@ pub fn dump_step(
 
     let compiled = CompiledGraph::new(gpu, g).map_err(graph_err)?;
     upload_model(gpu, &compiled, &config, &files, base, Some(&adapter))?;
+    if bnb_cpu.repacked {
+        // Weights quantized on load are double-quantized, as bitsandbytes' by default.
+        let double_quant = config.quantization.as_ref().is_none_or(|q| q.double_quant);
+        repack_absmax(gpu, &compiled, double_quant)?;
+    }
     let write = |t: TensorId, bytes: &[u8]| compiled.write(gpu, t, bytes).map_err(graph_err);
     write(input, bytemuck::cast_slice(&batch.input_ids))?;
     write(targets, bytemuck::cast_slice(&batch.targets()))?;
@@ -176,6 +186,32 @@ pub fn dump_step(
         out.push((name, shape, values));
     }
     Ok(out)
+}
+
+/// Replace the absmax of every NF4 weight in `compiled` by what bitsandbytes' CPU conversion
+/// round trip leaves of it (`bnb_cpu::repacked_absmax`).
+fn repack_absmax(
+    gpu: &Gpu,
+    compiled: &CompiledGraph,
+    double_quant: bool,
+) -> Result<(), ModelError> {
+    let graph = &compiled.graph;
+    let invalid = |msg: String| ModelError::Invalid {
+        path: "graph".into(),
+        msg,
+    };
+    for desc in graph.tensors.iter().filter(|d| d.dtype == DType::Nf4) {
+        let absmax = graph
+            .find(&format!("{}.absmax", desc.name))
+            .expect("declared with its weight");
+        let values = pollster::block_on(compiled.read_f32(gpu, absmax))
+            .map_err(|e| invalid(e.to_string()))?;
+        let repacked = bnb_cpu::repacked_absmax(&values, double_quant);
+        compiled
+            .write(gpu, absmax, bytemuck::cast_slice(&repacked))
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Write named f32 tensors as one safetensors file, through a temporary name.

@@ -300,6 +300,16 @@ pub fn tiny_llama_logits(
     base: webqlora::model::llama::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
 ) -> Vec<f32> {
+    tiny_llama_logits_with(dir, base, adapter, |_| {})
+}
+
+/// `tiny_llama_logits` with `adjust` applied to the model before its graph is built.
+pub fn tiny_llama_logits_with(
+    dir: &std::path::Path,
+    base: webqlora::model::llama::BaseFormat,
+    adapter: Option<&webqlora::lora::peft::Adapter>,
+    adjust: impl FnOnce(&mut webqlora::model::llama::Llama),
+) -> Vec<f32> {
     use webqlora::graph::{CompiledGraph, DType, Graph};
     use webqlora::model::llama::Llama;
     let expected = Golden::open("tiny-llama/expected.safetensors");
@@ -312,7 +322,8 @@ pub fn tiny_llama_logits(
     let config = webqlora::model::ModelConfig::load(dir).unwrap();
     let files = webqlora::model::safetensors_files::SafetensorsFiles::open_dir(dir).unwrap();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, adapter.map(|a| &a.config), seq).unwrap();
+    let mut model = Llama::declare(&mut g, &config, base, adapter.map(|a| &a.config), seq).unwrap();
+    adjust(&mut model);
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
     g.mark_output(logits);
