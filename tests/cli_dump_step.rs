@@ -30,10 +30,24 @@ fn write_batch(path: &std::path::Path, names: &[&str]) {
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
-fn dump_step(args: &[&str]) -> std::process::Output {
+/// `webqlora dump-step` on golden `model` with the golden adapter, then `extra`.
+fn dump_step(
+    model: &str,
+    batch: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_webqlora"))
         .arg("dump-step")
-        .args(args)
+        .arg("--model")
+        .arg(golden(model))
+        .arg("--adapter")
+        .arg(golden("tiny-llama/adapter"))
+        .arg("--batch")
+        .arg(batch)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -49,22 +63,9 @@ fn check_golden_step(model: &str, key: &str, extra: &[&str]) {
         .as_f64()
         .unwrap()
         .to_string();
-    let model = golden(model);
-    let adapter = golden("tiny-llama/adapter");
-    let mut args = vec![
-        "--model",
-        model.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--batch",
-        batch.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--adamw-lr",
-        &lr,
-    ];
+    let mut args = vec!["--adamw-lr", &lr];
     args.extend_from_slice(extra);
-    let run = dump_step(&args);
+    let run = dump_step(model, &batch, &out, &args);
     assert!(
         run.status.success(),
         "{}",
@@ -126,20 +127,8 @@ fn the_f32_nf4_path_differs_from_the_cpu_golden_step() {
     let batch = dir.join("batch.safetensors");
     let out = dir.join("step.safetensors");
     write_batch(&batch, &["input_ids", "labels"]);
-    let (model, adapter) = (
-        golden("tiny-llama/base-bnb-nf4"),
-        golden("tiny-llama/adapter"),
-    );
-    let run = dump_step(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--batch",
-        batch.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let model = "tiny-llama/base-bnb-nf4";
+    let run = dump_step(model, &batch, &out, &[]);
     assert!(
         run.status.success(),
         "{}",
@@ -154,19 +143,7 @@ fn the_f32_nf4_path_differs_from_the_cpu_golden_step() {
         "f32 NF4 path vs the CPU golden step: {e}"
     );
     // The reproduction switches apply to an NF4 base only.
-    let run = dump_step(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--batch",
-        batch.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--base",
-        "f32",
-        "--bnb-cpu-bf16",
-    ]);
+    let run = dump_step(model, &batch, &out, &["--base", "f32", "--bnb-cpu-bf16"]);
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("apply to an NF4 base"), "{err}");
@@ -179,18 +156,7 @@ fn a_bad_batch_is_named_and_nothing_is_written() {
     let batch = dir.join("batch.safetensors");
     let out = dir.join("step.safetensors");
     write_batch(&batch, &["input_ids"]);
-    let model = golden("tiny-llama/base-bnb-nf4");
-    let adapter = golden("tiny-llama/adapter");
-    let run = dump_step(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--batch",
-        batch.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = dump_step("tiny-llama/base-bnb-nf4", &batch, &out, &[]);
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
