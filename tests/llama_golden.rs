@@ -77,3 +77,52 @@ fn lora_logits_match_peft() {
         "logits_lora",
     );
 }
+
+/// bitsandbytes takes its bf16 kernel where a module's input carries no gradient: every module
+/// up to and including the first group (q/k/v, o, gate/up, down) with an adapter.
+#[test]
+fn the_bf16_kernel_goes_to_modules_before_the_first_adapter() {
+    use webqlora::graph::Graph;
+    use webqlora::lora::LoraConfig;
+    use webqlora::model::llama::{Linear, Llama};
+    use webqlora::ops::nf4_matmul::Nf4Compute;
+    let config = webqlora::model::ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
+    let bf16_modules = |targets: &[&str]| {
+        let lora = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            target_modules: targets.iter().map(|t| t.to_string()).collect(),
+            use_rslora: false,
+            base_model_name_or_path: String::new(),
+        };
+        let mut model = Llama::declare(&mut Graph::new(), &config, NF4, Some(&lora), 16).unwrap();
+        model.emulate_bnb_cpu_bf16();
+        let mut names = Vec::new();
+        for (i, l) in model.layers.iter().enumerate() {
+            let modules = [
+                ("q", &l.q),
+                ("k", &l.k),
+                ("v", &l.v),
+                ("o", &l.o),
+                ("gate", &l.gate),
+                ("up", &l.up),
+                ("down", &l.down),
+            ];
+            for (name, m) in modules {
+                if let Linear::Nf4(w) = m.weight {
+                    if w.compute == Nf4Compute::BnbCpuBf16 {
+                        names.push(format!("{i}.{name}"));
+                    }
+                }
+            }
+        }
+        names.join(" ")
+    };
+    assert_eq!(bf16_modules(&["q_proj", "v_proj"]), "0.q 0.k 0.v");
+    assert_eq!(bf16_modules(&["o_proj"]), "0.q 0.k 0.v 0.o");
+    assert_eq!(
+        bf16_modules(&["down_proj"]),
+        "0.q 0.k 0.v 0.o 0.gate 0.up 0.down"
+    );
+}

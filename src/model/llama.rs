@@ -325,12 +325,15 @@ impl Llama {
             // The modules of a group share their input; the next group's input depends on
             // their outputs.
             for group in groups {
+                if input_has_grad {
+                    return;
+                }
                 for m in group.iter_mut() {
-                    if let (Linear::Nf4(w), false) = (&mut m.weight, input_has_grad) {
+                    if let Linear::Nf4(w) = &mut m.weight {
                         w.compute = Nf4Compute::BnbCpuBf16;
                     }
                 }
-                input_has_grad |= group.iter().any(|m| m.lora.is_some());
+                input_has_grad = group.iter().any(|m| m.lora.is_some());
             }
         }
     }
