@@ -53,9 +53,15 @@ shader!(KV_STORE, "kv_store");
 shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(MATMUL_TEX, "matmul_tex");
+shader!(MATMUL_TEX_SG, "matmul_tex_sg", wgpu::Features::SUBGROUP);
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
+shader!(
+    NF4_MATMUL_TEX_SG,
+    "nf4_matmul_tex_sg",
+    wgpu::Features::SUBGROUP
+);
 shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
@@ -97,9 +103,11 @@ pub static ALL: &[&Shader] = &[
     &KV_STORE_F16,
     &MATMUL,
     &MATMUL_TEX,
+    &MATMUL_TEX_SG,
     &NF4_BNB_CPU,
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
+    &NF4_MATMUL_TEX_SG,
     &PACK,
     &PACK_VEC4,
     &PACK_WORDS,

@@ -95,19 +95,57 @@ fn discrete_gpu_variant_matches_cpu() {
     }
 }
 
-/// c = alpha·op(a)·op(b) and c0 += alpha·op(a)·op(b) on a texture graph against the CPU
-/// reference (fresh random data, outputs poisoned); returns the kernels the graph ran.
+/// Texture graphs without and (where the device has eight-lane subgroups) with the
+/// subgroup kernels: the two must give identical bits.
+fn texture_graphs() -> Vec<Graph> {
+    let mut graphs = vec![common::texture_graph_without_subgroups()];
+    if common::gpu().has_eight_lane_subgroups() {
+        graphs.push(common::texture_graph());
+    }
+    graphs
+}
+
+/// Outputs of the same graph built without and with the subgroup kernels, bit for bit.
+fn assert_same_bits(results: &[Vec<Vec<f32>>], case: &str) {
+    for other in &results[1..] {
+        for (i, (x, y)) in results[0].iter().zip(other).enumerate() {
+            let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{case}: output {i} differs with the subgroup kernels");
+        }
+    }
+}
+
+/// c = alpha·op(a)·op(b) and c0 += alpha·op(a)·op(b) on the texture graphs against the CPU
+/// reference (fresh random data, outputs poisoned); returns the kernels each graph ran.
 fn check_texture_product(
     rng: &mut rand::rngs::StdRng,
     (m, k, n): (usize, usize, usize),
     ta: bool,
     tb: bool,
-) -> Vec<&'static str> {
+) -> Vec<Vec<&'static str>> {
     let alpha = rng.random_range(0.25..2.0);
     let a = random_f32(rng, m * k, 1.0);
     let b = random_f32(rng, k * n, 1.0);
     let c0 = random_f32(rng, m * n, 1.0);
-    let mut g = common::texture_graph();
+    let mut kernels = Vec::new();
+    let mut results = Vec::new();
+    for g in texture_graphs() {
+        let (ran, got) = texture_product(g, (m, k, n), ta, tb, alpha, [&a, &b, &c0]);
+        kernels.push(ran);
+        results.push(got);
+    }
+    assert_same_bits(&results, &format!("m {m} k {k} n {n} ta {ta} tb {tb}"));
+    kernels
+}
+
+fn texture_product(
+    mut g: Graph,
+    (m, k, n): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+    alpha: f32,
+    [a, b, c0]: [&[f32]; 3],
+) -> (Vec<&'static str>, Vec<Vec<f32>>) {
     let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
     let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
     let ct = g.input("c0", &[m, n], DType::F32);
@@ -121,18 +159,16 @@ fn check_texture_product(
     let kernels: Vec<&'static str> = g.nodes.iter().map(|n| n.kernel.name).collect();
     let got = run_graph(
         g,
-        &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+        &[(at, bytes(a)), (bt, bytes(b)), (ct, bytes(c0))],
         &[c, ct],
     );
-    let want = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, None);
-    let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, alpha, Some(&c0));
+    let want = cpu_matmul(a, ta, b, tb, m, k, n, alpha, None);
+    let want_acc = cpu_matmul(a, ta, b, tb, m, k, n, alpha, Some(c0));
     let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
-    assert!(e < 1e-5, "m {m} k {k} n {n} ta {ta} tb {tb}: rel err {e}");
-    assert!(
-        e_acc < 1e-5,
-        "m {m} k {k} n {n} ta {ta} tb {tb} accumulating: {e_acc}"
-    );
-    kernels
+    let case = format!("m {m} k {k} n {n} ta {ta} tb {tb} {kernels:?}");
+    assert!(e < 1e-5, "{case}: rel err {e}");
+    assert!(e_acc < 1e-5, "{case} accumulating: {e_acc}");
+    (kernels, got)
 }
 
 /// The texture kernel of software devices: every transposition, sides that are not multiples
@@ -158,11 +194,15 @@ fn texture_matmul_matches_cpu() {
                     *ns.choose(&mut rng).unwrap(),
                 ),
             };
-            let kernels = check_texture_product(&mut rng, (m, k, n), ta, tb);
-            // The second product finds both operands already packed.
-            assert_eq!(kernels.len(), 4, "{kernels:?}");
-            assert_eq!((kernels[2], kernels[3]), ("matmul_tex", "matmul_tex_acc"));
-            packs_seen.extend(kernels[..2].iter().copied());
+            let runs = check_texture_product(&mut rng, (m, k, n), ta, tb);
+            for (kernels, sg) in runs.iter().zip(["", "_sg"]) {
+                // The second product finds both operands already packed.
+                assert_eq!(kernels.len(), 4, "{kernels:?}");
+                let products = (kernels[2], kernels[3]);
+                let want = (format!("matmul_tex{sg}"), format!("matmul_tex{sg}_acc"));
+                assert_eq!((products.0.to_string(), products.1.to_string()), want);
+                packs_seen.extend(kernels[..2].iter().copied());
+            }
         }
     }
 
@@ -192,7 +232,6 @@ fn narrow_texture_matmul_matches_cpu() {
                 std::mem::swap(&mut m, &mut n);
             }
             let k = *ks.choose(&mut rng).unwrap();
-            let kernels = check_texture_product(&mut rng, (m, k, n), ta, tb);
             // Both stored with k as rows (always so for k = 1): the Aᵀ B kernel, no transposing
             // pack.
             let kernel = if k == 1 || (ta && !tb) {
@@ -201,10 +240,12 @@ fn narrow_texture_matmul_matches_cpu() {
                 "matmul_tex_narrow"
             };
             let acc_kernel = format!("{kernel}_acc");
-            assert!(
-                kernels.contains(&kernel) && kernels.contains(&acc_kernel.as_str()),
-                "{m}x{k}x{n}: {kernels:?}"
-            );
+            for kernels in check_texture_product(&mut rng, (m, k, n), ta, tb) {
+                assert!(
+                    kernels.contains(&kernel) && kernels.contains(&acc_kernel.as_str()),
+                    "{m}x{k}x{n}: {kernels:?}"
+                );
+            }
         }
     }
 }
@@ -477,43 +518,49 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
         let x = random_f32(&mut rng, rows * n_in, 1.0);
         let dy = random_f32(&mut rng, rows * out, 1.0);
         let dx0 = random_f32(&mut rng, rows * n_in, 1.0);
-        let mut g = common::texture_graph();
-        let xt = g.input("x", &[rows, n_in], DType::F32);
-        let dyt = g.input("dy", &[rows, out], DType::F32);
-        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
-        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
-        let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
-        let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
-        nf4_matmul::backward_into(&mut g, "dx_acc += dy W", acc, dyt, &w).unwrap();
-        let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
-        for k in [
-            "nf4_forward_tex",
-            "nf4_backward_tex",
-            "nf4_backward_tex_acc",
-        ] {
-            assert!(kernels.contains(&k), "{rows}x{out}x{n_in}: {kernels:?}");
-        }
-        let (codes, absmax) = upload_bytes(&q);
-        let inputs = [
-            (xt, bytes(&x)),
-            (dyt, bytes(&dy)),
-            (w.codes, codes),
-            (w.absmax, absmax),
-            (acc, bytes(&dx0)),
-        ];
-        let got = run_graph(g, &inputs, &[y, dx, acc]);
         let want_y = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
         let want_dx = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
         let want_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
         let case = format!("rows {rows} out {out} in {n_in} bs {blocksize}");
-        for (what, got, want) in [
-            ("forward", &got[0], &want_y),
-            ("backward", &got[1], &want_dx),
-            ("backward accumulating", &got[2], &want_acc),
-        ] {
-            let e = rel_err(got, want);
-            assert!(e < 1e-5, "{case} {what}: rel err {e}");
+        let mut results = Vec::new();
+        for (mut g, sg) in texture_graphs().into_iter().zip(["", "_sg"]) {
+            let xt = g.input("x", &[rows, n_in], DType::F32);
+            let dyt = g.input("dy", &[rows, out], DType::F32);
+            let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+            let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+            let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+            let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
+            nf4_matmul::backward_into(&mut g, "dx_acc += dy W", acc, dyt, &w).unwrap();
+            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            let names = ["nf4_forward_tex", "nf4_backward_tex", "nf4_backward_tex"];
+            let want: Vec<String> = names
+                .iter()
+                .zip(["", "", "_acc"])
+                .map(|(k, acc)| format!("{k}{sg}{acc}"))
+                .collect();
+            for k in &want {
+                assert!(kernels.contains(&k.as_str()), "{case}: {kernels:?}");
+            }
+            let (codes, absmax) = upload_bytes(&q);
+            let inputs = [
+                (xt, bytes(&x)),
+                (dyt, bytes(&dy)),
+                (w.codes, codes),
+                (w.absmax, absmax),
+                (acc, bytes(&dx0)),
+            ];
+            let got = run_graph(g, &inputs, &[y, dx, acc]);
+            for (what, got, want) in [
+                ("forward", &got[0], &want_y),
+                ("backward", &got[1], &want_dx),
+                ("backward accumulating", &got[2], &want_acc),
+            ] {
+                let e = rel_err(got, want);
+                assert!(e < 1e-5, "{case} {what}{sg}: rel err {e}");
+            }
+            results.push(got);
         }
+        assert_same_bits(&results, &case);
     }
 }
 
@@ -561,7 +608,8 @@ fn a_texture_is_packed_again_after_its_source_changes() {
         5,
         "{kernels:?}"
     );
-    assert_eq!(kernels[kernels.len() - 2..], ["pack_rows", "matmul_tex"]);
+    assert_eq!(kernels[kernels.len() - 2], "pack_rows");
+    assert!(kernels[kernels.len() - 1].starts_with("matmul_tex"));
     let got = run_graph(
         g,
         &[(at, bytes(&a)), (bt, bytes(&b)), (dt, bytes(&d))],
@@ -591,7 +639,7 @@ fn logits_in_column_blocks_match_cpu() {
         let products = g
             .nodes
             .iter()
-            .filter(|n| n.kernel.name == "matmul_tex")
+            .filter(|n| ["matmul_tex", "matmul_tex_sg"].contains(&n.kernel.name))
             .count();
         assert_eq!(products, vocab.div_ceil(128), "{rows}x{dim}x{vocab}");
         let got = run_graph(g, &[(ht, bytes(&h)), (et, bytes(&e))], &[logits]);

@@ -268,6 +268,14 @@ impl Gpu {
         self.features.contains(feature)
     }
 
+    /// Whether the device's subgroups are always eight lanes wide (the `*_tex_sg` kernels
+    /// broadcast from lanes 0..8).
+    pub fn has_eight_lane_subgroups(&self) -> bool {
+        self.has(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
+    }
+
     /// Let the device make progress: on native this waits for submitted work and fires map
     /// callbacks; in the browser the event loop does it and this is a no-op.
     pub fn poll_wait(&self) {

@@ -131,6 +131,9 @@ pub struct Graph {
     pub textures: Vec<TextureDesc>,
     /// Largest texture side the texture kernels may use; None: buffer kernels only.
     pub texture_kernels: Option<u32>,
+    /// Whether the texture kernels may run as their subgroup versions (`*_tex_sg`), which
+    /// need subgroups of exactly eight lanes (lavapipe at its default vector width).
+    pub subgroup_kernels: bool,
     /// What each texture holds at this point of the node list: the tensor (root) and pack
     /// parameters it was last packed from, until a node writes that tensor.
     packed: Vec<Option<(TensorId, Params)>>,
@@ -143,12 +146,16 @@ impl Graph {
 
     /// A graph for `gpu`: on software devices (lavapipe, SwiftShader) the large products read
     /// their operands from textures, where llvmpipe gathers without branches (see
-    /// shaders/matmul_tex.wgsl). `WEBQLORA_TEXTURES=0` turns that off (for comparisons).
+    /// shaders/matmul_tex.wgsl), and where subgroups are eight lanes wide the products share
+    /// their rows by subgroup broadcasts (shaders/matmul_tex_sg.wgsl). `WEBQLORA_TEXTURES=0`
+    /// and `WEBQLORA_SUBGROUPS=0` turn these off (for comparisons).
     pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
         let mut g = Self::default();
         let disabled = std::env::var("WEBQLORA_TEXTURES").is_ok_and(|v| v == "0");
         if gpu.class == crate::gpu::DeviceClass::Software && !disabled {
             g.texture_kernels = Some(gpu.limits.max_texture_dimension_2d);
+            g.subgroup_kernels = gpu.has_eight_lane_subgroups()
+                && !std::env::var("WEBQLORA_SUBGROUPS").is_ok_and(|v| v == "0");
         }
         g
     }

@@ -114,6 +114,27 @@ pub static MATMUL_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// `MATMUL_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; same dispatch and
+/// results).
+pub static MATMUL_TEX_SG: Kernel = Kernel {
+    name: "matmul_tex_sg",
+    shader: &shaders::MATMUL_TEX_SG,
+    entry: "matmul_tex_sg",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// `MATMUL_TEX_ACC` sharing rows by subgroup broadcasts.
+pub static MATMUL_TEX_SG_ACC: Kernel = Kernel {
+    name: "matmul_tex_sg_acc",
+    shader: &shaders::MATMUL_TEX_SG,
+    entry: "matmul_tex_sg",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
 /// c = alpha · A · B for at most 32 columns, texture operands.
 pub static MATMUL_TEX_NARROW: Kernel = Kernel {
     name: "matmul_tex_narrow",
@@ -461,7 +482,10 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(block.first as u32);
+        let sg = g.subgroup_kernels;
         let (kernel, dispatch) = match (shape, accumulate) {
+            (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, wide_dispatch(rows, cols)),
+            (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, wide_dispatch(rows, cols)),
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
             (TextureShape::Tn, _) => unreachable!("push_tn runs these"),

@@ -146,6 +146,37 @@ pub static BACKWARD_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// `FORWARD_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; same dispatch
+/// and results).
+pub static FORWARD_TEX_SG: Kernel = Kernel {
+    name: "nf4_forward_tex_sg",
+    shader: &shaders::NF4_MATMUL_TEX_SG,
+    entry: "nf4_forward_tex_sg",
+    variants: &[],
+    bindings: &TEX_WRITE,
+    textures: TEX_OPERANDS,
+};
+
+/// `BACKWARD_TEX` sharing rows by subgroup broadcasts.
+pub static BACKWARD_TEX_SG: Kernel = Kernel {
+    name: "nf4_backward_tex_sg",
+    shader: &shaders::NF4_MATMUL_TEX_SG,
+    entry: "nf4_backward_tex_sg",
+    variants: &[],
+    bindings: &TEX_WRITE,
+    textures: TEX_OPERANDS,
+};
+
+/// `BACKWARD_TEX_ACC` sharing rows by subgroup broadcasts.
+pub static BACKWARD_TEX_SG_ACC: Kernel = Kernel {
+    name: "nf4_backward_tex_sg_acc",
+    shader: &shaders::NF4_MATMUL_TEX_SG,
+    entry: "nf4_backward_tex_sg",
+    variants: &[],
+    bindings: &TEX_ACCUMULATE,
+    textures: TEX_OPERANDS,
+};
+
 /// How the forward product with an NF4 weight rounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Nf4Compute {
@@ -302,7 +333,12 @@ pub fn forward(
     if on_textures(g, w, rows, n_out) {
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
         let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
-        g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch)?;
+        let kernel = if g.subgroup_kernels {
+            &FORWARD_TEX_SG
+        } else {
+            &FORWARD_TEX
+        };
+        g.push_with_textures(name, kernel, &[y], &textures, p, dispatch)?;
         return Ok(y);
     }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
@@ -332,10 +368,11 @@ fn backward_node(
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
         let dispatch = Dispatch::Grid([n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
         let p = params(rows, w, n_in, n_out, accumulate);
-        let kernel = if accumulate {
-            &BACKWARD_TEX_ACC
-        } else {
-            &BACKWARD_TEX
+        let kernel = match (accumulate, g.subgroup_kernels) {
+            (false, false) => &BACKWARD_TEX,
+            (true, false) => &BACKWARD_TEX_ACC,
+            (false, true) => &BACKWARD_TEX_SG,
+            (true, true) => &BACKWARD_TEX_SG_ACC,
         };
         return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
     }

@@ -343,7 +343,16 @@ pub fn tiny_llama_logits_with(
 
 /// An empty graph whose large products use the texture kernels (what `Graph::for_device`
 /// gives software devices), whatever device the tests run on.
+/// Their subgroup versions are used where the device allows, as there.
 pub fn texture_graph() -> webqlora::graph::Graph {
+    let mut g = texture_graph_without_subgroups();
+    g.subgroup_kernels = gpu().has_eight_lane_subgroups();
+    g
+}
+
+/// A texture graph whose products use the texture kernels without subgroups (what software
+/// devices without eight-lane subgroups get).
+pub fn texture_graph_without_subgroups() -> webqlora::graph::Graph {
     let mut g = webqlora::graph::Graph::new();
     g.texture_kernels = Some(gpu().limits.max_texture_dimension_2d);
     g

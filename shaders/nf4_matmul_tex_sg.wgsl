@@ -1,0 +1,235 @@
+// NF4 dequant-matmuls for software devices whose subgroups are eight lanes wide (lavapipe at
+// its default 256-bit vectors), all operands read from textures:
+//   nf4_forward_tex_sg:  y[t, o]  = sum_i x[t, i] * W[o, i]   (Y = X W^T)
+//   nf4_backward_tex_sg: dx[t, i] = sum_o dy[t, o] * W[o, i]  (dX = dY W)
+// With params.accumulate != 0 the result is added to the output.
+// Same bindings, texture layouts, requirements (in % 32 == 0, blocksize a multiple of 32
+// dividing in), dispatch and results (bit for bit: the same products and fused multiply-adds
+// in the same order) as nf4_forward_tex / nf4_backward_tex in nf4_matmul_tex.wgsl; the graph
+// picks these when the device has subgroups of exactly eight lanes.
+//
+// Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
+// broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
+// lane fetches four rows of x (or dy) for the subgroup's 32 and shares them by broadcast;
+// each lane decodes its own weights (eight lanes decode eight different code words in one
+// SIMD operation, and each decoded weight serves 32 rows instead of 8).
+//
+// Bindings (group 0):
+//   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
+//   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate }
+//   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
+//                                      (backward), four consecutive values a texel, 0 past the end
+//   3 w_tex       texture_2d<u32>      rgba32uint [out, in/32]: texel (t, o) = code words
+//                                      4t..4t+4 of row o (codes of inputs 32t..32t+32)
+//   4 absmax_tex  texture_2d<f32>      rgba32float [out, ceil(in/blocksize/4)]: scale of block b
+//                                      of row o in component b % 4 of texel (b / 4, o)
+// Dispatch, 64 invocations (eight subgroups: two along the rows by four along the columns,
+// each owning 32 rows by 32 columns):
+//   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + l + 8j (j < 4)
+//   backward: grid (ceil(in / 128), ceil(T / 64), 1); the subgroup owns one texel of codes
+//             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2)
+// and rows m0 + 8g + i (g < 4, i < 8), fetching rows m0 + 8g + l. Accumulator acc[2g + h][i]
+// holds row m0 + 8g + 4h + i, its component j the lane's column j. Out-of-range rows and
+// columns are clamped to the last one: computed, never stored.
+
+struct Params {
+    rows: u32,
+    n_in: u32,
+    n_out: u32,
+    blocksize: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var x_tex: texture_2d<f32>;
+@group(0) @binding(3) var w_tex: texture_2d<u32>;
+@group(0) @binding(4) var absmax_tex: texture_2d<f32>;
+
+/// The NF4 values of four codes (bitsandbytes' table, bit-exact f32), by a tree of selects on
+/// the code's bits (on llvmpipe faster than indexing a private array or a lookup texture).
+fn nf4(codes: vec4<u32>) -> vec4<f32> {
+    let b0 = (codes & vec4<u32>(1u)) != vec4<u32>(0u);
+    let b1 = (codes & vec4<u32>(2u)) != vec4<u32>(0u);
+    let b2 = (codes & vec4<u32>(4u)) != vec4<u32>(0u);
+    let b3 = (codes & vec4<u32>(8u)) != vec4<u32>(0u);
+    let v01 = select(vec4<f32>(-1.0), vec4<f32>(-0.6961928009986877), b0);
+    let v23 = select(vec4<f32>(-0.5250730514526367), vec4<f32>(-0.39491748809814453), b0);
+    let v45 = select(vec4<f32>(-0.28444138169288635), vec4<f32>(-0.18477343022823334), b0);
+    let v67 = select(vec4<f32>(-0.09105003625154495), vec4<f32>(0.0), b0);
+    let v89 = select(vec4<f32>(0.07958029955625534), vec4<f32>(0.16093020141124725), b0);
+    let vab = select(vec4<f32>(0.24611230194568634), vec4<f32>(0.33791524171829224), b0);
+    let vcd = select(vec4<f32>(0.44070982933044434), vec4<f32>(0.5626170039176941), b0);
+    let vef = select(vec4<f32>(0.7229568362236023), vec4<f32>(1.0), b0);
+    let v0_3 = select(v01, v23, b1);
+    let v4_7 = select(v45, v67, b1);
+    let v8_b = select(v89, vab, b1);
+    let vc_f = select(vcd, vef, b1);
+    return select(select(v0_3, v4_7, b2), select(v8_b, vc_f, b2), b3);
+}
+
+/// Four weights of a code word (codes at bits shift, shift + 4, ..), times the block scale.
+fn decode4(word: u32, shift: u32, scale: f32) -> vec4<f32> {
+    return nf4((vec4<u32>(word) >> (vec4<u32>(0u, 4u, 8u, 12u) + shift)) & vec4<u32>(15u)) * scale;
+}
+
+/// Block b's scale for row `row` of W.
+fn scale_of(b: u32, row: i32) -> f32 {
+    return textureLoad(absmax_tex, vec2<i32>(i32(b / 4u), row), 0)[b % 4u];
+}
+
+/// acc + x · w for the matrix w whose column kk holds the lane's four columns' weights at
+/// the texel's k = kk.
+fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
+}
+
+/// Rows 0..4 (lanes 0..4's texel x) of an eight-row group.
+fn rows_0_to_3(acc: mat4x4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma4(acc[0], subgroupBroadcast(x, 0u), w),
+        fma4(acc[1], subgroupBroadcast(x, 1u), w),
+        fma4(acc[2], subgroupBroadcast(x, 2u), w),
+        fma4(acc[3], subgroupBroadcast(x, 3u), w),
+    );
+}
+
+/// Rows 4..8 (lanes 4..8's texel x) of an eight-row group.
+fn rows_4_to_7(acc: mat4x4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma4(acc[0], subgroupBroadcast(x, 4u), w),
+        fma4(acc[1], subgroupBroadcast(x, 5u), w),
+        fma4(acc[2], subgroupBroadcast(x, 6u), w),
+        fma4(acc[3], subgroupBroadcast(x, 7u), w),
+    );
+}
+
+/// Row texel t of the lane's four rows of x (or dy).
+fn x_at(t: i32, rows: vec4<i32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        textureLoad(x_tex, vec2<i32>(t, rows.x), 0),
+        textureLoad(x_tex, vec2<i32>(t, rows.y), 0),
+        textureLoad(x_tex, vec2<i32>(t, rows.z), 0),
+        textureLoad(x_tex, vec2<i32>(t, rows.w), 0),
+    );
+}
+
+/// The subgroup's 32 rows gain x · w, x the lanes' row texels (column g: rows m0 + 8g + l).
+struct Tile {
+    acc: array<mat4x4<f32>, 8>,
+}
+
+fn tile_update(tile: Tile, x: mat4x4<f32>, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = rows_0_to_3(t.acc[0], x[0], w);
+    t.acc[1] = rows_4_to_7(t.acc[1], x[0], w);
+    t.acc[2] = rows_0_to_3(t.acc[2], x[1], w);
+    t.acc[3] = rows_4_to_7(t.acc[3], x[1], w);
+    t.acc[4] = rows_0_to_3(t.acc[4], x[2], w);
+    t.acc[5] = rows_4_to_7(t.acc[5], x[2], w);
+    t.acc[6] = rows_0_to_3(t.acc[6], x[3], w);
+    t.acc[7] = rows_4_to_7(t.acc[7], x[3], w);
+    return t;
+}
+
+/// acc[2g + h][i][j] is row m0 + 8g + 4h + i and column `cols[j]` of y, whose rows are `width`
+/// long.
+fn store_tile(tile: Tile, m0: u32, cols: vec4<u32>, n_cols: u32) {
+    store_rows(tile.acc[0], m0, cols, n_cols);
+    store_rows(tile.acc[1], m0 + 4u, cols, n_cols);
+    store_rows(tile.acc[2], m0 + 8u, cols, n_cols);
+    store_rows(tile.acc[3], m0 + 12u, cols, n_cols);
+    store_rows(tile.acc[4], m0 + 16u, cols, n_cols);
+    store_rows(tile.acc[5], m0 + 20u, cols, n_cols);
+    store_rows(tile.acc[6], m0 + 24u, cols, n_cols);
+    store_rows(tile.acc[7], m0 + 28u, cols, n_cols);
+}
+
+fn store_rows(acc: mat4x4<f32>, m0: u32, cols: vec4<u32>, n_cols: u32) {
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        for (var j = 0u; j < 4u; j++) {
+            if m < params.rows && cols[j] < n_cols {
+                let index = m * n_cols + cols[j];
+                var v = acc[i][j];
+                if params.accumulate != 0u {
+                    v += y[index];
+                }
+                y[index] = v;
+            }
+        }
+    }
+}
+
+/// The subgroup's first row, and the lane's four rows to fetch (clamped to the last one).
+fn subgroup_rows(wg_y: u32, sg: u32, lane: u32) -> vec4<u32> {
+    return vec4<u32>(wg_y * 64u + (sg / 4u) * 32u) + vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(lane);
+}
+
+fn clamp_rows(rows: vec4<u32>) -> vec4<i32> {
+    return min(vec4<i32>(rows), vec4<i32>(i32(params.rows) - 1));
+}
+
+// --- forward --------------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn nf4_forward_tex_sg(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let rows = subgroup_rows(wg.y, sg, lane);
+    let fetch = clamp_rows(rows);
+    let cols = vec4<u32>(wg.x * 128u + (sg % 4u) * 32u + lane) + vec4<u32>(0u, 8u, 16u, 24u);
+    let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
+    var tile: Tile;
+    let texels = params.n_in / 32u;
+    for (var t = 0u; t < texels; t++) {
+        let b = t * 32u / params.blocksize;
+        let w0 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.x), 0);
+        let w1 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.y), 0);
+        let w2 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.z), 0);
+        let w3 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.w), 0);
+        let s = vec4<f32>(scale_of(b, w_rows.x), scale_of(b, w_rows.y), scale_of(b, w_rows.z), scale_of(b, w_rows.w));
+        for (var q = 0u; q < 4u; q++) {
+            // Word q holds inputs 32t + 8q .. + 8: x texels 8t + 2q (lo) and 8t + 2q + 1 (hi).
+            let lo = transpose(mat4x4<f32>(decode4(w0[q], 0u, s.x), decode4(w1[q], 0u, s.y), decode4(w2[q], 0u, s.z), decode4(w3[q], 0u, s.w)));
+            let hi = transpose(mat4x4<f32>(decode4(w0[q], 16u, s.x), decode4(w1[q], 16u, s.y), decode4(w2[q], 16u, s.z), decode4(w3[q], 16u, s.w)));
+            let xt = i32(8u * t + 2u * q);
+            tile = tile_update(tile, x_at(xt, fetch), lo);
+            tile = tile_update(tile, x_at(xt + 1, fetch), hi);
+        }
+    }
+    store_tile(tile, rows.x - lane, cols, params.n_out);
+}
+
+// --- backward -------------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn nf4_backward_tex_sg(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let rows = subgroup_rows(wg.y, sg, lane);
+    let fetch = clamp_rows(rows);
+    // The subgroup's texel of codes (past the last one: the last, computed and not stored).
+    let texel = wg.x * 4u + sg % 4u;
+    let t = i32(min(texel, params.n_in / 32u - 1u));
+    let word = lane / 2u;
+    let shift = 16u * (lane % 2u);
+    let b = u32(t) * 32u / params.blocksize;
+    var tile: Tile;
+    let last_o = i32(params.n_out) - 1;
+    for (var o0 = 0; o0 <= last_o; o0 += 4) {
+        // Column kk: the lane's four inputs' weights for output o0 + kk (dy is 0 past the end).
+        var w: mat4x4<f32>;
+        for (var kk = 0; kk < 4; kk++) {
+            let o = min(o0 + kk, last_o);
+            w[kk] = decode4(textureLoad(w_tex, vec2<i32>(t, o), 0)[word], shift, scale_of(b, o));
+        }
+        tile = tile_update(tile, x_at(o0 / 4, fetch), w);
+    }
+    let cols = vec4<u32>(texel * 32u + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
+    store_tile(tile, rows.x - lane, cols, params.n_in);
+}
