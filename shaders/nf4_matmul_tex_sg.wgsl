@@ -114,11 +114,14 @@ fn x_at(t: i32, rows: vec4<i32>) -> mat4x4<f32> {
     );
 }
 
-/// The subgroup's 32 rows gain x · w, x the lanes' row texels (column g: rows m0 + 8g + l).
+/// The subgroup's accumulators: acc[2g + h][i] holds row m0 + 8g + 4h + i.
+// Indexed by constants only: with one loop-counter index (a store loop) llvmpipe kept the whole
+// tile in memory and the kernels ran 3-4x slower.
 struct Tile {
     acc: array<mat4x4<f32>, 8>,
 }
 
+/// The tile gains x · w, x the lanes' row texels (column g: rows m0 + 8g + l).
 fn tile_update(tile: Tile, x: mat4x4<f32>, w: mat4x4<f32>) -> Tile {
     var t = tile;
     t.acc[0] = rows_0_to_3(t.acc[0], x[0], w);
@@ -132,8 +135,8 @@ fn tile_update(tile: Tile, x: mat4x4<f32>, w: mat4x4<f32>) -> Tile {
     return t;
 }
 
-/// acc[2g + h][i][j] is row m0 + 8g + 4h + i and column `cols[j]` of y, whose rows are `width`
-/// long.
+/// tile.acc[a][i][j] is row m0 + 4a + i (a = 2g + h) and column `cols[j]` of y, whose rows
+/// hold `n_cols` values.
 fn store_tile(tile: Tile, m0: u32, cols: vec4<u32>, n_cols: u32) {
     store_rows(tile.acc[0], m0, cols, n_cols);
     store_rows(tile.acc[1], m0 + 4u, cols, n_cols);
