@@ -22,13 +22,37 @@ macro_rules! shader {
             features: $features,
         };
     };
+    // A kernel file followed by a file of shared functions (no bindings, no entry point).
+    ($ident:ident, $name:literal, $features:expr, then $shared:literal) => {
+        pub static $ident: Shader = Shader {
+            name: $name,
+            source: concat!(
+                include_str!(concat!("../shaders/", $name, ".wgsl")),
+                "\n",
+                include_str!(concat!("../shaders/", $shared, ".wgsl")),
+            ),
+            features: $features,
+        };
+    };
 }
 
 shader!(ADAMW, "adamw");
 shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
 shader!(ATTENTION_BACKWARD_DKV_TEX, "attention_backward_dkv_tex");
+shader!(
+    ATTENTION_BACKWARD_DKV_TEX_SG,
+    "attention_backward_dkv_tex_sg",
+    wgpu::Features::SUBGROUP,
+    then "attention_rows_sg"
+);
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
 shader!(ATTENTION_BACKWARD_DQ_TEX, "attention_backward_dq_tex");
+shader!(
+    ATTENTION_BACKWARD_DQ_TEX_SG,
+    "attention_backward_dq_tex_sg",
+    wgpu::Features::SUBGROUP,
+    then "attention_rows_sg"
+);
 shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
 shader!(
@@ -39,6 +63,17 @@ shader!(
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(ATTENTION_FORWARD_TEX, "attention_forward_tex");
+shader!(
+    ATTENTION_FORWARD_TEX_SG,
+    "attention_forward_tex_sg",
+    wgpu::Features::SUBGROUP,
+    then "attention_rows_sg"
+);
+shader!(
+    ATTENTION_ROWS_SG,
+    "attention_rows_sg",
+    wgpu::Features::SUBGROUP
+);
 shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
 shader!(ATTENTION_FORWARD_MASKED_TEX, "attention_forward_masked_tex");
 shader!(BIAS_ADD, "bias_add");
@@ -82,15 +117,19 @@ pub static ALL: &[&Shader] = &[
     &ADAMW,
     &ATTENTION_BACKWARD_DKV,
     &ATTENTION_BACKWARD_DKV_TEX,
+    &ATTENTION_BACKWARD_DKV_TEX_SG,
     &ATTENTION_BACKWARD_DQ,
     &ATTENTION_BACKWARD_DQ_TEX,
+    &ATTENTION_BACKWARD_DQ_TEX_SG,
     &ATTENTION_DECODE,
     &ATTENTION_DECODE_F16,
     &ATTENTION_DELTA,
     &ATTENTION_FORWARD,
     &ATTENTION_FORWARD_TEX,
+    &ATTENTION_FORWARD_TEX_SG,
     &ATTENTION_FORWARD_MASKED,
     &ATTENTION_FORWARD_MASKED_TEX,
+    &ATTENTION_ROWS_SG,
     &BIAS_ADD,
     &CROSS_ENTROPY_GRAD,
     &CROSS_ENTROPY_LOSS,

@@ -16,19 +16,29 @@ const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
     (1, 300, 2, 1, 64),
 ];
 
-/// A graph for the texture kernels of software devices, or for the buffer kernels.
-fn graph(textures: bool) -> Graph {
-    if textures {
-        common::texture_graph()
-    } else {
-        Graph::new()
+/// Which kernels a graph runs attention with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernels {
+    Buffers,
+    /// The texture kernels of software devices.
+    Textures,
+    /// The subgroup texture kernels (head_dim 64 on eight-lane subgroups), where the device
+    /// has them; the texture kernels elsewhere.
+    Subgroups,
+}
+
+fn graph(kernels: Kernels) -> Graph {
+    match kernels {
+        Kernels::Buffers => Graph::new(),
+        Kernels::Textures => common::texture_graph_without_subgroups(),
+        Kernels::Subgroups => common::texture_graph(),
     }
 }
 
 #[test]
 fn forward_and_backward_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape, false);
+        check_shape(shape, Kernels::Buffers);
     }
 }
 
@@ -37,7 +47,15 @@ fn forward_and_backward_match_cpu() {
 #[test]
 fn texture_kernels_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape, true);
+        check_shape(shape, Kernels::Textures);
+    }
+}
+
+/// The subgroup texture kernels, the same shapes and checks.
+#[test]
+fn subgroup_kernels_match_cpu() {
+    for &shape in &SHAPES {
+        check_shape(shape, Kernels::Subgroups);
     }
 }
 
@@ -50,14 +68,15 @@ fn a_2048_token_sequence_matches_cpu() {
         (1, 2048, 2, 1, 64),
     ] {
         eprintln!("{shape:?}");
-        check_shape(shape, false);
-        check_shape(shape, true);
+        check_shape(shape, Kernels::Buffers);
+        check_shape(shape, Kernels::Textures);
+        check_shape(shape, Kernels::Subgroups);
     }
 }
 
 fn check_shape(
     (batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize, usize, usize),
-    textures: bool,
+    kernels: Kernels,
 ) {
     let mut rng = rng(&format!("attention {batch}x{seq_len}"));
     {
@@ -73,7 +92,7 @@ fn check_shape(
         let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let v = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
         let d_out = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
-        let mut g = graph(textures);
+        let mut g = graph(kernels);
         let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
         let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
         let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
@@ -86,12 +105,20 @@ fn check_shape(
         let saved = attention::forward(&mut g, "attn", qkv, seq_len).unwrap();
         let grads = attention::backward(&mut g, "d_attn", qkv, saved, dt, seq_len).unwrap();
         let (out, lse, dq, dk, dv) = (saved.out, saved.lse, grads.q, grads.k, grads.v);
-        let on_textures = g
-            .nodes
-            .iter()
-            .filter(|n| n.kernel.name.starts_with("attention") && n.kernel.name.ends_with("_tex"))
-            .count();
-        assert_eq!(on_textures, if textures { 3 } else { 0 });
+        let count = |suffix: &str| {
+            g.nodes
+                .iter()
+                .filter(|n| {
+                    n.kernel.name.starts_with("attention") && n.kernel.name.ends_with(suffix)
+                })
+                .count()
+        };
+        let (want_tex, want_sg) = match kernels {
+            Kernels::Buffers => (0, 0),
+            Kernels::Subgroups if head_dim == 64 && g.subgroup_kernels => (0, 3),
+            _ => (3, 0),
+        };
+        assert_eq!((count("_tex"), count("_tex_sg")), (want_tex, want_sg));
         let inputs = [
             (qt, bytes(&q)),
             (kt, bytes(&k)),
@@ -194,9 +221,9 @@ fn masked_forward_matches_cpu() {
         let plain = TokenMask::sequences(tokens, 11);
         let plain_shape = AttentionShape { seq_len: 11, ..s };
         let (plain_out, _) = cpu_forward(&q64, &k64, &v64, plain_shape);
-        for textures in [false, true] {
+        for kernels in [Kernels::Buffers, Kernels::Textures] {
             for (m, want) in [(&mask, &want_out), (&plain, &plain_out)] {
-                let mut g = graph(textures);
+                let mut g = graph(kernels);
                 let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
                 let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
                 let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
@@ -208,6 +235,7 @@ fn masked_forward_matches_cpu() {
                 };
                 let saved = attention::forward_masked(&mut g, "attn", qkv, mt).unwrap();
                 let kernel = g.nodes.last().unwrap().kernel.name;
+                let textures = kernels == Kernels::Textures;
                 assert_eq!(kernel.ends_with("_tex"), textures, "{kernel}");
                 let inputs = [
                     (qt, bytes(&q)),

@@ -125,6 +125,34 @@ pub static BACKWARD_DKV_TEX: Kernel = Kernel {
     ],
 };
 
+/// The forward on eight-lane subgroups at head_dim 64 (see attention_forward_tex_sg.wgsl).
+pub static FORWARD_TEX_SG: Kernel = Kernel {
+    name: "attention_forward_tex_sg",
+    shader: &shaders::ATTENTION_FORWARD_TEX_SG,
+    entry: "attention_forward_tex_sg",
+    variants: &[],
+    bindings: FORWARD_TEX.bindings,
+    textures: FORWARD_TEX.textures,
+};
+
+pub static BACKWARD_DQ_TEX_SG: Kernel = Kernel {
+    name: "attention_backward_dq_tex_sg",
+    shader: &shaders::ATTENTION_BACKWARD_DQ_TEX_SG,
+    entry: "attention_backward_dq_tex_sg",
+    variants: &[],
+    bindings: BACKWARD_DQ_TEX.bindings,
+    textures: BACKWARD_DQ_TEX.textures,
+};
+
+pub static BACKWARD_DKV_TEX_SG: Kernel = Kernel {
+    name: "attention_backward_dkv_tex_sg",
+    shader: &shaders::ATTENTION_BACKWARD_DKV_TEX_SG,
+    entry: "attention_backward_dkv_tex_sg",
+    variants: &[],
+    bindings: BACKWARD_DKV_TEX.bindings,
+    textures: BACKWARD_DKV_TEX.textures,
+};
+
 /// The forward with a per-token mask (packed rows; see attention_forward_masked.wgsl).
 pub static FORWARD_MASKED: Kernel = Kernel {
     name: "attention_forward_masked",
@@ -252,11 +280,25 @@ impl AttentionShape {
     }
 }
 
+/// The head_dim the subgroup kernels are written for (their rows are 16 texels of constants).
+const SUBGROUP_HEAD_DIM: usize = 64;
+
 impl AttentionShape {
     /// Whether the texture kernels run this attention: graphs for software devices, with
     /// every [rows, head_dim / 4] texture within the device's limit.
     fn on_textures(&self, g: &Graph) -> bool {
         g.textures_fit(&[self.tokens * self.heads, self.head_dim / 4])
+    }
+
+    /// Whether the subgroup texture kernels run it: texture graphs for devices with eight-lane
+    /// subgroups, at the head_dim those kernels are written for.
+    fn on_subgroups(&self, g: &Graph) -> bool {
+        g.subgroup_kernels && self.head_dim == SUBGROUP_HEAD_DIM && self.on_textures(g)
+    }
+
+    /// The subgroup kernels' grid: 32 rows (queries or keys) a subgroup, by `heads`.
+    fn subgroup_grid(&self, heads: usize) -> Dispatch {
+        Dispatch::Grid([self.tokens.div_ceil(32) as u32, heads as u32, 1])
     }
 }
 
@@ -301,6 +343,19 @@ pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Sa
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
+    if s.on_subgroups(g) {
+        let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
+        let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
+        g.push_with_textures(
+            name,
+            &FORWARD_TEX_SG,
+            &[qkv.q, out, lse],
+            &[k_tex, v_tex],
+            s.params(),
+            s.subgroup_grid(s.heads),
+        )?;
+        return Ok(Saved { out, lse });
+    }
     if s.on_textures(g) {
         let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
         let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
@@ -408,16 +463,27 @@ pub fn backward(
     let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
     let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
     if s.on_textures(g) {
+        // The subgroup kernels where they apply, with the same bindings and textures.
+        let sg = s.on_subgroups(g);
+        let (dq_kernel, dq_dispatch) = match sg {
+            true => (&BACKWARD_DQ_TEX_SG, s.subgroup_grid(s.heads)),
+            false => (&BACKWARD_DQ_TEX, by_query_row),
+        };
+        let (dkv_kernel, dkv_dispatch) = match sg {
+            true => (&BACKWARD_DKV_TEX_SG, s.subgroup_grid(s.kv_heads)),
+            false => (&BACKWARD_DKV_TEX, by_key_row),
+        };
+        let constants: &[(&str, f64)] = if sg { &[] } else { &constants };
         let k_tex = pack_rows(g, &label, k, s.head_dim, 1)?;
         let v_tex = pack_rows(g, &label, v, s.head_dim, 2)?;
         g.push_with_textures_specialized(
             label,
-            &BACKWARD_DQ_TEX,
+            dq_kernel,
             &[q, d_out, saved.lse, delta, dq],
             &[k_tex, v_tex],
             s.params(),
-            by_query_row,
-            &constants,
+            dq_dispatch,
+            constants,
         )?;
         let label = format!("{name}_kv");
         let textures = [
@@ -428,12 +494,12 @@ pub fn backward(
         ];
         g.push_with_textures_specialized(
             label,
-            &BACKWARD_DKV_TEX,
+            dkv_kernel,
             &[k, v, dk, dv],
             &textures,
             s.params(),
-            by_key_row,
-            &constants,
+            dkv_dispatch,
+            constants,
         )?;
         return Ok(Qkv {
             q: dq,
