@@ -105,12 +105,13 @@ fn texture_graphs() -> Vec<Graph> {
     graphs
 }
 
-/// Outputs of the same graph built without and with the subgroup kernels, bit for bit.
+/// Outputs of the same computation run two ways (without and with the subgroup kernels, or
+/// packs run as kernels and as copies), bit for bit.
 fn assert_same_bits(results: &[Vec<Vec<f32>>], case: &str) {
     for other in &results[1..] {
         for (i, (x, y)) in results[0].iter().zip(other).enumerate() {
             let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(same, "{case}: output {i} differs with the subgroup kernels");
+            assert!(same, "{case}: output {i} differs");
         }
     }
 }
@@ -156,12 +157,29 @@ fn texture_product(
     };
     let c = matmul(&mut g, "c", op(at, ta), op(bt, tb), alpha).unwrap();
     matmul_into(&mut g, "c0 += a b", ct, op(at, ta), op(bt, tb), alpha).unwrap();
-    let kernels: Vec<&'static str> = g.nodes.iter().map(|n| n.kernel.name).collect();
-    let got = run_graph(
-        g,
-        &[(at, bytes(a)), (bt, bytes(b)), (ct, bytes(c0))],
-        &[c, ct],
-    );
+    // What ran: a pack whose rows a buffer-to-texture copy can take (256-byte aligned) ran as
+    // that copy.
+    let kernels: Vec<&'static str> = g
+        .nodes
+        .iter()
+        .map(|n| {
+            if n.copy.is_some() {
+                "copy"
+            } else {
+                n.kernel.name
+            }
+        })
+        .collect();
+    let inputs = [(at, bytes(a)), (bt, bytes(b)), (ct, bytes(c0))];
+    // The pack kernels give the same texels as the copies.
+    if kernels.contains(&"copy") {
+        let mut without_copies = g.clone();
+        without_copies.nodes.iter_mut().for_each(|n| n.copy = None);
+        let kernel_packed = run_graph(without_copies, &inputs, &[c, ct]);
+        let copied = run_graph(g.clone(), &inputs, &[c, ct]);
+        assert_same_bits(&[kernel_packed, copied], "packs copied instead of run");
+    }
+    let got = run_graph(g, &inputs, &[c, ct]);
     let want = cpu_matmul(a, ta, b, tb, m, k, n, alpha, None);
     let want_acc = cpu_matmul(a, ta, b, tb, m, k, n, alpha, Some(c0));
     let (e, e_acc) = (rel_err(&got[0], &want), rel_err(&got[1], &want_acc));
@@ -180,14 +198,15 @@ fn texture_matmul_matches_cpu() {
     let ms = [64usize, 65, 129, 300];
     let ns = [64usize, 65, 127, 129, 300];
     let ks = [1usize, 7, 33, 63, 64, 65, 129, 576];
-    // Aligned sizes take the vec4 packs (rows, and 4x4 blocks of transposed sources), odd
-    // ones the general pack; every pack kernel must have run by the end.
+    // Aligned sizes take the vec4 packs (rows, and 4x4 blocks of transposed sources), rows of
+    // 256 bytes a copy, odd sizes the general pack; every kind must have run by the end.
     let mut packs_seen = std::collections::BTreeSet::new();
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
         for case in 0..4 {
             let (m, k, n) = match case {
                 0 => (64, 576, 300),
                 1 => (65, 63, 129),
+                2 => (65, 32, 129),
                 _ => (
                     *ms.choose(&mut rng).unwrap(),
                     *ks.choose(&mut rng).unwrap(),
@@ -208,7 +227,7 @@ fn texture_matmul_matches_cpu() {
 
     assert_eq!(
         packs_seen.into_iter().collect::<Vec<_>>(),
-        ["pack_cols", "pack_f32", "pack_rows"]
+        ["copy", "pack_cols", "pack_f32", "pack_rows"]
     );
 
     check_row_block(&mut rng, common::texture_graph(), 65);

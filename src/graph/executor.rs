@@ -1,5 +1,5 @@
 //! Runs a planned graph: buffers allocated once, bind groups made once, one command encoder
-//! and one compute pass per run.
+//! per run, its dispatches in one compute pass (split only around buffer-to-texture copies).
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -29,8 +29,8 @@ pub struct CompiledGraph {
     bind_groups: Vec<wgpu::BindGroup>,
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     workgroups: Vec<[u32; 3]>,
-    // Keeps the operand textures alive for the bind groups.
-    _textures: Vec<wgpu::Texture>,
+    /// The operand textures (the bind groups hold views of them).
+    textures: Vec<wgpu::Texture>,
     /// Per tensor: its buffer belongs to another graph (`new_sharing`).
     shared: Vec<bool>,
     // Keeps the node parameters alive for the bind groups.
@@ -145,7 +145,8 @@ impl CompiledGraph {
                     dimension: wgpu::TextureDimension::D2,
                     format: t.format.wgpu(),
                     usage: wgpu::TextureUsages::TEXTURE_BINDING
-                        | wgpu::TextureUsages::STORAGE_BINDING,
+                        | wgpu::TextureUsages::STORAGE_BINDING
+                        | wgpu::TextureUsages::COPY_DST,
                     view_formats: &[],
                 })
             })
@@ -209,7 +210,7 @@ impl CompiledGraph {
             pipelines,
             workgroups,
             shared,
-            _textures: textures,
+            textures,
             _params: params,
         })
     }
@@ -270,16 +271,46 @@ impl CompiledGraph {
     /// planned over the whole graph, so any prefix is safe to run.
     pub fn run_nodes(&self, gpu: &Gpu, range: std::ops::Range<usize>) {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
+        let mut nodes = range.peekable();
+        while let Some(&first) = nodes.peek() {
+            if self.graph.nodes[first].copy.is_some() {
+                self.encode_copy(&mut encoder, first);
+                nodes.next();
+                continue;
+            }
+            // Dispatches up to the next copy share one compute pass.
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("graph"),
                 timestamp_writes: None,
             });
-            for i in range {
+            while let Some(i) = nodes.next_if(|&i| self.graph.nodes[i].copy.is_none()) {
                 self.encode_node(&mut pass, i);
             }
         }
         gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// Node `i`'s copy (see `TextureCopy`): its first tensor's rows into its first texture.
+    fn encode_copy(&self, encoder: &mut wgpu::CommandEncoder, i: usize) {
+        let node = &self.graph.nodes[i];
+        let copy = node.copy.expect("a copy node");
+        let buffer = &self.buffers[self.buffer_of[node.tensors[0].0].expect("placed")];
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: copy.offset,
+                    bytes_per_row: Some(copy.bytes_per_row),
+                    rows_per_image: Some(copy.rows),
+                },
+            },
+            self.textures[node.textures[0].0].as_image_copy(),
+            wgpu::Extent3d {
+                width: copy.width,
+                height: copy.rows,
+                depth_or_array_layers: 1,
+            },
+        );
     }
 
     /// Run with one timed pass per node; returns (node label, kernel, ms) for each node, or
@@ -302,7 +333,13 @@ impl CompiledGraph {
                     label: Some(&self.graph.nodes[i].label),
                     timestamp_writes: timer.writes((i - start) as u32),
                 });
-                self.encode_node(&mut pass, i);
+                if self.graph.nodes[i].copy.is_none() {
+                    self.encode_node(&mut pass, i);
+                } else {
+                    // Copies happen outside passes: the node's span times an empty pass.
+                    drop(pass);
+                    self.encode_copy(&mut encoder, i);
+                }
             }
             timer.resolve(&mut encoder);
             gpu.queue.submit([encoder.finish()]);

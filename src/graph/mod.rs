@@ -12,7 +12,8 @@ mod validate;
 
 pub use executor::{CompiledGraph, RunError};
 pub use node::{
-    Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, Variant,
+    Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, TextureCopy,
+    Variant,
 };
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
@@ -389,6 +390,7 @@ impl Graph {
             params,
             dispatch,
             constants: constants.to_vec(),
+            copy: None,
         });
         Ok(())
     }

@@ -176,6 +176,21 @@ pub struct Node {
     pub dispatch: Dispatch,
     /// Pipeline-overridable constants (`override` in WGSL) this node's pipeline is built with.
     pub constants: Vec<(&'static str, f64)>,
+    /// When set, the executor runs this node as that buffer-to-texture copy instead of its
+    /// dispatch (the same texels).
+    pub copy: Option<TextureCopy>,
+}
+
+/// A pack whose texels are plain rows of its source buffer: `rows` rows of `width` texels
+/// from its first tensor's buffer at byte `offset`, `bytes_per_row` apart (a multiple of
+/// wgpu::COPY_BYTES_PER_ROW_ALIGNMENT), into its first texture. On llvmpipe a copy is a
+/// memcpy per row, where the pack kernel gathers and scatters texel by texel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureCopy {
+    pub offset: u64,
+    pub bytes_per_row: u32,
+    pub width: u32,
+    pub rows: u32,
 }
 
 impl Node {

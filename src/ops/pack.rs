@@ -4,7 +4,7 @@
 
 use crate::graph::{
     Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
-    TextureBinding, TextureId,
+    TextureBinding, TextureCopy, TextureId,
 };
 use crate::shaders;
 
@@ -122,8 +122,25 @@ pub fn pack_f32(
         params.clone(),
         dispatch,
     )?;
+    if std::ptr::eq(kernel, &PACK_ROWS) {
+        g.nodes.last_mut().expect("just pushed").copy = rows_copy(src);
+    }
     g.record_pack(tex, src.tensor, params);
     Ok(tex)
+}
+
+/// The copy that packs `src` (rows of contiguous, aligned k) when its rows are as far apart
+/// as a buffer-to-texture copy requires.
+fn rows_copy(src: Strided) -> Option<TextureCopy> {
+    let bytes_per_row = 4 * src.row_stride as u32;
+    let aligned = bytes_per_row.is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
+    (aligned && src.k_stride == 1 && src.k.is_multiple_of(4) && src.offset.is_multiple_of(4))
+        .then_some(TextureCopy {
+            offset: 4 * src.offset as u64,
+            bytes_per_row,
+            width: texels(src.k) as u32,
+            rows: src.rows as u32,
+        })
 }
 
 /// Write `rows` rows of `words` NF4 code words each (row r from word `r * row_stride`) into the
