@@ -56,24 +56,6 @@ fn v_row(row: u32) -> Row {
     return Row(v_mat(b), v_mat(b + 4u), v_mat(b + 8u), v_mat(b + 12u));
 }
 
-fn q_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(q_tex, vec2<i32>(c, r), 0),
-        textureLoad(q_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(q_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(q_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
-fn d_out_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(d_out_tex, vec2<i32>(c, r), 0),
-        textureLoad(d_out_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(d_out_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(d_out_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
 /// The four slots' keys and what bounds the queries that see them.
 struct Keys {
     k: Rows4,
@@ -119,8 +101,8 @@ fn attention_backward_dkv_tex_sg(
     for (var h = kv * group; h < (kv + 1u) * group; h++) {
         for (var ib = j0; ib < query_end; ib += 8u) {
             let r = i32(min(ib + lane, last) * params.heads + h);
-            let qr = Row(q_mat(0, r), q_mat(4, r), q_mat(8, r), q_mat(12, r));
-            let dr = Row(d_out_mat(0, r), d_out_mat(4, r), d_out_mat(8, r), d_out_mat(12, r));
+            let qr = texture_row(q_tex, r);
+            let dr = texture_row(d_out_tex, r);
             let lse = textureLoad(lse_tex, vec2<i32>(0, r), 0).x;
             let delta = textureLoad(delta_tex, vec2<i32>(0, r), 0).x;
             acc = add_query(acc, keys, ib, row_from0(qr), row_from0(dr), subgroupBroadcast(lse, 0u), subgroupBroadcast(delta, 0u));

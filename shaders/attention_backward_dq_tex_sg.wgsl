@@ -53,24 +53,6 @@ fn d_out_row(row: u32) -> Row {
     return Row(d_out_mat(b), d_out_mat(b + 4u), d_out_mat(b + 8u), d_out_mat(b + 12u));
 }
 
-fn k_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(k_tex, vec2<i32>(c, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
-fn v_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(v_tex, vec2<i32>(c, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
 /// What the four slots' queries need besides their accumulators.
 struct Queries {
     q: Rows4,
@@ -112,8 +94,8 @@ fn attention_backward_dq_tex_sg(
     let key_end = min(q0 + 32u, params.tokens); // one past the block's last query
     for (var kb = q0 - q0 % params.seq_len; kb < key_end; kb += 8u) {
         let r = i32(min(kb + lane, last) * params.kv_heads + kv);
-        let keys = Row(k_mat(0, r), k_mat(4, r), k_mat(8, r), k_mat(12, r));
-        let values = Row(v_mat(0, r), v_mat(4, r), v_mat(8, r), v_mat(12, r));
+        let keys = texture_row(k_tex, r);
+        let values = texture_row(v_tex, r);
         acc = add_key(acc, qs, kb, row_from0(keys), row_from0(values));
         acc = add_key(acc, qs, kb + 1u, row_from1(keys), row_from1(values));
         acc = add_key(acc, qs, kb + 2u, row_from2(keys), row_from2(values));

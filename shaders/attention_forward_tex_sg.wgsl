@@ -1,7 +1,7 @@
 // attention_forward_tex.wgsl for software devices whose subgroups are eight lanes wide, at
 // head_dim 64: the same bindings and results (within rounding: blocks of eight keys share one
 // softmax rescale), a subgroup per 32 queries of one head. Built followed by
-// attention_rows_sg.wgsl (Row, Rows4, row_from<n>).
+// attention_rows_sg.wgsl (Row, Rows4, row_from<n>, texture_row).
 //
 // Lane l owns queries q0 + l + 8s (slot s < 4). Per block of eight keys, lane l fetches key and
 // value kb + l from the textures and the lanes share them by broadcast, so each fetched row
@@ -43,24 +43,6 @@ fn q_row(row: u32) -> Row {
     return Row(q_mat(b), q_mat(b + 4u), q_mat(b + 8u), q_mat(b + 12u));
 }
 
-fn k_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(k_tex, vec2<i32>(c, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(k_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
-fn v_mat(c: i32, r: i32) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        textureLoad(v_tex, vec2<i32>(c, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(v_tex, vec2<i32>(c + 3, r), 0),
-    );
-}
-
 /// Whether key j is among the keys of each slot's query: first <= j <= t.
 fn sees(j: u32, first: vec4<u32>, t: vec4<u32>) -> vec4<bool> {
     return (vec4<u32>(j) >= first) & (vec4<u32>(j) <= t);
@@ -95,7 +77,7 @@ fn attention_forward_tex_sg(
     let key_end = min(q0 + 32u, params.tokens); // one past the block's last query
     for (var kb = q0 - q0 % params.seq_len; kb < key_end; kb += 8u) {
         let r = i32(min(kb + lane, last) * params.kv_heads + kv);
-        let keys = Row(k_mat(0, r), k_mat(4, r), k_mat(8, r), k_mat(12, r));
+        let keys = texture_row(k_tex, r);
         let seen0 = sees(kb, first, t);
         let seen1 = sees(kb + 1u, first, t);
         let seen2 = sees(kb + 2u, first, t);
@@ -128,7 +110,7 @@ fn attention_forward_tex_sg(
         let p7 = weight(s7, m_new, seen7);
         l = l * correction + (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)));
         m = m_new;
-        let values = Row(v_mat(0, r), v_mat(4, r), v_mat(8, r), v_mat(12, r));
+        let values = texture_row(v_tex, r);
         acc = rows_scale(acc, correction);
         acc = rows_axpy(acc, p0, row_from0(values));
         acc = rows_axpy(acc, p1, row_from1(values));

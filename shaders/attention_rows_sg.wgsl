@@ -24,6 +24,21 @@ struct Rows4 {
     r3: Row,
 }
 
+/// Texels c..c + 4 of row r of an rgba32float texture.
+fn texture_mat(tex: texture_2d<f32>, c: i32, r: i32) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        textureLoad(tex, vec2<i32>(c, r), 0),
+        textureLoad(tex, vec2<i32>(c + 1, r), 0),
+        textureLoad(tex, vec2<i32>(c + 2, r), 0),
+        textureLoad(tex, vec2<i32>(c + 3, r), 0),
+    );
+}
+
+/// Row r (16 texels) of an rgba32float texture.
+fn texture_row(tex: texture_2d<f32>, r: i32) -> Row {
+    return Row(texture_mat(tex, 0, r), texture_mat(tex, 4, r), texture_mat(tex, 8, r), texture_mat(tex, 12, r));
+}
+
 fn mat_dot(sum: f32, x: mat4x4<f32>, y: mat4x4<f32>) -> f32 {
     var s = sum;
     s += dot(x[0], y[0]);
