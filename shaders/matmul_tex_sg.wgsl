@@ -3,7 +3,8 @@
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
 // Same bindings, texture layouts, results (bit for bit: the same fused multiply-adds in the
 // same order) and dispatch as matmul_tex in matmul_tex.wgsl; the graph picks this one when
-// the device has subgroups of exactly eight lanes.
+// the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (fma4,
+// rows_0_to_3, rows_4_to_7).
 //
 // Why subgroups: llvmpipe runs a subgroup as one SIMD register, so subgroupBroadcast with a
 // constant lane is a register shuffle, while every texel fetch is a gather. Each lane fetches
@@ -40,31 +41,6 @@ struct Params {
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var a_tex: texture_2d<f32>;
 @group(0) @binding(3) var b_tex: texture_2d<f32>;
-
-/// acc + x · w for the matrix w whose column kk holds the lane's four columns of B at k = kk.
-fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
-    return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
-}
-
-/// Rows 0..4 (lanes 0..4's texel a) of an eight-row group.
-fn rows_0_to_3(acc: mat4x4<f32>, a: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        fma4(acc[0], subgroupBroadcast(a, 0u), w),
-        fma4(acc[1], subgroupBroadcast(a, 1u), w),
-        fma4(acc[2], subgroupBroadcast(a, 2u), w),
-        fma4(acc[3], subgroupBroadcast(a, 3u), w),
-    );
-}
-
-/// Rows 4..8 (lanes 4..8's texel a) of an eight-row group.
-fn rows_4_to_7(acc: mat4x4<f32>, a: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        fma4(acc[0], subgroupBroadcast(a, 4u), w),
-        fma4(acc[1], subgroupBroadcast(a, 5u), w),
-        fma4(acc[2], subgroupBroadcast(a, 6u), w),
-        fma4(acc[3], subgroupBroadcast(a, 7u), w),
-    );
-}
 
 fn a_at(t: i32, row: i32) -> vec4<f32> {
     return textureLoad(a_tex, vec2<i32>(t, row), 0);

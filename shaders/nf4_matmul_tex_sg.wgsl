@@ -6,7 +6,8 @@
 // Same bindings, texture layouts, requirements (in % 32 == 0, blocksize a multiple of 32
 // dividing in), dispatch and results (bit for bit: the same products and fused multiply-adds
 // in the same order) as nf4_forward_tex / nf4_backward_tex in nf4_matmul_tex.wgsl; the graph
-// picks these when the device has subgroups of exactly eight lanes.
+// picks these when the device has subgroups of exactly eight lanes. Built followed by
+// rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7).
 //
 // Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
 // broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
@@ -76,32 +77,6 @@ fn decode4(word: u32, shift: u32, scale: f32) -> vec4<f32> {
 /// Block b's scale for row `row` of W.
 fn scale_of(b: u32, row: i32) -> f32 {
     return textureLoad(absmax_tex, vec2<i32>(i32(b / 4u), row), 0)[b % 4u];
-}
-
-/// acc + x · w for the matrix w whose column kk holds the lane's four columns' weights at
-/// the texel's k = kk.
-fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
-    return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
-}
-
-/// Rows 0..4 (lanes 0..4's texel x) of an eight-row group.
-fn rows_0_to_3(acc: mat4x4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        fma4(acc[0], subgroupBroadcast(x, 0u), w),
-        fma4(acc[1], subgroupBroadcast(x, 1u), w),
-        fma4(acc[2], subgroupBroadcast(x, 2u), w),
-        fma4(acc[3], subgroupBroadcast(x, 3u), w),
-    );
-}
-
-/// Rows 4..8 (lanes 4..8's texel x) of an eight-row group.
-fn rows_4_to_7(acc: mat4x4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        fma4(acc[0], subgroupBroadcast(x, 4u), w),
-        fma4(acc[1], subgroupBroadcast(x, 5u), w),
-        fma4(acc[2], subgroupBroadcast(x, 6u), w),
-        fma4(acc[3], subgroupBroadcast(x, 7u), w),
-    );
 }
 
 /// Row texel t of the lane's four rows of x (or dy).

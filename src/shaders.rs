@@ -88,15 +88,22 @@ shader!(KV_STORE, "kv_store");
 shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(MATMUL_TEX, "matmul_tex");
-shader!(MATMUL_TEX_SG, "matmul_tex_sg", wgpu::Features::SUBGROUP);
+shader!(
+    MATMUL_TEX_SG,
+    "matmul_tex_sg",
+    wgpu::Features::SUBGROUP,
+    then "rows_fma_sg"
+);
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
 shader!(
     NF4_MATMUL_TEX_SG,
     "nf4_matmul_tex_sg",
-    wgpu::Features::SUBGROUP
+    wgpu::Features::SUBGROUP,
+    then "rows_fma_sg"
 );
+shader!(ROWS_FMA_SG, "rows_fma_sg", wgpu::Features::SUBGROUP);
 shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
@@ -154,6 +161,7 @@ pub static ALL: &[&Shader] = &[
     &RMSNORM,
     &RMSNORM_SUBGROUP,
     &RMSNORM_BACKWARD,
+    &ROWS_FMA_SG,
     &ROPE,
     &SWIGLU,
     &SWIGLU_BACKWARD,
