@@ -296,9 +296,22 @@ impl AttentionShape {
         g.subgroup_kernels && self.head_dim == SUBGROUP_HEAD_DIM && self.on_textures(g)
     }
 
-    /// The subgroup kernels' grid: 32 rows (queries or keys) a subgroup, by `heads`.
-    fn subgroup_grid(&self, heads: usize) -> Dispatch {
-        Dispatch::Grid([self.tokens.div_ceil(32) as u32, heads as u32, 1])
+    /// The texture kernel to run, with its dispatch and constants: `sg_kernel` (same bindings
+    /// and textures) on a grid of 32 rows (queries or keys) by `heads` where the subgroup
+    /// kernels apply, else `kernel` on `dispatch` with head_dim as a constant.
+    fn texture_kernel(
+        &self,
+        g: &Graph,
+        (kernel, dispatch): (&'static Kernel, Dispatch),
+        sg_kernel: &'static Kernel,
+        heads: usize,
+    ) -> (&'static Kernel, Dispatch, Vec<(&'static str, f64)>) {
+        if self.on_subgroups(g) {
+            let grid = Dispatch::Grid([self.tokens.div_ceil(32) as u32, heads as u32, 1]);
+            (sg_kernel, grid, Vec::new())
+        } else {
+            (kernel, dispatch, self.constants().to_vec())
+        }
     }
 }
 
@@ -343,30 +356,19 @@ pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Sa
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
-    if s.on_subgroups(g) {
-        let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
-        let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
-        g.push_with_textures(
-            name,
-            &FORWARD_TEX_SG,
-            &[qkv.q, out, lse],
-            &[k_tex, v_tex],
-            s.params(),
-            s.subgroup_grid(s.heads),
-        )?;
-        return Ok(Saved { out, lse });
-    }
     if s.on_textures(g) {
+        let (kernel, dispatch, constants) =
+            s.texture_kernel(g, (&FORWARD_TEX, dispatch), &FORWARD_TEX_SG, s.heads);
         let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
         let v_tex = pack_rows(g, name, qkv.v, s.head_dim, 2)?;
         g.push_with_textures_specialized(
             name,
-            &FORWARD_TEX,
+            kernel,
             &[qkv.q, out, lse],
             &[k_tex, v_tex],
             s.params(),
             dispatch,
-            &s.constants(),
+            &constants,
         )?;
         return Ok(Saved { out, lse });
     }
@@ -463,17 +465,12 @@ pub fn backward(
     let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
     let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
     if s.on_textures(g) {
-        // The subgroup kernels where they apply, with the same bindings and textures.
-        let sg = s.on_subgroups(g);
-        let (dq_kernel, dq_dispatch) = match sg {
-            true => (&BACKWARD_DQ_TEX_SG, s.subgroup_grid(s.heads)),
-            false => (&BACKWARD_DQ_TEX, by_query_row),
-        };
-        let (dkv_kernel, dkv_dispatch) = match sg {
-            true => (&BACKWARD_DKV_TEX_SG, s.subgroup_grid(s.kv_heads)),
-            false => (&BACKWARD_DKV_TEX, by_key_row),
-        };
-        let constants: &[(&str, f64)] = if sg { &[] } else { &constants };
+        let dq_choice = (&BACKWARD_DQ_TEX, by_query_row);
+        let (dq_kernel, dq_dispatch, dq_constants) =
+            s.texture_kernel(g, dq_choice, &BACKWARD_DQ_TEX_SG, s.heads);
+        let dkv_choice = (&BACKWARD_DKV_TEX, by_key_row);
+        let (dkv_kernel, dkv_dispatch, dkv_constants) =
+            s.texture_kernel(g, dkv_choice, &BACKWARD_DKV_TEX_SG, s.kv_heads);
         let k_tex = pack_rows(g, &label, k, s.head_dim, 1)?;
         let v_tex = pack_rows(g, &label, v, s.head_dim, 2)?;
         g.push_with_textures_specialized(
@@ -483,7 +480,7 @@ pub fn backward(
             &[k_tex, v_tex],
             s.params(),
             dq_dispatch,
-            constants,
+            &dq_constants,
         )?;
         let label = format!("{name}_kv");
         let textures = [
@@ -499,7 +496,7 @@ pub fn backward(
             &textures,
             s.params(),
             dkv_dispatch,
-            constants,
+            &dkv_constants,
         )?;
         return Ok(Qkv {
             q: dq,
