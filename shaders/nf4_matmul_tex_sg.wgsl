@@ -2,12 +2,16 @@
 // its default 256-bit vectors), all operands read from textures:
 //   nf4_forward_tex_sg:  y[t, o]  = sum_i x[t, i] * W[o, i]   (Y = X W^T)
 //   nf4_backward_tex_sg: dx[t, i] = sum_o dy[t, o] * W[o, i]  (dX = dY W)
-// With params.accumulate != 0 the result is added to the output.
-// Same bindings, texture layouts, requirements (in % 32 == 0, blocksize a multiple of 32
-// dividing in), dispatch and results (bit for bit: the same products and fused multiply-adds
-// in the same order) as nf4_forward_tex / nf4_backward_tex in nf4_matmul_tex.wgsl; the graph
-// picks these when the device has subgroups of exactly eight lanes. Built followed by
-// rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7).
+// With params.accumulate != 0 the result is added to the output. With params.rank > 0 the
+// product gains a LoRA adapter's low-rank term in the same k loop, after the weight's:
+//   forward:  y[t, o]  += scale * sum_j x_a[t, j]  * B[o, j]    (x_a = x·Aᵀ, B [out, rank])
+//   backward: dx[t, i] += scale * sum_j dy_b[t, j] * A[j, i]    (dy_b = dy·B, A [rank, in])
+// which spares the adapter's own product its read-modify-write of the whole output.
+// Without the term: same texture layouts, requirements (in % 32 == 0, blocksize a multiple of
+// 32 dividing in), dispatch and results (bit for bit: the same products and fused
+// multiply-adds in the same order) as nf4_forward_tex / nf4_backward_tex in
+// nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
+// lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7).
 //
 // Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
 // broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
@@ -17,13 +21,17 @@
 //
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
-//   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate }
+//   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate, rank
+//                                      (a multiple of 4, 0: no adapter term), scale }
 //   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
 //   3 w_tex       texture_2d<u32>      rgba32uint [out, in/32]: texel (t, o) = code words
 //                                      4t..4t+4 of row o (codes of inputs 32t..32t+32)
 //   4 absmax_tex  texture_2d<f32>      rgba32float [out, ceil(in/blocksize/4)]: scale of block b
 //                                      of row o in component b % 4 of texel (b / 4, o)
+//   5 lhs_tex     texture_2d<f32>      rgba32float [T, rank/4]: x_a (forward) or dy_b (backward)
+//   6 factor_tex  texture_2d<f32>      rgba32float: B [out, rank/4] (forward), A [rank, in/4]
+//                                      (backward); with rank 0 any rgba32float texture, unread
 // Dispatch, 64 invocations (eight subgroups: two along the rows by four along the columns,
 // each owning 32 rows by 32 columns):
 //   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + l + 8j (j < 4)
@@ -39,6 +47,8 @@ struct Params {
     n_out: u32,
     blocksize: u32,
     accumulate: u32,
+    rank: u32,
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
@@ -46,6 +56,8 @@ struct Params {
 @group(0) @binding(2) var x_tex: texture_2d<f32>;
 @group(0) @binding(3) var w_tex: texture_2d<u32>;
 @group(0) @binding(4) var absmax_tex: texture_2d<f32>;
+@group(0) @binding(5) var lhs_tex: texture_2d<f32>;
+@group(0) @binding(6) var factor_tex: texture_2d<f32>;
 
 /// The NF4 values of four codes (bitsandbytes' table, bit-exact f32), by a tree of selects on
 /// the code's bits (on llvmpipe faster than indexing a private array or a lookup texture).
@@ -79,13 +91,13 @@ fn scale_of(b: u32, row: i32) -> f32 {
     return textureLoad(absmax_tex, vec2<i32>(i32(b / 4u), row), 0)[b % 4u];
 }
 
-/// Row texel t of the lane's four rows of x (or dy).
-fn x_at(t: i32, rows: vec4<i32>) -> mat4x4<f32> {
+/// Row texel t of the lane's four rows of `tex` (x, dy, x_a or dy_b).
+fn rows_at(tex: texture_2d<f32>, t: i32, rows: vec4<i32>) -> mat4x4<f32> {
     return mat4x4<f32>(
-        textureLoad(x_tex, vec2<i32>(t, rows.x), 0),
-        textureLoad(x_tex, vec2<i32>(t, rows.y), 0),
-        textureLoad(x_tex, vec2<i32>(t, rows.z), 0),
-        textureLoad(x_tex, vec2<i32>(t, rows.w), 0),
+        textureLoad(tex, vec2<i32>(t, rows.x), 0),
+        textureLoad(tex, vec2<i32>(t, rows.y), 0),
+        textureLoad(tex, vec2<i32>(t, rows.z), 0),
+        textureLoad(tex, vec2<i32>(t, rows.w), 0),
     );
 }
 
@@ -174,9 +186,19 @@ fn nf4_forward_tex_sg(
             let lo = transpose(mat4x4<f32>(decode4(w0[q], 0u, s.x), decode4(w1[q], 0u, s.y), decode4(w2[q], 0u, s.z), decode4(w3[q], 0u, s.w)));
             let hi = transpose(mat4x4<f32>(decode4(w0[q], 16u, s.x), decode4(w1[q], 16u, s.y), decode4(w2[q], 16u, s.z), decode4(w3[q], 16u, s.w)));
             let xt = i32(8u * t + 2u * q);
-            tile = tile_update(tile, x_at(xt, fetch), lo);
-            tile = tile_update(tile, x_at(xt + 1, fetch), hi);
+            tile = tile_update(tile, rows_at(x_tex, xt, fetch), lo);
+            tile = tile_update(tile, rows_at(x_tex, xt + 1, fetch), hi);
         }
+    }
+    // The adapter's term: column kk of b holds B[cols, 4t + kk].
+    for (var t = 0u; t < params.rank / 4u; t++) {
+        let b = transpose(mat4x4<f32>(
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.x), 0),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.y), 0),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.z), 0),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.w), 0),
+        ));
+        tile = tile_update(tile, params.scale * rows_at(lhs_tex, i32(t), fetch), b);
     }
     store_tile(tile, rows.x - lane, cols, params.n_out);
 }
@@ -206,7 +228,17 @@ fn nf4_backward_tex_sg(
             let o = min(o0 + kk, last_o);
             w[kk] = decode4(textureLoad(w_tex, vec2<i32>(t, o), 0)[word], shift, scale_of(b, o));
         }
-        tile = tile_update(tile, x_at(o0 / 4, fetch), w);
+        tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), w);
+    }
+    // The adapter's term: column kk of a holds A[4j + kk, the lane's four inputs].
+    for (var j = 0; j < i32(params.rank / 4u); j++) {
+        let a = mat4x4<f32>(
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j), 0),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 1), 0),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 2), 0),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 3), 0),
+        );
+        tile = tile_update(tile, params.scale * rows_at(lhs_tex, j, fetch), a);
     }
     let cols = vec4<u32>(texel * 32u + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
     store_tile(tile, rows.x - lane, cols, params.n_in);

@@ -583,6 +583,109 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
     }
 }
 
+/// NF4 products with a LoRA adapter's term (`forward_lora`: y = x·Wᵀ + s·x_a·Bᵀ;
+/// `backward_lora`: dx (+)= dy·W + s·dy_b·A) against the CPU on every texture graph: one
+/// kernel on the subgroup graph, the product and then `matmul_into` on the other.
+#[test]
+fn nf4_products_with_a_lora_term_match_cpu() {
+    use nf4_matmul::LowRank;
+    let mut rng = rng("nf4_lora");
+    let cases = [
+        (64usize, 64usize, 64usize, 64usize, 4usize),
+        (65, 129, 576, 64, 16),
+        (300, 66, 128, 32, 8),
+        (129, 192, 1536, 128, 16),
+    ];
+    for (rows, out, n_in, blocksize, r) in cases {
+        let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
+        let scale = rng.random_range(0.25..4.0);
+        let x = random_f32(&mut rng, rows * n_in, 1.0);
+        let x_a = random_f32(&mut rng, rows * r, 1.0);
+        let b = random_f32(&mut rng, out * r, 0.1);
+        let dy = random_f32(&mut rng, rows * out, 1.0);
+        let dy_b = random_f32(&mut rng, rows * r, 1.0);
+        let a = random_f32(&mut rng, r * n_in, 0.1);
+        let dx0 = random_f32(&mut rng, rows * n_in, 1.0);
+        let base_y = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
+        let want_y = cpu_matmul(&x_a, false, &b, true, rows, r, out, scale, Some(&base_y));
+        let base_dx = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
+        let want_dx = cpu_matmul(
+            &dy_b,
+            false,
+            &a,
+            false,
+            rows,
+            r,
+            n_in,
+            scale,
+            Some(&base_dx),
+        );
+        let base_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
+        let want_acc = cpu_matmul(
+            &dy_b,
+            false,
+            &a,
+            false,
+            rows,
+            r,
+            n_in,
+            scale,
+            Some(&base_acc),
+        );
+        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize} r {r}");
+        for mut g in texture_graphs() {
+            let fused = g.subgroup_kernels;
+            let xt = g.input("x", &[rows, n_in], DType::F32);
+            let x_at = g.input("x_a", &[rows, r], DType::F32);
+            let bt = g.input("B", &[out, r], DType::F32);
+            let dyt = g.input("dy", &[rows, out], DType::F32);
+            let dy_bt = g.input("dy_b", &[rows, r], DType::F32);
+            let at = g.input("A", &[r, n_in], DType::F32);
+            let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
+            let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+            let up = LowRank {
+                lhs: x_at,
+                factor: bt,
+                scale,
+            };
+            let down = LowRank {
+                lhs: dy_bt,
+                factor: at,
+                scale,
+            };
+            let y = nf4_matmul::forward_lora(&mut g, "y", xt, &w, up).unwrap();
+            let dx = nf4_matmul::backward_lora(&mut g, "dx", dyt, &w, None, down).unwrap();
+            nf4_matmul::backward_lora(&mut g, "dx_acc", dyt, &w, Some(acc), down).unwrap();
+            let products = g
+                .nodes
+                .iter()
+                .filter(|n| n.kernel.name.starts_with("matmul"));
+            assert_eq!(products.count() == 0, fused, "{case}: fused {fused}");
+            let (codes, absmax) = upload_bytes(&q);
+            let inputs = [
+                (xt, bytes(&x)),
+                (x_at, bytes(&x_a)),
+                (bt, bytes(&b)),
+                (dyt, bytes(&dy)),
+                (dy_bt, bytes(&dy_b)),
+                (at, bytes(&a)),
+                (acc, bytes(&dx0)),
+                (w.codes, codes),
+                (w.absmax, absmax),
+            ];
+            let got = run_graph(g, &inputs, &[y, dx, acc]);
+            for (what, got, want) in [
+                ("forward", &got[0], &want_y),
+                ("backward", &got[1], &want_dx),
+                ("backward accumulating", &got[2], &want_acc),
+            ] {
+                let e = rel_err(got, want);
+                assert!(e < 1e-5, "{case} {what} (fused {fused}): rel err {e}");
+            }
+        }
+    }
+}
+
 /// A texture keeps its packed operand only until a node writes that tensor: the product after
 /// the write packs it again (and still reuses the unchanged one).
 #[test]

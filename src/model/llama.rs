@@ -17,7 +17,7 @@ use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
 use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
-use crate::ops::nf4_matmul::{self, Nf4Compute, Nf4Weight};
+use crate::ops::nf4_matmul::{self, LowRank, Nf4Compute, Nf4Weight};
 use crate::ops::{embedding, residual, rmsnorm};
 
 /// How base linear weights are stored on the GPU.
@@ -86,13 +86,6 @@ impl Module {
         name: &str,
         x: TensorId,
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
-        let y = match self.weight {
-            Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
-            Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w)?,
-        };
-        if let Some(bias) = self.bias {
-            residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
-        }
         let (mut x_a, mut x_dropped) = (None, None);
         if let Some(l) = self.lora {
             let x_in = match l.dropout {
@@ -110,6 +103,22 @@ impl Module {
                 Operand::transposed(l.a),
                 1.0,
             )?;
+            x_a = Some(xa);
+        }
+        let y = match (self.weight, self.lora.zip(x_a)) {
+            (Linear::F32(w), _) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
+            (Linear::Nf4(w), None) => nf4_matmul::forward(g, name, x, &w)?,
+            // The adapter's term inside the NF4 product where the kernels allow.
+            (Linear::Nf4(w), Some((l, xa))) => {
+                let term = LowRank {
+                    lhs: xa,
+                    factor: l.b,
+                    scale: l.scale,
+                };
+                nf4_matmul::forward_lora(g, name, x, &w, term)?
+            }
+        };
+        if let (Linear::F32(_), Some(l), Some(xa)) = (self.weight, self.lora, x_a) {
             matmul_into(
                 g,
                 &format!("{name} += lora"),
@@ -118,7 +127,9 @@ impl Module {
                 Operand::transposed(l.b),
                 l.scale,
             )?;
-            x_a = Some(xa);
+        }
+        if let Some(bias) = self.bias {
+            residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
         }
         Ok((y, ModuleSaved { x, x_a, x_dropped }))
     }
@@ -134,27 +145,8 @@ impl Module {
         saved: ModuleSaved,
         dx_into: Option<TensorId>,
     ) -> Result<(TensorId, Option<LoraGrads>), GraphError> {
-        let dx = match (self.weight, dx_into) {
-            (Linear::F32(w), None) => matmul(g, name, Operand::plain(dy), Operand::plain(w), 1.0)?,
-            (Linear::F32(w), Some(dx)) => {
-                matmul_into(
-                    g,
-                    &format!("{name} += dy W"),
-                    dx,
-                    Operand::plain(dy),
-                    Operand::plain(w),
-                    1.0,
-                )?;
-                dx
-            }
-            (Linear::Nf4(w), None) => nf4_matmul::backward(g, name, dy, &w)?,
-            (Linear::Nf4(w), Some(dx)) => {
-                nf4_matmul::backward_into(g, &format!("{name} += dy W"), dx, dy, &w)?;
-                dx
-            }
-        };
         let (Some(l), Some(x_a)) = (self.lora, saved.x_a) else {
-            return Ok((dx, None));
+            return Ok((self.base_backward(g, name, dy, dx_into)?, None));
         };
         let d_b = matmul(
             g,
@@ -177,9 +169,20 @@ impl Module {
             Operand::plain(saved.x_dropped.unwrap_or(saved.x)),
             l.scale,
         )?;
-        match l.dropout {
+        let grads = Some(LoraGrads { a: d_a, b: d_b });
+        let dx = match (self.weight, l.dropout) {
+            // The adapter's term inside the NF4 product where the kernels allow.
+            (Linear::Nf4(w), None) => {
+                let term = LowRank {
+                    lhs: dy_b,
+                    factor: l.a,
+                    scale: l.scale,
+                };
+                nf4_matmul::backward_lora(g, name, dy, &w, dx_into, term)?
+            }
             // dx gains the adapter path's gradient through the same dropout mask.
-            Some(site) => {
+            (_, Some(site)) => {
+                let dx = self.base_backward(g, name, dy, dx_into)?;
                 let dx_lora = matmul(
                     g,
                     &format!("{name}.dx_lora"),
@@ -188,17 +191,45 @@ impl Module {
                     l.scale,
                 )?;
                 dropout::dropout_into(g, &format!("{name} += lora"), dx, dx_lora, site)?;
+                dx
             }
-            None => matmul_into(
-                g,
-                &format!("{name} += lora"),
-                dx,
-                Operand::plain(dy_b),
-                Operand::plain(l.a),
-                l.scale,
-            )?,
-        }
-        Ok((dx, Some(LoraGrads { a: d_a, b: d_b })))
+            (Linear::F32(_), None) => {
+                let dx = self.base_backward(g, name, dy, dx_into)?;
+                matmul_into(
+                    g,
+                    &format!("{name} += lora"),
+                    dx,
+                    Operand::plain(dy_b),
+                    Operand::plain(l.a),
+                    l.scale,
+                )?;
+                dx
+            }
+        };
+        Ok((dx, grads))
+    }
+
+    /// dx = dy·W of the base weight alone (added into `dx_into` when given).
+    fn base_backward(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        dy: TensorId,
+        dx_into: Option<TensorId>,
+    ) -> Result<TensorId, GraphError> {
+        let into = format!("{name} += dy W");
+        Ok(match (self.weight, dx_into) {
+            (Linear::F32(w), None) => matmul(g, name, Operand::plain(dy), Operand::plain(w), 1.0)?,
+            (Linear::F32(w), Some(dx)) => {
+                matmul_into(g, &into, dx, Operand::plain(dy), Operand::plain(w), 1.0)?;
+                dx
+            }
+            (Linear::Nf4(w), None) => nf4_matmul::backward(g, name, dy, &w)?,
+            (Linear::Nf4(w), Some(dx)) => {
+                nf4_matmul::backward_into(g, &into, dx, dy, &w)?;
+                dx
+            }
+        })
     }
 }
 

@@ -1,10 +1,13 @@
 //! NF4 dequant-matmuls: Y = X·Wᵀ, dX = dY·W and the one-token matvec, with W in NF4 (codes
-//! eight a word, see `quant::nf4`) and never materialised in f32.
+//! eight a word, see `quant::nf4`) and never materialised in f32. `forward_lora` and
+//! `backward_lora` add a LoRA adapter's low-rank term, inside the product's own k loop on the
+//! subgroup kernels.
 
+use super::matmul::{matmul_into, Operand};
 use super::pack::{pack_f32, pack_words, texels, Strided};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding,
+    TexelFormat, TextureBinding, TextureId,
 };
 use crate::quant::nf4::Nf4Tensor;
 use crate::shaders;
@@ -113,6 +116,23 @@ const fn tex_output(access: Access) -> [Binding; 1] {
     }]
 }
 
+/// The subgroup kernels' operands: `TEX_OPERANDS` and an adapter's low-rank term.
+const TEX_SG_OPERANDS: &[TextureBinding] = &[
+    TEX_OPERANDS[0],
+    TEX_OPERANDS[1],
+    TEX_OPERANDS[2],
+    TextureBinding {
+        name: "lhs_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+    TextureBinding {
+        name: "factor_tex",
+        format: TexelFormat::Rgba32Float,
+        write: false,
+    },
+];
+
 static TEX_WRITE: [Binding; 1] = tex_output(Access::Write);
 static TEX_ACCUMULATE: [Binding; 1] = tex_output(Access::ReadWrite);
 
@@ -147,35 +167,45 @@ pub static BACKWARD_TEX_ACC: Kernel = Kernel {
 };
 
 /// `FORWARD_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; same dispatch
-/// and results).
+/// and results), optionally with an adapter's term.
 pub static FORWARD_TEX_SG: Kernel = Kernel {
     name: "nf4_forward_tex_sg",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_forward_tex_sg",
     variants: &[],
     bindings: &TEX_WRITE,
-    textures: TEX_OPERANDS,
+    textures: TEX_SG_OPERANDS,
 };
 
-/// `BACKWARD_TEX` sharing rows by subgroup broadcasts.
+/// `BACKWARD_TEX` sharing rows by subgroup broadcasts, optionally with an adapter's term.
 pub static BACKWARD_TEX_SG: Kernel = Kernel {
     name: "nf4_backward_tex_sg",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_backward_tex_sg",
     variants: &[],
     bindings: &TEX_WRITE,
-    textures: TEX_OPERANDS,
+    textures: TEX_SG_OPERANDS,
 };
 
-/// `BACKWARD_TEX_ACC` sharing rows by subgroup broadcasts.
+/// `BACKWARD_TEX_ACC` sharing rows by subgroup broadcasts, optionally with an adapter's term.
 pub static BACKWARD_TEX_SG_ACC: Kernel = Kernel {
     name: "nf4_backward_tex_sg_acc",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_backward_tex_sg",
     variants: &[],
     bindings: &TEX_ACCUMULATE,
-    textures: TEX_OPERANDS,
+    textures: TEX_SG_OPERANDS,
 };
+
+/// A LoRA adapter's term added to an NF4 product: `scale · lhs · factor`, with (forward)
+/// lhs = x·Aᵀ [rows, r] and factor = Bᵀ (`factor` holds B [out, r]), or (backward)
+/// lhs = dy·B [rows, r] and factor = A [r, in].
+#[derive(Clone, Copy, Debug)]
+pub struct LowRank {
+    pub lhs: TensorId,
+    pub factor: TensorId,
+    pub scale: f32,
+}
 
 /// How the forward product with an NF4 weight rounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -297,6 +327,56 @@ fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize, accumulate: boo
         .u32(accumulate as u32)
 }
 
+/// The subgroup kernels' textures and params: the three operands' and, with a low-rank term,
+/// its lhs [rows, r] and factor (`factor_shape`: B [out, r] forward, A [r, in] backward) in
+/// slots 3 and 4 (without one, x's texture stands in, unread at rank 0).
+fn sg_operands(
+    g: &mut Graph,
+    label: &str,
+    textures: [TextureId; 3],
+    lora: Option<LowRank>,
+    p: Params,
+) -> Result<(Vec<TextureId>, Params), GraphError> {
+    let Some(l) = lora else {
+        let [x, w, a] = textures;
+        return Ok((vec![x, w, a, x, x], p.u32(0).f32(0.0)));
+    };
+    let [rows, r] = as_rows(g, l.lhs);
+    let [f_rows, f_k] = as_rows(g, l.factor);
+    let strided = |tensor, rows, k| Strided {
+        tensor,
+        offset: 0,
+        rows,
+        k,
+        row_stride: k,
+        k_stride: 1,
+    };
+    let lhs = pack_f32(g, label, strided(l.lhs, rows, r), 3)?;
+    let factor = pack_f32(g, label, strided(l.factor, f_rows, f_k), 4)?;
+    let [x, w, a] = textures;
+    Ok((vec![x, w, a, lhs, factor], p.u32(r as u32).f32(l.scale)))
+}
+
+/// A 2-D tensor's [rows, cols].
+fn as_rows(g: &Graph, t: TensorId) -> [usize; 2] {
+    let shape = &g.tensor(t).shape;
+    let cols = shape.last().copied().unwrap_or(1);
+    [shape.iter().product::<usize>() / cols.max(1), cols]
+}
+
+/// Whether the subgroup kernels can take `lora`'s term into a product over `rows` rows: lhs
+/// [rows, r] with r a positive multiple of four, the factor of `factor_shape`, both fitting
+/// in textures.
+fn fuses(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bool {
+    let [lhs_rows, r] = as_rows(g, lora.lhs);
+    g.subgroup_kernels
+        && lhs_rows == rows
+        && r.is_multiple_of(4)
+        && r > 0
+        && g.tensor(lora.factor).shape == factor_shape
+        && g.textures_fit(&[r / 4, factor_shape[0], texels(factor_shape[1])])
+}
+
 /// The bf16 kernel sums whole scale blocks of a row, as bitsandbytes' CPU layout requires.
 fn check_bf16_layout(g: &Graph, name: &str, w: &Nf4Weight) -> Result<(), GraphError> {
     let (_, n_in) = w.shape(g);
@@ -333,12 +413,12 @@ pub fn forward(
     if on_textures(g, w, rows, n_out) {
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
         let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
-        let kernel = if g.subgroup_kernels {
-            &FORWARD_TEX_SG
+        if g.subgroup_kernels {
+            let (textures, p) = sg_operands(g, name, textures, None, p)?;
+            g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch)?;
         } else {
-            &FORWARD_TEX
-        };
-        g.push_with_textures(name, kernel, &[y], &textures, p, dispatch)?;
+            g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch)?;
+        }
         return Ok(y);
     }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
@@ -354,6 +434,72 @@ pub fn forward(
     Ok(y)
 }
 
+/// The forward product with an adapter's term: a new temporary `name` = x·Wᵀ + s·x_a·Bᵀ
+/// (`lora`: lhs x_a [rows, r], factor B [out, r]). One kernel on the subgroup texture graphs,
+/// else the product and then the term added by `matmul_into`.
+pub fn forward_lora(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &Nf4Weight,
+    lora: LowRank,
+) -> Result<TensorId, GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, x, n_in)?;
+    let r = as_rows(g, lora.lhs)[1];
+    let fused = w.compute == Nf4Compute::F32
+        && on_textures(g, w, rows, n_out)
+        && fuses(g, &lora, rows, [n_out, r]);
+    if !fused {
+        let y = forward(g, name, x, w)?;
+        let (lhs, b) = (Operand::plain(lora.lhs), Operand::transposed(lora.factor));
+        matmul_into(g, &format!("{name} += lora"), y, lhs, b, lora.scale)?;
+        return Ok(y);
+    }
+    let y = g.temp(name, &[rows, n_out], DType::F32);
+    let textures = pack_operands(g, name, x, rows, n_in, w)?;
+    let p = params(rows, w, n_in, n_out, false);
+    let (textures, p) = sg_operands(g, name, textures, Some(lora), p)?;
+    let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
+    g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch)?;
+    Ok(y)
+}
+
+/// The backward product with an adapter's term (no dropout on the adapter's input):
+/// dx = dy·W + s·dy_b·A (`lora`: lhs dy_b = dy·B [rows, r], factor A [r, in]), added into
+/// `dx_into` when given, else a new temporary `name`. One kernel on the subgroup texture
+/// graphs, else the product and then the term added by `matmul_into`.
+pub fn backward_lora(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    w: &Nf4Weight,
+    dx_into: Option<TensorId>,
+    lora: LowRank,
+) -> Result<TensorId, GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, dy, n_out)?;
+    let r = as_rows(g, lora.lhs)[1];
+    let dx = match dx_into {
+        Some(dx) => dx,
+        None => g.temp(name, &[rows, n_in], DType::F32),
+    };
+    let label = match dx_into {
+        Some(_) => format!("{name} += dy W"),
+        None => name.to_string(),
+    };
+    let accumulate = dx_into.is_some();
+    if on_textures(g, w, rows, n_in) && fuses(g, &lora, rows, [r, n_in]) {
+        backward_node(g, &label, dy, w, dx, accumulate, Some(lora))?;
+    } else {
+        backward_node(g, &label, dy, w, dx, accumulate, None)?;
+        let (lhs, a) = (Operand::plain(lora.lhs), Operand::plain(lora.factor));
+        matmul_into(g, &format!("{name} += lora"), dx, lhs, a, lora.scale)?;
+    }
+    Ok(dx)
+}
+
+/// dx (+)= dy·W, with `lora`'s term when given (the caller checked `fuses`).
 fn backward_node(
     g: &mut Graph,
     label: &str,
@@ -361,6 +507,7 @@ fn backward_node(
     w: &Nf4Weight,
     dx: TensorId,
     accumulate: bool,
+    lora: Option<LowRank>,
 ) -> Result<(), GraphError> {
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, label, dy, n_out)?;
@@ -368,11 +515,19 @@ fn backward_node(
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
         let dispatch = Dispatch::Grid([n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
         let p = params(rows, w, n_in, n_out, accumulate);
-        let kernel = match (accumulate, g.subgroup_kernels) {
-            (false, false) => &BACKWARD_TEX,
-            (true, false) => &BACKWARD_TEX_ACC,
-            (false, true) => &BACKWARD_TEX_SG,
-            (true, true) => &BACKWARD_TEX_SG_ACC,
+        if !g.subgroup_kernels {
+            let kernel = if accumulate {
+                &BACKWARD_TEX_ACC
+            } else {
+                &BACKWARD_TEX
+            };
+            return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
+        }
+        let (textures, p) = sg_operands(g, label, textures, lora, p)?;
+        let kernel = if accumulate {
+            &BACKWARD_TEX_SG_ACC
+        } else {
+            &BACKWARD_TEX_SG
         };
         return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
     }
@@ -393,7 +548,7 @@ pub fn backward(
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, dy, n_out)?;
     let dx = g.temp(name, &[rows, n_in], DType::F32);
-    backward_node(g, name, dy, w, dx, false)?;
+    backward_node(g, name, dy, w, dx, false, None)?;
     Ok(dx)
 }
 
@@ -405,7 +560,7 @@ pub fn backward_into(
     dy: TensorId,
     w: &Nf4Weight,
 ) -> Result<(), GraphError> {
-    backward_node(g, label, dy, w, dx, true)
+    backward_node(g, label, dy, w, dx, true, None)
 }
 
 /// A new temporary `name` = W · x for a single token x [in] (or [1, in]).

@@ -1,0 +1,189 @@
+//! A linear module with an NF4 base weight and a LoRA adapter, forward and backward, against
+//! an f64 CPU reference on the dequantized weight: on the texture graphs of software devices
+//! (where the subgroup kernels take the adapter's terms into the NF4 products), with and
+//! without dropout, writing dx or adding it into an existing tensor; and on the plain graph.
+
+mod common;
+
+use common::{bytes, random_f32, rel_err, rng, run_graph};
+use rand::Rng;
+use webqlora::graph::{DType, Graph};
+use webqlora::model::llama::{Linear, LoraFactors, Module};
+use webqlora::ops::dropout::{cpu_dropout, DropoutSite};
+use webqlora::ops::nf4_matmul::{upload_bytes, Nf4Weight};
+use webqlora::quant::nf4::Nf4Tensor;
+
+/// Row-major [m, n] = a [m, k] · b [k, n] (transposes by index functions).
+fn mm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: impl Fn(usize, usize) -> f64,
+    b: impl Fn(usize, usize) -> f64,
+) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|t| a(i, t) * b(t, j)).sum();
+        }
+    }
+    c
+}
+
+struct Case {
+    rows: usize,
+    n_in: usize,
+    out: usize,
+    r: usize,
+    dropout: Option<f32>,
+    accumulate: bool,
+}
+
+fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
+    let Case {
+        rows: t,
+        n_in: inp,
+        out,
+        r,
+        dropout,
+        accumulate,
+    } = *case;
+    let what = format!(
+        "rows {t} in {inp} out {out} r {r} dropout {dropout:?} accumulate {accumulate} textures {} subgroups {}",
+        g.texture_kernels.is_some(),
+        g.subgroup_kernels
+    );
+    let scale = rng.random_range(0.5..4.0);
+    let x = random_f32(rng, t * inp, 1.0);
+    let w = random_f32(rng, out * inp, 0.1);
+    let q = Nf4Tensor::quantize(&w, &[out, inp], 64, true).unwrap();
+    let w = q.dequantize();
+    let a = random_f32(rng, r * inp, 0.3);
+    let b = random_f32(rng, out * r, 0.3);
+    let dy = random_f32(rng, t * out, 1.0);
+    let dx0 = random_f32(rng, t * inp, 1.0);
+    let seed_value = 4242u32;
+
+    let xt = g.input("x", &[t, inp], DType::F32);
+    let dyt = g.input("dy", &[t, out], DType::F32);
+    let dx0t = g.input("dx0", &[t, inp], DType::F32);
+    let seed = g.input("seed", &[1], DType::U32);
+    let wt = Nf4Weight::declare(&mut g, "w", [out, inp], 64);
+    let at = g.param("a", &[r, inp], DType::F32);
+    let bt = g.param("b", &[out, r], DType::F32);
+    let module = Module {
+        weight: Linear::Nf4(wt),
+        bias: None,
+        lora: Some(LoraFactors {
+            a: at,
+            b: bt,
+            scale,
+            dropout: dropout.map(|p| DropoutSite { p, seed, salt: 5 }),
+        }),
+    };
+    let (y, saved) = module.forward_saving(&mut g, "y", xt).unwrap();
+    let into = accumulate.then_some(dx0t);
+    let (dx, grads) = module.backward(&mut g, "dx", dyt, saved, into).unwrap();
+    let grads = grads.unwrap();
+    // Separate products add the adapter's terms to y and dx, except where the subgroup
+    // kernels take them (dx's only without dropout, whose mask it needs).
+    let separate = g
+        .nodes
+        .iter()
+        .filter(|n| n.label.ends_with("+= lora"))
+        .count();
+    let fused = match (g.subgroup_kernels, dropout) {
+        (false, _) => 0,
+        (true, Some(_)) => 1,
+        (true, None) => 2,
+    };
+    assert_eq!(separate, 2 - fused, "{what}");
+    let (codes, absmax) = upload_bytes(&q);
+    let got = run_graph(
+        g,
+        &[
+            (xt, bytes(&x)),
+            (dyt, bytes(&dy)),
+            (dx0t, bytes(&dx0)),
+            (seed, bytemuck::bytes_of(&seed_value).to_vec()),
+            (wt.codes, codes),
+            (wt.absmax, absmax),
+            (at, bytes(&a)),
+            (bt, bytes(&b)),
+        ],
+        &[y, dx, grads.a, grads.b],
+    );
+
+    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (x64, w64, a64, b64, dy64) = (f(&x), f(&w), f(&a), f(&b), f(&dy));
+    let xd = match dropout {
+        Some(p) => f(&cpu_dropout(&x, p, seed_value, 5)),
+        None => x64.clone(),
+    };
+    let s = scale as f64;
+    let xa = mm(t, inp, r, |i, k| xd[i * inp + k], |k, j| a64[j * inp + k]);
+    let base = mm(
+        t,
+        inp,
+        out,
+        |i, k| x64[i * inp + k],
+        |k, j| w64[j * inp + k],
+    );
+    let lora = mm(t, r, out, |i, k| xa[i * r + k], |k, j| b64[j * r + k]);
+    let y_want: Vec<f64> = base.iter().zip(&lora).map(|(u, v)| u + s * v).collect();
+    let dyb = mm(t, out, r, |i, k| dy64[i * out + k], |k, j| b64[k * r + j]);
+    let d_b = mm(out, t, r, |i, k| dy64[k * out + i], |k, j| xa[k * r + j]);
+    let d_a = mm(r, t, inp, |i, k| dyb[k * r + i], |k, j| xd[k * inp + j]);
+    let dx_lora: Vec<f32> = mm(t, r, inp, |i, k| dyb[i * r + k], |k, j| a64[k * inp + j])
+        .iter()
+        .map(|v| (s * v) as f32)
+        .collect();
+    let dx_lora = match dropout {
+        Some(p) => cpu_dropout(&dx_lora, p, seed_value, 5),
+        None => dx_lora,
+    };
+    let dx_base = mm(
+        t,
+        out,
+        inp,
+        |i, k| dy64[i * out + k],
+        |k, j| w64[k * inp + j],
+    );
+    let dx_want: Vec<f64> = (0..t * inp)
+        .map(|i| dx_base[i] + dx_lora[i] as f64 + if accumulate { dx0[i] as f64 } else { 0.0 })
+        .collect();
+    let scaled = |v: Vec<f64>| v.iter().map(|u| s * u).collect::<Vec<_>>();
+    for (name, got, want) in [
+        ("y", &got[0], y_want),
+        ("dx", &got[1], dx_want),
+        ("dA", &got[2], scaled(d_a)),
+        ("dB", &got[3], scaled(d_b)),
+    ] {
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let e = rel_err(got, &want);
+        assert!(e < 1e-5, "{what}: {name} rel err {e}");
+    }
+}
+
+#[test]
+fn nf4_module_with_an_adapter_matches_cpu() {
+    let mut rng = rng("lora_nf4_module");
+    let cases = [
+        (None, false),
+        (None, true),
+        (Some(0.25), false),
+        (Some(0.25), true),
+    ];
+    for (i, (dropout, accumulate)) in cases.into_iter().enumerate() {
+        let case = Case {
+            rows: [64, 97][i % 2],
+            n_in: [128, 192][i / 2],
+            out: [64, 320][i % 2],
+            r: [16, 8][i / 2],
+            dropout,
+            accumulate,
+        };
+        check(common::texture_graph(), &case, &mut rng);
+        check(Graph::new(), &case, &mut rng);
+    }
+}
