@@ -108,6 +108,7 @@ shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
 shader!(RESIDUAL, "residual");
+shader!(RESIDUAL_VEC4, "residual_vec4");
 shader!(RMSNORM, "rmsnorm");
 shader!(
     RMSNORM_SUBGROUP,
@@ -118,6 +119,8 @@ shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
 shader!(ROPE, "rope");
 shader!(SWIGLU, "swiglu");
 shader!(SWIGLU_BACKWARD, "swiglu_backward");
+shader!(SWIGLU_BACKWARD_VEC4, "swiglu_backward_vec4");
+shader!(SWIGLU_VEC4, "swiglu_vec4");
 
 pub static ALL: &[&Shader] = &[
     &ACCUMULATE,
@@ -158,6 +161,7 @@ pub static ALL: &[&Shader] = &[
     &PACK_VEC4,
     &PACK_WORDS,
     &RESIDUAL,
+    &RESIDUAL_VEC4,
     &RMSNORM,
     &RMSNORM_SUBGROUP,
     &RMSNORM_BACKWARD,
@@ -165,4 +169,6 @@ pub static ALL: &[&Shader] = &[
     &ROPE,
     &SWIGLU,
     &SWIGLU_BACKWARD,
+    &SWIGLU_BACKWARD_VEC4,
+    &SWIGLU_VEC4,
 ];

@@ -112,7 +112,10 @@ fn profiled_run_times_every_node_and_computes_the_same() {
     match (times, GpuTimer::new(gpu, 1)) {
         (Some(times), Some(_)) => {
             let labels: Vec<_> = times.iter().map(|t| (t.0.as_str(), t.1)).collect();
-            assert_eq!(labels, [("y", "rmsnorm_forward"), ("out", "residual_add")]);
+            assert_eq!(
+                labels,
+                [("y", "rmsnorm_forward"), ("out", "residual_add_vec4")]
+            );
             for (label, _, ms) in &times {
                 assert!(
                     ms.is_finite() && *ms > 0.0 && *ms < 10_000.0,

@@ -9,7 +9,7 @@ use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::embedding::{self, check_ids};
 use webqlora::ops::rope::{self, cos_sin_table, cpu_rope, Positions};
-use webqlora::ops::{rmsnorm, swiglu};
+use webqlora::ops::{residual, rmsnorm, swiglu};
 
 const ROWS: [usize; 5] = [1, 7, 33, 65, 300];
 // One column is degenerate for RMSNorm (dx = r·w·dy·(1 − x²r²) cancels to ~eps/x²).
@@ -87,10 +87,34 @@ fn rmsnorm_forward_and_backward_match_cpu() {
     }
 }
 
+/// Elementwise ops over n values run their vec4 kernels exactly when n is a multiple of 4.
+fn assert_vec4_iff_multiple_of_4(g: &Graph, n: usize) {
+    for node in &g.nodes {
+        let vec4 = node.kernel.name.ends_with("_vec4");
+        assert_eq!(vec4, n.is_multiple_of(4), "{} at n {n}", node.kernel.name);
+    }
+}
+
+#[test]
+fn residual_add_matches_cpu() {
+    let mut rng = rng("residual");
+    for n in [1usize, 7, 1000, 4099, 70_000] {
+        let a = random_f32(&mut rng, n, 3.0);
+        let b = random_f32(&mut rng, n, 1.0);
+        let mut g = Graph::new();
+        let at = g.input("a", &[n], DType::F32);
+        let bt = g.input("b", &[n], DType::F32);
+        let out = residual::add(&mut g, "out", at, bt).unwrap();
+        assert_vec4_iff_multiple_of_4(&g, n);
+        let got = run_graph(g, &[(at, bytes(&a)), (bt, bytes(&b))], &[out]);
+        assert_eq!(got[0], residual::cpu_add(&a, &b), "exact f32 sums at n {n}");
+    }
+}
+
 #[test]
 fn swiglu_forward_and_backward_match_cpu() {
     let mut rng = rng("swiglu");
-    for n in [1usize, 7, 65, 1000, 4099] {
+    for n in [1usize, 7, 65, 1000, 4099, 70_000] {
         let gate = random_f32(&mut rng, n, 6.0);
         let up = random_f32(&mut rng, n, 2.0);
         let d_out = random_f32(&mut rng, n, 1.0);
@@ -100,6 +124,7 @@ fn swiglu_forward_and_backward_match_cpu() {
         let dt = g.input("d_out", &[n], DType::F32);
         let out = swiglu::forward(&mut g, "out", gt, ut).unwrap();
         let (d_gate, d_up) = swiglu::backward(&mut g, "d", dt, gt, ut).unwrap();
+        assert_vec4_iff_multiple_of_4(&g, n);
         let inputs = [(gt, bytes(&gate)), (ut, bytes(&up)), (dt, bytes(&d_out))];
         let got = run_graph(g, &inputs, &[out, d_gate, d_up]);
         let (g64, u64_, d64) = (to_f64(&gate), to_f64(&up), to_f64(&d_out));

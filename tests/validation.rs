@@ -54,7 +54,7 @@ fn dtype_mismatch_names_binding_and_tensor() {
     let err = swiglu::forward(&mut g, "act", ids, up).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "node 'act': binding 'gate' of kernel 'swiglu_forward' wants f32, tensor 'input_ids' is u32"
+        "node 'act': binding 'gate' of kernel 'swiglu_forward_vec4' wants f32, tensor 'input_ids' is u32"
     );
 }
 
@@ -141,7 +141,8 @@ fn dispatch_that_cannot_be_folded() {
     let err = Plan::new(
         &{
             let mut g = Graph::new();
-            let a = g.input("a", &[64 * 300], DType::F32);
+            // 300 workgroups of 64 vec4s: more than 16 x 16.
+            let a = g.input("a", &[4 * 64 * 300], DType::F32);
             let out = residual::add(&mut g, "out", a, a).unwrap();
             g.mark_output(out);
             g

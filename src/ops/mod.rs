@@ -78,11 +78,14 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &dropout::DROPOUT_ACC,
         &embedding::GATHER,
         &residual::ADD,
+        &residual::ADD_VEC4,
         &residual::BIAS_ADD,
         &rmsnorm::FORWARD,
         &rmsnorm::BACKWARD,
         &rope::ROPE,
         &swiglu::FORWARD,
         &swiglu::BACKWARD,
+        &swiglu::FORWARD_VEC4,
+        &swiglu::BACKWARD_VEC4,
     ]
 }

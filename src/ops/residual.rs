@@ -28,6 +28,16 @@ pub static ADD: Kernel = Kernel {
     ],
 };
 
+/// `ADD` four values an invocation (a count that is a multiple of 4).
+pub static ADD_VEC4: Kernel = Kernel {
+    name: "residual_add_vec4",
+    shader: &shaders::RESIDUAL_VEC4,
+    entry: "residual_add_vec4",
+    variants: &[],
+    textures: &[],
+    bindings: ADD.bindings,
+};
+
 const WORKGROUP: usize = 64;
 
 /// `out = a + b`, a new temporary named `name` with the shape of `a`.
@@ -35,16 +45,30 @@ pub fn add(g: &mut Graph, name: &str, a: TensorId, b: TensorId) -> Result<Tensor
     g.expect_same_shape(name, a, b)?;
     let desc = g.tensor(a).clone();
     let out = g.temp(name, &desc.shape, DType::F32);
-    let n = desc.numel();
-    let params = Params::new().u32(n as u32);
+    let (kernel, items) = elementwise(&ADD, &ADD_VEC4, desc.numel());
+    let params = Params::new().u32(items as u32);
     g.push(
         name,
-        &ADD,
+        kernel,
         &[a, b, out],
         params,
-        Dispatch::linear(n, WORKGROUP),
+        Dispatch::linear(items, WORKGROUP),
     )?;
     Ok(out)
+}
+
+/// The kernel for `n` values of an elementwise op and the items it is dispatched over: the
+/// vec4 kernel over n / 4 when n is a multiple of 4, else the scalar one over n.
+pub fn elementwise(
+    scalar: &'static Kernel,
+    vec4: &'static Kernel,
+    n: usize,
+) -> (&'static Kernel, usize) {
+    if n.is_multiple_of(4) {
+        (vec4, n / 4)
+    } else {
+        (scalar, n)
+    }
 }
 
 pub fn cpu_add<R: super::real::Real>(a: &[R], b: &[R]) -> Vec<R> {

@@ -1,6 +1,7 @@
 //! SiLU-gated product (the Llama MLP activation): out = silu(gate) * up.
 
 use super::real::Real;
+use super::residual::elementwise;
 use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
@@ -64,6 +65,26 @@ pub static BACKWARD: Kernel = Kernel {
     ],
 };
 
+/// `FORWARD` four values an invocation (a count that is a multiple of 4).
+pub static FORWARD_VEC4: Kernel = Kernel {
+    name: "swiglu_forward_vec4",
+    shader: &shaders::SWIGLU_VEC4,
+    entry: "swiglu_forward_vec4",
+    variants: &[],
+    textures: &[],
+    bindings: FORWARD.bindings,
+};
+
+/// `BACKWARD` four values an invocation (a count that is a multiple of 4).
+pub static BACKWARD_VEC4: Kernel = Kernel {
+    name: "swiglu_backward_vec4",
+    shader: &shaders::SWIGLU_BACKWARD_VEC4,
+    entry: "swiglu_backward_vec4",
+    variants: &[],
+    textures: &[],
+    bindings: BACKWARD.bindings,
+};
+
 const WORKGROUP: usize = 64;
 
 /// `silu(gate) * up` as a new temporary named `name`.
@@ -76,14 +97,14 @@ pub fn forward(
     g.expect_same_shape(name, gate, up)?;
     let shape = g.tensor(gate).shape.clone();
     let out = g.temp(name, &shape, DType::F32);
-    let n: usize = shape.iter().product();
-    let params = Params::new().u32(n as u32);
+    let (kernel, items) = elementwise(&FORWARD, &FORWARD_VEC4, shape.iter().product());
+    let params = Params::new().u32(items as u32);
     g.push(
         name,
-        &FORWARD,
+        kernel,
         &[gate, up, out],
         params,
-        Dispatch::linear(n, WORKGROUP),
+        Dispatch::linear(items, WORKGROUP),
     )?;
     Ok(out)
 }
@@ -101,15 +122,15 @@ pub fn backward(
     let shape = g.tensor(gate).shape.clone();
     let d_gate = g.temp(&format!("{name}_gate"), &shape, DType::F32);
     let d_up = g.temp(&format!("{name}_up"), &shape, DType::F32);
-    let n: usize = shape.iter().product();
-    let params = Params::new().u32(n as u32);
+    let (kernel, items) = elementwise(&BACKWARD, &BACKWARD_VEC4, shape.iter().product());
+    let params = Params::new().u32(items as u32);
     let tensors = [d_out, gate, up, d_gate, d_up];
     g.push(
         name,
-        &BACKWARD,
+        kernel,
         &tensors,
         params,
-        Dispatch::linear(n, WORKGROUP),
+        Dispatch::linear(items, WORKGROUP),
     )?;
     Ok((d_gate, d_up))
 }
