@@ -86,25 +86,8 @@ impl Module {
         name: &str,
         x: TensorId,
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
-        let (mut x_a, mut x_dropped) = (None, None);
-        if let Some(l) = self.lora {
-            let x_in = match l.dropout {
-                Some(site) => {
-                    let d = dropout::dropout(g, &format!("{name}.x_dropped"), x, site)?;
-                    x_dropped = Some(d);
-                    d
-                }
-                None => x,
-            };
-            let xa = matmul(
-                g,
-                &format!("{name}.x_a"),
-                Operand::plain(x_in),
-                Operand::transposed(l.a),
-                1.0,
-            )?;
-            x_a = Some(xa);
-        }
+        let saved = self.saved_without_output(g, name, x)?;
+        let x_a = saved.x_a;
         let y = match (self.weight, self.lora.zip(x_a)) {
             (Linear::F32(w), _) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
             (Linear::Nf4(w), None) => nf4_matmul::forward(g, name, x, &w)?,
@@ -131,7 +114,37 @@ impl Module {
         if let Some(bias) = self.bias {
             residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
         }
-        Ok((y, ModuleSaved { x, x_a, x_dropped }))
+        Ok((y, saved))
+    }
+
+    /// What the backward needs from the forward (the adapter's input and x·Aᵀ), without the
+    /// output: for recomputing a layer whose module output nothing reads again.
+    pub fn saved_without_output(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+    ) -> Result<ModuleSaved, GraphError> {
+        let (mut x_a, mut x_dropped) = (None, None);
+        if let Some(l) = self.lora {
+            let x_in = match l.dropout {
+                Some(site) => {
+                    let d = dropout::dropout(g, &format!("{name}.x_dropped"), x, site)?;
+                    x_dropped = Some(d);
+                    d
+                }
+                None => x,
+            };
+            let xa = matmul(
+                g,
+                &format!("{name}.x_a"),
+                Operand::plain(x_in),
+                Operand::transposed(l.a),
+                1.0,
+            )?;
+            x_a = Some(xa);
+        }
+        Ok(ModuleSaved { x, x_a, x_dropped })
     }
 
     /// For the output gradient `dy` [T, out]: dx = dy·W + s·(dy·B)·A (added into `dx_into`

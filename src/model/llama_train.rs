@@ -122,6 +122,35 @@ impl Llama {
         h: TensorId,
         attend: Attend,
     ) -> Result<(TensorId, LayerSaved), GraphError> {
+        let (out, saved) = self.layer_pass(g, l, p, h, attend, true)?;
+        Ok((out.expect("the output was asked for"), saved))
+    }
+
+    /// A layer's forward again before its backward (gradient checkpointing): only what the
+    /// backward reads. The layer's output is not, so neither is down_proj's product, a
+    /// quarter of the layer's multiply-adds (its adapter's x·Aᵀ is).
+    pub(super) fn layer_recompute(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        h: TensorId,
+        attend: Attend,
+    ) -> Result<LayerSaved, GraphError> {
+        Ok(self.layer_pass(g, l, p, h, attend, false)?.1)
+    }
+
+    /// `layer_forward`, with the output (down_proj and the last residual add) only when
+    /// `output`.
+    fn layer_pass(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        h: TensorId,
+        attend: Attend,
+        output: bool,
+    ) -> Result<(Option<TensorId>, LayerSaved), GraphError> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(h).shape[0];
@@ -184,8 +213,16 @@ impl Llama {
         let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
         let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
         let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out)?;
-        let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
-        let h_out = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
+        let (h_out, down_saved) = if output {
+            let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
+            let h_out = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
+            (Some(h_out), down_saved)
+        } else {
+            (
+                None,
+                l.down.saved_without_output(g, &format!("{p}.down"), act)?,
+            )
+        };
         let saved = LayerSaved {
             h_in: h,
             rstd,
@@ -266,8 +303,7 @@ impl Llama {
                 Some(s) => s,
                 None => {
                     let again = format!("{p}.again");
-                    self.layer_forward(g, l, &again, inputs[i], Attend::Sequences(seq_len))?
-                        .1
+                    self.layer_recompute(g, l, &again, inputs[i], Attend::Sequences(seq_len))?
                 }
             };
             // MLP: h_out = h_attn + down(silu(gate(h_norm2)) * up(h_norm2)).
