@@ -116,7 +116,10 @@ shader!(
     wgpu::Features::SUBGROUP
 );
 shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
+shader!(RMSNORM_BACKWARD_VEC4, "rmsnorm_backward_vec4");
+shader!(RMSNORM_VEC4, "rmsnorm_vec4");
 shader!(ROPE, "rope");
+shader!(ROPE_VEC4, "rope_vec4");
 shader!(SWIGLU, "swiglu");
 shader!(SWIGLU_BACKWARD, "swiglu_backward");
 shader!(SWIGLU_BACKWARD_VEC4, "swiglu_backward_vec4");
@@ -165,8 +168,11 @@ pub static ALL: &[&Shader] = &[
     &RMSNORM,
     &RMSNORM_SUBGROUP,
     &RMSNORM_BACKWARD,
+    &RMSNORM_BACKWARD_VEC4,
+    &RMSNORM_VEC4,
     &ROWS_FMA_SG,
     &ROPE,
+    &ROPE_VEC4,
     &SWIGLU,
     &SWIGLU_BACKWARD,
     &SWIGLU_BACKWARD_VEC4,

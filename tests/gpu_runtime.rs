@@ -114,7 +114,7 @@ fn profiled_run_times_every_node_and_computes_the_same() {
             let labels: Vec<_> = times.iter().map(|t| (t.0.as_str(), t.1)).collect();
             assert_eq!(
                 labels,
-                [("y", "rmsnorm_forward"), ("out", "residual_add_vec4")]
+                [("y", "rmsnorm_forward_vec4"), ("out", "residual_add_vec4")]
             );
             for (label, _, ms) in &times {
                 assert!(

@@ -11,9 +11,9 @@ use webqlora::ops::embedding::{self, check_ids};
 use webqlora::ops::rope::{self, cos_sin_table, cpu_rope, Positions};
 use webqlora::ops::{residual, rmsnorm, swiglu};
 
-const ROWS: [usize; 5] = [1, 7, 33, 65, 300];
+const ROWS: [usize; 6] = [1, 7, 33, 65, 300, 40];
 // One column is degenerate for RMSNorm (dx = r·w·dy·(1 − x²r²) cancels to ~eps/x²).
-const COLS: [usize; 5] = [7, 63, 65, 129, 576];
+const COLS: [usize; 6] = [7, 63, 65, 129, 576, 132];
 
 /// The subgroup variant discrete GPUs get when the adapter has subgroups, run here by
 /// claiming that class (lavapipe has subgroups of 8), rows past a multiple of the workgroup
@@ -68,6 +68,7 @@ fn rmsnorm_forward_and_backward_match_cpu() {
         let dyt = g.input("dy", &[rows, cols], DType::F32);
         let (y, rstd) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-5).unwrap();
         let dx = rmsnorm::backward(&mut g, "dx", dyt, xt, wt, rstd).unwrap();
+        assert_vec4_iff_multiple_of_4(&g, cols);
         let inputs = [(xt, bytes(&x)), (wt, bytes(&w)), (dyt, bytes(&dy))];
         let got = run_graph(g, &inputs, &[y, rstd, dx]);
 
@@ -87,7 +88,8 @@ fn rmsnorm_forward_and_backward_match_cpu() {
     }
 }
 
-/// Elementwise ops over n values run their vec4 kernels exactly when n is a multiple of 4.
+/// Elementwise ops over n values (rows of n for RMSNorm) run their vec4 kernels exactly when
+/// n is a multiple of 4.
 fn assert_vec4_iff_multiple_of_4(g: &Graph, n: usize) {
     for node in &g.nodes {
         let vec4 = node.kernel.name.ends_with("_vec4");
@@ -165,6 +167,7 @@ fn rope_forward_and_inverse_match_cpu() {
     let theta = 10000.0;
     for &(batch, seq, heads, head_dim, offset) in &[
         (1usize, 1usize, 1usize, 2usize, 0usize),
+        (2, 5, 3, 12, 1),
         (2, 7, 3, 64, 5),
         (1, 300, 2, 128, 0),
         (3, 33, 9, 64, 100),
@@ -183,6 +186,8 @@ fn rope_forward_and_inverse_match_cpu() {
         let table = g.param("cos_sin", &[positions, head_dim / 2, 2], DType::F32);
         let y = rope::rope(&mut g, "q_rot", xt, table, at, false).unwrap();
         let dx = rope::rope(&mut g, "dq", dyt, table, at, true).unwrap();
+        // Four pairs an invocation exactly when half the head dim is a multiple of 4.
+        assert_vec4_iff_multiple_of_4(&g, head_dim / 2);
         let cs = cos_sin_table(positions, head_dim, theta);
         let got = run_graph(
             g,

@@ -79,7 +79,37 @@ pub static BACKWARD: Kernel = Kernel {
     ],
 };
 
+/// `FORWARD` reading four columns at a time (rows of a multiple of 4, same arithmetic). Its
+/// discrete-GPU variant is `FORWARD`'s, whose bindings and params are the same.
+pub static FORWARD_VEC4: Kernel = Kernel {
+    name: "rmsnorm_forward_vec4",
+    shader: &shaders::RMSNORM_VEC4,
+    entry: "rmsnorm_forward_vec4",
+    variants: FORWARD.variants,
+    textures: &[],
+    bindings: FORWARD.bindings,
+};
+
+/// `BACKWARD` four columns at a time (rows of a multiple of 4, same arithmetic).
+pub static BACKWARD_VEC4: Kernel = Kernel {
+    name: "rmsnorm_backward_vec4",
+    shader: &shaders::RMSNORM_BACKWARD_VEC4,
+    entry: "rmsnorm_backward_vec4",
+    variants: &[],
+    textures: &[],
+    bindings: BACKWARD.bindings,
+};
+
 const WORKGROUP: usize = 64;
+
+/// The kernel for rows of `cols`: four columns at a time where they allow.
+fn by_cols(scalar: &'static Kernel, vec4: &'static Kernel, cols: usize) -> &'static Kernel {
+    if cols.is_multiple_of(4) {
+        vec4
+    } else {
+        scalar
+    }
+}
 
 /// Rows and columns of `x` normalised by `weight`, or a shape error naming both.
 fn rows_cols(
@@ -121,7 +151,8 @@ pub fn forward(
     let rstd = g.temp(&format!("{name}_rstd"), &[rows], DType::F32);
     let params = Params::new().u32(rows as u32).u32(cols as u32).f32(eps);
     let dispatch = Dispatch::linear(rows, WORKGROUP);
-    g.push(name, &FORWARD, &[x, weight, y, rstd], params, dispatch)?;
+    let kernel = by_cols(&FORWARD, &FORWARD_VEC4, cols);
+    g.push(name, kernel, &[x, weight, y, rstd], params, dispatch)?;
     Ok((y, rstd))
 }
 
@@ -142,7 +173,7 @@ pub fn backward(
     let dispatch = Dispatch::linear(rows, WORKGROUP);
     g.push(
         name,
-        &BACKWARD,
+        by_cols(&BACKWARD, &BACKWARD_VEC4, cols),
         &[dy, x, weight, rstd, dx],
         params,
         dispatch,

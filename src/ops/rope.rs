@@ -31,6 +31,16 @@ pub static ROPE: Kernel = Kernel {
     ],
 };
 
+/// `ROPE` four pairs an invocation (head dims of a multiple of 8, same arithmetic).
+pub static ROPE_VEC4: Kernel = Kernel {
+    name: "rope_vec4",
+    shader: &shaders::ROPE_VEC4,
+    entry: "rope_vec4",
+    variants: &[],
+    textures: &[],
+    bindings: ROPE.bindings,
+};
+
 /// The (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2], computed as
 /// transformers does (inv_freq = 1 / theta^(2i / d), angle = position · inv_freq) in f64.
 pub fn cos_sin_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
@@ -99,12 +109,18 @@ pub fn rope(
         .u32(at.pos_offset as u32)
         .u32(inverse as u32);
     let pairs = tokens * heads * head_dim / 2;
+    // Four pairs an invocation where the half head dim allows.
+    let (kernel, items) = if head_dim.is_multiple_of(8) {
+        (&ROPE_VEC4, pairs / 4)
+    } else {
+        (&ROPE, pairs)
+    };
     g.push(
         name,
-        &ROPE,
+        kernel,
         &[x, cos_sin, y],
         params,
-        Dispatch::linear(pairs, 64),
+        Dispatch::linear(items, 64),
     )?;
     Ok(y)
 }
