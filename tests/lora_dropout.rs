@@ -4,27 +4,11 @@
 
 mod common;
 
-use common::{bytes, random_f32, rel_err, rng, run_graph};
+use common::lora_reference::{lora_reference, Dropout, LoraCase};
+use common::{bytes, random_f32, rel_err, rng, run_graph, to_f32};
 use webqlora::graph::{DType, Graph};
 use webqlora::model::llama::{Linear, LoraFactors, Module};
-use webqlora::ops::dropout::{cpu_dropout, DropoutSite};
-
-/// Row-major [m, n] = a [m, k] · b [k, n] (transposes by index functions).
-fn mm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: impl Fn(usize, usize) -> f64,
-    b: impl Fn(usize, usize) -> f64,
-) -> Vec<f64> {
-    let mut c = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            c[i * n + j] = (0..k).map(|t| a(i, t) * b(t, j)).sum();
-        }
-    }
-    c
-}
+use webqlora::ops::dropout::DropoutSite;
 
 #[test]
 fn adapter_dropout_forward_and_backward_match_cpu() {
@@ -70,58 +54,37 @@ fn adapter_dropout_forward_and_backward_match_cpu() {
         &[y, dx, grads.a, grads.b],
     );
 
-    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let (x64, w64, a64, b64, dy64) = (f(&x), f(&w), f(&a), f(&b), f(&dy));
-    let xd = f(&cpu_dropout(&x, p, seed_value, 3));
-    let s = scale as f64;
-    let xa = mm(t, inp, r, |i, k| xd[i * inp + k], |k, j| a64[j * inp + k]);
-    let base = mm(
+    let case = LoraCase {
         t,
-        inp,
+        n_in: inp,
         out,
-        |i, k| x64[i * inp + k],
-        |k, j| w64[j * inp + k],
-    );
-    let lora = mm(t, r, out, |i, k| xa[i * r + k], |k, j| b64[j * r + k]);
-    let y_want: Vec<f64> = base.iter().zip(&lora).map(|(u, v)| u + s * v).collect();
-    let dyb = mm(t, out, r, |i, k| dy64[i * out + k], |k, j| b64[k * r + j]);
-    let d_b: Vec<f64> = mm(out, t, r, |i, k| dy64[k * out + i], |k, j| xa[k * r + j])
-        .iter()
-        .map(|v| s * v)
-        .collect();
-    let d_a: Vec<f64> = mm(r, t, inp, |i, k| dyb[k * r + i], |k, j| xd[k * inp + j])
-        .iter()
-        .map(|v| s * v)
-        .collect();
-    // dx = dy·W + mask ⊙ (s·(dy·B)·A) / (1 - p)
-    let dx_lora: Vec<f32> = mm(t, r, inp, |i, k| dyb[i * r + k], |k, j| a64[k * inp + j])
-        .iter()
-        .map(|v| (s * v) as f32)
-        .collect();
-    let dx_lora = f(&cpu_dropout(&dx_lora, p, seed_value, 3));
-    let dx_want: Vec<f64> = mm(
-        t,
-        out,
-        inp,
-        |i, k| dy64[i * out + k],
-        |k, j| w64[k * inp + j],
-    )
-    .iter()
-    .zip(&dx_lora)
-    .map(|(u, v)| u + v)
-    .collect();
+        r,
+        scale,
+        x: &x,
+        w: &w,
+        a: &a,
+        b: &b,
+        dy: &dy,
+        dropout: Some(Dropout {
+            p,
+            seed: seed_value,
+            salt: 3,
+        }),
+    };
+    let want = lora_reference(&case);
     for (name, got, want) in [
-        ("y", &got[0], y_want),
-        ("dx", &got[1], dx_want),
-        ("dA", &got[2], d_a),
-        ("dB", &got[3], d_b),
+        ("y", &got[0], &want.y),
+        ("dx", &got[1], &want.dx),
+        ("dA", &got[2], &want.d_a),
+        ("dB", &got[3], &want.d_b),
     ] {
-        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
-        let e = rel_err(got, &want);
+        let e = rel_err(got, &to_f32(want));
         assert!(e < 1e-5, "{name}: {e}");
     }
     // Dropout did drop: without it dA differs.
-    let d_a_plain = mm(r, t, inp, |i, k| dyb[k * r + i], |k, j| x64[k * inp + j]);
-    let plain: Vec<f32> = d_a_plain.iter().map(|v| (s * v) as f32).collect();
-    assert!(rel_err(&got[2], &plain) > 0.05);
+    let plain = lora_reference(&LoraCase {
+        dropout: None,
+        ..case
+    });
+    assert!(rel_err(&got[2], &to_f32(&plain.d_a)) > 0.05);
 }

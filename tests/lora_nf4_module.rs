@@ -5,30 +5,14 @@
 
 mod common;
 
-use common::{bytes, random_f32, rel_err, rng, run_graph};
+use common::lora_reference::{lora_reference, Dropout, LoraCase};
+use common::{bytes, random_f32, rel_err, rng, run_graph, to_f32};
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::model::llama::{Linear, LoraFactors, Module};
-use webqlora::ops::dropout::{cpu_dropout, DropoutSite};
+use webqlora::ops::dropout::DropoutSite;
 use webqlora::ops::nf4_matmul::{upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;
-
-/// Row-major [m, n] = a [m, k] · b [k, n] (transposes by index functions).
-fn mm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: impl Fn(usize, usize) -> f64,
-    b: impl Fn(usize, usize) -> f64,
-) -> Vec<f64> {
-    let mut c = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            c[i * n + j] = (0..k).map(|t| a(i, t) * b(t, j)).sum();
-        }
-    }
-    c
-}
 
 struct Case {
     rows: usize,
@@ -114,53 +98,39 @@ fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
         &[y, dx, grads.a, grads.b],
     );
 
-    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let (x64, w64, a64, b64, dy64) = (f(&x), f(&w), f(&a), f(&b), f(&dy));
-    let xd = match dropout {
-        Some(p) => f(&cpu_dropout(&x, p, seed_value, 5)),
-        None => x64.clone(),
-    };
-    let s = scale as f64;
-    let xa = mm(t, inp, r, |i, k| xd[i * inp + k], |k, j| a64[j * inp + k]);
-    let base = mm(
+    let want = lora_reference(&LoraCase {
         t,
-        inp,
+        n_in: inp,
         out,
-        |i, k| x64[i * inp + k],
-        |k, j| w64[j * inp + k],
-    );
-    let lora = mm(t, r, out, |i, k| xa[i * r + k], |k, j| b64[j * r + k]);
-    let y_want: Vec<f64> = base.iter().zip(&lora).map(|(u, v)| u + s * v).collect();
-    let dyb = mm(t, out, r, |i, k| dy64[i * out + k], |k, j| b64[k * r + j]);
-    let d_b = mm(out, t, r, |i, k| dy64[k * out + i], |k, j| xa[k * r + j]);
-    let d_a = mm(r, t, inp, |i, k| dyb[k * r + i], |k, j| xd[k * inp + j]);
-    let dx_lora: Vec<f32> = mm(t, r, inp, |i, k| dyb[i * r + k], |k, j| a64[k * inp + j])
-        .iter()
-        .map(|v| (s * v) as f32)
-        .collect();
-    let dx_lora = match dropout {
-        Some(p) => cpu_dropout(&dx_lora, p, seed_value, 5),
-        None => dx_lora,
+        r,
+        scale,
+        x: &x,
+        w: &w,
+        a: &a,
+        b: &b,
+        dy: &dy,
+        dropout: dropout.map(|p| Dropout {
+            p,
+            seed: seed_value,
+            salt: 5,
+        }),
+    });
+    let dx_want: Vec<f64> = if accumulate {
+        want.dx
+            .iter()
+            .zip(&dx0)
+            .map(|(d, &d0)| d + d0 as f64)
+            .collect()
+    } else {
+        want.dx
     };
-    let dx_base = mm(
-        t,
-        out,
-        inp,
-        |i, k| dy64[i * out + k],
-        |k, j| w64[k * inp + j],
-    );
-    let dx_want: Vec<f64> = (0..t * inp)
-        .map(|i| dx_base[i] + dx_lora[i] as f64 + if accumulate { dx0[i] as f64 } else { 0.0 })
-        .collect();
-    let scaled = |v: Vec<f64>| v.iter().map(|u| s * u).collect::<Vec<_>>();
     for (name, got, want) in [
-        ("y", &got[0], y_want),
-        ("dx", &got[1], dx_want),
-        ("dA", &got[2], scaled(d_a)),
-        ("dB", &got[3], scaled(d_b)),
+        ("y", &got[0], &want.y),
+        ("dx", &got[1], &dx_want),
+        ("dA", &got[2], &want.d_a),
+        ("dB", &got[3], &want.d_b),
     ] {
-        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
-        let e = rel_err(got, &want);
+        let e = rel_err(got, &to_f32(want));
         assert!(e < 1e-5, "{what}: {name} rel err {e}");
     }
 }
