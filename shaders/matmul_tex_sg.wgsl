@@ -23,8 +23,9 @@
 // along the rows by four along the columns, each owning a 32x32 tile: rows
 // m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + l + 8j (j < 4).
 // Lane l fetches rows m0 + 8g + l. Accumulator acc[2g + h][i] holds row m0 + 8g + 4h + i,
-// its component j column n0 + l + 8j. Out-of-range rows and columns are clamped to the last
-// one: computed, never stored.
+// its component j column n0 + l + 8j. A subgroup whose tile lies wholly past the output
+// returns at once; in a tile that straddles the edge, rows and columns past it are clamped to
+// the last one: computed, never stored.
 
 struct Params {
     M: u32,
@@ -64,6 +65,11 @@ fn matmul_tex_sg(
 ) {
     let m0 = wg.y * 64u + (sg / 4u) * 32u;
     let n0 = wg.x * 128u + (sg % 4u) * 32u + lane;
+    // A subgroup whose whole tile lies past the output has nothing to store (the exit is
+    // uniform in the subgroup, which is all the broadcasts need).
+    if m0 >= params.M || n0 - lane >= params.N {
+        return;
+    }
     let last_m = i32(params.M) - 1;
     let rows = min(vec4<i32>(i32(m0 + lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_m));
     let cols = min(vec4<i32>(i32(n0)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(i32(params.N) - 1));

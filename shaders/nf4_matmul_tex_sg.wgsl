@@ -39,8 +39,9 @@
 //             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per eight
 //             outputs lane l fetches output l's codes and scale, shared by broadcast
 // and rows m0 + 8g + i (g < 4, i < 8), fetching rows m0 + 8g + l. Accumulator acc[2g + h][i]
-// holds row m0 + 8g + 4h + i, its component j the lane's column j. Out-of-range rows and
-// columns are clamped to the last one: computed, never stored.
+// holds row m0 + 8g + 4h + i, its component j the lane's column j. A subgroup whose tile
+// lies wholly past the output returns at once; in a tile that straddles the edge, rows and
+// columns past it are clamped to the last one: computed, never stored.
 
 struct Params {
     rows: u32,
@@ -172,6 +173,11 @@ fn nf4_forward_tex_sg(
     let rows = subgroup_rows(wg.y, sg, lane);
     let fetch = clamp_rows(rows);
     let cols = vec4<u32>(wg.x * 128u + (sg % 4u) * 32u + lane) + vec4<u32>(0u, 8u, 16u, 24u);
+    // A subgroup whose whole tile lies past the output has nothing to store (the exit is
+    // uniform in the subgroup, which is all the broadcasts need).
+    if rows.x - lane >= params.rows || cols.x - lane >= params.n_out {
+        return;
+    }
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
     var tile: Tile;
     let texels = params.n_in / 32u;
@@ -235,9 +241,13 @@ fn nf4_backward_tex_sg(
 ) {
     let rows = subgroup_rows(wg.y, sg, lane);
     let fetch = clamp_rows(rows);
-    // The subgroup's texel of codes (past the last one: the last, computed and not stored).
+    // The subgroup's texel of codes; a subgroup whose whole tile lies past the output has
+    // nothing to store (a uniform exit).
     let texel = wg.x * 4u + sg % 4u;
-    let t = i32(min(texel, params.n_in / 32u - 1u));
+    if rows.x - lane >= params.rows || texel >= params.n_in / 32u {
+        return;
+    }
+    let t = i32(texel);
     let word = lane / 2u;
     let shift = 16u * (lane % 2u);
     let b = u32(t) * 32u / params.blocksize;
