@@ -87,9 +87,15 @@ impl Module {
         x: TensorId,
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
         let saved = self.saved_without_output(g, name, x)?;
-        let x_a = saved.x_a;
-        let y = match (self.weight, self.lora.zip(x_a)) {
-            (Linear::F32(w), _) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?,
+        let y = match (self.weight, self.lora.zip(saved.x_a)) {
+            (Linear::F32(w), lora) => {
+                let y = matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?;
+                if let Some((l, xa)) = lora {
+                    let (lhs, b) = (Operand::plain(xa), Operand::transposed(l.b));
+                    matmul_into(g, &format!("{name} += lora"), y, lhs, b, l.scale)?;
+                }
+                y
+            }
             (Linear::Nf4(w), None) => nf4_matmul::forward(g, name, x, &w)?,
             // The adapter's term inside the NF4 product where the kernels allow.
             (Linear::Nf4(w), Some((l, xa))) => {
@@ -101,16 +107,6 @@ impl Module {
                 nf4_matmul::forward_lora(g, name, x, &w, term)?
             }
         };
-        if let (Linear::F32(_), Some(l), Some(xa)) = (self.weight, self.lora, x_a) {
-            matmul_into(
-                g,
-                &format!("{name} += lora"),
-                y,
-                Operand::plain(xa),
-                Operand::transposed(l.b),
-                l.scale,
-            )?;
-        }
         if let Some(bias) = self.bias {
             residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
         }

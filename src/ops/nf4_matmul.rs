@@ -480,13 +480,9 @@ pub fn backward_lora(
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, dy, n_out)?;
     let r = as_rows(g, lora.lhs)[1];
-    let dx = match dx_into {
-        Some(dx) => dx,
-        None => g.temp(name, &[rows, n_in], DType::F32),
-    };
-    let label = match dx_into {
-        Some(_) => format!("{name} += dy W"),
-        None => name.to_string(),
+    let (dx, label) = match dx_into {
+        Some(dx) => (dx, format!("{name} += dy W")),
+        None => (g.temp(name, &[rows, n_in], DType::F32), name.to_string()),
     };
     let accumulate = dx_into.is_some();
     if on_textures(g, w, rows, n_in) && fuses(g, &lora, rows, [r, n_in]) {
