@@ -77,9 +77,10 @@ shader!(
 shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
 shader!(ATTENTION_FORWARD_MASKED_TEX, "attention_forward_masked_tex");
 shader!(BIAS_ADD, "bias_add");
-shader!(CROSS_ENTROPY_GRAD, "cross_entropy_grad");
+shader!(CROSS_ENTROPY_FINISH, "cross_entropy_finish");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
-shader!(CROSS_ENTROPY_STATS, "cross_entropy_stats");
+shader!(CROSS_ENTROPY_ONLINE, "cross_entropy_online");
+shader!(CROSS_ENTROPY_RESCALE, "cross_entropy_rescale");
 shader!(DROPOUT, "dropout");
 shader!(EMBEDDING, "embedding");
 shader!(GRAD_CLIP, "grad_clip");
@@ -144,9 +145,10 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_FORWARD_MASKED_TEX,
     &ATTENTION_ROWS_SG,
     &BIAS_ADD,
-    &CROSS_ENTROPY_GRAD,
+    &CROSS_ENTROPY_FINISH,
     &CROSS_ENTROPY_LOSS,
-    &CROSS_ENTROPY_STATS,
+    &CROSS_ENTROPY_ONLINE,
+    &CROSS_ENTROPY_RESCALE,
     &DROPOUT,
     &EMBEDDING,
     &GRAD_CLIP,

@@ -29,35 +29,66 @@ fn fused_loss_and_gradient_match_cpu() {
                 }
             })
             .collect();
-        let mut g = Graph::new();
-        let ht = g.input("h_final", &[rows, dim], DType::F32);
-        let wt = g.param("lm_head", &[vocab, dim], DType::F32);
-        let tt = g.input("targets", &[rows], DType::U32);
-        let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
-        let inputs = [
-            (ht, bytes(&h)),
-            (wt, bytes(&w)),
-            (tt, bytemuck::cast_slice(&targets).to_vec()),
-        ];
-        let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
-
         let (h64, w64) = (to_f64(&h), to_f64(&w));
-        let (loss, counted, dh) = cpu_lm_head_loss(&h64, &w64, &targets, dim);
-        assert_eq!(got[0][1], counted as f32);
-        let e = ((got[0][0] as f64 - loss) / loss).abs();
-        assert!(
-            e < 1e-5,
-            "loss {} vs {loss} ({rows}x{dim}, vocab {vocab}, chunk {chunk})",
-            got[0][0]
-        );
-        let e = rel_err(&got[1], &to_f32(&dh));
-        assert!(
-            e < 1e-5,
-            "d hidden rel err {e} ({rows}x{dim}, vocab {vocab}, chunk {chunk})"
-        );
+        let dh = check_against_cpu(&h, &w, &targets, dim, chunk);
         let f = |h: &[f64]| vec![cpu_lm_head_loss(h, &w64, &targets, dim).0];
         check_gradient("lm-head loss", f, &h64, &[1.0], &dh, &mut rng, 30);
     }
+}
+
+#[test]
+fn a_max_that_moves_every_chunk_rescales_the_gradient() {
+    // W's rows grow along u through the vocabulary, so the logits of a row along +u rise by
+    // about 40 over it and each chunk brings a new max (d hidden rescaled at every chunk, by
+    // factors down to exp(-5)); a row along -u keeps its first chunk's max (never rescaled).
+    let mut rng = rng("cross_entropy_rising");
+    let (rows, dim, vocab, chunk) = (10, 32, 640, 64);
+    let u = random_f32(&mut rng, dim, 1.0);
+    let noise = random_f32(&mut rng, vocab * dim, 0.05);
+    let w: Vec<f32> = (0..vocab * dim)
+        .map(|i| u[i % dim] * 4.0 * (i / dim) as f32 / vocab as f32 + noise[i])
+        .collect();
+    let jitter = random_f32(&mut rng, rows * dim, 0.1);
+    let h: Vec<f32> = (0..rows * dim)
+        .map(|i| if (i / dim) % 2 == 0 { u[i % dim] } else { -u[i % dim] } + jitter[i])
+        .collect();
+    let mut targets: Vec<u32> = (0..rows)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect();
+    targets[rows - 1] = IGNORE;
+    check_against_cpu(&h, &w, &targets, dim, chunk);
+}
+
+/// The fused loss on the device against the f64 reference (loss, counted rows, d hidden);
+/// returns the reference's d hidden.
+fn check_against_cpu(h: &[f32], w: &[f32], targets: &[u32], dim: usize, chunk: usize) -> Vec<f64> {
+    let (rows, vocab) = (targets.len(), w.len() / dim);
+    let mut g = Graph::new();
+    let ht = g.input("h_final", &[rows, dim], DType::F32);
+    let wt = g.param("lm_head", &[vocab, dim], DType::F32);
+    let tt = g.input("targets", &[rows], DType::U32);
+    let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
+    let inputs = [
+        (ht, bytes(h)),
+        (wt, bytes(w)),
+        (tt, bytemuck::cast_slice(targets).to_vec()),
+    ];
+    let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
+
+    let (loss, counted, dh) = cpu_lm_head_loss(&to_f64(h), &to_f64(w), targets, dim);
+    assert_eq!(got[0][1], counted as f32);
+    let e = ((got[0][0] as f64 - loss) / loss).abs();
+    assert!(
+        e < 1e-5,
+        "loss {} vs {loss} ({rows}x{dim}, vocab {vocab}, chunk {chunk})",
+        got[0][0]
+    );
+    let e = rel_err(&got[1], &to_f32(&dh));
+    assert!(
+        e < 1e-5,
+        "d hidden rel err {e} ({rows}x{dim}, vocab {vocab}, chunk {chunk})"
+    );
+    dh
 }
 
 #[test]

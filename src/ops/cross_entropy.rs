@@ -1,11 +1,14 @@
 //! The lm-head fused with cross-entropy over vocabulary chunks: loss and d hidden without ever
 //! storing [rows, vocab] logits (SmolLM2's 1024 × 49152 would be 192 MiB, over WebGPU's
-//! 128 MiB binding limit).
+//! 128 MiB binding limit), each chunk's logits computed once.
 //!
-//! Forward, per chunk of the vocabulary: logits = hidden · W[v0..v1]ᵀ, folded into each row's
-//! online-softmax statistics; then the mean loss over counted rows. Backward, per chunk: the
-//! logits are recomputed, turned into d loss / d logits in place, and d hidden += dlogits ·
-//! W[v0..v1]. The loss is the graph's end, so its upstream gradient is 1.
+//! Per chunk of the vocabulary: logits = hidden · W[v0..v1]ᵀ, folded into each row's
+//! online-softmax statistics (max m, sum s of exp(logit - m), target logit) and turned in place
+//! into exp(logit - m); d hidden, which holds the sum of those numerators times W for the
+//! chunks before (against the old max), is rescaled by exp(m_old - m) where a row's max moved,
+//! and gains numerators · W[v0..v1]. At the end: the mean loss over counted rows, and
+//! d hidden = (that sum / s - W[target]) / counted. The loss is the graph's end, so its
+//! upstream gradient is 1.
 
 use super::matmul::{matmul, matmul_into, Operand};
 use crate::graph::{
@@ -16,11 +19,11 @@ use crate::shaders;
 /// A target that carries no loss (transformers' -100).
 pub const IGNORE: u32 = u32::MAX;
 
-const fn stats_bindings(stats: Access) -> [Binding; 3] {
+const fn online_bindings(stats: Access) -> [Binding; 4] {
     [
         Binding {
             name: "logits",
-            access: Access::Read,
+            access: Access::ReadWrite,
             dtype: DType::F32,
         },
         Binding {
@@ -33,30 +36,55 @@ const fn stats_bindings(stats: Access) -> [Binding; 3] {
             access: stats,
             dtype: DType::F32,
         },
+        Binding {
+            name: "rescale",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
     ]
 }
 
-static STATS_START: [Binding; 3] = stats_bindings(Access::Write);
-static STATS_FOLD: [Binding; 3] = stats_bindings(Access::ReadWrite);
+static ONLINE_START: [Binding; 4] = online_bindings(Access::Write);
+static ONLINE_FOLD: [Binding; 4] = online_bindings(Access::ReadWrite);
 
 /// The first chunk: starts the statistics.
-pub static STATS_FIRST: Kernel = Kernel {
-    name: "ce_stats_first",
-    shader: &shaders::CROSS_ENTROPY_STATS,
-    entry: "ce_stats",
+pub static ONLINE_FIRST: Kernel = Kernel {
+    name: "ce_online_first",
+    shader: &shaders::CROSS_ENTROPY_ONLINE,
+    entry: "ce_online",
     variants: &[],
     textures: &[],
-    bindings: &STATS_START,
+    bindings: &ONLINE_START,
 };
 
 /// Later chunks: fold into the statistics.
-pub static STATS: Kernel = Kernel {
-    name: "ce_stats",
-    shader: &shaders::CROSS_ENTROPY_STATS,
-    entry: "ce_stats",
+pub static ONLINE: Kernel = Kernel {
+    name: "ce_online",
+    shader: &shaders::CROSS_ENTROPY_ONLINE,
+    entry: "ce_online",
     variants: &[],
     textures: &[],
-    bindings: &STATS_FOLD,
+    bindings: &ONLINE_FOLD,
+};
+
+pub static RESCALE: Kernel = Kernel {
+    name: "ce_rescale",
+    shader: &shaders::CROSS_ENTROPY_RESCALE,
+    entry: "ce_rescale",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        Binding {
+            name: "d_hidden",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "rescale",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+    ],
 };
 
 pub static LOSS: Kernel = Kernel {
@@ -84,15 +112,15 @@ pub static LOSS: Kernel = Kernel {
     ],
 };
 
-pub static GRAD: Kernel = Kernel {
-    name: "ce_grad",
-    shader: &shaders::CROSS_ENTROPY_GRAD,
-    entry: "ce_grad",
+pub static FINISH: Kernel = Kernel {
+    name: "ce_finish",
+    shader: &shaders::CROSS_ENTROPY_FINISH,
+    entry: "ce_finish",
     variants: &[],
     textures: &[],
     bindings: &[
         Binding {
-            name: "logits",
+            name: "d_hidden",
             access: Access::ReadWrite,
             dtype: DType::F32,
         },
@@ -108,6 +136,11 @@ pub static GRAD: Kernel = Kernel {
         },
         Binding {
             name: "loss",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "weight",
             access: Access::Read,
             dtype: DType::F32,
         },
@@ -127,13 +160,13 @@ pub struct LmHeadLoss {
 /// (logits and the next chunk's) stay well under the memory a step needs otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
 
-/// ce_stats loops over a chunk twice in one invocation; llvmpipe ends an invocation's loops
+/// ce_online loops over a chunk twice in one invocation; llvmpipe ends an invocation's loops
 /// after 65,535 iterations, so a chunk stays well below half of that.
 pub const MAX_CHUNK: usize = 16384;
 
-/// Logits bytes a chunk may take on graphs with texture kernels: there each chunk's logits
-/// gradient is also packed into a texture and its weight rows twice, so smaller chunks keep the
-/// planned peak down (the work is the same).
+/// Logits bytes a chunk may take on graphs with texture kernels: there each chunk's softmax
+/// numerators are also packed into a texture, and its weight rows twice, so smaller chunks keep
+/// the planned peak down (the work is the same).
 pub const TEXTURE_CHUNK_BYTES: u64 = 1 << 20;
 
 /// The chunk budget for `g`.
@@ -200,76 +233,53 @@ pub fn lm_head_loss(
             shape_str(&ws)
         )));
     }
-    let starts: Vec<usize> = (0..vocab).step_by(chunk).collect();
     let width = |v0: usize| chunk.min(vocab - v0);
-    let logits_of = |g: &mut Graph, label: String, v0: usize| {
-        let w_chunk = Operand::transposed(weight).rows(v0, width(v0));
-        matmul(g, &label, Operand::plain(hidden), w_chunk, 1.0)
-    };
-
     let stats = g.temp(&format!("{name}.stats"), &[rows, 3], DType::F32);
-    for (c, &v0) in starts.iter().enumerate() {
-        let logits = logits_of(g, format!("{name}.logits[{v0}..]"), v0)?;
+    let rescale = g.temp(&format!("{name}.rescale"), &[rows], DType::F32);
+    let mut d_hidden = None;
+    for v0 in (0..vocab).step_by(chunk) {
+        let w_rows = |w: Operand| w.rows(v0, width(v0));
+        let label = format!("{name}.logits[{v0}..]");
+        let h = Operand::plain(hidden);
+        let numerators = matmul(g, &label, h, w_rows(Operand::transposed(weight)), 1.0)?;
+        let first = d_hidden.is_none();
         let params = Params::new()
             .u32(rows as u32)
             .u32(width(v0) as u32)
             .u32(v0 as u32)
-            .u32((c == 0) as u32);
-        let kernel = if c == 0 { &STATS_FIRST } else { &STATS };
-        let label = format!("{name}.stats[{v0}..]");
+            .u32(first as u32);
+        let kernel = if first { &ONLINE_FIRST } else { &ONLINE };
+        let io = [numerators, targets, stats, rescale];
+        let by_row = Dispatch::linear(rows, 64);
         g.push(
-            label,
+            format!("{name}.softmax[{v0}..]"),
             kernel,
-            &[logits, targets, stats],
+            &io,
             params,
-            Dispatch::linear(rows, 64),
+            by_row,
         )?;
-    }
-    let loss = g.temp(name, &[2], DType::F32);
-    let params = Params::new().u32(rows as u32);
-    g.push(
-        name,
-        &LOSS,
-        &[stats, targets, loss],
-        params,
-        Dispatch::Grid([1, 1, 1]),
-    )?;
-
-    let mut d_hidden = None;
-    for &v0 in &starts {
-        let dlogits = logits_of(g, format!("{name}.dlogits[{v0}..]"), v0)?;
-        let params = Params::new()
-            .u32(rows as u32)
-            .u32(width(v0) as u32)
-            .u32(v0 as u32);
-        let label = format!("{name}.grad[{v0}..]");
-        let dispatch = Dispatch::linear(rows * width(v0), 64);
-        g.push(
-            label,
-            &GRAD,
-            &[dlogits, targets, stats, loss],
-            params,
-            dispatch,
-        )?;
-        let w_chunk = Operand::plain(weight).rows(v0, width(v0));
-        let label = format!("{name}.d_hidden[{v0}..]");
+        let (p, w) = (Operand::plain(numerators), w_rows(Operand::plain(weight)));
         match d_hidden {
-            None => {
-                d_hidden = Some(matmul(
-                    g,
-                    &format!("{name}.d_hidden"),
-                    Operand::plain(dlogits),
-                    w_chunk,
-                    1.0,
-                )?)
+            None => d_hidden = Some(matmul(g, &format!("{name}.d_hidden"), p, w, 1.0)?),
+            Some(dh) => {
+                let params = Params::new().u32(rows as u32).u32(dim as u32);
+                let label = format!("{name}.rescale[{v0}..]");
+                g.push(label, &RESCALE, &[dh, rescale], params, by_row)?;
+                matmul_into(g, &format!("{name}.d_hidden[{v0}..]"), dh, p, w, 1.0)?;
             }
-            Some(dh) => matmul_into(g, &label, dh, Operand::plain(dlogits), w_chunk, 1.0)?,
         }
     }
-    Ok(LmHeadLoss {
-        loss,
-        d_hidden: d_hidden.expect("vocab > 0"),
-    })
+    let d_hidden = d_hidden.expect("vocab > 0");
+
+    let loss = g.temp(name, &[2], DType::F32);
+    let params = Params::new().u32(rows as u32);
+    let one = Dispatch::Grid([1, 1, 1]);
+    g.push(name, &LOSS, &[stats, targets, loss], params, one)?;
+    let params = Params::new().u32(rows as u32).u32(dim as u32);
+    let io = [d_hidden, targets, stats, loss, weight];
+    let dispatch = Dispatch::linear(rows * dim, 64);
+    g.push(format!("{name}.finish"), &FINISH, &io, params, dispatch)?;
+    Ok(LmHeadLoss { loss, d_hidden })
 }
 
 /// CPU reference in f64: (mean loss, counted rows, d hidden).
