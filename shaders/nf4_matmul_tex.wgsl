@@ -1,7 +1,7 @@
 // NF4 dequant-matmuls for software devices (lavapipe, SwiftShader), all operands read from
 // textures (why: see matmul_tex.wgsl). W is NF4 [out, in]; its code words and block scales
-// are packed by pack_words.wgsl and pack.wgsl right before each use, and decoded in registers
-// (never written out in f32).
+// are copied into textures as they lie in their buffers right before each use, and decoded in
+// registers (never written out in f32).
 //
 //   nf4_forward_tex:  y[t, o]  = sum_i x[t, i] * W[o, i]   (Y = X W^T)
 //   nf4_backward_tex: dx[t, i] = sum_o dy[t, o] * W[o, i]  (dX = dY W)
@@ -15,10 +15,13 @@
 //   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate }
 //   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
-//   3 w_tex       texture_2d<u32>      rgba32uint [out, in/32]: texel (t, o) = code words
-//                                      4t..4t+4 of row o (codes of inputs 32t..32t+32)
-//   4 absmax_tex  texture_2d<f32>      rgba32float [out, ceil(in/blocksize/4)]: scale of block b
-//                                      of row o in component b % 4 of texel (b / 4, o)
+//   3 w_tex       texture_2d<u32>      rgba32uint, W's code words in order four to a texel
+//                                      (row o's texel t, words 4t..4t+4 = the codes of inputs
+//                                      32t..32t+32, is texel o·in/32 + t), in a linear layout
+//                                      (ops::pack::Linear: texel l at (l % width, l / width),
+//                                      width a power of two)
+//   4 absmax_tex  texture_2d<f32>      rgba32float, W's scales in order four to a texel (block b
+//                                      of row o is value o·in/blocksize + b), linear layout
 // Dispatch, 8x8 invocations a workgroup:
 //   forward:  grid (ceil(out / 128), ceil(T / 64), 1); an invocation owns rows
 //             wg.y*64 + lid.y*8 + i (i < 8) and outputs wg.x*128 + lid.x + 8j (j < 16), in eight
@@ -79,9 +82,37 @@ fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
     return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
 }
 
+/// Where W's codes and scales lie in their textures (linear layouts, see the header).
+struct WeightAt {
+    codes_row: u32,    // code texels a row of W: in / 32
+    scales_row: u32,   // scales a row of W: in / blocksize
+    codes_shift: u32,  // log2 of w_tex's width
+    scales_shift: u32, // log2 of absmax_tex's width
+}
+
+fn weight_at() -> WeightAt {
+    return WeightAt(
+        params.n_in / 32u,
+        params.n_in / params.blocksize,
+        countTrailingZeros(textureDimensions(w_tex).x),
+        countTrailingZeros(textureDimensions(absmax_tex).x),
+    );
+}
+
+/// Texel l of a linear layout 2^shift texels wide.
+fn linear(l: u32, shift: u32) -> vec2<i32> {
+    return vec2<i32>(i32(l & ((1u << shift) - 1u)), i32(l >> shift));
+}
+
+/// Code texel t (words 4t..4t+4: the codes of inputs 32t..32t+32) of row `row` of W.
+fn codes_at(at: WeightAt, t: u32, row: i32) -> vec4<u32> {
+    return textureLoad(w_tex, linear(u32(row) * at.codes_row + t, at.codes_shift), 0);
+}
+
 /// Block b's scale for row `row` of W.
-fn scale_of(b: u32, row: i32) -> f32 {
-    return textureLoad(absmax_tex, vec2<i32>(i32(b / 4u), row), 0)[b % 4u];
+fn scale_of(at: WeightAt, b: u32, row: i32) -> f32 {
+    let v = u32(row) * at.scales_row + b;
+    return textureLoad(absmax_tex, linear(v / 4u, at.scales_shift), 0)[v % 4u];
 }
 
 fn store(index: u32, value: f32) {
@@ -100,13 +131,13 @@ struct Group {
     scale: vec4<f32>,
 }
 
-fn load_group(t: i32, cols: vec4<i32>, b: u32) -> Group {
+fn load_group(at: WeightAt, t: u32, cols: vec4<i32>, b: u32) -> Group {
     var g: Group;
-    g.w[0] = textureLoad(w_tex, vec2<i32>(t, cols.x), 0);
-    g.w[1] = textureLoad(w_tex, vec2<i32>(t, cols.y), 0);
-    g.w[2] = textureLoad(w_tex, vec2<i32>(t, cols.z), 0);
-    g.w[3] = textureLoad(w_tex, vec2<i32>(t, cols.w), 0);
-    g.scale = vec4<f32>(scale_of(b, cols.x), scale_of(b, cols.y), scale_of(b, cols.z), scale_of(b, cols.w));
+    g.w[0] = codes_at(at, t, cols.x);
+    g.w[1] = codes_at(at, t, cols.y);
+    g.w[2] = codes_at(at, t, cols.z);
+    g.w[3] = codes_at(at, t, cols.w);
+    g.scale = vec4<f32>(scale_of(at, b, cols.x), scale_of(at, b, cols.y), scale_of(at, b, cols.z), scale_of(at, b, cols.w));
     return g;
 }
 
@@ -162,13 +193,14 @@ fn nf4_forward_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
+    let at = weight_at();
     let texels = params.n_in / 32u;
     for (var t = 0u; t < texels; t++) {
         let b = t * 32u / params.blocksize;
-        let g0 = load_group(i32(t), c0, b);
-        let g1 = load_group(i32(t), c1, b);
-        let g2 = load_group(i32(t), c2, b);
-        let g3 = load_group(i32(t), c3, b);
+        let g0 = load_group(at, t, c0, b);
+        let g1 = load_group(at, t, c1, b);
+        let g2 = load_group(at, t, c2, b);
+        let g3 = load_group(at, t, c3, b);
         for (var q = 0u; q < 4u; q++) {
             let l0 = group_lo(g0, q);
             let h0 = group_hi(g0, q);
@@ -224,9 +256,9 @@ fn back_update(acc: mat4x4<f32>, d: f32, w: mat4x4<f32>) -> mat4x4<f32> {
 }
 
 /// Output o's sixteen weights for this invocation's inputs: words 2h and 2h + 1 of its texel.
-fn back_weights(t: i32, h: u32, b: u32, o: i32) -> mat4x4<f32> {
-    let words = textureLoad(w_tex, vec2<i32>(t, o), 0);
-    let scale = scale_of(b, o);
+fn back_weights(at: WeightAt, t: i32, h: u32, b: u32, o: i32) -> mat4x4<f32> {
+    let words = codes_at(at, u32(t), o);
+    let scale = scale_of(at, b, o);
     let w0 = select(words.x, words.z, h == 1u);
     let w1 = select(words.y, words.w, h == 1u);
     return mat4x4<f32>(decode_lo(w0, scale), decode_hi(w0, scale), decode_lo(w1, scale), decode_hi(w1, scale));
@@ -255,6 +287,7 @@ fn nf4_backward_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
+    let at = weight_at();
     let last_o = i32(params.n_out) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 4) {
         // dy texel o0 / 4 holds outputs o0..o0+4 of each row (0 past the last output).
@@ -267,7 +300,7 @@ fn nf4_backward_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         let d6 = dy_at(o0 / 4, s.z);
         let d7 = dy_at(o0 / 4, s.w);
         for (var oo = 0; oo < 4; oo++) {
-            let w = back_weights(t, h, b, min(o0 + oo, last_o));
+            let w = back_weights(at, t, h, b, min(o0 + oo, last_o));
             acc0 = back_update(acc0, d0[oo], w);
             acc1 = back_update(acc1, d1[oo], w);
             acc2 = back_update(acc2, d2[oo], w);

@@ -25,10 +25,13 @@
 //                                      (a multiple of 4, 0: no adapter term), scale }
 //   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
-//   3 w_tex       texture_2d<u32>      rgba32uint [out, in/32]: texel (t, o) = code words
-//                                      4t..4t+4 of row o (codes of inputs 32t..32t+32)
-//   4 absmax_tex  texture_2d<f32>      rgba32float [out, ceil(in/blocksize/4)]: scale of block b
-//                                      of row o in component b % 4 of texel (b / 4, o)
+//   3 w_tex       texture_2d<u32>      rgba32uint, W's code words in order four to a texel
+//                                      (row o's texel t, words 4t..4t+4 = the codes of inputs
+//                                      32t..32t+32, is texel o·in/32 + t), in a linear layout
+//                                      (ops::pack::Linear: texel l at (l % width, l / width),
+//                                      width a power of two)
+//   4 absmax_tex  texture_2d<f32>      rgba32float, W's scales in order four to a texel (block b
+//                                      of row o is value o·in/blocksize + b), linear layout
 //   5 lhs_tex     texture_2d<f32>      rgba32float [T, rank/4]: x_a (forward) or dy_b (backward)
 //   6 factor_tex  texture_2d<f32>      rgba32float: B [out, rank/4] (forward), A [rank, in/4]
 //                                      (backward); with rank 0 any rgba32float texture, unread
@@ -88,9 +91,37 @@ fn decode4(word: u32, shift: u32, scale: f32) -> vec4<f32> {
     return nf4((vec4<u32>(word) >> (vec4<u32>(0u, 4u, 8u, 12u) + shift)) & vec4<u32>(15u)) * scale;
 }
 
+/// Where W's codes and scales lie in their textures (linear layouts, see the header).
+struct WeightAt {
+    codes_row: u32,    // code texels a row of W: in / 32
+    scales_row: u32,   // scales a row of W: in / blocksize
+    codes_shift: u32,  // log2 of w_tex's width
+    scales_shift: u32, // log2 of absmax_tex's width
+}
+
+fn weight_at() -> WeightAt {
+    return WeightAt(
+        params.n_in / 32u,
+        params.n_in / params.blocksize,
+        countTrailingZeros(textureDimensions(w_tex).x),
+        countTrailingZeros(textureDimensions(absmax_tex).x),
+    );
+}
+
+/// Texel l of a linear layout 2^shift texels wide.
+fn linear(l: u32, shift: u32) -> vec2<i32> {
+    return vec2<i32>(i32(l & ((1u << shift) - 1u)), i32(l >> shift));
+}
+
+/// Code texel t (words 4t..4t+4: the codes of inputs 32t..32t+32) of row `row` of W.
+fn codes_at(at: WeightAt, t: u32, row: i32) -> vec4<u32> {
+    return textureLoad(w_tex, linear(u32(row) * at.codes_row + t, at.codes_shift), 0);
+}
+
 /// Block b's scale for row `row` of W.
-fn scale_of(b: u32, row: i32) -> f32 {
-    return textureLoad(absmax_tex, vec2<i32>(i32(b / 4u), row), 0)[b % 4u];
+fn scale_of(at: WeightAt, b: u32, row: i32) -> f32 {
+    let v = u32(row) * at.scales_row + b;
+    return textureLoad(absmax_tex, linear(v / 4u, at.scales_shift), 0)[v % 4u];
 }
 
 /// Row texel t of the lane's four rows of `tex` (x, dy, x_a or dy_b).
@@ -179,15 +210,16 @@ fn nf4_forward_tex_sg(
         return;
     }
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
+    let at = weight_at();
     var tile: Tile;
     let texels = params.n_in / 32u;
     for (var t = 0u; t < texels; t++) {
         let b = t * 32u / params.blocksize;
-        let w0 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.x), 0);
-        let w1 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.y), 0);
-        let w2 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.z), 0);
-        let w3 = textureLoad(w_tex, vec2<i32>(i32(t), w_rows.w), 0);
-        let s = vec4<f32>(scale_of(b, w_rows.x), scale_of(b, w_rows.y), scale_of(b, w_rows.z), scale_of(b, w_rows.w));
+        let w0 = codes_at(at, t, w_rows.x);
+        let w1 = codes_at(at, t, w_rows.y);
+        let w2 = codes_at(at, t, w_rows.z);
+        let w3 = codes_at(at, t, w_rows.w);
+        let s = vec4<f32>(scale_of(at, b, w_rows.x), scale_of(at, b, w_rows.y), scale_of(at, b, w_rows.z), scale_of(at, b, w_rows.w));
         for (var q = 0u; q < 4u; q++) {
             // Word q holds inputs 32t + 8q .. + 8: x texels 8t + 2q (lo) and 8t + 2q + 1 (hi).
             let lo = transpose(mat4x4<f32>(decode4(w0[q], 0u, s.x), decode4(w1[q], 0u, s.y), decode4(w2[q], 0u, s.z), decode4(w3[q], 0u, s.w)));
@@ -251,14 +283,15 @@ fn nf4_backward_tex_sg(
     let word = lane / 2u;
     let shift = 16u * (lane % 2u);
     let b = u32(t) * 32u / params.blocksize;
+    let at = weight_at();
     var tile: Tile;
     let last_o = i32(params.n_out) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 8) {
         // Lane l fetches the codes and scale of output o0 + l (clamped: dy is 0 past the end)
         // and the subgroup shares them: two fetches for eight outputs instead of sixteen.
         let o = min(o0 + i32(lane), last_o);
-        let codes = textureLoad(w_tex, vec2<i32>(t, o), 0);
-        let scale = scale_of(b, o);
+        let codes = codes_at(at, u32(t), o);
+        let scale = scale_of(at, b, o);
         tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), weights_0_to_3(codes, scale, word, shift));
         if o0 + 4 <= last_o {
             tile = tile_update(tile, rows_at(x_tex, o0 / 4 + 1, fetch), weights_4_to_7(codes, scale, word, shift));

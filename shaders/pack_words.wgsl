@@ -1,6 +1,8 @@
-// Writes rows of u32 words (NF4 code words, eight codes each) into an rgba32uint texture for
-// nf4_matmul_tex.wgsl: texel (t, r) = words 4t..4t+4 of row r, that is
-// src[off + r * s_row + 4t + j] for 4t + j < W and 0 past W.
+// Writes rows of u32 words (NF4 code words, eight codes each) into an rgba32uint texture:
+// texel (t, r) = words 4t..4t+4 of row r, that is src[off + r * s_row + 4t + j] for
+// 4t + j < W and 0 past W. The NF4 weights' codes are packed in a linear layout (rows of
+// W = 4 * WT words, s_row = W; see ops::pack::Linear), normally by a buffer-to-texture copy
+// of the same texels; this kernel runs when a graph's copies are turned off (a test).
 //
 // Bindings (group 0):
 //   0 src     storage, read   u32

@@ -521,18 +521,20 @@ fn nf4_matvec_matches_dequantized_cpu_product() {
 /// The NF4 texture kernels of software devices, forward and backward (written and
 /// accumulated), at row counts and output sides that are not multiples of their 64x128 tile,
 /// with blocksizes 32, 64 and 128 and outputs that are not multiples of the four values of a
-/// texel.
+/// texel; the weight's linear layouts with and without a partial last row, and (textures of
+/// at most 64 texels a side) wider than 16 texels. Packs as copies and as kernels agree.
 #[test]
 fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
     let mut rng = rng("nf4_tex");
     let cases = [
-        (64usize, 64usize, 64usize, 64usize),
-        (65, 129, 576, 64),
-        (300, 66, 128, 32),
-        (129, 192, 1536, 128),
-        (100, 1536, 576, 64),
+        (64usize, 64usize, 64usize, 64usize, None),
+        (65, 129, 576, 64, None),
+        (300, 66, 128, 32, None),
+        (129, 192, 1536, 128, None),
+        (100, 1536, 576, 64, None),
+        (64, 256, 256, 64, Some(64)),
     ];
-    for (rows, out, n_in, blocksize) in cases {
+    for (rows, out, n_in, blocksize, max_side) in cases {
         let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
         let x = random_f32(&mut rng, rows * n_in, 1.0);
         let dy = random_f32(&mut rng, rows * out, 1.0);
@@ -540,9 +542,12 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
         let want_y = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
         let want_dx = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
         let want_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
-        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize}");
+        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize} max {max_side:?}");
         let mut results = Vec::new();
         for (mut g, sg) in texture_graphs().into_iter().zip(["", "_sg"]) {
+            if max_side.is_some() {
+                g.texture_kernels = max_side;
+            }
             let xt = g.input("x", &[rows, n_in], DType::F32);
             let dyt = g.input("dy", &[rows, out], DType::F32);
             let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
@@ -568,6 +573,15 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
                 (w.absmax, absmax),
                 (acc, bytes(&dx0)),
             ];
+            // The weight's packs (codes and scales, once for the three products) are copies;
+            // run once more with the pack kernels instead.
+            let weight_packs = g
+                .nodes
+                .iter()
+                .filter(|n| n.copy.is_some() && [w.codes, w.absmax].contains(&n.tensors[0]));
+            assert_eq!(weight_packs.count(), 2, "{case}");
+            let mut without_copies = g.clone();
+            without_copies.nodes.iter_mut().for_each(|n| n.copy = None);
             let got = run_graph(g, &inputs, &[y, dx, acc]);
             for (what, got, want) in [
                 ("forward", &got[0], &want_y),
@@ -578,6 +592,7 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
                 assert!(e < 1e-5, "{case} {what}{sg}: rel err {e}");
             }
             results.push(got);
+            results.push(run_graph(without_copies, &inputs, &[y, dx, acc]));
         }
         assert_same_bits(&results, &case);
     }

@@ -295,22 +295,43 @@ impl CompiledGraph {
         let node = &self.graph.nodes[i];
         let copy = node.copy.expect("a copy node");
         let buffer = &self.buffers[self.buffer_of[node.tensors[0].0].expect("placed")];
-        encoder.copy_buffer_to_texture(
-            wgpu::TexelCopyBufferInfo {
-                buffer,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: copy.offset,
-                    bytes_per_row: Some(copy.bytes_per_row),
-                    rows_per_image: Some(copy.rows),
+        let texture = &self.textures[node.textures[0].0];
+        // `rows` whole rows from `offset`, then the tail into texture row `rows`.
+        let regions = [
+            (copy.offset, copy.width, copy.rows, 0),
+            (
+                copy.offset + copy.rows as u64 * copy.bytes_per_row as u64,
+                copy.tail,
+                1,
+                copy.rows,
+            ),
+        ];
+        for (offset, width, rows, y) in regions {
+            if width == 0 || rows == 0 {
+                continue;
+            }
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(copy.bytes_per_row),
+                        rows_per_image: Some(rows),
+                    },
                 },
-            },
-            self.textures[node.textures[0].0].as_image_copy(),
-            wgpu::Extent3d {
-                width: copy.width,
-                height: copy.rows,
-                depth_or_array_layers: 1,
-            },
-        );
+                wgpu::TexelCopyTextureInfo {
+                    texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width,
+                    height: rows,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
     }
 
     /// Run with one timed pass per node; returns (node label, kernel, ms) for each node, or

@@ -183,14 +183,17 @@ pub struct Node {
 
 /// A pack whose texels are plain rows of its source buffer: `rows` rows of `width` texels
 /// from its first tensor's buffer at byte `offset`, `bytes_per_row` apart (a multiple of
-/// wgpu::COPY_BYTES_PER_ROW_ALIGNMENT), into its first texture. On llvmpipe a copy is a
-/// memcpy per row, where the pack kernel gathers and scatters texel by texel.
+/// wgpu::COPY_BYTES_PER_ROW_ALIGNMENT), into its first texture, then `tail` texels more into
+/// the start of the next texture row (the partial last row of a linear layout, see
+/// `ops::pack::Linear`). On llvmpipe a copy is a memcpy per row, where the pack kernel gathers
+/// and scatters texel by texel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TextureCopy {
     pub offset: u64,
     pub bytes_per_row: u32,
     pub width: u32,
     pub rows: u32,
+    pub tail: u32,
 }
 
 impl Node {

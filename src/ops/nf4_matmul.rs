@@ -4,7 +4,7 @@
 //! subgroup kernels.
 
 use super::matmul::{matmul_into, Operand};
-use super::pack::{pack_f32, pack_words, texels, Strided};
+use super::pack::{pack_f32, pack_linear, texels, Linear, Strided};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
     TexelFormat, TextureBinding, TextureId,
@@ -283,14 +283,17 @@ fn on_textures(g: &Graph, w: &Nf4Weight, rows: usize, out_side: usize) -> bool {
     layout_ok
         && rows >= 64
         && out_side >= 64
-        && g.textures_fit(&[
-            rows,
-            n_out,
-            texels(n_in),
-            texels(n_out),
-            n_in / 32,
-            texels(n_in / bs),
-        ])
+        && g.textures_fit(&[rows, texels(n_in), texels(n_out)])
+        && weight_layouts(g, w).is_some()
+}
+
+/// The linear texture layouts of `w`'s codes (four words, 32 codes, a texel) and scales.
+fn weight_layouts(g: &Graph, w: &Nf4Weight) -> Option<(Linear, Linear)> {
+    let (n_out, n_in) = w.shape(g);
+    let max = g.texture_kernels? as usize;
+    let codes = Linear::fitting(n_out * n_in / 32, max)?;
+    let scales = Linear::fitting(texels(n_out * (n_in / w.blocksize)), max)?;
+    Some((codes, scales))
 }
 
 /// Pack the activations (`x`: [rows, k]) and the weight's codes and scales into textures.
@@ -302,19 +305,18 @@ fn pack_operands(
     k: usize,
     w: &Nf4Weight,
 ) -> Result<[crate::graph::TextureId; 3], GraphError> {
-    let (n_out, n_in) = w.shape(g);
-    let blocks = n_in / w.blocksize;
-    let strided = |tensor, rows, k| Strided {
-        tensor,
+    let strided = Strided {
+        tensor: x,
         offset: 0,
         rows,
         k,
         row_stride: k,
         k_stride: 1,
     };
-    let xt = pack_f32(g, label, strided(x, rows, k), 0)?;
-    let wt = pack_words(g, label, w.codes, n_out, n_in / 8, n_in / 8, 1)?;
-    let at = pack_f32(g, label, strided(w.absmax, n_out, blocks), 2)?;
+    let xt = pack_f32(g, label, strided, 0)?;
+    let (codes, scales) = weight_layouts(g, w).expect("checked by on_textures");
+    let wt = pack_linear(g, label, w.codes, codes, 1)?;
+    let at = pack_linear(g, label, w.absmax, scales, 2)?;
     Ok([xt, wt, at])
 }
 

@@ -1,6 +1,7 @@
 //! Operands written into textures for the texture kernels of software devices
-//! (`Graph::for_device`): a strided f32 matrix into rgba32float texels of four consecutive k,
-//! rows of NF4 code words (eight codes a u32) into rgba32uint texels of four words.
+//! (`Graph::for_device`): a strided f32 matrix into rgba32float texels of four consecutive k;
+//! a tensor's texels in order (`Linear`: the NF4 weights' code words, eight codes a u32, four
+//! words a rgba32uint texel, and their scales), packed by copying the buffer.
 
 use crate::graph::{
     Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
@@ -140,42 +141,81 @@ fn rows_copy(src: Strided) -> Option<TextureCopy> {
             bytes_per_row,
             width: texels(src.k) as u32,
             rows: src.rows as u32,
+            tail: 0,
         })
 }
 
-/// Write `rows` rows of `words` NF4 code words each (row r from word `r * row_stride`) into the
-/// rgba32uint texture [rows, ceil(words / 4)] of operand `slot` (no node when it already holds
-/// them).
-pub fn pack_words(
+/// A tensor's texels (four values each) in order in a texture of `width` texels a row, `width`
+/// a power of two of at least 16 (rows of 256 bytes, as buffer-to-texture copies need):
+/// texel L at (L % width, L / width). Packing one is a copy of the whole buffer, for any
+/// shape; the NF4 weights' codes and scales are kept so (`nf4_matmul_tex*.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    pub texels: usize,
+    pub width: usize,
+}
+
+impl Linear {
+    /// The narrowest layout of `texels` texels whose sides fit in `max_side`, if any.
+    pub fn fitting(texels: usize, max_side: usize) -> Option<Linear> {
+        let mut width = 16;
+        while texels.div_ceil(width) > max_side {
+            width *= 2;
+        }
+        (width <= max_side).then_some(Linear { texels, width })
+    }
+
+    pub fn height(&self) -> usize {
+        self.texels.div_ceil(self.width)
+    }
+
+    /// The copy of the tensor's bytes into it: the whole rows, then the partial last one.
+    fn copy(&self) -> TextureCopy {
+        TextureCopy {
+            offset: 0,
+            bytes_per_row: 16 * self.width as u32,
+            width: self.width as u32,
+            rows: (self.texels / self.width) as u32,
+            tail: (self.texels % self.width) as u32,
+        }
+    }
+}
+
+/// Write `tensor`'s texels (f32 or NF4 code words, `format`) into the texture of `layout` for
+/// operand `slot`: a buffer-to-texture copy (no node when the texture already holds them).
+/// The node's kernel packs the same texels (whole rows of the source), for graphs run
+/// without copies.
+pub fn pack_linear(
     g: &mut Graph,
     label: &str,
     tensor: TensorId,
-    rows: usize,
-    words: usize,
-    row_stride: usize,
+    layout: Linear,
     slot: u8,
 ) -> Result<TextureId, GraphError> {
-    let width = texels(words);
-    let tex = g.texture(TexelFormat::Rgba32Uint, width, rows, slot);
+    let (width, height) = (layout.width, layout.height());
+    let f32_tensor = g.tensor(tensor).dtype == DType::F32;
+    let format = if f32_tensor {
+        TexelFormat::Rgba32Float
+    } else {
+        TexelFormat::Rgba32Uint
+    };
+    let tex = g.texture(format, width, height, slot);
+    // pack_rows' and pack_words' params for rows of 4·width values, `width` texels each.
     let params = Params::new()
-        .u32(rows as u32)
-        .u32(words as u32)
+        .u32(height as u32)
+        .u32(4 * width as u32)
         .u32(width as u32)
         .u32(0)
-        .u32(row_stride as u32);
+        .u32(4 * width as u32);
+    let params = if f32_tensor { params.u32(1) } else { params };
     if g.holds(tex, tensor, &params) {
         return Ok(tex);
     }
-    let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, rows.div_ceil(8) as u32, 1]);
+    let kernel = if f32_tensor { &PACK_ROWS } else { &PACK_WORDS };
+    let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, height.div_ceil(8) as u32, 1]);
     let label = format!("{label}.pack{slot}");
-    g.push_with_textures(
-        label,
-        &PACK_WORDS,
-        &[tensor],
-        &[tex],
-        params.clone(),
-        dispatch,
-    )?;
+    g.push_with_textures(label, kernel, &[tensor], &[tex], params.clone(), dispatch)?;
+    g.nodes.last_mut().expect("just pushed").copy = Some(layout.copy());
     g.record_pack(tex, tensor, params);
     Ok(tex)
 }
