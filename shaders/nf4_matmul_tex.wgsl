@@ -22,6 +22,7 @@
 //                                      width a power of two)
 //   4 absmax_tex  texture_2d<f32>      rgba32float, W's scales in order four to a texel (block b
 //                                      of row o is value o·in/blocksize + b), linear layout
+// Built followed by nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
 // Dispatch, 8x8 invocations a workgroup:
 //   forward:  grid (ceil(out / 128), ceil(T / 64), 1); an invocation owns rows
 //             wg.y*64 + lid.y*8 + i (i < 8) and outputs wg.x*128 + lid.x + 8j (j < 16), in eight
@@ -46,73 +47,10 @@ struct Params {
 @group(0) @binding(3) var w_tex: texture_2d<u32>;
 @group(0) @binding(4) var absmax_tex: texture_2d<f32>;
 
-/// The NF4 values of four codes (bitsandbytes' table, bit-exact f32).
-fn nf4(codes: vec4<u32>) -> vec4<f32> {
-    let b0 = (codes & vec4<u32>(1u)) != vec4<u32>(0u);
-    let b1 = (codes & vec4<u32>(2u)) != vec4<u32>(0u);
-    let b2 = (codes & vec4<u32>(4u)) != vec4<u32>(0u);
-    let b3 = (codes & vec4<u32>(8u)) != vec4<u32>(0u);
-    let v01 = select(vec4<f32>(-1.0), vec4<f32>(-0.6961928009986877), b0);
-    let v23 = select(vec4<f32>(-0.5250730514526367), vec4<f32>(-0.39491748809814453), b0);
-    let v45 = select(vec4<f32>(-0.28444138169288635), vec4<f32>(-0.18477343022823334), b0);
-    let v67 = select(vec4<f32>(-0.09105003625154495), vec4<f32>(0.0), b0);
-    let v89 = select(vec4<f32>(0.07958029955625534), vec4<f32>(0.16093020141124725), b0);
-    let vab = select(vec4<f32>(0.24611230194568634), vec4<f32>(0.33791524171829224), b0);
-    let vcd = select(vec4<f32>(0.44070982933044434), vec4<f32>(0.5626170039176941), b0);
-    let vef = select(vec4<f32>(0.7229568362236023), vec4<f32>(1.0), b0);
-    let v0_3 = select(v01, v23, b1);
-    let v4_7 = select(v45, v67, b1);
-    let v8_b = select(v89, vab, b1);
-    let vc_f = select(vcd, vef, b1);
-    return select(select(v0_3, v4_7, b2), select(v8_b, vc_f, b2), b3);
-}
-
-/// The eight weights of one code word, times the block scale: (inputs 0..4, inputs 4..8).
-fn decode_lo(word: u32, scale: f32) -> vec4<f32> {
-    return nf4((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) * scale;
-}
-
-fn decode_hi(word: u32, scale: f32) -> vec4<f32> {
-    return nf4((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) * scale;
-}
-
 /// acc + x · M for the matrix whose column kk is element kk of four weight vectors (see
 /// matmul_tex.wgsl: fused multiply-adds of whole vec4s).
 fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
     return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
-}
-
-/// Where W's codes and scales lie in their textures (linear layouts, see the header).
-struct WeightAt {
-    codes_row: u32,    // code texels a row of W: in / 32
-    scales_row: u32,   // scales a row of W: in / blocksize
-    codes_shift: u32,  // log2 of w_tex's width
-    scales_shift: u32, // log2 of absmax_tex's width
-}
-
-fn weight_at() -> WeightAt {
-    return WeightAt(
-        params.n_in / 32u,
-        params.n_in / params.blocksize,
-        countTrailingZeros(textureDimensions(w_tex).x),
-        countTrailingZeros(textureDimensions(absmax_tex).x),
-    );
-}
-
-/// Texel l of a linear layout 2^shift texels wide.
-fn linear(l: u32, shift: u32) -> vec2<i32> {
-    return vec2<i32>(i32(l & ((1u << shift) - 1u)), i32(l >> shift));
-}
-
-/// Code texel t (words 4t..4t+4: the codes of inputs 32t..32t+32) of row `row` of W.
-fn codes_at(at: WeightAt, t: u32, row: i32) -> vec4<u32> {
-    return textureLoad(w_tex, linear(u32(row) * at.codes_row + t, at.codes_shift), 0);
-}
-
-/// Block b's scale for row `row` of W.
-fn scale_of(at: WeightAt, b: u32, row: i32) -> f32 {
-    let v = u32(row) * at.scales_row + b;
-    return textureLoad(absmax_tex, linear(v / 4u, at.scales_shift), 0)[v % 4u];
 }
 
 fn store(index: u32, value: f32) {
@@ -133,11 +71,11 @@ struct Group {
 
 fn load_group(at: WeightAt, t: u32, cols: vec4<i32>, b: u32) -> Group {
     var g: Group;
-    g.w[0] = codes_at(at, t, cols.x);
-    g.w[1] = codes_at(at, t, cols.y);
-    g.w[2] = codes_at(at, t, cols.z);
-    g.w[3] = codes_at(at, t, cols.w);
-    g.scale = vec4<f32>(scale_of(at, b, cols.x), scale_of(at, b, cols.y), scale_of(at, b, cols.z), scale_of(at, b, cols.w));
+    g.w[0] = codes_at(w_tex, at, t, cols.x);
+    g.w[1] = codes_at(w_tex, at, t, cols.y);
+    g.w[2] = codes_at(w_tex, at, t, cols.z);
+    g.w[3] = codes_at(w_tex, at, t, cols.w);
+    g.scale = vec4<f32>(scale_of(absmax_tex, at, b, cols.x), scale_of(absmax_tex, at, b, cols.y), scale_of(absmax_tex, at, b, cols.z), scale_of(absmax_tex, at, b, cols.w));
     return g;
 }
 
@@ -145,19 +83,19 @@ fn load_group(at: WeightAt, t: u32, cols: vec4<i32>, b: u32) -> Group {
 /// matrices whose column kk holds input kk (lo: 0..4, hi: 4..8) of the four outputs.
 fn group_lo(g: Group, q: u32) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(
-        decode_lo(g.w[0][q], g.scale.x),
-        decode_lo(g.w[1][q], g.scale.y),
-        decode_lo(g.w[2][q], g.scale.z),
-        decode_lo(g.w[3][q], g.scale.w),
+        decode4(g.w[0][q], 0u, g.scale.x),
+        decode4(g.w[1][q], 0u, g.scale.y),
+        decode4(g.w[2][q], 0u, g.scale.z),
+        decode4(g.w[3][q], 0u, g.scale.w),
     ));
 }
 
 fn group_hi(g: Group, q: u32) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(
-        decode_hi(g.w[0][q], g.scale.x),
-        decode_hi(g.w[1][q], g.scale.y),
-        decode_hi(g.w[2][q], g.scale.z),
-        decode_hi(g.w[3][q], g.scale.w),
+        decode4(g.w[0][q], 16u, g.scale.x),
+        decode4(g.w[1][q], 16u, g.scale.y),
+        decode4(g.w[2][q], 16u, g.scale.z),
+        decode4(g.w[3][q], 16u, g.scale.w),
     ));
 }
 
@@ -193,7 +131,7 @@ fn nf4_forward_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
-    let at = weight_at();
+    let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
     let texels = params.n_in / 32u;
     for (var t = 0u; t < texels; t++) {
         let b = t * 32u / params.blocksize;
@@ -257,11 +195,11 @@ fn back_update(acc: mat4x4<f32>, d: f32, w: mat4x4<f32>) -> mat4x4<f32> {
 
 /// Output o's sixteen weights for this invocation's inputs: words 2h and 2h + 1 of its texel.
 fn back_weights(at: WeightAt, t: i32, h: u32, b: u32, o: i32) -> mat4x4<f32> {
-    let words = codes_at(at, u32(t), o);
-    let scale = scale_of(at, b, o);
+    let words = codes_at(w_tex, at, u32(t), o);
+    let scale = scale_of(absmax_tex, at, b, o);
     let w0 = select(words.x, words.z, h == 1u);
     let w1 = select(words.y, words.w, h == 1u);
-    return mat4x4<f32>(decode_lo(w0, scale), decode_hi(w0, scale), decode_lo(w1, scale), decode_hi(w1, scale));
+    return mat4x4<f32>(decode4(w0, 0u, scale), decode4(w0, 16u, scale), decode4(w1, 0u, scale), decode4(w1, 16u, scale));
 }
 
 fn dy_at(t: i32, row: i32) -> vec4<f32> {
@@ -287,7 +225,7 @@ fn nf4_backward_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
-    let at = weight_at();
+    let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
     let last_o = i32(params.n_out) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 4) {
         // dy texel o0 / 4 holds outputs o0..o0+4 of each row (0 past the last output).

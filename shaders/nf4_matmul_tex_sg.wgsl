@@ -11,7 +11,8 @@
 // 32 dividing in), dispatch and results (bit for bit: the same products and fused
 // multiply-adds in the same order) as nf4_forward_tex / nf4_backward_tex in
 // nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
-// lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7).
+// lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7) and
+// nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
 //
 // Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
 // broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
@@ -63,66 +64,6 @@ struct Params {
 @group(0) @binding(4) var absmax_tex: texture_2d<f32>;
 @group(0) @binding(5) var lhs_tex: texture_2d<f32>;
 @group(0) @binding(6) var factor_tex: texture_2d<f32>;
-
-/// The NF4 values of four codes (bitsandbytes' table, bit-exact f32), by a tree of selects on
-/// the code's bits (on llvmpipe faster than indexing a private array or a lookup texture).
-fn nf4(codes: vec4<u32>) -> vec4<f32> {
-    let b0 = (codes & vec4<u32>(1u)) != vec4<u32>(0u);
-    let b1 = (codes & vec4<u32>(2u)) != vec4<u32>(0u);
-    let b2 = (codes & vec4<u32>(4u)) != vec4<u32>(0u);
-    let b3 = (codes & vec4<u32>(8u)) != vec4<u32>(0u);
-    let v01 = select(vec4<f32>(-1.0), vec4<f32>(-0.6961928009986877), b0);
-    let v23 = select(vec4<f32>(-0.5250730514526367), vec4<f32>(-0.39491748809814453), b0);
-    let v45 = select(vec4<f32>(-0.28444138169288635), vec4<f32>(-0.18477343022823334), b0);
-    let v67 = select(vec4<f32>(-0.09105003625154495), vec4<f32>(0.0), b0);
-    let v89 = select(vec4<f32>(0.07958029955625534), vec4<f32>(0.16093020141124725), b0);
-    let vab = select(vec4<f32>(0.24611230194568634), vec4<f32>(0.33791524171829224), b0);
-    let vcd = select(vec4<f32>(0.44070982933044434), vec4<f32>(0.5626170039176941), b0);
-    let vef = select(vec4<f32>(0.7229568362236023), vec4<f32>(1.0), b0);
-    let v0_3 = select(v01, v23, b1);
-    let v4_7 = select(v45, v67, b1);
-    let v8_b = select(v89, vab, b1);
-    let vc_f = select(vcd, vef, b1);
-    return select(select(v0_3, v4_7, b2), select(v8_b, vc_f, b2), b3);
-}
-
-/// Four weights of a code word (codes at bits shift, shift + 4, ..), times the block scale.
-fn decode4(word: u32, shift: u32, scale: f32) -> vec4<f32> {
-    return nf4((vec4<u32>(word) >> (vec4<u32>(0u, 4u, 8u, 12u) + shift)) & vec4<u32>(15u)) * scale;
-}
-
-/// Where W's codes and scales lie in their textures (linear layouts, see the header).
-struct WeightAt {
-    codes_row: u32,    // code texels a row of W: in / 32
-    scales_row: u32,   // scales a row of W: in / blocksize
-    codes_shift: u32,  // log2 of w_tex's width
-    scales_shift: u32, // log2 of absmax_tex's width
-}
-
-fn weight_at() -> WeightAt {
-    return WeightAt(
-        params.n_in / 32u,
-        params.n_in / params.blocksize,
-        countTrailingZeros(textureDimensions(w_tex).x),
-        countTrailingZeros(textureDimensions(absmax_tex).x),
-    );
-}
-
-/// Texel l of a linear layout 2^shift texels wide.
-fn linear(l: u32, shift: u32) -> vec2<i32> {
-    return vec2<i32>(i32(l & ((1u << shift) - 1u)), i32(l >> shift));
-}
-
-/// Code texel t (words 4t..4t+4: the codes of inputs 32t..32t+32) of row `row` of W.
-fn codes_at(at: WeightAt, t: u32, row: i32) -> vec4<u32> {
-    return textureLoad(w_tex, linear(u32(row) * at.codes_row + t, at.codes_shift), 0);
-}
-
-/// Block b's scale for row `row` of W.
-fn scale_of(at: WeightAt, b: u32, row: i32) -> f32 {
-    let v = u32(row) * at.scales_row + b;
-    return textureLoad(absmax_tex, linear(v / 4u, at.scales_shift), 0)[v % 4u];
-}
 
 /// Row texel t of the lane's four rows of `tex` (x, dy, x_a or dy_b).
 fn rows_at(tex: texture_2d<f32>, t: i32, rows: vec4<i32>) -> mat4x4<f32> {
@@ -210,16 +151,16 @@ fn nf4_forward_tex_sg(
         return;
     }
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
-    let at = weight_at();
+    let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
     var tile: Tile;
     let texels = params.n_in / 32u;
     for (var t = 0u; t < texels; t++) {
         let b = t * 32u / params.blocksize;
-        let w0 = codes_at(at, t, w_rows.x);
-        let w1 = codes_at(at, t, w_rows.y);
-        let w2 = codes_at(at, t, w_rows.z);
-        let w3 = codes_at(at, t, w_rows.w);
-        let s = vec4<f32>(scale_of(at, b, w_rows.x), scale_of(at, b, w_rows.y), scale_of(at, b, w_rows.z), scale_of(at, b, w_rows.w));
+        let w0 = codes_at(w_tex, at, t, w_rows.x);
+        let w1 = codes_at(w_tex, at, t, w_rows.y);
+        let w2 = codes_at(w_tex, at, t, w_rows.z);
+        let w3 = codes_at(w_tex, at, t, w_rows.w);
+        let s = vec4<f32>(scale_of(absmax_tex, at, b, w_rows.x), scale_of(absmax_tex, at, b, w_rows.y), scale_of(absmax_tex, at, b, w_rows.z), scale_of(absmax_tex, at, b, w_rows.w));
         for (var q = 0u; q < 4u; q++) {
             // Word q holds inputs 32t + 8q .. + 8: x texels 8t + 2q (lo) and 8t + 2q + 1 (hi).
             let lo = transpose(mat4x4<f32>(decode4(w0[q], 0u, s.x), decode4(w1[q], 0u, s.y), decode4(w2[q], 0u, s.z), decode4(w3[q], 0u, s.w)));
@@ -283,15 +224,15 @@ fn nf4_backward_tex_sg(
     let word = lane / 2u;
     let shift = 16u * (lane % 2u);
     let b = u32(t) * 32u / params.blocksize;
-    let at = weight_at();
+    let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
     var tile: Tile;
     let last_o = i32(params.n_out) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 8) {
         // Lane l fetches the codes and scale of output o0 + l (clamped: dy is 0 past the end)
         // and the subgroup shares them: two fetches for eight outputs instead of sixteen.
         let o = min(o0 + i32(lane), last_o);
-        let codes = codes_at(at, u32(t), o);
-        let scale = scale_of(at, b, o);
+        let codes = codes_at(w_tex, at, u32(t), o);
+        let scale = scale_of(absmax_tex, at, b, o);
         tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), weights_0_to_3(codes, scale, word, shift));
         if o0 + 4 <= last_o {
             tile = tile_update(tile, rows_at(x_tex, o0 / 4 + 1, fetch), weights_4_to_7(codes, scale, word, shift));

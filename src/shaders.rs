@@ -22,14 +22,13 @@ macro_rules! shader {
             features: $features,
         };
     };
-    // A kernel file followed by a file of shared functions (no bindings, no entry point).
-    ($ident:ident, $name:literal, $features:expr, then $shared:literal) => {
+    // A kernel file followed by files of shared functions (no bindings, no entry point).
+    ($ident:ident, $name:literal, $features:expr, then $($shared:literal),+) => {
         pub static $ident: Shader = Shader {
             name: $name,
             source: concat!(
                 include_str!(concat!("../shaders/", $name, ".wgsl")),
-                "\n",
-                include_str!(concat!("../shaders/", $shared, ".wgsl")),
+                $("\n", include_str!(concat!("../shaders/", $shared, ".wgsl")),)+
             ),
             features: $features,
         };
@@ -97,13 +96,20 @@ shader!(
 );
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
-shader!(NF4_MATMUL_TEX, "nf4_matmul_tex");
+shader!(
+    NF4_MATMUL_TEX,
+    "nf4_matmul_tex",
+    wgpu::Features::empty(),
+    then "nf4_weights_tex"
+);
 shader!(
     NF4_MATMUL_TEX_SG,
     "nf4_matmul_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "rows_fma_sg"
+    then "rows_fma_sg",
+    "nf4_weights_tex"
 );
+shader!(NF4_WEIGHTS_TEX, "nf4_weights_tex");
 shader!(ROWS_FMA_SG, "rows_fma_sg", wgpu::Features::SUBGROUP);
 shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
@@ -162,6 +168,7 @@ pub static ALL: &[&Shader] = &[
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
     &NF4_MATMUL_TEX_SG,
+    &NF4_WEIGHTS_TEX,
     &PACK,
     &PACK_VEC4,
     &PACK_WORDS,
