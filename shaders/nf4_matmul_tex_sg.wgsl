@@ -18,7 +18,8 @@
 // broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
 // lane fetches four rows of x (or dy) for the subgroup's 32 and shares them by broadcast;
 // each lane decodes its own weights (eight lanes decode eight different code words in one
-// SIMD operation, and each decoded weight serves 32 rows instead of 8).
+// SIMD operation, and each decoded weight serves 32 rows instead of 8), looking the NF4 table
+// up by shuffles from the subgroup's lanes (`decode4_sg`).
 //
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
@@ -64,6 +65,22 @@ struct Params {
 @group(0) @binding(4) var absmax_tex: texture_2d<f32>;
 @group(0) @binding(5) var lhs_tex: texture_2d<f32>;
 @group(0) @binding(6) var factor_tex: texture_2d<f32>;
+
+/// The NF4 table spread over the subgroup: lane l holds the values of codes l and l + 8.
+fn lane_table(lane: u32) -> vec2<f32> {
+    return vec2<f32>(nf4(vec4<u32>(lane)).x, nf4(vec4<u32>(lane + 8u)).x);
+}
+
+/// `decode4` (nf4_weights_tex.wgsl) with the table looked up by shuffles from the lanes'
+/// `lane_table` instead of the select tree: one register permute a lookup on llvmpipe, about
+/// a fifth of the select tree's instructions. The same values, so the same bits.
+fn decode4_sg(word: u32, shift: u32, scale: f32, table: vec2<f32>) -> vec4<f32> {
+    let codes = (vec4<u32>(word) >> (vec4<u32>(0u, 4u, 8u, 12u) + shift)) & vec4<u32>(15u);
+    let i = codes & vec4<u32>(7u);
+    let lo = vec4<f32>(subgroupShuffle(table.x, i.x), subgroupShuffle(table.x, i.y), subgroupShuffle(table.x, i.z), subgroupShuffle(table.x, i.w));
+    let hi = vec4<f32>(subgroupShuffle(table.y, i.x), subgroupShuffle(table.y, i.y), subgroupShuffle(table.y, i.z), subgroupShuffle(table.y, i.w));
+    return select(lo, hi, codes >= vec4<u32>(8u)) * scale;
+}
 
 /// Row texel t of the lane's four rows of `tex` (x, dy, x_a or dy_b).
 fn rows_at(tex: texture_2d<f32>, t: i32, rows: vec4<i32>) -> mat4x4<f32> {
@@ -152,6 +169,7 @@ fn nf4_forward_tex_sg(
     }
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
     let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
+    let table = lane_table(lane);
     var tile: Tile;
     let texels = params.n_in / 32u;
     for (var t = 0u; t < texels; t++) {
@@ -163,8 +181,8 @@ fn nf4_forward_tex_sg(
         let s = vec4<f32>(scale_of(absmax_tex, at, b, w_rows.x), scale_of(absmax_tex, at, b, w_rows.y), scale_of(absmax_tex, at, b, w_rows.z), scale_of(absmax_tex, at, b, w_rows.w));
         for (var q = 0u; q < 4u; q++) {
             // Word q holds inputs 32t + 8q .. + 8: x texels 8t + 2q (lo) and 8t + 2q + 1 (hi).
-            let lo = transpose(mat4x4<f32>(decode4(w0[q], 0u, s.x), decode4(w1[q], 0u, s.y), decode4(w2[q], 0u, s.z), decode4(w3[q], 0u, s.w)));
-            let hi = transpose(mat4x4<f32>(decode4(w0[q], 16u, s.x), decode4(w1[q], 16u, s.y), decode4(w2[q], 16u, s.z), decode4(w3[q], 16u, s.w)));
+            let lo = transpose(mat4x4<f32>(decode4_sg(w0[q], 0u, s.x, table), decode4_sg(w1[q], 0u, s.y, table), decode4_sg(w2[q], 0u, s.z, table), decode4_sg(w3[q], 0u, s.w, table)));
+            let hi = transpose(mat4x4<f32>(decode4_sg(w0[q], 16u, s.x, table), decode4_sg(w1[q], 16u, s.y, table), decode4_sg(w2[q], 16u, s.z, table), decode4_sg(w3[q], 16u, s.w, table)));
             let xt = i32(8u * t + 2u * q);
             tile = tile_update(tile, rows_at(x_tex, xt, fetch), lo);
             tile = tile_update(tile, rows_at(x_tex, xt + 1, fetch), hi);
@@ -187,22 +205,22 @@ fn nf4_forward_tex_sg(
 
 /// Column kk: the lane's four inputs' weights (half `shift` of code word `word`) for the
 /// output whose codes and scale lane kk fetched, kk < 4.
-fn weights_0_to_3(codes: vec4<u32>, scale: f32, word: u32, shift: u32) -> mat4x4<f32> {
+fn weights_0_to_3(codes: vec4<u32>, scale: f32, word: u32, shift: u32, table: vec2<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(
-        decode4(subgroupBroadcast(codes, 0u)[word], shift, subgroupBroadcast(scale, 0u)),
-        decode4(subgroupBroadcast(codes, 1u)[word], shift, subgroupBroadcast(scale, 1u)),
-        decode4(subgroupBroadcast(codes, 2u)[word], shift, subgroupBroadcast(scale, 2u)),
-        decode4(subgroupBroadcast(codes, 3u)[word], shift, subgroupBroadcast(scale, 3u)),
+        decode4_sg(subgroupBroadcast(codes, 0u)[word], shift, subgroupBroadcast(scale, 0u), table),
+        decode4_sg(subgroupBroadcast(codes, 1u)[word], shift, subgroupBroadcast(scale, 1u), table),
+        decode4_sg(subgroupBroadcast(codes, 2u)[word], shift, subgroupBroadcast(scale, 2u), table),
+        decode4_sg(subgroupBroadcast(codes, 3u)[word], shift, subgroupBroadcast(scale, 3u), table),
     );
 }
 
 /// `weights_0_to_3` for the outputs of lanes 4..8.
-fn weights_4_to_7(codes: vec4<u32>, scale: f32, word: u32, shift: u32) -> mat4x4<f32> {
+fn weights_4_to_7(codes: vec4<u32>, scale: f32, word: u32, shift: u32, table: vec2<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(
-        decode4(subgroupBroadcast(codes, 4u)[word], shift, subgroupBroadcast(scale, 4u)),
-        decode4(subgroupBroadcast(codes, 5u)[word], shift, subgroupBroadcast(scale, 5u)),
-        decode4(subgroupBroadcast(codes, 6u)[word], shift, subgroupBroadcast(scale, 6u)),
-        decode4(subgroupBroadcast(codes, 7u)[word], shift, subgroupBroadcast(scale, 7u)),
+        decode4_sg(subgroupBroadcast(codes, 4u)[word], shift, subgroupBroadcast(scale, 4u), table),
+        decode4_sg(subgroupBroadcast(codes, 5u)[word], shift, subgroupBroadcast(scale, 5u), table),
+        decode4_sg(subgroupBroadcast(codes, 6u)[word], shift, subgroupBroadcast(scale, 6u), table),
+        decode4_sg(subgroupBroadcast(codes, 7u)[word], shift, subgroupBroadcast(scale, 7u), table),
     );
 }
 
@@ -225,6 +243,7 @@ fn nf4_backward_tex_sg(
     let shift = 16u * (lane % 2u);
     let b = u32(t) * 32u / params.blocksize;
     let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
+    let table = lane_table(lane);
     var tile: Tile;
     let last_o = i32(params.n_out) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 8) {
@@ -233,9 +252,9 @@ fn nf4_backward_tex_sg(
         let o = min(o0 + i32(lane), last_o);
         let codes = codes_at(w_tex, at, u32(t), o);
         let scale = scale_of(absmax_tex, at, b, o);
-        tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), weights_0_to_3(codes, scale, word, shift));
+        tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), weights_0_to_3(codes, scale, word, shift, table));
         if o0 + 4 <= last_o {
-            tile = tile_update(tile, rows_at(x_tex, o0 / 4 + 1, fetch), weights_4_to_7(codes, scale, word, shift));
+            tile = tile_update(tile, rows_at(x_tex, o0 / 4 + 1, fetch), weights_4_to_7(codes, scale, word, shift, table));
         }
     }
     // The adapter's term: column kk of a holds A[4j + kk, the lane's four inputs].
