@@ -405,34 +405,7 @@ pub fn forward(
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    let p = params(rows, w, n_in, n_out, false);
-    if w.compute == Nf4Compute::BnbCpuBf16 {
-        check_bf16_layout(g, name, w)?;
-        let dispatch = Dispatch::linear(rows * n_out, 64);
-        g.push(name, &FORWARD_BF16, &[x, w.codes, w.absmax, y], p, dispatch)?;
-        return Ok(y);
-    }
-    if on_textures(g, w, rows, n_out) {
-        let textures = pack_operands(g, name, x, rows, n_in, w)?;
-        let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
-        if g.subgroup_kernels {
-            let (textures, p) = sg_operands(g, name, textures, None, p)?;
-            g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch)?;
-        } else {
-            g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch)?;
-        }
-        return Ok(y);
-    }
-    // One token (decoding): one output per invocation instead of tiles of 32 rows.
-    let (kernel, dispatch) = if rows == 1 {
-        (&MATVEC, Dispatch::linear(n_out, 64))
-    } else {
-        (
-            &FORWARD,
-            Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]),
-        )
-    };
-    g.push(name, kernel, &[x, w.codes, w.absmax, y], p, dispatch)?;
+    forward_node(g, name, x, w, y, None)?;
     Ok(y)
 }
 
@@ -449,22 +422,56 @@ pub fn forward_lora(
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, x, n_in)?;
     let r = as_rows(g, lora.lhs)[1];
-    let fused = w.compute == Nf4Compute::F32
+    let y = g.temp(name, &[rows, n_out], DType::F32);
+    if w.compute == Nf4Compute::F32
         && on_textures(g, w, rows, n_out)
-        && fuses(g, &lora, rows, [n_out, r]);
-    if !fused {
-        let y = forward(g, name, x, w)?;
+        && fuses(g, &lora, rows, [n_out, r])
+    {
+        forward_node(g, name, x, w, y, Some(lora))?;
+    } else {
+        forward_node(g, name, x, w, y, None)?;
         let (lhs, b) = (Operand::plain(lora.lhs), Operand::transposed(lora.factor));
         matmul_into(g, &format!("{name} += lora"), y, lhs, b, lora.scale)?;
-        return Ok(y);
     }
-    let y = g.temp(name, &[rows, n_out], DType::F32);
-    let textures = pack_operands(g, name, x, rows, n_in, w)?;
-    let p = params(rows, w, n_in, n_out, false);
-    let (textures, p) = sg_operands(g, name, textures, Some(lora), p)?;
-    let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
-    g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch)?;
     Ok(y)
+}
+
+/// y = x·Wᵀ, with `lora`'s term when given (the caller checked `fuses`).
+fn forward_node(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &Nf4Weight,
+    y: TensorId,
+    lora: Option<LowRank>,
+) -> Result<(), GraphError> {
+    let (n_out, n_in) = w.shape(g);
+    let rows = rows_of(g, name, x, n_in)?;
+    let p = params(rows, w, n_in, n_out, false);
+    if w.compute == Nf4Compute::BnbCpuBf16 {
+        check_bf16_layout(g, name, w)?;
+        let dispatch = Dispatch::linear(rows * n_out, 64);
+        return g.push(name, &FORWARD_BF16, &[x, w.codes, w.absmax, y], p, dispatch);
+    }
+    if on_textures(g, w, rows, n_out) {
+        let textures = pack_operands(g, name, x, rows, n_in, w)?;
+        let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
+        if !g.subgroup_kernels {
+            return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
+        }
+        let (textures, p) = sg_operands(g, name, textures, lora, p)?;
+        return g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch);
+    }
+    // One token (decoding): one output per invocation instead of tiles of 32 rows.
+    let (kernel, dispatch) = if rows == 1 {
+        (&MATVEC, Dispatch::linear(n_out, 64))
+    } else {
+        (
+            &FORWARD,
+            Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]),
+        )
+    };
+    g.push(name, kernel, &[x, w.codes, w.absmax, y], p, dispatch)
 }
 
 /// The backward product with an adapter's term (no dropout on the adapter's input):
