@@ -99,7 +99,6 @@ fn check_golden_step(model: &str, key: &str, extra: &[&str]) {
         grads += 1;
     }
     assert_eq!(grads, 28);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -147,7 +146,6 @@ fn the_f32_nf4_path_differs_from_the_cpu_golden_step() {
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("apply to an NF4 base"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -164,7 +162,6 @@ fn a_bad_batch_is_named_and_nothing_is_written() {
         "{err}"
     );
     assert!(!out.exists());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// The texture kernels of software devices (lavapipe here) against the buffer kernels
@@ -237,5 +234,4 @@ fn texture_kernels_agree_with_buffer_kernels_on_a_whole_step() {
             assert!(e < limit, "{base} base, {name}: rel err {e}");
         }
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -219,7 +219,6 @@ fn a_gguf_tiny_llama_gives_transformers_logits() {
     let got = pollster::block_on(compiled.read_f32(gpu, logits)).unwrap();
     let e = rel_err(&got, &expected.f32("logits_base"));
     assert!(e < 1e-4, "logits through GGUF: {e}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -252,5 +251,4 @@ fn bad_gguf_files_are_named() {
         err.contains("tensor 'token_embd.weight' has ggml type 12, not supported"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -102,7 +102,6 @@ fn truncated_files_are_refused_with_their_path() {
         err.starts_with(&path.display().to_string()) && err.contains("truncated or corrupt"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -156,7 +155,6 @@ fn sharded_and_half_precision_weights_load() {
             );
         }
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -207,7 +205,6 @@ fn peft_adapters_round_trip() {
     their_names.sort();
     our_names.sort();
     assert_eq!(our_names, their_names);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

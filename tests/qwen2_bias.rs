@@ -16,7 +16,7 @@ fn variant(
     test: &str,
     config: &[(&str, serde_json::Value)],
     extra: &[(String, Vec<usize>, Vec<f32>)],
-) -> std::path::PathBuf {
+) -> common::TempDir {
     let dir = temp_dir(test);
     let src = golden("tiny-llama/base-f32");
     let mut json: serde_json::Value =

@@ -46,8 +46,7 @@ fn gguf_tokenizer_gives_the_reference_ids_and_decodes_back() {
 #[test]
 fn tokenizer_json_folder_gives_the_same_ids() {
     let (file, gguf_tok) = smollm2();
-    let dir = std::env::temp_dir().join(format!("webqlora-tok-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("tok");
     let json = tokenizer_json_from_gguf(&file.metadata).unwrap();
     std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
     std::fs::write(
@@ -61,7 +60,6 @@ fn tokenizer_json_folder_gives_the_same_ids() {
     )
     .unwrap();
     let tok = Tokenizer::from_dir(&dir, file.config()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     for (text, ids) in reference_cases() {
         assert_eq!(tok.encode(&text, true).unwrap(), ids, "{text:?}");
     }
@@ -131,14 +129,12 @@ fn bad_tokenizer_metadata_is_a_clear_error() {
         .to_string();
     assert!(err.contains("pre-tokenizer 'mystery'"), "{err}");
 
-    let dir = std::env::temp_dir().join(format!("webqlora-notok-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("notok");
     let config =
         webqlora::model::ModelConfig::load(&common::golden("tiny-llama/base-f32")).unwrap();
     let err = Tokenizer::from_dir(&dir, &config)
         .err()
         .unwrap()
         .to_string();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.contains("tokenizer.json"), "{err}");
 }

@@ -209,14 +209,47 @@ pub fn check_gradient(
 }
 
 /// A fresh empty folder under the system temp dir for one test.
-pub fn temp_dir(test: &str) -> std::path::PathBuf {
+pub fn temp_dir(test: &str) -> TempDir {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("webqlora-{test}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A test's folder (`temp_dir`): removed when the test is done with it, kept when the test
+/// fails, to look at.
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failing test's folder {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The SmolLM2-135M-Instruct GGUF that `cargo xtask fetch-model` caches (`WEBQLORA_SMOLLM2`
@@ -270,7 +303,7 @@ pub fn byte_tokenizer_json() -> String {
 }
 
 /// The golden tiny Llama (f32) copied into a fresh folder with `byte_tokenizer_json`.
-pub fn tiny_llama_with_tokenizer(test: &str) -> std::path::PathBuf {
+pub fn tiny_llama_with_tokenizer(test: &str) -> TempDir {
     let dir = temp_dir(test);
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(golden("tiny-llama/base-f32").join(f), dir.join(f)).unwrap();
