@@ -158,6 +158,9 @@ pub struct Linear {
 impl Linear {
     /// The narrowest layout of `texels` texels whose sides fit in `max_side`, if any.
     pub fn fitting(texels: usize, max_side: usize) -> Option<Linear> {
+        if max_side < 16 {
+            return None;
+        }
         let mut width = 16;
         while texels.div_ceil(width) > max_side {
             width *= 2;
@@ -181,10 +184,10 @@ impl Linear {
     }
 }
 
-/// Write `tensor`'s texels (f32 or NF4 code words, `format`) into the texture of `layout` for
-/// operand `slot`: a buffer-to-texture copy (no node when the texture already holds them).
-/// The node's kernel packs the same texels (whole rows of the source), for graphs run
-/// without copies.
+/// Write `tensor`'s texels (f32 values into rgba32float texels, NF4 code words into rgba32uint
+/// ones) into the texture of `layout` for operand `slot`: a buffer-to-texture copy (no node
+/// when the texture already holds them). The node's kernel packs the same texels (whole rows
+/// of the source), for graphs run without copies.
 pub fn pack_linear(
     g: &mut Graph,
     label: &str,
@@ -193,25 +196,22 @@ pub fn pack_linear(
     slot: u8,
 ) -> Result<TextureId, GraphError> {
     let (width, height) = (layout.width, layout.height());
-    let f32_tensor = g.tensor(tensor).dtype == DType::F32;
-    let format = if f32_tensor {
-        TexelFormat::Rgba32Float
-    } else {
-        TexelFormat::Rgba32Uint
-    };
-    let tex = g.texture(format, width, height, slot);
-    // pack_rows' and pack_words' params for rows of 4·width values, `width` texels each.
-    let params = Params::new()
+    // pack_words' params for rows of 4·width values, `width` texels each (pack_rows' add the
+    // stride along k).
+    let rows = Params::new()
         .u32(height as u32)
         .u32(4 * width as u32)
         .u32(width as u32)
         .u32(0)
         .u32(4 * width as u32);
-    let params = if f32_tensor { params.u32(1) } else { params };
+    let (format, kernel, params) = match g.tensor(tensor).dtype {
+        DType::F32 => (TexelFormat::Rgba32Float, &PACK_ROWS, rows.u32(1)),
+        _ => (TexelFormat::Rgba32Uint, &PACK_WORDS, rows),
+    };
+    let tex = g.texture(format, width, height, slot);
     if g.holds(tex, tensor, &params) {
         return Ok(tex);
     }
-    let kernel = if f32_tensor { &PACK_ROWS } else { &PACK_WORDS };
     let dispatch = Dispatch::Grid([width.div_ceil(8) as u32, height.div_ceil(8) as u32, 1]);
     let label = format!("{label}.pack{slot}");
     g.push_with_textures(label, kernel, &[tensor], &[tex], params.clone(), dispatch)?;
