@@ -15,9 +15,12 @@
 // nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
 //
 // Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
-// broadcast from a constant lane is a register shuffle while a texel fetch is a gather. Each
-// lane fetches four rows of x (or dy) for the subgroup's 32 and shares them by broadcast;
-// each lane decodes its own weights (eight lanes decode eight different code words in one
+// broadcast from a constant lane is a register shuffle while a texel fetch is a gather. The
+// subgroup fetches eight texels of x (or dy) of each of its 32 rows at a time, one row a
+// fetch (lane l texel t + l: 128 contiguous bytes, where lanes fetching one texel of eight
+// rows touched eight rows' cache lines; about a tenth faster on lavapipe), and shares them by
+// broadcast from the lane holding the texel (`texel_0` .. `texel_7`); each lane decodes its
+// own weights (eight lanes decode eight different code words in one
 // SIMD operation, and each decoded weight serves 32 rows instead of 8), looking the NF4 table
 // up by shuffles from the subgroup's lanes (`decode4_sg`).
 //
@@ -43,7 +46,7 @@
 //   backward: grid (ceil(in / 128), ceil(T / 64), 1); the subgroup owns one texel of codes
 //             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per eight
 //             outputs lane l fetches output l's codes and scale, shared by broadcast
-// and rows m0 + 8g + i (g < 4, i < 8), fetching rows m0 + 8g + l. Accumulator acc[2g + h][i]
+// and rows m0 + 8g + i (g < 4, i < 8). Accumulator acc[2g + h][i]
 // holds row m0 + 8g + 4h + i, its component j the lane's column j. A subgroup whose tile
 // lies wholly past the output returns at once; in a tile that straddles the edge, rows and
 // columns past it are clamped to the last one: computed, never stored.
@@ -151,6 +154,178 @@ fn clamp_rows(rows: vec4<u32>) -> vec4<i32> {
     return min(vec4<i32>(rows), vec4<i32>(i32(params.rows) - 1));
 }
 
+/// Eight consecutive texels of each of the subgroup's 32 rows: r[i], lane l holds texel
+/// t + l of row m0 + i (rows past the last clamped to it).
+struct RowTexels {
+    r: array<vec4<f32>, 32>,
+}
+
+// Written out: a loop here (or in the texel_* functions) indexes the array by a loop
+// counter, and llvmpipe then ran the kernel about 90x slower.
+fn row_texels(tex: texture_2d<f32>, t: i32, m0: u32, lane: u32) -> RowTexels {
+    let texel = vec2<i32>(t + i32(lane), 0);
+    let last = i32(params.rows) - 1;
+    let m = i32(m0);
+    var x: RowTexels;
+    x.r[0] = textureLoad(tex, texel + vec2<i32>(0, min(m, last)), 0);
+    x.r[1] = textureLoad(tex, texel + vec2<i32>(0, min(m + 1, last)), 0);
+    x.r[2] = textureLoad(tex, texel + vec2<i32>(0, min(m + 2, last)), 0);
+    x.r[3] = textureLoad(tex, texel + vec2<i32>(0, min(m + 3, last)), 0);
+    x.r[4] = textureLoad(tex, texel + vec2<i32>(0, min(m + 4, last)), 0);
+    x.r[5] = textureLoad(tex, texel + vec2<i32>(0, min(m + 5, last)), 0);
+    x.r[6] = textureLoad(tex, texel + vec2<i32>(0, min(m + 6, last)), 0);
+    x.r[7] = textureLoad(tex, texel + vec2<i32>(0, min(m + 7, last)), 0);
+    x.r[8] = textureLoad(tex, texel + vec2<i32>(0, min(m + 8, last)), 0);
+    x.r[9] = textureLoad(tex, texel + vec2<i32>(0, min(m + 9, last)), 0);
+    x.r[10] = textureLoad(tex, texel + vec2<i32>(0, min(m + 10, last)), 0);
+    x.r[11] = textureLoad(tex, texel + vec2<i32>(0, min(m + 11, last)), 0);
+    x.r[12] = textureLoad(tex, texel + vec2<i32>(0, min(m + 12, last)), 0);
+    x.r[13] = textureLoad(tex, texel + vec2<i32>(0, min(m + 13, last)), 0);
+    x.r[14] = textureLoad(tex, texel + vec2<i32>(0, min(m + 14, last)), 0);
+    x.r[15] = textureLoad(tex, texel + vec2<i32>(0, min(m + 15, last)), 0);
+    x.r[16] = textureLoad(tex, texel + vec2<i32>(0, min(m + 16, last)), 0);
+    x.r[17] = textureLoad(tex, texel + vec2<i32>(0, min(m + 17, last)), 0);
+    x.r[18] = textureLoad(tex, texel + vec2<i32>(0, min(m + 18, last)), 0);
+    x.r[19] = textureLoad(tex, texel + vec2<i32>(0, min(m + 19, last)), 0);
+    x.r[20] = textureLoad(tex, texel + vec2<i32>(0, min(m + 20, last)), 0);
+    x.r[21] = textureLoad(tex, texel + vec2<i32>(0, min(m + 21, last)), 0);
+    x.r[22] = textureLoad(tex, texel + vec2<i32>(0, min(m + 22, last)), 0);
+    x.r[23] = textureLoad(tex, texel + vec2<i32>(0, min(m + 23, last)), 0);
+    x.r[24] = textureLoad(tex, texel + vec2<i32>(0, min(m + 24, last)), 0);
+    x.r[25] = textureLoad(tex, texel + vec2<i32>(0, min(m + 25, last)), 0);
+    x.r[26] = textureLoad(tex, texel + vec2<i32>(0, min(m + 26, last)), 0);
+    x.r[27] = textureLoad(tex, texel + vec2<i32>(0, min(m + 27, last)), 0);
+    x.r[28] = textureLoad(tex, texel + vec2<i32>(0, min(m + 28, last)), 0);
+    x.r[29] = textureLoad(tex, texel + vec2<i32>(0, min(m + 29, last)), 0);
+    x.r[30] = textureLoad(tex, texel + vec2<i32>(0, min(m + 30, last)), 0);
+    x.r[31] = textureLoad(tex, texel + vec2<i32>(0, min(m + 31, last)), 0);
+    return x;
+}
+
+/// Rows 4a .. 4a + 4's accumulators gain their texel values x0 .. x3 (broadcast) times w.
+fn fma_rows(acc: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, w: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma4(acc[0], x0, w), fma4(acc[1], x1, w), fma4(acc[2], x2, w), fma4(acc[3], x3, w));
+}
+
+/// The tile gains texel j of `x` (lane j's) times w, for j = 0. subgroupBroadcast takes a
+/// constant lane, so there is one of these a lane, texel_0 .. texel_7, the same but for j.
+fn texel_0(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 0u), subgroupBroadcast(x.r[1], 0u), subgroupBroadcast(x.r[2], 0u), subgroupBroadcast(x.r[3], 0u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 0u), subgroupBroadcast(x.r[5], 0u), subgroupBroadcast(x.r[6], 0u), subgroupBroadcast(x.r[7], 0u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 0u), subgroupBroadcast(x.r[9], 0u), subgroupBroadcast(x.r[10], 0u), subgroupBroadcast(x.r[11], 0u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 0u), subgroupBroadcast(x.r[13], 0u), subgroupBroadcast(x.r[14], 0u), subgroupBroadcast(x.r[15], 0u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 0u), subgroupBroadcast(x.r[17], 0u), subgroupBroadcast(x.r[18], 0u), subgroupBroadcast(x.r[19], 0u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 0u), subgroupBroadcast(x.r[21], 0u), subgroupBroadcast(x.r[22], 0u), subgroupBroadcast(x.r[23], 0u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 0u), subgroupBroadcast(x.r[25], 0u), subgroupBroadcast(x.r[26], 0u), subgroupBroadcast(x.r[27], 0u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 0u), subgroupBroadcast(x.r[29], 0u), subgroupBroadcast(x.r[30], 0u), subgroupBroadcast(x.r[31], 0u), w);
+    return t;
+}
+
+/// `texel_0` for texel 1.
+fn texel_1(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 1u), subgroupBroadcast(x.r[1], 1u), subgroupBroadcast(x.r[2], 1u), subgroupBroadcast(x.r[3], 1u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 1u), subgroupBroadcast(x.r[5], 1u), subgroupBroadcast(x.r[6], 1u), subgroupBroadcast(x.r[7], 1u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 1u), subgroupBroadcast(x.r[9], 1u), subgroupBroadcast(x.r[10], 1u), subgroupBroadcast(x.r[11], 1u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 1u), subgroupBroadcast(x.r[13], 1u), subgroupBroadcast(x.r[14], 1u), subgroupBroadcast(x.r[15], 1u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 1u), subgroupBroadcast(x.r[17], 1u), subgroupBroadcast(x.r[18], 1u), subgroupBroadcast(x.r[19], 1u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 1u), subgroupBroadcast(x.r[21], 1u), subgroupBroadcast(x.r[22], 1u), subgroupBroadcast(x.r[23], 1u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 1u), subgroupBroadcast(x.r[25], 1u), subgroupBroadcast(x.r[26], 1u), subgroupBroadcast(x.r[27], 1u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 1u), subgroupBroadcast(x.r[29], 1u), subgroupBroadcast(x.r[30], 1u), subgroupBroadcast(x.r[31], 1u), w);
+    return t;
+}
+
+/// `texel_0` for texel 2.
+fn texel_2(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 2u), subgroupBroadcast(x.r[1], 2u), subgroupBroadcast(x.r[2], 2u), subgroupBroadcast(x.r[3], 2u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 2u), subgroupBroadcast(x.r[5], 2u), subgroupBroadcast(x.r[6], 2u), subgroupBroadcast(x.r[7], 2u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 2u), subgroupBroadcast(x.r[9], 2u), subgroupBroadcast(x.r[10], 2u), subgroupBroadcast(x.r[11], 2u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 2u), subgroupBroadcast(x.r[13], 2u), subgroupBroadcast(x.r[14], 2u), subgroupBroadcast(x.r[15], 2u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 2u), subgroupBroadcast(x.r[17], 2u), subgroupBroadcast(x.r[18], 2u), subgroupBroadcast(x.r[19], 2u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 2u), subgroupBroadcast(x.r[21], 2u), subgroupBroadcast(x.r[22], 2u), subgroupBroadcast(x.r[23], 2u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 2u), subgroupBroadcast(x.r[25], 2u), subgroupBroadcast(x.r[26], 2u), subgroupBroadcast(x.r[27], 2u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 2u), subgroupBroadcast(x.r[29], 2u), subgroupBroadcast(x.r[30], 2u), subgroupBroadcast(x.r[31], 2u), w);
+    return t;
+}
+
+/// `texel_0` for texel 3.
+fn texel_3(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 3u), subgroupBroadcast(x.r[1], 3u), subgroupBroadcast(x.r[2], 3u), subgroupBroadcast(x.r[3], 3u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 3u), subgroupBroadcast(x.r[5], 3u), subgroupBroadcast(x.r[6], 3u), subgroupBroadcast(x.r[7], 3u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 3u), subgroupBroadcast(x.r[9], 3u), subgroupBroadcast(x.r[10], 3u), subgroupBroadcast(x.r[11], 3u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 3u), subgroupBroadcast(x.r[13], 3u), subgroupBroadcast(x.r[14], 3u), subgroupBroadcast(x.r[15], 3u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 3u), subgroupBroadcast(x.r[17], 3u), subgroupBroadcast(x.r[18], 3u), subgroupBroadcast(x.r[19], 3u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 3u), subgroupBroadcast(x.r[21], 3u), subgroupBroadcast(x.r[22], 3u), subgroupBroadcast(x.r[23], 3u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 3u), subgroupBroadcast(x.r[25], 3u), subgroupBroadcast(x.r[26], 3u), subgroupBroadcast(x.r[27], 3u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 3u), subgroupBroadcast(x.r[29], 3u), subgroupBroadcast(x.r[30], 3u), subgroupBroadcast(x.r[31], 3u), w);
+    return t;
+}
+
+/// `texel_0` for texel 4.
+fn texel_4(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 4u), subgroupBroadcast(x.r[1], 4u), subgroupBroadcast(x.r[2], 4u), subgroupBroadcast(x.r[3], 4u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 4u), subgroupBroadcast(x.r[5], 4u), subgroupBroadcast(x.r[6], 4u), subgroupBroadcast(x.r[7], 4u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 4u), subgroupBroadcast(x.r[9], 4u), subgroupBroadcast(x.r[10], 4u), subgroupBroadcast(x.r[11], 4u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 4u), subgroupBroadcast(x.r[13], 4u), subgroupBroadcast(x.r[14], 4u), subgroupBroadcast(x.r[15], 4u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 4u), subgroupBroadcast(x.r[17], 4u), subgroupBroadcast(x.r[18], 4u), subgroupBroadcast(x.r[19], 4u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 4u), subgroupBroadcast(x.r[21], 4u), subgroupBroadcast(x.r[22], 4u), subgroupBroadcast(x.r[23], 4u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 4u), subgroupBroadcast(x.r[25], 4u), subgroupBroadcast(x.r[26], 4u), subgroupBroadcast(x.r[27], 4u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 4u), subgroupBroadcast(x.r[29], 4u), subgroupBroadcast(x.r[30], 4u), subgroupBroadcast(x.r[31], 4u), w);
+    return t;
+}
+
+/// `texel_0` for texel 5.
+fn texel_5(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 5u), subgroupBroadcast(x.r[1], 5u), subgroupBroadcast(x.r[2], 5u), subgroupBroadcast(x.r[3], 5u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 5u), subgroupBroadcast(x.r[5], 5u), subgroupBroadcast(x.r[6], 5u), subgroupBroadcast(x.r[7], 5u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 5u), subgroupBroadcast(x.r[9], 5u), subgroupBroadcast(x.r[10], 5u), subgroupBroadcast(x.r[11], 5u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 5u), subgroupBroadcast(x.r[13], 5u), subgroupBroadcast(x.r[14], 5u), subgroupBroadcast(x.r[15], 5u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 5u), subgroupBroadcast(x.r[17], 5u), subgroupBroadcast(x.r[18], 5u), subgroupBroadcast(x.r[19], 5u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 5u), subgroupBroadcast(x.r[21], 5u), subgroupBroadcast(x.r[22], 5u), subgroupBroadcast(x.r[23], 5u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 5u), subgroupBroadcast(x.r[25], 5u), subgroupBroadcast(x.r[26], 5u), subgroupBroadcast(x.r[27], 5u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 5u), subgroupBroadcast(x.r[29], 5u), subgroupBroadcast(x.r[30], 5u), subgroupBroadcast(x.r[31], 5u), w);
+    return t;
+}
+
+/// `texel_0` for texel 6.
+fn texel_6(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 6u), subgroupBroadcast(x.r[1], 6u), subgroupBroadcast(x.r[2], 6u), subgroupBroadcast(x.r[3], 6u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 6u), subgroupBroadcast(x.r[5], 6u), subgroupBroadcast(x.r[6], 6u), subgroupBroadcast(x.r[7], 6u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 6u), subgroupBroadcast(x.r[9], 6u), subgroupBroadcast(x.r[10], 6u), subgroupBroadcast(x.r[11], 6u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 6u), subgroupBroadcast(x.r[13], 6u), subgroupBroadcast(x.r[14], 6u), subgroupBroadcast(x.r[15], 6u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 6u), subgroupBroadcast(x.r[17], 6u), subgroupBroadcast(x.r[18], 6u), subgroupBroadcast(x.r[19], 6u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 6u), subgroupBroadcast(x.r[21], 6u), subgroupBroadcast(x.r[22], 6u), subgroupBroadcast(x.r[23], 6u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 6u), subgroupBroadcast(x.r[25], 6u), subgroupBroadcast(x.r[26], 6u), subgroupBroadcast(x.r[27], 6u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 6u), subgroupBroadcast(x.r[29], 6u), subgroupBroadcast(x.r[30], 6u), subgroupBroadcast(x.r[31], 6u), w);
+    return t;
+}
+
+/// `texel_0` for texel 7.
+fn texel_7(tile: Tile, x: RowTexels, w: mat4x4<f32>) -> Tile {
+    var t = tile;
+    t.acc[0] = fma_rows(t.acc[0], subgroupBroadcast(x.r[0], 7u), subgroupBroadcast(x.r[1], 7u), subgroupBroadcast(x.r[2], 7u), subgroupBroadcast(x.r[3], 7u), w);
+    t.acc[1] = fma_rows(t.acc[1], subgroupBroadcast(x.r[4], 7u), subgroupBroadcast(x.r[5], 7u), subgroupBroadcast(x.r[6], 7u), subgroupBroadcast(x.r[7], 7u), w);
+    t.acc[2] = fma_rows(t.acc[2], subgroupBroadcast(x.r[8], 7u), subgroupBroadcast(x.r[9], 7u), subgroupBroadcast(x.r[10], 7u), subgroupBroadcast(x.r[11], 7u), w);
+    t.acc[3] = fma_rows(t.acc[3], subgroupBroadcast(x.r[12], 7u), subgroupBroadcast(x.r[13], 7u), subgroupBroadcast(x.r[14], 7u), subgroupBroadcast(x.r[15], 7u), w);
+    t.acc[4] = fma_rows(t.acc[4], subgroupBroadcast(x.r[16], 7u), subgroupBroadcast(x.r[17], 7u), subgroupBroadcast(x.r[18], 7u), subgroupBroadcast(x.r[19], 7u), w);
+    t.acc[5] = fma_rows(t.acc[5], subgroupBroadcast(x.r[20], 7u), subgroupBroadcast(x.r[21], 7u), subgroupBroadcast(x.r[22], 7u), subgroupBroadcast(x.r[23], 7u), w);
+    t.acc[6] = fma_rows(t.acc[6], subgroupBroadcast(x.r[24], 7u), subgroupBroadcast(x.r[25], 7u), subgroupBroadcast(x.r[26], 7u), subgroupBroadcast(x.r[27], 7u), w);
+    t.acc[7] = fma_rows(t.acc[7], subgroupBroadcast(x.r[28], 7u), subgroupBroadcast(x.r[29], 7u), subgroupBroadcast(x.r[30], 7u), subgroupBroadcast(x.r[31], 7u), w);
+    return t;
+}
+
+/// The lane's four columns' weights for half `shift` of their code words `words` (one a
+/// column), times their scales: column kk holds input kk of the four.
+fn column_weights(words: vec4<u32>, shift: u32, s: vec4<f32>, table: vec2<f32>) -> mat4x4<f32> {
+    return transpose(mat4x4<f32>(decode4_sg(words.x, shift, s.x, table), decode4_sg(words.y, shift, s.y, table), decode4_sg(words.z, shift, s.z, table), decode4_sg(words.w, shift, s.w, table)));
+}
+
 // --- forward --------------------------------------------------------------------------------
 
 @compute @workgroup_size(64)
@@ -179,14 +354,21 @@ fn nf4_forward_tex_sg(
         let w2 = codes_at(w_tex, at, t, w_rows.z);
         let w3 = codes_at(w_tex, at, t, w_rows.w);
         let s = vec4<f32>(scale_of(absmax_tex, at, b, w_rows.x), scale_of(absmax_tex, at, b, w_rows.y), scale_of(absmax_tex, at, b, w_rows.z), scale_of(absmax_tex, at, b, w_rows.w));
-        for (var q = 0u; q < 4u; q++) {
-            // Word q holds inputs 32t + 8q .. + 8: x texels 8t + 2q (lo) and 8t + 2q + 1 (hi).
-            let lo = transpose(mat4x4<f32>(decode4_sg(w0[q], 0u, s.x, table), decode4_sg(w1[q], 0u, s.y, table), decode4_sg(w2[q], 0u, s.z, table), decode4_sg(w3[q], 0u, s.w, table)));
-            let hi = transpose(mat4x4<f32>(decode4_sg(w0[q], 16u, s.x, table), decode4_sg(w1[q], 16u, s.y, table), decode4_sg(w2[q], 16u, s.z, table), decode4_sg(w3[q], 16u, s.w, table)));
-            let xt = i32(8u * t + 2u * q);
-            tile = tile_update(tile, rows_at(x_tex, xt, fetch), lo);
-            tile = tile_update(tile, rows_at(x_tex, xt + 1, fetch), hi);
-        }
+        // x texels 8t .. 8t + 8; word q holds inputs 32t + 8q .. + 8: texels 8t + 2q (its low
+        // half) and 8t + 2q + 1 (its high half).
+        let x = row_texels(x_tex, i32(8u * t), rows.x - lane, lane);
+        let q0 = vec4<u32>(w0.x, w1.x, w2.x, w3.x);
+        tile = texel_0(tile, x, column_weights(q0, 0u, s, table));
+        tile = texel_1(tile, x, column_weights(q0, 16u, s, table));
+        let q1 = vec4<u32>(w0.y, w1.y, w2.y, w3.y);
+        tile = texel_2(tile, x, column_weights(q1, 0u, s, table));
+        tile = texel_3(tile, x, column_weights(q1, 16u, s, table));
+        let q2 = vec4<u32>(w0.z, w1.z, w2.z, w3.z);
+        tile = texel_4(tile, x, column_weights(q2, 0u, s, table));
+        tile = texel_5(tile, x, column_weights(q2, 16u, s, table));
+        let q3 = vec4<u32>(w0.w, w1.w, w2.w, w3.w);
+        tile = texel_6(tile, x, column_weights(q3, 0u, s, table));
+        tile = texel_7(tile, x, column_weights(q3, 16u, s, table));
     }
     // The adapter's term: column kk of b holds B[cols, 4t + kk].
     for (var t = 0u; t < params.rank / 4u; t++) {
@@ -246,15 +428,38 @@ fn nf4_backward_tex_sg(
     let table = lane_table(lane);
     var tile: Tile;
     let last_o = i32(params.n_out) - 1;
-    for (var o0 = 0; o0 <= last_o; o0 += 8) {
-        // Lane l fetches the codes and scale of output o0 + l (clamped: dy is 0 past the end)
-        // and the subgroup shares them: two fetches for eight outputs instead of sixteen.
-        let o = min(o0 + i32(lane), last_o);
-        let codes = codes_at(w_tex, at, u32(t), o);
-        let scale = scale_of(absmax_tex, at, b, o);
-        tile = tile_update(tile, rows_at(x_tex, o0 / 4, fetch), weights_0_to_3(codes, scale, word, shift, table));
+    for (var o0 = 0; o0 <= last_o; o0 += 32) {
+        // dy texels o0 / 4 .. + 8 (outputs o0 .. o0 + 32; texels past the last one are never
+        // used). Lane l fetches the codes and scale of outputs o0 + 8e + l (clamped: dy is 0
+        // past the end) and the subgroup shares them: eight fetches for 32 outputs.
+        let x = row_texels(x_tex, o0 / 4, rows.x - lane, lane);
+        let o = min(vec4<i32>(o0 + i32(lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_o));
+        let c0 = codes_at(w_tex, at, u32(t), o.x);
+        let c1 = codes_at(w_tex, at, u32(t), o.y);
+        let c2 = codes_at(w_tex, at, u32(t), o.z);
+        let c3 = codes_at(w_tex, at, u32(t), o.w);
+        let s = vec4<f32>(scale_of(absmax_tex, at, b, o.x), scale_of(absmax_tex, at, b, o.y), scale_of(absmax_tex, at, b, o.z), scale_of(absmax_tex, at, b, o.w));
+        tile = texel_0(tile, x, weights_0_to_3(c0, s.x, word, shift, table));
         if o0 + 4 <= last_o {
-            tile = tile_update(tile, rows_at(x_tex, o0 / 4 + 1, fetch), weights_4_to_7(codes, scale, word, shift, table));
+            tile = texel_1(tile, x, weights_4_to_7(c0, s.x, word, shift, table));
+        }
+        if o0 + 8 <= last_o {
+            tile = texel_2(tile, x, weights_0_to_3(c1, s.y, word, shift, table));
+        }
+        if o0 + 12 <= last_o {
+            tile = texel_3(tile, x, weights_4_to_7(c1, s.y, word, shift, table));
+        }
+        if o0 + 16 <= last_o {
+            tile = texel_4(tile, x, weights_0_to_3(c2, s.z, word, shift, table));
+        }
+        if o0 + 20 <= last_o {
+            tile = texel_5(tile, x, weights_4_to_7(c2, s.z, word, shift, table));
+        }
+        if o0 + 24 <= last_o {
+            tile = texel_6(tile, x, weights_0_to_3(c3, s.w, word, shift, table));
+        }
+        if o0 + 28 <= last_o {
+            tile = texel_7(tile, x, weights_4_to_7(c3, s.w, word, shift, table));
         }
     }
     // The adapter's term: column kk of a holds A[4j + kk, the lane's four inputs].
