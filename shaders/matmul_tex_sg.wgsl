@@ -3,13 +3,14 @@
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
 // Same bindings, texture layouts, results (bit for bit: the same fused multiply-adds in the
 // same order) and dispatch as matmul_tex in matmul_tex.wgsl; the graph picks this one when
-// the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (fma4,
-// rows_0_to_3, rows_4_to_7).
+// the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (Tile,
+// tile_update, row_texels, texel_0 .. texel_7).
 //
 // Why subgroups: llvmpipe runs a subgroup as one SIMD register, so subgroupBroadcast with a
-// constant lane is a register shuffle, while every texel fetch is a gather. Each lane fetches
-// one row of A per k-texel for the whole subgroup and the lanes share them by broadcast;
-// each lane owns its own columns of B. An 8x16 tile an invocation fetched 24 texels per 512
+// constant lane is a register shuffle, while every texel fetch is a gather. The subgroup
+// fetches eight k-texels of each of its 32 rows of A at a time, one row a fetch
+// (`row_texels`; the last KT % 8 texels a texel of eight rows a fetch, `tile_update`), and
+// the lanes share them by broadcast; each lane owns its own columns of B. An 8x16 tile an invocation fetched 24 texels per 512
 // multiply-adds; here an invocation fetches 8 for 512 (at 1024x576x1536 on lavapipe, packs
 // included: 92 ms -> 43 ms).
 //
@@ -22,8 +23,8 @@
 // Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 64 invocations = eight subgroups, two
 // along the rows by four along the columns, each owning a 32x32 tile: rows
 // m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + l + 8j (j < 4).
-// Lane l fetches rows m0 + 8g + l. Accumulator acc[2g + h][i] holds row m0 + 8g + 4h + i,
-// its component j column n0 + l + 8j. A subgroup whose tile lies wholly past the output
+// Accumulator tile.acc[2g + h][i] holds row m0 + 8g + 4h + i, its component j column
+// n0 + l + 8j. A subgroup whose tile lies wholly past the output
 // returns at once; in a tile that straddles the edge, rows and columns past it are clamped to
 // the last one: computed, never stored.
 
@@ -73,37 +74,31 @@ fn matmul_tex_sg(
     let last_m = i32(params.M) - 1;
     let rows = min(vec4<i32>(i32(m0 + lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_m));
     let cols = min(vec4<i32>(i32(n0)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(i32(params.N) - 1));
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
-    var acc2 = mat4x4<f32>();
-    var acc3 = mat4x4<f32>();
-    var acc4 = mat4x4<f32>();
-    var acc5 = mat4x4<f32>();
-    var acc6 = mat4x4<f32>();
-    var acc7 = mat4x4<f32>();
-    for (var t = 0; t < i32(params.KT); t++) {
-        let w = b_group(t, cols);
-        let a0 = a_at(t, rows.x);
-        let a1 = a_at(t, rows.y);
-        let a2 = a_at(t, rows.z);
-        let a3 = a_at(t, rows.w);
-        acc0 = rows_0_to_3(acc0, a0, w);
-        acc1 = rows_4_to_7(acc1, a0, w);
-        acc2 = rows_0_to_3(acc2, a1, w);
-        acc3 = rows_4_to_7(acc3, a1, w);
-        acc4 = rows_0_to_3(acc4, a2, w);
-        acc5 = rows_4_to_7(acc5, a2, w);
-        acc6 = rows_0_to_3(acc6, a3, w);
-        acc7 = rows_4_to_7(acc7, a3, w);
+    var tile: Tile;
+    let blocks = i32(params.KT) / 8;
+    for (var t0 = 0; t0 < 8 * blocks; t0 += 8) {
+        let a = row_texels(a_tex, t0, m0, last_m, lane);
+        tile = texel_0(tile, a, b_group(t0, cols));
+        tile = texel_1(tile, a, b_group(t0 + 1, cols));
+        tile = texel_2(tile, a, b_group(t0 + 2, cols));
+        tile = texel_3(tile, a, b_group(t0 + 3, cols));
+        tile = texel_4(tile, a, b_group(t0 + 4, cols));
+        tile = texel_5(tile, a, b_group(t0 + 5, cols));
+        tile = texel_6(tile, a, b_group(t0 + 6, cols));
+        tile = texel_7(tile, a, b_group(t0 + 7, cols));
     }
-    store_rows(m0, n0, acc0);
-    store_rows(m0 + 4u, n0, acc1);
-    store_rows(m0 + 8u, n0, acc2);
-    store_rows(m0 + 12u, n0, acc3);
-    store_rows(m0 + 16u, n0, acc4);
-    store_rows(m0 + 20u, n0, acc5);
-    store_rows(m0 + 24u, n0, acc6);
-    store_rows(m0 + 28u, n0, acc7);
+    for (var t = 8 * blocks; t < i32(params.KT); t++) {
+        let a = mat4x4<f32>(a_at(t, rows.x), a_at(t, rows.y), a_at(t, rows.z), a_at(t, rows.w));
+        tile = tile_update(tile, a, b_group(t, cols));
+    }
+    store_rows(m0, n0, tile.acc[0]);
+    store_rows(m0 + 4u, n0, tile.acc[1]);
+    store_rows(m0 + 8u, n0, tile.acc[2]);
+    store_rows(m0 + 12u, n0, tile.acc[3]);
+    store_rows(m0 + 16u, n0, tile.acc[4]);
+    store_rows(m0 + 20u, n0, tile.acc[5]);
+    store_rows(m0 + 24u, n0, tile.acc[6]);
+    store_rows(m0 + 28u, n0, tile.acc[7]);
 }
 
 /// acc[i][j] is row m + i, column n0 + 8j.
