@@ -10,9 +10,9 @@
 // constant lane is a register shuffle, while every texel fetch is a gather. The subgroup
 // fetches eight k-texels of each of its 32 rows of A at a time, one row a fetch
 // (`row_texels`; the last KT % 8 texels a texel of eight rows a fetch, `tile_update`), and
-// the lanes share them by broadcast; each lane owns its own columns of B. An 8x16 tile an invocation fetched 24 texels per 512
-// multiply-adds; here an invocation fetches 8 for 512 (at 1024x576x1536 on lavapipe, packs
-// included: 92 ms -> 43 ms).
+// the lanes share them by broadcast; each lane owns its own columns of B. An 8x16 tile an
+// invocation fetched 24 texels per 512 multiply-adds; here an invocation fetches 8 for 512
+// (at 1024x576x1536 on lavapipe, packs included: 92 ms -> 43 ms).
 //
 // Bindings (group 0):
 //   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn

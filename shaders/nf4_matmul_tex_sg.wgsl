@@ -20,9 +20,9 @@
 // fetch (lane l texel t + l: 128 contiguous bytes, where lanes fetching one texel of eight
 // rows touched eight rows' cache lines; about a tenth faster on lavapipe), and shares them by
 // broadcast from the lane holding the texel (`texel_0` .. `texel_7`); each lane decodes its
-// own weights (eight lanes decode eight different code words in one
-// SIMD operation, and each decoded weight serves 32 rows instead of 8), looking the NF4 table
-// up by shuffles from the subgroup's lanes (`decode4_sg`).
+// own weights (eight lanes decode eight different code words in one SIMD operation, and each
+// decoded weight serves 32 rows instead of 8), looking the NF4 table up by shuffles from the
+// subgroup's lanes (`decode4_sg`).
 //
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
@@ -44,8 +44,9 @@
 // each owning 32 rows by 32 columns):
 //   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + l + 8j (j < 4)
 //   backward: grid (ceil(in / 128), ceil(T / 64), 1); the subgroup owns one texel of codes
-//             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per eight
-//             outputs lane l fetches output l's codes and scale, shared by broadcast
+//             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per 32
+//             outputs lane l fetches the codes and scales of outputs l + 8e (e < 4), shared
+//             by broadcast
 // and rows m0 + 8g + i (g < 4, i < 8). Accumulator acc[2g + h][i]
 // holds row m0 + 8g + 4h + i, its component j the lane's column j. A subgroup whose tile
 // lies wholly past the output returns at once; in a tile that straddles the edge, rows and
