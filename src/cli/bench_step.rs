@@ -157,23 +157,25 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
 
 /// Wall time of one more run of the whole graph, one node at a time (submitted alone and
 /// waited for: timestamp queries on lavapipe do not time passes that follow each other in one
-/// submission), summed by kernel, largest first.
+/// submission), summed by kernel, largest first. Pack nodes that run as buffer-to-texture
+/// copies count apart from those that run their kernel.
 fn print_profile(gpu: &Gpu, compiled: &webqlora::graph::CompiledGraph) -> anyhow::Result<()> {
-    let mut by_kernel: Vec<(&str, usize, f64)> = Vec::new();
+    let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
     for (i, node) in compiled.graph.nodes.iter().enumerate() {
         let start = Instant::now();
         compiled.run_nodes(gpu, i..i + 1);
         gpu.poll_wait();
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        match by_kernel
-            .iter_mut()
-            .find(|(k, _, _)| *k == node.kernel.name)
-        {
+        let name = match node.copy {
+            Some(_) => format!("{} (copy)", node.kernel.name),
+            _ => node.kernel.name.to_string(),
+        };
+        match by_kernel.iter_mut().find(|(k, _, _)| *k == name) {
             Some(entry) => {
                 entry.1 += 1;
                 entry.2 += ms;
             }
-            None => by_kernel.push((node.kernel.name, 1, ms)),
+            None => by_kernel.push((name, 1, ms)),
         }
     }
     by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
