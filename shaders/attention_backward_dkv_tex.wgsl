@@ -9,10 +9,10 @@
 //   2 dk         storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
 //   3 dv         storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
 //   4 params     uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   5 q_tex      texture_2d<f32>      rgba32float [tokens * heads, head_dim / 4]
-//   6 d_out_tex  texture_2d<f32>      rgba32float [tokens * heads, head_dim / 4]
-//   7 lse_tex    texture_2d<f32>      rgba32float [tokens * heads, 1]: lse in .x
-//   8 delta_tex  texture_2d<f32>      rgba32float [tokens * heads, 1]: delta in .x
+//   5 q_tex      texture, read-only   rgba32float [tokens * heads, head_dim / 4]
+//   6 d_out_tex  texture, read-only   rgba32float [tokens * heads, head_dim / 4]
+//   7 lse_tex    texture, read-only   rgba32float [tokens * heads, 1]: lse in .x
+//   8 delta_tex  texture, read-only   rgba32float [tokens * heads, 1]: delta in .x
 // Dispatch: linear, ceil(tokens * kv_heads / 64) workgroups of 64, one (key, kv head) each.
 
 override HEAD_DIM: u32 = 64u;
@@ -33,10 +33,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dk: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dv: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> params: Params;
-@group(0) @binding(5) var q_tex: texture_2d<f32>;
-@group(0) @binding(6) var d_out_tex: texture_2d<f32>;
-@group(0) @binding(7) var lse_tex: texture_2d<f32>;
-@group(0) @binding(8) var delta_tex: texture_2d<f32>;
+@group(0) @binding(5) var q_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var d_out_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var lse_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var delta_tex: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(64)
 fn attention_backward_dkv_tex(
@@ -67,14 +67,14 @@ fn attention_backward_dkv_tex(
             var s = 0.0;
             var dp = 0.0;
             for (var d = 0u; d < D4; d++) {
-                s += dot(textureLoad(q_tex, vec2<i32>(i32(d), q_row), 0), kr[d]);
-                dp += dot(textureLoad(d_out_tex, vec2<i32>(i32(d), q_row), 0), vr[d]);
+                s += dot(textureLoad(q_tex, vec2<i32>(i32(d), q_row)), kr[d]);
+                dp += dot(textureLoad(d_out_tex, vec2<i32>(i32(d), q_row)), vr[d]);
             }
-            let p = exp(s * params.scale - textureLoad(lse_tex, vec2<i32>(0, q_row), 0).x);
-            let ds = p * (dp - textureLoad(delta_tex, vec2<i32>(0, q_row), 0).x) * params.scale;
+            let p = exp(s * params.scale - textureLoad(lse_tex, vec2<i32>(0, q_row)).x);
+            let ds = p * (dp - textureLoad(delta_tex, vec2<i32>(0, q_row)).x) * params.scale;
             for (var d = 0u; d < D4; d++) {
-                acc_v[d] += p * textureLoad(d_out_tex, vec2<i32>(i32(d), q_row), 0);
-                acc_k[d] += ds * textureLoad(q_tex, vec2<i32>(i32(d), q_row), 0);
+                acc_v[d] += p * textureLoad(d_out_tex, vec2<i32>(i32(d), q_row));
+                acc_k[d] += ds * textureLoad(q_tex, vec2<i32>(i32(d), q_row));
             }
         }
     }

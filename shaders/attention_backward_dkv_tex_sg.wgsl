@@ -12,10 +12,10 @@
 //   2 dk         storage, read_write  f32[tokens, kv_heads, 64]   every element written
 //   3 dv         storage, read_write  f32[tokens, kv_heads, 64]   every element written
 //   4 params     uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   5 q_tex      texture_2d<f32>      rgba32float [tokens * heads, 16]
-//   6 d_out_tex  texture_2d<f32>      rgba32float [tokens * heads, 16]
-//   7 lse_tex    texture_2d<f32>      rgba32float [tokens * heads, 1]: lse in .x
-//   8 delta_tex  texture_2d<f32>      rgba32float [tokens * heads, 1]: delta in .x
+//   5 q_tex      texture, read-only   rgba32float [tokens * heads, 16]
+//   6 d_out_tex  texture, read-only   rgba32float [tokens * heads, 16]
+//   7 lse_tex    texture, read-only   rgba32float [tokens * heads, 1]: lse in .x
+//   8 delta_tex  texture, read-only   rgba32float [tokens * heads, 1]: delta in .x
 // Dispatch: grid (ceil(tokens / 32), kv_heads, 1) of 8 invocations (one subgroup). Keys past
 // the last token are clamped to it: computed, never stored.
 
@@ -33,10 +33,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dk: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dv: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> params: Params;
-@group(0) @binding(5) var q_tex: texture_2d<f32>;
-@group(0) @binding(6) var d_out_tex: texture_2d<f32>;
-@group(0) @binding(7) var lse_tex: texture_2d<f32>;
-@group(0) @binding(8) var delta_tex: texture_2d<f32>;
+@group(0) @binding(5) var q_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var d_out_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var lse_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var delta_tex: texture_storage_2d<rgba32float, read>;
 
 fn k_mat(b: u32) -> mat4x4<f32> {
     return mat4x4<f32>(k[b], k[b + 1u], k[b + 2u], k[b + 3u]);
@@ -103,8 +103,8 @@ fn attention_backward_dkv_tex_sg(
             let r = i32(min(ib + lane, last) * params.heads + h);
             let qr = texture_row(q_tex, r);
             let dr = texture_row(d_out_tex, r);
-            let lse = textureLoad(lse_tex, vec2<i32>(0, r), 0).x;
-            let delta = textureLoad(delta_tex, vec2<i32>(0, r), 0).x;
+            let lse = textureLoad(lse_tex, vec2<i32>(0, r)).x;
+            let delta = textureLoad(delta_tex, vec2<i32>(0, r)).x;
             acc = add_query(acc, keys, ib, row_from0(qr), row_from0(dr), subgroupBroadcast(lse, 0u), subgroupBroadcast(delta, 0u));
             acc = add_query(acc, keys, ib + 1u, row_from1(qr), row_from1(dr), subgroupBroadcast(lse, 1u), subgroupBroadcast(delta, 1u));
             acc = add_query(acc, keys, ib + 2u, row_from2(qr), row_from2(dr), subgroupBroadcast(lse, 2u), subgroupBroadcast(delta, 2u));

@@ -10,8 +10,8 @@
 //   3 delta   storage, read        f32[tokens, heads]
 //   4 dq      storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   6 k_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
-//   7 v_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
+//   6 k_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
+//   7 v_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 override HEAD_DIM: u32 = 64u;
@@ -33,8 +33,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> delta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> params: Params;
-@group(0) @binding(6) var k_tex: texture_2d<f32>;
-@group(0) @binding(7) var v_tex: texture_2d<f32>;
+@group(0) @binding(6) var k_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var v_tex: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(64)
 fn attention_backward_dq_tex(
@@ -65,13 +65,13 @@ fn attention_backward_dq_tex(
         var s = 0.0;
         var dp = 0.0;
         for (var d = 0u; d < D4; d++) {
-            s += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row), 0));
-            dp += dot(dov[d], textureLoad(v_tex, vec2<i32>(i32(d), kv_row), 0));
+            s += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row)));
+            dp += dot(dov[d], textureLoad(v_tex, vec2<i32>(i32(d), kv_row)));
         }
         let p = exp(s * params.scale - row_lse);
         let ds = p * (dp - row_delta) * params.scale;
         for (var d = 0u; d < D4; d++) {
-            acc[d] += ds * textureLoad(k_tex, vec2<i32>(i32(d), kv_row), 0);
+            acc[d] += ds * textureLoad(k_tex, vec2<i32>(i32(d), kv_row));
         }
     }
     for (var d = 0u; d < D4; d++) {

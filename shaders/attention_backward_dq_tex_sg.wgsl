@@ -12,8 +12,8 @@
 //   3 delta   storage, read        f32[tokens, heads]
 //   4 dq      storage, read_write  f32[tokens, heads, 64]   every element written
 //   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   6 k_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, 16]
-//   7 v_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, 16]
+//   6 k_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
+//   7 v_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
 // Dispatch: grid (ceil(tokens / 32), heads, 1) of 8 invocations (one subgroup). Queries past
 // the last token are clamped to it: computed, never stored.
 
@@ -32,8 +32,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> delta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> params: Params;
-@group(0) @binding(6) var k_tex: texture_2d<f32>;
-@group(0) @binding(7) var v_tex: texture_2d<f32>;
+@group(0) @binding(6) var k_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var v_tex: texture_storage_2d<rgba32float, read>;
 
 fn q_mat(b: u32) -> mat4x4<f32> {
     return mat4x4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);

@@ -7,9 +7,9 @@
 //   1 out       storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   2 lse       storage, read_write  f32[tokens, heads]             every element written
 //   3 params    uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale }
-//   4 k_tex     texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
-//   5 v_tex     texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
-//   6 mask_tex  texture_2d<f32>      rgba32float [tokens, 1]: (first, branch, 0, 0)
+//   4 k_tex     texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
+//   5 v_tex     texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
+//   6 mask_tex  texture, read-only   rgba32float [tokens, 1]: (first, branch, 0, 0)
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 override HEAD_DIM: u32 = 64u;
@@ -29,9 +29,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var k_tex: texture_2d<f32>;
-@group(0) @binding(5) var v_tex: texture_2d<f32>;
-@group(0) @binding(6) var mask_tex: texture_2d<f32>;
+@group(0) @binding(4) var k_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var v_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var mask_tex: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(64)
 fn attention_forward_masked_tex(
@@ -46,7 +46,7 @@ fn attention_forward_masked_tex(
     let t = row / params.heads;
     let h = row % params.heads;
     let kv = h / (params.heads / params.kv_heads);
-    let own = textureLoad(mask_tex, vec2<i32>(0, i32(t)), 0);
+    let own = textureLoad(mask_tex, vec2<i32>(0, i32(t)));
     let first = u32(own.x);
     let branch = own.y;
     let q_base = row * D4;
@@ -59,14 +59,14 @@ fn attention_forward_masked_tex(
     var m = -3.40282346e38;
     var l = 0.0;
     for (var j = first; j <= t; j++) {
-        let key_branch = textureLoad(mask_tex, vec2<i32>(0, i32(j)), 0).y;
+        let key_branch = textureLoad(mask_tex, vec2<i32>(0, i32(j))).y;
         if key_branch != 0.0 && key_branch != branch {
             continue;
         }
         let kv_row = i32(j * params.kv_heads + kv);
         var score = 0.0;
         for (var d = 0u; d < D4; d++) {
-            score += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row), 0));
+            score += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row)));
         }
         let s = score * params.scale;
         let m_new = max(m, s);
@@ -74,7 +74,7 @@ fn attention_forward_masked_tex(
         let p = exp(s - m_new);
         l = l * correction + p;
         for (var d = 0u; d < D4; d++) {
-            acc[d] = acc[d] * correction + p * textureLoad(v_tex, vec2<i32>(i32(d), kv_row), 0);
+            acc[d] = acc[d] * correction + p * textureLoad(v_tex, vec2<i32>(i32(d), kv_row));
         }
         m = m_new;
     }

@@ -8,8 +8,8 @@
 //   1 out     storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   2 lse     storage, read_write  f32[tokens, heads]             every element written
 //   3 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   4 k_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
-//   5 v_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, head_dim / 4]
+//   4 k_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
+//   5 v_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 override HEAD_DIM: u32 = 64u;
@@ -29,8 +29,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var k_tex: texture_2d<f32>;
-@group(0) @binding(5) var v_tex: texture_2d<f32>;
+@group(0) @binding(4) var k_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var v_tex: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(64)
 fn attention_forward_tex(
@@ -59,7 +59,7 @@ fn attention_forward_tex(
         let kv_row = i32(j * params.kv_heads + kv);
         var score = 0.0;
         for (var d = 0u; d < D4; d++) {
-            score += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row), 0));
+            score += dot(qv[d], textureLoad(k_tex, vec2<i32>(i32(d), kv_row)));
         }
         let s = score * params.scale;
         let m_new = max(m, s);
@@ -67,7 +67,7 @@ fn attention_forward_tex(
         let p = exp(s - m_new);
         l = l * correction + p;
         for (var d = 0u; d < D4; d++) {
-            acc[d] = acc[d] * correction + p * textureLoad(v_tex, vec2<i32>(i32(d), kv_row), 0);
+            acc[d] = acc[d] * correction + p * textureLoad(v_tex, vec2<i32>(i32(d), kv_row));
         }
         m = m_new;
     }

@@ -12,8 +12,8 @@
 //   1 out     storage, read_write  f32[tokens, heads, 64]   every element written
 //   2 lse     storage, read_write  f32[tokens, heads]       every element written
 //   3 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-//   4 k_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, 16]
-//   5 v_tex   texture_2d<f32>      rgba32float [tokens * kv_heads, 16]
+//   4 k_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
+//   5 v_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
 // Dispatch: grid (ceil(tokens / 32), heads, 1) of 8 invocations (one subgroup). Queries past
 // the last token are clamped to it: computed, never stored.
 
@@ -30,8 +30,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var k_tex: texture_2d<f32>;
-@group(0) @binding(5) var v_tex: texture_2d<f32>;
+@group(0) @binding(4) var k_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var v_tex: texture_storage_2d<rgba32float, read>;
 
 fn q_mat(b: u32) -> mat4x4<f32> {
     return mat4x4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);

@@ -25,17 +25,17 @@ struct Rows4 {
 }
 
 /// Texels c..c + 4 of row r of an rgba32float texture.
-fn texture_mat(tex: texture_2d<f32>, c: i32, r: i32) -> mat4x4<f32> {
+fn texture_mat(tex: texture_storage_2d<rgba32float, read>, c: i32, r: i32) -> mat4x4<f32> {
     return mat4x4<f32>(
-        textureLoad(tex, vec2<i32>(c, r), 0),
-        textureLoad(tex, vec2<i32>(c + 1, r), 0),
-        textureLoad(tex, vec2<i32>(c + 2, r), 0),
-        textureLoad(tex, vec2<i32>(c + 3, r), 0),
+        textureLoad(tex, vec2<i32>(c, r)),
+        textureLoad(tex, vec2<i32>(c + 1, r)),
+        textureLoad(tex, vec2<i32>(c + 2, r)),
+        textureLoad(tex, vec2<i32>(c + 3, r)),
     );
 }
 
 /// Row r (16 texels) of an rgba32float texture.
-fn texture_row(tex: texture_2d<f32>, r: i32) -> Row {
+fn texture_row(tex: texture_storage_2d<rgba32float, read>, r: i32) -> Row {
     return Row(texture_mat(tex, 0, r), texture_mat(tex, 4, r), texture_mat(tex, 8, r), texture_mat(tex, 12, r));
 }
 

@@ -18,8 +18,8 @@
 //   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
 //   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)), accumulate,
 //                                    alpha, c_sm, c_sn, c_off }
-//   2 a_tex   texture_2d<f32>      rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
-//   3 b_tex   texture_2d<f32>      rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
+//   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
+//   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
 // Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 64 invocations = eight subgroups, two
 // along the rows by four along the columns, each owning a 32x32 tile: rows
 // m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + l + 8j (j < 4).
@@ -41,20 +41,20 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var a_tex: texture_2d<f32>;
-@group(0) @binding(3) var b_tex: texture_2d<f32>;
+@group(0) @binding(2) var a_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var b_tex: texture_storage_2d<rgba32float, read>;
 
 fn a_at(t: i32, row: i32) -> vec4<f32> {
-    return textureLoad(a_tex, vec2<i32>(t, row), 0);
+    return textureLoad(a_tex, vec2<i32>(t, row));
 }
 
 /// The lane's four columns at texel t, transposed: column kk holds k = 4t + kk.
 fn b_group(t: i32, cols: vec4<i32>) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(
-        textureLoad(b_tex, vec2<i32>(t, cols.x), 0),
-        textureLoad(b_tex, vec2<i32>(t, cols.y), 0),
-        textureLoad(b_tex, vec2<i32>(t, cols.z), 0),
-        textureLoad(b_tex, vec2<i32>(t, cols.w), 0),
+        textureLoad(b_tex, vec2<i32>(t, cols.x)),
+        textureLoad(b_tex, vec2<i32>(t, cols.y)),
+        textureLoad(b_tex, vec2<i32>(t, cols.z)),
+        textureLoad(b_tex, vec2<i32>(t, cols.w)),
     ));
 }
 

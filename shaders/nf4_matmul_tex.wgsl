@@ -13,14 +13,14 @@
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
 //   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate }
-//   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
+//   2 x_tex       texture, read-only   rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
-//   3 w_tex       texture_2d<u32>      rgba32uint, W's code words in order four to a texel
+//   3 w_tex       texture, read-only   rgba32uint, W's code words in order four to a texel
 //                                      (row o's texel t, words 4t..4t+4 = the codes of inputs
 //                                      32t..32t+32, is texel o·in/32 + t), in a linear layout
 //                                      (ops::pack::Linear: texel l at (l % width, l / width),
 //                                      width a power of two)
-//   4 absmax_tex  texture_2d<f32>      rgba32float, W's scales in order four to a texel (block b
+//   4 absmax_tex  texture, read-only   rgba32float, W's scales in order four to a texel (block b
 //                                      of row o is value o·in/blocksize + b), linear layout
 // Built followed by nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
 // Dispatch, 8x8 invocations a workgroup:
@@ -43,9 +43,9 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var x_tex: texture_2d<f32>;
-@group(0) @binding(3) var w_tex: texture_2d<u32>;
-@group(0) @binding(4) var absmax_tex: texture_2d<f32>;
+@group(0) @binding(2) var x_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var w_tex: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(4) var absmax_tex: texture_storage_2d<rgba32float, read>;
 
 /// acc + x · M for the matrix whose column kk is element kk of four weight vectors (see
 /// matmul_tex.wgsl: fused multiply-adds of whole vec4s).
@@ -100,8 +100,8 @@ fn group_hi(g: Group, q: u32) -> mat4x4<f32> {
 }
 
 fn row_update(acc: mat4x4<f32>, t: i32, row: i32, l0: mat4x4<f32>, h0: mat4x4<f32>, l1: mat4x4<f32>, h1: mat4x4<f32>, l2: mat4x4<f32>, h2: mat4x4<f32>, l3: mat4x4<f32>, h3: mat4x4<f32>) -> mat4x4<f32> {
-    let xa = textureLoad(x_tex, vec2<i32>(t, row), 0);
-    let xb = textureLoad(x_tex, vec2<i32>(t + 1, row), 0);
+    let xa = textureLoad(x_tex, vec2<i32>(t, row));
+    let xb = textureLoad(x_tex, vec2<i32>(t + 1, row));
     return mat4x4<f32>(
         fma4(fma4(acc[0], xa, l0), xb, h0),
         fma4(fma4(acc[1], xa, l1), xb, h1),
@@ -203,7 +203,7 @@ fn back_weights(at: WeightAt, t: i32, h: u32, b: u32, o: i32) -> mat4x4<f32> {
 }
 
 fn dy_at(t: i32, row: i32) -> vec4<f32> {
-    return textureLoad(x_tex, vec2<i32>(t, row), 0);
+    return textureLoad(x_tex, vec2<i32>(t, row));
 }
 
 @compute @workgroup_size(8, 8)

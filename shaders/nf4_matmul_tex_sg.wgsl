@@ -28,17 +28,17 @@
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
 //   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate, rank
 //                                      (a multiple of 4, 0: no adapter term), scale }
-//   2 x_tex       texture_2d<f32>      rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
+//   2 x_tex       texture, read-only   rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
-//   3 w_tex       texture_2d<u32>      rgba32uint, W's code words in order four to a texel
+//   3 w_tex       texture, read-only   rgba32uint, W's code words in order four to a texel
 //                                      (row o's texel t, words 4t..4t+4 = the codes of inputs
 //                                      32t..32t+32, is texel o·in/32 + t), in a linear layout
 //                                      (ops::pack::Linear: texel l at (l % width, l / width),
 //                                      width a power of two)
-//   4 absmax_tex  texture_2d<f32>      rgba32float, W's scales in order four to a texel (block b
+//   4 absmax_tex  texture, read-only   rgba32float, W's scales in order four to a texel (block b
 //                                      of row o is value o·in/blocksize + b), linear layout
-//   5 lhs_tex     texture_2d<f32>      rgba32float [T, rank/4]: x_a (forward) or dy_b (backward)
-//   6 factor_tex  texture_2d<f32>      rgba32float: B [out, rank/4] (forward), A [rank, in/4]
+//   5 lhs_tex     texture, read-only   rgba32float [T, rank/4]: x_a (forward) or dy_b (backward)
+//   6 factor_tex  texture, read-only   rgba32float: B [out, rank/4] (forward), A [rank, in/4]
 //                                      (backward); with rank 0 any rgba32float texture, unread
 // Dispatch, 64 invocations (eight subgroups: two along the rows by four along the columns,
 // each owning 32 rows by 32 columns):
@@ -64,11 +64,11 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var x_tex: texture_2d<f32>;
-@group(0) @binding(3) var w_tex: texture_2d<u32>;
-@group(0) @binding(4) var absmax_tex: texture_2d<f32>;
-@group(0) @binding(5) var lhs_tex: texture_2d<f32>;
-@group(0) @binding(6) var factor_tex: texture_2d<f32>;
+@group(0) @binding(2) var x_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var w_tex: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(4) var absmax_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var lhs_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var factor_tex: texture_storage_2d<rgba32float, read>;
 
 /// The NF4 table spread over the subgroup: lane l holds the values of codes l and l + 8.
 fn lane_table(lane: u32) -> vec2<f32> {
@@ -87,12 +87,12 @@ fn decode4_sg(word: u32, shift: u32, scale: f32, table: vec2<f32>) -> vec4<f32> 
 }
 
 /// Row texel t of the lane's four rows of `tex` (x, dy, x_a or dy_b).
-fn rows_at(tex: texture_2d<f32>, t: i32, rows: vec4<i32>) -> mat4x4<f32> {
+fn rows_at(tex: texture_storage_2d<rgba32float, read>, t: i32, rows: vec4<i32>) -> mat4x4<f32> {
     return mat4x4<f32>(
-        textureLoad(tex, vec2<i32>(t, rows.x), 0),
-        textureLoad(tex, vec2<i32>(t, rows.y), 0),
-        textureLoad(tex, vec2<i32>(t, rows.z), 0),
-        textureLoad(tex, vec2<i32>(t, rows.w), 0),
+        textureLoad(tex, vec2<i32>(t, rows.x)),
+        textureLoad(tex, vec2<i32>(t, rows.y)),
+        textureLoad(tex, vec2<i32>(t, rows.z)),
+        textureLoad(tex, vec2<i32>(t, rows.w)),
     );
 }
 
@@ -188,10 +188,10 @@ fn nf4_forward_tex_sg(
     // The adapter's term: column kk of b holds B[cols, 4t + kk].
     for (var t = 0u; t < params.rank / 4u; t++) {
         let b = transpose(mat4x4<f32>(
-            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.x), 0),
-            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.y), 0),
-            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.z), 0),
-            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.w), 0),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.x)),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.y)),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.z)),
+            textureLoad(factor_tex, vec2<i32>(i32(t), w_rows.w)),
         ));
         tile = tile_update(tile, params.scale * rows_at(lhs_tex, i32(t), fetch), b);
     }
@@ -281,10 +281,10 @@ fn nf4_backward_tex_sg(
     // The adapter's term: column kk of a holds A[4j + kk, the lane's four inputs].
     for (var j = 0; j < i32(params.rank / 4u); j++) {
         let a = mat4x4<f32>(
-            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j), 0),
-            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 1), 0),
-            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 2), 0),
-            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 3), 0),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j)),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 1)),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 2)),
+            textureLoad(factor_tex, vec2<i32>(8 * t + i32(lane), 4 * j + 3)),
         );
         tile = tile_update(tile, params.scale * rows_at(lhs_tex, j, fetch), a);
     }

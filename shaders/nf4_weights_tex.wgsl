@@ -40,7 +40,7 @@ struct WeightAt {
     scales_shift: u32, // log2 of the scales texture's width
 }
 
-fn weight_at(codes: texture_2d<u32>, scales: texture_2d<f32>, n_in: u32, blocksize: u32) -> WeightAt {
+fn weight_at(codes: texture_storage_2d<rgba32uint, read>, scales: texture_storage_2d<rgba32float, read>, n_in: u32, blocksize: u32) -> WeightAt {
     return WeightAt(
         n_in / 32u,
         n_in / blocksize,
@@ -55,12 +55,12 @@ fn linear(l: u32, shift: u32) -> vec2<i32> {
 }
 
 /// Code texel t (words 4t..4t+4: the codes of inputs 32t..32t+32) of row `row` of W.
-fn codes_at(codes: texture_2d<u32>, at: WeightAt, t: u32, row: i32) -> vec4<u32> {
-    return textureLoad(codes, linear(u32(row) * at.codes_row + t, at.codes_shift), 0);
+fn codes_at(codes: texture_storage_2d<rgba32uint, read>, at: WeightAt, t: u32, row: i32) -> vec4<u32> {
+    return textureLoad(codes, linear(u32(row) * at.codes_row + t, at.codes_shift));
 }
 
 /// Block b's scale for row `row` of W.
-fn scale_of(scales: texture_2d<f32>, at: WeightAt, b: u32, row: i32) -> f32 {
+fn scale_of(scales: texture_storage_2d<rgba32float, read>, at: WeightAt, b: u32, row: i32) -> f32 {
     let v = u32(row) * at.scales_row + b;
-    return textureLoad(scales, linear(v / 4u, at.scales_shift), 0)[v % 4u];
+    return textureLoad(scales, linear(v / 4u, at.scales_shift))[v % 4u];
 }

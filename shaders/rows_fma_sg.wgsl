@@ -62,42 +62,42 @@ struct RowTexels {
 
 // Written out: a loop here (or in the texel_* functions) indexes the array by a loop
 // counter, and llvmpipe then ran the kernel about 90x slower.
-fn row_texels(tex: texture_2d<f32>, t: i32, m0: u32, last: i32, lane: u32) -> RowTexels {
+fn row_texels(tex: texture_storage_2d<rgba32float, read>, t: i32, m0: u32, last: i32, lane: u32) -> RowTexels {
     let texel = vec2<i32>(t + i32(lane), 0);
     let m = i32(m0);
     var x: RowTexels;
-    x.r[0] = textureLoad(tex, texel + vec2<i32>(0, min(m, last)), 0);
-    x.r[1] = textureLoad(tex, texel + vec2<i32>(0, min(m + 1, last)), 0);
-    x.r[2] = textureLoad(tex, texel + vec2<i32>(0, min(m + 2, last)), 0);
-    x.r[3] = textureLoad(tex, texel + vec2<i32>(0, min(m + 3, last)), 0);
-    x.r[4] = textureLoad(tex, texel + vec2<i32>(0, min(m + 4, last)), 0);
-    x.r[5] = textureLoad(tex, texel + vec2<i32>(0, min(m + 5, last)), 0);
-    x.r[6] = textureLoad(tex, texel + vec2<i32>(0, min(m + 6, last)), 0);
-    x.r[7] = textureLoad(tex, texel + vec2<i32>(0, min(m + 7, last)), 0);
-    x.r[8] = textureLoad(tex, texel + vec2<i32>(0, min(m + 8, last)), 0);
-    x.r[9] = textureLoad(tex, texel + vec2<i32>(0, min(m + 9, last)), 0);
-    x.r[10] = textureLoad(tex, texel + vec2<i32>(0, min(m + 10, last)), 0);
-    x.r[11] = textureLoad(tex, texel + vec2<i32>(0, min(m + 11, last)), 0);
-    x.r[12] = textureLoad(tex, texel + vec2<i32>(0, min(m + 12, last)), 0);
-    x.r[13] = textureLoad(tex, texel + vec2<i32>(0, min(m + 13, last)), 0);
-    x.r[14] = textureLoad(tex, texel + vec2<i32>(0, min(m + 14, last)), 0);
-    x.r[15] = textureLoad(tex, texel + vec2<i32>(0, min(m + 15, last)), 0);
-    x.r[16] = textureLoad(tex, texel + vec2<i32>(0, min(m + 16, last)), 0);
-    x.r[17] = textureLoad(tex, texel + vec2<i32>(0, min(m + 17, last)), 0);
-    x.r[18] = textureLoad(tex, texel + vec2<i32>(0, min(m + 18, last)), 0);
-    x.r[19] = textureLoad(tex, texel + vec2<i32>(0, min(m + 19, last)), 0);
-    x.r[20] = textureLoad(tex, texel + vec2<i32>(0, min(m + 20, last)), 0);
-    x.r[21] = textureLoad(tex, texel + vec2<i32>(0, min(m + 21, last)), 0);
-    x.r[22] = textureLoad(tex, texel + vec2<i32>(0, min(m + 22, last)), 0);
-    x.r[23] = textureLoad(tex, texel + vec2<i32>(0, min(m + 23, last)), 0);
-    x.r[24] = textureLoad(tex, texel + vec2<i32>(0, min(m + 24, last)), 0);
-    x.r[25] = textureLoad(tex, texel + vec2<i32>(0, min(m + 25, last)), 0);
-    x.r[26] = textureLoad(tex, texel + vec2<i32>(0, min(m + 26, last)), 0);
-    x.r[27] = textureLoad(tex, texel + vec2<i32>(0, min(m + 27, last)), 0);
-    x.r[28] = textureLoad(tex, texel + vec2<i32>(0, min(m + 28, last)), 0);
-    x.r[29] = textureLoad(tex, texel + vec2<i32>(0, min(m + 29, last)), 0);
-    x.r[30] = textureLoad(tex, texel + vec2<i32>(0, min(m + 30, last)), 0);
-    x.r[31] = textureLoad(tex, texel + vec2<i32>(0, min(m + 31, last)), 0);
+    x.r[0] = textureLoad(tex, texel + vec2<i32>(0, min(m, last)));
+    x.r[1] = textureLoad(tex, texel + vec2<i32>(0, min(m + 1, last)));
+    x.r[2] = textureLoad(tex, texel + vec2<i32>(0, min(m + 2, last)));
+    x.r[3] = textureLoad(tex, texel + vec2<i32>(0, min(m + 3, last)));
+    x.r[4] = textureLoad(tex, texel + vec2<i32>(0, min(m + 4, last)));
+    x.r[5] = textureLoad(tex, texel + vec2<i32>(0, min(m + 5, last)));
+    x.r[6] = textureLoad(tex, texel + vec2<i32>(0, min(m + 6, last)));
+    x.r[7] = textureLoad(tex, texel + vec2<i32>(0, min(m + 7, last)));
+    x.r[8] = textureLoad(tex, texel + vec2<i32>(0, min(m + 8, last)));
+    x.r[9] = textureLoad(tex, texel + vec2<i32>(0, min(m + 9, last)));
+    x.r[10] = textureLoad(tex, texel + vec2<i32>(0, min(m + 10, last)));
+    x.r[11] = textureLoad(tex, texel + vec2<i32>(0, min(m + 11, last)));
+    x.r[12] = textureLoad(tex, texel + vec2<i32>(0, min(m + 12, last)));
+    x.r[13] = textureLoad(tex, texel + vec2<i32>(0, min(m + 13, last)));
+    x.r[14] = textureLoad(tex, texel + vec2<i32>(0, min(m + 14, last)));
+    x.r[15] = textureLoad(tex, texel + vec2<i32>(0, min(m + 15, last)));
+    x.r[16] = textureLoad(tex, texel + vec2<i32>(0, min(m + 16, last)));
+    x.r[17] = textureLoad(tex, texel + vec2<i32>(0, min(m + 17, last)));
+    x.r[18] = textureLoad(tex, texel + vec2<i32>(0, min(m + 18, last)));
+    x.r[19] = textureLoad(tex, texel + vec2<i32>(0, min(m + 19, last)));
+    x.r[20] = textureLoad(tex, texel + vec2<i32>(0, min(m + 20, last)));
+    x.r[21] = textureLoad(tex, texel + vec2<i32>(0, min(m + 21, last)));
+    x.r[22] = textureLoad(tex, texel + vec2<i32>(0, min(m + 22, last)));
+    x.r[23] = textureLoad(tex, texel + vec2<i32>(0, min(m + 23, last)));
+    x.r[24] = textureLoad(tex, texel + vec2<i32>(0, min(m + 24, last)));
+    x.r[25] = textureLoad(tex, texel + vec2<i32>(0, min(m + 25, last)));
+    x.r[26] = textureLoad(tex, texel + vec2<i32>(0, min(m + 26, last)));
+    x.r[27] = textureLoad(tex, texel + vec2<i32>(0, min(m + 27, last)));
+    x.r[28] = textureLoad(tex, texel + vec2<i32>(0, min(m + 28, last)));
+    x.r[29] = textureLoad(tex, texel + vec2<i32>(0, min(m + 29, last)));
+    x.r[30] = textureLoad(tex, texel + vec2<i32>(0, min(m + 30, last)));
+    x.r[31] = textureLoad(tex, texel + vec2<i32>(0, min(m + 31, last)));
     return x;
 }
 

@@ -144,9 +144,7 @@ impl CompiledGraph {
                     sample_count: 1,
                     dimension: wgpu::TextureDimension::D2,
                     format: t.format.wgpu(),
-                    usage: wgpu::TextureUsages::TEXTURE_BINDING
-                        | wgpu::TextureUsages::STORAGE_BINDING
-                        | wgpu::TextureUsages::COPY_DST,
+                    usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
                     view_formats: &[],
                 })
             })

@@ -153,9 +153,13 @@ impl Graph {
     pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
         let mut g = Self::default();
         let disabled = std::env::var("WEBQLORA_TEXTURES").is_ok_and(|v| v == "0");
-        if gpu.class == crate::gpu::DeviceClass::Software && !disabled {
+        // Every texture operand is a storage texture (read-only where read): the plain texture
+        // kernels bind up to four, WebGPU's default limit, the NF4 subgroup products five.
+        let storage_textures = gpu.limits.max_storage_textures_per_shader_stage;
+        if gpu.class == crate::gpu::DeviceClass::Software && !disabled && storage_textures >= 4 {
             g.texture_kernels = Some(gpu.limits.max_texture_dimension_2d);
             g.subgroup_kernels = gpu.has_eight_lane_subgroups()
+                && storage_textures >= 5
                 && !std::env::var("WEBQLORA_SUBGROUPS").is_ok_and(|v| v == "0");
         }
         g

@@ -47,8 +47,8 @@ impl TexelFormat {
     pub const BYTES: u64 = 16;
 }
 
-/// How a kernel uses one texture: sampled with `textureLoad`, or written as a write-only
-/// storage texture.
+/// How a kernel uses one texture: a read-only storage texture it reads with `textureLoad`, or
+/// a write-only storage texture it writes.
 #[derive(Clone, Copy, Debug)]
 pub struct TextureBinding {
     pub name: &'static str,

@@ -78,7 +78,7 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     ],
 };
 
-const fn sampled(name: &'static str) -> TextureBinding {
+const fn read_only(name: &'static str) -> TextureBinding {
     TextureBinding {
         name,
         format: TexelFormat::Rgba32Float,
@@ -93,7 +93,7 @@ pub static FORWARD_TEX: Kernel = Kernel {
     entry: "attention_forward_tex",
     variants: &[],
     bindings: &[read("q"), write("out"), write("lse")],
-    textures: &[sampled("k_tex"), sampled("v_tex")],
+    textures: &[read_only("k_tex"), read_only("v_tex")],
 };
 
 pub static BACKWARD_DQ_TEX: Kernel = Kernel {
@@ -108,7 +108,7 @@ pub static BACKWARD_DQ_TEX: Kernel = Kernel {
         read("delta"),
         write("dq"),
     ],
-    textures: &[sampled("k_tex"), sampled("v_tex")],
+    textures: &[read_only("k_tex"), read_only("v_tex")],
 };
 
 pub static BACKWARD_DKV_TEX: Kernel = Kernel {
@@ -118,10 +118,10 @@ pub static BACKWARD_DKV_TEX: Kernel = Kernel {
     variants: &[],
     bindings: &[read("k"), read("v"), write("dk"), write("dv")],
     textures: &[
-        sampled("q_tex"),
-        sampled("d_out_tex"),
-        sampled("lse_tex"),
-        sampled("delta_tex"),
+        read_only("q_tex"),
+        read_only("d_out_tex"),
+        read_only("lse_tex"),
+        read_only("delta_tex"),
     ],
 };
 
@@ -176,7 +176,11 @@ pub static FORWARD_MASKED_TEX: Kernel = Kernel {
     entry: "attention_forward_masked_tex",
     variants: &[],
     bindings: &[read("q"), write("out"), write("lse")],
-    textures: &[sampled("k_tex"), sampled("v_tex"), sampled("mask_tex")],
+    textures: &[
+        read_only("k_tex"),
+        read_only("v_tex"),
+        read_only("mask_tex"),
+    ],
 };
 
 /// What one token of a packed row may attend: keys from `first` up to itself whose branch is
