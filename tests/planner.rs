@@ -40,8 +40,8 @@ fn exact_peak_of_a_small_fixed_graph() {
     g.mark_output(out);
     let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();
 
-    // rstd dies after node 0, so act takes its slot (grown from 16 to 128 bytes); y is still
-    // being read by node 1, so act cannot have y's slot.
+    // y is still being read by node 1, so act cannot have y's slot; rstd (never read) dies at
+    // node 0, before act is written, so it shares act's slot instead of needing a third.
     assert_eq!(plan.placement[y.index()], Placement::Slot(0));
     assert_eq!(plan.placement[rstd.index()], Placement::Slot(1));
     assert_eq!(plan.placement[act.index()], Placement::Slot(1));

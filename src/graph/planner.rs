@@ -1,10 +1,13 @@
 //! Liveness planning: temporaries share buffers ("slots") when their lifetimes do not overlap.
 //!
-//! A temporary lives from the node that first writes it to the last node that uses it. Nodes
-//! are walked in order; at each node the tensors it defines take a free slot (the smallest that
-//! fits and is at most twice the size, else the largest smaller one grown, else a new one), then
-//! the tensors whose last use was this node give theirs back. Outputs of a node therefore never share a buffer with that
-//! node's inputs. Inputs, params and outputs get buffers of their own.
+//! A temporary lives from the node that first writes it to the last node that uses it, both
+//! included, so a node's outputs never share a buffer with its inputs. The whole graph is known
+//! up front, so slots are assigned largest tensor first (greedy by size): each temporary takes
+//! the smallest existing slot that is free over its whole lifetime, else a new slot of its own
+//! size. Slots never grow, and a small long-lived tensor only ever takes a slot that nothing
+//! larger needs meanwhile. (Walking the nodes in order and growing slots on demand left a
+//! SmolLM2 training step 27 MB above its largest set of live temporaries.) Inputs, params and
+//! outputs get buffers of their own.
 
 use std::fmt::Write as _;
 
@@ -59,22 +62,32 @@ impl Plan {
             }
         }
 
-        let mut slot_bytes: Vec<u64> = Vec::new();
-        let mut free: Vec<usize> = Vec::new();
-        for i in 0..graph.nodes.len() {
-            let starting =
-                (0..n).filter(|&t| graph.tensors[t].role == Role::Temp && first[t] == Some(i));
-            for t in starting {
-                let need = storage_size(graph.tensors[t].bytes());
-                let slot = take_slot(&mut free, &mut slot_bytes, need);
-                placement[t] = Placement::Slot(slot);
-            }
-            for t in 0..n {
-                if let (Placement::Slot(s), true) = (placement[t], last[t] == i) {
-                    free.push(s);
-                }
-            }
+        // Temporaries that some node uses, largest first (then in order of first use).
+        let mut temps: Vec<(u64, usize, usize)> = (0..n)
+            .filter(|&t| graph.tensors[t].role == Role::Temp)
+            .filter_map(|t| first[t].map(|f| (storage_size(graph.tensors[t].bytes()), f, t)))
+            .collect();
+        temps.sort_by_key(|&(bytes, f, t)| (std::cmp::Reverse(bytes), f, t));
+        let mut slots: Vec<Slot> = Vec::new();
+        for (bytes, f, t) in temps {
+            let lifetime = (f, last[t]);
+            let best = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.is_free(lifetime))
+                .min_by_key(|(s, slot)| (slot.bytes, *s))
+                .map(|(s, _)| s);
+            let s = best.unwrap_or_else(|| {
+                slots.push(Slot {
+                    bytes,
+                    lifetimes: Vec::new(),
+                });
+                slots.len() - 1
+            });
+            slots[s].take(lifetime);
+            placement[t] = Placement::Slot(s);
         }
+        let slot_bytes: Vec<u64> = slots.iter().map(|slot| slot.bytes).collect();
         for (t, desc) in graph.tensors.iter().enumerate() {
             if let Some(root) = desc.view_of {
                 placement[t] = placement[root.0];
@@ -137,30 +150,24 @@ impl Plan {
     }
 }
 
-/// Where a new temporary of `need` bytes goes: the smallest free slot that fits without
-/// wasting more than half of it; else the largest free slot smaller than `need`, grown; else a
-/// new slot. (A small tensor that lives long, such as a LoRA gradient kept for the optimizer,
-/// must not pin a large activation slot.)
-fn take_slot(free: &mut Vec<usize>, slot_bytes: &mut Vec<u64>, need: u64) -> usize {
-    let fitting = free
-        .iter()
-        .enumerate()
-        .filter(|&(_, &s)| slot_bytes[s] >= need && slot_bytes[s] <= 2 * need)
-        .min_by_key(|&(_, &s)| slot_bytes[s]);
-    let smaller = free
-        .iter()
-        .enumerate()
-        .filter(|&(_, &s)| slot_bytes[s] < need)
-        .max_by_key(|&(_, &s)| slot_bytes[s]);
-    match fitting.or(smaller) {
-        Some((pos, &s)) => {
-            free.swap_remove(pos);
-            slot_bytes[s] = slot_bytes[s].max(need);
-            s
-        }
-        None => {
-            slot_bytes.push(need);
-            slot_bytes.len() - 1
-        }
+/// A shared buffer: its size (that of its first, largest, tenant) and the node ranges
+/// (first write, last use; inclusive) its tenants hold it, sorted and disjoint.
+struct Slot {
+    bytes: u64,
+    lifetimes: Vec<(usize, usize)>,
+}
+
+impl Slot {
+    fn is_free(&self, (from, to): (usize, usize)) -> bool {
+        // The first tenant starting after `to`; the one before it must end before `from`.
+        let next = self.lifetimes.partition_point(|&(start, _)| start <= to);
+        next == 0 || self.lifetimes[next - 1].1 < from
+    }
+
+    fn take(&mut self, lifetime: (usize, usize)) {
+        let at = self
+            .lifetimes
+            .partition_point(|&(start, _)| start < lifetime.0);
+        self.lifetimes.insert(at, lifetime);
     }
 }
