@@ -8,7 +8,7 @@
 //   backward: dx[t, i] += scale * sum_j dy_b[t, j] * A[j, i]    (dy_b = dy·B, A [rank, in])
 // which spares the adapter's own product its read-modify-write of the whole output.
 // Without the term: same texture layouts, requirements (in % 32 == 0, blocksize a multiple of
-// 32 dividing in), dispatch and results (bit for bit: the same products and fused
+// 32 dividing in; here also out % 4 == 0, for the forward's vec4 stores), dispatch and results (bit for bit: the same products and fused
 // multiply-adds in the same order) as nf4_forward_tex / nf4_backward_tex in
 // nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
 // lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7) and
@@ -25,7 +25,7 @@
 // subgroup's lanes (`decode4_sg`).
 //
 // Bindings (group 0):
-//   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
+//   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward), as vec4s
 //   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate, rank
 //                                      (a multiple of 4, 0: no adapter term), scale }
 //   2 x_tex       texture, read-only   rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
@@ -42,7 +42,7 @@
 //                                      (backward); with rank 0 any rgba32float texture, unread
 // Dispatch, 64 invocations (eight subgroups: two along the rows by four along the columns,
 // each owning 32 rows by 32 columns):
-//   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + l + 8j (j < 4)
+//   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + 4l + j (j < 4)
 //   backward: grid (ceil(in / 128), ceil(T / 64), 1); the subgroup owns one texel of codes
 //             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per 32
 //             outputs lane l fetches the codes and scales of outputs l + 8e (e < 4), shared
@@ -62,7 +62,7 @@ struct Params {
     scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var x_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var w_tex: texture_storage_2d<rgba32uint, read>;
@@ -96,31 +96,35 @@ fn rows_at(tex: texture_storage_2d<rgba32float, read>, t: i32, rows: vec4<i32>) 
     );
 }
 
-/// tile.acc[a][i][j] is row m0 + 4a + i (a = 2g + h) and column `cols[j]` of y, whose rows
-/// hold `n_cols` values.
-fn store_tile(tile: Tile, m0: u32, cols: vec4<u32>, n_cols: u32) {
-    store_rows(tile.acc[0], m0, cols, n_cols);
-    store_rows(tile.acc[1], m0 + 4u, cols, n_cols);
-    store_rows(tile.acc[2], m0 + 8u, cols, n_cols);
-    store_rows(tile.acc[3], m0 + 12u, cols, n_cols);
-    store_rows(tile.acc[4], m0 + 16u, cols, n_cols);
-    store_rows(tile.acc[5], m0 + 20u, cols, n_cols);
-    store_rows(tile.acc[6], m0 + 24u, cols, n_cols);
-    store_rows(tile.acc[7], m0 + 28u, cols, n_cols);
+/// tile.acc[a][i] is row m0 + 4a + i (a = 2g + h), columns col .. col + 4 of y, whose rows
+/// hold `n_cols` values (a multiple of 4, so the four columns are all in or all out).
+// One vec4 a row: llvmpipe stores to a storage buffer in a loop over the lanes, and a vec4
+// store is one such loop where four f32 stores were four (the forward ran about a tenth
+// faster).
+fn store_tile(tile: Tile, m0: u32, col: u32, n_cols: u32) {
+    if col >= n_cols {
+        return;
+    }
+    store_rows(tile.acc[0], m0, col, n_cols);
+    store_rows(tile.acc[1], m0 + 4u, col, n_cols);
+    store_rows(tile.acc[2], m0 + 8u, col, n_cols);
+    store_rows(tile.acc[3], m0 + 12u, col, n_cols);
+    store_rows(tile.acc[4], m0 + 16u, col, n_cols);
+    store_rows(tile.acc[5], m0 + 20u, col, n_cols);
+    store_rows(tile.acc[6], m0 + 24u, col, n_cols);
+    store_rows(tile.acc[7], m0 + 28u, col, n_cols);
 }
 
-fn store_rows(acc: mat4x4<f32>, m0: u32, cols: vec4<u32>, n_cols: u32) {
+fn store_rows(acc: mat4x4<f32>, m0: u32, col: u32, n_cols: u32) {
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + i;
-        for (var j = 0u; j < 4u; j++) {
-            if m < params.rows && cols[j] < n_cols {
-                let index = m * n_cols + cols[j];
-                var v = acc[i][j];
-                if params.accumulate != 0u {
-                    v += y[index];
-                }
-                y[index] = v;
+        if m < params.rows {
+            let index = (m * n_cols + col) / 4u;
+            var v = acc[i];
+            if params.accumulate != 0u {
+                v += y[index];
             }
+            y[index] = v;
         }
     }
 }
@@ -150,10 +154,10 @@ fn nf4_forward_tex_sg(
 ) {
     let rows = subgroup_rows(wg.y, sg, lane);
     let fetch = clamp_rows(rows);
-    let cols = vec4<u32>(wg.x * 128u + (sg % 4u) * 32u + lane) + vec4<u32>(0u, 8u, 16u, 24u);
+    let cols = vec4<u32>(wg.x * 128u + (sg % 4u) * 32u + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
     // A subgroup whose whole tile lies past the output has nothing to store (the exit is
     // uniform in the subgroup, which is all the broadcasts need).
-    if rows.x - lane >= params.rows || cols.x - lane >= params.n_out {
+    if rows.x - lane >= params.rows || cols.x - 4u * lane >= params.n_out {
         return;
     }
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
@@ -195,7 +199,7 @@ fn nf4_forward_tex_sg(
         ));
         tile = tile_update(tile, params.scale * rows_at(lhs_tex, i32(t), fetch), b);
     }
-    store_tile(tile, rows.x - lane, cols, params.n_out);
+    store_tile(tile, rows.x - lane, cols.x, params.n_out);
 }
 
 // --- backward -------------------------------------------------------------------------------
@@ -288,6 +292,5 @@ fn nf4_backward_tex_sg(
         );
         tile = tile_update(tile, params.scale * rows_at(lhs_tex, j, fetch), a);
     }
-    let cols = vec4<u32>(texel * 32u + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
-    store_tile(tile, rows.x - lane, cols, params.n_in);
+    store_tile(tile, rows.x - lane, texel * 32u + 4u * lane, params.n_in);
 }

@@ -379,6 +379,12 @@ fn fuses(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bo
         && g.textures_fit(&[r / 4, factor_shape[0], texels(factor_shape[1])])
 }
 
+/// Whether a texture forward product with `n_out` outputs runs as `nf4_forward_tex_sg`, which
+/// stores four outputs of a row at once (a vec4).
+fn forward_on_subgroups(g: &Graph, n_out: usize) -> bool {
+    g.subgroup_kernels && n_out.is_multiple_of(4)
+}
+
 /// The bf16 kernel sums whole scale blocks of a row, as bitsandbytes' CPU layout requires.
 fn check_bf16_layout(g: &Graph, name: &str, w: &Nf4Weight) -> Result<(), GraphError> {
     let (_, n_in) = w.shape(g);
@@ -425,6 +431,7 @@ pub fn forward_lora(
     let y = g.temp(name, &[rows, n_out], DType::F32);
     if w.compute == Nf4Compute::F32
         && on_textures(g, w, rows, n_out)
+        && forward_on_subgroups(g, n_out)
         && fuses(g, &lora, rows, [n_out, r])
     {
         forward_node(g, name, x, w, y, Some(lora))?;
@@ -456,7 +463,7 @@ fn forward_node(
     if on_textures(g, w, rows, n_out) {
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
         let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
-        if !g.subgroup_kernels {
+        if !forward_on_subgroups(g, n_out) {
             return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, name, textures, lora, p)?;
