@@ -1,9 +1,12 @@
 // f32 matrix product for software devices whose subgroups are eight lanes wide (lavapipe at
 // its default 256-bit vectors), both operands read from textures:
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
-// Same bindings, texture layouts, results (bit for bit: the same fused multiply-adds in the
-// same order) and dispatch as matmul_tex in matmul_tex.wgsl; the graph picks this one when
-// the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (Tile,
+// Same bindings (c as vec4s), texture layouts, results (bit for bit: the same fused
+// multiply-adds in the same order) and dispatch as matmul_tex in matmul_tex.wgsl, for
+// outputs whose rows are c_sn = 1 and whose N, c_sm and c_off are multiples of four (a
+// lane stores four consecutive columns of a row as one vec4: llvmpipe stores to a storage
+// buffer in a loop over the lanes, one loop a store); the graph picks this one for those
+// when the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (Tile,
 // tile_update, row_texels, texel_0 .. texel_7).
 //
 // Why subgroups: llvmpipe runs a subgroup as one SIMD register, so subgroupBroadcast with a
@@ -15,16 +18,16 @@
 // (at 1024x576x1536 on lavapipe, packs included: 92 ms -> 43 ms).
 //
 // Bindings (group 0):
-//   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
+//   0 c       storage, read_write  f32 as vec4s: element (m, n) at c_off + m * c_sm + n
 //   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)), accumulate,
 //                                    alpha, c_sm, c_sn, c_off }
 //   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
 //   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
 // Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 64 invocations = eight subgroups, two
 // along the rows by four along the columns, each owning a 32x32 tile: rows
-// m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + l + 8j (j < 4).
+// m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + 4l + j (j < 4).
 // Accumulator tile.acc[2g + h][i] holds row m0 + 8g + 4h + i, its component j column
-// n0 + l + 8j. A subgroup whose tile lies wholly past the output
+// n0 + 4l + j. A subgroup whose tile lies wholly past the output
 // returns at once; in a tile that straddles the edge, rows and columns past it are clamped to
 // the last one: computed, never stored.
 
@@ -39,7 +42,7 @@ struct Params {
     c_off: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> c: array<f32>;
+@group(0) @binding(0) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var b_tex: texture_storage_2d<rgba32float, read>;
@@ -65,15 +68,15 @@ fn matmul_tex_sg(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let m0 = wg.y * 64u + (sg / 4u) * 32u;
-    let n0 = wg.x * 128u + (sg % 4u) * 32u + lane;
+    let n0 = wg.x * 128u + (sg % 4u) * 32u + 4u * lane;
     // A subgroup whose whole tile lies past the output has nothing to store (the exit is
     // uniform in the subgroup, which is all the broadcasts need).
-    if m0 >= params.M || n0 - lane >= params.N {
+    if m0 >= params.M || n0 - 4u * lane >= params.N {
         return;
     }
     let last_m = i32(params.M) - 1;
     let rows = min(vec4<i32>(i32(m0 + lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_m));
-    let cols = min(vec4<i32>(i32(n0)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(i32(params.N) - 1));
+    let cols = min(vec4<i32>(i32(n0)) + vec4<i32>(0, 1, 2, 3), vec4<i32>(i32(params.N) - 1));
     var tile: Tile;
     let blocks = i32(params.KT) / 8;
     for (var t0 = 0; t0 < 8 * blocks; t0 += 8) {
@@ -101,19 +104,19 @@ fn matmul_tex_sg(
     store_rows(m0 + 28u, n0, tile.acc[7]);
 }
 
-/// acc[i][j] is row m + i, column n0 + 8j.
+/// acc[i] is row m + i, columns n0 .. n0 + 4 (N % 4 == 0: all in or all out).
 fn store_rows(m: u32, n0: u32, acc: mat4x4<f32>) {
+    if n0 >= params.N {
+        return;
+    }
     for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + 8u * j;
-            if m + i < params.M && n < params.N {
-                let index = params.c_off + (m + i) * params.c_sm + n * params.c_sn;
-                var v = params.alpha * acc[i][j];
-                if params.accumulate != 0u {
-                    v += c[index];
-                }
-                c[index] = v;
+        if m + i < params.M {
+            let index = (params.c_off + (m + i) * params.c_sm + n0) / 4u;
+            var v = params.alpha * acc[i];
+            if params.accumulate != 0u {
+                v += c[index];
             }
+            c[index] = v;
         }
     }
 }

@@ -482,7 +482,12 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(block.first as u32);
-        let sg = g.subgroup_kernels;
+        // The subgroup kernel stores four columns of a row at once (a vec4).
+        let sg = g.subgroup_kernels
+            && c_sn == 1
+            && [cols, c_sm, block.first]
+                .iter()
+                .all(|v| v.is_multiple_of(4));
         let (kernel, dispatch) = match (shape, accumulate) {
             (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, wide_dispatch(rows, cols)),
