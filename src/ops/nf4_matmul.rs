@@ -464,6 +464,10 @@ fn forward_node(
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
         let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
         if !forward_on_subgroups(g, n_out) {
+            debug_assert!(
+                lora.is_none(),
+                "{name}: only the subgroup kernel adds the term"
+            );
             return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, name, textures, lora, p)?;
