@@ -6,8 +6,8 @@
 // outputs whose rows are c_sn = 1 and whose N, c_sm and c_off are multiples of four (a
 // lane stores four consecutive columns of a row as one vec4: llvmpipe stores to a storage
 // buffer in a loop over the lanes, one loop a store); the graph picks this one for those
-// when the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (Tile,
-// tile_update, row_texels, texel_0 .. texel_7).
+// when the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl
+// (Tile, tile_update, row_texels, texel_0 .. texel_7).
 //
 // Why subgroups: llvmpipe runs a subgroup as one SIMD register, so subgroupBroadcast with a
 // constant lane is a register shuffle, while every texel fetch is a gather. The subgroup

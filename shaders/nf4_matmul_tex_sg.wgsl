@@ -8,9 +8,9 @@
 //   backward: dx[t, i] += scale * sum_j dy_b[t, j] * A[j, i]    (dy_b = dy·B, A [rank, in])
 // which spares the adapter's own product its read-modify-write of the whole output.
 // Without the term: same texture layouts, requirements (in % 32 == 0, blocksize a multiple of
-// 32 dividing in; here also out % 4 == 0, for the forward's vec4 stores), dispatch and results (bit for bit: the same products and fused
-// multiply-adds in the same order) as nf4_forward_tex / nf4_backward_tex in
-// nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
+// 32 dividing in; here also out % 4 == 0, for the vec4 stores), dispatch and results (bit for
+// bit: the same products and fused multiply-adds in the same order) as nf4_forward_tex /
+// nf4_backward_tex in nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
 // lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7) and
 // nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
 //
@@ -99,8 +99,8 @@ fn rows_at(tex: texture_storage_2d<rgba32float, read>, t: i32, rows: vec4<i32>) 
 /// tile.acc[a][i] is row m0 + 4a + i (a = 2g + h), columns col .. col + 4 of y, whose rows
 /// hold `n_cols` values (a multiple of 4, so the four columns are all in or all out).
 // One vec4 a row: llvmpipe stores to a storage buffer in a loop over the lanes, and a vec4
-// store is one such loop where four f32 stores were four (the forward ran about a tenth
-// faster).
+// store is one such loop where four f32 stores were four (nf4_forward 0.79x the time,
+// nf4_backward 0.92x).
 fn store_tile(tile: Tile, m0: u32, col: u32, n_cols: u32) {
     if col >= n_cols {
         return;
