@@ -94,6 +94,12 @@ shader!(
     wgpu::Features::SUBGROUP,
     then "rows_fma_sg"
 );
+shader!(
+    MATMUL_TEX_NARROW_SG,
+    "matmul_tex_narrow_sg",
+    wgpu::Features::SUBGROUP,
+    then "rows_fma_sg"
+);
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(
@@ -164,6 +170,7 @@ pub static ALL: &[&Shader] = &[
     &MATMUL,
     &MATMUL_TEX,
     &MATMUL_TEX_SG,
+    &MATMUL_TEX_NARROW_SG,
     &NF4_BNB_CPU,
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,

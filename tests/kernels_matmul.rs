@@ -237,36 +237,38 @@ fn texture_matmul_matches_cpu() {
 }
 
 /// The narrow texture kernels (the LoRA products: r columns, or r rows run transposed; Aᵀ B
-/// when both are stored with k as rows), every transposition, written and accumulated.
+/// when both are stored with k as rows), every transposition, written and accumulated, with
+/// and without subgroups (bit for bit). Odd k: the Aᵀ B subgroup kernel takes two k a step.
 #[test]
 fn narrow_texture_matmul_matches_cpu() {
     let mut rng = rng("matmul_tex_narrow");
     let long = [64usize, 65, 129, 300];
     let short = [1usize, 7, 16, 17, 32];
-    let ks = [1usize, 7, 16, 65, 576];
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
         for transposed in [false, true] {
-            let (mut m, mut n) = (
-                *long.choose(&mut rng).unwrap(),
-                *short.choose(&mut rng).unwrap(),
-            );
-            if transposed {
-                std::mem::swap(&mut m, &mut n);
-            }
-            let k = *ks.choose(&mut rng).unwrap();
-            // Both stored with k as rows (always so for k = 1): the Aᵀ B kernel, no transposing
-            // pack.
-            let kernel = if k == 1 || (ta && !tb) {
-                "matmul_tex_tn"
-            } else {
-                "matmul_tex_narrow"
-            };
-            let acc_kernel = format!("{kernel}_acc");
-            for kernels in check_texture_product(&mut rng, (m, k, n), ta, tb) {
-                assert!(
-                    kernels.contains(&kernel) && kernels.contains(&acc_kernel.as_str()),
-                    "{m}x{k}x{n}: {kernels:?}"
+            for k in [1usize, 7, 16, 65, 576] {
+                let (mut m, mut n) = (
+                    *long.choose(&mut rng).unwrap(),
+                    *short.choose(&mut rng).unwrap(),
                 );
+                if transposed {
+                    std::mem::swap(&mut m, &mut n);
+                }
+                // Both stored with k as rows (always so for k = 1): the Aᵀ B kernel, no
+                // transposing pack.
+                let kernel = if k == 1 || (ta && !tb) {
+                    "matmul_tex_tn"
+                } else {
+                    "matmul_tex_narrow"
+                };
+                let runs = check_texture_product(&mut rng, (m, k, n), ta, tb);
+                for (kernels, sg) in runs.iter().zip(["", "_sg"]) {
+                    let (plain, acc) = (format!("{kernel}{sg}"), format!("{kernel}{sg}_acc"));
+                    assert!(
+                        kernels.contains(&plain.as_str()) && kernels.contains(&acc.as_str()),
+                        "{m}x{k}x{n}: {kernels:?}"
+                    );
+                }
             }
         }
     }

@@ -417,6 +417,43 @@ fn bench_matmul(gpu: &Gpu, t: usize, k: usize, n: usize, runs: usize) -> anyhow:
     })
 }
 
+/// The LoRA products at rank `r`: x·Aᵀ ([t, k] by [r, k]: `lora_narrow`) and a gradient's
+/// reduction over the tokens, Xᵀ·G ([t, k] by [t, r]: `lora_tn`).
+fn bench_lora(
+    gpu: &Gpu,
+    t: usize,
+    k: usize,
+    r: usize,
+    tn: bool,
+    runs: usize,
+) -> anyhow::Result<Row> {
+    let mut g = Graph::for_device(gpu);
+    let x = g.input("x", &[t, k], DType::F32);
+    let (other, a, b, kernel, (m, kk, n)) = if tn {
+        let grad = g.input("g", &[t, r], DType::F32);
+        let (a, b) = (Operand::transposed(x), Operand::plain(grad));
+        (grad, a, b, "lora_tn (Xᵀ·G)", (k, t, r))
+    } else {
+        let factor = g.input("a", &[r, k], DType::F32);
+        let (a, b) = (Operand::plain(x), Operand::transposed(factor));
+        (factor, a, b, "lora_narrow (X·Aᵀ)", (t, k, r))
+    };
+    let y = matmul(&mut g, "y", a, b, 1.0)?;
+    g.mark_output(y);
+    let compiled = CompiledGraph::new(gpu, g)?;
+    fill(gpu, &compiled, x, 1)?;
+    fill(gpu, &compiled, other, 2)?;
+    Ok(Row {
+        kernel: kernel.into(),
+        m,
+        k: kk,
+        n,
+        median_ms: time_graph(gpu, &compiled, runs)?,
+        flops: 2.0 * (m * kk * n) as f64,
+        bytes: 4.0 * (m * kk + kk * n + m * n) as f64,
+    })
+}
+
 fn bench_nf4(
     gpu: &Gpu,
     t: usize,
@@ -525,6 +562,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted("matmul_f32") {
         rows.push(bench_matmul(&gpu, tokens, 576, 1536, runs)?);
         rows.push(bench_matmul(&gpu, tokens, 1536, 576, runs)?);
+    }
+    for (tn, name) in [(false, "lora_narrow"), (true, "lora_tn")] {
+        if wanted(name) {
+            for k in [576, 1536] {
+                rows.push(bench_lora(&gpu, tokens, k, 16, tn, runs)?);
+            }
+        }
     }
     for backward in [false, true] {
         let name = if backward {

@@ -175,6 +175,47 @@ pub static MATMUL_TEX_TN_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// `MATMUL_TEX_NARROW` sharing B's texels by subgroup broadcasts (eight-lane subgroups; same
+/// dispatch and results).
+pub static MATMUL_TEX_NARROW_SG: Kernel = Kernel {
+    name: "matmul_tex_narrow_sg",
+    shader: &shaders::MATMUL_TEX_NARROW_SG,
+    entry: "matmul_tex_narrow_sg",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// `MATMUL_TEX_NARROW_ACC` sharing B's texels by subgroup broadcasts.
+pub static MATMUL_TEX_NARROW_SG_ACC: Kernel = Kernel {
+    name: "matmul_tex_narrow_sg_acc",
+    shader: &shaders::MATMUL_TEX_NARROW_SG,
+    entry: "matmul_tex_narrow_sg",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// `MATMUL_TEX_TN` sharing B's texels by subgroup broadcasts (same dispatch and results).
+pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
+    name: "matmul_tex_tn_sg",
+    shader: &shaders::MATMUL_TEX_NARROW_SG,
+    entry: "matmul_tex_tn_sg",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// `MATMUL_TEX_TN_ACC` sharing B's texels by subgroup broadcasts.
+pub static MATMUL_TEX_TN_SG_ACC: Kernel = Kernel {
+    name: "matmul_tex_tn_sg_acc",
+    shader: &shaders::MATMUL_TEX_NARROW_SG,
+    entry: "matmul_tex_tn_sg",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
 /// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
 /// it is or transposed, optionally only `rows` of its stored rows.
 /// `matmul` for a single row (M = 1): one column per invocation, no tile of rows.
@@ -424,10 +465,11 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(0);
-        let kernel = if accumulate {
-            &MATMUL_TEX_TN_ACC
-        } else {
-            &MATMUL_TEX_TN
+        let kernel = match (g.subgroup_kernels, accumulate) {
+            (true, false) => &MATMUL_TEX_TN_SG,
+            (true, true) => &MATMUL_TEX_TN_SG_ACC,
+            (false, false) => &MATMUL_TEX_TN,
+            (false, true) => &MATMUL_TEX_TN_ACC,
         };
         let dispatch = Dispatch::Grid([cols.div_ceil(16) as u32, rows.div_ceil(256) as u32, 1]);
         g.push_with_textures(label, kernel, &[c], &[t_wide, t_narrow], params, dispatch)
@@ -494,6 +536,12 @@ impl Product {
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
             (TextureShape::Tn, _) => unreachable!("push_tn runs these"),
+            (_, false) if g.subgroup_kernels => {
+                (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols))
+            }
+            (_, true) if g.subgroup_kernels => {
+                (&MATMUL_TEX_NARROW_SG_ACC, narrow_dispatch(rows, cols))
+            }
             (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
             (_, true) => (&MATMUL_TEX_NARROW_ACC, narrow_dispatch(rows, cols)),
         };
