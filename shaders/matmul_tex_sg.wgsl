@@ -80,7 +80,7 @@ fn matmul_tex_sg(
     var tile: Tile;
     let blocks = i32(params.KT) / 8;
     for (var t0 = 0; t0 < 8 * blocks; t0 += 8) {
-        let a = row_texels(a_tex, t0, m0, last_m, lane);
+        let a = row_texels(a_tex, t0, i32(params.KT) - 1, m0, last_m, lane);
         tile = texel_0(tile, a, b_group(t0, cols));
         tile = texel_1(tile, a, b_group(t0 + 1, cols));
         tile = texel_2(tile, a, b_group(t0 + 2, cols));

@@ -175,7 +175,7 @@ fn nf4_forward_tex_sg(
         let s = vec4<f32>(scale_of(absmax_tex, at, b, w_rows.x), scale_of(absmax_tex, at, b, w_rows.y), scale_of(absmax_tex, at, b, w_rows.z), scale_of(absmax_tex, at, b, w_rows.w));
         // x texels 8t .. 8t + 8; word q holds inputs 32t + 8q .. + 8: texels 8t + 2q (its low
         // half) and 8t + 2q + 1 (its high half).
-        let x = row_texels(x_tex, i32(8u * t), rows.x - lane, last_row, lane);
+        let x = row_texels(x_tex, i32(8u * t), i32(params.n_in / 4u) - 1, rows.x - lane, last_row, lane);
         let q0 = vec4<u32>(w0.x, w1.x, w2.x, w3.x);
         tile = texel_0(tile, x, column_weights(q0, 0u, s, table));
         tile = texel_1(tile, x, column_weights(q0, 16u, s, table));
@@ -248,39 +248,32 @@ fn nf4_backward_tex_sg(
     let last_row = i32(params.rows) - 1;
     var tile: Tile;
     let last_o = i32(params.n_out) - 1;
+    let last_t = i32((params.n_out + 3u) / 4u) - 1;
     for (var o0 = 0; o0 <= last_o; o0 += 32) {
-        // dy texels o0 / 4 .. + 8 (outputs o0 .. o0 + 32; texels past the last one are never
-        // used). Lane l fetches the codes and scale of outputs o0 + 8e + l (clamped: dy is 0
-        // past the end) and the subgroup shares them: eight fetches for 32 outputs.
-        let x = row_texels(x_tex, o0 / 4, rows.x - lane, last_row, lane);
-        let o = min(vec4<i32>(o0 + i32(lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_o));
+        // dy texels o0 / 4 .. + 8 (outputs o0 .. o0 + 32). Lane l fetches the codes and scale
+        // of outputs o0 + 8e + l and the subgroup shares them: eight fetches for 32 outputs.
+        // In a last chunk cut by the end, outputs past it get the scale 0 (their weights are
+        // zeros; dy is 0 past the end within its last texel, and texels past that one are
+        // clamped to it), so the chunk runs the same branch-free code as the others: with
+        // an `if` a texel, llvmpipe blended the whole tile with its old value under a mask
+        // after each (nf4_backward 1.1x the time).
+        let x = row_texels(x_tex, o0 / 4, last_t, rows.x - lane, last_row, lane);
+        let outputs = vec4<i32>(o0 + i32(lane)) + vec4<i32>(0, 8, 16, 24);
+        let o = min(outputs, vec4<i32>(last_o));
         let c0 = codes_at(w_tex, at, u32(t), o.x);
         let c1 = codes_at(w_tex, at, u32(t), o.y);
         let c2 = codes_at(w_tex, at, u32(t), o.z);
         let c3 = codes_at(w_tex, at, u32(t), o.w);
-        let s = vec4<f32>(scale_of(absmax_tex, at, b, o.x), scale_of(absmax_tex, at, b, o.y), scale_of(absmax_tex, at, b, o.z), scale_of(absmax_tex, at, b, o.w));
+        let scales = vec4<f32>(scale_of(absmax_tex, at, b, o.x), scale_of(absmax_tex, at, b, o.y), scale_of(absmax_tex, at, b, o.z), scale_of(absmax_tex, at, b, o.w));
+        let s = select(vec4<f32>(0.0), scales, outputs <= vec4<i32>(last_o));
         tile = texel_0(tile, x, weights_0_to_3(c0, s.x, word, shift, table));
-        if o0 + 4 <= last_o {
-            tile = texel_1(tile, x, weights_4_to_7(c0, s.x, word, shift, table));
-        }
-        if o0 + 8 <= last_o {
-            tile = texel_2(tile, x, weights_0_to_3(c1, s.y, word, shift, table));
-        }
-        if o0 + 12 <= last_o {
-            tile = texel_3(tile, x, weights_4_to_7(c1, s.y, word, shift, table));
-        }
-        if o0 + 16 <= last_o {
-            tile = texel_4(tile, x, weights_0_to_3(c2, s.z, word, shift, table));
-        }
-        if o0 + 20 <= last_o {
-            tile = texel_5(tile, x, weights_4_to_7(c2, s.z, word, shift, table));
-        }
-        if o0 + 24 <= last_o {
-            tile = texel_6(tile, x, weights_0_to_3(c3, s.w, word, shift, table));
-        }
-        if o0 + 28 <= last_o {
-            tile = texel_7(tile, x, weights_4_to_7(c3, s.w, word, shift, table));
-        }
+        tile = texel_1(tile, x, weights_4_to_7(c0, s.x, word, shift, table));
+        tile = texel_2(tile, x, weights_0_to_3(c1, s.y, word, shift, table));
+        tile = texel_3(tile, x, weights_4_to_7(c1, s.y, word, shift, table));
+        tile = texel_4(tile, x, weights_0_to_3(c2, s.z, word, shift, table));
+        tile = texel_5(tile, x, weights_4_to_7(c2, s.z, word, shift, table));
+        tile = texel_6(tile, x, weights_0_to_3(c3, s.w, word, shift, table));
+        tile = texel_7(tile, x, weights_4_to_7(c3, s.w, word, shift, table));
     }
     // The adapter's term: column kk of a holds A[4j + kk, the lane's four inputs].
     for (var j = 0; j < i32(params.rank / 4u); j++) {

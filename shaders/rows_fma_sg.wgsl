@@ -55,15 +55,15 @@ fn tile_update(tile: Tile, x: mat4x4<f32>, w: mat4x4<f32>) -> Tile {
 }
 
 /// Eight consecutive texels of each of the subgroup's 32 rows: r[i], lane l holds texel
-/// t + l of row m0 + i (rows past `last` clamped to it).
+/// t + l of row m0 + i (rows past `last` clamped to it, texels past `last_t` to that one).
 struct RowTexels {
     r: array<vec4<f32>, 32>,
 }
 
 // Written out: a loop here (or in the texel_* functions) indexes the array by a loop
 // counter, and llvmpipe then ran the kernel about 90x slower.
-fn row_texels(tex: texture_storage_2d<rgba32float, read>, t: i32, m0: u32, last: i32, lane: u32) -> RowTexels {
-    let texel = vec2<i32>(t + i32(lane), 0);
+fn row_texels(tex: texture_storage_2d<rgba32float, read>, t: i32, last_t: i32, m0: u32, last: i32, lane: u32) -> RowTexels {
+    let texel = vec2<i32>(min(t + i32(lane), last_t), 0);
     let m = i32(m0);
     var x: RowTexels;
     x.r[0] = textureLoad(tex, texel + vec2<i32>(0, min(m, last)));
