@@ -17,7 +17,7 @@
 //     fetches where there were sixteen), its four rows' texels of A as before.
 //   matmul_tex_tn_sg: c = alpha * A^T B, both stored with k as rows (the LoRA gradients).
 //     Two k a step: lane l fetches B's texel l % 4 of row k + l / 4 (one fetch where there
-//     were eight), A's two texels of rows k and k + 1 as before.
+//     were eight), A's two texels of rows k and k + 1 as before; an odd K's last k alone.
 //
 // Bindings (group 0), as in matmul_tex.wgsl:
 //   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
@@ -173,16 +173,24 @@ fn matmul_tex_tn_sg(
     // KT carries K itself here: rows of the textures.
     let k_end = i32(params.KT);
     var tile: TnTile;
-    for (var k = 0; k < k_end; k += 2) {
-        let b = textureLoad(b_tex, vec2<i32>(tb, min(k + dk, k_end - 1)));
+    // Pairs of k with no branch inside (llvmpipe runs a branch it cannot prove uniform under
+    // a mask, blending the whole tile after it), then an odd K's last k alone.
+    let pairs_end = k_end - k_end % 2;
+    for (var k = 0; k < pairs_end; k += 2) {
+        let b = textureLoad(b_tex, vec2<i32>(tb, k + dk));
         let a0 = textureLoad(a_tex, vec2<i32>(ta.x, k));
         let a1 = textureLoad(a_tex, vec2<i32>(ta.y, k));
         tile = tn_update(tile, a0, a1, subgroupBroadcast(b, 0u), subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u));
-        if k + 1 < k_end {
-            let a0 = textureLoad(a_tex, vec2<i32>(ta.x, k + 1));
-            let a1 = textureLoad(a_tex, vec2<i32>(ta.y, k + 1));
-            tile = tn_update(tile, a0, a1, subgroupBroadcast(b, 4u), subgroupBroadcast(b, 5u), subgroupBroadcast(b, 6u), subgroupBroadcast(b, 7u));
-        }
+        let a2 = textureLoad(a_tex, vec2<i32>(ta.x, k + 1));
+        let a3 = textureLoad(a_tex, vec2<i32>(ta.y, k + 1));
+        tile = tn_update(tile, a2, a3, subgroupBroadcast(b, 4u), subgroupBroadcast(b, 5u), subgroupBroadcast(b, 6u), subgroupBroadcast(b, 7u));
+    }
+    if pairs_end < k_end {
+        // Lanes 4..8 fetch the same row as lanes 0..4; only the latter are used.
+        let b = textureLoad(b_tex, vec2<i32>(tb, pairs_end));
+        let a0 = textureLoad(a_tex, vec2<i32>(ta.x, pairs_end));
+        let a1 = textureLoad(a_tex, vec2<i32>(ta.y, pairs_end));
+        tile = tn_update(tile, a0, a1, subgroupBroadcast(b, 0u), subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u));
     }
     store_narrow_row(m0, n0, tile.acc[0]);
     store_narrow_row(m0 + 1u, n0, tile.acc[1]);
