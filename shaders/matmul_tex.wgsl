@@ -40,47 +40,9 @@
 // grid (ceil(N / 16), ceil(M / 256), 1) of 32 invocations, each owning rows
 // (wg.y*32 + lid)*8 + i (i < 8, two texels of A) and columns wg.x*16 + j (j < 16, four texels
 // of B); per k it fetches 6 texels for 128 multiply-adds.
-
-struct Params {
-    M: u32,
-    N: u32,
-    KT: u32,
-    accumulate: u32,
-    alpha: f32,
-    c_sm: u32,
-    c_sn: u32,
-    c_off: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> c: array<f32>;
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var a_tex: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var b_tex: texture_storage_2d<rgba32float, read>;
-
-/// Row i's sixteen sums gain x · B for the sixteen columns, given as four matrices whose
-/// column kk holds element kk of four texels (four columns of B at the same k), so each
-/// update is four fused multiply-adds of whole vec4s. (In llvmpipe's one-register-per-
-/// component layout the transposition costs nothing.)
-fn row_update(acc: mat4x4<f32>, x: vec4<f32>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(fma4(acc[0], x, w0), fma4(acc[1], x, w1), fma4(acc[2], x, w2), fma4(acc[3], x, w3));
-}
-
-fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
-    return fma(vec4<f32>(x.w), w[3], fma(vec4<f32>(x.z), w[2], fma(vec4<f32>(x.y), w[1], fma(vec4<f32>(x.x), w[0], acc))));
-}
-
-fn b_group(t: i32, cols: vec4<i32>) -> mat4x4<f32> {
-    return transpose(mat4x4<f32>(
-        textureLoad(b_tex, vec2<i32>(t, cols.x)),
-        textureLoad(b_tex, vec2<i32>(t, cols.y)),
-        textureLoad(b_tex, vec2<i32>(t, cols.z)),
-        textureLoad(b_tex, vec2<i32>(t, cols.w)),
-    ));
-}
-
-fn a_at(t: i32, row: i32) -> vec4<f32> {
-    return textureLoad(a_tex, vec2<i32>(t, row));
-}
+//
+// Built followed by matmul_tex_common.wgsl: Params, the bindings, and the multiply-add and
+// store helpers these kernels share with matmul_tex_narrow_sg.wgsl.
 
 @compute @workgroup_size(8, 8)
 fn matmul_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -142,15 +104,6 @@ fn store_row(m: u32, n0: u32, acc: mat4x4<f32>) {
     }
 }
 
-fn store(m: u32, n: u32, value: f32) {
-    let i = params.c_off + m * params.c_sm + n * params.c_sn;
-    var v = params.alpha * value;
-    if params.accumulate != 0u {
-        v += c[i];
-    }
-    c[i] = v;
-}
-
 // --- matmul_tex_narrow: at most 32 columns ------------------------------------------------
 
 @compute @workgroup_size(32)
@@ -184,28 +137,7 @@ fn matmul_tex_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     store_narrow_row(m0 + 3u, n0, acc3);
 }
 
-/// Column 4g + j of the row's tile is column n0 + 4g + j.
-fn store_narrow_row(m: u32, n0: u32, acc: mat4x4<f32>) {
-    if m >= params.M {
-        return;
-    }
-    for (var g = 0u; g < 4u; g++) {
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + 4u * g + j;
-            if n < params.N {
-                store(m, n, acc[g][j]);
-            }
-        }
-    }
-}
-
 // --- matmul_tex_tn: c = alpha * A^T B, both stored with k as rows ---------------------------
-
-/// Row i's sixteen sums gain a * (sixteen values of B at this k).
-fn outer_update(acc: mat4x4<f32>, a: f32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> mat4x4<f32> {
-    let av = vec4<f32>(a);
-    return mat4x4<f32>(fma(av, b0, acc[0]), fma(av, b1, acc[1]), fma(av, b2, acc[2]), fma(av, b3, acc[3]));
-}
 
 @compute @workgroup_size(32)
 fn matmul_tex_tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

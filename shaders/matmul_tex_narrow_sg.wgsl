@@ -3,7 +3,8 @@
 // the operand every invocation reads alike fetched once a subgroup and shared by broadcast.
 // Same bindings, texture layouts, dispatch and results (bit for bit: the same fused
 // multiply-adds in the same order) as those two; the graph picks these when the device has
-// subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl (fma4).
+// subgroups of exactly eight lanes. Built followed by matmul_tex_common.wgsl (Params, the
+// bindings, row_update, outer_update, the stores).
 //
 // Why: in both kernels an invocation owns a few rows and all sixteen columns of a block,
 // so the sixteen columns' texels of B are the same for every invocation, and llvmpipe
@@ -33,46 +34,6 @@
 // both with the sixteen columns wg.x*16 + j (j < 16). Rows and columns past the end are
 // clamped to the last one: computed, never stored.
 
-struct Params {
-    M: u32,
-    N: u32,
-    KT: u32,
-    accumulate: u32,
-    alpha: f32,
-    c_sm: u32,
-    c_sn: u32,
-    c_off: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> c: array<f32>;
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var a_tex: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var b_tex: texture_storage_2d<rgba32float, read>;
-
-fn store(m: u32, n: u32, value: f32) {
-    let i = params.c_off + m * params.c_sm + n * params.c_sn;
-    var v = params.alpha * value;
-    if params.accumulate != 0u {
-        v += c[i];
-    }
-    c[i] = v;
-}
-
-/// Column 4g + j of the row's tile is column n0 + 4g + j.
-fn store_narrow_row(m: u32, n0: u32, acc: mat4x4<f32>) {
-    if m >= params.M {
-        return;
-    }
-    for (var g = 0u; g < 4u; g++) {
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + 4u * g + j;
-            if n < params.N {
-                store(m, n, acc[g][j]);
-            }
-        }
-    }
-}
-
 // --- matmul_tex_narrow_sg -------------------------------------------------------------------
 
 /// Four columns of B at one texel step, transposed (column kk holds k = 4t + kk): the
@@ -84,11 +45,6 @@ fn shared_group_0(texels: vec4<f32>) -> mat4x4<f32> {
 /// `shared_group_0` for lanes 4..8.
 fn shared_group_1(texels: vec4<f32>) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(subgroupBroadcast(texels, 4u), subgroupBroadcast(texels, 5u), subgroupBroadcast(texels, 6u), subgroupBroadcast(texels, 7u)));
-}
-
-/// Row i's sixteen sums gain x · B for the sixteen columns (matmul_tex.wgsl's row_update).
-fn row_update(acc: mat4x4<f32>, x: vec4<f32>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(fma4(acc[0], x, w0), fma4(acc[1], x, w1), fma4(acc[2], x, w2), fma4(acc[3], x, w3));
 }
 
 @compute @workgroup_size(32)
@@ -128,12 +84,6 @@ fn matmul_tex_narrow_sg(
 }
 
 // --- matmul_tex_tn_sg -----------------------------------------------------------------------
-
-/// Row i's sixteen sums gain a * (sixteen values of B at this k) (matmul_tex.wgsl's).
-fn outer_update(acc: mat4x4<f32>, a: f32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> mat4x4<f32> {
-    let av = vec4<f32>(a);
-    return mat4x4<f32>(fma(av, b0, acc[0]), fma(av, b1, acc[1]), fma(av, b2, acc[2]), fma(av, b3, acc[3]));
-}
 
 /// The invocation's eight rows of c: a0 and a1 are A's texels of those rows at one k, b0 ..
 /// b3 B's four texels at that k.

@@ -87,7 +87,13 @@ shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
 shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
-shader!(MATMUL_TEX, "matmul_tex");
+shader!(
+    MATMUL_TEX,
+    "matmul_tex",
+    wgpu::Features::empty(),
+    then "matmul_tex_common"
+);
+shader!(MATMUL_TEX_COMMON, "matmul_tex_common");
 shader!(
     MATMUL_TEX_SG,
     "matmul_tex_sg",
@@ -98,7 +104,7 @@ shader!(
     MATMUL_TEX_NARROW_SG,
     "matmul_tex_narrow_sg",
     wgpu::Features::SUBGROUP,
-    then "rows_fma_sg"
+    then "matmul_tex_common"
 );
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(NF4_MATMUL, "nf4_matmul");
@@ -169,6 +175,7 @@ pub static ALL: &[&Shader] = &[
     &KV_STORE_F16,
     &MATMUL,
     &MATMUL_TEX,
+    &MATMUL_TEX_COMMON,
     &MATMUL_TEX_SG,
     &MATMUL_TEX_NARROW_SG,
     &NF4_BNB_CPU,
