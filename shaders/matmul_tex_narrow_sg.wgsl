@@ -1,10 +1,10 @@
 // The LoRA products for software devices whose subgroups are eight lanes wide (lavapipe at
 // its default 256-bit vectors): matmul_tex_narrow and matmul_tex_tn of matmul_tex.wgsl with
 // the operand every invocation reads alike fetched once a subgroup and shared by broadcast.
-// Same bindings, texture layouts, dispatch and results (bit for bit: the same fused
-// multiply-adds in the same order) as those two; the graph picks these when the device has
-// subgroups of exactly eight lanes. Built followed by matmul_tex_common.wgsl (Params, the
-// bindings, row_update, outer_update, the stores).
+// Same bindings, texture layouts and results (bit for bit: the same fused multiply-adds in
+// the same order) as those two, and the narrow one's dispatch; the graph picks these when
+// the device has subgroups of exactly eight lanes. Built followed by matmul_tex_common.wgsl
+// (Params, the bindings, row_update, outer_update, the stores).
 //
 // Why: in both kernels an invocation owns a few rows and all sixteen columns of a block,
 // so the sixteen columns' texels of B are the same for every invocation, and llvmpipe
@@ -28,9 +28,13 @@
 //                                  A(m, 4t..4t+4); tn [K rows, ceil(M/4) texels]
 //   3 b_tex   texture, read-only   rgba32float: narrow [N rows, KT texels], texel (t, n) =
 //                                  B(4t..4t+4, n); tn [K rows, ceil(N/4) texels]
-// Dispatch, 32 invocations (four subgroups; invocation i = 8 * subgroup + lane):
-//   narrow: grid (ceil(N / 16), ceil(M / 128), 1); rows (wg.y*32 + i)*4 + r (r < 4)
-//   tn:     grid (ceil(N / 16), ceil(M / 256), 1); rows (wg.y*32 + i)*8 + r (r < 8)
+// Dispatch:
+//   narrow: grid (ceil(N / 16), ceil(M / 128), 1) of 32 invocations (four subgroups,
+//           invocation i = 8 * subgroup + lane), rows (wg.y*32 + i)*4 + r (r < 4), as
+//           matmul_tex_narrow
+//   tn:     grid (ceil(N / 16), ceil(M / 64), 1) of 8 invocations (one subgroup), rows
+//           (wg.y*8 + lane)*8 + r (r < 8): a quarter of matmul_tex_tn's 256-row workgroups,
+//           so that a gradient of 192 or 576 rows still spreads over the device's threads
 // both with the sixteen columns wg.x*16 + j (j < 16). Rows and columns past the end are
 // clamped to the last one: computed, never stored.
 
@@ -104,13 +108,12 @@ fn tn_update(tile: TnTile, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4
     return t;
 }
 
-@compute @workgroup_size(32)
+@compute @workgroup_size(8)
 fn matmul_tex_tn_sg(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let m0 = (wg.y * 32u + 8u * sg + lane) * 8u;
+    let m0 = (wg.y * 8u + lane) * 8u;
     let n0 = wg.x * 16u;
     // Texel columns; past the last one: clamped (computed, never stored).
     let last_a = i32((params.M + 3u) / 4u) - 1;

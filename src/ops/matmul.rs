@@ -196,7 +196,8 @@ pub static MATMUL_TEX_NARROW_SG_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// `MATMUL_TEX_TN` sharing B's texels by subgroup broadcasts (same dispatch and results).
+/// `MATMUL_TEX_TN` sharing B's texels by subgroup broadcasts (same results; a quarter of its
+/// rows a workgroup).
 pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
     name: "matmul_tex_tn_sg",
     shader: &shaders::MATMUL_TEX_NARROW_SG,
@@ -471,7 +472,14 @@ impl Product {
             (false, false) => &MATMUL_TEX_TN,
             (false, true) => &MATMUL_TEX_TN_ACC,
         };
-        let dispatch = Dispatch::Grid([cols.div_ceil(16) as u32, rows.div_ceil(256) as u32, 1]);
+        // The subgroup kernel: one subgroup (64 rows) a workgroup, so that the few hundred
+        // rows of a LoRA gradient still spread over the device's threads.
+        let rows_per_group = if g.subgroup_kernels { 64 } else { 256 };
+        let dispatch = Dispatch::Grid([
+            cols.div_ceil(16) as u32,
+            rows.div_ceil(rows_per_group) as u32,
+            1,
+        ]);
         g.push_with_textures(label, kernel, &[c], &[t_wide, t_narrow], params, dispatch)
     }
 
