@@ -417,9 +417,9 @@ impl WebSession {
         if questions.is_empty() {
             return Err("no multiple-choice questions in this data".into());
         }
-        let (items, _) = question_items(tok, &questions, false).map_err(js_err)?;
+        let items = question_items(tok, &questions, false).map_err(js_err)?;
         let shape = ScorerShape::for_items(
-            &[&items],
+            &[&items.items],
             PASS_TOKENS,
             self.config.vocab_size,
             self.gpu.limits.max_storage_buffer_binding_size,
@@ -442,7 +442,7 @@ impl WebSession {
             }
         };
         let score = scorer
-            .mcq(&self.gpu, tok, &questions, false, |i| {
+            .mcq(&self.gpu, &questions, &items, |i| {
                 let _ = progress.call2(&JsValue::NULL, &i.into(), &questions.len().into());
             })
             .await

@@ -45,16 +45,16 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     .unwrap();
     assert!(missing.is_empty());
     let mut heard = Vec::new();
-    let score =
-        pollster::block_on(scorer.mcq(gpu, tok, &questions, false, |i| heard.push(i))).unwrap();
+    let items = question_items(tok, &questions, false).unwrap();
+    let score = pollster::block_on(scorer.mcq(gpu, &questions, &items, |i| heard.push(i))).unwrap();
     assert!(heard.len() > 1 && heard.last() == Some(&12), "{heard:?}");
     assert_eq!(score.n, 12);
 
     // Each choice scored on its own, through the loss path: a plain sequence, where the
     // question scored the choices as branches after one shared prompt. Same log-likelihoods.
-    let (items, first_row) = question_items(tok, &questions, false).unwrap();
+    let first_row = &items.first_row;
     let slots = *first_row.last().unwrap();
-    let branched = pollster::block_on(scorer.score(gpu, &items, slots, &mut |_| {})).unwrap();
+    let branched = pollster::block_on(scorer.score(gpu, &items.items, slots, &mut |_| {})).unwrap();
     let (mut right, mut right_norm) = (0, 0);
     let (mut answer_ll, mut answer_tokens) = (0.0, 0);
     for (qi, q) in questions.iter().enumerate() {

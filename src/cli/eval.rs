@@ -92,15 +92,20 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .cloned()
         .collect();
     let example_items = example_items(&other);
-    let question_items = match tok {
-        Some(tok) => question_items(tok, &questions, by_letter)?.0,
-        None => Vec::new(),
+    let questions = match tok {
+        Some(tok) if !questions.is_empty() => {
+            let items = question_items(tok, &questions, by_letter)?;
+            Some((questions, items))
+        }
+        _ => None,
     };
+    let no_items = Vec::new();
+    let question_items = questions.as_ref().map_or(&no_items, |(_, q)| &q.items);
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let base = base_format(args.base);
     let shape = ScorerShape::for_items(
-        &[&example_items, &question_items],
+        &[&example_items, question_items],
         PASS_TOKENS,
         source.config.vocab_size,
         gpu.limits.max_storage_buffer_binding_size,
@@ -128,20 +133,20 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let (other_logprob, other_tokens) = pollster::block_on(scorer.logprob_sum(&gpu, &other))?;
-    let mcq = match (tok, questions.is_empty()) {
-        (Some(tok), false) => {
+    let mcq = match &questions {
+        Some((questions, items)) => {
             let bar = if args.json {
                 indicatif::ProgressBar::hidden()
             } else {
                 indicatif::ProgressBar::new(questions.len() as u64)
             };
-            let score = pollster::block_on(scorer.mcq(&gpu, tok, &questions, by_letter, |i| {
-                bar.set_position(i as u64)
-            }))?;
+            let score = pollster::block_on(
+                scorer.mcq(&gpu, questions, items, |i| bar.set_position(i as u64)),
+            )?;
             bar.finish_and_clear();
             Some(score)
         }
-        _ => None,
+        None => None,
     };
     let loss = match mcq {
         Some(m) => LossScore::of(

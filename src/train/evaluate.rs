@@ -115,13 +115,23 @@ pub fn example_items(examples: &[Example]) -> Vec<Item> {
         .collect()
 }
 
-/// The items of `questions` (choice c of question i into slot `first_row[i] + c`) and
-/// `first_row` (the slots where each question's choices start, then their total).
+/// Multiple-choice questions as scorer items, tokenized once for both sizing the scorer
+/// (`ScorerShape::for_items`) and scoring (`Scorer::mcq`).
+pub struct QuestionItems {
+    /// Question i's item, choice c scored into slot `first_row[i] + c`.
+    pub items: Vec<Item>,
+    /// The slots where each question's choices start, then their total.
+    pub first_row: Vec<usize>,
+    /// Whether the choices are scored by their letter alone.
+    pub by_letter: bool,
+}
+
+/// The items of `questions`.
 pub fn question_items(
     tok: &Tokenizer,
     questions: &[Mcq],
     by_letter: bool,
-) -> Result<(Vec<Item>, Vec<usize>), TrainError> {
+) -> Result<QuestionItems, TrainError> {
     let mut first_row = Vec::with_capacity(questions.len() + 1);
     let mut next = 0;
     let mut items = Vec::with_capacity(questions.len());
@@ -131,7 +141,11 @@ pub fn question_items(
         next += q.choices.len();
     }
     first_row.push(next);
-    Ok((items, first_row))
+    Ok(QuestionItems {
+        items,
+        first_row,
+        by_letter,
+    })
 }
 
 /// Items packed greedily into passes of `tokens`: the index ranges of each pass.
@@ -444,20 +458,24 @@ impl Scorer {
             .fold((0.0, 0), |(s, n), &(ls, c)| (s + ls, n + c)))
     }
 
-    /// Accuracy over multiple-choice questions: the choice whose continuation has the highest
-    /// summed log-likelihood after the prompt (`acc`), or per character (`acc_norm`).
-    /// `progress` hears how many questions are done.
+    /// Accuracy over multiple-choice questions (`items` made from them by `question_items`):
+    /// the choice whose continuation has the highest summed log-likelihood after the prompt
+    /// (`acc`), or per character (`acc_norm`). `progress` hears how many questions are done.
     pub async fn mcq(
         &self,
         gpu: &Gpu,
-        tok: &Tokenizer,
         questions: &[Mcq],
-        by_letter: bool,
+        items: &QuestionItems,
         mut progress: impl FnMut(usize),
     ) -> Result<McqScore, TrainError> {
-        let (items, first_row) = question_items(tok, questions, by_letter)?;
+        let QuestionItems {
+            items,
+            first_row,
+            by_letter,
+        } = items;
+        let by_letter = *by_letter;
         let slots = *first_row.last().expect("one entry past the questions");
-        let scored = self.score(gpu, &items, slots, &mut progress).await?;
+        let scored = self.score(gpu, items, slots, &mut progress).await?;
         let (mut right, mut right_norm) = (0usize, 0usize);
         let (mut answer_logprob, mut answer_tokens) = (0.0, 0);
         for (qi, q) in questions.iter().enumerate() {
