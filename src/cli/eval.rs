@@ -92,20 +92,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .cloned()
         .collect();
     let example_items = example_items(&other);
-    let questions = match tok {
-        Some(tok) if !questions.is_empty() => {
-            let items = question_items(tok, &questions, by_letter)?;
-            Some((questions, items))
-        }
+    // Tokenized once, for sizing the scorer and for scoring.
+    let mcq_items = match tok {
+        Some(tok) if !questions.is_empty() => Some(question_items(tok, &questions, by_letter)?),
         _ => None,
     };
-    let no_items = Vec::new();
-    let question_items = questions.as_ref().map_or(&no_items, |(_, q)| &q.items);
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let base = base_format(args.base);
     let shape = ScorerShape::for_items(
-        &[&example_items, question_items],
+        &[
+            example_items.as_slice(),
+            mcq_items.as_ref().map_or(&[], |q| q.items.as_slice()),
+        ],
         PASS_TOKENS,
         source.config.vocab_size,
         gpu.limits.max_storage_buffer_binding_size,
@@ -133,15 +132,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let (other_logprob, other_tokens) = pollster::block_on(scorer.logprob_sum(&gpu, &other))?;
-    let mcq = match &questions {
-        Some((questions, items)) => {
+    let mcq = match &mcq_items {
+        Some(items) => {
             let bar = if args.json {
                 indicatif::ProgressBar::hidden()
             } else {
                 indicatif::ProgressBar::new(questions.len() as u64)
             };
             let score = pollster::block_on(
-                scorer.mcq(&gpu, questions, items, |i| bar.set_position(i as u64)),
+                scorer.mcq(&gpu, &questions, items, |i| bar.set_position(i as u64)),
             )?;
             bar.finish_and_clear();
             Some(score)
