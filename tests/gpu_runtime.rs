@@ -64,7 +64,8 @@ fn bytes_round_trip_through_a_buffer() {
 
 #[test]
 fn pipelines_are_compiled_once_per_key() {
-    let gpu = gpu();
+    // A device of its own: the shared one's cache grows while other tests of this file run.
+    let gpu = webqlora::gpu::Gpu::new_blocking(&AdapterRequest::default()).unwrap();
     let key = PipelineKey::new("residual", "residual_add", &[]);
     let first = gpu.pipeline(&shaders::RESIDUAL, &key);
     let count = gpu.pipeline_count();
