@@ -1,6 +1,6 @@
 // attention_backward_dkv_tex.wgsl for software devices whose subgroups are eight lanes wide,
 // at head_dim 64: the same bindings and results, a subgroup per 32 key rows of one kv head.
-// Built followed by attention_rows_sg.wgsl.
+// Built followed by attention_rows_sg.wgsl and tile_queue.wgsl.
 //
 // Lane l owns keys j0 + l + 8s (slot s < 4). For each head of the kv head's group and each
 // block of eight queries, lane l fetches query ib + l (its row, output gradient, lse and
@@ -16,8 +16,10 @@
 //   6 d_out_tex  texture, read-only   rgba32float [tokens * heads, 16]
 //   7 lse_tex    texture, read-only   rgba32float [tokens * heads, 1]: lse in .x
 //   8 delta_tex  texture, read-only   rgba32float [tokens * heads, 1]: delta in .x
-// Dispatch: grid (ceil(tokens / 32), kv_heads, 1) of 8 invocations (one subgroup). Keys past
-// the last token are clamped to it: computed, never stored.
+//  15 queue      tile_queue.wgsl's
+// Dispatch: `Dispatch::TileQueue` workgroups of 8 invocations (one subgroup), taking tiles of
+// 32 keys of one head (ceil(tokens / 32) · kv_heads tiles) from tile_queue.wgsl's queue.
+// Keys past the last token are clamped to it: computed, never stored.
 
 struct Params {
     tokens: u32,
@@ -79,10 +81,17 @@ fn add_query(acc: Grads, keys: Keys, i: u32, q: Row, d_out: Row, lse: f32, delta
 }
 
 @compute @workgroup_size(8)
-fn attention_backward_dkv_tex_sg(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
+fn attention_backward_dkv_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
+    let blocks = (params.tokens + 31u) / 32u;
+    let tiles = blocks * params.kv_heads;
+    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
+        // In order: within a sequence the first key blocks are seen by the most queries.
+        attention_backward_dkv_tex_sg_tile(vec2<u32>(tile / params.kv_heads, tile % params.kv_heads), lane);
+    }
+}
+
+/// The key block wg.x (32 keys) of key-value head wg.y.
+fn attention_backward_dkv_tex_sg_tile(wg: vec2<u32>, lane: u32) {
     let kv = wg.y;
     let group = params.heads / params.kv_heads;
     let j0 = wg.x * 32u;

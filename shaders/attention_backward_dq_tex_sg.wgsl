@@ -1,6 +1,7 @@
 // attention_backward_dq_tex.wgsl for software devices whose subgroups are eight lanes wide, at
 // head_dim 64: the same bindings and results, a subgroup per 32 query rows of one head (see
-// attention_forward_tex_sg.wgsl). Built followed by attention_rows_sg.wgsl.
+// attention_forward_tex_sg.wgsl). Built followed by attention_rows_sg.wgsl and
+// tile_queue.wgsl.
 //
 // Lane l owns queries q0 + l + 8s (slot s < 4); per block of eight keys, lane l fetches key
 // and value kb + l and the lanes share them by broadcast.
@@ -14,8 +15,10 @@
 //   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
 //   6 k_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
 //   7 v_tex   texture, read-only   rgba32float [tokens * kv_heads, 16]
-// Dispatch: grid (ceil(tokens / 32), heads, 1) of 8 invocations (one subgroup). Queries past
-// the last token are clamped to it: computed, never stored.
+//  15 queue   tile_queue.wgsl's
+// Dispatch: `Dispatch::TileQueue` workgroups of 8 invocations (one subgroup), taking tiles of
+// 32 queries of one head (ceil(tokens / 32) · heads tiles) from tile_queue.wgsl's queue.
+// Queries past the last token are clamped to it: computed, never stored.
 
 struct Params {
     tokens: u32,
@@ -72,10 +75,17 @@ fn add_key(acc: Rows4, qs: Queries, j: u32, k: Row, v: Row) -> Rows4 {
 }
 
 @compute @workgroup_size(8)
-fn attention_backward_dq_tex_sg(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
+fn attention_backward_dq_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
+    let blocks = (params.tokens + 31u) / 32u;
+    let tiles = blocks * params.heads;
+    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
+        // The query blocks that see the most keys first, as in attention_forward_tex_sg.
+        attention_backward_dq_tex_sg_tile(vec2<u32>(blocks - 1u - tile / params.heads, tile % params.heads), lane);
+    }
+}
+
+/// The query block wg.x (32 queries) of head wg.y.
+fn attention_backward_dq_tex_sg_tile(wg: vec2<u32>, lane: u32) {
     let h = wg.y;
     let kv = h / (params.heads / params.kv_heads);
     let q0 = wg.x * 32u;

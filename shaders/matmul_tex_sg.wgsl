@@ -1,13 +1,13 @@
 // f32 matrix product for software devices whose subgroups are eight lanes wide (lavapipe at
 // its default 256-bit vectors), both operands read from textures:
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
-// Same bindings (c as vec4s), texture layouts, results (bit for bit: the same fused
-// multiply-adds in the same order) and dispatch as matmul_tex in matmul_tex.wgsl, for
+// Same bindings (c as vec4s; and a tile queue), texture layouts and results (bit for bit:
+// the same fused multiply-adds in the same order) as matmul_tex in matmul_tex.wgsl, for
 // outputs whose rows are c_sn = 1 and whose N, c_sm and c_off are multiples of four (a
 // lane stores four consecutive columns of a row as one vec4: llvmpipe stores to a storage
 // buffer in a loop over the lanes, one loop a store); the graph picks this one for those
 // when the device has subgroups of exactly eight lanes. Built followed by rows_fma_sg.wgsl
-// (Tile, tile_update, row_texels, texel_0 .. texel_7).
+// (Tile, tile_update, row_texels, texel_0 .. texel_7) and tile_queue.wgsl.
 //
 // Why subgroups: llvmpipe runs a subgroup as one SIMD register, so subgroupBroadcast with a
 // constant lane is a register shuffle, while every texel fetch is a gather. The subgroup
@@ -23,13 +23,13 @@
 //                                    alpha, c_sm, c_sn, c_off }
 //   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
 //   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
-// Dispatch: grid (ceil(N / 128), ceil(M / 64), 1) of 64 invocations = eight subgroups, two
-// along the rows by four along the columns, each owning a 32x32 tile: rows
-// m0 + 8g + i (g < 4 texel groups, i < 8 lanes) and, for lane l, columns n0 + 4l + j (j < 4).
-// Accumulator tile.acc[2g + h][i] holds row m0 + 8g + 4h + i, its component j column
-// n0 + 4l + j. A subgroup whose tile lies wholly past the output
-// returns at once; in a tile that straddles the edge, rows and columns past it are clamped to
-// the last one: computed, never stored.
+//  15 queue   tile_queue.wgsl's
+// Dispatch: `Dispatch::TileQueue` workgroups of 8 invocations (one subgroup), taking 32x32
+// tiles of c (ceil(M / 32) · ceil(N / 32), row-major) from the queue: rows m0 + 8g + i (g < 4
+// texel groups, i < 8 lanes) and, for lane l, columns n0 + 4l + j (j < 4). Accumulator
+// tile.acc[2g + h][i] holds row m0 + 8g + 4h + i, its component j column n0 + 4l + j. In a
+// tile that straddles the edge, rows and columns past it are clamped to the last one:
+// computed, never stored.
 
 struct Params {
     M: u32,
@@ -61,19 +61,17 @@ fn b_group(t: i32, cols: vec4<i32>) -> mat4x4<f32> {
     ));
 }
 
-@compute @workgroup_size(64)
-fn matmul_tex_sg(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    let m0 = wg.y * 64u + (sg / 4u) * 32u;
-    let n0 = wg.x * 128u + (sg % 4u) * 32u + 4u * lane;
-    // A subgroup whose whole tile lies past the output has nothing to store (the exit is
-    // uniform in the subgroup, which is all the broadcasts need).
-    if m0 >= params.M || n0 - 4u * lane >= params.N {
-        return;
+@compute @workgroup_size(8)
+fn matmul_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
+    let col_tiles = (params.N + 31u) / 32u;
+    let tiles = (params.M + 31u) / 32u * col_tiles;
+    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
+        product_tile(tile / col_tiles * 32u, tile % col_tiles * 32u + 4u * lane, lane);
     }
+}
+
+/// Rows m0 .. m0 + 32 of c, the lane's columns n0 .. n0 + 4.
+fn product_tile(m0: u32, n0: u32, lane: u32) {
     let last_m = i32(params.M) - 1;
     let rows = min(vec4<i32>(i32(m0 + lane)) + vec4<i32>(0, 8, 16, 24), vec4<i32>(last_m));
     let cols = min(vec4<i32>(i32(n0)) + vec4<i32>(0, 1, 2, 3), vec4<i32>(i32(params.N) - 1));

@@ -8,11 +8,11 @@
 //   backward: dx[t, i] += scale * sum_j dy_b[t, j] * A[j, i]    (dy_b = dy·B, A [rank, in])
 // which spares the adapter's own product its read-modify-write of the whole output.
 // Without the term: same texture layouts, requirements (in % 32 == 0, blocksize a multiple of
-// 32 dividing in; here also out % 4 == 0, for the vec4 stores), dispatch and results (bit for
+// 32 dividing in; here also out % 4 == 0, for the vec4 stores) and results (bit for
 // bit: the same products and fused multiply-adds in the same order) as nf4_forward_tex /
 // nf4_backward_tex in nf4_matmul_tex.wgsl; the graph picks these when the device has subgroups of exactly eight
-// lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7) and
-// nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of).
+// lanes. Built followed by rows_fma_sg.wgsl (fma4, rows_0_to_3, rows_4_to_7),
+// nf4_weights_tex.wgsl (the NF4 table, decode4, codes_at, scale_of) and tile_queue.wgsl.
 //
 // Why subgroups (see matmul_tex_sg.wgsl): a subgroup is one SIMD register in llvmpipe, so a
 // broadcast from a constant lane is a register shuffle while a texel fetch is a gather. The
@@ -40,17 +40,16 @@
 //   5 lhs_tex     texture, read-only   rgba32float [T, rank/4]: x_a (forward) or dy_b (backward)
 //   6 factor_tex  texture, read-only   rgba32float: B [out, rank/4] (forward), A [rank, in/4]
 //                                      (backward); with rank 0 any rgba32float texture, unread
-// Dispatch, 64 invocations (eight subgroups: two along the rows by four along the columns,
-// each owning 32 rows by 32 columns):
-//   forward:  grid (ceil(out / 128), ceil(T / 64), 1); lane l owns outputs n0 + 4l + j (j < 4)
-//   backward: grid (ceil(in / 128), ceil(T / 64), 1); the subgroup owns one texel of codes
-//             (32 inputs), lane l its inputs 4l..4l+4 (half of code word l / 2); per 32
-//             outputs lane l fetches the codes and scales of outputs l + 8e (e < 4), shared
-//             by broadcast
-// and rows m0 + 8g + i (g < 4, i < 8). Accumulator acc[2g + h][i]
-// holds row m0 + 8g + 4h + i, its component j the lane's column j. A subgroup whose tile
-// lies wholly past the output returns at once; in a tile that straddles the edge, rows and
-// columns past it are clamped to the last one: computed, never stored.
+//  15 queue         tile_queue.wgsl's
+// Dispatch: `Dispatch::TileQueue` workgroups of 8 invocations (one subgroup), taking tiles of
+// 32 rows by 32 columns from the queue, row-major:
+//   forward:  ceil(T / 32) · ceil(out / 32) tiles; lane l owns outputs n0 + 4l + j (j < 4)
+//   backward: ceil(T / 32) · in / 32 tiles, one texel of codes (32 inputs) each, lane l its
+//             inputs 4l..4l+4 (half of code word l / 2); per 32 outputs lane l fetches the
+//             codes and scales of outputs l + 8e (e < 4), shared by broadcast
+// and rows m0 + 8g + i (g < 4, i < 8). Accumulator acc[2g + h][i] holds row m0 + 8g + 4h + i,
+// its component j the lane's column j. In a tile that straddles the edge, rows and columns
+// past it are clamped to the last one: computed, never stored.
 
 struct Params {
     rows: u32,
@@ -129,9 +128,9 @@ fn store_rows(acc: mat4x4<f32>, m0: u32, col: u32, n_cols: u32) {
     }
 }
 
-/// The subgroup's first row, and the lane's four rows to fetch (clamped to the last one).
-fn subgroup_rows(wg_y: u32, sg: u32, lane: u32) -> vec4<u32> {
-    return vec4<u32>(wg_y * 64u + (sg / 4u) * 32u) + vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(lane);
+/// The lane's four rows of the tile from row m0.
+fn subgroup_rows(m0: u32, lane: u32) -> vec4<u32> {
+    return vec4<u32>(m0) + vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(lane);
 }
 
 fn clamp_rows(rows: vec4<u32>) -> vec4<i32> {
@@ -146,20 +145,20 @@ fn column_weights(words: vec4<u32>, shift: u32, s: vec4<f32>, table: vec2<f32>) 
 
 // --- forward --------------------------------------------------------------------------------
 
-@compute @workgroup_size(64)
-fn nf4_forward_tex_sg(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    let rows = subgroup_rows(wg.y, sg, lane);
-    let fetch = clamp_rows(rows);
-    let cols = vec4<u32>(wg.x * 128u + (sg % 4u) * 32u + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
-    // A subgroup whose whole tile lies past the output has nothing to store (the exit is
-    // uniform in the subgroup, which is all the broadcasts need).
-    if rows.x - lane >= params.rows || cols.x - 4u * lane >= params.n_out {
-        return;
+@compute @workgroup_size(8)
+fn nf4_forward_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
+    let col_tiles = (params.n_out + 31u) / 32u;
+    let tiles = (params.rows + 31u) / 32u * col_tiles;
+    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
+        forward_tile(tile / col_tiles * 32u, tile % col_tiles * 32u, lane);
     }
+}
+
+/// Rows m0 .. m0 + 32, outputs n0 .. n0 + 32 of y.
+fn forward_tile(m0: u32, n0: u32, lane: u32) {
+    let rows = subgroup_rows(m0, lane);
+    let fetch = clamp_rows(rows);
+    let cols = vec4<u32>(n0 + 4u * lane) + vec4<u32>(0u, 1u, 2u, 3u);
     let w_rows = min(vec4<i32>(cols), vec4<i32>(i32(params.n_out) - 1));
     let at = weight_at(w_tex, absmax_tex, params.n_in, params.blocksize);
     let table = lane_table(lane);
@@ -225,20 +224,19 @@ fn weights_4_to_7(codes: vec4<u32>, scale: f32, word: u32, shift: u32, table: ve
     );
 }
 
-@compute @workgroup_size(64)
-fn nf4_backward_tex_sg(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    let rows = subgroup_rows(wg.y, sg, lane);
-    let fetch = clamp_rows(rows);
-    // The subgroup's texel of codes; a subgroup whose whole tile lies past the output has
-    // nothing to store (a uniform exit).
-    let texel = wg.x * 4u + sg % 4u;
-    if rows.x - lane >= params.rows || texel >= params.n_in / 32u {
-        return;
+@compute @workgroup_size(8)
+fn nf4_backward_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
+    let texels = params.n_in / 32u;
+    let tiles = (params.rows + 31u) / 32u * texels;
+    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
+        backward_tile(tile / texels * 32u, tile % texels, lane);
     }
+}
+
+/// Rows m0 .. m0 + 32 of dx, the 32 inputs of code texel `texel`.
+fn backward_tile(m0: u32, texel: u32, lane: u32) {
+    let rows = subgroup_rows(m0, lane);
+    let fetch = clamp_rows(rows);
     let t = i32(texel);
     let word = lane / 2u;
     let shift = 16u * (lane % 2u);

@@ -42,7 +42,8 @@ shader!(
     ATTENTION_BACKWARD_DKV_TEX_SG,
     "attention_backward_dkv_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg"
+    then "attention_rows_sg",
+    "tile_queue"
 );
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
 shader!(ATTENTION_BACKWARD_DQ_TEX, "attention_backward_dq_tex");
@@ -50,7 +51,8 @@ shader!(
     ATTENTION_BACKWARD_DQ_TEX_SG,
     "attention_backward_dq_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg"
+    then "attention_rows_sg",
+    "tile_queue"
 );
 shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
@@ -66,7 +68,8 @@ shader!(
     ATTENTION_FORWARD_TEX_SG,
     "attention_forward_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg"
+    then "attention_rows_sg",
+    "tile_queue"
 );
 shader!(
     ATTENTION_ROWS_SG,
@@ -98,7 +101,8 @@ shader!(
     MATMUL_TEX_SG,
     "matmul_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "rows_fma_sg"
+    then "rows_fma_sg",
+    "tile_queue"
 );
 shader!(
     MATMUL_TEX_NARROW_SG,
@@ -119,10 +123,12 @@ shader!(
     "nf4_matmul_tex_sg",
     wgpu::Features::SUBGROUP,
     then "rows_fma_sg",
-    "nf4_weights_tex"
+    "nf4_weights_tex",
+    "tile_queue"
 );
 shader!(NF4_WEIGHTS_TEX, "nf4_weights_tex");
 shader!(ROWS_FMA_SG, "rows_fma_sg", wgpu::Features::SUBGROUP);
+shader!(TILE_QUEUE, "tile_queue", wgpu::Features::SUBGROUP);
 shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
@@ -194,6 +200,7 @@ pub static ALL: &[&Shader] = &[
     &RMSNORM_BACKWARD_VEC4,
     &RMSNORM_VEC4,
     &ROWS_FMA_SG,
+    &TILE_QUEUE,
     &ROPE,
     &ROPE_VEC4,
     &SWIGLU,

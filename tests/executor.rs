@@ -158,3 +158,85 @@ fn views_read_and_write_their_roots_elements() {
     let (want, _) = rmsnorm::cpu_forward(&doubled_cpu, &w, cols / 2, 1e-5);
     assert!(max_rel_diff(&got, &want, 1e-3) < 1e-5);
 }
+
+/// Two products on the subgroup kernels, each taking its tiles from a queue of its own: every
+/// run (and a profiled run, one pass a node) starts the queues over. Without the reset the
+/// second run would find them empty and leave its outputs poisoned.
+#[test]
+fn tile_queues_start_over_on_every_run() {
+    use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
+    use webqlora::quant::nf4::Nf4Tensor;
+    let mut rng = rng("tile queues");
+    let (rows, out, n_in) = (100, 96, 128);
+    let w = random_f32(&mut rng, out * n_in, 0.1);
+    let q = Nf4Tensor::quantize(&w, &[out, n_in], 64, true).unwrap();
+    let deq = q.dequantize();
+    let x = random_f32(&mut rng, rows * n_in, 1.0);
+    let dy = random_f32(&mut rng, rows * out, 1.0);
+
+    let mut g = common::texture_graph();
+    let xt = g.input("x", &[rows, n_in], DType::F32);
+    let dyt = g.input("dy", &[rows, out], DType::F32);
+    let wt = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
+    let y = nf4_matmul::forward(&mut g, "y", xt, &wt).unwrap();
+    let dx = nf4_matmul::backward(&mut g, "dx", dyt, &wt).unwrap();
+    g.mark_output(y);
+    g.mark_output(dx);
+    let queues = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.dispatch, Dispatch::TileQueue(_)))
+        .count();
+    let subgroups = gpu().has_eight_lane_subgroups();
+    assert_eq!(queues, if subgroups { 2 } else { 0 });
+
+    let gpu = gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    assert_eq!(
+        compiled.plan.queue_bytes,
+        queues as u64 * compiled.plan.queue_stride
+    );
+    let (codes, absmax) = upload_bytes(&q);
+    compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
+    compiled.write(gpu, dyt, bytemuck::cast_slice(&dy)).unwrap();
+    compiled.write(gpu, wt.codes, &codes).unwrap();
+    compiled.write(gpu, wt.absmax, &absmax).unwrap();
+
+    let want_y: Vec<f32> = (0..rows * out)
+        .map(|i| {
+            (0..n_in)
+                .map(|k| x[i / out * n_in + k] * deq[i % out * n_in + k])
+                .sum()
+        })
+        .collect();
+    let want_dx: Vec<f32> = (0..rows * n_in)
+        .map(|i| {
+            (0..out)
+                .map(|o| dy[i / n_in * out + o] * deq[o * n_in + i % n_in])
+                .sum()
+        })
+        .collect();
+    let read = |t| pollster::block_on(compiled.read_f32(gpu, t)).unwrap();
+    let mut first = None;
+    for profiled in [false, false, true] {
+        compiled.poison(gpu, POISON);
+        if profiled {
+            pollster::block_on(compiled.run_profiled(gpu)).unwrap();
+        } else {
+            compiled.run(gpu);
+        }
+        let got = (read(y), read(dx));
+        assert!(
+            max_rel_diff(&got.0, &want_y, 1e-2) < 1e-4,
+            "y, profiled {profiled}"
+        );
+        assert!(
+            max_rel_diff(&got.1, &want_dx, 1e-2) < 1e-4,
+            "dx, profiled {profiled}"
+        );
+        match &first {
+            None => first = Some(got),
+            Some(first) => assert!(*first == got, "the same bits on every run"),
+        }
+    }
+}

@@ -112,6 +112,14 @@ fn kernel_tables_match_shader_declarations() {
                 Some((b.binding, g.name.clone().unwrap_or_default(), g.space))
             })
             .collect();
+        // A tile queue (shaders/tile_queue.wgsl) sits at its own binding, past the table's;
+        // the executor binds it for `Dispatch::TileQueue` nodes.
+        if let Some(at) = globals.iter().position(|g| g.1 == "queue") {
+            let (binding, _, space) = globals.remove(at);
+            assert_eq!(binding, 15, "{where_}: the queue's binding");
+            let read_write = naga::StorageAccess::LOAD | naga::StorageAccess::STORE;
+            assert_eq!(space, naga::AddressSpace::Storage { access: read_write });
+        }
         globals.sort_by_key(|g| g.0);
         assert_eq!(
             globals.len(),

@@ -4,7 +4,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use super::{DeviceLimits, Graph, GraphError, Placement, Plan, Role, TensorId};
+use super::{DeviceLimits, Dispatch, Graph, GraphError, Placement, Plan, Role, TensorId};
 use crate::gpu::buffers::storage_size;
 use crate::gpu::pipelines::PipelineKey;
 use crate::gpu::timer::GpuTimer;
@@ -19,6 +19,9 @@ pub enum RunError {
     Gpu(#[from] GpuError),
 }
 
+/// Where `Dispatch::TileQueue` kernels find their queue (shaders/tile_queue.wgsl).
+const QUEUE_BINDING: u32 = 15;
+
 pub struct CompiledGraph {
     pub graph: Graph,
     pub plan: Plan,
@@ -31,6 +34,9 @@ pub struct CompiledGraph {
     workgroups: Vec<[u32; 3]>,
     /// The operand textures (the bind groups hold views of them).
     textures: Vec<wgpu::Texture>,
+    /// The tile counters of the `Dispatch::TileQueue` nodes, one at each aligned offset
+    /// (None when the graph has none); zeroed at the start of every run.
+    queues: Option<wgpu::Buffer>,
     /// Per tensor: its buffer belongs to another graph (`new_sharing`).
     shared: Vec<bool>,
     // Keeps the node parameters alive for the bind groups.
@@ -154,6 +160,9 @@ impl CompiledGraph {
             .map(|t| t.create_view(&Default::default()))
             .collect();
 
+        let queues =
+            (plan.queue_bytes > 0).then(|| gpu.storage_buffer("tile queues", plan.queue_bytes));
+        let mut next_queue = 0;
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         let mut bind_groups = Vec::new();
         let mut pipelines = Vec::new();
@@ -190,6 +199,17 @@ impl CompiledGraph {
                     resource: wgpu::BindingResource::TextureView(&views[t.0]),
                 });
             }
+            if let Dispatch::TileQueue(_) = node.dispatch {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: QUEUE_BINDING,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: queues.as_ref().expect("made for queue nodes"),
+                        offset: next_queue * plan.queue_stride,
+                        size: NonZeroU64::new(4),
+                    }),
+                });
+                next_queue += 1;
+            }
             bind_groups.push(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&node.label),
                 layout: &pipeline.get_bind_group_layout(0),
@@ -209,6 +229,7 @@ impl CompiledGraph {
             workgroups,
             shared,
             textures,
+            queues,
             _params: params,
         })
     }
@@ -269,6 +290,7 @@ impl CompiledGraph {
     /// planned over the whole graph, so any prefix is safe to run.
     pub fn run_nodes(&self, gpu: &Gpu, range: std::ops::Range<usize>) {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        self.reset_queues(&mut encoder);
         let mut nodes = range.peekable();
         while let Some(&first) = nodes.peek() {
             if self.graph.nodes[first].copy.is_some() {
@@ -286,6 +308,13 @@ impl CompiledGraph {
             }
         }
         gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// Zero every tile queue: each queue node's counter starts the run at its first tile.
+    fn reset_queues(&self, encoder: &mut wgpu::CommandEncoder) {
+        if let Some(queues) = &self.queues {
+            encoder.clear_buffer(queues, 0, None);
+        }
     }
 
     /// Node `i`'s copy (see `TextureCopy`): its first tensor's rows into its first texture.
@@ -347,6 +376,7 @@ impl CompiledGraph {
                 return Ok(None);
             };
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            self.reset_queues(&mut encoder);
             for i in start..end {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(&self.graph.nodes[i].label),

@@ -116,12 +116,27 @@ pub enum Dispatch {
     Linear(u32),
     /// A grid the shader interprets itself; each dimension must fit the device limit.
     Grid([u32; 3]),
+    /// `n` workgroups whose subgroups take the node's tiles one at a time from a counter
+    /// (shaders/tile_queue.wgsl: binding 15, zeroed by the executor before each run); the
+    /// shader counts its tiles from its params.
+    /// lavapipe hands each of its threads a fixed, contiguous share of a dispatch's
+    /// workgroups, so a thread that the host slows, or whose share costs more, holds up the
+    /// whole dispatch while the other thread idles; taken from a queue, the tiles go to
+    /// whichever thread is free.
+    TileQueue(u32),
 }
 
 impl Dispatch {
     /// Workgroups for `items` work items at `per_group` items a workgroup.
     pub fn linear(items: usize, per_group: usize) -> Dispatch {
         Dispatch::Linear(items.div_ceil(per_group).max(1) as u32)
+    }
+
+    /// A queue of `tiles` tiles for workgroups of one subgroup: as many workgroups as
+    /// tiles, up to 16 (more than lavapipe has threads where it runs; the workgroups a thread
+    /// starts once the queue is empty end at once).
+    pub fn tile_queue(tiles: usize) -> Dispatch {
+        Dispatch::TileQueue(tiles.clamp(1, 16) as u32)
     }
 
     /// The (x, y, z) counts to launch under `max_per_dim`, or None if it cannot fit.
@@ -133,6 +148,7 @@ impl Dispatch {
                 (y <= max_per_dim).then(|| [n.div_ceil(y), y, 1])
             }
             Dispatch::Grid(g) => g.iter().all(|&d| d <= max_per_dim).then_some(g),
+            Dispatch::TileQueue(n) => (n <= max_per_dim).then_some([n, 1, 1]),
         }
     }
 }

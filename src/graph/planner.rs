@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::{shape_str, validate, DeviceLimits, Graph, GraphError, Role};
+use super::{shape_str, validate, DeviceLimits, Dispatch, Graph, GraphError, Role};
 use crate::gpu::buffers::storage_size;
 
 /// Where a tensor lives.
@@ -34,6 +34,10 @@ pub struct Plan {
     pub pinned_bytes: u64,
     /// Bytes of the operand textures (software devices).
     pub texture_bytes: u64,
+    /// The tile queues of the `Dispatch::TileQueue` nodes: one counter each, `queue_stride`
+    /// bytes apart (a storage binding's offset alignment), in node order.
+    pub queue_stride: u64,
+    pub queue_bytes: u64,
 }
 
 impl Plan {
@@ -93,17 +97,28 @@ impl Plan {
                 placement[t] = placement[root.0];
             }
         }
+        let queue_stride = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+        let queues = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.dispatch, Dispatch::TileQueue(_)))
+            .count() as u64;
         Ok(Plan {
             placement,
             slot_bytes,
             pinned_bytes,
             texture_bytes: graph.textures.iter().map(|t| t.bytes()).sum(),
+            queue_stride,
+            queue_bytes: queues * queue_stride,
         })
     }
 
     /// Bytes of all buffers the graph needs at once.
     pub fn peak_bytes(&self) -> u64 {
-        self.pinned_bytes + self.slot_bytes.iter().sum::<u64>() + self.texture_bytes
+        self.pinned_bytes
+            + self.slot_bytes.iter().sum::<u64>()
+            + self.texture_bytes
+            + self.queue_bytes
     }
 
     /// Tensors, where each lives, and the planned peak.
@@ -136,7 +151,7 @@ impl Plan {
             .sum();
         let _ = writeln!(
             out,
-            "planned peak: {} bytes ({:.2} MiB): {} pinned + {} in {} shared slots + {} in {} textures (temporaries unshared: {} bytes)",
+            "planned peak: {} bytes ({:.2} MiB): {} pinned + {} in {} shared slots + {} in {} textures + {} in tile queues (temporaries unshared: {} bytes)",
             self.peak_bytes(),
             self.peak_bytes() as f64 / (1 << 20) as f64,
             self.pinned_bytes,
@@ -144,6 +159,7 @@ impl Plan {
             self.slot_bytes.len(),
             self.texture_bytes,
             graph.textures.len(),
+            self.queue_bytes,
             temp_total,
         );
         out

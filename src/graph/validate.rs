@@ -10,6 +10,8 @@ pub struct DeviceLimits {
     pub max_buffer_size: u64,
     pub max_compute_workgroups_per_dimension: u32,
     pub max_texture_dimension_2d: u32,
+    /// Storage bindings start at multiples of this (the tile queues' spacing).
+    pub min_storage_buffer_offset_alignment: u32,
 }
 
 impl DeviceLimits {
@@ -26,6 +28,7 @@ impl From<&wgpu::Limits> for DeviceLimits {
             max_buffer_size: l.max_buffer_size,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
             max_texture_dimension_2d: l.max_texture_dimension_2d,
+            min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
         }
     }
 }

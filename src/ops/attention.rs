@@ -311,8 +311,8 @@ impl AttentionShape {
         heads: usize,
     ) -> (&'static Kernel, Dispatch, Vec<(&'static str, f64)>) {
         if self.on_subgroups(g) {
-            let grid = Dispatch::Grid([self.tokens.div_ceil(32) as u32, heads as u32, 1]);
-            (sg_kernel, grid, Vec::new())
+            let queue = Dispatch::tile_queue(self.tokens.div_ceil(32) * heads);
+            (sg_kernel, queue, Vec::new())
         } else {
             (kernel, dispatch, self.constants().to_vec())
         }

@@ -114,8 +114,8 @@ pub static MATMUL_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// `MATMUL_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; same dispatch and
-/// results).
+/// `MATMUL_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; the same results),
+/// its 32x32 tiles taken from a queue (`Dispatch::TileQueue`).
 pub static MATMUL_TEX_SG: Kernel = Kernel {
     name: "matmul_tex_sg",
     shader: &shaders::MATMUL_TEX_SG,
@@ -539,8 +539,8 @@ impl Product {
                 .iter()
                 .all(|v| v.is_multiple_of(4));
         let (kernel, dispatch) = match (shape, accumulate) {
-            (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, wide_dispatch(rows, cols)),
-            (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, wide_dispatch(rows, cols)),
+            (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, queue_dispatch(rows, cols)),
+            (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, queue_dispatch(rows, cols)),
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
             (TextureShape::Tn, _) => unreachable!("push_tn runs these"),
@@ -701,6 +701,11 @@ pub fn cpu_matmul(
 /// matmul_tex: 64 rows x 128 columns a workgroup.
 fn wide_dispatch(rows: usize, cols: usize) -> Dispatch {
     Dispatch::Grid([cols.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1])
+}
+
+/// matmul_tex_sg: 32x32 tiles from a queue.
+fn queue_dispatch(rows: usize, cols: usize) -> Dispatch {
+    Dispatch::tile_queue(rows.div_ceil(32) * cols.div_ceil(32))
 }
 
 /// matmul_tex_narrow: 128 rows x 16 columns a workgroup.

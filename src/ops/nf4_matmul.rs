@@ -166,8 +166,8 @@ pub static BACKWARD_TEX_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// `FORWARD_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; same dispatch
-/// and results), optionally with an adapter's term.
+/// `FORWARD_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; the same
+/// results, its tiles taken from a queue), optionally with an adapter's term.
 pub static FORWARD_TEX_SG: Kernel = Kernel {
     name: "nf4_forward_tex_sg",
     shader: &shaders::NF4_MATMUL_TEX_SG,
@@ -471,6 +471,8 @@ fn forward_node(
             return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, name, textures, lora, p)?;
+        let tiles = rows.div_ceil(32) * n_out.div_ceil(32);
+        let dispatch = Dispatch::tile_queue(tiles);
         return g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch);
     }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
@@ -540,6 +542,7 @@ fn backward_node(
             return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, label, textures, lora, p)?;
+        let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_in / 32);
         let kernel = if accumulate {
             &BACKWARD_TEX_SG_ACC
         } else {
