@@ -65,8 +65,8 @@ fn attention_forward_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
     let blocks = (params.tokens + 31u) / 32u;
     let tiles = blocks * params.heads;
     for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
-        // The query blocks that see the most keys first (the last in their sequences), so that the
-    // last tiles taken are the cheapest.
+        // The query blocks that see the most keys first (the last of their sequences): the
+        // last tiles taken are the cheapest.
         attention_forward_tex_sg_tile(vec2<u32>(blocks - 1u - tile / params.heads, tile % params.heads), lane);
     }
 }

@@ -462,17 +462,18 @@ fn forward_node(
     }
     if on_textures(g, w, rows, n_out) {
         let textures = pack_operands(g, name, x, rows, n_in, w)?;
-        let dispatch = Dispatch::Grid([n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
         if !forward_on_subgroups(g, n_out) {
             debug_assert!(
                 lora.is_none(),
                 "{name}: only the subgroup kernel adds the term"
             );
+            let grid = [n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
+            let dispatch = Dispatch::Grid(grid);
             return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, name, textures, lora, p)?;
-        let tiles = rows.div_ceil(32) * n_out.div_ceil(32);
-        let dispatch = Dispatch::tile_queue(tiles);
+        // Tiles of 32 rows by 32 outputs.
+        let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_out.div_ceil(32));
         return g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch);
     }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
@@ -531,7 +532,6 @@ fn backward_node(
     let rows = rows_of(g, label, dy, n_out)?;
     if on_textures(g, w, rows, n_in) {
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
-        let dispatch = Dispatch::Grid([n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1]);
         let p = params(rows, w, n_in, n_out, accumulate);
         if !g.subgroup_kernels {
             let kernel = if accumulate {
@@ -539,9 +539,12 @@ fn backward_node(
             } else {
                 &BACKWARD_TEX
             };
+            let grid = [n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
+            let dispatch = Dispatch::Grid(grid);
             return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
         }
         let (textures, p) = sg_operands(g, label, textures, lora, p)?;
+        // Tiles of 32 rows by one texel of codes (32 inputs).
         let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_in / 32);
         let kernel = if accumulate {
             &BACKWARD_TEX_SG_ACC
