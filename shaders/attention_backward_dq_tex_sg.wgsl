@@ -77,10 +77,8 @@ fn add_key(acc: Rows4, qs: Queries, j: u32, k: Row, v: Row) -> Rows4 {
 @compute @workgroup_size(8)
 fn attention_backward_dq_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
     let blocks = (params.tokens + 31u) / 32u;
-    let tiles = blocks * params.heads;
-    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
-        // The query blocks that see the most keys first, as in attention_forward_tex_sg.
-        attention_backward_dq_tex_sg_tile(vec2<u32>(blocks - 1u - tile / params.heads, tile % params.heads), lane);
+    for (var tile = next_tile(lane); tile < blocks * params.heads; tile = next_tile(lane)) {
+        attention_backward_dq_tex_sg_tile(query_tile(tile, blocks, params.heads), lane);
     }
 }
 

@@ -63,11 +63,8 @@ fn weight(s: vec4<f32>, m: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
 @compute @workgroup_size(8)
 fn attention_forward_tex_sg(@builtin(subgroup_invocation_id) lane: u32) {
     let blocks = (params.tokens + 31u) / 32u;
-    let tiles = blocks * params.heads;
-    for (var tile = next_tile(lane); tile < tiles; tile = next_tile(lane)) {
-        // The query blocks that see the most keys first (the last of their sequences): the
-        // last tiles taken are the cheapest.
-        attention_forward_tex_sg_tile(vec2<u32>(blocks - 1u - tile / params.heads, tile % params.heads), lane);
+    for (var tile = next_tile(lane); tile < blocks * params.heads; tile = next_tile(lane)) {
+        attention_forward_tex_sg_tile(query_tile(tile, blocks, params.heads), lane);
     }
 }
 

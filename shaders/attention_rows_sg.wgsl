@@ -187,3 +187,10 @@ fn row_from6(x: Row) -> Row {
 fn row_from7(x: Row) -> Row {
     return Row(mat_from7(x.m0), mat_from7(x.m1), mat_from7(x.m2), mat_from7(x.m3));
 }
+
+/// Tile `tile` of a queue over `blocks` blocks of 32 queries of `heads` heads, as (query block,
+/// head): the blocks that see the most keys first (the last of their sequences), so that the
+/// last tiles taken are the cheapest. Shared by the forward and the dQ kernel.
+fn query_tile(tile: u32, blocks: u32, heads: u32) -> vec2<u32> {
+    return vec2<u32>(blocks - 1u - tile / heads, tile % heads);
+}
