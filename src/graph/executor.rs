@@ -29,9 +29,9 @@ pub struct CompiledGraph {
     buffers: Vec<wgpu::Buffer>,
     /// Index into `buffers` for each tensor (None for unused temporaries).
     buffer_of: Vec<Option<usize>>,
-    bind_groups: Vec<wgpu::BindGroup>,
-    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
-    workgroups: Vec<[u32; 3]>,
+    /// Per node: what its dispatch binds and launches (None for a copy node, which has no
+    /// dispatch).
+    dispatches: Vec<Option<NodeDispatch>>,
     /// The operand textures (the bind groups hold views of them).
     textures: Vec<wgpu::Texture>,
     /// The tile counters of the `Dispatch::TileQueue` nodes, one at each aligned offset
@@ -41,6 +41,13 @@ pub struct CompiledGraph {
     shared: Vec<bool>,
     // Keeps the node parameters alive for the bind groups.
     _params: wgpu::Buffer,
+}
+
+/// A compute node ready to encode.
+struct NodeDispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
 }
 
 impl CompiledGraph {
@@ -164,10 +171,12 @@ impl CompiledGraph {
             (plan.queue_bytes > 0).then(|| gpu.storage_buffer("tile queues", plan.queue_bytes));
         let mut next_queue = 0;
         let max = gpu.limits.max_compute_workgroups_per_dimension;
-        let mut bind_groups = Vec::new();
-        let mut pipelines = Vec::new();
-        let mut workgroups = Vec::new();
+        let mut dispatches = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
+            if node.copy.is_some() {
+                dispatches.push(None);
+                continue;
+            }
             let kernel = node.kernel;
             let (shader, entry) = kernel.choose(gpu.class, gpu.features);
             let key = PipelineKey::new(shader.name, entry, &node.constants);
@@ -210,13 +219,16 @@ impl CompiledGraph {
                 });
                 next_queue += 1;
             }
-            bind_groups.push(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&node.label),
                 layout: &pipeline.get_bind_group_layout(0),
                 entries: &entries,
+            });
+            dispatches.push(Some(NodeDispatch {
+                pipeline,
+                bind_group,
+                workgroups: node.dispatch.workgroups(max).expect("validated"),
             }));
-            pipelines.push(pipeline);
-            workgroups.push(node.dispatch.workgroups(max).expect("validated"));
         }
 
         Ok(CompiledGraph {
@@ -224,9 +236,7 @@ impl CompiledGraph {
             plan,
             buffers,
             buffer_of,
-            bind_groups,
-            pipelines,
-            workgroups,
+            dispatches,
             shared,
             textures,
             queues,
@@ -405,9 +415,10 @@ impl CompiledGraph {
     }
 
     fn encode_node(&self, pass: &mut wgpu::ComputePass<'_>, i: usize) {
-        let [x, y, z] = self.workgroups[i];
-        pass.set_pipeline(&self.pipelines[i]);
-        pass.set_bind_group(0, &self.bind_groups[i], &[]);
+        let d = self.dispatches[i].as_ref().expect("a compute node");
+        let [x, y, z] = d.workgroups;
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
     }
 
