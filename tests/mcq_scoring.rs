@@ -128,6 +128,29 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     let loss = j["loss"].as_f64().unwrap();
     assert!(((loss - want) / want).abs() < 1e-5, "loss {loss} vs {want}");
     assert_eq!(j["tokens"], answer_tokens);
+
+    // A question longer than --max-seq-len with its longest choice (not only its answer) is an
+    // error naming the file and the question's line (the first twelve lines are questions).
+    let (longest, needed) = items
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (i, item.positions_needed()))
+        .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(["eval", "--model", dir.to_str().unwrap(), "--base", "f32"])
+        .args(["--limit", "12", "--max-seq-len", &(needed - 1).to_string()])
+        .args(["--data", test.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let at = format!(
+        "test.jsonl:{}: the prompt and its longest choice are {needed} tokens",
+        longest + 1
+    );
+    assert!(stderr.contains(&at), "{stderr}");
 }
 
 /// The scorer's log-likelihoods (lm-head on the scored positions only, in several head runs

@@ -1,7 +1,25 @@
 //! Options several subcommands share.
 
-use clap::ValueEnum;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
 use webqlora::model::llama::BaseFormat;
+use webqlora::train::model_source::default_model_path;
+
+/// `--model`, for the commands that load one.
+#[derive(Args)]
+pub struct ModelArg {
+    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    #[arg(long = "model", value_name = "MODEL")]
+    pub given: Option<PathBuf>,
+}
+
+impl ModelArg {
+    /// The model given, or where `cargo xtask fetch-model` caches the default one.
+    pub fn path(&self) -> PathBuf {
+        self.given.clone().unwrap_or_else(default_model_path)
+    }
+}
 
 /// How the frozen base weights are held on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -8,23 +8,22 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 use webqlora::data::records::read_jsonl;
-use webqlora::data::{encode_records, EncodeOptions, Record};
+use webqlora::data::{encode_records, DataError, EncodeOptions, Mcq, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
 use webqlora::train::evaluate::{
-    example_items, question_items, LossScore, Scorer, ScorerShape, PASS_TOKENS,
+    example_items, question_items, LossScore, QuestionItems, Scorer, ScorerShape, PASS_TOKENS,
 };
-use webqlora::train::model_source::{default_model_path, ModelSource};
+use webqlora::train::model_source::ModelSource;
 
-use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
+use super::common::{base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
 use super::GpuArgs;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// A PEFT adapter folder to evaluate with (default: the base model alone).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -49,7 +48,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
     let mut records = read_jsonl(&args.data)?;
@@ -71,32 +70,28 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         None
     };
     let shown = args.data.display().to_string();
-    let examples = encode_records(&records, tok, source.config.vocab_size, &opts, &shown)?;
-    let questions: Vec<_> = records
+    // Questions are scored choice by choice (their loss is that of the right answers); every
+    // other record is an example, scored whole.
+    let (lines, questions): (Vec<usize>, Vec<Mcq>) = records
         .iter()
-        .filter_map(|(_, r)| match r {
-            Record::Mcq(q) => Some(q.clone()),
+        .filter_map(|(line, r)| match r {
+            Record::Mcq(q) => Some((*line, q.clone())),
             _ => None,
         })
-        .collect();
-    // Questions are examples too (prompt, then the answer): their loss comes from scoring
-    // the choices, so only the other examples are scored for the loss.
-    let mcq_lines: std::collections::HashSet<usize> = records
-        .iter()
-        .filter(|(_, r)| matches!(r, Record::Mcq(_)) && tok.is_some())
-        .map(|(line, _)| *line)
-        .collect();
-    let other: Vec<_> = examples
-        .iter()
-        .filter(|e| !mcq_lines.contains(&e.line))
-        .cloned()
-        .collect();
+        .unzip();
+    records.retain(|(_, r)| !matches!(r, Record::Mcq(_)));
+    let other = encode_records(&records, tok, source.config.vocab_size, &opts, &shown)?;
     let example_items = example_items(&other);
     // Tokenized once, for sizing the scorer and for scoring.
     let mcq_items = match tok {
-        Some(tok) if !questions.is_empty() => Some(question_items(tok, &questions, by_letter)?),
+        Some(tok) if !questions.is_empty() => {
+            let items = question_items(tok, &questions, by_letter)?;
+            check_questions(&items, &lines, &opts, source.config.vocab_size, &shown)?;
+            Some(items)
+        }
         _ => None,
     };
+    let n = other.len() + questions.len();
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let base = base_format(args.base);
@@ -163,7 +158,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 "perplexity": loss.perplexity,
                 "accuracy": mcq.map(|m| m.accuracy),
                 "acc_norm": mcq.map(|m| m.acc_norm),
-                "n": examples.len(),
+                "n": n,
                 "tokens": loss.tokens,
                 "seconds": secs,
             })
@@ -176,7 +171,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|a| format!(" + {}", a.display()))
                 .unwrap_or_default(),
-            examples.len(),
+            n,
             loss.tokens
         );
         println!("loss {:.4}, perplexity {:.3}", loss.loss, loss.perplexity);
@@ -189,6 +184,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             );
         }
         println!("{secs:.1} s on {}", gpu.info.name);
+    }
+    Ok(())
+}
+
+/// `encode_records`' checks for questions (whose line numbers are `lines`): the prompt with
+/// its longest choice within the maximum sequence length, every id within the vocabulary.
+fn check_questions(
+    items: &QuestionItems,
+    lines: &[usize],
+    opts: &EncodeOptions,
+    vocab: usize,
+    path: &str,
+) -> Result<(), DataError> {
+    for (item, &line) in items.items.iter().zip(lines) {
+        let err = |msg: String| DataError {
+            path: path.into(),
+            line: Some(line),
+            msg,
+        };
+        if let Some(bad) = item.ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(err(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        let needed = item.positions_needed();
+        if needed > opts.max_len {
+            return Err(err(format!(
+                "the prompt and its longest choice are {needed} tokens, longer than the maximum \
+                 sequence length {} (--max-seq-len)",
+                opts.max_len
+            )));
+        }
     }
     Ok(())
 }

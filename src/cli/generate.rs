@@ -11,16 +11,15 @@ use webqlora::model::generate::{generate, Sampler};
 use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::upload_model_with_progress;
 use webqlora::tokenizer::Message;
-use webqlora::train::model_source::{default_model_path, ModelSource};
+use webqlora::train::model_source::ModelSource;
 
-use super::common::{base_format, load_bar, BaseArg};
+use super::common::{base_format, load_bar, BaseArg, ModelArg};
 use super::GpuArgs;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// A PEFT adapter folder.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -45,7 +44,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let tok = source.tokenizer()?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;

@@ -8,7 +8,9 @@ use webqlora::lora::merge::{merged_tensors, write_model_folder, MergeBase, Merge
 use webqlora::lora::peft::Adapter;
 use webqlora::model::gguf::GgufFile;
 use webqlora::tokenizer::tokenizer_json_from_gguf;
-use webqlora::train::model_source::{default_model_path, ModelSource};
+use webqlora::train::model_source::ModelSource;
+
+use super::common::ModelArg;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DtypeArg {
@@ -26,9 +28,8 @@ pub enum MergeBaseArg {
 
 #[derive(Args)]
 pub struct MergeArgs {
-    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// The PEFT adapter folder to merge in.
     #[arg(long)]
     pub adapter: PathBuf,
@@ -42,7 +43,7 @@ pub struct MergeArgs {
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let adapter = Adapter::load(&args.adapter)?;
     let (dtype, torch_dtype) = match args.dtype {

@@ -21,20 +21,19 @@ use webqlora::model::load::{initialize_missing, upload_model_with_progress};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::data_order::DataOrder;
 use webqlora::train::evaluate::{example_items, Scorer, ScorerShape};
-use webqlora::train::model_source::{default_model_path, ModelSource};
+use webqlora::train::model_source::ModelSource;
 use webqlora::train::schedule::{Schedule, ScheduleKind};
 use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
 use webqlora::train::{checkpoint, dump_step::Tensors};
 
-use super::common::{base_format, load_bar, BaseArg, McqScoreArg};
+use super::common::{base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
 use super::plot;
 use super::GpuArgs;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Training data, JSONL: text, prompt/completion, chat messages, multiple choice or
     /// input_ids.
     #[arg(long)]
@@ -298,7 +297,7 @@ fn save_all(
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let data = load_data(&args, &source)?;
     let resume_dir = args.output.join("checkpoint");

@@ -100,8 +100,9 @@ impl Item {
         Ok(item)
     }
 
-    /// One past the highest RoPE position.
-    fn positions_needed(&self) -> usize {
+    /// One past the highest RoPE position: the longest sequence it stands for (a question's
+    /// prompt and its longest choice).
+    pub fn positions_needed(&self) -> usize {
         self.positions.iter().max().map_or(0, |&p| p as usize + 1)
     }
 }
