@@ -7,8 +7,9 @@
 //!
 //! Defaults follow the PyTorch + PEFT reference run (r 16 on all linear modules, lr 1e-3,
 //! 150 steps) with batches of 4 instead of 8: the same number of updates at half the tokens,
-//! which reaches 74.2% on the 120 test questions (the reference: 77%) after 15 minutes of
-//! training on 2 cores through lavapipe, where batches of 8 would take about 28.
+//! which reaches 75.8% on the 120 test questions (the reference: 77%) after 9 to 10 minutes
+//! of training on 2 cores through lavapipe (docs/BENCHMARKS.md), where batches of 8 would take
+//! about twice that.
 
 use std::process::Command;
 use std::time::Instant;
