@@ -13,6 +13,7 @@ use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::ops::{attention, embedding, grad_norm, residual, rmsnorm, rope, swiglu};
 use webqlora::quant::nf4::Nf4Tensor;
 
+use super::common::median;
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -94,8 +95,7 @@ fn time_graph(gpu: &Gpu, compiled: &CompiledGraph, runs: usize) -> anyhow::Resul
             times.push(ms); // the first run pays for pipeline compilation
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(&mut times))
 }
 
 /// Build a graph, fill every input and param (f32: values in [-1, 1); u32: ids below 1000;

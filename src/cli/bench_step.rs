@@ -15,6 +15,7 @@ use webqlora::ops::adamw::AdamW;
 use webqlora::train::model_source::default_model_path;
 use webqlora::train::session::{SessionSettings, TrainSession};
 
+use super::common::median;
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -31,7 +32,8 @@ pub struct StepArgs {
     /// Keep every activation instead of recomputing each layer's forward before its backward.
     #[arg(long)]
     no_checkpointing: bool,
-    /// Steps to run; the first also compiles pipelines, the last is reported.
+    /// Steps to run; the first also compiles pipelines. With three or more, the median of all
+    /// but the first is printed last.
     #[arg(long, default_value_t = 2)]
     steps: usize,
     /// Then run the step once more, one node at a time, and print the time by kernel.
@@ -138,6 +140,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         }
     }
     let micro = [(ids, next)];
+    let mut warm = Vec::new();
     for i in 1..args.steps + 1 {
         let start = Instant::now();
         let stats = pollster::block_on(session.step(&gpu, &micro, 1e-3, i as u32))?;
@@ -146,6 +149,17 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             "step {i}: loss {:.4}, gradient norm {:.4}, {secs:.1} s, {:.1} tokens/s",
             stats.loss,
             stats.grad_norm,
+            tokens as f64 / secs
+        );
+        if i > 1 {
+            warm.push(secs);
+        }
+    }
+    if warm.len() > 1 {
+        let secs = median(&mut warm);
+        println!(
+            "median of steps 2-{}: {secs:.2} s, {:.1} tokens/s",
+            args.steps,
             tokens as f64 / secs
         );
     }
