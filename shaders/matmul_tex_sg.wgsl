@@ -22,7 +22,9 @@
 //   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)), accumulate,
 //                                    alpha, c_sm, c_sn, c_off }
 //   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
-//   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n)
+//   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n);
+//                                      with B_ROWS, B's rows as stored instead, [K rows, N / 4
+//                                      texels]: texel (j, k) = B(k, 4j..4j+4) (K % 4 == 0)
 //  15 queue   tile_queue.wgsl's
 // Dispatch: `Dispatch::TileQueue` workgroups of 8 invocations (one subgroup), taking 32x32
 // tiles of c (ceil(M / 32) · ceil(N / 32), row-major) from the queue: rows m0 + 8g + i (g < 4
@@ -42,6 +44,11 @@ struct Params {
     c_off: u32,
 }
 
+// B's texture holds B's rows (see b_tex above): a [K, N] operand stored so, like an lm-head
+// chunk in the backward, needs no transposing pack (and its forward's pack of the same rows
+// serves). The lane's four columns at a k are then one texel: the same values, the same bits.
+override B_ROWS: bool = false;
+
 @group(0) @binding(0) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var a_tex: texture_storage_2d<rgba32float, read>;
@@ -53,6 +60,16 @@ fn a_at(t: i32, row: i32) -> vec4<f32> {
 
 /// The lane's four columns at texel t, transposed: column kk holds k = 4t + kk.
 fn b_group(t: i32, cols: vec4<i32>) -> mat4x4<f32> {
+    if B_ROWS {
+        // cols.x is a multiple of four (N % 4 == 0), or N - 1 past the edge: the last texel.
+        let j = cols.x / 4;
+        return mat4x4<f32>(
+            textureLoad(b_tex, vec2<i32>(j, 4 * t)),
+            textureLoad(b_tex, vec2<i32>(j, 4 * t + 1)),
+            textureLoad(b_tex, vec2<i32>(j, 4 * t + 2)),
+            textureLoad(b_tex, vec2<i32>(j, 4 * t + 3)),
+        );
+    }
     return transpose(mat4x4<f32>(
         textureLoad(b_tex, vec2<i32>(t, cols.x)),
         textureLoad(b_tex, vec2<i32>(t, cols.y)),

@@ -217,7 +217,12 @@ fn texture_matmul_matches_cpu() {
             let runs = check_texture_product(&mut rng, (m, k, n), ta, tb);
             for (kernels, sg) in runs.iter().zip(["", "_sg"]) {
                 // The subgroup kernel stores vec4s: N not a multiple of four takes the plain one.
-                let sg = if n % 4 == 0 { sg } else { "" };
+                // A B stored as [K, N] (K and N multiples of four) is read by its rows there.
+                let sg = match sg {
+                    _ if !n.is_multiple_of(4) => "",
+                    "_sg" if !tb && k.is_multiple_of(4) => "_sg_kn",
+                    _ => sg,
+                };
                 // The second product finds both operands already packed.
                 assert_eq!(kernels.len(), 4, "{kernels:?}");
                 let products = (kernels[2], kernels[3]);
@@ -233,7 +238,8 @@ fn texture_matmul_matches_cpu() {
         ["copy", "pack_cols", "pack_f32", "pack_rows"]
     );
 
-    check_row_block(&mut rng, common::texture_graph(), 65);
+    check_row_block(&mut rng, common::texture_graph(), 65, 65);
+    check_row_block(&mut rng, common::texture_graph(), 65, 64);
 }
 
 /// The narrow texture kernels (the LoRA products: r columns, or r rows run transposed; Aᵀ B
@@ -298,10 +304,12 @@ fn matmul_accumulates_into_an_existing_tensor() {
     }
 }
 
-/// An lm-head chunk both ways on `g` (t rows): logits = h · E[first..first+count]ᵀ and back,
-/// dh = logits · E[first..first+count]; on texture graphs no product may fall back.
-fn check_row_block(rng: &mut rand::rngs::StdRng, mut g: Graph, t: usize) {
-    let (c, v, first, count) = (65usize, 300usize, 129usize, 100usize);
+/// An lm-head chunk both ways on `g` (t rows, c columns): logits = h · E[first..first+count]ᵀ
+/// and back, dh = logits · E[first..first+count]; on texture graphs no product may fall back,
+/// and with the subgroup kernels and c a multiple of four the backward reads the chunk's rows
+/// the forward packed (no pack of its own for E).
+fn check_row_block(rng: &mut rand::rngs::StdRng, mut g: Graph, t: usize, c: usize) {
+    let (v, first, count) = (300usize, 129usize, 100usize);
     let h = random_f32(rng, t * c, 1.0);
     let e = random_f32(rng, v * c, 1.0);
     let ht = g.input("h", &[t, c], DType::F32);
@@ -319,6 +327,13 @@ fn check_row_block(rng: &mut rand::rngs::StdRng, mut g: Graph, t: usize) {
     if g.texture_kernels.is_some() {
         assert!(g.nodes.iter().all(|n| n.kernel.name != "matmul"));
     }
+    if g.subgroup_kernels && c.is_multiple_of(4) {
+        let names: Vec<_> = g.nodes.iter().map(|n| n.kernel.name).collect();
+        // h and E's rows, the logits; then the logits alone, dh.
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(names[3], "pack_rows", "{names:?}");
+        assert_eq!(names[4], "matmul_tex_sg_kn", "{names:?}");
+    }
     let got = run_graph(g, &[(ht, bytes(&h)), (et, bytes(&e))], &[logits, dh]);
     let block = &e[first * c..(first + count) * c];
     let want = cpu_matmul(&h, false, block, true, t, c, count, 1.0, None);
@@ -330,7 +345,7 @@ fn check_row_block(rng: &mut rand::rngs::StdRng, mut g: Graph, t: usize) {
 #[test]
 fn matmul_uses_a_block_of_rows() {
     let mut rng = rng("matmul_rows");
-    check_row_block(&mut rng, Graph::new(), 33);
+    check_row_block(&mut rng, Graph::new(), 33, 65);
 
     let (c, v) = (65usize, 300usize);
     let mut g = Graph::new();
@@ -756,9 +771,12 @@ fn a_texture_is_packed_again_after_its_source_changes() {
     )
     .unwrap();
     let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+    // a, b; c1, d; a again. With the subgroup kernels d is packed by its stored rows, a
+    // texture of b's packed size in b's slot, so b is packed again too.
+    let packs = if g.subgroup_kernels { 6 } else { 5 };
     assert_eq!(
         kernels.iter().filter(|k| k.starts_with("pack")).count(),
-        5,
+        packs,
         "{kernels:?}"
     );
     assert_eq!(kernels[kernels.len() - 2], "pack_rows");

@@ -135,6 +135,29 @@ pub static MATMUL_TEX_SG_ACC: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
+/// `MATMUL_TEX_SG` reading B's rows as stored (the shader's `B_ROWS`, which its nodes set).
+pub static MATMUL_TEX_SG_KN: Kernel = Kernel {
+    name: "matmul_tex_sg_kn",
+    shader: &shaders::MATMUL_TEX_SG,
+    entry: "matmul_tex_sg",
+    variants: &[],
+    bindings: MATMUL_TEX.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// `MATMUL_TEX_SG_ACC` reading B's rows as stored.
+pub static MATMUL_TEX_SG_KN_ACC: Kernel = Kernel {
+    name: "matmul_tex_sg_kn_acc",
+    shader: &shaders::MATMUL_TEX_SG,
+    entry: "matmul_tex_sg",
+    variants: &[],
+    bindings: MATMUL_TEX_ACC.bindings,
+    textures: TEX_OPERANDS,
+};
+
+/// The constant that makes `matmul_tex_sg` read B's rows as stored.
+const B_ROWS: [(&str, f64); 1] = [("B_ROWS", 1.0)];
+
 /// c = alpha · A · B for at most 32 columns, texture operands.
 pub static MATMUL_TEX_NARROW: Kernel = Kernel {
     name: "matmul_tex_narrow",
@@ -501,14 +524,47 @@ impl Product {
             row_stride: self.a_sm,
             k_stride: self.a_sk,
         };
-        // B is packed by columns: texel row n holds B(4t.., n).
-        let b = Strided {
-            tensor: self.b,
-            offset: self.b_off,
-            rows: self.n,
-            k: self.k,
-            row_stride: self.b_sn,
-            k_stride: self.b_sk,
+        // The kernel's rows and columns and c's strides for them: transposed, it computes
+        // cᵀ = Bᵀ Aᵀ into c's transposed positions.
+        let (rows, cols, c_sm, c_sn) = match shape {
+            TextureShape::NarrowTransposed => (self.n, self.m, 1, block.row_stride),
+            _ => (self.m, self.n, block.row_stride, 1),
+        };
+        // The subgroup kernel stores four columns of a row at once (a vec4).
+        let sg = g.subgroup_kernels
+            && c_sn == 1
+            && [cols, c_sm, block.first]
+                .iter()
+                .all(|v| v.is_multiple_of(4));
+        // With B stored as [K, N] rows of four-aligned values (an lm-head chunk in the
+        // backward), the wide subgroup kernel reads those rows: no transposing pack, and the
+        // texture often already holds them (the forward's pack of the same chunk).
+        let b_rows = sg
+            && shape == TextureShape::Wide
+            && self.b_sn == 1
+            && [self.k, self.b_sk, self.b_off]
+                .iter()
+                .all(|v| v.is_multiple_of(4))
+            && g.textures_fit(&[texels(self.n), self.k]);
+        // B is packed by columns: texel row n holds B(4t.., n); or by its stored rows.
+        let b = if b_rows {
+            Strided {
+                tensor: self.b,
+                offset: self.b_off,
+                rows: self.k,
+                k: self.n,
+                row_stride: self.b_sk,
+                k_stride: 1,
+            }
+        } else {
+            Strided {
+                tensor: self.b,
+                offset: self.b_off,
+                rows: self.n,
+                k: self.k,
+                row_stride: self.b_sn,
+                k_stride: self.b_sk,
+            }
         };
         // The larger operand goes to slot 0, where the NF4 products pack X and dY.
         let (slot_a, slot_b) = match shape {
@@ -517,11 +573,9 @@ impl Product {
         };
         let ta = pack_f32(g, label, a, slot_a)?;
         let tb = pack_f32(g, label, b, slot_b)?;
-        // The kernel's rows and columns, its textures and c's strides for them: transposed,
-        // it computes cᵀ = Bᵀ Aᵀ into c's transposed positions.
-        let (rows, cols, textures, c_sm, c_sn) = match shape {
-            TextureShape::NarrowTransposed => (self.n, self.m, [tb, ta], 1, block.row_stride),
-            _ => (self.m, self.n, [ta, tb], block.row_stride, 1),
+        let textures = match shape {
+            TextureShape::NarrowTransposed => [tb, ta],
+            _ => [ta, tb],
         };
         let params = Params::new()
             .u32(rows as u32)
@@ -532,13 +586,13 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(block.first as u32);
-        // The subgroup kernel stores four columns of a row at once (a vec4).
-        let sg = g.subgroup_kernels
-            && c_sn == 1
-            && [cols, c_sm, block.first]
-                .iter()
-                .all(|v| v.is_multiple_of(4));
         let (kernel, dispatch) = match (shape, accumulate) {
+            (TextureShape::Wide, false) if b_rows => {
+                (&MATMUL_TEX_SG_KN, queue_dispatch(rows, cols))
+            }
+            (TextureShape::Wide, true) if b_rows => {
+                (&MATMUL_TEX_SG_KN_ACC, queue_dispatch(rows, cols))
+            }
             (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, queue_dispatch(rows, cols)),
             (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, queue_dispatch(rows, cols)),
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
@@ -553,7 +607,16 @@ impl Product {
             (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
             (_, true) => (&MATMUL_TEX_NARROW_ACC, narrow_dispatch(rows, cols)),
         };
-        g.push_with_textures(label, kernel, &[block.c], &textures, params, dispatch)
+        let constants: &[_] = if b_rows { &B_ROWS } else { &[] };
+        g.push_with_textures_specialized(
+            label,
+            kernel,
+            &[block.c],
+            &textures,
+            params,
+            dispatch,
+            constants,
+        )
     }
 
     fn push(

@@ -58,6 +58,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_TEX_TN_ACC,
         &matmul::MATMUL_TEX_SG,
         &matmul::MATMUL_TEX_SG_ACC,
+        &matmul::MATMUL_TEX_SG_KN,
+        &matmul::MATMUL_TEX_SG_KN_ACC,
         &matmul::MATMUL_TEX_NARROW_SG,
         &matmul::MATMUL_TEX_NARROW_SG_ACC,
         &matmul::MATMUL_TEX_TN_SG,
