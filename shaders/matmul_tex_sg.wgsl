@@ -1,8 +1,9 @@
 // f32 matrix product for software devices whose subgroups are eight lanes wide (lavapipe at
 // its default 256-bit vectors), both operands read from textures:
 //   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
-// Same bindings (c as vec4s; and a tile queue), texture layouts and results (bit for bit:
-// the same fused multiply-adds in the same order) as matmul_tex in matmul_tex.wgsl, for
+// Same bindings (c as vec4s; and a tile queue), texture layouts (B's stored rows instead with
+// B_ROWS, see b_tex) and results (bit for bit: the same fused multiply-adds in the same
+// order) as matmul_tex in matmul_tex.wgsl, for
 // outputs whose rows are c_sn = 1 and whose N, c_sm and c_off are multiples of four (a
 // lane stores four consecutive columns of a row as one vec4: llvmpipe stores to a storage
 // buffer in a loop over the lanes, one loop a store); the graph picks this one for those

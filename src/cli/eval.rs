@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 use webqlora::data::records::read_jsonl;
-use webqlora::data::{encode_records, DataError, EncodeOptions, Mcq, Record};
+use webqlora::data::{check_vocab, encode_records, DataError, EncodeOptions, Mcq, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
@@ -203,11 +203,7 @@ fn check_questions(
             line: Some(line),
             msg,
         };
-        if let Some(bad) = item.ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(err(format!(
-                "token id {bad} is outside the model's vocabulary of {vocab}"
-            )));
-        }
+        check_vocab(&item.ids, vocab).map_err(err)?;
         let needed = item.positions_needed();
         if needed > opts.max_len {
             return Err(err(format!(

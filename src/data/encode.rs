@@ -104,6 +104,16 @@ fn encode_one(
     }
 }
 
+/// An error naming the first id of `ids` outside a vocabulary of `vocab`.
+pub fn check_vocab(ids: &[u32], vocab: usize) -> Result<(), String> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(bad) => Err(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Tokenize every record; `path` names the file in errors. Ids outside `vocab` and examples
 /// longer than `opts.max_len` or with no token to learn are errors naming the line.
 pub fn encode_records(
@@ -122,11 +132,7 @@ pub fn encode_records(
                 msg,
             };
             let (ids, labels) = encode_one(record, tok, opts).map_err(err)?;
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                return Err(err(format!(
-                    "token id {bad} is outside the model's vocabulary of {vocab}"
-                )));
-            }
+            check_vocab(&ids, vocab).map_err(err)?;
             if ids.len() > opts.max_len {
                 return Err(err(format!(
                     "{} tokens, longer than the maximum sequence length {} (--max-seq-len)",

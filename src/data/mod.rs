@@ -7,7 +7,7 @@ pub mod mcq;
 pub mod records;
 
 pub use batch::Batch;
-pub use encode::{encode_records, EncodeOptions, Example};
+pub use encode::{check_vocab, encode_records, EncodeOptions, Example};
 pub use mcq::Mcq;
 pub use records::{parse_jsonl, Record};
 
