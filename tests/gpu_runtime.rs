@@ -67,15 +67,17 @@ fn pipelines_are_compiled_once_per_key() {
     // A device of its own: the shared one's cache grows while other tests of this file run.
     let gpu = webqlora::gpu::Gpu::new_blocking(&AdapterRequest::default()).unwrap();
     let key = PipelineKey::new("residual", "residual_add", &[]);
-    let first = gpu.pipeline(&shaders::RESIDUAL, &key);
+    let first = gpu.pipeline(&shaders::RESIDUAL, &key).unwrap();
     let count = gpu.pipeline_count();
-    let again = gpu.pipeline(&shaders::RESIDUAL, &key);
+    let again = gpu.pipeline(&shaders::RESIDUAL, &key).unwrap();
     assert!(Arc::ptr_eq(&first, &again));
     assert_eq!(gpu.pipeline_count(), count);
-    let other = gpu.pipeline(
-        &shaders::SWIGLU,
-        &PipelineKey::new("swiglu", "swiglu_forward", &[]),
-    );
+    let other = gpu
+        .pipeline(
+            &shaders::SWIGLU,
+            &PipelineKey::new("swiglu", "swiglu_forward", &[]),
+        )
+        .unwrap();
     assert!(!Arc::ptr_eq(&first, &other));
     assert_eq!(gpu.pipeline_count(), count + 1);
 

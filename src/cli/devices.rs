@@ -1,7 +1,7 @@
 //! `webqlora devices`
 
 use clap::Args;
-use webqlora::gpu::device::{allowed_backends, enumerate, OPTIONAL_FEATURES};
+use webqlora::gpu::device::{allowed_backends, available_adapters, enumerate, OPTIONAL_FEATURES};
 use webqlora::gpu::DeviceClass;
 
 use super::GpuArgs;
@@ -21,9 +21,9 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
     let (adapters, chosen) = pollster::block_on(enumerate(&request));
     if adapters.is_empty() {
         anyhow::bail!(
-            "no GPU adapter found for backends {:?}; on Linux without a GPU install Mesa lavapipe \
-             (Debian package mesa-vulkan-drivers)",
-            allowed_backends(&request)
+            "no GPU adapter found for backends {:?}; {}",
+            allowed_backends(&request),
+            pollster::block_on(available_adapters())
         );
     }
     for (i, adapter) in adapters.iter().enumerate() {

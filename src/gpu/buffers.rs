@@ -67,7 +67,11 @@ impl Gpu {
         self.poll_wait();
         match receiver.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(GpuError::Map(e.to_string())),
+            Ok(Err(e)) => {
+                // A failed map usually follows a device error: report that cause.
+                self.check()?;
+                return Err(GpuError::Map(e.to_string()));
+            }
             Err(_) => return Err(GpuError::Map("the device dropped the map request".into())),
         }
         let mut out = staging
@@ -75,6 +79,7 @@ impl Gpu {
             .map_err(|e| GpuError::Map(format!("{e:?}")))?
             .to_vec();
         staging.unmap();
+        self.check()?;
         out.truncate(bytes as usize);
         Ok(out)
     }

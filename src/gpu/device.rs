@@ -97,8 +97,12 @@ impl DeviceClass {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    #[error("no GPU adapter found for backends {backends:?}; on Linux without a GPU install Mesa lavapipe (Debian package mesa-vulkan-drivers; `cargo xtask test` does this)")]
-    NoAdapter { backends: wgpu::Backends },
+    #[error("no GPU adapter found for backends {backends:?}; {available}")]
+    NoAdapter {
+        backends: wgpu::Backends,
+        /// What the machine does have, or how to get a software GPU when it has nothing.
+        available: String,
+    },
     #[error(
         "adapter index {index} does not exist: {count} adapter(s) found (see `webqlora devices`)"
     )]
@@ -110,6 +114,31 @@ pub enum GpuError {
     },
     #[error("GPU buffer map failed: {0}")]
     Map(String),
+    #[error("kernel '{kernel}' does not compile on '{device}': {message}")]
+    Kernel {
+        kernel: String,
+        device: String,
+        message: String,
+    },
+    #[error("the GPU '{device}' reported an error: {message}")]
+    Device { device: String, message: String },
+}
+
+/// Errors the device reports outside any error scope (validation, out of memory, a lost
+/// device), kept for `Gpu::check` instead of wgpu's default handler, which panics.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorSlot(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl ErrorSlot {
+    fn record(&self, message: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The first error is the cause; later ones usually follow from it.
+        slot.get_or_insert(message);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The backends allowed by a request: `--backend` wins, then `WGPU_BACKEND`, then all.
@@ -175,6 +204,7 @@ async fn choose_adapter(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuEr
     if adapters.is_empty() {
         return Err(GpuError::NoAdapter {
             backends: allowed_backends(request),
+            available: available_adapters().await,
         });
     }
     match chosen {
@@ -184,6 +214,30 @@ async fn choose_adapter(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuEr
             count: adapters.len(),
         }),
     }
+}
+
+/// Every adapter on any backend, in words, for an error when the ones asked for are absent.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn available_adapters() -> String {
+    let all = wgpu::Backends::all();
+    let adapters = new_instance(all).enumerate_adapters(all).await;
+    if adapters.is_empty() {
+        return "this machine has no GPU adapter on any backend; without a GPU install Mesa \
+                lavapipe, a software Vulkan GPU (Debian: apt-get install mesa-vulkan-drivers; \
+                `cargo xtask demo` and `cargo xtask test` do this as root)"
+            .into();
+    }
+    let names: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            format!("{} ({:?})", info.name, info.backend)
+        })
+        .collect();
+    format!(
+        "this machine has: {} (choose with --backend, see `webqlora devices`)",
+        names.join(", ")
+    )
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -199,7 +253,10 @@ async fn choose_adapter(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuEr
     instance
         .request_adapter(&options)
         .await
-        .map_err(|_| GpuError::NoAdapter { backends })
+        .map_err(|_| GpuError::NoAdapter {
+            backends,
+            available: "the browser offers no WebGPU adapter (is WebGPU enabled?)".into(),
+        })
 }
 
 /// A device and queue with everything the executor needs to know about them.
@@ -211,6 +268,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
+    errors: ErrorSlot,
 }
 
 impl fmt::Debug for Gpu {
@@ -247,7 +305,19 @@ impl Gpu {
                     adapter: info.name.clone(),
                     source,
                 })?;
+        let errors = ErrorSlot::default();
+        let slot = errors.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            slot.record(e.to_string())
+        }));
+        let slot = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                slot.record(format!("the device was lost ({reason:?}): {message}"));
+            }
+        });
         Ok(Gpu {
+            errors,
             class: DeviceClass::of(&info),
             limits: device.limits(),
             features: device.features(),
@@ -262,6 +332,24 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(request: &AdapterRequest) -> Result<Gpu, GpuError> {
         pollster::block_on(Self::new(request))
+    }
+
+    /// The first error the device reported since the last check (a failed validation, out of
+    /// memory, a lost device), naming the device. Work submitted before an error cannot be
+    /// trusted: results are read only after this passes (`read_bytes` calls it).
+    pub fn check(&self) -> Result<(), GpuError> {
+        match self.errors.take() {
+            None => Ok(()),
+            Some(message) => Err(GpuError::Device {
+                device: self.describe(),
+                message,
+            }),
+        }
+    }
+
+    /// The adapter's name and backend, as errors show them.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
     pub fn has(&self, feature: wgpu::Features) -> bool {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::device::Gpu;
+use super::device::{Gpu, GpuError};
 use crate::shaders::Shader;
 
 /// What makes two pipelines the same.
@@ -53,12 +53,24 @@ pub(crate) struct PipelineCache {
 }
 
 impl Gpu {
-    /// The pipeline for `key`, compiled on first use.
-    pub fn pipeline(&self, shader: &Shader, key: &PipelineKey) -> Arc<wgpu::ComputePipeline> {
+    /// The pipeline for `key`, compiled on first use. A shader the device's compiler rejects
+    /// is an error naming the kernel and the device (on native through an error scope; in the
+    /// browser, where scopes resolve later, through `check` when results are read).
+    pub fn pipeline(
+        &self,
+        shader: &Shader,
+        key: &PipelineKey,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
         debug_assert_eq!(shader.name, key.shader);
         if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(key) {
-            return p.clone();
+            return Ok(p.clone());
         }
+        let label = format!("{}::{}", key.shader, key.entry);
+        // A backend's shader compiler reports through Internal errors, wgpu's checks through
+        // Validation ones.
+        #[cfg(not(target_arch = "wasm32"))]
+        let scopes = [wgpu::ErrorFilter::Internal, wgpu::ErrorFilter::Validation]
+            .map(|filter| self.device.push_error_scope(filter));
         let module = {
             let mut modules = self.pipelines.modules.lock().unwrap();
             modules
@@ -77,7 +89,6 @@ impl Gpu {
             .iter()
             .map(|&(n, bits)| (n, f64::from_bits(bits)))
             .collect();
-        let label = format!("{}::{}", key.shader, key.entry);
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
@@ -91,12 +102,30 @@ impl Gpu {
                 cache: None,
             },
         ));
+        #[cfg(not(target_arch = "wasm32"))]
+        let error = {
+            // Popped innermost first.
+            let [internal, validation] = scopes;
+            let v = pollster::block_on(validation.pop());
+            let i = pollster::block_on(internal.pop());
+            v.or(i)
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = error {
+            // The module may be the broken part: compile it afresh next time.
+            self.pipelines.modules.lock().unwrap().remove(shader.name);
+            return Err(GpuError::Kernel {
+                kernel: label,
+                device: self.describe(),
+                message: e.to_string(),
+            });
+        }
         self.pipelines
             .pipelines
             .lock()
             .unwrap()
             .insert(key.clone(), pipeline.clone());
-        pipeline
+        Ok(pipeline)
     }
 
     /// How many distinct pipelines have been compiled (for tests and `--verbose`).

@@ -180,7 +180,10 @@ impl CompiledGraph {
             let kernel = node.kernel;
             let (shader, entry) = kernel.choose(gpu.class, gpu.features);
             let key = PipelineKey::new(shader.name, entry, &node.constants);
-            let pipeline = gpu.pipeline(shader, &key);
+            let pipeline = gpu.pipeline(shader, &key).map_err(|e| GraphError::Device {
+                node: node.label.clone(),
+                message: e.to_string(),
+            })?;
             let mut entries: Vec<wgpu::BindGroupEntry> = node
                 .tensors
                 .iter()
@@ -231,6 +234,11 @@ impl CompiledGraph {
             }));
         }
 
+        // Buffers the device could not allocate are reported here, not at the first run.
+        gpu.check().map_err(|e| GraphError::Allocation {
+            bytes: plan.peak_bytes(),
+            message: e.to_string(),
+        })?;
         Ok(CompiledGraph {
             graph,
             plan,

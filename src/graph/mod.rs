@@ -22,6 +22,12 @@ pub use validate::{validate, DeviceLimits};
 /// Everything that can be wrong with a graph, each naming the tensor and node involved.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GraphError {
+    /// The device refused something while the graph was compiled: a kernel that does not
+    /// compile there, or memory it does not have.
+    #[error("node '{node}': {message}")]
+    Device { node: String, message: String },
+    #[error("allocating the graph's buffers ({bytes} bytes planned): {message}")]
+    Allocation { bytes: u64, message: String },
     #[error("node '{node}' reads tensor '{tensor}' before anything writes it")]
     ReadBeforeWrite { node: String, tensor: String },
     #[error("{op}: shape mismatch: {detail}")]
@@ -156,7 +162,15 @@ impl Graph {
         // Every texture operand is a storage texture (read-only where read): the plain texture
         // kernels bind up to four, WebGPU's default limit, the NF4 subgroup products five.
         let storage_textures = gpu.limits.max_storage_textures_per_shader_stage;
-        if gpu.class == crate::gpu::DeviceClass::Software && !disabled && storage_textures >= 4 {
+        // Not through OpenGL (what wgpu falls back to without Vulkan): naga writes the texture
+        // kernels' storage-texture function parameters in a form GLSL rejects ("is not allowed
+        // on function parameter"); the buffer kernels compile and agree with Vulkan's.
+        let gl = gpu.info.backend == wgpu::Backend::Gl;
+        if gpu.class == crate::gpu::DeviceClass::Software
+            && !gl
+            && !disabled
+            && storage_textures >= 4
+        {
             g.texture_kernels = Some(gpu.limits.max_texture_dimension_2d);
             g.subgroup_kernels = gpu.has_eight_lane_subgroups()
                 && storage_textures >= 5

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: one GPU per test binary, seeded random data.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod golden_step;
 pub mod lora_reference;
 
 use std::sync::OnceLock;

@@ -42,17 +42,14 @@ fn webqlora(args: &[String]) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// (accuracy, acc_norm, seconds) from `webqlora eval --json`'s one line.
 fn accuracy(json_line: &str) -> Result<(f64, f64, f64), String> {
-    let get = |key: &str| -> Result<f64, String> {
-        let at = json_line
-            .find(&format!("\"{key}\":"))
-            .ok_or_else(|| format!("no {key} in {json_line}"))?;
-        let rest = &json_line[at + key.len() + 3..];
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        rest[..end]
-            .trim()
-            .parse()
-            .map_err(|e| format!("{key}: {e} in {json_line}"))
+    let v: serde_json::Value = serde_json::from_str(json_line)
+        .map_err(|e| format!("eval --json printed {json_line:?}: {e}"))?;
+    let get = |key: &str| {
+        v[key]
+            .as_f64()
+            .ok_or_else(|| format!("no number '{key}' in {json_line}"))
     };
     Ok((get("accuracy")?, get("acc_norm")?, get("seconds")?))
 }
@@ -64,6 +61,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     run(crate::test::cargo()
         .args(["build", "--release", "--bin", "webqlora"])
         .current_dir(&root))?;
+    crate::install::gpu_driver(&root.join("target/release/webqlora"))?;
     let data = root.join("data/mcq");
     let out = root.join("target/demo");
     let model_s = model.display().to_string();

