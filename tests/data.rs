@@ -188,7 +188,8 @@ fn batches_pad_after_each_example_without_loss() {
 }
 
 /// Training runs the lm-head on the rows that can carry a loss when they are at most half a
-/// batch: the `batch` examples with the most targets, rounded up to 8.
+/// batch: the most targets `batch` consecutive places of the epochs' permutations can hold
+/// (an example at most once per epoch the batch touches), rounded up to 8.
 #[test]
 fn scored_rows_cover_the_fullest_batch() {
     use webqlora::data::batch::scored_capacity;
@@ -199,11 +200,34 @@ fn scored_rows_cover_the_fullest_batch() {
             .collect(),
         line: 1,
     };
-    // 48-token prompts with 3, 5 and 9 answer tokens, each a target: 14 for the two fullest,
-    // 17 for all three.
+    // 48-token prompts with 3, 5 and 9 answer tokens, each a target. A batch of 2 can
+    // straddle two epochs and hold the fullest twice: 18.
     let mcq = [example(51, 48), example(53, 48), example(57, 48)];
-    assert_eq!(scored_capacity(&mcq, 2, 64), Some(16));
-    assert_eq!(scored_capacity(&mcq, 8, 64), Some(24));
+    assert_eq!(scored_capacity(&mcq, 2, 64), Some(24));
+    // A batch of 8 touches up to four epochs of three: each example up to four times,
+    // 4 × 9 + 4 × 5 = 56.
+    assert_eq!(scored_capacity(&mcq, 8, 64), Some(56));
+    // Two examples, batches of 4 (a dataset smaller than a batch): up to three epochs,
+    // 3 × 9 + 5 = 32.
+    assert_eq!(scored_capacity(&mcq[1..], 4, 64), Some(32));
+    // Check the bound against every batch of a long run.
+    let order = webqlora::train::data_order::DataOrder {
+        examples: 3,
+        batch: 8,
+        seed: 3,
+        shuffle: true,
+    };
+    let most = (0..500)
+        .map(|k| {
+            order
+                .micro_batch(k)
+                .iter()
+                .map(|&i| mcq[i].counted())
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 56 && most > 36, "{most}");
     // Text data: every row carries a loss, so the whole batch runs the lm-head.
     let text = [example(40, 0), example(40, 0)];
     assert_eq!(scored_capacity(&text, 2, 40), None);

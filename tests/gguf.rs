@@ -135,6 +135,11 @@ fn unpermute_inverts_llama_cpp_permute() {
 
 /// The golden tiny Llama as a GGUF file of f32 tensors, q/k permuted as llama.cpp stores them.
 fn tiny_llama_gguf(path: &std::path::Path) {
+    tiny_llama_gguf_with(path, &[]);
+}
+
+/// The tiny Llama as a GGUF file, with the metadata in `overrides` replaced.
+fn tiny_llama_gguf_with(path: &std::path::Path, overrides: &[(&str, f32)]) {
     let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
     let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
     let mut tensors = Vec::new();
@@ -180,6 +185,13 @@ fn tiny_llama_gguf(path: &std::path::Path) {
         ("tokenizer.ggml.bos_token_id", Meta::U32(1)),
         ("tokenizer.ggml.eos_token_id", Meta::U32(2)),
     ];
+    let meta = meta.map(
+        |(key, value)| match overrides.iter().find(|(k, _)| *k == key) {
+            Some(&(_, v)) if matches!(value, Meta::F32(_)) => (key, Meta::F32(v)),
+            Some(&(_, v)) => (key, Meta::U32(v as u32)),
+            None => (key, value),
+        },
+    );
     write_gguf(path, &meta, &tensors);
 }
 
@@ -251,4 +263,24 @@ fn bad_gguf_files_are_named() {
         err.contains("tensor 'token_embd.weight' has ggml type 12, not supported"),
         "{err}"
     );
+}
+
+#[test]
+fn gguf_metadata_no_model_can_have_names_its_key() {
+    let dir = temp_dir("gguf_bad_meta");
+    let path = dir.join("tiny.gguf");
+    for (key, value) in [
+        ("llama.block_count", 0.0),
+        ("llama.embedding_length", 0.0),
+        ("llama.attention.layer_norm_rms_epsilon", -1e-5),
+        ("llama.rope.freq_base", 0.0),
+    ] {
+        tiny_llama_gguf_with(&path, &[(key, value)]);
+        let err = GgufFile::open(&path).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&path.display().to_string())
+                && err.contains(&format!("metadata '{key}'")),
+            "{key} = {value}: {err}"
+        );
+    }
 }

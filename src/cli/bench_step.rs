@@ -23,18 +23,18 @@ pub struct StepArgs {
     /// A GGUF model (default: the SmolLM2-135M-Instruct that `cargo xtask fetch-model` caches).
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::common::at_least_one)]
     batch: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = super::common::at_least_one)]
     seq: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     rank: usize,
     /// Keep every activation instead of recomputing each layer's forward before its backward.
     #[arg(long)]
     no_checkpointing: bool,
     /// Steps to run; the first also compiles pipelines. With three or more, the median of all
     /// but the first is printed last.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::common::at_least_one)]
     steps: usize,
     /// Then run the step once more, one node at a time, and print the time by kernel.
     #[arg(long)]

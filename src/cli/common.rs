@@ -84,6 +84,35 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// clap parser for counts that must be at least 1 (`--batch 0` is an error, not a 1).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// clap parser for finite numbers above zero (`--alpha`, `--epochs`).
+pub fn positive(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err("must be a finite number above 0".into());
+    }
+    Ok(x)
+}
+
+/// clap parser for finite numbers at or above zero (`--lr`, `--weight-decay`).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err("must be a finite number, 0 or more".into());
+    }
+    Ok(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

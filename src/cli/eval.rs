@@ -17,7 +17,7 @@ use webqlora::train::evaluate::{
 };
 use webqlora::train::model_source::ModelSource;
 
-use super::common::{base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
+use super::common::{at_least_one, base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -31,14 +31,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Only the first N records.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
     /// Score a multiple-choice answer by its text (lm-evaluation-harness) or by its letter.
     #[arg(long, value_enum, default_value = "text")]
     pub mcq_score: McqScoreArg,
     #[arg(long, value_enum, default_value = "nf4")]
     pub base: BaseArg,
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one)]
     pub max_seq_len: usize,
     /// Print one JSON object (loss, perplexity, accuracy, acc_norm, n) instead of text.
     #[arg(long)]
@@ -53,7 +53,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
     let mut records = read_jsonl(&args.data)?;
     if let Some(limit) = args.limit {
-        records.truncate(limit.max(1));
+        records.truncate(limit);
     }
     let by_letter = args.mcq_score == McqScoreArg::Letter;
     let opts = EncodeOptions {
@@ -150,6 +150,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         None => LossScore::of(other_logprob, other_tokens),
     };
     let secs = started.elapsed().as_secs_f64();
+    if !loss.loss.is_finite() {
+        anyhow::bail!(
+            "the loss over {} is {}: the model{} gives non-finite logits",
+            args.data.display(),
+            loss.loss,
+            if args.adapter.is_some() {
+                " with this adapter"
+            } else {
+                ""
+            }
+        );
+    }
     if args.json {
         println!(
             "{}",

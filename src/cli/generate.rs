@@ -13,7 +13,7 @@ use webqlora::model::load::upload_model_with_progress;
 use webqlora::tokenizer::Message;
 use webqlora::train::model_source::ModelSource;
 
-use super::common::{base_format, load_bar, BaseArg, ModelArg};
+use super::common::{at_least_one, base_format, load_bar, BaseArg, ModelArg};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -28,12 +28,12 @@ pub struct GenerateArgs {
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub max_new_tokens: usize,
     /// 0 for greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub top_p: f32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -44,6 +44,15 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        anyhow::bail!(
+            "--temperature {} must be 0 (greedy) or more",
+            args.temperature
+        );
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
+    }
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let tok = source.tokenizer()?;

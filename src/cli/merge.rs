@@ -33,9 +33,13 @@ pub struct MergeArgs {
     /// The PEFT adapter folder to merge in.
     #[arg(long)]
     pub adapter: PathBuf,
-    /// The folder to write (replaced whole if it exists).
+    /// The folder to write: new, empty, or an earlier merge's output.
     #[arg(long)]
     pub output: PathBuf,
+    /// Write into an existing folder that holds other files too (only the merged model's
+    /// files are replaced; nothing else there is touched).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: DtypeArg,
     #[arg(long, value_enum, default_value = "original")]
@@ -114,7 +118,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             files.push(("tokenizer_config.json", serde_json::to_vec_pretty(&tc)?));
         }
     }
-    write_model_folder(&args.output, &tensors, dtype, &files)?;
+    write_model_folder(&args.output, &tensors, dtype, &files, args.force)?;
     println!(
         "merged {} (r {}, scale {}) into {}: {} tensors, {}",
         args.adapter.display(),

@@ -26,7 +26,9 @@ use webqlora::train::schedule::{Schedule, ScheduleKind};
 use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
 use webqlora::train::{checkpoint, dump_step::Tensors};
 
-use super::common::{base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
+use super::common::{
+    at_least_one, base_format, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
+};
 use super::plot;
 use super::GpuArgs;
 
@@ -42,7 +44,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub valid: Option<PathBuf>,
     /// Fraction of the training data held out for validation when there is no `--valid`.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub valid_split: f64,
     /// Where the adapter, checkpoint, metrics.jsonl and loss.svg go.
     #[arg(long, default_value = "webqlora-out")]
@@ -53,12 +55,12 @@ pub struct TrainArgs {
     /// Continue from <output>/checkpoint (adapter, optimizer state, step).
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub rank: usize,
     /// LoRA alpha (default: 2 × rank).
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub lora_dropout: f64,
     /// Scale by alpha / sqrt(rank) (rsLoRA).
     #[arg(long)]
@@ -66,9 +68,10 @@ pub struct TrainArgs {
     /// Comma-separated module names (default: all seven linear modules).
     #[arg(long, value_delimiter = ',')]
     pub target_modules: Option<Vec<String>>,
-    #[arg(long, default_value_t = 2e-4)]
+    /// Peak learning rate (finite, 0 or more).
+    #[arg(long, default_value_t = 2e-4, value_parser = non_negative, allow_hyphen_values = true)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative, allow_hyphen_values = true)]
     pub weight_decay: f64,
     /// constant, linear or cosine (after warmup).
     #[arg(long, default_value = "linear")]
@@ -76,24 +79,24 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: usize,
     /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub batch: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub accumulation: usize,
     /// Clip the global gradient norm (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub max_grad_norm: f32,
     /// Optimizer steps (default: one epoch, or `--epochs`).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub steps: Option<usize>,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive, allow_hyphen_values = true)]
     pub epochs: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// The longest example allowed; batches are padded to the longest example (rounded up
     /// to 16), at most this.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
     pub max_seq_len: usize,
     /// Keep every activation instead of recomputing each layer's forward in the backward.
     #[arg(long)]
@@ -154,9 +157,9 @@ fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets>
     let mut train = encode(&args.data)?;
     let valid = match &args.valid {
         Some(path) => encode(path)?,
-        None if args.valid_split > 0.0 => {
-            if args.valid_split >= 1.0 {
-                bail!("--valid-split {} must be below 1", args.valid_split);
+        None if args.valid_split != 0.0 => {
+            if !(0.0..1.0).contains(&args.valid_split) {
+                bail!("--valid-split {} must be in [0, 1)", args.valid_split);
             }
             let order = DataOrder {
                 examples: train.len(),
@@ -198,6 +201,12 @@ fn lora_config(
     model: &Path,
     from: Option<&Adapter>,
 ) -> anyhow::Result<LoraConfig> {
+    if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
+        bail!(
+            "--max-grad-norm {} must be 0 (off) or more",
+            args.max_grad_norm
+        );
+    }
     if !(0.0..1.0).contains(&args.lora_dropout) {
         bail!("--lora-dropout {} must be in [0, 1)", args.lora_dropout);
     }
@@ -255,7 +264,6 @@ fn micro_batches(
 }
 
 struct Outputs {
-    dir: PathBuf,
     metrics: std::fs::File,
 }
 
@@ -284,6 +292,9 @@ async fn read_state(session: &TrainSession, gpu: &Gpu) -> anyhow::Result<(Adapte
     Ok((adapter, moments))
 }
 
+/// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
+/// the adapter or its moments is an error and nothing is written, so the last good save
+/// stays. Returns the error's text for the caller to add where the last good save is.
 fn save_all(
     session: &TrainSession,
     gpu: &Gpu,
@@ -291,21 +302,65 @@ fn save_all(
     state: serde_json::Value,
 ) -> anyhow::Result<()> {
     let (adapter, moments) = pollster::block_on(read_state(session, gpu))?;
-    adapter.save(out)?;
-    checkpoint::save(&out.join("checkpoint"), &adapter, &moments, &state)?;
+    let values = adapter
+        .tensors
+        .iter()
+        .map(|(n, (_, v))| (n, v))
+        .chain(moments.iter().map(|(n, _, v)| (n, v)));
+    for (name, v) in values {
+        if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+            bail!(
+                "after step {}: '{name}' holds {bad} (training diverged; lower --lr)",
+                state["step"]
+            );
+        }
+    }
+    checkpoint::save(out, &adapter, &moments, &state)?;
     Ok(())
+}
+
+/// What the user has on disk when training stops with an error at `step`.
+fn kept(out: &Path, last_saved: Option<usize>) -> String {
+    match last_saved {
+        Some(s) => format!(
+            "the adapter and checkpoint of step {s} in {} are kept",
+            out.display()
+        ),
+        None => "nothing was saved".into(),
+    }
+}
+
+/// On `--resume` from step `done`: drop the lines metrics.jsonl holds for later steps (logged
+/// after the checkpoint by the interrupted run), so the resumed run does not repeat them.
+fn truncate_metrics(path: &Path, done: usize) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= done)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    webqlora::io::write_atomic(path, kept.as_bytes()).with_context(|| path.display().to_string())
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let data = load_data(&args, &source)?;
-    let resume_dir = args.output.join("checkpoint");
     let resumed = if args.resume {
-        if !resume_dir.exists() {
-            bail!("--resume: no checkpoint at {}", resume_dir.display());
-        }
-        Some(checkpoint::load(&resume_dir)?)
+        let Some(dir) = checkpoint::find(&args.output) else {
+            bail!(
+                "--resume: no checkpoint at {}",
+                args.output.join(checkpoint::DIR).display()
+            );
+        };
+        Some(checkpoint::load(&dir)?)
     } else {
         None
     };
@@ -316,8 +371,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
     let base = base_format(args.base);
-    let batch = args.batch.max(1);
-    let per_step = batch * args.accumulation.max(1);
+    let batch = args.batch;
+    let per_step = batch * args.accumulation;
     let total_steps = args.steps.unwrap_or_else(|| {
         ((data.train.len() as f64 * args.epochs) / per_step as f64)
             .ceil()
@@ -337,7 +392,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         base,
         lora: lora.clone(),
         checkpointing: !args.no_checkpointing,
-        accumulation: args.accumulation.max(1),
+        accumulation: args.accumulation,
         max_grad_norm: args.max_grad_norm,
         adamw: AdamW {
             weight_decay: args.weight_decay as f32,
@@ -399,6 +454,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let metrics_path = args.output.join("metrics.jsonl");
+    if args.resume {
+        truncate_metrics(&metrics_path, first_step - 1)?;
+    }
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -406,10 +464,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .truncate(!args.resume)
         .open(&metrics_path)
         .with_context(|| metrics_path.display().to_string())?;
-    let mut out = Outputs {
-        dir: args.output.clone(),
-        metrics,
-    };
+    let mut out = Outputs { metrics };
 
     let trainable: usize = session
         .trainable()
@@ -430,7 +485,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         data.valid.len(),
         batch,
         data.seq,
-        args.accumulation.max(1),
+        args.accumulation,
         total_steps
     );
     println!(
@@ -477,10 +532,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (mut tokens_total, mut losses, mut val_losses) = (0usize, Vec::new(), Vec::new());
     let mut best_val = f64::INFINITY;
     let mut last_step = first_step - 1;
+    // The step whose adapter and checkpoint are on disk.
+    let mut last_saved = resumed.as_ref().map(|_| first_step - 1);
     let state = |step: usize| {
         json!({"step": step, "seed": args.seed, "total_steps": total_steps,
-               "lr": args.lr, "batch": batch, "accumulation": args.accumulation.max(1),
+               "lr": args.lr, "batch": batch, "accumulation": args.accumulation,
                "seq": data.seq})
+    };
+    let save = |step: usize, last_saved: &mut Option<usize>| -> anyhow::Result<()> {
+        save_all(&session, &gpu, &args.output, state(step))
+            .map_err(|e| anyhow::anyhow!("{e:#}; {}", kept(&args.output, *last_saved)))?;
+        *last_saved = Some(step);
+        Ok(())
     };
     let validate = |step: usize,
                     out: &mut Outputs,
@@ -502,28 +565,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     for step in first_step..=total_steps {
         let t0 = Instant::now();
-        let (micro, tokens) = micro_batches(
-            &order,
-            &data.train,
-            step,
-            args.accumulation.max(1),
-            data.seq,
-            pad,
-        );
+        let (micro, tokens) =
+            micro_batches(&order, &data.train, step, args.accumulation, data.seq, pad);
         let lr = schedule.lr(step - 1);
         let stats = pollster::block_on(session.step(&gpu, &micro, lr as f32, step as u32))?;
         if !stats.loss.is_finite() {
-            save_all(&session, &gpu, &out.dir, state(step - 1))?;
             bail!(
-                "step {step}: the loss is {} (diverged); the adapter before this step is saved",
-                stats.loss
+                "step {step}: the loss is {} (training diverged; lower --lr); {}",
+                stats.loss,
+                kept(&args.output, last_saved)
             );
         }
         let secs = t0.elapsed().as_secs_f64();
         tokens_total += tokens;
         losses.push((step, stats.loss as f64));
         last_step = step;
-        let epoch = order.epoch_after(step * args.accumulation.max(1));
+        let epoch = order.epoch_after(step * args.accumulation);
         out.log(
             json!({"step": step, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
                        "tokens": tokens, "tokens_per_s": tokens as f64 / secs,
@@ -546,21 +603,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
         }
         if args.save_every > 0 && step % args.save_every == 0 {
-            save_all(&session, &gpu, &out.dir, state(step))?;
+            save(step, &mut last_saved)?;
         }
         if stop.load(Ordering::SeqCst) {
             bar.abandon();
-            save_all(&session, &gpu, &out.dir, state(step))?;
+            if last_saved != Some(step) {
+                save(step, &mut last_saved)?;
+            }
             println!(
                 "stopped at step {step}: adapter and checkpoint saved in {} (continue with --resume)",
-                out.dir.display()
+                args.output.display()
             );
             return Ok(());
         }
     }
     bar.finish();
     let final_val = validate(last_step, &mut out, &mut best_val, &mut val_losses)?;
-    save_all(&session, &gpu, &out.dir, state(last_step))?;
+    if last_saved != Some(last_step) {
+        save(last_step, &mut last_saved)?;
+    }
     let plot_path = args.output.join("loss.svg");
     plot::loss_svg(&plot_path, &losses, &val_losses)?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -74,7 +74,16 @@ pub fn counted_targets(example: &Example) -> usize {
 pub fn scored_capacity(examples: &[Example], batch: usize, seq: usize) -> Option<usize> {
     let mut counts: Vec<usize> = examples.iter().map(counted_targets).collect();
     counts.sort_unstable_by(|a, b| b.cmp(a));
-    let most = counts.iter().take(batch).sum::<usize>().max(1);
+    // A micro-batch walks `batch` places of the epochs' permutations (`DataOrder`), so it can
+    // hold an example once per epoch it touches: twice where it straddles two epochs, and
+    // more often when the dataset is smaller than a batch.
+    let repeats = batch.div_ceil(examples.len().max(1)) + 1;
+    let most = counts
+        .iter()
+        .flat_map(|&c| std::iter::repeat_n(c, repeats))
+        .take(batch)
+        .sum::<usize>()
+        .max(1);
     let capacity = most.div_ceil(8) * 8;
     (2 * capacity <= batch * seq).then_some(capacity)
 }

@@ -133,6 +133,11 @@ pub fn encode_records(
             };
             let (ids, labels) = encode_one(record, tok, opts).map_err(err)?;
             check_vocab(&ids, vocab).map_err(err)?;
+            if let Some(bad) = labels.iter().find(|&&l| l >= vocab as i64) {
+                return Err(err(format!(
+                    "label {bad} is outside the model's vocabulary of {vocab}"
+                )));
+            }
             if ids.len() > opts.max_len {
                 return Err(err(format!(
                     "{} tokens, longer than the maximum sequence length {} (--max-seq-len)",

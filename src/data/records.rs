@@ -114,6 +114,11 @@ fn record(v: &Value) -> Result<Record, String> {
                         input_ids.len()
                     ));
                 }
+                if let Some(bad) = labels.iter().find(|&&l| l < 0 && l != -100) {
+                    return Err(format!(
+                        "label {bad} is negative: a label is a token id, or -100 for none"
+                    ));
+                }
                 Some(labels)
             }
         };
@@ -128,6 +133,8 @@ fn record(v: &Value) -> Result<Record, String> {
 
 /// Parse a JSONL text; `path` names it in errors. An empty dataset is an error.
 pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Numbered>, DataError> {
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -155,10 +162,26 @@ pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Numbered>, DataError> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<Numbered>, DataError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| DataError {
+    let bytes = std::fs::read(path).map_err(|e| DataError {
         path: shown.clone(),
         line: None,
         msg: e.to_string(),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
+        DataError {
+            path: shown.clone(),
+            line: Some(line),
+            msg: format!("not UTF-8 text (byte {column} of the line)"),
+        }
     })?;
     parse_jsonl(&text, &shown)
 }

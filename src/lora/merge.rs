@@ -127,12 +127,27 @@ pub fn merged_tensors(
     Ok(out)
 }
 
-/// Write `tensors` and `files` (name, bytes) as a model folder `dir`, replacing it whole.
+/// The files a merged model folder holds (`write_model_folder` writes these and no others).
+pub const MODEL_FOLDER_FILES: [&str; 6] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Write `tensors` and `files` (name, bytes; names from `MODEL_FOLDER_FILES`) as a model
+/// folder `dir`. Everything is written into a temporary folder beside `dir` first and moved
+/// into place only when complete, so an error leaves nothing behind. An existing `dir` must be
+/// empty or hold only files a merge writes (an earlier merge), unless `force`; even then only
+/// those files are replaced and nothing else in `dir` is touched.
 pub fn write_model_folder(
     dir: &Path,
     tensors: &Tensors,
     dtype: MergeDtype,
     files: &[(&str, Vec<u8>)],
+    force: bool,
 ) -> Result<(), ModelError> {
     let io = |path: &Path, source: std::io::Error| ModelError::Io {
         path: path.display().to_string(),
@@ -165,17 +180,72 @@ pub fn write_model_folder(
     let metadata = [("format".to_string(), "pt".to_string())]
         .into_iter()
         .collect();
-    crate::io::replace_dir(dir, io, |tmp| {
-        let weights = tmp.join("model.safetensors");
-        safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| {
-            ModelError::Invalid {
-                path: weights.display().to_string(),
-                msg: e.to_string(),
-            }
-        })?;
-        for (file, content) in files {
-            std::fs::write(tmp.join(file), content).map_err(|e| io(&tmp.join(file), e))?;
+    let invalid = |msg: String| ModelError::Invalid {
+        path: dir.display().to_string(),
+        msg,
+    };
+    // An existing folder by its real path (`--output .` has no name to put a sibling beside).
+    let exists = dir.exists();
+    let dir = if exists {
+        dir.canonicalize().map_err(|e| io(dir, e))?
+    } else {
+        dir.to_path_buf()
+    };
+    if exists {
+        if !dir.is_dir() {
+            return Err(invalid("exists and is not a folder".into()));
         }
-        Ok(())
-    })
+        let foreign: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !MODEL_FOLDER_FILES.contains(&n.as_str()))
+            .collect();
+        if !foreign.is_empty() && !force {
+            return Err(invalid(format!(
+                "the folder is not empty and holds files a merge does not write ({}); \
+                 choose a new folder, or add --force to write the merged model's files into \
+                 it (nothing else in it is touched)",
+                foreign.join(", ")
+            )));
+        }
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.merge-{}", std::process::id()));
+    let written = std::fs::create_dir(&tmp)
+        .map_err(|e| io(&tmp, e))
+        .and_then(|()| {
+            let weights = tmp.join("model.safetensors");
+            safetensors::serialize_to_file(views, Some(metadata), &weights).map_err(|e| {
+                ModelError::Invalid {
+                    path: weights.display().to_string(),
+                    msg: e.to_string(),
+                }
+            })?;
+            for (file, content) in files {
+                std::fs::write(tmp.join(file), content).map_err(|e| io(&tmp.join(file), e))?;
+            }
+            if exists {
+                // Into the existing folder, file by file; it stays the user's folder.
+                for entry in std::fs::read_dir(&tmp).map_err(|e| io(&tmp, e))?.flatten() {
+                    let to = dir.join(entry.file_name());
+                    std::fs::rename(entry.path(), &to).map_err(|e| io(&to, e))?;
+                }
+                std::fs::remove_dir(&tmp).map_err(|e| io(&tmp, e))
+            } else {
+                std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))
+            }
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
 }

@@ -77,9 +77,29 @@ pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
         }
     };
     target_modules.sort();
+    // PEFT refuses a target that matches no module; so do we, naming the ones there are.
+    if target_modules.is_empty() {
+        return Err(invalid(path, "target_modules is empty".into()));
+    }
+    if let Some(bad) = target_modules
+        .iter()
+        .find(|t| !super::ALL_LINEAR.contains(&t.as_str()))
+    {
+        return Err(invalid(
+            path,
+            format!(
+                "target_modules: '{bad}' matches no module this model family has LoRA for ({})",
+                super::ALL_LINEAR.join(", ")
+            ),
+        ));
+    }
+    let alpha = j["lora_alpha"].as_f64().unwrap_or(8.0);
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(invalid(path, format!("lora_alpha {alpha} must be above 0")));
+    }
     Ok(LoraConfig {
         r: r as usize,
-        alpha: j["lora_alpha"].as_f64().unwrap_or(8.0),
+        alpha,
         dropout: j["lora_dropout"].as_f64().unwrap_or(0.0),
         target_modules,
         use_rslora: j["use_rslora"].as_bool().unwrap_or(false),
@@ -170,7 +190,9 @@ impl Adapter {
                     found: format!("shape {shape:?}"),
                 });
             }
-            tensors.insert(name.to_string(), (shape.clone(), files.f32(name, &shape)?));
+            let values = crate::model::load::finite(name, files.f32(name, &shape)?)
+                .map_err(|e| invalid(weights_path, e.to_string()))?;
+            tensors.insert(name.to_string(), (shape.clone(), values));
         }
         Ok(Adapter { config, tensors })
     }

@@ -174,7 +174,7 @@ impl ModelConfig {
             }
         };
 
-        Ok(ModelConfig {
+        let config = ModelConfig {
             architecture,
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
@@ -191,7 +191,59 @@ impl ModelConfig {
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
             quantization,
-        })
+        };
+        config
+            .check()
+            .map_err(|(key, msg)| f.err(format!("'{key}' {msg}")))?;
+        Ok(config)
+    }
+
+    /// Values no model can have (a zero size, a negative epsilon): the config.json key and
+    /// what is wrong with it. Both parsers call this, so a bad file is named at load instead
+    /// of panicking in a kernel builder or training on NaN.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let counts = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err((key, "is 0".into()));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err((
+                "head_dim",
+                format!(
+                    "is {}: rotary embeddings need an even head size",
+                    self.head_dim
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err((key, format!("is {v}: it must be a number above 0")));
+            }
+        }
+        // Sizes the GPU indexes with 32-bit integers.
+        let embedding = self.vocab_size as u128 * self.hidden_size as u128;
+        if embedding > u32::MAX as u128 {
+            return Err((
+                "vocab_size",
+                format!(
+                    "{} × hidden_size {} is more values than one tensor can index",
+                    self.vocab_size, self.hidden_size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Read `<dir>/config.json`.

@@ -345,7 +345,7 @@ fn config_from_metadata(
             .ok_or_else(|| err("no vocabulary".into()))?,
     };
     let id = |key: &str| m.get(key).and_then(MetaValue::as_u64).map(|v| v as u32);
-    Ok(ModelConfig {
+    let config = ModelConfig {
         architecture,
         vocab_size,
         hidden_size,
@@ -368,7 +368,25 @@ fn config_from_metadata(
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
         quantization: None,
-    })
+    };
+    config.check().map_err(|(key, msg)| {
+        // The GGUF metadata key that holds what config.json calls `key`.
+        let gguf_key = match key {
+            "vocab_size" => "tokenizer.ggml.tokens".to_string(),
+            "hidden_size" => format!("{arch}.embedding_length"),
+            "intermediate_size" => format!("{arch}.feed_forward_length"),
+            "num_hidden_layers" => format!("{arch}.block_count"),
+            "num_attention_heads" => format!("{arch}.attention.head_count"),
+            "num_key_value_heads" => format!("{arch}.attention.head_count_kv"),
+            "head_dim" => format!("{arch}.rope.dimension_count"),
+            "max_position_embeddings" => format!("{arch}.context_length"),
+            "rms_norm_eps" => format!("{arch}.attention.layer_norm_rms_epsilon"),
+            "rope_theta" => format!("{arch}.rope.freq_base"),
+            other => other.to_string(),
+        };
+        err(format!("metadata '{gguf_key}' {msg}"))
+    })?;
+    Ok(config)
 }
 
 impl WeightSource for GgufFile {

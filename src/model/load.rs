@@ -42,6 +42,20 @@ pub fn upload_model_with_progress(
         .iter()
         .filter(|d| d.role == Role::Param && d.view_of.is_none())
         .count();
+    if let Some(adapter) = adapter {
+        // Every adapter tensor must land somewhere: one the model has no place for (another
+        // model's layer count or modules) would otherwise be dropped without a word.
+        if let Some(name) = adapter.tensors.keys().find(|n| graph.find(n).is_none()) {
+            return Err(ModelError::Invalid {
+                path: "the adapter".into(),
+                msg: format!(
+                    "tensor '{name}' names no LoRA module of this model ({} layers; targets {})",
+                    config.num_layers,
+                    adapter.config.target_modules.join(", ")
+                ),
+            });
+        }
+    }
     let mut done = 0;
     let mut missing = Vec::new();
     let write = |t: TensorId, bytes: &[u8]| {
@@ -76,6 +90,12 @@ pub fn upload_model_with_progress(
                         found: format!("shape {shape:?}"),
                     })
                 }
+                None if adapter.is_some() => {
+                    return Err(ModelError::MissingTensor {
+                        path: "the adapter".into(),
+                        tensor: name.into(),
+                    })
+                }
                 None => missing.push(name.to_string()),
             }
         } else if desc.dtype == DType::Nf4 {
@@ -83,9 +103,13 @@ pub fn upload_model_with_progress(
                 unreachable!("NF4 params only in NF4 graphs")
             };
             let quantized = match files.stored_nf4(name)? {
-                Some(q) => q,
+                Some(q) => {
+                    // Stored codes are finite by construction; their scales may not be.
+                    finite(name, q.dequantize())?;
+                    q
+                }
                 None => {
-                    let values = files.f32(name, &desc.shape)?;
+                    let values = finite(name, files.f32(name, &desc.shape)?)?;
                     Nf4Tensor::quantize(&values, &desc.shape, blocksize, true).map_err(|e| {
                         ModelError::Invalid {
                             path: name.into(),
@@ -110,16 +134,39 @@ pub fn upload_model_with_progress(
             write(absmax, &scales)?;
         } else if let Some(quantized) = files.stored_nf4(name)? {
             // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes to.
-            write(t, bytemuck::cast_slice(&quantized.dequantize()))?;
+            write(
+                t,
+                bytemuck::cast_slice(&finite(name, quantized.dequantize())?),
+            )?;
         } else if name.ends_with(".weight.absmax") {
             // Written with its codes.
         } else if files.contains(name) {
-            write(t, bytemuck::cast_slice(&files.f32(name, &desc.shape)?))?;
+            write(
+                t,
+                bytemuck::cast_slice(&finite(name, files.f32(name, &desc.shape)?)?),
+            )?;
         } else {
             missing.push(name.to_string());
         }
     }
     Ok(missing)
+}
+
+/// `values` unchanged, or an error naming the tensor and its first NaN or infinity: a corrupt
+/// or overflowed checkpoint must not be quantized (NF4 would hide a NaN behind its block's
+/// absmax) or trained on.
+pub fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, ModelError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(i) => Err(ModelError::Invalid {
+            path: format!("tensor '{name}'"),
+            msg: format!(
+                "value {i} of {} is {} (the weights are corrupt or overflowed)",
+                values.len(),
+                values[i]
+            ),
+        }),
+    }
 }
 
 /// Fill the params `upload_model` reported missing: adapter tensors as PEFT initialises them

@@ -11,6 +11,8 @@ use crate::train::dump_step::{write_tensors, Tensors};
 
 const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "trainer_state.json";
+const ADAPTER_CONFIG: &str = "adapter_config.json";
+const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 fn io(path: &Path, source: std::io::Error) -> ModelError {
     ModelError::Io {
@@ -19,19 +21,41 @@ fn io(path: &Path, source: std::io::Error) -> ModelError {
     }
 }
 
-/// Write the checkpoint folder `dir`.
+/// The checkpoint folder of a training run's output folder.
+pub const DIR: &str = "checkpoint";
+
+/// Save a training run's state into its output folder `out`: the adapter's two files at the
+/// top (what users load) and the checkpoint folder (`--resume`), written together so that a
+/// failed write (a full disk) leaves the previous pair untouched and never an adapter a step
+/// ahead of or behind its checkpoint.
 pub fn save(
-    dir: &Path,
+    out: &Path,
     adapter: &Adapter,
     moments: &Tensors,
     state: &serde_json::Value,
 ) -> Result<(), ModelError> {
-    crate::io::replace_dir(dir, io, |tmp| {
-        adapter.save(tmp)?;
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let (config_text, weights) = adapter.to_bytes()?;
+    let (config_path, weights_path) = (out.join(ADAPTER_CONFIG), out.join(ADAPTER_WEIGHTS));
+    let files: [(&Path, &[u8]); 2] = [
+        (&weights_path, &weights),
+        (&config_path, config_text.as_bytes()),
+    ];
+    crate::io::replace_together(&out.join(DIR), &files, io, |tmp| {
+        std::fs::write(tmp.join(ADAPTER_WEIGHTS), &weights)
+            .map_err(|e| io(&tmp.join(ADAPTER_WEIGHTS), e))?;
+        std::fs::write(tmp.join(ADAPTER_CONFIG), &config_text)
+            .map_err(|e| io(&tmp.join(ADAPTER_CONFIG), e))?;
         write_tensors(&tmp.join(OPTIMIZER), moments)?;
         let text = serde_json::to_string_pretty(state).expect("a JSON value");
         std::fs::write(tmp.join(STATE), text).map_err(|e| io(&tmp.join(STATE), e))
     })
+}
+
+/// The checkpoint folder to resume `out` from: `out/checkpoint`, or the previous one a crash
+/// between a save's renames left as `checkpoint.old`.
+pub fn find(out: &Path) -> Option<std::path::PathBuf> {
+    crate::io::previous_dir(&out.join(DIR))
 }
 
 /// Read a checkpoint folder: adapter, moments, state.

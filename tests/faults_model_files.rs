@@ -1,0 +1,79 @@
+//! Model files that cannot work are named at load, by file and key or tensor: config values
+//! no model has, NaN or infinite weights (which NF4 quantization would otherwise hide).
+
+mod common;
+
+use common::cli::webqlora;
+use common::cli::{fails, path, pattern_jsonl, tiny_llama_with_config, tiny_llama_with_tensor};
+use common::temp_dir;
+
+fn train(model: &std::path::Path, dir: &std::path::Path, base: &str) -> std::process::Output {
+    std::fs::write(dir.join("d.jsonl"), pattern_jsonl(4, 8)).unwrap();
+    webqlora(&[
+        "train",
+        "--model",
+        path(model),
+        "--base",
+        base,
+        "--data",
+        path(&dir.join("d.jsonl")),
+        "--output",
+        path(&dir.join("out")),
+        "--steps",
+        "1",
+        "--quiet",
+    ])
+}
+
+#[test]
+fn config_values_no_model_can_have_name_their_key() {
+    let dir = temp_dir("model-config");
+    let cases: &[(&str, serde_json::Value)] = &[
+        ("hidden_size", 0.into()),
+        ("num_hidden_layers", 0.into()),
+        ("intermediate_size", 0.into()),
+        ("vocab_size", 0.into()),
+        ("head_dim", 0.into()),
+        ("head_dim", 15.into()),
+        ("rms_norm_eps", (-1e-5).into()),
+        ("rms_norm_eps", 0.into()),
+        ("num_attention_heads", 3.into()),
+        ("hidden_size", (-64).into()),
+    ];
+    for (i, (key, value)) in cases.iter().enumerate() {
+        let model = tiny_llama_with_config(&dir.join(format!("m{i}")), |c| {
+            c[*key] = value.clone();
+        });
+        let err = fails(train(&model, &dir, "f32"));
+        assert!(
+            err.contains(key) || *key == "num_attention_heads",
+            "{key} = {value}: {err}"
+        );
+        assert!(err.contains("config.json"), "{key} = {value}: {err}");
+        assert!(!dir.join("out").exists());
+    }
+    // rope_theta inside transformers 5's rope_parameters.
+    let model = tiny_llama_with_config(&dir.join("rope"), |c| {
+        c["rope_parameters"]["rope_theta"] = (-10000.0).into();
+    });
+    let err = fails(train(&model, &dir, "f32"));
+    assert!(err.contains("'rope_theta'"), "{err}");
+}
+
+#[test]
+fn nan_or_infinite_weights_name_the_tensor() {
+    let dir = temp_dir("model-nan");
+    let q = "model.layers.1.self_attn.q_proj.weight";
+    let cases: [(&str, f32, &str); 3] = [
+        (q, f32::NAN, "nf4"),
+        (q, f32::INFINITY, "f32"),
+        ("model.norm.weight", f32::NAN, "nf4"),
+    ];
+    for (i, (name, bad, base)) in cases.into_iter().enumerate() {
+        let model = tiny_llama_with_tensor(&dir.join(format!("m{i}")), name, |v| v[5] = bad);
+        let err = fails(train(&model, &dir, base));
+        assert!(err.contains(name), "{name} = {bad} ({base}): {err}");
+        assert!(err.contains(&bad.to_string()), "{err}");
+        assert!(!dir.join("out").exists());
+    }
+}
