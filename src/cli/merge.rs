@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use webqlora::lora::merge::{merged_tensors, write_model_folder, MergeBase, MergeDtype};
+use webqlora::lora::merge::{
+    check_output_folder, merged_tensors, write_model_folder, MergeBase, MergeDtype,
+};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::gguf::GgufFile;
 use webqlora::tokenizer::tokenizer_json_from_gguf;
@@ -50,6 +52,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let adapter = Adapter::load(&args.adapter)?;
+    check_output_folder(&args.output, args.force)?;
     let (dtype, torch_dtype) = match args.dtype {
         DtypeArg::F16 => (MergeDtype::F16, "float16"),
         DtypeArg::F32 => (MergeDtype::F32, "float32"),

@@ -201,12 +201,6 @@ fn lora_config(
     model: &Path,
     from: Option<&Adapter>,
 ) -> anyhow::Result<LoraConfig> {
-    if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
-        bail!(
-            "--max-grad-norm {} must be 0 (off) or more",
-            args.max_grad_norm
-        );
-    }
     if !(0.0..1.0).contains(&args.lora_dropout) {
         bail!("--lora-dropout {} must be in [0, 1)", args.lora_dropout);
     }
@@ -294,7 +288,7 @@ async fn read_state(session: &TrainSession, gpu: &Gpu) -> anyhow::Result<(Adapte
 
 /// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
 /// the adapter or its moments is an error and nothing is written, so the last good save
-/// stays. Returns the error's text for the caller to add where the last good save is.
+/// stays.
 fn save_all(
     session: &TrainSession,
     gpu: &Gpu,
@@ -319,7 +313,8 @@ fn save_all(
     Ok(())
 }
 
-/// What the user has on disk when training stops with an error at `step`.
+/// What the user has on disk when training stops with an error, `last_saved` being the step
+/// of the last save.
 fn kept(out: &Path, last_saved: Option<usize>) -> String {
     match last_saved {
         Some(s) => format!(
@@ -350,6 +345,12 @@ fn truncate_metrics(path: &Path, done: usize) -> anyhow::Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
+        bail!(
+            "--max-grad-norm {} must be 0 (off) or more",
+            args.max_grad_norm
+        );
+    }
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     let data = load_data(&args, &source)?;

@@ -137,6 +137,43 @@ pub const MODEL_FOLDER_FILES: [&str; 6] = [
     "generation_config.json",
 ];
 
+/// Where `write_model_folder` may write: `dir` by its real path when it exists (`--output .`
+/// has no name to put a temporary sibling beside), refused when it is a file or a folder holding
+/// files a merge does not write (unless `force`). Called before merging, so a refusal costs
+/// nothing, and again when writing.
+pub fn check_output_folder(dir: &Path, force: bool) -> Result<std::path::PathBuf, ModelError> {
+    let invalid = |msg: String| ModelError::Invalid {
+        path: dir.display().to_string(),
+        msg,
+    };
+    let io = |path: &Path, source: std::io::Error| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if !dir.exists() {
+        return Ok(dir.to_path_buf());
+    }
+    let real = dir.canonicalize().map_err(|e| io(dir, e))?;
+    if !real.is_dir() {
+        return Err(invalid("exists and is not a folder".into()));
+    }
+    let foreign: Vec<String> = std::fs::read_dir(&real)
+        .map_err(|e| io(&real, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !MODEL_FOLDER_FILES.contains(&n.as_str()))
+        .collect();
+    if !foreign.is_empty() && !force {
+        return Err(invalid(format!(
+            "the folder is not empty and holds files a merge does not write ({}); choose a new \
+             folder, or add --force to write the merged model's files into it (nothing else in \
+             it is touched)",
+            foreign.join(", ")
+        )));
+    }
+    Ok(real)
+}
+
 /// Write `tensors` and `files` (name, bytes; names from `MODEL_FOLDER_FILES`) as a model
 /// folder `dir`. Everything is written into a temporary folder beside `dir` first and moved
 /// into place only when complete, so an error leaves nothing behind. An existing `dir` must be
@@ -180,36 +217,8 @@ pub fn write_model_folder(
     let metadata = [("format".to_string(), "pt".to_string())]
         .into_iter()
         .collect();
-    let invalid = |msg: String| ModelError::Invalid {
-        path: dir.display().to_string(),
-        msg,
-    };
-    // An existing folder by its real path (`--output .` has no name to put a sibling beside).
+    let dir = check_output_folder(dir, force)?;
     let exists = dir.exists();
-    let dir = if exists {
-        dir.canonicalize().map_err(|e| io(dir, e))?
-    } else {
-        dir.to_path_buf()
-    };
-    if exists {
-        if !dir.is_dir() {
-            return Err(invalid("exists and is not a folder".into()));
-        }
-        let foreign: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| io(&dir, e))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !MODEL_FOLDER_FILES.contains(&n.as_str()))
-            .collect();
-        if !foreign.is_empty() && !force {
-            return Err(invalid(format!(
-                "the folder is not empty and holds files a merge does not write ({}); \
-                 choose a new folder, or add --force to write the merged model's files into \
-                 it (nothing else in it is touched)",
-                foreign.join(", ")
-            )));
-        }
-    }
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
