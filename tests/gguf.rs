@@ -9,7 +9,7 @@ use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::gguf::{unpermute_rows, GgufFile};
 use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
-use webqlora::model::{ModelConfig, WeightSource};
+use webqlora::model::{ModelConfig, RopeScaling, WeightSource};
 use webqlora::quant::ggml::{dequantize, GgmlType};
 
 enum Meta {
@@ -140,6 +140,21 @@ fn tiny_llama_gguf(path: &std::path::Path) {
 
 /// The tiny Llama as a GGUF file, with the metadata in `overrides` replaced.
 fn tiny_llama_gguf_with(path: &std::path::Path, overrides: &[(&str, f32)]) {
+    tiny_llama_gguf_full(path, overrides, &[], None);
+}
+
+/// The tiny Llama with RoPE frequency divisors (`rope_freqs.weight`, when not empty) and a
+/// `llama.rope.scaling.type`.
+fn tiny_llama_gguf_extra(path: &std::path::Path, divisors: &[f32], scaling: Option<&'static str>) {
+    tiny_llama_gguf_full(path, &[], divisors, scaling);
+}
+
+fn tiny_llama_gguf_full(
+    path: &std::path::Path,
+    overrides: &[(&str, f32)],
+    divisors: &[f32],
+    scaling: Option<&'static str>,
+) {
     let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
     let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
     let mut tensors = Vec::new();
@@ -185,13 +200,22 @@ fn tiny_llama_gguf_with(path: &std::path::Path, overrides: &[(&str, f32)]) {
         ("tokenizer.ggml.bos_token_id", Meta::U32(1)),
         ("tokenizer.ggml.eos_token_id", Meta::U32(2)),
     ];
-    let meta = meta.map(
-        |(key, value)| match overrides.iter().find(|(k, _)| *k == key) {
-            Some(&(_, v)) if matches!(value, Meta::F32(_)) => (key, Meta::F32(v)),
-            Some(&(_, v)) => (key, Meta::U32(v as u32)),
-            None => (key, value),
-        },
-    );
+    let mut meta: Vec<(&str, Meta)> = meta
+        .map(
+            |(key, value)| match overrides.iter().find(|(k, _)| *k == key) {
+                Some(&(_, v)) if matches!(value, Meta::F32(_)) => (key, Meta::F32(v)),
+                Some(&(_, v)) => (key, Meta::U32(v as u32)),
+                None => (key, value),
+            },
+        )
+        .into();
+    if let Some(kind) = scaling {
+        meta.push(("llama.rope.scaling.type", Meta::Str(kind)));
+    }
+    if !divisors.is_empty() {
+        let bytes = bytemuck::cast_slice(divisors).to_vec();
+        tensors.push(("rope_freqs.weight".into(), vec![divisors.len()], 0, bytes));
+    }
     write_gguf(path, &meta, &tensors);
 }
 
@@ -256,11 +280,11 @@ fn bad_gguf_files_are_named() {
         + 17
         + 4
         + 16;
-    wrong_type[at..at + 4].copy_from_slice(&12u32.to_le_bytes()); // Q4_K
+    wrong_type[at..at + 4].copy_from_slice(&20u32.to_le_bytes()); // IQ4_NL
     std::fs::write(&path, wrong_type).unwrap();
     let err = GgufFile::open(&path).err().unwrap().to_string();
     assert!(
-        err.contains("tensor 'token_embd.weight' has ggml type 12, not supported"),
+        err.contains("tensor 'token_embd.weight' has ggml type 20, not supported"),
         "{err}"
     );
 }
@@ -283,4 +307,43 @@ fn gguf_metadata_no_model_can_have_names_its_key() {
             "{key} = {value}: {err}"
         );
     }
+}
+
+/// llama.cpp converts Llama 3's RoPE scaling into `rope_freqs.weight`, a divisor per
+/// frequency: the table rotates by theta^(-2i/d) / divisor_i. Another scaling type in the
+/// metadata is refused.
+#[test]
+fn gguf_rope_freqs_scale_the_rope_table() {
+    let dir = temp_dir("gguf_rope_freqs");
+    let path = dir.join("tiny.gguf");
+    let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
+    let half = config.head_dim / 2;
+    let divisors: Vec<f32> = (0..half).map(|i| 1.0 + i as f32).collect();
+    tiny_llama_gguf_extra(&path, &divisors, None);
+    let file = GgufFile::open(&path).unwrap();
+    let c = file.config();
+    assert_eq!(c.rope_scaling, RopeScaling::Divisors(divisors.clone()));
+    let table = c.rope_table(5);
+    for i in 0..half {
+        let f = 1.0
+            / config
+                .rope_theta
+                .powf((2 * i) as f64 / config.head_dim as f64)
+            / divisors[i] as f64;
+        assert_eq!(
+            table[(4 * half + i) * 2],
+            (4.0 * f).cos() as f32,
+            "frequency {i}"
+        );
+    }
+    // A wrong count of divisors, and other scaling types, are named.
+    tiny_llama_gguf_extra(&path, &divisors[1..], None);
+    let err = GgufFile::open(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("rope_freqs.weight") && err.contains("divisors"),
+        "{err}"
+    );
+    tiny_llama_gguf_extra(&path, &[], Some("yarn"));
+    let err = GgufFile::open(&path).err().unwrap().to_string();
+    assert!(err.contains("'llama.rope.scaling.type' is 'yarn'"), "{err}");
 }

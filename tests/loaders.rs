@@ -8,7 +8,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::safetensors_files::SafetensorsFiles;
-use webqlora::model::{Architecture, ModelConfig};
+use webqlora::model::{Architecture, ModelConfig, RopeScaling};
 use webqlora::quant::nf4::Nf4Tensor;
 
 #[test]
@@ -49,8 +49,12 @@ fn bad_configs_are_named() {
             "'hidden_size' is missing",
         ),
         (
-            r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3"}}"#,
-            "rope scaling ('default') is not supported",
+            r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4}}"#,
+            "rope scaling 'yarn' is not supported (default, llama3)",
+        ),
+        (
+            r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8}}"#,
+            "rope scaling 'llama3': 'low_freq_factor' is null",
         ),
         ("{not json", "not valid JSON"),
     ];
@@ -220,4 +224,70 @@ fn unsupported_adapters_are_named() {
     std::fs::remove_dir_all(&dir).unwrap();
     let missing = Adapter::load(&dir).unwrap_err().to_string();
     assert!(missing.contains("adapter_config.json"), "{missing}");
+}
+
+/// Llama 3.1+'s RoPE scaling, as transformers 4 writes it (`rope_scaling`) and as transformers
+/// 5 does (`rope_parameters`), against `_compute_llama3_parameters` written out again here the
+/// way transformers computes it (masks over the whole vector).
+#[test]
+fn llama3_rope_scaling_follows_transformers() {
+    let base = r#""model_type": "llama", "vocab_size": 10, "hidden_size": 2048, "intermediate_size": 8,
+                  "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8"#;
+    let scaling = r#""factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192"#;
+    let v4 = format!(
+        r#"{{{base}, "rope_theta": 500000.0, "rope_scaling": {{"rope_type": "llama3", {scaling}}}}}"#
+    );
+    let v5 = format!(
+        r#"{{{base}, "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0, {scaling}}}}}"#
+    );
+    let a = ModelConfig::from_json(&v4, "v4").unwrap();
+    let b = ModelConfig::from_json(&v5, "v5").unwrap();
+    assert_eq!(a, b);
+    assert!(matches!(a.rope_scaling, RopeScaling::Llama3 { .. }));
+
+    let (dim, theta, factor, low, high, old) = (64usize, 500000.0f64, 32.0, 1.0, 4.0, 8192.0);
+    let inv: Vec<f64> = (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64))
+        .collect();
+    let wavelen: Vec<f64> = inv.iter().map(|f| 2.0 * std::f64::consts::PI / f).collect();
+    let llama: Vec<f64> = inv
+        .iter()
+        .zip(&wavelen)
+        .map(|(f, w)| if *w > old / low { f / factor } else { *f })
+        .collect();
+    let want: Vec<f64> = (0..dim / 2)
+        .map(|i| {
+            let smooth = (old / wavelen[i] - low) / (high - low);
+            let smoothed = (1.0 - smooth) * llama[i] / factor + smooth * llama[i];
+            // transformers: ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+            let medium = wavelen[i] >= old / high && wavelen[i] <= old / low;
+            if medium {
+                smoothed
+            } else {
+                llama[i]
+            }
+        })
+        .collect();
+    let got = a.rope_inv_freq();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-15 * w.abs(),
+            "frequency {i}: {g} vs {w}"
+        );
+    }
+    // The fastest frequencies are kept, the slowest divided by the factor, some in between.
+    assert_eq!(got[0], inv[0]);
+    assert_eq!(got[31], inv[31] / factor);
+    assert!((1..31).any(|i| got[i] != inv[i] && got[i] != inv[i] / factor));
+    // The table rotates by those frequencies.
+    let table = a.rope_table(3);
+    let angle = 2.0 * got[31];
+    assert_eq!(table[(2 * 32 + 31) * 2], angle.cos() as f32);
+    assert_eq!(table[(2 * 32 + 31) * 2 + 1], angle.sin() as f32);
+    // And a merged model's config.json says so.
+    assert_eq!(
+        a.to_hf_json("float16")["rope_scaling"]["rope_type"],
+        "llama3"
+    );
 }

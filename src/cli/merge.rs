@@ -51,6 +51,13 @@ pub struct MergeArgs {
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
+    if let webqlora::model::RopeScaling::Divisors(_) = source.config.rope_scaling {
+        anyhow::bail!(
+            "{}: its RoPE scaling (the tensor rope_freqs.weight) has no config.json form that \
+             transformers reads; merge from the model's Hugging Face folder instead",
+            model_path.display()
+        );
+    }
     let adapter = Adapter::load(&args.adapter)?;
     check_output_folder(&args.output, args.force)?;
     let (dtype, torch_dtype) = match args.dtype {

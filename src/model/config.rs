@@ -20,6 +20,25 @@ pub struct BnbQuantization {
     pub skip_modules: Vec<String>,
 }
 
+/// How RoPE's frequencies are scaled for contexts longer than the model was first trained on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Llama 3.1+ (`rope_type` "llama3"): wavelengths longer than
+    /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, shorter
+    /// than `… / high_freq_factor` kept, smoothly interpolated between (transformers'
+    /// `_compute_llama3_parameters`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// A divisor per frequency, as llama.cpp stores llama3's scaling in a GGUF
+    /// (`rope_freqs.weight`).
+    Divisors(Vec<f32>),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -32,6 +51,7 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
     pub tie_word_embeddings: bool,
     /// Biases on the q, k and v projections.
     pub qkv_bias: bool,
@@ -144,10 +164,48 @@ impl ModelConfig {
             Fields { json: &json, path }
         };
         let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
-        let rope_type = rope.json["rope_type"].as_str().unwrap_or("default");
-        if rope_type != "default" || !json["rope_scaling"].is_null() {
-            return Err(f.err(format!("rope scaling ('{rope_type}') is not supported")));
-        }
+        // The scaling: `rope_scaling` (transformers 4), else the rope_parameters themselves.
+        let scaling = if json["rope_scaling"].is_object() {
+            &json["rope_scaling"]
+        } else {
+            rope.json
+        };
+        let rope_type = scaling["rope_type"]
+            .as_str()
+            .or(scaling["type"].as_str())
+            .unwrap_or("default");
+        let rope_scaling = match rope_type {
+            "default" => RopeScaling::None,
+            "llama3" => {
+                let key = |k: &str| -> Result<f64, ModelError> {
+                    match scaling[k].as_f64() {
+                        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+                        _ => Err(f.err(format!(
+                            "rope scaling 'llama3': '{k}' is {}, not a number above 0",
+                            scaling[k]
+                        ))),
+                    }
+                };
+                let (low, high) = (key("low_freq_factor")?, key("high_freq_factor")?);
+                if high <= low {
+                    return Err(f.err(format!(
+                        "rope scaling 'llama3': high_freq_factor {high} must exceed \
+                         low_freq_factor {low}"
+                    )));
+                }
+                RopeScaling::Llama3 {
+                    factor: key("factor")?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_position_embeddings: key("original_max_position_embeddings")?,
+                }
+            }
+            other => {
+                return Err(f.err(format!(
+                    "rope scaling '{other}' is not supported (default, llama3)"
+                )))
+            }
+        };
 
         let quantization = match &json["quantization_config"] {
             Value::Null => None,
@@ -185,6 +243,7 @@ impl ModelConfig {
             head_dim,
             rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
             rope_theta,
+            rope_scaling,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
             qkv_bias: architecture == Architecture::Qwen2 || f.bool_or("attention_bias", false)?,
             max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
@@ -196,6 +255,45 @@ impl ModelConfig {
             .check()
             .map_err(|(key, msg)| f.err(format!("'{key}' {msg}")))?;
         Ok(config)
+    }
+
+    /// RoPE's inverse frequencies (head_dim / 2 of them), scaled as the model says.
+    pub fn rope_inv_freq(&self) -> Vec<f64> {
+        let mut inv = crate::ops::rope::inv_freq(self.head_dim, self.rope_theta);
+        match &self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Divisors(d) => {
+                for (f, d) in inv.iter_mut().zip(d) {
+                    *f /= *d as f64;
+                }
+            }
+            &RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    *f = if wavelen < high_wavelen {
+                        *f
+                    } else if wavelen > low_wavelen {
+                        *f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * *f / factor + smooth * *f
+                    };
+                }
+            }
+        }
+        inv
+    }
+
+    /// RoPE's (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2].
+    pub fn rope_table(&self, positions: usize) -> Vec<f32> {
+        crate::ops::rope::cos_sin_table_of(positions, &self.rope_inv_freq())
     }
 
     /// Values no model can have (a zero size, a negative epsilon): the config.json key and
@@ -223,6 +321,18 @@ impl ModelConfig {
                     self.head_dim
                 ),
             ));
+        }
+        if let RopeScaling::Divisors(d) = &self.rope_scaling {
+            if d.len() != self.head_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err((
+                    "rope_scaling",
+                    format!(
+                        "has {} frequency divisors, not {} positive ones",
+                        d.len(),
+                        self.head_dim / 2
+                    ),
+                ));
+            }
         }
         for (key, v) in [
             ("rms_norm_eps", self.rms_norm_eps),
@@ -285,6 +395,21 @@ impl ModelConfig {
             "head_dim": self.head_dim,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
+            "rope_scaling": match self.rope_scaling {
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                } => serde_json::json!({
+                    "rope_type": "llama3",
+                    "factor": factor,
+                    "low_freq_factor": low_freq_factor,
+                    "high_freq_factor": high_freq_factor,
+                    "original_max_position_embeddings": original_max_position_embeddings,
+                }),
+                _ => Value::Null,
+            },
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.qkv_bias && self.architecture != Architecture::Qwen2,
             "max_position_embeddings": self.max_position_embeddings,

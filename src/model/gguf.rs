@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::file_bytes::FileBytes;
-use super::{Architecture, ModelConfig, ModelError, WeightSource};
+use super::{Architecture, ModelConfig, ModelError, RopeScaling, WeightSource};
 use crate::quant::ggml::{dequantize, GgmlType};
 
 /// A metadata value.
@@ -247,7 +247,10 @@ impl GgufFile {
                 .collect::<Result<Vec<_>, _>>()?;
             let type_id = c.u32()?;
             let ty = GgmlType::from_id(type_id).ok_or_else(|| {
-                c.err(format!("tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)"))
+                c.err(format!(
+                    "tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, \
+                     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+                ))
             })?;
             let offset = c.u64()? as usize;
             dims.reverse();
@@ -282,14 +285,25 @@ impl GgufFile {
             tensors.insert(name, info);
         }
         let config = config_from_metadata(&metadata, &tensors, &shown)?;
-        Ok(GgufFile {
+        let mut file = GgufFile {
             path: shown,
             map,
             metadata,
             tensors,
             data_start,
             config,
-        })
+        };
+        // llama.cpp keeps Llama 3's RoPE scaling as one divisor per frequency.
+        if let Some((_, divisors)) = file.tensor(ROPE_FREQS) {
+            file.config.rope_scaling = RopeScaling::Divisors(divisors);
+            file.config
+                .check()
+                .map_err(|(_, msg)| ModelError::Invalid {
+                    path: file.path.clone(),
+                    msg: format!("tensor '{ROPE_FREQS}' {msg}"),
+                })?;
+        }
+        Ok(file)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -305,6 +319,9 @@ impl GgufFile {
         Some((info.shape.clone(), dequantize(info.ty, bytes)))
     }
 }
+
+/// The GGUF tensor of RoPE's per-frequency divisors (Llama 3.1+ converted by llama.cpp).
+const ROPE_FREQS: &str = "rope_freqs.weight";
 
 fn config_from_metadata(
     m: &BTreeMap<String, MetaValue>,
@@ -345,6 +362,18 @@ fn config_from_metadata(
             .ok_or_else(|| err("no vocabulary".into()))?,
     };
     let id = |key: &str| m.get(key).and_then(MetaValue::as_u64).map(|v| v as u32);
+    // Scalings other than llama3's (which comes as `rope_freqs.weight`) change the angles in
+    // ways this loader does not model: refuse them rather than train on wrong positions.
+    let scaling_key = format!("{arch}.rope.scaling.type");
+    match m.get(&scaling_key).and_then(MetaValue::as_str) {
+        None | Some("none") => {}
+        Some(other) => {
+            return Err(err(format!(
+                "metadata '{scaling_key}' is '{other}': only unscaled RoPE and llama3's \
+                 rope_freqs are supported"
+            )))
+        }
+    }
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -362,6 +391,7 @@ fn config_from_metadata(
             .get(&format!("{arch}.rope.freq_base"))
             .and_then(MetaValue::as_f64)
             .unwrap_or(10000.0),
+        rope_scaling: RopeScaling::None,
         tie_word_embeddings: !tensors.contains_key("output.weight"),
         qkv_bias: architecture == Architecture::Qwen2,
         max_position_embeddings: count("context_length").unwrap_or(2048),

@@ -11,7 +11,7 @@ use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
 use crate::lora::LoraConfig;
 use crate::ops::decode;
 use crate::ops::matmul::{matmul, Operand};
-use crate::ops::rope::{cos_sin_table, rope, Positions};
+use crate::ops::rope::{rope, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
 
 pub struct Decoder {
@@ -116,7 +116,7 @@ impl Decoder {
             cos_sin,
             logits,
             body_nodes,
-            table: cos_sin_table(max_ctx, config.head_dim, config.rope_theta),
+            table: config.rope_table(max_ctx),
             half: config.head_dim / 2,
         }
     }

@@ -6,7 +6,6 @@ use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
 use crate::lora::peft::Adapter;
 use crate::ops::nf4_matmul::upload_bytes;
-use crate::ops::rope::cos_sin_table;
 use crate::quant::nf4::Nf4Tensor;
 
 /// Write every param of `compiled` that a model or adapter provides: base weights from `files`
@@ -75,7 +74,7 @@ pub fn upload_model_with_progress(
         progress(done, total);
         let name = desc.name.as_str();
         if name == "rope.cos_sin" {
-            let table = cos_sin_table(desc.shape[0], config.head_dim, config.rope_theta);
+            let table = config.rope_table(desc.shape[0]);
             write(t, bytemuck::cast_slice(&table))?;
         } else if name.starts_with("base_model.model.") {
             match adapter.and_then(|a| a.tensors.get(name)) {

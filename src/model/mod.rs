@@ -11,7 +11,7 @@ pub mod llama_train;
 pub mod load;
 pub mod safetensors_files;
 
-pub use config::{Architecture, BnbQuantization, ModelConfig};
+pub use config::{Architecture, BnbQuantization, ModelConfig, RopeScaling};
 
 /// Where base weights come from (a safetensors folder, a GGUF file), by Hugging Face name and
 /// in Hugging Face layout.

@@ -44,12 +44,23 @@ pub static ROPE_VEC4: Kernel = Kernel {
 /// The (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2], computed as
 /// transformers does (inv_freq = 1 / theta^(2i / d), angle = position · inv_freq) in f64.
 pub fn cos_sin_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut table = Vec::with_capacity(positions * half * 2);
+    cos_sin_table_of(positions, &inv_freq(head_dim, theta))
+}
+
+/// RoPE's unscaled inverse frequencies: 1 / theta^(2i / d) for i < d / 2.
+pub fn inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+        .collect()
+}
+
+/// The (cos, sin) table for `positions` positions of these inverse frequencies (a model's
+/// scaled ones: `ModelConfig::rope_table`).
+pub fn cos_sin_table_of(positions: usize, inv_freq: &[f64]) -> Vec<f32> {
+    let mut table = Vec::with_capacity(positions * inv_freq.len() * 2);
     for p in 0..positions {
-        for i in 0..half {
-            let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
-            let angle = p as f64 * inv_freq;
+        for f in inv_freq {
+            let angle = p as f64 * f;
             table.push(angle.cos() as f32);
             table.push(angle.sin() as f32);
         }

@@ -21,7 +21,6 @@ use crate::model::ModelConfig;
 use crate::ops::attention::TokenMask;
 use crate::ops::cross_entropy::IGNORE;
 use crate::ops::embedding;
-use crate::ops::rope::cos_sin_table;
 use crate::tokenizer::Tokenizer;
 
 use super::TrainError;
@@ -343,7 +342,7 @@ impl Scorer {
                 )));
             }
             let t = compiled.graph.find(&name).expect("listed from the graph");
-            let table = cos_sin_table(shape.positions, config.head_dim, config.rope_theta);
+            let table = config.rope_table(shape.positions);
             debug_assert_eq!(table.len(), compiled.graph.tensor(t).numel());
             compiled.write(gpu, t, bytemuck::cast_slice(&table))?;
         }
