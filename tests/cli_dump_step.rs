@@ -37,7 +37,7 @@ fn the_f32_nf4_path_differs_from_the_cpu_golden_step() {
     let dir = temp_dir("dump_step_f32_nf4");
     let batch = dir.join("batch.safetensors");
     let out = dir.join("step.safetensors");
-    write_batch(&batch, &["input_ids", "labels"]);
+    write_batch("tiny-llama", &batch, &["input_ids", "labels"]);
     let model = "tiny-llama/base-bnb-nf4";
     let run = dump_step(model, &batch, &out, &[]);
     assert!(
@@ -65,7 +65,7 @@ fn a_bad_batch_is_named_and_nothing_is_written() {
     let dir = temp_dir("dump_step_bad");
     let batch = dir.join("batch.safetensors");
     let out = dir.join("step.safetensors");
-    write_batch(&batch, &["input_ids"]);
+    write_batch("tiny-llama", &batch, &["input_ids"]);
     let run = dump_step("tiny-llama/base-bnb-nf4", &batch, &out, &[]);
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);

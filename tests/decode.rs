@@ -1,5 +1,5 @@
 //! Decoding with the KV cache gives, token by token, the logits of the full causal forward
-//! on the golden tiny Llama (f32 and NF4 base, with and without the PEFT adapter; f32 and f16
+//! on the golden tiny Llama and tiny Qwen3 (f32 and NF4 base, with and without the PEFT adapter; f32 and f16
 //! caches).
 
 mod common;
@@ -15,17 +15,24 @@ use webqlora::model::ModelConfig;
 
 #[test]
 fn cached_decoding_equals_the_full_forward() {
-    let expected = Golden::open("tiny-llama/expected.safetensors");
+    // Qwen3's q_norm / k_norm run in the decoder's own layer body too.
+    for family in ["tiny-llama", "tiny-qwen3"] {
+        cached_decoding_equals_the_full_forward_of(family);
+    }
+}
+
+fn cached_decoding_equals_the_full_forward_of(family: &str) {
+    let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let (_, shape, bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(bytes)
         .iter()
         .map(|&i| i as u32)
         .collect();
     let seq = shape[1];
-    let dir = golden("tiny-llama/base-f32");
+    let dir = golden(&format!("{family}/base-f32"));
     let config = ModelConfig::load(&dir).unwrap();
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
-    let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
+    let adapter = Adapter::load(&golden(&format!("{family}/adapter"))).unwrap();
     let gpu = common::gpu();
     // An f16 cache rounds K and V to 11 significant bits: the logits move by about 3e-4.
     let mut cases = vec![
@@ -66,7 +73,7 @@ fn cached_decoding_equals_the_full_forward() {
                     let e = rel_err(&logits, &full[at..at + v]);
                     assert!(
                         e < tolerance,
-                        "{base:?} adapter {with_adapter} {cache} cache, row {row} pos {pos}: {e}"
+                        "{family} {base:?} adapter {with_adapter} {cache} cache, row {row} pos {pos}: {e}"
                     );
                 }
             }

@@ -230,7 +230,15 @@ fn a_gguf_tiny_llama_gives_transformers_logits() {
     assert_eq!(file.config(), &want_config);
     assert!(file.contains("model.layers.1.self_attn.k_proj.weight"));
 
+    let got = gguf_logits("tiny-llama", &file);
     let expected = Golden::open("tiny-llama/expected.safetensors");
+    let e = rel_err(&got, &expected.f32("logits_base"));
+    assert!(e < 1e-4, "logits through GGUF: {e}");
+}
+
+/// The golden batch's logits of `family` through the GGUF `file` (f32 base, no adapter).
+fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
+    let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let (_, id_shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
         .iter()
@@ -246,13 +254,62 @@ fn a_gguf_tiny_llama_gives_transformers_logits() {
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &file, BaseFormat::F32, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &config, file, BaseFormat::F32, None).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
         .unwrap();
     compiled.run(gpu);
-    let got = pollster::block_on(compiled.read_f32(gpu, logits)).unwrap();
+    pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
+}
+
+/// A Qwen3 GGUF as llama.cpp writes one (architecture qwen3, the head size as
+/// `attention.key_length`, q/k rows not permuted, `attn_q_norm` / `attn_k_norm`): the same
+/// config and transformers' logits.
+#[test]
+fn a_gguf_tiny_qwen3_gives_transformers_logits() {
+    let dir = temp_dir("gguf_qwen3");
+    let path = dir.join("qwen3.gguf");
+    let c = ModelConfig::load(&golden("tiny-qwen3/base-f32")).unwrap();
+    let weights = Golden::open("tiny-qwen3/base-f32/model.safetensors");
+    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
+        .names()
+        .into_iter()
+        .map(|name| {
+            let gguf = webqlora::model::gguf::gguf_name(&name)
+                .unwrap_or_else(|| panic!("no GGUF name for {name}"));
+            let values = weights.f32(&name);
+            (
+                gguf,
+                weights.shape(&name),
+                0,
+                bytemuck::cast_slice(&values).to_vec(),
+            )
+        })
+        .collect();
+    let u = |v: usize| Meta::U32(v as u32);
+    let meta = [
+        ("general.architecture", Meta::Str("qwen3")),
+        ("qwen3.embedding_length", u(c.hidden_size)),
+        ("qwen3.feed_forward_length", u(c.intermediate_size)),
+        ("qwen3.block_count", u(c.num_layers)),
+        ("qwen3.attention.head_count", u(c.num_heads)),
+        ("qwen3.attention.head_count_kv", u(c.num_kv_heads)),
+        ("qwen3.attention.key_length", u(c.head_dim)),
+        ("qwen3.context_length", u(c.max_position_embeddings)),
+        ("qwen3.rope.freq_base", Meta::F32(c.rope_theta as f32)),
+        (
+            "qwen3.attention.layer_norm_rms_epsilon",
+            Meta::F32(c.rms_norm_eps as f32),
+        ),
+    ];
+    write_gguf(&path, &meta, &tensors);
+    let file = GgufFile::open(&path).unwrap();
+    let mut want = c.clone();
+    want.rms_norm_eps = c.rms_norm_eps as f32 as f64;
+    assert_eq!(file.config(), &want);
+    let got = gguf_logits("tiny-qwen3", &file);
+    let expected = Golden::open("tiny-qwen3/expected.safetensors");
     let e = rel_err(&got, &expected.f32("logits_base"));
     assert!(e < 1e-4, "logits through GGUF: {e}");
 }

@@ -10,6 +10,8 @@ pub enum Architecture {
     Mistral,
     /// Llama with biases on q, k and v.
     Qwen2,
+    /// Llama with q_norm / k_norm: RMSNorm over each head before RoPE, no biases.
+    Qwen3,
 }
 
 /// `quantization_config` of a bitsandbytes 4-bit checkpoint.
@@ -55,6 +57,8 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     /// Biases on the q, k and v projections.
     pub qkv_bias: bool,
+    /// RMSNorm over each query and key head before RoPE (`self_attn.q_norm` / `k_norm`).
+    pub qk_norm: bool,
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
@@ -138,9 +142,10 @@ impl ModelConfig {
             "llama" => Architecture::Llama,
             "mistral" => Architecture::Mistral,
             "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
             other => {
                 return Err(f.err(format!(
-                    "model_type '{other}' is not supported (llama, mistral, qwen2)"
+                    "model_type '{other}' is not supported (llama, mistral, qwen2, qwen3)"
                 )))
             }
         };
@@ -246,6 +251,7 @@ impl ModelConfig {
             rope_scaling,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
             qkv_bias: architecture == Architecture::Qwen2 || f.bool_or("attention_bias", false)?,
+            qk_norm: architecture == Architecture::Qwen3,
             max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
@@ -377,6 +383,7 @@ impl ModelConfig {
             Architecture::Llama => ("llama", "LlamaForCausalLM"),
             Architecture::Mistral => ("mistral", "MistralForCausalLM"),
             Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
         };
         let eos: Value = match &self.eos_token_ids[..] {
             [] => Value::Null,

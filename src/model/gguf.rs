@@ -169,6 +169,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "input_layernorm.weight" => "attn_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "self_attn.q_proj.bias" => "attn_q.bias",
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
@@ -360,9 +362,10 @@ fn config_from_metadata(
     let architecture = match arch {
         "llama" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
+        "qwen3" => Architecture::Qwen3,
         other => {
             return Err(err(format!(
-                "architecture '{other}' is not supported (llama, qwen2)"
+                "architecture '{other}' is not supported (llama, qwen2, qwen3)"
             )))
         }
     };
@@ -403,7 +406,10 @@ fn config_from_metadata(
         num_layers: count("block_count")?,
         num_heads,
         num_kv_heads,
-        head_dim: count("rope.dimension_count").unwrap_or(hidden_size / num_heads.max(1)),
+        // Qwen3 and Gemma 3 give the head size as key_length (not hidden / heads).
+        head_dim: count("attention.key_length")
+            .or_else(|_| count("rope.dimension_count"))
+            .unwrap_or(hidden_size / num_heads.max(1)),
         rms_norm_eps: m
             .get(&format!("{arch}.attention.layer_norm_rms_epsilon"))
             .and_then(MetaValue::as_f64)
@@ -415,6 +421,7 @@ fn config_from_metadata(
         rope_scaling: RopeScaling::None,
         tie_word_embeddings: !tensors.contains_key("output.weight"),
         qkv_bias: architecture == Architecture::Qwen2,
+        qk_norm: architecture == Architecture::Qwen3,
         max_position_embeddings: count("context_length").unwrap_or(2048),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),

@@ -242,9 +242,53 @@ impl Module {
     }
 }
 
+/// RMSNorm over each head's vector (Qwen3's q_norm and k_norm): x [tokens, heads, head_dim]
+/// normalized as [tokens·heads, head_dim] rows with one weight [head_dim].
+#[derive(Clone, Copy, Debug)]
+pub struct HeadNorm {
+    /// The heads before the norm, as rows.
+    pub x_rows: TensorId,
+    pub rstd: TensorId,
+}
+
+impl HeadNorm {
+    pub fn forward(
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+        weight: TensorId,
+        eps: f32,
+    ) -> Result<(TensorId, HeadNorm), GraphError> {
+        let shape = g.tensor(x).shape.clone();
+        let rows = shape[..shape.len() - 1].iter().product::<usize>();
+        let x_rows = g.view(x, &format!("{name}.rows"), &[rows, shape[shape.len() - 1]])?;
+        let (y, rstd) = rmsnorm::forward(g, name, x_rows, weight, eps)?;
+        let y = g.view(y, &format!("{name}.heads"), &shape)?;
+        Ok((y, HeadNorm { x_rows, rstd }))
+    }
+
+    /// The gradient of the heads before the norm from `dy` (same shape as the forward's x);
+    /// the weight is frozen.
+    pub fn backward(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        dy: TensorId,
+        weight: TensorId,
+    ) -> Result<TensorId, GraphError> {
+        let shape = g.tensor(dy).shape.clone();
+        let rows_shape = g.tensor(self.x_rows).shape.clone();
+        let dy_rows = g.view(dy, &format!("{name}.rows"), &rows_shape)?;
+        let dx = rmsnorm::backward(g, name, dy_rows, self.x_rows, weight, self.rstd)?;
+        g.view(dx, &format!("{name}.heads"), &shape)
+    }
+}
+
 pub struct Layer {
     pub input_norm: TensorId,
     pub post_norm: TensorId,
+    /// Qwen3's q_norm and k_norm weights [head_dim] (`HeadNorm`).
+    pub qk_norm: Option<(TensorId, TensorId)>,
     pub q: Module,
     pub k: Module,
     pub v: Module,
@@ -321,6 +365,13 @@ impl Llama {
                         &[hidden],
                         DType::F32,
                     ),
+                    qk_norm: c.qk_norm.then(|| {
+                        let norm = |g: &mut Graph, which: &str| {
+                            let name = format!("{p}.self_attn.{which}.weight");
+                            g.param(&name, &[c.head_dim], DType::F32)
+                        };
+                        (norm(g, "q_norm"), norm(g, "k_norm"))
+                    }),
                     q: module(g, format!("{p}.self_attn.q_proj"), q_dim, hidden),
                     k: module(g, format!("{p}.self_attn.k_proj"), kv_dim, hidden),
                     v: module(g, format!("{p}.self_attn.v_proj"), kv_dim, hidden),

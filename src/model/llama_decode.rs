@@ -4,7 +4,7 @@
 //! RoPE's (cos, sin) row for it is written by the host before each run. Prompt tokens run
 //! only the nodes before the lm-head.
 
-use super::llama::{BaseFormat, Llama};
+use super::llama::{BaseFormat, HeadNorm, Llama};
 use super::ModelConfig;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
@@ -68,6 +68,13 @@ impl Decoder {
             let v = l.v.forward(&mut g, &format!("{p}.v"), x)?;
             let q = g.view(q, &format!("{p}.q_heads"), &[1, c.num_heads, c.head_dim])?;
             let k = g.view(k, &format!("{p}.k_heads"), &[1, c.num_kv_heads, c.head_dim])?;
+            let (q, k) = match l.qk_norm {
+                Some((qw, kw)) => (
+                    HeadNorm::forward(&mut g, &format!("{p}.q_norm"), q, qw, eps)?.0,
+                    HeadNorm::forward(&mut g, &format!("{p}.k_norm"), k, kw, eps)?.0,
+                ),
+                None => (q, k),
+            };
             let q = rope(&mut g, &format!("{p}.q_rot"), q, model.cos_sin, at, false)?;
             let k = rope(&mut g, &format!("{p}.k_rot"), k, model.cos_sin, at, false)?;
             decode::kv_store(&mut g, &format!("{p}.k_store"), k, step, k_cache)?;

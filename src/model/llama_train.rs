@@ -4,7 +4,7 @@
 //! embedding. With gradient checkpointing (the default) only each layer's input is kept and
 //! the layer's forward is emitted again just before its backward.
 
-use super::llama::{Layer, Llama, LoraGrads, Module, ModuleSaved};
+use super::llama::{HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::{lm_head_loss, IGNORE};
@@ -100,6 +100,8 @@ pub(super) struct LayerSaved {
     q: ModuleSaved,
     k: ModuleSaved,
     v: ModuleSaved,
+    /// What Qwen3's q_norm and k_norm backward needs.
+    qk_norm: Option<(HeadNorm, HeadNorm)>,
     qkv: Qkv,
     attn: Saved,
     o: ModuleSaved,
@@ -190,6 +192,14 @@ impl Llama {
             &format!("{p}.v_heads"),
             &[tokens, c.num_kv_heads, c.head_dim],
         )?;
+        let (q, k, qk_norm) = match l.qk_norm {
+            Some((qw, kw)) => {
+                let (q, qn) = HeadNorm::forward(g, &format!("{p}.q_norm"), q, qw, eps)?;
+                let (k, kn) = HeadNorm::forward(g, &format!("{p}.k_norm"), k, kw, eps)?;
+                (q, k, Some((qn, kn)))
+            }
+            None => (q, k, None),
+        };
         let q = rope(g, &format!("{p}.q_rot"), q, table, at, false)?;
         let k = rope(g, &format!("{p}.k_rot"), k, table, at, false)?;
         let qkv = Qkv { q, k, v };
@@ -229,6 +239,7 @@ impl Llama {
             q: q_saved,
             k: k_saved,
             v: v_saved,
+            qk_norm,
             qkv,
             attn,
             o: o_saved,
@@ -352,6 +363,13 @@ impl Llama {
             let d = attention::backward(g, &format!("{p}.d_qkv"), s.qkv, s.attn, d_attn, seq_len)?;
             let d_q = rope(g, &format!("{p}.d_q_heads"), d.q, self.cos_sin, at, true)?;
             let d_k = rope(g, &format!("{p}.d_k_heads"), d.k, self.cos_sin, at, true)?;
+            let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
+                (Some((qn, kn)), Some((qw, kw))) => (
+                    qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
+                    kn.backward(g, &format!("{p}.d_k_norm"), d_k, kw)?,
+                ),
+                _ => (d_q, d_k),
+            };
             let d_q = g.view(
                 d_q,
                 &format!("{p}.d_q"),

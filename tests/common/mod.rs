@@ -368,7 +368,13 @@ pub fn tiny_llama_logits_with(
 ) -> Vec<f32> {
     use webqlora::graph::{CompiledGraph, DType, Graph};
     use webqlora::model::llama::Llama;
-    let expected = Golden::open("tiny-llama/expected.safetensors");
+    // The golden batch of the model's family (`dir` is `<family>/base-…`).
+    let family = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tiny-llama".into());
+    let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let (_, id_shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
         .iter()
