@@ -6,49 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::cli::{fails, ok, path, pattern_jsonl, webqlora};
 use common::{golden, golden_batch_jsonl, temp_dir, Golden};
 use webqlora::lora::peft::Adapter;
 
-fn webqlora(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_webqlora"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-fn fails(out: Output) -> String {
-    assert!(!out.status.success(), "should have failed");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn base_f32() -> String {
     golden("tiny-llama/base-f32").display().to_string()
-}
-
-/// Equal-length sequences (every token counted) that a model can learn: arithmetic runs.
-fn pattern_jsonl(n: usize, len: usize) -> String {
-    (0..n)
-        .map(|i| {
-            let ids: Vec<u32> = (0..len).map(|k| ((i * 7 + k * 3) % 256) as u32).collect();
-            serde_json::json!({ "input_ids": ids }).to_string() + "\n"
-        })
-        .collect()
 }
 
 fn max_abs_diff(a: &Adapter, b: &Adapter) -> f32 {

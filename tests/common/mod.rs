@@ -257,36 +257,32 @@ impl Drop for TempDir {
 /// The Gemma 3 270M Q4_K_M GGUF that `cargo xtask fetch-model --model gemma3-270m` caches
 /// (`WEBQLORA_GEMMA3` overrides the place).
 pub fn gemma3_path() -> std::path::PathBuf {
-    let path = std::env::var_os("WEBQLORA_GEMMA3")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/webqlora/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask fetch-model --model gemma3-270m` (or set WEBQLORA_GEMMA3)",
-        path.display()
-    );
-    path
+    cached_model(
+        "WEBQLORA_GEMMA3",
+        "gemma-3-270m-q4_k_m.gguf",
+        " --model gemma3-270m",
+    )
 }
 
 /// The SmolLM2-135M-Instruct GGUF that `cargo xtask fetch-model` caches (`WEBQLORA_SMOLLM2`
 /// overrides the place).
 pub fn smollm2_path() -> std::path::PathBuf {
-    let path = std::env::var_os("WEBQLORA_SMOLLM2")
+    cached_model("WEBQLORA_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf", "")
+}
+
+/// A model file `cargo xtask fetch-model{flag}` caches as `file`, or where `env` says.
+fn cached_model(env: &str, file: &str, flag: &str) -> std::path::PathBuf {
+    let path = std::env::var_os(env)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME")
                 .map(std::path::PathBuf::from)
                 .unwrap_or_default();
-            home.join(".cache/webqlora/SmolLM2-135M-Instruct.Q4_1.gguf")
+            home.join(".cache/webqlora").join(file)
         });
     assert!(
         path.exists(),
-        "SmolLM2 GGUF not found at {}: run `cargo xtask fetch-model` (`cargo xtask test` does)",
+        "{} is missing: run `cargo xtask fetch-model{flag}` (or set {env})",
         path.display()
     );
     path
