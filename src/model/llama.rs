@@ -243,11 +243,11 @@ impl Module {
 }
 
 /// RMSNorm over each head's vector (Qwen3's q_norm and k_norm): x [tokens, heads, head_dim]
-/// normalized as [tokens·heads, head_dim] rows with one weight [head_dim].
+/// with one weight [head_dim] (the RMSNorm kernels take any leading dimensions as rows).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadNorm {
-    /// The heads before the norm, as rows.
-    pub x_rows: TensorId,
+    /// The heads before the norm.
+    pub x: TensorId,
     pub rstd: TensorId,
 }
 
@@ -259,16 +259,11 @@ impl HeadNorm {
         weight: TensorId,
         eps: f32,
     ) -> Result<(TensorId, HeadNorm), GraphError> {
-        let shape = g.tensor(x).shape.clone();
-        let rows = shape[..shape.len() - 1].iter().product::<usize>();
-        let x_rows = g.view(x, &format!("{name}.rows"), &[rows, shape[shape.len() - 1]])?;
-        let (y, rstd) = rmsnorm::forward(g, name, x_rows, weight, eps)?;
-        let y = g.view(y, &format!("{name}.heads"), &shape)?;
-        Ok((y, HeadNorm { x_rows, rstd }))
+        let (y, rstd) = rmsnorm::forward(g, name, x, weight, eps)?;
+        Ok((y, HeadNorm { x, rstd }))
     }
 
-    /// The gradient of the heads before the norm from `dy` (same shape as the forward's x);
-    /// the weight is frozen.
+    /// The gradient of the heads before the norm from `dy`; the weight is frozen.
     pub fn backward(
         &self,
         g: &mut Graph,
@@ -276,11 +271,7 @@ impl HeadNorm {
         dy: TensorId,
         weight: TensorId,
     ) -> Result<TensorId, GraphError> {
-        let shape = g.tensor(dy).shape.clone();
-        let rows_shape = g.tensor(self.x_rows).shape.clone();
-        let dy_rows = g.view(dy, &format!("{name}.rows"), &rows_shape)?;
-        let dx = rmsnorm::backward(g, name, dy_rows, self.x_rows, weight, self.rstd)?;
-        g.view(dx, &format!("{name}.heads"), &shape)
+        rmsnorm::backward(g, name, dy, self.x, weight, self.rstd)
     }
 }
 
