@@ -45,7 +45,7 @@ fn cached_decoding_equals_the_full_forward_of(family: &str) {
     }
     for (base, with_adapter, cache, tolerance) in cases {
         let adapter = with_adapter.then_some(&adapter);
-        let full = common::tiny_llama_logits(&dir, base, adapter);
+        let full = common::family_logits(family, &dir, base, adapter);
         let decoder = Decoder::with_cache(
             gpu,
             &config,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::golden_step::check_golden_step;
-use common::{golden, rel_err, tiny_llama_logits, Golden};
+use common::{family_logits, golden, rel_err, Golden};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::BaseFormat;
 use webqlora::model::{Architecture, ModelConfig};
@@ -25,11 +25,11 @@ fn the_config_reads_as_qwen3() {
 fn logits_match_transformers_and_peft() {
     let expected = Golden::open("tiny-qwen3/expected.safetensors");
     let dir = golden("tiny-qwen3/base-f32");
-    let base = tiny_llama_logits(&dir, BaseFormat::F32, None);
+    let base = family_logits("tiny-qwen3", &dir, BaseFormat::F32, None);
     let e = rel_err(&base, &expected.f32("logits_base"));
     assert!(e < 1e-4, "base logits: {e}");
     let adapter = Adapter::load(&golden("tiny-qwen3/adapter")).unwrap();
-    let lora = tiny_llama_logits(&dir, BaseFormat::F32, Some(&adapter));
+    let lora = family_logits("tiny-qwen3", &dir, BaseFormat::F32, Some(&adapter));
     let e = rel_err(&lora, &expected.f32("logits_lora"));
     assert!(e < 1e-4, "adapted logits: {e}");
     assert!(

@@ -352,7 +352,17 @@ pub fn tiny_llama_logits(
     base: webqlora::model::llama::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
 ) -> Vec<f32> {
-    tiny_llama_logits_with(dir, base, adapter, |_| {})
+    golden_logits("tiny-llama", dir, base, adapter, |_| {})
+}
+
+/// `tiny_llama_logits` for the golden batch of `family` (`tiny-qwen3`, …).
+pub fn family_logits(
+    family: &str,
+    dir: &std::path::Path,
+    base: webqlora::model::llama::BaseFormat,
+    adapter: Option<&webqlora::lora::peft::Adapter>,
+) -> Vec<f32> {
+    golden_logits(family, dir, base, adapter, |_| {})
 }
 
 /// `tiny_llama_logits` with `adjust` applied to the model before its graph is built.
@@ -362,14 +372,19 @@ pub fn tiny_llama_logits_with(
     adapter: Option<&webqlora::lora::peft::Adapter>,
     adjust: impl FnOnce(&mut webqlora::model::llama::Llama),
 ) -> Vec<f32> {
+    golden_logits("tiny-llama", dir, base, adapter, adjust)
+}
+
+/// Logits of the model folder `dir` on the golden batch of `family`.
+fn golden_logits(
+    family: &str,
+    dir: &std::path::Path,
+    base: webqlora::model::llama::BaseFormat,
+    adapter: Option<&webqlora::lora::peft::Adapter>,
+    adjust: impl FnOnce(&mut webqlora::model::llama::Llama),
+) -> Vec<f32> {
     use webqlora::graph::{CompiledGraph, DType, Graph};
     use webqlora::model::llama::Llama;
-    // The golden batch of the model's family (`dir` is `<family>/base-…`).
-    let family = dir
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "tiny-llama".into());
     let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let (_, id_shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)

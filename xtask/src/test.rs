@@ -61,7 +61,7 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
 /// Run cargo test, echoing its output and counting results.
 fn cargo_test(extra: &[String], counts: &mut Counts) -> Result<(), String> {
     let mut child = cargo()
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
