@@ -352,6 +352,7 @@ fn gguf_metadata_no_model_can_have_names_its_key() {
     let path = dir.join("tiny.gguf");
     for (key, value) in [
         ("llama.block_count", 0.0),
+        ("llama.attention.head_count_kv", 3.0),
         ("llama.embedding_length", 0.0),
         ("llama.attention.layer_norm_rms_epsilon", -1e-5),
         ("llama.rope.freq_base", 0.0),

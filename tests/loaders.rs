@@ -38,11 +38,11 @@ fn bad_configs_are_named() {
     let cases = [
         (
             r#"{"model_type": "gpt2"}"#,
-            "model_type 'gpt2' is not supported (llama, mistral, qwen2)",
+            "model_type 'gpt2' is not supported (llama, mistral, qwen2, qwen3)",
         ),
         (
             r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3}"#,
-            "4 attention heads cannot be grouped over 3 key/value heads",
+            "'num_attention_heads' 4 cannot be grouped over 'num_key_value_heads' 3",
         ),
         (
             r#"{"model_type": "llama", "num_attention_heads": 4}"#,

@@ -1,4 +1,4 @@
-//! The Hugging Face `config.json` of a Llama-family model (llama, mistral, qwen2).
+//! The Hugging Face `config.json` of a Llama-family model (llama, mistral, qwen2, qwen3).
 
 use serde_json::Value;
 
@@ -154,7 +154,8 @@ impl ModelConfig {
         let num_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(f.err(format!(
-                "{num_heads} attention heads cannot be grouped over {num_kv_heads} key/value heads"
+                "'num_attention_heads' {num_heads} cannot be grouped over \
+                 'num_key_value_heads' {num_kv_heads} (a multiple of it, neither 0)"
             )));
         }
         let head_dim = f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
@@ -318,6 +319,15 @@ impl ModelConfig {
         ];
         if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err((key, "is 0".into()));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err((
+                "num_key_value_heads",
+                format!(
+                    "is {}: the {} attention heads must be a multiple of it",
+                    self.num_kv_heads, self.num_heads
+                ),
+            ));
         }
         if !self.head_dim.is_multiple_of(2) {
             return Err((
