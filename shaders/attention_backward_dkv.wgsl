@@ -12,7 +12,7 @@
 //   5 delta   storage, read        f32[tokens, heads]
 //   6 dk      storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
 //   7 dv      storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
-//   8 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+//   8 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 // Eight storage buffers: WebGPU's default per-stage limit.
 // Dispatch: linear, ceil(tokens * kv_heads / 64) workgroups of 64, one (key, kv head) each.
 
@@ -21,7 +21,7 @@
 // which loops over head_dim inside loops over 2048 keys would exceed.
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -30,6 +30,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -55,7 +58,8 @@ fn attention_backward_dkv(
     let j = row / params.kv_heads;
     let kv = row % params.kv_heads;
     let group = params.heads / params.kv_heads;
-    let end = j - j % params.seq_len + params.seq_len; // one past the sequence's last token
+    // One past the last query that sees key j: the sequence's end or the window's.
+    let end = min(j - j % params.seq_len + params.seq_len, j + min(params.window, params.seq_len));
     let kv_base = row * D4;
 
     var acc_k: array<vec4<f32>, MAX_D4>;

@@ -8,7 +8,7 @@
 //   1 v          storage, read        f32[tokens, kv_heads, head_dim]
 //   2 dk         storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
 //   3 dv         storage, read_write  f32[tokens, kv_heads, head_dim]   every element written
-//   4 params     uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+//   4 params     uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 //   5 q_tex      texture, read-only   rgba32float [tokens * heads, head_dim / 4]
 //   6 d_out_tex  texture, read-only   rgba32float [tokens * heads, head_dim / 4]
 //   7 lse_tex    texture, read-only   rgba32float [tokens * heads, 1]: lse in .x
@@ -17,7 +17,7 @@
 
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -26,6 +26,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> k: array<vec4<f32>>;
@@ -51,7 +54,8 @@ fn attention_backward_dkv_tex(
     let j = row / params.kv_heads;
     let kv = row % params.kv_heads;
     let group = params.heads / params.kv_heads;
-    let end = j - j % params.seq_len + params.seq_len; // one past the sequence's last token
+    // One past the last query that sees key j: the sequence's end or the window's.
+    let end = min(j - j % params.seq_len + params.seq_len, j + min(params.window, params.seq_len));
     let kv_base = row * D4;
     var kr: array<vec4<f32>, MAX_D4>;
     var vr: array<vec4<f32>, MAX_D4>;

@@ -11,7 +11,7 @@
 //   4 lse     storage, read        f32[tokens, heads]
 //   5 delta   storage, read        f32[tokens, heads]
 //   6 dq      storage, read_write  f32[tokens, heads, head_dim]   every element written
-//   7 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+//   7 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 // head_dim is a pipeline constant so every loop over it has a constant trip count and is
@@ -19,7 +19,7 @@
 // which loops over head_dim inside loops over 2048 keys would exceed.
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -28,6 +28,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -52,7 +55,7 @@ fn attention_backward_dq(
     let t = row / params.heads;
     let h = row % params.heads;
     let kv = h / (params.heads / params.kv_heads);
-    let first = t - t % params.seq_len;
+    let first = max(t - t % params.seq_len, select(0u, t + 1u - params.window, t >= params.window));
     let base = row * D4;
     let row_lse = lse[row];
     let row_delta = delta[row];

@@ -9,14 +9,14 @@
 //   2 lse     storage, read        f32[tokens, heads]
 //   3 delta   storage, read        f32[tokens, heads]
 //   4 dq      storage, read_write  f32[tokens, heads, head_dim]   every element written
-//   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+//   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 //   6 k_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 //   7 v_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -25,6 +25,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -49,7 +52,7 @@ fn attention_backward_dq_tex(
     let t = row / params.heads;
     let h = row % params.heads;
     let kv = h / (params.heads / params.kv_heads);
-    let first = t - t % params.seq_len;
+    let first = max(t - t % params.seq_len, select(0u, t + 1u - params.window, t >= params.window));
     let base = row * D4;
     let row_lse = lse[row];
     let row_delta = delta[row];

@@ -10,21 +10,24 @@
 //   2 v_cache  storage, read        f32[max_ctx, kv_heads, head_dim]
 //   3 step     storage, read        u32[1]                     pos
 //   4 out      storage, read_write  f32[heads, head_dim]       every element written
-//   5 params   uniform              { heads, kv_heads, max_ctx, scale }
+//   5 params   uniform              { heads, kv_heads, max_ctx, scale, window }
 // Dispatch: linear, ceil(heads / 64) workgroups of 64, one query head each, online softmax
 // as in attention_forward.wgsl. head_dim is the HEAD_DIM override (a multiple of 4, at most
-// 128) so the loops over it unroll: llvmpipe ends an invocation's loops after 65,535
+// 256) so the loops over it unroll: llvmpipe ends an invocation's loops after 65,535
 // iterations in total.
 
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     heads: u32,
     kv_heads: u32,
     max_ctx: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -46,7 +49,8 @@ fn attention_decode(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: array<vec4<f32>, MAX_D4>;
     var m = -3.40282346e38;
     var l = 0.0;
-    for (var j = 0u; j <= last; j++) {
+    let first = select(0u, last + 1u - params.window, last >= params.window);
+    for (var j = first; j <= last; j++) {
         let kv_base = (j * params.kv_heads + kv) * D4;
         var score = 0.0;
         for (var d = 0u; d < D4; d++) {

@@ -13,7 +13,7 @@
 // which loops over head_dim inside loops over 2048 keys would exceed.
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     rows: u32,

@@ -2,7 +2,8 @@
 // stored; each query row keeps a running max and sum (online softmax) and the row's
 // log-sum-exp is saved for the backward pass.
 //   Tokens are `batch` sequences of seq_len; token t = b * seq_len + i attends tokens
-//   b * seq_len + j for j <= i. Query head h reads kv head h / (heads / kv_heads).
+//   b * seq_len + j for j <= i, and i - j < window on sliding-window layers. Query head h
+//   reads kv head h / (heads / kv_heads).
 //   s_ij = scale * q_i · k_j;  out_i = sum_j softmax_j(s_ij) v_j;  lse_i = log sum_j exp(s_ij)
 //
 // Bindings (group 0):
@@ -11,8 +12,8 @@
 //   2 v       storage, read        f32[tokens, kv_heads, head_dim]
 //   3 out     storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   4 lse     storage, read_write  f32[tokens, heads]             every element written
-//   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
-// head_dim is a multiple of 4, at most 128.
+//   5 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
+// head_dim is a multiple of 4, at most 256.
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 // head_dim is a pipeline constant so every loop over it has a constant trip count and is
@@ -20,7 +21,7 @@
 // which loops over head_dim inside loops over 2048 keys would exceed.
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -29,6 +30,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -51,7 +55,7 @@ fn attention_forward(
     let t = row / params.heads;
     let h = row % params.heads;
     let kv = h / (params.heads / params.kv_heads);
-    let first = t - t % params.seq_len; // the sequence's first token
+    let first = max(t - t % params.seq_len, select(0u, t + 1u - params.window, t >= params.window)); // the sequence's first token
     let q_base = row * D4;
 
     var acc: array<vec4<f32>, MAX_D4>;

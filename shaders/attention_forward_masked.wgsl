@@ -1,12 +1,13 @@
 // Attention over packed rows with a mask given per token, forward: attention_forward.wgsl
 // where each token names the first key it may see and its branch, instead of sequences of
 // seq_len.
-//   Query t attends key j iff first(t) <= j <= t and (branch(j) == 0 or branch(j) == branch(t)).
+//   Query t attends key j iff first(t) <= j <= t and (branch(j) == 0 or branch(j) == branch(t))
 // Packing examples into one row is branch 0 everywhere with first = the example's first
 // token. A question with its choices is one group: the prompt has branch 0 and choice c
 // branch c + 1, so each choice sees the prompt and itself and the prompt is computed once.
 // Positions (RoPE) are the caller's: a choice continues from the prompt's end.
-//   mask [tokens] vec4<f32>: (first, branch, 0, 0) as exact small integers; f32 so that
+//   and, on sliding-window layers, only keys whose position is less than window before its own.
+//   mask [tokens] vec4<f32>: (first, branch, position, 0) as exact small integers; f32 so that
 //   software devices read it from a texture like K and V (attention_forward_masked_tex.wgsl).
 //
 // Bindings (group 0):
@@ -16,8 +17,8 @@
 //   3 mask    storage, read        f32[tokens, 4]
 //   4 out     storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   5 lse     storage, read_write  f32[tokens, heads]             every element written
-//   6 params  uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale }
-// head_dim is a multiple of 4, at most 128.
+//   6 params  uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale, window }
+// head_dim is a multiple of 4, at most 256.
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 // head_dim is a pipeline constant so every loop over it has a constant trip count and is
@@ -25,7 +26,7 @@
 // which loops over head_dim inside loops over 2048 keys would exceed.
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -34,6 +35,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -59,6 +63,8 @@ fn attention_forward_masked(
     let kv = h / (params.heads / params.kv_heads);
     let first = u32(mask[t].x);
     let branch = mask[t].y;
+    let position = mask[t].z;
+    let window = f32(params.window);
     let q_base = row * D4;
 
     var acc: array<vec4<f32>, MAX_D4>;
@@ -66,7 +72,7 @@ fn attention_forward_masked(
     var l = 0.0;
     for (var j = first; j <= t; j++) {
         let key_branch = mask[j].y;
-        if key_branch != 0.0 && key_branch != branch {
+        if (key_branch != 0.0 && key_branch != branch) || position - mask[j].z >= window {
             continue;
         }
         let kv_base = (j * params.kv_heads + kv) * D4;

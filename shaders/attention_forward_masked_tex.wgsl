@@ -6,7 +6,7 @@
 //   0 q         storage, read        f32[tokens, heads, head_dim]
 //   1 out       storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   2 lse       storage, read_write  f32[tokens, heads]             every element written
-//   3 params    uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale }
+//   3 params    uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale, window }
 //   4 k_tex     texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 //   5 v_tex     texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 //   6 mask_tex  texture, read-only   rgba32float [tokens, 1]: (first, branch, 0, 0)
@@ -14,7 +14,7 @@
 
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -23,6 +23,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -49,6 +52,7 @@ fn attention_forward_masked_tex(
     let own = textureLoad(mask_tex, vec2<i32>(0, i32(t)));
     let first = u32(own.x);
     let branch = own.y;
+    let window = f32(params.window);
     let q_base = row * D4;
 
     var qv: array<vec4<f32>, MAX_D4>;
@@ -59,8 +63,8 @@ fn attention_forward_masked_tex(
     var m = -3.40282346e38;
     var l = 0.0;
     for (var j = first; j <= t; j++) {
-        let key_branch = textureLoad(mask_tex, vec2<i32>(0, i32(j))).y;
-        if key_branch != 0.0 && key_branch != branch {
+        let key = textureLoad(mask_tex, vec2<i32>(0, i32(j)));
+        if (key.y != 0.0 && key.y != branch) || own.z - key.z >= window {
             continue;
         }
         let kv_row = i32(j * params.kv_heads + kv);

@@ -7,14 +7,14 @@
 //   0 q       storage, read        f32[tokens, heads, head_dim]
 //   1 out     storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   2 lse     storage, read_write  f32[tokens, heads]             every element written
-//   3 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale }
+//   3 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 //   4 k_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 //   5 v_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
 override HEAD_DIM: u32 = 64u;
 override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 32u;
+const MAX_D4: u32 = 64u;
 
 struct Params {
     tokens: u32,
@@ -23,6 +23,9 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
+    /// 0xffffffff for none.
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -45,7 +48,7 @@ fn attention_forward_tex(
     let t = row / params.heads;
     let h = row % params.heads;
     let kv = h / (params.heads / params.kv_heads);
-    let first = t - t % params.seq_len;
+    let first = max(t - t % params.seq_len, select(0u, t + 1u - params.window, t >= params.window));
     let q_base = row * D4;
 
     var qv: array<vec4<f32>, MAX_D4>;

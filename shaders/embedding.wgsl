@@ -1,4 +1,4 @@
-// Embedding gather: out[t, c] = table[ids[t], c]. Ids are checked against the vocabulary on
+// Embedding gather: out[t, c] = scale * table[ids[t], c] (scale 1 but for Gemma's √hidden). Ids are checked against the vocabulary on
 // the host before upload; an id past the table still reads inside it (clamped), except
 // ZERO_ROW (0xffffffff), which gives a row of zeros: training gathers the scored rows of the
 // final hidden state with this kernel and spreads their gradient back with it.
@@ -7,13 +7,14 @@
 //   0 ids     storage, read        u32[tokens]
 //   1 table   storage, read        f32[vocab, dim]
 //   2 out     storage, read_write  f32[tokens, dim]   every element written
-//   3 params  uniform              { tokens, dim, vocab }
+//   3 params  uniform              { tokens, dim, vocab, scale }
 // Dispatch: linear, ceil(tokens * dim / 64) workgroups of 64, one element each.
 
 struct Params {
     tokens: u32,
     dim: u32,
     vocab: u32,
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
@@ -39,5 +40,5 @@ fn embedding(
         return;
     }
     let id = min(raw, params.vocab - 1u);
-    out[i] = table[id * params.dim + c];
+    out[i] = table[id * params.dim + c] * params.scale;
 }

@@ -1,6 +1,6 @@
-// Backward of out = silu(gate) * up, elementwise over n values:
-//   d_up   = d_out * silu(gate)
-//   d_gate = d_out * up * s * (1 + gate * (1 - s)),  s = sigmoid(gate)
+// Backward of out = act(gate) * up (act below), elementwise over n values:
+//   d_up   = d_out * act(gate)
+//   d_gate = d_out * up * act'(gate)
 //
 // Bindings (group 0):
 //   0 d_out   storage, read        f32[n]
@@ -8,11 +8,12 @@
 //   2 up      storage, read        f32[n]
 //   3 d_gate  storage, read_write  f32[n]   every element written
 //   4 d_up    storage, read_write  f32[n]   every element written
-//   5 params  uniform              { n }
+//   5 params  uniform              { n, activation }
 // Dispatch: linear, ceil(n / 64) workgroups of 64, one element each (folded into (x, y)).
 
 struct Params {
     n: u32,
+    activation: u32,
 }
 
 @group(0) @binding(0) var<storage, read> d_out: array<f32>;
@@ -21,6 +22,38 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> d_gate: array<f32>;
 @group(0) @binding(4) var<storage, read_write> d_up: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
+
+// The gate's activation: 0 SiLU (Llama, Qwen), 1 GELU with the tanh approximation (Gemma's
+// gelu_pytorch_tanh): gelu(g) = g/2 · (1 + tanh(u)), u = √(2/π) · (g + 0.044715 g³).
+// tanh(u) = 1 - 2 / (exp(2u) + 1), which saturates to ±1 instead of overflowing.
+const SILU: u32 = 0u;
+const GELU_TANH_C: f32 = 0.7978845608028654;
+
+fn silu_sigmoid(g: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-g));
+}
+
+fn gelu_tanh(g: f32) -> f32 {
+    return 1.0 - 2.0 / (exp(2.0 * GELU_TANH_C * (g + 0.044715 * g * g * g)) + 1.0);
+}
+
+/// act(g)
+fn activation(g: f32) -> f32 {
+    if params.activation == SILU {
+        return g * silu_sigmoid(g);
+    }
+    return 0.5 * g * (1.0 + gelu_tanh(g));
+}
+
+/// d act(g) / dg
+fn activation_grad(g: f32) -> f32 {
+    if params.activation == SILU {
+        let s = silu_sigmoid(g);
+        return s * (1.0 + g * (1.0 - s));
+    }
+    let t = gelu_tanh(g);
+    return 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_TANH_C * (1.0 + 3.0 * 0.044715 * g * g);
+}
 
 @compute @workgroup_size(64)
 fn swiglu_backward(
@@ -33,7 +66,6 @@ fn swiglu_backward(
         return;
     }
     let g = gate[i];
-    let s = 1.0 / (1.0 + exp(-g));
-    d_up[i] = d_out[i] * g * s;
-    d_gate[i] = d_out[i] * up[i] * s * (1.0 + g * (1.0 - s));
+    d_up[i] = d_out[i] * activation(g);
+    d_gate[i] = d_out[i] * up[i] * activation_grad(g);
 }

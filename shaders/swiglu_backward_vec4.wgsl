@@ -1,7 +1,7 @@
-// Backward of out = silu(gate) * up, four values an invocation, over n values, n a multiple
+// Backward of out = act(gate) * up (act below), four values an invocation, over n values, n a multiple
 // of 4 (swiglu_backward.wgsl takes any n; the same arithmetic per value):
-//   d_up   = d_out * silu(gate)
-//   d_gate = d_out * up * s * (1 + gate * (1 - s)),  s = sigmoid(gate)
+//   d_up   = d_out * act(gate)
+//   d_gate = d_out * up * act'(gate)
 // vec4 loads: see residual_vec4.wgsl.
 //
 // Bindings (group 0):
@@ -10,11 +10,12 @@
 //   2 up      storage, read        vec4<f32>[n / 4]
 //   3 d_gate  storage, read_write  vec4<f32>[n / 4]   every element written
 //   4 d_up    storage, read_write  vec4<f32>[n / 4]   every element written
-//   5 params  uniform              { n4 (= n / 4) }
+//   5 params  uniform              { n4 (= n / 4), activation }
 // Dispatch: linear, ceil(n4 / 64) workgroups of 64, one vec4 each (folded into (x, y)).
 
 struct Params {
     n4: u32,
+    activation: u32,
 }
 
 @group(0) @binding(0) var<storage, read> d_out: array<vec4<f32>>;
@@ -23,6 +24,38 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> d_gate: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> d_up: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> params: Params;
+
+// The gate's activation: 0 SiLU (Llama, Qwen), 1 GELU with the tanh approximation (Gemma's
+// gelu_pytorch_tanh): gelu(g) = g/2 · (1 + tanh(u)), u = √(2/π) · (g + 0.044715 g³).
+// tanh(u) = 1 - 2 / (exp(2u) + 1), which saturates to ±1 instead of overflowing.
+const SILU: u32 = 0u;
+const GELU_TANH_C: f32 = 0.7978845608028654;
+
+fn silu_sigmoid(g: vec4<f32>) -> vec4<f32> {
+    return 1.0 / (1.0 + exp(-g));
+}
+
+fn gelu_tanh(g: vec4<f32>) -> vec4<f32> {
+    return 1.0 - 2.0 / (exp(2.0 * GELU_TANH_C * (g + 0.044715 * g * g * g)) + 1.0);
+}
+
+/// act(g)
+fn activation(g: vec4<f32>) -> vec4<f32> {
+    if params.activation == SILU {
+        return g * silu_sigmoid(g);
+    }
+    return 0.5 * g * (1.0 + gelu_tanh(g));
+}
+
+/// d act(g) / dg
+fn activation_grad(g: vec4<f32>) -> vec4<f32> {
+    if params.activation == SILU {
+        let s = silu_sigmoid(g);
+        return s * (1.0 + g * (1.0 - s));
+    }
+    let t = gelu_tanh(g);
+    return 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_TANH_C * (1.0 + 3.0 * 0.044715 * g * g);
+}
 
 @compute @workgroup_size(64)
 fn swiglu_backward_vec4(
@@ -35,8 +68,7 @@ fn swiglu_backward_vec4(
         return;
     }
     let g = gate[i];
-    let s = 1.0 / (1.0 + exp(-g));
     let d = d_out[i];
-    d_up[i] = d * g * s;
-    d_gate[i] = d * up[i] * s * (1.0 + g * (1.0 - s));
+    d_up[i] = d * activation(g);
+    d_gate[i] = d * up[i] * activation_grad(g);
 }

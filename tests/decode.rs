@@ -1,6 +1,6 @@
 //! Decoding with the KV cache gives, token by token, the logits of the full causal forward
-//! on the golden tiny Llama and tiny Qwen3 (f32 and NF4 base, with and without the PEFT adapter; f32 and f16
-//! caches).
+//! on the golden tiny Llama, Qwen3 and Gemma 3 (f32 and NF4 base, with and without the PEFT
+//! adapter; f32 and f16 caches).
 
 mod common;
 
@@ -15,8 +15,9 @@ use webqlora::model::ModelConfig;
 
 #[test]
 fn cached_decoding_equals_the_full_forward() {
-    // Qwen3's q_norm / k_norm run in the decoder's own layer body too.
-    for family in ["tiny-llama", "tiny-qwen3"] {
+    // The decoder runs the training block: Qwen3's q/k norms, Gemma's output norms, sliding
+    // windows (8 of the 24 positions) and per-layer RoPE tables hold there too.
+    for family in ["tiny-llama", "tiny-qwen3", "tiny-gemma3"] {
         cached_decoding_equals_the_full_forward_of(family);
     }
 }

@@ -16,7 +16,7 @@ fn run_chain(rows: usize, cols: usize) {
     let xt = g.input("x", &[rows, cols], DType::F32);
     let wt = g.param("weight", &[cols], DType::F32);
     let (h_norm, rstd) = rmsnorm::forward(&mut g, "h_norm", xt, wt, 1e-5).unwrap();
-    let act = swiglu::forward(&mut g, "act", h_norm, xt).unwrap();
+    let act = swiglu::forward(&mut g, "act", h_norm, xt, swiglu::Activation::Silu).unwrap();
     let out = residual::add(&mut g, "out", xt, act).unwrap();
     g.mark_output(rstd);
     g.mark_output(out);
@@ -31,7 +31,7 @@ fn run_chain(rows: usize, cols: usize) {
     let got_rstd = pollster::block_on(compiled.read_f32(gpu, rstd)).unwrap();
 
     let (y, want_rstd) = rmsnorm::cpu_forward(&x, &w, cols, 1e-5);
-    let want_out = residual::cpu_add(&x, &swiglu::cpu_forward(&y, &x));
+    let want_out = residual::cpu_add(&x, &swiglu::cpu_forward(&y, &x, swiglu::Activation::Silu));
     let e_rstd = max_rel_diff(&got_rstd, &want_rstd, 1e-6);
     let e_out = max_rel_diff(&got_out, &want_out, 1e-3);
     assert!(

@@ -5,7 +5,7 @@ mod common;
 
 use common::{bytes, check_gradient, random_f32, rel_err, rng, run_graph, to_f32, to_f64};
 use webqlora::graph::{DType, Graph};
-use webqlora::ops::attention::{self, cpu_backward, cpu_forward, AttentionShape, Qkv};
+use webqlora::ops::attention::{self, cpu_backward, cpu_forward, AttentionShape, Qkv, Scores};
 
 const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
     // (batch, seq_len, heads, kv_heads, head_dim)
@@ -38,7 +38,7 @@ fn graph(kernels: Kernels) -> Graph {
 #[test]
 fn forward_and_backward_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape, Kernels::Buffers);
+        check_shape(shape, Scores::standard(shape.4), Kernels::Buffers);
     }
 }
 
@@ -47,7 +47,7 @@ fn forward_and_backward_match_cpu() {
 #[test]
 fn texture_kernels_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape, Kernels::Textures);
+        check_shape(shape, Scores::standard(shape.4), Kernels::Textures);
     }
 }
 
@@ -55,7 +55,7 @@ fn texture_kernels_match_cpu() {
 #[test]
 fn subgroup_kernels_match_cpu() {
     for &shape in &SHAPES {
-        check_shape(shape, Kernels::Subgroups);
+        check_shape(shape, Scores::standard(shape.4), Kernels::Subgroups);
     }
 }
 
@@ -68,14 +68,39 @@ fn a_2048_token_sequence_matches_cpu() {
         (1, 2048, 2, 1, 64),
     ] {
         eprintln!("{shape:?}");
-        check_shape(shape, Kernels::Buffers);
-        check_shape(shape, Kernels::Textures);
-        check_shape(shape, Kernels::Subgroups);
+        let scores = Scores::standard(shape.4);
+        check_shape(shape, scores, Kernels::Buffers);
+        check_shape(shape, scores, Kernels::Textures);
+        check_shape(shape, scores, Kernels::Subgroups);
+    }
+}
+
+/// Sliding-window layers (Gemma 3: keys less than `window` positions back) and another score
+/// scale (1/√query_pre_attn_scalar), at Gemma's head sizes (32 in the tiny model, 256 in the
+/// released ones) and at the subgroup kernels' 64, which then give way to the texture ones.
+#[test]
+fn sliding_windows_and_scales_match_cpu() {
+    for (shape, window) in [
+        ((2, 24, 4, 1, 32), 8),
+        ((1, 37, 2, 1, 256), 5),
+        ((3, 19, 4, 2, 64), 1),
+        ((1, 70, 2, 2, 64), 64),
+        ((2, 10, 2, 1, 16), 40),
+    ] {
+        eprintln!("{shape:?} window {window}");
+        let scores = Scores {
+            scale: 0.3,
+            window: Some(window),
+        };
+        for kernels in [Kernels::Buffers, Kernels::Textures, Kernels::Subgroups] {
+            check_shape(shape, scores, kernels);
+        }
     }
 }
 
 fn check_shape(
     (batch, seq_len, heads, kv_heads, head_dim): (usize, usize, usize, usize, usize),
+    scores: Scores,
     kernels: Kernels,
 ) {
     let mut rng = rng(&format!("attention {batch}x{seq_len}"));
@@ -87,6 +112,7 @@ fn check_shape(
             heads,
             kv_heads,
             head_dim,
+            scores,
         };
         let q = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
         let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
@@ -102,8 +128,8 @@ fn check_shape(
             k: kt,
             v: vt,
         };
-        let saved = attention::forward(&mut g, "attn", qkv, seq_len).unwrap();
-        let grads = attention::backward(&mut g, "d_attn", qkv, saved, dt, seq_len).unwrap();
+        let saved = attention::forward(&mut g, "attn", qkv, seq_len, scores).unwrap();
+        let grads = attention::backward(&mut g, "d_attn", qkv, saved, dt, seq_len, scores).unwrap();
         let (out, lse, dq, dk, dv) = (saved.out, saved.lse, grads.q, grads.k, grads.v);
         let count = |suffix: &str| {
             g.nodes
@@ -115,7 +141,11 @@ fn check_shape(
         };
         let (want_tex, want_sg) = match kernels {
             Kernels::Buffers => (0, 0),
-            Kernels::Subgroups if head_dim == 64 && g.subgroup_kernels => (0, 3),
+            Kernels::Subgroups
+                if head_dim == 64 && g.subgroup_kernels && scores.window.is_none() =>
+            {
+                (0, 3)
+            }
             _ => (3, 0),
         };
         assert_eq!((count("_tex"), count("_tex_sg")), (want_tex, want_sg));
@@ -179,7 +209,8 @@ fn shapes_are_checked() {
     let mut g = Graph::new();
     let q = g.input("q", &[8, 3, 64], DType::F32);
     let k = g.input("k", &[8, 2, 64], DType::F32);
-    let err = attention::forward(&mut g, "attn", Qkv { q, k, v: k }, 8).unwrap_err();
+    let err = attention::forward(&mut g, "attn", Qkv { q, k, v: k }, 8, Scores::standard(64))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "attn: shape mismatch: q [8, 3, 64], k [8, 2, 64], v [8, 2, 64] (sequences of 8): heads must be a multiple of kv heads"
@@ -198,20 +229,40 @@ fn masked_forward_matches_cpu() {
     let mut mask = Vec::new();
     for (prompt, choices) in groups {
         let first = mask.len();
-        mask.extend((0..prompt).map(|_| TokenMask { first, branch: 0 }));
+        let token = |position: usize, branch: u32| TokenMask {
+            first,
+            branch,
+            position,
+        };
+        mask.extend((0..prompt).map(|p| token(p, 0)));
         for (c, &len) in choices.iter().enumerate() {
-            let branch = c as u32 + 1;
-            mask.extend((0..len).map(|_| TokenMask { first, branch }));
+            // Each choice continues from the prompt's end.
+            mask.extend((0..len).map(|p| token(prompt + p, c as u32 + 1)));
         }
     }
     let tokens = mask.len();
-    for (heads, kv_heads, head_dim) in [(4usize, 2usize, 64usize), (3, 1, 128)] {
+    // The windows count positions, not tokens: a choice's token at position 22 with window
+    // 4 sees positions 19..=22, the prompt's end and its own first tokens.
+    for (heads, kv_heads, head_dim, window) in [
+        (4usize, 2usize, 64usize, None),
+        (3, 1, 128, None),
+        (4, 1, 32, Some(4)),
+        (2, 1, 256, Some(7)),
+    ] {
+        let scores = Scores {
+            scale: match window {
+                Some(_) => 0.2,
+                None => 1.0 / (head_dim as f32).sqrt(),
+            },
+            window,
+        };
         let s = AttentionShape {
             tokens,
             seq_len: tokens,
             heads,
             kv_heads,
             head_dim,
+            scores,
         };
         let q = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
         let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
@@ -233,7 +284,7 @@ fn masked_forward_matches_cpu() {
                     k: kt,
                     v: vt,
                 };
-                let saved = attention::forward_masked(&mut g, "attn", qkv, mt).unwrap();
+                let saved = attention::forward_masked(&mut g, "attn", qkv, mt, scores).unwrap();
                 let kernel = g.nodes.last().unwrap().kernel.name;
                 let textures = kernels == Kernels::Textures;
                 assert_eq!(kernel.ends_with("_tex"), textures, "{kernel}");
@@ -256,7 +307,7 @@ fn masked_forward_matches_cpu() {
     // Choices do not see each other: the first token of choice 2 sees the prompt and itself.
     let c2 = 20 + 3;
     let seen: Vec<usize> = (0..tokens)
-        .filter(|&j| mask[c2].sees(c2, j, &mask[j]))
+        .filter(|&j| mask[c2].sees(c2, j, &mask[j], None))
         .collect();
     assert_eq!(seen, (0..20).chain([c2]).collect::<Vec<_>>());
 }
@@ -307,11 +358,20 @@ fn check_decode_attention(cache: webqlora::graph::DType) {
         }
     };
     let mut rng = common::rng(&format!("attention_decode_{cache}"));
-    for (heads, kv_heads, d, ctx) in [
-        (9usize, 3usize, 64usize, 300usize),
-        (4, 2, 128, 33),
-        (2, 2, 4, 1),
+    for (heads, kv_heads, d, ctx, window) in [
+        (9usize, 3usize, 64usize, 300usize, None),
+        (4, 2, 128, 33, None),
+        (2, 2, 4, 1, None),
+        (4, 1, 256, 40, Some(9)),
+        (3, 3, 32, 17, Some(1)),
     ] {
+        let scores = Scores {
+            scale: match window {
+                Some(_) => 0.25,
+                None => 1.0 / (d as f32).sqrt(),
+            },
+            window,
+        };
         let mut g = Graph::new();
         let q = g.input("q", &[heads, d], DType::F32);
         let k_new = g.input("k_new", &[kv_heads * d], DType::F32);
@@ -320,7 +380,7 @@ fn check_decode_attention(cache: webqlora::graph::DType) {
         let vc = g.param("v_cache", &[ctx, kv_heads, d], cache);
         // Store the new K first, then attend: what a decode step does.
         kv_store(&mut g, "store k", k_new, step, kc).unwrap();
-        let out = attention(&mut g, "attn", q, kc, vc, step).unwrap();
+        let out = attention(&mut g, "attn", q, kc, vc, step, scores).unwrap();
         g.mark_output(out);
         let gpu = common::gpu();
         let compiled = CompiledGraph::new(gpu, g).unwrap();
@@ -352,6 +412,7 @@ fn check_decode_attention(cache: webqlora::graph::DType) {
                 kv_heads,
                 d,
                 pos,
+                scores,
             );
             let e = common::rel_err(&got, &common::to_f32(&want));
             assert!(

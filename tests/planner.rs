@@ -35,7 +35,7 @@ fn exact_peak_of_a_small_fixed_graph() {
     let x = g.input("x", &[4, 8], DType::F32); // 128 B, own
     let w = g.param("weight", &[8], DType::F32); // 32 B, own
     let (y, rstd) = rmsnorm::forward(&mut g, "y", x, w, 1e-5).unwrap(); // 128 B, 16 B
-    let act = swiglu::forward(&mut g, "act", y, x).unwrap(); // 128 B
+    let act = swiglu::forward(&mut g, "act", y, x, swiglu::Activation::Silu).unwrap(); // 128 B
     let out = residual::add(&mut g, "out", x, act).unwrap(); // 128 B, own
     g.mark_output(out);
     let plan = Plan::new(&g, &DeviceLimits::webgpu_default()).unwrap();

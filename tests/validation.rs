@@ -51,7 +51,7 @@ fn dtype_mismatch_names_binding_and_tensor() {
     let mut g = Graph::new();
     let ids = g.input("input_ids", &[8], DType::U32);
     let up = g.input("up", &[8], DType::F32);
-    let err = swiglu::forward(&mut g, "act", ids, up).unwrap_err();
+    let err = swiglu::forward(&mut g, "act", ids, up, swiglu::Activation::Silu).unwrap_err();
     assert_eq!(
         err.to_string(),
         "node 'act': binding 'gate' of kernel 'swiglu_forward_vec4' wants f32, tensor 'input_ids' is u32"

@@ -7,9 +7,11 @@ use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::ops::adamw::AdamW;
+use webqlora::ops::attention::Scores;
 use webqlora::ops::cross_entropy::{chunk_for_graph, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
+use webqlora::ops::swiglu::Activation;
 use webqlora::ops::{attention, embedding, grad_norm, residual, rmsnorm, rope, swiglu};
 use webqlora::quant::nf4::Nf4Tensor;
 
@@ -242,7 +244,7 @@ fn bench_step_kernels(
             runs,
             |g| {
                 let qkv = qkv(g);
-                attention::forward(g, "attn", qkv, seq)?;
+                attention::forward(g, "attn", qkv, seq, Scores::standard(d))?;
                 Ok(vec![])
             },
         )?);
@@ -261,7 +263,7 @@ fn bench_step_kernels(
                     lse: g.input("lse", &[t, heads], DType::F32),
                 };
                 let d_out = g.input("d_out", &[t, heads, d], DType::F32);
-                attention::backward(g, "d_attn", qkv, saved, d_out, seq)?;
+                attention::backward(g, "d_attn", qkv, saved, d_out, seq, Scores::standard(d))?;
                 Ok(vec![])
             },
         )?);
@@ -277,7 +279,7 @@ fn bench_step_kernels(
             |g| {
                 let gate = g.input("gate", &[t, mlp], DType::F32);
                 let up = g.input("up", &[t, mlp], DType::F32);
-                swiglu::forward(g, "act", gate, up)?;
+                swiglu::forward(g, "act", gate, up, Activation::Silu)?;
                 Ok(vec![])
             },
         )?);
@@ -292,7 +294,7 @@ fn bench_step_kernels(
                 let gate = g.input("gate", &[t, mlp], DType::F32);
                 let up = g.input("up", &[t, mlp], DType::F32);
                 let d_out = g.input("d_act", &[t, mlp], DType::F32);
-                swiglu::backward(g, "d", d_out, gate, up)?;
+                swiglu::backward(g, "d", d_out, gate, up, Activation::Silu)?;
                 Ok(vec![])
             },
         )?);

@@ -33,7 +33,13 @@ pub fn residual_chain(rows: usize, cols: usize, layers: usize) -> anyhow::Result
     for l in 0..layers {
         let w = g.param(&format!("norm_weight{l}"), &[cols], DType::F32);
         let (h_norm, _rstd) = rmsnorm::forward(&mut g, &format!("h_norm{l}"), h, w, 1e-5)?;
-        let act = swiglu::forward(&mut g, &format!("act{l}"), h_norm, h)?;
+        let act = swiglu::forward(
+            &mut g,
+            &format!("act{l}"),
+            h_norm,
+            h,
+            swiglu::Activation::Silu,
+        )?;
         h = residual::add(&mut g, &format!("h{}", l + 1), h, act)?;
     }
     g.mark_output(h);

@@ -42,7 +42,13 @@ pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, M
     })?;
     Ok(g.tensors
         .iter()
-        .filter(|t| t.role == Role::Param && t.view_of.is_none() && t.name != "rope.cos_sin")
+        .filter(|t| {
+            let rope = [
+                crate::model::llama::ROPE_TABLE,
+                crate::model::llama::ROPE_TABLE_LOCAL,
+            ];
+            t.role == Role::Param && t.view_of.is_none() && !rope.contains(&t.name.as_str())
+        })
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect())
 }

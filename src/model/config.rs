@@ -1,4 +1,5 @@
-//! The Hugging Face `config.json` of a Llama-family model (llama, mistral, qwen2, qwen3).
+//! The Hugging Face `config.json` of a model of one of the families in `family.rs` (llama,
+//! mistral, qwen2, qwen3, gemma3_text).
 
 use serde_json::Value;
 
@@ -12,6 +13,17 @@ pub enum Architecture {
     Qwen2,
     /// Llama with q_norm / k_norm: RMSNorm over each head before RoPE, no biases.
     Qwen3,
+    /// Gemma 3 (text): q/k norms, x·(1 + w) norms, four a layer, GELU-tanh, scaled
+    /// embeddings, sliding-window layers with their own RoPE base.
+    Gemma3,
+}
+
+/// How a layer attends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerType {
+    Full,
+    /// Only the last `sliding_window` positions, RoPE from `rope_local_theta` when set.
+    Sliding,
 }
 
 /// `quantization_config` of a bitsandbytes 4-bit checkpoint.
@@ -39,6 +51,10 @@ pub enum RopeScaling {
     /// A divisor per frequency, as llama.cpp stores llama3's scaling in a GGUF
     /// (`rope_freqs.weight`).
     Divisors(Vec<f32>),
+    /// Every frequency divided by `factor` (transformers' "linear"; Gemma 3 4B and up).
+    Linear {
+        factor: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +76,14 @@ pub struct ModelConfig {
     /// RMSNorm over each query and key head before RoPE (`self_attn.q_norm` / `k_norm`).
     pub qk_norm: bool,
     pub max_position_embeddings: usize,
+    /// Scores are scaled by 1/√query_pre_attn_scalar instead of 1/√head_dim (Gemma).
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Each layer's type (empty: all full attention).
+    pub layer_types: Vec<LayerType>,
+    /// How far sliding layers see.
+    pub sliding_window: Option<usize>,
+    /// Sliding layers' RoPE base, when it is not `rope_theta` (Gemma 3's 10,000); unscaled.
+    pub rope_local_theta: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub quantization: Option<BnbQuantization>,
@@ -138,17 +162,46 @@ impl ModelConfig {
         })?;
         let f = Fields { json: &json, path };
         let model_type = json["model_type"].as_str().unwrap_or("");
-        let architecture = match model_type {
-            "llama" => Architecture::Llama,
-            "mistral" => Architecture::Mistral,
-            "qwen2" => Architecture::Qwen2,
-            "qwen3" => Architecture::Qwen3,
-            other => {
-                return Err(f.err(format!(
-                    "model_type '{other}' is not supported (llama, mistral, qwen2, qwen3)"
-                )))
-            }
+        let Some(family) = super::family::by_model_type(model_type) else {
+            let hint = if json["text_config"].is_object() {
+                " (a multimodal checkpoint: its text model alone, model_type 'gemma3_text', \
+                 is what trains here)"
+            } else {
+                ""
+            };
+            return Err(f.err(format!(
+                "model_type '{model_type}' is not supported ({}){hint}",
+                super::family::model_types()
+            )));
         };
+        let architecture = family.architecture;
+        // Options of other families that change the arithmetic: refuse rather than ignore.
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if !json[key].is_null() {
+                return Err(f.err(format!(
+                    "'{key}' is {}: logit soft-capping is not supported",
+                    json[key]
+                )));
+            }
+        }
+        let act_key = ["hidden_activation", "hidden_act"]
+            .into_iter()
+            .find(|k| json[*k].is_string());
+        if let Some(key) = act_key {
+            let act = json[key].as_str().unwrap_or("");
+            let ok = match family.activation {
+                crate::ops::swiglu::Activation::Silu => act == "silu",
+                crate::ops::swiglu::Activation::GeluTanh => {
+                    matches!(act, "gelu_pytorch_tanh" | "gelu_tanh")
+                }
+            };
+            if !ok {
+                return Err(f.err(format!(
+                    "'{key}' is '{act}', not the {:?} this family's kernels compute",
+                    family.activation
+                )));
+            }
+        }
         let hidden_size = f.usize("hidden_size")?;
         let num_heads = f.usize("num_attention_heads")?;
         let num_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
@@ -160,16 +213,41 @@ impl ModelConfig {
         }
         let head_dim = f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
 
-        // transformers 5 nests rope settings in rope_parameters; older configs use rope_theta.
-        let rope = if json["rope_parameters"].is_object() {
+        // transformers 5 nests rope settings in rope_parameters, per layer type where layer
+        // types differ (Gemma 3: sliding_attention, full_attention); older configs use
+        // rope_theta, and Gemma's own rope_local_base_freq for sliding layers.
+        let params = &json["rope_parameters"];
+        let per_type = params["full_attention"].is_object();
+        let rope = if per_type {
             Fields {
-                json: &json["rope_parameters"],
+                json: &params["full_attention"],
                 path,
             }
+        } else if params.is_object() {
+            Fields { json: params, path }
         } else {
             Fields { json: &json, path }
         };
         let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
+        let rope_local_theta = if per_type && params["sliding_attention"].is_object() {
+            let local = Fields {
+                json: &params["sliding_attention"],
+                path,
+            };
+            let kind = local.json["rope_type"].as_str().unwrap_or("default");
+            if kind != "default" {
+                return Err(f.err(format!(
+                    "rope_parameters.sliding_attention: rope_type '{kind}' is not supported \
+                     (default)"
+                )));
+            }
+            Some(local.f64_or("rope_theta", rope_theta)?)
+        } else {
+            match &json["rope_local_base_freq"] {
+                Value::Null => None,
+                _ => Some(f.f64_or("rope_local_base_freq", rope_theta)?),
+            }
+        };
         // The scaling: `rope_scaling` (transformers 4), else the rope_parameters themselves.
         let scaling = if json["rope_scaling"].is_object() {
             &json["rope_scaling"]
@@ -206,11 +284,64 @@ impl ModelConfig {
                     original_max_position_embeddings: key("original_max_position_embeddings")?,
                 }
             }
+            "linear" => match scaling["factor"].as_f64() {
+                Some(factor) if factor.is_finite() && factor > 0.0 => {
+                    RopeScaling::Linear { factor }
+                }
+                _ => {
+                    return Err(f.err(format!(
+                        "rope scaling 'linear': 'factor' is {}, not a number above 0",
+                        scaling["factor"]
+                    )))
+                }
+            },
             other => {
                 return Err(f.err(format!(
-                    "rope scaling '{other}' is not supported (default, llama3)"
+                    "rope scaling '{other}' is not supported (default, linear, llama3)"
                 )))
             }
+        };
+
+        // Layer types: transformers 5 lists them; older Gemma 3 configs give the pattern
+        // (every sliding_window_pattern-th layer full).
+        let num_layers = f.usize("num_hidden_layers")?;
+        let sliding_window = f.opt_usize("sliding_window")?;
+        let layer_types = match &json["layer_types"] {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v.as_str() {
+                    Some("full_attention") => Ok(LayerType::Full),
+                    Some("sliding_attention") => Ok(LayerType::Sliding),
+                    _ => Err(f.err(format!(
+                        "'layer_types' holds {v}: only full_attention and sliding_attention \
+                         are supported"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Null if architecture == Architecture::Gemma3 => {
+                let pattern = f
+                    .opt_usize("sliding_window_pattern")?
+                    .or(f.opt_usize("_sliding_window_pattern")?)
+                    .unwrap_or(6)
+                    .max(1);
+                (0..num_layers)
+                    .map(|i| match (i + 1) % pattern {
+                        0 => LayerType::Full,
+                        _ => LayerType::Sliding,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        // Families without sliding layers of their own (Mistral's, Qwen2's option) attend
+        // fully, as before: windows are read where layer types name them.
+        let layer_types = if layer_types.contains(&LayerType::Sliding) && sliding_window.is_none() {
+            return Err(f.err(
+                "'layer_types' names sliding_attention layers but 'sliding_window' is missing"
+                    .into(),
+            ));
+        } else {
+            layer_types
         };
 
         let quantization = match &json["quantization_config"] {
@@ -243,7 +374,7 @@ impl ModelConfig {
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
             intermediate_size: f.usize("intermediate_size")?,
-            num_layers: f.usize("num_hidden_layers")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -251,9 +382,16 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
-            qkv_bias: architecture == Architecture::Qwen2 || f.bool_or("attention_bias", false)?,
-            qk_norm: architecture == Architecture::Qwen3,
+            qkv_bias: family.qkv_bias || f.bool_or("attention_bias", false)?,
+            qk_norm: family.qk_norm,
             max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+            query_pre_attn_scalar: match &json["query_pre_attn_scalar"] {
+                Value::Null => None,
+                _ => Some(f.f64_or("query_pre_attn_scalar", 0.0)?),
+            },
+            layer_types,
+            sliding_window,
+            rope_local_theta,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
             quantization,
@@ -264,11 +402,73 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// This model's family (what its block does differently).
+    pub fn family(&self) -> &'static super::family::Family {
+        self.architecture.family()
+    }
+
+    /// Layer `i`'s type.
+    pub fn layer_type(&self, i: usize) -> LayerType {
+        self.layer_types.get(i).copied().unwrap_or(LayerType::Full)
+    }
+
+    /// The keys layer `i` sees: all earlier ones, or the last `sliding_window`.
+    pub fn layer_window(&self, i: usize) -> Option<usize> {
+        match self.layer_type(i) {
+            LayerType::Full => None,
+            LayerType::Sliding => self.sliding_window,
+        }
+    }
+
+    /// Whether layer `i` reads the sliding layers' own RoPE table (`rope_local_table`).
+    pub fn layer_local_rope(&self, i: usize) -> bool {
+        self.rope_local_theta.is_some() && self.layer_type(i) == LayerType::Sliding
+    }
+
+    /// How layer `i` scores keys.
+    pub fn layer_scores(&self, i: usize) -> crate::ops::attention::Scores {
+        let scale = match self.query_pre_attn_scalar {
+            Some(s) => (s as f32).powf(-0.5),
+            None => 1.0 / (self.head_dim as f32).sqrt(),
+        };
+        crate::ops::attention::Scores {
+            scale,
+            window: self.layer_window(i),
+        }
+    }
+
+    /// The factor on embeddings: √hidden_size in f32 for Gemma (as transformers rounds it),
+    /// else 1.
+    pub fn embed_scale(&self) -> f32 {
+        if self.family().embed_scale {
+            (self.hidden_size as f32).sqrt()
+        } else {
+            1.0
+        }
+    }
+
+    /// RoPE's (cos, sin) table of the sliding layers with their own base (unscaled),
+    /// [positions, head_dim / 2, 2]; `rope_table` when they have none.
+    pub fn rope_local_table(&self, positions: usize) -> Vec<f32> {
+        match self.rope_local_theta {
+            Some(theta) => crate::ops::rope::cos_sin_table_of(
+                positions,
+                &crate::ops::rope::inv_freq(self.head_dim, theta),
+            ),
+            None => self.rope_table(positions),
+        }
+    }
+
     /// RoPE's inverse frequencies (head_dim / 2 of them), scaled as the model says.
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         let mut inv = crate::ops::rope::inv_freq(self.head_dim, self.rope_theta);
         match &self.rope_scaling {
             RopeScaling::None => {}
+            RopeScaling::Linear { factor } => {
+                for f in inv.iter_mut() {
+                    *f /= factor;
+                }
+            }
             RopeScaling::Divisors(d) => {
                 for (f, d) in inv.iter_mut().zip(d) {
                     *f /= *d as f64;
@@ -350,9 +550,40 @@ impl ModelConfig {
                 ));
             }
         }
+        if self.sliding_window == Some(0) {
+            return Err((
+                "sliding_window",
+                "is 0: a layer must see its own token".into(),
+            ));
+        }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_layers {
+            return Err((
+                "layer_types",
+                format!(
+                    "lists {} layers, not num_hidden_layers {}",
+                    self.layer_types.len(),
+                    self.num_layers
+                ),
+            ));
+        }
+        if self.head_dim > crate::ops::attention::MAX_HEAD_DIM || !self.head_dim.is_multiple_of(4) {
+            return Err((
+                "head_dim",
+                format!(
+                    "is {}: the attention kernels take multiples of 4 up to {}",
+                    self.head_dim,
+                    crate::ops::attention::MAX_HEAD_DIM
+                ),
+            ));
+        }
         for (key, v) in [
             ("rms_norm_eps", self.rms_norm_eps),
             ("rope_theta", self.rope_theta),
+            ("rope_local_base_freq", self.rope_local_theta.unwrap_or(1.0)),
+            (
+                "query_pre_attn_scalar",
+                self.query_pre_attn_scalar.unwrap_or(1.0),
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err((key, format!("is {v}: it must be a number above 0")));
@@ -389,18 +620,14 @@ impl ModelConfig {
     /// A transformers config.json for this model as a plain (unquantized) checkpoint, e.g. a
     /// merged model or one that came from a GGUF file.
     pub fn to_hf_json(&self, torch_dtype: &str) -> Value {
-        let (model_type, class) = match self.architecture {
-            Architecture::Llama => ("llama", "LlamaForCausalLM"),
-            Architecture::Mistral => ("mistral", "MistralForCausalLM"),
-            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
-            Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
-        };
+        let family = self.family();
+        let (model_type, class) = (family.model_types[0], family.hf_class);
         let eos: Value = match &self.eos_token_ids[..] {
             [] => Value::Null,
             [one] => (*one).into(),
             many => many.to_vec().into(),
         };
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "architectures": [class],
             "model_type": model_type,
             "vocab_size": self.vocab_size,
@@ -432,8 +659,38 @@ impl ModelConfig {
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
-            "hidden_act": "silu",
+            "hidden_act": match family.activation {
+                crate::ops::swiglu::Activation::Silu => "silu",
+                crate::ops::swiglu::Activation::GeluTanh => "gelu_pytorch_tanh",
+            },
             "torch_dtype": torch_dtype,
-        })
+        });
+        if let RopeScaling::Linear { factor } = self.rope_scaling {
+            json["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": factor});
+        }
+        if family.activation == crate::ops::swiglu::Activation::GeluTanh {
+            json["hidden_activation"] = "gelu_pytorch_tanh".into();
+        }
+        if let Some(s) = self.query_pre_attn_scalar {
+            json["query_pre_attn_scalar"] = s.into();
+        }
+        if let Some(w) = self.sliding_window {
+            json["sliding_window"] = w.into();
+        }
+        if !self.layer_types.is_empty() {
+            let types: Vec<&str> = self
+                .layer_types
+                .iter()
+                .map(|t| match t {
+                    LayerType::Full => "full_attention",
+                    LayerType::Sliding => "sliding_attention",
+                })
+                .collect();
+            json["layer_types"] = types.into();
+        }
+        if let Some(local) = self.rope_local_theta {
+            json["rope_local_base_freq"] = local.into();
+        }
+        json
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::file_bytes::FileBytes;
-use super::{Architecture, ModelConfig, ModelError, RopeScaling, WeightSource};
+use super::{Architecture, LayerType, ModelConfig, ModelError, RopeScaling, WeightSource};
 use crate::quant::ggml::{dequantize, GgmlType};
 
 /// A metadata value.
@@ -154,6 +154,13 @@ impl<'a> Cursor<'a> {
 
 /// The GGUF name of a Hugging Face tensor name of a Llama model.
 pub fn gguf_name(hf: &str) -> Option<String> {
+    gguf_name_for(&super::family::LLAMA, hf)
+}
+
+/// The GGUF name of a Hugging Face tensor of `family` (Gemma's sandwich norms are named
+/// apart: its post_attention_layernorm is the attention output's, pre_feedforward_layernorm
+/// the MLP input's).
+pub fn gguf_name_for(family: &super::family::Family, hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -167,6 +174,9 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let (layer, module) = rest.split_once('.')?;
     let part = match module {
         "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" if family.sandwich_norms => "post_attention_norm.weight",
+        "pre_feedforward_layernorm.weight" if family.sandwich_norms => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" if family.sandwich_norms => "post_ffw_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
@@ -359,16 +369,13 @@ fn config_from_metadata(
         .get("general.architecture")
         .and_then(MetaValue::as_str)
         .unwrap_or("");
-    let architecture = match arch {
-        "llama" => Architecture::Llama,
-        "qwen2" => Architecture::Qwen2,
-        "qwen3" => Architecture::Qwen3,
-        other => {
-            return Err(err(format!(
-                "architecture '{other}' is not supported (llama, qwen2, qwen3)"
-            )))
-        }
+    let Some(family) = super::family::by_gguf(arch) else {
+        return Err(err(format!(
+            "architecture '{arch}' is not supported ({})",
+            super::family::gguf_architectures()
+        )));
     };
+    let architecture = family.architecture;
     let count = |key: &str| -> Result<usize, ModelError> {
         m.get(&format!("{arch}.{key}"))
             .and_then(MetaValue::as_u64)
@@ -389,15 +396,24 @@ fn config_from_metadata(
     // Scalings other than llama3's (which comes as `rope_freqs.weight`) change the angles in
     // ways this loader does not model: refuse them rather than train on wrong positions.
     let scaling_key = format!("{arch}.rope.scaling.type");
-    match m.get(&scaling_key).and_then(MetaValue::as_str) {
-        None | Some("none") => {}
+    let rope_scaling = match m.get(&scaling_key).and_then(MetaValue::as_str) {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => {
+            let key = format!("{arch}.rope.scaling.factor");
+            match m.get(&key).and_then(MetaValue::as_f64) {
+                Some(factor) if factor.is_finite() && factor > 0.0 => {
+                    RopeScaling::Linear { factor }
+                }
+                _ => return Err(err(format!("metadata '{key}' is missing or not above 0"))),
+            }
+        }
         Some(other) => {
             return Err(err(format!(
-                "metadata '{scaling_key}' is '{other}': only unscaled RoPE and llama3's \
+                "metadata '{scaling_key}' is '{other}': only unscaled, linear and llama3's \
                  rope_freqs are supported"
             )))
         }
-    }
+    };
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -418,11 +434,31 @@ fn config_from_metadata(
             .get(&format!("{arch}.rope.freq_base"))
             .and_then(MetaValue::as_f64)
             .unwrap_or(10000.0),
-        rope_scaling: RopeScaling::None,
+        rope_scaling,
         tie_word_embeddings: !tensors.contains_key("output.weight"),
-        qkv_bias: architecture == Architecture::Qwen2,
-        qk_norm: architecture == Architecture::Qwen3,
+        qkv_bias: family.qkv_bias,
+        qk_norm: family.qk_norm,
         max_position_embeddings: count("context_length").unwrap_or(2048),
+        // Gemma 3: scores by 1/√key_length (its query_pre_attn_scalar equals the head size in
+        // every released size, and llama.cpp's converter writes no key for it); every sixth
+        // layer global, the others sliding with RoPE base 10,000, as llama.cpp and
+        // transformers fix them for gemma3.
+        // (27B, 62 layers, scales by hidden / heads, as llama.cpp does).
+        query_pre_attn_scalar: (architecture == Architecture::Gemma3
+            && count("block_count")? == 62)
+            .then(|| (hidden_size / num_heads.max(1)) as f64),
+        layer_types: if architecture == Architecture::Gemma3 {
+            (0..count("block_count")?)
+                .map(|i| match i % 6 {
+                    5 => LayerType::Full,
+                    _ => LayerType::Sliding,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        sliding_window: count("attention.sliding_window").ok(),
+        rope_local_theta: (architecture == Architecture::Gemma3).then_some(10000.0),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
         quantization: None,
@@ -449,7 +485,7 @@ fn config_from_metadata(
 
 impl WeightSource for GgufFile {
     fn contains(&self, name: &str) -> bool {
-        gguf_name(name).is_some_and(|g| self.tensors.contains_key(&g))
+        gguf_name_for(self.config.family(), name).is_some_and(|g| self.tensors.contains_key(&g))
     }
 
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
@@ -457,7 +493,8 @@ impl WeightSource for GgufFile {
             path: self.path.clone(),
             tensor: name.into(),
         };
-        let gguf = gguf_name(name).ok_or_else(missing)?;
+        let family = self.config.family();
+        let gguf = gguf_name_for(family, name).ok_or_else(missing)?;
         let (found, values) = self.tensor(&gguf).ok_or_else(missing)?;
         if found != shape {
             return Err(ModelError::BadTensor {
@@ -468,7 +505,7 @@ impl WeightSource for GgufFile {
             });
         }
         // llama.cpp permutes q and k rows for Llama's rotary layout only (not qwen2's).
-        let permuted = self.config.architecture == Architecture::Llama;
+        let permuted = family.gguf_qk_permuted;
         let heads = if !permuted {
             None
         } else if name.ends_with("q_proj.weight") {
@@ -480,6 +517,11 @@ impl WeightSource for GgufFile {
         };
         Ok(match heads {
             Some(h) => unpermute_rows(&values, h, shape[1]),
+            // Gemma's GGUF norms hold 1 + w; Hugging Face's w is what this source gives (the
+            // graph adds the one back, as transformers computes it).
+            None if family.norm_plus_one && name.ends_with("norm.weight") => {
+                values.into_iter().map(|v| v - 1.0).collect()
+            }
             None => values,
         })
     }

@@ -1,20 +1,27 @@
-//! The Llama forward pass as a graph of our kernels, with an optional LoRA adapter on any of
-//! the seven linear modules. Parameters are named as in the Hugging Face checkpoint
+//! The transformer as a graph of our kernels, with an optional LoRA adapter on any of the
+//! seven linear modules: one block for every family (`family.rs` says what differs).
+//! Parameters are named as in the Hugging Face checkpoint
 //! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
 //! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
 //!
-//! Per layer (`layer_forward` in llama_train.rs, shared with the training step), as
-//! transformers' LlamaDecoderLayer:
-//!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  q, k = rope(q, k)
-//!   h = h + o_proj(attention(q, k, v));  h_norm = rmsnorm(h)
-//!   h = h + down_proj(silu(gate_proj(h_norm)) * up_proj(h_norm))
-//! and then logits = rmsnorm(h) · lm_headᵀ (the embedding when tied).
+//! Per layer (`layer_pass` in llama_train.rs, shared by training, scoring and decoding), as
+//! transformers' LlamaDecoderLayer, with the other families' options in brackets:
+//!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  [q, k = rmsnorm per head]
+//!   q, k = rope(q, k)  [sliding layers: their own table]
+//!   a = o_proj(attention(q, k, v))  [scale 1/√query_pre_attn_scalar; sliding window]
+//!   h = h + a  [Gemma: h + rmsnorm(a)];  h_norm = rmsnorm(h)
+//!   m = down_proj(act(gate_proj(h_norm)) * up_proj(h_norm))  [act SiLU or GELU-tanh]
+//!   h = h + m  [Gemma: h + rmsnorm(m)]
+//! after h = embedding [× √hidden for Gemma], and then logits = rmsnorm(h) · lm_headᵀ (the
+//! embedding when tied). Gemma's x·(1 + w) norms are ordinary RMSNorms over 1 + w (added at
+//! load).
 
 use super::llama_train::Attend;
 pub use super::llama_train::TrainStep;
 use super::{Architecture, ModelConfig};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
+use crate::ops::attention::Scores;
 use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, LowRank, Nf4Compute, Nf4Weight};
@@ -277,9 +284,18 @@ impl HeadNorm {
 
 pub struct Layer {
     pub input_norm: TensorId,
+    /// The MLP input's norm (Llama's post_attention_layernorm, Gemma's
+    /// pre_feedforward_layernorm).
     pub post_norm: TensorId,
-    /// Qwen3's q_norm and k_norm weights [head_dim] (`HeadNorm`).
+    /// Qwen3's and Gemma's q_norm and k_norm weights [head_dim] (`HeadNorm`).
     pub qk_norm: Option<(TensorId, TensorId)>,
+    /// Gemma's norms of the attention and MLP outputs (post_attention_layernorm,
+    /// post_feedforward_layernorm).
+    pub out_norms: Option<(TensorId, TensorId)>,
+    /// How the layer scores keys (scale, sliding window).
+    pub scores: Scores,
+    /// Whether RoPE comes from the sliding layers' own table (`Llama::cos_sin_local`).
+    pub local_rope: bool,
     pub q: Module,
     pub k: Module,
     pub v: Module,
@@ -288,6 +304,10 @@ pub struct Layer {
     pub up: Module,
     pub down: Module,
 }
+
+/// The names of RoPE's tables among a graph's params (`load` writes them).
+pub const ROPE_TABLE: &str = "rope.cos_sin";
+pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
 
 /// Every parameter of the model in a graph.
 pub struct Llama {
@@ -298,6 +318,8 @@ pub struct Llama {
     pub lm_head: TensorId,
     /// RoPE's (cos, sin) table, [positions, head_dim / 2, 2].
     pub cos_sin: TensorId,
+    /// The sliding layers' own table, when their RoPE base differs (Gemma 3).
+    pub cos_sin_local: Option<TensorId>,
 }
 
 impl Llama {
@@ -342,20 +364,28 @@ impl Llama {
             &[c.vocab_size, hidden],
             DType::F32,
         );
+        let family = c.family();
         let layers = (0..c.num_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
+                let norm = |g: &mut Graph, which: &str| {
+                    g.param(&format!("{p}.{which}.weight"), &[hidden], DType::F32)
+                };
                 Layer {
-                    input_norm: g.param(
-                        &format!("{p}.input_layernorm.weight"),
-                        &[hidden],
-                        DType::F32,
-                    ),
-                    post_norm: g.param(
-                        &format!("{p}.post_attention_layernorm.weight"),
-                        &[hidden],
-                        DType::F32,
-                    ),
+                    input_norm: norm(g, "input_layernorm"),
+                    post_norm: if family.sandwich_norms {
+                        norm(g, "pre_feedforward_layernorm")
+                    } else {
+                        norm(g, "post_attention_layernorm")
+                    },
+                    out_norms: family.sandwich_norms.then(|| {
+                        (
+                            norm(g, "post_attention_layernorm"),
+                            norm(g, "post_feedforward_layernorm"),
+                        )
+                    }),
+                    scores: c.layer_scores(i),
+                    local_rope: c.layer_local_rope(i),
                     qk_norm: c.qk_norm.then(|| {
                         let norm = |g: &mut Graph, which: &str| {
                             let name = format!("{p}.self_attn.{which}.weight");
@@ -379,7 +409,11 @@ impl Llama {
         } else {
             g.param("lm_head.weight", &[c.vocab_size, hidden], DType::F32)
         };
-        let cos_sin = g.param("rope.cos_sin", &[positions, c.head_dim / 2, 2], DType::F32);
+        let table = [positions, c.head_dim / 2, 2];
+        let cos_sin = g.param(ROPE_TABLE, &table, DType::F32);
+        let cos_sin_local = c
+            .rope_local_theta
+            .map(|_| g.param(ROPE_TABLE_LOCAL, &table, DType::F32));
         Ok(Llama {
             config: c.clone(),
             embed,
@@ -387,7 +421,25 @@ impl Llama {
             norm,
             lm_head,
             cos_sin,
+            cos_sin_local,
         })
+    }
+
+    /// The RoPE table layer `l` reads.
+    pub(super) fn rope_table(&self, l: &Layer) -> TensorId {
+        match (l.local_rope, self.cos_sin_local) {
+            (true, Some(local)) => local,
+            _ => self.cos_sin,
+        }
+    }
+
+    /// The embeddings of `ids` (scaled as the family says), as `h0`.
+    pub(super) fn embed_tokens(
+        &self,
+        g: &mut Graph,
+        ids: TensorId,
+    ) -> Result<TensorId, GraphError> {
+        embedding::gather_scaled(g, "h0", ids, self.embed, self.config.embed_scale())
     }
 
     /// Run the NF4 products of the modules whose input carries no gradient as bitsandbytes'
@@ -454,7 +506,7 @@ impl Llama {
         seq_len: usize,
     ) -> Result<TensorId, GraphError> {
         let eps = self.config.rms_norm_eps as f32;
-        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        let mut h = self.embed_tokens(g, input_ids)?;
         for (i, l) in self.layers.iter().enumerate() {
             h = self
                 .layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?
@@ -477,11 +529,26 @@ impl Llama {
         let eps = self.config.rms_norm_eps as f32;
         let tokens = g.tensor(input_ids).numel();
         let table = g.tensor(self.cos_sin).shape.clone();
-        let rows = g.view(self.cos_sin, "rope.rows", &[table[0], table[1] * 2])?;
-        let per_token = embedding::gather(g, "rope.packed", positions, rows)?;
-        let cos_sin = g.view(per_token, "rope.packed_table", &[tokens, table[1], 2])?;
-        let attend = Attend::Packed { mask, cos_sin };
-        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        let per_token = |g: &mut Graph, t: TensorId, name: &str| {
+            let rows = g.view(t, &format!("{name}.rows"), &[table[0], table[1] * 2])?;
+            let picked = embedding::gather(g, &format!("{name}.packed"), positions, rows)?;
+            g.view(
+                picked,
+                &format!("{name}.packed_table"),
+                &[tokens, table[1], 2],
+            )
+        };
+        let cos_sin = per_token(g, self.cos_sin, "rope")?;
+        let cos_sin_local = match self.cos_sin_local {
+            Some(t) => Some(per_token(g, t, "rope_local")?),
+            None => None,
+        };
+        let attend = Attend::Packed {
+            mask,
+            cos_sin,
+            cos_sin_local,
+        };
+        let mut h = self.embed_tokens(g, input_ids)?;
         for (i, l) in self.layers.iter().enumerate() {
             h = self
                 .layer_forward(g, l, &format!("layers.{i}"), h, attend)?

@@ -1,18 +1,19 @@
-//! Decoding one token at a time with a KV cache: each layer's K and V (after RoPE) are stored
-//! at the token's position, and the token attends to every cached position up to its own.
+//! Decoding one token at a time with a KV cache: the training block (`Attend::Cached`), whose
+//! K and V (after RoPE) are stored at the token's position, and the token attends to the
+//! cached positions up to its own (the last `sliding_window` on sliding layers).
 //! One compiled graph for every position: the position is a one-value input (`step`) and
-//! RoPE's (cos, sin) row for it is written by the host before each run. Prompt tokens run
+//! RoPE's (cos, sin) rows for it are written by the host before each run. Prompt tokens run
 //! only the nodes before the lm-head.
 
-use super::llama::{BaseFormat, HeadNorm, Llama};
+use super::llama::{BaseFormat, Llama};
+use super::llama_train::Attend;
 use super::ModelConfig;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
 use crate::lora::LoraConfig;
 use crate::ops::decode;
 use crate::ops::matmul::{matmul, Operand};
-use crate::ops::rope::{rope, Positions};
-use crate::ops::{embedding, residual, rmsnorm, swiglu};
+use crate::ops::rmsnorm;
 
 pub struct Decoder {
     pub compiled: CompiledGraph,
@@ -21,13 +22,21 @@ pub struct Decoder {
     pub cache: DType,
     input: TensorId,
     step: TensorId,
-    cos_sin: TensorId,
     logits: TensorId,
     /// Nodes before the lm-head: all a prompt token needs.
     body_nodes: usize,
-    /// RoPE's table for every position, [max_ctx, head_dim / 2, 2].
-    table: Vec<f32>,
+    /// RoPE's one-row params with their tables for every position, [max_ctx, head_dim / 2, 2].
+    tables: Vec<(TensorId, Vec<f32>)>,
     half: usize,
+}
+
+/// What `declare` hands to `finish`.
+struct Declared {
+    input: TensorId,
+    step: TensorId,
+    logits: TensorId,
+    body_nodes: usize,
+    rope: Vec<(TensorId, bool)>,
 }
 
 /// The names of layer `i`'s K and V caches.
@@ -42,55 +51,26 @@ impl Decoder {
         lora: Option<&LoraConfig>,
         max_ctx: usize,
         cache: DType,
-    ) -> Result<(Graph, [TensorId; 4], usize), GraphError> {
+    ) -> Result<(Graph, Declared), GraphError> {
         let c = config;
         let eps = c.rms_norm_eps as f32;
         let mut g = Graph::new();
-        // One RoPE row: the current position's, rewritten before every run.
+        // One RoPE row a table: the current position's, rewritten before every run.
         let model = Llama::declare(&mut g, c, base, lora, 1)?;
         let input = g.input("input_id", &[1], DType::U32);
         let step = g.input("step", &[1], DType::U32);
-        let at = Positions {
-            seq_len: 1,
-            pos_offset: 0,
-        };
-        let q_dim = c.num_heads * c.head_dim;
-        let mut h = embedding::gather(&mut g, "h0", input, model.embed)?;
+        let mut h = model.embed_tokens(&mut g, input)?;
         for (i, l) in model.layers.iter().enumerate() {
-            let p = format!("layers.{i}");
             let [k_name, v_name] = cache_names(i);
             let cache_shape = [max_ctx, c.num_kv_heads, c.head_dim];
-            let k_cache = g.param(&k_name, &cache_shape, cache);
-            let v_cache = g.param(&v_name, &cache_shape, cache);
-            let (x, _) = rmsnorm::forward(&mut g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
-            let q = l.q.forward(&mut g, &format!("{p}.q"), x)?;
-            let k = l.k.forward(&mut g, &format!("{p}.k"), x)?;
-            let v = l.v.forward(&mut g, &format!("{p}.v"), x)?;
-            let q = g.view(q, &format!("{p}.q_heads"), &[1, c.num_heads, c.head_dim])?;
-            let k = g.view(k, &format!("{p}.k_heads"), &[1, c.num_kv_heads, c.head_dim])?;
-            let (q, k) = match l.qk_norm {
-                Some((qw, kw)) => (
-                    HeadNorm::forward(&mut g, &format!("{p}.q_norm"), q, qw, eps)?.0,
-                    HeadNorm::forward(&mut g, &format!("{p}.k_norm"), k, kw, eps)?.0,
-                ),
-                None => (q, k),
+            let attend = Attend::Cached {
+                step,
+                k_cache: g.param(&k_name, &cache_shape, cache),
+                v_cache: g.param(&v_name, &cache_shape, cache),
             };
-            let q = rope(&mut g, &format!("{p}.q_rot"), q, model.cos_sin, at, false)?;
-            let k = rope(&mut g, &format!("{p}.k_rot"), k, model.cos_sin, at, false)?;
-            decode::kv_store(&mut g, &format!("{p}.k_store"), k, step, k_cache)?;
-            decode::kv_store(&mut g, &format!("{p}.v_store"), v, step, v_cache)?;
-            let q = g.view(q, &format!("{p}.q_flat"), &[c.num_heads, c.head_dim])?;
-            let attn = decode::attention(&mut g, &format!("{p}.attn"), q, k_cache, v_cache, step)?;
-            let attn = g.view(attn, &format!("{p}.attn_flat"), &[1, q_dim])?;
-            let o = l.o.forward(&mut g, &format!("{p}.o"), attn)?;
-            let h_attn = residual::add(&mut g, &format!("{p}.h_attn"), h, o)?;
-            let (x2, _) =
-                rmsnorm::forward(&mut g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
-            let gate = l.gate.forward(&mut g, &format!("{p}.gate"), x2)?;
-            let up = l.up.forward(&mut g, &format!("{p}.up"), x2)?;
-            let act = swiglu::forward(&mut g, &format!("{p}.act"), gate, up)?;
-            let down = l.down.forward(&mut g, &format!("{p}.down"), act)?;
-            h = residual::add(&mut g, &format!("{p}.h_out"), h_attn, down)?;
+            h = model
+                .layer_forward(&mut g, l, &format!("layers.{i}"), h, attend)?
+                .0;
         }
         let (h_final, _) = rmsnorm::forward(&mut g, "h_final", h, model.norm, eps)?;
         let body_nodes = g.nodes.len();
@@ -102,28 +82,45 @@ impl Decoder {
             1.0,
         )?;
         g.mark_output(logits);
-        Ok((g, [input, step, model.cos_sin, logits], body_nodes))
+        let mut rope = vec![(model.cos_sin, false)];
+        rope.extend(model.cos_sin_local.map(|t| (t, true)));
+        let declared = Declared {
+            input,
+            step,
+            logits,
+            body_nodes,
+            rope,
+        };
+        Ok((g, declared))
     }
 
     fn finish(
         compiled: CompiledGraph,
-        ids: [TensorId; 4],
-        body_nodes: usize,
+        d: Declared,
         config: &ModelConfig,
         max_ctx: usize,
         cache: DType,
     ) -> Decoder {
-        let [input, step, cos_sin, logits] = ids;
+        let tables = d
+            .rope
+            .iter()
+            .map(|&(t, local)| {
+                let table = match local {
+                    true => config.rope_local_table(max_ctx),
+                    false => config.rope_table(max_ctx),
+                };
+                (t, table)
+            })
+            .collect();
         Decoder {
             compiled,
             max_ctx,
             cache,
-            input,
-            step,
-            cos_sin,
-            logits,
-            body_nodes,
-            table: config.rope_table(max_ctx),
+            input: d.input,
+            step: d.step,
+            logits: d.logits,
+            body_nodes: d.body_nodes,
+            tables,
             half: config.head_dim / 2,
         }
     }
@@ -159,9 +156,9 @@ impl Decoder {
                 ),
             });
         }
-        let (g, ids, body) = Self::declare(config, base, lora, max_ctx, cache)?;
+        let (g, declared) = Self::declare(config, base, lora, max_ctx, cache)?;
         let compiled = CompiledGraph::new(gpu, g)?;
-        Ok(Self::finish(compiled, ids, body, config, max_ctx, cache))
+        Ok(Self::finish(compiled, declared, config, max_ctx, cache))
     }
 
     /// A decoder over the weights and adapter of `other` (e.g. a training graph).
@@ -174,9 +171,9 @@ impl Decoder {
         other: &CompiledGraph,
     ) -> Result<Decoder, GraphError> {
         let cache = decode::cache_dtype(gpu);
-        let (g, ids, body) = Self::declare(config, base, lora, max_ctx, cache)?;
+        let (g, declared) = Self::declare(config, base, lora, max_ctx, cache)?;
         let (compiled, _unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
-        Ok(Self::finish(compiled, ids, body, config, max_ctx, cache))
+        Ok(Self::finish(compiled, declared, config, max_ctx, cache))
     }
 
     /// Run `token` at position `pos`; with `want_logits`, return its next-token logits.
@@ -199,8 +196,10 @@ impl Decoder {
         let c = &self.compiled;
         c.write(gpu, self.input, bytemuck::bytes_of(&token))?;
         c.write(gpu, self.step, bytemuck::bytes_of(&(pos as u32)))?;
-        let row = &self.table[pos * self.half * 2..(pos + 1) * self.half * 2];
-        c.write(gpu, self.cos_sin, bytemuck::cast_slice(row))?;
+        for (t, table) in &self.tables {
+            let row = &table[pos * self.half * 2..(pos + 1) * self.half * 2];
+            c.write(gpu, *t, bytemuck::cast_slice(row))?;
+        }
         if !want_logits {
             c.run_nodes(gpu, 0..self.body_nodes);
             return Ok(None);

@@ -8,6 +8,7 @@ use super::llama::{HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::{lm_head_loss, IGNORE};
+use crate::ops::decode;
 use crate::ops::rope::{rope, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
 
@@ -17,8 +18,20 @@ pub enum Attend {
     /// Causal sequences of this many tokens, RoPE positions from 0 in each.
     Sequences(usize),
     /// Packed rows (forward only): `mask` [tokens, 4] for `attention::forward_masked` and each
-    /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2].
-    Packed { mask: TensorId, cos_sin: TensorId },
+    /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2] (and the sliding layers' own).
+    Packed {
+        mask: TensorId,
+        cos_sin: TensorId,
+        cos_sin_local: Option<TensorId>,
+    },
+    /// One token of decoding (forward only): its K and V are stored in this layer's caches
+    /// [max_ctx, kv_heads, head_dim] at position `step[0]` and it attends to the cache up to
+    /// there; RoPE's tables hold that position's row alone.
+    Cached {
+        step: TensorId,
+        k_cache: TensorId,
+        v_cache: TensorId,
+    },
 }
 
 /// The rows of a batch that carry a loss, gathered from the final hidden state before the
@@ -105,6 +118,9 @@ pub(super) struct LayerSaved {
     qkv: Qkv,
     attn: Saved,
     o: ModuleSaved,
+    /// Gemma's output norms: (o_proj's output, rstd) and (down_proj's, rstd).
+    o_norm: Option<(TensorId, TensorId)>,
+    down_norm: Option<(TensorId, TensorId)>,
     h_attn: TensorId,
     rstd2: TensorId,
     gate: ModuleSaved,
@@ -130,7 +146,8 @@ impl Llama {
 
     /// A layer's forward again before its backward (gradient checkpointing): only what the
     /// backward reads. The layer's output is not, so neither is down_proj's product, a
-    /// quarter of the layer's multiply-adds (its adapter's x·Aᵀ is).
+    /// quarter of the layer's multiply-adds (its adapter's x·Aᵀ is), unless a norm follows it
+    /// (Gemma), whose backward reads it.
     pub(super) fn layer_recompute(
         &self,
         g: &mut Graph,
@@ -156,22 +173,23 @@ impl Llama {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(h).shape[0];
-        // RoPE: the model's table by position in each sequence, or one row per packed token.
-        let (table, at) = match attend {
-            Attend::Sequences(seq_len) => (
-                self.cos_sin,
-                Positions {
-                    seq_len,
-                    pos_offset: 0,
-                },
-            ),
-            Attend::Packed { cos_sin, .. } => (
+        // RoPE: the model's table by position in each sequence, one row per packed token, or
+        // the decoded token's row.
+        let (table, seq_len) = match attend {
+            Attend::Sequences(seq_len) => (self.rope_table(l), seq_len),
+            Attend::Packed {
                 cos_sin,
-                Positions {
-                    seq_len: tokens,
-                    pos_offset: 0,
-                },
-            ),
+                cos_sin_local,
+                ..
+            } => match (l.local_rope, cos_sin_local) {
+                (true, Some(local)) => (local, tokens),
+                _ => (cos_sin, tokens),
+            },
+            Attend::Cached { .. } => (self.rope_table(l), 1),
+        };
+        let at = Positions {
+            seq_len,
+            pos_offset: 0,
         };
         let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
         let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
@@ -203,12 +221,25 @@ impl Llama {
         let q = rope(g, &format!("{p}.q_rot"), q, table, at, false)?;
         let k = rope(g, &format!("{p}.k_rot"), k, table, at, false)?;
         let qkv = Qkv { q, k, v };
+        let name = format!("{p}.attn");
         let attn = match attend {
-            Attend::Sequences(seq_len) => {
-                attention::forward(g, &format!("{p}.attn"), qkv, seq_len)?
-            }
+            Attend::Sequences(seq_len) => attention::forward(g, &name, qkv, seq_len, l.scores)?,
             Attend::Packed { mask, .. } => {
-                attention::forward_masked(g, &format!("{p}.attn"), qkv, mask)?
+                attention::forward_masked(g, &name, qkv, mask, l.scores)?
+            }
+            Attend::Cached {
+                step,
+                k_cache,
+                v_cache,
+            } => {
+                decode::kv_store(g, &format!("{p}.k_store"), k, step, k_cache)?;
+                decode::kv_store(g, &format!("{p}.v_store"), v, step, v_cache)?;
+                let q_dim = [c.num_heads, c.head_dim];
+                let q = g.view(q, &format!("{p}.q_flat"), &q_dim)?;
+                let out = decode::attention(g, &name, q, k_cache, v_cache, step, l.scores)?;
+                let out = g.view(out, &format!("{p}.attn_heads"), &[1, q_dim[0], q_dim[1]])?;
+                // Decoding runs no backward: no log-sum-exp is kept, nothing reads `lse`.
+                Saved { out, lse: out }
             }
         };
         let attn_flat = g.view(
@@ -217,21 +248,37 @@ impl Llama {
             &[tokens, c.num_heads * c.head_dim],
         )?;
         let (o, o_saved) = l.o.forward_saving(g, &format!("{p}.o"), attn_flat)?;
+        let (o, o_norm) = match l.out_norms {
+            Some((w, _)) => {
+                let (y, rstd) = rmsnorm::forward(g, &format!("{p}.o_norm"), o, w, eps)?;
+                (y, Some((o, rstd)))
+            }
+            None => (o, None),
+        };
         let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
         let (h_norm2, rstd2) =
             rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
         let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
         let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
-        let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out)?;
-        let (h_out, down_saved) = if output {
+        let act_fn = c.family().activation;
+        let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
+        let (h_out, down_saved, down_norm) = if output || l.out_norms.is_some() {
             let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
-            let h_out = residual::add(g, &format!("{p}.h_out"), h_attn, down)?;
-            (Some(h_out), down_saved)
+            let (down, down_norm) = match l.out_norms {
+                Some((_, w)) => {
+                    let (y, rstd) = rmsnorm::forward(g, &format!("{p}.down_norm"), down, w, eps)?;
+                    (y, Some((down, rstd)))
+                }
+                None => (down, None),
+            };
+            let h_out = match output {
+                true => Some(residual::add(g, &format!("{p}.h_out"), h_attn, down)?),
+                false => None,
+            };
+            (h_out, down_saved, down_norm)
         } else {
-            (
-                None,
-                l.down.saved_without_output(g, &format!("{p}.down"), act)?,
-            )
+            let saved = l.down.saved_without_output(g, &format!("{p}.down"), act)?;
+            (None, saved, None)
         };
         let saved = LayerSaved {
             h_in: h,
@@ -243,6 +290,8 @@ impl Llama {
             qkv,
             attn,
             o: o_saved,
+            o_norm,
+            down_norm,
             h_attn,
             rstd2,
             gate: gate_saved,
@@ -283,7 +332,7 @@ impl Llama {
 
         // Forward. With checkpointing nothing reads a layer's activations again, so the planner
         // reuses their buffers for the next layer; each layer's input stays alive.
-        let mut h = embedding::gather(g, "h0", input_ids, self.embed)?;
+        let mut h = self.embed_tokens(g, input_ids)?;
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
@@ -317,18 +366,25 @@ impl Llama {
                     self.layer_recompute(g, l, &again, inputs[i], Attend::Sequences(seq_len))?
                 }
             };
-            // MLP: h_out = h_attn + down(silu(gate(h_norm2)) * up(h_norm2)).
+            // MLP: h_out = h_attn + [norm](down(act(gate(h_norm2)) * up(h_norm2))).
+            let d_down = match (s.down_norm, l.out_norms) {
+                (Some((x, rstd)), Some((_, w))) => {
+                    rmsnorm::backward(g, &format!("{p}.d_down_norm"), dh, x, w, rstd)?
+                }
+                _ => dh,
+            };
             let d_act = backward(
                 g,
                 &l.down,
                 &format!("{p}.down.d_in"),
-                dh,
+                d_down,
                 s.down,
                 None,
                 &mut grads,
             )?;
+            let act = c.family().activation;
             let (d_gate, d_up) =
-                swiglu::backward(g, &format!("{p}.d_mlp"), d_act, s.gate_out, s.up_out)?;
+                swiglu::backward(g, &format!("{p}.d_mlp"), d_act, s.gate_out, s.up_out, act)?;
             let d_norm2 = backward(
                 g,
                 &l.gate,
@@ -357,12 +413,21 @@ impl Llama {
             )?;
             dh = residual::add(g, &format!("{p}.d_h_attn"), dh, d_attn_in)?;
 
-            // Attention: h_attn = h_in + o(attention(rope(q), rope(k), v)).
-            let d_attn_flat = backward(g, &l.o, &format!("{p}.o.d_in"), dh, s.o, None, &mut grads)?;
+            // Attention: h_attn = h_in + [norm](o(attention(rope(q), rope(k), v))).
+            let d_o = match (s.o_norm, l.out_norms) {
+                (Some((x, rstd)), Some((w, _))) => {
+                    rmsnorm::backward(g, &format!("{p}.d_o_norm"), dh, x, w, rstd)?
+                }
+                _ => dh,
+            };
+            let d_attn_flat =
+                backward(g, &l.o, &format!("{p}.o.d_in"), d_o, s.o, None, &mut grads)?;
             let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
-            let d = attention::backward(g, &format!("{p}.d_qkv"), s.qkv, s.attn, d_attn, seq_len)?;
-            let d_q = rope(g, &format!("{p}.d_q_heads"), d.q, self.cos_sin, at, true)?;
-            let d_k = rope(g, &format!("{p}.d_k_heads"), d.k, self.cos_sin, at, true)?;
+            let name = format!("{p}.d_qkv");
+            let d = attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?;
+            let table = self.rope_table(l);
+            let d_q = rope(g, &format!("{p}.d_q_heads"), d.q, table, at, true)?;
+            let d_k = rope(g, &format!("{p}.d_k_heads"), d.k, table, at, true)?;
             let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
                 (Some((qn, kn)), Some((qw, kw))) => (
                     qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,

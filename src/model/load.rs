@@ -73,8 +73,11 @@ pub fn upload_model_with_progress(
         done += 1;
         progress(done, total);
         let name = desc.name.as_str();
-        if name == "rope.cos_sin" {
+        if name == super::llama::ROPE_TABLE {
             let table = config.rope_table(desc.shape[0]);
+            write(t, bytemuck::cast_slice(&table))?;
+        } else if name == super::llama::ROPE_TABLE_LOCAL {
+            let table = config.rope_local_table(desc.shape[0]);
             write(t, bytemuck::cast_slice(&table))?;
         } else if name.starts_with("base_model.model.") {
             match adapter.and_then(|a| a.tensors.get(name)) {
@@ -140,10 +143,12 @@ pub fn upload_model_with_progress(
         } else if name.ends_with(".weight.absmax") {
             // Written with its codes.
         } else if files.contains(name) {
-            write(
-                t,
-                bytemuck::cast_slice(&finite(name, files.f32(name, &desc.shape)?)?),
-            )?;
+            let mut values = finite(name, files.f32(name, &desc.shape)?)?;
+            if config.family().norm_plus_one && name.ends_with("norm.weight") {
+                // x·(1 + w) as a plain RMSNorm over 1 + w.
+                values.iter_mut().for_each(|v| *v += 1.0);
+            }
+            write(t, bytemuck::cast_slice(&values))?;
         } else {
             missing.push(name.to_string());
         }

@@ -2,6 +2,7 @@
 //! training, evaluation and decoding, and loading weights into a compiled graph.
 
 pub mod config;
+pub mod family;
 pub mod file_bytes;
 pub mod generate;
 pub mod gguf;
@@ -11,7 +12,7 @@ pub mod llama_train;
 pub mod load;
 pub mod safetensors_files;
 
-pub use config::{Architecture, BnbQuantization, ModelConfig, RopeScaling};
+pub use config::{Architecture, BnbQuantization, LayerType, ModelConfig, RopeScaling};
 
 /// Where base weights come from (a safetensors folder, a GGUF file), by Hugging Face name and
 /// in Hugging Face layout.

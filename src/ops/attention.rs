@@ -184,23 +184,29 @@ pub static FORWARD_MASKED_TEX: Kernel = Kernel {
 };
 
 /// What one token of a packed row may attend: keys from `first` up to itself whose branch is
-/// 0 or its own (see attention_forward_masked.wgsl).
+/// 0 or its own, and on sliding-window layers whose position is less than the window before
+/// its own (see attention_forward_masked.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenMask {
     pub first: usize,
     pub branch: u32,
+    /// The token's position in its sequence (RoPE's), for sliding windows.
+    pub position: usize,
 }
 
 impl TokenMask {
-    /// Whether query `t` (with this mask) attends key `j` (with `key`).
-    pub fn sees(&self, t: usize, j: usize, key: &TokenMask) -> bool {
-        self.first <= j && j <= t && (key.branch == 0 || key.branch == self.branch)
+    /// Whether query `t` (with this mask) attends key `j` (with `key`) under `window`.
+    pub fn sees(&self, t: usize, j: usize, key: &TokenMask, window: Option<usize>) -> bool {
+        self.first <= j
+            && j <= t
+            && (key.branch == 0 || key.branch == self.branch)
+            && window.is_none_or(|w| self.position.saturating_sub(key.position) < w)
     }
 
-    /// The mask tensor's values, [tokens, 4] f32: (first, branch, 0, 0) a token.
+    /// The mask tensor's values, [tokens, 4] f32: (first, branch, position, 0) a token.
     pub fn values(mask: &[TokenMask]) -> Vec<f32> {
         mask.iter()
-            .flat_map(|m| [m.first as f32, m.branch as f32, 0.0, 0.0])
+            .flat_map(|m| [m.first as f32, m.branch as f32, m.position as f32, 0.0])
             .collect()
     }
 
@@ -210,19 +216,46 @@ impl TokenMask {
             .map(|t| TokenMask {
                 first: t - t % seq_len,
                 branch: 0,
+                position: t % seq_len,
             })
             .collect()
     }
 }
 
+/// How scores are made: `scale` · q·k (1/√head_dim, or Gemma's 1/√query_pre_attn_scalar), and
+/// on sliding-window layers only keys less than `window` positions back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    pub scale: f32,
+    pub window: Option<usize>,
+}
+
+impl Scores {
+    /// 1/√head_dim over every earlier key.
+    pub fn standard(head_dim: usize) -> Scores {
+        Scores {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
+        }
+    }
+
+    /// The window as the shaders take it: 0xffffffff for none (a window of 0 sees nothing and
+    /// is refused where configs are read).
+    pub fn window_param(&self) -> u32 {
+        self.window
+            .map_or(u32::MAX, |w| w.clamp(1, u32::MAX as usize) as u32)
+    }
+}
+
 /// The shape of one attention: heads and sizes, checked against the tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionShape {
     pub tokens: usize,
     pub seq_len: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    pub scores: Scores,
 }
 
 impl AttentionShape {
@@ -233,6 +266,7 @@ impl AttentionShape {
         k: TensorId,
         v: TensorId,
         seq_len: usize,
+        scores: Scores,
     ) -> Result<Self, GraphError> {
         let (qs, ks, vs) = (&g.tensor(q).shape, &g.tensor(k).shape, &g.tensor(v).shape);
         let bad = |why: &str| GraphError::ShapeMismatch {
@@ -253,8 +287,8 @@ impl AttentionShape {
         if kv_heads == 0 || heads % kv_heads != 0 {
             return Err(bad("heads must be a multiple of kv heads"));
         }
-        if head_dim % 4 != 0 || head_dim > 128 {
-            return Err(bad("head_dim must be a multiple of 4, at most 128"));
+        if head_dim % 4 != 0 || head_dim > MAX_HEAD_DIM {
+            return Err(bad("head_dim must be a multiple of 4, at most 256"));
         }
         if seq_len == 0 || tokens % seq_len != 0 {
             return Err(bad("tokens must be whole sequences"));
@@ -265,6 +299,7 @@ impl AttentionShape {
             heads,
             kv_heads,
             head_dim,
+            scores,
         })
     }
 
@@ -280,9 +315,13 @@ impl AttentionShape {
             .u32(self.heads as u32)
             .u32(self.kv_heads as u32)
             .u32(self.head_dim as u32)
-            .f32(1.0 / (self.head_dim as f32).sqrt())
+            .f32(self.scores.scale)
+            .u32(self.scores.window_param())
     }
 }
+
+/// The largest head_dim the kernels take (their private rows are 64 vec4s; Gemma 3's is 256).
+pub const MAX_HEAD_DIM: usize = 256;
 
 /// The head_dim the subgroup kernels are written for (their rows are 16 texels of constants).
 const SUBGROUP_HEAD_DIM: usize = 64;
@@ -297,7 +336,10 @@ impl AttentionShape {
     /// Whether the subgroup texture kernels run it: texture graphs for devices with eight-lane
     /// subgroups, at the head_dim those kernels are written for.
     fn on_subgroups(&self, g: &Graph) -> bool {
-        g.subgroup_kernels && self.head_dim == SUBGROUP_HEAD_DIM && self.on_textures(g)
+        g.subgroup_kernels
+            && self.head_dim == SUBGROUP_HEAD_DIM
+            && self.scores.window.is_none()
+            && self.on_textures(g)
     }
 
     /// The texture kernel to run, with its dispatch and constants: `sg_kernel` (same bindings
@@ -355,8 +397,14 @@ pub struct Saved {
 }
 
 /// The attention of `qkv` over sequences of `seq_len`: `out` named `name`, `lse` `<name>_lse`.
-pub fn forward(g: &mut Graph, name: &str, qkv: Qkv, seq_len: usize) -> Result<Saved, GraphError> {
-    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, seq_len)?;
+pub fn forward(
+    g: &mut Graph,
+    name: &str,
+    qkv: Qkv,
+    seq_len: usize,
+    scores: Scores,
+) -> Result<Saved, GraphError> {
+    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, seq_len, scores)?;
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
@@ -395,9 +443,10 @@ pub fn forward_masked(
     name: &str,
     qkv: Qkv,
     mask: TensorId,
+    scores: Scores,
 ) -> Result<Saved, GraphError> {
     let tokens = g.tensor(qkv.q).shape.first().copied().unwrap_or(0);
-    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, tokens.max(1))?;
+    let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, tokens.max(1), scores)?;
     let ms = g.tensor(mask).shape.clone();
     if ms != [s.tokens, 4] || g.tensor(mask).dtype != DType::F32 {
         return Err(GraphError::ShapeMismatch {
@@ -448,9 +497,10 @@ pub fn backward(
     saved: Saved,
     d_out: TensorId,
     seq_len: usize,
+    scores: Scores,
 ) -> Result<Qkv, GraphError> {
     let Qkv { q, k, v } = qkv;
-    let s = AttentionShape::of(g, name, q, k, v, seq_len)?;
+    let s = AttentionShape::of(g, name, q, k, v, seq_len, scores)?;
     g.expect_same_shape(name, d_out, q)?;
     let rows = s.tokens * s.heads;
     let by_query_row = Dispatch::linear(rows, 64);
@@ -549,12 +599,12 @@ pub fn cpu_forward_masked(
     mask: &[TokenMask],
 ) -> (Vec<f64>, Vec<f64>) {
     let (d, group) = (s.head_dim, s.heads / s.kv_heads);
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = s.scores.scale as f64;
     let mut out = vec![0.0; q.len()];
     let mut lse = vec![0.0; s.tokens * s.heads];
     for t in 0..s.tokens {
         let keys: Vec<usize> = (0..s.tokens)
-            .filter(|&j| mask[t].sees(t, j, &mask[j]))
+            .filter(|&j| mask[t].sees(t, j, &mask[j], s.scores.window))
             .collect();
         for h in 0..s.heads {
             let qi = &q[(t * s.heads + h) * d..][..d];
@@ -593,11 +643,12 @@ pub fn cpu_backward(
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (out, lse) = cpu_forward(q, k, v, s);
     let (d, group) = (s.head_dim, s.heads / s.kv_heads);
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = s.scores.scale as f64;
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     for t in 0..s.tokens {
-        let first = t - t % s.seq_len;
+        let first =
+            (t - t % s.seq_len).max((t + 1).saturating_sub(s.scores.window.unwrap_or(usize::MAX)));
         for h in 0..s.heads {
             let row = t * s.heads + h;
             let (qi, doi) = (&q[row * d..][..d], &d_out[row * d..][..d]);

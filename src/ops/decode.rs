@@ -4,6 +4,7 @@
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
+use crate::ops::attention::{Scores, MAX_HEAD_DIM};
 use crate::shaders;
 
 /// The kernels for a cache of `$cache` values (f32, or f16 where the device has `shader-f16`).
@@ -174,7 +175,8 @@ pub fn kv_store(
 }
 
 /// One token's attention: `q` [heads, head_dim] over `k_cache`, `v_cache`
-/// [max_ctx, kv_heads, head_dim] up to and including position `step[0]`.
+/// [max_ctx, kv_heads, head_dim] up to and including position `step[0]` (and, with a window,
+/// from `step[0] + 1 - window`), scores scaled by `scores.scale`.
 pub fn attention(
     g: &mut Graph,
     name: &str,
@@ -182,6 +184,7 @@ pub fn attention(
     k_cache: TensorId,
     v_cache: TensorId,
     step: TensorId,
+    scores: Scores,
 ) -> Result<TensorId, GraphError> {
     check_step(g, name, step)?;
     let qs = g.tensor(q).shape.clone();
@@ -203,10 +206,10 @@ pub fn attention(
         || kv_heads == 0
         || heads % kv_heads != 0
         || head_dim % 4 != 0
-        || head_dim > 128
+        || head_dim > MAX_HEAD_DIM
     {
         return Err(bad(format!(
-            "q {} and caches {} / {}: head_dim must agree, be a multiple of 4 up to 128, \
+            "q {} and caches {} / {}: head_dim must agree, be a multiple of 4 up to 256, \
              and heads a multiple of kv_heads",
             shape_str(&qs),
             shape_str(&ks),
@@ -214,12 +217,12 @@ pub fn attention(
         )));
     }
     let out = g.temp(name, &qs, DType::F32);
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let params = Params::new()
         .u32(heads as u32)
         .u32(kv_heads as u32)
         .u32(max_ctx as u32)
-        .f32(scale);
+        .f32(scores.scale)
+        .u32(scores.window_param());
     let (_, kernel) = kernels_for(g, name, k_cache)?;
     g.push_specialized(
         name,
@@ -233,6 +236,7 @@ pub fn attention(
 }
 
 /// CPU reference of `attention` (f64): q [heads, d], caches [ctx, kv_heads, d], keys 0..=pos.
+#[allow(clippy::too_many_arguments)]
 pub fn cpu_attention(
     q: &[f64],
     k: &[f64],
@@ -241,13 +245,15 @@ pub fn cpu_attention(
     kv_heads: usize,
     d: usize,
     pos: usize,
+    scores: Scores,
 ) -> Vec<f64> {
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = scores.scale as f64;
+    let first = (pos + 1).saturating_sub(scores.window.unwrap_or(usize::MAX));
     let mut out = vec![0.0; heads * d];
     for h in 0..heads {
         let kv = h / (heads / kv_heads);
         let qh = &q[h * d..(h + 1) * d];
-        let scores: Vec<f64> = (0..=pos)
+        let scores: Vec<f64> = (first..=pos)
             .map(|j| {
                 let kj = &k[(j * kv_heads + kv) * d..][..d];
                 scale * qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>()
@@ -257,7 +263,7 @@ pub fn cpu_attention(
         let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
         let sum: f64 = weights.iter().sum();
         for (j, w) in weights.iter().enumerate() {
-            let vj = &v[(j * kv_heads + kv) * d..][..d];
+            let vj = &v[((first + j) * kv_heads + kv) * d..][..d];
             for i in 0..d {
                 out[h * d + i] += w / sum * vj[i];
             }

@@ -41,6 +41,17 @@ pub fn gather(
     ids: TensorId,
     table: TensorId,
 ) -> Result<TensorId, GraphError> {
+    gather_scaled(g, name, ids, table, 1.0)
+}
+
+/// `gather` with every value multiplied by `scale` (Gemma scales its embeddings by √hidden).
+pub fn gather_scaled(
+    g: &mut Graph,
+    name: &str,
+    ids: TensorId,
+    table: TensorId,
+    scale: f32,
+) -> Result<TensorId, GraphError> {
     let tokens = g.tensor(ids).numel();
     let ts = g.tensor(table).shape.clone();
     let [vocab, dim] = ts[..] else {
@@ -57,7 +68,8 @@ pub fn gather(
     let params = Params::new()
         .u32(tokens as u32)
         .u32(dim as u32)
-        .u32(vocab as u32);
+        .u32(vocab as u32)
+        .f32(scale);
     g.push(
         name,
         &GATHER,

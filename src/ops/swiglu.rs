@@ -1,4 +1,5 @@
-//! SiLU-gated product (the Llama MLP activation): out = silu(gate) * up.
+//! The gated MLP product: out = act(gate) * up, act SiLU (Llama, Qwen) or GELU with the tanh
+//! approximation (Gemma's `gelu_pytorch_tanh`).
 
 use super::real::Real;
 use super::residual::elementwise;
@@ -87,18 +88,73 @@ pub static BACKWARD_VEC4: Kernel = Kernel {
 
 const WORKGROUP: usize = 64;
 
-/// `silu(gate) * up` as a new temporary named `name`.
+/// The gate's activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// silu(g) = g·sigmoid(g)
+    Silu,
+    /// gelu(g) = g/2·(1 + tanh(√(2/π)·(g + 0.044715·g³)))
+    GeluTanh,
+}
+
+impl Activation {
+    fn param(self) -> u32 {
+        match self {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+        }
+    }
+
+    /// act(g)
+    pub fn cpu<R: Real>(self, g: R) -> R {
+        match self {
+            Activation::Silu => g * sigmoid(g),
+            Activation::GeluTanh => R::of(0.5) * g * (R::of(1.0) + gelu_tanh(g)),
+        }
+    }
+
+    /// d act(g) / dg
+    pub fn cpu_grad<R: Real>(self, g: R) -> R {
+        match self {
+            Activation::Silu => {
+                let s = sigmoid(g);
+                s * (R::of(1.0) + g * (R::of(1.0) - s))
+            }
+            Activation::GeluTanh => {
+                let t = gelu_tanh(g);
+                let one = R::of(1.0);
+                R::of(0.5) * (one + t)
+                    + R::of(0.5)
+                        * g
+                        * (one - t * t)
+                        * R::of(GELU_TANH_C)
+                        * (one + R::of(3.0 * 0.044715) * g * g)
+            }
+        }
+    }
+}
+
+const GELU_TANH_C: f64 = 0.7978845608028654;
+
+/// tanh(√(2/π)·(g + 0.044715·g³)) as the shaders compute it.
+fn gelu_tanh<R: Real>(g: R) -> R {
+    let u = R::of(GELU_TANH_C) * (g + R::of(0.044715) * g * g * g);
+    R::of(1.0) - R::of(2.0) / ((R::of(2.0) * u).exp() + R::of(1.0))
+}
+
+/// `act(gate) * up` as a new temporary named `name`.
 pub fn forward(
     g: &mut Graph,
     name: &str,
     gate: TensorId,
     up: TensorId,
+    act: Activation,
 ) -> Result<TensorId, GraphError> {
     g.expect_same_shape(name, gate, up)?;
     let shape = g.tensor(gate).shape.clone();
     let out = g.temp(name, &shape, DType::F32);
     let (kernel, items) = elementwise(&FORWARD, &FORWARD_VEC4, shape.iter().product());
-    let params = Params::new().u32(items as u32);
+    let params = Params::new().u32(items as u32).u32(act.param());
     g.push(
         name,
         kernel,
@@ -116,6 +172,7 @@ pub fn backward(
     d_out: TensorId,
     gate: TensorId,
     up: TensorId,
+    act: Activation,
 ) -> Result<(TensorId, TensorId), GraphError> {
     g.expect_same_shape(name, gate, up)?;
     g.expect_same_shape(name, d_out, gate)?;
@@ -123,7 +180,7 @@ pub fn backward(
     let d_gate = g.temp(&format!("{name}_gate"), &shape, DType::F32);
     let d_up = g.temp(&format!("{name}_up"), &shape, DType::F32);
     let (kernel, items) = elementwise(&BACKWARD, &BACKWARD_VEC4, shape.iter().product());
-    let params = Params::new().u32(items as u32);
+    let params = Params::new().u32(items as u32).u32(act.param());
     let tensors = [d_out, gate, up, d_gate, d_up];
     g.push(
         name,
@@ -139,21 +196,22 @@ fn sigmoid<R: Real>(g: R) -> R {
     R::of(1.0) / (R::of(1.0) + (-g).exp())
 }
 
-pub fn cpu_forward<R: Real>(gate: &[R], up: &[R]) -> Vec<R> {
-    gate.iter()
-        .zip(up)
-        .map(|(&g, &u)| g * sigmoid(g) * u)
-        .collect()
+pub fn cpu_forward<R: Real>(gate: &[R], up: &[R], act: Activation) -> Vec<R> {
+    gate.iter().zip(up).map(|(&g, &u)| act.cpu(g) * u).collect()
 }
 
 /// (d_gate, d_up)
-pub fn cpu_backward<R: Real>(d_out: &[R], gate: &[R], up: &[R]) -> (Vec<R>, Vec<R>) {
+pub fn cpu_backward<R: Real>(
+    d_out: &[R],
+    gate: &[R],
+    up: &[R],
+    act: Activation,
+) -> (Vec<R>, Vec<R>) {
     let mut d_gate = Vec::with_capacity(gate.len());
     let mut d_up = Vec::with_capacity(gate.len());
     for ((&d, &g), &u) in d_out.iter().zip(gate).zip(up) {
-        let s = sigmoid(g);
-        d_up.push(d * g * s);
-        d_gate.push(d * u * s * (R::of(1.0) + g * (R::of(1.0) - s)));
+        d_up.push(d * act.cpu(g));
+        d_gate.push(d * u * act.cpu_grad(g));
     }
     (d_gate, d_up)
 }

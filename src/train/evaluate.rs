@@ -336,13 +336,17 @@ impl Scorer {
         let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
-            if name != "rope.cos_sin" {
-                return Err(TrainError::Invalid(format!(
-                    "evaluation graph: '{name}' is not in the training graph"
-                )));
-            }
+            use crate::model::llama::{ROPE_TABLE, ROPE_TABLE_LOCAL};
+            let table = match name.as_str() {
+                ROPE_TABLE => config.rope_table(shape.positions),
+                ROPE_TABLE_LOCAL => config.rope_local_table(shape.positions),
+                _ => {
+                    return Err(TrainError::Invalid(format!(
+                        "evaluation graph: '{name}' is not in the training graph"
+                    )))
+                }
+            };
             let t = compiled.graph.find(&name).expect("listed from the graph");
-            let table = config.rope_table(shape.positions);
             debug_assert_eq!(table.len(), compiled.graph.tensor(t).numel());
             compiled.write(gpu, t, bytemuck::cast_slice(&table))?;
         }
@@ -397,7 +401,12 @@ impl Scorer {
             mask.extend(
                 item.branch
                     .iter()
-                    .map(|&branch| TokenMask { first, branch }),
+                    .zip(&item.positions)
+                    .map(|(&branch, &position)| TokenMask {
+                        first,
+                        branch,
+                        position: position as usize,
+                    }),
             );
             positions.extend_from_slice(&item.positions);
             scored.extend(
@@ -411,6 +420,7 @@ impl Scorer {
             mask.push(TokenMask {
                 first: ids.len(),
                 branch: 0,
+                position: 0,
             });
             ids.push(0);
             positions.push(0);
