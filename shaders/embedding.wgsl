@@ -3,11 +3,15 @@
 // ZERO_ROW (0xffffffff), which gives a row of zeros: training gathers the scored rows of the
 // final hidden state with this kernel and spreads their gradient back with it.
 //
+// A table larger than one binding may hold (Gemma's 262,144 × 640) is split by rows into parts,
+// one dispatch each: the part holds rows first .. first + rows; the first dispatch (fill = 1)
+// writes every element (zeros where another part holds the row), the others only their rows.
+//
 // Bindings (group 0):
 //   0 ids     storage, read        u32[tokens]
-//   1 table   storage, read        f32[vocab, dim]
+//   1 table   storage, read        f32[rows, dim]    (one part of the [vocab, dim] table)
 //   2 out     storage, read_write  f32[tokens, dim]   every element written
-//   3 params  uniform              { tokens, dim, vocab, scale }
+//   3 params  uniform              { tokens, dim, vocab, scale, first, rows, fill }
 // Dispatch: linear, ceil(tokens * dim / 64) workgroups of 64, one element each.
 
 struct Params {
@@ -15,6 +19,9 @@ struct Params {
     dim: u32,
     vocab: u32,
     scale: f32,
+    first: u32,
+    rows: u32,
+    fill: u32,
 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
@@ -35,10 +42,11 @@ fn embedding(
     let t = i / params.dim;
     let c = i % params.dim;
     let raw = ids[t];
-    if raw == 0xffffffffu {
-        out[i] = 0.0;
-        return;
-    }
     let id = min(raw, params.vocab - 1u);
-    out[i] = table[id * params.dim + c] * params.scale;
+    let here = raw != 0xffffffffu && id >= params.first && id - params.first < params.rows;
+    if here {
+        out[i] = table[(id - params.first) * params.dim + c] * params.scale;
+    } else if params.fill != 0u {
+        out[i] = 0.0;
+    }
 }

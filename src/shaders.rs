@@ -79,6 +79,7 @@ shader!(
 shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
 shader!(ATTENTION_FORWARD_MASKED_TEX, "attention_forward_masked_tex");
 shader!(BIAS_ADD, "bias_add");
+shader!(COPY_COLUMNS, "copy_columns");
 shader!(CROSS_ENTROPY_FINISH, "cross_entropy_finish");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
 shader!(CROSS_ENTROPY_ONLINE, "cross_entropy_online");
@@ -169,6 +170,7 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_FORWARD_MASKED_TEX,
     &ATTENTION_ROWS_SG,
     &BIAS_ADD,
+    &COPY_COLUMNS,
     &CROSS_ENTROPY_FINISH,
     &CROSS_ENTROPY_LOSS,
     &CROSS_ENTROPY_ONLINE,

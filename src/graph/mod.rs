@@ -131,7 +131,7 @@ impl TextureDesc {
 }
 
 /// Tensors and nodes in execution order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Graph {
     pub tensors: Vec<TensorDesc>,
     pub nodes: Vec<Node>,
@@ -141,14 +141,50 @@ pub struct Graph {
     /// Whether the texture kernels may run as their subgroup versions (`*_tex_sg`), which
     /// need subgroups of exactly eight lanes (lavapipe at its default vector width).
     pub subgroup_kernels: bool,
+    /// The most bytes one binding may hold: tables larger than this (a large vocabulary's
+    /// embedding) are declared as row parts (`Graph::row_parts`). WebGPU's default limit
+    /// (128 MiB) unless the device's is known.
+    pub max_binding_bytes: u64,
     /// What each texture holds at this point of the node list: the tensor (root) and pack
     /// parameters it was last packed from, until a node writes that tensor.
     packed: Vec<Option<(TensorId, Params)>>,
 }
 
+/// WebGPU's default `maxStorageBufferBindingSize`, which lavapipe and many browsers keep.
+pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph {
+            tensors: Vec::new(),
+            nodes: Vec::new(),
+            textures: Vec::new(),
+            texture_kernels: None,
+            subgroup_kernels: false,
+            max_binding_bytes: DEFAULT_MAX_BINDING,
+            packed: Vec::new(),
+        }
+    }
+}
+
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Row counts of the parts a [rows, cols] f32 table is declared in so that each fits one
+    /// binding: one part when it fits, else equal parts (a multiple of 64 rows) as few as fit.
+    pub fn row_parts(&self, rows: usize, cols: usize) -> Vec<usize> {
+        let row_bytes = (cols.max(1) * 4) as u64;
+        let fit = ((self.max_binding_bytes / row_bytes) as usize / 64 * 64).max(64);
+        if rows <= fit {
+            return vec![rows];
+        }
+        let per = rows
+            .div_ceil(rows.div_ceil(fit))
+            .next_multiple_of(64)
+            .min(fit);
+        (0..rows).step_by(per).map(|r| per.min(rows - r)).collect()
     }
 
     /// A graph for `gpu`: on software devices (lavapipe, SwiftShader) the large products read
@@ -157,7 +193,10 @@ impl Graph {
     /// their rows by subgroup broadcasts (shaders/matmul_tex_sg.wgsl). `WEBQLORA_TEXTURES=0`
     /// and `WEBQLORA_SUBGROUPS=0` turn these off (for comparisons).
     pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
-        let mut g = Self::default();
+        let mut g = Graph {
+            max_binding_bytes: gpu.limits.max_storage_buffer_binding_size,
+            ..Self::default()
+        };
         let disabled = std::env::var("WEBQLORA_TEXTURES").is_ok_and(|v| v == "0");
         // Every texture operand is a storage texture (read-only where read): the plain texture
         // kernels bind up to four, WebGPU's default limit, the NF4 subgroup products five.

@@ -36,6 +36,8 @@ pub enum MergeBase {
 /// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.
 pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
     let mut g = Graph::new();
+    // Whole tables, by their Hugging Face names.
+    g.max_binding_bytes = u64::MAX;
     Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| ModelError::Invalid {
         path: "model".into(),
         msg: e.to_string(),

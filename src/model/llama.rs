@@ -305,6 +305,19 @@ pub struct Layer {
     pub down: Module,
 }
 
+/// The param holding rows `first .. first + rows` of the table `name` split across bindings.
+pub fn part_name(name: &str, first: usize, rows: usize) -> String {
+    format!("{name}@rows[{first}..{}]", first + rows)
+}
+
+/// (table name, first row, rows) of a `part_name`.
+pub fn parse_part_name(name: &str) -> Option<(&str, usize, usize)> {
+    let (table, range) = name.split_once("@rows[")?;
+    let (a, b) = range.strip_suffix(']')?.split_once("..")?;
+    let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+    Some((table, a, b.checked_sub(a)?))
+}
+
 /// The names of RoPE's tables among a graph's params (`load` writes them).
 pub const ROPE_TABLE: &str = "rope.cos_sin";
 pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
@@ -312,10 +325,13 @@ pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
 /// Every parameter of the model in a graph.
 pub struct Llama {
     pub config: ModelConfig,
-    pub embed: TensorId,
+    /// The embedding [vocab, hidden], in row parts where it is larger than one binding
+    /// (`Graph::row_parts`; one part otherwise).
+    pub embed: Vec<TensorId>,
     pub layers: Vec<Layer>,
     pub norm: TensorId,
-    pub lm_head: TensorId,
+    /// The lm-head [vocab, hidden] in row parts (the embedding's when tied).
+    pub lm_head: Vec<TensorId>,
     /// RoPE's (cos, sin) table, [positions, head_dim / 2, 2].
     pub cos_sin: TensorId,
     /// The sliding layers' own table, when their RoPE base differs (Gemma 3).
@@ -359,11 +375,23 @@ impl Llama {
                 });
             Module { weight, bias, lora }
         };
-        let embed = g.param(
-            "model.embed_tokens.weight",
-            &[c.vocab_size, hidden],
-            DType::F32,
-        );
+        // A [vocab, hidden] table, in row parts where one binding cannot hold it.
+        let table = |g: &mut Graph, name: &str| -> Vec<TensorId> {
+            let parts = g.row_parts(c.vocab_size, hidden);
+            if let [rows] = parts[..] {
+                return vec![g.param(name, &[rows, hidden], DType::F32)];
+            }
+            let mut first = 0;
+            parts
+                .iter()
+                .map(|&rows| {
+                    let t = g.param(&part_name(name, first, rows), &[rows, hidden], DType::F32);
+                    first += rows;
+                    t
+                })
+                .collect()
+        };
+        let embed = table(g, "model.embed_tokens.weight");
         let family = c.family();
         let layers = (0..c.num_layers)
             .map(|i| {
@@ -405,9 +433,9 @@ impl Llama {
             .collect();
         let norm = g.param("model.norm.weight", &[hidden], DType::F32);
         let lm_head = if c.tie_word_embeddings {
-            embed
+            embed.clone()
         } else {
-            g.param("lm_head.weight", &[c.vocab_size, hidden], DType::F32)
+            table(g, "lm_head.weight")
         };
         let table = [positions, c.head_dim / 2, 2];
         let cos_sin = g.param(ROPE_TABLE, &table, DType::F32);
@@ -439,7 +467,7 @@ impl Llama {
         g: &mut Graph,
         ids: TensorId,
     ) -> Result<TensorId, GraphError> {
-        embedding::gather_scaled(g, "h0", ids, self.embed, self.config.embed_scale())
+        embedding::gather_parts(g, "h0", ids, &self.embed, self.config.embed_scale())
     }
 
     /// Run the NF4 products of the modules whose input carries no gradient as bitsandbytes'
@@ -567,6 +595,6 @@ impl Llama {
         seq_len: usize,
     ) -> Result<TensorId, GraphError> {
         let h = self.forward_hidden(g, input_ids, seq_len)?;
-        crate::ops::matmul::logits(g, "logits", h, self.lm_head)
+        crate::ops::matmul::logits_parts(g, "logits", h, &self.lm_head)
     }
 }

@@ -12,7 +12,7 @@ use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
 use crate::lora::LoraConfig;
 use crate::ops::decode;
-use crate::ops::matmul::{matmul, Operand};
+use crate::ops::matmul::logits_parts;
 use crate::ops::rmsnorm;
 
 pub struct Decoder {
@@ -74,13 +74,7 @@ impl Decoder {
         }
         let (h_final, _) = rmsnorm::forward(&mut g, "h_final", h, model.norm, eps)?;
         let body_nodes = g.nodes.len();
-        let logits = matmul(
-            &mut g,
-            "logits",
-            Operand::plain(h_final),
-            Operand::transposed(model.lm_head),
-            1.0,
-        )?;
+        let logits = logits_parts(&mut g, "logits", h_final, &model.lm_head)?;
         g.mark_output(logits);
         let mut rope = vec![(model.cos_sin, false)];
         rope.extend(model.cos_sin_local.map(|t| (t, true)));

@@ -7,7 +7,7 @@
 use super::llama::{HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
-use crate::ops::cross_entropy::{lm_head_loss, IGNORE};
+use crate::ops::cross_entropy::{lm_head_loss_parts, IGNORE};
 use crate::ops::decode;
 use crate::ops::rope::{rope, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
@@ -348,7 +348,7 @@ impl Llama {
             Some(rows) => embedding::gather(g, "h_scored", rows.positions, h_final)?,
             None => h_final,
         };
-        let loss = lm_head_loss(g, "loss", h_scored, self.lm_head, targets, chunk)?;
+        let loss = lm_head_loss_parts(g, "loss", h_scored, &self.lm_head, targets, chunk)?;
 
         // Backward.
         let d_final = match scored {

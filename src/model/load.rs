@@ -57,6 +57,9 @@ pub fn upload_model_with_progress(
     }
     let mut done = 0;
     let mut missing = Vec::new();
+    // The last whole table read for its row parts (`llama::part_name`): read once, each part
+    // written from it.
+    let mut whole: Option<(String, Vec<f32>)> = None;
     let write = |t: TensorId, bytes: &[u8]| {
         compiled
             .write(gpu, t, bytes)
@@ -142,6 +145,17 @@ pub fn upload_model_with_progress(
             )?;
         } else if name.ends_with(".weight.absmax") {
             // Written with its codes.
+        } else if let Some((table, first, rows)) = super::llama::parse_part_name(name) {
+            if whole.as_ref().is_none_or(|(n, _)| n != table) {
+                let shape = [config.vocab_size, desc.shape[1]];
+                whole = Some((table.to_string(), finite(table, files.f32(table, &shape)?)?));
+            }
+            let (_, values) = whole.as_ref().expect("just read");
+            let cols = desc.shape[1];
+            write(
+                t,
+                bytemuck::cast_slice(&values[first * cols..(first + rows) * cols]),
+            )?;
         } else if files.contains(name) {
             let mut values = finite(name, files.f32(name, &desc.shape)?)?;
             if config.family().norm_plus_one && name.ends_with("norm.weight") {

@@ -214,14 +214,36 @@ pub fn lm_head_loss(
     targets: TensorId,
     chunk: usize,
 ) -> Result<LmHeadLoss, GraphError> {
+    lm_head_loss_parts(g, name, hidden, &[weight], targets, chunk)
+}
+
+/// `lm_head_loss` for an lm-head declared as row parts [rows_i, dim] in order (a vocabulary
+/// larger than one binding, `Graph::row_parts`): the chunks run part by part, and the
+/// target-row term of d hidden is added by each part that holds the target.
+pub fn lm_head_loss_parts(
+    g: &mut Graph,
+    name: &str,
+    hidden: TensorId,
+    parts: &[TensorId],
+    targets: TensorId,
+    chunk: usize,
+) -> Result<LmHeadLoss, GraphError> {
     let hs = g.tensor(hidden).shape.clone();
-    let ws = g.tensor(weight).shape.clone();
+    let part_rows: Vec<usize> = parts.iter().map(|&p| g.tensor(p).shape[0]).collect();
+    let mut ws = g.tensor(parts[0]).shape.clone();
+    if parts.iter().any(|&p| g.tensor(p).shape[1..] != ws[1..]) {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: "lm-head parts must share one width".into(),
+        });
+    }
+    ws[0] = part_rows.iter().sum();
     let rows = g.tensor(targets).numel();
     let bad = |detail: String| GraphError::ShapeMismatch {
         op: name.into(),
         detail,
     };
-    let (&[h_rows, dim], &[vocab, w_dim]) = (&hs[..], &ws[..]) else {
+    let (&[h_rows, dim], &[_, w_dim]) = (&hs[..], &ws[..]) else {
         return Err(bad(format!(
             "hidden {} and weight {} must be matrices",
             shape_str(&hs),
@@ -235,19 +257,30 @@ pub fn lm_head_loss(
             shape_str(&ws)
         )));
     }
-    let width = |v0: usize| chunk.min(vocab - v0);
     let stats = g.temp(&format!("{name}.stats"), &[rows, 3], DType::F32);
     let rescale = g.temp(&format!("{name}.rescale"), &[rows], DType::F32);
     let mut d_hidden = None;
-    for v0 in (0..vocab).step_by(chunk) {
-        let w_rows = |w: Operand| w.rows(v0, width(v0));
+    // (part, first row of the part, chunk start within the part, chunk width) in order.
+    let mut chunks = Vec::new();
+    let mut first = 0;
+    for (&part, &n) in parts.iter().zip(&part_rows) {
+        chunks.extend(
+            (0..n)
+                .step_by(chunk)
+                .map(|c0| (part, first, c0, chunk.min(n - c0))),
+        );
+        first += n;
+    }
+    for (weight, first, c0, width) in chunks {
+        let v0 = first + c0;
+        let w_rows = |op: Operand| op.rows(c0, width);
         let label = format!("{name}.logits[{v0}..]");
         let h = Operand::plain(hidden);
         let numerators = matmul(g, &label, h, w_rows(Operand::transposed(weight)), 1.0)?;
         let first = d_hidden.is_none();
         let params = Params::new()
             .u32(rows as u32)
-            .u32(width(v0) as u32)
+            .u32(width as u32)
             .u32(v0 as u32)
             .u32(first as u32);
         let kernel = if first { &ONLINE_FIRST } else { &ONLINE };
@@ -277,10 +310,23 @@ pub fn lm_head_loss(
     let params = Params::new().u32(rows as u32);
     let one = Dispatch::Grid([1, 1, 1]);
     g.push(name, &LOSS, &[stats, targets, loss], params, one)?;
-    let params = Params::new().u32(rows as u32).u32(dim as u32);
-    let io = [d_hidden, targets, stats, loss, weight];
     let dispatch = Dispatch::linear(rows * dim, 64);
-    g.push(format!("{name}.finish"), &FINISH, &io, params, dispatch)?;
+    let mut first = 0;
+    for (i, (&part, &n)) in parts.iter().zip(&part_rows).enumerate() {
+        let params = Params::new()
+            .u32(rows as u32)
+            .u32(dim as u32)
+            .u32(first as u32)
+            .u32(n as u32)
+            .u32((i == 0) as u32);
+        let io = [d_hidden, targets, stats, loss, part];
+        let label = match i {
+            0 => format!("{name}.finish"),
+            _ => format!("{name}.finish[{first}..]"),
+        };
+        g.push(label, &FINISH, &io, params, dispatch)?;
+        first += n;
+    }
     Ok(LmHeadLoss { loss, d_hidden })
 }
 

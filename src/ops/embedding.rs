@@ -30,6 +30,24 @@ pub static GATHER: Kernel = Kernel {
     ],
 };
 
+/// `GATHER` for a table's later row parts: writes only the rows its part holds.
+pub static GATHER_PART: Kernel = Kernel {
+    name: "embedding_part",
+    shader: &shaders::EMBEDDING,
+    entry: "embedding",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        GATHER.bindings[0],
+        GATHER.bindings[1],
+        Binding {
+            name: "out",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
 /// An id that gathers a row of zeros.
 pub const ZERO_ROW: u32 = u32::MAX;
 
@@ -52,31 +70,61 @@ pub fn gather_scaled(
     table: TensorId,
     scale: f32,
 ) -> Result<TensorId, GraphError> {
+    gather_parts(g, name, ids, &[table], scale)
+}
+
+/// `gather_scaled` from a table declared as row parts [rows_i, dim] in order (one binding
+/// each, `Graph::row_parts`): one dispatch a part.
+pub fn gather_parts(
+    g: &mut Graph,
+    name: &str,
+    ids: TensorId,
+    parts: &[TensorId],
+    scale: f32,
+) -> Result<TensorId, GraphError> {
     let tokens = g.tensor(ids).numel();
-    let ts = g.tensor(table).shape.clone();
-    let [vocab, dim] = ts[..] else {
+    let mut shapes = Vec::with_capacity(parts.len());
+    for &part in parts {
+        let ts = g.tensor(part).shape.clone();
+        let [rows, dim] = ts[..] else {
+            return Err(GraphError::ShapeMismatch {
+                op: name.into(),
+                detail: format!(
+                    "table '{}' is {}, not [vocab, dim]",
+                    g.tensor(part).name,
+                    shape_str(&ts)
+                ),
+            });
+        };
+        shapes.push((rows, dim));
+    }
+    let dim = shapes.first().map_or(0, |s| s.1);
+    if dim == 0 || shapes.iter().any(|s| s.1 != dim) {
         return Err(GraphError::ShapeMismatch {
             op: name.into(),
-            detail: format!(
-                "table '{}' is {}, not [vocab, dim]",
-                g.tensor(table).name,
-                shape_str(&ts)
-            ),
+            detail: format!("table parts {shapes:?} must share one width above 0"),
         });
-    };
+    }
+    let vocab: usize = shapes.iter().map(|s| s.0).sum();
     let out = g.temp(name, &[tokens, dim], DType::F32);
-    let params = Params::new()
-        .u32(tokens as u32)
-        .u32(dim as u32)
-        .u32(vocab as u32)
-        .f32(scale);
-    g.push(
-        name,
-        &GATHER,
-        &[ids, table, out],
-        params,
-        Dispatch::linear(tokens * dim, 64),
-    )?;
+    let mut first = 0;
+    for (i, (&part, &(rows, _))) in parts.iter().zip(&shapes).enumerate() {
+        let params = Params::new()
+            .u32(tokens as u32)
+            .u32(dim as u32)
+            .u32(vocab as u32)
+            .f32(scale)
+            .u32(first as u32)
+            .u32(rows as u32)
+            .u32((i == 0) as u32);
+        let (kernel, label) = match i {
+            0 => (&GATHER, name.to_string()),
+            _ => (&GATHER_PART, format!("{name}[{first}..]")),
+        };
+        let dispatch = Dispatch::linear(tokens * dim, 64);
+        g.push(label, kernel, &[ids, part, out], params, dispatch)?;
+        first += rows;
+    }
     Ok(out)
 }
 

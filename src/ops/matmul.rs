@@ -734,6 +734,88 @@ pub fn logits(
     Ok(logits)
 }
 
+/// The first row part's block of `logits_parts` (defines the logits; the blocks together
+/// write every element).
+pub static COPY_COLUMNS: Kernel = Kernel {
+    name: "copy_columns",
+    shader: &crate::shaders::COPY_COLUMNS,
+    entry: "copy_columns",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        Binding {
+            name: "src",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "dst",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// The later parts' blocks.
+pub static COPY_COLUMNS_ACC: Kernel = Kernel {
+    name: "copy_columns_acc",
+    shader: &crate::shaders::COPY_COLUMNS,
+    entry: "copy_columns",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        COPY_COLUMNS.bindings[0],
+        Binding {
+            name: "dst",
+            access: Access::ReadWrite,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// `logits` for an lm-head declared as row parts [rows_i, dim] (a vocabulary larger than one
+/// binding, `Graph::row_parts`): each part's logits, copied into its columns of one
+/// [tokens, vocab] temporary.
+pub fn logits_parts(
+    g: &mut Graph,
+    name: &str,
+    hidden: TensorId,
+    parts: &[TensorId],
+) -> Result<TensorId, GraphError> {
+    if let [whole] = parts {
+        return logits(g, name, hidden, *whole);
+    }
+    let (tokens, _) = as_matrix(&g.tensor(hidden).shape);
+    let vocab: usize = parts.iter().map(|&p| as_matrix(&g.tensor(p).shape).0).sum();
+    let out = g.temp(name, &[tokens, vocab], DType::F32);
+    let mut first = 0;
+    for (i, &part) in parts.iter().enumerate() {
+        let label = format!("{name}[{first}..]");
+        let block = logits(g, &label, hidden, part)?;
+        let cols = as_matrix(&g.tensor(part).shape).0;
+        let params = Params::new()
+            .u32(tokens as u32)
+            .u32(cols as u32)
+            .u32(vocab as u32)
+            .u32(first as u32);
+        let kernel = if i == 0 {
+            &COPY_COLUMNS
+        } else {
+            &COPY_COLUMNS_ACC
+        };
+        let dispatch = Dispatch::linear(tokens * cols, 64);
+        g.push(
+            format!("{label} copy"),
+            kernel,
+            &[block, out],
+            params,
+            dispatch,
+        )?;
+        first += cols;
+    }
+    Ok(out)
+}
+
 /// CPU reference in f64: alpha · op(a) · op(b) (+ c0), as a row-major [m, n] f32 matrix.
 /// `a` is stored [m, k] (or [k, m] when `trans_a`), `b` is [k, n] (or [n, k]).
 #[allow(clippy::too_many_arguments)]

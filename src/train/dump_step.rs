@@ -14,7 +14,6 @@ use crate::model::load::upload_model;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, ModelError};
 use crate::ops::adamw::AdamW;
-use crate::ops::matmul::{matmul, Operand};
 use crate::quant::bnb_cpu::{self, BnbCpuEffects};
 
 /// Named f32 tensors: (name, shape, values).
@@ -112,14 +111,8 @@ pub fn dump_step(
     let step = model
         .train_step(&mut g, input, targets, None, s, chunk, true)
         .map_err(graph_err)?;
-    let logits = matmul(
-        &mut g,
-        "logits",
-        Operand::plain(step.hidden),
-        Operand::transposed(model.lm_head),
-        1.0,
-    )
-    .map_err(graph_err)?;
+    let logits = crate::ops::matmul::logits_parts(&mut g, "logits", step.hidden, &model.lm_head)
+        .map_err(graph_err)?;
     let mut outputs: Vec<(String, TensorId)> =
         vec![("logits".into(), logits), ("loss".into(), step.loss)];
     outputs.extend(step.grads.iter().map(|(n, t)| (format!("grad.{n}"), *t)));

@@ -285,7 +285,7 @@ impl Scorer {
         let body_nodes = g.nodes.len();
         let scored = g.input("scored.positions", &[shape.capacity], DType::U32);
         let rows = embedding::gather(&mut g, "h_scored", scored, hidden)?;
-        let logits = crate::ops::matmul::logits(&mut g, "logits", rows, model.lm_head)?;
+        let logits = crate::ops::matmul::logits_parts(&mut g, "logits", rows, &model.lm_head)?;
         g.mark_output(logits);
         Ok((g, [input, mask, positions, scored, logits], body_nodes))
     }
