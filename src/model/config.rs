@@ -340,6 +340,9 @@ impl ModelConfig {
                 "'layer_types' names sliding_attention layers but 'sliding_window' is missing"
                     .into(),
             ));
+        } else if layer_types.iter().all(|t| *t == LayerType::Full) {
+            // All full, as transformers 5 writes for every model: the same as none.
+            Vec::new()
         } else {
             layer_types
         };
