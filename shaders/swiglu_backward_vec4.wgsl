@@ -1,5 +1,5 @@
-// Backward of out = act(gate) * up (act below), four values an invocation, over n values, n a multiple
-// of 4 (swiglu_backward.wgsl takes any n; the same arithmetic per value):
+// Backward of out = act(gate) * up (act: gated_activation.wgsl), four values an invocation,
+// over n values, n a multiple of 4 (swiglu_backward.wgsl takes any n; the same arithmetic per value):
 //   d_up   = d_out * act(gate)
 //   d_gate = d_out * up * act'(gate)
 // vec4 loads: see residual_vec4.wgsl.
@@ -25,38 +25,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> d_up: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-// The gate's activation: 0 SiLU (Llama, Qwen), 1 GELU with the tanh approximation (Gemma's
-// gelu_pytorch_tanh): gelu(g) = g/2 · (1 + tanh(u)), u = √(2/π) · (g + 0.044715 g³).
-// tanh(u) = 1 - 2 / (exp(2u) + 1), which saturates to ±1 instead of overflowing.
-const SILU: u32 = 0u;
-const GELU_TANH_C: f32 = 0.7978845608028654;
-
-fn silu_sigmoid(g: vec4<f32>) -> vec4<f32> {
-    return 1.0 / (1.0 + exp(-g));
-}
-
-fn gelu_tanh(g: vec4<f32>) -> vec4<f32> {
-    return 1.0 - 2.0 / (exp(2.0 * GELU_TANH_C * (g + 0.044715 * g * g * g)) + 1.0);
-}
-
-/// act(g)
-fn activation(g: vec4<f32>) -> vec4<f32> {
-    if params.activation == SILU {
-        return g * silu_sigmoid(g);
-    }
-    return 0.5 * g * (1.0 + gelu_tanh(g));
-}
-
-/// d act(g) / dg
-fn activation_grad(g: vec4<f32>) -> vec4<f32> {
-    if params.activation == SILU {
-        let s = silu_sigmoid(g);
-        return s * (1.0 + g * (1.0 - s));
-    }
-    let t = gelu_tanh(g);
-    return 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_TANH_C * (1.0 + 3.0 * 0.044715 * g * g);
-}
-
 @compute @workgroup_size(64)
 fn swiglu_backward_vec4(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -69,6 +37,6 @@ fn swiglu_backward_vec4(
     }
     let g = gate[i];
     let d = d_out[i];
-    d_up[i] = d * activation(g);
-    d_gate[i] = d * up[i] * activation_grad(g);
+    d_up[i] = d * activation(params.activation, g);
+    d_gate[i] = d * up[i] * activation_grad(params.activation, g);
 }

@@ -1,5 +1,5 @@
-// Gated product, four values an invocation: out = act(gate) * up (act below),
-// silu(g) = g / (1 + exp(-g)), over n f32 values, n a multiple of 4 (swiglu.wgsl takes any
+// Gated product, four values an invocation: out = act(gate) * up (act: gated_activation.wgsl),
+// over n f32 values, n a multiple of 4 (swiglu.wgsl takes any
 // n; the same arithmetic per value). vec4 loads: see residual_vec4.wgsl.
 //
 // Bindings (group 0):
@@ -20,38 +20,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-// The gate's activation: 0 SiLU (Llama, Qwen), 1 GELU with the tanh approximation (Gemma's
-// gelu_pytorch_tanh): gelu(g) = g/2 · (1 + tanh(u)), u = √(2/π) · (g + 0.044715 g³).
-// tanh(u) = 1 - 2 / (exp(2u) + 1), which saturates to ±1 instead of overflowing.
-const SILU: u32 = 0u;
-const GELU_TANH_C: f32 = 0.7978845608028654;
-
-fn silu_sigmoid(g: vec4<f32>) -> vec4<f32> {
-    return 1.0 / (1.0 + exp(-g));
-}
-
-fn gelu_tanh(g: vec4<f32>) -> vec4<f32> {
-    return 1.0 - 2.0 / (exp(2.0 * GELU_TANH_C * (g + 0.044715 * g * g * g)) + 1.0);
-}
-
-/// act(g)
-fn activation(g: vec4<f32>) -> vec4<f32> {
-    if params.activation == SILU {
-        return g * silu_sigmoid(g);
-    }
-    return 0.5 * g * (1.0 + gelu_tanh(g));
-}
-
-/// d act(g) / dg
-fn activation_grad(g: vec4<f32>) -> vec4<f32> {
-    if params.activation == SILU {
-        let s = silu_sigmoid(g);
-        return s * (1.0 + g * (1.0 - s));
-    }
-    let t = gelu_tanh(g);
-    return 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_TANH_C * (1.0 + 3.0 * 0.044715 * g * g);
-}
-
 @compute @workgroup_size(64)
 fn swiglu_forward_vec4(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -63,5 +31,5 @@ fn swiglu_forward_vec4(
         return;
     }
     let g = gate[i];
-    out[i] = activation(g) * up[i];
+    out[i] = activation(params.activation, g) * up[i];
 }

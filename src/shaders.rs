@@ -86,6 +86,7 @@ shader!(CROSS_ENTROPY_ONLINE, "cross_entropy_online");
 shader!(CROSS_ENTROPY_RESCALE, "cross_entropy_rescale");
 shader!(DROPOUT, "dropout");
 shader!(EMBEDDING, "embedding");
+shader!(GATED_ACTIVATION, "gated_activation");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
@@ -146,10 +147,30 @@ shader!(RMSNORM_BACKWARD_VEC4, "rmsnorm_backward_vec4");
 shader!(RMSNORM_VEC4, "rmsnorm_vec4");
 shader!(ROPE, "rope");
 shader!(ROPE_VEC4, "rope_vec4");
-shader!(SWIGLU, "swiglu");
-shader!(SWIGLU_BACKWARD, "swiglu_backward");
-shader!(SWIGLU_BACKWARD_VEC4, "swiglu_backward_vec4");
-shader!(SWIGLU_VEC4, "swiglu_vec4");
+shader!(
+    SWIGLU,
+    "swiglu",
+    wgpu::Features::empty(),
+    then "gated_activation"
+);
+shader!(
+    SWIGLU_BACKWARD,
+    "swiglu_backward",
+    wgpu::Features::empty(),
+    then "gated_activation"
+);
+shader!(
+    SWIGLU_BACKWARD_VEC4,
+    "swiglu_backward_vec4",
+    wgpu::Features::empty(),
+    then "gated_activation"
+);
+shader!(
+    SWIGLU_VEC4,
+    "swiglu_vec4",
+    wgpu::Features::empty(),
+    then "gated_activation"
+);
 
 pub static ALL: &[&Shader] = &[
     &ACCUMULATE,
@@ -177,6 +198,7 @@ pub static ALL: &[&Shader] = &[
     &CROSS_ENTROPY_RESCALE,
     &DROPOUT,
     &EMBEDDING,
+    &GATED_ACTIVATION,
     &GRAD_CLIP,
     &GRAD_NORM,
     &KV_STORE,

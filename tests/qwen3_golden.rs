@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::golden_step::check_golden_step;
-use common::{family_logits, golden, rel_err, Golden};
-use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::BaseFormat;
+use common::golden;
+use common::golden_step::{check_golden_logits, check_golden_qlora_steps, check_golden_step};
 use webqlora::model::{Architecture, ModelConfig};
 
 #[test]
@@ -23,19 +21,7 @@ fn the_config_reads_as_qwen3() {
 
 #[test]
 fn logits_match_transformers_and_peft() {
-    let expected = Golden::open("tiny-qwen3/expected.safetensors");
-    let dir = golden("tiny-qwen3/base-f32");
-    let base = family_logits("tiny-qwen3", &dir, BaseFormat::F32, None);
-    let e = rel_err(&base, &expected.f32("logits_base"));
-    assert!(e < 1e-4, "base logits: {e}");
-    let adapter = Adapter::load(&golden("tiny-qwen3/adapter")).unwrap();
-    let lora = family_logits("tiny-qwen3", &dir, BaseFormat::F32, Some(&adapter));
-    let e = rel_err(&lora, &expected.f32("logits_lora"));
-    assert!(e < 1e-4, "adapted logits: {e}");
-    assert!(
-        rel_err(&base, &lora) > 1e-3,
-        "the adapter changes the logits"
-    );
+    check_golden_logits("tiny-qwen3");
 }
 
 #[test]
@@ -45,7 +31,5 @@ fn a_training_step_matches_peft() {
 
 #[test]
 fn a_qlora_step_matches_bitsandbytes_and_peft() {
-    let bnb_cpu = ["--base", "nf4", "--bnb-cpu-bf16", "--bnb-cpu-repacked"];
-    check_golden_step("tiny-qwen3/base-bnb-nf4", "qlora", &bnb_cpu);
-    check_golden_step("tiny-qwen3/base-f32", "qlora", &bnb_cpu);
+    check_golden_qlora_steps("tiny-qwen3");
 }

@@ -109,7 +109,7 @@ impl Activation {
     pub fn cpu<R: Real>(self, g: R) -> R {
         match self {
             Activation::Silu => g * sigmoid(g),
-            Activation::GeluTanh => R::of(0.5) * g * (R::of(1.0) + gelu_tanh(g)),
+            Activation::GeluTanh => g * gelu_sigmoid(g),
         }
     }
 
@@ -121,14 +121,12 @@ impl Activation {
                 s * (R::of(1.0) + g * (R::of(1.0) - s))
             }
             Activation::GeluTanh => {
-                let t = gelu_tanh(g);
-                let one = R::of(1.0);
-                R::of(0.5) * (one + t)
-                    + R::of(0.5)
-                        * g
-                        * (one - t * t)
-                        * R::of(GELU_TANH_C)
-                        * (one + R::of(3.0 * 0.044715) * g * g)
+                let s = gelu_sigmoid(g);
+                s + R::of(2.0 * GELU_TANH_C)
+                    * g
+                    * s
+                    * (R::of(1.0) - s)
+                    * (R::of(1.0) + R::of(3.0 * 0.044715) * g * g)
             }
         }
     }
@@ -136,10 +134,9 @@ impl Activation {
 
 const GELU_TANH_C: f64 = 0.7978845608028654;
 
-/// tanh(√(2/π)·(g + 0.044715·g³)) as the shaders compute it.
-fn gelu_tanh<R: Real>(g: R) -> R {
-    let u = R::of(GELU_TANH_C) * (g + R::of(0.044715) * g * g * g);
-    R::of(1.0) - R::of(2.0) / ((R::of(2.0) * u).exp() + R::of(1.0))
+/// (1 + tanh(u)) / 2 = sigmoid(2u), u = √(2/π)·(g + 0.044715·g³).
+fn gelu_sigmoid<R: Real>(g: R) -> R {
+    sigmoid(R::of(2.0 * GELU_TANH_C) * (g + R::of(0.044715) * g * g * g))
 }
 
 /// `act(gate) * up` as a new temporary named `name`.

@@ -141,3 +141,31 @@ fn adamw_first_step(w: f32, g: f32, hyper: &serde_json::Value) -> f32 {
     let w = w as f64 * (1.0 - lr * wd);
     (w - lr * m_hat / (v_hat.sqrt() + eps)) as f32
 }
+
+/// The base and adapted logits of golden `family` (`tiny-qwen3`, …) on its f32 base against
+/// transformers and PEFT (1e-4 relative), the adapter making a difference.
+pub fn check_golden_logits(family: &str) {
+    use webqlora::lora::peft::Adapter;
+    use webqlora::model::llama::BaseFormat;
+    let expected = Golden::open(&format!("{family}/expected.safetensors"));
+    let dir = golden(&format!("{family}/base-f32"));
+    let base = super::family_logits(family, &dir, BaseFormat::F32, None);
+    let e = rel_err(&base, &expected.f32("logits_base"));
+    assert!(e < 1e-4, "{family} base logits: {e}");
+    let adapter = Adapter::load(&golden(&format!("{family}/adapter"))).unwrap();
+    let lora = super::family_logits(family, &dir, BaseFormat::F32, Some(&adapter));
+    let e = rel_err(&lora, &expected.f32("logits_lora"));
+    assert!(e < 1e-4, "{family} adapted logits: {e}");
+    assert!(
+        rel_err(&base, &lora) > 1e-3,
+        "{family}: the adapter changes the logits"
+    );
+}
+
+/// The golden QLoRA step of `family` reproducing bitsandbytes' CPU path, from its
+/// bitsandbytes checkpoint and from quantizing its f32 base on load.
+pub fn check_golden_qlora_steps(family: &str) {
+    let bnb_cpu = ["--base", "nf4", "--bnb-cpu-bf16", "--bnb-cpu-repacked"];
+    check_golden_step(&format!("{family}/base-bnb-nf4"), "qlora", &bnb_cpu);
+    check_golden_step(&format!("{family}/base-f32"), "qlora", &bnb_cpu);
+}
