@@ -80,6 +80,12 @@ fn gemma_options_that_change_the_arithmetic_are_named() {
     assert!(e.contains("'final_logit_softcapping'"), "{e}");
     let e = edit(&|j| j["hidden_activation"] = "silu".into());
     assert!(e.contains("'hidden_activation' is 'silu'"), "{e}");
+    let e = edit(&|j| {
+        j.as_object_mut().unwrap().remove("sliding_window");
+    });
+    assert!(e.contains("'sliding_window' is missing"), "{e}");
+    let e = edit(&|j| j["head_dim"] = 512.into());
+    assert!(e.contains("'head_dim' is 512"), "{e}");
     let e = edit(&|j| j["sliding_window"] = 0.into());
     assert!(e.contains("'sliding_window' is 0"), "{e}");
     let e = edit(&|j| j["layer_types"] = serde_json::json!(["sliding_attention"]));

@@ -261,3 +261,31 @@ fn a_training_step_on_every_family_with_an_embedding_over_128_mib() {
         }
     }
 }
+
+/// A decoder over a training graph's weights shares every one of them: tables split another
+/// way (a graph for another binding limit) are an error naming the table, never unwritten
+/// weights.
+#[test]
+fn a_decoder_shares_every_weight_or_says_which() {
+    use webqlora::model::llama_decode::Decoder;
+    let dir = golden("tiny-gemma3/base-f32");
+    let config = ModelConfig::load(&dir).unwrap();
+    let gpu = common::gpu();
+    let graph = |max_binding: u64| {
+        let mut g = Graph::new();
+        g.max_binding_bytes = max_binding;
+        let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, 8).unwrap();
+        let input = g.input("input_ids", &[8], DType::U32);
+        let logits = model.forward_logits(&mut g, input, 8).unwrap();
+        g.mark_output(logits);
+        CompiledGraph::new(gpu, g).unwrap()
+    };
+    let same = graph(gpu.limits.max_storage_buffer_binding_size);
+    Decoder::sharing(gpu, &config, BaseFormat::F32, None, 16, &same).unwrap();
+    let split = graph(200 * 256);
+    let err = Decoder::sharing(gpu, &config, BaseFormat::F32, None, 16, &split)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("'model.embed_tokens.weight'"), "{err}");
+}

@@ -335,12 +335,7 @@ impl ModelConfig {
         };
         // Families without sliding layers of their own (Mistral's, Qwen2's option) attend
         // fully, as before: windows are read where layer types name them.
-        let layer_types = if layer_types.contains(&LayerType::Sliding) && sliding_window.is_none() {
-            return Err(f.err(
-                "'layer_types' names sliding_attention layers but 'sliding_window' is missing"
-                    .into(),
-            ));
-        } else if layer_types.iter().all(|t| *t == LayerType::Full) {
+        let layer_types = if layer_types.iter().all(|t| *t == LayerType::Full) {
             // All full, as transformers 5 writes for every model: the same as none.
             Vec::new()
         } else {
@@ -552,6 +547,12 @@ impl ModelConfig {
                     ),
                 ));
             }
+        }
+        if self.layer_types.contains(&LayerType::Sliding) && self.sliding_window.is_none() {
+            return Err((
+                "sliding_window",
+                "is missing: the layer types name sliding-window layers".into(),
+            ));
         }
         if self.sliding_window == Some(0) {
             return Err((

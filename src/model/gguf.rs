@@ -476,6 +476,7 @@ fn config_from_metadata(
             "max_position_embeddings" => format!("{arch}.context_length"),
             "rms_norm_eps" => format!("{arch}.attention.layer_norm_rms_epsilon"),
             "rope_theta" => format!("{arch}.rope.freq_base"),
+            "sliding_window" => format!("{arch}.attention.sliding_window"),
             other => other.to_string(),
         };
         err(format!("metadata '{gguf_key}' {msg}"))

@@ -46,6 +46,7 @@ pub fn cache_names(i: usize) -> [String; 2] {
 
 impl Decoder {
     fn declare(
+        gpu: &Gpu,
         config: &ModelConfig,
         base: BaseFormat,
         lora: Option<&LoraConfig>,
@@ -54,7 +55,10 @@ impl Decoder {
     ) -> Result<(Graph, Declared), GraphError> {
         let c = config;
         let eps = c.rms_norm_eps as f32;
+        // Buffer kernels (one-row products run as matrix-vector kernels), tables split as the
+        // device needs and as a training graph on it splits them (`sharing` matches by name).
         let mut g = Graph::new();
+        g.max_binding_bytes = gpu.limits.max_storage_buffer_binding_size;
         // One RoPE row a table: the current position's, rewritten before every run.
         let model = Llama::declare(&mut g, c, base, lora, 1)?;
         let input = g.input("input_id", &[1], DType::U32);
@@ -150,7 +154,7 @@ impl Decoder {
                 ),
             });
         }
-        let (g, declared) = Self::declare(config, base, lora, max_ctx, cache)?;
+        let (g, declared) = Self::declare(gpu, config, base, lora, max_ctx, cache)?;
         let compiled = CompiledGraph::new(gpu, g)?;
         Ok(Self::finish(compiled, declared, config, max_ctx, cache))
     }
@@ -165,8 +169,17 @@ impl Decoder {
         other: &CompiledGraph,
     ) -> Result<Decoder, GraphError> {
         let cache = decode::cache_dtype(gpu);
-        let (g, declared) = Self::declare(config, base, lora, max_ctx, cache)?;
-        let (compiled, _unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
+        let (g, declared) = Self::declare(gpu, config, base, lora, max_ctx, cache)?;
+        let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
+        // Its own: the caches and the one-row RoPE tables. A weight `other` lacks (another
+        // model, tables split otherwise) would be left unwritten.
+        let own = |n: &str| n.starts_with("kv_cache.") || n.starts_with("rope.");
+        if let Some(name) = unshared.iter().find(|n| !own(n)) {
+            return Err(GraphError::Unsupported {
+                op: "decode".into(),
+                detail: format!("'{name}' is not in the graph whose weights it shares"),
+            });
+        }
         Ok(Self::finish(compiled, declared, config, max_ctx, cache))
     }
 
