@@ -4,25 +4,21 @@
 //   d_hidden[row] = (acc[row] / s - W[target]) / counted    (softmax · W minus the target's row)
 // and 0 for IGNORE rows (and when no row counts). The loss is the mean over counted rows, so
 // each counted row's gradient is divided by the count (loss[1], from cross_entropy_loss.wgsl).
-// An lm-head split by rows into parts (a vocabulary larger than one binding) runs this once a
-// part: the first run (normalize = 1) divides acc by s, every run subtracts the target's row
-// when its part (rows first .. first + part_rows) holds it; one part is the formula above.
+// W[target] comes gathered (the embedding kernel over the targets, zeros for IGNORE), so the
+// lm-head may be in parts or in f16.
 //
 // Bindings (group 0):
 //   0 d_hidden  storage, read_write  f32[rows, dim]   acc in, d hidden out
 //   1 targets   storage, read        u32[rows]
 //   2 stats     storage, read        f32[rows, 3]     (m, s, target logit)
 //   3 loss      storage, read        f32[2]           (mean loss, counted rows)
-//   4 weight    storage, read        f32[part_rows, dim]  the lm-head (or one part of it)
-//   5 params    uniform              { rows, dim, first, part_rows, normalize }
+//   4 target_w  storage, read        f32[rows, dim]   W[target] of each row
+//   5 params    uniform              { rows, dim }
 // Dispatch: linear, ceil(rows * dim / 64) workgroups of 64, one value each.
 
 struct Params {
     rows: u32,
     dim: u32,
-    first: u32,
-    part_rows: u32,
-    normalize: u32,
 }
 
 const IGNORE: u32 = 0xffffffffu;
@@ -31,7 +27,7 @@ const IGNORE: u32 = 0xffffffffu;
 @group(0) @binding(1) var<storage, read> targets: array<u32>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> loss: array<f32>;
-@group(0) @binding(4) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> target_w: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(64)
@@ -48,17 +44,9 @@ fn ce_finish(
     let t = targets[row];
     let counted = loss[1];
     if t == IGNORE || counted == 0.0 {
-        if params.normalize != 0u {
-            d_hidden[i] = 0.0;
-        }
+        d_hidden[i] = 0.0;
         return;
     }
-    let here = t >= params.first && t - params.first < params.part_rows;
-    let target_w = select(0.0, weight[(t - params.first) * params.dim + i % params.dim], here);
-    if params.normalize != 0u {
-        let softmax_w = d_hidden[i] / stats[row * 3u + 1u];
-        d_hidden[i] = (softmax_w - target_w) / counted;
-    } else if here {
-        d_hidden[i] -= target_w / counted;
-    }
+    let softmax_w = d_hidden[i] / stats[row * 3u + 1u];
+    d_hidden[i] = (softmax_w - target_w[i]) / counted;
 }

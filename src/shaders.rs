@@ -86,6 +86,13 @@ shader!(CROSS_ENTROPY_ONLINE, "cross_entropy_online");
 shader!(CROSS_ENTROPY_RESCALE, "cross_entropy_rescale");
 shader!(DROPOUT, "dropout");
 shader!(EMBEDDING, "embedding");
+shader!(
+    EMBEDDING_F16,
+    "embedding_f16",
+    wgpu::Features::empty(),
+    then "f16_words"
+);
+shader!(F16_WORDS, "f16_words");
 shader!(GATED_ACTIVATION, "gated_activation");
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
@@ -171,6 +178,12 @@ shader!(
     wgpu::Features::empty(),
     then "gated_activation"
 );
+shader!(
+    WIDEN_F16,
+    "widen_f16",
+    wgpu::Features::empty(),
+    then "f16_words"
+);
 
 pub static ALL: &[&Shader] = &[
     &ACCUMULATE,
@@ -198,6 +211,8 @@ pub static ALL: &[&Shader] = &[
     &CROSS_ENTROPY_RESCALE,
     &DROPOUT,
     &EMBEDDING,
+    &EMBEDDING_F16,
+    &F16_WORDS,
     &GATED_ACTIVATION,
     &GRAD_CLIP,
     &GRAD_NORM,
@@ -231,4 +246,5 @@ pub static ALL: &[&Shader] = &[
     &SWIGLU_BACKWARD,
     &SWIGLU_BACKWARD_VEC4,
     &SWIGLU_VEC4,
+    &WIDEN_F16,
 ];

@@ -235,6 +235,77 @@ fn rope_positions_must_fit_the_table() {
     );
 }
 
+/// Tables in f16 parts (large vocabularies): the gather (scaled, ZERO_ROW, ids in every part)
+/// and the widened rows give exactly the f16 values, subnormals, signed zeros and infinities
+/// included, for tables of any row count split anywhere.
+#[test]
+fn f16_tables_gather_and_widen_exactly() {
+    use half::f16;
+    let mut rng = rng("embedding f16");
+    for &(tokens, parts, dim) in &[(5usize, &[3usize][..], 2usize), (37, &[64, 64, 21], 64)] {
+        let vocab: usize = parts.iter().sum();
+        let mut values: Vec<f16> = random_f32(&mut rng, vocab * dim, 4.0)
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        let special = [
+            f16::from_bits(0x0001),
+            f16::from_bits(0x83ff),
+            f16::NEG_ZERO,
+            f16::INFINITY,
+            f16::NEG_INFINITY,
+            f16::MAX,
+        ];
+        for (v, s) in values.iter_mut().zip(special.iter().cycle()).step_by(3) {
+            *v = *s;
+        }
+        let table: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        let ids: Vec<u32> = (0..tokens)
+            .map(|t| match t % 4 {
+                3 => embedding::ZERO_ROW,
+                _ => rng.random_range(0..vocab as u32),
+            })
+            .collect();
+        let mut g = Graph::new();
+        let it = g.input("ids", &[tokens], DType::U32);
+        let mut first = 0;
+        let mut inputs = vec![(it, bytemuck::cast_slice(&ids).to_vec())];
+        let mut part_ids = Vec::new();
+        for (p, &rows) in parts.iter().enumerate() {
+            let t = g.param(&format!("table{p}"), &[rows, dim], DType::F16);
+            let words: Vec<u8> = values[first * dim..(first + rows) * dim]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            inputs.push((t, words));
+            part_ids.push(t);
+            first += rows;
+        }
+        let out = embedding::gather_parts(&mut g, "h0", it, &part_ids, -0.5).unwrap();
+        let last = *part_ids.last().unwrap();
+        let rows = parts[parts.len() - 1];
+        let widened =
+            embedding::widen_rows(&mut g, "rows", last, rows / 2, rows - rows / 2).unwrap();
+        let got = run_graph(g, &inputs, &[out, widened]);
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| match i {
+                embedding::ZERO_ROW => vec![0.0; dim],
+                i => table[i as usize * dim..][..dim]
+                    .iter()
+                    .map(|v| v * -0.5)
+                    .collect(),
+            })
+            .collect();
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(same(&got[0], &want), "gather, parts {parts:?}");
+        let start = (vocab - rows + rows / 2) * dim;
+        assert!(same(&got[1], &table[start..]), "widen, parts {parts:?}");
+    }
+}
+
 #[test]
 fn embedding_gathers_rows() {
     let mut rng = rng("embedding");

@@ -1,8 +1,9 @@
 //! Vocabularies larger than one binding (Gemma 3's 262,144 × 640 is 671 MB in f32; WebGPU's
-//! default binding limit and lavapipe's is 128 MiB): the embedding and the lm-head are
-//! declared as row parts, gathered part by part, and the lm-head loss, its gradient and the
-//! logits run part by part. Split tables give the golden logits and the unsplit step; a
-//! training step runs on every family at an embedding over 128 MiB.
+//! default binding limit and lavapipe's is 128 MiB): the embedding and the lm-head are kept in
+//! f16 and declared as row parts, gathered part by part, and the lm-head loss, its gradient
+//! and the logits run part by part (f16 rows widened to f32 a block at a time). Split tables
+//! give the golden logits, f16 tables give what f32 tables of the same (f16) values give, and
+//! a training step runs on every family at an embedding over 128 MiB.
 
 mod common;
 
@@ -21,12 +22,18 @@ use webqlora::ops::cross_entropy::IGNORE;
 #[test]
 fn row_parts_fit_the_binding_limit() {
     let mut g = Graph::new();
-    assert_eq!(g.row_parts(49_152, 576), [49_152]);
-    let gemma = g.row_parts(262_144, 640);
+    assert_eq!(g.row_parts(49_152, 576, DType::F32), [49_152]);
+    let gemma = g.row_parts(262_144, 640, DType::F32);
     assert_eq!(gemma.iter().sum::<usize>(), 262_144);
     assert!(gemma.len() == 6 && gemma.iter().all(|&r| r * 640 * 4 <= 128 << 20));
+    let gemma = g.row_parts(262_144, 640, DType::F16);
+    assert!(gemma.len() == 3 && gemma.iter().all(|&r| r * 640 * 2 <= 128 << 20));
+    // The tables of Gemma 3 are f16, SmolLM2's (49,152 × 576, 113 MB) f32.
+    use webqlora::model::llama::table_dtype;
+    assert_eq!(table_dtype(&g, 262_144, 640), DType::F16);
+    assert_eq!(table_dtype(&g, 49_152, 576), DType::F32);
     g.max_binding_bytes = 200 * 256;
-    assert_eq!(g.row_parts(512, 64), [192, 192, 128]);
+    assert_eq!(g.row_parts(512, 64, DType::F32), [192, 192, 128]);
     assert_eq!(
         parse_part_name("model.embed_tokens.weight@rows[192..384]"),
         Some(("model.embed_tokens.weight", 192, 192))
@@ -47,30 +54,73 @@ fn split_tables_give_the_golden_logits() {
     }
 }
 
+/// The golden tiny Gemma 3's embedding held in f16 (three parts) gives the logits its f16
+/// values give in f32: the f16 gather and the widened lm-head blocks add no error of their own.
+#[test]
+fn f16_tables_give_the_logits_of_their_values() {
+    let dir = golden("tiny-gemma3/base-f32");
+    let files = SafetensorsFiles::open_dir(&dir).unwrap();
+    let rounded = F16Tables(&files);
+    let f32 = logits_of(&dir, &rounded, None, |_| {});
+    let f16 = logits_of(&dir, &files, None, |g| {
+        g.f16_tables_over = 0;
+        g.max_binding_bytes = 200 * 128;
+    });
+    let e = rel_err(&f16, &f32);
+    assert!(e < 1e-6, "{e}");
+    // And f16 values are not f32's: the comparison can fail.
+    let plain = logits_of(&dir, &files, None, |_| {});
+    assert!(rel_err(&plain, &f32) > 1e-6);
+}
+
+/// A weight source whose tables are rounded to f16 values.
+struct F16Tables<'a>(&'a dyn WeightSource);
+
+impl WeightSource for F16Tables<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let mut v = self.0.f32(name, shape)?;
+        if name.contains("embed_tokens") {
+            v.iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+        }
+        Ok(v)
+    }
+}
+
 fn logits(dir: &std::path::Path, adapter: Option<&Adapter>, max_binding: u64) -> Vec<f32> {
+    let files = SafetensorsFiles::open_dir(dir).unwrap();
+    logits_of(dir, &files, adapter, |g| g.max_binding_bytes = max_binding)
+}
+
+/// The golden batch's logits of the tiny Gemma 3 from `files`; `setup` may make the graph
+/// split its tables (in three).
+fn logits_of(
+    dir: &std::path::Path,
+    files: &dyn WeightSource,
+    adapter: Option<&Adapter>,
+    setup: impl FnOnce(&mut Graph),
+) -> Vec<f32> {
     let expected = Golden::open("tiny-gemma3/expected.safetensors");
     let ids = expected_ids(&expected, "input_ids");
     let seq = expected.shape("input_ids")[1];
     let config = ModelConfig::load(dir).unwrap();
-    let files = SafetensorsFiles::open_dir(dir).unwrap();
     let mut g = Graph::new();
-    g.max_binding_bytes = max_binding;
-    let model = Llama::declare(
-        &mut g,
-        &config,
-        BaseFormat::F32,
-        adapter.map(|a| &a.config),
-        seq,
-    )
-    .unwrap();
-    assert_eq!(model.embed.len(), 3, "split in three");
+    setup(&mut g);
+    let split = g.max_binding_bytes < 1 << 20;
+    let lora = adapter.map(|a| &a.config);
+    let model = Llama::declare(&mut g, &config, BaseFormat::F32, lora, seq).unwrap();
+    assert_eq!(model.embed.len() == 3, split, "split in three");
     let input = g.input("input_ids", &[ids.len()], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
     g.mark_output(logits);
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &files, BaseFormat::F32, adapter).unwrap();
+    let missing = upload_model(gpu, &compiled, &config, files, BaseFormat::F32, adapter).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
@@ -96,15 +146,14 @@ fn step(
     config: &ModelConfig,
     files: &RandomWeights,
     lora: &LoraConfig,
-    ids: &[u32],
-    targets: &[u32],
-    seq: usize,
-    max_binding: u64,
+    (ids, targets, seq): (&[u32], &[u32], usize),
+    tables: Tables,
     chunk: usize,
 ) -> Step {
     let gpu = common::gpu();
     let mut g = Graph::for_device(gpu);
-    g.max_binding_bytes = max_binding;
+    g.max_binding_bytes = tables.max_binding;
+    g.f16_tables_over = tables.f16_over;
     let base = BaseFormat::Nf4 { blocksize: 64 };
     let model = Llama::declare(&mut g, config, base, Some(lora), seq).unwrap();
     let input = g.input("input_ids", &[ids.len()], DType::U32);
@@ -140,8 +189,17 @@ fn step(
     (model.embed.len(), read(s.loss), grads)
 }
 
+/// How a graph keeps its tables: parts within `max_binding` bytes, f16 when f32 would exceed
+/// `f16_over`.
+#[derive(Clone, Copy)]
+struct Tables {
+    max_binding: u64,
+    f16_over: u64,
+}
+
 /// Seeded values for every tensor a model asks for (norm weights near one, or near zero where
-/// the family adds the one): a model of any shape without writing it to disk.
+/// the family adds the one; the embedding f16 values, so that f16 tables hold it exactly): a
+/// model of any shape without writing it to disk.
 struct RandomWeights {
     plus_one: bool,
     /// Each tensor's values come from this and its name, the same in every step.
@@ -175,13 +233,18 @@ impl WeightSource for RandomWeights {
         if name.ends_with("norm.weight") && self.plus_one {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
+        if name.contains("embed_tokens") || name.starts_with("lm_head") {
+            v.iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+        }
         Ok(v)
     }
 }
 
 /// One step of each family at a vocabulary of 135,000 × 256 (138 MB in f32, over lavapipe's
-/// and WebGPU's default 128 MiB binding): the tables in two parts (the device's limit) and in
-/// five give the same loss and gradients (none of them zero), over the 20 rows with a target.
+/// and WebGPU's default 128 MiB binding): its f16 tables in one part (as the device keeps them)
+/// and in four, and f32 tables of the same values in two, give the same loss and gradients
+/// (none of them zero), over the 20 rows with a target.
 #[test]
 fn a_training_step_on_every_family_with_an_embedding_over_128_mib() {
     for model_type in ["llama", "qwen2", "qwen3", "gemma3_text"] {
@@ -228,36 +291,40 @@ fn a_training_step_on_every_family_with_an_embedding_over_128_mib() {
             })
             .collect();
         let limit = common::gpu().limits.max_storage_buffer_binding_size;
-        let (parts_a, loss_a, grads_a) = step(
-            &config,
-            &weights,
-            &lora,
-            &ids,
-            &targets,
-            seq,
-            limit.min(128 << 20),
-            4096,
-        );
-        let (parts_b, loss_b, grads_b) = step(
-            &config,
-            &weights,
-            &lora,
-            &ids,
-            &targets,
-            seq,
-            30 << 20,
+        let batch = (&ids[..], &targets[..], seq);
+        let run = |tables, chunk| step(&config, &weights, &lora, batch, tables, chunk);
+        // As a device keeps them: f16 (69 MB), one part.
+        let f16 = Tables {
+            max_binding: limit.min(128 << 20),
+            f16_over: 128 << 20,
+        };
+        let (parts_a, loss_a, grads_a) = run(f16, 4096);
+        // f16 in four parts, other chunks.
+        let (parts_b, loss_b, grads_b) = run(
+            Tables {
+                max_binding: 20 << 20,
+                ..f16
+            },
             1000,
         );
-        assert_eq!((parts_a, parts_b), (2, 5), "{model_type}");
+        // f32 tables of the same values, in two parts.
+        let f32 = Tables {
+            f16_over: u64::MAX,
+            ..f16
+        };
+        let (parts_c, loss_c, grads_c) = run(f32, 4096);
+        assert_eq!((parts_a, parts_b, parts_c), (1, 4, 2), "{model_type}");
         assert!(loss_a[0].is_finite() && loss_a[1] == 20.0, "{loss_a:?}");
-        assert!(
-            (loss_a[0] - loss_b[0]).abs() < 1e-5 * loss_a[0].abs(),
-            "{model_type}: {loss_a:?} vs {loss_b:?}"
-        );
-        for ((name, a), (_, b)) in grads_a.iter().zip(&grads_b) {
-            let e = rel_err(a, b);
-            assert!(e < 1e-4, "{model_type} {name}: {e}");
-            assert!(a.iter().any(|v| *v != 0.0), "{model_type} {name} is zero");
+        for (loss, grads) in [(&loss_b, &grads_b), (&loss_c, &grads_c)] {
+            assert!(
+                (loss_a[0] - loss[0]).abs() < 1e-5 * loss_a[0].abs(),
+                "{model_type}: {loss_a:?} vs {loss:?}"
+            );
+            for ((name, a), (_, b)) in grads_a.iter().zip(grads) {
+                let e = rel_err(a, b);
+                assert!(e < 1e-4, "{model_type} {name}: {e}");
+                assert!(a.iter().any(|v| *v != 0.0), "{model_type} {name} is zero");
+            }
         }
     }
 }

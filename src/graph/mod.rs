@@ -145,6 +145,10 @@ pub struct Graph {
     /// embedding) are declared as row parts (`Graph::row_parts`). WebGPU's default limit
     /// (128 MiB) unless the device's is known.
     pub max_binding_bytes: u64,
+    /// Tables (embedding, lm-head) whose f32 bytes exceed this are kept in f16
+    /// (`model::llama::table_dtype`): WebGPU's default binding limit, the same for every
+    /// graph of a model whatever its device, so that they share weights.
+    pub f16_tables_over: u64,
     /// What each texture holds at this point of the node list: the tensor (root) and pack
     /// parameters it was last packed from, until a node writes that tensor.
     packed: Vec<Option<(TensorId, Params)>>,
@@ -162,6 +166,7 @@ impl Default for Graph {
             texture_kernels: None,
             subgroup_kernels: false,
             max_binding_bytes: DEFAULT_MAX_BINDING,
+            f16_tables_over: DEFAULT_MAX_BINDING,
             packed: Vec::new(),
         }
     }
@@ -172,10 +177,11 @@ impl Graph {
         Self::default()
     }
 
-    /// Row counts of the parts a [rows, cols] f32 table is declared in so that each fits one
-    /// binding: one part when it fits, else equal parts (a multiple of 64 rows) as few as fit.
-    pub fn row_parts(&self, rows: usize, cols: usize) -> Vec<usize> {
-        let row_bytes = (cols.max(1) * 4) as u64;
+    /// Row counts of the parts a [rows, cols] table of `dtype` values is declared in so that
+    /// each fits one binding: one part when it fits, else equal parts (a multiple of 64 rows)
+    /// as few as fit.
+    pub fn row_parts(&self, rows: usize, cols: usize, dtype: DType) -> Vec<usize> {
+        let row_bytes = dtype.bytes_for(cols.max(1));
         let fit = ((self.max_binding_bytes / row_bytes) as usize / 64 * 64).max(64);
         if rows <= fit {
             return vec![rows];

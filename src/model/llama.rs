@@ -305,6 +305,19 @@ pub struct Layer {
     pub down: Module,
 }
 
+/// The value type of a [vocab, hidden] table (embedding, lm-head) in `g`: f16 where f32 would
+/// exceed `Graph::f16_tables_over` (WebGPU's default binding; Gemma 3's 262,144 × 640 is
+/// 671 MB in f32, 335 MB in f16), as QLoRA keeps them in its 16-bit compute type; f32
+/// otherwise (and for odd widths).
+pub fn table_dtype(g: &Graph, vocab: usize, hidden: usize) -> DType {
+    let f32_bytes = DType::F32.bytes_for(vocab * hidden);
+    if f32_bytes > g.f16_tables_over && hidden.is_multiple_of(2) {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
 /// The param holding rows `first .. first + rows` of the table `name` split across bindings.
 pub fn part_name(name: &str, first: usize, rows: usize) -> String {
     format!("{name}@rows[{first}..{}]", first + rows)
@@ -376,16 +389,17 @@ impl Llama {
             Module { weight, bias, lora }
         };
         // A [vocab, hidden] table, in row parts where one binding cannot hold it.
+        let dtype = table_dtype(g, c.vocab_size, hidden);
         let table = |g: &mut Graph, name: &str| -> Vec<TensorId> {
-            let parts = g.row_parts(c.vocab_size, hidden);
+            let parts = g.row_parts(c.vocab_size, hidden, dtype);
             if let [rows] = parts[..] {
-                return vec![g.param(name, &[rows, hidden], DType::F32)];
+                return vec![g.param(name, &[rows, hidden], dtype)];
             }
             let mut first = 0;
             parts
                 .iter()
                 .map(|&rows| {
-                    let t = g.param(&part_name(name, first, rows), &[rows, hidden], DType::F32);
+                    let t = g.param(&part_name(name, first, rows), &[rows, hidden], dtype);
                     first += rows;
                     t
                 })

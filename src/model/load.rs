@@ -152,22 +152,31 @@ pub fn upload_model_with_progress(
             }
             let (_, values) = whole.as_ref().expect("just read");
             let cols = desc.shape[1];
-            write(
-                t,
-                bytemuck::cast_slice(&values[first * cols..(first + rows) * cols]),
-            )?;
+            let part = &values[first * cols..(first + rows) * cols];
+            write(t, &table_bytes(part, desc.dtype))?;
         } else if files.contains(name) {
             let mut values = finite(name, files.f32(name, &desc.shape)?)?;
             if config.family().norm_plus_one && name.ends_with("norm.weight") {
                 // x·(1 + w) as a plain RMSNorm over 1 + w.
                 values.iter_mut().for_each(|v| *v += 1.0);
             }
-            write(t, bytemuck::cast_slice(&values))?;
+            write(t, &table_bytes(&values, desc.dtype))?;
         } else {
             missing.push(name.to_string());
         }
     }
     Ok(missing)
+}
+
+/// The bytes of f32 `values` as a param of `dtype` holds them (f32, or f16 tables).
+fn table_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => bytemuck::cast_slice(values).to_vec(),
+    }
 }
 
 /// `values` unchanged, or an error naming the tensor and its first NaN or infinity: a corrupt

@@ -10,6 +10,7 @@
 //! d hidden = (that sum / s - W[target]) / counted. The loss is the graph's end, so its
 //! upstream gradient is 1.
 
+use super::embedding;
 use super::matmul::{matmul, matmul_into, Operand};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
@@ -140,7 +141,7 @@ pub static FINISH: Kernel = Kernel {
             dtype: DType::F32,
         },
         Binding {
-            name: "weight",
+            name: "target_w",
             access: Access::Read,
             dtype: DType::F32,
         },
@@ -218,8 +219,9 @@ pub fn lm_head_loss(
 }
 
 /// `lm_head_loss` for an lm-head declared as row parts [rows_i, dim] in order (a vocabulary
-/// larger than one binding, `Graph::row_parts`): the chunks run part by part, and the
-/// target-row term of d hidden is added by each part that holds the target.
+/// larger than one binding, `Graph::row_parts`), f32 or f16: the chunks run part by part (f16
+/// rows widened to an f32 temporary a chunk at a time), and the target rows of d hidden's
+/// last term are gathered from the parts.
 pub fn lm_head_loss_parts(
     g: &mut Graph,
     name: &str,
@@ -271,9 +273,20 @@ pub fn lm_head_loss_parts(
         );
         first += n;
     }
-    for (weight, first, c0, width) in chunks {
+    for (part, first, c0, width) in chunks {
         let v0 = first + c0;
-        let w_rows = |op: Operand| op.rows(c0, width);
+        // f16 rows as an f32 block; f32 rows in place.
+        let (weight, rows_of) = match g.tensor(part).dtype {
+            DType::F16 => {
+                let label = format!("{name}.rows[{v0}..]");
+                (embedding::widen_rows(g, &label, part, c0, width)?, None)
+            }
+            _ => (part, Some((c0, width))),
+        };
+        let w_rows = |op: Operand| match rows_of {
+            Some((c0, width)) => op.rows(c0, width),
+            None => op,
+        };
         let label = format!("{name}.logits[{v0}..]");
         let h = Operand::plain(hidden);
         let numerators = matmul(g, &label, h, w_rows(Operand::transposed(weight)), 1.0)?;
@@ -310,23 +323,12 @@ pub fn lm_head_loss_parts(
     let params = Params::new().u32(rows as u32);
     let one = Dispatch::Grid([1, 1, 1]);
     g.push(name, &LOSS, &[stats, targets, loss], params, one)?;
+    // IGNORE is the gather's ZERO_ROW: rows without a target gather zeros.
+    let target_w = embedding::gather_parts(g, &format!("{name}.target_w"), targets, parts, 1.0)?;
+    let params = Params::new().u32(rows as u32).u32(dim as u32);
+    let io = [d_hidden, targets, stats, loss, target_w];
     let dispatch = Dispatch::linear(rows * dim, 64);
-    let mut first = 0;
-    for (i, (&part, &n)) in parts.iter().zip(&part_rows).enumerate() {
-        let params = Params::new()
-            .u32(rows as u32)
-            .u32(dim as u32)
-            .u32(first as u32)
-            .u32(n as u32)
-            .u32((i == 0) as u32);
-        let io = [d_hidden, targets, stats, loss, part];
-        let label = match i {
-            0 => format!("{name}.finish"),
-            _ => format!("{name}.finish[{first}..]"),
-        };
-        g.push(label, &FINISH, &io, params, dispatch)?;
-        first += n;
-    }
+    g.push(format!("{name}.finish"), &FINISH, &io, params, dispatch)?;
     Ok(LmHeadLoss { loss, d_hidden })
 }
 

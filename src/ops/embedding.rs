@@ -48,6 +48,93 @@ pub static GATHER_PART: Kernel = Kernel {
     ],
 };
 
+/// `GATHER` from an f16 table (read as words of two values; no shader-f16 needed).
+pub static GATHER_F16: Kernel = Kernel {
+    name: "embedding_f16",
+    shader: &shaders::EMBEDDING_F16,
+    entry: "embedding_f16",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        GATHER.bindings[0],
+        Binding {
+            name: "table",
+            access: Access::Read,
+            dtype: DType::F16,
+        },
+        GATHER.bindings[2],
+    ],
+};
+
+/// `GATHER_PART` from an f16 table.
+pub static GATHER_F16_PART: Kernel = Kernel {
+    name: "embedding_f16_part",
+    shader: &shaders::EMBEDDING_F16,
+    entry: "embedding_f16",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        GATHER.bindings[0],
+        GATHER_F16.bindings[1],
+        GATHER_PART.bindings[2],
+    ],
+};
+
+/// Rows of an f16 table widened to f32 (`widen_rows`).
+pub static WIDEN_F16: Kernel = Kernel {
+    name: "widen_f16",
+    shader: &shaders::WIDEN_F16,
+    entry: "widen_f16",
+    variants: &[],
+    textures: &[],
+    bindings: &[
+        GATHER_F16.bindings[1],
+        Binding {
+            name: "out",
+            access: Access::Write,
+            dtype: DType::F32,
+        },
+    ],
+};
+
+/// Rows `first .. first + rows` of an f16 table [table rows, dim] as a new f32 temporary
+/// [rows, dim] named `name`, for the f32 products (the lm-head of a large vocabulary).
+pub fn widen_rows(
+    g: &mut Graph,
+    name: &str,
+    table: TensorId,
+    first: usize,
+    rows: usize,
+) -> Result<TensorId, GraphError> {
+    let ts = g.tensor(table).shape.clone();
+    let ok = g.tensor(table).dtype == DType::F16
+        && ts.len() == 2
+        && ts[1].is_multiple_of(2)
+        && first + rows <= ts[0]
+        && rows > 0;
+    if !ok {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "rows {first}..{} of '{}' ({} {}): not f16 rows of an even width inside it",
+                first + rows,
+                g.tensor(table).name,
+                g.tensor(table).dtype,
+                shape_str(&ts)
+            ),
+        });
+    }
+    let dim = ts[1];
+    let out = g.temp(name, &[rows, dim], DType::F32);
+    let params = Params::new()
+        .u32(rows as u32)
+        .u32(dim as u32)
+        .u32(first as u32);
+    let dispatch = Dispatch::linear(rows * dim / 2, 64);
+    g.push(name, &WIDEN_F16, &[table, out], params, dispatch)?;
+    Ok(out)
+}
+
 /// An id that gathers a row of zeros.
 pub const ZERO_ROW: u32 = u32::MAX;
 
@@ -74,7 +161,7 @@ pub fn gather_scaled(
 }
 
 /// `gather_scaled` from a table declared as row parts [rows_i, dim] in order (one binding
-/// each, `Graph::row_parts`): one dispatch a part.
+/// each, `Graph::row_parts`), f32 or f16 (an even dim): one dispatch a part.
 pub fn gather_parts(
     g: &mut Graph,
     name: &str,
@@ -99,10 +186,19 @@ pub fn gather_parts(
         shapes.push((rows, dim));
     }
     let dim = shapes.first().map_or(0, |s| s.1);
-    if dim == 0 || shapes.iter().any(|s| s.1 != dim) {
+    let dtype = parts.first().map(|&p| g.tensor(p).dtype);
+    let f16 = dtype == Some(DType::F16);
+    if dim == 0
+        || shapes.iter().any(|s| s.1 != dim)
+        || parts.iter().any(|&p| Some(g.tensor(p).dtype) != dtype)
+        || (f16 && !dim.is_multiple_of(2))
+    {
         return Err(GraphError::ShapeMismatch {
             op: name.into(),
-            detail: format!("table parts {shapes:?} must share one width above 0"),
+            detail: format!(
+                "table parts {shapes:?} must share one width above 0 and one value type \
+                 (f16 tables an even width)"
+            ),
         });
     }
     let vocab: usize = shapes.iter().map(|s| s.0).sum();
@@ -117,11 +213,14 @@ pub fn gather_parts(
             .u32(first as u32)
             .u32(rows as u32)
             .u32((i == 0) as u32);
-        let (kernel, label) = match i {
-            0 => (&GATHER, name.to_string()),
-            _ => (&GATHER_PART, format!("{name}[{first}..]")),
+        let (kernel, label) = match (i, f16) {
+            (0, false) => (&GATHER, name.to_string()),
+            (0, true) => (&GATHER_F16, name.to_string()),
+            (_, false) => (&GATHER_PART, format!("{name}[{first}..]")),
+            (_, true) => (&GATHER_F16_PART, format!("{name}[{first}..]")),
         };
-        let dispatch = Dispatch::linear(tokens * dim, 64);
+        let per_invocation = if f16 { 2 } else { 1 };
+        let dispatch = Dispatch::linear(tokens * dim / per_invocation, 64);
         g.push(label, kernel, &[ids, part, out], params, dispatch)?;
         first += rows;
     }

@@ -773,9 +773,13 @@ pub static COPY_COLUMNS_ACC: Kernel = Kernel {
     ],
 };
 
+/// Rows of an f16 lm-head part widened to f32 at a time for its logits (8 MiB of f32).
+const WIDEN_BLOCK_BYTES: usize = 8 << 20;
+
 /// `logits` for an lm-head declared as row parts [rows_i, dim] (a vocabulary larger than one
-/// binding, `Graph::row_parts`): each part's logits, copied into its columns of one
-/// [tokens, vocab] temporary.
+/// binding, `Graph::row_parts`), f32 or f16: each block's logits (an f32 part whole, an f16
+/// part a widened block of rows at a time), copied into its columns of one [tokens, vocab]
+/// temporary.
 pub fn logits_parts(
     g: &mut Graph,
     name: &str,
@@ -783,13 +787,32 @@ pub fn logits_parts(
     parts: &[TensorId],
 ) -> Result<TensorId, GraphError> {
     if let [whole] = parts {
-        return logits(g, name, hidden, *whole);
+        if g.tensor(*whole).dtype == DType::F32 {
+            return logits(g, name, hidden, *whole);
+        }
     }
     let (tokens, _) = as_matrix(&g.tensor(hidden).shape);
     let vocab: usize = parts.iter().map(|&p| as_matrix(&g.tensor(p).shape).0).sum();
     let out = g.temp(name, &[tokens, vocab], DType::F32);
+    // (a block's f32 rows, its first vocabulary row) in order.
+    let mut blocks = Vec::new();
     let mut first = 0;
-    for (i, &part) in parts.iter().enumerate() {
+    for &part in parts {
+        let (rows, dim) = as_matrix(&g.tensor(part).shape);
+        if g.tensor(part).dtype == DType::F16 {
+            let per = (WIDEN_BLOCK_BYTES / (4 * dim.max(1))).max(1);
+            for r0 in (0..rows).step_by(per) {
+                let label = format!("{name}.rows[{}..]", first + r0);
+                let n = per.min(rows - r0);
+                let block = super::embedding::widen_rows(g, &label, part, r0, n)?;
+                blocks.push((block, first + r0));
+            }
+        } else {
+            blocks.push((part, first));
+        }
+        first += rows;
+    }
+    for (i, (part, first)) in blocks.into_iter().enumerate() {
         let label = format!("{name}[{first}..]");
         let block = logits(g, &label, hidden, part)?;
         let cols = as_matrix(&g.tensor(part).shape).0;
@@ -811,7 +834,6 @@ pub fn logits_parts(
             params,
             dispatch,
         )?;
-        first += cols;
     }
     Ok(out)
 }

@@ -1,9 +1,11 @@
-//! `cargo xtask demo`: the MCQ demo end to end. Fetches SmolLM2-135M-Instruct if needed,
-//! measures multiple-choice accuracy on the test split, fine-tunes a QLoRA adapter on the
-//! training split, measures again, and leaves the adapter, metrics.jsonl and loss.svg under
-//! target/demo. Prints `model: PATH` and `adapter: PATH`.
+//! `cargo xtask demo`: the MCQ demo end to end. Fetches the model if needed (SmolLM2-135M-Instruct,
+//! or `--model gemma3-270m`), measures multiple-choice accuracy on the test split, fine-tunes a
+//! QLoRA adapter on the training split, measures again, and leaves the adapter, metrics.jsonl
+//! and loss.svg under target/demo (target/demo-gemma3-270m for Gemma). Prints `model: PATH` and
+//! `adapter: PATH`.
 //!
-//!   cargo xtask demo [--steps N] [--batch N] [--lr X] [--test-limit N] [-- more train flags]
+//!   cargo xtask demo [--model NAME] [--steps N] [--batch N] [--lr X] [--test-limit N]
+//!                    [-- more train flags]
 //!
 //! Defaults follow the PyTorch + PEFT reference run (r 16 on all linear modules, lr 1e-3,
 //! 150 steps) with batches of 4 instead of 8: the same number of updates at half the tokens,
@@ -56,14 +58,18 @@ fn accuracy(json_line: &str) -> Result<(f64, f64, f64), String> {
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
-    let model = crate::fetch_model::fetch()?;
+    let which = crate::fetch_model::by_flag(args)?;
+    let model = crate::fetch_model::fetch_model(which)?;
     let root = crate::repo_root();
     run(crate::test::cargo()
         .args(["build", "--release", "--bin", "webqlora"])
         .current_dir(&root))?;
     crate::install::gpu_driver(&root.join("target/release/webqlora"))?;
     let data = root.join("data/mcq");
-    let out = root.join("target/demo");
+    let out = match which.name {
+        "smollm2" => root.join("target/demo"),
+        name => root.join(format!("target/demo-{name}")),
+    };
     let model_s = model.display().to_string();
     let test = data.join("test.jsonl").display().to_string();
     let limit = flag(args, "--test-limit", "120");

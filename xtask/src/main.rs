@@ -4,7 +4,7 @@
 //!                 browser tests
 //!   fetch-model   a model's GGUF into the cache (--model smollm2 | gemma3-270m); prints
 //!                 `model: PATH`
-//!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after
+//!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model NAME)
 //!   build-web     the browser page into target/web (wasm32 build + wasm-bindgen)
 //!   serve         serve target/web on 127.0.0.1 (--port, --files DIR, --uploads DIR)
 //!   browser-test  the page in headless Chromium against the native trainer (--smollm2: one
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
             return ExitCode::from(2);
         }
     };
