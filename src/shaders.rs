@@ -94,6 +94,12 @@ shader!(
 );
 shader!(F16_WORDS, "f16_words");
 shader!(GATED_ACTIVATION, "gated_activation");
+shader!(
+    GGML_MATMUL,
+    "ggml_matmul",
+    wgpu::Features::empty(),
+    then "f16_words"
+);
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
@@ -214,6 +220,7 @@ pub static ALL: &[&Shader] = &[
     &EMBEDDING_F16,
     &F16_WORDS,
     &GATED_ACTIVATION,
+    &GGML_MATMUL,
     &GRAD_CLIP,
     &GRAD_NORM,
     &KV_STORE,

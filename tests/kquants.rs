@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{golden, Golden};
+use common::{golden, random_blocks, Golden};
 use half::f16;
 use rand::{Rng, SeedableRng};
 use webqlora::quant::ggml::{dequantize, GgmlType};
@@ -189,30 +189,6 @@ fn ggml_reference(ty: GgmlType, x: &[u8]) -> Vec<f32> {
         other => panic!("no reference for {other:?}"),
     }
     y
-}
-
-/// Random blocks whose f16 scales are finite and ordinary (the rest is any bytes).
-fn random_blocks(ty: GgmlType, n: usize, rng: &mut impl Rng) -> Vec<u8> {
-    let (_, bytes) = ty.block();
-    let halves: &[usize] = match ty {
-        GgmlType::Q5_0 => &[0],
-        GgmlType::Q5_1 => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q6K => &[208],
-        _ => unreachable!(),
-    };
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let mut block: Vec<u8> = (0..bytes).map(|_| rng.random()).collect();
-        for &at in halves {
-            let v = f16::from_f32(rng.random_range(-0.05f32..0.05));
-            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
-        }
-        out.extend(block);
-    }
-    out
 }
 
 const TYPES: [GgmlType; 7] = [

@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub mod decode;
 pub mod dropout;
 pub mod embedding;
+pub mod ggml_matmul;
 pub mod grad_norm;
 pub mod matmul;
 pub mod nf4_matmul;
@@ -83,6 +84,10 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,
         &nf4_matmul::MATVEC,
+        &ggml_matmul::FORWARD,
+        &ggml_matmul::BACKWARD,
+        &ggml_matmul::BACKWARD_ACC,
+        &ggml_matmul::MATVEC,
         &dropout::DROPOUT,
         &dropout::DROPOUT_ACC,
         &embedding::GATHER,

@@ -65,6 +65,31 @@ impl GgmlType {
         })
     }
 
+    /// ggml's type number (as GGUF files store it).
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q2K => 10,
+            GgmlType::Q3K => 11,
+            GgmlType::Q4K => 12,
+            GgmlType::Q5K => 13,
+            GgmlType::Q6K => 14,
+            GgmlType::BF16 => 30,
+        }
+    }
+
+    /// Whether values come in blocks of codes with scales (every type but the floats): the
+    /// types the GPU dequant-matmuls read (`ops::ggml_matmul`).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     /// (values, bytes) of one block.
     pub fn block(self) -> (usize, usize) {
         match self {

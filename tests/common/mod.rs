@@ -430,3 +430,29 @@ pub fn texture_graph_without_subgroups() -> webqlora::graph::Graph {
     g.texture_kernels = Some(gpu().limits.max_texture_dimension_2d);
     g
 }
+
+/// `n` random blocks of ggml block type `ty` whose f16 scales are finite and ordinary (the
+/// rest is any bytes).
+pub fn random_blocks(ty: webqlora::quant::ggml::GgmlType, n: usize, rng: &mut impl Rng) -> Vec<u8> {
+    use webqlora::quant::ggml::GgmlType;
+    let (_, bytes) = ty.block();
+    let halves: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => panic!("{} has no blocks", ty.name()),
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut block: Vec<u8> = (0..bytes).map(|_| rng.random()).collect();
+        for &at in halves {
+            let v = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
+            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        out.extend(block);
+    }
+    out
+}

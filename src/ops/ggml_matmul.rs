@@ -1,0 +1,208 @@
+//! Dequant-matmuls on a GGUF file's own codes (`--base gguf`): Y = X·Wᵀ, dX = dY·W and the
+//! one-token matvec with W in any ggml block type (Q4_0 … Q8_0, Q2_K … Q6_K), decoded 32
+//! values at a time into workgroup memory once per tile and never written to memory in f32.
+//! A user trains on exactly the weights they downloaded, with no second quantization.
+//!
+//! W's GPU layout is the file's blocks, each padded to whole u32 words (`upload_bytes`): the
+//! padding keeps every block's words aligned for the kernels' byte reads; the codes and scales
+//! are the file's bytes. The CPU reference is `quant::ggml::dequantize` (bit-identical to
+//! gguf-py) followed by a plain product.
+
+use crate::graph::TensorId;
+use crate::graph::{
+    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params,
+};
+use crate::quant::ggml::GgmlType;
+use crate::shaders;
+
+const fn bindings(out_access: Access) -> [Binding; 3] {
+    [
+        Binding {
+            name: "x",
+            access: Access::Read,
+            dtype: DType::F32,
+        },
+        Binding {
+            name: "w",
+            access: Access::Read,
+            dtype: DType::U32,
+        },
+        Binding {
+            name: "y",
+            access: out_access,
+            dtype: DType::F32,
+        },
+    ]
+}
+
+static WRITE: [Binding; 3] = bindings(Access::Write);
+static ACCUMULATE: [Binding; 3] = bindings(Access::ReadWrite);
+
+const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Binding]) -> Kernel {
+    Kernel {
+        name,
+        shader: &shaders::GGML_MATMUL,
+        entry,
+        variants: &[],
+        textures: &[],
+        bindings,
+    }
+}
+
+/// y = x · Wᵀ
+pub static FORWARD: Kernel = kernel("ggml_matmul_forward", "ggml_matmul_forward", &WRITE);
+/// dx = dy · W
+pub static BACKWARD: Kernel = kernel("ggml_matmul_backward", "ggml_matmul_backward", &WRITE);
+/// dx += dy · W
+pub static BACKWARD_ACC: Kernel = kernel(
+    "ggml_matmul_backward_acc",
+    "ggml_matmul_backward",
+    &ACCUMULATE,
+);
+/// y = W · x for one token.
+pub static MATVEC: Kernel = kernel("ggml_matvec", "ggml_matvec", &WRITE);
+
+/// A base weight [out, in] kept in its GGUF block type.
+#[derive(Clone, Copy, Debug)]
+pub struct GgmlWeight {
+    /// The padded blocks, u32 [out, words a row].
+    pub codes: TensorId,
+    pub ty: GgmlType,
+    /// [out, in]
+    pub shape: [usize; 2],
+}
+
+/// u32 words a block of `ty` takes on the GPU (its bytes rounded up to whole words).
+pub fn block_words(ty: GgmlType) -> usize {
+    ty.block().1.div_ceil(4)
+}
+
+impl GgmlWeight {
+    /// Declare the codes of a weight of `shape` [out, in] in block type `ty`, as param `name`.
+    pub fn declare(
+        g: &mut Graph,
+        name: &str,
+        shape: [usize; 2],
+        ty: GgmlType,
+    ) -> Result<GgmlWeight, GraphError> {
+        let values = ty.block().0;
+        if !ty.is_quantized() || !shape[1].is_multiple_of(values) {
+            return Err(GraphError::ShapeMismatch {
+                op: name.into(),
+                detail: format!(
+                    "a {} weight of {} needs rows of whole {values}-value blocks",
+                    ty.name(),
+                    shape_str(&shape)
+                ),
+            });
+        }
+        let words = shape[1] / values * block_words(ty);
+        Ok(GgmlWeight {
+            codes: g.param(name, &[shape[0], words], DType::U32),
+            ty,
+            shape,
+        })
+    }
+}
+
+/// The GPU bytes of `data`, whole blocks of `ty` as a GGUF file stores them: each block
+/// padded with zeros to whole words.
+pub fn upload_bytes(ty: GgmlType, data: &[u8]) -> Vec<u8> {
+    let bytes = ty.block().1;
+    let padded = block_words(ty) * 4;
+    let mut out = Vec::with_capacity(data.len() / bytes * padded);
+    for block in data.chunks_exact(bytes) {
+        out.extend_from_slice(block);
+        out.resize(out.len() + padded - bytes, 0);
+    }
+    out
+}
+
+fn rows_of(g: &Graph, name: &str, x: TensorId, cols: usize) -> Result<usize, GraphError> {
+    let shape = &g.tensor(x).shape;
+    if shape.last() != Some(&cols) {
+        return Err(GraphError::ShapeMismatch {
+            op: name.into(),
+            detail: format!(
+                "'{}' is {} but the weight needs rows of {cols}",
+                g.tensor(x).name,
+                shape_str(shape)
+            ),
+        });
+    }
+    Ok(shape.iter().product::<usize>() / cols)
+}
+
+fn params(rows: usize, w: &GgmlWeight, accumulate: bool) -> Params {
+    Params::new()
+        .u32(rows as u32)
+        .u32(w.shape[1] as u32)
+        .u32(w.shape[0] as u32)
+        .u32(accumulate as u32)
+        .u32(w.ty.id())
+        .u32(block_words(w.ty) as u32)
+        .u32(w.ty.block().0 as u32)
+}
+
+/// A new temporary `name` = x · Wᵀ, [rows, out] (x: [.., in]).
+pub fn forward(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &GgmlWeight,
+) -> Result<TensorId, GraphError> {
+    let [n_out, n_in] = w.shape;
+    let rows = rows_of(g, name, x, n_in)?;
+    let y = g.temp(name, &[rows, n_out], DType::F32);
+    let p = params(rows, w, false);
+    // One token (decoding): one output an invocation instead of tiles of 32 rows.
+    let (kernel, dispatch) = if rows == 1 {
+        (&MATVEC, Dispatch::linear(n_out, 64))
+    } else {
+        let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
+        (&FORWARD, Dispatch::Grid(grid))
+    };
+    g.push(name, kernel, &[x, w.codes, y], p, dispatch)?;
+    Ok(y)
+}
+
+fn backward_node(
+    g: &mut Graph,
+    label: &str,
+    dy: TensorId,
+    w: &GgmlWeight,
+    dx: TensorId,
+    accumulate: bool,
+) -> Result<(), GraphError> {
+    let [n_out, n_in] = w.shape;
+    let rows = rows_of(g, label, dy, n_out)?;
+    let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
+    let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
+    let p = params(rows, w, accumulate);
+    g.push(label, kernel, &[dy, w.codes, dx], p, Dispatch::Grid(grid))
+}
+
+/// A new temporary `name` = dy · W, [rows, in].
+pub fn backward(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    w: &GgmlWeight,
+) -> Result<TensorId, GraphError> {
+    let [n_out, n_in] = w.shape;
+    let rows = rows_of(g, name, dy, n_out)?;
+    let dx = g.temp(name, &[rows, n_in], DType::F32);
+    backward_node(g, name, dy, w, dx, false)?;
+    Ok(dx)
+}
+
+/// dx += dy · W into an existing [rows, in] tensor.
+pub fn backward_into(
+    g: &mut Graph,
+    label: &str,
+    dx: TensorId,
+    dy: TensorId,
+    w: &GgmlWeight,
+) -> Result<(), GraphError> {
+    backward_node(g, label, dy, w, dx, true)
+}

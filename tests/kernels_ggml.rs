@@ -1,0 +1,198 @@
+//! The dequant-matmuls on GGUF block codes (`ops::ggml_matmul`, `--base gguf`) against the
+//! CPU: every block type decoded on the GPU exactly as gguf-py dequantizes it (real Gemma 3
+//! blocks and random ones), and the forward, backward (written and accumulated) and one-token
+//! products against an f64 reference on the dequantized weight, at sizes that are not
+//! multiples of the tiles, outputs poisoned before the kernels run.
+
+mod common;
+
+use common::{bytes, random_blocks, random_f32, rel_err, rng, run_graph, Golden};
+use webqlora::graph::{DType, Graph};
+use webqlora::ops::ggml_matmul::{self, upload_bytes, GgmlWeight};
+use webqlora::quant::ggml::{dequantize, GgmlType};
+
+const TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+/// W [out, in] as the GPU decodes it: the product of the identity [in, in] with Wᵀ (every
+/// output is one weight times one plus zeros, so exactly the decoded weight, up to the sign
+/// of zero).
+fn gpu_decoded(ty: GgmlType, raw: &[u8], out: usize, inp: usize) -> Vec<f32> {
+    let mut g = Graph::new();
+    let x = g.input("x", &[inp, inp], DType::F32);
+    let w = GgmlWeight::declare(&mut g, "w", [out, inp], ty).unwrap();
+    let y = ggml_matmul::forward(&mut g, "y", x, &w).unwrap();
+    let mut eye = vec![0.0f32; inp * inp];
+    (0..inp).for_each(|i| eye[i * inp + i] = 1.0);
+    let got = run_graph(
+        g,
+        &[(x, bytes(&eye)), (w.codes, upload_bytes(ty, raw))],
+        &[y],
+    );
+    // y is Wᵀ [in, out].
+    let yt = &got[0];
+    (0..out * inp)
+        .map(|i| yt[(i % inp) * out + i / inp])
+        .collect()
+}
+
+/// Values whose bits differ, but for the sign of zero (a product's sum of +0 and -0 is +0).
+fn differing(got: &[f32], want: &[f32]) -> usize {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits() && !(**a == 0.0 && **b == 0.0))
+        .count()
+}
+
+#[test]
+fn real_gemma3_blocks_decode_on_the_gpu_as_gguf_py_dequantizes_them() {
+    let vectors = Golden::open("ggml/kquant_vectors.safetensors");
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        let (_, shape, raw) = vectors.raw(&format!("{}.raw", ty.name()));
+        let want = vectors.f32(&format!("{}.dequantized", ty.name()));
+        let (rows, inp) = (shape[0], want.len() / shape[0]);
+        let got = gpu_decoded(ty, raw, rows, inp);
+        assert_eq!(differing(&got, &want), 0, "{}", ty.name());
+    }
+}
+
+#[test]
+fn every_block_type_decodes_on_the_gpu_as_on_the_cpu() {
+    let mut rng = rng("ggml_decode");
+    for ty in TYPES {
+        let (values, _) = ty.block();
+        let (out, inp) = (37, 2 * values);
+        let raw = random_blocks(ty, out * 2, &mut rng);
+        let got = gpu_decoded(ty, &raw, out, inp);
+        let want = dequantize(ty, &raw);
+        assert_eq!(differing(&got, &want), 0, "{}", ty.name());
+    }
+}
+
+/// y = x·Wᵀ, dx = dy·W and dx0 + dy·W in f64 over the dequantized weight.
+fn reference(
+    x: &[f32],
+    dy: &[f32],
+    dx0: &[f32],
+    w: &[f32],
+    rows: usize,
+    out: usize,
+    inp: usize,
+) -> [Vec<f32>; 3] {
+    let mut y = vec![0.0; rows * out];
+    let mut dx = vec![0.0; rows * inp];
+    for t in 0..rows {
+        for o in 0..out {
+            let s: f64 = (0..inp)
+                .map(|i| x[t * inp + i] as f64 * w[o * inp + i] as f64)
+                .sum();
+            y[t * out + o] = s as f32;
+        }
+        for i in 0..inp {
+            let s: f64 = (0..out)
+                .map(|o| dy[t * out + o] as f64 * w[o * inp + i] as f64)
+                .sum();
+            dx[t * inp + i] = s as f32;
+        }
+    }
+    let acc = dx.iter().zip(dx0).map(|(a, b)| a + b).collect();
+    [y, dx, acc]
+}
+
+#[test]
+fn products_on_every_block_type_match_the_cpu() {
+    let mut rng = rng("ggml_products");
+    // (rows, out, blocks a row): rows below, at and across the 32-row tile; outputs and
+    // inputs below and across the 64-wide tiles.
+    for ty in TYPES {
+        let values = ty.block().0;
+        for (rows, out, blocks) in [(19, 37, 1), (70, 130, 3), (1, 75, 2)] {
+            let inp = blocks * values;
+            let raw = random_blocks(ty, out * blocks, &mut rng);
+            let w_f32 = dequantize(ty, &raw);
+            let x = random_f32(&mut rng, rows * inp, 1.0);
+            let dy = random_f32(&mut rng, rows * out, 1.0);
+            let dx0 = random_f32(&mut rng, rows * inp, 1.0);
+
+            let mut g = Graph::new();
+            let xt = g.input("x", &[rows, inp], DType::F32);
+            let dyt = g.input("dy", &[rows, out], DType::F32);
+            let dx0t = g.input("dx0", &[rows, inp], DType::F32);
+            let w = GgmlWeight::declare(&mut g, "w", [out, inp], ty).unwrap();
+            let y = ggml_matmul::forward(&mut g, "y", xt, &w).unwrap();
+            let dx = ggml_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+            ggml_matmul::backward_into(&mut g, "dx0 += dy W", dx0t, dyt, &w).unwrap();
+            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            let forward = if rows == 1 {
+                "ggml_matvec"
+            } else {
+                "ggml_matmul_forward"
+            };
+            assert_eq!(
+                kernels,
+                [forward, "ggml_matmul_backward", "ggml_matmul_backward_acc"]
+            );
+            let got = run_graph(
+                g,
+                &[
+                    (xt, bytes(&x)),
+                    (dyt, bytes(&dy)),
+                    (dx0t, bytes(&dx0)),
+                    (w.codes, upload_bytes(ty, &raw)),
+                ],
+                &[y, dx, dx0t],
+            );
+            let want = reference(&x, &dy, &dx0, &w_f32, rows, out, inp);
+            for (what, got, want) in [
+                ("y", &got[0], &want[0]),
+                ("dx", &got[1], &want[1]),
+                ("dx0 + dx", &got[2], &want[2]),
+            ] {
+                let e = rel_err(got, want);
+                assert!(
+                    e < 2e-6,
+                    "{} rows {rows} out {out} in {inp}: {what} rel err {e}",
+                    ty.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_of_partial_blocks_is_refused_by_name() {
+    let mut g = Graph::new();
+    let err = GgmlWeight::declare(&mut g, "blk.0.ffn_up.weight", [8, 100], GgmlType::Q4K)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blk.0.ffn_up.weight") && err.contains("Q4_K"),
+        "{err}"
+    );
+    let err = GgmlWeight::declare(&mut g, "w", [8, 64], GgmlType::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("F16"), "{err}");
+}
+
+#[test]
+fn ggml_type_numbers_round_trip() {
+    for ty in TYPES
+        .into_iter()
+        .chain([GgmlType::F32, GgmlType::F16, GgmlType::BF16])
+    {
+        assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
+        assert_eq!(ty.is_quantized(), TYPES.contains(&ty));
+    }
+}
