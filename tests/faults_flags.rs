@@ -73,6 +73,15 @@ fn eval_generate_and_bench_flags_out_of_range_are_refused() {
         (&["generate", "--prompt", "hi", "--top-p", "0"], "--top-p"),
         (&["bench", "step", "--batch", "0"], "--batch"),
         (&["bench", "step", "--steps", "0"], "--steps"),
+        // A GGUF file's own codes need a GGUF file.
+        (
+            &["generate", "--prompt", "hi", "--base", "gguf"],
+            "--base gguf",
+        ),
+        (
+            &["eval", "--data", "x.jsonl", "--base", "gguf"],
+            "--base gguf",
+        ),
     ];
     for (args, flag) in cases {
         let mut all: Vec<&str> = args.to_vec();

@@ -155,6 +155,19 @@ fn tiny_llama_gguf_full(
     divisors: &[f32],
     scaling: Option<&'static str>,
 ) {
+    tiny_llama_gguf_blocks(path, overrides, divisors, scaling, &mut |_, _| None);
+}
+
+/// The tiny Llama as GGUF, with the linear weights for which `blocks(name, values)` gives
+/// (type, bytes) stored as those blocks.
+#[allow(clippy::type_complexity)]
+fn tiny_llama_gguf_blocks(
+    path: &std::path::Path,
+    overrides: &[(&str, f32)],
+    divisors: &[f32],
+    scaling: Option<&'static str>,
+    blocks: &mut dyn FnMut(&str, usize) -> Option<(GgmlType, Vec<u8>)>,
+) {
     let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
     let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
     let mut tensors = Vec::new();
@@ -167,7 +180,10 @@ fn tiny_llama_gguf_full(
             values = permute_rows(&values, config.num_kv_heads, shape[1]);
         }
         let gguf = webqlora::model::gguf::gguf_name(&name).unwrap();
-        tensors.push((gguf, shape, 0, bytemuck::cast_slice(&values).to_vec()));
+        match blocks(&name, values.len()) {
+            Some((ty, bytes)) => tensors.push((gguf, shape, ty.id(), bytes)),
+            None => tensors.push((gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())),
+        }
     }
     let meta = [
         ("general.architecture", Meta::Str("llama")),
@@ -404,4 +420,89 @@ fn gguf_rope_freqs_scale_the_rope_table() {
     tiny_llama_gguf_extra(&path, &[], Some("yarn"));
     let err = GgufFile::open(&path).err().unwrap().to_string();
     assert!(err.contains("'llama.rope.scaling.type' is 'yarn'"), "{err}");
+}
+
+/// A GGUF whose linear weights are blocks of the 32-value types (the tiny Llama's rows are
+/// 64 and 128 long): `--base gguf` declares each in its type, reads q and k blocks in Hugging
+/// Face row order (llama.cpp's permutation undone row by row), and gives the logits of an f32
+/// base holding what the blocks dequantize to.
+#[test]
+fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
+    let dir = temp_dir("gguf-blocks");
+    let path = dir.join("tiny-q.gguf");
+    let types = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+    ];
+    let mut rng = common::rng("gguf_blocks");
+    let mut chosen = std::collections::BTreeMap::new();
+    tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, numel| {
+        if !name.ends_with("proj.weight") {
+            return None;
+        }
+        let ty = types[chosen.len() % types.len()];
+        chosen.insert(name.to_string(), ty);
+        Some((
+            ty,
+            common::random_blocks_scaled(ty, numel / 32, &mut rng, 0.005),
+        ))
+    });
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(chosen.len(), 14);
+    assert_eq!(file.config().gguf_types, chosen);
+    for (name, &ty) in &chosen {
+        let shape = match name {
+            n if n.contains("q_proj") || n.contains("o_proj") => vec![64, 64],
+            n if n.contains("k_proj") || n.contains("v_proj") => vec![32, 64],
+            n if n.contains("down_proj") => vec![64, 128],
+            _ => vec![128, 64],
+        };
+        let (got_ty, bytes) = file.stored_blocks(name, &shape).unwrap();
+        assert_eq!(got_ty, ty);
+        let values = file.f32(name, &shape).unwrap();
+        assert_eq!(dequantize(ty, &bytes), values, "{name}");
+    }
+    // Rows of another length are refused by name.
+    let err = file
+        .stored_blocks("model.layers.0.mlp.up_proj.weight", &[64, 128])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ffn_up") && err.contains("shape"), "{err}");
+
+    let logits = |base: BaseFormat| {
+        let config = file.config().clone();
+        let (batch, seq) = (2, 9);
+        let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 256) as u32).collect();
+        let mut g = Graph::new();
+        let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
+        let input = g.input("input_ids", &[batch * seq], DType::U32);
+        let logits = model.forward_logits(&mut g, input, seq).unwrap();
+        g.mark_output(logits);
+        let kernels = g
+            .nodes
+            .iter()
+            .filter(|n| n.kernel.name.starts_with("ggml_"))
+            .count();
+        let gpu = common::gpu();
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        compiled.poison(gpu, common::POISON);
+        let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
+        assert!(missing.is_empty(), "{missing:?}");
+        compiled
+            .write(gpu, input, bytemuck::cast_slice(&ids))
+            .unwrap();
+        compiled.run(gpu);
+        (
+            kernels,
+            pollster::block_on(compiled.read_f32(gpu, logits)).unwrap(),
+        )
+    };
+    let (codes_kernels, on_codes) = logits(BaseFormat::Gguf);
+    let (f32_kernels, on_f32) = logits(BaseFormat::F32);
+    assert_eq!((codes_kernels, f32_kernels), (14, 0));
+    let e = rel_err(&on_codes, &on_f32);
+    assert!(e < 1e-5, "logits on block codes vs f32: {e}");
 }

@@ -1,8 +1,10 @@
-//! Released models from their GGUF files (dequantized to f32) against transformers' reference
+//! Released models from their GGUF files against transformers' reference
 //! (../shared/golden/smollm2, gemma3-270m): top-10 next-token logits within 1e-2 absolute and
 //! the same 12 greedy tokens (through the KV-cache decoder), from the reference token ids.
-//! SmolLM2-135M-Instruct (Q4_1) and Gemma 3 270M (Q4_K_M: Q8_0, Q5_0, Q4_K, Q6_K tensors; a
-//! 262,144-token vocabulary in row parts; head_dim 256; sliding-window layers). The models
+//! SmolLM2-135M-Instruct (Q4_1) dequantized to f32, and Gemma 3 270M (Q4_K_M: Q8_0, Q5_0,
+//! Q4_K, Q6_K tensors; a 262,144-token vocabulary in row parts; head_dim 256; sliding-window
+//! layers) on the file's own block codes (`--base gguf`; transformers dequantizes the same
+//! codes). The models
 //! come from `cargo xtask fetch-model`, which `cargo xtask test` runs first.
 
 mod common;
@@ -25,7 +27,7 @@ fn smollm2_forward_matches_the_reference() {
         (c.num_layers, c.hidden_size, c.vocab_size),
         (30, 576, 49152)
     );
-    matches_the_reference(&file, "smollm2/smollm2_reference.json");
+    matches_the_reference(&file, "smollm2/smollm2_reference.json", BaseFormat::F32);
 }
 
 #[test]
@@ -37,19 +39,19 @@ fn gemma3_270m_forward_matches_the_reference() {
         (18, 640, 262_144)
     );
     assert_eq!((c.head_dim, c.sliding_window), (256, Some(512)));
-    matches_the_reference(&file, "gemma3-270m/reference.json");
+    matches_the_reference(&file, "gemma3-270m/reference.json", BaseFormat::Gguf);
 }
 
-fn matches_the_reference(file: &GgufFile, reference: &str) {
+fn matches_the_reference(file: &GgufFile, reference: &str, base: BaseFormat) {
     let config = file.config().clone();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, POSITIONS).unwrap();
+    let model = Llama::declare(&mut g, &config, base, None, POSITIONS).unwrap();
     let input = g.input("input_ids", &[POSITIONS], DType::U32);
     let logits = model.forward_logits(&mut g, input, POSITIONS).unwrap();
     g.mark_output(logits);
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
-    upload_model(gpu, &compiled, &config, file, BaseFormat::F32, None).unwrap();
+    upload_model(gpu, &compiled, &config, file, base, None).unwrap();
 
     // Logits after the last of `ids` (the positions after it are padding, unseen by it).
     let next_logits = |ids: &[u32]| -> Vec<f32> {
@@ -70,8 +72,7 @@ fn matches_the_reference(file: &GgufFile, reference: &str) {
             .0 as u32
     };
 
-    let decoder =
-        Decoder::sharing(gpu, &config, BaseFormat::F32, None, POSITIONS, &compiled).unwrap();
+    let decoder = Decoder::sharing(gpu, &config, base, None, POSITIONS, &compiled).unwrap();
     let reference = golden_json(reference);
     let cases = reference["cases"].as_array().unwrap();
     assert!(!cases.is_empty());

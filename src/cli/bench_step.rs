@@ -1,4 +1,4 @@
-//! `webqlora bench step`: one QLoRA training step of a real model (NF4 base, fresh LoRA on
+//! `webqlora bench step`: one QLoRA training step of a real model (NF4 base or `--base`, fresh LoRA on
 //! all seven linear modules, AdamW with clipping), its planned peak GPU bytes and tokens/s.
 
 use std::path::PathBuf;
@@ -9,13 +9,12 @@ use rand::{Rng, SeedableRng};
 use webqlora::gpu::Gpu;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::gguf::GgufFile;
-use webqlora::model::llama::BaseFormat;
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::model_source::default_model_path;
 use webqlora::train::session::{SessionSettings, TrainSession};
 
-use super::common::median;
+use super::common::{base_format, median, BaseArg};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -39,6 +38,9 @@ pub struct StepArgs {
     /// Then run the step once more, one node at a time, and print the time by kernel.
     #[arg(long)]
     profile: bool,
+    /// How the frozen base weights are held on the GPU.
+    #[arg(long, value_enum, default_value_t = BaseArg::Nf4)]
+    base: BaseArg,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -58,7 +60,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         use_rslora: false,
         base_model_name_or_path: path.display().to_string(),
     };
-    let base = BaseFormat::Nf4 { blocksize: 64 };
+    let base = base_format(args.base, &path)?;
 
     // The step `webqlora train` runs: the same session, clipping at 1.0, torch's AdamW.
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
@@ -103,14 +105,15 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
 
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     println!(
-        "model: {} ({} layers, hidden {}), NF4 base, LoRA r {} on all 7 linears ({} trainable values)",
+        "model: {} ({} layers, hidden {}), {} base, LoRA r {} on all 7 linears ({} trainable values)",
         path.display(),
         config.num_layers,
         config.hidden_size,
+        args.base.name(),
         args.rank,
         trainable
     );
-    println!("batch {b} x {s} = {tokens} tokens; {nodes} nodes; weights loaded and quantized in {load_s:.1} s");
+    println!("batch {b} x {s} = {tokens} tokens; {nodes} nodes; weights loaded in {load_s:.1} s");
     println!(
         "planned peak GPU memory: {} bytes ({:.0} MiB)",
         compiled.peak_bytes(),

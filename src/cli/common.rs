@@ -28,6 +28,9 @@ pub enum BaseArg {
     F32,
     /// NF4, blocksize 64 (quantized on load unless the model already is bitsandbytes NF4).
     Nf4,
+    /// A GGUF file's own codes (Q4_K, Q6_K, Q8_0, …: the weights as downloaded, no second
+    /// quantization); its float tensors in f32.
+    Gguf,
 }
 
 impl BaseArg {
@@ -35,15 +38,22 @@ impl BaseArg {
         match self {
             BaseArg::F32 => "f32",
             BaseArg::Nf4 => "NF4",
+            BaseArg::Gguf => "GGUF codes",
         }
     }
 }
 
-pub fn base_format(b: BaseArg) -> BaseFormat {
-    match b {
+/// The base format `b` asks for, for a model at `model` (`--base gguf` needs a GGUF file).
+pub fn base_format(b: BaseArg, model: &std::path::Path) -> anyhow::Result<BaseFormat> {
+    Ok(match b {
         BaseArg::F32 => BaseFormat::F32,
         BaseArg::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
-    }
+        BaseArg::Gguf if !model.is_file() => anyhow::bail!(
+            "--base gguf keeps a GGUF file's own codes, and {} is a folder (use --base nf4 or f32)",
+            model.display()
+        ),
+        BaseArg::Gguf => BaseFormat::Gguf,
+    })
 }
 
 /// What a multiple-choice answer is: the choice's text (lm-evaluation-harness style) or its

@@ -49,6 +49,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let model_path = args.model.path();
+    let base = base_format(args.base, &model_path)?;
     let source = ModelSource::open(&model_path)?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
     let mut records = read_jsonl(&args.data)?;
@@ -94,7 +95,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let n = other.len() + questions.len();
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let base = base_format(args.base);
     let shape = ScorerShape::for_items(
         &[
             example_items.as_slice(),

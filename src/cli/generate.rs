@@ -54,6 +54,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
     }
     let model_path = args.model.path();
+    let base = base_format(args.base, &model_path)?;
     let source = ModelSource::open(&model_path)?;
     let tok = source.tokenizer()?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
@@ -71,7 +72,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompt = tok.encode(&text, true)?;
     let max_ctx = (prompt.len() + args.max_new_tokens).max(1);
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let base = base_format(args.base);
     let decoder = Decoder::new(
         &gpu,
         &source.config,

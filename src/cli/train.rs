@@ -352,6 +352,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let model_path = args.model.path();
+    let base = base_format(args.base, &model_path)?;
     let source = ModelSource::open(&model_path)?;
     let data = load_data(&args, &source)?;
     let resumed = if args.resume {
@@ -371,7 +372,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
-    let base = base_format(args.base);
     let batch = args.batch;
     let per_step = batch * args.accumulation;
     let total_steps = args.steps.unwrap_or_else(|| {

@@ -87,6 +87,9 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub quantization: Option<BnbQuantization>,
+    /// The ggml block type of each quantized linear weight of a GGUF file, by Hugging Face
+    /// name (what `BaseFormat::Gguf` keeps on the GPU); empty for other sources.
+    pub gguf_types: std::collections::BTreeMap<String, crate::quant::ggml::GgmlType>,
 }
 
 struct Fields<'a> {
@@ -393,6 +396,7 @@ impl ModelConfig {
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
             quantization,
+            gguf_types: Default::default(),
         };
         config
             .check()

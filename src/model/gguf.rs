@@ -196,11 +196,12 @@ pub fn gguf_name_for(family: &super::family::Family, hf: &str) -> Option<String>
     Some(format!("blk.{layer}.{part}"))
 }
 
-/// Undo llama.cpp's q/k permutation of a [heads·D, in] weight.
-pub fn unpermute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+/// Undo llama.cpp's q/k permutation of a [heads·D, in] weight (rows of `cols` values, or of
+/// `cols` bytes of block codes).
+pub fn unpermute_rows<T: Copy + Default>(values: &[T], heads: usize, cols: usize) -> Vec<T> {
     let rows = values.len() / cols;
     let d = rows / heads;
-    let mut out = vec![0.0; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for j in 0..d / 2 {
             for i in 0..2 {
@@ -353,6 +354,22 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// The heads of a weight whose rows llama.cpp permuted (q and k, for Llama's rotary
+    /// layout only, not qwen2's or Gemma's), by Hugging Face name.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        if !self.config.family().gguf_qk_permuted {
+            None
+        } else if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        }
+    }
+}
+
 /// The GGUF tensor of RoPE's per-frequency divisors (Llama 3.1+ converted by llama.cpp).
 const ROPE_FREQS: &str = "rope_freqs.weight";
 
@@ -462,6 +479,7 @@ fn config_from_metadata(
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
         quantization: None,
+        gguf_types: Default::default(),
     };
     config.check().map_err(|(key, msg)| {
         // The GGUF metadata key that holds what config.json calls `key`.
@@ -481,7 +499,32 @@ fn config_from_metadata(
         };
         err(format!("metadata '{gguf_key}' {msg}"))
     })?;
+    let mut config = config;
+    config.gguf_types = linear_types(&config, tensors);
     Ok(config)
+}
+
+/// The block type of each quantized linear weight in `tensors`, by Hugging Face name.
+fn linear_types(
+    config: &ModelConfig,
+    tensors: &HashMap<String, TensorInfo>,
+) -> BTreeMap<String, GgmlType> {
+    const MODULES: [&str; 7] = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ];
+    (0..config.num_layers)
+        .flat_map(|i| MODULES.map(|m| format!("model.layers.{i}.{m}.weight")))
+        .filter_map(|name| {
+            let info = tensors.get(&gguf_name_for(config.family(), &name)?)?;
+            info.ty.is_quantized().then_some((name, info.ty))
+        })
+        .collect()
 }
 
 impl WeightSource for GgufFile {
@@ -505,18 +548,7 @@ impl WeightSource for GgufFile {
                 found: format!("shape {found:?}"),
             });
         }
-        // llama.cpp permutes q and k rows for Llama's rotary layout only (not qwen2's).
-        let permuted = family.gguf_qk_permuted;
-        let heads = if !permuted {
-            None
-        } else if name.ends_with("q_proj.weight") {
-            Some(self.config.num_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.config.num_kv_heads)
-        } else {
-            None
-        };
-        Ok(match heads {
+        Ok(match self.permuted_heads(name) {
             Some(h) => unpermute_rows(&values, h, shape[1]),
             // Gemma's GGUF norms hold 1 + w; Hugging Face's w is what this source gives (the
             // graph adds the one back, as transformers computes it).
@@ -525,5 +557,38 @@ impl WeightSource for GgufFile {
             }
             None => values,
         })
+    }
+
+    fn stored_blocks(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(GgmlType, Vec<u8>), ModelError> {
+        let missing = || ModelError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        };
+        let gguf = gguf_name_for(self.config.family(), name).ok_or_else(missing)?;
+        let info = self.tensors.get(&gguf).ok_or_else(missing)?;
+        if info.shape != shape {
+            return Err(ModelError::BadTensor {
+                path: self.path.clone(),
+                tensor: format!("{gguf} ({name})"),
+                expected: format!("shape {shape:?}"),
+                found: format!("shape {:?}", info.shape),
+            });
+        }
+        let numel: usize = shape.iter().product();
+        let start = self.data_start + info.offset;
+        let bytes = &self.map[start..start + info.ty.bytes_for(numel).expect("checked at open")];
+        let rows = shape.first().copied().unwrap_or(1).max(1);
+        Ok((
+            info.ty,
+            match self.permuted_heads(name) {
+                // Rows are whole blocks: the permutation moves each row's bytes.
+                Some(h) => unpermute_rows(bytes, h, bytes.len() / rows),
+                None => bytes.to_vec(),
+            },
+        ))
     }
 }

@@ -23,6 +23,7 @@ use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{peft_name, LoraConfig};
 use crate::ops::attention::Scores;
 use crate::ops::dropout::{self, DropoutSite};
+use crate::ops::ggml_matmul::{self, GgmlWeight};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, LowRank, Nf4Compute, Nf4Weight};
 use crate::ops::{embedding, residual, rmsnorm};
@@ -35,6 +36,10 @@ pub enum BaseFormat {
     Nf4 {
         blocksize: usize,
     },
+    /// Each linear weight in the block type its GGUF file stores it in
+    /// (`ModelConfig::gguf_types`: Q4_K, Q6_K, …, read by the `ggml_matmul` kernels); weights
+    /// the file keeps in a float type in f32.
+    Gguf,
 }
 
 /// A base linear layer's weight [out, in].
@@ -42,6 +47,8 @@ pub enum BaseFormat {
 pub enum Linear {
     F32(TensorId),
     Nf4(Nf4Weight),
+    /// A GGUF file's own block codes.
+    Ggml(GgmlWeight),
 }
 
 /// LoRA factors A [r, in] and B [out, r] with their scale.
@@ -95,8 +102,14 @@ impl Module {
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
         let saved = self.saved_without_output(g, name, x)?;
         let y = match (self.weight, self.lora.zip(saved.x_a)) {
-            (Linear::F32(w), lora) => {
-                let y = matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?;
+            (Linear::F32(_) | Linear::Ggml(_), lora) => {
+                let y = match self.weight {
+                    Linear::Ggml(w) => ggml_matmul::forward(g, name, x, &w)?,
+                    Linear::F32(w) => {
+                        matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?
+                    }
+                    Linear::Nf4(_) => unreachable!("matched above"),
+                };
                 if let Some((l, xa)) = lora {
                     let (lhs, b) = (Operand::plain(xa), Operand::transposed(l.b));
                     matmul_into(g, &format!("{name} += lora"), y, lhs, b, l.scale)?;
@@ -209,7 +222,7 @@ impl Module {
                 dropout::dropout_into(g, &format!("{name} += lora"), dx, dx_lora, site)?;
                 dx
             }
-            (Linear::F32(_), None) => {
+            (Linear::F32(_) | Linear::Ggml(_), None) => {
                 let dx = self.base_backward(g, name, dy, dx_into)?;
                 matmul_into(
                     g,
@@ -243,6 +256,11 @@ impl Module {
             (Linear::Nf4(w), None) => nf4_matmul::backward(g, name, dy, &w)?,
             (Linear::Nf4(w), Some(dx)) => {
                 nf4_matmul::backward_into(g, &into, dx, dy, &w)?;
+                dx
+            }
+            (Linear::Ggml(w), None) => ggml_matmul::backward(g, name, dy, &w)?,
+            (Linear::Ggml(w), Some(dx)) => {
+                ggml_matmul::backward_into(g, &into, dx, dy, &w)?;
                 dx
             }
         })
@@ -366,10 +384,15 @@ impl Llama {
         let q_dim = c.num_heads * c.head_dim;
         let module = |g: &mut Graph, path: String, out: usize, inp: usize| {
             let name = format!("{path}.weight");
-            let weight = match base {
-                BaseFormat::F32 => Linear::F32(g.param(&name, &[out, inp], DType::F32)),
-                BaseFormat::Nf4 { blocksize } => {
+            let weight = match (base, c.gguf_types.get(&name)) {
+                (BaseFormat::Nf4 { blocksize }, _) => {
                     Linear::Nf4(Nf4Weight::declare(g, &name, [out, inp], blocksize))
+                }
+                (BaseFormat::Gguf, Some(&ty)) => {
+                    Linear::Ggml(GgmlWeight::declare(g, &name, [out, inp], ty)?)
+                }
+                (BaseFormat::F32 | BaseFormat::Gguf, _) => {
+                    Linear::F32(g.param(&name, &[out, inp], DType::F32))
                 }
             };
             let short = path.rsplit('.').next().unwrap_or("");
@@ -386,7 +409,7 @@ impl Llama {
                     scale: l.scale() as f32,
                     dropout: None,
                 });
-            Module { weight, bias, lora }
+            Ok::<_, GraphError>(Module { weight, bias, lora })
         };
         // A [vocab, hidden] table, in row parts where one binding cannot hold it.
         let dtype = table_dtype(g, c.vocab_size, hidden);
@@ -408,12 +431,12 @@ impl Llama {
         let embed = table(g, "model.embed_tokens.weight");
         let family = c.family();
         let layers = (0..c.num_layers)
-            .map(|i| {
+            .map(|i| -> Result<Layer, GraphError> {
                 let p = format!("model.layers.{i}");
                 let norm = |g: &mut Graph, which: &str| {
                     g.param(&format!("{p}.{which}.weight"), &[hidden], DType::F32)
                 };
-                Layer {
+                Ok(Layer {
                     input_norm: norm(g, "input_layernorm"),
                     post_norm: if family.sandwich_norms {
                         norm(g, "pre_feedforward_layernorm")
@@ -435,16 +458,16 @@ impl Llama {
                         };
                         (norm(g, "q_norm"), norm(g, "k_norm"))
                     }),
-                    q: module(g, format!("{p}.self_attn.q_proj"), q_dim, hidden),
-                    k: module(g, format!("{p}.self_attn.k_proj"), kv_dim, hidden),
-                    v: module(g, format!("{p}.self_attn.v_proj"), kv_dim, hidden),
-                    o: module(g, format!("{p}.self_attn.o_proj"), hidden, q_dim),
-                    gate: module(g, format!("{p}.mlp.gate_proj"), c.intermediate_size, hidden),
-                    up: module(g, format!("{p}.mlp.up_proj"), c.intermediate_size, hidden),
-                    down: module(g, format!("{p}.mlp.down_proj"), hidden, c.intermediate_size),
-                }
+                    q: module(g, format!("{p}.self_attn.q_proj"), q_dim, hidden)?,
+                    k: module(g, format!("{p}.self_attn.k_proj"), kv_dim, hidden)?,
+                    v: module(g, format!("{p}.self_attn.v_proj"), kv_dim, hidden)?,
+                    o: module(g, format!("{p}.self_attn.o_proj"), hidden, q_dim)?,
+                    gate: module(g, format!("{p}.mlp.gate_proj"), c.intermediate_size, hidden)?,
+                    up: module(g, format!("{p}.mlp.up_proj"), c.intermediate_size, hidden)?,
+                    down: module(g, format!("{p}.mlp.down_proj"), hidden, c.intermediate_size)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let norm = g.param("model.norm.weight", &[hidden], DType::F32);
         let lm_head = if c.tie_word_embeddings {
             embed.clone()

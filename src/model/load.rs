@@ -5,6 +5,7 @@ use super::{ModelConfig, ModelError, WeightSource};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
 use crate::lora::peft::Adapter;
+use crate::ops::ggml_matmul;
 use crate::ops::nf4_matmul::upload_bytes;
 use crate::quant::nf4::Nf4Tensor;
 
@@ -137,6 +138,25 @@ pub fn upload_model_with_progress(
             let (codes, scales) = upload_bytes(&quantized);
             write(t, &codes)?;
             write(absmax, &scales)?;
+        } else if desc.dtype == DType::U32 {
+            // A GGUF file's own block codes (`BaseFormat::Gguf`), declared from gguf_types.
+            let Some(&want) = config.gguf_types.get(name) else {
+                return Err(ModelError::Invalid {
+                    path: "graph".into(),
+                    msg: format!("param '{name}' holds block codes of no known type"),
+                });
+            };
+            let n_in = desc.shape[1] / ggml_matmul::block_words(want) * want.block().0;
+            let (ty, data) = files.stored_blocks(name, &[desc.shape[0], n_in])?;
+            if ty != want {
+                return Err(ModelError::BadTensor {
+                    path: "GGUF file".into(),
+                    tensor: name.into(),
+                    expected: format!("{} blocks", want.name()),
+                    found: format!("{} blocks", ty.name()),
+                });
+            }
+            write(t, &ggml_matmul::upload_bytes(ty, &data))?;
         } else if let Some(quantized) = files.stored_nf4(name)? {
             // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes to.
             write(

@@ -24,6 +24,18 @@ pub trait WeightSource {
     fn stored_nf4(&self, _name: &str) -> Result<Option<crate::quant::nf4::Nf4Tensor>, ModelError> {
         Ok(None)
     }
+    /// The weight of Hugging Face `shape` as a GGUF file stores it, whole ggml blocks in
+    /// Hugging Face row order (for `BaseFormat::Gguf`); sources without block codes say so.
+    fn stored_blocks(
+        &self,
+        name: &str,
+        _shape: &[usize],
+    ) -> Result<(crate::quant::ggml::GgmlType, Vec<u8>), ModelError> {
+        Err(ModelError::Invalid {
+            path: format!("tensor '{name}'"),
+            msg: "this model holds no GGUF block codes (--base gguf needs a GGUF file)".into(),
+        })
+    }
 }
 
 /// Every way a model folder can be unusable, each naming the file and what is wrong.

@@ -434,6 +434,16 @@ pub fn texture_graph_without_subgroups() -> webqlora::graph::Graph {
 /// `n` random blocks of ggml block type `ty` whose f16 scales are finite and ordinary (the
 /// rest is any bytes).
 pub fn random_blocks(ty: webqlora::quant::ggml::GgmlType, n: usize, rng: &mut impl Rng) -> Vec<u8> {
+    random_blocks_scaled(ty, n, rng, 0.05)
+}
+
+/// `random_blocks` with f16 scales in [-d_max, d_max].
+pub fn random_blocks_scaled(
+    ty: webqlora::quant::ggml::GgmlType,
+    n: usize,
+    rng: &mut impl Rng,
+    d_max: f32,
+) -> Vec<u8> {
     use webqlora::quant::ggml::GgmlType;
     let (_, bytes) = ty.block();
     let halves: &[usize] = match ty {
@@ -449,7 +459,7 @@ pub fn random_blocks(ty: webqlora::quant::ggml::GgmlType, n: usize, rng: &mut im
     for _ in 0..n {
         let mut block: Vec<u8> = (0..bytes).map(|_| rng.random()).collect();
         for &at in halves {
-            let v = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
+            let v = half::f16::from_f32(rng.random_range(-d_max..d_max));
             block[at..at + 2].copy_from_slice(&v.to_le_bytes());
         }
         out.extend(block);
