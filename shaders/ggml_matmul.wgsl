@@ -16,8 +16,10 @@
 //   0 x       storage, read        f32 [T, in]    (dy [T, out] for the backward)
 //   1 w       storage, read        u32 [out, in / block_values * block_words]
 //   2 y       storage, read_write  f32 [T, out]   (dx [T, in] for the backward)
-//   3 params  uniform              { rows (T), n_in, n_out, accumulate, ty, block_words,
+//   3 params  uniform              { rows (T), n_in, n_out, accumulate, block_words,
 //                                    block_values }
+// Override constant BLOCK_TYPE: the ggml type number, so each type's pipeline holds only its
+// own decoder (the other cases fold away when the pipeline is created).
 // Dispatch (workgroups of 64; an invocation owns 4 rows by 8 outputs of the tile, rows
 // 4·(lid / 8) + i and outputs 4·(lid % 8) + j and 32 + 4·(lid % 8) + j):
 //   forward:  grid (ceil(out / 64), ceil(T / 32), 1): a tile of 32 rows by 64 outputs; k in
@@ -33,7 +35,6 @@ struct Params {
     n_in: u32,
     n_out: u32,
     accumulate: u32,
-    ty: u32,
     block_words: u32,
     block_values: u32,
 }
@@ -42,6 +43,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
+
+override BLOCK_TYPE: u32;
 
 // ggml's type numbers.
 const Q4_0: u32 = 2u;
@@ -85,7 +88,7 @@ fn k_scale_min(b: u32, j: u32) -> vec2<u32> {
 /// The 32 values of unit `u` (values 32u .. 32u + 32) of the block at word `b`.
 fn unit_values(b: u32, u: u32) -> array<f32, 32> {
     var v: array<f32, 32>;
-    switch params.ty {
+    switch BLOCK_TYPE {
         case Q4_0: {
             let d = half_at(b, 0u);
             for (var j = 0u; j < 16u; j++) {
@@ -168,7 +171,7 @@ fn unit_values(b: u32, u: u32) -> array<f32, 32> {
             let sm = k_scale_min(b, u);
             let dl = d * f32(sm.x);
             let ml = dmin * f32(sm.y);
-            let fifth = params.ty == Q5_K;
+            let fifth = BLOCK_TYPE == Q5_K;
             let codes = select(16u, 48u, fifth) + (u / 2u) * 32u;
             let shift = 4u * (u % 2u);
             for (var l = 0u; l < 32u; l++) {

@@ -139,9 +139,13 @@ fn params(rows: usize, w: &GgmlWeight, accumulate: bool) -> Params {
         .u32(w.shape[1] as u32)
         .u32(w.shape[0] as u32)
         .u32(accumulate as u32)
-        .u32(w.ty.id())
         .u32(block_words(w.ty) as u32)
         .u32(w.ty.block().0 as u32)
+}
+
+/// The block type as the kernels' override constant: one pipeline a type.
+fn constants(w: &GgmlWeight) -> [(&'static str, f64); 1] {
+    [("BLOCK_TYPE", w.ty.id() as f64)]
 }
 
 /// A new temporary `name` = x · Wᵀ, [rows, out] (x: [.., in]).
@@ -162,7 +166,7 @@ pub fn forward(
         let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
         (&FORWARD, Dispatch::Grid(grid))
     };
-    g.push(name, kernel, &[x, w.codes, y], p, dispatch)?;
+    g.push_specialized(name, kernel, &[x, w.codes, y], p, dispatch, &constants(w))?;
     Ok(y)
 }
 
@@ -179,7 +183,14 @@ fn backward_node(
     let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
     let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
     let p = params(rows, w, accumulate);
-    g.push(label, kernel, &[dy, w.codes, dx], p, Dispatch::Grid(grid))
+    g.push_specialized(
+        label,
+        kernel,
+        &[dy, w.codes, dx],
+        p,
+        Dispatch::Grid(grid),
+        &constants(w),
+    )
 }
 
 /// A new temporary `name` = dy · W, [rows, in].
