@@ -339,8 +339,8 @@ impl WebSession {
             .tokenizer
             .as_ref()
             .ok_or("this model has no tokenizer")?;
-        let text = if chat && tok.chat_template.is_some() {
-            tok.apply_chat_template(
+        let ids = if chat && tok.chat_template.is_some() {
+            tok.encode_chat(
                 &[Message {
                     role: "user".into(),
                     content: prompt.into(),
@@ -349,9 +349,8 @@ impl WebSession {
             )
             .map_err(js_err)?
         } else {
-            prompt.to_string()
+            tok.encode(prompt, true).map_err(js_err)?
         };
-        let ids = tok.encode(&text, true).map_err(js_err)?;
         let max_ctx = ids.len() + max_new as usize;
         let decoder = match &self.training {
             Some(t) => Decoder::sharing(

@@ -58,8 +58,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let source = ModelSource::open(&model_path)?;
     let tok = source.tokenizer()?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
-    let text = if args.chat {
-        tok.apply_chat_template(
+    let prompt = if args.chat {
+        tok.encode_chat(
             &[Message {
                 role: "user".into(),
                 content: args.prompt.clone(),
@@ -67,9 +67,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             true,
         )?
     } else {
-        args.prompt.clone()
+        tok.encode(&args.prompt, true)?
     };
-    let prompt = tok.encode(&text, true)?;
     let max_ctx = (prompt.len() + args.max_new_tokens).max(1);
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let decoder = Decoder::new(
@@ -107,6 +106,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
     let stop = tok.stop_ids();
+    // The prompt as the model sees it (a chat prompt with its template's text).
+    let text = if args.chat {
+        tok.decode(&prompt, false)?
+    } else {
+        args.prompt.clone()
+    };
     print!("{text}");
     std::io::stdout().flush()?;
     let started = Instant::now();

@@ -48,12 +48,17 @@ fn prompt_and_answer(
     if eos {
         a.extend(tok.eos_ids.first());
     }
+    Ok(joined(p, a, train_on_inputs))
+}
+
+/// The prompt's ids (learned only with `train_on_inputs`) followed by the answer's.
+fn joined(p: Vec<u32>, a: Vec<u32>, train_on_inputs: bool) -> (Vec<u32>, Vec<i64>) {
     let labels = p
         .iter()
         .map(|&id| if train_on_inputs { id as i64 } else { NO_LOSS })
         .chain(a.iter().map(|&id| id as i64))
         .collect();
-    Ok(([p, a].concat(), labels))
+    ([p, a].concat(), labels)
 }
 
 fn encode_one(
@@ -87,7 +92,9 @@ fn encode_one(
         ),
         Record::Chat(messages) => {
             // The conversation before the last (assistant) turn, up to where the assistant
-            // starts, is the prompt; the rest of the rendered chat is learned.
+            // starts, is the prompt; the rest of the rendered chat is learned (as TRL splits
+            // it). Both parts are the template's text tokenized with no special tokens added:
+            // the template writes them.
             let full = tok
                 .apply_chat_template(messages, false)
                 .map_err(|e| e.msg)?;
@@ -98,7 +105,9 @@ fn encode_one(
                 "the chat template renders the conversation without the last turn differently \
                  from its start; cannot tell prompt from answer",
             )?;
-            prompt_and_answer(tok, &prompt, answer, false, opts.train_on_inputs)
+            let p = tok.encode(&prompt, false).map_err(|e| e.msg)?;
+            let a = tok.encode(answer, false).map_err(|e| e.msg)?;
+            Ok(joined(p, a, opts.train_on_inputs))
         }
         Record::Tokens { .. } => unreachable!("handled above"),
     }

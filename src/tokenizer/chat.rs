@@ -1,5 +1,9 @@
 //! Chat templates: the Jinja text a model ships (tokenizer_config.json or GGUF
-//! `tokenizer.chat_template`), rendered as transformers' `apply_chat_template` does.
+//! `tokenizer.chat_template`), rendered as transformers' `apply_chat_template` does: Python's
+//! string methods (`startswith`, `split`, `strip` … which Qwen3's template calls) through
+//! minijinja-contrib's pycompat, `raise_exception`, `bos_token` and `eos_token`. transformers'
+//! `strftime_now` is not defined, so Llama 3.x templates write their own fallback date in the
+//! system header: a data set encodes the same whatever the day.
 
 use minijinja::{context, Environment, Error, ErrorKind};
 
@@ -17,6 +21,7 @@ pub(super) fn render(
     eos_token: Option<&str>,
 ) -> Result<String, Error> {
     let mut env = Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     // transformers' templates call raise_exception('...') on bad conversations.
     env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))

@@ -195,6 +195,21 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The ids of `messages` through the chat template (with `add_generation_prompt`, ending
+    /// where the assistant's reply starts), as transformers' `apply_chat_template(tokenize=True)`
+    /// gives them: the template writes the special tokens it wants (Gemma's and Llama's write
+    /// BOS), so none is added.
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode(
+            &self.apply_chat_template(messages, add_generation_prompt)?,
+            false,
+        )
+    }
+
     /// The chat template applied to `messages`; with `add_generation_prompt`, ending where
     /// the assistant's reply starts.
     pub fn apply_chat_template(

