@@ -19,18 +19,7 @@ use webqlora::model::{ModelConfig, ModelError, WeightSource};
 use webqlora::ops::cross_entropy::IGNORE;
 use webqlora::quant::ggml::{dequantize, GgmlType};
 
-const TYPES: [GgmlType; 10] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+const TYPES: [GgmlType; 10] = GgmlType::QUANTIZED;
 
 /// A model whose linear weights are seeded random blocks of the types in
 /// `config.gguf_types` (the rest seeded f32 values): `stored_blocks` gives the blocks,

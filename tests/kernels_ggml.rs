@@ -11,18 +11,7 @@ use webqlora::graph::{DType, Graph};
 use webqlora::ops::ggml_matmul::{self, upload_bytes, GgmlWeight};
 use webqlora::quant::ggml::{dequantize, GgmlType};
 
-const TYPES: [GgmlType; 10] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+const TYPES: [GgmlType; 10] = GgmlType::QUANTIZED;
 
 /// W [out, in] as the GPU decodes it: the product of the identity [in, in] with Wᵀ (every
 /// output is one weight times one plus zeros, so exactly the decoded weight, up to the sign

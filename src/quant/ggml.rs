@@ -84,8 +84,22 @@ impl GgmlType {
         }
     }
 
-    /// Whether values come in blocks of codes with scales (every type but the floats): the
-    /// types the GPU dequant-matmuls read (`ops::ggml_matmul`).
+    /// The types whose values come in blocks of codes with scales (every type but the
+    /// floats): the types the GPU dequant-matmuls read (`ops::ggml_matmul`).
+    pub const QUANTIZED: [GgmlType; 10] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+
+    /// Whether this is one of `QUANTIZED`.
     pub fn is_quantized(self) -> bool {
         !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
     }
