@@ -24,6 +24,8 @@ pub struct Model {
     megabytes: u32,
     /// The variable the tests read its path from.
     pub env: &'static str,
+    /// `cargo xtask demo`'s default number of training steps on this model.
+    pub demo_steps: u32,
 }
 
 pub const SMOLLM2: Model = Model {
@@ -33,6 +35,7 @@ pub const SMOLLM2: Model = Model {
     sha256: None,
     megabytes: 93,
     env: "WEBQLORA_SMOLLM2",
+    demo_steps: 150,
 };
 
 pub const GEMMA3_270M: Model = Model {
@@ -47,6 +50,9 @@ pub const GEMMA3_270M: Model = Model {
     sha256: Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
     megabytes: 253,
     env: "WEBQLORA_GEMMA3",
+    // One epoch of the training split: +40.9 points (150 steps reach +29.2, under the
+    // issue's +30), docs/BENCHMARKS.md.
+    demo_steps: 300,
 };
 
 pub const MODELS: [&Model; 2] = [&SMOLLM2, &GEMMA3_270M];
