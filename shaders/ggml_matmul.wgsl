@@ -248,17 +248,16 @@ fn store_tile(m0: u32, c0: u32, n_cols: u32, acc_l: mat4x4<f32>, acc_h: mat4x4<f
 
 // The rows of the tile's left operand, [32 k][32 rows], and the decoded weights,
 // [32 k][64 columns].
-var<workgroup> lhs: array<f32, 1024>;
-var<workgroup> wt: array<f32, 2048>;
+// Both as vec4: four consecutive rows (columns) in one read.
+var<workgroup> lhs: array<vec4<f32>, 256>;
+var<workgroup> wt: array<vec4<f32>, 512>;
 
 /// Products over one staged k step of 32: rows 4·ly.., columns 4·lx.. and 32 + 4·lx...
 fn tile_step(ly: u32, lx: u32, acc: ptr<function, array<mat4x4<f32>, 2>>) {
     for (var k = 0u; k < 32u; k++) {
-        let a = k * 32u + 4u * ly;
-        let xv = vec4<f32>(lhs[a], lhs[a + 1u], lhs[a + 2u], lhs[a + 3u]);
-        let c = k * 64u + 4u * lx;
-        let lo = vec4<f32>(wt[c], wt[c + 1u], wt[c + 2u], wt[c + 3u]);
-        let hi = vec4<f32>(wt[c + 32u], wt[c + 33u], wt[c + 34u], wt[c + 35u]);
+        let xv = lhs[k * 8u + ly];
+        let lo = wt[k * 16u + lx];
+        let hi = wt[k * 16u + 8u + lx];
         (*acc)[0] = fma_outer((*acc)[0], xv, lo);
         (*acc)[1] = fma_outer((*acc)[1], xv, hi);
     }
@@ -280,11 +279,11 @@ fn ggml_matmul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
         for (var i = 0u; i < 16u; i++) {
             let m = t / 32u + 2u * i;
             let row = min(m_base + m, params.rows - 1u);
-            lhs[k * 32u + m] = x[row * n_in + unit * 32u + k];
+            lhs[k * 8u + m / 4u][m % 4u] = x[row * n_in + unit * 32u + k];
         }
         let values = weight_unit(my_output, unit);
         for (var j = 0u; j < 32u; j++) {
-            wt[j * 64u + t] = values[j];
+            wt[j * 16u + t / 4u][t % 4u] = values[j];
         }
         workgroupBarrier();
         tile_step(ly, lx, &acc);
@@ -311,7 +310,7 @@ fn ggml_matmul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
             let m = t / 32u + 2u * i;
             let row = min(m_base + m, params.rows - 1u);
             let v = x[row * n_out + min(o, n_out - 1u)];
-            lhs[(t % 32u) * 32u + m] = select(0.0, v, o < n_out);
+            lhs[(t % 32u) * 8u + m / 4u][m % 4u] = select(0.0, v, o < n_out);
         }
         let mine = o0 + t / 2u;
         var values: array<f32, 32>;
@@ -320,7 +319,7 @@ fn ggml_matmul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         }
         let at = (t / 2u) * 64u + (t % 2u) * 32u;
         for (var j = 0u; j < 32u; j++) {
-            wt[at + j] = values[j];
+            wt[(at + j) / 4u][(at + j) % 4u] = values[j];
         }
         workgroupBarrier();
         tile_step(ly, lx, &acc);
