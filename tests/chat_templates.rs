@@ -1,6 +1,7 @@
 //! Chat records split into the prompt (no loss) and the reply (learned) exactly as
 //! transformers' `apply_chat_template` and TRL split them, for the families' own chat
-//! templates and tokenizers: Qwen3 (its empty `<think>` block in the reply), Llama 3.2 (BOS and
+//! templates and tokenizers: Qwen3 (its empty `<think>` block in the reply), Qwen2.5 (its
+//! default system prompt when a conversation has none), Llama 3.2 (BOS and
 //! the dated system header written by the template), Gemma 3 (`<start_of_turn>` turns, the
 //! system prompt folded into the first user turn, BOS written by the template). The expected
 //! ids and labels come from transformers (tests/data/chat_templates/make_expected.py), the
@@ -112,6 +113,12 @@ fn hf_tokenizer(family: &str, config: &ModelConfig) -> Tokenizer {
 fn qwen3_chat_splits_like_transformers() {
     let config = config("tiny-qwen3", 151_936, 151_643, &[151_645]);
     splits_like_transformers(&hf_tokenizer("qwen3", &config), "qwen3");
+}
+
+#[test]
+fn qwen2_5_chat_splits_like_transformers() {
+    let config = config("tiny-qwen3", 151_936, 151_643, &[151_645]);
+    splits_like_transformers(&hf_tokenizer("qwen2_5", &config), "qwen2_5");
 }
 
 #[test]

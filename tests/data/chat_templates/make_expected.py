@@ -24,7 +24,7 @@ import sys
 import transformers
 from transformers import AutoTokenizer
 
-FAMILIES = ["qwen3", "llama3_2", "gemma3"]
+FAMILIES = ["qwen3", "qwen2_5", "llama3_2", "gemma3"]
 
 CONVERSATIONS = [
     [
