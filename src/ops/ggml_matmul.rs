@@ -8,6 +8,7 @@
 //! are the file's bytes. The CPU reference is `quant::ggml::dequantize` (bit-identical to
 //! gguf-py) followed by a plain product.
 
+use super::nf4_matmul::rows_of;
 use crate::graph::TensorId;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params,
@@ -116,21 +117,6 @@ pub fn upload_bytes(ty: GgmlType, data: &[u8]) -> Vec<u8> {
         out.resize(out.len() + padded - bytes, 0);
     }
     out
-}
-
-fn rows_of(g: &Graph, name: &str, x: TensorId, cols: usize) -> Result<usize, GraphError> {
-    let shape = &g.tensor(x).shape;
-    if shape.last() != Some(&cols) {
-        return Err(GraphError::ShapeMismatch {
-            op: name.into(),
-            detail: format!(
-                "'{}' is {} but the weight needs rows of {cols}",
-                g.tensor(x).name,
-                shape_str(shape)
-            ),
-        });
-    }
-    Ok(shape.iter().product::<usize>() / cols)
 }
 
 fn params(rows: usize, w: &GgmlWeight, accumulate: bool) -> Params {

@@ -258,7 +258,13 @@ pub fn upload_bytes(t: &Nf4Tensor) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn rows_of(g: &Graph, name: &str, x: TensorId, cols: usize) -> Result<usize, GraphError> {
+/// The rows of `x` (all dimensions but the last, which must be `cols`), for the weight products.
+pub(super) fn rows_of(
+    g: &Graph,
+    name: &str,
+    x: TensorId,
+    cols: usize,
+) -> Result<usize, GraphError> {
     let shape = &g.tensor(x).shape;
     if shape.last() != Some(&cols) {
         return Err(GraphError::ShapeMismatch {
