@@ -208,11 +208,7 @@ struct RandomWeights {
 
 impl RandomWeights {
     fn rng(&self, name: &str) -> rand::rngs::StdRng {
-        use rand::SeedableRng;
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.seed, name).hash(&mut h);
-        rand::rngs::StdRng::seed_from_u64(h.finish())
+        common::named_rng(self.seed, name)
     }
 }
 

@@ -473,3 +473,13 @@ pub fn random_blocks_scaled(
 pub fn tokenizers_dir() -> std::path::PathBuf {
     cached_model("WEBQLORA_TOKENIZERS", "tokenizers", " --model tokenizers")
 }
+
+/// A generator seeded by (`seed`, `name`): each tensor of a random model gets its own values,
+/// the same every time it is asked for.
+pub fn named_rng(seed: u64, name: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (seed, name).hash(&mut h);
+    rand::rngs::StdRng::seed_from_u64(h.finish())
+}
