@@ -10,15 +10,11 @@
 //   2 c       storage, read_write  f32[M, N]
 //   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha,
 //                                    a_off, b_off }
-// Two entry points, same bindings, same dispatch, same results:
-//   matmul        software devices (lavapipe, SwiftShader): registers only, no barriers
-//                 (there products with both sides >= 64 run on matmul_tex.wgsl instead);
-//   matmul_tiled  discrete GPUs: the workgroup stages 32x16 of A and 16x64 of B in workgroup
-//                 memory per step of 16 along K (6 KiB), then each invocation computes its
-//                 4x8 from there; k past K reads as 0.
-// A third entry point, matmul_vec, for M = 1 (decoding one token): linear dispatch,
+// The software devices' product (lavapipe, SwiftShader): registers only, no barriers (there
+// products with both sides >= 64 run on matmul_tex.wgsl instead; hardware GPUs run gemm.wgsl).
+// A second entry point, matmul_vec, for M = 1 (decoding one token): linear dispatch,
 // ceil(N / 64) workgroups of 64, one column of c each, a plain loop over K.
-// Dispatch (matmul, matmul_tiled): grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
+// Dispatch (matmul): grid (ceil(N / 64), ceil(M / 32), 1) of 8x8 invocations. Each invocation keeps a
 // 4x8 tile of c in registers (two mat4x4 updated by fused outer products): rows
 // wg.y*32 + lid.y + 8i (i < 4), columns wg.x*64 + lid.x + 8j (j < 8), so the eight
 // neighbouring invocations of a row read neighbouring columns of b and write neighbouring
@@ -109,64 +105,6 @@ fn store(m: u32, n: u32, value: f32) {
             v += c[m * params.N + n];
         }
         c[m * params.N + n] = v;
-    }
-}
-
-// --- matmul_tiled: shared-memory tiles for discrete GPUs -----------------------------------
-
-const TILE_K: u32 = 16u;
-var<workgroup> tile_a: array<f32, 512>; // [32 rows][16 k]
-var<workgroup> tile_b: array<f32, 1024>; // [16 k][64 columns]
-
-@compute @workgroup_size(8, 8)
-fn matmul_tiled(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) flat: u32,
-) {
-    let row0 = wg.y * 32u;
-    let col0 = wg.x * 64u;
-    var acc_l = mat4x4<f32>();
-    var acc_h = mat4x4<f32>();
-    for (var k0 = 0u; k0 < params.K; k0 += TILE_K) {
-        // 64 invocations stage 512 values of A (8 each) and 1024 of B (16 each).
-        for (var e = flat; e < 512u; e += 64u) {
-            let r = e / TILE_K;
-            let kk = e % TILE_K;
-            let m = min(row0 + r, params.M - 1u);
-            let k = k0 + kk;
-            tile_a[e] = select(0.0, a_at(m * params.a_sm, min(k, params.K - 1u)), k < params.K);
-        }
-        for (var e = flat; e < 1024u; e += 64u) {
-            let kk = e / 64u;
-            let c = e % 64u;
-            let n = min(col0 + c, params.N - 1u);
-            let k = k0 + kk;
-            tile_b[e] = select(0.0, b_at(min(k, params.K - 1u), n * params.b_sn), k < params.K);
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let av = vec4<f32>(
-                tile_a[lid.y * TILE_K + kk],
-                tile_a[(lid.y + 8u) * TILE_K + kk],
-                tile_a[(lid.y + 16u) * TILE_K + kk],
-                tile_a[(lid.y + 24u) * TILE_K + kk],
-            );
-            let b_row = kk * 64u + lid.x;
-            let b_lo = vec4<f32>(tile_b[b_row], tile_b[b_row + 8u], tile_b[b_row + 16u], tile_b[b_row + 24u]);
-            let b_hi = vec4<f32>(tile_b[b_row + 32u], tile_b[b_row + 40u], tile_b[b_row + 48u], tile_b[b_row + 56u]);
-            acc_l = fma_outer(acc_l, av, b_lo);
-            acc_h = fma_outer(acc_h, av, b_hi);
-        }
-        workgroupBarrier();
-    }
-    let m0 = row0 + lid.y;
-    let n0 = col0 + lid.x;
-    for (var j = 0u; j < 4u; j++) {
-        for (var i = 0u; i < 4u; i++) {
-            store(m0 + 8u * i, n0 + 8u * j, acc_l[j][i]);
-            store(m0 + 8u * i, n0 + 32u + 8u * j, acc_h[j][i]);
-        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod io;
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod ops;

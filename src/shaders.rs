@@ -100,6 +100,12 @@ shader!(
     wgpu::Features::empty(),
     then "f16_words"
 );
+shader!(
+    GEMM,
+    "gemm",
+    wgpu::Features::empty(),
+    then "tile_product"
+);
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
@@ -126,6 +132,12 @@ shader!(
     then "matmul_tex_common"
 );
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
+shader!(
+    NF4_GEMM,
+    "nf4_gemm",
+    wgpu::Features::empty(),
+    then "tile_product"
+);
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(
     NF4_MATMUL_TEX,
@@ -148,6 +160,8 @@ shader!(PACK, "pack");
 shader!(PACK_VEC4, "pack_vec4");
 shader!(PACK_WORDS, "pack_words");
 shader!(RESIDUAL, "residual");
+shader!(SPLIT_SUM, "split_sum");
+shader!(TILE_PRODUCT, "tile_product");
 shader!(RESIDUAL_VEC4, "residual_vec4");
 shader!(RMSNORM, "rmsnorm");
 shader!(
@@ -220,6 +234,7 @@ pub static ALL: &[&Shader] = &[
     &EMBEDDING_F16,
     &F16_WORDS,
     &GATED_ACTIVATION,
+    &GEMM,
     &GGML_MATMUL,
     &GRAD_CLIP,
     &GRAD_NORM,
@@ -231,6 +246,7 @@ pub static ALL: &[&Shader] = &[
     &MATMUL_TEX_SG,
     &MATMUL_TEX_NARROW_SG,
     &NF4_BNB_CPU,
+    &NF4_GEMM,
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
     &NF4_MATMUL_TEX_SG,
@@ -249,6 +265,8 @@ pub static ALL: &[&Shader] = &[
     &TILE_QUEUE,
     &ROPE,
     &ROPE_VEC4,
+    &SPLIT_SUM,
+    &TILE_PRODUCT,
     &SWIGLU,
     &SWIGLU_BACKWARD,
     &SWIGLU_BACKWARD_VEC4,

@@ -172,35 +172,39 @@ fn devices_lists_adapters_limits_and_the_one_used() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown backend 'cuda'"));
 }
 
-/// `Graph::for_device` on a software device: the texture kernels need four storage textures
-/// a shader stage (WebGPU's default), their NF4 subgroup versions five; a device allowing
-/// fewer gets the buffer kernels (or the plain texture kernels).
+/// The kernel choice from this device's own capabilities, claimed to be a software device:
+/// the texture kernels need four storage textures a shader stage (WebGPU's default), their
+/// NF4 subgroup versions five; a device allowing fewer gets the buffer kernels (or the plain
+/// texture kernels). The same device as hardware gets the portable kernels.
 #[test]
 fn graphs_fall_back_when_too_few_storage_textures_are_allowed() {
-    use webqlora::gpu::{DeviceClass, Gpu};
+    use webqlora::kernels::{Capabilities, Family, Kernels};
     for var in ["WEBQLORA_TEXTURES", "WEBQLORA_SUBGROUPS"] {
         assert!(std::env::var_os(var).is_none(), "run without {var}");
     }
-    let mut gpu = Gpu::new_blocking(&AdapterRequest::default()).unwrap();
-    gpu.class = DeviceClass::Software;
+    let gpu = common::gpu();
+    let mut caps = Capabilities::of(&gpu.info, &gpu.limits, gpu.features);
+    caps.software = true;
     let subgroups = gpu.has_eight_lane_subgroups();
     let max_side = gpu.limits.max_texture_dimension_2d;
-    for (allowed, textures, subgroup_kernels) in [
+    for (allowed, textures, eight_lanes) in [
         (8, Some(max_side), subgroups),
         (5, Some(max_side), subgroups),
         (4, Some(max_side), false),
         (3, None, false),
     ] {
-        gpu.limits.max_storage_textures_per_shader_stage = allowed;
-        let g = Graph::for_device(&gpu);
-        assert_eq!(g.texture_kernels, textures, "{allowed} storage textures");
+        caps.storage_textures = allowed;
+        let k = Kernels::decide(&caps);
+        assert!(Family::ALL.iter().all(|&f| !k.portable(f)));
+        assert_eq!(k.textures, textures, "{allowed} storage textures");
         assert_eq!(
-            g.subgroup_kernels, subgroup_kernels,
+            k.eight_lane_subgroups, eight_lanes,
             "{allowed} storage textures"
         );
     }
-    gpu.class = DeviceClass::Discrete;
-    gpu.limits.max_storage_textures_per_shader_stage = 8;
-    let g = Graph::for_device(&gpu);
-    assert_eq!((g.texture_kernels, g.subgroup_kernels), (None, false));
+    caps.software = false;
+    caps.storage_textures = 8;
+    let k = Kernels::decide(&caps);
+    assert!(Family::ALL.iter().all(|&f| k.portable(f)));
+    assert_eq!((k.textures, k.eight_lane_subgroups), (None, false));
 }

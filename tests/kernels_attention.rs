@@ -142,7 +142,7 @@ fn check_shape(
         let (want_tex, want_sg) = match kernels {
             Kernels::Buffers => (0, 0),
             Kernels::Subgroups
-                if head_dim == 64 && g.subgroup_kernels && scores.window.is_none() =>
+                if head_dim == 64 && g.kernels.eight_lane_subgroups && scores.window.is_none() =>
             {
                 (0, 3)
             }

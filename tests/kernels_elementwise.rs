@@ -15,38 +15,34 @@ const ROWS: [usize; 6] = [1, 7, 33, 65, 300, 40];
 // One column is degenerate for RMSNorm (dx = r·w·dy·(1 − x²r²) cancels to ~eps/x²).
 const COLS: [usize; 6] = [7, 63, 65, 129, 576, 132];
 
-/// The subgroup variant discrete GPUs get when the adapter has subgroups, run here by
-/// claiming that class (lavapipe has subgroups of 8), rows past a multiple of the workgroup
-/// and columns past a multiple of the subgroup included.
+/// The subgroup kernel hardware GPUs with subgroups get (the portable path), rows past a
+/// multiple of the workgroup and columns past a multiple of the subgroup included.
 #[test]
-fn rmsnorm_subgroup_variant_matches_cpu() {
-    use webqlora::gpu::{AdapterRequest, DeviceClass, Gpu};
+fn rmsnorm_subgroup_kernel_matches_cpu() {
     use webqlora::graph::CompiledGraph;
-    let mut gpu = Gpu::new_blocking(&AdapterRequest::default()).unwrap();
+    let gpu = common::gpu();
     if !gpu.has(wgpu::Features::SUBGROUP) {
         eprintln!("skipped: {} has no subgroups", gpu.info.name);
         return;
     }
-    gpu.class = DeviceClass::Discrete;
     let mut rng = rng("rmsnorm_subgroup");
     for (&rows, &cols) in ROWS.iter().zip(&COLS) {
         let x = random_f32(&mut rng, rows * cols, 2.0);
         let w = random_f32(&mut rng, cols, 1.5);
-        let mut g = Graph::new();
+        let mut g = common::portable_graph();
         let xt = g.input("x", &[rows, cols], DType::F32);
         let wt = g.param("weight", &[cols], DType::F32);
         let (y, rstd) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-5).unwrap();
         g.mark_output(y);
         g.mark_output(rstd);
-        let chosen = g.nodes[0].kernel.choose(gpu.class, gpu.features);
-        assert_eq!(chosen.1, "rmsnorm_forward_subgroup");
-        let compiled = CompiledGraph::new(&gpu, g).unwrap();
-        compiled.poison(&gpu, common::POISON);
-        compiled.write(&gpu, xt, &bytes(&x)).unwrap();
-        compiled.write(&gpu, wt, &bytes(&w)).unwrap();
-        compiled.run(&gpu);
-        let got_y = pollster::block_on(compiled.read_f32(&gpu, y)).unwrap();
-        let got_rstd = pollster::block_on(compiled.read_f32(&gpu, rstd)).unwrap();
+        assert_eq!(g.nodes[0].kernel.name, "rmsnorm_forward_subgroup");
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        compiled.poison(gpu, common::POISON);
+        compiled.write(gpu, xt, &bytes(&x)).unwrap();
+        compiled.write(gpu, wt, &bytes(&w)).unwrap();
+        compiled.run(gpu);
+        let got_y = pollster::block_on(compiled.read_f32(gpu, y)).unwrap();
+        let got_rstd = pollster::block_on(compiled.read_f32(gpu, rstd)).unwrap();
         let (want_y, want_rstd) = rmsnorm::cpu_forward(&to_f64(&x), &to_f64(&w), cols, 1e-5);
         let e = rel_err(&got_y, &to_f32(&want_y));
         assert!(e < 1e-5, "y at {rows}x{cols}: rel err {e}");

@@ -7,7 +7,7 @@ use common::{bytes, random_f32, rel_err, rng, run_graph};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
-use webqlora::ops::matmul::{cpu_matmul, matmul, matmul_into, Operand};
+use webqlora::ops::matmul::{cpu_matmul, matmul, matmul_into, split_k, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;
 
@@ -41,24 +41,36 @@ fn matmul_all_transposes_match_cpu() {
     }
 }
 
-/// The shared-memory variant that discrete GPUs get, run here by claiming that class.
+/// The portable tile kernel (what hardware GPUs run) against the CPU, written and
+/// accumulated, at every transpose (each operand staged along its own unit stride), sides
+/// off the 64 x 64 tile, k over several 16-deep steps (a barrier missing between staging and
+/// reading, or between reading and the next staging, mixes steps and changes the result), and
+/// skinny products with a long k split into partial sums (the LoRA gradients' shapes).
 #[test]
-fn discrete_gpu_variant_matches_cpu() {
-    use webqlora::gpu::{AdapterRequest, DeviceClass, Gpu};
-    use webqlora::graph::CompiledGraph;
-    let mut gpu = Gpu::new_blocking(&AdapterRequest::default()).unwrap();
-    gpu.class = DeviceClass::Discrete;
-    let mut rng = rng("matmul_tiled");
+fn portable_products_match_cpu() {
+    let mut rng = rng("gemm");
     for &(m, k, n, ta, tb) in &[
         (1usize, 1usize, 1usize, false, true),
         (33, 17, 65, false, false),
         (300, 129, 127, true, true),
         (65, 576, 192, false, true),
+        (130, 47, 70, true, false),
+        // dA = (dY B)ᵀ X: [r, in] over the tokens; dB = dYᵀ (X Aᵀ): [out, r].
+        (16, 1024, 576, true, false),
+        (16, 4096, 576, true, false),
+        (200, 2500, 8, true, false),
+        (7, 2100, 65, false, true),
     ] {
+        let split = split_k(m.div_ceil(64) * n.div_ceil(64), k) > 1;
+        assert_eq!(
+            split,
+            k >= 2048,
+            "{m}x{k}x{n}: cases with and without a split"
+        );
         let a = random_f32(&mut rng, m * k, 1.0);
         let b = random_f32(&mut rng, k * n, 1.0);
         let c0 = random_f32(&mut rng, m * n, 1.0);
-        let mut g = Graph::new();
+        let mut g = common::portable_graph();
         let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
         let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
         let ct = g.input("c", &[m, n], DType::F32);
@@ -69,29 +81,87 @@ fn discrete_gpu_variant_matches_cpu() {
         };
         let c = matmul(&mut g, "c_new", op(at, ta), op(bt, tb), 0.75).unwrap();
         matmul_into(&mut g, "c += a b", ct, op(at, ta), op(bt, tb), 1.0).unwrap();
-        g.mark_output(c);
-        // One row takes the matrix-vector kernel on every device class.
-        let entry = if m == 1 { "matmul_vec" } else { "matmul_tiled" };
-        assert_eq!(g.nodes[0].kernel.choose(gpu.class, gpu.features).1, entry);
-        let compiled = CompiledGraph::new(&gpu, g).unwrap();
-        compiled.poison(&gpu, common::POISON);
-        compiled.write(&gpu, at, &bytes(&a)).unwrap();
-        compiled.write(&gpu, bt, &bytes(&b)).unwrap();
-        compiled.write(&gpu, ct, &bytes(&c0)).unwrap();
-        compiled.run(&gpu);
-        let got = pollster::block_on(compiled.read_f32(&gpu, c)).unwrap();
-        let got_acc = pollster::block_on(compiled.read_f32(&gpu, ct)).unwrap();
+        let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+        // One row takes the matrix-vector kernel on every path.
+        let want_kernels: &[&str] = match (m, split) {
+            (1, _) => &["matmul_vec", "matmul_vec_acc"],
+            (_, true) => &["gemm", "split_sum", "gemm", "split_sum_acc"],
+            _ => &["gemm", "gemm_acc"],
+        };
+        assert_eq!(kernels, want_kernels, "{m}x{k}x{n}");
+        let got = run_graph(
+            g,
+            &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+            &[c, ct],
+        );
         let want = cpu_matmul(&a, ta, &b, tb, m, k, n, 0.75, None);
         let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, 1.0, Some(&c0));
-        assert!(
-            rel_err(&got, &want) < 1e-5,
-            "{m}x{k}x{n}: {}",
-            rel_err(&got, &want)
+        let e = rel_err(&got[0], &want);
+        assert!(e < 1e-5, "{m}x{k}x{n} ta {ta} tb {tb}: rel err {e}");
+        let e = rel_err(&got[1], &want_acc);
+        assert!(e < 1e-5, "{m}x{k}x{n} ta {ta} tb {tb} accumulating: {e}");
+    }
+}
+
+/// The portable NF4 tile kernels (what hardware GPUs run), forward and backward (written and
+/// accumulated): inputs a multiple of 8 (a code word decoded by one invocation) and not (each
+/// weight decoded alone), blocksizes 32, 64 and 128, rows and sides off the 64 x 64 tile.
+#[test]
+fn portable_nf4_products_match_dequantized_cpu_matmul() {
+    let mut rng = rng("nf4_gemm");
+    for (case, &(rows, out, n_in)) in [
+        (7usize, 64usize, 64usize),
+        (65, 63, 65),
+        (300, 65, 63),
+        (33, 1, 7),
+        (130, 129, 576),
+        (64, 192, 129),
+        (100, 576, 1536),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let blocksize = [64, 32, 128][case % 3];
+        let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
+        let x = random_f32(&mut rng, rows * n_in, 1.0);
+        let dy = random_f32(&mut rng, rows * out, 1.0);
+        let dx0 = random_f32(&mut rng, rows * n_in, 1.0);
+        let mut g = common::portable_graph();
+        let xt = g.input("x", &[rows, n_in], DType::F32);
+        let dyt = g.input("dy", &[rows, out], DType::F32);
+        let acc = g.input("dx_acc", &[rows, n_in], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+        let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+        nf4_matmul::backward_into(&mut g, "dx_acc += dy W", acc, dyt, &w).unwrap();
+        let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+        assert_eq!(
+            kernels,
+            [
+                "nf4_gemm_forward",
+                "nf4_gemm_backward",
+                "nf4_gemm_backward_acc"
+            ]
         );
-        assert!(
-            rel_err(&got_acc, &want_acc) < 1e-5,
-            "{m}x{k}x{n} accumulating"
-        );
+        let (codes, absmax) = upload_bytes(&q);
+        let inputs = [
+            (xt, bytes(&x)),
+            (dyt, bytes(&dy)),
+            (acc, bytes(&dx0)),
+            (w.codes, codes),
+            (w.absmax, absmax),
+        ];
+        let got = run_graph(g, &inputs, &[y, dx, acc]);
+        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize}");
+        let want = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
+        let e = rel_err(&got[0], &want);
+        assert!(e < 1e-5, "forward, {case}: rel err {e}");
+        let want = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
+        let e = rel_err(&got[1], &want);
+        assert!(e < 1e-5, "backward, {case}: rel err {e}");
+        let want = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
+        let e = rel_err(&got[2], &want);
+        assert!(e < 1e-5, "backward accumulating, {case}: rel err {e}");
     }
 }
 
@@ -324,10 +394,10 @@ fn check_row_block(rng: &mut rand::rngs::StdRng, mut g: Graph, t: usize, c: usiz
         1.0,
     )
     .unwrap();
-    if g.texture_kernels.is_some() {
+    if g.kernels.textures.is_some() {
         assert!(g.nodes.iter().all(|n| n.kernel.name != "matmul"));
     }
-    if g.subgroup_kernels && c.is_multiple_of(4) {
+    if g.kernels.eight_lane_subgroups && c.is_multiple_of(4) {
         let names: Vec<_> = g.nodes.iter().map(|n| n.kernel.name).collect();
         // h and E's rows, the logits; then the logits alone, dh.
         assert_eq!(names.len(), 5, "{names:?}");
@@ -568,7 +638,7 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
         let mut results = Vec::new();
         for (mut g, sg) in texture_graphs().into_iter().zip(["", "_sg"]) {
             if max_side.is_some() {
-                g.texture_kernels = max_side;
+                g.kernels.textures = max_side;
             }
             let xt = g.input("x", &[rows, n_in], DType::F32);
             let dyt = g.input("dy", &[rows, out], DType::F32);
@@ -621,8 +691,9 @@ fn nf4_texture_kernels_match_dequantized_cpu_matmul() {
 }
 
 /// NF4 products with a LoRA adapter's term (`forward_lora`: y = x·Wᵀ + s·x_a·Bᵀ;
-/// `backward_lora`: dx (+)= dy·W + s·dy_b·A) against the CPU on every texture graph: one
-/// kernel on the subgroup graph, the product and then `matmul_into` on the other.
+/// `backward_lora`: dx (+)= dy·W + s·dy_b·A) against the CPU on every texture graph (one
+/// kernel on the subgroup graph, the product and then `matmul_into` on the other) and on the
+/// portable kernels (one kernel, the term as r more steps of k: a rank of 20 takes two).
 #[test]
 fn nf4_products_with_a_lora_term_match_cpu() {
     use nf4_matmul::LowRank;
@@ -631,6 +702,7 @@ fn nf4_products_with_a_lora_term_match_cpu() {
         (64usize, 64usize, 64usize, 64usize, 4usize),
         (65, 129, 576, 64, 16),
         (300, 66, 128, 32, 8),
+        (70, 65, 96, 32, 20),
         (65, 100, 576, 64, 16),
         (129, 192, 1536, 128, 16),
     ];
@@ -671,8 +743,12 @@ fn nf4_products_with_a_lora_term_match_cpu() {
             Some(&base_acc),
         );
         let case = format!("rows {rows} out {out} in {n_in} bs {blocksize} r {r}");
-        for mut g in texture_graphs() {
-            let fused = g.subgroup_kernels;
+        // The texture graphs, then the portable kernels (which take the term at any shape).
+        let mut graphs = texture_graphs();
+        graphs.push(common::portable_graph());
+        for mut g in graphs {
+            let portable = g.kernels.portable(webqlora::kernels::Family::Nf4);
+            let fused = g.kernels.eight_lane_subgroups || portable;
             let xt = g.input("x", &[rows, n_in], DType::F32);
             let x_at = g.input("x_a", &[rows, r], DType::F32);
             let bt = g.input("B", &[out, r], DType::F32);
@@ -703,7 +779,7 @@ fn nf4_products_with_a_lora_term_match_cpu() {
             };
             assert_eq!(
                 separate_term("y "),
-                !fused || out % 4 != 0,
+                !fused || (out % 4 != 0 && !portable),
                 "{case}: fused {fused}"
             );
             assert_eq!(separate_term("dx "), !fused, "{case}: fused {fused}");
@@ -773,7 +849,7 @@ fn a_texture_is_packed_again_after_its_source_changes() {
     let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
     // a, b; c1, d; a again. With the subgroup kernels d is packed by its stored rows, a
     // texture of b's packed size in b's slot, so b is packed again too.
-    let packs = if g.subgroup_kernels { 6 } else { 5 };
+    let packs = if g.kernels.eight_lane_subgroups { 6 } else { 5 };
     assert_eq!(
         kernels.iter().filter(|k| k.starts_with("pack")).count(),
         packs,
@@ -803,7 +879,7 @@ fn logits_in_column_blocks_match_cpu() {
         let h = random_f32(&mut rng, rows * dim, 1.0);
         let e = random_f32(&mut rng, vocab * dim, 1.0);
         let mut g = common::texture_graph();
-        g.texture_kernels = Some(128);
+        g.kernels.textures = Some(128);
         let ht = g.input("h", &[rows, dim], DType::F32);
         let et = g.param("lm_head", &[vocab, dim], DType::F32);
         let logits = webqlora::ops::matmul::logits(&mut g, "logits", ht, et).unwrap();

@@ -34,8 +34,8 @@ fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
     } = *case;
     let what = format!(
         "rows {t} in {inp} out {out} r {r} dropout {dropout:?} accumulate {accumulate} textures {} subgroups {}",
-        g.texture_kernels.is_some(),
-        g.subgroup_kernels
+        g.kernels.textures.is_some(),
+        g.kernels.eight_lane_subgroups
     );
     let scale = rng.random_range(0.5..4.0);
     let x = random_f32(rng, t * inp, 1.0);
@@ -70,13 +70,16 @@ fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
     let (dx, grads) = module.backward(&mut g, "dx", dyt, saved, into).unwrap();
     let grads = grads.unwrap();
     // Separate products add the adapter's terms to y and dx, except where the subgroup
-    // kernels take them (dx's only without dropout, whose mask it needs).
+    // texture kernels or the portable kernels take them (dx's only without dropout, whose
+    // mask it needs).
     let separate = g
         .nodes
         .iter()
         .filter(|n| n.label.ends_with("+= lora"))
         .count();
-    let fused = match (g.subgroup_kernels, dropout) {
+    let takes_terms =
+        g.kernels.eight_lane_subgroups || g.kernels.portable(webqlora::kernels::Family::Nf4);
+    let fused = match (takes_terms, dropout) {
         (false, _) => 0,
         (true, Some(_)) => 1,
         (true, None) => 2,
@@ -154,6 +157,7 @@ fn nf4_module_with_an_adapter_matches_cpu() {
             accumulate,
         };
         check(common::texture_graph(), &case, &mut rng);
-        check(Graph::new(), &case, &mut rng);
+        check(common::software_buffer_graph(), &case, &mut rng);
+        check(common::portable_graph(), &case, &mut rng);
     }
 }

@@ -599,12 +599,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "gflops": r.flops / r.median_ms / 1e6,
                     "gbps": r.bytes / r.median_ms / 1e6,
                     "adapter": adapter,
+                    "kernels": gpu.kernels.to_string(),
                 })
             );
         }
         return Ok(());
     }
     println!("adapter: {adapter}");
+    println!("kernels: {}", gpu.kernels);
     println!("| kernel | M | K | N | median ms | GFLOP/s | GB/s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {

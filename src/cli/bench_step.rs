@@ -38,6 +38,10 @@ pub struct StepArgs {
     /// Then run the step once more, one node at a time, and print the time by kernel.
     #[arg(long)]
     profile: bool,
+    /// Print one JSON object (tokens_per_s, planned_peak_bytes, dispatches, kernels, ...)
+    /// instead of the text.
+    #[arg(long, conflicts_with = "profile")]
+    json: bool,
     /// How the frozen base weights are held on the GPU.
     #[arg(long, value_enum, default_value_t = BaseArg::Nf4)]
     base: BaseArg,
@@ -85,6 +89,25 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
     let nodes = compiled.graph.nodes.len();
+    let dispatches = compiled.graph.dispatches();
+    // Dispatches a step by kernel, most first.
+    let mut by_kernel: Vec<(&str, usize)> = Vec::new();
+    for node in compiled.graph.nodes.iter().filter(|n| n.copy.is_none()) {
+        match by_kernel.iter_mut().find(|(k, _)| *k == node.kernel.name) {
+            Some((_, n)) => *n += 1,
+            None => by_kernel.push((node.kernel.name, 1)),
+        }
+    }
+    by_kernel.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    let json = args.json;
+    // The text report; with --json only the JSON line at the end is printed.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if !json {
+                println!($($arg)*);
+            }
+        };
+    }
     let load = Instant::now();
     let missing = upload_model(&gpu, compiled, &config, &file, base, None)?;
     initialize_missing(&gpu, compiled, &missing, 0)?;
@@ -103,8 +126,8 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         })
         .collect();
 
-    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-    println!(
+    say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    say!(
         "model: {} ({} layers, hidden {}), {} base, LoRA r {} on all 7 linears ({} trainable values)",
         path.display(),
         config.num_layers,
@@ -113,15 +136,16 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         args.rank,
         trainable
     );
-    println!("batch {b} x {s} = {tokens} tokens; {nodes} nodes; weights loaded in {load_s:.1} s");
-    println!(
+    say!("batch {b} x {s} = {tokens} tokens; {nodes} nodes, {dispatches} dispatches a step; weights loaded in {load_s:.1} s");
+    say!("kernels: {}", gpu.kernels);
+    say!(
         "planned peak GPU memory: {} bytes ({:.0} MiB)",
         compiled.peak_bytes(),
         compiled.peak_bytes() as f64 / (1 << 20) as f64
     );
     let mut slots = compiled.plan.slot_bytes.clone();
     slots.sort_unstable_by(|a, b| b.cmp(a));
-    println!(
+    say!(
         "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs), {} MiB in {} shared slots and {} MiB in {} operand textures",
         compiled.plan.pinned_bytes >> 20,
         slots.iter().sum::<u64>() >> 20,
@@ -130,12 +154,12 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         compiled.graph.textures.len()
     );
     if std::env::var("DEBUG_PLAN").is_ok() {
-        println!(
+        say!(
             "largest slots (MiB): {:?}",
             slots.iter().take(16).map(|b| b >> 20).collect::<Vec<_>>()
         );
         for t in &compiled.graph.textures {
-            println!(
+            say!(
                 "texture {}: {:.1} MiB",
                 t.name(),
                 t.bytes() as f64 / (1 << 20) as f64
@@ -144,23 +168,64 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     }
     let micro = [(ids, next)];
     let mut warm = Vec::new();
+    let mut all = Vec::new();
+    let mut last = None;
     for i in 1..args.steps + 1 {
         let start = Instant::now();
         let stats = pollster::block_on(session.step(&gpu, &micro, 1e-3, i as u32))?;
         let secs = start.elapsed().as_secs_f64();
-        println!(
+        say!(
             "step {i}: loss {:.4}, gradient norm {:.4}, {secs:.1} s, {:.1} tokens/s",
             stats.loss,
             stats.grad_norm,
             tokens as f64 / secs
         );
+        all.push(secs);
         if i > 1 {
             warm.push(secs);
         }
+        last = Some(stats);
+    }
+    // The step time reported: the median of the warm steps (all but the first, which also
+    // compiles pipelines), or the only step there is.
+    let step_secs = if warm.is_empty() {
+        all[0]
+    } else {
+        median(&mut warm.clone())
+    };
+    if json {
+        let stats = last.expect("at least one step");
+        println!(
+            "{}",
+            serde_json::json!({
+                "adapter": gpu.describe(),
+                "model": path.display().to_string(),
+                "base": args.base.name(),
+                "batch": b,
+                "seq": s,
+                "tokens": tokens,
+                "rank": args.rank,
+                "steps": args.steps,
+                "step_s": step_secs,
+                "tokens_per_s": tokens as f64 / step_secs,
+                "planned_peak_bytes": compiled.peak_bytes(),
+                "dispatches": dispatches,
+                "dispatches_by_kernel": serde_json::Value::Object(
+                    by_kernel
+                        .iter()
+                        .map(|&(k, n)| (k.to_string(), n.into()))
+                        .collect()
+                ),
+                "nodes": nodes,
+                "kernels": gpu.kernels.to_string(),
+                "loss": stats.loss,
+                "grad_norm": stats.grad_norm,
+            })
+        );
     }
     if warm.len() > 1 {
         let secs = median(&mut warm);
-        println!(
+        say!(
             "median of steps 2-{}: {secs:.2} s, {:.1} tokens/s",
             args.steps,
             tokens as f64 / secs

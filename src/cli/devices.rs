@@ -3,6 +3,7 @@
 use clap::Args;
 use webqlora::gpu::device::{allowed_backends, available_adapters, enumerate, OPTIONAL_FEATURES};
 use webqlora::gpu::DeviceClass;
+use webqlora::kernels::{Capabilities, Kernels};
 
 use super::GpuArgs;
 
@@ -76,6 +77,12 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
             yes(wgpu::Features::TIMESTAMP_QUERY)
         );
         println!("    device would request: {:?}", f & OPTIONAL_FEATURES);
+        let caps = Capabilities::of(&info, &l, f & OPTIONAL_FEATURES);
+        let kernels = Kernels::for_device(&caps)?;
+        println!("    kernels (WEBQLORA_KERNELS={kernels}):");
+        for line in kernels.describe() {
+            println!("      {line}");
+        }
     }
     if chosen.is_none() {
         anyhow::bail!(

@@ -122,6 +122,8 @@ pub enum GpuError {
     },
     #[error("the GPU '{device}' reported an error: {message}")]
     Device { device: String, message: String },
+    #[error(transparent)]
+    Kernels(#[from] crate::kernels::KernelsEnvError),
 }
 
 /// Errors the device reports outside any error scope (validation, out of memory, a lost
@@ -267,6 +269,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The kernels graphs for this device use, one path an op family (`crate::kernels`).
+    pub kernels: crate::kernels::Kernels,
     pub(crate) pipelines: PipelineCache,
     errors: ErrorSlot,
 }
@@ -291,6 +295,11 @@ impl Gpu {
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let features = adapter.features() & OPTIONAL_FEATURES;
+        let kernels = crate::kernels::Kernels::for_device(&crate::kernels::Capabilities::of(
+            &info,
+            &adapter.limits(),
+            features,
+        ))?;
         let desc = wgpu::DeviceDescriptor {
             label: Some("webqlora"),
             required_features: features,
@@ -319,6 +328,7 @@ impl Gpu {
         Ok(Gpu {
             errors,
             class: DeviceClass::of(&info),
+            kernels,
             limits: device.limits(),
             features: device.features(),
             info,

@@ -178,7 +178,7 @@ impl CompiledGraph {
                 continue;
             }
             let kernel = node.kernel;
-            let (shader, entry) = kernel.choose(gpu.class, gpu.features);
+            let (shader, entry) = (kernel.shader, kernel.entry);
             let key = PipelineKey::new(shader.name, entry, &node.constants);
             let pipeline = gpu.pipeline(shader, &key).map_err(|e| GraphError::Device {
                 node: node.label.clone(),

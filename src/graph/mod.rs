@@ -13,7 +13,6 @@ mod validate;
 pub use executor::{CompiledGraph, RunError};
 pub use node::{
     Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, TextureCopy,
-    Variant,
 };
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
@@ -136,11 +135,9 @@ pub struct Graph {
     pub tensors: Vec<TensorDesc>,
     pub nodes: Vec<Node>,
     pub textures: Vec<TextureDesc>,
-    /// Largest texture side the texture kernels may use; None: buffer kernels only.
-    pub texture_kernels: Option<u32>,
-    /// Whether the texture kernels may run as their subgroup versions (`*_tex_sg`), which
-    /// need subgroups of exactly eight lanes (lavapipe at its default vector width).
-    pub subgroup_kernels: bool,
+    /// The kernels each op family runs (`crate::kernels`): the device's choice for graphs
+    /// made by `for_device`.
+    pub kernels: crate::kernels::Kernels,
     /// The most bytes one binding may hold: tables larger than this (a large vocabulary's
     /// embedding) are declared as row parts (`Graph::row_parts`). WebGPU's default limit
     /// (128 MiB) unless the device's is known.
@@ -163,8 +160,7 @@ impl Default for Graph {
             tensors: Vec::new(),
             nodes: Vec::new(),
             textures: Vec::new(),
-            texture_kernels: None,
-            subgroup_kernels: false,
+            kernels: crate::kernels::Kernels::from_env(),
             max_binding_bytes: DEFAULT_MAX_BINDING,
             f16_tables_over: DEFAULT_MAX_BINDING,
             packed: Vec::new(),
@@ -193,40 +189,25 @@ impl Graph {
         (0..rows).step_by(per).map(|r| per.min(rows - r)).collect()
     }
 
-    /// A graph for `gpu`: on software devices (lavapipe, SwiftShader) the large products read
-    /// their operands from textures, where llvmpipe gathers without branches (see
-    /// shaders/matmul_tex.wgsl), and where subgroups are eight lanes wide the products share
-    /// their rows by subgroup broadcasts (shaders/matmul_tex_sg.wgsl). `WEBQLORA_TEXTURES=0`
-    /// and `WEBQLORA_SUBGROUPS=0` turn these off (for comparisons).
-    pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
-        let mut g = Graph {
-            max_binding_bytes: gpu.limits.max_storage_buffer_binding_size,
-            ..Self::default()
-        };
-        let disabled = std::env::var("WEBQLORA_TEXTURES").is_ok_and(|v| v == "0");
-        // Every texture operand is a storage texture (read-only where read): the plain texture
-        // kernels bind up to four, WebGPU's default limit, the NF4 subgroup products five.
-        let storage_textures = gpu.limits.max_storage_textures_per_shader_stage;
-        // Not through OpenGL (what wgpu falls back to without Vulkan): naga writes the texture
-        // kernels' storage-texture function parameters in a form GLSL rejects ("is not allowed
-        // on function parameter"); the buffer kernels compile and agree with Vulkan's.
-        let gl = gpu.info.backend == wgpu::Backend::Gl;
-        if gpu.class == crate::gpu::DeviceClass::Software
-            && !gl
-            && !disabled
-            && storage_textures >= 4
-        {
-            g.texture_kernels = Some(gpu.limits.max_texture_dimension_2d);
-            g.subgroup_kernels = gpu.has_eight_lane_subgroups()
-                && storage_textures >= 5
-                && !std::env::var("WEBQLORA_SUBGROUPS").is_ok_and(|v| v == "0");
-        }
-        g
+    /// Compute dispatches one run of the graph makes (nodes run as texture copies are not
+    /// dispatches).
+    pub fn dispatches(&self) -> usize {
+        self.nodes.iter().filter(|n| n.copy.is_none()).count()
     }
 
-    /// Whether products with these texture sides should use the texture kernels.
-    pub fn textures_fit(&self, sides: &[usize]) -> bool {
-        self.texture_kernels
+    /// A graph for `gpu`, with the kernels chosen for it (`Gpu::kernels`).
+    pub fn for_device(gpu: &crate::gpu::Gpu) -> Self {
+        Graph {
+            max_binding_bytes: gpu.limits.max_storage_buffer_binding_size,
+            kernels: gpu.kernels.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `family`'s products with these texture sides should use the texture kernels.
+    pub fn textures_fit(&self, family: crate::kernels::Family, sides: &[usize]) -> bool {
+        self.kernels
+            .textures_for(family)
             .is_some_and(|max| sides.iter().all(|&s| s >= 1 && s <= max as usize))
     }
 

@@ -3,7 +3,6 @@
 
 use super::tensor::{DType, TensorId};
 use super::TextureId;
-use crate::gpu::DeviceClass;
 use crate::shaders::Shader;
 
 /// How a kernel uses one storage binding.
@@ -64,6 +63,35 @@ pub struct Binding {
     pub dtype: DType,
 }
 
+impl Binding {
+    /// `var<storage, read>`
+    pub const fn read(name: &'static str, dtype: DType) -> Binding {
+        Binding {
+            name,
+            access: Access::Read,
+            dtype,
+        }
+    }
+
+    /// `var<storage, read_write>`, every element overwritten.
+    pub const fn write(name: &'static str, dtype: DType) -> Binding {
+        Binding {
+            name,
+            access: Access::Write,
+            dtype,
+        }
+    }
+
+    /// `var<storage, read_write>`, read then updated.
+    pub const fn read_write(name: &'static str, dtype: DType) -> Binding {
+        Binding {
+            name,
+            access: Access::ReadWrite,
+            dtype,
+        }
+    }
+}
+
 /// One shader entry point and the storage bindings it declares at group 0, bindings 0..n in
 /// this order; a `params` uniform follows at binding n, then its textures (if any) from n + 1.
 #[derive(Debug)]
@@ -72,40 +100,7 @@ pub struct Kernel {
     pub shader: &'static Shader,
     pub entry: &'static str,
     pub bindings: &'static [Binding],
-    /// Entry points to use instead on a device class (same bindings, same dispatch, same
-    /// results): e.g. shared-memory tiles, or subgroup reductions, on discrete GPUs.
-    pub variants: &'static [Variant],
     pub textures: &'static [TextureBinding],
-}
-
-/// Another entry point of a kernel for one device class.
-#[derive(Debug)]
-pub struct Variant {
-    pub class: DeviceClass,
-    /// A shader file of its own when the variant needs a device feature (`enable subgroups;`
-    /// applies to a whole module); None: the kernel's shader. Without the feature the kernel's
-    /// own entry point runs.
-    pub shader: Option<&'static Shader>,
-    pub entry: &'static str,
-}
-
-impl Kernel {
-    /// The shader and entry point to run on a device of `class` with `features`.
-    pub fn choose(
-        &self,
-        class: DeviceClass,
-        features: wgpu::Features,
-    ) -> (&'static Shader, &'static str) {
-        self.variants
-            .iter()
-            .find(|v| {
-                v.class == class
-                    && features.contains(v.shader.map_or(wgpu::Features::empty(), |s| s.features))
-            })
-            .map_or((self.shader, self.entry), |v| {
-                (v.shader.unwrap_or(self.shader), v.entry)
-            })
-    }
 }
 
 /// How many workgroups a node launches.

@@ -8,7 +8,6 @@ pub static ACCUMULATE: Kernel = Kernel {
     name: "accumulate",
     shader: &shaders::ACCUMULATE,
     entry: "accumulate",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {

@@ -8,7 +8,6 @@ pub static ADAMW: Kernel = Kernel {
     name: "adamw",
     shader: &shaders::ADAMW,
     entry: "adamw",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {

@@ -7,6 +7,7 @@ use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
     TexelFormat, TextureBinding, TextureId,
 };
+use crate::kernels::Family;
 use crate::shaders;
 
 const fn read(name: &'static str) -> Binding {
@@ -29,7 +30,6 @@ pub static FORWARD: Kernel = Kernel {
     name: "attention_forward",
     shader: &shaders::ATTENTION_FORWARD,
     entry: "attention_forward",
-    variants: &[],
     textures: &[],
     bindings: &[read("q"), read("k"), read("v"), write("out"), write("lse")],
 };
@@ -38,7 +38,6 @@ pub static DELTA: Kernel = Kernel {
     name: "attention_delta",
     shader: &shaders::ATTENTION_DELTA,
     entry: "attention_delta",
-    variants: &[],
     textures: &[],
     bindings: &[read("d_out"), read("out"), write("delta")],
 };
@@ -47,7 +46,6 @@ pub static BACKWARD_DQ: Kernel = Kernel {
     name: "attention_backward_dq",
     shader: &shaders::ATTENTION_BACKWARD_DQ,
     entry: "attention_backward_dq",
-    variants: &[],
     textures: &[],
     bindings: &[
         read("q"),
@@ -64,7 +62,6 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     name: "attention_backward_dkv",
     shader: &shaders::ATTENTION_BACKWARD_DKV,
     entry: "attention_backward_dkv",
-    variants: &[],
     textures: &[],
     bindings: &[
         read("q"),
@@ -91,7 +88,6 @@ pub static FORWARD_TEX: Kernel = Kernel {
     name: "attention_forward_tex",
     shader: &shaders::ATTENTION_FORWARD_TEX,
     entry: "attention_forward_tex",
-    variants: &[],
     bindings: &[read("q"), write("out"), write("lse")],
     textures: &[read_only("k_tex"), read_only("v_tex")],
 };
@@ -100,7 +96,6 @@ pub static BACKWARD_DQ_TEX: Kernel = Kernel {
     name: "attention_backward_dq_tex",
     shader: &shaders::ATTENTION_BACKWARD_DQ_TEX,
     entry: "attention_backward_dq_tex",
-    variants: &[],
     bindings: &[
         read("q"),
         read("d_out"),
@@ -115,7 +110,6 @@ pub static BACKWARD_DKV_TEX: Kernel = Kernel {
     name: "attention_backward_dkv_tex",
     shader: &shaders::ATTENTION_BACKWARD_DKV_TEX,
     entry: "attention_backward_dkv_tex",
-    variants: &[],
     bindings: &[read("k"), read("v"), write("dk"), write("dv")],
     textures: &[
         read_only("q_tex"),
@@ -130,7 +124,6 @@ pub static FORWARD_TEX_SG: Kernel = Kernel {
     name: "attention_forward_tex_sg",
     shader: &shaders::ATTENTION_FORWARD_TEX_SG,
     entry: "attention_forward_tex_sg",
-    variants: &[],
     bindings: FORWARD_TEX.bindings,
     textures: FORWARD_TEX.textures,
 };
@@ -139,7 +132,6 @@ pub static BACKWARD_DQ_TEX_SG: Kernel = Kernel {
     name: "attention_backward_dq_tex_sg",
     shader: &shaders::ATTENTION_BACKWARD_DQ_TEX_SG,
     entry: "attention_backward_dq_tex_sg",
-    variants: &[],
     bindings: BACKWARD_DQ_TEX.bindings,
     textures: BACKWARD_DQ_TEX.textures,
 };
@@ -148,7 +140,6 @@ pub static BACKWARD_DKV_TEX_SG: Kernel = Kernel {
     name: "attention_backward_dkv_tex_sg",
     shader: &shaders::ATTENTION_BACKWARD_DKV_TEX_SG,
     entry: "attention_backward_dkv_tex_sg",
-    variants: &[],
     bindings: BACKWARD_DKV_TEX.bindings,
     textures: BACKWARD_DKV_TEX.textures,
 };
@@ -158,7 +149,6 @@ pub static FORWARD_MASKED: Kernel = Kernel {
     name: "attention_forward_masked",
     shader: &shaders::ATTENTION_FORWARD_MASKED,
     entry: "attention_forward_masked",
-    variants: &[],
     bindings: &[
         read("q"),
         read("k"),
@@ -174,7 +164,6 @@ pub static FORWARD_MASKED_TEX: Kernel = Kernel {
     name: "attention_forward_masked_tex",
     shader: &shaders::ATTENTION_FORWARD_MASKED_TEX,
     entry: "attention_forward_masked_tex",
-    variants: &[],
     bindings: &[read("q"), write("out"), write("lse")],
     textures: &[
         read_only("k_tex"),
@@ -330,13 +319,16 @@ impl AttentionShape {
     /// Whether the texture kernels run this attention: graphs for software devices, with
     /// every [rows, head_dim / 4] texture within the device's limit.
     fn on_textures(&self, g: &Graph) -> bool {
-        g.textures_fit(&[self.tokens * self.heads, self.head_dim / 4])
+        g.textures_fit(
+            Family::Attention,
+            &[self.tokens * self.heads, self.head_dim / 4],
+        )
     }
 
     /// Whether the subgroup texture kernels run it: texture graphs for devices with eight-lane
     /// subgroups, at the head_dim those kernels are written for.
     fn on_subgroups(&self, g: &Graph) -> bool {
-        g.subgroup_kernels
+        g.kernels.eight_lanes_for(Family::Attention)
             && self.head_dim == SUBGROUP_HEAD_DIM
             && self.scores.window.is_none()
             && self.on_textures(g)

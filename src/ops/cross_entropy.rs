@@ -15,6 +15,7 @@ use super::matmul::{matmul, matmul_into, Operand};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
+use crate::kernels::Family;
 use crate::shaders;
 
 /// A target that carries no loss (transformers' -100).
@@ -53,7 +54,6 @@ pub static ONLINE_FIRST: Kernel = Kernel {
     name: "ce_online_first",
     shader: &shaders::CROSS_ENTROPY_ONLINE,
     entry: "ce_online",
-    variants: &[],
     textures: &[],
     bindings: &ONLINE_START,
 };
@@ -63,7 +63,6 @@ pub static ONLINE: Kernel = Kernel {
     name: "ce_online",
     shader: &shaders::CROSS_ENTROPY_ONLINE,
     entry: "ce_online",
-    variants: &[],
     textures: &[],
     bindings: &ONLINE_FOLD,
 };
@@ -72,7 +71,6 @@ pub static RESCALE: Kernel = Kernel {
     name: "ce_rescale",
     shader: &shaders::CROSS_ENTROPY_RESCALE,
     entry: "ce_rescale",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -92,7 +90,6 @@ pub static LOSS: Kernel = Kernel {
     name: "ce_loss",
     shader: &shaders::CROSS_ENTROPY_LOSS,
     entry: "ce_loss",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -117,7 +114,6 @@ pub static FINISH: Kernel = Kernel {
     name: "ce_finish",
     shader: &shaders::CROSS_ENTROPY_FINISH,
     entry: "ce_finish",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -174,7 +170,7 @@ pub const TEXTURE_CHUNK_BYTES: u64 = 4 << 20;
 
 /// The chunk budget for `g`.
 pub fn chunk_bytes(g: &Graph) -> u64 {
-    if g.texture_kernels.is_some() {
+    if g.kernels.textures_for(Family::Matmul).is_some() {
         TEXTURE_CHUNK_BYTES
     } else {
         DEFAULT_CHUNK_BYTES
@@ -190,7 +186,7 @@ pub const TEXTURE_WEIGHT_CHUNK_BYTES: u64 = 4 << 20;
 /// and, on texture graphs, weight rows under TEXTURE_WEIGHT_CHUNK_BYTES.
 pub fn chunk_for_graph(g: &Graph, rows: usize, vocab: usize, dim: usize) -> usize {
     let chunk = chunk_for(rows, vocab, chunk_bytes(g));
-    if g.texture_kernels.is_some() {
+    if g.kernels.textures_for(Family::Matmul).is_some() {
         chunk.min(chunk_for(dim, vocab, TEXTURE_WEIGHT_CHUNK_BYTES))
     } else {
         chunk

@@ -15,7 +15,6 @@ macro_rules! cache_kernels {
             name: concat!("kv_store", $suffix),
             shader: &$store_shader,
             entry: concat!("kv_store", $suffix),
-            variants: &[],
             textures: &[],
             bindings: &[
                 Binding {
@@ -40,7 +39,6 @@ macro_rules! cache_kernels {
             name: concat!("attention_decode", $suffix),
             shader: &$attention_shader,
             entry: concat!("attention_decode", $suffix),
-            variants: &[],
             textures: &[],
             bindings: &[
                 Binding {

@@ -21,7 +21,6 @@ pub static DROPOUT: Kernel = Kernel {
     name: "dropout",
     shader: &shaders::DROPOUT,
     entry: "dropout",
-    variants: &[],
     textures: &[],
     bindings: &[
         BINDINGS_X_SEED[0],
@@ -38,7 +37,6 @@ pub static DROPOUT_ACC: Kernel = Kernel {
     name: "dropout_acc",
     shader: &shaders::DROPOUT,
     entry: "dropout",
-    variants: &[],
     textures: &[],
     bindings: &[
         BINDINGS_X_SEED[0],

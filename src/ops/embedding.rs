@@ -9,7 +9,6 @@ pub static GATHER: Kernel = Kernel {
     name: "embedding",
     shader: &shaders::EMBEDDING,
     entry: "embedding",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -35,7 +34,6 @@ pub static GATHER_PART: Kernel = Kernel {
     name: "embedding_part",
     shader: &shaders::EMBEDDING,
     entry: "embedding",
-    variants: &[],
     textures: &[],
     bindings: &[
         GATHER.bindings[0],
@@ -53,7 +51,6 @@ pub static GATHER_F16: Kernel = Kernel {
     name: "embedding_f16",
     shader: &shaders::EMBEDDING_F16,
     entry: "embedding_f16",
-    variants: &[],
     textures: &[],
     bindings: &[
         GATHER.bindings[0],
@@ -71,7 +68,6 @@ pub static GATHER_F16_PART: Kernel = Kernel {
     name: "embedding_f16_part",
     shader: &shaders::EMBEDDING_F16,
     entry: "embedding_f16",
-    variants: &[],
     textures: &[],
     bindings: &[
         GATHER.bindings[0],
@@ -85,7 +81,6 @@ pub static WIDEN_F16: Kernel = Kernel {
     name: "widen_f16",
     shader: &shaders::WIDEN_F16,
     entry: "widen_f16",
-    variants: &[],
     textures: &[],
     bindings: &[
         GATHER_F16.bindings[1],

@@ -44,7 +44,6 @@ const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Bin
         name,
         shader: &shaders::GGML_MATMUL,
         entry,
-        variants: &[],
         textures: &[],
         bindings,
     }

@@ -7,7 +7,6 @@ pub static SUMSQ: Kernel = Kernel {
     name: "grad_sumsq",
     shader: &shaders::GRAD_NORM,
     entry: "grad_sumsq",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -27,7 +26,6 @@ pub static CLIP: Kernel = Kernel {
     name: "grad_clip",
     shader: &shaders::GRAD_CLIP,
     entry: "grad_clip",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {

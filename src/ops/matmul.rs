@@ -6,41 +6,32 @@
 //! rest, and every product on other devices, on the buffer kernels of `matmul.wgsl`.
 
 use super::pack::{pack_f32, texels, Strided};
-use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding, Variant,
+    TexelFormat, TextureBinding,
 };
+use crate::kernels::Family;
 use crate::shaders;
 
-/// c = alpha · op(a) · op(b)
+const WRITE: [Binding; 3] = [
+    Binding::read("a", DType::F32),
+    Binding::read("b", DType::F32),
+    Binding::write("c", DType::F32),
+];
+const ACCUMULATE: [Binding; 3] = [
+    Binding::read("a", DType::F32),
+    Binding::read("b", DType::F32),
+    Binding::read_write("c", DType::F32),
+];
+
+/// c = alpha · op(a) · op(b): register tiles, no workgroup memory (software devices, for the
+/// products too small for their texture kernels).
 pub static MATMUL: Kernel = Kernel {
     name: "matmul",
     shader: &shaders::MATMUL,
     entry: "matmul",
-    variants: &[Variant {
-        class: DeviceClass::Discrete,
-        shader: None,
-        entry: "matmul_tiled",
-    }],
     textures: &[],
-    bindings: &[
-        Binding {
-            name: "a",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "b",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "c",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
-    ],
+    bindings: &WRITE,
 };
 
 /// c += alpha · op(a) · op(b) (the same entry point with `accumulate` set).
@@ -48,28 +39,50 @@ pub static MATMUL_ACC: Kernel = Kernel {
     name: "matmul_acc",
     shader: &shaders::MATMUL,
     entry: "matmul",
-    variants: &[Variant {
-        class: DeviceClass::Discrete,
-        shader: None,
-        entry: "matmul_tiled",
-    }],
+    textures: &[],
+    bindings: &ACCUMULATE,
+};
+
+/// c = alpha · op(a) · op(b) through 64 × 64 workgroup-memory tiles (the portable kernel;
+/// with split-K, c holds the partial sums).
+pub static GEMM: Kernel = Kernel {
+    name: "gemm",
+    shader: &shaders::GEMM,
+    entry: "gemm",
+    textures: &[],
+    bindings: &WRITE,
+};
+
+/// c += alpha · op(a) · op(b), portable.
+pub static GEMM_ACC: Kernel = Kernel {
+    name: "gemm_acc",
+    shader: &shaders::GEMM,
+    entry: "gemm",
+    textures: &[],
+    bindings: &ACCUMULATE,
+};
+
+/// c (+)= alpha · the sum of a split-K product's partials.
+pub static SPLIT_SUM: Kernel = Kernel {
+    name: "split_sum",
+    shader: &shaders::SPLIT_SUM,
+    entry: "split_sum",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "a",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "b",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "c",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read("parts", DType::F32),
+        Binding::write("c", DType::F32),
+    ],
+};
+
+/// `SPLIT_SUM` adding into c.
+pub static SPLIT_SUM_ACC: Kernel = Kernel {
+    name: "split_sum_acc",
+    shader: &shaders::SPLIT_SUM,
+    entry: "split_sum",
+    textures: &[],
+    bindings: &[
+        Binding::read("parts", DType::F32),
+        Binding::read_write("c", DType::F32),
     ],
 };
 
@@ -91,7 +104,6 @@ pub static MATMUL_TEX: Kernel = Kernel {
     name: "matmul_tex",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex",
-    variants: &[],
     bindings: &[Binding {
         name: "c",
         access: Access::Write,
@@ -105,7 +117,6 @@ pub static MATMUL_TEX_ACC: Kernel = Kernel {
     name: "matmul_tex_acc",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex",
-    variants: &[],
     bindings: &[Binding {
         name: "c",
         access: Access::ReadWrite,
@@ -120,7 +131,6 @@ pub static MATMUL_TEX_SG: Kernel = Kernel {
     name: "matmul_tex_sg",
     shader: &shaders::MATMUL_TEX_SG,
     entry: "matmul_tex_sg",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -130,7 +140,6 @@ pub static MATMUL_TEX_SG_ACC: Kernel = Kernel {
     name: "matmul_tex_sg_acc",
     shader: &shaders::MATMUL_TEX_SG,
     entry: "matmul_tex_sg",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -140,7 +149,6 @@ pub static MATMUL_TEX_SG_KN: Kernel = Kernel {
     name: "matmul_tex_sg_kn",
     shader: &shaders::MATMUL_TEX_SG,
     entry: "matmul_tex_sg",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -150,7 +158,6 @@ pub static MATMUL_TEX_SG_KN_ACC: Kernel = Kernel {
     name: "matmul_tex_sg_kn_acc",
     shader: &shaders::MATMUL_TEX_SG,
     entry: "matmul_tex_sg",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -163,7 +170,6 @@ pub static MATMUL_TEX_NARROW: Kernel = Kernel {
     name: "matmul_tex_narrow",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex_narrow",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -173,7 +179,6 @@ pub static MATMUL_TEX_NARROW_ACC: Kernel = Kernel {
     name: "matmul_tex_narrow_acc",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex_narrow",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -183,7 +188,6 @@ pub static MATMUL_TEX_TN: Kernel = Kernel {
     name: "matmul_tex_tn",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex_tn",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -193,7 +197,6 @@ pub static MATMUL_TEX_TN_ACC: Kernel = Kernel {
     name: "matmul_tex_tn_acc",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex_tn",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -204,7 +207,6 @@ pub static MATMUL_TEX_NARROW_SG: Kernel = Kernel {
     name: "matmul_tex_narrow_sg",
     shader: &shaders::MATMUL_TEX_NARROW_SG,
     entry: "matmul_tex_narrow_sg",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -214,7 +216,6 @@ pub static MATMUL_TEX_NARROW_SG_ACC: Kernel = Kernel {
     name: "matmul_tex_narrow_sg_acc",
     shader: &shaders::MATMUL_TEX_NARROW_SG,
     entry: "matmul_tex_narrow_sg",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -225,7 +226,6 @@ pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
     name: "matmul_tex_tn_sg",
     shader: &shaders::MATMUL_TEX_NARROW_SG,
     entry: "matmul_tex_tn_sg",
-    variants: &[],
     bindings: MATMUL_TEX.bindings,
     textures: TEX_OPERANDS,
 };
@@ -235,7 +235,6 @@ pub static MATMUL_TEX_TN_SG_ACC: Kernel = Kernel {
     name: "matmul_tex_tn_sg_acc",
     shader: &shaders::MATMUL_TEX_NARROW_SG,
     entry: "matmul_tex_tn_sg",
-    variants: &[],
     bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
@@ -247,7 +246,6 @@ pub static MATVEC: Kernel = Kernel {
     name: "matmul_vec",
     shader: &shaders::MATMUL,
     entry: "matmul_vec",
-    variants: &[],
     textures: &[],
     bindings: MATMUL.bindings,
 };
@@ -256,7 +254,6 @@ pub static MATVEC_ACC: Kernel = Kernel {
     name: "matmul_vec_acc",
     shader: &shaders::MATMUL,
     entry: "matmul_vec",
-    variants: &[],
     textures: &[],
     bindings: MATMUL_ACC.bindings,
 };
@@ -434,14 +431,14 @@ impl Product {
     /// one for up to 32 columns (the LoRA products with r columns) or, transposed, up to 32
     /// rows; the textures must fit the device.
     fn texture_shape(&self, g: &Graph) -> Option<TextureShape> {
-        if !g.textures_fit(&[texels(self.k), self.m, self.n]) {
+        if !g.textures_fit(Family::Matmul, &[texels(self.k), self.m, self.n]) {
             return None;
         }
         let k_major = self.a_sm == 1 && self.b_sn == 1;
         if k_major && self.m.min(self.n) <= 32 && self.m.max(self.n) >= 64 {
             // Rows of K as stored: no transposing pack.
             return g
-                .textures_fit(&[self.k, texels(self.m), texels(self.n)])
+                .textures_fit(Family::Matmul, &[self.k, texels(self.m), texels(self.n)])
                 .then_some(TextureShape::Tn);
         }
         match (self.m, self.n) {
@@ -489,7 +486,7 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(0);
-        let kernel = match (g.subgroup_kernels, accumulate) {
+        let kernel = match (g.kernels.eight_lanes_for(Family::Matmul), accumulate) {
             (true, false) => &MATMUL_TEX_TN_SG,
             (true, true) => &MATMUL_TEX_TN_SG_ACC,
             (false, false) => &MATMUL_TEX_TN,
@@ -497,7 +494,11 @@ impl Product {
         };
         // The subgroup kernel: one subgroup (64 rows) a workgroup, so that the few hundred
         // rows of a LoRA gradient still spread over the device's threads.
-        let rows_per_group = if g.subgroup_kernels { 64 } else { 256 };
+        let rows_per_group = if g.kernels.eight_lanes_for(Family::Matmul) {
+            64
+        } else {
+            256
+        };
         let dispatch = Dispatch::Grid([
             cols.div_ceil(16) as u32,
             rows.div_ceil(rows_per_group) as u32,
@@ -531,7 +532,7 @@ impl Product {
             _ => (self.m, self.n, block.row_stride, 1),
         };
         // The subgroup kernel stores four columns of a row at once (a vec4).
-        let sg = g.subgroup_kernels
+        let sg = g.kernels.eight_lanes_for(Family::Matmul)
             && c_sn == 1
             && [cols, c_sm, block.first]
                 .iter()
@@ -545,7 +546,7 @@ impl Product {
             && [self.k, self.b_sk, self.b_off]
                 .iter()
                 .all(|v| v.is_multiple_of(4))
-            && g.textures_fit(&[texels(self.n), self.k]);
+            && g.textures_fit(Family::Matmul, &[texels(self.n), self.k]);
         // B is packed by columns: texel row n holds B(4t.., n); or by its stored rows.
         let b = if b_rows {
             Strided {
@@ -598,10 +599,10 @@ impl Product {
             (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
             (TextureShape::Tn, _) => unreachable!("push_tn runs these"),
-            (_, false) if g.subgroup_kernels => {
+            (_, false) if g.kernels.eight_lanes_for(Family::Matmul) => {
                 (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols))
             }
-            (_, true) if g.subgroup_kernels => {
+            (_, true) if g.kernels.eight_lanes_for(Family::Matmul) => {
                 (&MATMUL_TEX_NARROW_SG_ACC, narrow_dispatch(rows, cols))
             }
             (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
@@ -635,6 +636,9 @@ impl Product {
             }
             None => {}
         }
+        if self.m > 1 && g.kernels.portable(Family::Matmul) {
+            return self.push_portable(g, label, c, alpha, accumulate);
+        }
         let (kernel, dispatch) = kernel_for(self.m, self.n, accumulate);
         g.push(
             label,
@@ -644,7 +648,69 @@ impl Product {
             dispatch,
         )
     }
+
+    /// The portable tile kernel; split along k into partial products summed by
+    /// `split_sum` when the outputs fill too few workgroups to keep a GPU busy.
+    fn push_portable(
+        &self,
+        g: &mut Graph,
+        label: &str,
+        c: TensorId,
+        alpha: f32,
+        accumulate: bool,
+    ) -> Result<(), GraphError> {
+        let grid = [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32];
+        let splits = split_k(grid[0] as usize * grid[1] as usize, self.k);
+        if splits == 1 {
+            let kernel = if accumulate { &GEMM_ACC } else { &GEMM };
+            let p = self.params(alpha, accumulate).u32(self.k as u32);
+            let dispatch = Dispatch::Grid([grid[0], grid[1], 1]);
+            return g.push(label, kernel, &[self.a, self.b, c], p, dispatch);
+        }
+        let chunk = self.k.div_ceil(splits).next_multiple_of(16);
+        let splits = self.k.div_ceil(chunk);
+        let parts = g.temp(
+            &format!("{label} (split-k parts)"),
+            &[splits, self.m, self.n],
+            DType::F32,
+        );
+        let p = self.params(1.0, false).u32(chunk as u32);
+        let dispatch = Dispatch::Grid([grid[0], grid[1], splits as u32]);
+        g.push(label, &GEMM, &[self.a, self.b, parts], p, dispatch)?;
+        let n = self.m * self.n;
+        let p = Params::new()
+            .u32(n as u32)
+            .u32(splits as u32)
+            .u32(accumulate as u32)
+            .f32(alpha);
+        let kernel = if accumulate {
+            &SPLIT_SUM_ACC
+        } else {
+            &SPLIT_SUM
+        };
+        let label = format!("{label} (split-k sum)");
+        g.push(&label, kernel, &[parts, c], p, Dispatch::linear(n, 256))
+    }
 }
+
+/// Workgroups a portable product should keep busy: enough for the GPUs people train on
+/// (tens of compute units, a few workgroups each).
+const BUSY_WORKGROUPS: usize = 128;
+
+/// The k chunks a product of `tiles` output tiles along `k` is split into: one while the
+/// tiles alone fill BUSY_WORKGROUPS, else enough chunks of at least MIN_SPLIT_K to do so
+/// (the LoRA factors' gradients at long batches: 16 × 576 outputs over 4,096 tokens are
+/// 9 tiles). Each split costs a `split_sum` dispatch, worth it only when every chunk is long:
+/// at 1,024 tokens the 9 workgroups finish in about the time of a dispatch.
+pub fn split_k(tiles: usize, k: usize) -> usize {
+    if tiles >= BUSY_WORKGROUPS {
+        return 1;
+    }
+    BUSY_WORKGROUPS.div_ceil(tiles).min(k / MIN_SPLIT_K).max(1)
+}
+
+/// The shortest k chunk of a split product.
+const MIN_SPLIT_K: usize = 1024;
 
 fn dispatch(m: usize, n: usize) -> Dispatch {
     Dispatch::Grid([n.div_ceil(64) as u32, m.div_ceil(32) as u32, 1])
@@ -699,7 +765,7 @@ pub fn logits(
 ) -> Result<TensorId, GraphError> {
     let (vocab, _) = as_matrix(&g.tensor(weight).shape);
     let (h, w) = (Operand::plain(hidden), Operand::transposed(weight));
-    let max = g.texture_kernels.unwrap_or(0) as usize;
+    let max = g.kernels.textures_for(Family::Matmul).unwrap_or(0) as usize;
     let whole = Product::new(g, name, h, w)?;
     if max == 0 || vocab <= max || whole.texture_shape(g).is_some() {
         return matmul(g, name, h, w, 1.0);
@@ -740,7 +806,6 @@ pub static COPY_COLUMNS: Kernel = Kernel {
     name: "copy_columns",
     shader: &crate::shaders::COPY_COLUMNS,
     entry: "copy_columns",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -761,7 +826,6 @@ pub static COPY_COLUMNS_ACC: Kernel = Kernel {
     name: "copy_columns_acc",
     shader: &crate::shaders::COPY_COLUMNS,
     entry: "copy_columns",
-    variants: &[],
     textures: &[],
     bindings: &[
         COPY_COLUMNS.bindings[0],

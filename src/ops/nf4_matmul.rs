@@ -9,6 +9,7 @@ use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
     TexelFormat, TextureBinding, TextureId,
 };
+use crate::kernels::Family;
 use crate::quant::nf4::Nf4Tensor;
 use crate::shaders;
 
@@ -40,12 +41,26 @@ const fn bindings(out_access: Access) -> [Binding; 4] {
 static WRITE: [Binding; 4] = bindings(Access::Write);
 static ACCUMULATE: [Binding; 4] = bindings(Access::ReadWrite);
 
+/// The portable kernels' bindings: the product's operands, then the low-rank term's.
+const fn gemm_bindings(out: Binding) -> [Binding; 6] {
+    [
+        Binding::read("x", DType::F32),
+        Binding::read("w", DType::Nf4),
+        Binding::read("w_absmax", DType::F32),
+        Binding::read("lhs", DType::F32),
+        Binding::read("factor", DType::F32),
+        out,
+    ]
+}
+
+static GEMM_WRITE: [Binding; 6] = gemm_bindings(Binding::write("y", DType::F32));
+static GEMM_ACCUMULATE: [Binding; 6] = gemm_bindings(Binding::read_write("y", DType::F32));
+
 /// y = x · Wᵀ
 pub static FORWARD: Kernel = Kernel {
     name: "nf4_matmul_forward",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_forward",
-    variants: &[],
     textures: &[],
     bindings: &WRITE,
 };
@@ -55,7 +70,6 @@ pub static BACKWARD: Kernel = Kernel {
     name: "nf4_matmul_backward",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
-    variants: &[],
     textures: &[],
     bindings: &WRITE,
 };
@@ -65,9 +79,36 @@ pub static BACKWARD_ACC: Kernel = Kernel {
     name: "nf4_matmul_backward_acc",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
-    variants: &[],
     textures: &[],
     bindings: &ACCUMULATE,
+};
+
+/// y = x · Wᵀ (+ s · lhs · factorᵀ) through 64 × 64 workgroup-memory tiles, weights decoded
+/// once a tile (the portable kernel).
+pub static GEMM_FORWARD: Kernel = Kernel {
+    name: "nf4_gemm_forward",
+    shader: &shaders::NF4_GEMM,
+    entry: "nf4_gemm_forward",
+    textures: &[],
+    bindings: &GEMM_WRITE,
+};
+
+/// dx = dy · W (+ s · lhs · factor), portable.
+pub static GEMM_BACKWARD: Kernel = Kernel {
+    name: "nf4_gemm_backward",
+    shader: &shaders::NF4_GEMM,
+    entry: "nf4_gemm_backward",
+    textures: &[],
+    bindings: &GEMM_WRITE,
+};
+
+/// dx += dy · W (+ s · lhs · factor), portable.
+pub static GEMM_BACKWARD_ACC: Kernel = Kernel {
+    name: "nf4_gemm_backward_acc",
+    shader: &shaders::NF4_GEMM,
+    entry: "nf4_gemm_backward",
+    textures: &[],
+    bindings: &GEMM_ACCUMULATE,
 };
 
 /// y = W · x for one token.
@@ -75,7 +116,6 @@ pub static MATVEC: Kernel = Kernel {
     name: "nf4_matvec",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matvec",
-    variants: &[],
     textures: &[],
     bindings: &WRITE,
 };
@@ -85,7 +125,6 @@ pub static FORWARD_BF16: Kernel = Kernel {
     name: "nf4_bnb_cpu_forward",
     shader: &shaders::NF4_BNB_CPU,
     entry: "nf4_bnb_cpu_forward",
-    variants: &[],
     textures: &[],
     bindings: &WRITE,
 };
@@ -141,7 +180,6 @@ pub static FORWARD_TEX: Kernel = Kernel {
     name: "nf4_forward_tex",
     shader: &shaders::NF4_MATMUL_TEX,
     entry: "nf4_forward_tex",
-    variants: &[],
     bindings: &TEX_WRITE,
     textures: TEX_OPERANDS,
 };
@@ -151,7 +189,6 @@ pub static BACKWARD_TEX: Kernel = Kernel {
     name: "nf4_backward_tex",
     shader: &shaders::NF4_MATMUL_TEX,
     entry: "nf4_backward_tex",
-    variants: &[],
     bindings: &TEX_WRITE,
     textures: TEX_OPERANDS,
 };
@@ -161,7 +198,6 @@ pub static BACKWARD_TEX_ACC: Kernel = Kernel {
     name: "nf4_backward_tex_acc",
     shader: &shaders::NF4_MATMUL_TEX,
     entry: "nf4_backward_tex",
-    variants: &[],
     bindings: &TEX_ACCUMULATE,
     textures: TEX_OPERANDS,
 };
@@ -172,7 +208,6 @@ pub static FORWARD_TEX_SG: Kernel = Kernel {
     name: "nf4_forward_tex_sg",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_forward_tex_sg",
-    variants: &[],
     bindings: &TEX_WRITE,
     textures: TEX_SG_OPERANDS,
 };
@@ -182,7 +217,6 @@ pub static BACKWARD_TEX_SG: Kernel = Kernel {
     name: "nf4_backward_tex_sg",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_backward_tex_sg",
-    variants: &[],
     bindings: &TEX_WRITE,
     textures: TEX_SG_OPERANDS,
 };
@@ -192,7 +226,6 @@ pub static BACKWARD_TEX_SG_ACC: Kernel = Kernel {
     name: "nf4_backward_tex_sg_acc",
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_backward_tex_sg",
-    variants: &[],
     bindings: &TEX_ACCUMULATE,
     textures: TEX_SG_OPERANDS,
 };
@@ -289,14 +322,14 @@ fn on_textures(g: &Graph, w: &Nf4Weight, rows: usize, out_side: usize) -> bool {
     layout_ok
         && rows >= 64
         && out_side >= 64
-        && g.textures_fit(&[rows, texels(n_in), texels(n_out)])
+        && g.textures_fit(Family::Nf4, &[rows, texels(n_in), texels(n_out)])
         && weight_layouts(g, w).is_some()
 }
 
 /// The linear texture layouts of `w`'s codes (four words, 32 codes, a texel) and scales.
 fn weight_layouts(g: &Graph, w: &Nf4Weight) -> Option<(Linear, Linear)> {
     let (n_out, n_in) = w.shape(g);
-    let max = g.texture_kernels? as usize;
+    let max = g.kernels.textures_for(Family::Nf4)? as usize;
     let codes = Linear::fitting(n_out * n_in / 32, max)?;
     let scales = Linear::fitting(texels(n_out * (n_in / w.blocksize)), max)?;
     Some((codes, scales))
@@ -377,18 +410,51 @@ fn as_rows(g: &Graph, t: TensorId) -> [usize; 2] {
 /// in textures.
 fn fuses(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bool {
     let [lhs_rows, r] = as_rows(g, lora.lhs);
-    g.subgroup_kernels
+    g.kernels.eight_lanes_for(Family::Nf4)
         && lhs_rows == rows
         && r.is_multiple_of(4)
         && r > 0
         && g.tensor(lora.factor).shape == factor_shape
-        && g.textures_fit(&[r / 4, factor_shape[0], texels(factor_shape[1])])
+        && g.textures_fit(
+            Family::Nf4,
+            &[r / 4, factor_shape[0], texels(factor_shape[1])],
+        )
+}
+
+/// Whether the portable kernels take `lora`'s term into a product over `rows` rows (more
+/// than one: a single row runs the matrix-vector kernel): any rank.
+fn fuses_portable(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bool {
+    let [lhs_rows, r] = as_rows(g, lora.lhs);
+    g.kernels.portable(Family::Nf4)
+        && rows > 1
+        && lhs_rows == rows
+        && r > 0
+        && g.tensor(lora.factor).shape == factor_shape
+}
+
+/// The portable kernels' tensors and params for a product with `operands` (x or dy, codes,
+/// scales) into `out`, with `lora`'s term or none (x stands in, unread at rank 0).
+fn portable_node(
+    g: &Graph,
+    [x, codes, absmax]: [TensorId; 3],
+    out: TensorId,
+    lora: Option<LowRank>,
+    p: Params,
+) -> (Vec<TensorId>, Params) {
+    match lora {
+        None => (vec![x, codes, absmax, x, x, out], p.u32(0).f32(0.0)),
+        Some(l) => {
+            let r = as_rows(g, l.lhs)[1];
+            let tensors = vec![x, codes, absmax, l.lhs, l.factor, out];
+            (tensors, p.u32(r as u32).f32(l.scale))
+        }
+    }
 }
 
 /// Whether a texture forward product with `n_out` outputs runs as `nf4_forward_tex_sg`, which
 /// stores four outputs of a row at once (a vec4).
 fn forward_on_subgroups(g: &Graph, n_out: usize) -> bool {
-    g.subgroup_kernels && n_out.is_multiple_of(4)
+    g.kernels.eight_lanes_for(Family::Nf4) && n_out.is_multiple_of(4)
 }
 
 /// The bf16 kernel sums whole scale blocks of a row, as bitsandbytes' CPU layout requires.
@@ -435,11 +501,11 @@ pub fn forward_lora(
     let rows = rows_of(g, name, x, n_in)?;
     let r = as_rows(g, lora.lhs)[1];
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    if w.compute == Nf4Compute::F32
-        && on_textures(g, w, rows, n_out)
+    let fused_textures = on_textures(g, w, rows, n_out)
         && forward_on_subgroups(g, n_out)
-        && fuses(g, &lora, rows, [n_out, r])
-    {
+        && fuses(g, &lora, rows, [n_out, r]);
+    let fused_portable = fuses_portable(g, &lora, rows, [n_out, r]);
+    if w.compute == Nf4Compute::F32 && (fused_textures || fused_portable) {
         forward_node(g, name, x, w, y, Some(lora))?;
     } else {
         forward_node(g, name, x, w, y, None)?;
@@ -485,6 +551,10 @@ fn forward_node(
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
     let (kernel, dispatch) = if rows == 1 {
         (&MATVEC, Dispatch::linear(n_out, 64))
+    } else if g.kernels.portable(Family::Nf4) {
+        let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
+        let (tensors, p) = portable_node(g, [x, w.codes, w.absmax], y, lora, p);
+        return g.push(name, &GEMM_FORWARD, &tensors, p, Dispatch::Grid(grid));
     } else {
         (
             &FORWARD,
@@ -514,7 +584,8 @@ pub fn backward_lora(
         None => (g.temp(name, &[rows, n_in], DType::F32), name.to_string()),
     };
     let accumulate = dx_into.is_some();
-    if on_textures(g, w, rows, n_in) && fuses(g, &lora, rows, [r, n_in]) {
+    let fused_textures = on_textures(g, w, rows, n_in) && fuses(g, &lora, rows, [r, n_in]);
+    if fused_textures || fuses_portable(g, &lora, rows, [r, n_in]) {
         backward_node(g, &label, dy, w, dx, accumulate, Some(lora))?;
     } else {
         backward_node(g, &label, dy, w, dx, accumulate, None)?;
@@ -539,7 +610,7 @@ fn backward_node(
     if on_textures(g, w, rows, n_in) {
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
         let p = params(rows, w, n_in, n_out, accumulate);
-        if !g.subgroup_kernels {
+        if !g.kernels.eight_lanes_for(Family::Nf4) {
             let kernel = if accumulate {
                 &BACKWARD_TEX_ACC
             } else {
@@ -559,9 +630,19 @@ fn backward_node(
         };
         return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
     }
+    let p = params(rows, w, n_in, n_out, accumulate);
+    if g.kernels.portable(Family::Nf4) {
+        let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
+        let kernel = if accumulate {
+            &GEMM_BACKWARD_ACC
+        } else {
+            &GEMM_BACKWARD
+        };
+        let (tensors, p) = portable_node(g, [dy, w.codes, w.absmax], dx, lora, p);
+        return g.push(label, kernel, &tensors, p, Dispatch::Grid(grid));
+    }
     // 64 inputs (eight words of codes) and 32 rows a workgroup.
     let dispatch = Dispatch::Grid([n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
-    let p = params(rows, w, n_in, n_out, accumulate);
     let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
     g.push(label, kernel, &[dy, w.codes, w.absmax, dx], p, dispatch)
 }

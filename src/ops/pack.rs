@@ -13,7 +13,6 @@ pub static PACK_F32: Kernel = Kernel {
     name: "pack_f32",
     shader: &shaders::PACK,
     entry: "pack_f32",
-    variants: &[],
     bindings: &[Binding {
         name: "src",
         access: Access::Read,
@@ -31,7 +30,6 @@ pub static PACK_ROWS: Kernel = Kernel {
     name: "pack_rows",
     shader: &shaders::PACK_VEC4,
     entry: "pack_rows",
-    variants: &[],
     bindings: PACK_F32.bindings,
     textures: PACK_F32.textures,
 };
@@ -41,7 +39,6 @@ pub static PACK_COLS: Kernel = Kernel {
     name: "pack_cols",
     shader: &shaders::PACK_VEC4,
     entry: "pack_cols",
-    variants: &[],
     bindings: PACK_F32.bindings,
     textures: PACK_F32.textures,
 };
@@ -50,7 +47,6 @@ pub static PACK_WORDS: Kernel = Kernel {
     name: "pack_words",
     shader: &shaders::PACK_WORDS,
     entry: "pack_words",
-    variants: &[],
     bindings: &[Binding {
         name: "src",
         access: Access::Read,

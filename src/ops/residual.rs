@@ -7,7 +7,6 @@ pub static ADD: Kernel = Kernel {
     name: "residual_add",
     shader: &shaders::RESIDUAL,
     entry: "residual_add",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -33,7 +32,6 @@ pub static ADD_VEC4: Kernel = Kernel {
     name: "residual_add_vec4",
     shader: &shaders::RESIDUAL_VEC4,
     entry: "residual_add_vec4",
-    variants: &[],
     textures: &[],
     bindings: ADD.bindings,
 };
@@ -79,7 +77,6 @@ pub static BIAS_ADD: Kernel = Kernel {
     name: "bias_add",
     shader: &shaders::BIAS_ADD,
     entry: "bias_add",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {

@@ -2,23 +2,16 @@
 //! input gradient only: norm weights are frozen in QLoRA.
 
 use super::real::Real;
-use crate::gpu::DeviceClass;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    Variant,
 };
+use crate::kernels::Family;
 use crate::shaders;
 
 pub static FORWARD: Kernel = Kernel {
     name: "rmsnorm_forward",
     shader: &shaders::RMSNORM,
     entry: "rmsnorm_forward",
-    // A subgroup per row in turn, lanes across the columns: coalesced reads on GPUs.
-    variants: &[Variant {
-        class: DeviceClass::Discrete,
-        shader: Some(&shaders::RMSNORM_SUBGROUP),
-        entry: "rmsnorm_forward_subgroup",
-    }],
     textures: &[],
     bindings: &[
         Binding {
@@ -48,7 +41,6 @@ pub static BACKWARD: Kernel = Kernel {
     name: "rmsnorm_backward",
     shader: &shaders::RMSNORM_BACKWARD,
     entry: "rmsnorm_backward",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -79,13 +71,22 @@ pub static BACKWARD: Kernel = Kernel {
     ],
 };
 
-/// `FORWARD` reading four columns at a time (rows of a multiple of 4, same arithmetic). Its
-/// discrete-GPU variant is `FORWARD`'s, whose bindings and params are the same.
+/// `FORWARD` reading four columns at a time (rows of a multiple of 4, same arithmetic).
+/// `FORWARD` on GPUs with subgroups (the portable path): a subgroup per row in turn, lanes
+/// across the columns (coalesced reads), the sum of squares by `subgroupAdd`; same bindings,
+/// params and dispatch.
+pub static FORWARD_SUBGROUP: Kernel = Kernel {
+    name: "rmsnorm_forward_subgroup",
+    shader: &shaders::RMSNORM_SUBGROUP,
+    entry: "rmsnorm_forward_subgroup",
+    textures: &[],
+    bindings: FORWARD.bindings,
+};
+
 pub static FORWARD_VEC4: Kernel = Kernel {
     name: "rmsnorm_forward_vec4",
     shader: &shaders::RMSNORM_VEC4,
     entry: "rmsnorm_forward_vec4",
-    variants: FORWARD.variants,
     textures: &[],
     bindings: FORWARD.bindings,
 };
@@ -95,7 +96,6 @@ pub static BACKWARD_VEC4: Kernel = Kernel {
     name: "rmsnorm_backward_vec4",
     shader: &shaders::RMSNORM_BACKWARD_VEC4,
     entry: "rmsnorm_backward_vec4",
-    variants: &[],
     textures: &[],
     bindings: BACKWARD.bindings,
 };
@@ -151,7 +151,13 @@ pub fn forward(
     let rstd = g.temp(&format!("{name}_rstd"), &[rows], DType::F32);
     let params = Params::new().u32(rows as u32).u32(cols as u32).f32(eps);
     let dispatch = Dispatch::linear(rows, WORKGROUP);
-    let kernel = by_cols(&FORWARD, &FORWARD_VEC4, cols);
+    // The subgroup kernel needs every lane of a subgroup inside its workgroup of 64.
+    let subgroups_fit = g.kernels.subgroups.is_some_and(|(_, max)| max <= 64);
+    let kernel = if g.kernels.portable_subgroups(Family::Rmsnorm) && subgroups_fit {
+        &FORWARD_SUBGROUP
+    } else {
+        by_cols(&FORWARD, &FORWARD_VEC4, cols)
+    };
     g.push(name, kernel, &[x, weight, y, rstd], params, dispatch)?;
     Ok((y, rstd))
 }

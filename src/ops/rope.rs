@@ -10,7 +10,6 @@ pub static ROPE: Kernel = Kernel {
     name: "rope",
     shader: &shaders::ROPE,
     entry: "rope",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -36,7 +35,6 @@ pub static ROPE_VEC4: Kernel = Kernel {
     name: "rope_vec4",
     shader: &shaders::ROPE_VEC4,
     entry: "rope_vec4",
-    variants: &[],
     textures: &[],
     bindings: ROPE.bindings,
 };

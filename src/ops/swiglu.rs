@@ -10,7 +10,6 @@ pub static FORWARD: Kernel = Kernel {
     name: "swiglu_forward",
     shader: &shaders::SWIGLU,
     entry: "swiglu_forward",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -35,7 +34,6 @@ pub static BACKWARD: Kernel = Kernel {
     name: "swiglu_backward",
     shader: &shaders::SWIGLU_BACKWARD,
     entry: "swiglu_backward",
-    variants: &[],
     textures: &[],
     bindings: &[
         Binding {
@@ -71,7 +69,6 @@ pub static FORWARD_VEC4: Kernel = Kernel {
     name: "swiglu_forward_vec4",
     shader: &shaders::SWIGLU_VEC4,
     entry: "swiglu_forward_vec4",
-    variants: &[],
     textures: &[],
     bindings: FORWARD.bindings,
 };
@@ -81,7 +78,6 @@ pub static BACKWARD_VEC4: Kernel = Kernel {
     name: "swiglu_backward_vec4",
     shader: &shaders::SWIGLU_BACKWARD_VEC4,
     entry: "swiglu_backward_vec4",
-    variants: &[],
     textures: &[],
     bindings: BACKWARD.bindings,
 };

@@ -418,8 +418,11 @@ fn golden_logits(
 /// gives software devices), whatever device the tests run on.
 /// Their subgroup versions are used where the device allows, as there.
 pub fn texture_graph() -> webqlora::graph::Graph {
-    let mut g = texture_graph_without_subgroups();
-    g.subgroup_kernels = gpu().has_eight_lane_subgroups();
+    let mut g = webqlora::graph::Graph::new();
+    g.kernels = webqlora::kernels::Kernels::all_software(
+        Some(gpu().limits.max_texture_dimension_2d),
+        gpu().has_eight_lane_subgroups(),
+    );
     g
 }
 
@@ -427,7 +430,32 @@ pub fn texture_graph() -> webqlora::graph::Graph {
 /// devices without eight-lane subgroups get).
 pub fn texture_graph_without_subgroups() -> webqlora::graph::Graph {
     let mut g = webqlora::graph::Graph::new();
-    g.texture_kernels = Some(gpu().limits.max_texture_dimension_2d);
+    g.kernels = webqlora::kernels::Kernels::all_software(
+        Some(gpu().limits.max_texture_dimension_2d),
+        false,
+    );
+    g
+}
+
+/// An empty graph on the portable kernels (what hardware GPUs get), with subgroup kernels
+/// where the test device has subgroups.
+pub fn portable_graph() -> webqlora::graph::Graph {
+    let mut g = webqlora::graph::Graph::new();
+    g.kernels = webqlora::kernels::Kernels::all_portable(portable_subgroups());
+    g
+}
+
+/// The test device's subgroup sizes, where it has subgroups.
+pub fn portable_subgroups() -> Option<(u32, u32)> {
+    let gpu = gpu();
+    gpu.has(wgpu::Features::SUBGROUP)
+        .then_some((gpu.info.subgroup_min_size, gpu.info.subgroup_max_size))
+}
+
+/// An empty graph on the software buffer kernels (register tiles, no textures).
+pub fn software_buffer_graph() -> webqlora::graph::Graph {
+    let mut g = webqlora::graph::Graph::new();
+    g.kernels = webqlora::kernels::Kernels::all_software(None, false);
     g
 }
 

@@ -1,0 +1,44 @@
+// The portable products' shared tile (appended to gemm.wgsl and nf4_gemm.wgsl, which stage
+// the operands): a workgroup of 16 x 16 invocations computes a 64 x 64 block of C = A · B,
+// TILE_K values of k at a time staged in workgroup memory (8.5 KiB, about half of WebGPU's
+// guaranteed 16 KiB):
+//   tile_a[kk * 17 + i / 4][i % 4] = A(row0 + i, k0 + kk)    i < 64, kk < TILE_K
+//   tile_b[kk * 17 + j / 4][j % 4] = B(k0 + kk, col0 + j)    j < 64
+// with zeros past the matrices' ends. A k row is 64 values and one vec4 of padding, so that
+// invocations staging neighbouring k of one row (an operand whose k is its unit stride)
+// write to different memory banks. Invocation (tx, ty) keeps the 4 x 4 outputs of rows
+// row0 + 4 ty .. +4 and columns col0 + 4 tx .. +4 in four vec4 registers and reads one vec4
+// of each tile a k: the sixteen invocations of a workgroup row read the same vec4 of tile_a
+// (a broadcast) and neighbouring vec4s of tile_b (no bank conflicts), 16 multiply-adds for
+// two loads. The kernels decide how to read global memory so that neighbouring invocations
+// read neighbouring addresses whatever the operand's layout (coalesced), and decode
+// quantized operands once a tile here rather than once an output.
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+/// vec4s a k row of a tile takes: 16 and one of padding.
+const ROW: u32 = 17u;
+
+var<workgroup> tile_a: array<vec4<f32>, 272>; // [TILE_K][TILE / 4 + 1]
+var<workgroup> tile_b: array<vec4<f32>, 272>; // [TILE_K][TILE / 4 + 1]
+
+/// acc[i] (row 4 ty + i, columns 4 tx .. +4) += the staged tiles' product.
+fn tile_fma(acc: ptr<function, array<vec4<f32>, 4>>, tx: u32, ty: u32) {
+    for (var kk = 0u; kk < TILE_K; kk++) {
+        let a4 = tile_a[kk * ROW + ty];
+        let b4 = tile_b[kk * ROW + tx];
+        (*acc)[0] = fma(vec4<f32>(a4.x), b4, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(a4.y), b4, (*acc)[1]);
+        (*acc)[2] = fma(vec4<f32>(a4.z), b4, (*acc)[2]);
+        (*acc)[3] = fma(vec4<f32>(a4.w), b4, (*acc)[3]);
+    }
+}
+
+/// Place A(row0 + i, k0 + kk) (or B(k0 + kk, col0 + i)) in a tile.
+fn tile_a_set(i: u32, kk: u32, v: f32) {
+    tile_a[kk * ROW + i / 4u][i % 4u] = v;
+}
+
+fn tile_b_set(kk: u32, j: u32, v: f32) {
+    tile_b[kk * ROW + j / 4u][j % 4u] = v;
+}
