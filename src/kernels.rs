@@ -192,6 +192,15 @@ impl Kernels {
         Ok(k)
     }
 
+    /// The choice for a device with `caps` with an override in `WEBQLORA_KERNELS`'s form
+    /// applied (the page takes it from its URL, `?kernels=portable`).
+    pub fn with_override(caps: &Capabilities, value: &str) -> Result<Self, KernelsEnvError> {
+        let mut k = Kernels::decide(caps);
+        k.apply(value)?;
+        k.allow(caps);
+        Ok(k)
+    }
+
     /// The default choice with `WEBQLORA_KERNELS` applied, for graphs built without a device
     /// (a bad value is reported when the device is opened, `Gpu::new`; here it is ignored).
     pub fn from_env() -> Self {

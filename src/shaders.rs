@@ -1,5 +1,7 @@
 //! Every WGSL file under `shaders/`, compiled into the binary. A test checks that this list
-//! and the folder agree and that naga validates each file.
+//! and the folder agree and that naga validates each file. `shaders/software/` holds the
+//! kernels written for software devices (lavapipe, SwiftShader: textures, eight-lane
+//! subgroups, tile queues), which only the software path (`crate::kernels`) runs.
 
 /// One WGSL source file.
 #[derive(Debug)]
@@ -37,22 +39,28 @@ macro_rules! shader {
 
 shader!(ADAMW, "adamw");
 shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
-shader!(ATTENTION_BACKWARD_DKV_TEX, "attention_backward_dkv_tex");
+shader!(
+    ATTENTION_BACKWARD_DKV_TEX,
+    "software/attention_backward_dkv_tex"
+);
 shader!(
     ATTENTION_BACKWARD_DKV_TEX_SG,
-    "attention_backward_dkv_tex_sg",
+    "software/attention_backward_dkv_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg",
-    "tile_queue"
+    then "software/attention_rows_sg",
+    "software/tile_queue"
 );
 shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
-shader!(ATTENTION_BACKWARD_DQ_TEX, "attention_backward_dq_tex");
+shader!(
+    ATTENTION_BACKWARD_DQ_TEX,
+    "software/attention_backward_dq_tex"
+);
 shader!(
     ATTENTION_BACKWARD_DQ_TEX_SG,
-    "attention_backward_dq_tex_sg",
+    "software/attention_backward_dq_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg",
-    "tile_queue"
+    then "software/attention_rows_sg",
+    "software/tile_queue"
 );
 shader!(ACCUMULATE, "accumulate");
 shader!(ATTENTION_DECODE, "attention_decode");
@@ -63,21 +71,24 @@ shader!(
 );
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(ATTENTION_FORWARD, "attention_forward");
-shader!(ATTENTION_FORWARD_TEX, "attention_forward_tex");
+shader!(ATTENTION_FORWARD_TEX, "software/attention_forward_tex");
 shader!(
     ATTENTION_FORWARD_TEX_SG,
-    "attention_forward_tex_sg",
+    "software/attention_forward_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "attention_rows_sg",
-    "tile_queue"
+    then "software/attention_rows_sg",
+    "software/tile_queue"
 );
 shader!(
     ATTENTION_ROWS_SG,
-    "attention_rows_sg",
+    "software/attention_rows_sg",
     wgpu::Features::SUBGROUP
 );
 shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
-shader!(ATTENTION_FORWARD_MASKED_TEX, "attention_forward_masked_tex");
+shader!(
+    ATTENTION_FORWARD_MASKED_TEX,
+    "software/attention_forward_masked_tex"
+);
 shader!(BIAS_ADD, "bias_add");
 shader!(COPY_COLUMNS, "copy_columns");
 shader!(CROSS_ENTROPY_FINISH, "cross_entropy_finish");
@@ -113,23 +124,23 @@ shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(
     MATMUL_TEX,
-    "matmul_tex",
+    "software/matmul_tex",
     wgpu::Features::empty(),
-    then "matmul_tex_common"
+    then "software/matmul_tex_common"
 );
-shader!(MATMUL_TEX_COMMON, "matmul_tex_common");
+shader!(MATMUL_TEX_COMMON, "software/matmul_tex_common");
 shader!(
     MATMUL_TEX_SG,
-    "matmul_tex_sg",
+    "software/matmul_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "rows_fma_sg",
-    "tile_queue"
+    then "software/rows_fma_sg",
+    "software/tile_queue"
 );
 shader!(
     MATMUL_TEX_NARROW_SG,
-    "matmul_tex_narrow_sg",
+    "software/matmul_tex_narrow_sg",
     wgpu::Features::SUBGROUP,
-    then "matmul_tex_common"
+    then "software/matmul_tex_common"
 );
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(
@@ -141,24 +152,28 @@ shader!(
 shader!(NF4_MATMUL, "nf4_matmul");
 shader!(
     NF4_MATMUL_TEX,
-    "nf4_matmul_tex",
+    "software/nf4_matmul_tex",
     wgpu::Features::empty(),
-    then "nf4_weights_tex"
+    then "software/nf4_weights_tex"
 );
 shader!(
     NF4_MATMUL_TEX_SG,
-    "nf4_matmul_tex_sg",
+    "software/nf4_matmul_tex_sg",
     wgpu::Features::SUBGROUP,
-    then "rows_fma_sg",
-    "nf4_weights_tex",
-    "tile_queue"
+    then "software/rows_fma_sg",
+    "software/nf4_weights_tex",
+    "software/tile_queue"
 );
-shader!(NF4_WEIGHTS_TEX, "nf4_weights_tex");
-shader!(ROWS_FMA_SG, "rows_fma_sg", wgpu::Features::SUBGROUP);
-shader!(TILE_QUEUE, "tile_queue", wgpu::Features::SUBGROUP);
-shader!(PACK, "pack");
-shader!(PACK_VEC4, "pack_vec4");
-shader!(PACK_WORDS, "pack_words");
+shader!(NF4_WEIGHTS_TEX, "software/nf4_weights_tex");
+shader!(
+    ROWS_FMA_SG,
+    "software/rows_fma_sg",
+    wgpu::Features::SUBGROUP
+);
+shader!(TILE_QUEUE, "software/tile_queue", wgpu::Features::SUBGROUP);
+shader!(PACK, "software/pack");
+shader!(PACK_VEC4, "software/pack_vec4");
+shader!(PACK_WORDS, "software/pack_words");
 shader!(RESIDUAL, "residual");
 shader!(SPLIT_SUM, "split_sum");
 shader!(TILE_PRODUCT, "tile_product");

@@ -112,12 +112,21 @@ impl WebSession {
         })
     }
 
+    /// Force the kernels graphs use from now on, in `WEBQLORA_KERNELS`'s form (`portable`,
+    /// `software`, `nf4=portable,...`); the page passes its URL's `?kernels=`.
+    pub fn set_kernels(&mut self, value: &str) -> Result<(), JsValue> {
+        let caps = self.gpu.capabilities();
+        self.gpu.kernels = crate::kernels::Kernels::with_override(&caps, value).map_err(js_err)?;
+        Ok(())
+    }
+
     /// The device and model, as JSON.
     pub fn info(&self) -> String {
         let c = &self.config;
         serde_json::json!({
             "device": self.gpu.info.name,
             "backend": format!("{:?}", self.gpu.info.backend),
+            "kernels": self.gpu.kernels.to_string(),
             "layers": c.num_layers, "hidden": c.hidden_size, "vocab": c.vocab_size,
             "tokenizer": self.tokenizer.is_some(),
             "max_storage_binding": self.gpu.limits.max_storage_buffer_binding_size,

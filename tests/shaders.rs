@@ -35,12 +35,16 @@ fn parse_and_validate(shader: &Shader) -> naga::Module {
 #[test]
 fn every_shader_file_is_registered_and_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let mut on_disk = BTreeSet::new();
+    for (sub, prefix) in [("", ""), ("/software", "software/")] {
+        for entry in std::fs::read_dir(format!("{dir}{sub}")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|x| x == "wgsl") {
+                let stem = p.file_stem().unwrap().to_string_lossy();
+                on_disk.insert(format!("{prefix}{stem}"));
+            }
+        }
+    }
     let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(on_disk, registered, "shaders/ and shaders::ALL disagree");
     assert!(!ALL.is_empty());

@@ -113,7 +113,10 @@ function openModel(files, name, keep) {
   message('');
   $('model-info').textContent = `opening ${name} …`;
   const copies = files.map(([n, b]) => [n, b.slice(0)]);
-  worker.postMessage({ type: 'open', files }, files.map(([, b]) => b));
+  // ?kernels=portable (or software, or nf4=portable,...) forces the kernels, as
+  // WEBQLORA_KERNELS does for the native binary.
+  const kernels = new URLSearchParams(location.search).get('kernels');
+  worker.postMessage({ type: 'open', files, kernels }, files.map(([, b]) => b));
   if (keep) keepModel(copies);
 }
 
@@ -240,6 +243,7 @@ worker.onmessage = (e) => {
   switch (m.type) {
     case 'opened':
       modelReady = true;
+      state.info = m.info;
       $('model-info').textContent = `${state.modelName}: ${m.info.layers} layers, hidden ${m.info.hidden}, vocabulary ${m.info.vocab}` +
         `${m.info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${m.info.device || 'the WebGPU adapter'} (${m.info.backend})`;
       updateButtons();

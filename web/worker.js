@@ -15,6 +15,7 @@ async function handle(m) {
     case 'open': {
       const files = m.files.map(([name, buf]) => [name, new Uint8Array(buf)]);
       session = await WebSession.open(files);
+      if (m.kernels) session.set_kernels(m.kernels);
       post({ type: 'opened', info: JSON.parse(session.info()) });
       break;
     }

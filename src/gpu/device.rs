@@ -362,6 +362,11 @@ impl Gpu {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
+    /// What this device offers that the kernel choice depends on.
+    pub fn capabilities(&self) -> crate::kernels::Capabilities {
+        crate::kernels::Capabilities::of(&self.info, &self.limits, self.features)
+    }
+
     pub fn has(&self, feature: wgpu::Features) -> bool {
         self.features.contains(feature)
     }

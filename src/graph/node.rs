@@ -55,6 +55,26 @@ pub struct TextureBinding {
     pub write: bool,
 }
 
+impl TextureBinding {
+    /// A read-only storage texture.
+    pub const fn read(name: &'static str, format: TexelFormat) -> TextureBinding {
+        TextureBinding {
+            name,
+            format,
+            write: false,
+        }
+    }
+
+    /// A write-only storage texture.
+    pub const fn write(name: &'static str, format: TexelFormat) -> TextureBinding {
+        TextureBinding {
+            name,
+            format,
+            write: true,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Binding {
     /// The variable name in the shader, and the tensor name used in graphs and tests.

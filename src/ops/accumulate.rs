@@ -1,7 +1,7 @@
 //! Gradient accumulation over micro-batches: acc = acc·keep + g·weight, with (keep, weight)
 //! read from a [2] tensor so one compiled graph serves every micro-batch.
 
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 pub static ACCUMULATE: Kernel = Kernel {
@@ -10,21 +10,9 @@ pub static ACCUMULATE: Kernel = Kernel {
     entry: "accumulate",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "g",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "coef",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "acc",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read("g", DType::F32),
+        Binding::read("coef", DType::F32),
+        Binding::read_write("acc", DType::F32),
     ],
 };
 

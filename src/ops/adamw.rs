@@ -1,7 +1,7 @@
 //! AdamW (torch.optim.AdamW semantics) applied in place on the GPU, with the per-step values
 //! (lr, bias corrections) in a small host-written tensor and the clip factor from the GPU.
 
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 pub static ADAMW: Kernel = Kernel {
@@ -10,36 +10,12 @@ pub static ADAMW: Kernel = Kernel {
     entry: "adamw",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "param",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "grad",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "m",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "v",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "hyper",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "grad_scale",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
+        Binding::read_write("param", DType::F32),
+        Binding::read("grad", DType::F32),
+        Binding::read_write("m", DType::F32),
+        Binding::read_write("v", DType::F32),
+        Binding::read("hyper", DType::F32),
+        Binding::read("grad_scale", DType::F32),
     ],
 };
 

@@ -4,26 +4,18 @@
 
 use super::pack::{pack_f32, Strided};
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding, TextureId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
+    TextureBinding, TextureId,
 };
 use crate::kernels::Family;
 use crate::shaders;
 
 const fn read(name: &'static str) -> Binding {
-    Binding {
-        name,
-        access: Access::Read,
-        dtype: DType::F32,
-    }
+    Binding::read(name, DType::F32)
 }
 
 const fn write(name: &'static str) -> Binding {
-    Binding {
-        name,
-        access: Access::Write,
-        dtype: DType::F32,
-    }
+    Binding::write(name, DType::F32)
 }
 
 pub static FORWARD: Kernel = Kernel {

@@ -23,26 +23,14 @@ pub const IGNORE: u32 = u32::MAX;
 
 const fn online_bindings(stats: Access) -> [Binding; 4] {
     [
-        Binding {
-            name: "logits",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "targets",
-            access: Access::Read,
-            dtype: DType::U32,
-        },
+        Binding::read_write("logits", DType::F32),
+        Binding::read("targets", DType::U32),
         Binding {
             name: "stats",
             access: stats,
             dtype: DType::F32,
         },
-        Binding {
-            name: "rescale",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::write("rescale", DType::F32),
     ]
 }
 
@@ -73,16 +61,8 @@ pub static RESCALE: Kernel = Kernel {
     entry: "ce_rescale",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "d_hidden",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "rescale",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
+        Binding::read_write("d_hidden", DType::F32),
+        Binding::read("rescale", DType::F32),
     ],
 };
 
@@ -92,21 +72,9 @@ pub static LOSS: Kernel = Kernel {
     entry: "ce_loss",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "stats",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "targets",
-            access: Access::Read,
-            dtype: DType::U32,
-        },
-        Binding {
-            name: "loss",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("stats", DType::F32),
+        Binding::read("targets", DType::U32),
+        Binding::write("loss", DType::F32),
     ],
 };
 
@@ -116,31 +84,11 @@ pub static FINISH: Kernel = Kernel {
     entry: "ce_finish",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "d_hidden",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "targets",
-            access: Access::Read,
-            dtype: DType::U32,
-        },
-        Binding {
-            name: "stats",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "loss",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "target_w",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
+        Binding::read_write("d_hidden", DType::F32),
+        Binding::read("targets", DType::U32),
+        Binding::read("stats", DType::F32),
+        Binding::read("loss", DType::F32),
+        Binding::read("target_w", DType::F32),
     ],
 };
 

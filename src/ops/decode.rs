@@ -2,7 +2,7 @@
 //! one token's grouped-query attention over the cache.
 
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::ops::attention::{Scores, MAX_HEAD_DIM};
 use crate::shaders;
@@ -17,21 +17,9 @@ macro_rules! cache_kernels {
             entry: concat!("kv_store", $suffix),
             textures: &[],
             bindings: &[
-                Binding {
-                    name: "src",
-                    access: Access::Read,
-                    dtype: DType::F32,
-                },
-                Binding {
-                    name: "step",
-                    access: Access::Read,
-                    dtype: DType::U32,
-                },
-                Binding {
-                    name: "cache",
-                    access: Access::ReadWrite,
-                    dtype: $cache,
-                },
+                Binding::read("src", DType::F32),
+                Binding::read("step", DType::U32),
+                Binding::read_write("cache", $cache),
             ],
         };
 
@@ -41,31 +29,11 @@ macro_rules! cache_kernels {
             entry: concat!("attention_decode", $suffix),
             textures: &[],
             bindings: &[
-                Binding {
-                    name: "q",
-                    access: Access::Read,
-                    dtype: DType::F32,
-                },
-                Binding {
-                    name: "k_cache",
-                    access: Access::Read,
-                    dtype: $cache,
-                },
-                Binding {
-                    name: "v_cache",
-                    access: Access::Read,
-                    dtype: $cache,
-                },
-                Binding {
-                    name: "step",
-                    access: Access::Read,
-                    dtype: DType::U32,
-                },
-                Binding {
-                    name: "out",
-                    access: Access::Write,
-                    dtype: DType::F32,
-                },
+                Binding::read("q", DType::F32),
+                Binding::read("k_cache", $cache),
+                Binding::read("v_cache", $cache),
+                Binding::read("step", DType::U32),
+                Binding::write("out", DType::F32),
             ],
         };
     };

@@ -1,20 +1,12 @@
 //! Dropout with a counter-based mask (see shaders/dropout.wgsl): the same (seed, salt) gives
 //! the same mask in the forward, a recomputed forward and the backward.
 
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 const BINDINGS_X_SEED: [Binding; 2] = [
-    Binding {
-        name: "x",
-        access: Access::Read,
-        dtype: DType::F32,
-    },
-    Binding {
-        name: "seed",
-        access: Access::Read,
-        dtype: DType::U32,
-    },
+    Binding::read("x", DType::F32),
+    Binding::read("seed", DType::U32),
 ];
 
 pub static DROPOUT: Kernel = Kernel {
@@ -25,11 +17,7 @@ pub static DROPOUT: Kernel = Kernel {
     bindings: &[
         BINDINGS_X_SEED[0],
         BINDINGS_X_SEED[1],
-        Binding {
-            name: "out",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::write("out", DType::F32),
     ],
 };
 
@@ -41,11 +29,7 @@ pub static DROPOUT_ACC: Kernel = Kernel {
     bindings: &[
         BINDINGS_X_SEED[0],
         BINDINGS_X_SEED[1],
-        Binding {
-            name: "out",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read_write("out", DType::F32),
     ],
 };
 

@@ -1,7 +1,7 @@
 //! Embedding gather: out[t] = table[ids[t]]. (The embedding is frozen in QLoRA: no backward.)
 
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::shaders;
 
@@ -11,21 +11,9 @@ pub static GATHER: Kernel = Kernel {
     entry: "embedding",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "ids",
-            access: Access::Read,
-            dtype: DType::U32,
-        },
-        Binding {
-            name: "table",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "out",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("ids", DType::U32),
+        Binding::read("table", DType::F32),
+        Binding::write("out", DType::F32),
     ],
 };
 
@@ -38,11 +26,7 @@ pub static GATHER_PART: Kernel = Kernel {
     bindings: &[
         GATHER.bindings[0],
         GATHER.bindings[1],
-        Binding {
-            name: "out",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read_write("out", DType::F32),
     ],
 };
 
@@ -54,11 +38,7 @@ pub static GATHER_F16: Kernel = Kernel {
     textures: &[],
     bindings: &[
         GATHER.bindings[0],
-        Binding {
-            name: "table",
-            access: Access::Read,
-            dtype: DType::F16,
-        },
+        Binding::read("table", DType::F16),
         GATHER.bindings[2],
     ],
 };
@@ -82,14 +62,7 @@ pub static WIDEN_F16: Kernel = Kernel {
     shader: &shaders::WIDEN_F16,
     entry: "widen_f16",
     textures: &[],
-    bindings: &[
-        GATHER_F16.bindings[1],
-        Binding {
-            name: "out",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
-    ],
+    bindings: &[GATHER_F16.bindings[1], Binding::write("out", DType::F32)],
 };
 
 /// Rows `first .. first + rows` of an f16 table [table rows, dim] as a new f32 temporary

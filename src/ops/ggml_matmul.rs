@@ -18,16 +18,8 @@ use crate::shaders;
 
 const fn bindings(out_access: Access) -> [Binding; 3] {
     [
-        Binding {
-            name: "x",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "w",
-            access: Access::Read,
-            dtype: DType::U32,
-        },
+        Binding::read("x", DType::F32),
+        Binding::read("w", DType::U32),
         Binding {
             name: "y",
             access: out_access,

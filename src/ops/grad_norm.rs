@@ -1,6 +1,6 @@
 //! Global gradient norm and the clip factor, computed on the GPU (no readback).
 
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 pub static SUMSQ: Kernel = Kernel {
@@ -9,16 +9,8 @@ pub static SUMSQ: Kernel = Kernel {
     entry: "grad_sumsq",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "grad",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "partials",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read("grad", DType::F32),
+        Binding::read_write("partials", DType::F32),
     ],
 };
 
@@ -28,16 +20,8 @@ pub static CLIP: Kernel = Kernel {
     entry: "grad_clip",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "partials",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "grad_scale",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("partials", DType::F32),
+        Binding::write("grad_scale", DType::F32),
     ],
 };
 

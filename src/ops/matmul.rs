@@ -7,8 +7,8 @@
 
 use super::pack::{pack_f32, texels, Strided};
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
+    TextureBinding,
 };
 use crate::kernels::Family;
 use crate::shaders;
@@ -87,16 +87,8 @@ pub static SPLIT_SUM_ACC: Kernel = Kernel {
 };
 
 const TEX_OPERANDS: &[TextureBinding] = &[
-    TextureBinding {
-        name: "a_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
-    TextureBinding {
-        name: "b_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
+    TextureBinding::read("a_tex", TexelFormat::Rgba32Float),
+    TextureBinding::read("b_tex", TexelFormat::Rgba32Float),
 ];
 
 /// c = alpha · A · B with both operands packed into textures (software devices).
@@ -104,11 +96,7 @@ pub static MATMUL_TEX: Kernel = Kernel {
     name: "matmul_tex",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex",
-    bindings: &[Binding {
-        name: "c",
-        access: Access::Write,
-        dtype: DType::F32,
-    }],
+    bindings: &[Binding::write("c", DType::F32)],
     textures: TEX_OPERANDS,
 };
 
@@ -117,11 +105,7 @@ pub static MATMUL_TEX_ACC: Kernel = Kernel {
     name: "matmul_tex_acc",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex",
-    bindings: &[Binding {
-        name: "c",
-        access: Access::ReadWrite,
-        dtype: DType::F32,
-    }],
+    bindings: &[Binding::read_write("c", DType::F32)],
     textures: TEX_OPERANDS,
 };
 
@@ -808,16 +792,8 @@ pub static COPY_COLUMNS: Kernel = Kernel {
     entry: "copy_columns",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "src",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "dst",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("src", DType::F32),
+        Binding::write("dst", DType::F32),
     ],
 };
 
@@ -829,11 +805,7 @@ pub static COPY_COLUMNS_ACC: Kernel = Kernel {
     textures: &[],
     bindings: &[
         COPY_COLUMNS.bindings[0],
-        Binding {
-            name: "dst",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read_write("dst", DType::F32),
     ],
 };
 

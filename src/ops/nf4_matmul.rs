@@ -13,33 +13,17 @@ use crate::kernels::Family;
 use crate::quant::nf4::Nf4Tensor;
 use crate::shaders;
 
-const fn bindings(out_access: Access) -> [Binding; 4] {
+const fn bindings(out: Binding) -> [Binding; 4] {
     [
-        Binding {
-            name: "x",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "w",
-            access: Access::Read,
-            dtype: DType::Nf4,
-        },
-        Binding {
-            name: "w_absmax",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "y",
-            access: out_access,
-            dtype: DType::F32,
-        },
+        Binding::read("x", DType::F32),
+        Binding::read("w", DType::Nf4),
+        Binding::read("w_absmax", DType::F32),
+        out,
     ]
 }
 
-static WRITE: [Binding; 4] = bindings(Access::Write);
-static ACCUMULATE: [Binding; 4] = bindings(Access::ReadWrite);
+static WRITE: [Binding; 4] = bindings(Binding::write("y", DType::F32));
+static ACCUMULATE: [Binding; 4] = bindings(Binding::read_write("y", DType::F32));
 
 /// The portable kernels' bindings: the product's operands, then the low-rank term's.
 const fn gemm_bindings(out: Binding) -> [Binding; 6] {
@@ -130,21 +114,9 @@ pub static FORWARD_BF16: Kernel = Kernel {
 };
 
 const TEX_OPERANDS: &[TextureBinding] = &[
-    TextureBinding {
-        name: "x_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
-    TextureBinding {
-        name: "w_tex",
-        format: TexelFormat::Rgba32Uint,
-        write: false,
-    },
-    TextureBinding {
-        name: "absmax_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
+    TextureBinding::read("x_tex", TexelFormat::Rgba32Float),
+    TextureBinding::read("w_tex", TexelFormat::Rgba32Uint),
+    TextureBinding::read("absmax_tex", TexelFormat::Rgba32Float),
 ];
 
 const fn tex_output(access: Access) -> [Binding; 1] {
@@ -160,16 +132,8 @@ const TEX_SG_OPERANDS: &[TextureBinding] = &[
     TEX_OPERANDS[0],
     TEX_OPERANDS[1],
     TEX_OPERANDS[2],
-    TextureBinding {
-        name: "lhs_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
-    TextureBinding {
-        name: "factor_tex",
-        format: TexelFormat::Rgba32Float,
-        write: false,
-    },
+    TextureBinding::read("lhs_tex", TexelFormat::Rgba32Float),
+    TextureBinding::read("factor_tex", TexelFormat::Rgba32Float),
 ];
 
 static TEX_WRITE: [Binding; 1] = tex_output(Access::Write);

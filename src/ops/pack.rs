@@ -4,7 +4,7 @@
 //! words a rgba32uint texel, and their scales), packed by copying the buffer.
 
 use crate::graph::{
-    Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
+    Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
     TextureBinding, TextureCopy, TextureId,
 };
 use crate::shaders;
@@ -13,16 +13,8 @@ pub static PACK_F32: Kernel = Kernel {
     name: "pack_f32",
     shader: &shaders::PACK,
     entry: "pack_f32",
-    bindings: &[Binding {
-        name: "src",
-        access: Access::Read,
-        dtype: DType::F32,
-    }],
-    textures: &[TextureBinding {
-        name: "dst",
-        format: TexelFormat::Rgba32Float,
-        write: true,
-    }],
+    bindings: &[Binding::read("src", DType::F32)],
+    textures: &[TextureBinding::write("dst", TexelFormat::Rgba32Float)],
 };
 
 /// `pack_f32` reading a row's texel as one vec4 (contiguous k, aligned rows).
@@ -47,16 +39,8 @@ pub static PACK_WORDS: Kernel = Kernel {
     name: "pack_words",
     shader: &shaders::PACK_WORDS,
     entry: "pack_words",
-    bindings: &[Binding {
-        name: "src",
-        access: Access::Read,
-        dtype: DType::Nf4,
-    }],
-    textures: &[TextureBinding {
-        name: "dst",
-        format: TexelFormat::Rgba32Uint,
-        write: true,
-    }],
+    bindings: &[Binding::read("src", DType::Nf4)],
+    textures: &[TextureBinding::write("dst", TexelFormat::Rgba32Uint)],
 };
 
 /// A matrix inside a tensor: element (r, k) at `offset + r * row_stride + k * k_stride`.

@@ -1,6 +1,6 @@
 //! Residual add: out = a + b.
 
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 pub static ADD: Kernel = Kernel {
@@ -9,21 +9,9 @@ pub static ADD: Kernel = Kernel {
     entry: "residual_add",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "a",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "b",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "out",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("a", DType::F32),
+        Binding::read("b", DType::F32),
+        Binding::write("out", DType::F32),
     ],
 };
 
@@ -79,16 +67,8 @@ pub static BIAS_ADD: Kernel = Kernel {
     entry: "bias_add",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "bias",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "y",
-            access: Access::ReadWrite,
-            dtype: DType::F32,
-        },
+        Binding::read("bias", DType::F32),
+        Binding::read_write("y", DType::F32),
     ],
 };
 

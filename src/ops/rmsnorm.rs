@@ -3,7 +3,7 @@
 
 use super::real::Real;
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::kernels::Family;
 use crate::shaders;
@@ -14,26 +14,10 @@ pub static FORWARD: Kernel = Kernel {
     entry: "rmsnorm_forward",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "x",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "weight",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "y",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "rstd",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("x", DType::F32),
+        Binding::read("weight", DType::F32),
+        Binding::write("y", DType::F32),
+        Binding::write("rstd", DType::F32),
     ],
 };
 
@@ -43,31 +27,11 @@ pub static BACKWARD: Kernel = Kernel {
     entry: "rmsnorm_backward",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "dy",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "x",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "weight",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "rstd",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "dx",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("dy", DType::F32),
+        Binding::read("x", DType::F32),
+        Binding::read("weight", DType::F32),
+        Binding::read("rstd", DType::F32),
+        Binding::write("dx", DType::F32),
     ],
 };
 

@@ -2,7 +2,7 @@
 //! [tokens, heads, head_dim]; tokens are `batch × seq_len` and position = offset + t % seq_len.
 
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::shaders;
 
@@ -12,21 +12,9 @@ pub static ROPE: Kernel = Kernel {
     entry: "rope",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "x",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "cos_sin",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "y",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("x", DType::F32),
+        Binding::read("cos_sin", DType::F32),
+        Binding::write("y", DType::F32),
     ],
 };
 

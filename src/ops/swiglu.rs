@@ -3,7 +3,7 @@
 
 use super::real::Real;
 use super::residual::elementwise;
-use crate::graph::{Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
 use crate::shaders;
 
 pub static FORWARD: Kernel = Kernel {
@@ -12,21 +12,9 @@ pub static FORWARD: Kernel = Kernel {
     entry: "swiglu_forward",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "gate",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "up",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "out",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("gate", DType::F32),
+        Binding::read("up", DType::F32),
+        Binding::write("out", DType::F32),
     ],
 };
 
@@ -36,31 +24,11 @@ pub static BACKWARD: Kernel = Kernel {
     entry: "swiglu_backward",
     textures: &[],
     bindings: &[
-        Binding {
-            name: "d_out",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "gate",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "up",
-            access: Access::Read,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "d_gate",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
-        Binding {
-            name: "d_up",
-            access: Access::Write,
-            dtype: DType::F32,
-        },
+        Binding::read("d_out", DType::F32),
+        Binding::read("gate", DType::F32),
+        Binding::read("up", DType::F32),
+        Binding::write("d_gate", DType::F32),
+        Binding::write("d_up", DType::F32),
     ],
 };
 

@@ -272,7 +272,13 @@ fn try_it(cdp: &mut Cdp, tag: &str) -> Result<(), String> {
 }
 
 /// Serve `site` (with `dir` under /files/), start Chromium, open the page and wait for it.
-fn open_page(site: PathBuf, dir: &Path, downloads: &Path) -> Result<(Browser, Cdp, u16), String> {
+/// Open the page (`query`: its URL's query string, "" for none) in headless Chromium.
+fn open_page(
+    site: PathBuf,
+    dir: &Path,
+    downloads: &Path,
+    query: &str,
+) -> Result<(Browser, Cdp, u16), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let served = crate::web::Site {
@@ -296,7 +302,7 @@ fn open_page(site: PathBuf, dir: &Path, downloads: &Path) -> Result<(Browser, Cd
     )?;
     let target = cdp.call(
         "Target.createTarget",
-        json!({"url": format!("http://127.0.0.1:{port}/")}),
+        json!({"url": format!("http://127.0.0.1:{port}/{query}")}),
     )?;
     let attached = cdp.call(
         "Target.attachToTarget",
@@ -355,7 +361,7 @@ pub fn run_smollm2() -> Result<(), String> {
         .find_map(|l| serde_json::from_str::<Value>(l).ok()?["loss"].as_f64())
         .ok_or("no native loss")?;
     let started = Instant::now();
-    let (_browser, mut cdp, _) = open_page(site, &dir, &downloads)?;
+    let (_browser, mut cdp, _) = open_page(site, &dir, &downloads, "")?;
     let minutes = |n: u64| Duration::from_secs(60 * n);
     cdp.set_files("#model-files", &[gguf])?;
     cdp.wait_for(
@@ -428,7 +434,7 @@ pub fn run_test() -> Result<(), String> {
     let native = dir.join("native");
     let get = |k: &str| SETTINGS.iter().find(|s| s.0 == k).expect("a setting").1;
     let mut cmd = Command::new(root.join("target/release/webqlora"));
-    crate::test::with_env(&mut cmd);
+    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
     run(cmd
         .args(["train", "--model"])
         .arg(&model)
@@ -459,7 +465,9 @@ pub fn run_test() -> Result<(), String> {
     }
     std::fs::copy(&tokenizer, folder.join("tokenizer.json")).map_err(|e| e.to_string())?;
 
-    let (_browser, mut cdp, port) = open_page(site, &dir, &downloads)?;
+    // The portable kernels (what hardware GPUs run), so that Tint, stricter than naga,
+    // compiles them; the SmolLM2 step runs the software kernels SwiftShader gets by default.
+    let (_browser, mut cdp, port) = open_page(site, &dir, &downloads, "?kernels=portable")?;
     let minute = Duration::from_secs(60);
     let tokenizer_for_page = tokenizer.clone();
     cdp.set_files(
@@ -475,6 +483,13 @@ pub fn run_test() -> Result<(), String> {
         "opening the model",
         2 * minute,
     )?;
+    let kernels = cdp.eval("window.webqloraState.info.kernels")?;
+    if kernels.as_str() != Some("matmul=portable,nf4=portable,attention=portable,rmsnorm=portable")
+    {
+        return Err(format!(
+            "the page's kernels with ?kernels=portable: {kernels}"
+        ));
+    }
     cdp.set_files("#data-file", std::slice::from_ref(&data))?;
     cdp.wait_for(
         "document.getElementById('data-info').textContent.includes('16 records')",
@@ -614,7 +629,7 @@ pub fn run_test() -> Result<(), String> {
     println!("browser e2e: tried before | after: {tried}");
     // The page's greedy text before training is the native binary's on the same model.
     let mut cmd = Command::new(root.join("target/release/webqlora"));
-    crate::test::with_env(&mut cmd);
+    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
     let out = cmd
         .args(["generate", "--model"])
         .arg(&folder)

@@ -62,9 +62,40 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// The test binaries run again with `WEBQLORA_KERNELS=portable`: the kernels, the golden
+/// forward passes and training steps, an adapter's module, the whole step.
+const PORTABLE_TESTS: [&str; 12] = [
+    "kernels_matmul",
+    "kernels_elementwise",
+    "kernels_attention",
+    "kernels_cross_entropy",
+    "kernels_optimizer",
+    "lora_nf4_module",
+    "llama_golden",
+    "llama_train_golden",
+    "qwen3_golden",
+    "gemma3_golden",
+    "gguf_base",
+    "cli_dump_step",
+];
+
 /// Run cargo test, echoing its output and counting results.
 fn cargo_test(extra: &[String], counts: &mut Counts) -> Result<(), String> {
-    let mut child = cargo()
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    cargo_test_with(&[], &extra, counts)
+}
+
+/// `cargo_test` with environment variables set and these arguments.
+fn cargo_test_with(
+    env: &[(&str, &str)],
+    extra: &[&str],
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let mut cmd = cargo();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -154,6 +185,41 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         counts.failed += 1;
     }
     step("tests", tests);
+    // The portable kernels (what hardware GPUs run), forced on lavapipe: every kernel test,
+    // the golden steps and the whole-step test again.
+    let portable = cargo_test_with(
+        &[("WEBQLORA_KERNELS", "portable")],
+        &PORTABLE_TESTS
+            .iter()
+            .flat_map(|t| ["--test", t])
+            .chain(extra.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
+        &mut counts,
+    );
+    step("tests on the portable kernels", portable);
+    // lavapipe's subgroups are as wide as its vectors: 128-bit vectors give four lanes,
+    // 512-bit (where the CPU has AVX-512) sixteen; the subgroup kernels must work at every
+    // width, as at the default eight.
+    let mut widths = vec!["128"];
+    if std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("avx512f")) {
+        widths.push("512");
+    }
+    let mut other_widths = Ok(());
+    for width in widths {
+        let run = cargo_test_with(
+            &[("LP_NATIVE_VECTOR_WIDTH", width)],
+            &["kernels_elementwise", "executor"]
+                .iter()
+                .flat_map(|t| ["--test", t])
+                .chain(extra.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+            &mut counts,
+        );
+        if let Err(e) = run {
+            other_widths = Err(format!("at {width}-bit vectors: {e}"));
+        }
+    }
+    step("subgroup kernels at other widths", other_widths);
     // The page in headless Chromium against the native trainer (counted as one test).
     let browser = crate::browser_test::run_test();
     match &browser {
@@ -170,9 +236,16 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     step("browser SmolLM2 step", smollm2);
 
     // Each failed step other than the tests counts as one failure in the summary line.
+    let counted = [
+        "tests",
+        "tests on the portable kernels",
+        "subgroup kernels at other widths",
+        "browser end-to-end",
+        "browser SmolLM2 step",
+    ];
     let other_failures = failures
         .iter()
-        .filter(|f| !["tests", "browser end-to-end", "browser SmolLM2 step"].contains(&f.as_str()))
+        .filter(|f| !counted.contains(&f.as_str()))
         .count() as u64;
     println!(
         "xtask: {:.0} s; failed steps: {}",
