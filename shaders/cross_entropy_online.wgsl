@@ -74,3 +74,81 @@ fn ce_online(
     stats[row * 3u + 2u] = target_logit;
     rescale[row] = factor;
 }
+
+// ce_online_rows: the same results (up to the order of the sums) with a workgroup of 256 a
+// row, for GPUs (the portable path): invocation l reads columns l, l + 256, ... (neighbouring
+// invocations, neighbouring logits), and the row's max and sum are workgroup reductions.
+// Dispatch: linear, `rows` workgroups of 256 (folded into (x, y) past the per-dimension limit).
+
+var<workgroup> reduce: array<f32, 256>;
+
+/// The workgroup's 256 values of `reduce` combined pairwise (max when `take_max`, else sum);
+/// every invocation gets the result.
+fn workgroup_reduce(v: f32, lid: u32, take_max: bool) -> f32 {
+    reduce[lid] = v;
+    for (var half = 128u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if lid < half {
+            if take_max {
+                reduce[lid] = max(reduce[lid], reduce[lid + half]);
+            } else {
+                reduce[lid] += reduce[lid + half];
+            }
+        }
+    }
+    workgroupBarrier();
+    let result = reduce[0];
+    workgroupBarrier();
+    return result;
+}
+
+@compute @workgroup_size(256)
+fn ce_online_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // The row is the workgroup's, so every invocation takes the same branches.
+    let row = wg.x + wg.y * nwg.x;
+    if row >= params.rows {
+        return;
+    }
+    let base = row * params.chunk;
+    // Read before the chunk is rewritten (after the first reduction's barriers).
+    let t = targets[row];
+    var target_logit = 0.0;
+    var in_chunk = false;
+    if t != IGNORE && t >= params.v0 && t < params.v0 + params.chunk {
+        target_logit = logits[base + t - params.v0];
+        in_chunk = true;
+    }
+    var local_max = LOWEST;
+    for (var j = lid; j < params.chunk; j += 256u) {
+        local_max = max(local_max, logits[base + j]);
+    }
+    let chunk_max = workgroup_reduce(local_max, lid, true);
+    var m = LOWEST;
+    var s = 0.0;
+    if params.first == 0u {
+        m = stats[row * 3u];
+        s = stats[row * 3u + 1u];
+        if !in_chunk {
+            target_logit = stats[row * 3u + 2u];
+        }
+    }
+    let m_new = max(m, chunk_max);
+    var local_sum = 0.0;
+    for (var j = lid; j < params.chunk; j += 256u) {
+        let e = exp(logits[base + j] - m_new);
+        local_sum += e;
+        logits[base + j] = e;
+    }
+    let sum = workgroup_reduce(local_sum, lid, false);
+    if lid == 0u {
+        let factor = select(select(exp(m - m_new), 1.0, m_new == m), 0.0, params.first != 0u);
+        stats[row * 3u] = m_new;
+        stats[row * 3u + 1u] = s * factor + sum;
+        stats[row * 3u + 2u] = target_logit;
+        rescale[row] = factor;
+    }
+}

@@ -38,3 +38,23 @@ fn ce_rescale(
         d_hidden[base + c] *= factor;
     }
 }
+
+// ce_rescale_elements: the same, an invocation an element (for GPUs, the portable path:
+// neighbouring invocations, neighbouring values).
+// Dispatch: linear, ceil(rows * dim / 256) workgroups of 256 (folded into (x, y) past the
+// per-dimension limit).
+@compute @workgroup_size(256)
+fn ce_rescale_elements(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if i >= params.rows * params.dim {
+        return;
+    }
+    let factor = rescale[i / params.dim];
+    if factor != 1.0 {
+        d_hidden[i] *= factor;
+    }
+}

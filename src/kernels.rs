@@ -30,14 +30,17 @@ pub enum Family {
     Attention,
     /// RMSNorm forward.
     Rmsnorm,
+    /// The lm-head's cross-entropy: online softmax over vocabulary chunks.
+    CrossEntropy,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Matmul,
         Family::Nf4,
         Family::Attention,
         Family::Rmsnorm,
+        Family::CrossEntropy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Family {
             Family::Nf4 => "nf4",
             Family::Attention => "attention",
             Family::Rmsnorm => "rmsnorm",
+            Family::CrossEntropy => "cross_entropy",
         }
     }
 
@@ -121,7 +125,7 @@ pub const PORTABLE_INVOCATIONS: u32 = 256;
 /// One path for each family, and what the chosen kernels may use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernels {
-    paths: [Path; 4],
+    paths: [Path; 5],
     /// Software path: the largest texture side the texture kernels may use; None: the
     /// software buffer kernels only.
     pub textures: Option<u32>,
@@ -143,7 +147,7 @@ impl Default for Kernels {
 
 /// A `WEBQLORA_KERNELS` value that is not `portable`, `software` or `family=path,...`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("WEBQLORA_KERNELS={value:?}: {reason} (expected `portable`, `software`, or per family `matmul=portable,nf4=software`; families: matmul, nf4, attention, rmsnorm)")]
+#[error("WEBQLORA_KERNELS={value:?}: {reason} (expected `portable`, `software`, or per family `matmul=portable,nf4=software`; families: matmul, nf4, attention, rmsnorm, cross_entropy)")]
 pub struct KernelsEnvError {
     pub value: String,
     pub reason: String,
@@ -154,7 +158,7 @@ impl Kernels {
     /// (None: buffer kernels), their subgroup versions if `eight_lane_subgroups`.
     pub fn all_software(textures: Option<u32>, eight_lane_subgroups: bool) -> Self {
         Kernels {
-            paths: [Path::Software; 4],
+            paths: [Path::Software; 5],
             textures,
             eight_lane_subgroups: eight_lane_subgroups && textures.is_some(),
             subgroups: None,
@@ -164,7 +168,7 @@ impl Kernels {
     /// Every family on the portable path, with subgroup kernels where `subgroups` is given.
     pub fn all_portable(subgroups: Option<(u32, u32)>) -> Self {
         Kernels {
-            paths: [Path::Portable; 4],
+            paths: [Path::Portable; 5],
             textures: None,
             eight_lane_subgroups: false,
             subgroups: subgroups.filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi),
@@ -175,7 +179,7 @@ impl Kernels {
     pub fn decide(caps: &Capabilities) -> Self {
         let mut k = Kernels::all_portable(caps.subgroups);
         if caps.software || !portable_fits(caps) {
-            k.paths = [Path::Software; 4];
+            k.paths = [Path::Software; 5];
         }
         k.allow(caps);
         k
@@ -219,7 +223,7 @@ impl Kernels {
         };
         let value_trim = value.trim();
         if let Some(path) = Path::parse(value_trim) {
-            self.paths = [path; 4];
+            self.paths = [path; 5];
             return Ok(());
         }
         for part in value_trim
@@ -300,9 +304,14 @@ impl Kernels {
                         "subgroup reduction".to_string()
                     }
                     Path::Portable if f == Family::Rmsnorm => "a row an invocation".to_string(),
+                    Path::Portable if f == Family::CrossEntropy => {
+                        "a row a workgroup (reductions)".to_string()
+                    }
                     Path::Portable => "workgroup-memory tiles".to_string(),
                     Path::Software => match (self.textures, self.eight_lane_subgroups) {
-                        _ if f == Family::Rmsnorm => "a row an invocation".to_string(),
+                        _ if f == Family::Rmsnorm || f == Family::CrossEntropy => {
+                            "a row an invocation".to_string()
+                        }
                         (Some(side), true) => {
                             format!("textures (sides <= {side}), eight-lane subgroups")
                         }
@@ -391,7 +400,7 @@ mod tests {
         assert_eq!(k.textures, None, "no family left on textures");
         assert_eq!(
             k.to_string(),
-            "matmul=portable,nf4=portable,attention=portable,rmsnorm=portable"
+            "matmul=portable,nf4=portable,attention=portable,rmsnorm=portable,cross_entropy=portable"
         );
         let mut k = Kernels::decide(&c);
         k.apply(" nf4=portable , attention=software").unwrap();

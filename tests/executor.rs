@@ -240,3 +240,97 @@ fn tile_queues_start_over_on_every_run() {
         }
     }
 }
+
+/// Tensors stored in a group: each written and read by itself at its place (256-byte
+/// aligned), kernels bound to single members write only there, a kernel bound to the group
+/// sees them all one after another with zero gaps, and a second graph sharing a member by
+/// name binds the group's buffer at that member's place.
+#[test]
+fn group_members_live_at_their_places_in_one_buffer() {
+    use webqlora::graph::{Role, GROUP_ALIGN};
+    let gpu = gpu();
+    let mut rng = rng("groups");
+    let sizes = [7usize, 64, 65, 1];
+    let mut g = Graph::new();
+    let members: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| g.param(&format!("p{i}"), &[n], DType::F32))
+        .collect();
+    let other = g.input("x", &[65], DType::F32);
+    // Member 2 gains x by a kernel bound to the member alone.
+    let sum = residual::add(&mut g, "p2 + x", members[2], other).unwrap();
+    let group = g.group("group", &members, Role::Param).unwrap();
+    // The whole group doubled by one kernel.
+    let doubled = residual::add(&mut g, "group * 2", group, group).unwrap();
+    g.mark_output(sum);
+    g.mark_output(doubled);
+    let total = g.tensor(group).numel();
+    let slots: Vec<usize> = sizes
+        .iter()
+        .map(|&n| (4 * n as u64).next_multiple_of(GROUP_ALIGN) as usize / 4)
+        .collect();
+    assert_eq!(total, slots.iter().sum::<usize>());
+
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, POISON);
+    let values: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&n| random_f32(&mut rng, n, 1.0))
+        .collect();
+    let x = random_f32(&mut rng, 65, 1.0);
+    for (&t, v) in members.iter().zip(&values) {
+        compiled.write(gpu, t, bytemuck::cast_slice(v)).unwrap();
+    }
+    compiled
+        .write(gpu, other, bytemuck::cast_slice(&x))
+        .unwrap();
+    compiled.run(gpu);
+    for (&t, v) in members.iter().zip(&values) {
+        assert_eq!(&pollster::block_on(compiled.read_f32(gpu, t)).unwrap(), v);
+    }
+    let got_sum = pollster::block_on(compiled.read_f32(gpu, sum)).unwrap();
+    let want_sum: Vec<f32> = values[2].iter().zip(&x).map(|(a, b)| a + b).collect();
+    assert_eq!(got_sum, want_sum);
+    let mut want = Vec::new();
+    for (v, &slot) in values.iter().zip(&slots) {
+        let mut padded: Vec<f32> = v.iter().map(|a| a + a).collect();
+        padded.resize(slot, 0.0);
+        want.extend(padded);
+    }
+    let got = pollster::block_on(compiled.read_f32(gpu, doubled)).unwrap();
+    assert_eq!(got, want);
+
+    // A graph over member 1 by name (as evaluation graphs share an adapter).
+    let mut h = Graph::new();
+    let p1 = h.param("p1", &[64], DType::F32);
+    let y = h.input("y", &[64], DType::F32);
+    let out = residual::add(&mut h, "p1 + y", p1, y).unwrap();
+    h.mark_output(out);
+    let (shared, unshared) = CompiledGraph::new_sharing(gpu, h, &compiled).unwrap();
+    assert!(unshared.is_empty(), "{unshared:?}");
+    let yv = random_f32(&mut rng, 64, 1.0);
+    shared.write(gpu, y, bytemuck::cast_slice(&yv)).unwrap();
+    shared.run(gpu);
+    let got = pollster::block_on(shared.read_f32(gpu, out)).unwrap();
+    let want: Vec<f32> = values[1].iter().zip(&yv).map(|(a, b)| a + b).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn groups_refuse_views_other_dtypes_and_repeats() {
+    use webqlora::graph::Role;
+    let mut g = Graph::new();
+    let a = g.param("a", &[4, 4], DType::F32);
+    let b = g.param("b", &[3], DType::U32);
+    let v = g.view(a, "a flat", &[16]).unwrap();
+    for (members, says) in [
+        (vec![a, v], "is a view"),
+        (vec![a, b], "is u32"),
+        (vec![a, a], "listed twice"),
+        (vec![], "needs members"),
+    ] {
+        let err = g.group("g", &members, Role::Param).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+}

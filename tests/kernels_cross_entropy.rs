@@ -59,35 +59,36 @@ fn a_max_that_moves_every_chunk_rescales_the_gradient() {
     check_against_cpu(&h, &w, &targets, dim, chunk);
 }
 
-/// The fused loss on the device against the f64 reference (loss, counted rows, d hidden);
-/// returns the reference's d hidden.
+/// The fused loss on the device against the f64 reference (loss, counted rows, d hidden),
+/// with the software kernels (a row an invocation) and the portable ones (a row a workgroup,
+/// reductions in workgroup memory; the rescale an element an invocation); returns the
+/// reference's d hidden.
 fn check_against_cpu(h: &[f32], w: &[f32], targets: &[u32], dim: usize, chunk: usize) -> Vec<f64> {
     let (rows, vocab) = (targets.len(), w.len() / dim);
-    let mut g = Graph::new();
-    let ht = g.input("h_final", &[rows, dim], DType::F32);
-    let wt = g.param("lm_head", &[vocab, dim], DType::F32);
-    let tt = g.input("targets", &[rows], DType::U32);
-    let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
-    let inputs = [
-        (ht, bytes(h)),
-        (wt, bytes(w)),
-        (tt, bytemuck::cast_slice(targets).to_vec()),
-    ];
-    let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
-
     let (loss, counted, dh) = cpu_lm_head_loss(&to_f64(h), &to_f64(w), targets, dim);
-    assert_eq!(got[0][1], counted as f32);
-    let e = ((got[0][0] as f64 - loss) / loss).abs();
-    assert!(
-        e < 1e-5,
-        "loss {} vs {loss} ({rows}x{dim}, vocab {vocab}, chunk {chunk})",
-        got[0][0]
-    );
-    let e = rel_err(&got[1], &to_f32(&dh));
-    assert!(
-        e < 1e-5,
-        "d hidden rel err {e} ({rows}x{dim}, vocab {vocab}, chunk {chunk})"
-    );
+    for (mut g, portable) in [
+        (common::software_buffer_graph(), false),
+        (common::portable_graph(), true),
+    ] {
+        let ht = g.input("h_final", &[rows, dim], DType::F32);
+        let wt = g.param("lm_head", &[vocab, dim], DType::F32);
+        let tt = g.input("targets", &[rows], DType::U32);
+        let out = lm_head_loss(&mut g, "loss", ht, wt, tt, chunk).unwrap();
+        let online_rows = g.nodes.iter().any(|n| n.kernel.name.ends_with("_rows"));
+        assert_eq!(online_rows, portable);
+        let inputs = [
+            (ht, bytes(h)),
+            (wt, bytes(w)),
+            (tt, bytemuck::cast_slice(targets).to_vec()),
+        ];
+        let got = run_graph(g, &inputs, &[out.loss, out.d_hidden]);
+        let case = format!("{rows}x{dim}, vocab {vocab}, chunk {chunk}, portable {portable}");
+        assert_eq!(got[0][1], counted as f32, "{case}");
+        let e = ((got[0][0] as f64 - loss) / loss).abs();
+        assert!(e < 1e-5, "loss {} vs {loss} ({case})", got[0][0]);
+        let e = rel_err(&got[1], &to_f32(&dh));
+        assert!(e < 1e-5, "d hidden rel err {e} ({case})");
+    }
     dh
 }
 

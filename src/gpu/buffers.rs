@@ -38,18 +38,35 @@ impl Gpu {
 
     /// Queue a write of `data` at the start of `buffer` (padded to 4 bytes).
     pub fn upload(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+        self.upload_at(buffer, 0, data);
+    }
+
+    /// Queue a write of `data` at byte `offset` of `buffer` (a multiple of 4; padded to 4
+    /// bytes).
+    pub fn upload_at(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
         if data.len().is_multiple_of(4) {
-            self.queue.write_buffer(buffer, 0, data);
+            self.queue.write_buffer(buffer, offset, data);
         } else {
             let mut padded = data.to_vec();
-            padded.resize(storage_size(data.len() as u64) as usize, 0);
-            self.queue.write_buffer(buffer, 0, &padded);
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buffer, offset, &padded);
         }
     }
 
     /// Copy `bytes` bytes from the start of `buffer` back to the host.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
-        let size = storage_size(bytes);
+        self.read_bytes_at(buffer, 0, bytes).await
+    }
+
+    /// Copy `bytes` bytes from byte `offset` (a multiple of 4) of `buffer` back to the host.
+    pub async fn read_bytes_at(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>, GpuError> {
+        // Copies move whole 4-byte words; the buffer's size is a multiple of 16.
+        let size = storage_size(bytes).min(buffer.size() - offset);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -57,7 +74,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
 
         let (sender, receiver) = futures_channel::oneshot::channel();

@@ -29,6 +29,9 @@ pub struct CompiledGraph {
     buffers: Vec<wgpu::Buffer>,
     /// Index into `buffers` for each tensor (None for unused temporaries).
     buffer_of: Vec<Option<usize>>,
+    /// Where each tensor starts in its buffer (bytes): a group member's place, or a shared
+    /// param's in the other graph's buffer.
+    offset_of: Vec<u64>,
     /// Per node: what its dispatch binds and launches (None for a copy node, which has no
     /// dispatch).
     dispatches: Vec<Option<NodeDispatch>>,
@@ -72,7 +75,7 @@ impl CompiledGraph {
             .tensors
             .iter()
             .enumerate()
-            .filter(|(t, d)| d.role == Role::Param && d.view_of.is_none() && !compiled.shared[*t])
+            .filter(|(t, d)| d.role == Role::Param && d.named() && !compiled.shared[*t])
             .map(|(_, d)| d.name.clone())
             .collect();
         Ok((compiled, unshared))
@@ -98,21 +101,32 @@ impl CompiledGraph {
 
         let mut buffers = Vec::new();
         let mut buffer_of = vec![None; graph.tensors.len()];
+        let mut offset_of: Vec<u64> = graph.tensors.iter().map(|d| d.offset).collect();
         let mut shared = vec![false; graph.tensors.len()];
         for (t, desc) in graph.tensors.iter().enumerate() {
             if plan.placement[t] == Placement::Own && desc.view_of.is_none() {
+                // A param `other` has too (perhaps inside one of its groups): its buffer.
                 let same = other.and_then(|o| {
                     let id = o.graph.find(&desc.name)?;
                     let theirs = o.graph.tensor(id);
                     let same = desc.role == Role::Param
+                        && !desc.group
                         && theirs.role == Role::Param
+                        && theirs.named()
                         && theirs.dtype == desc.dtype
                         && theirs.shape == desc.shape;
-                    same.then(|| o.buffer(id).cloned()).flatten()
+                    same.then(|| o.buffer(id).cloned().map(|b| (b, o.offset_of[id.0])))
+                        .flatten()
                 });
                 buffer_of[t] = Some(buffers.len());
                 shared[t] = same.is_some();
-                buffers.push(same.unwrap_or_else(|| gpu.storage_buffer(&desc.name, desc.bytes())));
+                match same {
+                    Some((buffer, offset)) => {
+                        offset_of[t] = offset;
+                        buffers.push(buffer);
+                    }
+                    None => buffers.push(gpu.storage_buffer(&desc.name, desc.bytes())),
+                }
             }
         }
         let first_slot = buffers.len();
@@ -127,6 +141,7 @@ impl CompiledGraph {
         for (t, desc) in graph.tensors.iter().enumerate() {
             if let Some(root) = desc.view_of {
                 buffer_of[t] = buffer_of[root.0];
+                offset_of[t] = desc.offset + offset_of[root.0];
             }
         }
 
@@ -192,7 +207,7 @@ impl CompiledGraph {
                     binding: b as u32,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &buffers[buffer_of[t.0].expect("used tensors are placed")],
-                        offset: 0,
+                        offset: offset_of[t.0],
                         size: NonZeroU64::new(storage_size(graph.tensor(t).bytes())),
                     }),
                 })
@@ -244,6 +259,7 @@ impl CompiledGraph {
             plan,
             buffers,
             buffer_of,
+            offset_of,
             dispatches,
             shared,
             textures,
@@ -256,9 +272,15 @@ impl CompiledGraph {
         self.plan.peak_bytes()
     }
 
-    /// The buffer holding tensor `t` (shared with other temporaries if `t` is one).
+    /// The buffer holding tensor `t` (shared with other temporaries if `t` is one; from
+    /// `offset(t)` on).
     pub fn buffer(&self, t: TensorId) -> Option<&wgpu::Buffer> {
         self.buffer_of[t.0].map(|b| &self.buffers[b])
+    }
+
+    /// Where tensor `t` starts in `buffer(t)`, in bytes.
+    pub fn offset(&self, t: TensorId) -> u64 {
+        self.offset_of[t.0]
     }
 
     /// Write an input or param. `data` must be exactly the tensor's size.
@@ -278,7 +300,7 @@ impl CompiledGraph {
             });
         }
         if let Some(buffer) = self.buffer(t) {
-            gpu.upload(buffer, data);
+            gpu.upload_at(buffer, self.offset(t), data);
         }
         Ok(())
     }
@@ -340,12 +362,13 @@ impl CompiledGraph {
         let node = &self.graph.nodes[i];
         let copy = node.copy.expect("a copy node");
         let buffer = &self.buffers[self.buffer_of[node.tensors[0].0].expect("placed")];
+        let base = self.offset(node.tensors[0]);
         let texture = &self.textures[node.textures[0].0];
         // `rows` whole rows from `offset`, then the tail into texture row `rows`.
         let regions = [
-            (copy.offset, copy.width, copy.rows, 0),
+            (base + copy.offset, copy.width, copy.rows, 0),
             (
-                copy.offset + copy.rows as u64 * copy.bytes_per_row as u64,
+                base + copy.offset + copy.rows as u64 * copy.bytes_per_row as u64,
                 copy.tail,
                 1,
                 copy.rows,
@@ -440,7 +463,9 @@ impl CompiledGraph {
             .into());
         }
         let buffer = self.buffer(t).expect("pinned tensors have buffers");
-        Ok(gpu.read_bytes(buffer, desc.bytes()).await?)
+        Ok(gpu
+            .read_bytes_at(buffer, self.offset(t), desc.bytes())
+            .await?)
     }
 
     /// Read an f32 tensor.

@@ -151,6 +151,10 @@ pub struct Graph {
     packed: Vec<Option<(TensorId, Params)>>,
 }
 
+/// Where members of a group start (bytes): WebGPU's largest allowed
+/// `minStorageBufferOffsetAlignment`, so that every member can be bound on its own.
+pub const GROUP_ALIGN: u64 = 256;
+
 /// WebGPU's default `maxStorageBufferBindingSize`, which lavapipe and many browsers keep.
 pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
 
@@ -254,6 +258,9 @@ impl Graph {
             dtype,
             role,
             view_of: None,
+            offset: 0,
+            member: false,
+            group: false,
         });
         TensorId(self.tensors.len() - 1)
     }
@@ -287,7 +294,75 @@ impl Graph {
         let role = self.tensors[root.0].role;
         let id = self.add_tensor(name, shape, desc.dtype, role);
         self.tensors[id.0].view_of = Some(root);
+        self.tensors[id.0].offset = desc.offset;
         Ok(id)
+    }
+
+    /// Store `members` one after another in one new tensor `name` of role `role` (each at a
+    /// multiple of GROUP_ALIGN bytes, the gaps zero), which a node can bind to go over all of
+    /// them at once: the optimizer's one dispatch for every adapter tensor. The members stay
+    /// tensors of their own (names, shapes, bindings), now of `role`; the group reads as
+    /// [total] values of their dtype. Groups with members of the same sizes in the same order
+    /// have the same layout. Members must be distinct tensors of one dtype, not views, not in
+    /// another group.
+    pub fn group(
+        &mut self,
+        name: &str,
+        members: &[TensorId],
+        role: Role,
+    ) -> Result<TensorId, GraphError> {
+        let err = |detail: String| GraphError::Unsupported {
+            op: name.into(),
+            detail,
+        };
+        let Some(&first) = members.first() else {
+            return Err(err("a group needs members".into()));
+        };
+        let dtype = self.tensor(first).dtype;
+        if dtype != DType::F32 {
+            return Err(err(format!(
+                "groups hold f32 tensors, '{}' is {dtype}",
+                self.tensor(first).name
+            )));
+        }
+        let mut offsets = Vec::with_capacity(members.len());
+        let mut end = 0u64;
+        for (i, &m) in members.iter().enumerate() {
+            let d = self.tensor(m);
+            if d.view_of.is_some() || d.group {
+                return Err(err(format!("'{}' is a view or a group", d.name)));
+            }
+            if d.dtype != dtype {
+                return Err(err(format!("'{}' is {}, not {dtype}", d.name, d.dtype)));
+            }
+            if members[..i].contains(&m) {
+                return Err(err(format!("'{}' is listed twice", d.name)));
+            }
+            offsets.push(end);
+            end = (end + d.bytes()).next_multiple_of(GROUP_ALIGN);
+        }
+        let values = (end / dtype.bytes_for(1)) as usize;
+        let group = self.add_tensor(name, &[values], dtype, role);
+        self.tensors[group.0].group = true;
+        for (&m, offset) in members.iter().zip(offsets) {
+            let d = &mut self.tensors[m.0];
+            d.view_of = Some(group);
+            d.offset = offset;
+            d.member = true;
+            d.role = role;
+        }
+        // Views of the members now point into the group too.
+        for i in 0..self.tensors.len() {
+            if let Some(root) = self.tensors[i].view_of {
+                if !self.tensors[i].member && members.contains(&root) {
+                    let offset = self.tensors[root.0].offset;
+                    self.tensors[i].view_of = Some(group);
+                    self.tensors[i].offset = offset;
+                    self.tensors[i].role = role;
+                }
+            }
+        }
+        Ok(group)
     }
 
     /// A tensor the host writes before each run.

@@ -97,9 +97,24 @@ pub struct TensorDesc {
     /// For a view (another shape over the same elements), the tensor that owns the buffer.
     /// Roles, lifetimes and buffers are those of that root.
     pub view_of: Option<TensorId>,
+    /// Where the tensor's elements start in its root's buffer, in bytes: 0 except for a
+    /// member of a group (and views of one).
+    pub offset: u64,
+    /// A tensor in its own right (named, loaded and saved by that name) stored inside a
+    /// group (`Graph::group`): `view_of` names the group.
+    pub member: bool,
+    /// A group: one buffer holding its members one after another, for kernels that go over
+    /// all of them in one dispatch (the optimizer). Not a tensor of any file.
+    pub group: bool,
 }
 
 impl TensorDesc {
+    /// Whether this is a tensor in its own right, which weights are loaded into, adapters and
+    /// checkpoints saved from and graphs share by name: not a view, not a group.
+    pub fn named(&self) -> bool {
+        (self.view_of.is_none() || self.member) && !self.group
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -49,7 +49,7 @@ pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, M
                 crate::model::llama::ROPE_TABLE,
                 crate::model::llama::ROPE_TABLE_LOCAL,
             ];
-            t.role == Role::Param && t.view_of.is_none() && !rope.contains(&t.name.as_str())
+            t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
         })
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect())

@@ -40,7 +40,7 @@ pub fn upload_model_with_progress(
     let total = graph
         .tensors
         .iter()
-        .filter(|d| d.role == Role::Param && d.view_of.is_none())
+        .filter(|d| d.role == Role::Param && d.named())
         .count();
     if let Some(adapter) = adapter {
         // Every adapter tensor must land somewhere: one the model has no place for (another
@@ -71,7 +71,7 @@ pub fn upload_model_with_progress(
     };
     for (i, desc) in graph.tensors.iter().enumerate() {
         let t = TensorId::from_index(i);
-        if desc.role != Role::Param || desc.view_of.is_some() {
+        if desc.role != Role::Param || !desc.named() {
             continue;
         }
         done += 1;

@@ -55,6 +55,33 @@ pub static ONLINE: Kernel = Kernel {
     bindings: &ONLINE_FOLD,
 };
 
+/// `ONLINE_FIRST` with a workgroup a row (the portable path; reductions in workgroup memory).
+pub static ONLINE_FIRST_ROWS: Kernel = Kernel {
+    name: "ce_online_first_rows",
+    shader: &shaders::CROSS_ENTROPY_ONLINE,
+    entry: "ce_online_rows",
+    textures: &[],
+    bindings: &ONLINE_START,
+};
+
+/// `ONLINE` with a workgroup a row.
+pub static ONLINE_ROWS: Kernel = Kernel {
+    name: "ce_online_rows",
+    shader: &shaders::CROSS_ENTROPY_ONLINE,
+    entry: "ce_online_rows",
+    textures: &[],
+    bindings: &ONLINE_FOLD,
+};
+
+/// `RESCALE` an invocation an element (the portable path).
+pub static RESCALE_ELEMENTS: Kernel = Kernel {
+    name: "ce_rescale_elements",
+    shader: &shaders::CROSS_ENTROPY_RESCALE,
+    entry: "ce_rescale_elements",
+    textures: &[],
+    bindings: RESCALE.bindings,
+};
+
 pub static RESCALE: Kernel = Kernel {
     name: "ce_rescale",
     shader: &shaders::CROSS_ENTROPY_RESCALE,
@@ -240,23 +267,29 @@ pub fn lm_head_loss_parts(
             .u32(width as u32)
             .u32(v0 as u32)
             .u32(first as u32);
-        let kernel = if first { &ONLINE_FIRST } else { &ONLINE };
+        let portable = g.kernels.portable(Family::CrossEntropy);
+        let (kernel, dispatch) = match (portable, first) {
+            (true, true) => (&ONLINE_FIRST_ROWS, Dispatch::Linear(rows as u32)),
+            (true, false) => (&ONLINE_ROWS, Dispatch::Linear(rows as u32)),
+            (false, true) => (&ONLINE_FIRST, Dispatch::linear(rows, 64)),
+            (false, false) => (&ONLINE, Dispatch::linear(rows, 64)),
+        };
         let io = [numerators, targets, stats, rescale];
-        let by_row = Dispatch::linear(rows, 64);
-        g.push(
-            format!("{name}.softmax[{v0}..]"),
-            kernel,
-            &io,
-            params,
-            by_row,
-        )?;
+        let label = format!("{name}.softmax[{v0}..]");
+        g.push(label, kernel, &io, params, dispatch)?;
         let (p, w) = (Operand::plain(numerators), w_rows(Operand::plain(weight)));
         match d_hidden {
             None => d_hidden = Some(matmul(g, &format!("{name}.d_hidden"), p, w, 1.0)?),
             Some(dh) => {
                 let params = Params::new().u32(rows as u32).u32(dim as u32);
                 let label = format!("{name}.rescale[{v0}..]");
-                g.push(label, &RESCALE, &[dh, rescale], params, by_row)?;
+                if portable {
+                    let dispatch = Dispatch::linear(rows * dim, 256);
+                    g.push(label, &RESCALE_ELEMENTS, &[dh, rescale], params, dispatch)?;
+                } else {
+                    let by_row = Dispatch::linear(rows, 64);
+                    g.push(label, &RESCALE, &[dh, rescale], params, by_row)?;
+                }
                 matmul_into(g, &format!("{name}.d_hidden[{v0}..]"), dh, p, w, 1.0)?;
             }
         }

@@ -25,10 +25,12 @@ pub static CLIP: Kernel = Kernel {
     ],
 };
 
-const CHUNK: usize = 256;
+/// Gradient elements a workgroup of `grad_sumsq` sums (shaders/grad_norm.wgsl's CHUNK).
+const CHUNK: usize = 4096;
 
-/// grad_clip sums the partials in one invocation; llvmpipe ends an invocation's loops after
-/// 65,535 iterations, so more partials would give a silently wrong norm there.
+/// The most partial sums one norm takes (268M gradient elements): far past any adapter, and
+/// with `grad_clip`'s 256 invocations each looping at most 256 times, well inside llvmpipe's
+/// 65,535 loop iterations an invocation.
 pub const MAX_PARTIALS: usize = 65_535;
 
 /// The norm of all `grads` together and the factor that clips it to `max_norm` (no clipping
@@ -68,7 +70,7 @@ pub fn clip(
             &SUMSQ,
             &[grad, partials],
             params,
-            Dispatch::linear(n_chunks, 64),
+            Dispatch::Linear(n_chunks.max(1) as u32),
         )?;
         offset += n_chunks;
     }

@@ -4,7 +4,7 @@
 //! nodes before the optimizer (`CompiledGraph::run_nodes`).
 
 use crate::gpu::Gpu;
-use crate::graph::{CompiledGraph, DType, Graph, TensorId};
+use crate::graph::{CompiledGraph, DType, Graph, Role, TensorId};
 use crate::lora::LoraConfig;
 use crate::model::llama::{BaseFormat, Llama};
 use crate::model::llama_train::{compact_targets, ScoredRows};
@@ -68,6 +68,28 @@ pub struct TrainSession {
 }
 
 /// The names of an adapter tensor's optimizer moments.
+/// Consecutive ranges of `members` whose group (`Graph::group`) fits one storage binding.
+fn group_ranges(g: &Graph, members: &[TensorId]) -> Vec<std::ops::Range<usize>> {
+    let limit = g.max_binding_bytes;
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, &t) in members.iter().enumerate() {
+        let size = g
+            .tensor(t)
+            .bytes()
+            .next_multiple_of(crate::graph::GROUP_ALIGN);
+        if i > start && bytes + size > limit {
+            ranges.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < members.len() {
+        ranges.push(start..members.len());
+    }
+    ranges
+}
+
 pub fn moment_names(name: &str) -> [String; 2] {
     [format!("adamw.m.{name}"), format!("adamw.v.{name}")]
 }
@@ -124,23 +146,38 @@ impl TrainSession {
             acc_coef = Some(coef);
         }
         let backward_nodes = g.nodes.len();
-        let grad_ids: Vec<TensorId> = grads.iter().map(|(_, t)| *t).collect();
-        let clip = grad_norm::clip(&mut g, "grad_scale", &grad_ids, settings.max_grad_norm)?;
-        let hyper = g.input("adamw.hyper", &[4], DType::F32);
+        // The adapter's tensors, their gradients and AdamW's moments, each set stored in a
+        // few groups of the same layout (one while a group fits one binding), so that the
+        // gradient norm and the update are a few dispatches a step instead of some a tensor.
+        let mut sets: [Vec<TensorId>; 4] = Default::default();
         for (name, grad) in &grads {
             let param = g.find(name).expect("adapter tensors are declared");
             let shape = g.tensor(param).shape.clone();
             let [m, v] = moment_names(name).map(|n| g.param(&n, &shape, DType::F32));
-            settings.adamw.step(
-                &mut g,
-                &format!("adamw {name}"),
-                param,
-                *grad,
-                m,
-                v,
-                hyper,
-                clip,
-            )?;
+            for (set, t) in sets.iter_mut().zip([param, *grad, m, v]) {
+                set.push(t);
+            }
+        }
+        let mut groups: Vec<[TensorId; 4]> = Vec::new();
+        for (i, range) in group_ranges(&g, &sets[0]).into_iter().enumerate() {
+            let mut group = [sets[0][0]; 4];
+            for (k, what) in ["lora", "grad", "adamw.m", "adamw.v"]
+                .into_iter()
+                .enumerate()
+            {
+                let members = &sets[k][range.clone()];
+                group[k] = g.group(&format!("{what} group {i}"), members, Role::Param)?;
+            }
+            groups.push(group);
+        }
+        let grad_groups: Vec<TensorId> = groups.iter().map(|g| g[1]).collect();
+        let clip = grad_norm::clip(&mut g, "grad_scale", &grad_groups, settings.max_grad_norm)?;
+        let hyper = g.input("adamw.hyper", &[4], DType::F32);
+        for (i, &[param, grad, m, v]) in groups.iter().enumerate() {
+            let label = format!("adamw group {i}");
+            settings
+                .adamw
+                .step(&mut g, &label, param, grad, m, v, hyper, clip)?;
         }
         g.mark_output(step.loss);
         g.mark_output(clip);

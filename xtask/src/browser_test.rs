@@ -484,7 +484,7 @@ pub fn run_test() -> Result<(), String> {
         2 * minute,
     )?;
     let kernels = cdp.eval("window.webqloraState.info.kernels")?;
-    if kernels.as_str() != Some("matmul=portable,nf4=portable,attention=portable,rmsnorm=portable")
+    if kernels.as_str() != Some("matmul=portable,nf4=portable,attention=portable,rmsnorm=portable,cross_entropy=portable")
     {
         return Err(format!(
             "the page's kernels with ?kernels=portable: {kernels}"
