@@ -188,6 +188,7 @@ shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
 shader!(RMSNORM_BACKWARD_VEC4, "rmsnorm_backward_vec4");
 shader!(RMSNORM_VEC4, "rmsnorm_vec4");
 shader!(ROPE, "rope");
+shader!(ROPE_QK, "rope_qk");
 shader!(ROPE_VEC4, "rope_vec4");
 shader!(
     SWIGLU,
@@ -279,6 +280,7 @@ pub static ALL: &[&Shader] = &[
     &ROWS_FMA_SG,
     &TILE_QUEUE,
     &ROPE,
+    &ROPE_QK,
     &ROPE_VEC4,
     &SPLIT_SUM,
     &TILE_PRODUCT,

@@ -215,6 +215,51 @@ fn rope_forward_and_inverse_match_cpu() {
     }
 }
 
+/// q and k rotated by one dispatch (`rope_qk`, grouped-query shapes: fewer k heads) equal the
+/// CPU reference, forward and inverse; a head dim off a multiple of 8 takes two `rope` nodes.
+#[test]
+fn rope_of_q_and_k_in_one_dispatch_matches_cpu() {
+    let mut rng = rng("rope_qk");
+    let theta = 10000.0;
+    for &(batch, seq, q_heads, k_heads, head_dim, offset, nodes) in &[
+        (2usize, 7usize, 9usize, 3usize, 64usize, 5usize, 1usize),
+        (1, 33, 4, 4, 8, 0, 1),
+        (3, 5, 6, 2, 12, 2, 2),
+    ] {
+        let tokens = batch * seq;
+        let at = Positions {
+            seq_len: seq,
+            pos_offset: offset,
+        };
+        let positions = offset + seq;
+        for inverse in [false, true] {
+            let q = random_f32(&mut rng, tokens * q_heads * head_dim, 1.0);
+            let k = random_f32(&mut rng, tokens * k_heads * head_dim, 1.0);
+            let mut g = Graph::new();
+            let qt = g.input("q", &[tokens, q_heads, head_dim], DType::F32);
+            let kt = g.input("k", &[tokens, k_heads, head_dim], DType::F32);
+            let table = g.param("cos_sin", &[positions, head_dim / 2, 2], DType::F32);
+            let [q_rot, k_rot] =
+                rope::rope_qk(&mut g, ["q_rot", "k_rot"], [qt, kt], table, at, inverse).unwrap();
+            assert_eq!(g.nodes.len(), nodes, "{head_dim}");
+            let cs = cos_sin_table(positions, head_dim, theta);
+            let got = run_graph(
+                g,
+                &[(qt, bytes(&q)), (kt, bytes(&k)), (table, bytes(&cs))],
+                &[q_rot, k_rot],
+            );
+            for (got, x, heads) in [(&got[0], &q, q_heads), (&got[1], &k, k_heads)] {
+                let want = cpu_rope(&to_f64(x), heads, head_dim, at, theta, inverse);
+                let e = rel_err(got, &to_f32(&want));
+                assert!(
+                    e < 1e-6,
+                    "rope_qk {tokens}x{heads}x{head_dim} inverse {inverse}: rel err {e}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn rope_positions_must_fit_the_table() {
     let mut g = Graph::new();

@@ -9,7 +9,7 @@ use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::{lm_head_loss_parts, IGNORE};
 use crate::ops::decode;
-use crate::ops::rope::{rope, Positions};
+use crate::ops::rope::{rope_qk, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
 
 /// How a layer's tokens attend.
@@ -218,8 +218,8 @@ impl Llama {
             }
             None => (q, k, None),
         };
-        let q = rope(g, &format!("{p}.q_rot"), q, table, at, false)?;
-        let k = rope(g, &format!("{p}.k_rot"), k, table, at, false)?;
+        let names = [format!("{p}.q_rot"), format!("{p}.k_rot")];
+        let [q, k] = rope_qk(g, [&names[0], &names[1]], [q, k], table, at, false)?;
         let qkv = Qkv { q, k, v };
         let name = format!("{p}.attn");
         let attn = match attend {
@@ -426,8 +426,8 @@ impl Llama {
             let name = format!("{p}.d_qkv");
             let d = attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?;
             let table = self.rope_table(l);
-            let d_q = rope(g, &format!("{p}.d_q_heads"), d.q, table, at, true)?;
-            let d_k = rope(g, &format!("{p}.d_k_heads"), d.k, table, at, true)?;
+            let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
+            let [d_q, d_k] = rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?;
             let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
                 (Some((qn, kn)), Some((qw, kw))) => (
                     qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,

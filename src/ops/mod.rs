@@ -115,6 +115,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &rmsnorm::BACKWARD_VEC4,
         &rope::ROPE,
         &rope::ROPE_VEC4,
+        &rope::ROPE_QK,
         &swiglu::FORWARD,
         &swiglu::BACKWARD,
         &swiglu::FORWARD_VEC4,

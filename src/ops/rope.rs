@@ -27,6 +27,21 @@ pub static ROPE_VEC4: Kernel = Kernel {
     bindings: ROPE.bindings,
 };
 
+/// `ROPE_VEC4` over q and k at once (one dispatch for both).
+pub static ROPE_QK: Kernel = Kernel {
+    name: "rope_qk",
+    shader: &shaders::ROPE_QK,
+    entry: "rope_qk",
+    textures: &[],
+    bindings: &[
+        Binding::read("q", DType::F32),
+        Binding::read("k", DType::F32),
+        Binding::read("cos_sin", DType::F32),
+        Binding::write("q_out", DType::F32),
+        Binding::write("k_out", DType::F32),
+    ],
+};
+
 /// The (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2], computed as
 /// transformers does (inv_freq = 1 / theta^(2i / d), angle = position · inv_freq) in f64.
 pub fn cos_sin_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
@@ -61,15 +76,15 @@ pub struct Positions {
     pub pos_offset: usize,
 }
 
-/// Rotate `x` [tokens, heads, head_dim] (forward), or rotate back (`inverse`: the backward).
-pub fn rope(
-    g: &mut Graph,
+/// `x` is [tokens, heads, head_dim] with an even head dim, the table [positions, head_dim / 2,
+/// 2], and the sequences fit the table: x's [tokens, heads, head_dim].
+fn check(
+    g: &Graph,
     name: &str,
     x: TensorId,
     cos_sin: TensorId,
     at: Positions,
-    inverse: bool,
-) -> Result<TensorId, GraphError> {
+) -> Result<[usize; 3], GraphError> {
     let shape = g.tensor(x).shape.clone();
     let table = g.tensor(cos_sin).shape.clone();
     let bad = |detail: String| GraphError::ShapeMismatch {
@@ -97,7 +112,20 @@ pub fn rope(
             at.seq_len, at.pos_offset, table[0]
         )));
     }
-    let y = g.temp(name, &shape, DType::F32);
+    Ok([tokens, heads, head_dim])
+}
+
+/// Rotate `x` [tokens, heads, head_dim] (forward), or rotate back (`inverse`: the backward).
+pub fn rope(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    cos_sin: TensorId,
+    at: Positions,
+    inverse: bool,
+) -> Result<TensorId, GraphError> {
+    let [tokens, heads, head_dim] = check(g, name, x, cos_sin, at)?;
+    let y = g.temp(name, &[tokens, heads, head_dim], DType::F32);
     let params = Params::new()
         .u32(tokens as u32)
         .u32(heads as u32)
@@ -120,6 +148,52 @@ pub fn rope(
         Dispatch::linear(items, 64),
     )?;
     Ok(y)
+}
+
+/// Rotate q [tokens, q_heads, head_dim] and k [tokens, k_heads, head_dim] alike (the same
+/// positions and table): new temporaries `names`. One dispatch where the head dim is a
+/// multiple of 8, else `rope` on each.
+pub fn rope_qk(
+    g: &mut Graph,
+    names: [&str; 2],
+    [q, k]: [TensorId; 2],
+    cos_sin: TensorId,
+    at: Positions,
+    inverse: bool,
+) -> Result<[TensorId; 2], GraphError> {
+    let (qs, ks) = (g.tensor(q).shape.clone(), g.tensor(k).shape.clone());
+    let fused = qs.len() == 3
+        && ks.len() == 3
+        && qs[0] == ks[0]
+        && qs[2] == ks[2]
+        && qs[2].is_multiple_of(8);
+    if !fused {
+        let q_rot = rope(g, names[0], q, cos_sin, at, inverse)?;
+        let k_rot = rope(g, names[1], k, cos_sin, at, inverse)?;
+        return Ok([q_rot, k_rot]);
+    }
+    // Shapes, table and positions checked as `rope` checks them, on q (k shares them).
+    let [tokens, _, head_dim] = check(g, names[0], q, cos_sin, at)?;
+    let q_out = g.temp(names[0], &qs, DType::F32);
+    let k_out = g.temp(names[1], &ks, DType::F32);
+    let params = Params::new()
+        .u32(tokens as u32)
+        .u32(qs[1] as u32)
+        .u32(ks[1] as u32)
+        .u32(head_dim as u32)
+        .u32(at.seq_len as u32)
+        .u32(at.pos_offset as u32)
+        .u32(inverse as u32);
+    let items = tokens * (qs[1] + ks[1]) * head_dim / 8;
+    let label = format!("{} + {}", names[0], names[1]);
+    g.push(
+        label,
+        &ROPE_QK,
+        &[q, k, cos_sin, q_out, k_out],
+        params,
+        Dispatch::linear(items, 64),
+    )?;
+    Ok([q_out, k_out])
 }
 
 /// CPU reference (f64 angles), forward or inverse.
