@@ -10,6 +10,8 @@ use webqlora::gpu::Gpu;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::gguf::GgufFile;
 use webqlora::model::load::{initialize_missing, upload_model};
+use webqlora::model::random::RandomWeights;
+use webqlora::model::{ModelConfig, WeightSource};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::model_source::default_model_path;
 use webqlora::train::session::{SessionSettings, TrainSession};
@@ -19,9 +21,15 @@ use super::GpuArgs;
 
 #[derive(Args)]
 pub struct StepArgs {
-    /// A GGUF model (default: the SmolLM2-135M-Instruct that `cargo xtask fetch-model` caches).
+    /// A GGUF model (default: the SmolLM2-135M-Instruct that `cargo xtask fetch-model` caches);
+    /// with --random-weights also a config.json (or a folder with one), e.g.
+    /// data/configs/smollm2-135m.json.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Seeded random weights of the model's shape instead of its own (nothing is read but the
+    /// config): for timing and sizing a step where the weights are not at hand.
+    #[arg(long)]
+    random_weights: bool,
     #[arg(long, default_value_t = 4, value_parser = super::common::at_least_one)]
     batch: usize,
     #[arg(long, default_value_t = 256, value_parser = super::common::at_least_one)]
@@ -51,9 +59,30 @@ pub struct StepArgs {
 
 pub fn run(args: StepArgs) -> anyhow::Result<()> {
     let path = args.model.clone().unwrap_or_else(default_model_path);
-    let file = GgufFile::open(&path)
-        .map_err(|e| anyhow::anyhow!("{e} (cargo xtask fetch-model gets the default model)"))?;
-    let config = file.config().clone();
+    let is_json = path.extension().is_some_and(|e| e == "json") || path.is_dir();
+    let (config, weights): (ModelConfig, Box<dyn WeightSource>) = if args.random_weights && is_json
+    {
+        let file = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.clone()
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let config = ModelConfig::from_json(&text, &file.display().to_string())?;
+        let weights = Box::new(RandomWeights::new(1, &config));
+        (config, weights)
+    } else {
+        let file = GgufFile::open(&path)
+            .map_err(|e| anyhow::anyhow!("{e} (cargo xtask fetch-model gets the default model)"))?;
+        let config = file.config().clone();
+        if args.random_weights {
+            let weights = Box::new(RandomWeights::new(1, &config));
+            (config, weights)
+        } else {
+            (config, Box::new(file))
+        }
+    };
     let (b, s) = (args.batch, args.seq);
     let tokens = b * s;
     let lora = LoraConfig {
@@ -109,7 +138,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         };
     }
     let load = Instant::now();
-    let missing = upload_model(&gpu, compiled, &config, &file, base, None)?;
+    let missing = upload_model(&gpu, compiled, &config, weights.as_ref(), base, None)?;
     initialize_missing(&gpu, compiled, &missing, 0)?;
     let load_s = load.elapsed().as_secs_f64();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -200,6 +229,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             serde_json::json!({
                 "adapter": gpu.describe(),
                 "model": path.display().to_string(),
+                "random_weights": args.random_weights,
                 "base": args.base.name(),
                 "batch": b,
                 "seq": s,

@@ -10,6 +10,7 @@ pub mod llama;
 pub mod llama_decode;
 pub mod llama_train;
 pub mod load;
+pub mod random;
 pub mod safetensors_files;
 
 pub use config::{Architecture, BnbQuantization, LayerType, ModelConfig, RopeScaling};
