@@ -542,6 +542,33 @@ fn bench_lm_head(
 }
 
 /// SmolLM2-135M: hidden 576, kv 192, intermediate 1536.
+/// f32 peaks (TFLOP/s, the vendors' figures without sparsity) of GPUs whose adapter names say
+/// which one they are; `WEBQLORA_PEAK_TFLOPS` gives any other device's.
+const KNOWN_PEAKS: [(&str, f64); 8] = [
+    ("H200", 67.0),
+    ("H100 PCIe", 51.0),
+    ("H100", 67.0),
+    ("A100", 19.5),
+    ("L4", 30.3),
+    ("RTX 4090", 82.6),
+    ("RTX 3090", 35.6),
+    ("Tesla T4", 8.1),
+];
+
+/// The device's f32 peak in GFLOP/s, where known.
+fn peak_gflops(adapter_name: &str) -> Option<f64> {
+    if let Some(t) = std::env::var("WEBQLORA_PEAK_TFLOPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        return Some(t * 1e3);
+    }
+    KNOWN_PEAKS
+        .iter()
+        .find(|(name, _)| adapter_name.contains(name))
+        .map(|(_, t)| t * 1e3)
+}
+
 const LINEARS: [(usize, usize); 4] = [(576, 576), (576, 192), (576, 1536), (1536, 576)];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -589,15 +616,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Tens of seconds a run on a software device: two runs are enough for a median.
         rows.push(bench_lm_head(&gpu, tokens, 576, 49152, runs.min(2))?);
     }
+    let peak = peak_gflops(&gpu.info.name);
     if json {
         for r in &rows {
+            let gflops = r.flops / r.median_ms / 1e6;
             println!(
                 "{}",
                 serde_json::json!({
                     "kernel": r.kernel, "m": r.m, "k": r.k, "n": r.n,
                     "median_ms": r.median_ms,
-                    "gflops": r.flops / r.median_ms / 1e6,
+                    "gflops": gflops,
                     "gbps": r.bytes / r.median_ms / 1e6,
+                    "peak_fraction": peak.map(|p| gflops / p),
                     "adapter": adapter,
                     "kernels": gpu.kernels.to_string(),
                 })
@@ -607,6 +637,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("adapter: {adapter}");
     println!("kernels: {}", gpu.kernels);
+    if let Some(p) = peak {
+        println!("f32 peak: {:.1} TFLOP/s", p / 1e3);
+    }
     println!("| kernel | M | K | N | median ms | GFLOP/s | GB/s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
@@ -622,4 +655,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_of_known_gpus() {
+        if std::env::var_os("WEBQLORA_PEAK_TFLOPS").is_some() {
+            return;
+        }
+        assert_eq!(peak_gflops("NVIDIA H200"), Some(67_000.0));
+        assert_eq!(peak_gflops("NVIDIA H100 PCIe"), Some(51_000.0));
+        assert_eq!(peak_gflops("NVIDIA H100 80GB HBM3"), Some(67_000.0));
+        assert_eq!(peak_gflops("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
 }
