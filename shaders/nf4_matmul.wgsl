@@ -225,3 +225,48 @@ fn nf4_matvec(
     }
     store(n, acc);
 }
+
+// nf4_matvec_rows: nf4_matvec for GPUs (the portable path): a workgroup of 256 takes four
+// outputs, 64 invocations each; invocation l of an output reads code words l, l + 64, ... of
+// its row (neighbouring invocations, neighbouring words), and the row's 64 partial sums are
+// added pairwise in workgroup memory. Rows of n_in a multiple of 8 only (whole words); other
+// shapes take nf4_matvec.
+// Dispatch: linear, ceil(out / 4) workgroups of 256 (folded into (x, y) past the limit).
+
+var<workgroup> row_sums: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn nf4_matvec_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = (wg.x + wg.y * nwg.x) * 4u + lid / 64u;
+    let lane = lid % 64u;
+    let n_in = params.n_in;
+    var acc = 0.0;
+    if n < params.n_out {
+        let words = n_in / 8u;
+        let row_word = n * words;
+        for (var q = lane; q < words; q += 64u) {
+            let word = w[row_word + q];
+            let scale = w_absmax[(row_word + q) * 8u / params.blocksize];
+            let k0 = q * 8u;
+            var part = 0.0;
+            for (var kk = 0u; kk < 8u; kk++) {
+                part = fma(x[k0 + kk], NF4[(word >> (4u * kk)) & 15u], part);
+            }
+            acc = fma(part, scale, acc);
+        }
+    }
+    row_sums[lid] = acc;
+    for (var half = 32u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if lane < half {
+            row_sums[lid] += row_sums[lid + half];
+        }
+    }
+    if lane == 0u && n < params.n_out {
+        store(n, row_sums[lid]);
+    }
+}

@@ -586,16 +586,26 @@ fn nf4_backward_data_matches_dequantized_cpu_matmul() {
     }
 }
 
+/// The one-token product on the software path (an output an invocation) and the portable one
+/// (64 invocations an output and a workgroup reduction, rows of whole code words; others as
+/// on the software path).
 #[test]
 fn nf4_matvec_matches_dequantized_cpu_product() {
     let mut rng = rng("nf4_matvec");
-    for &(out, n_in) in &WEIGHTS {
+    let graphs = [
+        common::software_buffer_graph as fn() -> Graph,
+        common::portable_graph,
+    ];
+    let shapes = WEIGHTS.iter().chain(&[(300, 1536), (5, 8)]);
+    for (&(out, n_in), new_graph) in shapes.flat_map(|w| graphs.iter().map(move |g| (w, g))) {
         let (q, deq) = random_weight(&mut rng, out, n_in, 64);
         let x = random_f32(&mut rng, n_in, 1.0);
-        let mut g = Graph::new();
+        let mut g = new_graph();
+        let rows_kernel = g.kernels.portable(webqlora::kernels::Family::Nf4) && n_in % 8 == 0;
         let xt = g.input("x", &[n_in], DType::F32);
         let w = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
         let y = nf4_matmul::matvec(&mut g, "y", xt, &w).unwrap();
+        assert_eq!(g.nodes[0].kernel.name == "nf4_matvec_rows", rows_kernel);
         let (codes, absmax) = upload_bytes(&q);
         let got = run_graph(
             g,

@@ -91,6 +91,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &nf4_matmul::BACKWARD,
         &nf4_matmul::BACKWARD_ACC,
         &nf4_matmul::MATVEC,
+        &nf4_matmul::MATVEC_ROWS,
         &nf4_matmul::GEMM_FORWARD,
         &nf4_matmul::GEMM_BACKWARD,
         &nf4_matmul::GEMM_BACKWARD_ACC,

@@ -95,6 +95,16 @@ pub static GEMM_BACKWARD_ACC: Kernel = Kernel {
     bindings: &GEMM_ACCUMULATE,
 };
 
+/// y = W · x for one token, 64 invocations an output (the portable path; inputs a multiple of
+/// 8).
+pub static MATVEC_ROWS: Kernel = Kernel {
+    name: "nf4_matvec_rows",
+    shader: &shaders::NF4_MATMUL,
+    entry: "nf4_matvec_rows",
+    textures: &[],
+    bindings: &WRITE,
+};
+
 /// y = W · x for one token.
 pub static MATVEC: Kernel = Kernel {
     name: "nf4_matvec",
@@ -514,7 +524,7 @@ fn forward_node(
     }
     // One token (decoding): one output per invocation instead of tiles of 32 rows.
     let (kernel, dispatch) = if rows == 1 {
-        (&MATVEC, Dispatch::linear(n_out, 64))
+        matvec_kernel(g, n_in, n_out)
     } else if g.kernels.portable(Family::Nf4) {
         let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
         let (tensors, p) = portable_node(g, [x, w.codes, w.absmax], y, lora, p);
@@ -636,6 +646,16 @@ pub fn backward_into(
     backward_node(g, label, dy, w, dx, true, None)
 }
 
+/// The one-token product's kernel: 64 invocations an output on the portable path (rows of
+/// whole code words), else an output an invocation.
+fn matvec_kernel(g: &Graph, n_in: usize, n_out: usize) -> (&'static Kernel, Dispatch) {
+    if g.kernels.portable(Family::Nf4) && n_in.is_multiple_of(8) {
+        (&MATVEC_ROWS, Dispatch::Linear(n_out.div_ceil(4) as u32))
+    } else {
+        (&MATVEC, Dispatch::linear(n_out, 64))
+    }
+}
+
 /// A new temporary `name` = W · x for a single token x [in] (or [1, in]).
 pub fn matvec(
     g: &mut Graph,
@@ -653,19 +673,13 @@ pub fn matvec(
     }
     let y = g.temp(name, &[n_out], DType::F32);
     let p = params(1, w, n_in, n_out, false);
-    let kernel = match w.compute {
-        Nf4Compute::F32 => &MATVEC,
+    let (kernel, dispatch) = match w.compute {
+        Nf4Compute::F32 => matvec_kernel(g, n_in, n_out),
         Nf4Compute::BnbCpuBf16 => {
             check_bf16_layout(g, name, w)?;
-            &FORWARD_BF16
+            (&FORWARD_BF16, Dispatch::linear(n_out, 64))
         }
     };
-    g.push(
-        name,
-        kernel,
-        &[x, w.codes, w.absmax, y],
-        p,
-        Dispatch::linear(n_out, 64),
-    )?;
+    g.push(name, kernel, &[x, w.codes, w.absmax, y], p, dispatch)?;
     Ok(y)
 }
