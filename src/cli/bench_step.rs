@@ -157,8 +157,13 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
 
     say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     say!(
-        "model: {} ({} layers, hidden {}), {} base, LoRA r {} on all 7 linears ({} trainable values)",
+        "model: {}{} ({} layers, hidden {}), {} base, LoRA r {} on all 7 linears ({} trainable values)",
         path.display(),
+        if args.random_weights {
+            " with random weights"
+        } else {
+            ""
+        },
         config.num_layers,
         config.hidden_size,
         args.base.name(),
