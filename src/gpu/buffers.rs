@@ -5,7 +5,7 @@
 use super::device::{Gpu, GpuError};
 
 /// Storage buffers must be a multiple of 4 bytes long and bindings non-empty; they are made a
-/// multiple of 16, so that a linear-layout pack (`ops::pack::Linear`) can copy the partial
+/// multiple of 16, so that a linear-layout pack (`ops::software::pack::Linear`) can copy the partial
 /// last texel of a tensor whose length is not a multiple of four values.
 pub fn storage_size(bytes: u64) -> u64 {
     bytes.max(16).div_ceil(16) * 16

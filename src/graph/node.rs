@@ -216,7 +216,7 @@ pub struct Node {
 /// from its first tensor's buffer at byte `offset`, `bytes_per_row` apart (a multiple of
 /// wgpu::COPY_BYTES_PER_ROW_ALIGNMENT), into its first texture, then `tail` texels more into
 /// the start of the next texture row (the partial last row of a linear layout, see
-/// `ops::pack::Linear`). On llvmpipe a copy is a memcpy per row, where the pack kernel gathers
+/// `ops::software::pack::Linear`). On llvmpipe a copy is a memcpy per row, where the pack kernel gathers
 /// and scatters texel by texel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TextureCopy {

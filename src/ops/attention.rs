@@ -2,7 +2,7 @@
 //! row's log-sum-exp; the backward recomputes probabilities. q [tokens, heads, head_dim],
 //! k and v [tokens, kv_heads, head_dim]; tokens are `batch` sequences of `seq_len`.
 
-use super::pack::{pack_f32, Strided};
+use super::software::pack::{pack_f32, Strided};
 use crate::graph::{
     shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
     TextureBinding, TextureId,

@@ -2,13 +2,13 @@
 //! copy in memory): c = alpha · op(a) · op(b), or c += alpha · op(a) · op(b). These are the LoRA
 //! paths and their gradients: X·Aᵀ, (XAᵀ)·Bᵀ, dB = s·dYᵀ(XAᵀ), dA = s·(dY B)ᵀX,
 //! dX += s·(dY B)A, and the lm-head chunks. On graphs for software devices the products big
-//! enough run on textures (`matmul_tex.wgsl`: operands packed first, see `ops::pack`); the
+//! enough run on textures (`matmul_tex.wgsl`: operands packed first, see `ops::software::pack`); the
 //! rest, and every product on other devices, on the buffer kernels of `matmul.wgsl`.
 
-use super::pack::{pack_f32, texels, Strided};
+use super::software::matmul::*;
+use super::software::pack::{pack_f32, texels, Strided};
 use crate::graph::{
-    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TexelFormat,
-    TextureBinding,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::kernels::Family;
 use crate::shaders;
@@ -84,143 +84,6 @@ pub static SPLIT_SUM_ACC: Kernel = Kernel {
         Binding::read("parts", DType::F32),
         Binding::read_write("c", DType::F32),
     ],
-};
-
-const TEX_OPERANDS: &[TextureBinding] = &[
-    TextureBinding::read("a_tex", TexelFormat::Rgba32Float),
-    TextureBinding::read("b_tex", TexelFormat::Rgba32Float),
-];
-
-/// c = alpha · A · B with both operands packed into textures (software devices).
-pub static MATMUL_TEX: Kernel = Kernel {
-    name: "matmul_tex",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex",
-    bindings: &[Binding::write("c", DType::F32)],
-    textures: TEX_OPERANDS,
-};
-
-/// c += alpha · A · B, texture operands.
-pub static MATMUL_TEX_ACC: Kernel = Kernel {
-    name: "matmul_tex_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex",
-    bindings: &[Binding::read_write("c", DType::F32)],
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; the same results),
-/// its 32x32 tiles taken from a queue (`Dispatch::TileQueue`).
-pub static MATMUL_TEX_SG: Kernel = Kernel {
-    name: "matmul_tex_sg",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_ACC` sharing rows by subgroup broadcasts.
-pub static MATMUL_TEX_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_sg_acc",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_SG` reading B's rows as stored (the shader's `B_ROWS`, which its nodes set).
-pub static MATMUL_TEX_SG_KN: Kernel = Kernel {
-    name: "matmul_tex_sg_kn",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_SG_ACC` reading B's rows as stored.
-pub static MATMUL_TEX_SG_KN_ACC: Kernel = Kernel {
-    name: "matmul_tex_sg_kn_acc",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// The constant that makes `matmul_tex_sg` read B's rows as stored.
-const B_ROWS: [(&str, f64); 1] = [("B_ROWS", 1.0)];
-
-/// c = alpha · A · B for at most 32 columns, texture operands.
-pub static MATMUL_TEX_NARROW: Kernel = Kernel {
-    name: "matmul_tex_narrow",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_narrow",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// c += alpha · A · B for at most 32 columns, texture operands.
-pub static MATMUL_TEX_NARROW_ACC: Kernel = Kernel {
-    name: "matmul_tex_narrow_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_narrow",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// c = alpha · Aᵀ B with A [K, M], B [K, N] stored with K as rows, texture operands.
-pub static MATMUL_TEX_TN: Kernel = Kernel {
-    name: "matmul_tex_tn",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_tn",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// c += alpha · Aᵀ B, texture operands stored with K as rows.
-pub static MATMUL_TEX_TN_ACC: Kernel = Kernel {
-    name: "matmul_tex_tn_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_tn",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_NARROW` sharing B's texels by subgroup broadcasts (eight-lane subgroups; same
-/// dispatch and results).
-pub static MATMUL_TEX_NARROW_SG: Kernel = Kernel {
-    name: "matmul_tex_narrow_sg",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_narrow_sg",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_NARROW_ACC` sharing B's texels by subgroup broadcasts.
-pub static MATMUL_TEX_NARROW_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_narrow_sg_acc",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_narrow_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_TN` sharing B's texels by subgroup broadcasts (same results; a quarter of its
-/// rows a workgroup).
-pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
-    name: "matmul_tex_tn_sg",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_tn_sg",
-    bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_TN_ACC` sharing B's texels by subgroup broadcasts.
-pub static MATMUL_TEX_TN_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_tn_sg_acc",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_tn_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
 };
 
 /// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as

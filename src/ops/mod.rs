@@ -12,11 +12,11 @@ pub mod ggml_matmul;
 pub mod grad_norm;
 pub mod matmul;
 pub mod nf4_matmul;
-pub mod pack;
 pub mod real;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+pub mod software;
 pub mod swiglu;
 
 use crate::graph::Kernel;
@@ -58,30 +58,30 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::GEMM_ACC,
         &matmul::SPLIT_SUM,
         &matmul::SPLIT_SUM_ACC,
-        &matmul::MATMUL_TEX,
-        &matmul::MATMUL_TEX_ACC,
-        &matmul::MATMUL_TEX_NARROW,
-        &matmul::MATMUL_TEX_NARROW_ACC,
-        &matmul::MATMUL_TEX_TN,
-        &matmul::MATMUL_TEX_TN_ACC,
-        &matmul::MATMUL_TEX_SG,
-        &matmul::MATMUL_TEX_SG_ACC,
-        &matmul::MATMUL_TEX_SG_KN,
-        &matmul::MATMUL_TEX_SG_KN_ACC,
-        &matmul::MATMUL_TEX_NARROW_SG,
-        &matmul::MATMUL_TEX_NARROW_SG_ACC,
-        &matmul::MATMUL_TEX_TN_SG,
-        &matmul::MATMUL_TEX_TN_SG_ACC,
+        &software::matmul::MATMUL_TEX,
+        &software::matmul::MATMUL_TEX_ACC,
+        &software::matmul::MATMUL_TEX_NARROW,
+        &software::matmul::MATMUL_TEX_NARROW_ACC,
+        &software::matmul::MATMUL_TEX_TN,
+        &software::matmul::MATMUL_TEX_TN_ACC,
+        &software::matmul::MATMUL_TEX_SG,
+        &software::matmul::MATMUL_TEX_SG_ACC,
+        &software::matmul::MATMUL_TEX_SG_KN,
+        &software::matmul::MATMUL_TEX_SG_KN_ACC,
+        &software::matmul::MATMUL_TEX_NARROW_SG,
+        &software::matmul::MATMUL_TEX_NARROW_SG_ACC,
+        &software::matmul::MATMUL_TEX_TN_SG,
+        &software::matmul::MATMUL_TEX_TN_SG_ACC,
         &nf4_matmul::FORWARD_TEX,
         &nf4_matmul::BACKWARD_TEX,
         &nf4_matmul::BACKWARD_TEX_ACC,
         &nf4_matmul::FORWARD_TEX_SG,
         &nf4_matmul::BACKWARD_TEX_SG,
         &nf4_matmul::BACKWARD_TEX_SG_ACC,
-        &pack::PACK_F32,
-        &pack::PACK_ROWS,
-        &pack::PACK_COLS,
-        &pack::PACK_WORDS,
+        &software::pack::PACK_F32,
+        &software::pack::PACK_ROWS,
+        &software::pack::PACK_COLS,
+        &software::pack::PACK_WORDS,
         &matmul::MATVEC,
         &matmul::COPY_COLUMNS,
         &matmul::COPY_COLUMNS_ACC,

@@ -4,7 +4,7 @@
 //! subgroup kernels.
 
 use super::matmul::{matmul_into, Operand};
-use super::pack::{pack_f32, pack_linear, texels, Linear, Strided};
+use super::software::pack::{pack_f32, pack_linear, texels, Linear, Strided};
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
     TexelFormat, TextureBinding, TextureId,
