@@ -4,10 +4,10 @@
 //! subgroup kernels.
 
 use super::matmul::{matmul_into, Operand};
+use super::software::nf4::*;
 use super::software::pack::{pack_f32, pack_linear, texels, Linear, Strided};
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
-    TexelFormat, TextureBinding, TextureId,
+    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TextureId,
 };
 use crate::kernels::Family;
 use crate::quant::nf4::Nf4Tensor;
@@ -121,87 +121,6 @@ pub static FORWARD_BF16: Kernel = Kernel {
     entry: "nf4_bnb_cpu_forward",
     textures: &[],
     bindings: &WRITE,
-};
-
-const TEX_OPERANDS: &[TextureBinding] = &[
-    TextureBinding::read("x_tex", TexelFormat::Rgba32Float),
-    TextureBinding::read("w_tex", TexelFormat::Rgba32Uint),
-    TextureBinding::read("absmax_tex", TexelFormat::Rgba32Float),
-];
-
-const fn tex_output(access: Access) -> [Binding; 1] {
-    [Binding {
-        name: "y",
-        access,
-        dtype: DType::F32,
-    }]
-}
-
-/// The subgroup kernels' operands: `TEX_OPERANDS` and an adapter's low-rank term.
-const TEX_SG_OPERANDS: &[TextureBinding] = &[
-    TEX_OPERANDS[0],
-    TEX_OPERANDS[1],
-    TEX_OPERANDS[2],
-    TextureBinding::read("lhs_tex", TexelFormat::Rgba32Float),
-    TextureBinding::read("factor_tex", TexelFormat::Rgba32Float),
-];
-
-static TEX_WRITE: [Binding; 1] = tex_output(Access::Write);
-static TEX_ACCUMULATE: [Binding; 1] = tex_output(Access::ReadWrite);
-
-/// y = x · Wᵀ with the operands in textures (software devices).
-pub static FORWARD_TEX: Kernel = Kernel {
-    name: "nf4_forward_tex",
-    shader: &shaders::NF4_MATMUL_TEX,
-    entry: "nf4_forward_tex",
-    bindings: &TEX_WRITE,
-    textures: TEX_OPERANDS,
-};
-
-/// dx = dy · W with the operands in textures.
-pub static BACKWARD_TEX: Kernel = Kernel {
-    name: "nf4_backward_tex",
-    shader: &shaders::NF4_MATMUL_TEX,
-    entry: "nf4_backward_tex",
-    bindings: &TEX_WRITE,
-    textures: TEX_OPERANDS,
-};
-
-/// dx += dy · W with the operands in textures.
-pub static BACKWARD_TEX_ACC: Kernel = Kernel {
-    name: "nf4_backward_tex_acc",
-    shader: &shaders::NF4_MATMUL_TEX,
-    entry: "nf4_backward_tex",
-    bindings: &TEX_ACCUMULATE,
-    textures: TEX_OPERANDS,
-};
-
-/// `FORWARD_TEX` sharing rows by subgroup broadcasts (eight-lane subgroups; the same
-/// results, its tiles taken from a queue), optionally with an adapter's term.
-pub static FORWARD_TEX_SG: Kernel = Kernel {
-    name: "nf4_forward_tex_sg",
-    shader: &shaders::NF4_MATMUL_TEX_SG,
-    entry: "nf4_forward_tex_sg",
-    bindings: &TEX_WRITE,
-    textures: TEX_SG_OPERANDS,
-};
-
-/// `BACKWARD_TEX` sharing rows by subgroup broadcasts, optionally with an adapter's term.
-pub static BACKWARD_TEX_SG: Kernel = Kernel {
-    name: "nf4_backward_tex_sg",
-    shader: &shaders::NF4_MATMUL_TEX_SG,
-    entry: "nf4_backward_tex_sg",
-    bindings: &TEX_WRITE,
-    textures: TEX_SG_OPERANDS,
-};
-
-/// `BACKWARD_TEX_ACC` sharing rows by subgroup broadcasts, optionally with an adapter's term.
-pub static BACKWARD_TEX_SG_ACC: Kernel = Kernel {
-    name: "nf4_backward_tex_sg_acc",
-    shader: &shaders::NF4_MATMUL_TEX_SG,
-    entry: "nf4_backward_tex_sg",
-    bindings: &TEX_ACCUMULATE,
-    textures: TEX_SG_OPERANDS,
 };
 
 /// A LoRA adapter's term added to an NF4 product: `scale · lhs · factor`, with (forward)
