@@ -5,7 +5,8 @@
 #   CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
 #     cargo build --release --bin webqlora --target-dir target/device
 #
-# then run this script there with carry ["target/device/release/webqlora"]. It needs no model
+# (about 14 MB; the carry limit is 64 MiB), then run this script there with carry
+# ["target/device/release/webqlora"]. It needs no model
 # file: `bench step` takes the SmolLM2-135M shape from data/configs/ with seeded random
 # weights. Everything it prints is also written under $OUT (or ./device-bench-out).
 set -uo pipefail
