@@ -10,11 +10,13 @@ use crate::graph::{
 use crate::kernels::Family;
 use crate::shaders;
 
-const fn read(name: &'static str) -> Binding {
+/// An f32 storage binding read (these kernels' and their texture versions' shorthand).
+pub(super) const fn read(name: &'static str) -> Binding {
     Binding::read(name, DType::F32)
 }
 
-const fn write(name: &'static str) -> Binding {
+/// An f32 storage binding written.
+pub(super) const fn write(name: &'static str) -> Binding {
     Binding::write(name, DType::F32)
 }
 

@@ -2,16 +2,9 @@
 //! which `ops::attention` chooses on the software path: keys and values (or the queries and
 //! output gradients) packed into textures, eight-lane subgroup versions at head_dim 64.
 
-use crate::graph::{Binding, DType, Kernel, TexelFormat, TextureBinding};
+use crate::graph::{Kernel, TexelFormat, TextureBinding};
+use crate::ops::attention::{read, write};
 use crate::shaders;
-
-const fn read(name: &'static str) -> Binding {
-    Binding::read(name, DType::F32)
-}
-
-const fn write(name: &'static str) -> Binding {
-    Binding::write(name, DType::F32)
-}
 
 const fn read_only(name: &'static str) -> TextureBinding {
     TextureBinding {
