@@ -70,6 +70,9 @@ shader!(
     wgpu::Features::SHADER_F16
 );
 shader!(ATTENTION_DELTA, "attention_delta");
+shader!(ATTENTION_FLASH_BACKWARD_DKV, "attention_flash_backward_dkv");
+shader!(ATTENTION_FLASH_BACKWARD_DQ, "attention_flash_backward_dq");
+shader!(ATTENTION_FLASH_FORWARD, "attention_flash_forward");
 shader!(ATTENTION_FORWARD, "attention_forward");
 shader!(ATTENTION_FORWARD_TEX, "software/attention_forward_tex");
 shader!(
@@ -233,6 +236,9 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_DECODE,
     &ATTENTION_DECODE_F16,
     &ATTENTION_DELTA,
+    &ATTENTION_FLASH_BACKWARD_DKV,
+    &ATTENTION_FLASH_BACKWARD_DQ,
+    &ATTENTION_FLASH_FORWARD,
     &ATTENTION_FORWARD,
     &ATTENTION_FORWARD_TEX,
     &ATTENTION_FORWARD_TEX_SG,

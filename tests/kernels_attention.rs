@@ -19,7 +19,10 @@ const SHAPES: [(usize, usize, usize, usize, usize); 5] = [
 /// Which kernels a graph runs attention with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernels {
+    /// The software buffer kernels (software devices, where textures do not fit).
     Buffers,
+    /// The portable flash kernels (hardware GPUs).
+    Portable,
     /// The texture kernels of software devices.
     Textures,
     /// The subgroup texture kernels (head_dim 64 on eight-lane subgroups), where the device
@@ -29,7 +32,8 @@ enum Kernels {
 
 fn graph(kernels: Kernels) -> Graph {
     match kernels {
-        Kernels::Buffers => Graph::new(),
+        Kernels::Buffers => common::software_buffer_graph(),
+        Kernels::Portable => common::portable_graph(),
         Kernels::Textures => common::texture_graph_without_subgroups(),
         Kernels::Subgroups => common::texture_graph(),
     }
@@ -39,6 +43,17 @@ fn graph(kernels: Kernels) -> Graph {
 fn forward_and_backward_match_cpu() {
     for &shape in &SHAPES {
         check_shape(shape, Scores::standard(shape.4), Kernels::Buffers);
+    }
+}
+
+/// The portable flash kernels: the same shapes and checks, and larger kv groups.
+#[test]
+fn flash_kernels_match_cpu() {
+    for &shape in SHAPES
+        .iter()
+        .chain(&[(2, 45, 14, 2, 64), (1, 19, 64, 1, 4), (3, 23, 8, 8, 8)])
+    {
+        check_shape(shape, Scores::standard(shape.4), Kernels::Portable);
     }
 }
 
@@ -70,6 +85,7 @@ fn a_2048_token_sequence_matches_cpu() {
         eprintln!("{shape:?}");
         let scores = Scores::standard(shape.4);
         check_shape(shape, scores, Kernels::Buffers);
+        check_shape(shape, scores, Kernels::Portable);
         check_shape(shape, scores, Kernels::Textures);
         check_shape(shape, scores, Kernels::Subgroups);
     }
@@ -92,7 +108,12 @@ fn sliding_windows_and_scales_match_cpu() {
             scale: 0.3,
             window: Some(window),
         };
-        for kernels in [Kernels::Buffers, Kernels::Textures, Kernels::Subgroups] {
+        for kernels in [
+            Kernels::Buffers,
+            Kernels::Portable,
+            Kernels::Textures,
+            Kernels::Subgroups,
+        ] {
             check_shape(shape, scores, kernels);
         }
     }
@@ -139,8 +160,14 @@ fn check_shape(
                 })
                 .count()
         };
+        let flash = g
+            .nodes
+            .iter()
+            .filter(|n| n.kernel.name.starts_with("attention_flash"))
+            .count();
+        assert_eq!(flash, if kernels == Kernels::Portable { 3 } else { 0 });
         let (want_tex, want_sg) = match kernels {
-            Kernels::Buffers => (0, 0),
+            Kernels::Buffers | Kernels::Portable => (0, 0),
             Kernels::Subgroups
                 if head_dim == 64 && g.kernels.eight_lane_subgroups && scores.window.is_none() =>
             {

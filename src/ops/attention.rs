@@ -69,6 +69,52 @@ pub static BACKWARD_DKV: Kernel = Kernel {
     ],
 };
 
+/// The portable forward (FlashAttention-2 style: keys and values in workgroup tiles shared by
+/// a block of queries of every head of a kv group; attention_flash_forward.wgsl).
+pub static FLASH_FORWARD: Kernel = Kernel {
+    name: "attention_flash_forward",
+    shader: &shaders::ATTENTION_FLASH_FORWARD,
+    entry: "attention_flash_forward",
+    textures: &[],
+    bindings: &[read("q"), read("k"), read("v"), write("out"), write("lse")],
+};
+
+/// The portable backward, step 1: deltas and query gradients on the forward's tiles.
+pub static FLASH_BACKWARD_DQ: Kernel = Kernel {
+    name: "attention_flash_backward_dq",
+    shader: &shaders::ATTENTION_FLASH_BACKWARD_DQ,
+    entry: "attention_flash_backward_dq",
+    textures: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("out"),
+        read("lse"),
+        write("delta"),
+        write("dq"),
+    ],
+};
+
+/// The portable backward, step 2: key and value gradients, queries in workgroup tiles.
+pub static FLASH_BACKWARD_DKV: Kernel = Kernel {
+    name: "attention_flash_backward_dkv",
+    shader: &shaders::ATTENTION_FLASH_BACKWARD_DKV,
+    entry: "attention_flash_backward_dkv",
+    textures: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        write("dk"),
+        write("dv"),
+    ],
+};
+
 /// The forward with a per-token mask (packed rows; see attention_forward_masked.wgsl).
 pub static FORWARD_MASKED: Kernel = Kernel {
     name: "attention_forward_masked",
@@ -222,6 +268,41 @@ impl AttentionShape {
     }
 }
 
+/// The flash kernels' workgroup: 64 invocations, query rows (forward, dq) or key rows (dkv).
+const FLASH_ROWS: usize = 64;
+
+impl AttentionShape {
+    /// Whether the portable flash kernels run this attention: graphs on the portable path,
+    /// with a kv group no larger than the flash workgroup.
+    fn on_flash(&self, g: &Graph) -> bool {
+        g.kernels.portable(Family::Attention) && self.heads / self.kv_heads <= FLASH_ROWS
+    }
+
+    /// The flash forward's and dq's dispatch: kv_heads times the blocks of 64 / group tokens.
+    fn flash_query_blocks(&self) -> Dispatch {
+        let block_tokens = FLASH_ROWS / (self.heads / self.kv_heads);
+        Dispatch::Linear((self.kv_heads * self.tokens.div_ceil(block_tokens)) as u32)
+    }
+
+    /// The flash forward's and dq's constants: head_dim and the keys a tile holds (2,048 f32
+    /// of keys and of values, the two within WebGPU's default 16 KiB of workgroup memory), at
+    /// most 64.
+    fn flash_key_constants(&self) -> [(&'static str, f64); 2] {
+        let keys = (2048 / self.head_dim).min(FLASH_ROWS);
+        [("HEAD_DIM", self.head_dim as f64), ("KEYS", keys as f64)]
+    }
+
+    /// dkv's constants: head_dim and the queries a tile holds (1,920 f32 of queries and of
+    /// output gradients, with the tile's log-sum-exps, deltas and first keys), at most 64.
+    fn flash_query_constants(&self) -> [(&'static str, f64); 2] {
+        let queries = (1920 / self.head_dim).min(FLASH_ROWS);
+        [
+            ("HEAD_DIM", self.head_dim as f64),
+            ("QUERIES", queries as f64),
+        ]
+    }
+}
+
 /// The largest head_dim the kernels take (their private rows are 64 vec4s; Gemma 3's is 256).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -312,6 +393,19 @@ pub fn forward(
     let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, seq_len, scores)?;
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
+    if s.on_flash(g) {
+        let constants = s.flash_key_constants();
+        let (tensors, dispatch) = ([qkv.q, qkv.k, qkv.v, out, lse], s.flash_query_blocks());
+        g.push_specialized(
+            name,
+            &FLASH_FORWARD,
+            &tensors,
+            s.params(),
+            dispatch,
+            &constants,
+        )?;
+        return Ok(Saved { out, lse });
+    }
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
     if s.on_textures(g) {
         let (kernel, dispatch, constants) =
@@ -413,6 +507,9 @@ pub fn backward(
 
     let label = format!("{name}_delta");
     let delta = g.temp(&label, &[s.tokens, s.heads], DType::F32);
+    if s.on_flash(g) {
+        return flash_backward(g, name, qkv, saved, d_out, delta, &s);
+    }
     let p = Params::new().u32(rows as u32).u32(s.head_dim as u32);
     let tensors = [d_out, saved.out, delta];
     g.push_specialized(label, &DELTA, &tensors, p, by_query_row, &constants)?;
@@ -481,6 +578,52 @@ pub fn backward(
         &tensors,
         s.params(),
         by_key_row,
+        &constants,
+    )?;
+    Ok(Qkv {
+        q: dq,
+        k: dk,
+        v: dv,
+    })
+}
+
+/// The flash backward: deltas and dq in one dispatch on the forward's tiles, then dk and dv.
+fn flash_backward(
+    g: &mut Graph,
+    name: &str,
+    Qkv { q, k, v }: Qkv,
+    saved: Saved,
+    d_out: TensorId,
+    delta: TensorId,
+    s: &AttentionShape,
+) -> Result<Qkv, GraphError> {
+    let constants = s.flash_key_constants();
+    let label = format!("{name}_q");
+    let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let tensors = [q, k, v, d_out, saved.out, saved.lse, delta, dq];
+    let dispatch = s.flash_query_blocks();
+    g.push_specialized(
+        label,
+        &FLASH_BACKWARD_DQ,
+        &tensors,
+        s.params(),
+        dispatch,
+        &constants,
+    )?;
+
+    let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
+    let dk = g.temp(&format!("{name}_k"), &kv_shape, DType::F32);
+    let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
+    let tensors = [q, k, v, d_out, saved.lse, delta, dk, dv];
+    let dispatch = Dispatch::Linear((s.kv_heads * s.tokens.div_ceil(FLASH_ROWS)) as u32);
+    let label = format!("{name}_kv");
+    let constants = s.flash_query_constants();
+    g.push_specialized(
+        label,
+        &FLASH_BACKWARD_DKV,
+        &tensors,
+        s.params(),
+        dispatch,
         &constants,
     )?;
     Ok(Qkv {

@@ -104,11 +104,13 @@ pub fn check_golden_step(model: &str, key: &str, extra: &[&str]) {
         let ours_g = get(&format!("grad.{name}"));
         let their_g = expected.f32(&format!("grad_{key}.{name}"));
         let before = adapter.f32(name, &adapter.raw(name).unwrap().1).unwrap();
-        // A first AdamW step moves each value by lr·g/(|g| + eps): where a gradient is at
-        // f32 rounding noise (below 1e-6 of its tensor's largest, ~eps), the step follows
-        // the noise in either implementation. There the step is checked against torch's
-        // AdamW formula on our own gradient; everywhere else against PEFT's result.
-        let floor = 1e-6 * their_g.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        // A first AdamW step moves each value by lr·g/(|g| + eps): where a gradient is within
+        // a few times f32's rounding of its tensor's sums (below 1e-5 of the tensor's largest;
+        // the rounding is ~1e-7 of it, the order of the sums decides it, and near eps the
+        // step turns a 1e-8 difference into 1e-5), the step follows the rounding in either
+        // implementation. There the step is checked against torch's AdamW formula on our own
+        // gradient; everywhere else against PEFT's result.
+        let floor = 1e-5 * their_g.iter().fold(0.0f32, |m, g| m.max(g.abs()));
         for i in 0..after.len() {
             let reference = if their_g[i].abs() >= floor {
                 want[i]
