@@ -319,13 +319,14 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
     let dir = temp_dir("train-dropout");
     std::fs::write(dir.join("data.jsonl"), pattern_jsonl(16, 24)).unwrap();
     let out = dir.join("out");
-    let run = |seed: &str| {
-        ok(webqlora(&[
+    let (model, data) = (base_f32(), dir.join("data.jsonl"));
+    let run_with = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
             "train",
             "--model",
-            &base_f32(),
+            &model,
             "--data",
-            path(&dir.join("data.jsonl")),
+            path(&data),
             "--output",
             path(&out),
             "--rank",
@@ -341,7 +342,9 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
             "--seed",
             seed,
             "--quiet",
-        ]));
+        ];
+        args.extend_from_slice(extra);
+        ok(webqlora(&args));
         let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let losses: Vec<f64> = metrics
             .lines()
@@ -349,6 +352,7 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
             .collect();
         (losses, Adapter::load(&out).unwrap())
     };
+    let run = |seed: &str| run_with(seed, &[]);
     let (losses, adapter) = run("1");
     let first = losses[..4].iter().sum::<f64>() / 4.0;
     let last = losses[28..].iter().sum::<f64>() / 4.0;
@@ -359,6 +363,11 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
     assert!(max_abs_diff(&adapter, &again) == 0.0);
     let (_, other) = run("2");
     assert!(max_abs_diff(&adapter, &other) > 0.0);
+    // Without checkpointing the same run: the recomputed layers draw the same masks (and
+    // reuse the forward's x·Aᵀ of the dropped inputs).
+    let (_, whole) = run_with("1", &["--no-checkpointing"]);
+    let d = max_abs_diff(&adapter, &whole);
+    assert!(d <= 1e-6, "checkpointed and not: {d}");
 }
 
 #[test]

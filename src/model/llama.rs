@@ -100,7 +100,20 @@ impl Module {
         name: &str,
         x: TensorId,
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
-        let saved = self.saved_without_output(g, name, x)?;
+        self.forward_reusing(g, name, x, None)
+    }
+
+    /// `forward_saving`, with the adapter's x·Aᵀ taken from `x_a` where given (an earlier
+    /// pass over the same x: gradient checkpointing keeps the forward's, a few columns a
+    /// token, rather than computing them again).
+    pub fn forward_reusing(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+        x_a: Option<TensorId>,
+    ) -> Result<(TensorId, ModuleSaved), GraphError> {
+        let saved = self.saved_reusing(g, name, x, x_a)?;
         let y = match (self.weight, self.lora.zip(saved.x_a)) {
             (Linear::F32(_) | Linear::Ggml(_), lora) => {
                 let y = match self.weight {
@@ -141,6 +154,17 @@ impl Module {
         name: &str,
         x: TensorId,
     ) -> Result<ModuleSaved, GraphError> {
+        self.saved_reusing(g, name, x, None)
+    }
+
+    /// `saved_without_output`, with x·Aᵀ from `kept` where given (see `forward_reusing`).
+    pub fn saved_reusing(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+        kept: Option<TensorId>,
+    ) -> Result<ModuleSaved, GraphError> {
         let (mut x_a, mut x_dropped) = (None, None);
         if let Some(l) = self.lora {
             let x_in = match l.dropout {
@@ -151,13 +175,16 @@ impl Module {
                 }
                 None => x,
             };
-            let xa = matmul(
-                g,
-                &format!("{name}.x_a"),
-                Operand::plain(x_in),
-                Operand::transposed(l.a),
-                1.0,
-            )?;
+            let xa = match kept {
+                Some(xa) => xa,
+                None => matmul(
+                    g,
+                    &format!("{name}.x_a"),
+                    Operand::plain(x_in),
+                    Operand::transposed(l.a),
+                    1.0,
+                )?,
+            };
             x_a = Some(xa);
         }
         Ok(ModuleSaved { x, x_a, x_dropped })

@@ -106,6 +106,18 @@ pub struct TrainStep {
     pub grads: Vec<(String, TensorId)>,
 }
 
+/// A layer's adapter products x·Aᵀ, by module (None where a module has no adapter).
+#[derive(Clone, Copy, Default)]
+pub(super) struct AdapterProducts {
+    q: Option<TensorId>,
+    k: Option<TensorId>,
+    v: Option<TensorId>,
+    o: Option<TensorId>,
+    gate: Option<TensorId>,
+    up: Option<TensorId>,
+    down: Option<TensorId>,
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct LayerSaved {
     h_in: TensorId,
@@ -130,6 +142,21 @@ pub(super) struct LayerSaved {
     down: ModuleSaved,
 }
 
+impl LayerSaved {
+    /// The adapters' x·Aᵀ of this pass, for a recomputation to reuse.
+    pub(super) fn adapter_products(&self) -> AdapterProducts {
+        AdapterProducts {
+            q: self.q.x_a,
+            k: self.k.x_a,
+            v: self.v.x_a,
+            o: self.o.x_a,
+            gate: self.gate.x_a,
+            up: self.up.x_a,
+            down: self.down.x_a,
+        }
+    }
+}
+
 impl Llama {
     /// One layer's forward from `h` [tokens, hidden], keeping what its backward needs.
     pub(super) fn layer_forward(
@@ -140,14 +167,16 @@ impl Llama {
         h: TensorId,
         attend: Attend,
     ) -> Result<(TensorId, LayerSaved), GraphError> {
-        let (out, saved) = self.layer_pass(g, l, p, h, attend, true)?;
+        let (out, saved) = self.layer_pass(g, l, p, h, attend, true, None)?;
         Ok((out.expect("the output was asked for"), saved))
     }
 
     /// A layer's forward again before its backward (gradient checkpointing): only what the
     /// backward reads. The layer's output is not, so neither is down_proj's product, a
     /// quarter of the layer's multiply-adds (its adapter's x·Aᵀ is), unless a norm follows it
-    /// (Gemma), whose backward reads it.
+    /// (Gemma), whose backward reads it. The adapters' x·Aᵀ come from the forward (`kept`,
+    /// `LayerSaved::adapter_products`): r columns a token each, kept rather than computed
+    /// again (seven products a layer fewer).
     pub(super) fn layer_recompute(
         &self,
         g: &mut Graph,
@@ -155,12 +184,14 @@ impl Llama {
         p: &str,
         h: TensorId,
         attend: Attend,
+        kept: AdapterProducts,
     ) -> Result<LayerSaved, GraphError> {
-        Ok(self.layer_pass(g, l, p, h, attend, false)?.1)
+        Ok(self.layer_pass(g, l, p, h, attend, false, Some(kept))?.1)
     }
 
     /// `layer_forward`, with the output (down_proj and the last residual add) only when
-    /// `output`.
+    /// `output`, and the adapters' x·Aᵀ from `kept` where given.
+    #[allow(clippy::too_many_arguments)]
     fn layer_pass(
         &self,
         g: &mut Graph,
@@ -169,7 +200,9 @@ impl Llama {
         h: TensorId,
         attend: Attend,
         output: bool,
+        kept: Option<AdapterProducts>,
     ) -> Result<(Option<TensorId>, LayerSaved), GraphError> {
+        let kept = kept.unwrap_or_default();
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(h).shape[0];
@@ -192,9 +225,9 @@ impl Llama {
             pos_offset: 0,
         };
         let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
-        let (q, q_saved) = l.q.forward_saving(g, &format!("{p}.q"), h_norm)?;
-        let (k, k_saved) = l.k.forward_saving(g, &format!("{p}.k"), h_norm)?;
-        let (v, v_saved) = l.v.forward_saving(g, &format!("{p}.v"), h_norm)?;
+        let (q, q_saved) = l.q.forward_reusing(g, &format!("{p}.q"), h_norm, kept.q)?;
+        let (k, k_saved) = l.k.forward_reusing(g, &format!("{p}.k"), h_norm, kept.k)?;
+        let (v, v_saved) = l.v.forward_reusing(g, &format!("{p}.v"), h_norm, kept.v)?;
         let q = g.view(
             q,
             &format!("{p}.q_heads"),
@@ -247,7 +280,8 @@ impl Llama {
             &format!("{p}.attn_flat"),
             &[tokens, c.num_heads * c.head_dim],
         )?;
-        let (o, o_saved) = l.o.forward_saving(g, &format!("{p}.o"), attn_flat)?;
+        let (o, o_saved) =
+            l.o.forward_reusing(g, &format!("{p}.o"), attn_flat, kept.o)?;
         let (o, o_norm) = match l.out_norms {
             Some((w, _)) => {
                 let (y, rstd) = rmsnorm::forward(g, &format!("{p}.o_norm"), o, w, eps)?;
@@ -258,12 +292,17 @@ impl Llama {
         let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
         let (h_norm2, rstd2) =
             rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
-        let (gate_out, gate_saved) = l.gate.forward_saving(g, &format!("{p}.gate"), h_norm2)?;
-        let (up_out, up_saved) = l.up.forward_saving(g, &format!("{p}.up"), h_norm2)?;
+        let (gate_out, gate_saved) =
+            l.gate
+                .forward_reusing(g, &format!("{p}.gate"), h_norm2, kept.gate)?;
+        let (up_out, up_saved) =
+            l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept.up)?;
         let act_fn = c.family().activation;
         let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
         let (h_out, down_saved, down_norm) = if output || l.out_norms.is_some() {
-            let (down, down_saved) = l.down.forward_saving(g, &format!("{p}.down"), act)?;
+            let (down, down_saved) =
+                l.down
+                    .forward_reusing(g, &format!("{p}.down"), act, kept.down)?;
             let (down, down_norm) = match l.out_norms {
                 Some((_, w)) => {
                     let (y, rstd) = rmsnorm::forward(g, &format!("{p}.down_norm"), down, w, eps)?;
@@ -277,7 +316,9 @@ impl Llama {
             };
             (h_out, down_saved, down_norm)
         } else {
-            let saved = l.down.saved_without_output(g, &format!("{p}.down"), act)?;
+            let saved = l
+                .down
+                .saved_reusing(g, &format!("{p}.down"), act, kept.down)?;
             (None, saved, None)
         };
         let saved = LayerSaved {
@@ -331,14 +372,17 @@ impl Llama {
         };
 
         // Forward. With checkpointing nothing reads a layer's activations again, so the planner
-        // reuses their buffers for the next layer; each layer's input stays alive.
+        // reuses their buffers for the next layer; each layer's input and its adapters' x·Aᵀ
+        // (r columns a token each) stay alive.
         let mut h = self.embed_tokens(g, input_ids)?;
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut products = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             inputs.push(h);
             let (h_out, layer) =
                 self.layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?;
+            products.push(layer.adapter_products());
             saved.push((!checkpointing).then_some(layer));
             h = h_out;
         }
@@ -363,7 +407,8 @@ impl Llama {
                 Some(s) => s,
                 None => {
                     let again = format!("{p}.again");
-                    self.layer_recompute(g, l, &again, inputs[i], Attend::Sequences(seq_len))?
+                    let attend = Attend::Sequences(seq_len);
+                    self.layer_recompute(g, l, &again, inputs[i], attend, products[i])?
                 }
             };
             // MLP: h_out = h_attn + [norm](down(act(gate(h_norm2)) * up(h_norm2))).
