@@ -9,9 +9,12 @@
 //   1 x       storage, read        vec4<f32>[rows, cols / 4]
 //   2 weight  storage, read        vec4<f32>[cols / 4]
 //   3 rstd    storage, read        f32[rows]                   saved by the forward
-//   4 dx      storage, read_write  vec4<f32>[rows, cols / 4]   every element written
+//   4 dx      storage, read_write  vec4<f32>[rows, cols / 4]   every element written (added to with ACCUMULATE)
 //   5 params  uniform              { rows, cols }
 // Dispatch: linear, ceil(rows / 64) workgroups of 64 invocations, one row each, no barriers.
+
+// Add the gradient into dx (a residual stream's running gradient) instead of storing it.
+override ACCUMULATE: bool = false;
 
 struct Params {
     rows: u32,
@@ -48,6 +51,11 @@ fn rmsnorm_backward_vec4(
     }
     let coef = r * r * r * dot / f32(params.cols);
     for (var c = 0u; c < n4; c++) {
-        dx[base + c] = r * weight[c] * dy[base + c] - x[base + c] * coef;
+        let g = r * weight[c] * dy[base + c] - x[base + c] * coef;
+        if ACCUMULATE {
+            dx[base + c] += g;
+        } else {
+            dx[base + c] = g;
+        }
     }
 }

@@ -189,6 +189,7 @@ shader!(
 );
 shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
 shader!(RMSNORM_BACKWARD_VEC4, "rmsnorm_backward_vec4");
+shader!(RMSNORM_RESIDUAL, "rmsnorm_residual");
 shader!(RMSNORM_VEC4, "rmsnorm_vec4");
 shader!(ROPE, "rope");
 shader!(ROPE_QK, "rope_qk");
@@ -282,6 +283,7 @@ pub static ALL: &[&Shader] = &[
     &RMSNORM_SUBGROUP,
     &RMSNORM_BACKWARD,
     &RMSNORM_BACKWARD_VEC4,
+    &RMSNORM_RESIDUAL,
     &RMSNORM_VEC4,
     &ROWS_FMA_SG,
     &TILE_QUEUE,

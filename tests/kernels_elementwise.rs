@@ -84,6 +84,70 @@ fn rmsnorm_forward_and_backward_match_cpu() {
     }
 }
 
+/// A residual add with the norm after it (one dispatch on the portable path, an add and a
+/// norm elsewhere), and the norm's backward added into a running gradient (one dispatch:
+/// the `ACCUMULATE` constant).
+#[test]
+fn residual_norm_and_accumulated_backward_match_cpu() {
+    let mut rng = rng("rmsnorm_residual");
+    for portable in [true, false] {
+        for (&rows, &cols) in ROWS.iter().zip(&COLS) {
+            let a = random_f32(&mut rng, rows * cols, 2.0);
+            let b = random_f32(&mut rng, rows * cols, 1.0);
+            let w = random_f32(&mut rng, cols, 1.5);
+            let dy = random_f32(&mut rng, rows * cols, 1.0);
+            let running = random_f32(&mut rng, rows * cols, 1.0);
+            let mut g = match portable {
+                true => common::portable_graph(),
+                false => common::software_buffer_graph(),
+            };
+            let at = g.input("a", &[rows, cols], DType::F32);
+            let bt = g.input("b", &[rows, cols], DType::F32);
+            let wt = g.param("weight", &[cols], DType::F32);
+            let dyt = g.input("dy", &[rows, cols], DType::F32);
+            let dx = g.input("dx", &[rows, cols], DType::F32);
+            let names = ("sum", "y");
+            let (sum, y, rstd) =
+                rmsnorm::forward_residual(&mut g, names, (at, bt), wt, 1e-5).unwrap();
+            let forward_nodes = g.nodes.len();
+            assert_eq!(forward_nodes, if portable { 1 } else { 2 });
+            rmsnorm::backward_into(&mut g, "dx", dx, dyt, sum, wt, rstd).unwrap();
+            assert_eq!(g.nodes.len(), forward_nodes + 1);
+            assert!(g.nodes[forward_nodes].accumulates());
+            let inputs = [
+                (at, bytes(&a)),
+                (bt, bytes(&b)),
+                (wt, bytes(&w)),
+                (dyt, bytes(&dy)),
+                (dx, bytes(&running)),
+            ];
+            let got = run_graph(g, &inputs, &[sum, y, rstd, dx]);
+
+            let want_sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x + y) as f64).collect();
+            let (w64, dy64) = (to_f64(&w), to_f64(&dy));
+            let (want_y, want_rstd) = rmsnorm::cpu_forward(&want_sum, &w64, cols, 1e-5);
+            let grad = rmsnorm::cpu_backward(&dy64, &want_sum, &w64, &want_rstd, cols);
+            let want_dx: Vec<f64> = grad
+                .iter()
+                .zip(&running)
+                .map(|(g, r)| g + *r as f64)
+                .collect();
+            for (what, got, want) in [
+                ("sum", &got[0], &want_sum),
+                ("y", &got[1], &want_y),
+                ("rstd", &got[2], &want_rstd),
+                ("dx", &got[3], &want_dx),
+            ] {
+                let e = rel_err(got, &to_f32(want));
+                assert!(
+                    e < 1e-5,
+                    "{what} at {rows}x{cols} (portable {portable}): rel err {e}"
+                );
+            }
+        }
+    }
+}
+
 /// Elementwise ops over n values (rows of n for RMSNorm) run their vec4 kernels exactly when
 /// n is a multiple of 4.
 fn assert_vec4_iff_multiple_of_4(g: &Graph, n: usize) {

@@ -13,6 +13,7 @@ mod validate;
 pub use executor::{CompiledGraph, RunError};
 pub use node::{
     Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, TextureCopy,
+    ACCUMULATE,
 };
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};

@@ -227,12 +227,29 @@ pub struct TextureCopy {
     pub tail: u32,
 }
 
+/// The override constant by which one kernel source serves both storing its output and adding
+/// into it: a node built with it set reads what its kernel's `Binding::write`s name (the
+/// planner keeps their earlier contents), so no twin `Kernel` with `read_write` bindings is
+/// needed.
+pub const ACCUMULATE: &str = "ACCUMULATE";
+
 impl Node {
+    /// Whether the node adds into its outputs (its `ACCUMULATE` constant is set).
+    pub fn accumulates(&self) -> bool {
+        self.constants
+            .iter()
+            .any(|&(name, value)| name == ACCUMULATE && value != 0.0)
+    }
+
     /// (tensor, access) for every storage binding.
     pub fn uses(&self) -> impl Iterator<Item = (TensorId, Access)> + '_ {
+        let accumulates = self.accumulates();
         self.tensors
             .iter()
             .zip(self.kernel.bindings)
-            .map(|(&t, b)| (t, b.access))
+            .map(move |(&t, b)| match b.access {
+                Access::Write if accumulates => (t, Access::ReadWrite),
+                access => (t, access),
+            })
     }
 }

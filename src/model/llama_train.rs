@@ -106,6 +106,20 @@ pub struct TrainStep {
     pub grads: Vec<(String, TensorId)>,
 }
 
+/// What one pass over a layer computes and takes.
+#[derive(Clone, Copy, Default)]
+struct Pass<'a> {
+    /// The output (down_proj and the last residual add); a recomputation needs neither.
+    output: bool,
+    /// The adapters' x·Aᵀ from an earlier pass (a recomputation reuses the forward's).
+    kept: Option<AdapterProducts>,
+    /// The input's norm and rstd, computed by the layer before (fused with its residual add).
+    normed_input: Option<(TensorId, TensorId)>,
+    /// The norm after this layer (the next layer's input norm, or the final one): its weight
+    /// and output name, computed with the last residual add in one dispatch.
+    next_norm: Option<(TensorId, &'a str)>,
+}
+
 /// A layer's adapter products x·Aᵀ, by module (None where a module has no adapter).
 #[derive(Clone, Copy, Default)]
 pub(super) struct AdapterProducts {
@@ -167,8 +181,36 @@ impl Llama {
         h: TensorId,
         attend: Attend,
     ) -> Result<(TensorId, LayerSaved), GraphError> {
-        let (out, saved) = self.layer_pass(g, l, p, h, attend, true, None)?;
+        let pass = Pass {
+            output: true,
+            ..Pass::default()
+        };
+        let (out, _, saved) = self.layer_pass(g, l, p, h, attend, pass)?;
         Ok((out.expect("the output was asked for"), saved))
+    }
+
+    /// `layer_forward` inside a stack of layers: the input's norm `normed` (h_norm, rstd)
+    /// already computed by the layer before, and the layer's last residual add fused with
+    /// `next`'s norm (its weight and output name): (h_out, (its norm, rstd), saved).
+    #[allow(clippy::type_complexity)]
+    fn layer_forward_chained(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        (h, normed): (TensorId, Option<(TensorId, TensorId)>),
+        attend: Attend,
+        next: (TensorId, &str),
+    ) -> Result<(TensorId, (TensorId, TensorId), LayerSaved), GraphError> {
+        let pass = Pass {
+            output: true,
+            normed_input: normed,
+            next_norm: Some(next),
+            kept: None,
+        };
+        let (out, next, saved) = self.layer_pass(g, l, p, h, attend, pass)?;
+        let out = out.expect("the output was asked for");
+        Ok((out, next.expect("the next norm was asked for"), saved))
     }
 
     /// A layer's forward again before its backward (gradient checkpointing): only what the
@@ -186,12 +228,15 @@ impl Llama {
         attend: Attend,
         kept: AdapterProducts,
     ) -> Result<LayerSaved, GraphError> {
-        Ok(self.layer_pass(g, l, p, h, attend, false, Some(kept))?.1)
+        let pass = Pass {
+            kept: Some(kept),
+            ..Pass::default()
+        };
+        Ok(self.layer_pass(g, l, p, h, attend, pass)?.2)
     }
 
-    /// `layer_forward`, with the output (down_proj and the last residual add) only when
-    /// `output`, and the adapters' x·Aᵀ from `kept` where given.
-    #[allow(clippy::too_many_arguments)]
+    /// A layer's pass as `pass` says: (its output, the next norm's output and rstd, saved).
+    #[allow(clippy::type_complexity)]
     fn layer_pass(
         &self,
         g: &mut Graph,
@@ -199,9 +244,14 @@ impl Llama {
         p: &str,
         h: TensorId,
         attend: Attend,
-        output: bool,
-        kept: Option<AdapterProducts>,
-    ) -> Result<(Option<TensorId>, LayerSaved), GraphError> {
+        pass: Pass,
+    ) -> Result<(Option<TensorId>, Option<(TensorId, TensorId)>, LayerSaved), GraphError> {
+        let Pass {
+            output,
+            kept,
+            normed_input,
+            next_norm,
+        } = pass;
         let kept = kept.unwrap_or_default();
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
@@ -224,7 +274,10 @@ impl Llama {
             seq_len,
             pos_offset: 0,
         };
-        let (h_norm, rstd) = rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?;
+        let (h_norm, rstd) = match normed_input {
+            Some(normed) => normed,
+            None => rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?,
+        };
         let (q, q_saved) = l.q.forward_reusing(g, &format!("{p}.q"), h_norm, kept.q)?;
         let (k, k_saved) = l.k.forward_reusing(g, &format!("{p}.k"), h_norm, kept.k)?;
         let (v, v_saved) = l.v.forward_reusing(g, &format!("{p}.v"), h_norm, kept.v)?;
@@ -289,9 +342,9 @@ impl Llama {
             }
             None => (o, None),
         };
-        let h_attn = residual::add(g, &format!("{p}.h_attn"), h, o)?;
-        let (h_norm2, rstd2) =
-            rmsnorm::forward(g, &format!("{p}.h_norm2"), h_attn, l.post_norm, eps)?;
+        let names = (&format!("{p}.h_attn")[..], &format!("{p}.h_norm2")[..]);
+        let (h_attn, h_norm2, rstd2) =
+            rmsnorm::forward_residual(g, names, (h, o), l.post_norm, eps)?;
         let (gate_out, gate_saved) =
             l.gate
                 .forward_reusing(g, &format!("{p}.gate"), h_norm2, kept.gate)?;
@@ -299,6 +352,7 @@ impl Llama {
             l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept.up)?;
         let act_fn = c.family().activation;
         let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
+        let mut next = None;
         let (h_out, down_saved, down_norm) = if output || l.out_norms.is_some() {
             let (down, down_saved) =
                 l.down
@@ -311,7 +365,16 @@ impl Llama {
                 None => (down, None),
             };
             let h_out = match output {
-                true => Some(residual::add(g, &format!("{p}.h_out"), h_attn, down)?),
+                true => match next_norm {
+                    Some((w, name)) => {
+                        let names = (&format!("{p}.h_out")[..], name);
+                        let (sum, y, rstd) =
+                            rmsnorm::forward_residual(g, names, (h_attn, down), w, eps)?;
+                        next = Some((y, rstd));
+                        Some(sum)
+                    }
+                    None => Some(residual::add(g, &format!("{p}.h_out"), h_attn, down)?),
+                },
                 false => None,
             };
             (h_out, down_saved, down_norm)
@@ -341,7 +404,7 @@ impl Llama {
             up_out,
             down: down_saved,
         };
-        Ok((h_out, saved))
+        Ok((h_out, next, saved))
     }
 
     /// Loss of `input_ids` [tokens] (sequences of `seq_len`) against `targets` [tokens] (the
@@ -378,16 +441,33 @@ impl Llama {
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut products = Vec::with_capacity(self.layers.len());
+        // Each layer's last residual add and the norm after it run as one op.
+        let mut normed = None;
         for (i, l) in self.layers.iter().enumerate() {
             inputs.push(h);
-            let (h_out, layer) =
-                self.layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?;
+            let next_name = match self.layers.get(i + 1) {
+                Some(_) => format!("layers.{}.h_norm", i + 1),
+                None => "h_final".to_string(),
+            };
+            let next_weight = self.layers.get(i + 1).map_or(self.norm, |n| n.input_norm);
+            let attend = Attend::Sequences(seq_len);
+            let (h_out, next, layer) = self.layer_forward_chained(
+                g,
+                l,
+                &format!("layers.{i}"),
+                (h, normed),
+                attend,
+                (next_weight, &next_name),
+            )?;
             products.push(layer.adapter_products());
             saved.push((!checkpointing).then_some(layer));
+            normed = Some(next);
             h = h_out;
         }
-        let (h_final, rstd_final) =
-            rmsnorm::forward(g, "h_final", h, self.norm, c.rms_norm_eps as f32)?;
+        let (h_final, rstd_final) = match normed {
+            Some(normed) => normed,
+            None => rmsnorm::forward(g, "h_final", h, self.norm, c.rms_norm_eps as f32)?,
+        };
         let h_scored = match scored {
             Some(rows) => embedding::gather(g, "h_scored", rows.positions, h_final)?,
             None => h_final,
@@ -400,7 +480,7 @@ impl Llama {
             None => loss.d_hidden,
         };
         let mut grads = Vec::new();
-        let mut dh = rmsnorm::backward(g, "d_h_last", d_final, h, self.norm, rstd_final)?;
+        let dh = rmsnorm::backward(g, "d_h_last", d_final, h, self.norm, rstd_final)?;
         for (i, l) in self.layers.iter().enumerate().rev() {
             let p = format!("layers.{i}");
             let s = match saved[i] {
@@ -448,15 +528,9 @@ impl Llama {
                 Some(d_norm2),
                 &mut grads,
             )?;
-            let d_attn_in = rmsnorm::backward(
-                g,
-                &format!("{p}.d_h_attn_norm"),
-                d_norm2,
-                s.h_attn,
-                l.post_norm,
-                s.rstd2,
-            )?;
-            dh = residual::add(g, &format!("{p}.d_h_attn"), dh, d_attn_in)?;
+            // dh += the post-attention norm's input gradient (dh now that of h_attn).
+            let name = format!("{p}.d_h_attn");
+            rmsnorm::backward_into(g, &name, dh, d_norm2, s.h_attn, l.post_norm, s.rstd2)?;
 
             // Attention: h_attn = h_in + [norm](o(attention(rope(q), rope(k), v))).
             let d_o = match (s.o_norm, l.out_norms) {
@@ -514,15 +588,9 @@ impl Llama {
                 Some(d_norm),
                 &mut grads,
             )?;
-            let d_in = rmsnorm::backward(
-                g,
-                &format!("{p}.d_h_in_norm"),
-                d_norm,
-                s.h_in,
-                l.input_norm,
-                s.rstd,
-            )?;
-            dh = residual::add(g, &format!("{p}.d_h_in"), dh, d_in)?;
+            // dh += the input norm's gradient (dh now that of the layer's input).
+            let name = format!("{p}.d_h_in");
+            rmsnorm::backward_into(g, &name, dh, d_norm, s.h_in, l.input_norm, s.rstd)?;
         }
         Ok(TrainStep {
             loss: loss.loss,

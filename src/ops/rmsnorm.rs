@@ -64,6 +64,25 @@ pub static BACKWARD_VEC4: Kernel = Kernel {
     bindings: BACKWARD.bindings,
 };
 
+/// A residual add and the norm after it in one dispatch (portable; rmsnorm_residual.wgsl).
+pub static RESIDUAL: Kernel = Kernel {
+    name: "rmsnorm_residual",
+    shader: &shaders::RMSNORM_RESIDUAL,
+    entry: "rmsnorm_residual",
+    textures: &[],
+    bindings: &[
+        Binding::read("a", DType::F32),
+        Binding::read("b", DType::F32),
+        Binding::read("weight", DType::F32),
+        Binding::write("sum", DType::F32),
+        Binding::write("y", DType::F32),
+        Binding::write("rstd", DType::F32),
+    ],
+};
+
+/// The backward kernels' constant that adds into dx instead of storing.
+const ACCUMULATE: [(&str, f64); 1] = [(crate::graph::ACCUMULATE, 1.0)];
+
 const WORKGROUP: usize = 64;
 
 /// The kernel for rows of `cols`: four columns at a time where they allow.
@@ -127,6 +146,39 @@ pub fn forward(
 }
 
 /// dx for `dy`, given the forward's input `x`, `weight` and saved `rstd`.
+/// sum = a + b and its norm: (sum, y, rstd), `sum` named `sum_name`, y `name`. One dispatch
+/// where the norm runs the portable kernels, else a residual add and the norm.
+pub fn forward_residual(
+    g: &mut Graph,
+    (sum_name, name): (&str, &str),
+    (a, b): (TensorId, TensorId),
+    weight: TensorId,
+    eps: f32,
+) -> Result<(TensorId, TensorId, TensorId), GraphError> {
+    if !g.kernels.portable(Family::Rmsnorm) {
+        let sum = super::residual::add(g, sum_name, a, b)?;
+        let (y, rstd) = forward(g, name, sum, weight, eps)?;
+        return Ok((sum, y, rstd));
+    }
+    let (rows, cols) = rows_cols(g, name, a, weight)?;
+    g.expect_same_shape(name, b, a)?;
+    let shape = g.tensor(a).shape.clone();
+    let sum = g.temp(sum_name, &shape, DType::F32);
+    let y = g.temp(name, &shape, DType::F32);
+    let rstd = g.temp(&format!("{name}_rstd"), &[rows], DType::F32);
+    let params = Params::new().u32(rows as u32).u32(cols as u32).f32(eps);
+    let tensors = [a, b, weight, sum, y, rstd];
+    g.push(
+        name,
+        &RESIDUAL,
+        &tensors,
+        params,
+        Dispatch::Linear(rows as u32),
+    )?;
+    Ok((sum, y, rstd))
+}
+
+/// The gradient of the norm's input for `dy`, a new temporary `name`.
 pub fn backward(
     g: &mut Graph,
     name: &str,
@@ -135,20 +187,43 @@ pub fn backward(
     weight: TensorId,
     rstd: TensorId,
 ) -> Result<TensorId, GraphError> {
+    let dx = g.temp(name, &g.tensor(x).shape.clone(), DType::F32);
+    push_backward(g, name, dy, x, weight, rstd, (dx, false))?;
+    Ok(dx)
+}
+
+/// `backward`, added into `dx` (a residual stream's running gradient): one dispatch instead
+/// of a backward and an add.
+pub fn backward_into(
+    g: &mut Graph,
+    name: &str,
+    dx: TensorId,
+    dy: TensorId,
+    x: TensorId,
+    weight: TensorId,
+    rstd: TensorId,
+) -> Result<(), GraphError> {
+    g.expect_same_shape(name, dx, x)?;
+    push_backward(g, name, dy, x, weight, rstd, (dx, true))
+}
+
+fn push_backward(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    x: TensorId,
+    weight: TensorId,
+    rstd: TensorId,
+    (dx, accumulate): (TensorId, bool),
+) -> Result<(), GraphError> {
     let (rows, cols) = rows_cols(g, name, x, weight)?;
     g.expect_same_shape(name, dy, x)?;
-    let shape = g.tensor(x).shape.clone();
-    let dx = g.temp(name, &shape, DType::F32);
     let params = Params::new().u32(rows as u32).u32(cols as u32);
     let dispatch = Dispatch::linear(rows, WORKGROUP);
-    g.push(
-        name,
-        by_cols(&BACKWARD, &BACKWARD_VEC4, cols),
-        &[dy, x, weight, rstd, dx],
-        params,
-        dispatch,
-    )?;
-    Ok(dx)
+    let kernel = by_cols(&BACKWARD, &BACKWARD_VEC4, cols);
+    let constants: &[_] = if accumulate { &ACCUMULATE } else { &[] };
+    let tensors = [dy, x, weight, rstd, dx];
+    g.push_specialized(name, kernel, &tensors, params, dispatch, constants)
 }
 
 /// CPU reference: (y, rstd), in the shader's (and transformers') operation order.
