@@ -2,7 +2,7 @@
 // above p, and kept elements are scaled by 1 / (1 - p). The mask is a function of
 // (seed[0], salt, i) alone, so the backward (the same masking of the gradient) and a
 // recomputed forward (gradient checkpointing) see the same mask without storing it.
-//   out[i] = (accumulate ? out[i] : 0) + (keep(i) ? x[i] * scale : 0)
+//   out[i] = (ACCUMULATE ? out[i] : 0) + (keep(i) ? x[i] * scale : 0)
 // The hash: h = i * 0x9E3779B1 ^ salt * 0x85EBCA77 ^ seed * 0xC2B2AE3D, then murmur3's
 // 32-bit finalizer; keep(i) = (h >> 8) / 2^24 >= p.
 //
@@ -10,16 +10,19 @@
 //   0 x       storage, read        f32[n]
 //   1 seed    storage, read        u32[1]     the step's seed, written by the host
 //   2 out     storage, read_write  f32[n]     every element written
-//   3 params  uniform              { n, p, scale, salt, accumulate }
+//   3 params  uniform              { n, p, scale, salt }
 // Dispatch: linear, ceil(n / 64) workgroups of 64, one element each; counts over the
 // per-dimension limit are folded into (x, y).
+
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
 
 struct Params {
     n: u32,
     p: f32,
     scale: f32,
     salt: u32,
-    accumulate: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -48,7 +51,7 @@ fn dropout(
         return;
     }
     var v = select(0.0, x[i] * params.scale, keep(i));
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += out[i];
     }
     out[i] = v;

@@ -1,4 +1,4 @@
-// Portable f32 product (hardware GPUs): c = alpha · A · B (+ c when params.accumulate != 0),
+// Portable f32 product (hardware GPUs): c = alpha · A · B (+ c with the ACCUMULATE constant),
 // A and B strided as in matmul.wgsl (any transpose is free):
 //   A(m, k) = a[a_off + m * a_sm + k * a_sk],  B(k, n) = b[b_off + k * b_sk + n * b_sn],
 //   c row-major [M, N].
@@ -8,7 +8,7 @@
 // neighbouring floats whatever the transpose.
 // Split-K: workgroup z sums k in [z * k_chunk, min(K, (z + 1) * k_chunk)). With more than one
 // split (num_workgroups.z > 1) it writes its raw partial sum to c[z * M * N + m * N + n] and
-// split_sum.wgsl adds the partials into the output (applying alpha and accumulate); this is
+// split_sum.wgsl adds the partials into the output (applying alpha, and adding into c with ACCUMULATE); this is
 // for products with few outputs and a long k (the LoRA factors' gradients, k = tokens),
 // which would otherwise keep a handful of workgroups busy.
 //
@@ -16,9 +16,13 @@
 //   0 a       storage, read        f32, as the strides say
 //   1 b       storage, read        f32, as the strides say
 //   2 c       storage, read_write  f32[M, N] (f32[splits, M, N] when split)
-//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha,
+//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, alpha,
 //                                    a_off, b_off, k_chunk }
 // Dispatch: grid (ceil(N / 64), ceil(M / 64), splits) of 16 x 16 invocations.
+
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
 
 struct Params {
     M: u32,
@@ -28,7 +32,6 @@ struct Params {
     a_sk: u32,
     b_sk: u32,
     b_sn: u32,
-    accumulate: u32,
     alpha: f32,
     a_off: u32,
     b_off: u32,
@@ -111,7 +114,7 @@ fn gemm(
                     c[wg.z * mn + index] = acc[i][j];
                 } else {
                     var v = params.alpha * acc[i][j];
-                    if params.accumulate != 0u {
+                    if ACCUMULATE {
                         v += c[index];
                     }
                     c[index] = v;

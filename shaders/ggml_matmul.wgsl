@@ -5,7 +5,7 @@
 //   ggml_matmul_forward:  y[t, o]  = sum_i x[t, i] * W[o, i]       (Y = X W^T)
 //   ggml_matmul_backward: dx[t, i] = sum_o dy[t, o] * W[o, i]      (dX = dY W)
 //   ggml_matvec:          y[o]     = sum_i x[i] * W[o, i]          (decode, one token)
-// With params.accumulate != 0 the result is added to the output instead of replacing it.
+// With the ACCUMULATE constant the result is added to the output instead of replacing it.
 //
 // W's layout: row o is in / block_values blocks of the file's bytes, each block padded with
 // zero bytes to a whole number of u32 words (block_words; the bytes are the file's, unchanged,
@@ -16,7 +16,7 @@
 //   0 x       storage, read        f32 [T, in]    (dy [T, out] for the backward)
 //   1 w       storage, read        u32 [out, in / block_values * block_words]
 //   2 y       storage, read_write  f32 [T, out]   (dx [T, in] for the backward)
-//   3 params  uniform              { rows (T), n_in, n_out, accumulate, block_words,
+//   3 params  uniform              { rows (T), n_in, n_out, block_words,
 //                                    block_values }
 // Override constant BLOCK_TYPE: the ggml type number, so each type's pipeline holds only its
 // own decoder (the other cases fold away when the pipeline is created).
@@ -30,11 +30,14 @@
 // Every type's block holds a whole number of 32-value units, and GGUF rows whole blocks, so
 // in is a multiple of 32.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     rows: u32,
     n_in: u32,
     n_out: u32,
-    accumulate: u32,
     block_words: u32,
     block_values: u32,
 }
@@ -222,7 +225,7 @@ fn fma_outer(acc: mat4x4<f32>, u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
 
 fn store(index: u32, value: f32) {
     var v = value;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += y[index];
     }
     y[index] = v;

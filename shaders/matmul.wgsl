@@ -1,5 +1,5 @@
 // f32 matrix product with strided operands (so any transpose is free):
-//   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
+//   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] with the ACCUMULATE constant)
 //   A(m, k) = a[a_off + m * a_sm + k * a_sk],  B(k, n) = b[b_off + k * b_sk + n * b_sn],
 //   c row-major [M, N]. The offsets let a product use a block of rows of a larger tensor
 //   (a vocabulary chunk of the lm-head weight).
@@ -8,7 +8,7 @@
 //   0 a       storage, read        f32, as the strides say
 //   1 b       storage, read        f32, as the strides say
 //   2 c       storage, read_write  f32[M, N]
-//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, accumulate, alpha,
+//   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, alpha,
 //                                    a_off, b_off }
 // The software devices' product (lavapipe, SwiftShader): registers only, no barriers (there
 // products with both sides >= 64 run on matmul_tex.wgsl instead; hardware GPUs run gemm.wgsl).
@@ -22,6 +22,10 @@
 // every per-invocation value takes a whole SIMD register: 4x8 measured faster than 8x8
 // (spills) and 4x4 (more loads per multiply-add).
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     M: u32,
     N: u32,
@@ -30,7 +34,6 @@ struct Params {
     a_sk: u32,
     b_sk: u32,
     b_sn: u32,
-    accumulate: u32,
     alpha: f32,
     a_off: u32,
     b_off: u32,
@@ -101,7 +104,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
 fn store(m: u32, n: u32, value: f32) {
     if m < params.M && n < params.N {
         var v = params.alpha * value;
-        if params.accumulate != 0u {
+        if ACCUMULATE {
             v += c[m * params.N + n];
         }
         c[m * params.N + n] = v;
@@ -124,7 +127,7 @@ fn matmul_vec(
         acc = fma(a[params.a_off + k * params.a_sk], b[b_col + k * params.b_sk], acc);
     }
     var v = params.alpha * acc;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += c[n];
     }
     c[n] = v;

@@ -12,7 +12,7 @@
 //   1 w         storage, read        u32 [ceil(out * in / 8)]  NF4 codes, eight a word
 //   2 w_absmax  storage, read        f32 [out * in / blocksize]
 //   3 y         storage, read_write  f32 [T, out]
-//   4 params    uniform              { rows (T), n_in, n_out, blocksize, accumulate (0) }
+//   4 params    uniform              { rows (T), n_in, n_out, blocksize }
 // Dispatch: linear, ceil(T * out / 64) workgroups of 64, one output each.
 
 struct Params {
@@ -20,7 +20,6 @@ struct Params {
     n_in: u32,
     n_out: u32,
     blocksize: u32,
-    accumulate: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;

@@ -21,16 +21,19 @@
 //   3 lhs       storage, read        f32 [T, r]
 //   4 factor    storage, read        f32 [out, r] forward, [r, in] backward
 //   5 y         storage, read_write  f32 [T, out]    (dx [T, in] for the backward)
-//   6 params    uniform              { rows (T), n_in, n_out, blocksize, accumulate, r, scale }
+//   6 params    uniform              { rows (T), n_in, n_out, blocksize, r, scale }
 // Dispatch: grid (ceil(out / 64), ceil(T / 64), 1) forward, (ceil(in / 64), ceil(T / 64), 1)
 // backward, of 16 x 16 invocations.
+
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
 
 struct Params {
     rows: u32,
     n_in: u32,
     n_out: u32,
     blocksize: u32,
-    accumulate: u32,
     r: u32,
     scale: f32,
 }
@@ -133,7 +136,7 @@ fn low_rank_fma(
 fn store(m: u32, n: u32, width: u32, value: f32) {
     let index = m * width + n;
     var v = value;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += y[index];
     }
     y[index] = v;

@@ -6,14 +6,14 @@
 //   nf4_matmul_forward:  y[t, o]  = sum_i x[t, i] * W[o, i]          (Y = X W^T)
 //   nf4_matmul_backward: dx[t, i] = sum_o dy[t, o] * W[o, i]         (dX = dY W)
 //   nf4_matvec:          y[o]     = sum_i x[i] * W[o, i]             (decode, one token)
-// With params.accumulate != 0 the result is added to the output instead of replacing it.
+// With the ACCUMULATE constant the result is added to the output instead of replacing it.
 //
 // Bindings (group 0), in every entry point:
 //   0 x         storage, read        f32 [T, in]     (dy [T, out] for the backward)
 //   1 w         storage, read        u32 [ceil(out * in / 8)]  NF4 codes
 //   2 w_absmax  storage, read        f32 [ceil(out * in / blocksize)]
 //   3 y         storage, read_write  f32 [T, out]    (dx [T, in] for the backward)
-//   4 params    uniform              { rows (T), n_in, n_out, blocksize, accumulate }
+//   4 params    uniform              { rows (T), n_in, n_out, blocksize }
 // Dispatch:
 //   forward:  grid (ceil(out / 64), ceil(T / 32), 1) of 8x8; an invocation owns rows
 //             wg.y*32 + lid.y + 8i (i < 4) and outputs wg.x*64 + lid.x + 8j (j < 8): a 4x8
@@ -25,12 +25,15 @@
 // When n_in is a multiple of 8 every row starts on a word and whole words are decoded at
 // once; otherwise each element is decoded on its own.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     rows: u32,
     n_in: u32,
     n_out: u32,
     blocksize: u32,
-    accumulate: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -81,7 +84,7 @@ fn fma_outer(acc: mat4x4<f32>, u: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
 
 fn store(index: u32, value: f32) {
     var v = value;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += y[index];
     }
     y[index] = v;

@@ -1,17 +1,20 @@
 // The end of a split-K product (gemm.wgsl): c[i] = alpha * sum_s parts[s * n + i] (+ c[i]
-// when params.accumulate != 0), the partial sums added in split order.
+// with the ACCUMULATE constant), the partial sums added in split order.
 //
 // Bindings (group 0):
 //   0 parts   storage, read        f32[splits, n]
 //   1 c       storage, read_write  f32[n]   every element written
-//   2 params  uniform              { n, splits, accumulate, alpha }
+//   2 params  uniform              { n, splits, alpha }
 // Dispatch: linear, ceil(n / 256) workgroups of 256, one element each (folded into (x, y)
 // past the per-dimension limit).
+
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
 
 struct Params {
     n: u32,
     splits: u32,
-    accumulate: u32,
     alpha: f32,
 }
 
@@ -34,7 +37,7 @@ fn split_sum(
         sum += parts[s * params.n + i];
     }
     var v = params.alpha * sum;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += c[i];
     }
     c[i] = v;

@@ -120,7 +120,7 @@ fn config(model_type: &str) -> ModelConfig {
 }
 
 /// Loss, every adapter gradient (by name) and the kernels of the graph's nodes.
-type Step = (Vec<f32>, Vec<(String, Vec<f32>)>, Vec<&'static str>);
+type Step = (Vec<f32>, Vec<(String, Vec<f32>)>, Vec<String>);
 
 /// Loss and every adapter gradient of one training step over `base`, and the kernels of the
 /// graph's nodes.
@@ -160,7 +160,7 @@ fn step(
     for (_, t) in &s.grads {
         g.mark_output(*t);
     }
-    let kernels = g.nodes.iter().map(|n| n.kernel.name).collect();
+    let kernels = g.nodes.iter().map(|n| n.kernel_label()).collect();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
     let missing = upload_model(gpu, &compiled, config, files, base, None).unwrap();

@@ -122,7 +122,7 @@ fn products_on_every_block_type_match_the_cpu() {
             let y = ggml_matmul::forward(&mut g, "y", xt, &w).unwrap();
             let dx = ggml_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
             ggml_matmul::backward_into(&mut g, "dx0 += dy W", dx0t, dyt, &w).unwrap();
-            let kernels: Vec<&str> = g.nodes.iter().map(|n| n.kernel.name).collect();
+            let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
             let forward = if rows == 1 {
                 "ggml_matvec"
             } else {

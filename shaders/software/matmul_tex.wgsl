@@ -1,5 +1,5 @@
 // f32 matrix product for software devices (lavapipe, SwiftShader), both operands read from
-// textures:  c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
+// textures:  c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] with the ACCUMULATE constant)
 //
 // Why textures: llvmpipe runs eight invocations in one SIMD register and turns every
 // storage-buffer load whose address it cannot prove uniform into a loop over the eight lanes
@@ -14,7 +14,7 @@
 // Bindings (group 0):
 //   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
 //   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4); K for
-//                                    matmul_tex_tn), accumulate, alpha, c_sm, c_sn, c_off }
+//                                    matmul_tex_tn), alpha, c_sm, c_sn, c_off }
 //                                    (c_off: a block of columns of a wider c, e.g. a
 //                                    vocabulary chunk of the logits)
 //   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)

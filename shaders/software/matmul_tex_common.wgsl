@@ -2,11 +2,14 @@
 // their Params, their bindings (documented in matmul_tex.wgsl's header), the multiply-add
 // steps of a row's sixteen sums and the stores. Built after either file; no entry point.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     M: u32,
     N: u32,
     KT: u32,
-    accumulate: u32,
     alpha: f32,
     c_sm: u32,
     c_sn: u32,
@@ -46,7 +49,7 @@ fn a_at(t: i32, row: i32) -> vec4<f32> {
 fn store(m: u32, n: u32, value: f32) {
     let i = params.c_off + m * params.c_sm + n * params.c_sn;
     var v = params.alpha * value;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += c[i];
     }
     c[i] = v;

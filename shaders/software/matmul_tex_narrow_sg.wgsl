@@ -23,7 +23,7 @@
 // Bindings (group 0), as in matmul_tex.wgsl:
 //   0 c       storage, read_write  f32: element (m, n) at c_off + m * c_sm + n * c_sn
 //   1 params  uniform              { M, N, KT (texels along k; K itself for the tn kernel),
-//                                    accumulate, alpha, c_sm, c_sn, c_off }
+//                                    alpha, c_sm, c_sn, c_off }
 //   2 a_tex   texture, read-only   rgba32float: narrow [M rows, KT texels], texel (t, m) =
 //                                  A(m, 4t..4t+4); tn [K rows, ceil(M/4) texels]
 //   3 b_tex   texture, read-only   rgba32float: narrow [N rows, KT texels], texel (t, n) =

@@ -1,6 +1,6 @@
 // f32 matrix product for software devices whose subgroups are eight lanes wide (lavapipe at
 // its default 256-bit vectors), both operands read from textures:
-//   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] when params.accumulate != 0)
+//   c[m, n] = alpha * sum_k A(m, k) * B(k, n)  (+ c[m, n] with the ACCUMULATE constant)
 // Same bindings (c as vec4s; and a tile queue), texture layouts (B's stored rows instead with
 // B_ROWS, see b_tex) and results (bit for bit: the same fused multiply-adds in the same
 // order) as matmul_tex in matmul_tex.wgsl, for
@@ -20,7 +20,7 @@
 //
 // Bindings (group 0):
 //   0 c       storage, read_write  f32 as vec4s: element (m, n) at c_off + m * c_sm + n
-//   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)), accumulate,
+//   1 params  uniform              { M, N, KT (texels along k = ceil(K / 4)),
 //                                    alpha, c_sm, c_sn, c_off }
 //   2 a_tex   texture, read-only   rgba32float [M rows, KT texels]: texel (t, m) = A(m, 4t..4t+4)
 //   3 b_tex   texture, read-only   rgba32float [N rows, KT texels]: texel (t, n) = B(4t..4t+4, n);
@@ -34,11 +34,14 @@
 // tile that straddles the edge, rows and columns past it are clamped to the last one:
 // computed, never stored.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     M: u32,
     N: u32,
     KT: u32,
-    accumulate: u32,
     alpha: f32,
     c_sm: u32,
     c_sn: u32,
@@ -129,7 +132,7 @@ fn store_rows(m: u32, n0: u32, acc: mat4x4<f32>) {
         if m + i < params.M {
             let index = (params.c_off + (m + i) * params.c_sm + n0) / 4u;
             var v = params.alpha * acc[i];
-            if params.accumulate != 0u {
+            if ACCUMULATE {
                 v += c[index];
             }
             c[index] = v;

@@ -5,14 +5,14 @@
 //
 //   nf4_forward_tex:  y[t, o]  = sum_i x[t, i] * W[o, i]   (Y = X W^T)
 //   nf4_backward_tex: dx[t, i] = sum_o dy[t, o] * W[o, i]  (dX = dY W)
-// With params.accumulate != 0 the result is added to the output.
+// With the ACCUMULATE constant the result is added to the output.
 // Needs in % 32 == 0 and blocksize a multiple of 32 dividing in (a texel of codes lies in one
 // block and every row of W starts a block); the op builder checks and otherwise uses
 // nf4_matmul.wgsl.
 //
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward)
-//   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate }
+//   1 params      uniform              { rows (T), n_in, n_out, blocksize }
 //   2 x_tex       texture, read-only   rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
 //   3 w_tex       texture, read-only   rgba32uint, W's code words in order four to a texel
@@ -33,12 +33,15 @@
 // The NF4 table is looked up with a tree of selects on the code's bits, four codes at once:
 // on llvmpipe this measured faster than indexing a private array or a lookup texture.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     rows: u32,
     n_in: u32,
     n_out: u32,
     blocksize: u32,
-    accumulate: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;
@@ -55,7 +58,7 @@ fn fma4(acc: vec4<f32>, x: vec4<f32>, w: mat4x4<f32>) -> vec4<f32> {
 
 fn store(index: u32, value: f32) {
     var v = value;
-    if params.accumulate != 0u {
+    if ACCUMULATE {
         v += y[index];
     }
     y[index] = v;

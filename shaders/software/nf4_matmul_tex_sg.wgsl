@@ -2,7 +2,7 @@
 // its default 256-bit vectors), all operands read from textures:
 //   nf4_forward_tex_sg:  y[t, o]  = sum_i x[t, i] * W[o, i]   (Y = X W^T)
 //   nf4_backward_tex_sg: dx[t, i] = sum_o dy[t, o] * W[o, i]  (dX = dY W)
-// With params.accumulate != 0 the result is added to the output. With params.rank > 0 the
+// With the ACCUMULATE constant the result is added to the output. With params.rank > 0 the
 // product gains a LoRA adapter's low-rank term in the same k loop, after the weight's:
 //   forward:  y[t, o]  += scale * sum_j x_a[t, j]  * B[o, j]    (x_a = x·Aᵀ, B [out, rank])
 //   backward: dx[t, i] += scale * sum_j dy_b[t, j] * A[j, i]    (dy_b = dy·B, A [rank, in])
@@ -26,7 +26,7 @@
 //
 // Bindings (group 0):
 //   0 y           storage, read_write  f32 [T, out] (forward) or [T, in] (backward), as vec4s
-//   1 params      uniform              { rows (T), n_in, n_out, blocksize, accumulate, rank
+//   1 params      uniform              { rows (T), n_in, n_out, blocksize, rank
 //                                      (a multiple of 4, 0: no adapter term), scale }
 //   2 x_tex       texture, read-only   rgba32float: x [T, in/4] (forward) or dy [T, ceil(out/4)]
 //                                      (backward), four consecutive values a texel, 0 past the end
@@ -51,12 +51,15 @@
 // its component j the lane's column j. In a tile that straddles the edge, rows and columns
 // past it are clamped to the last one: computed, never stored.
 
+// Add into the output instead of storing it (a node with this constant set reads its outputs:
+// crate::graph::ACCUMULATE).
+override ACCUMULATE: bool = false;
+
 struct Params {
     rows: u32,
     n_in: u32,
     n_out: u32,
     blocksize: u32,
-    accumulate: u32,
     rank: u32,
     scale: f32,
 }
@@ -120,7 +123,7 @@ fn store_rows(acc: mat4x4<f32>, m0: u32, col: u32, n_cols: u32) {
         if m < params.rows {
             let index = (m * n_cols + col) / 4u;
             var v = acc[i];
-            if params.accumulate != 0u {
+            if ACCUMULATE {
                 v += y[index];
             }
             y[index] = v;

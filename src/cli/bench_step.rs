@@ -120,14 +120,15 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     let nodes = compiled.graph.nodes.len();
     let dispatches = compiled.graph.dispatches();
     // Dispatches a step by kernel, most first.
-    let mut by_kernel: Vec<(&str, usize)> = Vec::new();
+    let mut by_kernel: Vec<(String, usize)> = Vec::new();
     for node in compiled.graph.nodes.iter().filter(|n| n.copy.is_none()) {
-        match by_kernel.iter_mut().find(|(k, _)| *k == node.kernel.name) {
+        let label = node.kernel_label();
+        match by_kernel.iter_mut().find(|(k, _)| *k == label) {
             Some((_, n)) => *n += 1,
-            None => by_kernel.push((node.kernel.name, 1)),
+            None => by_kernel.push((label, 1)),
         }
     }
-    by_kernel.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    by_kernel.sort_by(|(ka, na), (kb, nb)| nb.cmp(na).then(ka.cmp(kb)));
     let json = args.json;
     // The text report; with --json only the JSON line at the end is printed.
     macro_rules! say {
@@ -248,7 +249,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
                 "dispatches_by_kernel": serde_json::Value::Object(
                     by_kernel
                         .iter()
-                        .map(|&(k, n)| (k.to_string(), n.into()))
+                        .map(|(k, n)| (k.clone(), (*n).into()))
                         .collect()
                 ),
                 "nodes": nodes,
@@ -285,7 +286,7 @@ fn print_profile(gpu: &Gpu, compiled: &webqlora::graph::CompiledGraph) -> anyhow
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let name = match node.copy {
             Some(_) => format!("{} (copy)", node.kernel.name),
-            _ => node.kernel.name.to_string(),
+            _ => node.kernel_label(),
         };
         match by_kernel.iter_mut().find(|(k, _, _)| *k == name) {
             Some(entry) => {

@@ -12,8 +12,8 @@ mod validate;
 
 pub use executor::{CompiledGraph, RunError};
 pub use node::{
-    Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding, TextureCopy,
-    ACCUMULATE,
+    accumulating, Access, Binding, Dispatch, Kernel, Node, Params, TexelFormat, TextureBinding,
+    TextureCopy, ACCUMULATE,
 };
 pub use planner::{Placement, Plan};
 pub use tensor::{shape_str, DType, Role, TensorDesc, TensorId};
@@ -551,7 +551,7 @@ impl Graph {
             out += &format!(
                 "  #{i:<3} {:<28} {}({})\n",
                 n.label,
-                n.kernel.name,
+                n.kernel_label(),
                 args.join(", ")
             );
         }

@@ -233,12 +233,30 @@ pub struct TextureCopy {
 /// needed.
 pub const ACCUMULATE: &str = "ACCUMULATE";
 
+/// The constants of a node that adds into its outputs when `accumulate` (none otherwise).
+pub fn accumulating(accumulate: bool) -> &'static [(&'static str, f64)] {
+    if accumulate {
+        &[(ACCUMULATE, 1.0)]
+    } else {
+        &[]
+    }
+}
+
 impl Node {
     /// Whether the node adds into its outputs (its `ACCUMULATE` constant is set).
     pub fn accumulates(&self) -> bool {
         self.constants
             .iter()
             .any(|&(name, value)| name == ACCUMULATE && value != 0.0)
+    }
+
+    /// The kernel's name, with `_acc` where the node adds into its outputs (`gemm_acc`): what
+    /// listings, profiles and tests call the node's kernel.
+    pub fn kernel_label(&self) -> String {
+        match self.accumulates() {
+            true => format!("{}_acc", self.kernel.name),
+            false => self.kernel.name.to_string(),
+        }
     }
 
     /// (tensor, access) for every storage binding.

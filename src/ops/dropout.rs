@@ -1,7 +1,9 @@
 //! Dropout with a counter-based mask (see shaders/dropout.wgsl): the same (seed, salt) gives
 //! the same mask in the forward, a recomputed forward and the backward.
 
-use crate::graph::{Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId};
+use crate::graph::{
+    accumulating, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+};
 use crate::shaders;
 
 const BINDINGS_X_SEED: [Binding; 2] = [
@@ -9,6 +11,7 @@ const BINDINGS_X_SEED: [Binding; 2] = [
     Binding::read("seed", DType::U32),
 ];
 
+/// out = dropout(x) (out += … with the ACCUMULATE constant).
 pub static DROPOUT: Kernel = Kernel {
     name: "dropout",
     shader: &shaders::DROPOUT,
@@ -18,18 +21,6 @@ pub static DROPOUT: Kernel = Kernel {
         BINDINGS_X_SEED[0],
         BINDINGS_X_SEED[1],
         Binding::write("out", DType::F32),
-    ],
-};
-
-pub static DROPOUT_ACC: Kernel = Kernel {
-    name: "dropout_acc",
-    shader: &shaders::DROPOUT,
-    entry: "dropout",
-    textures: &[],
-    bindings: &[
-        BINDINGS_X_SEED[0],
-        BINDINGS_X_SEED[1],
-        Binding::read_write("out", DType::F32),
     ],
 };
 
@@ -61,15 +52,16 @@ fn push(
         .u32(n as u32)
         .f32(site.p)
         .f32(1.0 / (1.0 - site.p))
-        .u32(site.salt)
-        .u32(accumulate as u32);
-    let kernel = if accumulate { &DROPOUT_ACC } else { &DROPOUT };
-    g.push(
+        .u32(site.salt);
+    let tensors = [x, site.seed, out];
+    let dispatch = Dispatch::linear(n, 64);
+    g.push_specialized(
         name,
-        kernel,
-        &[x, site.seed, out],
+        &DROPOUT,
+        &tensors,
         params,
-        Dispatch::linear(n, 64),
+        dispatch,
+        accumulating(accumulate),
     )
 }
 

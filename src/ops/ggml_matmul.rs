@@ -11,7 +11,7 @@
 use super::nf4_matmul::rows_of;
 use crate::graph::TensorId;
 use crate::graph::{
-    shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params,
+    accumulating, shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params,
 };
 use crate::quant::ggml::GgmlType;
 use crate::shaders;
@@ -29,7 +29,6 @@ const fn bindings(out_access: Access) -> [Binding; 3] {
 }
 
 static WRITE: [Binding; 3] = bindings(Access::Write);
-static ACCUMULATE: [Binding; 3] = bindings(Access::ReadWrite);
 
 const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Binding]) -> Kernel {
     Kernel {
@@ -43,14 +42,8 @@ const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Bin
 
 /// y = x · Wᵀ
 pub static FORWARD: Kernel = kernel("ggml_matmul_forward", "ggml_matmul_forward", &WRITE);
-/// dx = dy · W
+/// dx = dy · W (dx += dy · W with the ACCUMULATE constant)
 pub static BACKWARD: Kernel = kernel("ggml_matmul_backward", "ggml_matmul_backward", &WRITE);
-/// dx += dy · W
-pub static BACKWARD_ACC: Kernel = kernel(
-    "ggml_matmul_backward_acc",
-    "ggml_matmul_backward",
-    &ACCUMULATE,
-);
 /// y = W · x for one token.
 pub static MATVEC: Kernel = kernel("ggml_matvec", "ggml_matvec", &WRITE);
 
@@ -110,12 +103,11 @@ pub fn upload_bytes(ty: GgmlType, data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn params(rows: usize, w: &GgmlWeight, accumulate: bool) -> Params {
+fn params(rows: usize, w: &GgmlWeight) -> Params {
     Params::new()
         .u32(rows as u32)
         .u32(w.shape[1] as u32)
         .u32(w.shape[0] as u32)
-        .u32(accumulate as u32)
         .u32(block_words(w.ty) as u32)
         .u32(w.ty.block().0 as u32)
 }
@@ -135,7 +127,7 @@ pub fn forward(
     let [n_out, n_in] = w.shape;
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    let p = params(rows, w, false);
+    let p = params(rows, w);
     // One token (decoding): one output an invocation instead of tiles of 32 rows.
     let (kernel, dispatch) = if rows == 1 {
         (&MATVEC, Dispatch::linear(n_out, 64))
@@ -158,15 +150,17 @@ fn backward_node(
     let [n_out, n_in] = w.shape;
     let rows = rows_of(g, label, dy, n_out)?;
     let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
-    let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
-    let p = params(rows, w, accumulate);
+    let p = params(rows, w);
+    let mut constants = constants(w).to_vec();
+    constants.extend_from_slice(accumulating(accumulate));
+    let tensors = [dy, w.codes, dx];
     g.push_specialized(
         label,
-        kernel,
-        &[dy, w.codes, dx],
+        &BACKWARD,
+        &tensors,
         p,
         Dispatch::Grid(grid),
-        &constants(w),
+        &constants,
     )
 }
 

@@ -8,7 +8,7 @@
 use super::software::matmul::*;
 use super::software::pack::{pack_f32, texels, Strided};
 use crate::graph::{
-    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    accumulating, shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
 use crate::kernels::Family;
 use crate::shaders;
@@ -18,29 +18,16 @@ const WRITE: [Binding; 3] = [
     Binding::read("b", DType::F32),
     Binding::write("c", DType::F32),
 ];
-const ACCUMULATE: [Binding; 3] = [
-    Binding::read("a", DType::F32),
-    Binding::read("b", DType::F32),
-    Binding::read_write("c", DType::F32),
-];
 
-/// c = alpha · op(a) · op(b): register tiles, no workgroup memory (software devices, for the
-/// products too small for their texture kernels).
+/// c = alpha · op(a) · op(b) (c += … with the ACCUMULATE constant, as every product kernel
+/// here): register tiles, no workgroup memory (software devices, for the products too small
+/// for their texture kernels).
 pub static MATMUL: Kernel = Kernel {
     name: "matmul",
     shader: &shaders::MATMUL,
     entry: "matmul",
     textures: &[],
     bindings: &WRITE,
-};
-
-/// c += alpha · op(a) · op(b) (the same entry point with `accumulate` set).
-pub static MATMUL_ACC: Kernel = Kernel {
-    name: "matmul_acc",
-    shader: &shaders::MATMUL,
-    entry: "matmul",
-    textures: &[],
-    bindings: &ACCUMULATE,
 };
 
 /// c = alpha · op(a) · op(b) through 64 × 64 workgroup-memory tiles (the portable kernel;
@@ -51,15 +38,6 @@ pub static GEMM: Kernel = Kernel {
     entry: "gemm",
     textures: &[],
     bindings: &WRITE,
-};
-
-/// c += alpha · op(a) · op(b), portable.
-pub static GEMM_ACC: Kernel = Kernel {
-    name: "gemm_acc",
-    shader: &shaders::GEMM,
-    entry: "gemm",
-    textures: &[],
-    bindings: &ACCUMULATE,
 };
 
 /// c (+)= alpha · the sum of a split-K product's partials.
@@ -74,20 +52,6 @@ pub static SPLIT_SUM: Kernel = Kernel {
     ],
 };
 
-/// `SPLIT_SUM` adding into c.
-pub static SPLIT_SUM_ACC: Kernel = Kernel {
-    name: "split_sum_acc",
-    shader: &shaders::SPLIT_SUM,
-    entry: "split_sum",
-    textures: &[],
-    bindings: &[
-        Binding::read("parts", DType::F32),
-        Binding::read_write("c", DType::F32),
-    ],
-};
-
-/// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
-/// it is or transposed, optionally only `rows` of its stored rows.
 /// `matmul` for a single row (M = 1): one column per invocation, no tile of rows.
 pub static MATVEC: Kernel = Kernel {
     name: "matmul_vec",
@@ -97,24 +61,16 @@ pub static MATVEC: Kernel = Kernel {
     bindings: MATMUL.bindings,
 };
 
-pub static MATVEC_ACC: Kernel = Kernel {
-    name: "matmul_vec_acc",
-    shader: &shaders::MATMUL,
-    entry: "matmul_vec",
-    textures: &[],
-    bindings: MATMUL_ACC.bindings,
-};
-
 /// The kernel and dispatch for an [m, n] product.
-fn kernel_for(m: usize, n: usize, accumulate: bool) -> (&'static Kernel, Dispatch) {
-    match (m, accumulate) {
-        (1, false) => (&MATVEC, Dispatch::linear(n, 64)),
-        (1, true) => (&MATVEC_ACC, Dispatch::linear(n, 64)),
-        (_, false) => (&MATMUL, dispatch(m, n)),
-        (_, true) => (&MATMUL_ACC, dispatch(m, n)),
+fn kernel_for(m: usize, n: usize) -> (&'static Kernel, Dispatch) {
+    match m {
+        1 => (&MATVEC, Dispatch::linear(n, 64)),
+        _ => (&MATMUL, dispatch(m, n)),
     }
 }
 
+/// One factor of a product: a tensor seen as a matrix (leading dimensions are rows), used as
+/// it is or transposed, optionally only `rows` of its stored rows.
 #[derive(Clone, Copy, Debug)]
 pub struct Operand {
     pub tensor: TensorId,
@@ -258,7 +214,7 @@ impl Product {
     }
 
     /// The buffer kernels' uniform.
-    fn params(&self, alpha: f32, accumulate: bool) -> Params {
+    fn params(&self, alpha: f32) -> Params {
         Params::new()
             .u32(self.m as u32)
             .u32(self.n as u32)
@@ -267,7 +223,6 @@ impl Product {
             .u32(self.a_sk as u32)
             .u32(self.b_sk as u32)
             .u32(self.b_sn as u32)
-            .u32(accumulate as u32)
             .f32(alpha)
             .u32(self.a_off as u32)
             .u32(self.b_off as u32)
@@ -328,16 +283,13 @@ impl Product {
             .u32(rows as u32)
             .u32(cols as u32)
             .u32(self.k as u32)
-            .u32(accumulate as u32)
             .f32(alpha)
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(0);
-        let kernel = match (g.kernels.eight_lanes_for(Family::Matmul), accumulate) {
-            (true, false) => &MATMUL_TEX_TN_SG,
-            (true, true) => &MATMUL_TEX_TN_SG_ACC,
-            (false, false) => &MATMUL_TEX_TN,
-            (false, true) => &MATMUL_TEX_TN_ACC,
+        let kernel = match g.kernels.eight_lanes_for(Family::Matmul) {
+            true => &MATMUL_TEX_TN_SG,
+            false => &MATMUL_TEX_TN,
         };
         // The subgroup kernel: one subgroup (64 rows) a workgroup, so that the few hundred
         // rows of a LoRA gradient still spread over the device's threads.
@@ -351,7 +303,17 @@ impl Product {
             rows.div_ceil(rows_per_group) as u32,
             1,
         ]);
-        g.push_with_textures(label, kernel, &[c], &[t_wide, t_narrow], params, dispatch)
+        let textures = [t_wide, t_narrow];
+        let constants = accumulating(accumulate);
+        g.push_with_textures_specialized(
+            label,
+            kernel,
+            &[c],
+            &textures,
+            params,
+            dispatch,
+            constants,
+        )
     }
 
     /// Pack A and B, then one texture-kernel node writing (or adding into) c.
@@ -429,33 +391,23 @@ impl Product {
             .u32(rows as u32)
             .u32(cols as u32)
             .u32(texels(self.k) as u32)
-            .u32(accumulate as u32)
             .f32(alpha)
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(block.first as u32);
-        let (kernel, dispatch) = match (shape, accumulate) {
-            (TextureShape::Wide, false) if b_rows => {
-                (&MATMUL_TEX_SG_KN, queue_dispatch(rows, cols))
-            }
-            (TextureShape::Wide, true) if b_rows => {
-                (&MATMUL_TEX_SG_KN_ACC, queue_dispatch(rows, cols))
-            }
-            (TextureShape::Wide, false) if sg => (&MATMUL_TEX_SG, queue_dispatch(rows, cols)),
-            (TextureShape::Wide, true) if sg => (&MATMUL_TEX_SG_ACC, queue_dispatch(rows, cols)),
-            (TextureShape::Wide, false) => (&MATMUL_TEX, wide_dispatch(rows, cols)),
-            (TextureShape::Wide, true) => (&MATMUL_TEX_ACC, wide_dispatch(rows, cols)),
-            (TextureShape::Tn, _) => unreachable!("push_tn runs these"),
-            (_, false) if g.kernels.eight_lanes_for(Family::Matmul) => {
-                (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols))
-            }
-            (_, true) if g.kernels.eight_lanes_for(Family::Matmul) => {
-                (&MATMUL_TEX_NARROW_SG_ACC, narrow_dispatch(rows, cols))
-            }
-            (_, false) => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
-            (_, true) => (&MATMUL_TEX_NARROW_ACC, narrow_dispatch(rows, cols)),
+        let narrow_sg = g.kernels.eight_lanes_for(Family::Matmul);
+        let (kernel, dispatch) = match shape {
+            TextureShape::Wide if b_rows => (&MATMUL_TEX_SG_KN, queue_dispatch(rows, cols)),
+            TextureShape::Wide if sg => (&MATMUL_TEX_SG, queue_dispatch(rows, cols)),
+            TextureShape::Wide => (&MATMUL_TEX, wide_dispatch(rows, cols)),
+            TextureShape::Tn => unreachable!("push_tn runs these"),
+            _ if narrow_sg => (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols)),
+            _ => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
         };
-        let constants: &[_] = if b_rows { &B_ROWS } else { &[] };
+        let mut constants = accumulating(accumulate).to_vec();
+        if b_rows {
+            constants.extend_from_slice(&B_ROWS);
+        }
         g.push_with_textures_specialized(
             label,
             kernel,
@@ -463,7 +415,7 @@ impl Product {
             &textures,
             params,
             dispatch,
-            constants,
+            &constants,
         )
     }
 
@@ -486,13 +438,16 @@ impl Product {
         if self.m > 1 && g.kernels.portable(Family::Matmul) {
             return self.push_portable(g, label, c, alpha, accumulate);
         }
-        let (kernel, dispatch) = kernel_for(self.m, self.n, accumulate);
-        g.push(
+        let (kernel, dispatch) = kernel_for(self.m, self.n);
+        let tensors = [self.a, self.b, c];
+        let params = self.params(alpha);
+        g.push_specialized(
             label,
             kernel,
-            &[self.a, self.b, c],
-            self.params(alpha, accumulate),
+            &tensors,
+            params,
             dispatch,
+            accumulating(accumulate),
         )
     }
 
@@ -509,10 +464,11 @@ impl Product {
         let grid = [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32];
         let splits = split_k(grid[0] as usize * grid[1] as usize, self.k);
         if splits == 1 {
-            let kernel = if accumulate { &GEMM_ACC } else { &GEMM };
-            let p = self.params(alpha, accumulate).u32(self.k as u32);
+            let p = self.params(alpha).u32(self.k as u32);
             let dispatch = Dispatch::Grid([grid[0], grid[1], 1]);
-            return g.push(label, kernel, &[self.a, self.b, c], p, dispatch);
+            let tensors = [self.a, self.b, c];
+            let constants = accumulating(accumulate);
+            return g.push_specialized(label, &GEMM, &tensors, p, dispatch, constants);
         }
         let chunk = self.k.div_ceil(splits).next_multiple_of(16);
         let splits = self.k.div_ceil(chunk);
@@ -521,22 +477,15 @@ impl Product {
             &[splits, self.m, self.n],
             DType::F32,
         );
-        let p = self.params(1.0, false).u32(chunk as u32);
+        let p = self.params(1.0).u32(chunk as u32);
         let dispatch = Dispatch::Grid([grid[0], grid[1], splits as u32]);
         g.push(label, &GEMM, &[self.a, self.b, parts], p, dispatch)?;
         let n = self.m * self.n;
-        let p = Params::new()
-            .u32(n as u32)
-            .u32(splits as u32)
-            .u32(accumulate as u32)
-            .f32(alpha);
-        let kernel = if accumulate {
-            &SPLIT_SUM_ACC
-        } else {
-            &SPLIT_SUM
-        };
+        let p = Params::new().u32(n as u32).u32(splits as u32).f32(alpha);
         let label = format!("{label} (split-k sum)");
-        g.push(&label, kernel, &[parts, c], p, Dispatch::linear(n, 256))
+        let dispatch = Dispatch::linear(n, 256);
+        let constants = accumulating(accumulate);
+        g.push_specialized(&label, &SPLIT_SUM, &[parts, c], p, dispatch, constants)
     }
 }
 

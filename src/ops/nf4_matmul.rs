@@ -7,7 +7,8 @@ use super::matmul::{matmul_into, Operand};
 use super::software::nf4::*;
 use super::software::pack::{pack_f32, pack_linear, texels, Linear, Strided};
 use crate::graph::{
-    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TextureId,
+    accumulating, shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
+    TextureId,
 };
 use crate::kernels::Family;
 use crate::quant::nf4::Nf4Tensor;
@@ -23,7 +24,6 @@ const fn bindings(out: Binding) -> [Binding; 4] {
 }
 
 static WRITE: [Binding; 4] = bindings(Binding::write("y", DType::F32));
-static ACCUMULATE: [Binding; 4] = bindings(Binding::read_write("y", DType::F32));
 
 /// The portable kernels' bindings: the product's operands, then the low-rank term's.
 const fn gemm_bindings(out: Binding) -> [Binding; 6] {
@@ -38,7 +38,6 @@ const fn gemm_bindings(out: Binding) -> [Binding; 6] {
 }
 
 static GEMM_WRITE: [Binding; 6] = gemm_bindings(Binding::write("y", DType::F32));
-static GEMM_ACCUMULATE: [Binding; 6] = gemm_bindings(Binding::read_write("y", DType::F32));
 
 /// y = x · Wᵀ
 pub static FORWARD: Kernel = Kernel {
@@ -49,22 +48,13 @@ pub static FORWARD: Kernel = Kernel {
     bindings: &WRITE,
 };
 
-/// dx = dy · W (or dx += dy · W)
+/// dx = dy · W (dx += dy · W with the ACCUMULATE constant, as every backward here)
 pub static BACKWARD: Kernel = Kernel {
     name: "nf4_matmul_backward",
     shader: &shaders::NF4_MATMUL,
     entry: "nf4_matmul_backward",
     textures: &[],
     bindings: &WRITE,
-};
-
-/// dx += dy · W
-pub static BACKWARD_ACC: Kernel = Kernel {
-    name: "nf4_matmul_backward_acc",
-    shader: &shaders::NF4_MATMUL,
-    entry: "nf4_matmul_backward",
-    textures: &[],
-    bindings: &ACCUMULATE,
 };
 
 /// y = x · Wᵀ (+ s · lhs · factorᵀ) through 64 × 64 workgroup-memory tiles, weights decoded
@@ -84,15 +74,6 @@ pub static GEMM_BACKWARD: Kernel = Kernel {
     entry: "nf4_gemm_backward",
     textures: &[],
     bindings: &GEMM_WRITE,
-};
-
-/// dx += dy · W (+ s · lhs · factor), portable.
-pub static GEMM_BACKWARD_ACC: Kernel = Kernel {
-    name: "nf4_gemm_backward_acc",
-    shader: &shaders::NF4_GEMM,
-    entry: "nf4_gemm_backward",
-    textures: &[],
-    bindings: &GEMM_ACCUMULATE,
 };
 
 /// y = W · x for one token, 64 invocations an output (the portable path; inputs a multiple of
@@ -252,13 +233,12 @@ fn pack_operands(
     Ok([xt, wt, at])
 }
 
-fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize, accumulate: bool) -> Params {
+fn params(rows: usize, w: &Nf4Weight, n_in: usize, n_out: usize) -> Params {
     Params::new()
         .u32(rows as u32)
         .u32(n_in as u32)
         .u32(n_out as u32)
         .u32(w.blocksize as u32)
-        .u32(accumulate as u32)
 }
 
 /// The subgroup kernels' textures and params: the three operands' and, with a low-rank term,
@@ -419,7 +399,7 @@ fn forward_node(
 ) -> Result<(), GraphError> {
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, name, x, n_in)?;
-    let p = params(rows, w, n_in, n_out, false);
+    let p = params(rows, w, n_in, n_out);
     if w.compute == Nf4Compute::BnbCpuBf16 {
         check_bf16_layout(g, name, w)?;
         let dispatch = Dispatch::linear(rows * n_out, 64);
@@ -502,42 +482,48 @@ fn backward_node(
     let rows = rows_of(g, label, dy, n_out)?;
     if on_textures(g, w, rows, n_in) {
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
-        let p = params(rows, w, n_in, n_out, accumulate);
+        let p = params(rows, w, n_in, n_out);
+        let constants = accumulating(accumulate);
         if !g.kernels.eight_lanes_for(Family::Nf4) {
-            let kernel = if accumulate {
-                &BACKWARD_TEX_ACC
-            } else {
-                &BACKWARD_TEX
-            };
             let grid = [n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
             let dispatch = Dispatch::Grid(grid);
-            return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
+            let kernel = &BACKWARD_TEX;
+            return g.push_with_textures_specialized(
+                label,
+                kernel,
+                &[dx],
+                &textures,
+                p,
+                dispatch,
+                constants,
+            );
         }
         let (textures, p) = sg_operands(g, label, textures, lora, p)?;
         // Tiles of 32 rows by one texel of codes (32 inputs).
         let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_in / 32);
-        let kernel = if accumulate {
-            &BACKWARD_TEX_SG_ACC
-        } else {
-            &BACKWARD_TEX_SG
-        };
-        return g.push_with_textures(label, kernel, &[dx], &textures, p, dispatch);
+        let kernel = &BACKWARD_TEX_SG;
+        return g.push_with_textures_specialized(
+            label,
+            kernel,
+            &[dx],
+            &textures,
+            p,
+            dispatch,
+            constants,
+        );
     }
-    let p = params(rows, w, n_in, n_out, accumulate);
+    let p = params(rows, w, n_in, n_out);
+    let constants = accumulating(accumulate);
     if g.kernels.portable(Family::Nf4) {
         let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
-        let kernel = if accumulate {
-            &GEMM_BACKWARD_ACC
-        } else {
-            &GEMM_BACKWARD
-        };
         let (tensors, p) = portable_node(g, [dy, w.codes, w.absmax], dx, lora, p);
-        return g.push(label, kernel, &tensors, p, Dispatch::Grid(grid));
+        let dispatch = Dispatch::Grid(grid);
+        return g.push_specialized(label, &GEMM_BACKWARD, &tensors, p, dispatch, constants);
     }
     // 64 inputs (eight words of codes) and 32 rows a workgroup.
     let dispatch = Dispatch::Grid([n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
-    let kernel = if accumulate { &BACKWARD_ACC } else { &BACKWARD };
-    g.push(label, kernel, &[dy, w.codes, w.absmax, dx], p, dispatch)
+    let tensors = [dy, w.codes, w.absmax, dx];
+    g.push_specialized(label, &BACKWARD, &tensors, p, dispatch, constants)
 }
 
 /// A new temporary `name` = dy · W, [rows, in].
@@ -591,7 +577,7 @@ pub fn matvec(
         });
     }
     let y = g.temp(name, &[n_out], DType::F32);
-    let p = params(1, w, n_in, n_out, false);
+    let p = params(1, w, n_in, n_out);
     let (kernel, dispatch) = match w.compute {
         Nf4Compute::F32 => matvec_kernel(g, n_in, n_out),
         Nf4Compute::BnbCpuBf16 => {

@@ -10,21 +10,13 @@ const TEX_OPERANDS: &[TextureBinding] = &[
     TextureBinding::read("b_tex", TexelFormat::Rgba32Float),
 ];
 
-/// c = alpha · A · B with both operands packed into textures (software devices).
+/// c = alpha · A · B with both operands packed into textures (software devices); c += … with
+/// the ACCUMULATE constant, as every kernel here.
 pub static MATMUL_TEX: Kernel = Kernel {
     name: "matmul_tex",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex",
     bindings: &[Binding::write("c", DType::F32)],
-    textures: TEX_OPERANDS,
-};
-
-/// c += alpha · A · B, texture operands.
-pub static MATMUL_TEX_ACC: Kernel = Kernel {
-    name: "matmul_tex_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex",
-    bindings: &[Binding::read_write("c", DType::F32)],
     textures: TEX_OPERANDS,
 };
 
@@ -38,30 +30,12 @@ pub static MATMUL_TEX_SG: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// `MATMUL_TEX_ACC` sharing rows by subgroup broadcasts.
-pub static MATMUL_TEX_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_sg_acc",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
 /// `MATMUL_TEX_SG` reading B's rows as stored (the shader's `B_ROWS`, which its nodes set).
 pub static MATMUL_TEX_SG_KN: Kernel = Kernel {
     name: "matmul_tex_sg_kn",
     shader: &shaders::MATMUL_TEX_SG,
     entry: "matmul_tex_sg",
     bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_SG_ACC` reading B's rows as stored.
-pub static MATMUL_TEX_SG_KN_ACC: Kernel = Kernel {
-    name: "matmul_tex_sg_kn_acc",
-    shader: &shaders::MATMUL_TEX_SG,
-    entry: "matmul_tex_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
 
@@ -77,30 +51,12 @@ pub static MATMUL_TEX_NARROW: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// c += alpha · A · B for at most 32 columns, texture operands.
-pub static MATMUL_TEX_NARROW_ACC: Kernel = Kernel {
-    name: "matmul_tex_narrow_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_narrow",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
 /// c = alpha · Aᵀ B with A [K, M], B [K, N] stored with K as rows, texture operands.
 pub static MATMUL_TEX_TN: Kernel = Kernel {
     name: "matmul_tex_tn",
     shader: &shaders::MATMUL_TEX,
     entry: "matmul_tex_tn",
     bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// c += alpha · Aᵀ B, texture operands stored with K as rows.
-pub static MATMUL_TEX_TN_ACC: Kernel = Kernel {
-    name: "matmul_tex_tn_acc",
-    shader: &shaders::MATMUL_TEX,
-    entry: "matmul_tex_tn",
-    bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };
 
@@ -114,15 +70,6 @@ pub static MATMUL_TEX_NARROW_SG: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// `MATMUL_TEX_NARROW_ACC` sharing B's texels by subgroup broadcasts.
-pub static MATMUL_TEX_NARROW_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_narrow_sg_acc",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_narrow_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
-    textures: TEX_OPERANDS,
-};
-
 /// `MATMUL_TEX_TN` sharing B's texels by subgroup broadcasts (same results; a quarter of its
 /// rows a workgroup).
 pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
@@ -130,14 +77,5 @@ pub static MATMUL_TEX_TN_SG: Kernel = Kernel {
     shader: &shaders::MATMUL_TEX_NARROW_SG,
     entry: "matmul_tex_tn_sg",
     bindings: MATMUL_TEX.bindings,
-    textures: TEX_OPERANDS,
-};
-
-/// `MATMUL_TEX_TN_ACC` sharing B's texels by subgroup broadcasts.
-pub static MATMUL_TEX_TN_SG_ACC: Kernel = Kernel {
-    name: "matmul_tex_tn_sg_acc",
-    shader: &shaders::MATMUL_TEX_NARROW_SG,
-    entry: "matmul_tex_tn_sg",
-    bindings: MATMUL_TEX_ACC.bindings,
     textures: TEX_OPERANDS,
 };

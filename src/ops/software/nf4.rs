@@ -29,7 +29,6 @@ const TEX_SG_OPERANDS: &[TextureBinding] = &[
 ];
 
 static TEX_WRITE: [Binding; 1] = tex_output(Access::Write);
-static TEX_ACCUMULATE: [Binding; 1] = tex_output(Access::ReadWrite);
 
 /// y = x · Wᵀ with the operands in textures (software devices).
 pub static FORWARD_TEX: Kernel = Kernel {
@@ -40,21 +39,12 @@ pub static FORWARD_TEX: Kernel = Kernel {
     textures: TEX_OPERANDS,
 };
 
-/// dx = dy · W with the operands in textures.
+/// dx = dy · W with the operands in textures (dx += … with the ACCUMULATE constant).
 pub static BACKWARD_TEX: Kernel = Kernel {
     name: "nf4_backward_tex",
     shader: &shaders::NF4_MATMUL_TEX,
     entry: "nf4_backward_tex",
     bindings: &TEX_WRITE,
-    textures: TEX_OPERANDS,
-};
-
-/// dx += dy · W with the operands in textures.
-pub static BACKWARD_TEX_ACC: Kernel = Kernel {
-    name: "nf4_backward_tex_acc",
-    shader: &shaders::NF4_MATMUL_TEX,
-    entry: "nf4_backward_tex",
-    bindings: &TEX_ACCUMULATE,
     textures: TEX_OPERANDS,
 };
 
@@ -74,14 +64,5 @@ pub static BACKWARD_TEX_SG: Kernel = Kernel {
     shader: &shaders::NF4_MATMUL_TEX_SG,
     entry: "nf4_backward_tex_sg",
     bindings: &TEX_WRITE,
-    textures: TEX_SG_OPERANDS,
-};
-
-/// `BACKWARD_TEX_ACC` sharing rows by subgroup broadcasts, optionally with an adapter's term.
-pub static BACKWARD_TEX_SG_ACC: Kernel = Kernel {
-    name: "nf4_backward_tex_sg_acc",
-    shader: &shaders::NF4_MATMUL_TEX_SG,
-    entry: "nf4_backward_tex_sg",
-    bindings: &TEX_ACCUMULATE,
     textures: TEX_SG_OPERANDS,
 };
