@@ -2,17 +2,21 @@
 //   y[r, c] = weight[c] * x[r, c] * rstd[r],  rstd[r] = 1 / sqrt(mean_c(x[r, c]^2) + eps)
 //   dx[r, c] = rstd[r] * weight[c] * dy[r, c]
 //              - x[r, c] * rstd[r]^3 * (1 / cols) * sum_i weight[i] * dy[r, i] * x[r, i]
+// Rows are read as V: f32, or vec4<f32> where cols is a multiple of 4 (built followed by
+// lanes_1.wgsl or lanes_4.wgsl; the same sums in the same order).
 //
 // Bindings (group 0):
-//   0 dy      storage, read        f32[rows, cols]
-//   1 x       storage, read        f32[rows, cols]
-//   2 weight  storage, read        f32[cols]
-//   3 rstd    storage, read        f32[rows]        saved by rmsnorm_forward
-//   4 dx      storage, read_write  f32[rows, cols]  every element written (added to with ACCUMULATE)
+//   0 dy      storage, read        V[rows, cols / LANES]
+//   1 x       storage, read        V[rows, cols / LANES]
+//   2 weight  storage, read        V[cols / LANES]
+//   3 rstd    storage, read        f32[rows]               saved by rmsnorm_forward
+//   4 dx      storage, read_write  V[rows, cols / LANES]   every element written (added to
+//                                                          with ACCUMULATE)
 //   5 params  uniform              { rows, cols }
 // Dispatch: linear, ceil(rows / 64) workgroups of 64 invocations, one row each, no barriers.
 
-// Add the gradient into dx (a residual stream's running gradient) instead of storing it.
+// Add the gradient into dx (a residual stream's running gradient) instead of storing it (a
+// node with this constant set reads its outputs: crate::graph::ACCUMULATE).
 override ACCUMULATE: bool = false;
 
 struct Params {
@@ -20,11 +24,11 @@ struct Params {
     cols: u32,
 }
 
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(0) var<storage, read> dy: array<V>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read> weight: array<V>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<V>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(64)
@@ -37,14 +41,15 @@ fn rmsnorm_backward(
     if row >= params.rows {
         return;
     }
-    let base = row * params.cols;
+    let n = params.cols / LANES;
+    let base = row * n;
     let r = rstd[row];
     var dot = 0.0;
-    for (var c = 0u; c < params.cols; c++) {
-        dot += weight[c] * dy[base + c] * x[base + c];
+    for (var c = 0u; c < n; c++) {
+        dot = lanes_add(dot, weight[c] * dy[base + c] * x[base + c]);
     }
     let coef = r * r * r * dot / f32(params.cols);
-    for (var c = 0u; c < params.cols; c++) {
+    for (var c = 0u; c < n; c++) {
         let g = r * weight[c] * dy[base + c] - x[base + c] * coef;
         if ACCUMULATE {
             dx[base + c] += g;

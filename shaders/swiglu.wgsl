@@ -1,12 +1,14 @@
 // Gated product (the MLP activation): out = act(gate) * up, act SiLU or GELU-tanh
-// (gated_activation.wgsl), elementwise over n f32 values.
+// (gated_activation.wgsl), elementwise over n values of V (f32, or vec4<f32> for lengths a
+// multiple of 4: built followed by lanes_1.wgsl or lanes_4.wgsl; the same arithmetic per
+// value).
 //
 // Bindings (group 0):
-//   0 gate    storage, read        f32[n]
-//   1 up      storage, read        f32[n]
-//   2 out     storage, read_write  f32[n]   every element written
-//   3 params  uniform              { n, activation }
-// Dispatch: linear, ceil(n / 64) workgroups of 64 invocations, one element each (folded into
+//   0 gate    storage, read        V[n]
+//   1 up      storage, read        V[n]
+//   2 out     storage, read_write  V[n]   every element written
+//   3 params  uniform              { n (values of V), activation }
+// Dispatch: linear, ceil(n / 64) workgroups of 64 invocations, one V each (folded into
 // (x, y) past the per-dimension limit).
 
 struct Params {
@@ -14,9 +16,9 @@ struct Params {
     activation: u32,
 }
 
-@group(0) @binding(0) var<storage, read> gate: array<f32>;
-@group(0) @binding(1) var<storage, read> up: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read> gate: array<V>;
+@group(0) @binding(1) var<storage, read> up: array<V>;
+@group(0) @binding(2) var<storage, read_write> out: array<V>;
 @group(0) @binding(3) var<uniform> params: Params;
 
 @compute @workgroup_size(64)
@@ -29,6 +31,6 @@ fn swiglu_forward(
     if i >= params.n {
         return;
     }
-    let g = gate[i];
-    out[i] = activation(params.activation, vec4<f32>(g)).x * up[i];
+    let g = lanes_wide(gate[i]);
+    out[i] = lanes_narrow(activation(params.activation, g)) * up[i];
 }

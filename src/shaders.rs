@@ -3,37 +3,48 @@
 //! kernels written for software devices (lavapipe, SwiftShader: textures, eight-lane
 //! subgroups, tile queues), which only the software path (`crate::kernels`) runs.
 
-/// One WGSL source file.
+/// One WGSL source: a file, with the files of shared functions appended to it.
 #[derive(Debug)]
 pub struct Shader {
-    /// The file stem: `shaders/<name>.wgsl`.
+    /// The shader's name: its file's stem, `shaders/<name>.wgsl`, or for a variant of a file
+    /// built with other appended files, a name of its own (`residual_vec4`: residual.wgsl
+    /// with lanes_4.wgsl).
     pub name: &'static str,
+    /// The stem of its first file.
+    pub file: &'static str,
     pub source: &'static str,
     /// Device features the shader needs (`enable f16;` needs SHADER_F16, and so on).
     pub features: wgpu::Features,
 }
 
 macro_rules! shader {
+    // A file followed by files of shared functions (no bindings, no entry point), under a
+    // name of its own (one file, several variants).
+    ($ident:ident, $file:literal as $name:literal, $features:expr, then $($shared:literal),+) => {
+        pub static $ident: Shader = Shader {
+            name: $name,
+            file: $file,
+            source: concat!(
+                include_str!(concat!("../shaders/", $file, ".wgsl")),
+                $("\n", include_str!(concat!("../shaders/", $shared, ".wgsl")),)+
+            ),
+            features: $features,
+        };
+    };
     ($ident:ident, $name:literal) => {
         shader!($ident, $name, wgpu::Features::empty());
     };
     ($ident:ident, $name:literal, $features:expr) => {
         pub static $ident: Shader = Shader {
             name: $name,
+            file: $name,
             source: include_str!(concat!("../shaders/", $name, ".wgsl")),
             features: $features,
         };
     };
-    // A kernel file followed by files of shared functions (no bindings, no entry point).
+    // A kernel file followed by files of shared functions.
     ($ident:ident, $name:literal, $features:expr, then $($shared:literal),+) => {
-        pub static $ident: Shader = Shader {
-            name: $name,
-            source: concat!(
-                include_str!(concat!("../shaders/", $name, ".wgsl")),
-                $("\n", include_str!(concat!("../shaders/", $shared, ".wgsl")),)+
-            ),
-            features: $features,
-        };
+        shader!($ident, $name as $name, $features, then $($shared),+);
     };
 }
 
@@ -123,6 +134,8 @@ shader!(
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
 shader!(KV_STORE, "kv_store");
+shader!(LANES_1, "lanes_1");
+shader!(LANES_4, "lanes_4");
 shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
 shader!(MATMUL, "matmul");
 shader!(
@@ -177,20 +190,40 @@ shader!(TILE_QUEUE, "software/tile_queue", wgpu::Features::SUBGROUP);
 shader!(PACK, "software/pack");
 shader!(PACK_VEC4, "software/pack_vec4");
 shader!(PACK_WORDS, "software/pack_words");
-shader!(RESIDUAL, "residual");
+shader!(RESIDUAL, "residual", wgpu::Features::empty(), then "lanes_1");
 shader!(SPLIT_SUM, "split_sum");
 shader!(TILE_PRODUCT, "tile_product");
-shader!(RESIDUAL_VEC4, "residual_vec4");
-shader!(RMSNORM, "rmsnorm");
+shader!(
+    RESIDUAL_VEC4,
+    "residual" as "residual_vec4",
+    wgpu::Features::empty(),
+    then "lanes_4"
+);
+shader!(RMSNORM, "rmsnorm", wgpu::Features::empty(), then "lanes_1");
 shader!(
     RMSNORM_SUBGROUP,
     "rmsnorm_subgroup",
     wgpu::Features::SUBGROUP
 );
-shader!(RMSNORM_BACKWARD, "rmsnorm_backward");
-shader!(RMSNORM_BACKWARD_VEC4, "rmsnorm_backward_vec4");
+shader!(
+    RMSNORM_BACKWARD,
+    "rmsnorm_backward",
+    wgpu::Features::empty(),
+    then "lanes_1"
+);
+shader!(
+    RMSNORM_BACKWARD_VEC4,
+    "rmsnorm_backward" as "rmsnorm_backward_vec4",
+    wgpu::Features::empty(),
+    then "lanes_4"
+);
 shader!(RMSNORM_RESIDUAL, "rmsnorm_residual");
-shader!(RMSNORM_VEC4, "rmsnorm_vec4");
+shader!(
+    RMSNORM_VEC4,
+    "rmsnorm" as "rmsnorm_vec4",
+    wgpu::Features::empty(),
+    then "lanes_4"
+);
 shader!(ROPE, "rope");
 shader!(ROPE_QK, "rope_qk");
 shader!(ROPE_VEC4, "rope_vec4");
@@ -198,25 +231,29 @@ shader!(
     SWIGLU,
     "swiglu",
     wgpu::Features::empty(),
-    then "gated_activation"
+    then "gated_activation",
+    "lanes_1"
 );
 shader!(
     SWIGLU_BACKWARD,
     "swiglu_backward",
     wgpu::Features::empty(),
-    then "gated_activation"
+    then "gated_activation",
+    "lanes_1"
 );
 shader!(
     SWIGLU_BACKWARD_VEC4,
-    "swiglu_backward_vec4",
+    "swiglu_backward" as "swiglu_backward_vec4",
     wgpu::Features::empty(),
-    then "gated_activation"
+    then "gated_activation",
+    "lanes_4"
 );
 shader!(
     SWIGLU_VEC4,
-    "swiglu_vec4",
+    "swiglu" as "swiglu_vec4",
     wgpu::Features::empty(),
-    then "gated_activation"
+    then "gated_activation",
+    "lanes_4"
 );
 shader!(
     WIDEN_F16,
@@ -262,6 +299,8 @@ pub static ALL: &[&Shader] = &[
     &GRAD_CLIP,
     &GRAD_NORM,
     &KV_STORE,
+    &LANES_1,
+    &LANES_4,
     &KV_STORE_F16,
     &MATMUL,
     &MATMUL_TEX,

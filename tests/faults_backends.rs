@@ -151,12 +151,14 @@ fn a_backend_the_machine_lacks_is_named_with_the_ones_it_has() {
 
 static BROKEN: Shader = Shader {
     name: "broken_for_test",
+    file: "broken_for_test",
     source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
     features: wgpu::Features::empty(),
 };
 
 static GOOD: Shader = Shader {
     name: "good_for_test",
+    file: "good_for_test",
     source: "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
              @compute @workgroup_size(1) fn main() { y[0] = 1.0; }",
     features: wgpu::Features::empty(),

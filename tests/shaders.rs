@@ -12,7 +12,8 @@ use webqlora::shaders::{Shader, ALL};
 fn parse_and_validate(shader: &Shader) -> naga::Module {
     let module = naga::front::wgsl::parse_str(shader.source).unwrap_or_else(|e| {
         panic!(
-            "shaders/{}.wgsl does not parse:\n{}",
+            "shaders/{}.wgsl ({}) does not parse:\n{}",
+            shader.file,
             shader.name,
             e.emit_to_string(shader.source)
         )
@@ -24,7 +25,8 @@ fn parse_and_validate(shader: &Shader) -> naga::Module {
     );
     if let Err(e) = validator.validate(&module) {
         panic!(
-            "shaders/{}.wgsl fails validation:\n{}",
+            "shaders/{}.wgsl ({}) fails validation:\n{}",
+            shader.file,
             shader.name,
             e.emit_to_string(shader.source)
         );
@@ -45,9 +47,11 @@ fn every_shader_file_is_registered_and_valid() {
             }
         }
     }
-    let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
+    let registered: BTreeSet<String> = ALL.iter().map(|s| s.file.to_string()).collect();
     assert_eq!(on_disk, registered, "shaders/ and shaders::ALL disagree");
     assert!(!ALL.is_empty());
+    let names: BTreeSet<&str> = ALL.iter().map(|s| s.name).collect();
+    assert_eq!(names.len(), ALL.len(), "two shaders share a name");
     for shader in ALL {
         parse_and_validate(shader);
         assert!(
@@ -62,6 +66,7 @@ fn every_shader_file_is_registered_and_valid() {
 fn a_broken_shader_is_caught() {
     let broken = Shader {
         name: "broken",
+        file: "broken",
         source: "// x\n@compute @workgroup_size(1) fn main() { let a: f32 = 1u; }",
         features: wgpu::Features::empty(),
     };
@@ -74,12 +79,14 @@ fn f16_needs_its_feature() {
     let source = "// x\nenable f16;\n@compute @workgroup_size(1) fn main() { let h: f16 = 1.0h; }";
     let without = Shader {
         name: "half",
+        file: "half",
         source,
         features: wgpu::Features::empty(),
     };
     assert!(std::panic::catch_unwind(|| parse_and_validate(&without)).is_err());
     let with = Shader {
         name: "half",
+        file: "half",
         source,
         features: wgpu::Features::SHADER_F16,
     };
@@ -93,7 +100,7 @@ fn kernel_tables_match_shader_declarations() {
         .map(|kernel| (kernel, kernel.shader, kernel.entry));
     for (kernel, shader, entry) in entries {
         let module = parse_and_validate(shader);
-        let where_ = format!("kernel '{}' (shaders/{}.wgsl)", kernel.name, shader.name);
+        let where_ = format!("kernel '{}' (shaders/{}.wgsl)", kernel.name, shader.file);
         assert!(
             module
                 .entry_points

@@ -19,7 +19,7 @@ pub static ADD: Kernel = Kernel {
 pub static ADD_VEC4: Kernel = Kernel {
     name: "residual_add_vec4",
     shader: &shaders::RESIDUAL_VEC4,
-    entry: "residual_add_vec4",
+    entry: "residual_add",
     textures: &[],
     bindings: ADD.bindings,
 };

@@ -50,7 +50,7 @@ pub static FORWARD_SUBGROUP: Kernel = Kernel {
 pub static FORWARD_VEC4: Kernel = Kernel {
     name: "rmsnorm_forward_vec4",
     shader: &shaders::RMSNORM_VEC4,
-    entry: "rmsnorm_forward_vec4",
+    entry: "rmsnorm_forward",
     textures: &[],
     bindings: FORWARD.bindings,
 };
@@ -59,7 +59,7 @@ pub static FORWARD_VEC4: Kernel = Kernel {
 pub static BACKWARD_VEC4: Kernel = Kernel {
     name: "rmsnorm_backward_vec4",
     shader: &shaders::RMSNORM_BACKWARD_VEC4,
-    entry: "rmsnorm_backward_vec4",
+    entry: "rmsnorm_backward",
     textures: &[],
     bindings: BACKWARD.bindings,
 };

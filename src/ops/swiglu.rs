@@ -36,7 +36,7 @@ pub static BACKWARD: Kernel = Kernel {
 pub static FORWARD_VEC4: Kernel = Kernel {
     name: "swiglu_forward_vec4",
     shader: &shaders::SWIGLU_VEC4,
-    entry: "swiglu_forward_vec4",
+    entry: "swiglu_forward",
     textures: &[],
     bindings: FORWARD.bindings,
 };
@@ -45,7 +45,7 @@ pub static FORWARD_VEC4: Kernel = Kernel {
 pub static BACKWARD_VEC4: Kernel = Kernel {
     name: "swiglu_backward_vec4",
     shader: &shaders::SWIGLU_BACKWARD_VEC4,
-    entry: "swiglu_backward_vec4",
+    entry: "swiglu_backward",
     textures: &[],
     bindings: BACKWARD.bindings,
 };
