@@ -31,6 +31,20 @@ macro_rules! shader {
             features: $features,
         };
     };
+    // A file after a file of declarations (which may hold `enable` directives, which must
+    // come first), under a name of its own.
+    ($ident:ident, $file:literal as $name:literal, $features:expr, after $first:literal) => {
+        pub static $ident: Shader = Shader {
+            name: $name,
+            file: $file,
+            source: concat!(
+                include_str!(concat!("../shaders/", $first, ".wgsl")),
+                "\n",
+                include_str!(concat!("../shaders/", $file, ".wgsl")),
+            ),
+            features: $features,
+        };
+    };
     ($ident:ident, $name:literal) => {
         shader!($ident, $name, wgpu::Features::empty());
     };
@@ -74,13 +88,21 @@ shader!(
     "software/tile_queue"
 );
 shader!(ACCUMULATE, "accumulate");
-shader!(ATTENTION_DECODE, "attention_decode");
+shader!(
+    ATTENTION_DECODE,
+    "attention_decode" as "attention_decode",
+    wgpu::Features::empty(),
+    after "cache_f32"
+);
 shader!(
     ATTENTION_DECODE_F16,
-    "attention_decode_f16",
-    wgpu::Features::SHADER_F16
+    "attention_decode" as "attention_decode_f16",
+    wgpu::Features::SHADER_F16,
+    after "cache_f16"
 );
 shader!(ATTENTION_DELTA, "attention_delta");
+shader!(CACHE_F16, "cache_f16", wgpu::Features::SHADER_F16);
+shader!(CACHE_F32, "cache_f32");
 shader!(ATTENTION_FLASH_BACKWARD_DKV, "attention_flash_backward_dkv");
 shader!(ATTENTION_FLASH_BACKWARD_DQ, "attention_flash_backward_dq");
 shader!(ATTENTION_FLASH_FORWARD, "attention_flash_forward");
@@ -133,10 +155,20 @@ shader!(
 );
 shader!(GRAD_CLIP, "grad_clip");
 shader!(GRAD_NORM, "grad_norm");
-shader!(KV_STORE, "kv_store");
+shader!(
+    KV_STORE,
+    "kv_store" as "kv_store",
+    wgpu::Features::empty(),
+    after "cache_f32"
+);
 shader!(LANES_1, "lanes_1");
 shader!(LANES_4, "lanes_4");
-shader!(KV_STORE_F16, "kv_store_f16", wgpu::Features::SHADER_F16);
+shader!(
+    KV_STORE_F16,
+    "kv_store" as "kv_store_f16",
+    wgpu::Features::SHADER_F16,
+    after "cache_f16"
+);
 shader!(MATMUL, "matmul");
 shader!(
     MATMUL_TEX,
@@ -274,6 +306,8 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_DECODE,
     &ATTENTION_DECODE_F16,
     &ATTENTION_DELTA,
+    &CACHE_F16,
+    &CACHE_F32,
     &ATTENTION_FLASH_BACKWARD_DKV,
     &ATTENTION_FLASH_BACKWARD_DQ,
     &ATTENTION_FLASH_FORWARD,

@@ -14,7 +14,7 @@ macro_rules! cache_kernels {
         pub static $store: Kernel = Kernel {
             name: concat!("kv_store", $suffix),
             shader: &$store_shader,
-            entry: concat!("kv_store", $suffix),
+            entry: "kv_store",
             textures: &[],
             bindings: &[
                 Binding::read("src", DType::F32),
@@ -26,7 +26,7 @@ macro_rules! cache_kernels {
         pub static $attention: Kernel = Kernel {
             name: concat!("attention_decode", $suffix),
             shader: &$attention_shader,
-            entry: concat!("attention_decode", $suffix),
+            entry: "attention_decode",
             textures: &[],
             bindings: &[
                 Binding::read("q", DType::F32),
