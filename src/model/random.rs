@@ -32,8 +32,11 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl WeightSource for RandomWeights {
-    fn contains(&self, _name: &str) -> bool {
-        true
+    /// The model's own weights (`model.*`, `lm_head.weight`); not the adapter's, the
+    /// optimizer's or a session's state, which start as the session starts them (AdamW's second
+    /// moments random would be negative: NaN from the first update on).
+    fn contains(&self, name: &str) -> bool {
+        name.starts_with("model.") || name == "lm_head.weight"
     }
 
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
@@ -104,5 +107,11 @@ mod tests {
                 .f32("model.layers.0.self_attn.q_proj.weight", &[64, 64])
                 .unwrap()
         );
+        // Only the model's weights: the adapter and AdamW's moments start as a session
+        // starts them.
+        assert!(w.contains("model.norm.weight") && w.contains("lm_head.weight"));
+        let adapter = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+        assert!(!w.contains(adapter));
+        assert!(!w.contains(&format!("adamw.v.{adapter}")));
     }
 }
