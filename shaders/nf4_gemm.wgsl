@@ -246,8 +246,8 @@ fn nf4_gemm_backward(
                     lo[q] = NF4[(word >> (4u * q)) & 15u];
                     hi[q] = NF4[(word >> (4u * q + 16u)) & 15u];
                 }
-                tile_b[kk * ROW + jq / 4u] = lo * scale;
-                tile_b[kk * ROW + jq / 4u + 1u] = hi * scale;
+                tile_b[kk * ROW + jq / 4u] = vec4<T>(lo * scale);
+                tile_b[kk * ROW + jq / 4u + 1u] = vec4<T>(hi * scale);
             }
         } else {
             for (var s = 0u; s < 4u; s++) {

@@ -1,7 +1,7 @@
 // The portable products' shared tile (appended to gemm.wgsl and nf4_gemm.wgsl, which stage
 // the operands): a workgroup of 16 x 16 invocations computes a 64 x 64 block of C = A · B,
-// TILE_K values of k at a time staged in workgroup memory (8.5 KiB, about half of WebGPU's
-// guaranteed 16 KiB):
+// TILE_K values of k at a time staged in workgroup memory (8.5 KiB in f32, about half of
+// WebGPU's guaranteed 16 KiB; half that in f16):
 //   tile_a[kk * 17 + i / 4][i % 4] = A(row0 + i, k0 + kk)    i < 64, kk < TILE_K
 //   tile_b[kk * 17 + j / 4][j % 4] = B(k0 + kk, col0 + j)    j < 64
 // with zeros past the matrices' ends. A k row is 64 values and one vec4 of padding, so that
@@ -19,14 +19,15 @@ const TILE_K: u32 = 16u;
 /// vec4s a k row of a tile takes: 16 and one of padding.
 const ROW: u32 = 17u;
 
-var<workgroup> tile_a: array<vec4<f32>, 272>; // [TILE_K][TILE / 4 + 1]
-var<workgroup> tile_b: array<vec4<f32>, 272>; // [TILE_K][TILE / 4 + 1]
+// T: f32, or f16 where asked for (tile_f32.wgsl, tile_f16.wgsl); sums are f32 either way.
+var<workgroup> tile_a: array<vec4<T>, 272>; // [TILE_K][TILE / 4 + 1]
+var<workgroup> tile_b: array<vec4<T>, 272>; // [TILE_K][TILE / 4 + 1]
 
 /// acc[i] (row 4 ty + i, columns 4 tx .. +4) += the staged tiles' product.
 fn tile_fma(acc: ptr<function, array<vec4<f32>, 4>>, tx: u32, ty: u32) {
     for (var kk = 0u; kk < TILE_K; kk++) {
-        let a4 = tile_a[kk * ROW + ty];
-        let b4 = tile_b[kk * ROW + tx];
+        let a4 = vec4<f32>(tile_a[kk * ROW + ty]);
+        let b4 = vec4<f32>(tile_b[kk * ROW + tx]);
         (*acc)[0] = fma(vec4<f32>(a4.x), b4, (*acc)[0]);
         (*acc)[1] = fma(vec4<f32>(a4.y), b4, (*acc)[1]);
         (*acc)[2] = fma(vec4<f32>(a4.z), b4, (*acc)[2]);
@@ -36,9 +37,9 @@ fn tile_fma(acc: ptr<function, array<vec4<f32>, 4>>, tx: u32, ty: u32) {
 
 /// Place A(row0 + i, k0 + kk) (or B(k0 + kk, col0 + i)) in a tile.
 fn tile_a_set(i: u32, kk: u32, v: f32) {
-    tile_a[kk * ROW + i / 4u][i % 4u] = v;
+    tile_a[kk * ROW + i / 4u][i % 4u] = T(v);
 }
 
 fn tile_b_set(kk: u32, j: u32, v: f32) {
-    tile_b[kk * ROW + j / 4u][j % 4u] = v;
+    tile_b[kk * ROW + j / 4u][j % 4u] = T(v);
 }

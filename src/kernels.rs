@@ -135,6 +135,12 @@ pub struct Kernels {
     /// Portable path: (min, max) subgroup sizes where the device has subgroups; the portable
     /// subgroup kernels work at any size from 4 to 128.
     pub subgroups: Option<(u32, u32)>,
+    /// Portable path: the NF4 forward products stage their tiles in f16 (`tile_f16.wgsl`;
+    /// sums stay f32), as bitsandbytes computes in its compute dtype; the backward and the
+    /// f32 products stay f32 (gradients would lose bits or underflow in f16). Opt-in
+    /// (`WEBQLORA_F16_TILES=1`) on devices with `shader-f16`: activations and weights are
+    /// rounded to f16 and magnitudes past 65,504 overflow.
+    pub f16_tiles: bool,
 }
 
 impl Default for Kernels {
@@ -162,6 +168,7 @@ impl Kernels {
             textures,
             eight_lane_subgroups: eight_lane_subgroups && textures.is_some(),
             subgroups: None,
+            f16_tiles: false,
         }
     }
 
@@ -172,6 +179,7 @@ impl Kernels {
             textures: None,
             eight_lane_subgroups: false,
             subgroups: subgroups.filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi),
+            f16_tiles: false,
         }
     }
 
@@ -264,6 +272,8 @@ impl Kernels {
         self.subgroups = caps
             .subgroups
             .filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi && !off("WEBQLORA_SUBGROUPS"));
+        self.f16_tiles =
+            caps.shader_f16 && std::env::var("WEBQLORA_F16_TILES").is_ok_and(|v| v == "1");
     }
 
     pub fn path(&self, family: Family) -> Path {
@@ -311,6 +321,10 @@ impl Kernels {
                     }
                     Path::Portable if f == Family::CrossEntropy => {
                         "a row a workgroup (reductions)".to_string()
+                    }
+                    Path::Portable if self.f16_tiles && f == Family::Nf4 => {
+                        "workgroup-memory tiles, the forward's in f16 (WEBQLORA_F16_TILES)"
+                            .to_string()
                     }
                     Path::Portable => "workgroup-memory tiles".to_string(),
                     Path::Software => match (self.textures, self.eight_lane_subgroups) {

@@ -45,6 +45,21 @@ macro_rules! shader {
             features: $features,
         };
     };
+    // Both: declarations first, then the file, then shared functions.
+    ($ident:ident, $file:literal as $name:literal, $features:expr, after $first:literal,
+     then $($shared:literal),+) => {
+        pub static $ident: Shader = Shader {
+            name: $name,
+            file: $file,
+            source: concat!(
+                include_str!(concat!("../shaders/", $first, ".wgsl")),
+                "\n",
+                include_str!(concat!("../shaders/", $file, ".wgsl")),
+                $("\n", include_str!(concat!("../shaders/", $shared, ".wgsl")),)+
+            ),
+            features: $features,
+        };
+    };
     ($ident:ident, $name:literal) => {
         shader!($ident, $name, wgpu::Features::empty());
     };
@@ -149,8 +164,9 @@ shader!(
 );
 shader!(
     GEMM,
-    "gemm",
+    "gemm" as "gemm",
     wgpu::Features::empty(),
+    after "tile_f32",
     then "tile_product"
 );
 shader!(GRAD_CLIP, "grad_clip");
@@ -193,8 +209,16 @@ shader!(
 shader!(NF4_BNB_CPU, "nf4_bnb_cpu");
 shader!(
     NF4_GEMM,
-    "nf4_gemm",
+    "nf4_gemm" as "nf4_gemm",
     wgpu::Features::empty(),
+    after "tile_f32",
+    then "tile_product"
+);
+shader!(
+    NF4_GEMM_F16,
+    "nf4_gemm" as "nf4_gemm_f16",
+    wgpu::Features::SHADER_F16,
+    after "tile_f16",
     then "tile_product"
 );
 shader!(NF4_MATMUL, "nf4_matmul");
@@ -224,7 +248,14 @@ shader!(PACK_VEC4, "software/pack_vec4");
 shader!(PACK_WORDS, "software/pack_words");
 shader!(RESIDUAL, "residual", wgpu::Features::empty(), then "lanes_1");
 shader!(SPLIT_SUM, "split_sum");
-shader!(TILE_PRODUCT, "tile_product");
+shader!(TILE_F16, "tile_f16", wgpu::Features::SHADER_F16);
+shader!(TILE_F32, "tile_f32");
+shader!(
+    TILE_PRODUCT,
+    "tile_product" as "tile_product",
+    wgpu::Features::empty(),
+    after "tile_f32"
+);
 shader!(
     RESIDUAL_VEC4,
     "residual" as "residual_vec4",
@@ -343,6 +374,7 @@ pub static ALL: &[&Shader] = &[
     &MATMUL_TEX_NARROW_SG,
     &NF4_BNB_CPU,
     &NF4_GEMM,
+    &NF4_GEMM_F16,
     &NF4_MATMUL,
     &NF4_MATMUL_TEX,
     &NF4_MATMUL_TEX_SG,
@@ -364,6 +396,8 @@ pub static ALL: &[&Shader] = &[
     &ROPE_QK,
     &ROPE_VEC4,
     &SPLIT_SUM,
+    &TILE_F16,
+    &TILE_F32,
     &TILE_PRODUCT,
     &SWIGLU,
     &SWIGLU_BACKWARD,

@@ -165,6 +165,90 @@ fn portable_nf4_products_match_dequantized_cpu_matmul() {
     }
 }
 
+/// Values as f16 holds them (round to nearest even), back in f32.
+fn f16_rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// The portable NF4 forward with its tiles in f16 (`WEBQLORA_F16_TILES=1`, devices with
+/// `shader-f16`): equal to the f32 product of the f16-rounded operands (the tiles round each
+/// operand once, the sums stay f32), within the documented 2e-3 of the f32 product; the
+/// backward and the f32 products keep f32 tiles.
+#[test]
+fn f16_tile_forward_matches_cpu_on_f16_operands() {
+    let gpu = common::gpu();
+    if !gpu.has(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: {} has no shader-f16", gpu.info.name);
+        return;
+    }
+    let mut rng = rng("nf4_gemm_f16");
+    for (case, &(rows, out, n_in)) in [
+        (65usize, 63usize, 65usize),
+        (130, 129, 576),
+        (100, 576, 1536),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let blocksize = [64, 32, 128][case % 3];
+        let (q, deq) = random_weight(&mut rng, out, n_in, blocksize);
+        let x = random_f32(&mut rng, rows * n_in, 1.0);
+        let dy = random_f32(&mut rng, rows * out, 1.0);
+        let mut g = common::portable_graph();
+        g.kernels.f16_tiles = true;
+        let xt = g.input("x", &[rows, n_in], DType::F32);
+        let dyt = g.input("dy", &[rows, out], DType::F32);
+        let w = Nf4Weight::declare(&mut g, "w", [out, n_in], blocksize);
+        let y = nf4_matmul::forward(&mut g, "y", xt, &w).unwrap();
+        let dx = nf4_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+        let a = g.input("a", &[4, n_in], DType::F32);
+        let x_a = matmul(
+            &mut g,
+            "x_a",
+            Operand::plain(xt),
+            Operand::transposed(a),
+            1.0,
+        )
+        .unwrap();
+        let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
+        assert_eq!(
+            kernels,
+            ["nf4_gemm_forward_f16", "nf4_gemm_backward", "gemm"]
+        );
+        let (codes, absmax) = upload_bytes(&q);
+        let a_values = random_f32(&mut rng, 4 * n_in, 1.0);
+        let inputs = [
+            (xt, bytes(&x)),
+            (dyt, bytes(&dy)),
+            (a, bytes(&a_values)),
+            (w.codes, codes),
+            (w.absmax, absmax),
+        ];
+        let got = run_graph(g, &inputs, &[y, dx, x_a]);
+        let case = format!("rows {rows} out {out} in {n_in} bs {blocksize}");
+        let (x16, deq16) = (f16_rounded(&x), f16_rounded(&deq));
+        let want = cpu_matmul(&x16, false, &deq16, true, rows, n_in, out, 1.0, None);
+        let e = rel_err(&got[0], &want);
+        assert!(
+            e < 1e-5,
+            "forward, {case}: rel err {e} against the rounded operands"
+        );
+        let exact = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
+        let e = rel_err(&got[0], &exact);
+        assert!(
+            e < 2e-3,
+            "forward, {case}: rel err {e} against the f32 product"
+        );
+        // f32 tiles elsewhere: the f32 products exactly.
+        let want = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
+        let e = rel_err(&got[1], &want);
+        assert!(e < 1e-5, "backward, {case}: rel err {e}");
+        let want = cpu_matmul(&x, false, &a_values, true, rows, n_in, 4, 1.0, None);
+        let e = rel_err(&got[2], &want);
+        assert!(e < 1e-5, "x·Aᵀ, {case}: rel err {e}");
+    }
+}
+
 /// Texture graphs without and (where the device has eight-lane subgroups) with the
 /// subgroup kernels: the two must give identical bits.
 fn texture_graphs() -> Vec<Graph> {

@@ -82,6 +82,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &nf4_matmul::MATVEC,
         &nf4_matmul::MATVEC_ROWS,
         &nf4_matmul::GEMM_FORWARD,
+        &nf4_matmul::GEMM_FORWARD_F16,
         &nf4_matmul::GEMM_BACKWARD,
         &ggml_matmul::FORWARD,
         &ggml_matmul::BACKWARD,

@@ -76,6 +76,17 @@ pub static GEMM_BACKWARD: Kernel = Kernel {
     bindings: &GEMM_WRITE,
 };
 
+/// `GEMM_FORWARD` with its tiles in f16 (`Kernels::f16_tiles`; sums in f32). The forward
+/// only: gradients are small enough to lose bits or underflow in f16, which the backward's
+/// products would stage.
+pub static GEMM_FORWARD_F16: Kernel = Kernel {
+    name: "nf4_gemm_forward_f16",
+    shader: &shaders::NF4_GEMM_F16,
+    entry: "nf4_gemm_forward",
+    textures: &[],
+    bindings: &GEMM_WRITE,
+};
+
 /// y = W · x for one token, 64 invocations an output (the portable path; inputs a multiple of
 /// 8).
 pub static MATVEC_ROWS: Kernel = Kernel {
@@ -427,7 +438,11 @@ fn forward_node(
     } else if g.kernels.portable(Family::Nf4) {
         let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
         let (tensors, p) = portable_node(g, [x, w.codes, w.absmax], y, lora, p);
-        return g.push(name, &GEMM_FORWARD, &tensors, p, Dispatch::Grid(grid));
+        let kernel = match g.kernels.f16_tiles {
+            true => &GEMM_FORWARD_F16,
+            false => &GEMM_FORWARD,
+        };
+        return g.push(name, kernel, &tensors, p, Dispatch::Grid(grid));
     } else {
         (
             &FORWARD,
