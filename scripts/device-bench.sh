@@ -39,6 +39,11 @@ for kernels in portable software; do
     --random-weights --steps 5 --json > "$out/step-$kernels.json" 2>> "$out/errors.txt"
   log "bench step ($kernels): exit $? $(cut -c 1-400 "$out/step-$kernels.json")"
 done
+# The portable step with the NF4 forward's tiles in f16 (opt-in; where the GPU has
+# shader-f16), to see whether it pays.
+WEBQLORA_F16_TILES=1 timeout 180 "$bin" bench step --model data/configs/smollm2-135m.json \
+  --random-weights --steps 5 --json > "$out/step-f16-tiles.json" 2>> "$out/errors.txt"
+log "bench step (f16 tiles): exit $? $(cut -c 1-400 "$out/step-f16-tiles.json")"
 # A longer batch: 4,096 tokens a step.
 timeout 180 "$bin" bench step --model data/configs/smollm2-135m.json --random-weights \
   --batch 16 --steps 3 --json > "$out/step-4096.json" 2>> "$out/errors.txt"

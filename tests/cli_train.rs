@@ -320,7 +320,7 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
     std::fs::write(dir.join("data.jsonl"), pattern_jsonl(16, 24)).unwrap();
     let out = dir.join("out");
     let (model, data) = (base_f32(), dir.join("data.jsonl"));
-    let run_with = |seed: &str, extra: &[&str]| {
+    let run_with = |seed: &str, kernels: &str, extra: &[&str]| {
         let mut args = vec![
             "train",
             "--model",
@@ -344,7 +344,11 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
             "--quiet",
         ];
         args.extend_from_slice(extra);
-        ok(webqlora(&args));
+        ok(std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
+            .env("WEBQLORA_KERNELS", kernels)
+            .args(&args)
+            .output()
+            .unwrap());
         let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let losses: Vec<f64> = metrics
             .lines()
@@ -352,7 +356,7 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
             .collect();
         (losses, Adapter::load(&out).unwrap())
     };
-    let run = |seed: &str| run_with(seed, &[]);
+    let run = |seed: &str| run_with(seed, "software", &[]);
     let (losses, adapter) = run("1");
     let first = losses[..4].iter().sum::<f64>() / 4.0;
     let last = losses[28..].iter().sum::<f64>() / 4.0;
@@ -363,11 +367,17 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
     assert!(max_abs_diff(&adapter, &again) == 0.0);
     let (_, other) = run("2");
     assert!(max_abs_diff(&adapter, &other) > 0.0);
-    // Without checkpointing the same run: the recomputed layers draw the same masks (and
-    // reuse the forward's x·Aᵀ of the dropped inputs).
-    let (_, whole) = run_with("1", &["--no-checkpointing"]);
-    let d = max_abs_diff(&adapter, &whole);
-    assert!(d <= 1e-6, "checkpointed and not: {d}");
+    // Without checkpointing the same run: the recomputed layers draw the same masks (and on
+    // the portable path reuse the forward's x·Aᵀ of the dropped inputs). A wrong mask or
+    // product moves the adapter by ~lr = 1e-2. On the portable path the forward's input norms
+    // come from the fused add + norm and the recomputation's from the plain norm, whose sums
+    // run in another order: the last bits of the normed inputs differ, 8e-6 after 32 steps.
+    for (kernels, tolerance) in [("software", 1e-6), ("portable", 1e-4)] {
+        let (_, checkpointed) = run_with("1", kernels, &[]);
+        let (_, whole) = run_with("1", kernels, &["--no-checkpointing"]);
+        let d = max_abs_diff(&checkpointed, &whole);
+        assert!(d <= tolerance, "{kernels}: checkpointed and not: {d}");
+    }
 }
 
 #[test]

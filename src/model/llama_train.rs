@@ -6,6 +6,7 @@
 
 use super::llama::{HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{DType, Graph, GraphError, TensorId};
+use crate::kernels::Family;
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::{lm_head_loss_parts, IGNORE};
 use crate::ops::decode;
@@ -216,9 +217,8 @@ impl Llama {
     /// A layer's forward again before its backward (gradient checkpointing): only what the
     /// backward reads. The layer's output is not, so neither is down_proj's product, a
     /// quarter of the layer's multiply-adds (its adapter's x·Aᵀ is), unless a norm follows it
-    /// (Gemma), whose backward reads it. The adapters' x·Aᵀ come from the forward (`kept`,
-    /// `LayerSaved::adapter_products`): r columns a token each, kept rather than computed
-    /// again (seven products a layer fewer).
+    /// (Gemma), whose backward reads it. The adapters' x·Aᵀ come from the forward where
+    /// `kept` (`LayerSaved::adapter_products`), else are computed again.
     pub(super) fn layer_recompute(
         &self,
         g: &mut Graph,
@@ -226,10 +226,10 @@ impl Llama {
         p: &str,
         h: TensorId,
         attend: Attend,
-        kept: AdapterProducts,
+        kept: Option<AdapterProducts>,
     ) -> Result<LayerSaved, GraphError> {
         let pass = Pass {
-            kept: Some(kept),
+            kept,
             ..Pass::default()
         };
         Ok(self.layer_pass(g, l, p, h, attend, pass)?.2)
@@ -435,8 +435,12 @@ impl Llama {
         };
 
         // Forward. With checkpointing nothing reads a layer's activations again, so the planner
-        // reuses their buffers for the next layer; each layer's input and its adapters' x·Aᵀ
-        // (r columns a token each) stay alive.
+        // reuses their buffers for the next layer; each layer's input stays alive, and on the
+        // portable path its adapters' x·Aᵀ too (r columns a token each, 13 MB for SmolLM2 at
+        // 4 × 256, r 16): seven products a layer that the recomputation need not dispatch again.
+        // A GPU pays for dispatches more than for those megabytes; software devices, whose
+        // texture kernels make the products cheap, keep the step under its 400 MB plan.
+        let keep_products = checkpointing && g.kernels.portable(Family::Matmul);
         let mut h = self.embed_tokens(g, input_ids)?;
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());
@@ -459,7 +463,7 @@ impl Llama {
                 attend,
                 (next_weight, &next_name),
             )?;
-            products.push(layer.adapter_products());
+            products.push(keep_products.then(|| layer.adapter_products()));
             saved.push((!checkpointing).then_some(layer));
             normed = Some(next);
             h = h_out;
