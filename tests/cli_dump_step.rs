@@ -147,3 +147,131 @@ fn texture_kernels_agree_with_buffer_kernels_on_a_whole_step() {
         }
     }
 }
+
+/// A GGUF model, as every other command takes one: SmolLM2-135M-Instruct's Q4_1 file (from
+/// `cargo xtask fetch-model`) with an adapter on q_proj whose B is zero, so the adapted model
+/// is the base. The logits after each golden text (smollm2/smollm2_reference.json) are within
+/// 1e-2 of transformers' top-10 for the file dequantized to f32, and every adapter tensor gets
+/// a finite gradient.
+#[test]
+fn dump_step_takes_a_gguf_model() {
+    let model = common::smollm2_path();
+    let reference = common::golden_json("smollm2/smollm2_reference.json");
+    let case = &reference["cases"][0];
+    let ids: Vec<i64> = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let seq = ids.len();
+    let dir = temp_dir("dump_step_gguf");
+
+    // The adapter: r 2 on every layer's q_proj, A seeded, B zero.
+    let adapter = dir.join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let config = webqlora::lora::LoraConfig {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        target_modules: vec!["q_proj".into()],
+        use_rslora: false,
+        base_model_name_or_path: String::new(),
+    };
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        webqlora::lora::peft::config_json(&config),
+    )
+    .unwrap();
+    let mut rng = common::rng("dump_step_gguf");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for layer in 0..30 {
+        let module = format!("base_model.model.model.layers.{layer}.self_attn.q_proj");
+        let a = common::random_f32(&mut rng, 2 * 576, 0.05);
+        tensors.push((
+            format!("{module}.lora_A.weight"),
+            vec![2, 576],
+            common::bytes(&a),
+        ));
+        tensors.push((
+            format!("{module}.lora_B.weight"),
+            vec![576, 2],
+            vec![0; 576 * 2 * 4],
+        ));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &adapter.join("adapter_model.safetensors"))
+        .unwrap();
+
+    // The batch: the text's ids, each labelled with the next (the last unlabelled).
+    let labels: Vec<i64> = (0..seq)
+        .map(|i| ids.get(i + 1).copied().unwrap_or(-100))
+        .collect();
+    let batch = dir.join("batch.safetensors");
+    let (id_bytes, label_bytes) = (
+        bytemuck::cast_slice(&ids).to_vec(),
+        bytemuck::cast_slice(&labels).to_vec(),
+    );
+    let views = vec![
+        (
+            "input_ids".to_string(),
+            TensorView::new(Dtype::I64, vec![1, seq], &id_bytes).unwrap(),
+        ),
+        (
+            "labels".to_string(),
+            TensorView::new(Dtype::I64, vec![1, seq], &label_bytes).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &batch).unwrap();
+
+    let out = dir.join("step.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .arg("dump-step")
+        .arg("--model")
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&adapter)
+        .arg("--batch")
+        .arg(&batch)
+        .arg("--out")
+        .arg(&out)
+        .args(["--base", "f32"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let step = SafetensorsFiles::open_files(std::slice::from_ref(&out)).unwrap();
+    let get = |name: &str| step.f32(name, &step.raw(name).unwrap().1).unwrap();
+    let logits = get("logits");
+    let vocab = 49152;
+    assert_eq!(logits.len(), seq * vocab);
+    let last = &logits[(seq - 1) * vocab..];
+    let top = case["top10_ids"].as_array().unwrap();
+    let want = case["top10_logits"].as_array().unwrap();
+    for (id, want) in top.iter().zip(want) {
+        let (id, want) = (id.as_u64().unwrap() as usize, want.as_f64().unwrap() as f32);
+        assert!(
+            (last[id] - want).abs() < 1e-2,
+            "token {id}: {} against {want}",
+            last[id]
+        );
+    }
+    assert!(get("loss")[0].is_finite());
+    let mut grads = 0;
+    for name in step.names().filter(|n| n.starts_with("grad.")) {
+        assert!(get(name).iter().all(|g| g.is_finite()), "{name}");
+        grads += 1;
+    }
+    assert_eq!(grads, 60);
+}

@@ -2,24 +2,19 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use webqlora::gpu::Gpu;
 use webqlora::model::llama::BaseFormat;
-use webqlora::model::ModelConfig;
 use webqlora::quant::bnb_cpu::BnbCpuEffects;
 use webqlora::train::dump_step::{dump_step, write_tensors, Batch};
+use webqlora::train::model_source::ModelSource;
 
+use super::common::{base_format, BaseArg};
 use super::GpuArgs;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Base {
-    F32,
-    Nf4,
-}
 
 #[derive(Args)]
 pub struct DumpStepArgs {
-    /// Hugging Face model folder (f32/f16/bf16 or bitsandbytes 4-bit).
+    /// A GGUF file or a Hugging Face model folder (f32/f16/bf16 or bitsandbytes 4-bit).
     #[arg(long)]
     model: PathBuf,
     /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
@@ -31,10 +26,9 @@ pub struct DumpStepArgs {
     /// Where to write logits, loss, grad.<name> (and after_adamw.<name>).
     #[arg(long)]
     out: PathBuf,
-    /// Base weights in f32 (dequantized if the folder is 4-bit) or NF4 (quantized on load
-    /// unless the folder already is).
+    /// How the frozen base weights are held on the GPU.
     #[arg(long, value_enum, default_value = "nf4")]
-    base: Base,
+    base: BaseArg,
     /// Also take one AdamW step at this learning rate and write the adapter after it.
     #[arg(long)]
     adamw_lr: Option<f32>,
@@ -51,15 +45,12 @@ pub struct DumpStepArgs {
 }
 
 pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
-    let config = ModelConfig::load(&args.model)?;
-    let batch = Batch::load(&args.batch, config.vocab_size)?;
-    let base = match args.base {
-        Base::F32 => BaseFormat::F32,
-        Base::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
-    };
-    if matches!(args.base, Base::F32) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
+    let base = base_format(args.base, &args.model)?;
+    if !matches!(base, BaseFormat::Nf4 { .. }) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
         anyhow::bail!("--bnb-cpu-bf16 and --bnb-cpu-repacked apply to an NF4 base (--base nf4)");
     }
+    let vocab = ModelSource::open(&args.model)?.config.vocab_size;
+    let batch = Batch::load(&args.batch, vocab)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let tensors = dump_step(
         &gpu,

@@ -1,6 +1,9 @@
 //! Causal attention with grouped-query heads, flash style: the forward saves only each query
 //! row's log-sum-exp; the backward recomputes probabilities. q [tokens, heads, head_dim],
-//! k and v [tokens, kv_heads, head_dim]; tokens are `batch` sequences of `seq_len`.
+//! k and v [tokens, kv_heads, head_dim]; tokens are `batch` sequences of `seq_len`. The
+//! portable path runs FlashAttention-2 tiles (`FLASH_*`: keys and values, or queries, staged
+//! in workgroup memory for a block of rows of a kv group); software devices run texture
+//! kernels (`ops::software::attention`) or, where textures do not fit, a row an invocation.
 
 use super::software::attention::*;
 use super::software::pack::{pack_f32, Strided};

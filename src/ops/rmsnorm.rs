@@ -1,5 +1,7 @@
 //! RMSNorm (Llama): y = weight * (x / sqrt(mean(x^2) + eps)), per row. The backward gives the
-//! input gradient only: norm weights are frozen in QLoRA.
+//! input gradient only: norm weights are frozen in QLoRA. A residual add and the norm after it
+//! are one op (`forward_residual`), and the backward can add into a running gradient
+//! (`backward_into`).
 
 use super::real::Real;
 use crate::graph::{

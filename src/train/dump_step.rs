@@ -12,7 +12,7 @@ use crate::lora::peft::Adapter;
 use crate::model::llama::{BaseFormat, Llama};
 use crate::model::load::upload_model;
 use crate::model::safetensors_files::SafetensorsFiles;
-use crate::model::{ModelConfig, ModelError};
+use crate::model::ModelError;
 use crate::ops::adamw::AdamW;
 use crate::quant::bnb_cpu::{self, BnbCpuEffects};
 
@@ -75,19 +75,20 @@ impl Batch {
     }
 }
 
-/// One step: logits, loss, the gradient of every adapter tensor and, with `adamw_lr`, the
-/// adapter after one AdamW step (torch defaults, weight decay 0.01).
+/// One step of the model at `model_path` (a GGUF file or a Hugging Face folder): logits, loss,
+/// the gradient of every adapter tensor and, with `adamw_lr`, the adapter after one AdamW step
+/// (torch defaults, weight decay 0.01).
 pub fn dump_step(
     gpu: &Gpu,
-    model_dir: &Path,
+    model_path: &Path,
     adapter_dir: &Path,
     batch: &Batch,
     base: BaseFormat,
     adamw_lr: Option<f32>,
     bnb_cpu: BnbCpuEffects,
 ) -> Result<Tensors, ModelError> {
-    let config = ModelConfig::load(model_dir)?;
-    let files = SafetensorsFiles::open_dir(model_dir)?;
+    let source = super::model_source::ModelSource::open(model_path)?;
+    let (config, files) = (source.config, source.weights);
     let adapter = Adapter::load(adapter_dir)?;
     let graph_err = |e: crate::graph::GraphError| ModelError::Invalid {
         path: "graph".into(),
@@ -149,7 +150,14 @@ pub fn dump_step(
     }
 
     let compiled = CompiledGraph::new(gpu, g).map_err(graph_err)?;
-    upload_model(gpu, &compiled, &config, &files, base, Some(&adapter))?;
+    upload_model(
+        gpu,
+        &compiled,
+        &config,
+        files.as_ref(),
+        base,
+        Some(&adapter),
+    )?;
     if bnb_cpu.repacked {
         // Weights quantized on load are double-quantized, as bitsandbytes' by default.
         let double_quant = config.quantization.as_ref().is_none_or(|q| q.double_quant);
