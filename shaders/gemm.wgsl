@@ -2,7 +2,8 @@
 // A and B strided as in matmul.wgsl (any transpose is free):
 //   A(m, k) = a[a_off + m * a_sm + k * a_sk],  B(k, n) = b[b_off + k * b_sk + n * b_sn],
 //   c row-major [M, N].
-// Tiles of 64 x 64 outputs through workgroup memory (tile_product.wgsl, appended). Each
+// Tiles of TILE x TILE outputs through workgroup memory (tile_product.wgsl, appended; TILE
+// and TILE_K are pipeline constants, ops::matmul::GemmTiles). Each
 // operand is staged in the order its memory runs: along k when k is its unit stride (A
 // row-major, B transposed), along rows or columns otherwise, so neighbouring invocations read
 // neighbouring floats whatever the transpose.
@@ -18,7 +19,7 @@
 //   2 c       storage, read_write  f32[M, N] (f32[splits, M, N] when split)
 //   3 params  uniform              { M, N, K, a_sm, a_sk, b_sk, b_sn, alpha,
 //                                    a_off, b_off, k_chunk }
-// Dispatch: grid (ceil(N / 64), ceil(M / 64), splits) of 16 x 16 invocations.
+// Dispatch: grid (ceil(N / TILE), ceil(M / TILE), splits) of SIDE x SIDE invocations.
 
 // Add into the output instead of storing it (a node with this constant set reads its outputs:
 // crate::graph::ACCUMULATE).
@@ -43,10 +44,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-/// Stage A(row0.., k0..) for k below k_end: 1,024 values, four an invocation.
+/// Values of each operand an invocation stages a k step: TILE x TILE_K over SIDE x SIDE.
+override STAGED: u32 = 4u * TILE_K / SIDE;
+
+/// Stage A(row0.., k0..) for k below k_end.
 fn stage_a(row0: u32, k0: u32, k_end: u32, flat: u32) {
-    for (var s = 0u; s < 4u; s++) {
-        let e = flat + 256u * s;
+    for (var s = 0u; s < STAGED; s++) {
+        let e = flat + SIDE * SIDE * s;
         var i = e % TILE;
         var kk = e / TILE;
         if params.a_sk == 1u {
@@ -65,8 +69,8 @@ fn stage_a(row0: u32, k0: u32, k_end: u32, flat: u32) {
 
 /// Stage B(k0.., col0..) for k below k_end.
 fn stage_b(col0: u32, k0: u32, k_end: u32, flat: u32) {
-    for (var s = 0u; s < 4u; s++) {
-        let e = flat + 256u * s;
+    for (var s = 0u; s < STAGED; s++) {
+        let e = flat + SIDE * SIDE * s;
         var j = e % TILE;
         var kk = e / TILE;
         if params.b_sn != 1u && params.b_sk == 1u {
@@ -83,7 +87,7 @@ fn stage_b(col0: u32, k0: u32, k_end: u32, flat: u32) {
     }
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(SIDE, SIDE)
 fn gemm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

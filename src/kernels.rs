@@ -141,6 +141,9 @@ pub struct Kernels {
     /// (`WEBQLORA_F16_TILES=1`) on devices with `shader-f16`: activations and weights are
     /// rounded to f16 and magnitudes past 65,504 overflow.
     pub f16_tiles: bool,
+    /// Portable path: the f32 products' k step (`ops::matmul::gemm_depth`: 32 where the
+    /// device's workgroup memory holds it, else 16).
+    pub gemm_depth: u32,
 }
 
 impl Default for Kernels {
@@ -169,6 +172,7 @@ impl Kernels {
             eight_lane_subgroups: eight_lane_subgroups && textures.is_some(),
             subgroups: None,
             f16_tiles: false,
+            gemm_depth: 16,
         }
     }
 
@@ -180,6 +184,7 @@ impl Kernels {
             eight_lane_subgroups: false,
             subgroups: subgroups.filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi),
             f16_tiles: false,
+            gemm_depth: 16,
         }
     }
 
@@ -274,6 +279,7 @@ impl Kernels {
             .filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi && !off("WEBQLORA_SUBGROUPS"));
         self.f16_tiles =
             caps.shader_f16 && std::env::var("WEBQLORA_F16_TILES").is_ok_and(|v| v == "1");
+        self.gemm_depth = crate::ops::matmul::gemm_depth(caps.workgroup_storage_bytes);
     }
 
     pub fn path(&self, family: Family) -> Path {
@@ -326,6 +332,10 @@ impl Kernels {
                         "workgroup-memory tiles, the forward's in f16 (WEBQLORA_F16_TILES)"
                             .to_string()
                     }
+                    Path::Portable if f == Family::Matmul => format!(
+                        "workgroup-memory tiles (64 or 32 outputs a side, k steps of {})",
+                        self.gemm_depth
+                    ),
                     Path::Portable => "workgroup-memory tiles".to_string(),
                     Path::Software => match (self.textures, self.eight_lane_subgroups) {
                         _ if f == Family::Rmsnorm || f == Family::CrossEntropy => {

@@ -7,7 +7,9 @@ use common::{bytes, random_f32, rel_err, rng, run_graph};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
-use webqlora::ops::matmul::{cpu_matmul, matmul, matmul_into, split_k, Operand};
+use webqlora::ops::matmul::{
+    cpu_matmul, gemm_depth, matmul, matmul_into, split_k, GemmTiles, Operand,
+};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;
 
@@ -43,64 +45,94 @@ fn matmul_all_transposes_match_cpu() {
 
 /// The portable tile kernel (what hardware GPUs run) against the CPU, written and
 /// accumulated, at every transpose (each operand staged along its own unit stride), sides
-/// off the 64 x 64 tile, k over several 16-deep steps (a barrier missing between staging and
-/// reading, or between reading and the next staging, mixes steps and changes the result), and
-/// skinny products with a long k split into partial sums (the LoRA gradients' shapes).
+/// off both tile sizes (64 and 32), k over several steps at both k depths (16 and 32: a
+/// barrier missing between staging and reading, or between reading and the next staging,
+/// mixes steps and changes the result), and skinny products with a long k split into
+/// partial sums (the LoRA gradients' shapes).
 #[test]
 fn portable_products_match_cpu() {
     let mut rng = rng("gemm");
-    for &(m, k, n, ta, tb) in &[
-        (1usize, 1usize, 1usize, false, true),
-        (33, 17, 65, false, false),
-        (300, 129, 127, true, true),
-        (65, 576, 192, false, true),
-        (130, 47, 70, true, false),
-        // dA = (dY B)ᵀ X: [r, in] over the tokens; dB = dYᵀ (X Aᵀ): [out, r].
-        (16, 1024, 576, true, false),
-        (16, 4096, 576, true, false),
-        (200, 2500, 8, true, false),
-        (7, 2100, 65, false, true),
-    ] {
-        let split = split_k(m.div_ceil(64) * n.div_ceil(64), k) > 1;
-        assert_eq!(
-            split,
-            k >= 2048,
-            "{m}x{k}x{n}: cases with and without a split"
-        );
-        let a = random_f32(&mut rng, m * k, 1.0);
-        let b = random_f32(&mut rng, k * n, 1.0);
-        let c0 = random_f32(&mut rng, m * n, 1.0);
-        let mut g = common::portable_graph();
-        let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
-        let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
-        let ct = g.input("c", &[m, n], DType::F32);
-        let op = |t, transposed| Operand {
-            tensor: t,
-            transposed,
-            rows: None,
-        };
-        let c = matmul(&mut g, "c_new", op(at, ta), op(bt, tb), 0.75).unwrap();
-        matmul_into(&mut g, "c += a b", ct, op(at, ta), op(bt, tb), 1.0).unwrap();
-        let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
-        // One row takes the matrix-vector kernel on every path.
-        let want_kernels: &[&str] = match (m, split) {
-            (1, _) => &["matmul_vec", "matmul_vec_acc"],
-            (_, true) => &["gemm", "split_sum", "gemm", "split_sum_acc"],
-            _ => &["gemm", "gemm_acc"],
-        };
-        assert_eq!(kernels, want_kernels, "{m}x{k}x{n}");
-        let got = run_graph(
-            g,
-            &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
-            &[c, ct],
-        );
-        let want = cpu_matmul(&a, ta, &b, tb, m, k, n, 0.75, None);
-        let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, 1.0, Some(&c0));
-        let e = rel_err(&got[0], &want);
-        assert!(e < 1e-5, "{m}x{k}x{n} ta {ta} tb {tb}: rel err {e}");
-        let e = rel_err(&got[1], &want_acc);
-        assert!(e < 1e-5, "{m}x{k}x{n} ta {ta} tb {tb} accumulating: {e}");
+    let mut seen = std::collections::BTreeSet::new();
+    for depth in [16, 32] {
+        for &(m, k, n, ta, tb) in &[
+            (1usize, 1usize, 1usize, false, true),
+            (33, 17, 65, false, false),
+            (300, 129, 127, true, true),
+            (65, 576, 192, false, true),
+            (130, 47, 70, true, false),
+            // 64 x 64 tiles (128 of them and more).
+            (1000, 77, 513, false, true),
+            (515, 100, 1030, true, false),
+            // dA = (dY B)ᵀ X: [r, in] over the tokens; dB = dYᵀ (X Aᵀ): [out, r].
+            (16, 1024, 576, true, false),
+            (16, 4096, 576, true, false),
+            (200, 2500, 8, true, false),
+            (7, 2100, 65, false, true),
+        ] {
+            let tiles = GemmTiles::choose(m, n, depth);
+            seen.insert((tiles.side, depth));
+            let split = split_k(tiles.count(m, n), k) > 1;
+            assert_eq!(
+                split,
+                k >= 2048,
+                "{m}x{k}x{n}: cases with and without a split"
+            );
+            let a = random_f32(&mut rng, m * k, 1.0);
+            let b = random_f32(&mut rng, k * n, 1.0);
+            let c0 = random_f32(&mut rng, m * n, 1.0);
+            let mut g = common::portable_graph();
+            g.kernels.gemm_depth = depth;
+            let at = g.input("a", &if ta { [k, m] } else { [m, k] }, DType::F32);
+            let bt = g.input("b", &if tb { [n, k] } else { [k, n] }, DType::F32);
+            let ct = g.input("c", &[m, n], DType::F32);
+            let op = |t, transposed| Operand {
+                tensor: t,
+                transposed,
+                rows: None,
+            };
+            let c = matmul(&mut g, "c_new", op(at, ta), op(bt, tb), 0.75).unwrap();
+            matmul_into(&mut g, "c += a b", ct, op(at, ta), op(bt, tb), 1.0).unwrap();
+            let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
+            // One row takes the matrix-vector kernel on every path.
+            let want_kernels: &[&str] = match (m, split) {
+                (1, _) => &["matmul_vec", "matmul_vec_acc"],
+                (_, true) => &["gemm", "split_sum", "gemm", "split_sum_acc"],
+                _ => &["gemm", "gemm_acc"],
+            };
+            assert_eq!(kernels, want_kernels, "{m}x{k}x{n}");
+            let got = run_graph(
+                g,
+                &[(at, bytes(&a)), (bt, bytes(&b)), (ct, bytes(&c0))],
+                &[c, ct],
+            );
+            let want = cpu_matmul(&a, ta, &b, tb, m, k, n, 0.75, None);
+            let want_acc = cpu_matmul(&a, ta, &b, tb, m, k, n, 1.0, Some(&c0));
+            let what = format!("{m}x{k}x{n} ta {ta} tb {tb}, {tiles:?}");
+            let e = rel_err(&got[0], &want);
+            assert!(e < 1e-5, "{what}: rel err {e}");
+            let e = rel_err(&got[1], &want_acc);
+            assert!(e < 1e-5, "{what} accumulating: {e}");
+        }
     }
+    assert_eq!(seen.len(), 4, "every tile size at every depth: {seen:?}");
+}
+
+/// The k depth follows the device's workgroup memory, and every tile fits what it is chosen
+/// for: 16 within WebGPU's guaranteed 16 KiB, 32 from 17 KiB.
+#[test]
+fn gemm_tiles_fit_the_device() {
+    assert_eq!(gemm_depth(16384), 16);
+    assert_eq!(gemm_depth(32768), 32);
+    for bytes in [16384, 17408, 32768, 49152] {
+        let depth = gemm_depth(bytes);
+        for (m, n) in [(1024, 576), (16, 576), (4096, 1536)] {
+            let tiles = GemmTiles::choose(m, n, depth);
+            assert!(tiles.workgroup_bytes() <= bytes, "{tiles:?} on {bytes} B");
+        }
+    }
+    // Few outputs take the small tile: four times the workgroups.
+    assert_eq!(GemmTiles::choose(1024, 192, 16).side, 8);
+    assert_eq!(GemmTiles::choose(1024, 576, 16).side, 16);
 }
 
 /// The portable NF4 tile kernels (what hardware GPUs run), forward and backward (written and

@@ -30,8 +30,8 @@ pub static MATMUL: Kernel = Kernel {
     bindings: &WRITE,
 };
 
-/// c = alpha · op(a) · op(b) through 64 × 64 workgroup-memory tiles (the portable kernel;
-/// with split-K, c holds the partial sums).
+/// c = alpha · op(a) · op(b) through workgroup-memory tiles (the portable kernel, tile sizes
+/// from `GemmTiles`; with split-K, c holds the partial sums).
 pub static GEMM: Kernel = Kernel {
     name: "gemm",
     shader: &shaders::GEMM,
@@ -461,16 +461,22 @@ impl Product {
         alpha: f32,
         accumulate: bool,
     ) -> Result<(), GraphError> {
-        let grid = [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32];
-        let splits = split_k(grid[0] as usize * grid[1] as usize, self.k);
+        let tiles = GemmTiles::choose(self.m, self.n, g.kernels.gemm_depth);
+        let tile = tiles.tile();
+        let grid = [self.n.div_ceil(tile) as u32, self.m.div_ceil(tile) as u32];
+        let splits = split_k(tiles.count(self.m, self.n), self.k);
+        let mut constants = tiles.constants().to_vec();
         if splits == 1 {
             let p = self.params(alpha).u32(self.k as u32);
             let dispatch = Dispatch::Grid([grid[0], grid[1], 1]);
             let tensors = [self.a, self.b, c];
-            let constants = accumulating(accumulate);
-            return g.push_specialized(label, &GEMM, &tensors, p, dispatch, constants);
+            constants.extend_from_slice(accumulating(accumulate));
+            return g.push_specialized(label, &GEMM, &tensors, p, dispatch, &constants);
         }
-        let chunk = self.k.div_ceil(splits).next_multiple_of(16);
+        let chunk = self
+            .k
+            .div_ceil(splits)
+            .next_multiple_of(tiles.depth as usize);
         let splits = self.k.div_ceil(chunk);
         let parts = g.temp(
             &format!("{label} (split-k parts)"),
@@ -479,13 +485,73 @@ impl Product {
         );
         let p = self.params(1.0).u32(chunk as u32);
         let dispatch = Dispatch::Grid([grid[0], grid[1], splits as u32]);
-        g.push(label, &GEMM, &[self.a, self.b, parts], p, dispatch)?;
+        let tensors = [self.a, self.b, parts];
+        g.push_specialized(label, &GEMM, &tensors, p, dispatch, &constants)?;
         let n = self.m * self.n;
         let p = Params::new().u32(n as u32).u32(splits as u32).f32(alpha);
         let label = format!("{label} (split-k sum)");
         let dispatch = Dispatch::linear(n, 256);
         let constants = accumulating(accumulate);
         g.push_specialized(&label, &SPLIT_SUM, &[parts, c], p, dispatch, constants)
+    }
+}
+
+/// The portable f32 product's tile: gemm.wgsl's pipeline constants `SIDE` (a workgroup is
+/// SIDE x SIDE invocations with 4 x 4 outputs each, a tile of 4·SIDE x 4·SIDE outputs) and
+/// `TILE_K` (the k values staged a step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTiles {
+    pub side: u32,
+    pub depth: u32,
+}
+
+impl GemmTiles {
+    /// The tile for an [m, n] output at k steps of `depth` (the device's, `Kernels::gemm_depth`):
+    /// 64 x 64 while those tiles fill BUSY_WORKGROUPS, else 32 x 32, four times the
+    /// workgroups (the LoRA factors' products and gradients, the narrow k/v projections'
+    /// adapters: [1,024, 192] is 48 tiles of 64, 192 of 32) before any split along k.
+    pub fn choose(m: usize, n: usize, depth: u32) -> Self {
+        let large = GemmTiles { side: 16, depth };
+        if large.count(m, n) >= BUSY_WORKGROUPS {
+            large
+        } else {
+            GemmTiles { side: 8, depth }
+        }
+    }
+
+    /// Outputs a tile side.
+    pub fn tile(self) -> usize {
+        4 * self.side as usize
+    }
+
+    /// Tiles (workgroups) an [m, n] output takes.
+    pub fn count(self, m: usize, n: usize) -> usize {
+        m.div_ceil(self.tile()) * n.div_ceil(self.tile())
+    }
+
+    /// Workgroup memory the two staged tiles take: TILE_K rows of SIDE + 1 vec4s each.
+    pub fn workgroup_bytes(self) -> u32 {
+        2 * self.depth * (self.side + 1) * 16
+    }
+
+    pub fn constants(self) -> [(&'static str, f64); 2] {
+        [("SIDE", self.side as f64), ("TILE_K", self.depth as f64)]
+    }
+}
+
+/// The k step of the portable f32 products on a device with `workgroup_bytes` of workgroup
+/// memory: 32 where the largest tile's two 64 x 32 stages fit (17 KiB: devices past WebGPU's
+/// guaranteed 16 KiB, which most hardware GPUs report as 32 KiB or more), halving the
+/// barriers and staging rounds a product takes; 16 elsewhere.
+pub fn gemm_depth(workgroup_bytes: u32) -> u32 {
+    let deep = GemmTiles {
+        side: 16,
+        depth: 32,
+    };
+    if deep.workgroup_bytes() <= workgroup_bytes {
+        32
+    } else {
+        16
     }
 }
 
@@ -496,8 +562,8 @@ const BUSY_WORKGROUPS: usize = 128;
 /// The k chunks a product of `tiles` output tiles along `k` is split into: one while the
 /// tiles alone fill BUSY_WORKGROUPS, else enough chunks of at least MIN_SPLIT_K to do so
 /// (the LoRA factors' gradients at long batches: 16 × 576 outputs over 4,096 tokens are
-/// 9 tiles). Each split costs a `split_sum` dispatch, worth it only when every chunk is long:
-/// at 1,024 tokens the 9 workgroups finish in about the time of a dispatch.
+/// 18 tiles of 32). Each split costs a `split_sum` dispatch, worth it only when every chunk
+/// is long: at 1,024 tokens the 18 workgroups finish in about the time of a dispatch.
 pub fn split_k(tiles: usize, k: usize) -> usize {
     if tiles >= BUSY_WORKGROUPS {
         return 1;
