@@ -15,29 +15,8 @@
 //   8 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 // Eight storage buffers: WebGPU's default per-stage limit.
 // Dispatch: linear, ceil(tokens * kv_heads / 64) workgroups of 64, one (key, kv head) each.
+// attention_common.wgsl is appended (q, k, v, Params, HEAD_DIM, first_key).
 
-// head_dim is a pipeline constant so every loop over it has a constant trip count and is
-// unrolled: llvmpipe (lavapipe) ends any invocation's loops after 65,535 iterations in total,
-// which loops over head_dim inside loops over 2048 keys would exceed.
-override HEAD_DIM: u32 = 64u;
-override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 64u;
-
-struct Params {
-    tokens: u32,
-    seq_len: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
-    /// 0xffffffff for none.
-    window: u32,
-}
-
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;

@@ -19,29 +19,13 @@
 // Eight storage buffers: WebGPU's default per-stage limit.
 // Dispatch: linear, kv_heads * ceil(tokens / 64) workgroups of 64: workgroup w takes kv head
 // w % kv_heads and keys from (w / kv_heads) * 64; invocation i key row i of those.
+// attention_common.wgsl is appended (q, k, v, Params, first_key).
 
-override HEAD_DIM: u32 = 64u;
-override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 64u;
 // Queries a tile (QUERIES * D4 <= TILE_V4, QUERIES <= MAX_QUERIES).
 override QUERIES: u32 = 32u;
 const TILE_V4: u32 = 480u;
 const MAX_QUERIES: u32 = 64u;
-const ROWS: u32 = 64u;
 
-struct Params {
-    tokens: u32,
-    seq_len: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-    window: u32,
-}
-
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
@@ -54,10 +38,6 @@ var<workgroup> do_tile: array<vec4<f32>, TILE_V4>;
 // Per query of the tile: (lse, delta), and the first key it sees.
 var<workgroup> lse_delta_tile: array<vec2<f32>, MAX_QUERIES>;
 var<workgroup> first_tile: array<u32, MAX_QUERIES>;
-
-fn first_key(t: u32) -> u32 {
-    return max(t - t % params.seq_len, select(0u, t + 1u - params.window, t >= params.window));
-}
 
 @compute @workgroup_size(64)
 fn attention_flash_backward_dkv(
@@ -108,7 +88,7 @@ fn attention_flash_backward_dkv(
                 if i < end {
                     let r = i * params.heads + h;
                     lse_delta_tile[lid] = vec2<f32>(lse[r], delta[r]);
-                    first_tile[lid] = first_key(i);
+                    first_tile[lid] = first_key(i, params);
                 }
             }
             workgroupBarrier();

@@ -78,7 +78,12 @@ macro_rules! shader {
 }
 
 shader!(ADAMW, "adamw");
-shader!(ATTENTION_BACKWARD_DKV, "attention_backward_dkv");
+shader!(
+    ATTENTION_BACKWARD_DKV,
+    "attention_backward_dkv",
+    wgpu::Features::empty(),
+    then "attention_common"
+);
 shader!(
     ATTENTION_BACKWARD_DKV_TEX,
     "software/attention_backward_dkv_tex"
@@ -90,7 +95,12 @@ shader!(
     then "software/attention_rows_sg",
     "software/tile_queue"
 );
-shader!(ATTENTION_BACKWARD_DQ, "attention_backward_dq");
+shader!(
+    ATTENTION_BACKWARD_DQ,
+    "attention_backward_dq",
+    wgpu::Features::empty(),
+    then "attention_common"
+);
 shader!(
     ATTENTION_BACKWARD_DQ_TEX,
     "software/attention_backward_dq_tex"
@@ -118,10 +128,39 @@ shader!(
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(CACHE_F16, "cache_f16", wgpu::Features::SHADER_F16);
 shader!(CACHE_F32, "cache_f32");
-shader!(ATTENTION_FLASH_BACKWARD_DKV, "attention_flash_backward_dkv");
-shader!(ATTENTION_FLASH_BACKWARD_DQ, "attention_flash_backward_dq");
-shader!(ATTENTION_FLASH_FORWARD, "attention_flash_forward");
-shader!(ATTENTION_FORWARD, "attention_forward");
+shader!(ATTENTION_COMMON, "attention_common");
+shader!(
+    ATTENTION_FLASH_QUERIES,
+    "attention_flash_queries" as "attention_flash_queries",
+    wgpu::Features::empty(),
+    after "attention_common"
+);
+shader!(
+    ATTENTION_FLASH_BACKWARD_DKV,
+    "attention_flash_backward_dkv",
+    wgpu::Features::empty(),
+    then "attention_common"
+);
+shader!(
+    ATTENTION_FLASH_BACKWARD_DQ,
+    "attention_flash_backward_dq",
+    wgpu::Features::empty(),
+    then "attention_common",
+    "attention_flash_queries"
+);
+shader!(
+    ATTENTION_FLASH_FORWARD,
+    "attention_flash_forward",
+    wgpu::Features::empty(),
+    then "attention_common",
+    "attention_flash_queries"
+);
+shader!(
+    ATTENTION_FORWARD,
+    "attention_forward",
+    wgpu::Features::empty(),
+    then "attention_common"
+);
 shader!(ATTENTION_FORWARD_TEX, "software/attention_forward_tex");
 shader!(
     ATTENTION_FORWARD_TEX_SG,
@@ -135,7 +174,12 @@ shader!(
     "software/attention_rows_sg",
     wgpu::Features::SUBGROUP
 );
-shader!(ATTENTION_FORWARD_MASKED, "attention_forward_masked");
+shader!(
+    ATTENTION_FORWARD_MASKED,
+    "attention_forward_masked",
+    wgpu::Features::empty(),
+    then "attention_common"
+);
 shader!(
     ATTENTION_FORWARD_MASKED_TEX,
     "software/attention_forward_masked_tex"
@@ -339,6 +383,8 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_DELTA,
     &CACHE_F16,
     &CACHE_F32,
+    &ATTENTION_COMMON,
+    &ATTENTION_FLASH_QUERIES,
     &ATTENTION_FLASH_BACKWARD_DKV,
     &ATTENTION_FLASH_BACKWARD_DQ,
     &ATTENTION_FLASH_FORWARD,

@@ -1,0 +1,58 @@
+// Shared by the FlashAttention-2 kernels that take a block of queries a workgroup (appended
+// to attention_flash_forward.wgsl and attention_flash_backward_dq.wgsl, after
+// attention_common.wgsl): which query row an invocation takes, and the tiles of keys and
+// values they walk.
+//   Workgroup w takes kv head w % kv_heads and the 64 / group tokens from (w / kv_heads) *
+//   (64 / group); invocation i the query row (token i / group, head i % group of the kv
+//   group), so a GQA group's heads share every key loaded.
+
+// Keys a tile: KEYS * head_dim f32 of keys and as many of values fill the two tiles
+// (KEYS * D4 <= TILE_V4; 16 KiB in all, WebGPU's guaranteed workgroup memory).
+override KEYS: u32 = 32u;
+const TILE_V4: u32 = 512u;
+
+var<workgroup> k_tile: array<vec4<f32>, TILE_V4>;
+var<workgroup> v_tile: array<vec4<f32>, TILE_V4>;
+
+struct QueryBlock {
+    /// The kv head.
+    kv: u32,
+    /// The block's first and last token.
+    t0: u32,
+    t_last: u32,
+    /// This invocation's token, query head and row of q (t * heads + h).
+    t: u32,
+    h: u32,
+    row: u32,
+    /// Whether the invocation has a query row (the last block may be short; 64 % group
+    /// invocations have none).
+    live: bool,
+}
+
+/// Workgroup `w`'s block (t0 >= tokens: past the last block) and invocation `lid`'s row.
+fn query_block(w: u32, lid: u32, p: Params) -> QueryBlock {
+    let group = p.heads / p.kv_heads;
+    let block_tokens = ROWS / group;
+    var b: QueryBlock;
+    b.kv = w % p.kv_heads;
+    b.t0 = (w / p.kv_heads) * block_tokens;
+    b.t_last = min(b.t0 + block_tokens, p.tokens) - 1u;
+    b.t = b.t0 + lid / group;
+    b.h = b.kv * group + lid % group;
+    b.row = b.t * p.heads + b.h;
+    b.live = lid < block_tokens * group && b.t < p.tokens;
+    return b;
+}
+
+/// Load keys and values j0 .. j0 + KEYS (those up to the block's last token) of the block's
+/// kv head into the tiles: neighbouring invocations read neighbouring vec4s.
+fn load_key_tile(b: QueryBlock, j0: u32, lid: u32, p: Params) {
+    for (var i = lid; i < KEYS * D4; i += ROWS) {
+        let j = j0 + i / D4;
+        if j <= b.t_last {
+            let at = (j * p.kv_heads + b.kv) * D4 + i % D4;
+            k_tile[i] = k[at];
+            v_tile[i] = v[at];
+        }
+    }
+}
