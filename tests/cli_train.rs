@@ -106,9 +106,12 @@ fn training_lowers_the_loss_and_writes_its_outputs() {
         "32",
         "--eval-every",
         "12",
+        "--export",
+        "gguf-lora",
         "--quiet",
     ]));
     assert!(stdout.contains("adapter: "), "{stdout}");
+    assert!(stdout.contains("llama.cpp adapter: "), "{stdout}");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics
         .lines()
@@ -139,6 +142,16 @@ fn training_lowers_the_loss_and_writes_its_outputs() {
     let adapter = Adapter::load(&out).unwrap();
     assert_eq!(adapter.config.r, 4);
     assert_eq!(adapter.tensors.len(), 28);
+    // --export gguf-lora: the saved adapter, as `webqlora export` writes it.
+    let config = webqlora::model::ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
+    let want = webqlora::lora::gguf_lora::gguf_lora_bytes(
+        &adapter,
+        &config,
+        webqlora::lora::gguf_lora::GgufLoraDtype::F32,
+        "",
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(out.join("adapter.gguf")).unwrap(), want);
     // Nothing temporary is left behind.
     for entry in std::fs::read_dir(&out).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();

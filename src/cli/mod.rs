@@ -6,6 +6,7 @@ mod common;
 mod devices;
 mod dump_step;
 mod eval;
+mod export;
 mod generate;
 mod graph;
 mod merge;
@@ -61,6 +62,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Merge an adapter into its base model: a Hugging Face folder (f16 or f32).
     Merge(merge::MergeArgs),
+    /// Write an adapter in another runtime's format: llama.cpp's GGUF LoRA (`--lora`).
+    Export(export::ExportArgs),
     /// Generate text from a prompt (KV cache; greedy, temperature, top-p), streamed.
     Generate(generate::GenerateArgs),
     /// Kernel throughput tables (`bench kernels`) and one training step's memory and speed
@@ -78,6 +81,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::DumpStep(args) => dump_step::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Generate(args) => generate::run(args),
     }

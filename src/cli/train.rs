@@ -118,9 +118,16 @@ pub struct TrainArgs {
     /// No progress bar (one line per step instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the adapter in this format at every save: `gguf-lora` is llama.cpp's
+    /// (OUTPUT/adapter.gguf, f32; `webqlora export` writes other precisions).
+    #[arg(long, value_enum)]
+    pub export: Vec<super::export::ExportFormat>,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
+
+/// Where `--export gguf-lora` writes in the output folder.
+pub const GGUF_LORA_FILE: &str = "adapter.gguf";
 
 /// The datasets as examples, and the padded sequence length.
 struct Datasets {
@@ -289,11 +296,18 @@ async fn read_state(session: &TrainSession, gpu: &Gpu) -> anyhow::Result<(Adapte
 /// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
 /// the adapter or its moments is an error and nothing is written, so the last good save
 /// stays.
+/// The formats to write besides PEFT's at each save, and the base model they are for.
+struct Exports<'a> {
+    formats: &'a [super::export::ExportFormat],
+    config: &'a webqlora::model::ModelConfig,
+}
+
 fn save_all(
     session: &TrainSession,
     gpu: &Gpu,
     out: &Path,
     state: serde_json::Value,
+    exports: &Exports,
 ) -> anyhow::Result<()> {
     let (adapter, moments) = pollster::block_on(read_state(session, gpu))?;
     let values = adapter
@@ -310,6 +324,19 @@ fn save_all(
         }
     }
     checkpoint::save(out, &adapter, &moments, &state)?;
+    for format in exports.formats {
+        match format {
+            super::export::ExportFormat::GgufLora => {
+                super::export::write_gguf_lora(
+                    &adapter,
+                    exports.config,
+                    webqlora::lora::gguf_lora::GgufLoraDtype::F32,
+                    out,
+                    &out.join(GGUF_LORA_FILE),
+                )?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -541,7 +568,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                "seq": data.seq})
     };
     let save = |step: usize, last_saved: &mut Option<usize>| -> anyhow::Result<()> {
-        save_all(&session, &gpu, &args.output, state(step))
+        let exports = Exports {
+            formats: &args.export,
+            config: &source.config,
+        };
+        save_all(&session, &gpu, &args.output, state(step), &exports)
             .map_err(|e| anyhow::anyhow!("{e:#}; {}", kept(&args.output, *last_saved)))?;
         *last_saved = Some(step);
         Ok(())
@@ -654,5 +685,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     println!("metrics: {}", metrics_path.display());
     println!("plot: {}", plot_path.display());
     println!("adapter: {}", args.output.display());
+    if !args.export.is_empty() {
+        println!(
+            "llama.cpp adapter: {}",
+            args.output.join(GGUF_LORA_FILE).display()
+        );
+    }
     Ok(())
 }

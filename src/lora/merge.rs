@@ -9,9 +9,8 @@ use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
+use super::base_tensors;
 use super::peft::Adapter;
-use crate::graph::{Graph, Role};
-use crate::model::llama::{BaseFormat, Llama};
 use crate::model::{ModelConfig, ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
 use crate::train::dump_step::Tensors;
@@ -31,28 +30,6 @@ pub enum MergeBase {
     /// The NF4 round trip of those weights (blocksize 64, double quantization): exactly the
     /// base the adapter was trained against.
     Nf4,
-}
-
-/// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.
-pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
-    let mut g = Graph::new();
-    // Whole tables, by their Hugging Face names.
-    g.max_binding_bytes = u64::MAX;
-    Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| ModelError::Invalid {
-        path: "model".into(),
-        msg: e.to_string(),
-    })?;
-    Ok(g.tensors
-        .iter()
-        .filter(|t| {
-            let rope = [
-                crate::model::llama::ROPE_TABLE,
-                crate::model::llama::ROPE_TABLE_LOCAL,
-            ];
-            t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
-        })
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect())
 }
 
 /// W += scale · B·A with W [out, in], B [out, r], A [r, in].

@@ -1,9 +1,14 @@
-//! LoRA adapters: configuration and PEFT-format files.
+//! LoRA adapters: configuration, PEFT-format files, llama.cpp GGUF LoRA files, merging.
 
+pub mod gguf_lora;
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod merge;
 pub mod peft;
+
+use crate::graph::{Graph, Role};
+use crate::model::llama::{BaseFormat, Llama, ROPE_TABLE, ROPE_TABLE_LOCAL};
+use crate::model::{ModelConfig, ModelError};
 
 /// The seven linear modules of a Llama layer, the QLoRA paper's default targets.
 pub const ALL_LINEAR: [&str; 7] = [
@@ -42,4 +47,23 @@ impl LoraConfig {
 /// PEFT's name of a LoRA tensor: `base_model.model.<module path>.lora_A.weight`.
 pub fn peft_name(module_path: &str, which: char) -> String {
     format!("base_model.model.{module_path}.lora_{which}.weight")
+}
+
+/// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.
+pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+    let mut g = Graph::new();
+    // Whole tables, by their Hugging Face names.
+    g.max_binding_bytes = u64::MAX;
+    Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| ModelError::Invalid {
+        path: "model".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(g.tensors
+        .iter()
+        .filter(|t| {
+            let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
+            t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
+        })
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect())
 }

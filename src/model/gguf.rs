@@ -250,6 +250,95 @@ pub fn read_metadata(path: &std::path::Path) -> Result<BTreeMap<String, MetaValu
     Ok(c.header()?.1)
 }
 
+/// A GGUF file's tables: metadata, tensor infos by name (bounds-checked against the file) and
+/// where the data section starts.
+type Tables = (
+    BTreeMap<String, MetaValue>,
+    HashMap<String, TensorInfo>,
+    usize,
+);
+
+fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
+    let mut c = Cursor {
+        bytes: map,
+        at: 0,
+        path: shown,
+    };
+    let (tensor_count, metadata) = c.header()?;
+    let mut infos = Vec::with_capacity(tensor_count);
+    for _ in 0..tensor_count {
+        let name = c.string()?;
+        let n_dims = c.u32()? as usize;
+        if n_dims > 4 {
+            return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions")));
+        }
+        let mut dims = (0..n_dims)
+            .map(|_| c.u64().map(|d| d as usize))
+            .collect::<Result<Vec<_>, _>>()?;
+        let type_id = c.u32()?;
+        let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+            c.err(format!(
+                "tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, \
+                     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+            ))
+        })?;
+        let offset = c.u64()? as usize;
+        dims.reverse();
+        infos.push((
+            name,
+            TensorInfo {
+                ty,
+                shape: dims,
+                offset,
+            },
+        ));
+    }
+    let alignment = metadata
+        .get("general.alignment")
+        .and_then(MetaValue::as_u64)
+        .unwrap_or(32) as usize;
+    let data_start = c.at.div_ceil(alignment.max(1)) * alignment.max(1);
+    let mut tensors = HashMap::new();
+    for (name, info) in infos {
+        let numel: usize = info.shape.iter().product();
+        let bytes = info.ty.bytes_for(numel).ok_or_else(|| {
+            c.err(format!(
+                "tensor '{name}' has {numel} values, not whole {:?} blocks",
+                info.ty
+            ))
+        })?;
+        if data_start + info.offset + bytes > map.len() {
+            return Err(c.err(format!(
+                "tensor '{name}' runs past the end of the file (truncated?)"
+            )));
+        }
+        tensors.insert(name, info);
+    }
+    Ok((metadata, tensors, data_start))
+}
+
+/// Tensors by name: (the type stored, the Hugging Face shape, the values in f32).
+pub type TensorsF32 = BTreeMap<String, (GgmlType, Vec<usize>, Vec<f32>)>;
+
+/// Any GGUF file's metadata and tensors (an adapter, a model of any architecture), each
+/// tensor dequantized to f32 in the file's own row order (no q/k unpermuting).
+pub fn read_tensors(
+    map: &[u8],
+    name: &str,
+) -> Result<(BTreeMap<String, MetaValue>, TensorsF32), ModelError> {
+    let (metadata, tensors, data_start) = parse_tables(map, name)?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(n, info)| {
+            let numel: usize = info.shape.iter().product();
+            let start = data_start + info.offset;
+            let bytes = &map[start..start + info.ty.bytes_for(numel).expect("checked")];
+            (n, (info.ty, info.shape, dequantize(info.ty, bytes)))
+        })
+        .collect();
+    Ok((metadata, tensors))
+}
+
 impl GgufFile {
     /// Open (memory-map) a GGUF file.
     #[cfg(not(target_arch = "wasm32"))]
@@ -263,61 +352,7 @@ impl GgufFile {
     /// Read a GGUF file's bytes; `name` names it in errors.
     pub fn from_bytes(map: FileBytes, name: &str) -> Result<GgufFile, ModelError> {
         let shown = name.to_string();
-        let mut c = Cursor {
-            bytes: &map,
-            at: 0,
-            path: &shown,
-        };
-        let (tensor_count, metadata) = c.header()?;
-        let mut infos = Vec::with_capacity(tensor_count);
-        for _ in 0..tensor_count {
-            let name = c.string()?;
-            let n_dims = c.u32()? as usize;
-            if n_dims > 4 {
-                return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions")));
-            }
-            let mut dims = (0..n_dims)
-                .map(|_| c.u64().map(|d| d as usize))
-                .collect::<Result<Vec<_>, _>>()?;
-            let type_id = c.u32()?;
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
-                c.err(format!(
-                    "tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, \
-                     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
-                ))
-            })?;
-            let offset = c.u64()? as usize;
-            dims.reverse();
-            infos.push((
-                name,
-                TensorInfo {
-                    ty,
-                    shape: dims,
-                    offset,
-                },
-            ));
-        }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(MetaValue::as_u64)
-            .unwrap_or(32) as usize;
-        let data_start = c.at.div_ceil(alignment.max(1)) * alignment.max(1);
-        let mut tensors = HashMap::new();
-        for (name, info) in infos {
-            let numel: usize = info.shape.iter().product();
-            let bytes = info.ty.bytes_for(numel).ok_or_else(|| {
-                c.err(format!(
-                    "tensor '{name}' has {numel} values, not whole {:?} blocks",
-                    info.ty
-                ))
-            })?;
-            if data_start + info.offset + bytes > map.len() {
-                return Err(c.err(format!(
-                    "tensor '{name}' runs past the end of the file (truncated?)"
-                )));
-            }
-            tensors.insert(name, info);
-        }
+        let (metadata, tensors, data_start) = parse_tables(&map, &shown)?;
         let config = config_from_metadata(&metadata, &tensors, &shown)?;
         let mut file = GgufFile {
             path: shown,

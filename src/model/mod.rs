@@ -6,6 +6,7 @@ pub mod family;
 pub mod file_bytes;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_write;
 pub mod llama;
 pub mod llama_decode;
 pub mod llama_train;
