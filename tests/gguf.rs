@@ -6,7 +6,9 @@ mod common;
 use common::{golden, rel_err, temp_dir, Golden};
 use half::f16;
 use webqlora::graph::{CompiledGraph, DType, Graph};
+use webqlora::lora::gguf_lora::permute_rows;
 use webqlora::model::gguf::{unpermute_rows, GgufFile};
+use webqlora::model::gguf_write::{GgufValue, GgufWriter};
 use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
 use webqlora::model::{ModelConfig, RopeScaling, WeightSource};
@@ -24,66 +26,20 @@ fn write_gguf(
     meta: &[(&str, Meta)],
     tensors: &[(String, Vec<usize>, u32, Vec<u8>)],
 ) {
-    let mut out = Vec::new();
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend((s.len() as u64).to_le_bytes());
-        out.extend(s.as_bytes());
-    };
-    out.extend(b"GGUF");
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((meta.len() as u64).to_le_bytes());
+    let mut w = GgufWriter::new();
     for (key, value) in meta {
-        string(&mut out, key);
-        match value {
-            Meta::U32(v) => {
-                out.extend(4u32.to_le_bytes());
-                out.extend(v.to_le_bytes());
-            }
-            Meta::F32(v) => {
-                out.extend(6u32.to_le_bytes());
-                out.extend(v.to_le_bytes());
-            }
-            Meta::Str(s) => {
-                out.extend(8u32.to_le_bytes());
-                string(&mut out, s);
-            }
-        }
+        let v = match value {
+            Meta::U32(v) => GgufValue::U32(*v),
+            Meta::F32(v) => GgufValue::F32(*v),
+            Meta::Str(s) => GgufValue::Str(s.to_string()),
+        };
+        w.meta(key, v);
     }
-    let mut offset = 0u64;
     for (name, shape, ty, bytes) in tensors {
-        string(&mut out, name);
-        out.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
-            out.extend((*d as u64).to_le_bytes());
-        }
-        out.extend(ty.to_le_bytes());
-        out.extend(offset.to_le_bytes());
-        offset += (bytes.len() as u64).div_ceil(32) * 32;
+        let ty = GgmlType::from_id(*ty).unwrap();
+        w.tensor_encoded(name, shape, ty, bytes.clone());
     }
-    out.resize(out.len().div_ceil(32) * 32, 0);
-    for (_, _, _, bytes) in tensors {
-        out.extend(bytes);
-        out.resize(out.len().div_ceil(32) * 32, 0);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// llama.cpp's convert_hf_to_gguf `permute` of q/k rows.
-fn permute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let d = values.len() / cols / heads;
-    let mut out = vec![0.0; values.len()];
-    for h in 0..heads {
-        for i in 0..2 {
-            for j in 0..d / 2 {
-                let hf = h * d + i * d / 2 + j;
-                let gg = h * d + 2 * j + i;
-                out[gg * cols..(gg + 1) * cols]
-                    .copy_from_slice(&values[hf * cols..(hf + 1) * cols]);
-            }
-        }
-    }
-    out
+    std::fs::write(path, w.to_bytes()).unwrap();
 }
 
 #[test]
@@ -505,4 +461,102 @@ fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
     assert_eq!((codes_kernels, f32_kernels), (14, 0));
     let e = rel_err(&on_codes, &on_f32);
     assert!(e < 1e-5, "logits on block codes vs f32: {e}");
+}
+
+/// `merge --format gguf`: the tiny Llama's GGUF (q/k rows permuted) with the golden adapter
+/// merged in gives PEFT's logits with the adapter, in f32 and within the rounding of f16 and
+/// Q8_0; every metadata entry of the base is carried over as stored, `general.file_type` says
+/// the new precision, norms stay f32.
+#[test]
+fn a_merged_gguf_gives_peft_logits() {
+    use webqlora::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
+    use webqlora::model::gguf::{read_raw_metadata, read_tensors};
+    let dir = temp_dir("gguf-merge");
+    let path = dir.join("tiny.gguf");
+    tiny_llama_gguf(&path);
+    let base = GgufFile::open(&path).unwrap();
+    let adapter = webqlora::lora::peft::Adapter::load(&golden("tiny-llama/adapter")).unwrap();
+    let expected = Golden::open("tiny-llama/expected.safetensors");
+    let want = expected.f32("logits_lora");
+    let base_meta = read_raw_metadata(base.bytes(), "base").unwrap();
+    for (dtype, ty, file_type, tol) in [
+        (GgufDtype::F32, GgmlType::F32, 0, 1e-4),
+        (GgufDtype::F16, GgmlType::F16, 1, 2e-3),
+        (GgufDtype::Q8_0, GgmlType::Q8_0, 7, 2e-2),
+    ] {
+        let mut calls = 0;
+        let bytes = merged_gguf_bytes(&base, &adapter, dtype, |_, _| calls += 1).unwrap();
+        let out = dir.join(format!("merged-{dtype:?}.gguf"));
+        std::fs::write(&out, &bytes).unwrap();
+        let merged = GgufFile::open(&out).unwrap();
+        let e = rel_err(&gguf_logits("tiny-llama", &merged), &want);
+        assert!(e < tol, "{dtype:?}: logits {e}");
+        // Against the base alone: the adapter is there.
+        assert!(rel_err(&expected.f32("logits_base"), &want) > 10.0 * tol);
+        let meta = read_raw_metadata(&bytes, "merged").unwrap();
+        for entry in &base_meta {
+            assert!(meta.contains(entry), "{} carried over", entry.0);
+        }
+        let ft = meta.iter().find(|m| m.0 == "general.file_type").unwrap();
+        assert_eq!(
+            (ft.1, &ft.2[..]),
+            (4, &(file_type as u32).to_le_bytes()[..])
+        );
+        let (_, tensors) = read_tensors(&bytes, "merged").unwrap();
+        assert_eq!(calls, tensors.len());
+        for (name, (t, shape, _)) in &tensors {
+            let want_ty = if shape.len() == 1 { GgmlType::F32 } else { ty };
+            assert_eq!(*t, want_ty, "{name}");
+        }
+    }
+    // An adapter of another shape is refused, naming the tensor.
+    let mut wrong = adapter.clone();
+    let name = "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight";
+    let (shape, values) = wrong.tensors.get_mut(name).unwrap();
+    shape[1] -= 1;
+    values.truncate(shape[0] * shape[1]);
+    let err = merged_gguf_bytes(&base, &wrong, GgufDtype::F16, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains(name), "{err}");
+}
+
+/// The command: `merge --format gguf` writes the file; a folder base, `--base nf4`, an
+/// existing output (without --force) and q8_0 folders are refused, naming why.
+#[test]
+fn merge_format_gguf_command() {
+    let dir = temp_dir("gguf-merge-cli");
+    let path = dir.join("tiny.gguf");
+    tiny_llama_gguf(&path);
+    let out = dir.join("merged.gguf");
+    let adapter = golden("tiny-llama/adapter");
+    let run = |model: &std::path::Path, extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
+            .arg("merge")
+            .arg("--model")
+            .arg(model)
+            .arg("--adapter")
+            .arg(&adapter)
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(&path, &["--format", "gguf", "--dtype", "q8_0"]);
+    assert!(ok, "{err}");
+    assert!(GgufFile::open(&out).is_ok());
+    let (ok, err) = run(&path, &["--format", "gguf"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, err) = run(&path, &["--format", "gguf", "--force", "--base", "nf4"]);
+    assert!(!ok && err.contains("--base nf4"), "{err}");
+    let folder = golden("tiny-llama/base-f32");
+    let (ok, err) = run(&folder, &["--format", "gguf", "--force"]);
+    assert!(!ok && err.contains("GGUF file"), "{err}");
+    let (ok, err) = run(&path, &["--dtype", "q8_0", "--force"]);
+    assert!(!ok && err.contains("q8_0"), "{err}");
+    let (ok, err) = run(&path, &["--format", "gguf", "--force", "--dtype", "f16"]);
+    assert!(ok, "{err}");
 }

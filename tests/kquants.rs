@@ -344,3 +344,40 @@ fn chosen_codes_round_trip_through_the_block_layouts() {
     let want: Vec<f32> = q.iter().map(|&v| df * v as f32 + dminf).collect();
     assert_eq!(dequantize(GgmlType::Q5_1, &q5_1), want);
 }
+
+/// Q8_0 as the merged GGUF writes it (`quantize_q8_0`, ggml's reference rule): each block's
+/// scale is its largest magnitude / 127 (in f16), every value within half a step of its
+/// original, the largest exactly ±127 steps, and an all-zero block stays zero.
+#[test]
+fn q8_0_quantization_round_trips_within_half_a_step() {
+    use webqlora::quant::ggml::quantize_q8_0;
+    let mut rng = common::rng("q8_0");
+    let mut values = common::random_f32(&mut rng, 32 * 37, 3.0);
+    values[32..64].iter_mut().for_each(|v| *v = 0.0);
+    let bytes = quantize_q8_0(&values);
+    assert_eq!(bytes.len(), 37 * 34);
+    let back = dequantize(GgmlType::Q8_0, &bytes);
+    for (b, (block, got)) in values.chunks(32).zip(back.chunks(32)).enumerate() {
+        let d = f16::from_le_bytes([bytes[b * 34], bytes[b * 34 + 1]]).to_f32();
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            (d - amax / 127.0).abs() <= amax / 127.0 * 1e-3,
+            "block {b}: d {d}"
+        );
+        for (x, y) in block.iter().zip(got) {
+            assert!(
+                (x - y).abs() <= d * 0.5 + amax * 1e-3,
+                "block {b}: {x} -> {y}"
+            );
+        }
+        let qs = &bytes[b * 34 + 2..b * 34 + 34];
+        if amax > 0.0 {
+            assert!(
+                qs.iter().any(|&q| q as i8 == 127 || q as i8 == -127),
+                "block {b}"
+            );
+        } else {
+            assert!(got.iter().all(|&y| y == 0.0));
+        }
+    }
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use webqlora::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
 use webqlora::lora::merge::{
     check_output_folder, merged_tensors, write_model_folder, MergeBase, MergeDtype,
 };
@@ -14,13 +15,25 @@ use webqlora::train::model_source::ModelSource;
 
 use super::common::ModelArg;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DtypeArg {
     F16,
     F32,
+    /// 8-bit blocks (`--format gguf` only).
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// A Hugging Face folder (config.json, model.safetensors, the tokenizer files).
+    Folder,
+    /// One GGUF file llama.cpp and Ollama run, with the base GGUF's metadata (tokenizer,
+    /// chat template) carried over; the base must be a GGUF file.
+    Gguf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MergeBaseArg {
     /// The model's own weights (dequantized if stored quantized).
     Original,
@@ -35,13 +48,17 @@ pub struct MergeArgs {
     /// The PEFT adapter folder to merge in.
     #[arg(long)]
     pub adapter: PathBuf,
-    /// The folder to write: new, empty, or an earlier merge's output.
+    /// The folder to write: new, empty, or an earlier merge's output (with `--format gguf`,
+    /// the file, which must not exist yet).
     #[arg(long)]
     pub output: PathBuf,
     /// Write into an existing folder that holds other files too (only the merged model's
-    /// files are replaced; nothing else there is touched).
+    /// files are replaced; nothing else there is touched); with `--format gguf`, replace
+    /// the file.
     #[arg(long)]
     pub force: bool,
+    #[arg(long, value_enum, default_value = "folder")]
+    pub format: FormatArg,
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: DtypeArg,
     #[arg(long, value_enum, default_value = "original")]
@@ -49,6 +66,12 @@ pub struct MergeArgs {
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
+    if args.format == FormatArg::Gguf {
+        return run_gguf(args);
+    }
+    if args.dtype == DtypeArg::Q8_0 {
+        anyhow::bail!("--dtype q8_0 is for --format gguf (folders: f16, f32)");
+    }
     let model_path = args.model.path();
     let source = ModelSource::open(&model_path)?;
     if let webqlora::model::RopeScaling::Divisors(_) = source.config.rope_scaling {
@@ -63,6 +86,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     let (dtype, torch_dtype) = match args.dtype {
         DtypeArg::F16 => (MergeDtype::F16, "float16"),
         DtypeArg::F32 => (MergeDtype::F32, "float32"),
+        DtypeArg::Q8_0 => unreachable!("refused above"),
     };
     let base = match args.base {
         MergeBaseArg::Original => MergeBase::Original,
@@ -137,6 +161,55 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         args.output.display(),
         tensors.len(),
         torch_dtype
+    );
+    Ok(())
+}
+
+/// `--format gguf`: the base GGUF with the adapter merged in, one file.
+fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
+    let model_path = args.model.path();
+    if !model_path.is_file() {
+        anyhow::bail!(
+            "{}: --format gguf needs the base model's GGUF file (its tokenizer and metadata are \
+             carried over); merge a Hugging Face folder with --format folder, or convert it with \
+             llama.cpp's convert_hf_to_gguf.py first",
+            model_path.display()
+        );
+    }
+    if args.base == MergeBaseArg::Nf4 {
+        anyhow::bail!(
+            "--base nf4 is for --format folder (a GGUF merge adds to the file's own weights)"
+        );
+    }
+    let base = GgufFile::open(&model_path)?;
+    let adapter = Adapter::load(&args.adapter)?;
+    if args.output.exists() && !args.force {
+        anyhow::bail!(
+            "{}: already exists (--force replaces it)",
+            args.output.display()
+        );
+    }
+    let dtype = match args.dtype {
+        DtypeArg::F16 => GgufDtype::F16,
+        DtypeArg::F32 => GgufDtype::F32,
+        DtypeArg::Q8_0 => GgufDtype::Q8_0,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    let bytes = merged_gguf_bytes(&base, &adapter, dtype, |i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+    })?;
+    bar.finish_and_clear();
+    webqlora::io::write_atomic(&args.output, &bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "merged {} (r {}, scale {}) into {}: {:?}, {} bytes",
+        args.adapter.display(),
+        adapter.config.r,
+        adapter.config.scale(),
+        args.output.display(),
+        dtype,
+        bytes.len()
     );
     Ok(())
 }

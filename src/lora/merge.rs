@@ -9,8 +9,8 @@ use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-use super::base_tensors;
 use super::peft::Adapter;
+use super::{add_lora, base_tensors};
 use crate::model::{ModelConfig, ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
 use crate::train::dump_step::Tensors;
@@ -30,19 +30,6 @@ pub enum MergeBase {
     /// The NF4 round trip of those weights (blocksize 64, double quantization): exactly the
     /// base the adapter was trained against.
     Nf4,
-}
-
-/// W += scale · B·A with W [out, in], B [out, r], A [r, in].
-pub fn add_lora(w: &mut [f32], a: &[f32], b: &[f32], out: usize, inp: usize, r: usize, scale: f32) {
-    for o in 0..out {
-        let row = &mut w[o * inp..(o + 1) * inp];
-        for k in 0..r {
-            let s = scale * b[o * r + k];
-            for (wi, ai) in row.iter_mut().zip(&a[k * inp..(k + 1) * inp]) {
-                *wi += s * ai;
-            }
-        }
-    }
 }
 
 /// The merged weights of every base tensor, by name.

@@ -1,6 +1,7 @@
 //! LoRA adapters: configuration, PEFT-format files, llama.cpp GGUF LoRA files, merging.
 
 pub mod gguf_lora;
+pub mod gguf_merge;
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod merge;
@@ -66,4 +67,17 @@ pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, M
         })
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect())
+}
+
+/// W += scale · B·A with W [out, in], B [out, r], A [r, in].
+pub fn add_lora(w: &mut [f32], a: &[f32], b: &[f32], out: usize, inp: usize, r: usize, scale: f32) {
+    for o in 0..out {
+        let row = &mut w[o * inp..(o + 1) * inp];
+        for k in 0..r {
+            let s = scale * b[o * r + k];
+            for (wi, ai) in row.iter_mut().zip(&a[k * inp..(k + 1) * inp]) {
+                *wi += s * ai;
+            }
+        }
+    }
 }

@@ -237,6 +237,34 @@ impl Cursor<'_> {
     }
 }
 
+/// A GGUF file's metadata entries as stored, in file order: key, GGUF value type and the
+/// value's bytes (to copy into a file we write, types and all).
+pub fn read_raw_metadata(
+    map: &[u8],
+    name: &str,
+) -> Result<Vec<(String, u32, Vec<u8>)>, ModelError> {
+    let mut c = Cursor {
+        bytes: map,
+        at: 0,
+        path: name,
+    };
+    if c.take(4)? != b"GGUF" {
+        return Err(c.err("not a GGUF file (no GGUF magic)".into()));
+    }
+    c.u32()?;
+    c.count("tensor")?;
+    let n = c.count("metadata")?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = c.string()?;
+        let ty = c.u32()?;
+        let start = c.at;
+        c.value(ty)?;
+        out.push((key, ty, map[start..c.at].to_vec()));
+    }
+    Ok(out)
+}
+
 /// A GGUF file's metadata alone (its tokenizer, say), whatever its architecture.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_metadata(path: &std::path::Path) -> Result<BTreeMap<String, MetaValue>, ModelError> {
@@ -377,6 +405,16 @@ impl GgufFile {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Where it was read from (for messages).
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// A GGUF tensor (by its GGUF name) as f32, with its Hugging Face shape.

@@ -19,6 +19,9 @@ pub enum GgufValue {
     StrArray(Vec<String>),
     I32Array(Vec<i32>),
     F32Array(Vec<f32>),
+    /// A value copied as another file stores it: its GGUF type number and bytes
+    /// (`gguf::read_raw_metadata`).
+    Raw(u32, Vec<u8>),
 }
 
 const ALIGNMENT: usize = 32;
@@ -74,6 +77,18 @@ impl GgufWriter {
             .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
             .collect();
         self.push(name, shape, GgmlType::F16, data);
+    }
+
+    /// A tensor of Hugging Face `shape` quantized to Q8_0 (rows a multiple of 32 values).
+    pub fn tensor_q8_0(&mut self, name: &str, shape: &[usize], values: &[f32]) {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
+        let data = crate::quant::ggml::quantize_q8_0(values);
+        self.push(name, shape, GgmlType::Q8_0, data);
+    }
+
+    /// A tensor of Hugging Face `shape` already encoded as `ty` (whole blocks).
+    pub fn tensor_encoded(&mut self, name: &str, shape: &[usize], ty: GgmlType, data: Vec<u8>) {
+        self.push(name, shape, ty, data);
     }
 
     fn push(&mut self, name: &str, shape: &[usize], ty: GgmlType, data: Vec<u8>) {
@@ -170,6 +185,10 @@ fn put_value(out: &mut Vec<u8>, value: &GgufValue) {
             for v in items {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+        }
+        GgufValue::Raw(ty, bytes) => {
+            put_u32(out, *ty);
+            out.extend_from_slice(bytes);
         }
         GgufValue::F32Array(items) => {
             put_u32(out, TYPE_ARRAY);

@@ -230,6 +230,24 @@ fn q5(b: &[u8], y: &mut [f32], offset: bool) {
     }
 }
 
+/// Quantize to Q8_0 as ggml's reference does (`quantize_row_q8_0_ref`): each block of 32 values
+/// stores d = max|x| / 127 as f16 and round(x / d) as i8 (`values.len()` a multiple of 32).
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    assert!(
+        values.len().is_multiple_of(32),
+        "Q8_0 takes blocks of 32 values"
+    );
+    let mut out = Vec::with_capacity(values.len() / 32 * 34);
+    for block in values.chunks_exact(32) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|&x| (x * id).round() as i8 as u8));
+    }
+    out
+}
+
 fn q8_0(b: &[u8], y: &mut [f32]) {
     let d = half_at(b, 0);
     for (v, &q) in y.iter_mut().zip(&b[2..34]) {

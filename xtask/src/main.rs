@@ -10,11 +10,14 @@
 //!   browser-test  the page in headless Chromium against the native trainer (--smollm2: one
 //!                 SmolLM2 step in the page)
 //!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
+//!   interop       llama.cpp runs webqlora's exports (GGUF LoRA, merged GGUF); builds
+//!                 llama-cpp-python once (not part of `test`: the build takes ~15 minutes)
 
 mod browser_test;
 mod demo;
 mod fetch_model;
 mod install;
+mod interop;
 mod mcq_data;
 mod test;
 mod web;
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("fetch-model") => fetch_model::main(&args[1..]),
         Some("demo") => demo::main(&args[1..]),
+        Some("interop") => interop::main(&args[1..]),
         Some("build-web") => web::build_main(),
         Some("serve") => web::serve_main(&args[1..]),
         Some("browser-test") if args.get(1).map(String::as_str) == Some("--smollm2") => {
@@ -38,7 +42,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)\n  interop       llama.cpp runs webqlora's exports (builds llama-cpp-python once)");
             return ExitCode::from(2);
         }
     };
