@@ -33,13 +33,14 @@ fn attention_flash_backward_dq(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = query_block(wg.x + wg.y * nwg.x, lid, params);
+    let b = query_block(wg.x + wg.y * nwg.x, params);
     if b.t0 >= params.tokens {
         return;
     }
-    let live = b.live;
-    let t = b.t;
-    let row = b.row;
+    let r = query_row(b, lid, params);
+    let live = r.live;
+    let t = r.t;
+    let row = r.row;
     let first = first_key(t, params);
 
     var q_row: array<vec4<f32>, MAX_D4>;

@@ -14,13 +14,19 @@ const TILE_V4: u32 = 512u;
 var<workgroup> k_tile: array<vec4<f32>, TILE_V4>;
 var<workgroup> v_tile: array<vec4<f32>, TILE_V4>;
 
+/// A workgroup's block (the same for every invocation: uniform, so the key loop around the
+/// barriers stays in uniform control flow, as Tint requires).
 struct QueryBlock {
     /// The kv head.
     kv: u32,
     /// The block's first and last token.
     t0: u32,
     t_last: u32,
-    /// This invocation's token, query head and row of q (t * heads + h).
+}
+
+/// An invocation's query row in its block.
+struct QueryRow {
+    /// Token, query head, and row of q (t * heads + h).
     t: u32,
     h: u32,
     row: u32,
@@ -29,19 +35,25 @@ struct QueryBlock {
     live: bool,
 }
 
-/// Workgroup `w`'s block (t0 >= tokens: past the last block) and invocation `lid`'s row.
-fn query_block(w: u32, lid: u32, p: Params) -> QueryBlock {
-    let group = p.heads / p.kv_heads;
-    let block_tokens = ROWS / group;
+/// Workgroup `w`'s block (t0 >= tokens: past the last block).
+fn query_block(w: u32, p: Params) -> QueryBlock {
+    let block_tokens = ROWS / (p.heads / p.kv_heads);
     var b: QueryBlock;
     b.kv = w % p.kv_heads;
     b.t0 = (w / p.kv_heads) * block_tokens;
     b.t_last = min(b.t0 + block_tokens, p.tokens) - 1u;
-    b.t = b.t0 + lid / group;
-    b.h = b.kv * group + lid % group;
-    b.row = b.t * p.heads + b.h;
-    b.live = lid < block_tokens * group && b.t < p.tokens;
     return b;
+}
+
+/// Invocation `lid`'s row of block `b`.
+fn query_row(b: QueryBlock, lid: u32, p: Params) -> QueryRow {
+    let group = p.heads / p.kv_heads;
+    var r: QueryRow;
+    r.t = b.t0 + lid / group;
+    r.h = b.kv * group + lid % group;
+    r.row = r.t * p.heads + r.h;
+    r.live = lid < (ROWS / group) * group && r.t < p.tokens;
+    return r;
 }
 
 /// Load keys and values j0 .. j0 + KEYS (those up to the block's last token) of the block's

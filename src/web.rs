@@ -7,36 +7,25 @@ use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::data::batch::scored_capacity;
-use crate::data::{encode_records, parse_jsonl, Batch, EncodeOptions, Example, Mcq, Record};
+use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
-use crate::lora::peft::Adapter;
 use crate::lora::{LoraConfig, ALL_LINEAR};
 use crate::model::generate::{generate, Sampler};
 use crate::model::gguf::GgufFile;
 use crate::model::llama::BaseFormat;
 use crate::model::llama_decode::Decoder;
-use crate::model::load::{initialize_missing, upload_model_with_progress};
+use crate::model::load::upload_model_with_progress;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, WeightSource};
 use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
-use crate::train::data_order::DataOrder;
 use crate::train::evaluate::{question_items, Scorer, ScorerShape, PASS_TOKENS};
 use crate::train::schedule::{Schedule, ScheduleKind};
-use crate::train::session::{SessionSettings, TrainSession};
+use crate::train::session::SessionSettings;
+use crate::train::trainer::{pad_id, padded_length, split_validation, Trainer};
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
-}
-
-struct Training {
-    session: TrainSession,
-    examples: Vec<Example>,
-    order: DataOrder,
-    schedule: Schedule,
-    seq: usize,
-    step: usize,
-    total: usize,
 }
 
 #[wasm_bindgen]
@@ -46,7 +35,7 @@ pub struct WebSession {
     weights: Box<dyn WeightSource>,
     tokenizer: Option<Tokenizer>,
     base: BaseFormat,
-    training: Option<Training>,
+    training: Option<Trainer>,
 }
 
 fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
@@ -135,10 +124,10 @@ impl WebSession {
         .to_string()
     }
 
-    /// Build the training step for `data` (JSONL, any format the CLI takes) with `settings`
-    /// (JSON: rank, alpha, lr, steps, batch, max_seq_len, seed, schedule, warmup_steps,
-    /// weight_decay, max_grad_norm, base "nf4"/"f32"), load the weights (`progress(done,
-    /// total)`), and start a fresh adapter. Returns a JSON summary.
+    /// Build the trainer for `data` (JSONL, any format the CLI takes) with `settings` (JSON:
+    /// rank, alpha, lr, steps, batch, accumulation, max_seq_len, seed, schedule,
+    /// warmup_steps, weight_decay, max_grad_norm, valid_split, base "nf4"/"f32"), load the
+    /// weights (`progress(done, total)`), and start a fresh adapter. Returns a JSON summary.
     pub async fn prepare(
         &mut self,
         data: &str,
@@ -175,11 +164,13 @@ impl WebSession {
             data_name,
         )
         .map_err(js_err)?;
-        let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-        let seq = (longest.div_ceil(16) * 16).min(max_len);
+        let (train, valid) =
+            split_validation(examples, setting(&s, "valid_split", 0.0), seed).map_err(js_err)?;
+        let seq = padded_length(train.iter().chain(&valid), max_len);
+        let accumulation = setting(&s, "accumulation", 1.0).max(1.0) as usize;
         let total = match s["steps"].as_u64() {
             Some(n) => n.max(1) as usize,
-            None => examples.len().div_ceil(batch),
+            None => train.len().div_ceil(batch * accumulation),
         };
         let lora = LoraConfig {
             r: rank,
@@ -199,115 +190,83 @@ impl WebSession {
             base: self.base,
             lora,
             checkpointing: true,
-            accumulation: 1,
+            accumulation,
             max_grad_norm: setting(&s, "max_grad_norm", 1.0) as f32,
             adamw: AdamW {
                 weight_decay: setting(&s, "weight_decay", 0.0) as f32,
                 ..AdamW::default()
             },
             seed,
-            scored_rows: scored_capacity(&examples, batch, seq),
+            scored_rows: scored_capacity(&train, batch, seq),
+        };
+        let kind: ScheduleKind = s["schedule"]
+            .as_str()
+            .unwrap_or("linear")
+            .parse()
+            .map_err(js_err)?;
+        let schedule = Schedule {
+            kind,
+            peak: setting(&s, "lr", 2e-4),
+            warmup: setting(&s, "warmup_steps", 0.0) as usize,
+            total,
         };
         self.training = None;
-        let session = TrainSession::new(&self.gpu, &self.config, settings).map_err(js_err)?;
-        let missing = upload_model_with_progress(
+        let pad = pad_id(self.tokenizer.as_ref(), &self.config);
+        let (train_count, valid_count) = (train.len(), valid.len());
+        let trainer = Trainer::new(
             &self.gpu,
-            &session.compiled,
             &self.config,
             self.weights.as_ref(),
-            self.base,
+            settings,
+            schedule,
+            train,
+            valid,
+            pad,
             None,
             &mut |done, all| {
                 let _ = progress.call2(&JsValue::NULL, &done.into(), &all.into());
             },
         )
         .map_err(js_err)?;
-        initialize_missing(&self.gpu, &session.compiled, &missing, seed).map_err(js_err)?;
-        let kind: ScheduleKind = s["schedule"]
-            .as_str()
-            .unwrap_or("linear")
-            .parse()
-            .map_err(js_err)?;
         let summary = serde_json::json!({
-            "examples": examples.len(), "seq": seq, "batch": batch, "steps": total,
-            "planned_peak_bytes": session.compiled.peak_bytes(),
-            "trainable": session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
+            "examples": train_count, "valid_examples": valid_count, "seq": seq, "batch": batch,
+            "accumulation": accumulation, "steps": total,
+            "planned_peak_bytes": trainer.session.compiled.peak_bytes(),
+            "trainable": trainer.session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
         });
-        self.training = Some(Training {
-            order: DataOrder {
-                examples: examples.len(),
-                batch,
-                seed,
-                shuffle: true,
-            },
-            schedule: Schedule {
-                kind,
-                peak: setting(&s, "lr", 2e-4),
-                warmup: setting(&s, "warmup_steps", 0.0) as usize,
-                total,
-            },
-            session,
-            examples,
-            seq,
-            step: 0,
-            total,
-        });
+        self.training = Some(trainer);
         Ok(summary.to_string())
     }
 
-    /// One optimizer step; JSON with step, steps, loss, lr, grad_norm, tokens.
+    /// One optimizer step; JSON with step, steps, loss, lr, grad_norm, tokens, epoch.
     pub async fn step(&mut self) -> Result<String, JsValue> {
         let t = self.training.as_mut().ok_or("prepare training first")?;
-        if t.step >= t.total {
-            return Err("all steps are done".into());
-        }
-        let step = t.step + 1;
-        let rows: Vec<&Example> = t
-            .order
-            .micro_batch(step - 1)
-            .into_iter()
-            .map(|i| &t.examples[i])
-            .collect();
-        let tokens: usize = rows.iter().map(|e| e.ids.len()).sum();
-        let pad = self
-            .tokenizer
-            .as_ref()
-            .and_then(|t| t.eos_ids.first().copied())
-            .or(self.config.eos_token_ids.first().copied())
-            .unwrap_or(0);
-        let batch = Batch::pad(&rows, t.order.batch, t.seq, pad);
-        let targets = batch.targets();
-        let lr = t.schedule.lr(step - 1);
-        let stats = t
-            .session
-            .step(
-                &self.gpu,
-                &[(batch.input_ids, targets)],
-                lr as f32,
-                step as u32,
-            )
-            .await
-            .map_err(js_err)?;
-        t.step = step;
+        let r = t.step(&self.gpu).await.map_err(js_err)?;
         Ok(serde_json::json!({
-            "step": step, "steps": t.total, "loss": stats.loss, "lr": lr,
-            "grad_norm": stats.grad_norm, "tokens": tokens, "counted": stats.counted,
+            "step": r.step, "steps": r.total, "loss": r.loss, "lr": r.lr,
+            "grad_norm": r.grad_norm, "tokens": r.tokens, "epoch": r.epoch,
         })
+        .to_string())
+    }
+
+    /// The validation loss now (JSON: loss, perplexity, tokens; null without validation
+    /// data, `valid_split` 0).
+    pub async fn validate(&self) -> Result<String, JsValue> {
+        let t = self.training.as_ref().ok_or("prepare training first")?;
+        let score = t.validate(&self.gpu).await.map_err(js_err)?;
+        Ok(match score {
+            Some(v) => serde_json::json!({
+                "step": t.step, "loss": v.loss, "perplexity": v.perplexity, "tokens": v.tokens,
+            }),
+            None => serde_json::Value::Null,
+        }
         .to_string())
     }
 
     /// The trained adapter as [adapter_config.json text, adapter_model.safetensors bytes].
     pub async fn adapter(&self) -> Result<Array, JsValue> {
         let t = self.training.as_ref().ok_or("nothing trained yet")?;
-        let tensors = t
-            .session
-            .read_params(&self.gpu, &t.session.adapter_names)
-            .await
-            .map_err(js_err)?;
-        let adapter = Adapter {
-            config: t.session.settings.lora.clone(),
-            tensors: tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect(),
-        };
+        let adapter = t.adapter(&self.gpu).await.map_err(js_err)?;
         let (config, bytes) = adapter.to_bytes().map_err(js_err)?;
         let out = Array::new();
         out.push(&JsValue::from_str(&config));

@@ -204,6 +204,7 @@ function drawChart() {
 
 $('train').onclick = () => {
   state.losses = [];
+  state.steps = [];
   state.tokens = 0;
   state.seconds = 0;
   state.trained = false;
@@ -228,6 +229,16 @@ $('mcq').onclick = async () => {
   worker.postMessage({ type: 'mcq', data, limit: Number($('mcq-limit').value), tag });
 };
 $('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
+
+/// Seconds as "1 h 02 min", "3 min 05 s" or "12 s".
+function duration(s) {
+  if (!isFinite(s)) return '?';
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), min = Math.floor((s % 3600) / 60), sec = s % 60;
+  if (h > 0) return `${h} h ${String(min).padStart(2, '0')} min`;
+  if (min > 0) return `${min} min ${String(sec).padStart(2, '0')} s`;
+  return `${sec} s`;
+}
 
 function download(name, blob) {
   const a = document.createElement('a');
@@ -266,7 +277,7 @@ worker.onmessage = (e) => {
       state.seconds += m.seconds;
       $('step-progress').value = m.step;
       $('step-text').textContent = `step ${m.step} / ${m.steps}: loss ${m.loss.toFixed(4)}, lr ${m.lr.toExponential(2)}, ` +
-        `${(state.tokens / state.seconds).toFixed(1)} tokens/s`;
+        `${(state.tokens / state.seconds).toFixed(1)} tokens/s, ETA ${duration(state.seconds / state.steps.length * (m.steps - m.step))}`;
       drawChart();
       break;
     case 'trained':

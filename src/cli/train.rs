@@ -13,18 +13,16 @@ use clap::Args;
 use serde_json::json;
 use webqlora::data::batch::scored_capacity;
 use webqlora::data::records::read_jsonl;
-use webqlora::data::{encode_records, Batch, EncodeOptions, Example};
+use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
-use webqlora::model::load::{initialize_missing, upload_model_with_progress};
 use webqlora::ops::adamw::AdamW;
-use webqlora::train::data_order::DataOrder;
-use webqlora::train::evaluate::{example_items, Scorer, ScorerShape};
+use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
 use webqlora::train::schedule::{Schedule, ScheduleKind};
-use webqlora::train::session::{moment_names, MicroBatch, SessionSettings, TrainSession};
-use webqlora::train::{checkpoint, dump_step::Tensors};
+use webqlora::train::session::SessionSettings;
+use webqlora::train::trainer::{padded_length, split_validation, Trainer};
 
 use super::common::{
     at_least_one, base_format, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
@@ -161,45 +159,13 @@ fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets>
             &path.display().to_string(),
         )?)
     };
-    let mut train = encode(&args.data)?;
-    let valid = match &args.valid {
-        Some(path) => encode(path)?,
-        None if args.valid_split != 0.0 => {
-            if !(0.0..1.0).contains(&args.valid_split) {
-                bail!("--valid-split {} must be in [0, 1)", args.valid_split);
-            }
-            let order = DataOrder {
-                examples: train.len(),
-                batch: train.len(),
-                seed: args.seed,
-                shuffle: true,
-            }
-            .micro_batch(0);
-            let held = ((train.len() as f64 * args.valid_split).round() as usize).max(1);
-            let held_out: std::collections::HashSet<usize> =
-                order[..held].iter().copied().collect();
-            let (v, t): (Vec<_>, Vec<_>) = train
-                .drain(..)
-                .enumerate()
-                .partition(|(i, _)| held_out.contains(i));
-            train = t.into_iter().map(|(_, e)| e).collect();
-            if train.is_empty() {
-                bail!("--valid-split {} leaves no training data", args.valid_split);
-            }
-            v.into_iter().map(|(_, e)| e).collect()
-        }
-        None => Vec::new(),
+    let train = encode(&args.data)?;
+    let (train, valid) = match &args.valid {
+        Some(path) => (train, encode(path)?),
+        None => split_validation(train, args.valid_split, args.seed)
+            .map_err(|e| anyhow::anyhow!("--valid-split: {e}"))?,
     };
-    let longest = train
-        .iter()
-        .chain(&valid)
-        .map(|e| e.ids.len())
-        .max()
-        .unwrap_or(1);
-    let seq = longest
-        .div_ceil(16)
-        .saturating_mul(16)
-        .min(args.max_seq_len);
+    let seq = padded_length(train.iter().chain(&valid), args.max_seq_len);
     Ok(Datasets { train, valid, seq })
 }
 
@@ -238,32 +204,6 @@ fn lora_config(
     })
 }
 
-/// (ids, next-token targets) for every micro-batch of optimizer step `step` (1-based).
-fn micro_batches(
-    order: &DataOrder,
-    examples: &[Example],
-    step: usize,
-    accumulation: usize,
-    seq: usize,
-    pad: u32,
-) -> (Vec<MicroBatch>, usize) {
-    let mut tokens = 0;
-    let micro = (0..accumulation)
-        .map(|i| {
-            let rows: Vec<&Example> = order
-                .micro_batch((step - 1) * accumulation + i)
-                .into_iter()
-                .map(|j| &examples[j])
-                .collect();
-            tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
-            let batch = Batch::pad(&rows, order.batch, seq, pad);
-            let targets = batch.targets();
-            (batch.input_ids, targets)
-        })
-        .collect();
-    (micro, tokens)
-}
-
 struct Outputs {
     metrics: std::fs::File,
 }
@@ -275,54 +215,17 @@ impl Outputs {
     }
 }
 
-async fn read_state(session: &TrainSession, gpu: &Gpu) -> anyhow::Result<(Adapter, Tensors)> {
-    let adapter_tensors = session.read_params(gpu, &session.adapter_names).await?;
-    let names: Vec<String> = session
-        .adapter_names
-        .iter()
-        .flat_map(|n| moment_names(n))
-        .collect();
-    let moments = session.read_params(gpu, &names).await?;
-    let adapter = Adapter {
-        config: session.settings.lora.clone(),
-        tensors: adapter_tensors
-            .into_iter()
-            .map(|(n, s, v)| (n, (s, v)))
-            .collect(),
-    };
-    Ok((adapter, moments))
-}
-
-/// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
-/// the adapter or its moments is an error and nothing is written, so the last good save
-/// stays.
 /// The formats to write besides PEFT's at each save, and the base model they are for.
 struct Exports<'a> {
     formats: &'a [super::export::ExportFormat],
     config: &'a webqlora::model::ModelConfig,
 }
 
-fn save_all(
-    session: &TrainSession,
-    gpu: &Gpu,
-    out: &Path,
-    state: serde_json::Value,
-    exports: &Exports,
-) -> anyhow::Result<()> {
-    let (adapter, moments) = pollster::block_on(read_state(session, gpu))?;
-    let values = adapter
-        .tensors
-        .iter()
-        .map(|(n, (_, v))| (n, v))
-        .chain(moments.iter().map(|(n, _, v)| (n, v)));
-    for (name, v) in values {
-        if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-            bail!(
-                "after step {}: '{name}' holds {bad} (training diverged; lower --lr)",
-                state["step"]
-            );
-        }
-    }
+/// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
+/// the adapter or its moments is an error and nothing is written, so the last good save
+/// stays.
+fn save_all(trainer: &Trainer, gpu: &Gpu, out: &Path, exports: &Exports) -> anyhow::Result<()> {
+    let (adapter, moments, state) = pollster::block_on(trainer.checkpoint(gpu))?;
     checkpoint::save(out, &adapter, &moments, &state)?;
     for format in exports.formats {
         match format {
@@ -429,55 +332,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         scored_rows: scored_capacity(&data.train, batch, data.seq),
     };
-    let session = TrainSession::new(&gpu, &source.config, settings)?;
     let loading = Instant::now();
     let (bar, mut progress) = load_bar(args.quiet);
-    let missing = upload_model_with_progress(
+    let (train_count, valid_count) = (data.train.len(), data.valid.len());
+    let mut trainer = Trainer::new(
         &gpu,
-        &session.compiled,
         &source.config,
         source.weights.as_ref(),
-        base,
+        settings,
+        schedule,
+        data.train,
+        data.valid,
+        source.pad_id(),
         start_adapter.as_ref(),
         &mut progress,
     )?;
     bar.finish_and_clear();
-    initialize_missing(&gpu, &session.compiled, &missing, args.seed)?;
-    let mut first_step = 1;
     if let Some((_, moments, state)) = &resumed {
-        for (name, shape, values) in moments {
-            session.write_param(&gpu, name, shape, values)?;
-        }
-        let done = state["step"].as_u64().unwrap_or(0) as usize;
-        if state["seed"].as_u64() != Some(args.seed) {
-            bail!(
-                "--resume: the checkpoint was made with --seed {}, not {}",
-                state["seed"],
-                args.seed
-            );
-        }
-        first_step = done + 1;
+        trainer
+            .resume(&gpu, moments, state)
+            .map_err(|e| anyhow::anyhow!("--resume: {e}"))?;
     }
+    let first_step = trainer.step + 1;
     let load_s = loading.elapsed().as_secs_f64();
-    let scorer = if data.valid.is_empty() {
-        None
-    } else {
-        // Passes no larger than a training batch: the scorer's activations add to its memory.
-        let shape = ScorerShape::for_items(
-            &[&example_items(&data.valid)],
-            batch * data.seq,
-            source.config.vocab_size,
-            gpu.limits.max_storage_buffer_binding_size,
-        );
-        Some(Scorer::sharing(
-            &gpu,
-            &source.config,
-            base,
-            Some(&lora),
-            shape,
-            &session.compiled,
-        )?)
-    };
 
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -494,6 +371,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_context(|| metrics_path.display().to_string())?;
     let mut out = Outputs { metrics };
 
+    let session = &trainer.session;
     let trainable: usize = session
         .trainable()
         .iter()
@@ -509,12 +387,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     println!(
         "data: {} training examples, {} validation; batches {} x {} tokens, {} per step; {} steps",
-        data.train.len(),
-        data.valid.len(),
-        batch,
-        data.seq,
-        args.accumulation,
-        total_steps
+        train_count, valid_count, batch, data.seq, args.accumulation, total_steps
     );
     println!(
         "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",
@@ -537,13 +410,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let order = DataOrder {
-        examples: data.train.len(),
-        batch,
-        seed: args.seed,
-        shuffle: true,
-    };
-    let pad = source.pad_id();
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -562,30 +428,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut last_step = first_step - 1;
     // The step whose adapter and checkpoint are on disk.
     let mut last_saved = resumed.as_ref().map(|_| first_step - 1);
-    let state = |step: usize| {
-        json!({"step": step, "seed": args.seed, "total_steps": total_steps,
-               "lr": args.lr, "batch": batch, "accumulation": args.accumulation,
-               "seq": data.seq})
-    };
-    let save = |step: usize, last_saved: &mut Option<usize>| -> anyhow::Result<()> {
+    let save = |trainer: &Trainer, last_saved: &mut Option<usize>| -> anyhow::Result<()> {
         let exports = Exports {
             formats: &args.export,
             config: &source.config,
         };
-        save_all(&session, &gpu, &args.output, state(step), &exports)
+        save_all(trainer, &gpu, &args.output, &exports)
             .map_err(|e| anyhow::anyhow!("{e:#}; {}", kept(&args.output, *last_saved)))?;
-        *last_saved = Some(step);
+        *last_saved = Some(trainer.step);
         Ok(())
     };
-    let validate = |step: usize,
+    let validate = |trainer: &Trainer,
                     out: &mut Outputs,
                     best: &mut f64,
                     vals: &mut Vec<(usize, f64)>|
      -> anyhow::Result<Option<f64>> {
-        let Some(scorer) = &scorer else {
+        let Some(score) = pollster::block_on(trainer.validate(&gpu))? else {
             return Ok(None);
         };
-        let score = pollster::block_on(scorer.loss(&gpu, &data.valid))?;
+        let step = trainer.step;
         out.log(
             json!({"step": step, "val_loss": score.loss, "val_perplexity": score.perplexity,
                        "val_tokens": score.tokens}),
@@ -595,34 +456,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Ok(Some(score.loss))
     };
 
-    for step in first_step..=total_steps {
+    while !trainer.done() {
         let t0 = Instant::now();
-        let (micro, tokens) =
-            micro_batches(&order, &data.train, step, args.accumulation, data.seq, pad);
-        let lr = schedule.lr(step - 1);
-        let stats = pollster::block_on(session.step(&gpu, &micro, lr as f32, step as u32))?;
-        if !stats.loss.is_finite() {
-            bail!(
-                "step {step}: the loss is {} (training diverged; lower --lr); {}",
-                stats.loss,
-                kept(&args.output, last_saved)
-            );
-        }
+        let report = pollster::block_on(trainer.step(&gpu))
+            .map_err(|e| anyhow::anyhow!("{e}; {}", kept(&args.output, last_saved)))?;
+        let step = report.step;
         let secs = t0.elapsed().as_secs_f64();
-        tokens_total += tokens;
-        losses.push((step, stats.loss as f64));
+        tokens_total += report.tokens;
+        losses.push((step, report.loss as f64));
         last_step = step;
-        let epoch = order.epoch_after(step * args.accumulation);
-        out.log(
-            json!({"step": step, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
-                       "tokens": tokens, "tokens_per_s": tokens as f64 / secs,
-                       "elapsed_s": started.elapsed().as_secs_f64(), "epoch": epoch}),
-        )?;
+        let mut line = report.json(secs);
+        line["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+        out.log(line)?;
         let msg = format!(
             "loss {:.4}  lr {:.2e}  {:.1} tok/s",
-            stats.loss,
-            lr,
-            tokens as f64 / secs
+            report.loss,
+            report.lr,
+            report.tokens as f64 / secs
         );
         if args.quiet {
             println!("step {step}/{total_steps}: {msg}");
@@ -630,17 +480,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         bar.set_message(msg);
         bar.inc(1);
         if args.eval_every > 0 && step % args.eval_every == 0 && step < total_steps {
-            if let Some(v) = validate(step, &mut out, &mut best_val, &mut val_losses)? {
+            if let Some(v) = validate(&trainer, &mut out, &mut best_val, &mut val_losses)? {
                 bar.println(format!("step {step}: validation loss {v:.4}"));
             }
         }
         if args.save_every > 0 && step % args.save_every == 0 {
-            save(step, &mut last_saved)?;
+            save(&trainer, &mut last_saved)?;
         }
         if stop.load(Ordering::SeqCst) {
             bar.abandon();
             if last_saved != Some(step) {
-                save(step, &mut last_saved)?;
+                save(&trainer, &mut last_saved)?;
             }
             println!(
                 "stopped at step {step}: adapter and checkpoint saved in {} (continue with --resume)",
@@ -650,9 +500,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish();
-    let final_val = validate(last_step, &mut out, &mut best_val, &mut val_losses)?;
+    let final_val = validate(&trainer, &mut out, &mut best_val, &mut val_losses)?;
     if last_saved != Some(last_step) {
-        save(last_step, &mut last_saved)?;
+        save(&trainer, &mut last_saved)?;
     }
     let plot_path = args.output.join("loss.svg");
     plot::loss_svg(&plot_path, &losses, &val_losses)?;
@@ -660,7 +510,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let summary = json!({
         "steps": last_step, "time_s": elapsed, "tokens": tokens_total,
         "tokens_per_s": tokens_total as f64 / elapsed.max(1e-9),
-        "planned_peak_gpu_bytes": session.compiled.peak_bytes(),
+        "planned_peak_gpu_bytes": trainer.session.compiled.peak_bytes(),
         "final_loss": losses.last().map(|l| l.1),
         "final_val_loss": final_val,
         "best_val_loss": best_val.is_finite().then_some(best_val),
@@ -677,7 +527,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         elapsed,
         tokens_total,
         tokens_total as f64 / elapsed.max(1e-9),
-        session.compiled.peak_bytes() as f64 / (1 << 20) as f64
+        trainer.session.compiled.peak_bytes() as f64 / (1 << 20) as f64
     );
     if let Some(v) = final_val {
         println!("validation loss {v:.4} (best {best_val:.4})");

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod model_source;
 pub mod schedule;
 pub mod session;
+pub mod trainer;
 
 /// Everything training can fail on, each naming what and where.
 #[derive(Debug, thiserror::Error)]

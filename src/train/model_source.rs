@@ -88,10 +88,6 @@ impl ModelSource {
 
     /// The id batches are padded with: the EOS (masked anyway), else 0.
     pub fn pad_id(&self) -> u32 {
-        self.tokenizer
-            .as_ref()
-            .and_then(|t| t.eos_ids.first().copied())
-            .or(self.config.eos_token_ids.first().copied())
-            .unwrap_or(0)
+        super::trainer::pad_id(self.tokenizer.as_ref(), &self.config)
     }
 }

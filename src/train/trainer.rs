@@ -1,0 +1,412 @@
+//! The training loop both faces run, the CLI's `train` and the page (`web.rs`): the compiled
+//! step (`session`) with its data order, learning-rate schedule, gradient accumulation,
+//! validation and checkpoint state. The faces only decide when to call what (every N steps,
+//! on a stop request) and where results go (files, progress bars, JavaScript): neither has a
+//! loop of its own. The trainer does not time anything (the page has no clock here); the faces
+//! turn a step's tokens into tokens/s and an ETA.
+
+use serde_json::{json, Value};
+
+use super::data_order::DataOrder;
+use super::evaluate::{example_items, LossScore, Scorer, ScorerShape};
+use super::schedule::Schedule;
+use super::session::{moment_names, MicroBatch, SessionSettings, StepStats, TrainSession};
+use super::TrainError;
+use crate::data::{Batch, Example};
+use crate::gpu::Gpu;
+use crate::lora::peft::Adapter;
+use crate::model::load::{initialize_missing, upload_model_with_progress};
+use crate::model::{ModelConfig, WeightSource};
+
+/// Tensors by name with their shapes (AdamW moments, in a checkpoint).
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// What one optimizer step did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// 1-based.
+    pub step: usize,
+    pub total: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub grad_norm: f32,
+    /// Tokens of the step's examples (padding not counted).
+    pub tokens: usize,
+    /// Epochs of the training data seen after this step.
+    pub epoch: f64,
+}
+
+impl StepReport {
+    /// One metrics line (metrics.jsonl, the page's log), with the step's wall time.
+    pub fn json(&self, seconds: f64) -> Value {
+        json!({"step": self.step, "loss": self.loss, "lr": self.lr,
+               "grad_norm": self.grad_norm, "tokens": self.tokens,
+               "tokens_per_s": self.tokens as f64 / seconds.max(1e-9), "epoch": self.epoch})
+    }
+}
+
+/// Seconds left for `remaining` steps at the mean pace of `done` steps in `elapsed` seconds.
+pub fn eta_seconds(elapsed: f64, done: usize, remaining: usize) -> f64 {
+    if done == 0 {
+        return f64::NAN;
+    }
+    elapsed / done as f64 * remaining as f64
+}
+
+pub struct Trainer {
+    pub session: TrainSession,
+    pub schedule: Schedule,
+    pub order: DataOrder,
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    scorer: Option<Scorer>,
+    pad: u32,
+    /// The last step taken (0 before the first; a resumed run starts after its checkpoint's).
+    pub step: usize,
+}
+
+impl Trainer {
+    /// Compile the step for `settings`, load the weights (`progress(done, total)`) and the
+    /// adapter to start from (else a fresh one, seeded), and a validation scorer sharing the
+    /// step's buffers when there is validation data. `pad`: the id batches are padded with.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        weights: &dyn WeightSource,
+        settings: SessionSettings,
+        schedule: Schedule,
+        train: Vec<Example>,
+        valid: Vec<Example>,
+        pad: u32,
+        start: Option<&Adapter>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Trainer, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::Invalid("no training examples".into()));
+        }
+        let (base, seed, batch, seq) = (settings.base, settings.seed, settings.batch, settings.seq);
+        let lora = settings.lora.clone();
+        let session = TrainSession::new(gpu, config, settings)?;
+        let missing = upload_model_with_progress(
+            gpu,
+            &session.compiled,
+            config,
+            weights,
+            base,
+            start,
+            progress,
+        )?;
+        initialize_missing(gpu, &session.compiled, &missing, seed)?;
+        let scorer = if valid.is_empty() {
+            None
+        } else {
+            // Passes no larger than a training batch: the scorer's activations add to its
+            // memory.
+            let shape = ScorerShape::for_items(
+                &[&example_items(&valid)],
+                batch * seq,
+                config.vocab_size,
+                gpu.limits.max_storage_buffer_binding_size,
+            );
+            Some(Scorer::sharing(
+                gpu,
+                config,
+                base,
+                Some(&lora),
+                shape,
+                &session.compiled,
+            )?)
+        };
+        let order = DataOrder {
+            examples: train.len(),
+            batch,
+            seed,
+            shuffle: true,
+        };
+        Ok(Trainer {
+            session,
+            schedule,
+            order,
+            train,
+            valid,
+            scorer,
+            pad,
+            step: 0,
+        })
+    }
+
+    /// Steps of the run.
+    pub fn total(&self) -> usize {
+        self.schedule.total
+    }
+
+    pub fn done(&self) -> bool {
+        self.step >= self.total()
+    }
+
+    pub fn train_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    pub fn valid_examples(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Continue from a checkpoint: its AdamW moments and `state` (`Trainer::state_json`).
+    /// The same seed, data and settings then give the losses an uninterrupted run gives.
+    pub fn resume(
+        &mut self,
+        gpu: &Gpu,
+        moments: &NamedTensors,
+        state: &Value,
+    ) -> Result<(), TrainError> {
+        let seed = self.session.settings.seed;
+        if state["seed"].as_u64() != Some(seed) {
+            return Err(TrainError::Invalid(format!(
+                "the checkpoint was made with seed {}, not {seed}",
+                state["seed"]
+            )));
+        }
+        for (name, shape, values) in moments {
+            self.session.write_param(gpu, name, shape, values)?;
+        }
+        self.step = state["step"].as_u64().unwrap_or(0) as usize;
+        Ok(())
+    }
+
+    /// The next optimizer step: its micro-batches in the data order, the scheduled learning
+    /// rate. A loss that is not finite is an error (training diverged), and the step counts
+    /// as not taken.
+    pub async fn step(&mut self, gpu: &Gpu) -> Result<StepReport, TrainError> {
+        if self.done() {
+            return Err(TrainError::Invalid(format!(
+                "all {} steps are done",
+                self.total()
+            )));
+        }
+        let step = self.step + 1;
+        let (micro, tokens) = self.micro_batches(step);
+        let lr = self.schedule.lr(step - 1);
+        let StepStats {
+            loss, grad_norm, ..
+        } = self
+            .session
+            .step(gpu, &micro, lr as f32, step as u32)
+            .await?;
+        if !loss.is_finite() {
+            return Err(TrainError::Invalid(format!(
+                "step {step}: the loss is {loss} (training diverged; lower the learning rate)"
+            )));
+        }
+        self.step = step;
+        let accumulation = self.session.settings.accumulation;
+        Ok(StepReport {
+            step,
+            total: self.total(),
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            epoch: self.order.epoch_after(step * accumulation),
+        })
+    }
+
+    /// (ids, next-token targets) for every micro-batch of optimizer step `step` (1-based), and
+    /// the step's tokens.
+    fn micro_batches(&self, step: usize) -> (Vec<MicroBatch>, usize) {
+        let accumulation = self.session.settings.accumulation;
+        let seq = self.session.settings.seq;
+        let mut tokens = 0;
+        let micro = (0..accumulation)
+            .map(|i| {
+                let rows: Vec<&Example> = self
+                    .order
+                    .micro_batch((step - 1) * accumulation + i)
+                    .into_iter()
+                    .map(|j| &self.train[j])
+                    .collect();
+                tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
+                let batch = Batch::pad(&rows, self.order.batch, seq, self.pad);
+                let targets = batch.targets();
+                (batch.input_ids, targets)
+            })
+            .collect();
+        (micro, tokens)
+    }
+
+    /// The validation loss of the adapter as it is now (None without validation data).
+    pub async fn validate(&self, gpu: &Gpu) -> Result<Option<LossScore>, TrainError> {
+        match &self.scorer {
+            Some(scorer) => Ok(Some(scorer.loss(gpu, &self.valid).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The adapter as it is now.
+    pub async fn adapter(&self, gpu: &Gpu) -> Result<Adapter, TrainError> {
+        let tensors = self
+            .session
+            .read_params(gpu, &self.session.adapter_names)
+            .await?;
+        Ok(Adapter {
+            config: self.session.settings.lora.clone(),
+            tensors: tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect(),
+        })
+    }
+
+    /// What a checkpoint holds: the adapter, its AdamW moments, and the state `resume` needs.
+    /// A NaN or infinity anywhere is an error (nothing worth saving).
+    pub async fn checkpoint(
+        &self,
+        gpu: &Gpu,
+    ) -> Result<(Adapter, NamedTensors, Value), TrainError> {
+        let adapter = self.adapter(gpu).await?;
+        let names: Vec<String> = self
+            .session
+            .adapter_names
+            .iter()
+            .flat_map(|n| moment_names(n))
+            .collect();
+        let moments = self.session.read_params(gpu, &names).await?;
+        let values = adapter
+            .tensors
+            .iter()
+            .map(|(n, (_, v))| (n, v))
+            .chain(moments.iter().map(|(n, _, v)| (n, v)));
+        for (name, v) in values {
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(TrainError::Invalid(format!(
+                    "after step {}: '{name}' holds {bad} (training diverged; lower the learning \
+                     rate)",
+                    self.step
+                )));
+            }
+        }
+        Ok((adapter, moments, self.state_json()))
+    }
+
+    /// The run's position and settings, as a checkpoint records them.
+    pub fn state_json(&self) -> Value {
+        let s = &self.session.settings;
+        json!({"step": self.step, "seed": s.seed, "total_steps": self.total(),
+               "lr": self.schedule.peak, "batch": s.batch, "accumulation": s.accumulation,
+               "seq": s.seq})
+    }
+}
+
+/// Hold out `fraction` (in [0, 1)) of `train` for validation, chosen by the seeded shuffle:
+/// (train, valid). At least one example is held out when the fraction is above 0.
+pub fn split_validation(
+    mut train: Vec<Example>,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Example>, Vec<Example>), TrainError> {
+    if fraction == 0.0 {
+        return Ok((train, Vec::new()));
+    }
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(TrainError::Invalid(format!(
+            "validation split {fraction} must be in [0, 1)"
+        )));
+    }
+    let order = DataOrder {
+        examples: train.len(),
+        batch: train.len(),
+        seed,
+        shuffle: true,
+    }
+    .micro_batch(0);
+    let held = ((train.len() as f64 * fraction).round() as usize).max(1);
+    let held_out: std::collections::HashSet<usize> = order[..held].iter().copied().collect();
+    let (v, t): (Vec<_>, Vec<_>) = train
+        .drain(..)
+        .enumerate()
+        .partition(|(i, _)| held_out.contains(i));
+    if t.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "validation split {fraction} leaves no training data"
+        )));
+    }
+    Ok((
+        t.into_iter().map(|(_, e)| e).collect(),
+        v.into_iter().map(|(_, e)| e).collect(),
+    ))
+}
+
+/// The id batches are padded with: the tokenizer's EOS (masked anyway), else the model's,
+/// else 0.
+pub fn pad_id(tokenizer: Option<&crate::tokenizer::Tokenizer>, config: &ModelConfig) -> u32 {
+    tokenizer
+        .and_then(|t| t.eos_ids.first().copied())
+        .or(config.eos_token_ids.first().copied())
+        .unwrap_or(0)
+}
+
+/// The sequence length batches are padded to: the longest example, rounded up to a multiple of
+/// 16, at most `max_len`.
+pub fn padded_length<'a>(examples: impl IntoIterator<Item = &'a Example>, max_len: usize) -> usize {
+    let longest = examples.into_iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    longest.div_ceil(16).saturating_mul(16).min(max_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples(lengths: &[usize]) -> Vec<Example> {
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(line, &n)| Example {
+                ids: vec![1; n],
+                labels: vec![1; n],
+                line,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn validation_split_holds_out_a_seeded_share() {
+        let (t, v) = split_validation(examples(&[3; 20]), 0.25, 7).unwrap();
+        assert_eq!((t.len(), v.len()), (15, 5));
+        let (t2, v2) = split_validation(examples(&[3; 20]), 0.25, 7).unwrap();
+        let lines = |e: &[Example]| e.iter().map(|x| x.line).collect::<Vec<_>>();
+        assert_eq!((lines(&t), lines(&v)), (lines(&t2), lines(&v2)));
+        let (_, v3) = split_validation(examples(&[3; 20]), 0.25, 8).unwrap();
+        assert_ne!(lines(&v), lines(&v3), "another seed, other examples");
+        // Any fraction above 0 holds out at least one; none leaves nothing to train on.
+        assert_eq!(
+            split_validation(examples(&[3; 2]), 0.01, 1)
+                .unwrap()
+                .1
+                .len(),
+            1
+        );
+        assert!(split_validation(examples(&[3; 1]), 0.5, 1).is_err());
+        for bad in [-0.5, 1.0, f64::NAN] {
+            assert!(
+                split_validation(examples(&[3; 4]), bad, 1).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            split_validation(examples(&[3; 4]), 0.0, 1).unwrap().1.len(),
+            0
+        );
+    }
+
+    #[test]
+    fn batches_pad_to_the_longest_in_sixteens_within_the_limit() {
+        assert_eq!(padded_length(&examples(&[3, 17, 9]), 512), 32);
+        assert_eq!(padded_length(&examples(&[16]), 512), 16);
+        assert_eq!(padded_length(&examples(&[300]), 100), 100);
+        assert_eq!(padded_length(&examples(&[]), 512), 16);
+    }
+
+    #[test]
+    fn eta_follows_the_mean_pace() {
+        assert_eq!(eta_seconds(10.0, 5, 20), 40.0);
+        assert!(eta_seconds(0.0, 0, 3).is_nan());
+    }
+}
