@@ -9,6 +9,8 @@ use wasm_bindgen::prelude::*;
 use crate::data::batch::scored_capacity;
 use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
+use crate::lora::gguf_lora::{gguf_lora_bytes, GgufLoraDtype};
+use crate::lora::peft::Adapter;
 use crate::lora::{LoraConfig, ALL_LINEAR};
 use crate::model::generate::{generate, Sampler};
 use crate::model::gguf::GgufFile;
@@ -22,7 +24,9 @@ use crate::tokenizer::{Message, Tokenizer};
 use crate::train::evaluate::{question_items, Scorer, ScorerShape, PASS_TOKENS};
 use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::session::SessionSettings;
-use crate::train::trainer::{pad_id, padded_length, split_validation, Trainer};
+use crate::train::trainer::{
+    pad_id, padded_length, split_validation, tensors_from_bytes, tensors_to_bytes, Trainer,
+};
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
@@ -127,14 +131,44 @@ impl WebSession {
     /// Build the trainer for `data` (JSONL, any format the CLI takes) with `settings` (JSON:
     /// rank, alpha, lr, steps, batch, accumulation, max_seq_len, seed, schedule,
     /// warmup_steps, weight_decay, max_grad_norm, valid_split, base "nf4"/"f32"), load the
-    /// weights (`progress(done, total)`), and start a fresh adapter. Returns a JSON summary.
+    /// weights (`progress(done, total)`), and start a fresh adapter, or with `resume` (what
+    /// `checkpoint` returned, kept by the page) continue that run where it stopped: the same
+    /// data and settings then give the losses an uninterrupted run gives. Returns a JSON
+    /// summary.
     pub async fn prepare(
         &mut self,
         data: &str,
         data_name: &str,
         settings: &str,
         progress: &Function,
+        resume: JsValue,
     ) -> Result<String, JsValue> {
+        let resume = if resume.is_null() || resume.is_undefined() {
+            None
+        } else {
+            let parts = Array::from(&resume);
+            let state: serde_json::Value =
+                serde_json::from_str(&parts.get(0).as_string().ok_or("checkpoint: no state")?)
+                    .map_err(|e| js_err(format!("checkpoint state: {e}")))?;
+            let config = parts
+                .get(1)
+                .as_string()
+                .ok_or("checkpoint: no adapter config")?;
+            let weights = Uint8Array::new(&parts.get(2)).to_vec();
+            let adapter = Adapter::from_bytes(
+                &config,
+                "checkpoint/adapter_config.json",
+                weights.into(),
+                "checkpoint/adapter_model.safetensors",
+            )
+            .map_err(js_err)?;
+            let moments = tensors_from_bytes(
+                Uint8Array::new(&parts.get(3)).to_vec(),
+                "checkpoint/optimizer.safetensors",
+            )
+            .map_err(js_err)?;
+            Some((adapter, moments, state))
+        };
         let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
         let rank = setting(&s, "rank", 16.0) as usize;
         let batch = setting(&s, "batch", 4.0).max(1.0) as usize;
@@ -213,7 +247,7 @@ impl WebSession {
         self.training = None;
         let pad = pad_id(self.tokenizer.as_ref(), &self.config);
         let (train_count, valid_count) = (train.len(), valid.len());
-        let trainer = Trainer::new(
+        let mut trainer = Trainer::new(
             &self.gpu,
             &self.config,
             self.weights.as_ref(),
@@ -222,15 +256,20 @@ impl WebSession {
             train,
             valid,
             pad,
-            None,
+            resume.as_ref().map(|(a, _, _)| a),
             &mut |done, all| {
                 let _ = progress.call2(&JsValue::NULL, &done.into(), &all.into());
             },
         )
         .map_err(js_err)?;
+        if let Some((_, moments, state)) = &resume {
+            trainer
+                .resume(&self.gpu, moments, state)
+                .map_err(|e| js_err(format!("resuming: {e}")))?;
+        }
         let summary = serde_json::json!({
             "examples": train_count, "valid_examples": valid_count, "seq": seq, "batch": batch,
-            "accumulation": accumulation, "steps": total,
+            "accumulation": accumulation, "steps": total, "step": trainer.step,
             "planned_peak_bytes": trainer.session.compiled.peak_bytes(),
             "trainable": trainer.session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
         });
@@ -272,6 +311,32 @@ impl WebSession {
         out.push(&JsValue::from_str(&config));
         out.push(&Uint8Array::from(&bytes[..]));
         Ok(out)
+    }
+
+    /// A checkpoint of the run as it is now: [trainer state JSON, adapter_config.json text,
+    /// adapter_model.safetensors bytes, optimizer.safetensors bytes (the AdamW moments)], what
+    /// `prepare` takes to resume. An adapter holding a NaN or infinity is refused.
+    pub async fn checkpoint(&self) -> Result<Array, JsValue> {
+        let t = self.training.as_ref().ok_or("nothing trained yet")?;
+        let (adapter, moments, state) = t.checkpoint(&self.gpu).await.map_err(js_err)?;
+        let (config, weights) = adapter.to_bytes().map_err(js_err)?;
+        let moments = tensors_to_bytes(&moments).map_err(js_err)?;
+        let out = Array::new();
+        out.push(&JsValue::from_str(&state.to_string()));
+        out.push(&JsValue::from_str(&config));
+        out.push(&Uint8Array::from(&weights[..]));
+        out.push(&Uint8Array::from(&moments[..]));
+        Ok(out)
+    }
+
+    /// The trained adapter as llama.cpp's GGUF LoRA for this model (f32), what
+    /// `webqlora export --format gguf-lora` writes.
+    pub async fn adapter_gguf(&self) -> Result<Uint8Array, JsValue> {
+        let t = self.training.as_ref().ok_or("nothing trained yet")?;
+        let adapter = t.adapter(&self.gpu).await.map_err(js_err)?;
+        let bytes = gguf_lora_bytes(&adapter, &self.config, GgufLoraDtype::F32, "the adapter")
+            .map_err(js_err)?;
+        Ok(Uint8Array::from(&bytes[..]))
     }
 
     fn lora(&self) -> Option<&LoraConfig> {

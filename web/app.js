@@ -66,6 +66,71 @@ async function cachedModel() {
   } catch (e) { return null; }
 }
 
+// ---- the run, kept in the Origin Private File System so a reload can resume it -------------
+// run/run.json (settings, data name, model name), run/data.jsonl, and per checkpoint
+// <step>.state.json, <step>.adapter_config.json, <step>.adapter_model.safetensors,
+// <step>.optimizer.safetensors; run/latest.json (step, steps, losses so far) is written last,
+// so it never names a checkpoint whose files are not all there.
+
+async function runDir(create) {
+  if (!navigator.storage || !navigator.storage.getDirectory) return null;
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle('run', { create });
+}
+
+async function writeFile(dir, name, data) {
+  const h = await dir.getFileHandle(name, { create: true });
+  const w = await h.createWritable();
+  await w.write(data);
+  await w.close();
+}
+
+async function readFile(dir, name, text) {
+  const f = await (await dir.getFileHandle(name)).getFile();
+  return text ? f.text() : f.arrayBuffer();
+}
+
+async function startRun(settings) {
+  try {
+    const root = await navigator.storage.getDirectory();
+    await root.removeEntry('run', { recursive: true }).catch(() => {});
+    const dir = await runDir(true);
+    await writeFile(dir, 'data.jsonl', state.data);
+    await writeFile(dir, 'run.json', JSON.stringify({ settings, dataName: state.dataName, modelName: state.modelName }));
+  } catch (e) { console.warn('could not keep the run in this browser', e); }
+}
+
+async function keepCheckpoint(m) {
+  try {
+    const dir = await runDir(true);
+    const prefix = `${m.step}.`;
+    await writeFile(dir, prefix + 'state.json', m.state);
+    await writeFile(dir, prefix + 'adapter_config.json', m.config);
+    await writeFile(dir, prefix + 'adapter_model.safetensors', m.weights);
+    await writeFile(dir, prefix + 'optimizer.safetensors', m.moments);
+    const previous = state.savedStep;
+    await writeFile(dir, 'latest.json', JSON.stringify({ step: m.step, steps: m.steps, losses: state.losses.slice(0, m.step) }));
+    state.savedStep = m.step;
+    if (previous && previous !== m.step) {
+      for (const f of ['state.json', 'adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors']) {
+        await dir.removeEntry(`${previous}.${f}`).catch(() => {});
+      }
+    }
+    $('train-info').dataset.saved = String(m.step);
+  } catch (e) { console.warn('could not keep the checkpoint in this browser', e); }
+}
+
+// The interrupted run kept in this browser, if any: { run, latest }.
+async function keptRun() {
+  try {
+    const dir = await runDir(false);
+    const latest = JSON.parse(await readFile(dir, 'latest.json', true));
+    const run = JSON.parse(await readFile(dir, 'run.json', true));
+    state.keptLatest = latest;
+    return latest.step < latest.steps ? { run, latest } : null;
+  } catch (e) { state.keptError = String(e); return null; }
+}
+
 async function fetchWithProgress(url) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
@@ -165,6 +230,7 @@ function updateButtons() {
   $('generate').disabled = busy || !modelReady;
   $('mcq').disabled = busy || !modelReady;
   $('download').disabled = busy || !state.trained;
+  $('download-gguf').disabled = busy || !state.trained;
 }
 
 function settings() {
@@ -172,7 +238,7 @@ function settings() {
   return {
     rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
     max_seq_len: num('seq'), batch: num('batch'), seed: num('seed'), base: $('base').value,
-    model_name: state.modelName,
+    save_every: num('save-every'), model_name: state.modelName,
   };
 }
 
@@ -210,8 +276,48 @@ $('train').onclick = () => {
   state.trained = false;
   drawChart();
   setBusy(true);
+  $('resume-run').hidden = true;
   $('train-info').textContent = 'preparing …';
-  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: settings() });
+  state.run = settings();
+  state.savedStep = 0;
+  $('train-info').dataset.saved = '0';
+  startRun(state.run);
+  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run });
+};
+
+// Resume the run a reload (or a lost device) interrupted, from its last checkpoint: the same
+// data and settings, the model kept in this browser.
+$('resume-run').onclick = async () => {
+  const kept = await keptRun();
+  if (!kept) { $('resume-run').hidden = true; return; }
+  if (!modelReady) {
+    const files = await cachedModel();
+    if (!files) { message('Load the model this run used first, then resume.', true); return; }
+    openModel(files, kept.run.modelName || 'the model kept in this browser', false);
+  }
+  const dir = await runDir(false);
+  const step = kept.latest.step;
+  const resume = [
+    await readFile(dir, `${step}.state.json`, true),
+    await readFile(dir, `${step}.adapter_config.json`, true),
+    new Uint8Array(await readFile(dir, `${step}.adapter_model.safetensors`)),
+    new Uint8Array(await readFile(dir, `${step}.optimizer.safetensors`)),
+  ];
+  setData(await readFile(dir, 'data.jsonl', true), kept.run.dataName);
+  state.run = kept.run.settings;
+  state.losses = kept.latest.losses;
+  state.steps = [];
+  state.tokens = 0;
+  state.seconds = 0;
+  state.trained = false;
+  state.savedStep = step;
+  $('steps').value = String(state.run.steps);
+  $('save-every').value = String(state.run.save_every);
+  $('resume-run').hidden = true;
+  setBusy(true);
+  drawChart();
+  $('train-info').textContent = `resuming from step ${step} …`;
+  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run, resume });
 };
 $('stop').onclick = () => worker.postMessage({ type: 'stop' });
 
@@ -229,6 +335,7 @@ $('mcq').onclick = async () => {
   worker.postMessage({ type: 'mcq', data, limit: Number($('mcq-limit').value), tag });
 };
 $('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
+$('download-gguf').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter-gguf' }); };
 
 /// Seconds as "1 h 02 min", "3 min 05 s" or "12 s".
 function duration(s) {
@@ -268,7 +375,16 @@ worker.onmessage = (e) => {
       $('train-info').textContent = `${m.summary.examples} examples, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
         `${m.summary.trainable} trainable values, planned GPU memory ${(m.summary.planned_peak_bytes / 2 ** 20).toFixed(1)} MiB`;
       $('step-progress').max = m.summary.steps;
-      worker.postMessage({ type: 'train' });
+      if (m.summary.step >= m.summary.steps) {
+        state.trained = true;
+        setBusy(false);
+        break;
+      }
+      if (m.summary.step > 0) $('train-info').textContent += ` — resumed after step ${m.summary.step}`;
+      worker.postMessage({ type: 'train', saveEvery: state.run.save_every });
+      break;
+    case 'checkpoint':
+      keepCheckpoint(m);
       break;
     case 'step':
       state.losses.push(m.loss);
@@ -306,6 +422,11 @@ worker.onmessage = (e) => {
       $('download-info').textContent = 'adapter_config.json and adapter_model.safetensors downloaded';
       setBusy(false);
       break;
+    case 'adapter-gguf':
+      download('adapter.gguf', new Blob([m.bytes], { type: 'application/octet-stream' }));
+      $('download-info').textContent = 'adapter.gguf downloaded (llama.cpp: --lora adapter.gguf; Ollama: ADAPTER ./adapter.gguf)';
+      setBusy(false);
+      break;
     case 'error':
       message(explain(m.where, m.message), true);
       setBusy(false);
@@ -320,5 +441,10 @@ if (!navigator.gpu) {
     'or Firefox/Safari with WebGPU enabled; on Linux, Chrome needs --enable-unsafe-webgpu.', true);
 } else {
   cachedModel().then((files) => { $('model-cached').hidden = !files; });
+  keptRun().then((kept) => {
+    if (!kept) return;
+    $('resume-run').hidden = false;
+    $('resume-run').textContent = `Resume the interrupted run (${kept.run.dataName}): step ${kept.latest.step} of ${kept.latest.steps}`;
+  });
 }
 updateButtons();

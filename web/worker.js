@@ -21,18 +21,27 @@ async function handle(m) {
     }
     case 'prepare': {
       const summary = await session.prepare(m.data, m.dataName, JSON.stringify(m.settings),
-        (done, total) => post({ type: 'load-progress', done, total }));
+        (done, total) => post({ type: 'load-progress', done, total }), m.resume || null);
       post({ type: 'prepared', summary: JSON.parse(summary) });
       break;
     }
     case 'train': {
       stopping = false;
+      const every = m.saveEvery || 0;
       for (;;) {
         const t0 = performance.now();
         const r = JSON.parse(await session.step());
         r.seconds = (performance.now() - t0) / 1000;
         post({ type: 'step', ...r });
-        if (r.step >= r.steps || stopping) break;
+        const last = r.step >= r.steps;
+        // A checkpoint every `saveEvery` steps, at Stop and at the end: the page keeps it in
+        // the Origin Private File System, so a reload resumes the run.
+        if ((every > 0 && r.step % every === 0) || stopping || last) {
+          const [st, config, weights, moments] = await session.checkpoint();
+          post({ type: 'checkpoint', step: r.step, steps: r.steps, state: st, config,
+            weights: weights.buffer, moments: moments.buffer }, [weights.buffer, moments.buffer]);
+        }
+        if (last || stopping) break;
       }
       post({ type: 'trained', stopped: stopping });
       break;
@@ -50,6 +59,11 @@ async function handle(m) {
       const r = await session.mcq(m.data, m.limit,
         (done, total) => post({ type: 'mcq-progress', done, total }));
       post({ type: 'mcq-done', tag: m.tag, result: JSON.parse(r) });
+      break;
+    }
+    case 'adapter-gguf': {
+      const bytes = await session.adapter_gguf();
+      post({ type: 'adapter-gguf', bytes: bytes.buffer }, [bytes.buffer]);
       break;
     }
     case 'adapter': {

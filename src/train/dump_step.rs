@@ -217,19 +217,7 @@ fn repack_absmax(
 
 /// Write named f32 tensors as one safetensors file, through a temporary name.
 pub fn write_tensors(path: &Path, tensors: &Tensors) -> Result<(), ModelError> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, values)| {
-            let view = safetensors::tensor::TensorView::new(
-                Dtype::F32,
-                shape.clone(),
-                bytemuck::cast_slice(values),
-            )
-            .expect("shape and data agree");
-            (name.clone(), view)
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, None).map_err(|e| ModelError::Invalid {
+    let bytes = super::trainer::tensors_to_bytes(tensors).map_err(|e| ModelError::Invalid {
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;

@@ -343,6 +343,38 @@ pub fn pad_id(tokenizer: Option<&crate::tokenizer::Tokenizer>, config: &ModelCon
         .unwrap_or(0)
 }
 
+/// Named f32 tensors as one safetensors file's bytes (a checkpoint's AdamW moments).
+pub fn tensors_to_bytes(tensors: &NamedTensors) -> Result<Vec<u8>, TrainError> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(values),
+            )
+            .expect("shape and data agree");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, None).map_err(|e| TrainError::Invalid(e.to_string()))
+}
+
+/// The tensors of a safetensors file's bytes (`name` names it in errors), in file order.
+pub fn tensors_from_bytes(bytes: Vec<u8>, name: &str) -> Result<NamedTensors, TrainError> {
+    let files = crate::model::safetensors_files::SafetensorsFiles::from_files(vec![(
+        name.to_string(),
+        bytes.into(),
+    )])?;
+    let mut out = Vec::new();
+    for n in files.names() {
+        let (_, shape, _) = files.raw(n)?;
+        let values = files.f32(n, &shape)?;
+        out.push((n.to_string(), shape, values));
+    }
+    Ok(out)
+}
+
 /// The sequence length batches are padded to: the longest example, rounded up to a multiple of
 /// 16, at most `max_len`.
 pub fn padded_length<'a>(examples: impl IntoIterator<Item = &'a Example>, max_len: usize) -> usize {

@@ -23,6 +23,8 @@ type Socket = WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>
 
 /// The page's settings, the same for the native run.
 const STEPS: usize = 6;
+/// The run interrupted by a reload and resumed from its checkpoint.
+const RESUMED_STEPS: usize = 24;
 const SETTINGS: [(&str, &str); 7] = [
     ("rank", "4"),
     ("alpha", "8"),
@@ -454,6 +456,35 @@ pub fn run_test() -> Result<(), String> {
         .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
         .stdout(Stdio::null()))?;
 
+    // The same run at RESUMED_STEPS steps (the schedule depends on the total): what the page's
+    // interrupted and resumed run must reproduce.
+    let native_long = dir.join("native-long");
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
+    run(cmd
+        .args(["train", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&native_long)
+        .args([
+            "--rank",
+            get("rank"),
+            "--alpha",
+            get("alpha"),
+            "--lr",
+            get("lr"),
+        ])
+        .args([
+            "--steps",
+            &RESUMED_STEPS.to_string(),
+            "--max-seq-len",
+            get("seq"),
+        ])
+        .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
+        .stdout(Stdio::null()))?;
+
     // The tiny Llama with a byte-level tokenizer, as a folder: served under /files/ for the
     // page's URL loading, and given to the native binary.
     let tokenizer = dir.join("tokenizer.json");
@@ -527,6 +558,16 @@ pub fn run_test() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The same adapter for llama.cpp.
+    cdp.eval("document.getElementById('download-gguf').click()")?;
+    let gguf = downloads.join("adapter.gguf");
+    let start = Instant::now();
+    while !gguf.exists() {
+        if start.elapsed() > minute {
+            return Err("adapter.gguf was not downloaded".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let shot = cdp.call(
         "Page.captureScreenshot",
@@ -541,6 +582,42 @@ pub fn run_test() -> Result<(), String> {
         "['gen-before', 'gen-after', 'mcq-before', 'mcq-after'].map(id => document.getElementById(id).textContent).join(' | ')",
     )?;
     let page_text = cdp.eval("document.getElementById('gen-before').textContent")?;
+
+    // Survive a reload: checkpoints every 2 steps into the Origin Private File System, the page
+    // reloaded mid-run, the run resumed from its last checkpoint with the model kept there.
+    cdp.eval(&format!(
+        "document.getElementById('steps').value = '{RESUMED_STEPS}'; document.getElementById('save-every').value = '2'"
+    ))?;
+    cdp.eval("document.getElementById('train').click()")?;
+    cdp.wait_for(
+        "Number(document.getElementById('train-info').dataset.saved || 0) >= 4 && window.webqloraState.losses.length >= 4",
+        "the second checkpoint",
+        2 * minute,
+    )?;
+    cdp.call("Page.reload", json!({}))?;
+    if let Err(e) = cdp.wait_for(
+        "document.readyState === 'complete' && !!window.webqloraState && !document.getElementById('resume-run').hidden",
+        "the resume button after a reload mid-run",
+        minute,
+    ) {
+        let kept = cdp.eval("(async () => { const r = await navigator.storage.getDirectory(); const out = []; for await (const [n, h] of r.entries()) { out.push(n); if (h.kind === 'directory') for await (const [m] of h.entries()) out.push(n + '/' + m); } return JSON.stringify([out, window.webqloraState.keptLatest, window.webqloraState.keptError]); })()")?;
+        return Err(format!("{e}\nkept run: {kept}"));
+    }
+    let resume_label = cdp.eval("document.getElementById('resume-run').textContent")?;
+    cdp.eval("document.getElementById('resume-run').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('done')",
+        "the resumed run",
+        5 * minute,
+    )?;
+    let resumed_info = cdp.eval("document.getElementById('train-info').textContent")?;
+    let resumed: Vec<f64> = cdp
+        .eval("window.webqloraState.losses")?
+        .as_array()
+        .ok_or("no losses")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
 
     // Stop: a long run stops after the step in progress.
     cdp.eval("document.getElementById('steps').value = '500'")?;
@@ -600,6 +677,53 @@ pub fn run_test() -> Result<(), String> {
         return Err(format!(
             "the page's loss did not fall: {losses:?} (native {native_losses:?}); steps {steps}; console:\n{}",
             cdp.console.join("\n")
+        ));
+    }
+    // The resumed run: every loss an uninterrupted (native) run gives.
+    let long_losses: Vec<f64> = std::fs::read_to_string(native_long.join("metrics.jsonl"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    if !resumed_info
+        .as_str()
+        .is_some_and(|t| t.contains("resumed after step"))
+    {
+        return Err(format!(
+            "the reloaded run did not resume: {resumed_info} ({resume_label})"
+        ));
+    }
+    let worst_loss = resumed
+        .iter()
+        .zip(&long_losses)
+        .map(|(a, b)| ((a - b) / b).abs())
+        .fold(0.0f64, f64::max);
+    if resumed.len() != RESUMED_STEPS || long_losses.len() != RESUMED_STEPS || worst_loss > 1e-4 {
+        return Err(format!(
+            "the resumed run's losses {resumed:?} against an uninterrupted run's {long_losses:?}"
+        ));
+    }
+    println!("browser e2e: {resume_label} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run");
+    // The page's GGUF LoRA is what `webqlora export` writes for the page's PEFT adapter.
+    let exported = dir.join("exported.gguf");
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    run(crate::test::with_env(&mut cmd)
+        .args(["export", "--model"])
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&downloads)
+        .arg("--output")
+        .arg(&exported)
+        .stdout(Stdio::null()))?;
+    let (page_gguf, native_gguf) = (
+        std::fs::read(&gguf).map_err(|e| e.to_string())?,
+        std::fs::read(&exported).map_err(|e| e.to_string())?,
+    );
+    if page_gguf != native_gguf {
+        return Err(format!(
+            "the page's adapter.gguf ({} bytes) differs from `webqlora export` of its PEFT adapter ({} bytes)",
+            page_gguf.len(),
+            native_gguf.len()
         ));
     }
     let web = read_safetensors(&weights)?;
