@@ -109,7 +109,8 @@ async function keepCheckpoint(m) {
     await writeFile(dir, prefix + 'adapter_model.safetensors', m.weights);
     await writeFile(dir, prefix + 'optimizer.safetensors', m.moments);
     const previous = state.savedStep;
-    await writeFile(dir, 'latest.json', JSON.stringify({ step: m.step, steps: m.steps, losses: state.losses.slice(0, m.step) }));
+    await writeFile(dir, 'latest.json', JSON.stringify({ step: m.step, steps: m.steps,
+      losses: state.losses.slice(0, m.step), valLosses: (state.valLosses || []).filter(([s]) => s <= m.step) }));
     state.savedStep = m.step;
     if (previous && previous !== m.step) {
       for (const f of ['state.json', 'adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors']) {
@@ -238,19 +239,25 @@ function settings() {
   return {
     rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
     max_seq_len: num('seq'), batch: num('batch'), seed: num('seed'), base: $('base').value,
-    save_every: num('save-every'), model_name: state.modelName,
+    save_every: num('save-every'), valid_split: num('valid-split'), eval_every: num('eval-every'),
+    model_name: state.modelName,
   };
 }
 
+// Training loss a point a step (blue), validation loss at each evaluation (orange).
 function drawChart() {
   const c = $('loss-chart');
   const g = c.getContext('2d');
   g.clearRect(0, 0, c.width, c.height);
   const pts = state.losses;
+  const vals = state.valLosses || [];
   if (!pts.length) return;
-  const max = Math.max(...pts), min = Math.min(...pts);
+  const all = pts.concat(vals.map(([, l]) => l));
+  const max = Math.max(...all), min = Math.min(...all);
   const span = Math.max(max - min, 1e-6);
   const n = Number($('steps').value) || pts.length;
+  const x = (step) => 40 + (c.width - 50) * (n > 1 ? (step - 1) / (n - 1) : 0);
+  const y = (l) => 10 + (c.height - 30) * (1 - (l - min) / span);
   g.strokeStyle = '#888';
   g.strokeRect(40, 10, c.width - 50, c.height - 30);
   g.fillStyle = '#444';
@@ -258,18 +265,26 @@ function drawChart() {
   g.fillText(max.toFixed(3), 2, 16);
   g.fillText(min.toFixed(3), 2, c.height - 20);
   g.fillText('loss', 2, c.height / 2);
+  g.fillStyle = '#1f5fbf';
+  g.fillText('train', 50, c.height - 4);
   g.strokeStyle = '#1f5fbf';
   g.beginPath();
-  pts.forEach((l, i) => {
-    const x = 40 + (c.width - 50) * (n > 1 ? i / (n - 1) : 0);
-    const y = 10 + (c.height - 30) * (1 - (l - min) / span);
-    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
-  });
+  pts.forEach((l, i) => { if (i === 0) g.moveTo(x(i + 1), y(l)); else g.lineTo(x(i + 1), y(l)); });
   g.stroke();
+  if (vals.length) {
+    g.fillStyle = '#d9480f';
+    g.fillText('validation', 100, c.height - 4);
+    g.strokeStyle = '#d9480f';
+    g.beginPath();
+    vals.forEach(([step, l], i) => { if (i === 0) g.moveTo(x(step), y(l)); else g.lineTo(x(step), y(l)); });
+    g.stroke();
+    for (const [step, l] of vals) g.fillRect(x(step) - 2, y(l) - 2, 5, 5);
+  }
 }
 
 $('train').onclick = () => {
   state.losses = [];
+  state.valLosses = [];
   state.steps = [];
   state.tokens = 0;
   state.seconds = 0;
@@ -306,6 +321,7 @@ $('resume-run').onclick = async () => {
   setData(await readFile(dir, 'data.jsonl', true), kept.run.dataName);
   state.run = kept.run.settings;
   state.losses = kept.latest.losses;
+  state.valLosses = kept.latest.valLosses || [];
   state.steps = [];
   state.tokens = 0;
   state.seconds = 0;
@@ -313,6 +329,8 @@ $('resume-run').onclick = async () => {
   state.savedStep = step;
   $('steps').value = String(state.run.steps);
   $('save-every').value = String(state.run.save_every);
+  $('valid-split').value = String(state.run.valid_split || 0);
+  $('eval-every').value = String(state.run.eval_every || 0);
   $('resume-run').hidden = true;
   setBusy(true);
   drawChart();
@@ -381,10 +399,16 @@ worker.onmessage = (e) => {
         break;
       }
       if (m.summary.step > 0) $('train-info').textContent += ` — resumed after step ${m.summary.step}`;
-      worker.postMessage({ type: 'train', saveEvery: state.run.save_every });
+      worker.postMessage({ type: 'train', saveEvery: state.run.save_every, evalEvery: state.run.eval_every,
+        validation: m.summary.valid_examples > 0 });
       break;
     case 'checkpoint':
       keepCheckpoint(m);
+      break;
+    case 'validation':
+      (state.valLosses = state.valLosses || []).push([m.step, m.loss]);
+      $('val-text').textContent = `validation loss ${m.loss.toFixed(4)} (perplexity ${m.perplexity.toFixed(2)}) after step ${m.step}`;
+      drawChart();
       break;
     case 'step':
       state.losses.push(m.loss);

@@ -34,6 +34,11 @@ async function handle(m) {
         r.seconds = (performance.now() - t0) / 1000;
         post({ type: 'step', ...r });
         const last = r.step >= r.steps;
+        // Validation every `evalEvery` steps and at the end, as the CLI's --eval-every.
+        if (m.validation && ((m.evalEvery > 0 && r.step % m.evalEvery === 0) || last)) {
+          const v = JSON.parse(await session.validate());
+          if (v) post({ type: 'validation', ...v });
+        }
         // A checkpoint every `saveEvery` steps, at Stop and at the end: the page keeps it in
         // the Origin Private File System, so a reload resumes the run.
         if ((every > 0 && r.step % every === 0) || stopping || last) {

@@ -482,6 +482,7 @@ pub fn run_test() -> Result<(), String> {
             "--max-seq-len",
             get("seq"),
         ])
+        .args(["--valid-split", "0.25", "--eval-every", "4"])
         .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
         .stdout(Stdio::null()))?;
 
@@ -586,7 +587,7 @@ pub fn run_test() -> Result<(), String> {
     // Survive a reload: checkpoints every 2 steps into the Origin Private File System, the page
     // reloaded mid-run, the run resumed from its last checkpoint with the model kept there.
     cdp.eval(&format!(
-        "document.getElementById('steps').value = '{RESUMED_STEPS}'; document.getElementById('save-every').value = '2'"
+        "document.getElementById('steps').value = '{RESUMED_STEPS}'; document.getElementById('save-every').value = '2'; document.getElementById('valid-split').value = '0.25'; document.getElementById('eval-every').value = '4'"
     ))?;
     cdp.eval("document.getElementById('train').click()")?;
     cdp.wait_for(
@@ -611,6 +612,7 @@ pub fn run_test() -> Result<(), String> {
         5 * minute,
     )?;
     let resumed_info = cdp.eval("document.getElementById('train-info').textContent")?;
+    let resumed_val = cdp.eval("window.webqloraState.valLosses")?;
     let resumed: Vec<f64> = cdp
         .eval("window.webqloraState.losses")?
         .as_array()
@@ -703,7 +705,33 @@ pub fn run_test() -> Result<(), String> {
             "the resumed run's losses {resumed:?} against an uninterrupted run's {long_losses:?}"
         ));
     }
-    println!("browser e2e: {resume_label} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run");
+    // Validation (a quarter held out, every 4 steps and at the end), kept across the reload.
+    let long_val: Vec<(f64, f64)> = std::fs::read_to_string(native_long.join("metrics.jsonl"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .filter_map(|l| {
+            let v = serde_json::from_str::<Value>(l).ok()?;
+            Some((v["step"].as_f64()?, v["val_loss"].as_f64()?))
+        })
+        .collect();
+    let page_val: Vec<(f64, f64)> = resumed_val
+        .as_array()
+        .ok_or("no validation losses")?
+        .iter()
+        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+        .collect();
+    let val_ok = page_val.len() == long_val.len()
+        && page_val.len() == RESUMED_STEPS / 4
+        && page_val
+            .iter()
+            .zip(&long_val)
+            .all(|(a, b)| a.0 == b.0 && ((a.1 - b.1) / b.1).abs() < 1e-4);
+    if !val_ok {
+        return Err(format!(
+            "the page's validation losses {page_val:?} against the native run's {long_val:?}"
+        ));
+    }
+    println!("browser e2e: {resume_label} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run; validation {page_val:?}");
     // The page's GGUF LoRA is what `webqlora export` writes for the page's PEFT adapter.
     let exported = dir.join("exported.gguf");
     let mut cmd = Command::new(root.join("target/release/webqlora"));
