@@ -16,7 +16,7 @@
 
 use super::peft::Adapter;
 use crate::model::family::Family;
-use crate::model::gguf::gguf_name_for;
+use crate::model::gguf::{gguf_name_for, permute_rows};
 use crate::model::gguf_write::{GgufValue, GgufWriter};
 use crate::model::{ModelConfig, ModelError};
 
@@ -122,24 +122,4 @@ fn permuted_heads(family: &Family, config: &ModelConfig, module: &str) -> Option
     } else {
         None
     }
-}
-
-/// llama.cpp's q/k permutation (convert_hf_to_gguf's `permute`) of the rows of a
-/// [heads·D, cols] matrix: row h·D + 2j + i takes Hugging Face row h·D + i·D/2 + j; the
-/// inverse of `gguf::unpermute_rows`.
-pub fn permute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let rows = values.len() / cols;
-    let d = rows / heads;
-    let mut out = vec![0.0; values.len()];
-    for h in 0..heads {
-        for j in 0..d / 2 {
-            for i in 0..2 {
-                let to = h * d + 2 * j + i;
-                let from = h * d + i * d / 2 + j;
-                out[to * cols..(to + 1) * cols]
-                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
 }

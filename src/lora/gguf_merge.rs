@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::gguf_lora::permute_rows;
 use super::peft::Adapter;
-use crate::model::gguf::{gguf_name_for, read_raw_metadata, read_tensors, GgufFile};
+use crate::model::gguf::{gguf_name_for, permute_rows, read_raw_metadata, read_tensors, GgufFile};
 use crate::model::gguf_write::{GgufValue, GgufWriter};
 use crate::model::ModelError;
 

@@ -199,14 +199,28 @@ pub fn gguf_name_for(family: &super::family::Family, hf: &str) -> Option<String>
 /// Undo llama.cpp's q/k permutation of a [heads·D, in] weight (rows of `cols` values, or of
 /// `cols` bytes of block codes).
 pub fn unpermute_rows<T: Copy + Default>(values: &[T], heads: usize, cols: usize) -> Vec<T> {
+    move_rows(values, heads, cols, false)
+}
+
+/// llama.cpp's q/k permutation (convert_hf_to_gguf's `permute`) of the rows of a
+/// [heads·D, cols] matrix, the inverse of `unpermute_rows`: what an adapter's B or a merged
+/// weight needs to match a Llama GGUF's rows.
+pub fn permute_rows<T: Copy + Default>(values: &[T], heads: usize, cols: usize) -> Vec<T> {
+    move_rows(values, heads, cols, true)
+}
+
+/// Row h·D + 2j + i of the GGUF layout is Hugging Face row h·D + i·D/2 + j; move rows from
+/// one layout to the other.
+fn move_rows<T: Copy + Default>(values: &[T], heads: usize, cols: usize, to_gguf: bool) -> Vec<T> {
     let rows = values.len() / cols;
     let d = rows / heads;
     let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for j in 0..d / 2 {
             for i in 0..2 {
-                let from = h * d + 2 * j + i;
-                let to = h * d + i * d / 2 + j;
+                let gguf = h * d + 2 * j + i;
+                let hf = h * d + i * d / 2 + j;
+                let (from, to) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
                 out[to * cols..(to + 1) * cols]
                     .copy_from_slice(&values[from * cols..(from + 1) * cols]);
             }

@@ -432,59 +432,42 @@ pub fn run_test() -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("the golden tiny Llama: {e}"))?;
 
-    // The native run with the same seed, data and settings.
-    let native = dir.join("native");
+    // The native run with the same seed, data and settings; and the same at RESUMED_STEPS
+    // steps (the schedule depends on the total) with validation, what the page's interrupted
+    // and resumed run must reproduce.
     let get = |k: &str| SETTINGS.iter().find(|s| s.0 == k).expect("a setting").1;
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
-    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
-    run(cmd
-        .args(["train", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(&native)
-        .args([
-            "--rank",
-            get("rank"),
-            "--alpha",
-            get("alpha"),
-            "--lr",
-            get("lr"),
-        ])
-        .args(["--steps", get("steps"), "--max-seq-len", get("seq")])
-        .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
-        .stdout(Stdio::null()))?;
-
-    // The same run at RESUMED_STEPS steps (the schedule depends on the total): what the page's
-    // interrupted and resumed run must reproduce.
+    let native_train = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut cmd = Command::new(root.join("target/release/webqlora"));
+        crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
+        run(cmd
+            .args(["train", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(out)
+            .args([
+                "--rank",
+                get("rank"),
+                "--alpha",
+                get("alpha"),
+                "--lr",
+                get("lr"),
+            ])
+            .args(["--steps", steps, "--max-seq-len", get("seq")])
+            .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
+            .args(extra)
+            .stdout(Stdio::null()))
+    };
+    let native = dir.join("native");
+    native_train(&native, get("steps"), &[])?;
     let native_long = dir.join("native-long");
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
-    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
-    run(cmd
-        .args(["train", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(&native_long)
-        .args([
-            "--rank",
-            get("rank"),
-            "--alpha",
-            get("alpha"),
-            "--lr",
-            get("lr"),
-        ])
-        .args([
-            "--steps",
-            &RESUMED_STEPS.to_string(),
-            "--max-seq-len",
-            get("seq"),
-        ])
-        .args(["--valid-split", "0.25", "--eval-every", "4"])
-        .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
-        .stdout(Stdio::null()))?;
+    let long_steps = RESUMED_STEPS.to_string();
+    native_train(
+        &native_long,
+        &long_steps,
+        &["--valid-split", "0.25", "--eval-every", "4"],
+    )?;
 
     // The tiny Llama with a byte-level tokenizer, as a folder: served under /files/ for the
     // page's URL loading, and given to the native binary.
