@@ -95,6 +95,15 @@ impl Cdp {
         Ok(r["result"]["value"].clone())
     }
 
+    /// The numbers of an array `expr` evaluates to.
+    fn numbers(&mut self, expr: &str) -> Result<Vec<f64>, String> {
+        let v = self.eval(expr)?;
+        let items = v
+            .as_array()
+            .ok_or_else(|| format!("{expr}: not an array: {v}"))?;
+        Ok(items.iter().filter_map(Value::as_f64).collect())
+    }
+
     /// Wait until `expr` is true; fail with the page's message on timeout or error.
     fn wait_for(&mut self, expr: &str, what: &str, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
@@ -525,13 +534,7 @@ pub fn run_test() -> Result<(), String> {
         5 * minute,
     )?;
     try_it(&mut cdp, "after")?;
-    let losses: Vec<f64> = cdp
-        .eval("window.webqloraState.losses")?
-        .as_array()
-        .ok_or("no losses")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let losses = cdp.numbers("window.webqloraState.losses")?;
     cdp.eval("document.getElementById('download').click()")?;
     let weights = downloads.join("adapter_model.safetensors");
     let config = downloads.join("adapter_config.json");
@@ -596,13 +599,7 @@ pub fn run_test() -> Result<(), String> {
     )?;
     let resumed_info = cdp.eval("document.getElementById('train-info').textContent")?;
     let resumed_val = cdp.eval("window.webqloraState.valLosses")?;
-    let resumed: Vec<f64> = cdp
-        .eval("window.webqloraState.losses")?
-        .as_array()
-        .ok_or("no losses")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let resumed = cdp.numbers("window.webqloraState.losses")?;
 
     // Stop: a long run stops after the step in progress.
     cdp.eval("document.getElementById('steps').value = '500'")?;
