@@ -123,6 +123,14 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
     Ok(x)
 }
 
+/// Refuse to replace an existing output file unless `--force` was given.
+pub fn check_new_file(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        anyhow::bail!("{}: already exists (--force replaces it)", path.display());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

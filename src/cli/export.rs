@@ -48,12 +48,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let source = ModelSource::open(&args.model.path())?;
     let adapter = Adapter::load(&args.adapter)?;
-    if args.output.exists() && !args.force {
-        anyhow::bail!(
-            "{}: already exists (--force replaces it)",
-            args.output.display()
-        );
-    }
+    super::common::check_new_file(&args.output, args.force)?;
     let dtype = match args.dtype {
         ExportDtype::F32 => GgufLoraDtype::F32,
         ExportDtype::F16 => GgufLoraDtype::F16,

@@ -183,12 +183,7 @@ fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
     }
     let base = GgufFile::open(&model_path)?;
     let adapter = Adapter::load(&args.adapter)?;
-    if args.output.exists() && !args.force {
-        anyhow::bail!(
-            "{}: already exists (--force replaces it)",
-            args.output.display()
-        );
-    }
+    super::common::check_new_file(&args.output, args.force)?;
     let dtype = match args.dtype {
         DtypeArg::F16 => GgufDtype::F16,
         DtypeArg::F32 => GgufDtype::F32,
