@@ -40,6 +40,8 @@ pub struct WebSession {
     tokenizer: Option<Tokenizer>,
     base: BaseFormat,
     training: Option<Trainer>,
+    /// The page's `?kernels=`, applied again to a new device.
+    kernels: Option<String>,
 }
 
 fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
@@ -102,7 +104,32 @@ impl WebSession {
             tokenizer,
             base: BaseFormat::Nf4 { blocksize: 64 },
             training: None,
+            kernels: None,
         })
+    }
+
+    /// Why the GPU device was lost (the browser reset it, or `lose_device`), or undefined
+    /// while it works. Nothing more runs on a lost device: `renew` opens another.
+    pub fn device_lost(&self) -> Option<String> {
+        self.gpu.lost()
+    }
+
+    /// Destroy the GPU device (`GPUDevice.destroy()`), as a browser's GPU reset does; the
+    /// page's end-to-end test forces a loss through it.
+    pub fn lose_device(&self) {
+        self.gpu.device.destroy();
+    }
+
+    /// Open a new GPU device after a loss, keeping the model's files, tokenizer and kernel
+    /// choice; the training on the old device is gone (`prepare` with a checkpoint resumes
+    /// it).
+    pub async fn renew(&mut self) -> Result<(), JsValue> {
+        self.training = None;
+        self.gpu = Gpu::new(&AdapterRequest::default()).await.map_err(js_err)?;
+        if let Some(k) = self.kernels.clone() {
+            self.set_kernels(&k)?;
+        }
+        Ok(())
     }
 
     /// Force the kernels graphs use from now on, in `WEBQLORA_KERNELS`'s form (`portable`,
@@ -110,6 +137,7 @@ impl WebSession {
     pub fn set_kernels(&mut self, value: &str) -> Result<(), JsValue> {
         let caps = self.gpu.capabilities();
         self.gpu.kernels = crate::kernels::Kernels::with_override(&caps, value).map_err(js_err)?;
+        self.kernels = Some(value.to_string());
         Ok(())
     }
 
@@ -425,11 +453,12 @@ impl WebSession {
         tok.decode(&produced, true).map_err(js_err)
     }
 
-    /// Multiple-choice accuracy on the questions of `data` (JSONL), the first `limit`:
-    /// JSON with accuracy, acc_norm, n.
+    /// Multiple-choice accuracy on the questions of `data` (JSONL, the file `name`, which
+    /// errors name), the first `limit`: JSON with accuracy, acc_norm, n.
     pub async fn mcq(
         &self,
         data: &str,
+        name: &str,
         limit: u32,
         progress: &Function,
     ) -> Result<String, JsValue> {
@@ -437,7 +466,7 @@ impl WebSession {
             .tokenizer
             .as_ref()
             .ok_or("this model has no tokenizer")?;
-        let questions: Vec<Mcq> = parse_jsonl(data, "questions")
+        let questions: Vec<Mcq> = parse_jsonl(data, name)
             .map_err(js_err)?
             .into_iter()
             .filter_map(|(_, r)| match r {
@@ -447,7 +476,10 @@ impl WebSession {
             .take(limit.max(1) as usize)
             .collect();
         if questions.is_empty() {
-            return Err("no multiple-choice questions in this data".into());
+            return Err(format!(
+                "{name}: no multiple-choice questions (records with question, choices and answer)"
+            )
+            .into());
         }
         let items = question_items(tok, &questions, false).map_err(js_err)?;
         let shape = ScorerShape::for_items(

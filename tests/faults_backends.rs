@@ -199,3 +199,32 @@ fn an_error_outside_any_scope_is_reported_by_check_not_a_panic() {
     );
     gpu.check().unwrap();
 }
+
+#[test]
+fn a_lost_device_is_reported_in_words_and_a_new_one_works() {
+    // Its own device, destroyed as the browser's GPUDevice.destroy() or a GPU reset ends one.
+    let gpu = webqlora::gpu::Gpu::new_blocking(&Default::default()).unwrap();
+    let buffer = gpu.storage_buffer("before the loss", 64);
+    pollster::block_on(gpu.read_bytes(&buffer, 64)).unwrap();
+    assert_eq!(gpu.lost(), None);
+    gpu.device.destroy();
+    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    let lost = gpu.lost().expect("the loss is recorded");
+    assert!(
+        lost.contains("lost") && lost.contains("Destroyed"),
+        "{lost}"
+    );
+    let err = pollster::block_on(gpu.read_bytes(&buffer, 64))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&gpu.info.name) && err.contains("lost"),
+        "{err}"
+    );
+    // It stays lost; a new device runs.
+    assert!(gpu.check().is_err());
+    let fresh = webqlora::gpu::Gpu::new_blocking(&Default::default()).unwrap();
+    let buffer = fresh.storage_buffer("after the loss", 64);
+    pollster::block_on(fresh.read_bytes(&buffer, 64)).unwrap();
+    fresh.check().unwrap();
+}

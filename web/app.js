@@ -19,7 +19,7 @@ function explain(where, text) {
     return `Your GPU's limits are too small for this (${where}): ${text}. A smaller batch or sequence length needs less.`;
   }
   if (/lost|destroyed/i.test(text)) {
-    return `The GPU device was lost (${where}): ${text}. Reload the page to start again; the model stays in this browser's storage.`;
+    return `The GPU device was lost (${where}): ${text}. Reload the page: the model and the run's last checkpoint stay in this browser's storage.`;
   }
   if (/out of memory|OutOfMemory|allocation/i.test(text)) {
     return `The GPU ran out of memory (${where}): ${text}. Try a smaller batch, sequence length or rank.`;
@@ -100,6 +100,9 @@ async function startRun(settings) {
   } catch (e) { console.warn('could not keep the run in this browser', e); }
 }
 
+// The checkpoints' writes, one after another; what reads the run waits for them.
+let storing = Promise.resolve();
+
 async function keepCheckpoint(m) {
   try {
     const dir = await runDir(true);
@@ -121,14 +124,15 @@ async function keepCheckpoint(m) {
   } catch (e) { console.warn('could not keep the checkpoint in this browser', e); }
 }
 
-// The interrupted run kept in this browser, if any: { run, latest }.
-async function keptRun() {
+// The interrupted run kept in this browser, if any: { run, latest } (a finished one too with
+// `finished`).
+async function keptRun(finished) {
   try {
     const dir = await runDir(false);
     const latest = JSON.parse(await readFile(dir, 'latest.json', true));
     const run = JSON.parse(await readFile(dir, 'run.json', true));
     state.keptLatest = latest;
-    return latest.step < latest.steps ? { run, latest } : null;
+    return finished || latest.step < latest.steps ? { run, latest } : null;
   } catch (e) { state.keptError = String(e); return null; }
 }
 
@@ -283,6 +287,7 @@ function drawChart() {
 }
 
 $('train').onclick = () => {
+  state.running = true;
   state.losses = [];
   state.valLosses = [];
   state.steps = [];
@@ -301,10 +306,8 @@ $('train').onclick = () => {
 };
 
 // Resume the run a reload (or a lost device) interrupted, from its last checkpoint: the same
-// data and settings, the model kept in this browser.
-$('resume-run').onclick = async () => {
-  const kept = await keptRun();
-  if (!kept) { $('resume-run').hidden = true; return; }
+// data and settings, the model kept in this browser (or the one open, after a lost device).
+async function resumeKept(kept) {
   if (!modelReady) {
     const files = await cachedModel();
     if (!files) { message('Load the model this run used first, then resume.', true); return; }
@@ -332,11 +335,34 @@ $('resume-run').onclick = async () => {
   $('valid-split').value = String(state.run.valid_split || 0);
   $('eval-every').value = String(state.run.eval_every || 0);
   $('resume-run').hidden = true;
+  state.running = true;
   setBusy(true);
   drawChart();
   $('train-info').textContent = `resuming from step ${step} …`;
   worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run, resume });
+}
+
+$('resume-run').onclick = async () => {
+  const kept = await keptRun();
+  if (!kept) { $('resume-run').hidden = true; return; }
+  await resumeKept(kept);
 };
+// What a lost GPU device interrupted, resumed on a new device: the run from its last
+// checkpoint (a finished run's too, which brings its adapter back), else nothing to do.
+async function afterNewDevice() {
+  await storing;
+  const kept = await keptRun(true);
+  if (kept && (state.running || state.trained)) {
+    await resumeKept(kept);
+  } else if (state.running) {
+    // No checkpoint yet: the run starts again.
+    $('train').click();
+  } else {
+    setBusy(false);
+  }
+}
+// The end-to-end test forces a loss, as a GPU reset would happen, through GPUDevice.destroy().
+window.webqloraLoseDevice = () => worker.postMessage({ type: 'lose-device' });
 $('stop').onclick = () => worker.postMessage({ type: 'stop' });
 
 $('generate').onclick = () => {
@@ -349,8 +375,11 @@ $('mcq').onclick = async () => {
   setBusy(true);
   const tag = state.trained ? 'after' : 'before';
   $(`mcq-${tag}`).textContent = '…';
-  const data = await (await fetch('mcq-test.jsonl')).text();
-  worker.postMessage({ type: 'mcq', data, limit: Number($('mcq-limit').value), tag });
+  // The user's own questions when given, else the bundled test split.
+  const own = $('mcq-file').files[0];
+  const data = own ? await own.text() : await (await fetch('mcq-test.jsonl')).text();
+  state.mcqSource = own ? own.name : 'mcq-test.jsonl (bundled)';
+  worker.postMessage({ type: 'mcq', data, name: state.mcqSource, limit: Number($('mcq-limit').value), tag });
 };
 $('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
 $('download-gguf').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter-gguf' }); };
@@ -403,7 +432,7 @@ worker.onmessage = (e) => {
         validation: m.summary.valid_examples > 0 });
       break;
     case 'checkpoint':
-      keepCheckpoint(m);
+      storing = storing.then(() => keepCheckpoint(m));
       break;
     case 'validation':
       (state.valLosses = state.valLosses || []).push([m.step, m.loss]);
@@ -421,6 +450,7 @@ worker.onmessage = (e) => {
       drawChart();
       break;
     case 'trained':
+      state.running = false;
       state.trained = true;
       $('train-info').textContent += m.stopped ? ' — stopped' : ' — done';
       setBusy(false);
@@ -437,7 +467,7 @@ worker.onmessage = (e) => {
       $('mcq-progress').value = m.done;
       break;
     case 'mcq-done':
-      $(`mcq-${m.tag}`).textContent = `${(100 * m.result.accuracy).toFixed(1)}% (acc_norm ${(100 * m.result.acc_norm).toFixed(1)}%, ${m.result.n} questions)`;
+      $(`mcq-${m.tag}`).textContent = `${(100 * m.result.accuracy).toFixed(1)}% (acc_norm ${(100 * m.result.acc_norm).toFixed(1)}%, ${m.result.n} questions of ${state.mcqSource})`;
       setBusy(false);
       break;
     case 'adapter':
@@ -451,7 +481,21 @@ worker.onmessage = (e) => {
       $('download-info').textContent = 'adapter.gguf downloaded (llama.cpp: --lora adapter.gguf; Ollama: ADAPTER ./adapter.gguf)';
       setBusy(false);
       break;
+    case 'device-lost': {
+      // Said in words, then a new device; the run goes on from its last checkpoint.
+      const at = state.savedStep ? `from the checkpoint of step ${state.savedStep}` : 'from the start';
+      message(`The GPU device was lost while running '${m.where}' — ${m.message.replace(/\.?$/, '.')} Opening a new one` +
+        (state.running ? `; training goes on ${at}.` : '.'));
+      state.deviceLosses = (state.deviceLosses || 0) + 1;
+      worker.postMessage({ type: 'renew' });
+      break;
+    }
+    case 'renewed':
+      state.info = m.info;
+      afterNewDevice();
+      break;
     case 'error':
+      state.running = false;
       message(explain(m.where, m.message), true);
       setBusy(false);
       break;

@@ -4,6 +4,7 @@ import init, { WebSession } from './pkg/webqlora.js';
 
 let session = null;
 let stopping = false;
+let losing = false;
 const ready = init({ module_or_path: new URL('./pkg/webqlora_bg.wasm', import.meta.url) });
 
 function post(msg, transfer) { self.postMessage(msg, transfer || []); }
@@ -40,17 +41,28 @@ async function handle(m) {
           if (v) post({ type: 'validation', ...v });
         }
         // A checkpoint every `saveEvery` steps, at Stop and at the end: the page keeps it in
-        // the Origin Private File System, so a reload resumes the run.
+        // the Origin Private File System, so a reload or a lost device resumes the run.
         if ((every > 0 && r.step % every === 0) || stopping || last) {
           const [st, config, weights, moments] = await session.checkpoint();
           post({ type: 'checkpoint', step: r.step, steps: r.steps, state: st, config,
             weights: weights.buffer, moments: moments.buffer }, [weights.buffer, moments.buffer]);
         }
         if (last || stopping) break;
+        // A loss asked for (the end-to-end test does, as a GPU reset would happen): the
+        // next step fails on the destroyed device.
+        if (losing) { losing = false; session.lose_device(); }
       }
       post({ type: 'trained', stopped: stopping });
       break;
     }
+    case 'renew': {
+      await session.renew();
+      post({ type: 'renewed', info: JSON.parse(session.info()) });
+      break;
+    }
+    case 'lose-device':
+      session.lose_device();
+      throw new Error('the device was destroyed on request');
     case 'stop':
       stopping = true;
       break;
@@ -61,7 +73,7 @@ async function handle(m) {
       break;
     }
     case 'mcq': {
-      const r = await session.mcq(m.data, m.limit,
+      const r = await session.mcq(m.data, m.name, m.limit,
         (done, total) => post({ type: 'mcq-progress', done, total }));
       post({ type: 'mcq-done', tag: m.tag, result: JSON.parse(r) });
       break;
@@ -79,10 +91,36 @@ async function handle(m) {
   }
 }
 
-// Messages are handled one at a time, except 'stop', which must reach a running training.
+// Why the device was lost, if it was: the loss callback may come a moment after the failed
+// call that revealed it.
+async function lostDevice() {
+  for (let i = 0; i < 20 && session; i++) {
+    const why = session.device_lost();
+    if (why) return why;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return null;
+}
+
+// Messages are handled one at a time, except 'stop' and 'lose-device' during a training,
+// which must reach the running loop. A lost device is its own message: the page opens a new
+// one and resumes from the last checkpoint.
 let queue = Promise.resolve();
+let training = false;
 self.onmessage = (e) => {
   const m = e.data;
   if (m.type === 'stop') { stopping = true; return; }
-  queue = queue.then(() => handle(m)).catch((err) => fail(m.type, err));
+  if (m.type === 'lose-device' && training) { losing = true; return; }
+  queue = queue.then(async () => {
+    training = m.type === 'train';
+    try {
+      await handle(m);
+    } catch (err) {
+      const why = m.type !== 'open' && m.type !== 'renew' ? await lostDevice() : null;
+      if (why) post({ type: 'device-lost', where: m.type, message: why });
+      else fail(m.type, err);
+    } finally {
+      training = false;
+    }
+  });
 };

@@ -141,6 +141,10 @@ impl ErrorSlot {
     fn take(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+
+    fn peek(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The backends allowed by a request: `--backend` wins, then `WGPU_BACKEND`, then all.
@@ -273,6 +277,8 @@ pub struct Gpu {
     pub kernels: crate::kernels::Kernels,
     pub(crate) pipelines: PipelineCache,
     errors: ErrorSlot,
+    /// Why the device was lost, once it is (destroyed too); it stays lost.
+    lost: ErrorSlot,
 }
 
 impl fmt::Debug for Gpu {
@@ -320,13 +326,18 @@ impl Gpu {
             slot.record(e.to_string())
         }));
         let slot = errors.clone();
+        let lost = ErrorSlot::default();
+        let lost_slot = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
+            let why = format!("the device was lost ({reason:?}): {message}");
             if reason != wgpu::DeviceLostReason::Destroyed {
-                slot.record(format!("the device was lost ({reason:?}): {message}"));
+                slot.record(why.clone());
             }
+            lost_slot.record(why);
         });
         Ok(Gpu {
             errors,
+            lost,
             class: DeviceClass::of(&info),
             kernels,
             limits: device.limits(),
@@ -348,13 +359,20 @@ impl Gpu {
     /// memory, a lost device), naming the device. Work submitted before an error cannot be
     /// trusted: results are read only after this passes (`read_bytes` calls it).
     pub fn check(&self) -> Result<(), GpuError> {
-        match self.errors.take() {
+        match self.lost().or_else(|| self.errors.take()) {
             None => Ok(()),
             Some(message) => Err(GpuError::Device {
                 device: self.describe(),
                 message,
             }),
         }
+    }
+
+    /// Why the device was lost, once it is: the browser resets GPUs (a driver update, a hung
+    /// queue, too many tabs), and `GPUDevice.destroy()` ends one. Nothing more runs on it; a
+    /// caller that wants to go on opens a new `Gpu`.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.peek()
     }
 
     /// The adapter's name and backend, as errors show them.

@@ -7,6 +7,7 @@ pub mod data_order;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dump_step;
 pub mod evaluate;
+pub mod fit;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_source;
 pub mod schedule;

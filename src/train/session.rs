@@ -94,12 +94,98 @@ pub fn moment_names(name: &str) -> [String; 2] {
     [format!("adamw.m.{name}"), format!("adamw.v.{name}")]
 }
 
+/// A training step's graph before any buffer exists: what `TrainSession::new` compiles and
+/// `TrainSession::plan` sizes.
+struct Declared {
+    graph: Graph,
+    model: Llama,
+    input: TensorId,
+    targets: TensorId,
+    scored: Option<(ScoredRows, usize)>,
+    hyper: TensorId,
+    acc_coef: Option<TensorId>,
+    dropout_seed: Option<TensorId>,
+    loss: TensorId,
+    clip: TensorId,
+    backward_nodes: usize,
+    adapter_names: Vec<String>,
+}
+
+/// The GPU memory a training step would take, planned without allocating any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Every buffer at once: what `CompiledGraph::peak_bytes` will say.
+    pub peak_bytes: u64,
+    /// The base model's weights and the adapter (its gradients and AdamW moments too).
+    pub params_bytes: u64,
+    /// The largest single buffer (against `max_buffer_size`).
+    pub largest_buffer: u64,
+}
+
 impl TrainSession {
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
         settings: SessionSettings,
     ) -> Result<TrainSession, TrainError> {
+        let d = Self::declare(gpu, config, &settings)?;
+        let compiled = CompiledGraph::new(gpu, d.graph)?;
+        Ok(TrainSession {
+            compiled,
+            model: d.model,
+            settings,
+            input: d.input,
+            targets: d.targets,
+            scored: d.scored,
+            hyper: d.hyper,
+            acc_coef: d.acc_coef,
+            dropout_seed: d.dropout_seed,
+            loss: d.loss,
+            clip: d.clip,
+            backward_nodes: d.backward_nodes,
+            adapter_names: d.adapter_names,
+        })
+    }
+
+    /// The memory `new` would allocate on `gpu` for `settings`, or why the step cannot run
+    /// there (a tensor over the device's binding limit names itself); nothing is allocated,
+    /// so a page can say whether a run fits before it starts.
+    pub fn plan(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        settings: &SessionSettings,
+    ) -> Result<MemoryPlan, TrainError> {
+        let d = Self::declare(gpu, config, settings)?;
+        let limits = crate::graph::DeviceLimits::from(&gpu.limits);
+        let plan = crate::graph::Plan::new(&d.graph, &limits)?;
+        let params_bytes = d
+            .graph
+            .tensors
+            .iter()
+            .filter(|t| t.role == Role::Param && t.view_of.is_none())
+            .map(|t| crate::gpu::buffers::storage_size(t.bytes()))
+            .sum();
+        let largest_pinned = d
+            .graph
+            .tensors
+            .iter()
+            .filter(|t| t.role.pinned() && t.view_of.is_none())
+            .map(|t| crate::gpu::buffers::storage_size(t.bytes()))
+            .max()
+            .unwrap_or(0);
+        let largest_slot = plan.slot_bytes.iter().copied().max().unwrap_or(0);
+        Ok(MemoryPlan {
+            peak_bytes: plan.peak_bytes(),
+            params_bytes,
+            largest_buffer: largest_pinned.max(largest_slot),
+        })
+    }
+
+    fn declare(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        settings: &SessionSettings,
+    ) -> Result<Declared, TrainError> {
         let (b, s) = (settings.batch, settings.seq);
         if settings.accumulation == 0 || b == 0 || s == 0 {
             return Err(TrainError::Invalid(
@@ -182,11 +268,9 @@ impl TrainSession {
         g.mark_output(step.loss);
         g.mark_output(clip);
         let adapter_names = step.grads.iter().map(|(n, _)| n.clone()).collect();
-        let compiled = CompiledGraph::new(gpu, g)?;
-        Ok(TrainSession {
-            compiled,
+        Ok(Declared {
+            graph: g,
             model,
-            settings,
             input,
             targets,
             scored,

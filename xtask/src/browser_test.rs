@@ -111,8 +111,9 @@ impl Cdp {
             if self.eval(expr)? == json!(true) {
                 return Ok(());
             }
+            // Errors only: a lost device is a notice the page recovers from.
             let message = self.eval(
-                "(m => !m || m.hidden ? '' : m.textContent)(document.getElementById('message'))",
+                "(m => !m || m.hidden || !m.classList.contains('error') ? '' : m.textContent)(document.getElementById('message'))",
             )?;
             if message.as_str().is_some_and(|m| !m.is_empty()) {
                 return Err(format!(
@@ -261,7 +262,8 @@ fn dataset() -> String {
 
 /// Generate from the prompt box and score the bundled MCQ questions, filling the `tag`
 /// ("before" / "after") column.
-fn try_it(cdp: &mut Cdp, tag: &str) -> Result<(), String> {
+/// With `questions`, the user's own MCQ file instead of the bundled test split.
+fn try_it(cdp: &mut Cdp, tag: &str, questions: Option<&Path>) -> Result<(), String> {
     let minute = Duration::from_secs(60);
     cdp.eval("document.getElementById('prompt').value = 'Hello'")?;
     cdp.eval("document.getElementById('generate').click()")?;
@@ -273,9 +275,17 @@ fn try_it(cdp: &mut Cdp, tag: &str) -> Result<(), String> {
         2 * minute,
     )?;
     cdp.eval("document.getElementById('mcq-limit').value = '4'")?;
+    let source = match questions {
+        Some(file) => {
+            cdp.set_files("#mcq-file", &[file.to_path_buf()])?;
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            format!("3 questions of {name}")
+        }
+        None => "4 questions of mcq-test.jsonl (bundled)".to_string(),
+    };
     cdp.eval("document.getElementById('mcq').click()")?;
     cdp.wait_for(
-        &format!("document.getElementById('mcq-{tag}').textContent.includes('% (acc_norm')"),
+        &format!("document.getElementById('mcq-{tag}').textContent.includes('{source}')"),
         &format!("MCQ accuracy {tag} training"),
         2 * minute,
     )?;
@@ -521,7 +531,7 @@ pub fn run_test() -> Result<(), String> {
         minute,
     )?;
     // Before training: a prompt and the MCQ accuracy (the untrained model babbles).
-    try_it(&mut cdp, "before")?;
+    try_it(&mut cdp, "before", None)?;
     for (id, value) in SETTINGS {
         cdp.eval(&format!(
             "document.getElementById('{id}').value = '{value}'"
@@ -533,7 +543,20 @@ pub fn run_test() -> Result<(), String> {
         "training",
         5 * minute,
     )?;
-    try_it(&mut cdp, "after")?;
+    // The user's own questions (three, fewer than the limit of four).
+    let questions = dir.join("my-questions.jsonl");
+    let mcq: String = ["sky", "grass", "snow"]
+        .iter()
+        .zip(["blue", "green", "white"])
+        .map(|(thing, colour)| {
+            format!(
+                "{}\n",
+                json!({"question": format!("What colour is {thing}?"), "choices": ["red", colour, "black"], "answer": 1})
+            )
+        })
+        .collect();
+    std::fs::write(&questions, mcq).map_err(|e| e.to_string())?;
+    try_it(&mut cdp, "after", Some(&questions))?;
     let losses = cdp.numbers("window.webqloraState.losses")?;
     cdp.eval("document.getElementById('download').click()")?;
     let weights = downloads.join("adapter_model.safetensors");
@@ -592,11 +615,31 @@ pub fn run_test() -> Result<(), String> {
     }
     let resume_label = cdp.eval("document.getElementById('resume-run').textContent")?;
     cdp.eval("document.getElementById('resume-run').click()")?;
+    // A lost device mid-run (GPUDevice.destroy(), as a GPU reset): said in words, a new
+    // device, and the run goes on from its last checkpoint.
+    cdp.wait_for(
+        "Number(document.getElementById('train-info').dataset.saved || 0) >= 12",
+        "the resumed run's checkpoint of step 12",
+        2 * minute,
+    )?;
+    cdp.eval("window.webqloraLoseDevice()")?;
+    cdp.wait_for(
+        "document.getElementById('message').textContent.includes('The GPU device was lost')",
+        "the notice of the lost device",
+        minute,
+    )?;
+    let lost_notice = cdp.eval("document.getElementById('message').textContent")?;
     cdp.wait_for(
         "document.getElementById('train-info').textContent.endsWith('done')",
         "the resumed run",
         5 * minute,
     )?;
+    let losses_of_device = cdp.eval("window.webqloraState.deviceLosses")?;
+    if losses_of_device != json!(1) {
+        return Err(format!(
+            "{losses_of_device} device losses seen, one forced ({lost_notice})"
+        ));
+    }
     let resumed_info = cdp.eval("document.getElementById('train-info').textContent")?;
     let resumed_val = cdp.eval("window.webqloraState.valLosses")?;
     let resumed = cdp.numbers("window.webqloraState.losses")?;
@@ -711,7 +754,7 @@ pub fn run_test() -> Result<(), String> {
             "the page's validation losses {page_val:?} against the native run's {long_val:?}"
         ));
     }
-    println!("browser e2e: {resume_label} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run; validation {page_val:?}");
+    println!("browser e2e: {resume_label} -> {lost_notice} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run; validation {page_val:?}");
     // The page's GGUF LoRA is what `webqlora export` writes for the page's PEFT adapter.
     let exported = dir.join("exported.gguf");
     let mut cmd = Command::new(root.join("target/release/webqlora"));
