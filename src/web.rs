@@ -7,6 +7,7 @@ use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::data::batch::scored_capacity;
+use crate::data::Example;
 use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
 use crate::lora::gguf_lora::{gguf_lora_bytes, GgufLoraDtype};
@@ -22,8 +23,9 @@ use crate::model::{ModelConfig, WeightSource};
 use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::train::evaluate::{question_items, Scorer, ScorerShape, PASS_TOKENS};
+use crate::train::fit::{will_it_fit, FitShape};
 use crate::train::schedule::{Schedule, ScheduleKind};
-use crate::train::session::SessionSettings;
+use crate::train::session::{SessionSettings, TrainSession};
 use crate::train::trainer::{
     pad_id, padded_length, split_validation, tensors_from_bytes, tensors_to_bytes, Trainer,
 };
@@ -46,6 +48,118 @@ pub struct WebSession {
 
 fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
     s[key].as_f64().unwrap_or(default)
+}
+
+/// A run's settings and data, from the page's JSON settings.
+struct RunSetup {
+    settings: SessionSettings,
+    schedule: Schedule,
+    train: Vec<Example>,
+    valid: Vec<Example>,
+}
+
+fn base_of(s: &serde_json::Value) -> BaseFormat {
+    match s["base"].as_str() {
+        Some("f32") => BaseFormat::F32,
+        _ => BaseFormat::Nf4 { blocksize: 64 },
+    }
+}
+
+/// The batch, accumulation and longest sequence the settings ask for.
+fn asked_shape(s: &serde_json::Value) -> FitShape {
+    FitShape {
+        batch: setting(s, "batch", 4.0).max(1.0) as usize,
+        accumulation: setting(s, "accumulation", 1.0).max(1.0) as usize,
+        max_len: setting(s, "max_seq_len", 512.0).max(1.0) as usize,
+    }
+}
+
+impl WebSession {
+    /// The session settings, schedule and encoded data of a run (`shape` instead of the
+    /// settings' batch, accumulation and length, for `fit`'s smaller proposals).
+    fn setup(
+        &self,
+        data: &str,
+        data_name: &str,
+        s: &serde_json::Value,
+        shape: Option<FitShape>,
+    ) -> Result<RunSetup, String> {
+        let rank = setting(s, "rank", 16.0) as usize;
+        let shape = shape.unwrap_or_else(|| asked_shape(s));
+        let (batch, accumulation, max_len) = (shape.batch, shape.accumulation, shape.max_len);
+        let seed = setting(s, "seed", 42.0) as u64;
+        let records = parse_jsonl(data, data_name).map_err(|e| e.to_string())?;
+        let opts = EncodeOptions {
+            train_on_inputs: s["train_on_inputs"].as_bool().unwrap_or(false),
+            max_len,
+            mcq_by_letter: false,
+        };
+        let needs_tok = records
+            .iter()
+            .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
+        if needs_tok && self.tokenizer.is_none() {
+            return Err("this model has no tokenizer: give its tokenizer.json, or tokenized data (input_ids)".to_string());
+        }
+        let examples = encode_records(
+            &records,
+            self.tokenizer.as_ref(),
+            self.config.vocab_size,
+            &opts,
+            data_name,
+        )
+        .map_err(|e| e.to_string())?;
+        let (train, valid) = split_validation(examples, setting(s, "valid_split", 0.0), seed)
+            .map_err(|e| e.to_string())?;
+        let seq = padded_length(train.iter().chain(&valid), max_len);
+        let total = match s["steps"].as_u64() {
+            Some(n) => n.max(1) as usize,
+            None => train.len().div_ceil(batch * accumulation),
+        };
+        let lora = LoraConfig {
+            r: rank,
+            alpha: setting(s, "alpha", 2.0 * rank as f64),
+            dropout: setting(s, "lora_dropout", 0.0),
+            target_modules: {
+                let mut t: Vec<String> = ALL_LINEAR.iter().map(|m| m.to_string()).collect();
+                t.sort();
+                t
+            },
+            use_rslora: false,
+            base_model_name_or_path: s["model_name"].as_str().unwrap_or("").to_string(),
+        };
+        let settings = SessionSettings {
+            batch,
+            seq,
+            base: base_of(s),
+            lora,
+            checkpointing: true,
+            accumulation,
+            max_grad_norm: setting(s, "max_grad_norm", 1.0) as f32,
+            adamw: AdamW {
+                weight_decay: setting(s, "weight_decay", 0.0) as f32,
+                ..AdamW::default()
+            },
+            seed,
+            scored_rows: scored_capacity(&train, batch, seq),
+        };
+        let kind: ScheduleKind = s["schedule"]
+            .as_str()
+            .unwrap_or("linear")
+            .parse()
+            .map_err(|e: String| e.to_string())?;
+        let schedule = Schedule {
+            kind,
+            peak: setting(s, "lr", 2e-4),
+            warmup: setting(s, "warmup_steps", 0.0) as usize,
+            total,
+        };
+        Ok(RunSetup {
+            settings,
+            schedule,
+            train,
+            valid,
+        })
+    }
 }
 
 #[wasm_bindgen]
@@ -156,6 +270,49 @@ impl WebSession {
         .to_string()
     }
 
+    /// Will this run fit: the planned GPU memory of a training step for `data` and
+    /// `settings` (as `prepare` takes them), nothing allocated, against `budget_mib` (the
+    /// memory the user gives it; WebGPU does not say how much a GPU has) and the device's
+    /// limits, and the nearest smaller batch / sequence length that fits when it does not
+    /// (`train::fit`). JSON: budget, fits, asked and proposal (batch, accumulation, max_len,
+    /// seq, planned_bytes, params_bytes, largest_buffer, error), refusal (words), and the
+    /// data (examples, tokens) and the device's limits.
+    pub fn fit(
+        &self,
+        data: &str,
+        data_name: &str,
+        settings: &str,
+        budget_mib: f64,
+    ) -> Result<String, JsValue> {
+        let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
+        let asked = self.setup(data, data_name, &s, None).map_err(js_err)?;
+        let budget = (budget_mib.max(0.0) * (1u64 << 20) as f64) as u64;
+        let report = will_it_fit(asked_shape(&s), budget, |shape| {
+            match self.setup(data, data_name, &s, Some(*shape)) {
+                Ok(run) => (
+                    run.settings.seq,
+                    TrainSession::plan(&self.gpu, &self.config, &run.settings)
+                        .map_err(|e| e.to_string()),
+                ),
+                Err(e) => (0, Err(e)),
+            }
+        });
+        let mut out = report.to_json();
+        let examples = asked.train.len() + asked.valid.len();
+        let tokens: usize = asked
+            .train
+            .iter()
+            .chain(&asked.valid)
+            .map(|e| e.ids.len())
+            .sum();
+        out["data"] = serde_json::json!({"examples": examples, "tokens": tokens});
+        out["limits"] = serde_json::json!({
+            "max_buffer": self.gpu.limits.max_buffer_size,
+            "max_storage_binding": self.gpu.limits.max_storage_buffer_binding_size,
+        });
+        Ok(out.to_string())
+    }
+
     /// Build the trainer for `data` (JSONL, any format the CLI takes) with `settings` (JSON:
     /// rank, alpha, lr, steps, batch, accumulation, max_seq_len, seed, schedule,
     /// warmup_steps, weight_decay, max_grad_norm, valid_split, base "nf4"/"f32"), load the
@@ -198,80 +355,19 @@ impl WebSession {
             Some((adapter, moments, state))
         };
         let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
-        let rank = setting(&s, "rank", 16.0) as usize;
-        let batch = setting(&s, "batch", 4.0).max(1.0) as usize;
-        let max_len = setting(&s, "max_seq_len", 512.0) as usize;
-        let seed = setting(&s, "seed", 42.0) as u64;
-        self.base = match s["base"].as_str() {
-            Some("f32") => BaseFormat::F32,
-            _ => BaseFormat::Nf4 { blocksize: 64 },
-        };
-        let records = parse_jsonl(data, data_name).map_err(js_err)?;
-        let opts = EncodeOptions {
-            train_on_inputs: s["train_on_inputs"].as_bool().unwrap_or(false),
-            max_len,
-            mcq_by_letter: false,
-        };
-        let needs_tok = records
-            .iter()
-            .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
-        if needs_tok && self.tokenizer.is_none() {
-            return Err("this model has no tokenizer: give its tokenizer.json, or tokenized data (input_ids)".into());
-        }
-        let examples = encode_records(
-            &records,
-            self.tokenizer.as_ref(),
-            self.config.vocab_size,
-            &opts,
-            data_name,
-        )
-        .map_err(js_err)?;
-        let (train, valid) =
-            split_validation(examples, setting(&s, "valid_split", 0.0), seed).map_err(js_err)?;
-        let seq = padded_length(train.iter().chain(&valid), max_len);
-        let accumulation = setting(&s, "accumulation", 1.0).max(1.0) as usize;
-        let total = match s["steps"].as_u64() {
-            Some(n) => n.max(1) as usize,
-            None => train.len().div_ceil(batch * accumulation),
-        };
-        let lora = LoraConfig {
-            r: rank,
-            alpha: setting(&s, "alpha", 2.0 * rank as f64),
-            dropout: setting(&s, "lora_dropout", 0.0),
-            target_modules: {
-                let mut t: Vec<String> = ALL_LINEAR.iter().map(|m| m.to_string()).collect();
-                t.sort();
-                t
-            },
-            use_rslora: false,
-            base_model_name_or_path: s["model_name"].as_str().unwrap_or("").to_string(),
-        };
-        let settings = SessionSettings {
-            batch,
-            seq,
-            base: self.base,
-            lora,
-            checkpointing: true,
-            accumulation,
-            max_grad_norm: setting(&s, "max_grad_norm", 1.0) as f32,
-            adamw: AdamW {
-                weight_decay: setting(&s, "weight_decay", 0.0) as f32,
-                ..AdamW::default()
-            },
-            seed,
-            scored_rows: scored_capacity(&train, batch, seq),
-        };
-        let kind: ScheduleKind = s["schedule"]
-            .as_str()
-            .unwrap_or("linear")
-            .parse()
-            .map_err(js_err)?;
-        let schedule = Schedule {
-            kind,
-            peak: setting(&s, "lr", 2e-4),
-            warmup: setting(&s, "warmup_steps", 0.0) as usize,
-            total,
-        };
+        self.base = base_of(&s);
+        let RunSetup {
+            settings,
+            schedule,
+            train,
+            valid,
+        } = self.setup(data, data_name, &s, None).map_err(js_err)?;
+        let (seq, batch, accumulation, total) = (
+            settings.seq,
+            settings.batch,
+            settings.accumulation,
+            schedule.total,
+        );
         self.training = None;
         let pad = pad_id(self.tokenizer.as_ref(), &self.config);
         let (train_count, valid_count) = (train.len(), valid.len());

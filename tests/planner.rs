@@ -1,7 +1,15 @@
 //! The liveness planner shares buffers between temporaries whose lifetimes do not overlap.
 
+mod common;
+
 use webqlora::graph::{DType, DeviceLimits, Graph, Placement, Plan};
+use webqlora::lora::LoraConfig;
+use webqlora::model::llama::BaseFormat;
+use webqlora::model::ModelConfig;
+use webqlora::ops::adamw::AdamW;
 use webqlora::ops::{residual, rmsnorm, swiglu};
+use webqlora::train::fit::{will_it_fit, FitShape};
+use webqlora::train::session::{SessionSettings, TrainSession};
 
 #[test]
 fn chain_of_same_size_temporaries_ping_pongs_between_two_buffers() {
@@ -124,4 +132,76 @@ fn a_long_lived_small_tensor_does_not_pin_a_large_buffer() {
     assert_eq!(plan.placement[big2.index()], plan.placement[big1.index()]);
     assert_ne!(plan.placement[small.index()], plan.placement[big1.index()]);
     assert_eq!(plan.slot_bytes.iter().sum::<u64>(), 4096 + 4096 + 32);
+}
+
+/// The tiny Llama's training-step settings (NF4 base, r 4 on every linear layer).
+fn step_settings(batch: usize, accumulation: usize, seq: usize) -> SessionSettings {
+    let mut modules: Vec<String> = webqlora::lora::ALL_LINEAR
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    modules.sort();
+    SessionSettings {
+        batch,
+        seq,
+        base: BaseFormat::Nf4 { blocksize: 64 },
+        lora: LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            target_modules: modules,
+            use_rslora: false,
+            base_model_name_or_path: String::new(),
+        },
+        checkpointing: true,
+        accumulation,
+        max_grad_norm: 1.0,
+        adamw: AdamW::default(),
+        seed: 1,
+        scored_rows: None,
+    }
+}
+
+#[test]
+fn a_training_steps_plan_is_what_compiling_it_allocates_and_smaller_shapes_are_proposed() {
+    let gpu = common::gpu();
+    let dir = common::golden("tiny-llama/base-f32");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let config = ModelConfig::from_json(&text, "config.json").unwrap();
+    let plan = |batch, accumulation, seq| {
+        TrainSession::plan(gpu, &config, &step_settings(batch, accumulation, seq)).unwrap()
+    };
+    for (batch, accumulation, seq) in [(4, 1, 64), (1, 2, 48), (3, 1, 16)] {
+        let planned = plan(batch, accumulation, seq);
+        let session =
+            TrainSession::new(gpu, &config, step_settings(batch, accumulation, seq)).unwrap();
+        assert_eq!(planned.peak_bytes, session.compiled.peak_bytes());
+        assert!(planned.params_bytes < planned.peak_bytes);
+        assert!(planned.largest_buffer <= planned.peak_bytes);
+    }
+    assert!(plan(4, 1, 64).peak_bytes > plan(2, 2, 64).peak_bytes);
+
+    // A budget just under batch 4's plan: batch 2 with 2 accumulation micro-batches (the same
+    // examples a step) fits; no budget at all: refused in words, nothing proposed.
+    let asked = FitShape {
+        batch: 4,
+        accumulation: 1,
+        max_len: 64,
+    };
+    let fit = |budget| {
+        will_it_fit(asked, budget, |s| {
+            let p = TrainSession::plan(gpu, &config, &step_settings(s.batch, s.accumulation, 64))
+                .map_err(|e| e.to_string());
+            (s.max_len, p)
+        })
+    };
+    let report = fit(plan(4, 1, 64).peak_bytes - 1);
+    let proposal = report.proposal.as_ref().expect("a smaller batch fits");
+    assert_eq!((proposal.shape.batch, proposal.shape.accumulation), (2, 2));
+    assert_eq!(proposal.plan, Ok(plan(2, 2, 64)));
+    assert!(report.refusal().unwrap().contains("more than the"));
+    let report = fit(0);
+    assert!(report.proposal.is_none());
+    assert!(report.refusal().unwrap().contains("larger budget"));
+    assert!(fit(u64::MAX).fits());
 }

@@ -1,6 +1,8 @@
 // The page: model, data, settings, training with a live loss chart, trying prompts and MCQ
 // accuracy before and after, and the adapter download. All work happens in worker.js.
 
+import * as models from './models.js';
+
 const $ = (id) => document.getElementById(id);
 const worker = new Worker('worker.js', { type: 'module' });
 // Exposed for the end-to-end test, which reads the losses.
@@ -96,7 +98,7 @@ async function startRun(settings) {
     await root.removeEntry('run', { recursive: true }).catch(() => {});
     const dir = await runDir(true);
     await writeFile(dir, 'data.jsonl', state.data);
-    await writeFile(dir, 'run.json', JSON.stringify({ settings, dataName: state.dataName, modelName: state.modelName }));
+    await writeFile(dir, 'run.json', JSON.stringify({ settings, dataName: state.dataName, modelName: state.modelName, modelId: state.modelId }));
   } catch (e) { console.warn('could not keep the run in this browser', e); }
 }
 
@@ -178,8 +180,10 @@ async function filesFromUrl(url) {
   return files;
 }
 
-function openModel(files, name, keep) {
+// `id`: the ready model's catalog id, so that a resumed run reopens it.
+function openModel(files, name, keep, id) {
   state.modelName = name;
+  state.modelId = id || null;
   message('');
   $('model-info').textContent = `opening ${name} …`;
   const copies = files.map(([n, b]) => [n, b.slice(0)]);
@@ -207,6 +211,100 @@ $('model-cached').onclick = async () => {
   if (files) openModel(files, 'the model kept in this browser', false);
 };
 
+// ---- ready models by name (models.js) -------------------------------------------------------
+
+const downloading = new Map();
+const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+function button(text, label, onclick) {
+  const b = document.createElement('button');
+  b.textContent = text;
+  b.setAttribute('aria-label', label);
+  b.onclick = onclick;
+  return b;
+}
+
+async function renderCatalog() {
+  const body = $('catalog').tBodies[0];
+  const rows = [];
+  for (const entry of state.catalog || []) {
+    const st = await models.status(entry);
+    const tr = document.createElement('tr');
+    tr.id = `model-${entry.id}`;
+    const busyHere = downloading.has(entry.id);
+    tr.dataset.state = busyHere ? 'downloading' : st.complete ? 'kept' : st.bytes ? 'partial' : 'none';
+    const name = document.createElement('td');
+    name.innerHTML = `<strong></strong><br><span class="small"></span>`;
+    name.querySelector('strong').textContent = entry.name;
+    name.querySelector('span').textContent = [entry.family, entry.quant, entry.license].filter(Boolean).join(' · ');
+    const size = document.createElement('td');
+    size.textContent = entry.megabytes ? `about ${entry.megabytes} MB` : '';
+    const kept = document.createElement('td');
+    kept.className = 'status';
+    if (st.complete) {
+      const f = st.meta.files;
+      kept.textContent = `kept: ${mb(st.bytes)}, SHA-256 ${f.map((x) => x.sha256.slice(0, 12)).join(', ')}…`;
+      kept.title = f.map((x) => `${x.name}: ${x.size} bytes, SHA-256 ${x.sha256}`).join('\n');
+      kept.dataset.sha256 = f.map((x) => x.sha256).join(' ');
+    } else if (st.bytes) {
+      kept.textContent = `${mb(st.bytes)} kept, stopped: resume to finish`;
+    } else {
+      kept.textContent = busyHere ? 'starting …' : '–';
+    }
+    const actions = document.createElement('td');
+    if (busyHere) {
+      actions.append(button('Pause', `Pause the download of ${entry.name}`, () => downloading.get(entry.id).abort()));
+    } else if (st.complete) {
+      actions.append(button('Use', `Use ${entry.name}`, () => useModel(entry)));
+      actions.append(button('Remove', `Remove ${entry.name} from this browser`, () => removeModel(entry)));
+    } else if (st.bytes) {
+      actions.append(button('Resume download', `Resume the download of ${entry.name}`, () => fetchModel(entry)));
+      actions.append(button('Remove', `Remove ${entry.name} from this browser`, () => removeModel(entry)));
+    } else {
+      actions.append(button('Download', `Download ${entry.name}`, () => fetchModel(entry)));
+    }
+    tr.append(name, size, kept, actions);
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+  if (navigator.storage.estimate) {
+    const e = await navigator.storage.estimate();
+    $('storage-info').textContent = `This browser keeps ${mb(e.usage || 0)} for this page; it allows about ${mb(e.quota || 0)}.`;
+  }
+}
+
+async function fetchModel(entry) {
+  const ctl = new AbortController();
+  downloading.set(entry.id, ctl);
+  await renderCatalog();
+  try {
+    const { meta, info } = await models.download(entry, (got, total, file) => {
+      $('download-progress').max = total || got;
+      $('download-progress').value = got;
+      $('download-text').textContent = `${file}: ${mb(got)}${total ? ' of ' + mb(total) : ''}`;
+      const row = document.getElementById(`model-${entry.id}`);
+      const cell = row && row.querySelector('.status');
+      if (cell) cell.textContent = `downloading ${file}: ${mb(got)}${total ? ' of ' + mb(total) : ''}`;
+    }, ctl.signal);
+    state.lastDownload = { id: entry.id, meta, info };
+  } catch (e) {
+    if (e.name !== 'AbortError') message(`download of ${entry.name}: ${e.message}`, true);
+  }
+  downloading.delete(entry.id);
+  await renderCatalog();
+}
+
+async function useModel(entry) {
+  try {
+    openModel(await models.files(entry), entry.name, false, entry.id);
+  } catch (e) { message(`${entry.name}: ${e.message}`, true); }
+}
+
+async function removeModel(entry) {
+  await models.remove(entry);
+  await renderCatalog();
+}
+
 // ---- data ------------------------------------------------------------------------------------
 
 function setData(text, name) {
@@ -231,6 +329,8 @@ let busy = false;
 function setBusy(b) { busy = b; updateButtons(); }
 function updateButtons() {
   $('train').disabled = busy || !modelReady || !state.data;
+  $('check-fit').disabled = busy || !modelReady || !state.data;
+  $('fit-proposal').disabled = busy || !modelReady || !state.data;
   $('stop').disabled = !busy;
   $('generate').disabled = busy || !modelReady;
   $('mcq').disabled = busy || !modelReady;
@@ -242,7 +342,8 @@ function settings() {
   const num = (id) => Number($(id).value);
   return {
     rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
-    max_seq_len: num('seq'), batch: num('batch'), seed: num('seed'), base: $('base').value,
+    max_seq_len: num('seq'), batch: num('batch'), accumulation: num('accumulation'),
+    seed: num('seed'), base: $('base').value,
     save_every: num('save-every'), valid_split: num('valid-split'), eval_every: num('eval-every'),
     model_name: state.modelName,
   };
@@ -286,7 +387,48 @@ function drawChart() {
   }
 }
 
-$('train').onclick = () => {
+// Will it fit: the step's planned GPU memory against the budget and the GPU's limits, before
+// anything is allocated; Train starts only when it fits, else the page proposes a smaller batch
+// (more accumulation, the same examples a step) or shorter sequences.
+function checkFit(start) {
+  setBusy(true);
+  $('fit-proposal').hidden = true;
+  worker.postMessage({ type: 'fit', data: state.data, dataName: state.dataName, settings: settings(),
+    budget: Number($('budget').value), start });
+}
+$('check-fit').onclick = () => checkFit(false);
+$('train').onclick = () => checkFit(true);
+$('fit-proposal').onclick = () => {
+  const p = state.fit && state.fit.proposal;
+  if (!p) return;
+  $('batch').value = String(p.batch);
+  $('accumulation').value = String(p.accumulation);
+  $('seq').value = String(p.max_len);
+  checkFit(true);
+};
+
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+function showFit(r) {
+  state.fit = r;
+  const a = r.asked;
+  const data = `data: ${r.data.examples} examples, ${r.data.tokens} tokens`;
+  if (a.planned_bytes != null) {
+    $('fit-info').textContent = `Planned GPU memory ${mib(a.planned_bytes)} of the ${mib(r.budget)} budget ` +
+      `(batch ${a.batch} × ${a.accumulation} accumulation, sequences of ${a.seq} tokens; model and adapter ` +
+      `${mib(a.params_bytes)}; largest buffer ${mib(a.largest_buffer)}, the GPU allows ${mib(r.limits.max_buffer)}); ${data}.`;
+  } else {
+    $('fit-info').textContent = `${data}.`;
+  }
+  $('fit-info').className = r.fits ? '' : 'refusal';
+  if (!r.fits) {
+    $('fit-info').textContent += ` It does not fit: ${r.refusal}.`;
+    const p = r.proposal;
+    $('fit-proposal').hidden = !p;
+    if (p) $('fit-proposal').textContent = `Train with batch ${p.batch} × ${p.accumulation} accumulation, sequences of ${p.seq} tokens (${mib(p.planned_bytes)})`;
+  }
+}
+
+function startTraining() {
   state.running = true;
   state.losses = [];
   state.valLosses = [];
@@ -303,15 +445,16 @@ $('train').onclick = () => {
   $('train-info').dataset.saved = '0';
   startRun(state.run);
   worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run });
-};
+}
 
 // Resume the run a reload (or a lost device) interrupted, from its last checkpoint: the same
 // data and settings, the model kept in this browser (or the one open, after a lost device).
 async function resumeKept(kept) {
   if (!modelReady) {
-    const files = await cachedModel();
+    const entry = kept.run.modelId && (state.catalog || []).find((m) => m.id === kept.run.modelId);
+    const files = entry ? await models.files(entry).catch(() => null) : await cachedModel();
     if (!files) { message('Load the model this run used first, then resume.', true); return; }
-    openModel(files, kept.run.modelName || 'the model kept in this browser', false);
+    openModel(files, entry ? entry.name : kept.run.modelName || 'the model kept in this browser', false, entry && entry.id);
   }
   const dir = await runDir(false);
   const step = kept.latest.step;
@@ -332,6 +475,9 @@ async function resumeKept(kept) {
   state.savedStep = step;
   $('steps').value = String(state.run.steps);
   $('save-every').value = String(state.run.save_every);
+  $('batch').value = String(state.run.batch);
+  $('accumulation').value = String(state.run.accumulation || 1);
+  $('seq').value = String(state.run.max_seq_len);
   $('valid-split').value = String(state.run.valid_split || 0);
   $('eval-every').value = String(state.run.eval_every || 0);
   $('resume-run').hidden = true;
@@ -417,6 +563,11 @@ worker.onmessage = (e) => {
       $('load-progress').max = m.total;
       $('load-progress').value = m.done;
       $('load-text').textContent = `${m.done} / ${m.total} tensors`;
+      break;
+    case 'fitted':
+      showFit(m.report);
+      if (m.start && m.report.fits) startTraining();
+      else setBusy(false);
       break;
     case 'prepared':
       $('train-info').textContent = `${m.summary.examples} examples, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
@@ -509,6 +660,8 @@ if (!navigator.gpu) {
     'or Firefox/Safari with WebGPU enabled; on Linux, Chrome needs --enable-unsafe-webgpu.', true);
 } else {
   cachedModel().then((files) => { $('model-cached').hidden = !files; });
+  models.catalog().then((list) => { state.catalog = list; return renderCatalog(); })
+    .catch((e) => { $('storage-info').textContent = `No list of ready models (${e.message}).`; });
   keptRun().then((kept) => {
     if (!kept) return;
     $('resume-run').hidden = false;

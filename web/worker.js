@@ -20,6 +20,11 @@ async function handle(m) {
       post({ type: 'opened', info: JSON.parse(session.info()) });
       break;
     }
+    case 'fit': {
+      const report = session.fit(m.data, m.dataName, JSON.stringify(m.settings), m.budget);
+      post({ type: 'fitted', report: JSON.parse(report), start: m.start });
+      break;
+    }
     case 'prepare': {
       const summary = await session.prepare(m.data, m.dataName, JSON.stringify(m.settings),
         (done, total) => post({ type: 'load-progress', done, total }), m.resume || null);

@@ -132,6 +132,18 @@ impl Cdp {
         }
     }
 
+    /// The whole page as a PNG at `path`.
+    fn screenshot(&mut self, path: &Path) -> Result<(), String> {
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     fn set_files(&mut self, selector: &str, files: &[PathBuf]) -> Result<(), String> {
         let doc = self.call("DOM.getDocument", json!({}))?;
         let node = self.call(
@@ -501,7 +513,34 @@ pub fn run_test() -> Result<(), String> {
 
     // The portable kernels (what hardware GPUs run), so that Tint, stricter than naga,
     // compiles them; the SmolLM2 step runs the software kernels SwiftShader gets by default.
-    let (_browser, mut cdp, port) = open_page(site, &dir, &downloads, "?kernels=portable")?;
+    // A catalog of ready models served here: the tiny Llama's folder, each file with its SHA-256.
+    let mut catalog_files = Vec::new();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let out = Command::new("sha256sum")
+            .arg(folder.join(f))
+            .output()
+            .map_err(|e| format!("sha256sum: {e}"))?;
+        let hash = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        catalog_files.push(json!({"name": f, "url": format!("tiny-llama/{f}"), "sha256": hash}));
+    }
+    let hashes: Vec<String> = catalog_files
+        .iter()
+        .map(|f| f["sha256"].as_str().unwrap_or("").to_string())
+        .collect();
+    let catalog = json!({"models": [{"id": "tiny-llama", "name": "Tiny Llama (test server)",
+        "family": "Llama", "megabytes": 1, "files": catalog_files}]});
+    std::fs::write(dir.join("catalog.json"), catalog.to_string()).map_err(|e| e.to_string())?;
+    // Parts of 64 KiB, so that the 364 KB weights come in six.
+    let (_browser, mut cdp, port) = open_page(
+        site,
+        &dir,
+        &downloads,
+        "?kernels=portable&catalog=/files/catalog.json&chunk_kib=64",
+    )?;
     let minute = Duration::from_secs(60);
     let tokenizer_for_page = tokenizer.clone();
     cdp.set_files(
@@ -517,6 +556,7 @@ pub fn run_test() -> Result<(), String> {
         "opening the model",
         2 * minute,
     )?;
+    cdp.screenshot(&dir.join("01-model.png"))?;
     let kernels = cdp.eval("window.webqloraState.info.kernels")?;
     if kernels.as_str() != Some("matmul=portable,nf4=portable,attention=portable,rmsnorm=portable,cross_entropy=portable")
     {
@@ -532,6 +572,7 @@ pub fn run_test() -> Result<(), String> {
     )?;
     // Before training: a prompt and the MCQ accuracy (the untrained model babbles).
     try_it(&mut cdp, "before", None)?;
+    cdp.screenshot(&dir.join("02-before-training.png"))?;
     for (id, value) in SETTINGS {
         cdp.eval(&format!(
             "document.getElementById('{id}').value = '{value}'"
@@ -557,6 +598,7 @@ pub fn run_test() -> Result<(), String> {
         .collect();
     std::fs::write(&questions, mcq).map_err(|e| e.to_string())?;
     try_it(&mut cdp, "after", Some(&questions))?;
+    cdp.screenshot(&dir.join("03-after-training.png"))?;
     let losses = cdp.numbers("window.webqloraState.losses")?;
     cdp.eval("document.getElementById('download').click()")?;
     let weights = downloads.join("adapter_model.safetensors");
@@ -579,14 +621,8 @@ pub fn run_test() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let shot = cdp.call(
-        "Page.captureScreenshot",
-        json!({"format": "png", "captureBeyondViewport": true}),
-    )?;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["data"].as_str().unwrap_or(""))
-        .map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("page.png"), png).map_err(|e| e.to_string())?;
+    cdp.screenshot(&dir.join("page.png"))?;
+    cdp.screenshot(&dir.join("04-downloaded.png"))?;
 
     let tried = cdp.eval(
         "['gen-before', 'gen-after', 'mcq-before', 'mcq-after'].map(id => document.getElementById(id).textContent).join(' | ')",
@@ -640,6 +676,7 @@ pub fn run_test() -> Result<(), String> {
             "{losses_of_device} device losses seen, one forced ({lost_notice})"
         ));
     }
+    cdp.screenshot(&dir.join("05-resumed-after-reload-and-lost-device.png"))?;
     let resumed_info = cdp.eval("document.getElementById('train-info').textContent")?;
     let resumed_val = cdp.eval("window.webqloraState.valLosses")?;
     let resumed = cdp.numbers("window.webqloraState.losses")?;
@@ -687,6 +724,171 @@ pub fn run_test() -> Result<(), String> {
         "the bundled MCQ sample",
         minute,
     )?;
+    // Will it fit: the step's plan, then a budget just under it: Train is refused in words with
+    // a smaller batch proposed (more accumulation, the same examples a step), which trains.
+    cdp.eval("window.webqloraState.fit = null; document.getElementById('batch').value = '4'; document.getElementById('accumulation').value = '1'; document.getElementById('budget').value = '100000'; document.getElementById('check-fit').click()")?;
+    cdp.wait_for(
+        "!!window.webqloraState.fit && !document.getElementById('check-fit').disabled",
+        "the fit check",
+        minute,
+    )?;
+    let fits_text = cdp.eval("document.getElementById('fit-info').textContent")?;
+    let planned = cdp
+        .eval(
+            "window.webqloraState.fit.fits ? window.webqloraState.fit.asked.planned_bytes : null",
+        )?
+        .as_f64()
+        .ok_or_else(|| format!("batch 4 does not fit in 100,000 MiB: {fits_text}"))?;
+    cdp.eval(&format!(
+        "window.webqloraState.fit = null; window.webqloraState.losses = []; document.getElementById('budget').value = '{}'; document.getElementById('train').click()",
+        (planned - 1.0) / (1u64 << 20) as f64
+    ))?;
+    cdp.wait_for(
+        "!!window.webqloraState.fit && !document.getElementById('train').disabled",
+        "the refusal of a run over the budget",
+        minute,
+    )?;
+    let refusal = cdp.eval("document.getElementById('fit-info').textContent + ' | ' + (document.getElementById('fit-proposal').hidden ? 'no proposal' : document.getElementById('fit-proposal').textContent) + ' | ' + window.webqloraState.losses.length")?;
+    let refused = refusal.as_str().unwrap_or("");
+    if !refused.contains("It does not fit")
+        || !refused.contains("Train with batch 2 × 2 accumulation")
+        || !refused.ends_with("| 0")
+    {
+        return Err(format!("a run over the budget: {refusal}"));
+    }
+    cdp.screenshot(&dir.join("06-over-the-budget.png"))?;
+    cdp.eval("document.getElementById('fit-proposal').click()")?;
+    cdp.wait_for(
+        "window.webqloraState.losses.length >= 1",
+        "training with the proposed batch",
+        2 * minute,
+    )?;
+    cdp.eval("document.getElementById('stop').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('stopped')",
+        "stopping the proposed run",
+        minute,
+    )?;
+    let proposed = cdp.eval("[document.getElementById('batch').value, document.getElementById('accumulation').value, document.getElementById('train-info').textContent].join(' | ')")?;
+    if !proposed
+        .as_str()
+        .is_some_and(|t| t.starts_with("2 | 2 |") && t.contains("batches of 2 ×"))
+    {
+        return Err(format!("the proposal's run: {proposed}"));
+    }
+    println!(
+        "browser e2e: will it fit: {fits_text} -> under a smaller budget: {refusal} -> {proposed}"
+    );
+
+    // Every control has a label (or its own text), and works from the keyboard: Tab reaches
+    // it and Enter on a focused button acts.
+    let unlabelled = cdp.eval(
+        "[...document.querySelectorAll('input, select, button, textarea')].filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim())).map(e => e.id || e.outerHTML)",
+    )?;
+    if unlabelled.as_array().is_none_or(|a| !a.is_empty()) {
+        return Err(format!("controls without a label: {unlabelled}"));
+    }
+    let unreachable = cdp.eval(
+        "[...document.querySelectorAll('input, select, button, a, [onclick], [tabindex]')].filter(e => e.tabIndex < 0 || !['INPUT', 'SELECT', 'BUTTON', 'A'].includes(e.tagName)).map(e => e.id || e.outerHTML)",
+    )?;
+    if unreachable.as_array().is_none_or(|a| !a.is_empty()) {
+        return Err(format!("controls the keyboard cannot reach: {unreachable}"));
+    }
+    cdp.eval("window.webqloraState.fit = null; document.getElementById('budget').value = '100000'; document.getElementById('check-fit').focus()")?;
+    for kind in ["rawKeyDown", "char", "keyUp"] {
+        cdp.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": kind, "key": "Enter", "code": "Enter", "text": "\r", "windowsVirtualKeyCode": 13}),
+        )?;
+    }
+    cdp.wait_for(
+        "!!window.webqloraState.fit && window.webqloraState.fit.fits",
+        "the fit check by the keyboard (Enter on the focused button)",
+        minute,
+    )?;
+    // A ready model by name: downloaded into the Origin Private File System with its hashes,
+    // interrupted (the parts a closed tab would not have written are removed, with meta.json),
+    // resumed after a reload from its first missing byte, used, and removed.
+    let row =
+        |field: &str| format!("(r => r && r.{field})(document.getElementById('model-tiny-llama'))");
+    cdp.wait_for(
+        &format!("{} === 'none'", row("dataset.state")),
+        "the ready models' list",
+        minute,
+    )?;
+    cdp.eval(&format!("{}.click()", row("querySelector('button')")))?;
+    cdp.wait_for(
+        &format!("{} === 'kept'", row("dataset.state")),
+        "downloading the ready model",
+        minute,
+    )?;
+    let kept_hashes = cdp.eval(&row("querySelector('.status').dataset.sha256"))?;
+    if kept_hashes.as_str() != Some(hashes.join(" ").as_str()) {
+        return Err(format!(
+            "the downloaded model's hashes {kept_hashes}, the files' {hashes:?}"
+        ));
+    }
+    cdp.eval("(async () => { const d = await (await (await navigator.storage.getDirectory()).getDirectoryHandle('models')).getDirectoryHandle('tiny-llama'); for (const n of ['meta.json', 'model.safetensors.0003', 'model.safetensors.0004', 'model.safetensors.0005', 'tokenizer.json.0000']) await d.removeEntry(n); })()")?;
+    cdp.call("Page.reload", json!({}))?;
+    cdp.wait_for(
+        &format!("{} === 'partial'", row("dataset.state")),
+        "the interrupted download after a reload",
+        minute,
+    )?;
+    let partial = cdp.eval(&row("querySelector('.status').textContent"))?;
+    cdp.eval(&format!("{}.click()", row("querySelector('button')")))?;
+    cdp.wait_for(
+        &format!("{} === 'kept'", row("dataset.state")),
+        "resuming the download",
+        minute,
+    )?;
+    let resumed_at =
+        cdp.eval("JSON.stringify(window.webqloraState.lastDownload.info.resumedAt)")?;
+    let kept_hashes = cdp.eval(&row("querySelector('.status').dataset.sha256"))?;
+    if resumed_at.as_str() != Some("[[\"model.safetensors\",196608]]")
+        || kept_hashes.as_str() != Some(hashes.join(" ").as_str())
+    {
+        return Err(format!(
+            "the resumed download: ranges {resumed_at}, hashes {kept_hashes} (the files' {hashes:?})"
+        ));
+    }
+    cdp.eval(&format!("{}.click()", row("querySelector('button')")))?;
+    cdp.wait_for(
+        "(t => t.includes('Tiny Llama (test server)') && t.includes('2 layers'))(document.getElementById('model-info').textContent)",
+        "opening the ready model",
+        minute,
+    )?;
+    cdp.screenshot(&dir.join("08-ready-models.png"))?;
+    cdp.eval(&format!("{}.click()", row("querySelectorAll('button')[1]")))?;
+    cdp.wait_for(
+        &format!("{} === 'none'", row("dataset.state")),
+        "removing the ready model",
+        minute,
+    )?;
+    let gone = cdp.eval("(async () => { try { await (await (await navigator.storage.getDirectory()).getDirectoryHandle('models')).getDirectoryHandle('tiny-llama'); return false; } catch (e) { return true; } })()")?;
+    if gone != json!(true) {
+        return Err("the removed model is still in the browser's storage".into());
+    }
+    println!("browser e2e: ready model: downloaded ({}), interrupted ({partial}), resumed from {resumed_at}, used, removed", hashes.join(", "));
+
+    // A phone's width: nothing wider than the screen.
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let wide = cdp.eval(
+        "[document.documentElement.scrollWidth, ...[...document.querySelectorAll('input, select, button, canvas, progress, pre, p, label')].filter(e => e.offsetParent && e.getBoundingClientRect().right > 391).map(e => e.id || e.tagName)]",
+    )?;
+    cdp.screenshot(&dir.join("07-phone-390px.png"))?;
+    if wide
+        .as_array()
+        .is_none_or(|a| a.len() != 1 || a[0].as_f64().is_none_or(|w| w > 390.0))
+    {
+        return Err(format!(
+            "at 390 px wide, the page's width and what sticks out: {wide}"
+        ));
+    }
 
     // Checks.
     if losses.len() != STEPS {

@@ -91,8 +91,12 @@ pub struct Site {
 }
 
 fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &[u8]) {
+    respond_with(stream, status, kind, "", body)
+}
+
+fn respond_with(stream: &mut TcpStream, status: &str, kind: &str, extra: &str, body: &[u8]) {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
@@ -124,13 +128,23 @@ fn handle(mut stream: TcpStream, site: &Site) {
         return;
     }
     let mut length = 0usize;
+    let mut from: Option<usize> = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
+        }
+        // `Range: bytes=N-` (what a resumed download asks for); other forms get the whole file.
+        if let Some(v) = lower.strip_prefix("range:") {
+            from = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok());
         }
     }
     let mut parts = request.split_whitespace();
@@ -167,7 +181,27 @@ fn handle(mut stream: TcpStream, site: &Site) {
         _ => resolve(&site.root, path),
     };
     match file.and_then(|f| std::fs::read(&f).ok().map(|b| (f, b))) {
-        Some((f, body)) => respond(&mut stream, "200 OK", mime(&f), &body),
+        Some((f, body)) => match from {
+            Some(n) if n < body.len() => respond_with(
+                &mut stream,
+                "206 Partial Content",
+                mime(&f),
+                &format!(
+                    "Content-Range: bytes {n}-{}/{}\r\n",
+                    body.len() - 1,
+                    body.len()
+                ),
+                &body[n..],
+            ),
+            Some(_) => respond_with(
+                &mut stream,
+                "416 Range Not Satisfiable",
+                "text/plain",
+                &format!("Content-Range: bytes */{}\r\n", body.len()),
+                b"",
+            ),
+            None => respond(&mut stream, "200 OK", mime(&f), &body),
+        },
         None => respond(&mut stream, "404 Not Found", "text/plain", b"not found"),
     }
 }
