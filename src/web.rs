@@ -11,6 +11,7 @@ use crate::data::Example;
 use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
 use crate::lora::gguf_lora::{gguf_lora_bytes, GgufLoraDtype};
+use crate::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
 use crate::lora::peft::Adapter;
 use crate::lora::{LoraConfig, ALL_LINEAR};
 use crate::model::generate::{generate, Sampler};
@@ -264,6 +265,7 @@ impl WebSession {
             "kernels": self.gpu.kernels.to_string(),
             "layers": c.num_layers, "hidden": c.hidden_size, "vocab": c.vocab_size,
             "tokenizer": self.tokenizer.is_some(),
+            "gguf": self.weights.as_gguf().is_some(),
             "max_storage_binding": self.gpu.limits.max_storage_buffer_binding_size,
             "max_buffer": self.gpu.limits.max_buffer_size,
         })
@@ -460,6 +462,28 @@ impl WebSession {
         let adapter = t.adapter(&self.gpu).await.map_err(js_err)?;
         let bytes = gguf_lora_bytes(&adapter, &self.config, GgufLoraDtype::F32, "the adapter")
             .map_err(js_err)?;
+        Ok(Uint8Array::from(&bytes[..]))
+    }
+
+    /// The model with the trained adapter merged in, as one GGUF that llama.cpp and Ollama run
+    /// (`dtype` f32, f16 or q8_0; `progress(done, total)` a tensor at a time): what `webqlora
+    /// merge --format gguf` writes. The model must be a GGUF file (its metadata, tokenizer and
+    /// chat template are copied).
+    pub async fn merged_gguf(
+        &self,
+        dtype: &str,
+        progress: &Function,
+    ) -> Result<Uint8Array, JsValue> {
+        let t = self.training.as_ref().ok_or("nothing trained yet")?;
+        let base = self.weights.as_gguf().ok_or(
+            "a merged GGUF starts from a GGUF model; this one is a Hugging Face folder: download              the PEFT adapter and merge it with `webqlora merge`",
+        )?;
+        let dtype: GgufDtype = dtype.parse().map_err(js_err)?;
+        let adapter = t.adapter(&self.gpu).await.map_err(js_err)?;
+        let bytes = merged_gguf_bytes(base, &adapter, dtype, |done, all| {
+            let _ = progress.call2(&JsValue::NULL, &done.into(), &all.into());
+        })
+        .map_err(js_err)?;
         Ok(Uint8Array::from(&bytes[..]))
     }
 

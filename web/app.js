@@ -336,6 +336,7 @@ function updateButtons() {
   $('mcq').disabled = busy || !modelReady;
   $('download').disabled = busy || !state.trained;
   $('download-gguf').disabled = busy || !state.trained;
+  $('download-merged').disabled = busy || !state.trained || !(state.info && state.info.gguf);
 }
 
 function settings() {
@@ -529,6 +530,10 @@ $('mcq').onclick = async () => {
 };
 $('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
 $('download-gguf').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter-gguf' }); };
+$('download-merged').onclick = () => {
+  setBusy(true);
+  worker.postMessage({ type: 'merged-gguf', dtype: $('merged-dtype').value });
+};
 
 /// Seconds as "1 h 02 min", "3 min 05 s" or "12 s".
 function duration(s) {
@@ -645,13 +650,34 @@ worker.onmessage = (e) => {
       state.info = m.info;
       afterNewDevice();
       break;
-    case 'error':
+    case 'merge-progress':
+      $('download-info').textContent = `merging: tensor ${m.done} of ${m.total}`;
+      break;
+    case 'merged-gguf':
+      download(`merged-${m.dtype}.gguf`, new Blob([m.bytes], { type: 'application/octet-stream' }));
+      $('download-info').textContent = `merged-${m.dtype}.gguf downloaded (${mb(m.bytes.byteLength)}; llama.cpp: -m merged-${m.dtype}.gguf)`;
+      setBusy(false);
+      break;
+    case 'error': {
+      // An error mid-run (out of memory, say) keeps the last checkpoint: offer to resume it.
+      const wasRunning = state.running;
       state.running = false;
       message(explain(m.where, m.message), true);
       setBusy(false);
+      if (wasRunning) offerResume();
       break;
+    }
   }
 };
+
+// The Resume button, when this browser keeps an unfinished run.
+async function offerResume() {
+  await storing;
+  const kept = await keptRun();
+  if (!kept) return;
+  $('resume-run').hidden = false;
+  $('resume-run').textContent = `Resume the interrupted run (${kept.run.dataName}): step ${kept.latest.step} of ${kept.latest.steps}`;
+}
 
 // ---- start -----------------------------------------------------------------------------------
 
@@ -662,10 +688,6 @@ if (!navigator.gpu) {
   cachedModel().then((files) => { $('model-cached').hidden = !files; });
   models.catalog().then((list) => { state.catalog = list; return renderCatalog(); })
     .catch((e) => { $('storage-info').textContent = `No list of ready models (${e.message}).`; });
-  keptRun().then((kept) => {
-    if (!kept) return;
-    $('resume-run').hidden = false;
-    $('resume-run').textContent = `Resume the interrupted run (${kept.run.dataName}): step ${kept.latest.step} of ${kept.latest.steps}`;
-  });
+  offerResume();
 }
 updateButtons();

@@ -88,6 +88,12 @@ async function handle(m) {
       post({ type: 'adapter-gguf', bytes: bytes.buffer }, [bytes.buffer]);
       break;
     }
+    case 'merged-gguf': {
+      const bytes = await session.merged_gguf(m.dtype,
+        (done, total) => post({ type: 'merge-progress', done, total }));
+      post({ type: 'merged-gguf', dtype: m.dtype, bytes: bytes.buffer }, [bytes.buffer]);
+      break;
+    }
     case 'adapter': {
       const [config, weights] = await session.adapter();
       post({ type: 'adapter', config, weights: weights.buffer }, [weights.buffer]);

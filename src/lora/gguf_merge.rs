@@ -22,6 +22,20 @@ pub enum GgufDtype {
     Q8_0,
 }
 
+impl std::str::FromStr for GgufDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(GgufDtype::F32),
+            "f16" => Ok(GgufDtype::F16),
+            "q8_0" => Ok(GgufDtype::Q8_0),
+            other => Err(format!(
+                "unknown GGUF precision '{other}' (f32, f16 or q8_0)"
+            )),
+        }
+    }
+}
+
 impl GgufDtype {
     /// llama.cpp's `general.file_type` (llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0).
     fn file_type(self) -> u32 {

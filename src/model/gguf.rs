@@ -615,6 +615,10 @@ fn linear_types(
 }
 
 impl WeightSource for GgufFile {
+    fn as_gguf(&self) -> Option<&GgufFile> {
+        Some(self)
+    }
+
     fn contains(&self, name: &str) -> bool {
         gguf_name_for(self.config.family(), name).is_some_and(|g| self.tensors.contains_key(&g))
     }

@@ -38,6 +38,10 @@ pub trait WeightSource {
             msg: "this model holds no GGUF block codes (--base gguf needs a GGUF file)".into(),
         })
     }
+    /// The GGUF file this source is, if it is one (a merged GGUF copies its metadata).
+    fn as_gguf(&self) -> Option<&gguf::GgufFile> {
+        None
+    }
 }
 
 /// Every way a model folder can be unusable, each naming the file and what is wrong.

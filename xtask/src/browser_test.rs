@@ -396,7 +396,7 @@ pub fn run_smollm2() -> Result<(), String> {
     let started = Instant::now();
     let (_browser, mut cdp, _) = open_page(site, &dir, &downloads, "")?;
     let minutes = |n: u64| Duration::from_secs(60 * n);
-    cdp.set_files("#model-files", &[gguf])?;
+    cdp.set_files("#model-files", std::slice::from_ref(&gguf))?;
     cdp.wait_for(
         "document.getElementById('model-info').textContent.includes('30 layers')",
         "opening SmolLM2",
@@ -440,6 +440,52 @@ pub fn run_smollm2() -> Result<(), String> {
         return Err(format!(
             "the browser's SmolLM2 loss differs from the native one by {rel:.1e}"
         ));
+    }
+    // The merged GGUF the page writes is what `webqlora merge --format gguf` writes for the
+    // page's adapter.
+    cdp.eval("document.getElementById('download').click()")?;
+    let adapter = downloads.join("adapter_model.safetensors");
+    wait_for_file(&adapter, minutes(1))?;
+    wait_for_file(&downloads.join("adapter_config.json"), minutes(1))?;
+    cdp.eval("document.getElementById('merged-dtype').value = 'q8_0'; document.getElementById('download-merged').click()")?;
+    let merged = downloads.join("merged-q8_0.gguf");
+    wait_for_file(&merged, minutes(3))?;
+    let native_merged = dir.join("native-merged.gguf");
+    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    run(crate::test::with_env(&mut cmd)
+        .args(["merge", "--model"])
+        .arg(&gguf)
+        .arg("--adapter")
+        .arg(&downloads)
+        .args(["--format", "gguf", "--dtype", "q8_0", "--output"])
+        .arg(&native_merged)
+        .stdout(Stdio::null()))?;
+    let (page, native) = (
+        std::fs::read(&merged).map_err(|e| e.to_string())?,
+        std::fs::read(&native_merged).map_err(|e| e.to_string())?,
+    );
+    if page != native {
+        return Err(format!(
+            "the page's merged-q8_0.gguf ({} bytes) differs from `webqlora merge --format gguf` ({} bytes)",
+            page.len(),
+            native.len()
+        ));
+    }
+    println!(
+        "browser SmolLM2: the page's merged Q8_0 GGUF ({} bytes) equals `webqlora merge`'s",
+        page.len()
+    );
+    Ok(())
+}
+
+/// Wait until a download `path` is complete (Chromium writes `*.crdownload` until then).
+fn wait_for_file(path: &Path, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > limit {
+            return Err(format!("{} was not downloaded", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
@@ -603,23 +649,12 @@ pub fn run_test() -> Result<(), String> {
     cdp.eval("document.getElementById('download').click()")?;
     let weights = downloads.join("adapter_model.safetensors");
     let config = downloads.join("adapter_config.json");
-    let start = Instant::now();
-    while !(weights.exists() && config.exists()) {
-        if start.elapsed() > minute {
-            return Err("the adapter was not downloaded".into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_file(&weights, minute)?;
+    wait_for_file(&config, minute)?;
     // The same adapter for llama.cpp.
     cdp.eval("document.getElementById('download-gguf').click()")?;
     let gguf = downloads.join("adapter.gguf");
-    let start = Instant::now();
-    while !gguf.exists() {
-        if start.elapsed() > minute {
-            return Err("adapter.gguf was not downloaded".into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_file(&gguf, minute)?;
     std::thread::sleep(Duration::from_millis(500));
     cdp.screenshot(&dir.join("page.png"))?;
     cdp.screenshot(&dir.join("04-downloaded.png"))?;
