@@ -234,7 +234,7 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
 
 /// A byte-level BPE tokenizer.json with no merges for the tiny Llama's 256 ids (one token a
 /// byte, GPT-2's byte-to-unicode alphabet), so the page's generation and MCQ scoring run on it.
-fn byte_tokenizer() -> String {
+pub(crate) fn byte_tokenizer() -> String {
     let printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
     let mut next = 256;
     let mut vocab = serde_json::Map::new();

@@ -16,7 +16,16 @@
 //!      logits against the change the adapter makes to webqlora's on the same codes
 //!      (`--base gguf`), within 20% (the bases themselves differ by 3–6% there).
 //!
-//! Not part of `cargo xtask test` (the build alone takes longer than the tests).
+//! And TRL continues a webqlora run (`examples/continue_on_cluster.py`, in its own virtual
+//! environment target/interop/trl-venv with torch, transformers, peft, trl and accelerate,
+//! about 3.5 GB from PyPI, once): webqlora trains the tiny Llama 3 steps on tokenized records
+//! with masked prompts; the script loads that PEFT adapter (checking every tensor loaded as
+//! saved) and the same JSONL into SFTTrainer on the CPU, batches in file order, and trains 3
+//! steps; its first loss must equal webqlora's `dump-step` on the batch TRL built within
+//! 1e-4, and the adapter it saves must load back into webqlora.
+//!
+//! `--only llama.cpp` or `--only trl` runs one part. Not part of `cargo xtask test` (the
+//! llama.cpp build alone takes longer than the tests).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,17 +35,35 @@ use crate::install::run;
 /// The llama-cpp-python release the checks were written against.
 const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
 
-pub fn main(_args: &[String]) -> Result<(), String> {
+pub fn main(args: &[String]) -> Result<(), String> {
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if !matches!(only, None | Some("llama.cpp") | Some("trl")) {
+        return Err(format!(
+            "--only {}: llama.cpp or trl",
+            only.unwrap_or_default()
+        ));
+    }
     let root = crate::repo_root();
     let dir = root.join("target/interop");
-    let python = venv(&dir)?;
     run(crate::test::cargo()
         .args(["build", "--release", "--bin", "webqlora"])
         .current_dir(&root))?;
     let bin = root.join("target/release/webqlora");
     crate::install::gpu_driver(&bin)?;
-    let script = root.join("xtask/interop/check_llama_cpp.py");
     let mut lines = Vec::new();
+    if only != Some("llama.cpp") {
+        lines.push(check_trl(&bin, &dir, &root)?);
+    }
+    if only == Some("trl") {
+        println!("interop: TRL continues a webqlora run\n  {}", lines[0]);
+        return Ok(());
+    }
+    let python = venv(&dir)?;
+    let script = root.join("xtask/interop/check_llama_cpp.py");
     for model in crate::fetch_model::MODELS {
         let gguf = crate::fetch_model::fetch_model(model)?;
         let out = dir.join(model.name);
@@ -44,7 +71,7 @@ pub fn main(_args: &[String]) -> Result<(), String> {
         std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         lines.extend(check_model(&bin, &python, &script, &gguf, &out, &root)?);
     }
-    println!("interop: {} llama.cpp checks passed", lines.len());
+    println!("interop: {} checks passed (TRL and llama.cpp)", lines.len());
     for l in lines {
         println!("  {l}");
     }
@@ -77,8 +104,172 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// The virtual environment's python with what `examples/continue_on_cluster.py` imports.
+fn trl_venv(dir: &Path) -> Result<PathBuf, String> {
+    let venv = dir.join("trl-venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args([
+            "-c",
+            "import torch, transformers, peft, trl, accelerate, datasets",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return Ok(python);
+    }
+    crate::install::pip()?;
+    crate::install::debian_packages(&["python3-venv"], "the TRL check")?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    eprintln!("xtask: installing torch, transformers, peft, trl, accelerate (about 3.5 GB)");
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--no-cache-dir"])
+        .args([
+            "torch",
+            "transformers",
+            "peft",
+            "trl",
+            "accelerate",
+            "datasets",
+            "safetensors",
+        ]))?;
+    Ok(python)
+}
+
+/// TRL's SFTTrainer continues a webqlora run of the tiny Llama: its first loss against
+/// webqlora's on the same batch.
+fn check_trl(bin: &Path, dir: &Path, root: &Path) -> Result<String, String> {
+    let python = trl_venv(dir)?;
+    let out = dir.join("trl");
+    let _ = std::fs::remove_dir_all(&out);
+    let model = out.join("tiny-llama");
+    std::fs::create_dir_all(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let golden = root.join("../shared/golden/tiny-llama/base-f32");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden.join(f), model.join(f))
+            .map_err(|e| format!("{}: {e}", golden.join(f).display()))?;
+    }
+    // A byte-level tokenizer for its 256 ids (TRL wants one to pad with); id 0 pads.
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(
+        model.join("tokenizer.json"),
+        crate::browser_test::byte_tokenizer(),
+    )?;
+    write(
+        model.join("tokenizer_config.json"),
+        serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "\u{100}", "pad_token": "\u{100}"})
+            .to_string(),
+    )?;
+    // Tokenized records of several lengths, the first four tokens of each a prompt (no loss).
+    let data: String = (0..12)
+        .map(|i| {
+            let ids: Vec<usize> = (0..10 + 3 * i).map(|k| (i * 7 + k * 3) % 256).collect();
+            let labels: Vec<i64> = ids
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| if k < 4 { -100 } else { id as i64 })
+                .collect();
+            format!(
+                "{}\n",
+                serde_json::json!({"input_ids": ids, "labels": labels})
+            )
+        })
+        .collect();
+    write(out.join("data.jsonl"), data)?;
+    let s = |p: PathBuf| p.display().to_string();
+    let (m, d, run_dir) = (
+        s(model.clone()),
+        s(out.join("data.jsonl")),
+        s(out.join("run")),
+    );
+    let common = [
+        "--rank", "4", "--alpha", "8", "--lr", "0.01", "--batch", "4",
+    ];
+    let mut train = vec!["train", "--model", &m, "--data", &d, "--output", &run_dir];
+    train.extend(["--steps", "3", "--quiet"]);
+    train.extend(common);
+    webqlora(bin, &train)?;
+    let (report, more) = (s(out.join("report.json")), s(out.join("continued")));
+    let script = root.join("examples/continue_on_cluster.py");
+    let status = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--model",
+            &m,
+            "--adapter",
+            &run_dir,
+            "--data",
+            &d,
+            "--output",
+            &more,
+        ])
+        .args([
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--lr",
+            "0.01",
+            "--max-seq-len",
+            "64",
+        ])
+        .args(["--in-order", "--report", &report])
+        .status()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !status.success() {
+        return Err(format!("{} failed ({status})", script.display()));
+    }
+    let report_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&report).map_err(|e| format!("{report}: {e}"))?,
+    )
+    .map_err(|e| format!("{report}: {e}"))?;
+    let trl_loss = report_json["first_loss"]
+        .as_f64()
+        .ok_or_else(|| format!("{report}: no first_loss"))?;
+    let batch = format!("{report}.safetensors");
+    let loss_of = |adapter: &str, file: &str| -> Result<f64, String> {
+        let dump = s(out.join(file));
+        let args = [
+            "dump-step",
+            "--model",
+            &m,
+            "--adapter",
+            adapter,
+            "--batch",
+            &batch,
+        ];
+        let text = webqlora_output(
+            bin,
+            &[&args[..], &["--base", "f32", "--out", &dump]].concat(),
+        )?;
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|l| l.trim_end_matches(';').parse().ok())
+            .ok_or_else(|| format!("dump-step printed no loss: {text}"))
+    };
+    let ours = loss_of(&run_dir, "ours.safetensors")?;
+    let continued = loss_of(&more, "continued.safetensors")?;
+    let rel = ((trl_loss - ours) / ours).abs();
+    if rel > 1e-4 || !continued.is_finite() {
+        return Err(format!(
+            "TRL's first loss {trl_loss} against webqlora's {ours} on the same batch (relative {rel:.1e}); the continued adapter's loss in webqlora {continued}"
+        ));
+    }
+    Ok(format!(
+        "TRL SFTTrainer from webqlora's adapter: first loss {trl_loss:.6}, webqlora's on the same batch {ours:.6} (relative {rel:.1e}); TRL's adapter after 3 more steps loads back into webqlora: loss {continued:.6}; losses {}",
+        report_json["losses"]
+    ))
+}
+
 /// Run the release binary; Err with its output when it fails.
 fn webqlora(bin: &Path, args: &[&str]) -> Result<(), String> {
+    webqlora_output(bin, args).map(|_| ())
+}
+
+/// Run the release binary; its standard output, or Err with its output when it fails.
+fn webqlora_output(bin: &Path, args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(bin);
     crate::test::with_env(&mut cmd);
     let out = cmd
@@ -93,7 +284,7 @@ fn webqlora(bin: &Path, args: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Run one check of the script; its JSON line.
