@@ -13,7 +13,7 @@
 //   6 dq      storage, read_write  f32[tokens, heads, head_dim]   every element written
 //   7 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
-// attention_common.wgsl is appended (q, k, v, Params, HEAD_DIM, first_key).
+// attention_params.wgsl and attention_common.wgsl are appended (Params, HEAD_DIM, q, k, v, first_key).
 
 @group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;

@@ -19,7 +19,7 @@
 // Eight storage buffers: WebGPU's default per-stage limit.
 // Dispatch: linear, kv_heads * ceil(tokens / 64) workgroups of 64: workgroup w takes kv head
 // w % kv_heads and keys from (w / kv_heads) * 64; invocation i key row i of those.
-// attention_common.wgsl is appended (q, k, v, Params, first_key).
+// attention_params.wgsl and attention_common.wgsl are appended (q, k, v, Params, first_key).
 
 // Queries a tile (QUERIES * D4 <= TILE_V4, QUERIES <= MAX_QUERIES).
 override QUERIES: u32 = 32u;

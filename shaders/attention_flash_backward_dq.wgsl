@@ -18,7 +18,7 @@
 //   8 params  uniform              { tokens, seq_len, heads, kv_heads, head_dim, scale, window }
 // Eight storage buffers: WebGPU's default per-stage limit.
 // Dispatch: as attention_flash_forward.
-// attention_common.wgsl and attention_flash_queries.wgsl are appended.
+// attention_params.wgsl, attention_common.wgsl and attention_flash_queries.wgsl are appended.
 
 @group(0) @binding(3) var<storage, read> d_out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> out: array<vec4<f32>>;

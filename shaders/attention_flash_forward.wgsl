@@ -20,7 +20,7 @@
 // head_dim is a multiple of 4, at most 256; group at most 64.
 // Dispatch: linear, kv_heads * ceil(tokens / (64 / group)) workgroups of 64 invocations:
 // workgroups and rows as attention_flash_queries.wgsl says.
-// attention_common.wgsl and attention_flash_queries.wgsl are appended (q, k, v, Params, the
+// attention_params.wgsl, attention_common.wgsl and attention_flash_queries.wgsl are appended (q, k, v, Params, the
 // key tiles).
 
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;

@@ -20,7 +20,7 @@
 //   6 params  uniform              { tokens, seq_len (unused), heads, kv_heads, head_dim, scale, window }
 // head_dim is a multiple of 4, at most 256.
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
-// attention_common.wgsl is appended (q, k, v, Params, HEAD_DIM, first_key).
+// attention_params.wgsl and attention_common.wgsl are appended (Params, HEAD_DIM, q, k, v, first_key).
 
 @group(0) @binding(3) var<storage, read> mask: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;

@@ -82,7 +82,7 @@ shader!(
     ATTENTION_BACKWARD_DKV,
     "attention_backward_dkv",
     wgpu::Features::empty(),
-    then "attention_common"
+    then "attention_params", "attention_common"
 );
 shader!(
     ATTENTION_BACKWARD_DKV_TEX,
@@ -99,7 +99,7 @@ shader!(
     ATTENTION_BACKWARD_DQ,
     "attention_backward_dq",
     wgpu::Features::empty(),
-    then "attention_common"
+    then "attention_params", "attention_common"
 );
 shader!(
     ATTENTION_BACKWARD_DQ_TEX,
@@ -128,38 +128,45 @@ shader!(
 shader!(ATTENTION_DELTA, "attention_delta");
 shader!(CACHE_F16, "cache_f16", wgpu::Features::SHADER_F16);
 shader!(CACHE_F32, "cache_f32");
-shader!(ATTENTION_COMMON, "attention_common");
+shader!(
+    ATTENTION_COMMON,
+    "attention_common" as "attention_common",
+    wgpu::Features::empty(),
+    after "attention_params"
+);
+shader!(ATTENTION_PARAMS, "attention_params");
 shader!(
     ATTENTION_FLASH_QUERIES,
     "attention_flash_queries" as "attention_flash_queries",
     wgpu::Features::empty(),
-    after "attention_common"
+    after "attention_params",
+    then "attention_common"
 );
 shader!(
     ATTENTION_FLASH_BACKWARD_DKV,
     "attention_flash_backward_dkv",
     wgpu::Features::empty(),
-    then "attention_common"
+    then "attention_params", "attention_common"
 );
 shader!(
     ATTENTION_FLASH_BACKWARD_DQ,
     "attention_flash_backward_dq",
     wgpu::Features::empty(),
-    then "attention_common",
+    then "attention_params", "attention_common",
     "attention_flash_queries"
 );
 shader!(
     ATTENTION_FLASH_FORWARD,
     "attention_flash_forward",
     wgpu::Features::empty(),
-    then "attention_common",
+    then "attention_params", "attention_common",
     "attention_flash_queries"
 );
 shader!(
     ATTENTION_FORWARD,
     "attention_forward",
     wgpu::Features::empty(),
-    then "attention_common"
+    then "attention_params", "attention_common"
 );
 shader!(ATTENTION_FORWARD_TEX, "software/attention_forward_tex");
 shader!(
@@ -178,7 +185,25 @@ shader!(
     ATTENTION_FORWARD_MASKED,
     "attention_forward_masked",
     wgpu::Features::empty(),
-    then "attention_common"
+    then "attention_params", "attention_common"
+);
+shader!(
+    ATTENTION_BACKWARD_DQ_MASKED,
+    "attention_backward_dq_masked",
+    wgpu::Features::empty(),
+    then "attention_params", "attention_common"
+);
+shader!(
+    ATTENTION_BACKWARD_DK_MASKED,
+    "attention_backward_dk_masked",
+    wgpu::Features::empty(),
+    then "attention_params", "attention_common"
+);
+shader!(
+    ATTENTION_BACKWARD_DV_MASKED,
+    "attention_backward_dv_masked",
+    wgpu::Features::empty(),
+    then "attention_params"
 );
 shader!(
     ATTENTION_FORWARD_MASKED_TEX,
@@ -384,6 +409,10 @@ pub static ALL: &[&Shader] = &[
     &CACHE_F16,
     &CACHE_F32,
     &ATTENTION_COMMON,
+    &ATTENTION_PARAMS,
+    &ATTENTION_BACKWARD_DQ_MASKED,
+    &ATTENTION_BACKWARD_DK_MASKED,
+    &ATTENTION_BACKWARD_DV_MASKED,
     &ATTENTION_FLASH_QUERIES,
     &ATTENTION_FLASH_BACKWARD_DKV,
     &ATTENTION_FLASH_BACKWARD_DQ,

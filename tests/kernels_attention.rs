@@ -339,6 +339,105 @@ fn masked_forward_matches_cpu() {
     assert_eq!(seen, (0..20).chain([c2]).collect::<Vec<_>>());
 }
 
+/// The masked backward (packed training rows): question groups with branches, a plain packed
+/// example and a padded tail whose tokens see only themselves, sliding windows too, against
+/// the f64 reference; with a mask of plain sequences it equals the causal backward.
+#[test]
+fn masked_backward_matches_cpu() {
+    use webqlora::ops::attention::{cpu_backward_masked, TokenMask};
+    let mut rng = rng("attention masked backward");
+    let groups: [(usize, &[usize]); 4] = [(13, &[3, 1, 4]), (17, &[]), (6, &[2]), (1, &[])];
+    let mut mask = Vec::new();
+    for (prompt, choices) in groups {
+        let first = mask.len();
+        let token = |position: usize, branch: u32| TokenMask {
+            first,
+            branch,
+            position,
+        };
+        mask.extend((0..prompt).map(|p| token(p, 0)));
+        for (c, &len) in choices.iter().enumerate() {
+            mask.extend((0..len).map(|p| token(prompt + p, c as u32 + 1)));
+        }
+    }
+    // Padding: each token its own example.
+    for t in mask.len()..mask.len() + 5 {
+        mask.push(TokenMask {
+            first: t,
+            branch: 0,
+            position: 0,
+        });
+    }
+    let tokens = mask.len();
+    for (heads, kv_heads, head_dim, window) in [
+        (4usize, 2usize, 64usize, None),
+        (3, 3, 32, None),
+        (6, 2, 128, Some(5)),
+    ] {
+        let scores = Scores {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window,
+        };
+        let s = AttentionShape {
+            tokens,
+            seq_len: tokens,
+            heads,
+            kv_heads,
+            head_dim,
+            scores,
+        };
+        let q = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
+        let k = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
+        let v = random_f32(&mut rng, tokens * kv_heads * head_dim, 1.0);
+        let d_out = random_f32(&mut rng, tokens * heads * head_dim, 1.0);
+        let (q64, k64, v64, do64) = (to_f64(&q), to_f64(&k), to_f64(&v), to_f64(&d_out));
+        let plain = TokenMask::sequences(tokens, 9);
+        for (m, seq_len) in [(&mask, tokens), (&plain, 9)] {
+            let (dq, dk, dv) = match seq_len == tokens {
+                true => cpu_backward_masked(&q64, &k64, &v64, &do64, s, m),
+                // A plain mask: what the causal reference gives.
+                false => cpu_backward(&q64, &k64, &v64, &do64, AttentionShape { seq_len, ..s }),
+            };
+            for kernels in [Kernels::Buffers, Kernels::Portable] {
+                let mut g = graph(kernels);
+                let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
+                let kt = g.input("k", &[tokens, kv_heads, head_dim], DType::F32);
+                let vt = g.input("v", &[tokens, kv_heads, head_dim], DType::F32);
+                let dt = g.input("d_out", &[tokens, heads, head_dim], DType::F32);
+                let mt = g.input("mask", &[tokens, 4], DType::F32);
+                let qkv = Qkv {
+                    q: qt,
+                    k: kt,
+                    v: vt,
+                };
+                let saved = attention::forward_masked(&mut g, "attn", qkv, mt, scores).unwrap();
+                let grads =
+                    attention::backward_masked(&mut g, "attn_back", qkv, saved, dt, mt, scores)
+                        .unwrap();
+                let inputs = [
+                    (qt, bytes(&q)),
+                    (kt, bytes(&k)),
+                    (vt, bytes(&v)),
+                    (dt, bytes(&d_out)),
+                    (mt, bytes(&TokenMask::values(m))),
+                ];
+                let got = run_graph(g, &inputs, &[grads.q, grads.k, grads.v]);
+                for (what, got, want) in [
+                    ("dq", &got[0], &dq),
+                    ("dk", &got[1], &dk),
+                    ("dv", &got[2], &dv),
+                ] {
+                    let e = rel_err(got, &to_f32(want));
+                    assert!(
+                        e < 1e-5,
+                        "{kernels:?} {s:?} seq {seq_len}: {what} rel err {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn decode_attention_over_the_cache_matches_cpu() {
     use webqlora::graph::DType;

@@ -134,6 +134,58 @@ pub static FORWARD_MASKED: Kernel = Kernel {
     textures: &[],
 };
 
+/// The masked backward, query gradient (see attention_backward_dq_masked.wgsl).
+pub static BACKWARD_DQ_MASKED: Kernel = Kernel {
+    name: "attention_backward_dq_masked",
+    shader: &shaders::ATTENTION_BACKWARD_DQ_MASKED,
+    entry: "attention_backward_dq_masked",
+    textures: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        read("mask"),
+        write("dq"),
+    ],
+};
+
+/// The masked backward, key gradient (see attention_backward_dk_masked.wgsl).
+pub static BACKWARD_DK_MASKED: Kernel = Kernel {
+    name: "attention_backward_dk_masked",
+    shader: &shaders::ATTENTION_BACKWARD_DK_MASKED,
+    entry: "attention_backward_dk_masked",
+    textures: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("v"),
+        read("d_out"),
+        read("lse"),
+        read("delta"),
+        read("mask"),
+        write("dk"),
+    ],
+};
+
+/// The masked backward, value gradient (see attention_backward_dv_masked.wgsl).
+pub static BACKWARD_DV_MASKED: Kernel = Kernel {
+    name: "attention_backward_dv_masked",
+    shader: &shaders::ATTENTION_BACKWARD_DV_MASKED,
+    entry: "attention_backward_dv_masked",
+    textures: &[],
+    bindings: &[
+        read("q"),
+        read("k"),
+        read("d_out"),
+        read("lse"),
+        read("mask"),
+        write("dv"),
+    ],
+};
+
 /// What one token of a packed row may attend: keys from `first` up to itself whose branch is
 /// 0 or its own, and on sliding-window layers whose position is less than the window before
 /// its own (see attention_forward_masked.wgsl).
@@ -491,6 +543,64 @@ pub fn forward_masked(
     Ok(Saved { out, lse })
 }
 
+/// The backward of `forward_masked`: (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`,
+/// for the output gradient `d_out`; `mask` as the forward took it (its `first` never decreasing
+/// along the row: packed examples, question groups). Row kernels on every device: the deltas,
+/// then dq by query row, dk and dv by key row.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_masked(
+    g: &mut Graph,
+    name: &str,
+    qkv: Qkv,
+    saved: Saved,
+    d_out: TensorId,
+    mask: TensorId,
+    scores: Scores,
+) -> Result<Qkv, GraphError> {
+    let Qkv { q, k, v } = qkv;
+    let tokens = g.tensor(q).shape.first().copied().unwrap_or(0);
+    let s = AttentionShape::of(g, name, q, k, v, tokens.max(1), scores)?;
+    g.expect_same_shape(name, d_out, q)?;
+    let rows = s.tokens * s.heads;
+    let by_query_row = Dispatch::linear(rows, 64);
+    let by_key_row = Dispatch::linear(s.tokens * s.kv_heads, 64);
+    let constants = s.constants();
+    let label = format!("{name}_delta");
+    let delta = g.temp(&label, &[s.tokens, s.heads], DType::F32);
+    let p = Params::new().u32(rows as u32).u32(s.head_dim as u32);
+    let tensors = [d_out, saved.out, delta];
+    g.push_specialized(label, &DELTA, &tensors, p, by_query_row, &constants)?;
+
+    let label = format!("{name}_q");
+    let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
+    let tensors = [q, k, v, d_out, saved.lse, delta, mask, dq];
+    let kernel = &BACKWARD_DQ_MASKED;
+    g.push_specialized(
+        label,
+        kernel,
+        &tensors,
+        s.params(),
+        by_query_row,
+        &constants,
+    )?;
+    let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
+    let label = format!("{name}_k");
+    let dk = g.temp(&label, &kv_shape, DType::F32);
+    let tensors = [q, k, v, d_out, saved.lse, delta, mask, dk];
+    let kernel = &BACKWARD_DK_MASKED;
+    g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
+    let label = format!("{name}_v");
+    let dv = g.temp(&label, &kv_shape, DType::F32);
+    let tensors = [q, k, d_out, saved.lse, mask, dv];
+    let kernel = &BACKWARD_DV_MASKED;
+    g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
+    Ok(Qkv {
+        q: dq,
+        k: dk,
+        v: dv,
+    })
+}
+
 /// (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`, for the output gradient `d_out`.
 pub fn backward(
     g: &mut Graph,
@@ -692,20 +802,31 @@ pub fn cpu_backward(
     d_out: &[f64],
     s: AttentionShape,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (out, lse) = cpu_forward(q, k, v, s);
+    let mask = TokenMask::sequences(s.tokens, s.seq_len);
+    cpu_backward_masked(q, k, v, d_out, s, &mask)
+}
+
+/// CPU reference backward in f64 over packed rows with a per-token mask: (dq, dk, dv).
+pub fn cpu_backward_masked(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    d_out: &[f64],
+    s: AttentionShape,
+    mask: &[TokenMask],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (out, lse) = cpu_forward_masked(q, k, v, s, mask);
     let (d, group) = (s.head_dim, s.heads / s.kv_heads);
     let scale = s.scores.scale as f64;
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     for t in 0..s.tokens {
-        let first =
-            (t - t % s.seq_len).max((t + 1).saturating_sub(s.scores.window.unwrap_or(usize::MAX)));
         for h in 0..s.heads {
             let row = t * s.heads + h;
             let (qi, doi) = (&q[row * d..][..d], &d_out[row * d..][..d]);
             let delta = dot(doi, &out[row * d..][..d]);
             let kv = h / group;
-            for j in first..=t {
+            for j in (0..=t).filter(|&j| mask[t].sees(t, j, &mask[j], s.scores.window)) {
                 let kb = (j * s.kv_heads + kv) * d;
                 let p = (dot(qi, &k[kb..kb + d]) * scale - lse[row]).exp();
                 let ds = p * (dot(doi, &v[kb..kb + d]) - delta) * scale;
