@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod encode;
 pub mod mcq;
+pub mod pack;
 pub mod records;
 
 pub use batch::Batch;

@@ -619,7 +619,27 @@ impl Llama {
         positions: TensorId,
     ) -> Result<TensorId, GraphError> {
         let eps = self.config.rms_norm_eps as f32;
-        let tokens = g.tensor(input_ids).numel();
+        let attend = self.packed_attend(g, mask, positions)?;
+        let mut h = self.embed_tokens(g, input_ids)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = self
+                .layer_forward(g, l, &format!("layers.{i}"), h, attend)?
+                .0;
+        }
+        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        Ok(h_final)
+    }
+
+    /// How packed rows attend: `mask` [tokens, 4] (`attention::TokenMask`), and RoPE's table
+    /// rows gathered at `positions` (u32 [tokens], each token's position in its example,
+    /// below the positions this model was declared for).
+    pub fn packed_attend(
+        &self,
+        g: &mut Graph,
+        mask: TensorId,
+        positions: TensorId,
+    ) -> Result<Attend, GraphError> {
+        let tokens = g.tensor(positions).numel();
         let table = g.tensor(self.cos_sin).shape.clone();
         let per_token = |g: &mut Graph, t: TensorId, name: &str| {
             let rows = g.view(t, &format!("{name}.rows"), &[table[0], table[1] * 2])?;
@@ -635,19 +655,11 @@ impl Llama {
             Some(t) => Some(per_token(g, t, "rope_local")?),
             None => None,
         };
-        let attend = Attend::Packed {
+        Ok(Attend::Packed {
             mask,
             cos_sin,
             cos_sin_local,
-        };
-        let mut h = self.embed_tokens(g, input_ids)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            h = self
-                .layer_forward(g, l, &format!("layers.{i}"), h, attend)?
-                .0;
-        }
-        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
-        Ok(h_final)
+        })
     }
 
     /// Full logits [tokens, vocab] (for small vocabularies and evaluation; training uses the

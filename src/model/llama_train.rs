@@ -235,6 +235,28 @@ impl Llama {
         Ok(self.layer_pass(g, l, p, h, attend, pass)?.2)
     }
 
+    /// RoPE's table and positions for layer `l`: the model's table by position in each
+    /// sequence, one row per packed token, or the decoded token's row.
+    fn rope_for(&self, l: &Layer, attend: Attend, tokens: usize) -> (TensorId, Positions) {
+        let (table, seq_len) = match attend {
+            Attend::Sequences(seq_len) => (self.rope_table(l), seq_len),
+            Attend::Packed {
+                cos_sin,
+                cos_sin_local,
+                ..
+            } => match (l.local_rope, cos_sin_local) {
+                (true, Some(local)) => (local, tokens),
+                _ => (cos_sin, tokens),
+            },
+            Attend::Cached { .. } => (self.rope_table(l), 1),
+        };
+        let at = Positions {
+            seq_len,
+            pos_offset: 0,
+        };
+        (table, at)
+    }
+
     /// A layer's pass as `pass` says: (its output, the next norm's output and rstd, saved).
     #[allow(clippy::type_complexity)]
     fn layer_pass(
@@ -256,24 +278,7 @@ impl Llama {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let tokens = g.tensor(h).shape[0];
-        // RoPE: the model's table by position in each sequence, one row per packed token, or
-        // the decoded token's row.
-        let (table, seq_len) = match attend {
-            Attend::Sequences(seq_len) => (self.rope_table(l), seq_len),
-            Attend::Packed {
-                cos_sin,
-                cos_sin_local,
-                ..
-            } => match (l.local_rope, cos_sin_local) {
-                (true, Some(local)) => (local, tokens),
-                _ => (cos_sin, tokens),
-            },
-            Attend::Cached { .. } => (self.rope_table(l), 1),
-        };
-        let at = Positions {
-            seq_len,
-            pos_offset: 0,
-        };
+        let (table, at) = self.rope_for(l, attend, tokens);
         let (h_norm, rstd) = match normed_input {
             Some(normed) => normed,
             None => rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?,
@@ -424,12 +429,32 @@ impl Llama {
         chunk: usize,
         checkpointing: bool,
     ) -> Result<TrainStep, GraphError> {
+        let attend = Attend::Sequences(seq_len);
+        self.train_step_attending(g, input_ids, targets, scored, attend, chunk, checkpointing)
+    }
+
+    /// `train_step` with its tokens attending as `attend` says: sequences, or packed rows
+    /// (`Llama::packed_attend`: several examples a row, each seeing only itself, RoPE
+    /// positions from 0 in each), whose backward runs the masked attention kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_attending(
+        &self,
+        g: &mut Graph,
+        input_ids: TensorId,
+        targets: TensorId,
+        scored: Option<ScoredRows>,
+        attend: Attend,
+        chunk: usize,
+        checkpointing: bool,
+    ) -> Result<TrainStep, GraphError> {
+        if let Attend::Cached { .. } = attend {
+            return Err(GraphError::ShapeMismatch {
+                op: "train_step".into(),
+                detail: "a training step attends sequences or packed rows, not a KV cache".into(),
+            });
+        }
         let c = self.config.clone();
         let tokens = g.tensor(input_ids).numel();
-        let at = Positions {
-            seq_len,
-            pos_offset: 0,
-        };
         let heads = |g: &mut Graph, t: TensorId, name: String, n: usize| {
             g.view(t, &name, &[tokens, n, c.head_dim])
         };
@@ -454,7 +479,6 @@ impl Llama {
                 None => "h_final".to_string(),
             };
             let next_weight = self.layers.get(i + 1).map_or(self.norm, |n| n.input_norm);
-            let attend = Attend::Sequences(seq_len);
             let (h_out, next, layer) = self.layer_forward_chained(
                 g,
                 l,
@@ -491,7 +515,6 @@ impl Llama {
                 Some(s) => s,
                 None => {
                     let again = format!("{p}.again");
-                    let attend = Attend::Sequences(seq_len);
                     self.layer_recompute(g, l, &again, inputs[i], attend, products[i])?
                 }
             };
@@ -547,8 +570,19 @@ impl Llama {
                 backward(g, &l.o, &format!("{p}.o.d_in"), d_o, s.o, None, &mut grads)?;
             let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
             let name = format!("{p}.d_qkv");
-            let d = attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?;
-            let table = self.rope_table(l);
+            let d = match attend {
+                Attend::Packed { mask, .. } => {
+                    attention::backward_masked(g, &name, s.qkv, s.attn, d_attn, mask, l.scores)?
+                }
+                _ => {
+                    let seq_len = match attend {
+                        Attend::Sequences(n) => n,
+                        _ => tokens,
+                    };
+                    attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?
+                }
+            };
+            let (table, at) = self.rope_for(l, attend, tokens);
             let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
             let [d_q, d_k] = rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?;
             let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
