@@ -7,6 +7,7 @@ use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::data::batch::scored_capacity;
+use crate::data::pack::pack;
 use crate::data::Example;
 use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
@@ -55,7 +56,9 @@ fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
 struct RunSetup {
     settings: SessionSettings,
     schedule: Schedule,
+    /// Examples, or packed rows (`packing`) with their examples' starts.
     train: Vec<Example>,
+    starts: Option<Vec<Vec<usize>>>,
     valid: Vec<Example>,
 }
 
@@ -111,7 +114,17 @@ impl WebSession {
         .map_err(|e| e.to_string())?;
         let (train, valid) = split_validation(examples, setting(s, "valid_split", 0.0), seed)
             .map_err(|e| e.to_string())?;
-        let seq = padded_length(train.iter().chain(&valid), max_len);
+        let packing = s["packing"].as_bool().unwrap_or(false);
+        let (train, starts, seq) = match packing {
+            true => {
+                let packed = pack(&train, max_len);
+                (packed.rows, Some(packed.starts), max_len)
+            }
+            false => {
+                let seq = padded_length(train.iter().chain(&valid), max_len);
+                (train, None, seq)
+            }
+        };
         let total = match s["steps"].as_u64() {
             Some(n) => n.max(1) as usize,
             None => train.len().div_ceil(batch * accumulation),
@@ -142,6 +155,7 @@ impl WebSession {
             },
             seed,
             scored_rows: scored_capacity(&train, batch, seq),
+            packing,
         };
         let kind: ScheduleKind = s["schedule"]
             .as_str()
@@ -158,6 +172,7 @@ impl WebSession {
             settings,
             schedule,
             train,
+            starts,
             valid,
         })
     }
@@ -362,6 +377,7 @@ impl WebSession {
             settings,
             schedule,
             train,
+            starts,
             valid,
         } = self.setup(data, data_name, &s, None).map_err(js_err)?;
         let (seq, batch, accumulation, total) = (
@@ -373,6 +389,7 @@ impl WebSession {
         self.training = None;
         let pad = pad_id(self.tokenizer.as_ref(), &self.config);
         let (train_count, valid_count) = (train.len(), valid.len());
+        let packed = starts.is_some();
         let mut trainer = Trainer::new(
             &self.gpu,
             &self.config,
@@ -380,6 +397,7 @@ impl WebSession {
             settings,
             schedule,
             train,
+            starts,
             valid,
             pad,
             resume.as_ref().map(|(a, _, _)| a),
@@ -394,7 +412,7 @@ impl WebSession {
                 .map_err(|e| js_err(format!("resuming: {e}")))?;
         }
         let summary = serde_json::json!({
-            "examples": train_count, "valid_examples": valid_count, "seq": seq, "batch": batch,
+            "examples": train_count, "packed": packed, "valid_examples": valid_count, "seq": seq, "batch": batch,
             "accumulation": accumulation, "steps": total, "step": trainer.step,
             "planned_peak_bytes": trainer.session.compiled.peak_bytes(),
             "trainable": trainer.session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),

@@ -159,6 +159,7 @@ fn step_settings(batch: usize, accumulation: usize, seq: usize) -> SessionSettin
         adamw: AdamW::default(),
         seed: 1,
         scored_rows: None,
+        packing: false,
     }
 }
 

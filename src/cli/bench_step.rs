@@ -109,6 +109,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         seed: 1,
         // Random text: every row carries a loss.
         scored_rows: None,
+        packing: false,
     };
     let session = TrainSession::new(&gpu, &config, settings)?;
     let compiled = &session.compiled;
@@ -201,7 +202,11 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let micro = [(ids, next)];
+    let micro = [webqlora::train::session::MicroBatch {
+        ids,
+        targets: next,
+        packing: None,
+    }];
     let mut warm = Vec::new();
     let mut all = Vec::new();
     let mut last = None;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 use webqlora::data::batch::scored_capacity;
+use webqlora::data::pack::pack;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
@@ -99,6 +100,10 @@ pub struct TrainArgs {
     /// Keep every activation instead of recomputing each layer's forward in the backward.
     #[arg(long)]
     pub no_checkpointing: bool,
+    /// Pack several examples into each row of --max-seq-len tokens (best fit), each attending
+    /// only within itself: no compute spent on padding. Steps count rows, not examples.
+    #[arg(long)]
+    pub packing: bool,
     /// Take the loss on prompts too.
     #[arg(long)]
     pub train_on_inputs: bool,
@@ -304,8 +309,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
     let batch = args.batch;
     let per_step = batch * args.accumulation;
+    let examples = data.train.len();
+    // Packing: rows of --max-seq-len holding several examples each.
+    let (train, starts, seq) = match args.packing {
+        true => {
+            let packed = pack(&data.train, args.max_seq_len);
+            (packed.rows, Some(packed.starts), args.max_seq_len)
+        }
+        false => (data.train, None, data.seq),
+    };
     let total_steps = args.steps.unwrap_or_else(|| {
-        ((data.train.len() as f64 * args.epochs) / per_step as f64)
+        ((train.len() as f64 * args.epochs) / per_step as f64)
             .ceil()
             .max(1.0) as usize
     });
@@ -319,7 +333,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let settings = SessionSettings {
         batch,
-        seq: data.seq,
+        seq,
         base,
         lora: lora.clone(),
         checkpointing: !args.no_checkpointing,
@@ -330,18 +344,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ..AdamW::default()
         },
         seed: args.seed,
-        scored_rows: scored_capacity(&data.train, batch, data.seq),
+        scored_rows: scored_capacity(&train, batch, seq),
+        packing: args.packing,
     };
     let loading = Instant::now();
     let (bar, mut progress) = load_bar(args.quiet);
-    let (train_count, valid_count) = (data.train.len(), data.valid.len());
+    let (rows, valid_count) = (train.len(), data.valid.len());
     let mut trainer = Trainer::new(
         &gpu,
         &source.config,
         source.weights.as_ref(),
         settings,
         schedule,
-        data.train,
+        train,
+        starts,
         data.valid,
         source.pad_id(),
         start_adapter.as_ref(),
@@ -385,9 +401,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         source.config.hidden_size,
         args.base.name()
     );
+    let packed = match args.packing {
+        true => format!(" packed into {rows} rows"),
+        false => String::new(),
+    };
     println!(
-        "data: {} training examples, {} validation; batches {} x {} tokens, {} per step; {} steps",
-        train_count, valid_count, batch, data.seq, args.accumulation, total_steps
+        "data: {examples} training examples{packed}, {valid_count} validation; batches {batch} x {seq} tokens, {} per step; {total_steps} steps",
+        args.accumulation
     );
     println!(
         "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",

@@ -7,10 +7,11 @@ use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, Role, TensorId};
 use crate::lora::LoraConfig;
 use crate::model::llama::{BaseFormat, Llama};
-use crate::model::llama_train::{compact_targets, ScoredRows};
+use crate::model::llama_train::{compact_targets, Attend, ScoredRows};
 use crate::model::ModelConfig;
 use crate::ops::accumulate::accumulate;
 use crate::ops::adamw::AdamW;
+use crate::ops::attention::TokenMask;
 use crate::ops::cross_entropy::chunk_for_graph;
 use crate::ops::grad_norm;
 
@@ -33,10 +34,19 @@ pub struct SessionSettings {
     /// Run the lm-head on at most this many rows of a micro-batch: those that carry a loss
     /// (`ScoredRows`; `data::batch::scored_capacity` picks it). None: on every row.
     pub scored_rows: Option<usize>,
+    /// Packed rows (`data::pack`): several examples a row, each attending only within itself;
+    /// every micro-batch then carries its rows' mask and RoPE positions.
+    pub packing: bool,
 }
 
-/// One micro-batch: input ids and next-token targets, [batch·seq] each.
-pub type MicroBatch = (Vec<u32>, Vec<u32>);
+/// One micro-batch: input ids and next-token targets, [batch·seq] each, and for packed rows
+/// their mask and RoPE positions (`data::pack::packed_mask`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MicroBatch {
+    pub ids: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub packing: Option<(Vec<TokenMask>, Vec<u32>)>,
+}
 
 /// What one optimizer step measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,6 +69,8 @@ pub struct TrainSession {
     hyper: TensorId,
     acc_coef: Option<TensorId>,
     dropout_seed: Option<TensorId>,
+    /// Packed rows' mask [tokens, 4] and RoPE positions [tokens].
+    packing: Option<(TensorId, TensorId)>,
     loss: TensorId,
     clip: TensorId,
     /// Nodes before the optimizer: what a non-final micro-batch runs.
@@ -105,6 +117,7 @@ struct Declared {
     hyper: TensorId,
     acc_coef: Option<TensorId>,
     dropout_seed: Option<TensorId>,
+    packing: Option<(TensorId, TensorId)>,
     loss: TensorId,
     clip: TensorId,
     backward_nodes: usize,
@@ -140,6 +153,7 @@ impl TrainSession {
             hyper: d.hyper,
             acc_coef: d.acc_coef,
             dropout_seed: d.dropout_seed,
+            packing: d.packing,
             loss: d.loss,
             clip: d.clip,
             backward_nodes: d.backward_nodes,
@@ -209,12 +223,23 @@ impl TrainSession {
             .map(|capacity| (ScoredRows::declare(&mut g, tokens, capacity), capacity));
         let targets = g.input("targets", &[loss_rows], DType::U32);
         let chunk = chunk_for_graph(&g, loss_rows, config.vocab_size, config.hidden_size);
-        let step = model.train_step(
+        let (attend, packing) = match settings.packing {
+            true => {
+                let mask = g.input("packing.mask", &[tokens, 4], DType::F32);
+                let positions = g.input("packing.positions", &[tokens], DType::U32);
+                (
+                    model.packed_attend(&mut g, mask, positions)?,
+                    Some((mask, positions)),
+                )
+            }
+            false => (Attend::Sequences(s), None),
+        };
+        let step = model.train_step_attending(
             &mut g,
             input,
             targets,
             scored.map(|(rows, _)| rows),
-            s,
+            attend,
             chunk,
             settings.checkpointing,
         )?;
@@ -277,6 +302,7 @@ impl TrainSession {
             hyper,
             acc_coef,
             dropout_seed,
+            packing,
             loss: step.loss,
             clip,
             backward_nodes,
@@ -319,8 +345,29 @@ impl TrainSession {
         )?;
         let n = micro.len();
         let (mut loss, mut counted) = (0.0f32, 0usize);
-        for (i, (ids, targets)) in micro.iter().enumerate() {
+        for (i, m) in micro.iter().enumerate() {
+            let (ids, targets) = (&m.ids, &m.targets);
             c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
+            match (self.packing, &m.packing) {
+                (Some((mask, positions)), Some((values, rows))) => {
+                    c.write(gpu, mask, bytemuck::cast_slice(&TokenMask::values(values)))?;
+                    c.write(gpu, positions, bytemuck::cast_slice(rows))?;
+                }
+                (None, None) => {}
+                (packed, _) => {
+                    return Err(TrainError::Invalid(format!(
+                        "micro-batch {i}: {} for a step compiled {}",
+                        match m.packing {
+                            Some(_) => "packed rows",
+                            None => "padded rows",
+                        },
+                        match packed {
+                            Some(_) => "for packed rows",
+                            None => "for padded rows",
+                        }
+                    )))
+                }
+            }
             match self.scored {
                 None => c.write(gpu, self.targets, bytemuck::cast_slice(targets))?,
                 Some((rows, capacity)) => {

@@ -12,6 +12,7 @@ use super::evaluate::{example_items, LossScore, Scorer, ScorerShape};
 use super::schedule::Schedule;
 use super::session::{moment_names, MicroBatch, SessionSettings, StepStats, TrainSession};
 use super::TrainError;
+use crate::data::pack::packed_mask;
 use crate::data::{Batch, Example};
 use crate::gpu::Gpu;
 use crate::lora::peft::Adapter;
@@ -61,6 +62,8 @@ pub struct Trainer {
     valid: Vec<Example>,
     scorer: Option<Scorer>,
     pad: u32,
+    /// Packed rows (`data::pack`): where each row's examples start.
+    starts: Option<Vec<Vec<usize>>>,
     /// The last step taken (0 before the first; a resumed run starts after its checkpoint's).
     pub step: usize,
 }
@@ -69,6 +72,8 @@ impl Trainer {
     /// Compile the step for `settings`, load the weights (`progress(done, total)`) and the
     /// adapter to start from (else a fresh one, seeded), and a validation scorer sharing the
     /// step's buffers when there is validation data. `pad`: the id batches are padded with.
+    /// With `settings.packing`, `train` holds packed rows (`data::pack::pack`) and `starts`
+    /// where each row's examples start.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
@@ -77,6 +82,7 @@ impl Trainer {
         settings: SessionSettings,
         schedule: Schedule,
         train: Vec<Example>,
+        starts: Option<Vec<Vec<usize>>>,
         valid: Vec<Example>,
         pad: u32,
         start: Option<&Adapter>,
@@ -84,6 +90,13 @@ impl Trainer {
     ) -> Result<Trainer, TrainError> {
         if train.is_empty() {
             return Err(TrainError::Invalid("no training examples".into()));
+        }
+        if settings.packing != starts.is_some()
+            || starts.as_ref().is_some_and(|s| s.len() != train.len())
+        {
+            return Err(TrainError::Invalid(
+                "packed training needs each row's example starts (data::pack), and only it".into(),
+            ));
         }
         let (base, seed, batch, seq) = (settings.base, settings.seed, settings.batch, settings.seq);
         let lora = settings.lora.clone();
@@ -132,6 +145,7 @@ impl Trainer {
             valid,
             scorer,
             pad,
+            starts,
             step: 0,
         })
     }
@@ -166,6 +180,14 @@ impl Trainer {
             return Err(TrainError::Invalid(format!(
                 "the checkpoint was made with seed {}, not {seed}",
                 state["seed"]
+            )));
+        }
+        let packing = self.session.settings.packing;
+        if state["packing"].as_bool().unwrap_or(false) != packing {
+            return Err(TrainError::Invalid(format!(
+                "the checkpoint was made {} packing; resume it {} --packing",
+                if packing { "without" } else { "with" },
+                if packing { "without" } else { "with" }
             )));
         }
         for (name, shape, values) in moments {
@@ -220,16 +242,22 @@ impl Trainer {
         let mut tokens = 0;
         let micro = (0..accumulation)
             .map(|i| {
-                let rows: Vec<&Example> = self
-                    .order
-                    .micro_batch((step - 1) * accumulation + i)
-                    .into_iter()
-                    .map(|j| &self.train[j])
-                    .collect();
+                let indices = self.order.micro_batch((step - 1) * accumulation + i);
+                let rows: Vec<&Example> = indices.iter().map(|&j| &self.train[j]).collect();
                 tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
                 let batch = Batch::pad(&rows, self.order.batch, seq, self.pad);
-                let targets = batch.targets();
-                (batch.input_ids, targets)
+                let packing = self.starts.as_ref().map(|starts| {
+                    let shape: Vec<(&[usize], usize)> = indices
+                        .iter()
+                        .map(|&j| (&starts[j][..], self.train[j].ids.len()))
+                        .collect();
+                    packed_mask(&shape, self.order.batch, seq)
+                });
+                MicroBatch {
+                    ids: batch.input_ids.clone(),
+                    targets: batch.targets(),
+                    packing,
+                }
             })
             .collect();
         (micro, tokens)
@@ -291,7 +319,7 @@ impl Trainer {
         let s = &self.session.settings;
         json!({"step": self.step, "seed": s.seed, "total_steps": self.total(),
                "lr": self.schedule.peak, "batch": s.batch, "accumulation": s.accumulation,
-               "seq": s.seq})
+               "seq": s.seq, "packing": s.packing})
     }
 }
 
