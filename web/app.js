@@ -398,7 +398,15 @@ function checkFit(start) {
     budget: Number($('budget').value), start });
 }
 $('check-fit').onclick = () => checkFit(false);
-$('train').onclick = () => checkFit(true);
+$('train').onclick = () => {
+  // A new run: the last one's losses and checkpoint mark are no longer this run's.
+  state.losses = [];
+  state.valLosses = [];
+  drawChart();
+  $('train-info').dataset.saved = '0';
+  $('train-info').textContent = 'checking that the run fits …';
+  checkFit(true);
+};
 $('fit-proposal').onclick = () => {
   const p = state.fit && state.fit.proposal;
   if (!p) return;
@@ -444,7 +452,8 @@ function startTraining() {
   state.run = settings();
   state.savedStep = 0;
   $('train-info').dataset.saved = '0';
-  startRun(state.run);
+  // Chained with the checkpoint writes: a run's files are never removed under them.
+  storing = storing.then(() => startRun(state.run));
   worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run });
 }
 
@@ -573,7 +582,10 @@ worker.onmessage = (e) => {
     case 'fitted':
       showFit(m.report);
       if (m.start && m.report.fits) startTraining();
-      else setBusy(false);
+      else {
+        if (m.start) $('train-info').textContent = 'not started: it does not fit (see above)';
+        setBusy(false);
+      }
       break;
     case 'prepared':
       $('train-info').textContent = `${m.summary.examples} ${m.summary.packed ? 'packed rows' : 'examples'}, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
