@@ -1,7 +1,7 @@
 // Shared by the portable attention kernels over whole sequences (appended after
 // attention_params.wgsl to the FlashAttention-2 kernels attention_flash_*.wgsl and to the row
 // kernels attention_forward*, attention_backward_dq*, attention_backward_dkv and
-// attention_backward_dk_masked): the q, k, v bindings every one of them reads first, and which
+// attention_backward_dkv_masked): the q, k, v bindings every one of them reads first, and which
 // keys a query sees.
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;

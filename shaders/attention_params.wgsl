@@ -1,6 +1,5 @@
 // The parameters every portable attention kernel over whole sequences takes, and its head_dim
-// constant (appended with attention_common.wgsl to the flash and row kernels, alone to
-// attention_backward_dv_masked.wgsl, which binds no v).
+// constant (appended before attention_common.wgsl to the flash and row kernels).
 
 // head_dim is a pipeline constant so every loop over it has a constant trip count and is
 // unrolled: llvmpipe (lavapipe) ends any invocation's loops after 65,535 iterations in total,

@@ -194,16 +194,10 @@ shader!(
     then "attention_params", "attention_common"
 );
 shader!(
-    ATTENTION_BACKWARD_DK_MASKED,
-    "attention_backward_dk_masked",
+    ATTENTION_BACKWARD_DKV_MASKED,
+    "attention_backward_dkv_masked",
     wgpu::Features::empty(),
     then "attention_params", "attention_common"
-);
-shader!(
-    ATTENTION_BACKWARD_DV_MASKED,
-    "attention_backward_dv_masked",
-    wgpu::Features::empty(),
-    then "attention_params"
 );
 shader!(
     ATTENTION_FORWARD_MASKED_TEX,
@@ -411,8 +405,7 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_COMMON,
     &ATTENTION_PARAMS,
     &ATTENTION_BACKWARD_DQ_MASKED,
-    &ATTENTION_BACKWARD_DK_MASKED,
-    &ATTENTION_BACKWARD_DV_MASKED,
+    &ATTENTION_BACKWARD_DKV_MASKED,
     &ATTENTION_FLASH_QUERIES,
     &ATTENTION_FLASH_BACKWARD_DKV,
     &ATTENTION_FLASH_BACKWARD_DQ,

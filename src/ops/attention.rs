@@ -152,11 +152,12 @@ pub static BACKWARD_DQ_MASKED: Kernel = Kernel {
     ],
 };
 
-/// The masked backward, key gradient (see attention_backward_dk_masked.wgsl).
-pub static BACKWARD_DK_MASKED: Kernel = Kernel {
-    name: "attention_backward_dk_masked",
-    shader: &shaders::ATTENTION_BACKWARD_DK_MASKED,
-    entry: "attention_backward_dk_masked",
+/// The masked backward, key or value gradient by the override DV (see
+/// attention_backward_dkv_masked.wgsl).
+pub static BACKWARD_DKV_MASKED: Kernel = Kernel {
+    name: "attention_backward_dkv_masked",
+    shader: &shaders::ATTENTION_BACKWARD_DKV_MASKED,
+    entry: "attention_backward_dkv_masked",
     textures: &[],
     bindings: &[
         read("q"),
@@ -166,23 +167,7 @@ pub static BACKWARD_DK_MASKED: Kernel = Kernel {
         read("lse"),
         read("delta"),
         read("mask"),
-        write("dk"),
-    ],
-};
-
-/// The masked backward, value gradient (see attention_backward_dv_masked.wgsl).
-pub static BACKWARD_DV_MASKED: Kernel = Kernel {
-    name: "attention_backward_dv_masked",
-    shader: &shaders::ATTENTION_BACKWARD_DV_MASKED,
-    entry: "attention_backward_dv_masked",
-    textures: &[],
-    bindings: &[
-        read("q"),
-        read("k"),
-        read("d_out"),
-        read("lse"),
-        read("mask"),
-        write("dv"),
+        write("grad"),
     ],
 };
 
@@ -546,7 +531,7 @@ pub fn forward_masked(
 /// The backward of `forward_masked`: (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`,
 /// for the output gradient `d_out`; `mask` as the forward took it (its `first` never decreasing
 /// along the row: packed examples, question groups). Row kernels on every device: the deltas,
-/// then dq by query row, dk and dv by key row.
+/// then dq by query row, dk and dv by key row (one kernel, twice).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_masked(
     g: &mut Graph,
@@ -584,16 +569,17 @@ pub fn backward_masked(
         &constants,
     )?;
     let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
-    let label = format!("{name}_k");
-    let dk = g.temp(&label, &kv_shape, DType::F32);
-    let tensors = [q, k, v, d_out, saved.lse, delta, mask, dk];
-    let kernel = &BACKWARD_DK_MASKED;
-    g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
-    let label = format!("{name}_v");
-    let dv = g.temp(&label, &kv_shape, DType::F32);
-    let tensors = [q, k, d_out, saved.lse, mask, dv];
-    let kernel = &BACKWARD_DV_MASKED;
-    g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
+    let mut by_key = |what: &str, dv: bool| -> Result<TensorId, GraphError> {
+        let label = format!("{name}_{what}");
+        let grad = g.temp(&label, &kv_shape, DType::F32);
+        let tensors = [q, k, v, d_out, saved.lse, delta, mask, grad];
+        let constants = [constants[0], ("DV", f64::from(u8::from(dv)))];
+        let kernel = &BACKWARD_DKV_MASKED;
+        g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
+        Ok(grad)
+    };
+    let dk = by_key("k", false)?;
+    let dv = by_key("v", true)?;
     Ok(Qkv {
         q: dq,
         k: dk,

@@ -814,6 +814,19 @@ pub fn run_test() -> Result<(), String> {
     println!(
         "browser e2e: will it fit: {fits_text} -> under a smaller budget: {refusal} -> {proposed}"
     );
+    // Packing: short examples laid end to end (Tint compiles the masked backward).
+    cdp.eval("document.getElementById('packing').checked = true; document.getElementById('steps').value = '2'; document.getElementById('budget').value = '100000'; document.getElementById('train').click()")?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('done') && window.webqloraState.losses.length === 2",
+        "a packed run",
+        2 * minute,
+    )?;
+    let packed = cdp.eval("document.getElementById('train-info').textContent + ' | ' + JSON.stringify(window.webqloraState.losses)")?;
+    if !packed.as_str().is_some_and(|t| t.contains("packed rows")) {
+        return Err(format!("the packed run: {packed}"));
+    }
+    cdp.eval("document.getElementById('packing').checked = false")?;
+    println!("browser e2e: packed run: {packed}");
 
     // Every control has a label (or its own text), and works from the keyboard: Tab reaches
     // it and Enter on a focused button acts.
