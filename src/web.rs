@@ -59,6 +59,8 @@ struct RunSetup {
     /// Examples, or packed rows (`packing`) with their examples' starts.
     train: Vec<Example>,
     starts: Option<Vec<Vec<usize>>>,
+    /// Training examples before packing.
+    examples: usize,
     valid: Vec<Example>,
 }
 
@@ -115,6 +117,7 @@ impl WebSession {
         let (train, valid) = split_validation(examples, setting(s, "valid_split", 0.0), seed)
             .map_err(|e| e.to_string())?;
         let packing = s["packing"].as_bool().unwrap_or(false);
+        let examples = train.len();
         let (train, starts, seq) = match packing {
             true => {
                 let packed = pack(&train, max_len);
@@ -173,6 +176,7 @@ impl WebSession {
             schedule,
             train,
             starts,
+            examples,
             valid,
         })
     }
@@ -315,7 +319,7 @@ impl WebSession {
             }
         });
         let mut out = report.to_json();
-        let examples = asked.train.len() + asked.valid.len();
+        let examples = asked.examples + asked.valid.len();
         let tokens: usize = asked
             .train
             .iter()
@@ -379,6 +383,7 @@ impl WebSession {
             train,
             starts,
             valid,
+            ..
         } = self.setup(data, data_name, &s, None).map_err(js_err)?;
         let (seq, batch, accumulation, total) = (
             settings.seq,
