@@ -209,6 +209,9 @@ shader!(CROSS_ENTROPY_FINISH, "cross_entropy_finish");
 shader!(CROSS_ENTROPY_LOSS, "cross_entropy_loss");
 shader!(CROSS_ENTROPY_ONLINE, "cross_entropy_online");
 shader!(CROSS_ENTROPY_RESCALE, "cross_entropy_rescale");
+shader!(DORA_MAGNITUDE_GRAD, "dora_magnitude_grad");
+shader!(DORA_NORM, "dora_norm");
+shader!(DORA_SCALE, "dora_scale");
 shader!(DROPOUT, "dropout");
 shader!(EMBEDDING, "embedding");
 shader!(
@@ -422,6 +425,9 @@ pub static ALL: &[&Shader] = &[
     &CROSS_ENTROPY_LOSS,
     &CROSS_ENTROPY_ONLINE,
     &CROSS_ENTROPY_RESCALE,
+    &DORA_MAGNITUDE_GRAD,
+    &DORA_NORM,
+    &DORA_SCALE,
     &DROPOUT,
     &EMBEDDING,
     &EMBEDDING_F16,

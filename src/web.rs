@@ -142,6 +142,7 @@ impl WebSession {
                 t
             },
             use_rslora: false,
+            use_dora: s["dora"].as_bool().unwrap_or(false),
             base_model_name_or_path: s["model_name"].as_str().unwrap_or("").to_string(),
         };
         let settings = SessionSettings {

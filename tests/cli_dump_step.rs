@@ -176,6 +176,7 @@ fn dump_step_takes_a_gguf_model() {
         dropout: 0.0,
         target_modules: vec!["q_proj".into()],
         use_rslora: false,
+        use_dora: false,
         base_model_name_or_path: String::new(),
     };
     std::fs::write(

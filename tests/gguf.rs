@@ -518,6 +518,34 @@ fn a_merged_gguf_gives_peft_logits() {
     assert!(err.to_string().contains(name), "{err}");
 }
 
+/// A DoRA adapter merged into the GGUF (its magnitudes permuted with the q and k rows) gives
+/// PEFT's DoRA logits (tests/data/dora).
+#[test]
+fn a_merged_dora_gguf_gives_peft_logits() {
+    use webqlora::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
+    let dir = temp_dir("gguf-merge-dora");
+    let path = dir.join("tiny.gguf");
+    tiny_llama_gguf(&path);
+    let base = GgufFile::open(&path).unwrap();
+    let adapter = webqlora::lora::peft::Adapter::load(&common::test_data("dora/adapter")).unwrap();
+    let bytes = merged_gguf_bytes(&base, &adapter, GgufDtype::F32, |_, _| {}).unwrap();
+    let out = dir.join("merged.gguf");
+    std::fs::write(&out, &bytes).unwrap();
+    let want = Golden::open_test_data("dora/expected.safetensors").f32("logits");
+    let e = rel_err(
+        &gguf_logits("tiny-llama", &GgufFile::open(&out).unwrap()),
+        &want,
+    );
+    assert!(e < 1e-4, "logits {e}");
+    // Without its magnitudes, the adapter is refused.
+    let mut partial = adapter.clone();
+    partial
+        .tensors
+        .retain(|n, _| !n.ends_with("layers.0.self_attn.k_proj.lora_magnitude_vector"));
+    let err = merged_gguf_bytes(&base, &partial, GgufDtype::F32, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("no magnitude"), "{err}");
+}
+
 /// The command: `merge --format gguf` writes the file; a folder base, `--base nf4`, an
 /// existing output (without --force) and q8_0 folders are refused, naming why.
 #[test]

@@ -128,6 +128,7 @@ fn step(
     files: &RandomBlocks,
     base: BaseFormat,
     (ids, targets, seq): (&[u32], &[u32], usize),
+    use_dora: bool,
 ) -> Step {
     let config = &files.config;
     let lora = LoraConfig {
@@ -138,6 +139,7 @@ fn step(
             .map(String::from)
             .to_vec(),
         use_rslora: false,
+        use_dora,
         base_model_name_or_path: String::new(),
     };
     let gpu = common::gpu();
@@ -188,42 +190,56 @@ fn step(
 #[test]
 fn a_training_step_on_block_codes_equals_the_step_on_their_values() {
     for model_type in ["llama", "qwen2", "qwen3", "gemma3_text"] {
-        let mut rng = common::rng(model_type);
-        let files = RandomBlocks {
-            config: config(model_type),
-            seed: rng.random(),
-        };
-        let seq = 12;
-        let ids: Vec<u32> = (0..3 * seq).map(|_| rng.random_range(0..300)).collect();
-        let targets: Vec<u32> = (0..3 * seq)
-            .map(|i| match i % 7 {
-                6 => IGNORE,
-                _ => rng.random_range(0..300),
-            })
-            .collect();
-        let batch = (&ids[..], &targets[..], seq);
-        let (loss_a, grads_a, kernels) = step(&files, BaseFormat::Gguf, batch);
-        let (loss_b, grads_b, _) = step(&files, BaseFormat::F32, batch);
-        // Forward, recomputation and the backward's dx run on the codes (all 13 block
-        // weights forward, then the recomputed ones).
-        let count = |k: &str| kernels.iter().filter(|n| **n == k).count();
-        assert!(count("ggml_matmul_forward") > 13, "{model_type}");
-        assert_eq!(
-            count("ggml_matmul_backward") + count("ggml_matmul_backward_acc"),
-            13,
-            "{model_type}"
-        );
-        assert!(loss_a[0].is_finite() && loss_a[1] > 0.0, "{loss_a:?}");
-        assert!(
-            (loss_a[0] - loss_b[0]).abs() < 1e-5 * loss_b[0].abs(),
-            "{model_type}: {loss_a:?} vs {loss_b:?}"
-        );
-        assert_eq!(grads_a.len(), 2 * 2 * 5);
-        for ((name, a), (_, b)) in grads_a.iter().zip(&grads_b) {
-            let e = rel_err(a, b);
-            assert!(e < 1e-4, "{model_type} {name}: {e}");
-            assert!(a.iter().any(|v| *v != 0.0), "{model_type} {name} is zero");
-        }
+        block_codes_step_equals_values_step(model_type, false);
+    }
+}
+
+/// The same with DoRA: A·Wᵀ for the norms through the block kernels, ‖W_j‖² and the fresh
+/// magnitudes from the dequantized codes (qwen2: with the q/k/v biases after the scale).
+#[test]
+fn with_dora_too() {
+    for model_type in ["llama", "qwen2"] {
+        block_codes_step_equals_values_step(model_type, true);
+    }
+}
+
+fn block_codes_step_equals_values_step(model_type: &str, dora: bool) {
+    let mut rng = common::rng(model_type);
+    let files = RandomBlocks {
+        config: config(model_type),
+        seed: rng.random(),
+    };
+    let seq = 12;
+    let ids: Vec<u32> = (0..3 * seq).map(|_| rng.random_range(0..300)).collect();
+    let targets: Vec<u32> = (0..3 * seq)
+        .map(|i| match i % 7 {
+            6 => IGNORE,
+            _ => rng.random_range(0..300),
+        })
+        .collect();
+    let batch = (&ids[..], &targets[..], seq);
+    let (loss_a, grads_a, kernels) = step(&files, BaseFormat::Gguf, batch, dora);
+    let (loss_b, grads_b, _) = step(&files, BaseFormat::F32, batch, dora);
+    // Forward, recomputation and the backward's dx run on the codes (all 13 block
+    // weights forward, then the recomputed ones).
+    let count = |k: &str| kernels.iter().filter(|n| **n == k).count();
+    assert!(count("ggml_matmul_forward") > 13, "{model_type}");
+    assert_eq!(
+        count("ggml_matmul_backward") + count("ggml_matmul_backward_acc"),
+        13,
+        "{model_type}"
+    );
+    assert!(loss_a[0].is_finite() && loss_a[1] > 0.0, "{loss_a:?}");
+    assert!(
+        (loss_a[0] - loss_b[0]).abs() < 1e-5 * loss_b[0].abs(),
+        "{model_type}: {loss_a:?} vs {loss_b:?}"
+    );
+    let per_module = if dora { 3 } else { 2 };
+    assert_eq!(grads_a.len(), per_module * 2 * 5);
+    for ((name, a), (_, b)) in grads_a.iter().zip(&grads_b) {
+        let e = rel_err(a, b);
+        assert!(e < 1e-4, "{model_type} {name}: {e}");
+        assert!(a.iter().any(|v| *v != 0.0), "{model_type} {name} is zero");
     }
 }
 

@@ -508,3 +508,67 @@ fn bias_add_matches_cpu() {
         assert_eq!(got, cpu_bias_add(&y0, &b), "{rows}x{n}");
     }
 }
+
+/// DoRA's row norms from the expansion (‖W_j‖², A·Wᵀ, B·A·Aᵀ) against ‖W + s·B·A‖ of the
+/// dense sum, and the scale and the magnitude's gradient against their CPU twins.
+#[test]
+fn dora_kernels_match_cpu() {
+    use webqlora::ops::dora::{self, cpu_magnitude_grad, cpu_norm, cpu_scale, row_norms2};
+    use webqlora::ops::matmul::{matmul, Operand};
+    let mut rng = rng("dora");
+    for (rows, out, inp, r) in [
+        (1usize, 1usize, 1usize, 1usize),
+        (7, 65, 33, 3),
+        (130, 70, 129, 16),
+    ] {
+        let w0 = random_f32(&mut rng, out * inp, 1.0);
+        let a0 = random_f32(&mut rng, r * inp, 0.3);
+        let b0 = random_f32(&mut rng, out * r, 0.3);
+        let m0: Vec<f32> = (0..out).map(|_| rng.random_range(0.5..2.0)).collect();
+        let y0 = random_f32(&mut rng, rows * out, 1.0);
+        let dy0 = random_f32(&mut rng, rows * out, 1.0);
+        let s = 1.75;
+        let mut g = Graph::new();
+        let w = g.input("w", &[out, inp], DType::F32);
+        let a = g.input("a", &[r, inp], DType::F32);
+        let b = g.input("b", &[out, r], DType::F32);
+        let norms2 = g.input("norms2", &[out], DType::F32);
+        let m = g.input("m", &[out], DType::F32);
+        let y = g.input("y", &[rows, out], DType::F32);
+        let dy = g.input("dy", &[rows, out], DType::F32);
+        let aw = matmul(&mut g, "aw", Operand::plain(a), Operand::transposed(w), 1.0).unwrap();
+        let aa = matmul(&mut g, "aa", Operand::plain(a), Operand::transposed(a), 1.0).unwrap();
+        let bg = matmul(&mut g, "bg", Operand::plain(b), Operand::plain(aa), 1.0).unwrap();
+        let n = dora::norm(&mut g, "norm", norms2, b, aw, bg, s).unwrap();
+        let scaled = dora::scale(&mut g, "scaled", y, m, n).unwrap();
+        let dm = dora::magnitude_grad(&mut g, "dm", dy, y, n).unwrap();
+        let inputs = [
+            (w, bytes(&w0)),
+            (a, bytes(&a0)),
+            (b, bytes(&b0)),
+            (norms2, bytes(&row_norms2(&w0, inp))),
+            (m, bytes(&m0)),
+            (y, bytes(&y0)),
+            (dy, bytes(&dy0)),
+        ];
+        let got = run_graph(g, &inputs, &[n, scaled, dm]);
+        let norm = cpu_norm(&w0, &a0, &b0, inp, r, s);
+        let case = format!("{rows} rows, {out}x{inp}, r {r}");
+        assert!(rel_err(&got[0], &norm) < 1e-6, "{case}: norm");
+        assert!(
+            rel_err(&got[1], &cpu_scale(&y0, &m0, &norm)) < 1e-6,
+            "{case}: scale"
+        );
+        let want = cpu_magnitude_grad(&dy0, &y0, &norm);
+        assert!(rel_err(&got[2], &want) < 1e-5, "{case}: magnitude gradient");
+    }
+    // A shape that does not fit is named.
+    let mut g = Graph::new();
+    let y = g.input("y", &[4, 8], DType::F32);
+    let m = g.input("m", &[8], DType::F32);
+    let n = g.input("n", &[7], DType::F32);
+    let err = dora::scale(&mut g, "scaled", y, m, n)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'n' of shape [7] for rows of 8"), "{err}");
+}

@@ -269,6 +269,7 @@ fn a_training_step_on_every_family_with_an_embedding_over_128_mib() {
             dropout: 0.0,
             target_modules: ["q_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
             use_rslora: false,
+            use_dora: false,
             base_model_name_or_path: String::new(),
         };
         let mut rng = common::rng(model_type);

@@ -94,6 +94,7 @@ fn the_bf16_kernel_goes_to_modules_before_the_first_adapter() {
             dropout: 0.0,
             target_modules: targets.iter().map(|t| t.to_string()).collect(),
             use_rslora: false,
+            use_dora: false,
             base_model_name_or_path: String::new(),
         };
         let mut model = Llama::declare(&mut Graph::new(), &config, NF4, Some(&lora), 16).unwrap();

@@ -213,12 +213,12 @@ fn peft_adapters_round_trip() {
 
 #[test]
 fn unsupported_adapters_are_named() {
-    let dir = temp_dir("dora");
-    let config = r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_dora": true, "target_modules": ["q_proj"]}"#;
+    let dir = temp_dir("fan_in_fan_out");
+    let config = r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "fan_in_fan_out": true, "target_modules": ["q_proj"]}"#;
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
     let err = Adapter::load(&dir).unwrap_err().to_string();
     assert!(
-        err.ends_with("adapter_config.json: 'use_dora': true is not supported"),
+        err.ends_with("adapter_config.json: 'fan_in_fan_out': true is not supported"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -36,6 +36,7 @@ fn adapter_dropout_forward_and_backward_match_cpu() {
             b: bt,
             scale,
             dropout: Some(DropoutSite { p, seed, salt: 3 }),
+            dora: None,
         }),
     };
     let (y, saved) = module.forward_saving(&mut g, "y", xt).unwrap();

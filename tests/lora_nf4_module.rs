@@ -63,6 +63,7 @@ fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
             b: bt,
             scale,
             dropout: dropout.map(|p| DropoutSite { p, seed, salt: 5 }),
+            dora: None,
         }),
     };
     let (y, saved) = module.forward_saving(&mut g, "y", xt).unwrap();

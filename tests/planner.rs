@@ -151,6 +151,7 @@ fn step_settings(batch: usize, accumulation: usize, seq: usize) -> SessionSettin
             dropout: 0.0,
             target_modules: modules,
             use_rslora: false,
+            use_dora: false,
             base_model_name_or_path: String::new(),
         },
         checkpointing: true,

@@ -91,6 +91,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         dropout: 0.0,
         target_modules: ALL_LINEAR.iter().map(|m| m.to_string()).collect(),
         use_rslora: false,
+        use_dora: false,
         base_model_name_or_path: path.display().to_string(),
     };
     let base = base_format(args.base, &path)?;

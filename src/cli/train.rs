@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// Scale by alpha / sqrt(rank) (rsLoRA).
     #[arg(long)]
     pub rslora: bool,
+    /// DoRA (PEFT's use_dora): a trained magnitude per output over the adapted weight's row
+    /// norm.
+    #[arg(long)]
+    pub dora: bool,
     /// Comma-separated module names (default: all seven linear modules).
     #[arg(long, value_delimiter = ',')]
     pub target_modules: Option<Vec<String>>,
@@ -205,6 +209,7 @@ fn lora_config(
         dropout: args.lora_dropout,
         target_modules: targets,
         use_rslora: args.rslora,
+        use_dora: args.dora,
         base_model_name_or_path: model.display().to_string(),
     })
 }
@@ -307,6 +312,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
+    if lora.use_dora && !args.export.is_empty() {
+        // Refused before training, not after.
+        bail!(
+            "--export gguf-lora: a DoRA adapter has no GGUF LoRA form (llama.cpp's adapters hold \
+             no magnitudes); merge it instead (webqlora merge --format gguf)"
+        );
+    }
     let batch = args.batch;
     let per_step = batch * args.accumulation;
     let examples = data.train.len();

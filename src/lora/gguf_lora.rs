@@ -36,6 +36,15 @@ pub fn gguf_lora_bytes(
     dtype: GgufLoraDtype,
     adapter_name: &str,
 ) -> Result<Vec<u8>, ModelError> {
+    if adapter.config.use_dora {
+        // llama.cpp's adapters are A and B only: a DoRA magnitude has no place there.
+        return Err(ModelError::Invalid {
+            path: adapter_name.to_string(),
+            msg: "a DoRA adapter has no GGUF LoRA form (llama.cpp's adapters hold no \
+                  magnitudes); merge it into the model instead (webqlora merge --format gguf)"
+                .into(),
+        });
+    }
     let family = config.family();
     let base: std::collections::HashMap<String, Vec<usize>> =
         super::base_tensors(config)?.into_iter().collect();

@@ -3,7 +3,8 @@
 //! hyperparameters, tokenizer, chat template), `general.file_type` says the new precision;
 //! every tensor is dequantized, the adapted ones get scale · B·A (B's rows permuted like the
 //! file's q and k rows where llama.cpp permutes them, see `gguf_lora`), and each is written in
-//! the precision asked for. Vectors (norms, biases, RoPE divisors) stay f32 as llama.cpp's
+//! the precision asked for; a DoRA adapter's rows are then scaled to its magnitudes (permuted
+//! alike) over their norms, as PEFT merges DoRA. Vectors (norms, biases, RoPE divisors) stay f32 as llama.cpp's
 //! converter keeps them; a Q8_0 matrix whose rows are not whole 32-value blocks is written in
 //! f16.
 
@@ -64,7 +65,8 @@ pub fn merged_gguf_bytes(
     };
     // The adapted modules by GGUF tensor name: (A, B with its rows in the file's order).
     let r = adapter.config.r;
-    let mut updates: HashMap<String, (&[f32], Vec<f32>, String)> = HashMap::new();
+    type Update<'a> = (&'a [f32], Vec<f32>, String, Option<Vec<f32>>);
+    let mut updates: HashMap<String, Update> = HashMap::new();
     for (name, (_, a)) in &adapter.tensors {
         let Some(module) = name.strip_suffix(".lora_A.weight") else {
             continue;
@@ -80,21 +82,40 @@ pub fn merged_gguf_bytes(
                 "adapter tensor '{name}': '{weight}' has no GGUF name"
             ))
         })?;
-        let b = match (family.gguf_qk_permuted, module.rsplit('.').next()) {
-            (true, Some("q_proj")) => permute_rows(b, config.num_heads, r),
-            (true, Some("k_proj")) => permute_rows(b, config.num_kv_heads, r),
-            _ => b.clone(),
+        let heads = match (family.gguf_qk_permuted, module.rsplit('.').next()) {
+            (true, Some("q_proj")) => Some(config.num_heads),
+            (true, Some("k_proj")) => Some(config.num_kv_heads),
+            _ => None,
         };
-        updates.insert(gguf, (a.as_slice(), b, name.clone()));
+        let permuted = |v: &Vec<f32>, cols| match heads {
+            Some(h) => permute_rows(v, h, cols),
+            None => v.clone(),
+        };
+        let magnitude = match adapter.tensors.get(&super::peft_magnitude_name(module)) {
+            Some((_, m)) => Some(permuted(m, 1)),
+            None if adapter.config.use_dora => {
+                return Err(invalid(format!(
+                    "the DoRA adapter has no magnitude for '{name}'"
+                )))
+            }
+            None => None,
+        };
+        updates.insert(
+            gguf,
+            (a.as_slice(), permuted(b, r), name.clone(), magnitude),
+        );
     }
-    if 2 * updates.len() != adapter.tensors.len() {
+    let magnitudes = updates.values().filter(|u| u.3.is_some()).count();
+    if 2 * updates.len() + magnitudes != adapter.tensors.len() {
         let unpaired: Vec<&String> = adapter
             .tensors
             .keys()
             .filter(|n| {
-                !updates
-                    .values()
-                    .any(|(_, _, a)| a == *n || a.replace("lora_A", "lora_B") == **n)
+                !updates.values().any(|(_, _, a, _)| {
+                    a == *n
+                        || a.replace("lora_A", "lora_B") == **n
+                        || a.replace(".lora_A.weight", super::MAGNITUDE_SUFFIX) == **n
+                })
             })
             .collect();
         return Err(invalid(format!(
@@ -102,7 +123,7 @@ pub fn merged_gguf_bytes(
         )));
     }
     let (_, tensors) = read_tensors(base.bytes(), base.path())?;
-    for (gguf, (_, _, name)) in &updates {
+    for (gguf, (_, _, name, _)) in &updates {
         if !tensors.contains_key(gguf) {
             return Err(invalid(format!(
                 "adapter tensor '{name}': the model has no tensor '{gguf}'"
@@ -119,7 +140,7 @@ pub fn merged_gguf_bytes(
     let scale = adapter.config.scale() as f32;
     let total = tensors.len();
     for (i, (gguf, (_, shape, mut values))) in tensors.into_iter().enumerate() {
-        if let Some((a, b, name)) = updates.get(&gguf) {
+        if let Some((a, b, name, magnitude)) = updates.get(&gguf) {
             let (out, inp) = match shape[..] {
                 [out, inp] => (out, inp),
                 _ => return Err(invalid(format!("'{gguf}' is not a matrix"))),
@@ -133,6 +154,17 @@ pub fn merged_gguf_bytes(
                 });
             }
             super::add_lora(&mut values, a, b, out, inp, r, scale);
+            if let Some(m) = magnitude {
+                if m.len() != out {
+                    return Err(ModelError::BadTensor {
+                        path: "adapter".into(),
+                        tensor: name.replace(".lora_A.weight", super::MAGNITUDE_SUFFIX),
+                        expected: format!("[{out}] for '{gguf}'"),
+                        found: format!("{} values", m.len()),
+                    });
+                }
+                crate::ops::dora::scale_rows_to(&mut values, m, inp);
+            }
         }
         let row = *shape.last().unwrap_or(&1);
         match dtype {

@@ -75,6 +75,28 @@ pub fn merged_tensors(
             }
             add_lora(&mut w, a, b, o, inp, r, scale);
             used += 2;
+            let m_name = super::peft_magnitude_name(module);
+            match adapter.tensors.get(&m_name) {
+                Some((m_shape, m)) if m_shape[..] == [o] => {
+                    crate::ops::dora::scale_rows_to(&mut w, m, inp);
+                    used += 1;
+                }
+                Some((m_shape, _)) => {
+                    return Err(ModelError::BadTensor {
+                        path: "adapter".into(),
+                        tensor: m_name,
+                        expected: format!("[{o}]"),
+                        found: format!("{m_shape:?}"),
+                    })
+                }
+                None if adapter.config.use_dora => {
+                    return Err(ModelError::MissingTensor {
+                        path: "the DoRA adapter".into(),
+                        tensor: m_name,
+                    })
+                }
+                None => {}
+            }
         }
         out.push((name.clone(), shape.clone(), w));
         progress(i + 1, names.len());
@@ -87,7 +109,8 @@ pub fn merged_tensors(
                 let module = n
                     .trim_start_matches("base_model.model.")
                     .replace(".lora_A.weight", ".weight")
-                    .replace(".lora_B.weight", ".weight");
+                    .replace(".lora_B.weight", ".weight")
+                    .replace(super::MAGNITUDE_SUFFIX, ".weight");
                 !names.iter().any(|(m, _)| *m == module)
             })
             .collect();

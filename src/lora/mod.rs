@@ -31,6 +31,9 @@ pub struct LoraConfig {
     pub target_modules: Vec<String>,
     /// Scale by alpha / sqrt(r) instead of alpha / r.
     pub use_rslora: bool,
+    /// DoRA (PEFT's use_dora): a trained magnitude per output over the adapted weight's row
+    /// norm (`ops::dora`).
+    pub use_dora: bool,
     pub base_model_name_or_path: String,
 }
 
@@ -48,6 +51,20 @@ impl LoraConfig {
 /// PEFT's name of a LoRA tensor: `base_model.model.<module path>.lora_A.weight`.
 pub fn peft_name(module_path: &str, which: char) -> String {
     format!("base_model.model.{module_path}.lora_{which}.weight")
+}
+
+/// PEFT's name of a DoRA magnitude: `base_model.model.<module path>.lora_magnitude_vector`.
+pub fn peft_magnitude_name(module_path: &str) -> String {
+    format!("base_model.model.{module_path}.lora_magnitude_vector")
+}
+
+/// The suffix of a DoRA magnitude's PEFT name.
+pub const MAGNITUDE_SUFFIX: &str = ".lora_magnitude_vector";
+
+/// The name of the frozen ‖W_j‖² of the base weight `weight_name` that DoRA's norm reads
+/// (computed at load from the weight as the GPU holds it).
+pub fn base_norms2_name(weight_name: &str) -> String {
+    format!("{weight_name}.dora_row_norms2")
 }
 
 /// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.

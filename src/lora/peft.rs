@@ -36,7 +36,6 @@ pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
         ));
     }
     for (key, ok) in [
-        ("use_dora", j["use_dora"].as_bool() != Some(true)),
         (
             "fan_in_fan_out",
             j["fan_in_fan_out"].as_bool() != Some(true),
@@ -103,6 +102,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
         dropout: j["lora_dropout"].as_f64().unwrap_or(0.0),
         target_modules,
         use_rslora: j["use_rslora"].as_bool().unwrap_or(false),
+        use_dora: j["use_dora"].as_bool().unwrap_or(false),
         base_model_name_or_path: j["base_model_name_or_path"]
             .as_str()
             .unwrap_or("")
@@ -130,7 +130,7 @@ pub fn config_json(c: &LoraConfig) -> String {
         "revision": null,
         "target_modules": c.target_modules,
         "task_type": "CAUSAL_LM",
-        "use_dora": false,
+        "use_dora": c.use_dora,
         "use_rslora": c.use_rslora,
     });
     serde_json::to_string_pretty(&v).expect("a JSON value serializes")
@@ -170,13 +170,36 @@ impl Adapter {
         let files = SafetensorsFiles::from_files(vec![(weights_name.to_string(), weights)])?;
         let mut tensors = BTreeMap::new();
         for name in files.names() {
+            let (_, shape, _) = files.raw(name)?;
+            if name.ends_with(super::MAGNITUDE_SUFFIX) {
+                if !config.use_dora {
+                    return Err(invalid(
+                        weights_path,
+                        format!(
+                            "tensor '{name}' is a DoRA magnitude, but {config_name} does not say \
+                             use_dora"
+                        ),
+                    ));
+                }
+                if shape.len() != 1 {
+                    return Err(ModelError::BadTensor {
+                        path: weights_name.to_string(),
+                        tensor: name.into(),
+                        expected: "a vector (one magnitude a output)".into(),
+                        found: format!("shape {shape:?}"),
+                    });
+                }
+                let values = crate::model::load::finite(name, files.f32(name, &shape)?)
+                    .map_err(|e| invalid(weights_path, e.to_string()))?;
+                tensors.insert(name.to_string(), (shape.clone(), values));
+                continue;
+            }
             if !(name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")) {
                 return Err(invalid(
                     weights_path,
-                    format!("tensor '{name}' is not a LoRA A or B weight"),
+                    format!("tensor '{name}' is not a LoRA A or B weight or a DoRA magnitude"),
                 ));
             }
-            let (_, shape, _) = files.raw(name)?;
             let rank_dim = if name.ends_with(".lora_A.weight") {
                 shape.first()
             } else {

@@ -20,13 +20,13 @@ use super::llama_train::Attend;
 pub use super::llama_train::TrainStep;
 use super::{Architecture, ModelConfig};
 use crate::graph::{DType, Graph, GraphError, TensorId};
-use crate::lora::{peft_name, LoraConfig};
+use crate::lora::{base_norms2_name, peft_magnitude_name, peft_name, LoraConfig};
 use crate::ops::attention::Scores;
 use crate::ops::dropout::{self, DropoutSite};
 use crate::ops::ggml_matmul::{self, GgmlWeight};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, LowRank, Nf4Compute, Nf4Weight};
-use crate::ops::{embedding, residual, rmsnorm};
+use crate::ops::{dora, embedding, residual, rmsnorm};
 
 /// How base linear weights are stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,24 @@ pub struct LoraFactors {
     pub scale: f32,
     /// Dropout on the adapter's input (training graphs only; PEFT's lora_dropout).
     pub dropout: Option<DropoutSite>,
+    /// DoRA's tensors, when the adapter is a DoRA one.
+    pub dora: Option<DoraTensors>,
+}
+
+/// A DoRA module's magnitude m [out] (trained) and its base weight's ‖W_j‖² [out] (frozen).
+#[derive(Clone, Copy, Debug)]
+pub struct DoraTensors {
+    pub magnitude: TensorId,
+    pub base_norms2: TensorId,
+}
+
+/// What a DoRA module's backward reads from its forward.
+#[derive(Clone, Copy, Debug)]
+pub struct DoraSaved {
+    /// x·Wᵀ + s·(x·Aᵀ)·Bᵀ, before the magnitude's scale (and the bias).
+    pub unscaled: TensorId,
+    /// ‖W + s·B·A‖ by row.
+    pub norm: TensorId,
 }
 
 /// A linear module with its optional adapter.
@@ -78,6 +96,8 @@ pub struct ModuleSaved {
     pub x_a: Option<TensorId>,
     /// dropout(x), the adapter's input, when the adapter has dropout.
     pub x_dropped: Option<TensorId>,
+    /// The unscaled product and the norm, when the adapter is a DoRA one.
+    pub dora: Option<DoraSaved>,
 }
 
 /// The gradients of a module's adapter.
@@ -85,6 +105,8 @@ pub struct ModuleSaved {
 pub struct LoraGrads {
     pub a: TensorId,
     pub b: TensorId,
+    /// DoRA's magnitude.
+    pub magnitude: Option<TensorId>,
 }
 
 impl Module {
@@ -113,23 +135,23 @@ impl Module {
         x: TensorId,
         x_a: Option<TensorId>,
     ) -> Result<(TensorId, ModuleSaved), GraphError> {
-        let saved = self.saved_reusing(g, name, x, x_a)?;
-        let y = match (self.weight, self.lora.zip(saved.x_a)) {
+        let mut saved = self.adapter_inputs(g, name, x, x_a)?;
+        let dora = self.lora.and_then(|l| l.dora.map(|d| (l, d)));
+        // DoRA scales the adapted product into the output: the product gets a name of its own.
+        let product = match dora {
+            Some(_) => format!("{name}.unscaled"),
+            None => name.to_string(),
+        };
+        let mut y = match (self.weight, self.lora.zip(saved.x_a)) {
             (Linear::F32(_) | Linear::Ggml(_), lora) => {
-                let y = match self.weight {
-                    Linear::Ggml(w) => ggml_matmul::forward(g, name, x, &w)?,
-                    Linear::F32(w) => {
-                        matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0)?
-                    }
-                    Linear::Nf4(_) => unreachable!("matched above"),
-                };
+                let y = self.base_forward(g, &product, x)?;
                 if let Some((l, xa)) = lora {
                     let (lhs, b) = (Operand::plain(xa), Operand::transposed(l.b));
-                    matmul_into(g, &format!("{name} += lora"), y, lhs, b, l.scale)?;
+                    matmul_into(g, &format!("{product} += lora"), y, lhs, b, l.scale)?;
                 }
                 y
             }
-            (Linear::Nf4(w), None) => nf4_matmul::forward(g, name, x, &w)?,
+            (Linear::Nf4(w), None) => nf4_matmul::forward(g, &product, x, &w)?,
             // The adapter's term inside the NF4 product where the kernels allow.
             (Linear::Nf4(w), Some((l, xa))) => {
                 let term = LowRank {
@@ -137,17 +159,59 @@ impl Module {
                     factor: l.b,
                     scale: l.scale,
                 };
-                nf4_matmul::forward_lora(g, name, x, &w, term)?
+                nf4_matmul::forward_lora(g, &product, x, &w, term)?
             }
         };
+        if let Some((l, d)) = dora {
+            let norm = self.dora_norm(g, &format!("{name}.dora_norm"), &l, d)?;
+            saved.dora = Some(DoraSaved { unscaled: y, norm });
+            y = dora::scale(g, name, y, d.magnitude, norm)?;
+        }
         if let Some(bias) = self.bias {
             residual::bias_add(g, &format!("{name} += bias"), y, bias)?;
         }
         Ok((y, saved))
     }
 
+    /// x·Wᵀ of the base weight alone, a new temporary `name`.
+    fn base_forward(&self, g: &mut Graph, name: &str, x: TensorId) -> Result<TensorId, GraphError> {
+        match self.weight {
+            Linear::Ggml(w) => ggml_matmul::forward(g, name, x, &w),
+            Linear::F32(w) => matmul(g, name, Operand::plain(x), Operand::transposed(w), 1.0),
+            Linear::Nf4(w) => nf4_matmul::forward(g, name, x, &w),
+        }
+    }
+
+    /// DoRA's ‖W + s·B·A‖ by row (`ops::dora::norm`): A·Wᵀ through the base weight's own
+    /// product, B·(A·Aᵀ) from two small ones.
+    fn dora_norm(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        l: &LoraFactors,
+        d: DoraTensors,
+    ) -> Result<TensorId, GraphError> {
+        let aw = self.base_forward(g, &format!("{name}.a_w"), l.a)?;
+        let aa = matmul(
+            g,
+            &format!("{name}.a_a"),
+            Operand::plain(l.a),
+            Operand::transposed(l.a),
+            1.0,
+        )?;
+        let bg = matmul(
+            g,
+            &format!("{name}.b_a_a"),
+            Operand::plain(l.b),
+            Operand::plain(aa),
+            1.0,
+        )?;
+        dora::norm(g, name, d.base_norms2, l.b, aw, bg, l.scale)
+    }
+
     /// What the backward needs from the forward (the adapter's input and x·Aᵀ), without the
-    /// output: for recomputing a layer whose module output nothing reads again.
+    /// output: for recomputing a layer whose module output nothing reads again (except with
+    /// DoRA, whose magnitude's gradient reads the product).
     pub fn saved_without_output(
         &self,
         g: &mut Graph,
@@ -159,6 +223,20 @@ impl Module {
 
     /// `saved_without_output`, with x·Aᵀ from `kept` where given (see `forward_reusing`).
     pub fn saved_reusing(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        x: TensorId,
+        kept: Option<TensorId>,
+    ) -> Result<ModuleSaved, GraphError> {
+        if self.lora.is_some_and(|l| l.dora.is_some()) {
+            return Ok(self.forward_reusing(g, name, x, kept)?.1);
+        }
+        self.adapter_inputs(g, name, x, kept)
+    }
+
+    /// The adapter's input (after dropout) and x·Aᵀ (from `kept` where given).
+    fn adapter_inputs(
         &self,
         g: &mut Graph,
         name: &str,
@@ -187,7 +265,12 @@ impl Module {
             };
             x_a = Some(xa);
         }
-        Ok(ModuleSaved { x, x_a, x_dropped })
+        Ok(ModuleSaved {
+            x,
+            x_a,
+            x_dropped,
+            dora: None,
+        })
     }
 
     /// For the output gradient `dy` [T, out]: dx = dy·W + s·(dy·B)·A (added into `dx_into`
@@ -203,6 +286,21 @@ impl Module {
     ) -> Result<(TensorId, Option<LoraGrads>), GraphError> {
         let (Some(l), Some(x_a)) = (self.lora, saved.x_a) else {
             return Ok((self.base_backward(g, name, dy, dx_into)?, None));
+        };
+        // DoRA: the magnitude's gradient, and dy through the scale (the norm is a constant).
+        let (dy, magnitude) = match (l.dora, saved.dora) {
+            (Some(d), Some(s)) => {
+                let dm = dora::magnitude_grad(
+                    g,
+                    &format!("{name}.d_lora_magnitude"),
+                    dy,
+                    s.unscaled,
+                    s.norm,
+                )?;
+                let dy = dora::scale(g, &format!("{name}.dy_unscaled"), dy, d.magnitude, s.norm)?;
+                (dy, Some(dm))
+            }
+            _ => (dy, None),
         };
         let d_b = matmul(
             g,
@@ -225,7 +323,11 @@ impl Module {
             Operand::plain(saved.x_dropped.unwrap_or(saved.x)),
             l.scale,
         )?;
-        let grads = Some(LoraGrads { a: d_a, b: d_b });
+        let grads = Some(LoraGrads {
+            a: d_a,
+            b: d_b,
+            magnitude,
+        });
         let dx = match (self.weight, l.dropout) {
             // The adapter's term inside the NF4 product where the kernels allow.
             (Linear::Nf4(w), None) => {
@@ -430,11 +532,24 @@ impl Llama {
             let bias = has_bias.then(|| g.param(&format!("{path}.bias"), &[out], DType::F32));
             let lora = lora
                 .filter(|l| l.target_modules.iter().any(|m| m == short))
-                .map(|l| LoraFactors {
-                    a: g.param(&peft_name(&path, 'A'), &[l.r, inp], DType::F32),
-                    b: g.param(&peft_name(&path, 'B'), &[out, l.r], DType::F32),
-                    scale: l.scale() as f32,
-                    dropout: None,
+                .map(|l| {
+                    // The base's norms first: loading computes a fresh magnitude from them.
+                    let base_norms2 = l
+                        .use_dora
+                        .then(|| g.param(&base_norms2_name(&name), &[out], DType::F32));
+                    let a = g.param(&peft_name(&path, 'A'), &[l.r, inp], DType::F32);
+                    let b = g.param(&peft_name(&path, 'B'), &[out, l.r], DType::F32);
+                    let dora = base_norms2.map(|base_norms2| DoraTensors {
+                        magnitude: g.param(&peft_magnitude_name(&path), &[out], DType::F32),
+                        base_norms2,
+                    });
+                    LoraFactors {
+                        a,
+                        b,
+                        scale: l.scale() as f32,
+                        dropout: None,
+                        dora,
+                    }
                 });
             Ok::<_, GraphError>(Module { weight, bias, lora })
         };

@@ -650,9 +650,12 @@ fn backward(
     grads: &mut Vec<(String, TensorId)>,
 ) -> Result<TensorId, GraphError> {
     let (dx, lora) = module.backward(g, name, dy, saved, dx_into)?;
-    if let (Some(LoraGrads { a, b }), Some(factors)) = (lora, module.lora) {
+    if let (Some(LoraGrads { a, b, magnitude }), Some(factors)) = (lora, module.lora) {
         grads.push((g.tensor(factors.a).name.clone(), a));
         grads.push((g.tensor(factors.b).name.clone(), b));
+        if let (Some(dm), Some(d)) = (magnitude, factors.dora) {
+            grads.push((g.tensor(d.magnitude).name.clone(), dm));
+        }
     }
     Ok(dx)
 }

@@ -61,6 +61,9 @@ pub fn upload_model_with_progress(
     // The last whole table read for its row parts (`llama::part_name`): read once, each part
     // written from it.
     let mut whole: Option<(String, Vec<f32>)> = None;
+    // DoRA's ‖W_j‖² by base weight name, for fresh magnitudes, and the linear weights' shapes.
+    let mut base_norms2: std::collections::HashMap<String, Vec<f32>> = Default::default();
+    let mut linear_shapes: Option<std::collections::HashMap<String, Vec<usize>>> = None;
     let write = |t: TensorId, bytes: &[u8]| {
         compiled
             .write(gpu, t, bytes)
@@ -83,7 +86,33 @@ pub fn upload_model_with_progress(
         } else if name == super::llama::ROPE_TABLE_LOCAL {
             let table = config.rope_local_table(desc.shape[0]);
             write(t, bytemuck::cast_slice(&table))?;
+        } else if let Some(weight) = name.strip_suffix(".dora_row_norms2") {
+            if linear_shapes.is_none() {
+                linear_shapes = Some(crate::lora::base_tensors(config)?.into_iter().collect());
+            }
+            let shapes = linear_shapes.as_ref().expect("just filled");
+            let shape = shapes.get(weight).ok_or_else(|| ModelError::Invalid {
+                path: weight.into(),
+                msg: "is not a linear weight of this model".into(),
+            })?;
+            let w = base_weight_values(config, files, base, weight, shape)?;
+            let norms2 = crate::ops::dora::row_norms2(&w, w.len() / desc.shape[0]);
+            write(t, bytemuck::cast_slice(&norms2))?;
+            base_norms2.insert(weight.to_string(), norms2);
         } else if name.starts_with("base_model.model.") {
+            // A fresh DoRA magnitude is its base weight's row norms (B is zero), as in PEFT.
+            let module = name
+                .strip_suffix(crate::lora::MAGNITUDE_SUFFIX)
+                .and_then(|m| m.strip_prefix("base_model.model."));
+            let fresh_magnitude = match (adapter, module) {
+                (None, Some(module)) => base_norms2.get(&format!("{module}.weight")),
+                _ => None,
+            };
+            if let Some(norms2) = fresh_magnitude {
+                let magnitude: Vec<f32> = norms2.iter().map(|v| v.sqrt()).collect();
+                write(t, bytemuck::cast_slice(&magnitude))?;
+                continue;
+            }
             match adapter.and_then(|a| a.tensors.get(name)) {
                 Some((shape, values)) if shape == &desc.shape => {
                     write(t, bytemuck::cast_slice(values))?
@@ -186,6 +215,36 @@ pub fn upload_model_with_progress(
         }
     }
     Ok(missing)
+}
+
+/// The values of the base linear weight `name` ([out, in]) as the GPU holds it in `base`
+/// format, dequantized: what DoRA's norms are taken of (PEFT too takes them of the
+/// dequantized weight).
+fn base_weight_values(
+    config: &ModelConfig,
+    files: &dyn WeightSource,
+    base: BaseFormat,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    if let (BaseFormat::Gguf, Some(_)) = (base, config.gguf_types.get(name)) {
+        let (ty, data) = files.stored_blocks(name, shape)?;
+        return finite(name, crate::quant::ggml::dequantize(ty, &data));
+    }
+    let stored = files.stored_nf4(name)?;
+    match (base, stored) {
+        (_, Some(q)) => finite(name, q.dequantize()),
+        (BaseFormat::Nf4 { blocksize }, None) => {
+            let values = finite(name, files.f32(name, shape)?)?;
+            Ok(Nf4Tensor::quantize(&values, shape, blocksize, true)
+                .map_err(|e| ModelError::Invalid {
+                    path: name.into(),
+                    msg: e.to_string(),
+                })?
+                .dequantize())
+        }
+        (_, None) => finite(name, files.f32(name, shape)?),
+    }
 }
 
 /// The bytes of f32 `values` as a param of `dtype` holds them (f32, or f16 tables).

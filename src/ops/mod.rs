@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod decode;
+pub mod dora;
 pub mod dropout;
 pub mod embedding;
 pub mod ggml_matmul;
@@ -41,6 +42,9 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &software::attention::BACKWARD_DKV_TEX,
         &software::attention::BACKWARD_DQ_TEX_SG,
         &software::attention::BACKWARD_DKV_TEX_SG,
+        &dora::NORM,
+        &dora::SCALE,
+        &dora::MAGNITUDE_GRAD,
         &decode::KV_STORE,
         &decode::ATTENTION,
         &decode::KV_STORE_F16,

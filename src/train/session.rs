@@ -206,6 +206,14 @@ impl TrainSession {
                 "batch, sequence length and accumulation steps must be at least 1".into(),
             ));
         }
+        if settings.lora.use_dora && settings.lora.dropout > 0.0 {
+            // PEFT's DoRA under dropout adds a second base product (of the dropped input);
+            // not implemented here.
+            return Err(TrainError::Invalid(format!(
+                "DoRA with LoRA dropout ({}) is not supported; train DoRA with dropout 0",
+                settings.lora.dropout
+            )));
+        }
         let tokens = b * s;
         let mut g = Graph::for_device(gpu);
         let mut model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;

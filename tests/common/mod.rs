@@ -79,6 +79,13 @@ pub fn golden(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// `tests/data/<rel>` in the repository.
+pub fn test_data(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
 /// A whole safetensors file read into memory, for tests.
 pub struct Golden {
     bytes: Vec<u8>,
@@ -89,6 +96,14 @@ impl Golden {
         let path = golden(rel);
         let bytes =
             std::fs::read(&path).unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
+        Golden { bytes }
+    }
+
+    /// A file of the repository's own test data (`tests/data/<rel>`).
+    pub fn open_test_data(rel: &str) -> Golden {
+        let path = test_data(rel);
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("test data {}: {e}", path.display()));
         Golden { bytes }
     }
 
