@@ -420,6 +420,7 @@ impl WebSession {
         let summary = serde_json::json!({
             "examples": train_count, "packed": packed, "valid_examples": valid_count, "seq": seq, "batch": batch,
             "accumulation": accumulation, "steps": total, "step": trainer.step,
+            "dora": trainer.session.settings.lora.use_dora,
             "planned_peak_bytes": trainer.session.compiled.peak_bytes(),
             "trainable": trainer.session.trainable().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
         });

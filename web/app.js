@@ -344,7 +344,7 @@ function settings() {
   return {
     rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
     max_seq_len: num('seq'), batch: num('batch'), accumulation: num('accumulation'),
-    seed: num('seed'), base: $('base').value, packing: $('packing').checked,
+    seed: num('seed'), base: $('base').value, packing: $('packing').checked, dora: $('dora').checked,
     save_every: num('save-every'), valid_split: num('valid-split'), eval_every: num('eval-every'),
     model_name: state.modelName,
   };
@@ -491,6 +491,7 @@ async function resumeKept(kept) {
   $('valid-split').value = String(state.run.valid_split || 0);
   $('eval-every').value = String(state.run.eval_every || 0);
   $('packing').checked = !!state.run.packing;
+  $('dora').checked = !!state.run.dora;
   $('resume-run').hidden = true;
   state.running = true;
   setBusy(true);
@@ -588,7 +589,7 @@ worker.onmessage = (e) => {
       }
       break;
     case 'prepared':
-      $('train-info').textContent = `${m.summary.examples} ${m.summary.packed ? 'packed rows' : 'examples'}, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
+      $('train-info').textContent = `${m.summary.dora ? 'DoRA, ' : ''}${m.summary.examples} ${m.summary.packed ? 'packed rows' : 'examples'}, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
         `${m.summary.trainable} trainable values, planned GPU memory ${(m.summary.planned_peak_bytes / 2 ** 20).toFixed(1)} MiB`;
       $('step-progress').max = m.summary.steps;
       if (m.summary.step >= m.summary.steps) {

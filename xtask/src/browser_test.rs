@@ -827,6 +827,22 @@ pub fn run_test() -> Result<(), String> {
     }
     cdp.eval("document.getElementById('packing').checked = false")?;
     println!("browser e2e: packed run: {packed}");
+    // DoRA (Tint compiles its three kernels; the magnitudes are trained values too).
+    cdp.eval(
+        "document.getElementById('dora').checked = true; document.getElementById('train').click()",
+    )?;
+    cdp.wait_for(
+        "document.getElementById('train-info').textContent.endsWith('done') && window.webqloraState.losses.length === 2",
+        "a DoRA run",
+        2 * minute,
+    )?;
+    let dora = cdp.eval("document.getElementById('train-info').textContent + ' | ' + JSON.stringify(window.webqloraState.losses)")?;
+    let losses_finite = cdp.eval("window.webqloraState.losses.every(Number.isFinite)")?;
+    if !dora.as_str().is_some_and(|t| t.starts_with("DoRA, ")) || losses_finite != true {
+        return Err(format!("the DoRA run: {dora}"));
+    }
+    cdp.eval("document.getElementById('dora').checked = false")?;
+    println!("browser e2e: DoRA run: {dora}");
 
     // Every control has a label (or its own text), and works from the keyboard: Tab reaches
     // it and Enter on a focused button acts.
