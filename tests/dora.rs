@@ -348,3 +348,47 @@ fn train_dora_from_scratch_and_merge() {
     ]));
     assert!(merged.join("model.safetensors").exists());
 }
+
+/// A magnitude in a file whose config does not say use_dora, and a DoRA adapter without one
+/// of its magnitudes, are refused naming the tensor (never a fresh magnitude in its place).
+#[test]
+fn magnitudes_must_match_the_config() {
+    let dir = temp_dir("dora-faults");
+    let src = test_data("dora/adapter");
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        dir.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("adapter_config.json")).unwrap();
+    let plain = config.replace("\"use_dora\": true", "\"use_dora\": false");
+    assert_ne!(plain, config);
+    std::fs::write(dir.join("adapter_config.json"), plain).unwrap();
+    let err = Adapter::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("lora_magnitude_vector' is a DoRA magnitude") && err.contains("use_dora"),
+        "{err}"
+    );
+
+    let mut partial = dora_adapter();
+    let name = "base_model.model.model.layers.1.self_attn.v_proj.lora_magnitude_vector";
+    partial.tensors.remove(name).unwrap();
+    let base = golden("tiny-llama/base-f32");
+    let config = ModelConfig::load(&base).unwrap();
+    let files = SafetensorsFiles::open_dir(&base).unwrap();
+    let mut g = Graph::new();
+    Llama::declare(&mut g, &config, BaseFormat::F32, Some(&partial.config), 8).unwrap();
+    let gpu = common::gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    let err = upload_model(
+        gpu,
+        &compiled,
+        &config,
+        &files,
+        BaseFormat::F32,
+        Some(&partial),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(name), "{err}");
+}
