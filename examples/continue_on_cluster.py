@@ -160,7 +160,12 @@ def main():
 
     # It starts from the adapter's weights: every tensor of the file, in the model.
     saved = load_file(os.path.join(args.adapter, "adapter_model.safetensors"))
-    params = {n.replace(".default", ""): t for n, t in model.named_parameters() if "lora_" in n}
+    # PEFT's file names: no adapter name, and a DoRA magnitude without its ".weight".
+    params = {
+        n.replace(".default", "").replace("lora_magnitude_vector.weight", "lora_magnitude_vector"): t
+        for n, t in model.named_parameters()
+        if "lora_" in n
+    }
     for name, tensor in saved.items():
         mine = params.get(name)
         if mine is None or mine.shape != tensor.shape:

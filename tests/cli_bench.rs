@@ -7,17 +7,33 @@ mod common;
 use common::cli::{fails, ok, path, webqlora};
 
 fn step(config: &str, kernels: &str) -> serde_json::Value {
+    step_with(config, kernels, &[])
+}
+
+fn step_with(config: &str, kernels: &str, extra: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"))
         .env("WEBQLORA_KERNELS", kernels)
         .args(["bench", "step", "--model", config, "--random-weights"])
         .args([
             "--batch", "2", "--seq", "16", "--rank", "4", "--steps", "2", "--json",
         ])
+        .args(extra)
         .output()
         .unwrap();
     let text = ok(out);
     let line = text.lines().last().expect("a line");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `--dora`: the DoRA kernels run, the magnitudes' gradients once a module a step.
+#[test]
+fn bench_step_with_dora() {
+    let config = common::golden("tiny-llama/base-f32/config.json");
+    let run = step_with(path(&config), "portable", &["--dora"]);
+    let by_kernel = run["dispatches_by_kernel"].as_object().unwrap();
+    assert_eq!(by_kernel["dora_magnitude_grad"], 14, "{run}");
+    assert!(by_kernel["dora_norm"].as_u64().unwrap() >= 14, "{run}");
+    assert!(run["loss"].as_f64().unwrap().is_finite());
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct StepArgs {
     seq: usize,
     #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     rank: usize,
+    /// DoRA adapters (the norms, the scale and the magnitudes' gradients each step).
+    #[arg(long)]
+    dora: bool,
     /// Keep every activation instead of recomputing each layer's forward before its backward.
     #[arg(long)]
     no_checkpointing: bool,
@@ -91,7 +94,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         dropout: 0.0,
         target_modules: ALL_LINEAR.iter().map(|m| m.to_string()).collect(),
         use_rslora: false,
-        use_dora: false,
+        use_dora: args.dora,
         base_model_name_or_path: path.display().to_string(),
     };
     let base = base_format(args.base, &path)?;

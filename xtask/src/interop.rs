@@ -56,10 +56,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
     crate::install::gpu_driver(&bin)?;
     let mut lines = Vec::new();
     if only != Some("llama.cpp") {
-        lines.push(check_trl(&bin, &dir, &root)?);
+        lines.push(check_trl(&bin, &dir, &root, false)?);
+        lines.push(check_trl(&bin, &dir, &root, true)?);
     }
     if only == Some("trl") {
-        println!("interop: TRL continues a webqlora run\n  {}", lines[0]);
+        println!(
+            "interop: TRL continues a webqlora run\n  {}\n  {}",
+            lines[0], lines[1]
+        );
         return Ok(());
     }
     let python = venv(&dir)?;
@@ -138,9 +142,10 @@ fn trl_venv(dir: &Path) -> Result<PathBuf, String> {
 
 /// TRL's SFTTrainer continues a webqlora run of the tiny Llama: its first loss against
 /// webqlora's on the same batch.
-fn check_trl(bin: &Path, dir: &Path, root: &Path) -> Result<String, String> {
+/// TRL continues webqlora's run (a LoRA one, or with `dora` a DoRA one) from its adapter.
+fn check_trl(bin: &Path, dir: &Path, root: &Path, dora: bool) -> Result<String, String> {
     let python = trl_venv(dir)?;
-    let out = dir.join("trl");
+    let out = dir.join(if dora { "trl-dora" } else { "trl" });
     let _ = std::fs::remove_dir_all(&out);
     let model = out.join("tiny-llama");
     std::fs::create_dir_all(&model).map_err(|e| format!("{}: {e}", model.display()))?;
@@ -190,6 +195,9 @@ fn check_trl(bin: &Path, dir: &Path, root: &Path) -> Result<String, String> {
     let mut train = vec!["train", "--model", &m, "--data", &d, "--output", &run_dir];
     train.extend(["--steps", "3", "--quiet"]);
     train.extend(common);
+    if dora {
+        train.push("--dora");
+    }
     webqlora(bin, &train)?;
     let (report, more) = (s(out.join("report.json")), s(out.join("continued")));
     let script = root.join("examples/continue_on_cluster.py");
@@ -258,7 +266,8 @@ fn check_trl(bin: &Path, dir: &Path, root: &Path) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "TRL SFTTrainer from webqlora's adapter: first loss {trl_loss:.6}, webqlora's on the same batch {ours:.6} (relative {rel:.1e}); TRL's adapter after 3 more steps loads back into webqlora: loss {continued:.6}; losses {}",
+        "{}TRL SFTTrainer from webqlora's adapter: first loss {trl_loss:.6}, webqlora's on the same batch {ours:.6} (relative {rel:.1e}); TRL's adapter after 3 more steps loads back into webqlora: loss {continued:.6}; losses {}",
+        if dora { "DoRA: " } else { "" },
         report_json["losses"]
     ))
 }
