@@ -33,35 +33,7 @@ fn max_abs_diff(a: &Adapter, b: &Adapter) -> f32 {
 #[test]
 fn one_step_equals_pytorch_adamw() {
     let dir = temp_dir("train-golden");
-    std::fs::write(dir.join("batch.jsonl"), golden_batch_jsonl()).unwrap();
-    let rows = golden_batch_jsonl().lines().count().to_string();
-    let out = dir.join("out");
-    ok(webqlora(&[
-        "train",
-        "--model",
-        &base_f32(),
-        "--base",
-        "f32",
-        "--adapter",
-        path(&golden("tiny-llama/adapter")),
-        "--data",
-        path(&dir.join("batch.jsonl")),
-        "--output",
-        path(&out),
-        "--batch",
-        &rows,
-        "--steps",
-        "1",
-        "--lr",
-        "1e-3",
-        "--weight-decay",
-        "0.01",
-        "--schedule",
-        "constant",
-        "--max-grad-norm",
-        "0",
-        "--quiet",
-    ]));
+    let out = common::cli::one_golden_step(&golden("tiny-llama/adapter"), &dir);
     let trained = Adapter::load(&out).unwrap();
     let expected = Golden::open("tiny-llama/expected.safetensors");
     assert_eq!(trained.tensors.len(), 28);

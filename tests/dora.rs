@@ -8,14 +8,13 @@
 mod common;
 
 use common::cli::{fails, ok, path, webqlora};
-use common::{golden, golden_batch_jsonl, rel_err, temp_dir, test_data, Golden};
+use common::{golden, rel_err, temp_dir, test_data, Golden};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
 use webqlora::model::safetensors_files::SafetensorsFiles;
 use webqlora::model::ModelConfig;
-use webqlora::ops::cross_entropy::IGNORE;
 
 fn expected() -> Golden {
     Golden::open_test_data("dora/expected.safetensors")
@@ -59,24 +58,8 @@ fn dora_logits_match_peft() {
 /// The loss and the gradient of every adapter tensor of one training step on `dir`'s weights
 /// in `base` format, by name.
 fn step(dir: &str, base: BaseFormat, checkpointing: bool) -> (f32, Vec<(String, Vec<f32>)>) {
-    let expected = expected();
-    let (_, shape, id_bytes) = expected.raw("input_ids");
-    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let labels: Vec<i64> = bytemuck::pod_collect_to_vec(expected.raw("labels").2);
-    let (batch, seq) = (shape[0], shape[1]);
-    // transformers' shift: position s predicts labels[s + 1].
-    let targets: Vec<u32> = labels
-        .chunks_exact(seq)
-        .flat_map(|row| {
-            (0..seq).map(move |s| match row.get(s + 1) {
-                Some(&l) if l >= 0 => l as u32,
-                _ => IGNORE,
-            })
-        })
-        .collect();
+    let (ids, labels, (batch, seq)) = expected().ids_labels();
+    let targets = common::shifted_targets(&labels, seq);
     let dir = golden(dir);
     let config = ModelConfig::load(&dir).unwrap();
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
@@ -215,36 +198,8 @@ fn a_fresh_magnitude_is_the_base_row_norm() {
 #[test]
 fn one_cli_step_equals_pytorch_adamw_and_saves_dora() {
     let dir = temp_dir("dora-train");
-    std::fs::write(dir.join("batch.jsonl"), golden_batch_jsonl()).unwrap();
-    let rows = golden_batch_jsonl().lines().count().to_string();
-    let out = dir.join("out");
+    let out = common::cli::one_golden_step(&test_data("dora/adapter"), &dir);
     let base = golden("tiny-llama/base-f32");
-    ok(webqlora(&[
-        "train",
-        "--model",
-        path(&base),
-        "--base",
-        "f32",
-        "--adapter",
-        path(&test_data("dora/adapter")),
-        "--data",
-        path(&dir.join("batch.jsonl")),
-        "--output",
-        path(&out),
-        "--batch",
-        &rows,
-        "--steps",
-        "1",
-        "--lr",
-        "1e-3",
-        "--weight-decay",
-        "0.01",
-        "--schedule",
-        "constant",
-        "--max-grad-norm",
-        "0",
-        "--quiet",
-    ]));
     let trained = Adapter::load(&out).unwrap();
     assert!(trained.config.use_dora);
     let expected = expected();

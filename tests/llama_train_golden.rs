@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{golden, rel_err, Golden};
+use common::{golden, rel_err, shifted_targets, Golden};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::{BaseFormat, Llama};
@@ -13,20 +13,6 @@ use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::model::safetensors_files::SafetensorsFiles;
 use webqlora::model::ModelConfig;
 use webqlora::ops::cross_entropy::IGNORE;
-
-/// transformers' shift: position s predicts labels[s + 1]; the last position and -100 carry
-/// no loss.
-fn shifted_targets(labels: &[i64], seq: usize) -> Vec<u32> {
-    labels
-        .chunks_exact(seq)
-        .flat_map(|row| {
-            (0..seq).map(move |s| match row.get(s + 1) {
-                Some(&l) if l >= 0 => l as u32,
-                _ => IGNORE,
-            })
-        })
-        .collect()
-}
 
 #[test]
 fn lora_loss_and_gradients_match_peft() {
@@ -62,13 +48,7 @@ fn more_targets_than_scored_rows_is_an_error() {
 
 fn lora_step_matches_peft(checkpointing: bool, scored: Option<usize>) {
     let expected = Golden::open("tiny-llama/expected.safetensors");
-    let (_, shape, id_bytes) = expected.raw("input_ids");
-    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let labels: Vec<i64> = bytemuck::pod_collect_to_vec(expected.raw("labels").2);
-    let (batch, seq) = (shape[0], shape[1]);
+    let (ids, labels, (batch, seq)) = expected.ids_labels();
     let targets = shifted_targets(&labels, seq);
 
     let dir = golden("tiny-llama/base-f32");
@@ -158,13 +138,7 @@ fn repeated_steps_lower_the_loss() {
     use webqlora::ops::adamw::AdamW;
     use webqlora::ops::grad_norm;
     let expected = Golden::open("tiny-llama/expected.safetensors");
-    let (_, shape, id_bytes) = expected.raw("input_ids");
-    let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let labels: Vec<i64> = bytemuck::pod_collect_to_vec(expected.raw("labels").2);
-    let (batch, seq) = (shape[0], shape[1]);
+    let (ids, labels, (batch, seq)) = expected.ids_labels();
     let dir = golden("tiny-llama/base-bnb-nf4");
     let config = ModelConfig::load(&dir).unwrap();
     let files = SafetensorsFiles::open_dir(&dir).unwrap();

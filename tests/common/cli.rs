@@ -11,6 +11,43 @@ pub fn webqlora(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `webqlora train` from the PEFT adapter `adapter` for one step on the golden batch of the
+/// tiny Llama (f32 base), with the AdamW settings of golden/tiny-llama/expected.json, no
+/// clipping, into `dir/out`; returns that folder.
+pub fn one_golden_step(adapter: &Path, dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("batch.jsonl"), super::golden_batch_jsonl()).unwrap();
+    let rows = super::golden_batch_jsonl().lines().count().to_string();
+    let out = dir.join("out");
+    let base = super::golden("tiny-llama/base-f32");
+    ok(webqlora(&[
+        "train",
+        "--model",
+        path(&base),
+        "--base",
+        "f32",
+        "--adapter",
+        path(adapter),
+        "--data",
+        path(&dir.join("batch.jsonl")),
+        "--output",
+        path(&out),
+        "--batch",
+        &rows,
+        "--steps",
+        "1",
+        "--lr",
+        "1e-3",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "constant",
+        "--max-grad-norm",
+        "0",
+        "--quiet",
+    ]));
+    out
+}
+
 /// stdout of a run that must succeed.
 pub fn ok(out: Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -79,6 +79,21 @@ pub fn golden(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// transformers' shift: position s predicts labels[s + 1]; the last position and -100 carry
+/// no loss.
+pub fn shifted_targets(labels: &[i64], seq: usize) -> Vec<u32> {
+    use webqlora::ops::cross_entropy::IGNORE;
+    labels
+        .chunks_exact(seq)
+        .flat_map(|row| {
+            (0..seq).map(move |s| match row.get(s + 1) {
+                Some(&l) if l >= 0 => l as u32,
+                _ => IGNORE,
+            })
+        })
+        .collect()
+}
+
 /// `tests/data/<rel>` in the repository.
 pub fn test_data(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,6 +120,17 @@ impl Golden {
         let bytes =
             std::fs::read(&path).unwrap_or_else(|e| panic!("test data {}: {e}", path.display()));
         Golden { bytes }
+    }
+
+    /// The golden batch: input ids, labels and (batch, seq).
+    pub fn ids_labels(&self) -> (Vec<u32>, Vec<i64>, (usize, usize)) {
+        let (_, shape, id_bytes) = self.raw("input_ids");
+        let ids = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let labels = bytemuck::pod_collect_to_vec(self.raw("labels").2);
+        (ids, labels, (shape[0], shape[1]))
     }
 
     pub fn tensors(&self) -> safetensors::SafeTensors<'_> {
