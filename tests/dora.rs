@@ -268,6 +268,12 @@ fn train_dora_from_scratch_and_merge() {
         assert!(err.contains(says), "{err}");
         assert!(!out.join("adapter_model.safetensors").exists());
     }
+    let lora = golden("tiny-llama/adapter");
+    let err = fails(train(&["--adapter", path(&lora)]));
+    assert!(
+        err.contains("--dora: the adapter to train on is a LoRA one"),
+        "{err}"
+    );
     ok(train(&[]));
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let losses: Vec<f64> = metrics

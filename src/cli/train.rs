@@ -187,6 +187,9 @@ fn lora_config(
         bail!("--lora-dropout {} must be in [0, 1)", args.lora_dropout);
     }
     if let Some(a) = from {
+        if args.dora && !a.config.use_dora {
+            bail!("--dora: the adapter to train on is a LoRA one (training on keeps its settings)");
+        }
         // Training on from a PEFT adapter keeps its settings, dropout included.
         return Ok(a.config.clone());
     }
