@@ -200,6 +200,34 @@ shader!(
     then "attention_params", "attention_common"
 );
 shader!(
+    ATTENTION_FLASH_MASK,
+    "attention_flash_mask" as "attention_flash_mask",
+    wgpu::Features::empty(),
+    after "attention_params",
+    then "attention_common",
+    "attention_flash_queries"
+);
+shader!(
+    ATTENTION_FLASH_FORWARD_MASKED,
+    "attention_flash_forward_masked",
+    wgpu::Features::empty(),
+    then "attention_params", "attention_common",
+    "attention_flash_queries", "attention_flash_mask"
+);
+shader!(
+    ATTENTION_FLASH_BACKWARD_DQ_MASKED,
+    "attention_flash_backward_dq_masked",
+    wgpu::Features::empty(),
+    then "attention_params", "attention_common",
+    "attention_flash_queries", "attention_flash_mask"
+);
+shader!(
+    ATTENTION_FLASH_BACKWARD_DKV_MASKED,
+    "attention_flash_backward_dkv_masked",
+    wgpu::Features::empty(),
+    then "attention_params", "attention_common"
+);
+shader!(
     ATTENTION_FORWARD_MASKED_TEX,
     "software/attention_forward_masked_tex"
 );
@@ -413,6 +441,10 @@ pub static ALL: &[&Shader] = &[
     &ATTENTION_FLASH_BACKWARD_DKV,
     &ATTENTION_FLASH_BACKWARD_DQ,
     &ATTENTION_FLASH_FORWARD,
+    &ATTENTION_FLASH_MASK,
+    &ATTENTION_FLASH_FORWARD_MASKED,
+    &ATTENTION_FLASH_BACKWARD_DQ_MASKED,
+    &ATTENTION_FLASH_BACKWARD_DKV_MASKED,
     &ATTENTION_FORWARD,
     &ATTENTION_FORWARD_TEX,
     &ATTENTION_FORWARD_TEX_SG,

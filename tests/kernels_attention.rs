@@ -252,7 +252,8 @@ fn masked_forward_matches_cpu() {
     use webqlora::ops::attention::{cpu_forward_masked, TokenMask};
     let mut rng = rng("attention masked");
     // (first token, prompt length, choice lengths) of each group in the row.
-    let groups: [(usize, &[usize]); 3] = [(20, &[3, 5, 1, 4]), (15, &[]), (9, &[2, 6])];
+    // A long example last: blocks and key tiles of the flash kernel span several groups.
+    let groups: [(usize, &[usize]); 4] = [(20, &[3, 5, 1, 4]), (15, &[]), (9, &[2, 6]), (70, &[])];
     let mut mask = Vec::new();
     for (prompt, choices) in groups {
         let first = mask.len();
@@ -299,7 +300,7 @@ fn masked_forward_matches_cpu() {
         let plain = TokenMask::sequences(tokens, 11);
         let plain_shape = AttentionShape { seq_len: 11, ..s };
         let (plain_out, _) = cpu_forward(&q64, &k64, &v64, plain_shape);
-        for kernels in [Kernels::Buffers, Kernels::Textures] {
+        for kernels in [Kernels::Buffers, Kernels::Textures, Kernels::Portable] {
             for (m, want) in [(&mask, &want_out), (&plain, &plain_out)] {
                 let mut g = graph(kernels);
                 let qt = g.input("q", &[tokens, heads, head_dim], DType::F32);
@@ -315,6 +316,8 @@ fn masked_forward_matches_cpu() {
                 let kernel = g.nodes.last().unwrap().kernel.name;
                 let textures = kernels == Kernels::Textures;
                 assert_eq!(kernel.ends_with("_tex"), textures, "{kernel}");
+                let flash = kernels == Kernels::Portable;
+                assert_eq!(kernel.starts_with("attention_flash"), flash, "{kernel}");
                 let inputs = [
                     (qt, bytes(&q)),
                     (kt, bytes(&k)),
@@ -346,7 +349,10 @@ fn masked_forward_matches_cpu() {
 fn masked_backward_matches_cpu() {
     use webqlora::ops::attention::{cpu_backward_masked, TokenMask};
     let mut rng = rng("attention masked backward");
-    let groups: [(usize, &[usize]); 4] = [(13, &[3, 1, 4]), (17, &[]), (6, &[2]), (1, &[])];
+    // With the long example, the flash kernels' blocks of keys and tiles of queries span
+    // several examples, and one example spans several.
+    let groups: [(usize, &[usize]); 5] =
+        [(13, &[3, 1, 4]), (17, &[]), (6, &[2]), (1, &[]), (70, &[])];
     let mut mask = Vec::new();
     for (prompt, choices) in groups {
         let first = mask.len();
@@ -414,6 +420,13 @@ fn masked_backward_matches_cpu() {
                 let grads =
                     attention::backward_masked(&mut g, "attn_back", qkv, saved, dt, mt, scores)
                         .unwrap();
+                let flash = g
+                    .nodes
+                    .iter()
+                    .filter(|n| n.kernel.name.starts_with("attention_flash"))
+                    .count();
+                // The forward, dq, dk and dv.
+                assert_eq!(flash, if kernels == Kernels::Portable { 4 } else { 0 });
                 let inputs = [
                     (qt, bytes(&q)),
                     (kt, bytes(&k)),

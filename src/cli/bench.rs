@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use webqlora::gpu::Gpu;
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::ops::adamw::AdamW;
-use webqlora::ops::attention::Scores;
+use webqlora::ops::attention::{Scores, TokenMask};
 use webqlora::ops::cross_entropy::{chunk_for_graph, lm_head_loss};
 use webqlora::ops::matmul::{matmul, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
@@ -265,6 +265,48 @@ fn bench_step_kernels(
                 let d_out = g.input("d_out", &[t, heads, d], DType::F32);
                 attention::backward(g, "d_attn", qkv, saved, d_out, seq, Scores::standard(d))?;
                 Ok(vec![])
+            },
+        )?);
+        // The same examples packed end to end in one row (`--packing`): the masked kernels
+        // over the same pairs of tokens.
+        let mask_values = TokenMask::values(&TokenMask::sequences(t, seq));
+        let mask = |g: &mut Graph| {
+            let m = g.input("mask", &[t, 4], DType::F32);
+            (m, vec![(m, bytemuck::cast_slice(&mask_values).to_vec())])
+        };
+        let name = format!("attention_packed_forward (1 x {t}, examples of {seq})");
+        rows.push(bench_graph(
+            gpu,
+            &name,
+            (t, seq, d),
+            4.0 * (pairs * d) as f64,
+            bytes,
+            runs,
+            |g| {
+                let qkv = qkv(g);
+                let (m, values) = mask(g);
+                attention::forward_masked(g, "attn", qkv, m, Scores::standard(d))?;
+                Ok(values)
+            },
+        )?);
+        let name = format!("attention_packed_backward (1 x {t}, examples of {seq})");
+        rows.push(bench_graph(
+            gpu,
+            &name,
+            (t, seq, d),
+            2.0 * 8.0 * (pairs * d) as f64,
+            2.0 * bytes,
+            runs,
+            |g| {
+                let qkv = qkv(g);
+                let (m, values) = mask(g);
+                let saved = attention::Saved {
+                    out: g.input("out", &[t, heads, d], DType::F32),
+                    lse: g.input("lse", &[t, heads], DType::F32),
+                };
+                let d_out = g.input("d_out", &[t, heads, d], DType::F32);
+                attention::backward_masked(g, "d_attn", qkv, saved, d_out, m, Scores::standard(d))?;
+                Ok(values)
             },
         )?);
     }

@@ -171,6 +171,37 @@ pub static BACKWARD_DKV_MASKED: Kernel = Kernel {
     ],
 };
 
+/// The portable forward over packed rows: `FORWARD_MASKED`'s bindings on the flash forward's
+/// workgroups and key tiles (attention_flash_forward_masked.wgsl).
+pub static FLASH_FORWARD_MASKED: Kernel = Kernel {
+    name: "attention_flash_forward_masked",
+    shader: &shaders::ATTENTION_FLASH_FORWARD_MASKED,
+    entry: "attention_flash_forward_masked",
+    textures: &[],
+    bindings: FORWARD_MASKED.bindings,
+};
+
+/// The portable masked backward, query gradient: `BACKWARD_DQ_MASKED`'s bindings on the flash
+/// dq's tiles (attention_flash_backward_dq_masked.wgsl).
+pub static FLASH_BACKWARD_DQ_MASKED: Kernel = Kernel {
+    name: "attention_flash_backward_dq_masked",
+    shader: &shaders::ATTENTION_FLASH_BACKWARD_DQ_MASKED,
+    entry: "attention_flash_backward_dq_masked",
+    textures: &[],
+    bindings: BACKWARD_DQ_MASKED.bindings,
+};
+
+/// The portable masked backward, key or value gradient by the override DV:
+/// `BACKWARD_DKV_MASKED`'s bindings on the flash dkv's query tiles
+/// (attention_flash_backward_dkv_masked.wgsl).
+pub static FLASH_BACKWARD_DKV_MASKED: Kernel = Kernel {
+    name: "attention_flash_backward_dkv_masked",
+    shader: &shaders::ATTENTION_FLASH_BACKWARD_DKV_MASKED,
+    entry: "attention_flash_backward_dkv_masked",
+    textures: &[],
+    bindings: BACKWARD_DKV_MASKED.bindings,
+};
+
 /// What one token of a packed row may attend: keys from `first` up to itself whose branch is
 /// 0 or its own, and on sliding-window layers whose position is less than the window before
 /// its own (see attention_forward_masked.wgsl).
@@ -332,14 +363,23 @@ impl AttentionShape {
         [("HEAD_DIM", self.head_dim as f64), ("KEYS", keys as f64)]
     }
 
-    /// dkv's constants: head_dim and the queries a tile holds (1,920 f32 of queries and of
-    /// output gradients, with the tile's log-sum-exps, deltas and first keys), at most 64.
+    /// The queries a dkv tile holds: 1,920 f32 of queries and of output gradients (with the
+    /// tile's log-sum-exps, deltas and first keys), at most 64.
+    fn flash_queries(&self) -> usize {
+        (1920 / self.head_dim).min(FLASH_ROWS)
+    }
+
+    /// dkv's constants: head_dim and the queries a tile holds.
     fn flash_query_constants(&self) -> [(&'static str, f64); 2] {
-        let queries = (1920 / self.head_dim).min(FLASH_ROWS);
         [
             ("HEAD_DIM", self.head_dim as f64),
-            ("QUERIES", queries as f64),
+            ("QUERIES", self.flash_queries() as f64),
         ]
+    }
+
+    /// dkv's dispatch: kv_heads times the blocks of 64 keys.
+    fn flash_key_blocks(&self) -> Dispatch {
+        Dispatch::Linear((self.kv_heads * self.tokens.div_ceil(FLASH_ROWS)) as u32)
     }
 }
 
@@ -501,6 +541,13 @@ pub fn forward_masked(
     }
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
+    if s.on_flash(g) {
+        let tensors = [qkv.q, qkv.k, qkv.v, mask, out, lse];
+        let (dispatch, constants) = (s.flash_query_blocks(), s.flash_key_constants());
+        let kernel = &FLASH_FORWARD_MASKED;
+        g.push_specialized(name, kernel, &tensors, s.params(), dispatch, &constants)?;
+        return Ok(Saved { out, lse });
+    }
     let dispatch = Dispatch::linear(s.tokens * s.heads, 64);
     if s.on_textures(g) {
         let k_tex = pack_rows(g, name, qkv.k, s.head_dim, 1)?;
@@ -530,8 +577,9 @@ pub fn forward_masked(
 
 /// The backward of `forward_masked`: (dq, dk, dv), named `<name>_q`, `<name>_k`, `<name>_v`,
 /// for the output gradient `d_out`; `mask` as the forward took it (its `first` never decreasing
-/// along the row: packed examples, question groups). Row kernels on every device: the deltas,
-/// then dq by query row, dk and dv by key row (one kernel, twice).
+/// along the row: packed examples, question groups). The deltas, then dq, then dk and dv (one
+/// kernel, twice): FlashAttention-2 tiles on the portable path, a row an invocation on
+/// software devices.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_masked(
     g: &mut Graph,
@@ -556,26 +604,35 @@ pub fn backward_masked(
     let tensors = [d_out, saved.out, delta];
     g.push_specialized(label, &DELTA, &tensors, p, by_query_row, &constants)?;
 
+    let flash = s.on_flash(g);
     let label = format!("{name}_q");
     let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let tensors = [q, k, v, d_out, saved.lse, delta, mask, dq];
-    let kernel = &BACKWARD_DQ_MASKED;
-    g.push_specialized(
-        label,
-        kernel,
-        &tensors,
-        s.params(),
-        by_query_row,
-        &constants,
-    )?;
+    let (kernel, dispatch, dq_constants) = match flash {
+        true => (
+            &FLASH_BACKWARD_DQ_MASKED,
+            s.flash_query_blocks(),
+            s.flash_key_constants().to_vec(),
+        ),
+        false => (&BACKWARD_DQ_MASKED, by_query_row, constants.to_vec()),
+    };
+    g.push_specialized(label, kernel, &tensors, s.params(), dispatch, &dq_constants)?;
     let kv_shape = [s.tokens, s.kv_heads, s.head_dim];
+    let (kernel, dispatch, kv_constants) = match flash {
+        // The flash kernel's tile holds at most 32 queries (their masks beside them).
+        true => (
+            &FLASH_BACKWARD_DKV_MASKED,
+            s.flash_key_blocks(),
+            vec![constants[0], ("QUERIES", s.flash_queries().min(32) as f64)],
+        ),
+        false => (&BACKWARD_DKV_MASKED, by_key_row, constants.to_vec()),
+    };
     let mut by_key = |what: &str, dv: bool| -> Result<TensorId, GraphError> {
         let label = format!("{name}_{what}");
         let grad = g.temp(&label, &kv_shape, DType::F32);
         let tensors = [q, k, v, d_out, saved.lse, delta, mask, grad];
-        let constants = [constants[0], ("DV", f64::from(u8::from(dv)))];
-        let kernel = &BACKWARD_DKV_MASKED;
-        g.push_specialized(label, kernel, &tensors, s.params(), by_key_row, &constants)?;
+        let constants = [&kv_constants[..], &[("DV", f64::from(u8::from(dv)))]].concat();
+        g.push_specialized(label, kernel, &tensors, s.params(), dispatch, &constants)?;
         Ok(grad)
     };
     let dk = by_key("k", false)?;
@@ -714,7 +771,7 @@ fn flash_backward(
     let dk = g.temp(&format!("{name}_k"), &kv_shape, DType::F32);
     let dv = g.temp(&format!("{name}_v"), &kv_shape, DType::F32);
     let tensors = [q, k, v, d_out, saved.lse, delta, dk, dv];
-    let dispatch = Dispatch::Linear((s.kv_heads * s.tokens.div_ceil(FLASH_ROWS)) as u32);
+    let dispatch = s.flash_key_blocks();
     let label = format!("{name}_kv");
     let constants = s.flash_query_constants();
     g.push_specialized(
