@@ -63,11 +63,13 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
 }
 
 /// The test binaries run again with `WEBQLORA_KERNELS=portable`: the kernels, the golden
-/// forward passes and training steps, an adapter's module, the whole step.
-const PORTABLE_TESTS: [&str; 12] = [
+/// forward passes and training steps, an adapter's module, the whole step, MCQ scoring.
+const PORTABLE_TESTS: [&str; 13] = [
     "kernels_matmul",
     "kernels_elementwise",
     "kernels_attention",
+    // The scorer's packed passes (choices as branches) on the masked flash forward.
+    "mcq_scoring",
     "kernels_cross_entropy",
     "kernels_optimizer",
     "lora_nf4_module",
