@@ -7,9 +7,10 @@
 //   group), so a GQA group's heads share every key loaded.
 
 // Keys a tile: KEYS * head_dim f32 of keys and as many of values fill the two tiles
-// (KEYS * D4 <= TILE_V4; 16 KiB in all, WebGPU's guaranteed workgroup memory).
-override KEYS: u32 = 32u;
-const TILE_V4: u32 = 512u;
+// (KEYS * D4 <= TILE_V4; 15 KiB in all, leaving room within WebGPU's guaranteed 16 KiB of
+// workgroup memory for the masked kernels' key branches and positions).
+override KEYS: u32 = 30u;
+const TILE_V4: u32 = 480u;
 
 var<workgroup> k_tile: array<vec4<f32>, TILE_V4>;
 var<workgroup> v_tile: array<vec4<f32>, TILE_V4>;

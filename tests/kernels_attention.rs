@@ -379,7 +379,7 @@ fn masked_backward_matches_cpu() {
         (4usize, 2usize, 64usize, None),
         (3, 3, 32, None),
         (6, 2, 128, Some(5)),
-        // Gemma 3's head_dim: the flash kernels' smallest tiles (8 keys, 7 queries).
+        // Gemma 3's head_dim: the flash kernels' smallest tiles (7 keys, 7 queries).
         (4, 1, 256, Some(9)),
     ] {
         let scores = Scores {

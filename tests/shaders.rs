@@ -190,3 +190,28 @@ fn kernel_tables_match_shader_declarations() {
         }
     }
 }
+
+/// The portable kernels run on any conforming WebGPU device, whose guaranteed workgroup
+/// memory is 16 KiB (`kernels::PORTABLE_WORKGROUP_BYTES`; a device offering less gets the
+/// software path): every non-software shader's workgroup variables fit in it together.
+#[test]
+fn portable_shaders_fit_webgpu_workgroup_memory() {
+    let limit = webqlora::kernels::PORTABLE_WORKGROUP_BYTES;
+    for shader in ALL.iter().filter(|s| !s.file.starts_with("software/")) {
+        let module = parse_and_validate(shader);
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, var)| layouter[var.ty].size)
+            .sum();
+        assert!(
+            bytes <= limit,
+            "shaders/{}.wgsl ({}): {bytes} bytes of workgroup memory, over WebGPU's guaranteed {limit}",
+            shader.file,
+            shader.name
+        );
+    }
+}

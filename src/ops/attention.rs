@@ -355,11 +355,11 @@ impl AttentionShape {
         Dispatch::Linear((self.kv_heads * self.tokens.div_ceil(block_tokens)) as u32)
     }
 
-    /// The flash forward's and dq's constants: head_dim and the keys a tile holds (2,048 f32
-    /// of keys and of values, the two within WebGPU's default 16 KiB of workgroup memory), at
-    /// most 64.
+    /// The flash forward's and dq's constants: head_dim and the keys a tile holds (1,920 f32
+    /// of keys and of values, the two with the masked kernels' key branches and positions
+    /// within WebGPU's guaranteed 16 KiB of workgroup memory), at most 64.
     fn flash_key_constants(&self) -> [(&'static str, f64); 2] {
-        let keys = (2048 / self.head_dim).min(FLASH_ROWS);
+        let keys = (1920 / self.head_dim).min(FLASH_ROWS);
         [("HEAD_DIM", self.head_dim as f64), ("KEYS", keys as f64)]
     }
 
