@@ -82,3 +82,16 @@ fn bench_step_json_on_random_weights_of_a_config() {
     ]));
     assert!(err.contains("--base gguf"), "{err}");
 }
+
+/// `bench kernels` with no tokens or no runs is refused in words (0 tokens divided the
+/// attention rows' pairs by zero).
+#[test]
+fn bench_kernels_refuses_zero_tokens_and_runs() {
+    for flag in ["--tokens", "--runs"] {
+        let err = fails(webqlora(&["bench", "kernels", flag, "0"]));
+        assert!(
+            err.contains(&format!("invalid value '0' for '{flag}")) && err.contains("at least 1"),
+            "{err}"
+        );
+    }
+}

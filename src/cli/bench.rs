@@ -33,10 +33,10 @@ enum BenchWhat {
     /// Kernels at SmolLM2-135M shapes.
     Kernels {
         /// Tokens (rows) per matmul.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = super::common::at_least_one)]
         tokens: usize,
         /// Timed runs per kernel (the median is reported).
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 7, value_parser = super::common::at_least_one)]
         runs: usize,
         /// Only kernels whose name contains this.
         #[arg(long)]
