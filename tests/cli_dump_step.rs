@@ -84,68 +84,69 @@ fn a_bad_batch_is_named_and_nothing_is_written() {
 #[test]
 fn texture_kernels_agree_with_buffer_kernels_on_a_whole_step() {
     use rand::Rng;
-    let mut rng = common::rng("texture_step");
-    let dir = temp_dir("dump_step_textures");
-    let (batch, seq) = (4usize, 32usize);
-    let ids: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..256)).collect();
-    let labels: Vec<i64> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| if i % seq < 5 { -100 } else { id })
-        .collect();
-    let (ids_bytes, label_bytes): (Vec<u8>, Vec<u8>) = (
-        bytemuck::cast_slice(&ids).to_vec(),
-        bytemuck::cast_slice(&labels).to_vec(),
-    );
-    let batch_file = dir.join("batch.safetensors");
-    let views = vec![
-        (
-            "input_ids".to_string(),
-            TensorView::new(Dtype::I64, vec![batch, seq], &ids_bytes).unwrap(),
-        ),
-        (
-            "labels".to_string(),
-            TensorView::new(Dtype::I64, vec![batch, seq], &label_bytes).unwrap(),
-        ),
-    ];
-    safetensors::serialize_to_file(views, None, &batch_file).unwrap();
-    let model = golden("tiny-llama/base-f32");
-    let adapter = golden("tiny-llama/adapter");
-    for base in ["f32", "nf4"] {
-        let run = |textures: bool| {
-            let out = dir.join(format!("{base}-{textures}.safetensors"));
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_webqlora"));
-            cmd.arg("dump-step")
-                .args(["--model", model.to_str().unwrap()])
-                .args(["--adapter", adapter.to_str().unwrap()])
-                .args(["--batch", batch_file.to_str().unwrap()])
-                .args(["--out", out.to_str().unwrap()])
-                .args(["--base", base]);
-            if !textures {
-                cmd.env("WEBQLORA_TEXTURES", "0");
-            }
-            let run = cmd.output().unwrap();
-            assert!(
-                run.status.success(),
-                "{}",
-                String::from_utf8_lossy(&run.stderr)
-            );
-            SafetensorsFiles::open_files(&[out]).unwrap()
-        };
-        let (tex, buf) = (run(true), run(false));
-        let names: Vec<String> = buf.names().map(String::from).collect();
-        assert!(names.iter().filter(|n| n.starts_with("grad.")).count() >= 28);
-        for name in names {
-            let get = |f: &SafetensorsFiles| f.f32(&name, &f.raw(&name).unwrap().1).unwrap();
-            let e = rel_err(&get(&tex), &get(&buf));
-            let limit = if name.starts_with("grad.") {
-                1e-4
-            } else {
-                1e-5
+    common::for_each_seed("texture_step", &[], |mut rng| {
+        let dir = temp_dir("dump_step_textures");
+        let (batch, seq) = (4usize, 32usize);
+        let ids: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..256)).collect();
+        let labels: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| if i % seq < 5 { -100 } else { id })
+            .collect();
+        let (ids_bytes, label_bytes): (Vec<u8>, Vec<u8>) = (
+            bytemuck::cast_slice(&ids).to_vec(),
+            bytemuck::cast_slice(&labels).to_vec(),
+        );
+        let batch_file = dir.join("batch.safetensors");
+        let views = vec![
+            (
+                "input_ids".to_string(),
+                TensorView::new(Dtype::I64, vec![batch, seq], &ids_bytes).unwrap(),
+            ),
+            (
+                "labels".to_string(),
+                TensorView::new(Dtype::I64, vec![batch, seq], &label_bytes).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &batch_file).unwrap();
+        let model = golden("tiny-llama/base-f32");
+        let adapter = golden("tiny-llama/adapter");
+        for base in ["f32", "nf4"] {
+            let run = |textures: bool| {
+                let out = dir.join(format!("{base}-{textures}.safetensors"));
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_webqlora"));
+                cmd.arg("dump-step")
+                    .args(["--model", model.to_str().unwrap()])
+                    .args(["--adapter", adapter.to_str().unwrap()])
+                    .args(["--batch", batch_file.to_str().unwrap()])
+                    .args(["--out", out.to_str().unwrap()])
+                    .args(["--base", base]);
+                if !textures {
+                    cmd.env("WEBQLORA_TEXTURES", "0");
+                }
+                let run = cmd.output().unwrap();
+                assert!(
+                    run.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&run.stderr)
+                );
+                SafetensorsFiles::open_files(&[out]).unwrap()
             };
-            assert!(e < limit, "{base} base, {name}: rel err {e}");
+            let (tex, buf) = (run(true), run(false));
+            let names: Vec<String> = buf.names().map(String::from).collect();
+            assert!(names.iter().filter(|n| n.starts_with("grad.")).count() >= 28);
+            for name in names {
+                let get = |f: &SafetensorsFiles| f.f32(&name, &f.raw(&name).unwrap().1).unwrap();
+                let e = rel_err(&get(&tex), &get(&buf));
+                let limit = if name.starts_with("grad.") {
+                    1e-4
+                } else {
+                    1e-5
+                };
+                assert!(e < limit, "{base} base, {name}: rel err {e}");
+            }
         }
-    }
+    });
 }
 
 /// A GGUF model, as every other command takes one: SmolLM2-135M-Instruct's Q4_1 file (from
@@ -184,95 +185,96 @@ fn dump_step_takes_a_gguf_model() {
         webqlora::lora::peft::config_json(&config),
     )
     .unwrap();
-    let mut rng = common::rng("dump_step_gguf");
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for layer in 0..30 {
-        let module = format!("base_model.model.model.layers.{layer}.self_attn.q_proj");
-        let a = common::random_f32(&mut rng, 2 * 576, 0.05);
-        tensors.push((
-            format!("{module}.lora_A.weight"),
-            vec![2, 576],
-            common::bytes(&a),
-        ));
-        tensors.push((
-            format!("{module}.lora_B.weight"),
-            vec![576, 2],
-            vec![0; 576 * 2 * 4],
-        ));
-    }
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &adapter.join("adapter_model.safetensors"))
-        .unwrap();
+    common::for_each_seed("dump_step_gguf", &[], |mut rng| {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for layer in 0..30 {
+            let module = format!("base_model.model.model.layers.{layer}.self_attn.q_proj");
+            let a = common::random_f32(&mut rng, 2 * 576, 0.05);
+            tensors.push((
+                format!("{module}.lora_A.weight"),
+                vec![2, 576],
+                common::bytes(&a),
+            ));
+            tensors.push((
+                format!("{module}.lora_B.weight"),
+                vec![576, 2],
+                vec![0; 576 * 2 * 4],
+            ));
+        }
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &adapter.join("adapter_model.safetensors"))
+            .unwrap();
 
-    // The batch: the text's ids, each labelled with the next (the last unlabelled).
-    let labels: Vec<i64> = (0..seq)
-        .map(|i| ids.get(i + 1).copied().unwrap_or(-100))
-        .collect();
-    let batch = dir.join("batch.safetensors");
-    let (id_bytes, label_bytes) = (
-        bytemuck::cast_slice(&ids).to_vec(),
-        bytemuck::cast_slice(&labels).to_vec(),
-    );
-    let views = vec![
-        (
-            "input_ids".to_string(),
-            TensorView::new(Dtype::I64, vec![1, seq], &id_bytes).unwrap(),
-        ),
-        (
-            "labels".to_string(),
-            TensorView::new(Dtype::I64, vec![1, seq], &label_bytes).unwrap(),
-        ),
-    ];
-    safetensors::serialize_to_file(views, None, &batch).unwrap();
-
-    let out = dir.join("step.safetensors");
-    let run = Command::new(env!("CARGO_BIN_EXE_webqlora"))
-        .arg("dump-step")
-        .arg("--model")
-        .arg(&model)
-        .arg("--adapter")
-        .arg(&adapter)
-        .arg("--batch")
-        .arg(&batch)
-        .arg("--out")
-        .arg(&out)
-        .args(["--base", "f32"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let step = SafetensorsFiles::open_files(std::slice::from_ref(&out)).unwrap();
-    let get = |name: &str| step.f32(name, &step.raw(name).unwrap().1).unwrap();
-    let logits = get("logits");
-    let vocab = 49152;
-    assert_eq!(logits.len(), seq * vocab);
-    let last = &logits[(seq - 1) * vocab..];
-    let top = case["top10_ids"].as_array().unwrap();
-    let want = case["top10_logits"].as_array().unwrap();
-    for (id, want) in top.iter().zip(want) {
-        let (id, want) = (id.as_u64().unwrap() as usize, want.as_f64().unwrap() as f32);
-        assert!(
-            (last[id] - want).abs() < 1e-2,
-            "token {id}: {} against {want}",
-            last[id]
+        // The batch: the text's ids, each labelled with the next (the last unlabelled).
+        let labels: Vec<i64> = (0..seq)
+            .map(|i| ids.get(i + 1).copied().unwrap_or(-100))
+            .collect();
+        let batch = dir.join("batch.safetensors");
+        let (id_bytes, label_bytes) = (
+            bytemuck::cast_slice(&ids).to_vec(),
+            bytemuck::cast_slice(&labels).to_vec(),
         );
-    }
-    assert!(get("loss")[0].is_finite());
-    let mut grads = 0;
-    for name in step.names().filter(|n| n.starts_with("grad.")) {
-        assert!(get(name).iter().all(|g| g.is_finite()), "{name}");
-        grads += 1;
-    }
-    assert_eq!(grads, 60);
+        let views = vec![
+            (
+                "input_ids".to_string(),
+                TensorView::new(Dtype::I64, vec![1, seq], &id_bytes).unwrap(),
+            ),
+            (
+                "labels".to_string(),
+                TensorView::new(Dtype::I64, vec![1, seq], &label_bytes).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &batch).unwrap();
+
+        let out = dir.join("step.safetensors");
+        let run = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+            .arg("dump-step")
+            .arg("--model")
+            .arg(&model)
+            .arg("--adapter")
+            .arg(&adapter)
+            .arg("--batch")
+            .arg(&batch)
+            .arg("--out")
+            .arg(&out)
+            .args(["--base", "f32"])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let step = SafetensorsFiles::open_files(std::slice::from_ref(&out)).unwrap();
+        let get = |name: &str| step.f32(name, &step.raw(name).unwrap().1).unwrap();
+        let logits = get("logits");
+        let vocab = 49152;
+        assert_eq!(logits.len(), seq * vocab);
+        let last = &logits[(seq - 1) * vocab..];
+        let top = case["top10_ids"].as_array().unwrap();
+        let want = case["top10_logits"].as_array().unwrap();
+        for (id, want) in top.iter().zip(want) {
+            let (id, want) = (id.as_u64().unwrap() as usize, want.as_f64().unwrap() as f32);
+            assert!(
+                (last[id] - want).abs() < 1e-2,
+                "token {id}: {} against {want}",
+                last[id]
+            );
+        }
+        assert!(get("loss")[0].is_finite());
+        let mut grads = 0;
+        for name in step.names().filter(|n| n.starts_with("grad.")) {
+            assert!(get(name).iter().all(|g| g.is_finite()), "{name}");
+            grads += 1;
+        }
+        assert_eq!(grads, 60);
+    });
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{golden, rel_err, temp_dir, tiny_llama_logits, Golden};
+use common::{golden, rel_err, temp_dir, tiny_llama_logits, Golden, Tol};
 use webqlora::model::llama::BaseFormat;
 
 fn merge(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
@@ -35,8 +35,7 @@ fn merged_model_gives_peft_logits() {
             String::from_utf8_lossy(&run.stderr)
         );
         let got = tiny_llama_logits(&out, BaseFormat::F32, None);
-        let e = rel_err(&got, &want);
-        assert!(e < tolerance, "{dtype}: {e}");
+        Tol::rel(tolerance).check(dtype, &got, &want);
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{golden, rel_err, Golden};
+use common::{golden, Golden, Tol};
 use webqlora::graph::DType;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::BaseFormat;
@@ -71,11 +71,7 @@ fn cached_decoding_equals_the_full_forward_of(family: &str) {
                     pollster::block_on(decoder.feed(gpu, ids[row * seq + pos], pos, want)).unwrap();
                 if let Some(logits) = got {
                     let at = (row * seq + pos) * v;
-                    let e = rel_err(&logits, &full[at..at + v]);
-                    assert!(
-                        e < tolerance,
-                        "{family} {base:?} adapter {with_adapter} {cache} cache, row {row} pos {pos}: {e}"
-                    );
+                    Tol::rel(tolerance).check(format!("{family} {base:?} adapter {with_adapter} {cache} cache, row {row} pos {pos}"), &logits, &full[at..at + v]);
                 }
             }
         }

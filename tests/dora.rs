@@ -8,7 +8,7 @@
 mod common;
 
 use common::cli::{fails, ok, path, webqlora};
-use common::{golden, rel_err, temp_dir, test_data, Golden};
+use common::{golden, rel_err, temp_dir, test_data, Golden, Tol};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::{BaseFormat, Llama};
@@ -51,8 +51,7 @@ fn dora_logits_match_peft() {
         BaseFormat::F32,
         Some(&dora_adapter()),
     );
-    let e = rel_err(&got, &expected().f32("logits"));
-    assert!(e < 1e-4, "relative error {e}");
+    Tol::GOLDEN.check("logits", &got, &expected().f32("logits"));
 }
 
 /// The loss and the gradient of every adapter tensor of one training step on `dir`'s weights
@@ -106,8 +105,7 @@ fn gradients_match_peft(checkpointing: bool) {
     assert!(((loss - want) / want).abs() < 1e-4, "loss {loss} vs {want}");
     assert_eq!(grads.len(), 42);
     for (name, got) in &grads {
-        let e = rel_err(got, &expected.f32(&format!("grad.{name}")));
-        assert!(e < 1e-3, "{name}: relative error {e}");
+        Tol::rel(1e-3).check(name, got, &expected.f32(&format!("grad.{name}")));
     }
 }
 
@@ -132,8 +130,7 @@ fn nf4_base_equals_the_f32_path_on_dequantized_weights() {
     let (f32_loss, f32) = step(folder, BaseFormat::F32, true);
     assert!(((nf4_loss - f32_loss) / f32_loss).abs() < 1e-5);
     for ((name, a), (_, b)) in nf4.iter().zip(&f32) {
-        let e = rel_err(a, b);
-        assert!(e < 1e-4, "{name}: relative error {e}");
+        Tol::GOLDEN.check(name, a, b);
     }
 }
 
@@ -156,8 +153,7 @@ fn merge_matches_peft_merge_and_unload() {
     for (name, _, values) in &merged {
         let key = format!("merged.{name}");
         if expected.names().contains(&key) {
-            let e = rel_err(values, &expected.f32(&key));
-            assert!(e < 1e-6, "{name}: relative error {e}");
+            Tol::ELEMENTWISE.check(name, values, &expected.f32(&key));
             checked += 1;
         }
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden, rel_err, temp_dir, Golden};
+use common::{golden, rel_err, temp_dir, Golden, Tol};
 use half::f16;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::gguf::{permute_rows, unpermute_rows, GgufFile};
@@ -203,8 +203,7 @@ fn a_gguf_tiny_llama_gives_transformers_logits() {
 
     let got = gguf_logits("tiny-llama", &file);
     let expected = Golden::open("tiny-llama/expected.safetensors");
-    let e = rel_err(&got, &expected.f32("logits_base"));
-    assert!(e < 1e-4, "logits through GGUF: {e}");
+    Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
 }
 
 /// The golden batch's logits of `family` through the GGUF `file` (f32 base, no adapter).
@@ -281,8 +280,7 @@ fn a_gguf_tiny_qwen3_gives_transformers_logits() {
     assert_eq!(file.config(), &want);
     let got = gguf_logits("tiny-qwen3", &file);
     let expected = Golden::open("tiny-qwen3/expected.safetensors");
-    let e = rel_err(&got, &expected.f32("logits_base"));
-    assert!(e < 1e-4, "logits through GGUF: {e}");
+    Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
 }
 
 #[test]
@@ -392,74 +390,74 @@ fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
     ];
-    let mut rng = common::rng("gguf_blocks");
-    let mut chosen = std::collections::BTreeMap::new();
-    tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, numel| {
-        if !name.ends_with("proj.weight") {
-            return None;
+    common::for_each_seed("gguf_blocks", &[], |mut rng| {
+        let mut chosen = std::collections::BTreeMap::new();
+        tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, numel| {
+            if !name.ends_with("proj.weight") {
+                return None;
+            }
+            let ty = types[chosen.len() % types.len()];
+            chosen.insert(name.to_string(), ty);
+            Some((
+                ty,
+                common::random_blocks_scaled(ty, numel / 32, &mut rng, 0.005),
+            ))
+        });
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(chosen.len(), 14);
+        assert_eq!(file.config().gguf_types, chosen);
+        for (name, &ty) in &chosen {
+            let shape = match name {
+                n if n.contains("q_proj") || n.contains("o_proj") => vec![64, 64],
+                n if n.contains("k_proj") || n.contains("v_proj") => vec![32, 64],
+                n if n.contains("down_proj") => vec![64, 128],
+                _ => vec![128, 64],
+            };
+            let (got_ty, bytes) = file.stored_blocks(name, &shape).unwrap();
+            assert_eq!(got_ty, ty);
+            let values = file.f32(name, &shape).unwrap();
+            assert_eq!(dequantize(ty, &bytes), values, "{name}");
         }
-        let ty = types[chosen.len() % types.len()];
-        chosen.insert(name.to_string(), ty);
-        Some((
-            ty,
-            common::random_blocks_scaled(ty, numel / 32, &mut rng, 0.005),
-        ))
-    });
-    let file = GgufFile::open(&path).unwrap();
-    assert_eq!(chosen.len(), 14);
-    assert_eq!(file.config().gguf_types, chosen);
-    for (name, &ty) in &chosen {
-        let shape = match name {
-            n if n.contains("q_proj") || n.contains("o_proj") => vec![64, 64],
-            n if n.contains("k_proj") || n.contains("v_proj") => vec![32, 64],
-            n if n.contains("down_proj") => vec![64, 128],
-            _ => vec![128, 64],
-        };
-        let (got_ty, bytes) = file.stored_blocks(name, &shape).unwrap();
-        assert_eq!(got_ty, ty);
-        let values = file.f32(name, &shape).unwrap();
-        assert_eq!(dequantize(ty, &bytes), values, "{name}");
-    }
-    // Rows of another length are refused by name.
-    let err = file
-        .stored_blocks("model.layers.0.mlp.up_proj.weight", &[64, 128])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("ffn_up") && err.contains("shape"), "{err}");
+        // Rows of another length are refused by name.
+        let err = file
+            .stored_blocks("model.layers.0.mlp.up_proj.weight", &[64, 128])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ffn_up") && err.contains("shape"), "{err}");
 
-    let logits = |base: BaseFormat| {
-        let config = file.config().clone();
-        let (batch, seq) = (2, 9);
-        let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 256) as u32).collect();
-        let mut g = Graph::new();
-        let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
-        let input = g.input("input_ids", &[batch * seq], DType::U32);
-        let logits = model.forward_logits(&mut g, input, seq).unwrap();
-        g.mark_output(logits);
-        let kernels = g
-            .nodes
-            .iter()
-            .filter(|n| n.kernel.name.starts_with("ggml_"))
-            .count();
-        let gpu = common::gpu();
-        let compiled = CompiledGraph::new(gpu, g).unwrap();
-        compiled.poison(gpu, common::POISON);
-        let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
-        assert!(missing.is_empty(), "{missing:?}");
-        compiled
-            .write(gpu, input, bytemuck::cast_slice(&ids))
-            .unwrap();
-        compiled.run(gpu);
-        (
-            kernels,
-            pollster::block_on(compiled.read_f32(gpu, logits)).unwrap(),
-        )
-    };
-    let (codes_kernels, on_codes) = logits(BaseFormat::Gguf);
-    let (f32_kernels, on_f32) = logits(BaseFormat::F32);
-    assert_eq!((codes_kernels, f32_kernels), (14, 0));
-    let e = rel_err(&on_codes, &on_f32);
-    assert!(e < 1e-5, "logits on block codes vs f32: {e}");
+        let logits = |base: BaseFormat| {
+            let config = file.config().clone();
+            let (batch, seq) = (2, 9);
+            let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 256) as u32).collect();
+            let mut g = Graph::new();
+            let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
+            let input = g.input("input_ids", &[batch * seq], DType::U32);
+            let logits = model.forward_logits(&mut g, input, seq).unwrap();
+            g.mark_output(logits);
+            let kernels = g
+                .nodes
+                .iter()
+                .filter(|n| n.kernel.name.starts_with("ggml_"))
+                .count();
+            let gpu = common::gpu();
+            let compiled = CompiledGraph::new(gpu, g).unwrap();
+            compiled.poison(gpu, common::POISON);
+            let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
+            assert!(missing.is_empty(), "{missing:?}");
+            compiled
+                .write(gpu, input, bytemuck::cast_slice(&ids))
+                .unwrap();
+            compiled.run(gpu);
+            (
+                kernels,
+                pollster::block_on(compiled.read_f32(gpu, logits)).unwrap(),
+            )
+        };
+        let (codes_kernels, on_codes) = logits(BaseFormat::Gguf);
+        let (f32_kernels, on_f32) = logits(BaseFormat::F32);
+        assert_eq!((codes_kernels, f32_kernels), (14, 0));
+        Tol::F32.check("logits on block codes vs f32", &on_codes, &on_f32);
+    });
 }
 
 /// `merge --format gguf`: the tiny Llama's GGUF (q/k rows permuted) with the golden adapter
@@ -488,8 +486,11 @@ fn a_merged_gguf_gives_peft_logits() {
         let out = dir.join(format!("merged-{dtype:?}.gguf"));
         std::fs::write(&out, &bytes).unwrap();
         let merged = GgufFile::open(&out).unwrap();
-        let e = rel_err(&gguf_logits("tiny-llama", &merged), &want);
-        assert!(e < tol, "{dtype:?}: logits {e}");
+        Tol::rel(tol).check(
+            format!("{dtype:?}: logits"),
+            &gguf_logits("tiny-llama", &merged),
+            &want,
+        );
         // Against the base alone: the adapter is there.
         assert!(rel_err(&expected.f32("logits_base"), &want) > 10.0 * tol);
         let meta = read_raw_metadata(&bytes, "merged").unwrap();

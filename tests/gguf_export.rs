@@ -94,8 +94,7 @@ fn check_file(config: &ModelConfig, adapter: &Adapter, dtype: GgufLoraDtype, tol
                 permuted += 1;
             }
         }
-        let e = common::rel_err(&theirs, &ours);
-        assert!(e < tol, "{gguf}: llama.cpp's update differs by {e}");
+        common::Tol::rel(tol).check(format!("{gguf}: llama.cpp's update"), &theirs, &ours);
     }
     assert_eq!(permuted > 0, family.gguf_qk_permuted, "{}", family.gguf);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{gpu, random_f32, rng};
+use common::{for_each_seed, gpu, random_f32};
 use rand::Rng;
 use webqlora::gpu::device::{enumerate, OPTIONAL_FEATURES};
 use webqlora::gpu::pipelines::PipelineKey;
@@ -45,21 +45,22 @@ fn device_gets_the_adapters_limits_not_the_webgpu_defaults() {
 #[test]
 fn bytes_round_trip_through_a_buffer() {
     let gpu = gpu();
-    let mut rng = rng("roundtrip");
-    for len in [1usize, 3, 4, 257, 1 << 20] {
-        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-        let buffer = gpu.storage_buffer("roundtrip", len as u64);
-        gpu.upload(&buffer, &data);
-        let back = pollster::block_on(gpu.read_bytes(&buffer, len as u64)).unwrap();
-        assert_eq!(back, data, "length {len}");
-    }
-    let values = random_f32(&mut rng, 100, 1.0);
-    let buffer = gpu.storage_buffer("f32", 400);
-    gpu.upload(&buffer, bytemuck::cast_slice(&values));
-    assert_eq!(
-        pollster::block_on(gpu.read_f32(&buffer, 100)).unwrap(),
-        values
-    );
+    for_each_seed("roundtrip", &[], |mut rng| {
+        for len in [1usize, 3, 4, 257, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let buffer = gpu.storage_buffer("roundtrip", len as u64);
+            gpu.upload(&buffer, &data);
+            let back = pollster::block_on(gpu.read_bytes(&buffer, len as u64)).unwrap();
+            assert_eq!(back, data, "length {len}");
+        }
+        let values = random_f32(&mut rng, 100, 1.0);
+        let buffer = gpu.storage_buffer("f32", 400);
+        gpu.upload(&buffer, bytemuck::cast_slice(&values));
+        assert_eq!(
+            pollster::block_on(gpu.read_f32(&buffer, 100)).unwrap(),
+            values
+        );
+    });
 }
 
 #[test]
@@ -91,44 +92,45 @@ fn pipelines_are_compiled_once_per_key() {
 #[test]
 fn profiled_run_times_every_node_and_computes_the_same() {
     let gpu = gpu();
-    let mut rng = rng("profiled");
-    let (rows, cols) = (256, 576);
-    let x = random_f32(&mut rng, rows * cols, 1.0);
-    let w = random_f32(&mut rng, cols, 1.0);
-    let mut g = Graph::new();
-    let xt = g.input("x", &[rows, cols], DType::F32);
-    let wt = g.param("weight", &[cols], DType::F32);
-    let (y, _) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-6).unwrap();
-    let out = residual::add(&mut g, "out", y, xt).unwrap();
-    g.mark_output(out);
-    let compiled = CompiledGraph::new(gpu, g).unwrap();
-    compiled.poison(gpu, common::POISON);
-    compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
-    compiled.write(gpu, wt, bytemuck::cast_slice(&w)).unwrap();
+    for_each_seed("profiled", &[], |mut rng| {
+        let (rows, cols) = (256, 576);
+        let x = random_f32(&mut rng, rows * cols, 1.0);
+        let w = random_f32(&mut rng, cols, 1.0);
+        let mut g = Graph::new();
+        let xt = g.input("x", &[rows, cols], DType::F32);
+        let wt = g.param("weight", &[cols], DType::F32);
+        let (y, _) = rmsnorm::forward(&mut g, "y", xt, wt, 1e-6).unwrap();
+        let out = residual::add(&mut g, "out", y, xt).unwrap();
+        g.mark_output(out);
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        compiled.poison(gpu, common::POISON);
+        compiled.write(gpu, xt, bytemuck::cast_slice(&x)).unwrap();
+        compiled.write(gpu, wt, bytemuck::cast_slice(&w)).unwrap();
 
-    let times = pollster::block_on(compiled.run_profiled(gpu)).unwrap();
-    let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
-    let (ny, _) = rmsnorm::cpu_forward(&x, &w, cols, 1e-6);
-    let want = residual::cpu_add(&ny, &x);
-    assert!(common::max_rel_diff(&got, &want, 1e-3) < 1e-4);
+        let times = pollster::block_on(compiled.run_profiled(gpu)).unwrap();
+        let got = pollster::block_on(compiled.read_f32(gpu, out)).unwrap();
+        let (ny, _) = rmsnorm::cpu_forward(&x, &w, cols, 1e-6);
+        let want = residual::cpu_add(&ny, &x);
+        common::Tol::F32.check("norm and residual", &got, &want);
 
-    match (times, GpuTimer::new(gpu, 1)) {
-        (Some(times), Some(_)) => {
-            let labels: Vec<_> = times.iter().map(|t| (t.0.as_str(), t.1)).collect();
-            assert_eq!(
-                labels,
-                [("y", "rmsnorm_forward_vec4"), ("out", "residual_add_vec4")]
-            );
-            for (label, _, ms) in &times {
-                assert!(
-                    ms.is_finite() && *ms > 0.0 && *ms < 10_000.0,
-                    "{label}: {ms} ms"
+        match (times, GpuTimer::new(gpu, 1)) {
+            (Some(times), Some(_)) => {
+                let labels: Vec<_> = times.iter().map(|t| (t.0.as_str(), t.1)).collect();
+                assert_eq!(
+                    labels,
+                    [("y", "rmsnorm_forward_vec4"), ("out", "residual_add_vec4")]
                 );
+                for (label, _, ms) in &times {
+                    assert!(
+                        ms.is_finite() && *ms > 0.0 && *ms < 10_000.0,
+                        "{label}: {ms} ms"
+                    );
+                }
             }
+            (None, None) => eprintln!("adapter has no timestamp queries; timing not checked"),
+            _ => panic!("run_profiled and GpuTimer disagree on timestamp support"),
         }
-        (None, None) => eprintln!("adapter has no timestamp queries; timing not checked"),
-        _ => panic!("run_profiled and GpuTimer disagree on timestamp support"),
-    }
+    });
 }
 
 #[test]

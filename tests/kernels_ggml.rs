@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bytes, random_blocks, random_f32, rel_err, rng, run_graph, Golden};
+use common::{bytes, for_each_seed, random_blocks, random_f32, rel_err, run_graph, Golden};
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::ggml_matmul::{self, upload_bytes, GgmlWeight};
 use webqlora::quant::ggml::{dequantize, GgmlType};
@@ -58,15 +58,16 @@ fn real_gemma3_blocks_decode_on_the_gpu_as_gguf_py_dequantizes_them() {
 
 #[test]
 fn every_block_type_decodes_on_the_gpu_as_on_the_cpu() {
-    let mut rng = rng("ggml_decode");
-    for ty in TYPES {
-        let (values, _) = ty.block();
-        let (out, inp) = (37, 2 * values);
-        let raw = random_blocks(ty, out * 2, &mut rng);
-        let got = gpu_decoded(ty, &raw, out, inp);
-        let want = dequantize(ty, &raw);
-        assert_eq!(differing(&got, &want), 0, "{}", ty.name());
-    }
+    for_each_seed("ggml_decode", &[], |mut rng| {
+        for ty in TYPES {
+            let (values, _) = ty.block();
+            let (out, inp) = (37, 2 * values);
+            let raw = random_blocks(ty, out * 2, &mut rng);
+            let got = gpu_decoded(ty, &raw, out, inp);
+            let want = dequantize(ty, &raw);
+            assert_eq!(differing(&got, &want), 0, "{}", ty.name());
+        }
+    });
 }
 
 /// y = x·Wᵀ, dx = dy·W and dx0 + dy·W in f64 over the dequantized weight.
@@ -101,62 +102,63 @@ fn reference(
 
 #[test]
 fn products_on_every_block_type_match_the_cpu() {
-    let mut rng = rng("ggml_products");
-    // (rows, out, blocks a row): rows below, at and across the 32-row tile; outputs and
-    // inputs below and across the 64-wide tiles.
-    for ty in TYPES {
-        let values = ty.block().0;
-        for (rows, out, blocks) in [(19, 37, 1), (70, 130, 3), (1, 75, 2)] {
-            let inp = blocks * values;
-            let raw = random_blocks(ty, out * blocks, &mut rng);
-            let w_f32 = dequantize(ty, &raw);
-            let x = random_f32(&mut rng, rows * inp, 1.0);
-            let dy = random_f32(&mut rng, rows * out, 1.0);
-            let dx0 = random_f32(&mut rng, rows * inp, 1.0);
+    for_each_seed("ggml_products", &[], |mut rng| {
+        // (rows, out, blocks a row): rows below, at and across the 32-row tile; outputs and
+        // inputs below and across the 64-wide tiles.
+        for ty in TYPES {
+            let values = ty.block().0;
+            for (rows, out, blocks) in [(19, 37, 1), (70, 130, 3), (1, 75, 2)] {
+                let inp = blocks * values;
+                let raw = random_blocks(ty, out * blocks, &mut rng);
+                let w_f32 = dequantize(ty, &raw);
+                let x = random_f32(&mut rng, rows * inp, 1.0);
+                let dy = random_f32(&mut rng, rows * out, 1.0);
+                let dx0 = random_f32(&mut rng, rows * inp, 1.0);
 
-            let mut g = Graph::new();
-            let xt = g.input("x", &[rows, inp], DType::F32);
-            let dyt = g.input("dy", &[rows, out], DType::F32);
-            let dx0t = g.input("dx0", &[rows, inp], DType::F32);
-            let w = GgmlWeight::declare(&mut g, "w", [out, inp], ty).unwrap();
-            let y = ggml_matmul::forward(&mut g, "y", xt, &w).unwrap();
-            let dx = ggml_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
-            ggml_matmul::backward_into(&mut g, "dx0 += dy W", dx0t, dyt, &w).unwrap();
-            let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
-            let forward = if rows == 1 {
-                "ggml_matvec"
-            } else {
-                "ggml_matmul_forward"
-            };
-            assert_eq!(
-                kernels,
-                [forward, "ggml_matmul_backward", "ggml_matmul_backward_acc"]
-            );
-            let got = run_graph(
-                g,
-                &[
-                    (xt, bytes(&x)),
-                    (dyt, bytes(&dy)),
-                    (dx0t, bytes(&dx0)),
-                    (w.codes, upload_bytes(ty, &raw)),
-                ],
-                &[y, dx, dx0t],
-            );
-            let want = reference(&x, &dy, &dx0, &w_f32, rows, out, inp);
-            for (what, got, want) in [
-                ("y", &got[0], &want[0]),
-                ("dx", &got[1], &want[1]),
-                ("dx0 + dx", &got[2], &want[2]),
-            ] {
-                let e = rel_err(got, want);
-                assert!(
-                    e < 2e-6,
-                    "{} rows {rows} out {out} in {inp}: {what} rel err {e}",
-                    ty.name()
+                let mut g = Graph::new();
+                let xt = g.input("x", &[rows, inp], DType::F32);
+                let dyt = g.input("dy", &[rows, out], DType::F32);
+                let dx0t = g.input("dx0", &[rows, inp], DType::F32);
+                let w = GgmlWeight::declare(&mut g, "w", [out, inp], ty).unwrap();
+                let y = ggml_matmul::forward(&mut g, "y", xt, &w).unwrap();
+                let dx = ggml_matmul::backward(&mut g, "dx", dyt, &w).unwrap();
+                ggml_matmul::backward_into(&mut g, "dx0 += dy W", dx0t, dyt, &w).unwrap();
+                let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
+                let forward = if rows == 1 {
+                    "ggml_matvec"
+                } else {
+                    "ggml_matmul_forward"
+                };
+                assert_eq!(
+                    kernels,
+                    [forward, "ggml_matmul_backward", "ggml_matmul_backward_acc"]
                 );
+                let got = run_graph(
+                    g,
+                    &[
+                        (xt, bytes(&x)),
+                        (dyt, bytes(&dy)),
+                        (dx0t, bytes(&dx0)),
+                        (w.codes, upload_bytes(ty, &raw)),
+                    ],
+                    &[y, dx, dx0t],
+                );
+                let want = reference(&x, &dy, &dx0, &w_f32, rows, out, inp);
+                for (what, got, want) in [
+                    ("y", &got[0], &want[0]),
+                    ("dx", &got[1], &want[1]),
+                    ("dx0 + dx", &got[2], &want[2]),
+                ] {
+                    let e = rel_err(got, want);
+                    assert!(
+                        e < 2e-6,
+                        "{} rows {rows} out {out} in {inp}: {what} rel err {e}",
+                        ty.name()
+                    );
+                }
             }
         }
-    }
+    });
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bytes, golden_json, random_f32, rng, run_graph, Golden};
+use common::{bytes, for_each_seed, golden_json, random_f32, run_graph, Golden};
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::adamw::AdamW;
 use webqlora::ops::grad_norm::{clip, cpu_clip};
@@ -24,76 +24,77 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn clipped_adamw_steps_match_cpu() {
-    let mut rng = rng("adamw");
-    let sizes = [1usize, 300, 70_001];
-    let opt = AdamW::default();
-    for (max_norm, steps) in [(0.5f32, 3u32), (0.0, 2), (1e9, 1)] {
-        let mut g = Graph::new();
-        let hyper = g.input("hyper", &[4], DType::F32);
-        let mut tensors = Vec::new();
-        for (i, &n) in sizes.iter().enumerate() {
-            let p = g.param(&format!("p{i}"), &[n], DType::F32);
-            let grad = g.input(&format!("grad{i}"), &[n], DType::F32);
-            let m = g.param(&format!("m{i}"), &[n], DType::F32);
-            let v = g.param(&format!("v{i}"), &[n], DType::F32);
-            tensors.push((p, grad, m, v));
-        }
-        let grads: Vec<_> = tensors.iter().map(|t| t.1).collect();
-        let scale = clip(&mut g, "grad_scale", &grads, max_norm).unwrap();
-        for (i, &(p, grad, m, v)) in tensors.iter().enumerate() {
-            opt.step(&mut g, &format!("adamw p{i}"), p, grad, m, v, hyper, scale)
-                .unwrap();
-        }
-        g.mark_output(scale);
-        let gpu = common::gpu();
-        let compiled = webqlora::graph::CompiledGraph::new(gpu, g).unwrap();
-        compiled.poison(gpu, common::POISON);
+    for_each_seed("adamw", &[], |mut rng| {
+        let sizes = [1usize, 300, 70_001];
+        let opt = AdamW::default();
+        for (max_norm, steps) in [(0.5f32, 3u32), (0.0, 2), (1e9, 1)] {
+            let mut g = Graph::new();
+            let hyper = g.input("hyper", &[4], DType::F32);
+            let mut tensors = Vec::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                let p = g.param(&format!("p{i}"), &[n], DType::F32);
+                let grad = g.input(&format!("grad{i}"), &[n], DType::F32);
+                let m = g.param(&format!("m{i}"), &[n], DType::F32);
+                let v = g.param(&format!("v{i}"), &[n], DType::F32);
+                tensors.push((p, grad, m, v));
+            }
+            let grads: Vec<_> = tensors.iter().map(|t| t.1).collect();
+            let scale = clip(&mut g, "grad_scale", &grads, max_norm).unwrap();
+            for (i, &(p, grad, m, v)) in tensors.iter().enumerate() {
+                opt.step(&mut g, &format!("adamw p{i}"), p, grad, m, v, hyper, scale)
+                    .unwrap();
+            }
+            g.mark_output(scale);
+            let gpu = common::gpu();
+            let compiled = webqlora::graph::CompiledGraph::new(gpu, g).unwrap();
+            compiled.poison(gpu, common::POISON);
 
-        let mut cpu: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = Vec::new();
-        for (&(p, _, m, v), &n) in tensors.iter().zip(&sizes) {
-            let p0 = random_f32(&mut rng, n, 1.0);
-            compiled.write(gpu, p, &bytes(&p0)).unwrap();
-            compiled.write(gpu, m, &bytes(&vec![0.0; n])).unwrap();
-            compiled.write(gpu, v, &bytes(&vec![0.0; n])).unwrap();
-            cpu.push((p0, vec![0.0; n], vec![0.0; n]));
-        }
-        for step in 1..=steps {
-            let hyper_values = opt.hyper(1e-2, step);
-            compiled.write(gpu, hyper, &bytes(&hyper_values)).unwrap();
-            let grad_values: Vec<Vec<f32>> = sizes
-                .iter()
-                .map(|&n| random_f32(&mut rng, n, 0.01))
-                .collect();
-            for (&(_, grad, _, _), values) in tensors.iter().zip(&grad_values) {
-                compiled.write(gpu, grad, &bytes(values)).unwrap();
+            let mut cpu: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = Vec::new();
+            for (&(p, _, m, v), &n) in tensors.iter().zip(&sizes) {
+                let p0 = random_f32(&mut rng, n, 1.0);
+                compiled.write(gpu, p, &bytes(&p0)).unwrap();
+                compiled.write(gpu, m, &bytes(&vec![0.0; n])).unwrap();
+                compiled.write(gpu, v, &bytes(&vec![0.0; n])).unwrap();
+                cpu.push((p0, vec![0.0; n], vec![0.0; n]));
             }
-            compiled.run(gpu);
-            let refs: Vec<&[f32]> = grad_values.iter().map(Vec::as_slice).collect();
-            let (want_scale, want_norm) = cpu_clip(&refs, max_norm);
-            let got = pollster::block_on(compiled.read_f32(gpu, scale)).unwrap();
-            assert!(
-                (got[1] - want_norm).abs() <= 1e-5 * want_norm,
-                "norm {} vs {want_norm}",
-                got[1]
-            );
-            assert!(
-                (got[0] - want_scale).abs() <= 1e-5,
-                "scale {} vs {want_scale}",
-                got[0]
-            );
-            if max_norm == 0.5 {
-                assert!(want_scale < 1.0, "this case must clip");
+            for step in 1..=steps {
+                let hyper_values = opt.hyper(1e-2, step);
+                compiled.write(gpu, hyper, &bytes(&hyper_values)).unwrap();
+                let grad_values: Vec<Vec<f32>> = sizes
+                    .iter()
+                    .map(|&n| random_f32(&mut rng, n, 0.01))
+                    .collect();
+                for (&(_, grad, _, _), values) in tensors.iter().zip(&grad_values) {
+                    compiled.write(gpu, grad, &bytes(values)).unwrap();
+                }
+                compiled.run(gpu);
+                let refs: Vec<&[f32]> = grad_values.iter().map(Vec::as_slice).collect();
+                let (want_scale, want_norm) = cpu_clip(&refs, max_norm);
+                let got = pollster::block_on(compiled.read_f32(gpu, scale)).unwrap();
+                assert!(
+                    (got[1] - want_norm).abs() <= 1e-5 * want_norm,
+                    "norm {} vs {want_norm}",
+                    got[1]
+                );
+                assert!(
+                    (got[0] - want_scale).abs() <= 1e-5,
+                    "scale {} vs {want_scale}",
+                    got[0]
+                );
+                if max_norm == 0.5 {
+                    assert!(want_scale < 1.0, "this case must clip");
+                }
+                for ((p, m, v), grad) in cpu.iter_mut().zip(&grad_values) {
+                    opt.cpu_step(p, grad, m, v, hyper_values, want_scale);
+                }
             }
-            for ((p, m, v), grad) in cpu.iter_mut().zip(&grad_values) {
-                opt.cpu_step(p, grad, m, v, hyper_values, want_scale);
+            for (&(p, _, _, _), (want, _, _)) in tensors.iter().zip(&cpu) {
+                let got = pollster::block_on(compiled.read_f32(gpu, p)).unwrap();
+                let d = max_abs_diff(&got, want);
+                assert!(d < 1e-6, "max_norm {max_norm}: params differ by {d}");
             }
         }
-        for (&(p, _, _, _), (want, _, _)) in tensors.iter().zip(&cpu) {
-            let got = pollster::block_on(compiled.read_f32(gpu, p)).unwrap();
-            let d = max_abs_diff(&got, want);
-            assert!(d < 1e-6, "max_norm {max_norm}: params differ by {d}");
-        }
-    }
+    });
 }
 
 #[test]
@@ -163,31 +164,32 @@ fn one_adamw_step_matches_pytorch() {
 fn accumulation_over_micro_batches_matches_cpu() {
     use webqlora::graph::{CompiledGraph, DType, Graph};
     use webqlora::ops::accumulate::{accumulate, cpu_accumulate};
-    let mut rng = rng("accumulate");
-    for n in [1usize, 65, 70_001] {
-        let mut g = Graph::new();
-        let grad = g.input("g", &[n], DType::F32);
-        let coef = g.input("coef", &[2], DType::F32);
-        let acc = g.param("acc", &[n], DType::F32);
-        accumulate(&mut g, "acc", grad, coef, acc).unwrap();
-        let gpu = common::gpu();
-        let compiled = CompiledGraph::new(gpu, g).unwrap();
-        // Whatever acc held before the first micro-batch (NaN here) must not leak in.
-        compiled
-            .write(gpu, acc, bytemuck::cast_slice(&vec![common::POISON; n]))
-            .unwrap();
-        let micro = 3;
-        let mut expected = vec![f32::NAN; n];
-        for i in 0..micro {
-            let values = random_f32(&mut rng, n, 2.0);
-            let keep = if i == 0 { 0.0 } else { 1.0 };
-            let weight = 1.0 / micro as f32;
-            compiled.write(gpu, grad, &bytes(&values)).unwrap();
-            compiled.write(gpu, coef, &bytes(&[keep, weight])).unwrap();
-            compiled.run(gpu);
-            expected = cpu_accumulate(&expected, &values, keep, weight);
+    for_each_seed("accumulate", &[], |mut rng| {
+        for n in [1usize, 65, 70_001] {
+            let mut g = Graph::new();
+            let grad = g.input("g", &[n], DType::F32);
+            let coef = g.input("coef", &[2], DType::F32);
+            let acc = g.param("acc", &[n], DType::F32);
+            accumulate(&mut g, "acc", grad, coef, acc).unwrap();
+            let gpu = common::gpu();
+            let compiled = CompiledGraph::new(gpu, g).unwrap();
+            // Whatever acc held before the first micro-batch (NaN here) must not leak in.
+            compiled
+                .write(gpu, acc, bytemuck::cast_slice(&vec![common::POISON; n]))
+                .unwrap();
+            let micro = 3;
+            let mut expected = vec![f32::NAN; n];
+            for i in 0..micro {
+                let values = random_f32(&mut rng, n, 2.0);
+                let keep = if i == 0 { 0.0 } else { 1.0 };
+                let weight = 1.0 / micro as f32;
+                compiled.write(gpu, grad, &bytes(&values)).unwrap();
+                compiled.write(gpu, coef, &bytes(&[keep, weight])).unwrap();
+                compiled.run(gpu);
+                expected = cpu_accumulate(&expected, &values, keep, weight);
+            }
+            let got = pollster::block_on(compiled.read_f32(gpu, acc)).unwrap();
+            assert!(max_abs_diff(&got, &expected) < 1e-6, "n {n}");
         }
-        let got = pollster::block_on(compiled.read_f32(gpu, acc)).unwrap();
-        assert!(max_abs_diff(&got, &expected) < 1e-6, "n {n}");
-    }
+    });
 }

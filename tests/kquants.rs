@@ -203,22 +203,23 @@ const TYPES: [GgmlType; 7] = [
 
 #[test]
 fn every_type_matches_ggmls_block_loops_on_random_blocks() {
-    let mut rng = common::rng("kquants_random");
-    for ty in TYPES {
-        let data = random_blocks(ty, 37, &mut rng);
-        let ours = dequantize(ty, &data);
-        let theirs: Vec<f32> = data
-            .chunks_exact(ty.block().1)
-            .flat_map(|b| ggml_reference(ty, b))
-            .collect();
-        assert_eq!(ours.len(), 37 * ty.block().0);
-        let differ = ours
-            .iter()
-            .zip(&theirs)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(differ, 0, "{}: {differ} values differ", ty.name());
-    }
+    common::for_each_seed("kquants_random", &[], |mut rng| {
+        for ty in TYPES {
+            let data = random_blocks(ty, 37, &mut rng);
+            let ours = dequantize(ty, &data);
+            let theirs: Vec<f32> = data
+                .chunks_exact(ty.block().1)
+                .flat_map(|b| ggml_reference(ty, b))
+                .collect();
+            assert_eq!(ours.len(), 37 * ty.block().0);
+            let differ = ours
+                .iter()
+                .zip(&theirs)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{}: {differ} values differ", ty.name());
+        }
+    });
 }
 
 /// Pack chosen codes and scales by the layouts in `quant::ggml` and check the formula.
@@ -351,33 +352,34 @@ fn chosen_codes_round_trip_through_the_block_layouts() {
 #[test]
 fn q8_0_quantization_round_trips_within_half_a_step() {
     use webqlora::quant::ggml::quantize_q8_0;
-    let mut rng = common::rng("q8_0");
-    let mut values = common::random_f32(&mut rng, 32 * 37, 3.0);
-    values[32..64].iter_mut().for_each(|v| *v = 0.0);
-    let bytes = quantize_q8_0(&values);
-    assert_eq!(bytes.len(), 37 * 34);
-    let back = dequantize(GgmlType::Q8_0, &bytes);
-    for (b, (block, got)) in values.chunks(32).zip(back.chunks(32)).enumerate() {
-        let d = f16::from_le_bytes([bytes[b * 34], bytes[b * 34 + 1]]).to_f32();
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(
-            (d - amax / 127.0).abs() <= amax / 127.0 * 1e-3,
-            "block {b}: d {d}"
-        );
-        for (x, y) in block.iter().zip(got) {
+    common::for_each_seed("q8_0", &[], |mut rng| {
+        let mut values = common::random_f32(&mut rng, 32 * 37, 3.0);
+        values[32..64].iter_mut().for_each(|v| *v = 0.0);
+        let bytes = quantize_q8_0(&values);
+        assert_eq!(bytes.len(), 37 * 34);
+        let back = dequantize(GgmlType::Q8_0, &bytes);
+        for (b, (block, got)) in values.chunks(32).zip(back.chunks(32)).enumerate() {
+            let d = f16::from_le_bytes([bytes[b * 34], bytes[b * 34 + 1]]).to_f32();
+            let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert!(
-                (x - y).abs() <= d * 0.5 + amax * 1e-3,
-                "block {b}: {x} -> {y}"
+                (d - amax / 127.0).abs() <= amax / 127.0 * 1e-3,
+                "block {b}: d {d}"
             );
+            for (x, y) in block.iter().zip(got) {
+                assert!(
+                    (x - y).abs() <= d * 0.5 + amax * 1e-3,
+                    "block {b}: {x} -> {y}"
+                );
+            }
+            let qs = &bytes[b * 34 + 2..b * 34 + 34];
+            if amax > 0.0 {
+                assert!(
+                    qs.iter().any(|&q| q as i8 == 127 || q as i8 == -127),
+                    "block {b}"
+                );
+            } else {
+                assert!(got.iter().all(|&y| y == 0.0));
+            }
         }
-        let qs = &bytes[b * 34 + 2..b * 34 + 34];
-        if amax > 0.0 {
-            assert!(
-                qs.iter().any(|&q| q as i8 == 127 || q as i8 == -127),
-                "block {b}"
-            );
-        } else {
-            assert!(got.iter().all(|&y| y == 0.0));
-        }
-    }
+    });
 }

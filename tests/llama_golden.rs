@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{golden, rel_err, Golden};
+use common::{golden, rel_err, Golden, Tol};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::BaseFormat;
 
@@ -17,8 +17,7 @@ fn logits(folder: &str, base: BaseFormat, with_adapter: bool) -> Vec<f32> {
 
 fn check(got: &[f32], key: &str) {
     let want = Golden::open("tiny-llama/expected.safetensors").f32(key);
-    let e = rel_err(got, &want);
-    assert!(e < 1e-4, "{key}: relative error {e}");
+    Tol::GOLDEN.check(key, got, &want);
 }
 
 const NF4: BaseFormat = BaseFormat::Nf4 { blocksize: 64 };
@@ -39,8 +38,11 @@ fn nf4_base_equals_the_f32_path_on_dequantized_weights() {
     let nf4 = logits(folder, NF4, false);
     // An f32 base over the bitsandbytes folder loads the dequantized weights.
     let dequantized = logits(folder, BaseFormat::F32, false);
-    let e = rel_err(&nf4, &dequantized);
-    assert!(e < 1e-5, "NF4 kernels vs f32 on dequantized weights: {e}");
+    Tol::F32.check(
+        "NF4 kernels vs f32 on dequantized weights",
+        &nf4,
+        &dequantized,
+    );
     // And it is a quantized model: far from the f32 logits.
     let base = Golden::open("tiny-llama/expected.safetensors").f32("logits_base");
     assert!(rel_err(&nf4, &base) > 0.01);

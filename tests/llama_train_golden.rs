@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{golden, rel_err, shifted_targets, Golden};
+use common::{golden, shifted_targets, Golden, Tol};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::model::llama::{BaseFormat, Llama};
@@ -126,8 +126,7 @@ fn lora_step_matches_peft(checkpointing: bool, scored: Option<usize>) {
     );
     for (name, t) in &step.grads {
         let got = pollster::block_on(compiled.read_f32(gpu, *t)).unwrap();
-        let e = rel_err(&got, &expected.f32(&format!("grad_lora.{name}")));
-        assert!(e < 1e-3, "{name}: relative error {e}");
+        Tol::rel(1e-3).check(name, &got, &expected.f32(&format!("grad_lora.{name}")));
     }
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::lora_reference::{lora_reference, Dropout, LoraCase};
-use common::{bytes, random_f32, rel_err, rng, run_graph, to_f32};
+use common::{bytes, for_each_seed, random_f32, run_graph, to_f32, Tol};
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::model::llama::{Linear, LoraFactors, Module};
@@ -134,31 +134,31 @@ fn check(mut g: Graph, case: &Case, rng: &mut rand::rngs::StdRng) {
         ("dA", &got[2], &want.d_a),
         ("dB", &got[3], &want.d_b),
     ] {
-        let e = rel_err(got, &to_f32(want));
-        assert!(e < 1e-5, "{what}: {name} rel err {e}");
+        Tol::F32.check(format!("{what}: {name}"), got, &to_f32(want));
     }
 }
 
 #[test]
 fn nf4_module_with_an_adapter_matches_cpu() {
-    let mut rng = rng("lora_nf4_module");
-    let cases = [
-        (None, false),
-        (None, true),
-        (Some(0.25), false),
-        (Some(0.25), true),
-    ];
-    for (i, (dropout, accumulate)) in cases.into_iter().enumerate() {
-        let case = Case {
-            rows: [64, 97][i % 2],
-            n_in: [128, 192][i / 2],
-            out: [64, 320][i % 2],
-            r: [16, 8][i / 2],
-            dropout,
-            accumulate,
-        };
-        check(common::texture_graph(), &case, &mut rng);
-        check(common::software_buffer_graph(), &case, &mut rng);
-        check(common::portable_graph(), &case, &mut rng);
-    }
+    for_each_seed("lora_nf4_module", &[], |mut rng| {
+        let cases = [
+            (None, false),
+            (None, true),
+            (Some(0.25), false),
+            (Some(0.25), true),
+        ];
+        for (i, (dropout, accumulate)) in cases.into_iter().enumerate() {
+            let case = Case {
+                rows: [64, 97][i % 2],
+                n_in: [128, 192][i / 2],
+                out: [64, 320][i % 2],
+                r: [16, 8][i / 2],
+                dropout,
+                accumulate,
+            };
+            check(common::texture_graph(), &case, &mut rng);
+            check(common::software_buffer_graph(), &case, &mut rng);
+            check(common::portable_graph(), &case, &mut rng);
+        }
+    });
 }

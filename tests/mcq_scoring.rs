@@ -172,67 +172,68 @@ fn scored_logprobs_equal_the_full_forward() {
         .map(|&i| i as u32)
         .collect();
     let (rows, seq, v) = (shape[0], shape[1], config.vocab_size);
-    let mut rng = common::rng("scorer");
-    // Two of every three positions scored: 21 targets, three head runs of seven.
-    let targets: Vec<u32> = (0..rows * seq)
-        .map(|p| {
-            if p % 3 == 0 {
-                IGNORE
-            } else {
-                rng.random_range(0..v as u32)
+    common::for_each_seed("scorer", &[], |mut rng| {
+        // Two of every three positions scored: 21 targets, three head runs of seven.
+        let targets: Vec<u32> = (0..rows * seq)
+            .map(|p| {
+                if p % 3 == 0 {
+                    IGNORE
+                } else {
+                    rng.random_range(0..v as u32)
+                }
+            })
+            .collect();
+        assert!(targets.iter().filter(|&&t| t != IGNORE).count() > 2 * 7);
+        let gpu = common::gpu();
+        // Both rows in one pass, seven scored positions a head run.
+        let shape = ScorerShape {
+            tokens: rows * seq,
+            positions: seq,
+            capacity: 7,
+        };
+        let scorer = Scorer::new(gpu, &config, BaseFormat::F32, None, shape).unwrap();
+        scorer.compiled.poison(gpu, common::POISON);
+        let missing = upload_model(
+            gpu,
+            &scorer.compiled,
+            &config,
+            &files,
+            BaseFormat::F32,
+            None,
+        )
+        .unwrap();
+        assert!(missing.is_empty(), "{missing:?}");
+        let items: Vec<Item> = (0..rows)
+            .map(|r| Item {
+                ids: ids[r * seq..(r + 1) * seq].to_vec(),
+                branch: vec![0; seq],
+                positions: (0..seq as u32).collect(),
+                targets: (0..seq)
+                    .filter(|&p| targets[r * seq + p] != IGNORE)
+                    .map(|p| (p, targets[r * seq + p], r))
+                    .collect(),
+            })
+            .collect();
+        let got = pollster::block_on(scorer.score(gpu, &items, rows, &mut |_| {})).unwrap();
+        for (r, &(sum, count)) in got.iter().enumerate() {
+            let (mut want, mut want_count) = (0.0f64, 0);
+            for p in r * seq..(r + 1) * seq {
+                if targets[p] == IGNORE {
+                    continue;
+                }
+                let l = &full[p * v..(p + 1) * v];
+                let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+                let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                want += l[targets[p] as usize] as f64 - lse;
+                want_count += 1;
             }
-        })
-        .collect();
-    assert!(targets.iter().filter(|&&t| t != IGNORE).count() > 2 * 7);
-    let gpu = common::gpu();
-    // Both rows in one pass, seven scored positions a head run.
-    let shape = ScorerShape {
-        tokens: rows * seq,
-        positions: seq,
-        capacity: 7,
-    };
-    let scorer = Scorer::new(gpu, &config, BaseFormat::F32, None, shape).unwrap();
-    scorer.compiled.poison(gpu, common::POISON);
-    let missing = upload_model(
-        gpu,
-        &scorer.compiled,
-        &config,
-        &files,
-        BaseFormat::F32,
-        None,
-    )
-    .unwrap();
-    assert!(missing.is_empty(), "{missing:?}");
-    let items: Vec<Item> = (0..rows)
-        .map(|r| Item {
-            ids: ids[r * seq..(r + 1) * seq].to_vec(),
-            branch: vec![0; seq],
-            positions: (0..seq as u32).collect(),
-            targets: (0..seq)
-                .filter(|&p| targets[r * seq + p] != IGNORE)
-                .map(|p| (p, targets[r * seq + p], r))
-                .collect(),
-        })
-        .collect();
-    let got = pollster::block_on(scorer.score(gpu, &items, rows, &mut |_| {})).unwrap();
-    for (r, &(sum, count)) in got.iter().enumerate() {
-        let (mut want, mut want_count) = (0.0f64, 0);
-        for p in r * seq..(r + 1) * seq {
-            if targets[p] == IGNORE {
-                continue;
-            }
-            let l = &full[p * v..(p + 1) * v];
-            let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            want += l[targets[p] as usize] as f64 - lse;
-            want_count += 1;
+            assert_eq!(count, want_count, "row {r}");
+            assert!(
+                ((sum - want) / want).abs() < 1e-5,
+                "row {r}: {sum} vs {want}"
+            );
         }
-        assert_eq!(count, want_count, "row {r}");
-        assert!(
-            ((sum - want) / want).abs() < 1e-5,
-            "row {r}: {sum} vs {want}"
-        );
-    }
+    });
 }
 
 /// A scorer's shape: passes of 1,024 tokens (or the longest item), capacity for the targets

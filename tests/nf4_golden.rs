@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{golden_json, Golden};
+use common::{golden_json, Golden, Tol};
 use webqlora::quant::dynamic_map::signed_dynamic_map;
 use webqlora::quant::nf4::{Absmax, DoubleQuant, Nf4Tensor, NF4_MAP};
 
@@ -207,8 +207,7 @@ fn tiny_llama_checkpoint_round_trips() {
         );
         // Their dequantized weight is close to the f32 original (NF4 error only).
         let deq = theirs.dequantize();
-        let err = common::rel_err(&deq, &weight);
-        assert!(err < 0.12, "{name}: NF4 relative error {err}");
+        Tol::rel(0.12).check(format!("{name}: NF4 vs the f32 weight"), &deq, &weight);
     }
     assert!(
         checked_state_text > 0,

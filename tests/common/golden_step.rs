@@ -8,7 +8,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use webqlora::model::safetensors_files::SafetensorsFiles;
 
-use super::{golden, golden_json, rel_err, temp_dir, Golden};
+use super::{golden, golden_json, rel_err, temp_dir, Golden, Tol};
 
 /// The golden family folder of a model path: "tiny-qwen3/base-f32" → "tiny-qwen3".
 fn family(model: &str) -> &str {
@@ -84,14 +84,20 @@ pub fn check_golden_step(model: &str, key: &str, extra: &[&str]) {
     let hyper = golden_json(&format!("{family}/expected.json"));
     let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let get = |name: &str| ours.f32(name, &ours.raw(name).unwrap().1).unwrap();
-    let e = rel_err(&get("logits"), &expected.f32(&format!("logits_{key}")));
-    assert!(e < 1e-4, "{key} logits: {e}");
+    Tol::GOLDEN.check(
+        format!("{key} logits"),
+        &get("logits"),
+        &expected.f32(&format!("logits_{key}")),
+    );
     assert_eq!(
         ours.raw("logits").unwrap().1,
         expected.shape(&format!("logits_{key}"))
     );
-    let e = rel_err(&get("loss"), &expected.f32(&format!("loss_{key}")));
-    assert!(e < 1e-4, "{key} loss: {e}");
+    Tol::GOLDEN.check(
+        format!("{key} loss"),
+        &get("loss"),
+        &expected.f32(&format!("loss_{key}")),
+    );
     let mut grads = 0;
     for name in ours.names().filter_map(|n| n.strip_prefix("grad.")) {
         let e = rel_err(
@@ -152,12 +158,18 @@ pub fn check_golden_logits(family: &str) {
     let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let dir = golden(&format!("{family}/base-f32"));
     let base = super::family_logits(family, &dir, BaseFormat::F32, None);
-    let e = rel_err(&base, &expected.f32("logits_base"));
-    assert!(e < 1e-4, "{family} base logits: {e}");
+    Tol::GOLDEN.check(
+        format!("{family} base logits"),
+        &base,
+        &expected.f32("logits_base"),
+    );
     let adapter = Adapter::load(&golden(&format!("{family}/adapter"))).unwrap();
     let lora = super::family_logits(family, &dir, BaseFormat::F32, Some(&adapter));
-    let e = rel_err(&lora, &expected.f32("logits_lora"));
-    assert!(e < 1e-4, "{family} adapted logits: {e}");
+    Tol::GOLDEN.check(
+        format!("{family} adapted logits"),
+        &lora,
+        &expected.f32("logits_lora"),
+    );
     assert!(
         rel_err(&base, &lora) > 1e-3,
         "{family}: the adapter changes the logits"

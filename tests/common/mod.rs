@@ -23,15 +23,138 @@ pub fn gpu() -> &'static Gpu {
 /// A NaN bit pattern for poisoning outputs before kernels write them.
 pub const POISON: u32 = 0x7fc0_dead;
 
+/// The seed of one run of a random test: `WEBQLORA_SEED` when set (to replay a printed
+/// failure), else a fresh one.
+fn fresh_seed() -> u64 {
+    std::env::var("WEBQLORA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>)
+}
+
 /// A fresh random generator per test; the seed is printed so a failure can be replayed with
 /// WEBQLORA_SEED=<seed>.
 pub fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("WEBQLORA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
+    let seed = fresh_seed();
     eprintln!("{test}: seed {seed}");
     StdRng::seed_from_u64(seed)
+}
+
+/// How many fresh seeds each random test runs: 1, or `WEBQLORA_STRESS` (`cargo xtask
+/// stress` sets it) to find the failures that only some inputs provoke.
+pub fn stress_runs() -> usize {
+    match std::env::var("WEBQLORA_STRESS") {
+        Ok(n) => n.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            panic!("WEBQLORA_STRESS={n}: expected a count of seeds (1 or more)")
+        }),
+        Err(_) => 1,
+    }
+}
+
+/// Run a random test's `body` on generators seeded by each of `regressions` (seeds that once
+/// failed, kept as fixed cases), then on fresh seeds: one, or `WEBQLORA_STRESS` of them;
+/// with `WEBQLORA_SEED` set, on that seed alone. A failure names its seed, which
+/// `WEBQLORA_SEED=<seed>` replays exactly.
+pub fn for_each_seed(test: &str, regressions: &[u64], body: impl Fn(StdRng)) {
+    let seeds: Vec<u64> = if std::env::var_os("WEBQLORA_SEED").is_some() {
+        vec![fresh_seed()]
+    } else {
+        let fresh = (0..stress_runs()).map(|_| rand::random::<u64>());
+        regressions.iter().copied().chain(fresh).collect()
+    };
+    for seed in seeds {
+        eprintln!("{test}: seed {seed}");
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            body(StdRng::seed_from_u64(seed))
+        }));
+        if let Err(panic) = run {
+            eprintln!("{test}: failed at seed {seed}; WEBQLORA_SEED={seed} replays it");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The one tolerance rule of the kernel and golden tests: `got` is close to `want` when
+///
+/// ‖got − want‖₂ ≤ rtol · max(‖want‖₂, floor · √n)
+///
+/// that is, a relative error of the whole output (not element by element, so that one value
+/// near zero does not decide), against the reference's norm or, where that norm can be small,
+/// against the scale the quantity's rounding error follows: `floor` is the RMS size of the
+/// terms the output is computed from (numpy's `atol` = rtol · floor). A value that cancels to
+/// almost zero still carries the rounding error of its terms, so without a floor a sum of
+/// signed terms (a log-sum-exp of one score, a single dot product) fails by chance.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub rtol: f64,
+    pub floor: f64,
+}
+
+impl Tol {
+    /// f32 kernels against an f64 CPU reference: f32 rounds each operation to 6e-8 relative,
+    /// and the kernels sum up to ~10⁴ terms in an order (tiles, subgroups, pairwise) other
+    /// than the reference's, which leaves up to ~1e-6 of the norm; 1e-5 keeps a 10× margin
+    /// and still catches any indexing fault (those move the norm by 1e-2 or more).
+    pub const F32: Tol = Tol::rel(1e-5);
+
+    /// Outputs each computed from a few values by a few operations (RoPE's rotation, f16
+    /// widened to f32, DoRA's scale): no sums, so a few ulps (6e-8 each) and 1e-6 is ~16.
+    pub const ELEMENTWISE: Tol = Tol::rel(1e-6);
+
+    /// A whole model's logits, loss or gradients against PyTorch's (f32 on CPU): every layer's
+    /// products sum in an order other than MKL's blocked GEMM, and the layers compound it,
+    /// to 1e-6–1e-5 of the norm measured; a wrong weight, scale or mask moves them by 1e-2 or
+    /// more.
+    pub const GOLDEN: Tol = Tol::rel(1e-4);
+
+    /// A purely relative rule: for outputs whose norm cannot be small next to their terms.
+    pub const fn rel(rtol: f64) -> Tol {
+        Tol { rtol, floor: 0.0 }
+    }
+
+    /// The same `rtol`, judged against at least `floor` per element (RMS): the size of the
+    /// terms an output that can cancel is summed from.
+    pub const fn floor(self, floor: f64) -> Tol {
+        Tol {
+            rtol: self.rtol,
+            floor,
+        }
+    }
+
+    /// ‖got − want‖ / max(‖want‖, floor·√n), infinite for a non-finite `got`.
+    pub fn err(&self, got: &[f32], want: &[f32]) -> f64 {
+        assert_eq!(got.len(), want.len(), "lengths differ");
+        if got.iter().any(|v| !v.is_finite()) {
+            return f64::INFINITY;
+        }
+        let diff: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2))
+            .sum();
+        let norm: f64 = want.iter().map(|y| (*y as f64).powi(2)).sum();
+        let scale = norm.sqrt().max(self.floor * (want.len() as f64).sqrt());
+        diff.sqrt() / scale.max(1e-300)
+    }
+
+    /// Panic, naming `what`, when `got` is not close to `want`.
+    #[track_caller]
+    pub fn check(&self, what: impl std::fmt::Display, got: &[f32], want: &[f32]) {
+        let e = self.err(got, want);
+        assert!(
+            e <= self.rtol,
+            "{what}: error {e:e} of the norm (tolerance {:e}, floor {:e}, {} values)",
+            self.rtol,
+            self.floor,
+            want.len()
+        );
+    }
+}
+
+/// Assert that `got` is close to `want` by the one rule (`Tol`).
+#[track_caller]
+pub fn assert_close(what: impl std::fmt::Display, got: &[f32], want: &[f32], tol: Tol) {
+    tol.check(what, got, want)
 }
 
 /// `n` values uniform in [-scale, scale], none of them zero.
@@ -46,30 +169,10 @@ pub fn random_f32(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// ‖a − b‖ / ‖b‖, with a NaN anywhere in `a` reported as infinity.
+/// ‖a − b‖ / ‖b‖, with a NaN anywhere in `a` reported as infinity: how far apart two
+/// outputs are, for checks that they differ. Closeness is judged by `Tol`.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    if a.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (diff / norm.max(1e-300)).sqrt()
-}
-
-/// Largest |a − b| / (|b| + floor) over all elements, infinity for any non-finite `a`.
-pub fn max_rel_diff(a: &[f32], b: &[f32], floor: f32) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() {
-                (x - y).abs() / (y.abs() + floor)
-            } else {
-                f32::INFINITY
-            }
-        })
-        .fold(0.0, f32::max)
+    Tol::rel(0.0).err(a, b)
 }
 
 /// `../shared/golden/<rel>` beside the repository root.

@@ -10,6 +10,8 @@
 //!   browser-test  the page in headless Chromium against the native trainer (--smollm2: one
 //!                 SmolLM2 step in the page)
 //!   mcq-data      write data/mcq/{train,valid,test}.jsonl (`--check`: compare instead)
+//!   stress        the random-seed kernel tests under many seeds (--seeds 200, --path
+//!                 software|portable|both, --test FILE, --only NAME, --skip NAME)
 //!   interop       llama.cpp runs webqlora's exports (GGUF LoRA, merged GGUF); builds
 //!                 llama-cpp-python once (not part of `test`: the build takes ~15 minutes)
 
@@ -19,6 +21,7 @@ mod fetch_model;
 mod install;
 mod interop;
 mod mcq_data;
+mod stress;
 mod test;
 mod web;
 
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Some("fetch-model") => fetch_model::main(&args[1..]),
         Some("demo") => demo::main(&args[1..]),
         Some("interop") => interop::main(&args[1..]),
+        Some("stress") => stress::main(&args[1..]),
         Some("build-web") => web::build_main(),
         Some("serve") => web::serve_main(&args[1..]),
         Some("browser-test") if args.get(1).map(String::as_str) == Some("--smollm2") => {
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)\n  interop       llama.cpp runs webqlora's exports (builds llama-cpp-python once)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)\n  stress        the random-seed kernel tests under many seeds (--seeds N, --path software|portable|both, --test FILE, --only NAME, --skip NAME)\n  interop       llama.cpp runs webqlora's exports (builds llama-cpp-python once)");
             return ExitCode::from(2);
         }
     };

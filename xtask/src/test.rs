@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use crate::install;
 
-struct Counts {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+#[derive(Default)]
+pub struct Counts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
 }
 
 /// Add up cargo test's "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines.
@@ -88,7 +89,7 @@ fn cargo_test(extra: &[String], counts: &mut Counts) -> Result<(), String> {
 }
 
 /// `cargo_test` with environment variables set and these arguments.
-fn cargo_test_with(
+pub fn cargo_test_with(
     env: &[(&str, &str)],
     extra: &[&str],
     counts: &mut Counts,
