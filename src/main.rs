@@ -3,9 +3,21 @@
 mod cli;
 
 fn main() {
+    ignore_file_size_signal();
     if let Err(e) = cli::run() {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);
+    }
+}
+
+/// Past a file-size limit (`ulimit -f`) the kernel sends SIGXFSZ, which kills the process
+/// without a word; ignored, the write fails with EFBIG instead and the save's error handling
+/// says which file failed and that the last whole adapter and checkpoint are kept.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: installs the ignore disposition for one signal; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

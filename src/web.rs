@@ -354,9 +354,11 @@ impl WebSession {
             None
         } else {
             let parts = Array::from(&resume);
-            let state: serde_json::Value =
-                serde_json::from_str(&parts.get(0).as_string().ok_or("checkpoint: no state")?)
-                    .map_err(|e| js_err(format!("checkpoint state: {e}")))?;
+            let state = crate::train::trainer::TrainerState::parse(
+                &parts.get(0).as_string().ok_or("checkpoint: no state")?,
+                std::path::Path::new("checkpoint/trainer_state.json"),
+            )
+            .map_err(js_err)?;
             let config = parts
                 .get(1)
                 .as_string()
@@ -473,7 +475,7 @@ impl WebSession {
         let (config, weights) = adapter.to_bytes().map_err(js_err)?;
         let moments = tensors_to_bytes(&moments).map_err(js_err)?;
         let out = Array::new();
-        out.push(&JsValue::from_str(&state.to_string()));
+        out.push(&JsValue::from_str(&state.to_json()));
         out.push(&JsValue::from_str(&config));
         out.push(&Uint8Array::from(&weights[..]));
         out.push(&Uint8Array::from(&moments[..]));

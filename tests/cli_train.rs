@@ -384,6 +384,8 @@ fn lora_dropout_trains_and_is_saved_in_the_adapter_config() {
             path(&data),
             "--output",
             path(&out),
+            // Each run replaces the one before.
+            "--force",
             "--rank",
             "4",
             "--lr",

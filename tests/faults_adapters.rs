@@ -70,7 +70,7 @@ fn target_modules_the_model_lacks_are_refused() {
         dir.join("empty/adapter_model.safetensors"),
     )
     .unwrap();
-    refused(&dir, "empty", "target_modules is empty");
+    refused(&dir, "empty", "'target_modules' is empty");
 }
 
 #[test]
@@ -158,4 +158,53 @@ fn eval_whose_loss_is_not_finite_fails() {
         "--json",
     ]));
     assert!(err.contains("non-finite logits"), "{err}");
+}
+
+/// A known key of the wrong type or range, and PEFT options we do not implement, are refused
+/// naming the key and the file: never defaulted, ignored or half-applied.
+#[test]
+fn wrong_types_and_unimplemented_peft_options_are_refused_by_name() {
+    let dir = temp_dir("adapter-json");
+    golden_adapter().save(&dir.join("base")).unwrap();
+    let text = std::fs::read_to_string(dir.join("base/adapter_config.json")).unwrap();
+    let cases: [(&str, serde_json::Value); 10] = [
+        ("lora_alpha", "16".into()),
+        ("use_rslora", "yes".into()),
+        ("r", 8.5.into()),
+        ("target_modules", serde_json::json!([1, 2])),
+        ("layers_to_transform", serde_json::json!([0])),
+        ("exclude_modules", serde_json::json!(["q_proj"])),
+        ("rank_pattern", serde_json::json!({"q_proj": 4})),
+        ("alpha_pattern", serde_json::json!({"q_proj": 4})),
+        ("lora_dropout", 1.0.into()),
+        ("lora_dropout", (-0.1).into()),
+    ];
+    for (i, (key, value)) in cases.into_iter().enumerate() {
+        let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        config[key] = value;
+        let name = format!("{key}-{i}");
+        std::fs::create_dir_all(dir.join(&name)).unwrap();
+        std::fs::write(
+            dir.join(&name).join("adapter_config.json"),
+            config.to_string(),
+        )
+        .unwrap();
+        std::fs::copy(
+            dir.join("base/adapter_model.safetensors"),
+            dir.join(&name).join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        refused(&dir, &name, &format!("'{key}"));
+        let err = Adapter::load(&dir.join(&name)).unwrap_err().to_string();
+        assert!(err.contains("adapter_config.json"), "{err}");
+    }
+    // PEFT's empty defaults and keys of its own we do not read load as before.
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["rank_pattern"] = serde_json::json!({});
+    config["layers_to_transform"] = serde_json::Value::Null;
+    config["task_type"] = "CAUSAL_LM".into();
+    config["megatron_config"] = serde_json::Value::Null;
+    let path = dir.join("base/adapter_config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    Adapter::load(&dir.join("base")).unwrap();
 }

@@ -228,3 +228,96 @@ fn a_lost_device_is_reported_in_words_and_a_new_one_works() {
     pollster::block_on(fresh.read_bytes(&buffer, 64)).unwrap();
     fresh.check().unwrap();
 }
+
+/// `webqlora args` with `env` set (and `unset` removed).
+fn with_env(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_webqlora"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    cmd.output().unwrap()
+}
+
+/// A value of a backend or kernel switch that no setting takes is named with the variable,
+/// by `devices` and by every command that opens a device, never ignored.
+#[test]
+fn environment_values_no_setting_takes_are_named() {
+    let dir = temp_dir("env-values");
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, pattern_jsonl(2, 8)).unwrap();
+    let model = tiny_llama();
+    let out = dir.join("out");
+    let train = [
+        "train",
+        "--model",
+        path(&model),
+        "--base",
+        "f32",
+        "--data",
+        path(&data),
+        "--output",
+        path(&out),
+        "--steps",
+        "1",
+    ];
+    for (var, value) in [
+        ("WGPU_BACKEND", "nonsense"),
+        ("WGPU_BACKEND", "vulkan,cuda"),
+        ("WEBQLORA_TEXTURES", "maybe"),
+        ("WEBQLORA_SUBGROUPS", "yes"),
+        ("WEBQLORA_KERNELS", "bogus"),
+    ] {
+        for args in [&["devices"][..], &train[..]] {
+            let err = fails(with_env(args, &[(var, value)], &[]));
+            assert!(
+                err.contains(var) && err.contains(value),
+                "{var}={value} {}: {err}",
+                args[0]
+            );
+        }
+        assert!(!dir.join("out").exists());
+    }
+    // The values that are taken still work.
+    ok(with_env(
+        &["devices"],
+        &[("WEBQLORA_TEXTURES", "0"), ("WGPU_BACKEND", "Vulkan")],
+        &[],
+    ));
+}
+
+/// The default model's cache honours XDG_CACHE_HOME as xtask does, and without HOME is never
+/// a `.cache` relative to the working folder.
+#[test]
+fn the_model_cache_follows_xdg_and_never_becomes_relative() {
+    let dir = temp_dir("env-cache");
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, pattern_jsonl(2, 8)).unwrap();
+    let args = ["eval", "--data", path(&data)];
+    let xdg = dir.join("xdg");
+    let err = fails(with_env(
+        &args,
+        &[("XDG_CACHE_HOME", path(&xdg))],
+        &["WEBQLORA_CACHE"],
+    ));
+    assert!(
+        err.contains(&format!("{}/webqlora/", xdg.display())),
+        "{err}"
+    );
+    let err = fails(with_env(
+        &args,
+        &[],
+        &["WEBQLORA_CACHE", "XDG_CACHE_HOME", "HOME"],
+    ));
+    let temp = std::env::temp_dir().join("webqlora");
+    assert!(err.contains(&temp.display().to_string()), "{err}");
+    let err = fails(with_env(
+        &args,
+        &[("XDG_CACHE_HOME", "relative")],
+        &["WEBQLORA_CACHE", "HOME"],
+    ));
+    assert!(!err.contains("relative/webqlora"), "{err}");
+}

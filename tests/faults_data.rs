@@ -115,3 +115,42 @@ fn a_dataset_smaller_than_one_batch_trains() {
     let text = ok(train(&dir, &data, &["--steps", "4", "--batch", "8"]));
     assert!(text.contains("done: 4 steps"), "{text}");
 }
+
+/// A data path that is not a regular file (a device, a pipe, a folder) is refused before it
+/// is read, and a line past the size a record may take is refused by its size, naming the
+/// line, before it is parsed or tokenized.
+#[test]
+fn endless_or_huge_inputs_are_refused_before_they_are_read() {
+    let dir = temp_dir("data-endless");
+    let fifo = dir.join("pipe.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for data in [
+        std::path::Path::new("/dev/zero"),
+        fifo.as_path(),
+        dir.as_ref(),
+    ] {
+        let err = fails(train(&dir, data, &["--steps", "1"]));
+        assert!(
+            err.contains("not a regular file"),
+            "{}: {err}",
+            data.display()
+        );
+        let err = fails(eval(data));
+        assert!(
+            err.contains("not a regular file"),
+            "{}: {err}",
+            data.display()
+        );
+    }
+    let big = dir.join("big.jsonl");
+    let text = "x".repeat(webqlora::data::records::MAX_LINE_BYTES + 1);
+    let record = serde_json::json!({ "text": text }).to_string();
+    std::fs::write(&big, format!("{{\"input_ids\": [1, 2]}}\n{record}\n")).unwrap();
+    let err = fails(train(&dir, &big, &["--steps", "1"]));
+    assert!(err.contains(":2") && err.contains("MiB"), "{err}");
+    assert!(!dir.join("out").exists());
+}

@@ -90,3 +90,93 @@ fn eval_generate_and_bench_flags_out_of_range_are_refused() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+/// Generation stops at the model's context (128 positions in the tiny Llama) with a note,
+/// whatever --max-new-tokens asks; a prompt that fills the context is refused before anything
+/// is sized.
+#[test]
+fn generation_is_bounded_by_the_models_context() {
+    let dir = common::tiny_llama_with_tokenizer("generate-context");
+    let out = webqlora(&[
+        "generate",
+        "--model",
+        path(&dir),
+        "--base",
+        "f32",
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "100000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let counts: Vec<usize> = stderr
+        .lines()
+        .find(|l| l.contains(" prompt + "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    let (prompt, new) = (counts[0], counts[1]);
+    assert!(prompt + new <= 128, "{stderr}");
+    assert_eq!(
+        prompt + new == 128,
+        stderr.contains("stopped at the model's context of 128 tokens"),
+        "{stderr}"
+    );
+    let long = "a".repeat(200);
+    let err = fails(webqlora(&[
+        "generate",
+        "--model",
+        path(&dir),
+        "--base",
+        "f32",
+        "--prompt",
+        &long,
+    ]));
+    assert!(err.contains("max_position_embeddings"), "{err}");
+}
+
+/// Sizes from flags are bounded before work starts: against the data (a step of more
+/// micro-batches than training rows), the arithmetic (a product past usize) and the device (a
+/// micro-batch whose hidden states pass its largest buffer). Never a capacity-overflow panic
+/// or minutes of work before the error.
+#[test]
+fn batch_and_accumulation_are_bounded_before_work_starts() {
+    let dir = temp_dir("flags-sizes");
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, common::cli::pattern_jsonl(4, 8)).unwrap();
+    let out = dir.join("out");
+    let model = tiny_llama();
+    let max = u64::MAX.to_string();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--accumulation", "9223372036854775807"], "--accumulation"),
+        (&["--accumulation", "5"], "--accumulation 5"),
+        (&["--batch", &max], "--batch"),
+        (&["--batch", "1099511627776"], "--batch 1099511627776"),
+        (
+            &["--batch", "576460752303423488"],
+            "--batch 576460752303423488",
+        ),
+        (&["--batch", "16777216"], "largest buffer"),
+    ];
+    for (flags, named) in cases {
+        let mut args = vec![
+            "train",
+            "--model",
+            path(&model),
+            "--base",
+            "f32",
+            "--data",
+            path(&data),
+            "--output",
+            path(&out),
+            "--quiet",
+        ];
+        args.extend(flags);
+        let err = fails(webqlora(&args));
+        assert!(err.contains(named), "{flags:?}: {err}");
+        assert!(!out.exists(), "{flags:?}");
+    }
+}

@@ -77,3 +77,59 @@ fn nan_or_infinite_weights_name_the_tensor() {
         assert!(!dir.join("out").exists());
     }
 }
+
+/// A copy of the tiny Llama in `dir` without the tensor `name`.
+fn tiny_llama_without(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let src = common::cli::tiny_llama();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(file.tensor(name).is_ok(), "no tensor {name}");
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .collect();
+    safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
+    dir.to_path_buf()
+}
+
+/// A model without a norm (or any other) weight is refused by the one loader every command
+/// uses, naming the tensor and the file: never a zero norm that trains at loss ln V.
+#[test]
+fn a_missing_weight_is_named_by_every_command() {
+    let dir = temp_dir("model-missing");
+    std::fs::write(dir.join("d.jsonl"), pattern_jsonl(4, 8)).unwrap();
+    for (i, name) in [
+        "model.norm.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.1.post_attention_layernorm.weight",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = tiny_llama_without(&dir.join(format!("m{i}")), name);
+        for base in ["f32", "nf4"] {
+            let err = fails(train(&model, &dir, base));
+            assert!(
+                err.contains(name) && err.contains("model.safetensors"),
+                "train --base {base} without {name}: {err}"
+            );
+            assert!(!dir.join("out").exists());
+            let err = fails(webqlora(&[
+                "eval",
+                "--model",
+                path(&model),
+                "--base",
+                base,
+                "--data",
+                path(&dir.join("d.jsonl")),
+            ]));
+            assert!(
+                err.contains(name),
+                "eval --base {base} without {name}: {err}"
+            );
+        }
+    }
+}

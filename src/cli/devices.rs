@@ -17,6 +17,7 @@ pub struct DevicesArgs {
 }
 
 pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
+    webqlora::gpu::device::check_environment()?;
     let mut request = args.gpu.request();
     request.index = args.adapter.or(request.index);
     let (adapters, chosen) = pollster::block_on(enumerate(&request));

@@ -45,6 +45,14 @@ pub struct DumpStepArgs {
 }
 
 pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
+    webqlora::io::refuse_overwriting_inputs(
+        &[("--out", &args.out)],
+        &[
+            ("--model", &args.model),
+            ("--adapter", &args.adapter),
+            ("--batch", &args.batch),
+        ],
+    )?;
     let base = base_format(args.base, &args.model)?;
     if !matches!(base, BaseFormat::Nf4 { .. }) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
         anyhow::bail!("--bnb-cpu-bf16 and --bnb-cpu-repacked apply to an NF4 base (--base nf4)");

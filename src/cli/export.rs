@@ -46,9 +46,14 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let source = ModelSource::open(&args.model.path())?;
-    let adapter = Adapter::load(&args.adapter)?;
+    let model = args.model.path();
+    webqlora::io::refuse_overwriting_inputs(
+        &[("--output", &args.output)],
+        &[("--model", &model), ("--adapter", &args.adapter)],
+    )?;
     super::common::check_new_file(&args.output, args.force)?;
+    let source = ModelSource::open(&model)?;
+    let adapter = Adapter::load(&args.adapter)?;
     let dtype = match args.dtype {
         ExportDtype::F32 => GgufLoraDtype::F32,
         ExportDtype::F16 => GgufLoraDtype::F16,

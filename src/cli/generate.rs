@@ -69,7 +69,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         tok.encode(&args.prompt, true)?
     };
-    let max_ctx = (prompt.len() + args.max_new_tokens).max(1);
+    // The model's context bounds the prompt and what follows it, before anything is sized.
+    let context = source.config.max_position_embeddings;
+    if prompt.len() >= context {
+        anyhow::bail!(
+            "the prompt is {} tokens, and {} holds {context} (its max_position_embeddings), \
+             leaving no room for a new token; shorten the prompt",
+            prompt.len(),
+            model_path.display()
+        );
+    }
+    let new_tokens = args.max_new_tokens.min(context - prompt.len());
+    let max_ctx = prompt.len() + new_tokens;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     let decoder = Decoder::new(
         &gpu,
@@ -121,7 +132,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         &decoder,
         &gpu,
         &prompt,
-        args.max_new_tokens,
+        new_tokens,
         &mut sampler,
         &stop,
         |t| {
@@ -151,5 +162,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         (prompt.len() + out.len()) as f64 / secs.max(1e-9),
         gpu.info.name
     );
+    if out.len() == new_tokens && new_tokens < args.max_new_tokens {
+        eprintln!(
+            "stopped at the model's context of {context} tokens (--max-new-tokens {} asked for \
+             more)",
+            args.max_new_tokens
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use webqlora::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
 use webqlora::lora::merge::{
     check_output_folder, merged_tensors, write_model_folder, MergeBase, MergeDtype,
+    MODEL_FOLDER_FILES,
 };
 use webqlora::lora::peft::Adapter;
 use webqlora::model::gguf::GgufFile;
@@ -82,6 +83,16 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         );
     }
     let adapter = Adapter::load(&args.adapter)?;
+    // The folder's files as a merge writes them: none may be the model's or the adapter's.
+    let written: Vec<PathBuf> = std::iter::once(args.output.clone())
+        .chain(MODEL_FOLDER_FILES.iter().map(|f| args.output.join(f)))
+        .collect();
+    let outputs: Vec<(&str, &std::path::Path)> =
+        written.iter().map(|p| ("--output", p.as_path())).collect();
+    webqlora::io::refuse_overwriting_inputs(
+        &outputs,
+        &[("--model", &model_path), ("--adapter", &args.adapter)],
+    )?;
     check_output_folder(&args.output, args.force)?;
     let (dtype, torch_dtype) = match args.dtype {
         DtypeArg::F16 => (MergeDtype::F16, "float16"),
@@ -183,6 +194,10 @@ fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
     }
     let base = GgufFile::open(&model_path)?;
     let adapter = Adapter::load(&args.adapter)?;
+    webqlora::io::refuse_overwriting_inputs(
+        &[("--output", &args.output)],
+        &[("--model", &model_path), ("--adapter", &args.adapter)],
+    )?;
     super::common::check_new_file(&args.output, args.force)?;
     let dtype = match args.dtype {
         DtypeArg::F16 => GgufDtype::F16,

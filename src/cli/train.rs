@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,17 +45,24 @@ pub struct TrainArgs {
     /// Fraction of the training data held out for validation when there is no `--valid`.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub valid_split: f64,
-    /// Where the adapter, checkpoint, metrics.jsonl and loss.svg go.
+    /// Where the adapter, checkpoint, metrics.jsonl and loss.svg go. A folder holding a run
+    /// takes `--resume` (continue it) or `--force` (replace it).
     #[arg(long, default_value = "webqlora-out")]
     pub output: PathBuf,
+    /// Start a fresh run in an --output folder that holds one (its adapter, checkpoint and
+    /// metrics are replaced as the new run saves).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Start from this PEFT adapter (its rank, alpha and targets) instead of a fresh one.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// Continue from <output>/checkpoint (adapter, optimizer state, step).
+    /// Continue from <output>/checkpoint (adapter, optimizer state, step); settings not given
+    /// are the checkpoint's, and a setting given that differs from it is refused.
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
-    pub rank: usize,
+    /// LoRA rank (default 16).
+    #[arg(long, value_parser = at_least_one)]
+    pub rank: Option<usize>,
     /// LoRA alpha (default: 2 × rank).
     #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
@@ -81,12 +88,12 @@ pub struct TrainArgs {
     pub schedule: ScheduleKind,
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: usize,
-    /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
-    pub batch: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
-    pub accumulation: usize,
+    /// Examples per micro-batch (default 4).
+    #[arg(long, value_parser = at_least_one)]
+    pub batch: Option<usize>,
+    /// Micro-batches per optimizer step (default 1).
+    #[arg(long, value_parser = at_least_one)]
+    pub accumulation: Option<usize>,
     /// Clip the global gradient norm (0: off).
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub max_grad_norm: f32,
@@ -95,8 +102,9 @@ pub struct TrainArgs {
     pub steps: Option<usize>,
     #[arg(long, default_value_t = 1.0, value_parser = positive, allow_hyphen_values = true)]
     pub epochs: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// The seed of the adapter's initialization, the data order and dropout (default 42).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The longest example allowed; batches are padded to the longest example (rounded up
     /// to 16), at most this.
     #[arg(long, default_value_t = 512, value_parser = at_least_one)]
@@ -114,8 +122,9 @@ pub struct TrainArgs {
     /// What a multiple-choice example learns: the answer's text or its letter.
     #[arg(long, value_enum, default_value = "text")]
     pub mcq_score: McqScoreArg,
-    #[arg(long, value_enum, default_value = "nf4")]
-    pub base: BaseArg,
+    /// How the frozen base weights are held (default nf4).
+    #[arg(long, value_enum)]
+    pub base: Option<BaseArg>,
     /// Save the adapter and a checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
@@ -131,6 +140,245 @@ pub struct TrainArgs {
     pub export: Vec<super::export::ExportFormat>,
     #[command(flatten)]
     pub gpu: GpuArgs,
+}
+
+impl TrainArgs {
+    pub fn rank(&self) -> usize {
+        self.rank.unwrap_or(16)
+    }
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(4)
+    }
+    pub fn accumulation(&self) -> usize {
+        self.accumulation.unwrap_or(1)
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(42)
+    }
+    pub fn base(&self) -> BaseArg {
+        self.base.unwrap_or(BaseArg::Nf4)
+    }
+}
+
+/// The files a run writes into its output folder (besides `checkpoint/`).
+const RUN_FILES: [&str; 6] = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "metrics.jsonl",
+    "loss.svg",
+    "summary.json",
+    GGUF_LORA_FILE,
+];
+
+/// Before anything is loaded: the run's files must not be any input, and a folder holding a
+/// run is continued (`--resume`) or replaced (`--force`), never overwritten unasked.
+fn check_output(args: &TrainArgs, model: &Path) -> anyhow::Result<()> {
+    let out = &args.output;
+    // The files the run writes, and the checkpoint folder it replaces; the folder itself is
+    // written into, not replaced, so data kept beside a run is fine (but not the model's own
+    // folder).
+    let written: Vec<PathBuf> = std::iter::once(out.join(checkpoint::DIR))
+        .chain(RUN_FILES.iter().map(|f| out.join(f)))
+        .collect();
+    let outputs: Vec<(&str, &Path)> = written.iter().map(|p| ("--output", p.as_path())).collect();
+    let mut inputs: Vec<(&str, &Path)> = vec![("--model", model), ("--data", &args.data)];
+    if let Some(valid) = &args.valid {
+        inputs.push(("--valid", valid));
+    }
+    if let Some(adapter) = &args.adapter {
+        inputs.push(("--adapter", adapter));
+    }
+    webqlora::io::refuse_overwriting_inputs(&outputs, &inputs)?;
+    if let Some((flag, input)) = inputs
+        .iter()
+        .find(|(_, input)| webqlora::io::same_path(out, input))
+    {
+        bail!(
+            "--output {} is {flag} {}: a run's files never go into an input",
+            out.display(),
+            input.display()
+        );
+    }
+    if out.exists() && !out.is_dir() {
+        bail!("--output {}: exists and is not a folder", out.display());
+    }
+    if args.resume || args.force {
+        return Ok(());
+    }
+    let held: Vec<&str> = std::iter::once(checkpoint::DIR)
+        .chain(RUN_FILES)
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if !held.is_empty() {
+        bail!(
+            "--output {}: holds a training run ({}); add --resume to continue it, --force to \
+             replace it with a fresh run, or choose another --output",
+            out.display(),
+            held.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Sizes from flags against the data, before any work: a step of more micro-batches than there
+/// are training rows holds every row more than once (and a huge count would only loop).
+fn check_step_size(args: &TrainArgs, rows: usize, seq: usize, hidden: usize) -> anyhow::Result<()> {
+    let accumulation = args.accumulation();
+    if accumulation > rows.max(1) {
+        bail!(
+            "--accumulation {accumulation}: more micro-batches a step than the {rows} training rows (each row would be seen more than once a step); at most {rows}",
+        );
+    }
+    // No device holds a micro-batch whose hidden states alone pass 2^48 bytes; the exact bound
+    // (the GPU's largest buffer) is checked once the device is open.
+    let bytes = [args.batch(), seq, hidden, 4]
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b));
+    if bytes.is_none_or(|b| b > 1 << 48) {
+        bail!(
+            "--batch {}: a micro-batch of {} x {seq} tokens is larger than any GPU holds; use --accumulation for more examples a step",
+            args.batch(),
+            args.batch()
+        );
+    }
+    Ok(())
+}
+
+/// The micro-batch's hidden states (batch x seq x hidden f32 values, the smallest of its
+/// activations) must fit the device's largest buffer.
+fn check_micro_batch(gpu: &Gpu, batch: usize, seq: usize, hidden: usize) -> anyhow::Result<()> {
+    let bytes = (batch * seq * hidden * 4) as u64;
+    let largest = gpu.limits.max_buffer_size;
+    if bytes > largest {
+        bail!(
+            "--batch {batch}: a micro-batch of {batch} x {seq} tokens needs {:.1} GiB for its hidden states alone, past this GPU's largest buffer ({:.1} GiB); use a smaller --batch with --accumulation for as many examples a step",
+            bytes as f64 / (1u64 << 30) as f64,
+            largest as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
+/// `--force`, once the model and data have loaded: the earlier run's files go (only those), so
+/// the folder never mixes two runs' adapter, checkpoint and metrics.
+fn remove_run(out: &Path) -> anyhow::Result<()> {
+    for f in RUN_FILES {
+        let p = out.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("--force: {}", p.display()))?;
+        }
+    }
+    let ck = out.join(checkpoint::DIR);
+    if ck.exists() {
+        std::fs::remove_dir_all(&ck).with_context(|| format!("--force: {}", ck.display()))?;
+    }
+    Ok(())
+}
+
+/// `--resume`: the settings given must be the checkpoint's (each difference named), and those
+/// not given are taken from it.
+fn take_checkpoint_settings(
+    args: &mut TrainArgs,
+    adapter: &LoraConfig,
+    state: &checkpoint::TrainerState,
+) -> anyhow::Result<()> {
+    let mut differences = Vec::new();
+    if let Some(a) = &args.adapter {
+        differences.push(format!(
+            "--adapter {} (a resumed run trains on its checkpoint's adapter)",
+            a.display()
+        ));
+    }
+    let mut differ = |flag: &str, given: Option<String>, recorded: String| {
+        if let Some(given) = given {
+            if given != recorded {
+                differences.push(format!("{flag} {given} (the checkpoint's: {recorded})"));
+            }
+        }
+    };
+    differ(
+        "--rank",
+        args.rank.map(|r| r.to_string()),
+        adapter.r.to_string(),
+    );
+    differ(
+        "--alpha",
+        args.alpha.map(|a| a.to_string()),
+        adapter.alpha.to_string(),
+    );
+    let mut targets = args.target_modules.clone();
+    if let Some(t) = &mut targets {
+        t.sort();
+        t.dedup();
+    }
+    differ(
+        "--target-modules",
+        targets.map(|t| t.join(",")),
+        adapter.target_modules.join(","),
+    );
+    differ(
+        "--batch",
+        args.batch.map(|b| b.to_string()),
+        state.batch.to_string(),
+    );
+    differ(
+        "--accumulation",
+        args.accumulation.map(|a| a.to_string()),
+        state.accumulation.to_string(),
+    );
+    differ(
+        "--seed",
+        args.seed.map(|s| s.to_string()),
+        state.seed.to_string(),
+    );
+    if let Some(base) = &state.base {
+        differ(
+            "--base",
+            args.base.map(|b| base_key(b).to_string()),
+            base.clone(),
+        );
+    }
+    if args.dora && !adapter.use_dora {
+        differences.push("--dora (the checkpoint's adapter is LoRA)".into());
+    }
+    if args.rslora && !adapter.use_rslora {
+        differences.push("--rslora (the checkpoint's adapter does not use it)".into());
+    }
+    // A switch cannot be told apart from one left out: packing must be said as it was.
+    match (args.packing, state.packing) {
+        (false, true) => differences.push(
+            "no --packing (the checkpoint was made with packing; resume it with --packing)".into(),
+        ),
+        (true, false) => {
+            differences.push("--packing (the checkpoint was made without packing)".into())
+        }
+        _ => {}
+    }
+    if !differences.is_empty() {
+        bail!(
+            "--resume: these settings differ from the checkpoint's: {}; resume with the \
+             checkpoint's settings (leave them out), or start a fresh run with --force",
+            differences.join("; ")
+        );
+    }
+    args.batch = Some(state.batch);
+    args.accumulation = Some(state.accumulation);
+    args.seed = Some(state.seed);
+    if let Some(base) = &state.base {
+        args.base = [BaseArg::F32, BaseArg::Nf4, BaseArg::Gguf]
+            .into_iter()
+            .find(|b| base_key(*b) == base);
+    }
+    Ok(())
+}
+
+/// How a checkpoint names the base format (`--base`'s value).
+fn base_key(b: BaseArg) -> &'static str {
+    match b {
+        BaseArg::F32 => "f32",
+        BaseArg::Nf4 => "nf4",
+        BaseArg::Gguf => "gguf",
+    }
 }
 
 /// Where `--export gguf-lora` writes in the output folder.
@@ -171,7 +419,7 @@ fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets>
     let train = encode(&args.data)?;
     let (train, valid) = match &args.valid {
         Some(path) => (train, encode(path)?),
-        None => split_validation(train, args.valid_split, args.seed)
+        None => split_validation(train, args.valid_split, args.seed())
             .map_err(|e| anyhow::anyhow!("--valid-split: {e}"))?,
     };
     let seq = padded_length(train.iter().chain(&valid), args.max_seq_len);
@@ -207,8 +455,8 @@ fn lora_config(
     targets.sort();
     targets.dedup();
     Ok(LoraConfig {
-        r: args.rank,
-        alpha: args.alpha.unwrap_or(2.0 * args.rank as f64),
+        r: args.rank(),
+        alpha: args.alpha.unwrap_or(2.0 * args.rank() as f64),
         dropout: args.lora_dropout,
         target_modules: targets,
         use_rslora: args.rslora,
@@ -287,7 +535,7 @@ fn truncate_metrics(path: &Path, done: usize) -> anyhow::Result<()> {
     webqlora::io::write_atomic(path, kept.as_bytes()).with_context(|| path.display().to_string())
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
         bail!(
             "--max-grad-norm {} must be 0 (off) or more",
@@ -295,9 +543,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let model_path = args.model.path();
-    let base = base_format(args.base, &model_path)?;
-    let source = ModelSource::open(&model_path)?;
-    let data = load_data(&args, &source)?;
+    check_output(&args, &model_path)?;
     let resumed = if args.resume {
         let Some(dir) = checkpoint::find(&args.output) else {
             bail!(
@@ -305,10 +551,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 args.output.join(checkpoint::DIR).display()
             );
         };
-        Some(checkpoint::load(&dir)?)
+        let (adapter, moments, state) = checkpoint::load(&dir)?;
+        take_checkpoint_settings(&mut args, &adapter.config, &state)?;
+        Some((adapter, moments, state))
     } else {
         None
     };
+    let base = base_format(args.base(), &model_path)?;
+    let source = ModelSource::open(&model_path)?;
+    let data = load_data(&args, &source)?;
     let start_adapter = match (&resumed, &args.adapter) {
         (Some((a, _, _)), _) => Some(a.clone()),
         (None, Some(dir)) => Some(Adapter::load(dir)?),
@@ -322,8 +573,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
              no magnitudes); merge it instead (webqlora merge --format gguf)"
         );
     }
-    let batch = args.batch;
-    let per_step = batch * args.accumulation;
+    let batch = args.batch();
+    let per_step = batch.checked_mul(args.accumulation()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--batch {batch} × --accumulation {}: more examples a step than can be counted",
+            args.accumulation()
+        )
+    })?;
     let examples = data.train.len();
     // Packing: rows of --max-seq-len holding several examples each.
     let (train, starts, seq) = match args.packing {
@@ -345,20 +601,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         total: total_steps,
     };
 
+    check_step_size(&args, train.len(), seq, source.config.hidden_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
     let settings = SessionSettings {
         batch,
         seq,
         base,
         lora: lora.clone(),
         checkpointing: !args.no_checkpointing,
-        accumulation: args.accumulation,
+        accumulation: args.accumulation(),
         max_grad_norm: args.max_grad_norm,
         adamw: AdamW {
             weight_decay: args.weight_decay as f32,
             ..AdamW::default()
         },
-        seed: args.seed,
+        seed: args.seed(),
         scored_rows: scored_capacity(&train, batch, seq),
         packing: args.packing,
     };
@@ -389,6 +647,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
+    if args.force {
+        remove_run(&args.output)?;
+    }
     let metrics_path = args.output.join("metrics.jsonl");
     if args.resume {
         truncate_metrics(&metrics_path, first_step - 1)?;
@@ -414,7 +675,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         model_path.display(),
         source.config.num_layers,
         source.config.hidden_size,
-        args.base.name()
+        args.base().name()
     );
     let packed = match args.packing {
         true => format!(" packed into {rows} rows"),
@@ -422,7 +683,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     println!(
         "data: {examples} training examples{packed}, {valid_count} validation; batches {batch} x {seq} tokens, {} per step; {total_steps} steps",
-        args.accumulation
+        args.accumulation()
     );
     println!(
         "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",
@@ -435,10 +696,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The step of the last completed save (0: none yet), for what a second Ctrl-C says.
+    let saved_step = Arc::new(AtomicUsize::new(
+        resumed.as_ref().map_or(0, |_| first_step - 1),
+    ));
     {
         let stop = stop.clone();
+        let saved_step = saved_step.clone();
+        let out = args.output.clone();
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
+                // A save in progress writes temporary files renamed into place as a pair:
+                // stopping now abandons it and keeps the last whole pair.
+                let step = saved_step.load(Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted again: stopped without finishing the save; {}",
+                    kept(&out, (step > 0).then_some(step))
+                );
                 std::process::exit(130);
             }
         })
@@ -471,6 +745,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         save_all(trainer, &gpu, &args.output, &exports)
             .map_err(|e| anyhow::anyhow!("{e:#}; {}", kept(&args.output, *last_saved)))?;
         *last_saved = Some(trainer.step);
+        saved_step.store(trainer.step, Ordering::SeqCst);
         Ok(())
     };
     let validate = |trainer: &Trainer,

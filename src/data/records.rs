@@ -131,6 +131,11 @@ fn record(v: &Value) -> Result<Record, String> {
     )
 }
 
+/// The longest JSONL line read: 8 MiB of text is some two million tokens, far past any
+/// context trained here, while parsing and tokenizing a line costs memory many times its size
+/// (a 50 MB line took 5.6 GB). A longer line is refused by its size before it is parsed.
+pub const MAX_LINE_BYTES: usize = 8 << 20;
+
 /// Parse a JSONL text; `path` names it in errors. An empty dataset is an error.
 pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Numbered>, DataError> {
     // Editors on Windows start UTF-8 files with a byte-order mark; it is not JSON.
@@ -145,6 +150,13 @@ pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Numbered>, DataError> {
             line: Some(i + 1),
             msg,
         };
+        if line.len() > MAX_LINE_BYTES {
+            return Err(err(format!(
+                "the line is {:.1} MiB, past the {} MiB a record may take",
+                line.len() as f64 / (1 << 20) as f64,
+                MAX_LINE_BYTES >> 20
+            )));
+        }
         let v: Value = serde_json::from_str(line).map_err(|e| err(format!("not JSON: {e}")))?;
         out.push((i + 1, record(&v).map_err(err)?));
     }
@@ -162,6 +174,19 @@ pub fn parse_jsonl(text: &str, path: &str) -> Result<Vec<Numbered>, DataError> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<Numbered>, DataError> {
     let shown = path.display().to_string();
+    // A device or a pipe (/dev/zero, a FIFO) would be read without end.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(DataError {
+                path: shown,
+                line: None,
+                msg: "not a regular file (a JSONL dataset is a file, not a folder, device or \
+                      pipe)"
+                    .into(),
+            })
+        }
+        _ => {}
+    }
     let bytes = std::fs::read(path).map_err(|e| DataError {
         path: shown.clone(),
         line: None,

@@ -124,6 +124,51 @@ pub enum GpuError {
     Device { device: String, message: String },
     #[error(transparent)]
     Kernels(#[from] crate::kernels::KernelsEnvError),
+    #[error("{var}={value:?}: {expected}")]
+    Environment {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// The environment variables that choose backends and kernels, checked before a device is
+/// opened: a value none of them takes is named, never ignored (wgpu alone would drop an
+/// unknown `WGPU_BACKEND` name with a log line and find no adapter).
+pub fn check_environment() -> Result<(), GpuError> {
+    if let Ok(value) = std::env::var("WGPU_BACKEND") {
+        const NAMES: [&str; 11] = [
+            "vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu",
+            "noop",
+        ];
+        let known = value
+            .to_lowercase()
+            .split(',')
+            .all(|b| NAMES.contains(&b.trim()));
+        if !known {
+            return Err(GpuError::Environment {
+                var: "WGPU_BACKEND",
+                value,
+                expected: "expected a comma-separated list of vulkan, metal, dx12, gl",
+            });
+        }
+    }
+    for var in [
+        "WEBQLORA_TEXTURES",
+        "WEBQLORA_SUBGROUPS",
+        "WEBQLORA_F16_TILES",
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            if value != "0" && value != "1" {
+                return Err(GpuError::Environment {
+                    var,
+                    value,
+                    expected: "expected 0 (off) or 1 (on, where the device allows)",
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Errors the device reports outside any error scope (validation, out of memory, a lost
@@ -294,6 +339,7 @@ impl fmt::Debug for Gpu {
 impl Gpu {
     /// Choose an adapter and open a device with its full limits and our optional features.
     pub async fn new(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+        check_environment()?;
         let adapter = choose_adapter(request).await?;
         Self::from_adapter(adapter).await
     }

@@ -132,10 +132,46 @@ pub const MODEL_FOLDER_FILES: [&str; 6] = [
     "generation_config.json",
 ];
 
+/// The mark `write_model_folder` leaves in model.safetensors' metadata (`"webqlora":
+/// "merged"`): how a later merge knows a folder as an earlier merge's output, to replace
+/// without `--force`. A folder of model files without it is somebody's model.
+const MERGE_MARK: (&str, &str) = ("webqlora", "merged");
+
+/// Whether `weights` is a safetensors file whose metadata carries `MERGE_MARK`.
+fn written_by_merge(weights: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(weights) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if file.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let len = u64::from_le_bytes(len);
+    // A merge's header is a few hundred bytes a tensor; refuse to read a crafted length.
+    if len > 64 << 20 {
+        return false;
+    }
+    let mut header = vec![0u8; len as usize];
+    if file.read_exact(&mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|h| {
+            h.get("__metadata__")?
+                .get(MERGE_MARK.0)?
+                .as_str()
+                .map(|v| v == MERGE_MARK.1)
+        })
+        .unwrap_or(false)
+}
+
 /// Where `write_model_folder` may write: `dir` by its real path when it exists (`--output .`
-/// has no name to put a temporary sibling beside), refused when it is a file or a folder holding
-/// files a merge does not write (unless `force`). Called before merging, so a refusal costs
-/// nothing, and again when writing.
+/// has no name to put a temporary sibling beside). Refused, unless `force`, when it is not
+/// empty and not an earlier merge's output (model files a merge marked, and nothing else);
+/// refused always when it is a file. Called before merging, so a refusal costs nothing, and
+/// again when writing.
 pub fn check_output_folder(dir: &Path, force: bool) -> Result<std::path::PathBuf, ModelError> {
     let invalid = |msg: String| ModelError::Invalid {
         path: dir.display().to_string(),
@@ -152,18 +188,36 @@ pub fn check_output_folder(dir: &Path, force: bool) -> Result<std::path::PathBuf
     if !real.is_dir() {
         return Err(invalid("exists and is not a folder".into()));
     }
-    let foreign: Vec<String> = std::fs::read_dir(&real)
+    let mut names: Vec<String> = std::fs::read_dir(&real)
         .map_err(|e| io(&real, e))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.is_empty() || force {
+        return Ok(real);
+    }
+    let foreign: Vec<&String> = names
+        .iter()
         .filter(|n| !MODEL_FOLDER_FILES.contains(&n.as_str()))
         .collect();
-    if !foreign.is_empty() && !force {
+    if !foreign.is_empty() {
         return Err(invalid(format!(
             "the folder is not empty and holds files a merge does not write ({}); choose a new \
              folder, or add --force to write the merged model's files into it (nothing else in \
              it is touched)",
-            foreign.join(", ")
+            foreign
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if !written_by_merge(&real.join("model.safetensors")) {
+        return Err(invalid(format!(
+            "the folder holds a model no merge wrote ({}); choose a new folder, or add --force \
+             to replace those files",
+            names.join(", ")
         )));
     }
     Ok(real)
@@ -209,9 +263,12 @@ pub fn write_model_folder(
             )
         })
         .collect();
-    let metadata = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
+    let metadata = [
+        ("format".to_string(), "pt".to_string()),
+        (MERGE_MARK.0.to_string(), MERGE_MARK.1.to_string()),
+    ]
+    .into_iter()
+    .collect();
     let dir = check_output_folder(dir, force)?;
     let exists = dir.exists();
     let parent = match dir.parent() {
@@ -219,11 +276,8 @@ pub fn write_model_folder(
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.merge-{}", std::process::id()));
+    crate::io::remove_stale_temps(&dir, "merge");
+    let tmp = crate::io::temp_sibling(&dir, "merge");
     let written = std::fs::create_dir(&tmp)
         .map_err(|e| io(&tmp, e))
         .and_then(|()| {

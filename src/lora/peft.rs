@@ -25,60 +25,155 @@ fn invalid(path: &Path, msg: String) -> ModelError {
     }
 }
 
-/// Parse PEFT's adapter_config.json, refusing what we do not implement.
+/// `text` parsed as `T`, with the key of a value of the wrong type named in the error
+/// (`'lora_alpha': invalid type: string "16", expected f64`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ModelError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        if at == "." {
+            invalid(path, format!("not valid: {inner}"))
+        } else {
+            invalid(path, format!("'{at}': {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| invalid(path, format!("not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// PEFT's LoraConfig as adapter_config.json holds it: the keys we read, each of its type
+/// (PEFT's other keys are allowed and ignored: task_type, revision, inference_mode, ...).
+/// The keys of options we do not implement are read to refuse them by name.
+#[derive(serde::Deserialize)]
+struct PeftConfigFile {
+    peft_type: String,
+    r: usize,
+    /// PEFT's default.
+    #[serde(default = "default_alpha")]
+    lora_alpha: f64,
+    #[serde(default)]
+    lora_dropout: f64,
+    target_modules: TargetModules,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default)]
+    use_dora: bool,
+    #[serde(default)]
+    fan_in_fan_out: bool,
+    #[serde(default)]
+    bias: Option<String>,
+    #[serde(default)]
+    modules_to_save: Option<Vec<String>>,
+    #[serde(default)]
+    rank_pattern: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    alpha_pattern: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    layers_to_transform: Option<Value>,
+    #[serde(default)]
+    layers_pattern: Option<Value>,
+    #[serde(default)]
+    exclude_modules: Option<Value>,
+    #[serde(default)]
+    base_model_name_or_path: Option<String>,
+}
+
+fn default_alpha() -> f64 {
+    8.0
+}
+
+/// `target_modules`: a list of names, or (PEFT) one string, a regular expression.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TargetModules {
+    List(Vec<String>),
+    Pattern(String),
+}
+
+/// Whether an optional JSON value says anything: not absent, null, an empty list or map.
+fn given(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// Parse PEFT's adapter_config.json, refusing what we do not implement by the key's name.
 pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
-    let j: Value =
-        serde_json::from_str(text).map_err(|e| invalid(path, format!("not valid JSON: {e}")))?;
-    if j["peft_type"] != "LORA" {
+    let f: PeftConfigFile = parse_json(text, path)?;
+    if f.peft_type != "LORA" {
         return Err(invalid(
             path,
-            format!("peft_type {} is not supported (only LORA)", j["peft_type"]),
+            format!("peft_type \"{}\" is not supported (only LORA)", f.peft_type),
         ));
     }
-    for (key, ok) in [
+    let unsupported = [
+        ("fan_in_fan_out", f.fan_in_fan_out),
+        ("bias", f.bias.as_deref().is_some_and(|b| b != "none")),
         (
-            "fan_in_fan_out",
-            j["fan_in_fan_out"].as_bool() != Some(true),
+            "modules_to_save",
+            f.modules_to_save.is_some_and(|m| !m.is_empty()),
         ),
-        ("bias", j["bias"].is_null() || j["bias"] == "none"),
-        ("modules_to_save", j["modules_to_save"].is_null()),
         (
             "rank_pattern",
-            j["rank_pattern"].as_object().is_none_or(|m| m.is_empty()),
+            f.rank_pattern.is_some_and(|m| !m.is_empty()),
         ),
         (
             "alpha_pattern",
-            j["alpha_pattern"].as_object().is_none_or(|m| m.is_empty()),
+            f.alpha_pattern.is_some_and(|m| !m.is_empty()),
         ),
-    ] {
-        if !ok {
-            return Err(invalid(
-                path,
-                format!("'{key}': {} is not supported", j[key]),
-            ));
-        }
+        ("layers_to_transform", given(&f.layers_to_transform)),
+        ("layers_pattern", given(&f.layers_pattern)),
+        ("exclude_modules", given(&f.exclude_modules)),
+    ];
+    if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
+        let j: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        return Err(invalid(
+            path,
+            format!("'{key}': {} is not supported", j[key]),
+        ));
     }
-    let r = j["r"]
-        .as_u64()
-        .filter(|&r| r > 0)
-        .ok_or_else(|| invalid(path, format!("'r' is {}, not a rank", j["r"])))?;
+    if f.r == 0 {
+        return Err(invalid(path, "'r' is 0, not a rank".into()));
+    }
+    if !(f.lora_alpha.is_finite() && f.lora_alpha > 0.0) {
+        return Err(invalid(
+            path,
+            format!("'lora_alpha': {} must be above 0", f.lora_alpha),
+        ));
+    }
+    if !(0.0..1.0).contains(&f.lora_dropout) {
+        return Err(invalid(
+            path,
+            format!("'lora_dropout': {} must be in [0, 1)", f.lora_dropout),
+        ));
+    }
     // A set in PEFT (saved in arbitrary order): kept sorted here.
-    let mut target_modules: Vec<String> = match &j["target_modules"] {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        other => {
+    let mut target_modules = match f.target_modules {
+        TargetModules::List(names) => names,
+        TargetModules::Pattern(p) => {
             return Err(invalid(
                 path,
-                format!("target_modules {other} is not supported (a list of module names)"),
+                format!(
+                    "'target_modules': the pattern \"{p}\" is not supported (a list of module \
+                     names)"
+                ),
             ))
         }
     };
     target_modules.sort();
+    target_modules.dedup();
     // PEFT refuses a target that matches no module; so do we, naming the ones there are.
     if target_modules.is_empty() {
-        return Err(invalid(path, "target_modules is empty".into()));
+        return Err(invalid(path, "'target_modules' is empty".into()));
     }
     if let Some(bad) = target_modules
         .iter()
@@ -87,26 +182,19 @@ pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
         return Err(invalid(
             path,
             format!(
-                "target_modules: '{bad}' matches no module this model family has LoRA for ({})",
+                "'target_modules': '{bad}' matches no module this model family has LoRA for ({})",
                 super::ALL_LINEAR.join(", ")
             ),
         ));
     }
-    let alpha = j["lora_alpha"].as_f64().unwrap_or(8.0);
-    if !(alpha.is_finite() && alpha > 0.0) {
-        return Err(invalid(path, format!("lora_alpha {alpha} must be above 0")));
-    }
     Ok(LoraConfig {
-        r: r as usize,
-        alpha,
-        dropout: j["lora_dropout"].as_f64().unwrap_or(0.0),
+        r: f.r,
+        alpha: f.lora_alpha,
+        dropout: f.lora_dropout,
         target_modules,
-        use_rslora: j["use_rslora"].as_bool().unwrap_or(false),
-        use_dora: j["use_dora"].as_bool().unwrap_or(false),
-        base_model_name_or_path: j["base_model_name_or_path"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
+        use_rslora: f.use_rslora,
+        use_dora: f.use_dora,
+        base_model_name_or_path: f.base_model_name_or_path.unwrap_or_default(),
     })
 }
 

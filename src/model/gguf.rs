@@ -67,6 +67,9 @@ pub struct GgufFile {
     config: ModelConfig,
 }
 
+/// How deep metadata arrays may nest (real files: one level, a list of strings or numbers).
+const MAX_NESTING: usize = 4;
+
 /// A bounds-checked little-endian reader over the file.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -122,7 +125,14 @@ impl<'a> Cursor<'a> {
             .map_err(|_| self.err(format!("string at byte {at} is not UTF-8")))
     }
 
+    /// A metadata value of type `ty`; arrays nest at most `MAX_NESTING` deep (a file nesting
+    /// them millions deep would otherwise overflow the stack) and hold no more items than
+    /// the bytes left can (each item's smallest encoding counted).
     fn value(&mut self, ty: u32) -> Result<MetaValue, ModelError> {
+        self.value_at(ty, 0)
+    }
+
+    fn value_at(&mut self, ty: u32, depth: usize) -> Result<MetaValue, ModelError> {
         let b = |c: &mut Self, n: usize| c.take(n).map(|s| s.to_vec());
         Ok(match ty {
             0 => MetaValue::Int(b(self, 1)?[0] as i64),
@@ -135,9 +145,34 @@ impl<'a> Cursor<'a> {
             7 => MetaValue::Bool(b(self, 1)?[0] != 0),
             8 => MetaValue::Str(self.string()?),
             9 => {
+                if depth >= MAX_NESTING {
+                    return Err(self.err(format!(
+                        "metadata array at byte {} is nested more than {MAX_NESTING} deep",
+                        self.at
+                    )));
+                }
                 let item = self.u32()?;
                 let n = self.count("array")?;
-                MetaValue::Array((0..n).map(|_| self.value(item)).collect::<Result<_, _>>()?)
+                let smallest = match item {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    _ => 12,
+                };
+                if n.checked_mul(smallest)
+                    .is_none_or(|b| b > self.bytes.len() - self.at)
+                {
+                    return Err(self.err(format!(
+                        "array of {n} items at byte {} is larger than the file",
+                        self.at - 8
+                    )));
+                }
+                MetaValue::Array(
+                    (0..n)
+                        .map(|_| self.value_at(item, depth + 1))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             10 => MetaValue::Int(self.u64()? as i64),
             11 => MetaValue::Int(self.u64()? as i64),
@@ -307,16 +342,25 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
         path: shown,
     };
     let (tensor_count, metadata) = c.header()?;
+    // Each tensor's entry takes at least 24 bytes (an empty name, one dimension, type, offset).
+    if tensor_count > (map.len() - c.at) / 24 {
+        return Err(c.err(format!(
+            "{tensor_count} tensors: more than the file's tensor table can hold"
+        )));
+    }
     let mut infos = Vec::with_capacity(tensor_count);
     for _ in 0..tensor_count {
         let name = c.string()?;
         let n_dims = c.u32()? as usize;
-        if n_dims > 4 {
-            return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions")));
+        if !(1..=4).contains(&n_dims) {
+            return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions (1 to 4)")));
         }
         let mut dims = (0..n_dims)
             .map(|_| c.u64().map(|d| d as usize))
             .collect::<Result<Vec<_>, _>>()?;
+        if dims.contains(&0) {
+            return Err(c.err(format!("tensor '{name}' has an empty dimension {dims:?}")));
+        }
         let type_id = c.u32()?;
         let ty = GgmlType::from_id(type_id).ok_or_else(|| {
             c.err(format!(
@@ -324,6 +368,16 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
                      Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
             ))
         })?;
+        // The rows (ggml's first dimension) must be whole blocks: a tensor's values are read
+        // row by row.
+        let block = ty.block().0;
+        if !dims[0].is_multiple_of(block) {
+            return Err(c.err(format!(
+                "tensor '{name}': rows of {} values are not whole {} blocks of {block}",
+                dims[0],
+                ty.name()
+            )));
+        }
         let offset = c.u64()? as usize;
         dims.reverse();
         infos.push((
@@ -335,24 +389,47 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
             },
         ));
     }
-    let alignment = metadata
-        .get("general.alignment")
-        .and_then(MetaValue::as_u64)
-        .unwrap_or(32) as usize;
-    let data_start = c.at.div_ceil(alignment.max(1)) * alignment.max(1);
+    let alignment = match metadata.get("general.alignment") {
+        None => 32,
+        Some(v) => match v.as_u64() {
+            Some(a) if a.is_power_of_two() && a <= 1 << 20 => a as usize,
+            _ => {
+                return Err(c.err(format!(
+                    "metadata 'general.alignment' is {v:?}, not a power of two"
+                )))
+            }
+        },
+    };
+    let data_start = c.at.div_ceil(alignment) * alignment;
     let mut tensors = HashMap::new();
     for (name, info) in infos {
-        let numel: usize = info.shape.iter().product();
-        let bytes = info.ty.bytes_for(numel).ok_or_else(|| {
+        let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = numel.and_then(|n| info.ty.bytes_for(n)).ok_or_else(|| {
             c.err(format!(
-                "tensor '{name}' has {numel} values, not whole {:?} blocks",
-                info.ty
+                "tensor '{name}' of shape {:?} is not whole {} blocks",
+                info.shape,
+                info.ty.name()
             ))
         })?;
-        if data_start + info.offset + bytes > map.len() {
+        if !info.offset.is_multiple_of(alignment) {
             return Err(c.err(format!(
-                "tensor '{name}' runs past the end of the file (truncated?)"
+                "tensor '{name}' starts at data offset {}, not a multiple of the file's \
+                 alignment {alignment}",
+                info.offset
             )));
+        }
+        let end = data_start
+            .checked_add(info.offset)
+            .and_then(|start| start.checked_add(bytes));
+        if end.is_none_or(|end| end > map.len()) {
+            return Err(c.err(format!(
+                "tensor '{name}' (data offset {}, {bytes} bytes) runs past the end of the file \
+                 (truncated?)",
+                info.offset
+            )));
+        }
+        if tensors.contains_key(&name) {
+            return Err(c.err(format!("tensor '{name}' appears twice in the tensor table")));
         }
         tensors.insert(name, info);
     }
@@ -518,6 +595,7 @@ fn config_from_metadata(
             )))
         }
     };
+    check_counts(m, tensors, arch, path, vocab_size, hidden_size)?;
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -589,6 +667,93 @@ fn config_from_metadata(
     let mut config = config;
     config.gguf_types = linear_types(&config, tensors);
     Ok(config)
+}
+
+/// The counts in the metadata against the tensors the file holds, before anything is sized
+/// from them: layers against the `blk.N` tensors, the embedding's rows and width against the
+/// vocabulary and `embedding_length`, the heads against the attention weights' rows, the
+/// special token ids against the vocabulary. A count no tensor backs (`block_count` 2^40) is
+/// an error naming its key, never an allocation.
+fn check_counts(
+    m: &BTreeMap<String, MetaValue>,
+    tensors: &HashMap<String, TensorInfo>,
+    arch: &str,
+    path: &str,
+    vocab: usize,
+    hidden: usize,
+) -> Result<(), ModelError> {
+    let err = |msg: String| ModelError::Invalid {
+        path: path.into(),
+        msg,
+    };
+    let get = |key: &str| m.get(key).and_then(MetaValue::as_u64);
+    let blocks = tensors
+        .keys()
+        .filter_map(|n| {
+            n.strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |last| last + 1);
+    let key = format!("{arch}.block_count");
+    if let Some(layers) = get(&key) {
+        if layers != blocks as u64 {
+            return Err(err(format!(
+                "metadata '{key}' is {layers}, but the file holds tensors for {blocks} blocks"
+            )));
+        }
+    }
+    if let Some(embd) = tensors.get("token_embd.weight") {
+        if embd.shape.len() != 2 || embd.shape[1] != hidden {
+            return Err(err(format!(
+                "metadata '{arch}.embedding_length' is {hidden}, but tensor 'token_embd.weight' \
+                 has shape {:?}",
+                embd.shape
+            )));
+        }
+        if embd.shape[0] != vocab {
+            return Err(err(format!(
+                "tensor 'token_embd.weight' has {} rows, but metadata 'tokenizer.ggml.tokens' lists \
+                 {vocab} tokens",
+                embd.shape[0]
+            )));
+        }
+    }
+    let head_dim = get(&format!("{arch}.attention.key_length"))
+        .or_else(|| get(&format!("{arch}.rope.dimension_count")));
+    for (tensor, key) in [
+        ("blk.0.attn_q.weight", "attention.head_count"),
+        ("blk.0.attn_k.weight", "attention.head_count_kv"),
+    ] {
+        let (Some(t), Some(heads)) = (tensors.get(tensor), get(&format!("{arch}.{key}"))) else {
+            continue;
+        };
+        let dim = head_dim.unwrap_or(
+            hidden as u64
+                / get(&format!("{arch}.attention.head_count"))
+                    .unwrap_or(1)
+                    .max(1),
+        );
+        if heads.checked_mul(dim) != Some(t.shape[0] as u64) {
+            return Err(err(format!(
+                "metadata '{arch}.{key}' is {heads} heads of {dim}, but '{tensor}' has {} rows",
+                t.shape[0]
+            )));
+        }
+    }
+    for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] {
+        if let Some(id) = get(key) {
+            if id >= vocab as u64 {
+                return Err(err(format!(
+                    "metadata '{key}' is {id}, past the vocabulary of {vocab} tokens"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The block type of each quantized linear weight in `tensors`, by Hugging Face name.

@@ -203,7 +203,9 @@ pub fn upload_model_with_progress(
             let cols = desc.shape[1];
             let part = &values[first * cols..(first + rows) * cols];
             write(t, &table_bytes(part, desc.dtype))?;
-        } else if files.contains(name) {
+        } else if files.contains(name) || is_model_weight(name) {
+            // A model weight the files lack is an error here, for every command and the page
+            // alike (the source's error names the file): never a zero norm or embedding.
             let mut values = finite(name, files.f32(name, &desc.shape)?)?;
             if config.family().norm_plus_one && name.ends_with("norm.weight") {
                 // x·(1 + w) as a plain RMSNorm over 1 + w.
@@ -215,6 +217,12 @@ pub fn upload_model_with_progress(
         }
     }
     Ok(missing)
+}
+
+/// Whether a param is one of the model's own weights (Hugging Face names, as every source
+/// presents them), which the model files must hold, rather than training or decoding state.
+fn is_model_weight(name: &str) -> bool {
+    name.starts_with("model.") || name.starts_with("lm_head.")
 }
 
 /// The values of the base linear weight `name` ([out, in]) as the GPU holds it in `base`

@@ -13,6 +13,12 @@ pub struct Message {
     pub content: String,
 }
 
+/// The work one render may do (minijinja's fuel: one per instruction, one per 64 bytes of data
+/// made, output included). Real templates spend a few hundred a message and the longest
+/// record we read (8 MiB) some 10^5 in copies; a template that loops 10^10 times, or doubles
+/// a string until memory runs out, stops here (at most ~256 MB made) with an error.
+pub const TEMPLATE_FUEL: u64 = 4_000_000;
+
 pub(super) fn render(
     template: &str,
     messages: &[Message],
@@ -21,6 +27,7 @@ pub(super) fn render(
     eos_token: Option<&str>,
 ) -> Result<String, Error> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     // transformers' templates call raise_exception('...') on bad conversations.
     env.add_function("raise_exception", |msg: String| -> Result<String, Error> {

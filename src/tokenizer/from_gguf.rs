@@ -77,15 +77,31 @@ pub fn tokenizer_json_from_gguf(m: &BTreeMap<String, MetaValue>) -> Result<Value
         ));
     }
     let tokens = strings(m, "tokenizer.ggml.tokens")?;
-    let types: Vec<i64> = match m.get("tokenizer.ggml.token_type") {
-        Some(MetaValue::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                MetaValue::Int(i) => *i,
-                _ => 1,
-            })
-            .collect(),
-        _ => vec![1; tokens.len()],
+    // Which tokens are control and user-defined ones: of the wrong type or length, control
+    // tokens would be split as text (`<start_of_turn>` as 6 tokens), so it is refused.
+    let key = "tokenizer.ggml.token_type";
+    let types: Vec<i64> = match m.get(key) {
+        None => vec![1; tokens.len()],
+        Some(MetaValue::Array(items)) => {
+            let types = items
+                .iter()
+                .map(|v| match v {
+                    MetaValue::Int(i) if (0..=6).contains(i) => Ok(*i),
+                    other => Err(format!(
+                        "metadata '{key}' holds {other:?}: a token type is an integer 0 to 6"
+                    )),
+                })
+                .collect::<Result<Vec<i64>, String>>()?;
+            if types.len() != tokens.len() {
+                return Err(format!(
+                    "metadata '{key}' has {} entries for {} tokens",
+                    types.len(),
+                    tokens.len()
+                ));
+            }
+            types
+        }
+        Some(_) => return Err(format!("metadata '{key}' is not an array of integers")),
     };
     if model == "llama" {
         return sentencepiece_json(m, &tokens, &types);

@@ -8,6 +8,7 @@ use crate::lora::peft::Adapter;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::ModelError;
 use crate::train::dump_step::{write_tensors, Tensors};
+pub use crate::train::trainer::TrainerState;
 
 const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "trainer_state.json";
@@ -32,7 +33,7 @@ pub fn save(
     out: &Path,
     adapter: &Adapter,
     moments: &Tensors,
-    state: &serde_json::Value,
+    state: &TrainerState,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let (config_text, weights) = adapter.to_bytes()?;
@@ -47,8 +48,7 @@ pub fn save(
         std::fs::write(tmp.join(ADAPTER_CONFIG), &config_text)
             .map_err(|e| io(&tmp.join(ADAPTER_CONFIG), e))?;
         write_tensors(&tmp.join(OPTIMIZER), moments)?;
-        let text = serde_json::to_string_pretty(state).expect("a JSON value");
-        std::fs::write(tmp.join(STATE), text).map_err(|e| io(&tmp.join(STATE), e))
+        std::fs::write(tmp.join(STATE), state.to_json()).map_err(|e| io(&tmp.join(STATE), e))
     })
 }
 
@@ -59,7 +59,7 @@ pub fn find(out: &Path) -> Option<std::path::PathBuf> {
 }
 
 /// Read a checkpoint folder: adapter, moments, state.
-pub fn load(dir: &Path) -> Result<(Adapter, Tensors, serde_json::Value), ModelError> {
+pub fn load(dir: &Path) -> Result<(Adapter, Tensors, TrainerState), ModelError> {
     let adapter = Adapter::load(dir)?;
     let path = dir.join(OPTIMIZER);
     let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;
@@ -71,9 +71,6 @@ pub fn load(dir: &Path) -> Result<(Adapter, Tensors, serde_json::Value), ModelEr
     }
     let state_path = dir.join(STATE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
-    let state = serde_json::from_str(&text).map_err(|e| ModelError::Invalid {
-        path: state_path.display().to_string(),
-        msg: format!("not valid JSON: {e}"),
-    })?;
+    let state = TrainerState::parse(&text, &state_path)?;
     Ok((adapter, moments, state))
 }

@@ -18,18 +18,28 @@ pub struct ModelSource {
     pub tokenizer_error: Option<TokenizerError>,
 }
 
-/// The default model: SmolLM2-135M-Instruct as `cargo xtask fetch-model` caches it
-/// (`$WEBQLORA_CACHE`, else `~/.cache/webqlora`).
+/// The default model: SmolLM2-135M-Instruct as `cargo xtask fetch-model` caches it.
 pub fn default_model_path() -> PathBuf {
-    let cache = std::env::var_os("WEBQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/webqlora")
-        });
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The model cache, as xtask's: `$WEBQLORA_CACHE`, else `$XDG_CACHE_HOME/webqlora`, else
+/// `$HOME/.cache/webqlora`; of the last two only absolute values count (a relative
+/// `XDG_CACHE_HOME` is ignored, as the XDG spec says), and with none of them the system's temporary folder,
+/// never a `.cache` relative to wherever the command runs.
+pub fn cache_dir() -> PathBuf {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(dir) = std::env::var_os("WEBQLORA_CACHE") {
+        return dir.into();
+    }
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("webqlora")
 }
 
 impl ModelSource {

@@ -5,6 +5,8 @@
 //! loop of its own. The trainer does not time anything (the page has no clock here); the faces
 //! turn a step's tokens into tokens/s and an ETA.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 
 use super::data_order::DataOrder;
@@ -17,6 +19,7 @@ use crate::data::{Batch, Example};
 use crate::gpu::Gpu;
 use crate::lora::peft::Adapter;
 use crate::model::load::{initialize_missing, upload_model_with_progress};
+use crate::model::ModelError;
 use crate::model::{ModelConfig, WeightSource};
 
 /// Tensors by name with their shapes (AdamW moments, in a checkpoint).
@@ -173,27 +176,60 @@ impl Trainer {
         &mut self,
         gpu: &Gpu,
         moments: &NamedTensors,
-        state: &Value,
+        state: &TrainerState,
     ) -> Result<(), TrainError> {
-        let seed = self.session.settings.seed;
-        if state["seed"].as_u64() != Some(seed) {
+        let s = &self.session.settings;
+        let mut differences = Vec::new();
+        if state.seed != s.seed {
+            differences.push(format!("seed {} (this run: {})", state.seed, s.seed));
+        }
+        if state.batch != s.batch {
+            differences.push(format!("batch {} (this run: {})", state.batch, s.batch));
+        }
+        if state.accumulation != s.accumulation {
+            differences.push(format!(
+                "accumulation {} (this run: {})",
+                state.accumulation, s.accumulation
+            ));
+        }
+        if state.packing != s.packing {
+            differences.push(format!(
+                "{} packing (this run: {} --packing)",
+                if state.packing { "with" } else { "without" },
+                if s.packing { "with" } else { "without" }
+            ));
+        }
+        if !differences.is_empty() {
             return Err(TrainError::Invalid(format!(
-                "the checkpoint was made with seed {}, not {seed}",
-                state["seed"]
+                "the checkpoint differs from this run: {}; resume it with the same settings",
+                differences.join(", ")
             )));
         }
-        let packing = self.session.settings.packing;
-        if state["packing"].as_bool().unwrap_or(false) != packing {
+        // Every trainable tensor's two moments, and nothing else: a missing one would restart
+        // from zero without a word.
+        let wanted: Vec<String> = self
+            .session
+            .adapter_names
+            .iter()
+            .flat_map(|n| moment_names(n))
+            .collect();
+        if let Some(missing) = wanted
+            .iter()
+            .find(|w| !moments.iter().any(|(n, _, _)| n == *w))
+        {
             return Err(TrainError::Invalid(format!(
-                "the checkpoint was made {} packing; resume it {} --packing",
-                if packing { "without" } else { "with" },
-                if packing { "without" } else { "with" }
+                "the checkpoint's optimizer state has no '{missing}'"
+            )));
+        }
+        if let Some((extra, _, _)) = moments.iter().find(|(n, _, _)| !wanted.contains(n)) {
+            return Err(TrainError::Invalid(format!(
+                "the checkpoint's optimizer state has '{extra}', which this run does not train"
             )));
         }
         for (name, shape, values) in moments {
             self.session.write_param(gpu, name, shape, values)?;
         }
-        self.step = state["step"].as_u64().unwrap_or(0) as usize;
+        self.step = state.step;
         Ok(())
     }
 
@@ -288,7 +324,7 @@ impl Trainer {
     pub async fn checkpoint(
         &self,
         gpu: &Gpu,
-    ) -> Result<(Adapter, NamedTensors, Value), TrainError> {
+    ) -> Result<(Adapter, NamedTensors, TrainerState), TrainError> {
         let adapter = self.adapter(gpu).await?;
         let names: Vec<String> = self
             .session
@@ -311,15 +347,90 @@ impl Trainer {
                 )));
             }
         }
-        Ok((adapter, moments, self.state_json()))
+        Ok((adapter, moments, self.state()))
     }
 
     /// The run's position and settings, as a checkpoint records them.
-    pub fn state_json(&self) -> Value {
+    pub fn state(&self) -> TrainerState {
         let s = &self.session.settings;
-        json!({"step": self.step, "seed": s.seed, "total_steps": self.total(),
-               "lr": self.schedule.peak, "batch": s.batch, "accumulation": s.accumulation,
-               "seq": s.seq, "packing": s.packing})
+        TrainerState {
+            step: self.step,
+            seed: s.seed,
+            total_steps: self.total(),
+            lr: self.schedule.peak,
+            batch: s.batch,
+            accumulation: s.accumulation,
+            seq: s.seq,
+            packing: s.packing,
+            base: Some(
+                match s.base {
+                    crate::model::llama::BaseFormat::F32 => "f32",
+                    crate::model::llama::BaseFormat::Nf4 { .. } => "nf4",
+                    crate::model::llama::BaseFormat::Gguf => "gguf",
+                }
+                .to_string(),
+            ),
+        }
+    }
+}
+
+/// The trainer's position and settings as checkpoint/trainer_state.json holds them. Our own
+/// format: every key known (an unknown one is refused) and of its type, so a crafted or
+/// damaged file is an error naming the key, never a run restarted at step 1.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerState {
+    /// Optimizer steps taken (1 or more: a checkpoint is saved after a step).
+    pub step: usize,
+    pub seed: u64,
+    pub total_steps: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub accumulation: usize,
+    pub seq: usize,
+    /// Absent in checkpoints from before packing.
+    #[serde(default)]
+    pub packing: bool,
+    /// How the base weights were held (`--base`: f32, nf4, gguf); absent in older checkpoints.
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+impl TrainerState {
+    /// Parse trainer_state.json's `text` (`path` names it in errors): typed, and the step
+    /// within the run it records.
+    pub fn parse(text: &str, path: &Path) -> Result<TrainerState, ModelError> {
+        let state: TrainerState = crate::lora::peft::parse_json(text, path)?;
+        let invalid = |msg: String| ModelError::Invalid {
+            path: path.display().to_string(),
+            msg,
+        };
+        if state.step == 0 || state.step > state.total_steps {
+            return Err(invalid(format!(
+                "'step': {} is not a step of the run's {} (1 to {})",
+                state.step, state.total_steps, state.total_steps
+            )));
+        }
+        for (key, v) in [
+            ("batch", state.batch),
+            ("accumulation", state.accumulation),
+            ("seq", state.seq),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("'{key}': 0 is not a size")));
+            }
+        }
+        if !(state.lr.is_finite() && state.lr >= 0.0) {
+            return Err(invalid(format!(
+                "'lr': {} is not a learning rate",
+                state.lr
+            )));
+        }
+        Ok(state)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plain struct serializes")
     }
 }
 

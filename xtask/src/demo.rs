@@ -111,6 +111,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         data.join("train.jsonl").display().to_string(),
         "--output".into(),
         out.display().to_string(),
+        // The demo's own folder under target/: each demo is a fresh run.
+        "--force".into(),
         "--rank".into(),
         "16".into(),
         "--lr".into(),

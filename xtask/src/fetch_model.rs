@@ -86,9 +86,14 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WEBQLORA_CACHE") {
         return dir.into();
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+    // As webqlora's `cache_dir`: only absolute XDG_CACHE_HOME and HOME count.
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("webqlora")
 }
