@@ -318,11 +318,15 @@ pub fn read_raw_metadata(
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_metadata(path: &std::path::Path) -> Result<BTreeMap<String, MetaValue>, ModelError> {
     let map = super::file_bytes::map_file(path)?;
-    let shown = path.display().to_string();
+    parse_metadata(&map, &path.display().to_string())
+}
+
+/// The metadata of a GGUF file's bytes; `name` names it in errors.
+pub fn parse_metadata(bytes: &[u8], name: &str) -> Result<BTreeMap<String, MetaValue>, ModelError> {
     let mut c = Cursor {
-        bytes: &map,
+        bytes,
         at: 0,
-        path: &shown,
+        path: name,
     };
     Ok(c.header()?.1)
 }

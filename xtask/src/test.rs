@@ -223,6 +223,20 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         }
     }
     step("subgroup kernels at other widths", other_widths);
+    // The parsers of users' files under 30 s of mutated inputs each (fuzz/src/main.rs); any
+    // panic, abort, hang or allocation over the cap fails the run, naming the input.
+    step(
+        "fuzz",
+        install::run(cargo().current_dir(crate::repo_root()).args([
+            "run",
+            "-p",
+            "webqlora-fuzz",
+            "--",
+            "run",
+            "--seconds",
+            "30",
+        ])),
+    );
     // The page in headless Chromium against the native trainer (counted as one test).
     let browser = crate::browser_test::run_test();
     match &browser {
