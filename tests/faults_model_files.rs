@@ -42,6 +42,8 @@ fn config_values_no_model_can_have_name_their_key() {
         ("num_key_value_heads", 0.into()),
         ("max_position_embeddings", 0.into()),
         ("hidden_size", (-64).into()),
+        ("bos_token_id", 256.into()),
+        ("eos_token_id", serde_json::json!([2, 9999])),
     ];
     for (i, (key, value)) in cases.iter().enumerate() {
         let model = tiny_llama_with_config(&dir.join(format!("m{i}")), |c| {

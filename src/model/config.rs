@@ -552,6 +552,30 @@ impl ModelConfig {
                 ));
             }
         }
+        // A special token past the vocabulary would be blamed on the first data line that
+        // gets one; it is the model's file that is wrong.
+        if let Some(bos) = self.bos_token_id.filter(|&b| b as usize >= self.vocab_size) {
+            return Err((
+                "bos_token_id",
+                format!(
+                    "is {bos}, past the vocabulary of {} tokens",
+                    self.vocab_size
+                ),
+            ));
+        }
+        if let Some(&eos) = self
+            .eos_token_ids
+            .iter()
+            .find(|&&e| e as usize >= self.vocab_size)
+        {
+            return Err((
+                "eos_token_id",
+                format!(
+                    "is {eos}, past the vocabulary of {} tokens",
+                    self.vocab_size
+                ),
+            ));
+        }
         if self.layer_types.contains(&LayerType::Sliding) && self.sliding_window.is_none() {
             return Err((
                 "sliding_window",

@@ -663,6 +663,8 @@ fn config_from_metadata(
             "max_position_embeddings" => format!("{arch}.context_length"),
             "rms_norm_eps" => format!("{arch}.attention.layer_norm_rms_epsilon"),
             "rope_theta" => format!("{arch}.rope.freq_base"),
+            "bos_token_id" => "tokenizer.ggml.bos_token_id".to_string(),
+            "eos_token_id" => "tokenizer.ggml.eos_token_id".to_string(),
             "sliding_window" => format!("{arch}.attention.sliding_window"),
             other => other.to_string(),
         };
