@@ -67,6 +67,9 @@ pub fn replace_together<E>(
         cleanup();
         return Err(e);
     }
+    // The renames run under RENAMING: a process that exits on a second Ctrl-C takes it first,
+    // so it never leaves the set half renamed.
+    let _renaming = RENAMING.lock().unwrap_or_else(|e| e.into_inner());
     if dir.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
@@ -82,6 +85,10 @@ pub fn replace_together<E>(
     }
     Ok(())
 }
+
+/// Held while `replace_together` renames a set into place; whoever exits the process mid-run
+/// (the second Ctrl-C) takes it first.
+pub static RENAMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The folder `replace_dir` last completed at `dir`: `dir` itself, or `<dir>.old` when a crash
 /// came between its two renames (the new folder not yet in place, the previous one set aside).

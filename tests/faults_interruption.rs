@@ -421,3 +421,47 @@ fn resume_refuses_other_settings_and_a_damaged_checkpoint() {
     ));
     assert_eq!(metric_steps(&out), [1, 2, 3, 4]);
 }
+
+/// A second Ctrl-C while the first one's save runs stops at once and says what is on disk:
+/// the last whole adapter and checkpoint pair (saves are renamed into place as a pair).
+#[test]
+fn a_second_ctrl_c_says_what_was_saved() {
+    let dir = temp_dir("ctrl-c-twice");
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, pattern_jsonl(8, 12)).unwrap();
+    let out = dir.join("out");
+    let args = train_args(&data, &out, &["--steps", "1000000"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let logged =
+        || std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |m| m.lines().count());
+    while logged() < 3 {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for _ in 0..2 {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted again"), "{err}");
+    // What it says is on disk is: a whole pair of the step it names.
+    let (_, _, step) = saved(&out);
+    assert!(
+        err.contains(&format!("the adapter and checkpoint of step {step} in")),
+        "{err}"
+    );
+    all_finite(&out);
+    Adapter::load(&out.join("checkpoint")).unwrap();
+}

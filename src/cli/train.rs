@@ -708,7 +708,18 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             if stop.swap(true, Ordering::SeqCst) {
                 // A save in progress writes temporary files renamed into place as a pair:
                 // stopping now abandons it and keeps the last whole pair.
-                let step = saved_step.load(Ordering::SeqCst);
+                // Not in the middle of renaming a save into place (microseconds).
+                let _renames = webqlora::io::RENAMING
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // What is on disk says which step is kept (a save may have just completed).
+                let step = checkpoint::find(&out)
+                    .and_then(|dir| {
+                        let path = dir.join("trainer_state.json");
+                        let text = std::fs::read_to_string(&path).ok()?;
+                        checkpoint::TrainerState::parse(&text, &path).ok()
+                    })
+                    .map_or(saved_step.load(Ordering::SeqCst), |s| s.step);
                 eprintln!(
                     "\ninterrupted again: stopped without finishing the save; {}",
                     kept(&out, (step > 0).then_some(step))
