@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::golden_step::{check_golden_step, dump_step, write_batch};
-use common::{golden, rel_err, temp_dir, Golden};
+use common::{golden, rel_err, temp_dir, Golden, Tol};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use webqlora::model::safetensors_files::SafetensorsFiles;
@@ -137,13 +137,12 @@ fn texture_kernels_agree_with_buffer_kernels_on_a_whole_step() {
             assert!(names.iter().filter(|n| n.starts_with("grad.")).count() >= 28);
             for name in names {
                 let get = |f: &SafetensorsFiles| f.f32(&name, &f.raw(&name).unwrap().1).unwrap();
-                let e = rel_err(&get(&tex), &get(&buf));
-                let limit = if name.starts_with("grad.") {
-                    1e-4
+                let tol = if name.starts_with("grad.") {
+                    Tol::rel(1e-4)
                 } else {
-                    1e-5
+                    Tol::F32
                 };
-                assert!(e < limit, "{base} base, {name}: rel err {e}");
+                tol.check(format!("{base} base, {name}"), &get(&tex), &get(&buf));
             }
         }
     });

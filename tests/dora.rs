@@ -186,7 +186,7 @@ fn a_fresh_magnitude_is_the_base_row_norm() {
         .chunks_exact(64)
         .map(|row| row.iter().map(|v| v * v).sum::<f32>().sqrt())
         .collect();
-    assert!(rel_err(&got, &want) < 1e-6);
+    Tol::ELEMENTWISE.check("row norms", &got, &want);
 }
 
 /// `webqlora train --adapter <PEFT DoRA adapter>` for one step equals PyTorch's AdamW step on

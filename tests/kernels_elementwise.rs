@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::{
-    bytes, check_gradient, for_each_seed, random_f32, rel_err, run_graph, to_f32, to_f64, Tol,
-};
+use common::{bytes, check_gradient, for_each_seed, random_f32, run_graph, to_f32, to_f64, Tol};
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::embedding::{self, check_ids};
@@ -530,21 +528,35 @@ fn bias_add_matches_cpu() {
 /// dense sum, and the scale and the magnitude's gradient against their CPU twins.
 #[test]
 fn dora_kernels_match_cpu() {
+    /// A 1x1 weight that s·BA cancelled to a norm of ~0 (before the rows were drawn clear of
+    /// cancellation; found by `cargo xtask stress`).
+    const DORA_REGRESSION_SEEDS: [u64; 1] = [14558220031900360392];
     use webqlora::ops::dora::{self, cpu_magnitude_grad, cpu_norm, cpu_scale, row_norms2};
     use webqlora::ops::matmul::{matmul, Operand};
-    for_each_seed("dora", &[], |mut rng| {
+    for_each_seed("dora", &DORA_REGRESSION_SEEDS, |mut rng| {
         for (rows, out, inp, r) in [
             (1usize, 1usize, 1usize, 1usize),
             (7, 65, 33, 3),
             (130, 70, 129, 16),
         ] {
-            let w0 = random_f32(&mut rng, out * inp, 1.0);
+            let mut w0 = random_f32(&mut rng, out * inp, 1.0);
             let a0 = random_f32(&mut rng, r * inp, 0.3);
             let b0 = random_f32(&mut rng, out * r, 0.3);
             let m0: Vec<f32> = (0..out).map(|_| rng.random_range(0.5..2.0)).collect();
             let y0 = random_f32(&mut rng, rows * out, 1.0);
             let dy0 = random_f32(&mut rng, rows * out, 1.0);
             let s = 1.75;
+            // DoRA's update is small beside its base weight (B starts at zero). A row whose W
+            // the update cancels has a norm near zero that f32 cannot give to any relative
+            // precision, by the kernel's ‖W‖² + 2s⟨W, BA⟩ + s²‖BA‖² or PEFT's ‖W + sBA‖ alike
+            // (and the scale and magnitude gradient divide by it). Rows are redrawn until
+            // ‖W_j‖ ≥ 2·s·‖B_j A‖, so the norm is at least half of ‖W_j‖.
+            let update = cpu_norm(&vec![0.0; out * inp], &a0, &b0, inp, r, s);
+            for (j, row) in w0.chunks_exact_mut(inp).enumerate() {
+                while row.iter().map(|v| v * v).sum::<f32>().sqrt() < 2.0 * update[j] {
+                    row.copy_from_slice(&random_f32(&mut rng, inp, 1.0));
+                }
+            }
             let mut g = Graph::new();
             let w = g.input("w", &[out, inp], DType::F32);
             let a = g.input("a", &[r, inp], DType::F32);
@@ -571,13 +583,15 @@ fn dora_kernels_match_cpu() {
             let got = run_graph(g, &inputs, &[n, scaled, dm]);
             let norm = cpu_norm(&w0, &a0, &b0, inp, r, s);
             let case = format!("{rows} rows, {out}x{inp}, r {r}");
-            assert!(rel_err(&got[0], &norm) < 1e-6, "{case}: norm");
-            assert!(
-                rel_err(&got[1], &cpu_scale(&y0, &m0, &norm)) < 1e-6,
-                "{case}: scale"
+            // Sums of at most a few hundred terms, then one division: 1e-6.
+            Tol::rel(1e-6).check(format!("{case}: norm"), &got[0], &norm);
+            Tol::rel(1e-6).check(
+                format!("{case}: scale"),
+                &got[1],
+                &cpu_scale(&y0, &m0, &norm),
             );
             let want = cpu_magnitude_grad(&dy0, &y0, &norm);
-            assert!(rel_err(&got[2], &want) < 1e-5, "{case}: magnitude gradient");
+            Tol::F32.check(format!("{case}: magnitude gradient"), &got[2], &want);
         }
         // A shape that does not fit is named.
         let mut g = Graph::new();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bytes, for_each_seed, random_blocks, random_f32, rel_err, run_graph, Golden};
+use common::{bytes, for_each_seed, random_blocks, random_f32, run_graph, Golden, Tol};
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::ggml_matmul::{self, upload_bytes, GgmlWeight};
 use webqlora::quant::ggml::{dequantize, GgmlType};
@@ -149,11 +149,10 @@ fn products_on_every_block_type_match_the_cpu() {
                     ("dx", &got[1], &want[1]),
                     ("dx0 + dx", &got[2], &want[2]),
                 ] {
-                    let e = rel_err(got, want);
-                    assert!(
-                        e < 2e-6,
-                        "{} rows {rows} out {out} in {inp}: {what} rel err {e}",
-                        ty.name()
+                    Tol::rel(2e-6).check(
+                        format!("{} rows {rows} out {out} in {inp}: {what}", ty.name()),
+                        got,
+                        want,
                     );
                 }
             }
