@@ -418,12 +418,7 @@ pub fn smollm2_path() -> std::path::PathBuf {
 fn cached_model(env: &str, file: &str, flag: &str) -> std::path::PathBuf {
     let path = std::env::var_os(env)
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/webqlora").join(file)
-        });
+        .unwrap_or_else(|| webqlora::train::model_source::cache_dir().join(file));
     assert!(
         path.exists(),
         "{} is missing: run `cargo xtask fetch-model{flag}` (or set {env})",
