@@ -643,6 +643,12 @@ fn crafted_gguf_files_are_refused_at_parse_time() {
     b[second..second + 5].copy_from_slice(b"blk.0");
     refused(&path, &b, "'blk.0.attn_norm.weight' appears twice");
 
+    // A metadata count one too low: the last key is read as a tensor.
+    let mut b = good.clone();
+    let count = u64::from_le_bytes(b[16..24].try_into().unwrap());
+    b[16..24].copy_from_slice(&(count - 1).to_le_bytes());
+    refused(&path, &b, "so the header's metadata count");
+
     // Counts against the tensors present.
     tiny_llama_gguf_with(&path, &[("llama.block_count", 1e12)]);
     refused(

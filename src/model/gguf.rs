@@ -353,45 +353,31 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
         )));
     }
     let mut infos = Vec::with_capacity(tensor_count);
+    let arch = metadata
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("general");
     for _ in 0..tensor_count {
         let name = c.string()?;
-        let n_dims = c.u32()? as usize;
-        if !(1..=4).contains(&n_dims) {
-            return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions (1 to 4)")));
-        }
-        let mut dims = (0..n_dims)
-            .map(|_| c.u64().map(|d| d as usize))
-            .collect::<Result<Vec<_>, _>>()?;
-        if dims.contains(&0) {
-            return Err(c.err(format!("tensor '{name}' has an empty dimension {dims:?}")));
-        }
-        let type_id = c.u32()?;
-        let ty = GgmlType::from_id(type_id).ok_or_else(|| {
-            c.err(format!(
-                "tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, \
-                     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
-            ))
+        let info = tensor_entry(&mut c, &name).map_err(|e| {
+            // A metadata count one too low reads the last key as a tensor: say so, rather
+            // than report its value type as a dimension count or a ggml type.
+            let key_like = ["general.", "tokenizer.", &format!("{arch}.")]
+                .iter()
+                .any(|p| name.starts_with(p));
+            match e {
+                ModelError::Invalid { path, msg } if key_like => ModelError::Invalid {
+                    path,
+                    msg: format!(
+                        "{msg}; '{name}' is a metadata key, so the header's metadata count ({}) \
+                         is too low",
+                        metadata.len()
+                    ),
+                },
+                e => e,
+            }
         })?;
-        // The rows (ggml's first dimension) must be whole blocks: a tensor's values are read
-        // row by row.
-        let block = ty.block().0;
-        if !dims[0].is_multiple_of(block) {
-            return Err(c.err(format!(
-                "tensor '{name}': rows of {} values are not whole {} blocks of {block}",
-                dims[0],
-                ty.name()
-            )));
-        }
-        let offset = c.u64()? as usize;
-        dims.reverse();
-        infos.push((
-            name,
-            TensorInfo {
-                ty,
-                shape: dims,
-                offset,
-            },
-        ));
+        infos.push((name, info));
     }
     let alignment = match metadata.get("general.alignment") {
         None => 32,
@@ -438,6 +424,44 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
         tensors.insert(name, info);
     }
     Ok((metadata, tensors, data_start))
+}
+
+/// One tensor-table entry after its name: dimensions, type and offset, each checked.
+fn tensor_entry(c: &mut Cursor<'_>, name: &str) -> Result<TensorInfo, ModelError> {
+    let n_dims = c.u32()? as usize;
+    if !(1..=4).contains(&n_dims) {
+        return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions (1 to 4)")));
+    }
+    let mut dims = (0..n_dims)
+        .map(|_| c.u64().map(|d| d as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    if dims.contains(&0) {
+        return Err(c.err(format!("tensor '{name}' has an empty dimension {dims:?}")));
+    }
+    let type_id = c.u32()?;
+    let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+        c.err(format!(
+            "tensor '{name}' has ggml type {type_id}, not supported (F32, F16, BF16, \
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+        ))
+    })?;
+    // The rows (ggml's first dimension) must be whole blocks: a tensor's values are read
+    // row by row.
+    let block = ty.block().0;
+    if !dims[0].is_multiple_of(block) {
+        return Err(c.err(format!(
+            "tensor '{name}': rows of {} values are not whole {} blocks of {block}",
+            dims[0],
+            ty.name()
+        )));
+    }
+    let offset = c.u64()? as usize;
+    dims.reverse();
+    Ok(TensorInfo {
+        ty,
+        shape: dims,
+        offset,
+    })
 }
 
 /// Tensors by name: (the type stored, the Hugging Face shape, the values in f32).
