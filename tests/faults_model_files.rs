@@ -1,11 +1,14 @@
 //! Model files that cannot work are named at load, by file and key or tensor: config values
-//! no model has, NaN or infinite weights (which NF4 quantization would otherwise hide).
+//! no model has, NaN or infinite weights (which NF4 quantization would otherwise hide),
+//! missing weights, tokenizer metadata of the wrong type, chat templates without end.
 
 mod common;
 
 use common::cli::webqlora;
 use common::cli::{fails, path, pattern_jsonl, tiny_llama_with_config, tiny_llama_with_tensor};
 use common::temp_dir;
+use webqlora::model::gguf::MetaValue;
+use webqlora::tokenizer::{Message, Tokenizer};
 
 fn train(model: &std::path::Path, dir: &std::path::Path, base: &str) -> std::process::Output {
     std::fs::write(dir.join("d.jsonl"), pattern_jsonl(4, 8)).unwrap();
@@ -133,5 +136,69 @@ fn a_missing_weight_is_named_by_every_command() {
                 "eval --base {base} without {name}: {err}"
             );
         }
+    }
+}
+
+/// A byte-level BPE tokenizer's metadata with `extra` entries, as a GGUF file holds it.
+fn tiny_bpe(extra: Vec<(&str, MetaValue)>) -> std::collections::BTreeMap<String, MetaValue> {
+    let strs = |items: &[&str]| {
+        MetaValue::Array(
+            items
+                .iter()
+                .map(|s| MetaValue::Str(s.to_string()))
+                .collect(),
+        )
+    };
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into()));
+    m.insert("tokenizer.ggml.tokens".into(), strs(&["a", "b", "<ctl>"]));
+    m.insert("tokenizer.ggml.merges".into(), strs(&[]));
+    for (k, v) in extra {
+        m.insert(k.into(), v);
+    }
+    m
+}
+
+/// Token types of the wrong item type or count are refused (control tokens would otherwise be
+/// split as text), and a chat template that would loop without end or build gigabytes stops
+/// on its fuel with an error.
+#[test]
+fn crafted_tokenizer_metadata_and_templates_are_refused() {
+    let ints = |v: &[i64]| MetaValue::Array(v.iter().map(|&i| MetaValue::Int(i)).collect());
+    let ok = tiny_bpe(vec![("tokenizer.ggml.token_type", ints(&[1, 1, 3]))]);
+    Tokenizer::from_gguf(&ok, "x.gguf").unwrap();
+    for (types, want) in [
+        (
+            MetaValue::Array(vec![MetaValue::Float(1.0); 3]),
+            "a token type is an integer",
+        ),
+        (ints(&[1, 1]), "2 entries for 3 tokens"),
+        (ints(&[1, 1, 99]), "a token type is an integer 0 to 6"),
+        (MetaValue::Str("1,1,3".into()), "not an array of integers"),
+    ] {
+        let m = tiny_bpe(vec![("tokenizer.ggml.token_type", types)]);
+        let err = Tokenizer::from_gguf(&m, "x.gguf")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("x.gguf")
+                && err.contains("tokenizer.ggml.token_type")
+                && err.contains(want),
+            "{err}"
+        );
+    }
+    let messages = [Message {
+        role: "user".into(),
+        content: "hi".into(),
+    }];
+    for template in [
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    ] {
+        let mut tok = Tokenizer::from_gguf(&ok, "x.gguf").unwrap();
+        tok.chat_template = Some(template.into());
+        let err = tok.apply_chat_template(&messages, true).err().unwrap().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 }

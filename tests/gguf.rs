@@ -3,43 +3,15 @@
 
 mod common;
 
+use common::tiny_gguf::*;
 use common::{golden, rel_err, temp_dir, Golden, Tol};
 use half::f16;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::gguf::{permute_rows, unpermute_rows, GgufFile};
-use webqlora::model::gguf_write::{GgufValue, GgufWriter};
 use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
 use webqlora::model::{ModelConfig, RopeScaling, WeightSource};
 use webqlora::quant::ggml::{dequantize, GgmlType};
-
-enum Meta {
-    U32(u32),
-    F32(f32),
-    Str(&'static str),
-}
-
-/// A GGUF v3 file: metadata, then tensors given in Hugging Face shape order.
-fn write_gguf(
-    path: &std::path::Path,
-    meta: &[(&str, Meta)],
-    tensors: &[(String, Vec<usize>, u32, Vec<u8>)],
-) {
-    let mut w = GgufWriter::new();
-    for (key, value) in meta {
-        let v = match value {
-            Meta::U32(v) => GgufValue::U32(*v),
-            Meta::F32(v) => GgufValue::F32(*v),
-            Meta::Str(s) => GgufValue::Str(s.to_string()),
-        };
-        w.meta(key, v);
-    }
-    for (name, shape, ty, bytes) in tensors {
-        let ty = GgmlType::from_id(*ty).unwrap();
-        w.tensor_encoded(name, shape, ty, bytes.clone());
-    }
-    std::fs::write(path, w.to_bytes()).unwrap();
-}
 
 #[test]
 fn blocks_dequantize_as_the_formats_define() {
@@ -86,108 +58,6 @@ fn unpermute_inverts_llama_cpp_permute() {
     let values: Vec<f32> = (0..4 * 16 * 3).map(|i| i as f32).collect();
     assert_eq!(unpermute_rows(&permute_rows(&values, 4, 3), 4, 3), values);
     assert_ne!(permute_rows(&values, 4, 3), values);
-}
-
-/// The golden tiny Llama as a GGUF file of f32 tensors, q/k permuted as llama.cpp stores them.
-fn tiny_llama_gguf(path: &std::path::Path) {
-    tiny_llama_gguf_with(path, &[]);
-}
-
-/// The tiny Llama as a GGUF file, with the metadata in `overrides` replaced.
-fn tiny_llama_gguf_with(path: &std::path::Path, overrides: &[(&str, f32)]) {
-    tiny_llama_gguf_full(path, overrides, &[], None);
-}
-
-/// The tiny Llama with RoPE frequency divisors (`rope_freqs.weight`, when not empty) and a
-/// `llama.rope.scaling.type`.
-fn tiny_llama_gguf_extra(path: &std::path::Path, divisors: &[f32], scaling: Option<&'static str>) {
-    tiny_llama_gguf_full(path, &[], divisors, scaling);
-}
-
-fn tiny_llama_gguf_full(
-    path: &std::path::Path,
-    overrides: &[(&str, f32)],
-    divisors: &[f32],
-    scaling: Option<&'static str>,
-) {
-    tiny_llama_gguf_blocks(path, overrides, divisors, scaling, &mut |_, _| None);
-}
-
-/// The tiny Llama as GGUF, with the linear weights for which `blocks(name, values)` gives
-/// (type, bytes) stored as those blocks.
-#[allow(clippy::type_complexity)]
-fn tiny_llama_gguf_blocks(
-    path: &std::path::Path,
-    overrides: &[(&str, f32)],
-    divisors: &[f32],
-    scaling: Option<&'static str>,
-    blocks: &mut dyn FnMut(&str, usize) -> Option<(GgmlType, Vec<u8>)>,
-) {
-    let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
-    let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
-    let mut tensors = Vec::new();
-    for name in weights.names() {
-        let shape = weights.shape(&name);
-        let mut values = weights.f32(&name);
-        if name.ends_with("q_proj.weight") {
-            values = permute_rows(&values, config.num_heads, shape[1]);
-        } else if name.ends_with("k_proj.weight") {
-            values = permute_rows(&values, config.num_kv_heads, shape[1]);
-        }
-        let gguf = webqlora::model::gguf::gguf_name(&name).unwrap();
-        match blocks(&name, values.len()) {
-            Some((ty, bytes)) => tensors.push((gguf, shape, ty.id(), bytes)),
-            None => tensors.push((gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())),
-        }
-    }
-    let meta = [
-        ("general.architecture", Meta::Str("llama")),
-        (
-            "llama.embedding_length",
-            Meta::U32(config.hidden_size as u32),
-        ),
-        (
-            "llama.feed_forward_length",
-            Meta::U32(config.intermediate_size as u32),
-        ),
-        ("llama.block_count", Meta::U32(config.num_layers as u32)),
-        (
-            "llama.attention.head_count",
-            Meta::U32(config.num_heads as u32),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            Meta::U32(config.num_kv_heads as u32),
-        ),
-        (
-            "llama.context_length",
-            Meta::U32(config.max_position_embeddings as u32),
-        ),
-        ("llama.rope.freq_base", Meta::F32(config.rope_theta as f32)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            Meta::F32(config.rms_norm_eps as f32),
-        ),
-        ("tokenizer.ggml.bos_token_id", Meta::U32(1)),
-        ("tokenizer.ggml.eos_token_id", Meta::U32(2)),
-    ];
-    let mut meta: Vec<(&str, Meta)> = meta
-        .map(
-            |(key, value)| match overrides.iter().find(|(k, _)| *k == key) {
-                Some(&(_, v)) if matches!(value, Meta::F32(_)) => (key, Meta::F32(v)),
-                Some(&(_, v)) => (key, Meta::U32(v as u32)),
-                None => (key, value),
-            },
-        )
-        .into();
-    if let Some(kind) = scaling {
-        meta.push(("llama.rope.scaling.type", Meta::Str(kind)));
-    }
-    if !divisors.is_empty() {
-        let bytes = bytemuck::cast_slice(divisors).to_vec();
-        tensors.push(("rope_freqs.weight".into(), vec![divisors.len()], 0, bytes));
-    }
-    write_gguf(path, &meta, &tensors);
 }
 
 #[test]
@@ -587,119 +457,4 @@ fn merge_format_gguf_command() {
     assert!(!ok && err.contains("q8_0"), "{err}");
     let (ok, err) = run(&path, &["--format", "gguf", "--force", "--dtype", "f16"]);
     assert!(ok, "{err}");
-}
-
-/// Where the tensor-table entry of `name` (n_dims first) starts in a GGUF file's bytes.
-fn entry(bytes: &[u8], name: &str) -> usize {
-    bytes
-        .windows(name.len())
-        .position(|w| w == name.as_bytes())
-        .unwrap_or_else(|| panic!("no {name}"))
-        + name.len()
-}
-
-fn refused(path: &std::path::Path, bytes: &[u8], want: &str) {
-    std::fs::write(path, bytes).unwrap();
-    let err = GgufFile::open(path).err().map(|e| e.to_string());
-    let err = err.unwrap_or_else(|| panic!("accepted; wanted {want}"));
-    assert!(
-        err.starts_with(&path.display().to_string()) && err.contains(want),
-        "wanted {want}: {err}"
-    );
-}
-
-/// Crafted GGUF files are refused at parse time with what is wrong, never a panic, a stack
-/// overflow, an allocation of what a count claims, or wrong weights: offsets that wrap or
-/// are unaligned, a dimensionless tensor, duplicate names, rows that are not whole blocks,
-/// arrays nested without end or longer than the file, counts no tensor backs, special token
-/// ids past the vocabulary.
-#[test]
-fn crafted_gguf_files_are_refused_at_parse_time() {
-    let dir = temp_dir("gguf_crafted");
-    let path = dir.join("tiny.gguf");
-    tiny_llama_gguf(&path);
-    let good = std::fs::read(&path).unwrap();
-    GgufFile::open(&path).unwrap();
-    let embd = entry(&good, "token_embd.weight");
-    // n_dims (4), two dims (16), type (4), then the offset.
-    let offset_at = embd + 4 + 16 + 4;
-    let offset = u64::from_le_bytes(good[offset_at..offset_at + 8].try_into().unwrap());
-
-    let mut b = good.clone();
-    b[offset_at..offset_at + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
-    refused(&path, &b, "runs past the end of the file");
-    let mut b = good.clone();
-    b[offset_at..offset_at + 8].copy_from_slice(&(offset + 4).to_le_bytes());
-    refused(&path, &b, "not a multiple of the file's alignment");
-    let mut b = good.clone();
-    b[embd..embd + 4].copy_from_slice(&0u32.to_le_bytes());
-    refused(&path, &b, "tensor 'token_embd.weight' has 0 dimensions");
-    let mut b = good.clone();
-    b[embd + 4..embd + 12].copy_from_slice(&0u64.to_le_bytes());
-    refused(&path, &b, "empty dimension");
-    // Two entries of one name: the later one would win.
-    let mut b = good.clone();
-    let second = entry(&good, "blk.1.attn_norm.weight") - "blk.1.attn_norm.weight".len();
-    b[second..second + 5].copy_from_slice(b"blk.0");
-    refused(&path, &b, "'blk.0.attn_norm.weight' appears twice");
-
-    // A metadata count one too low: the last key is read as a tensor.
-    let mut b = good.clone();
-    let count = u64::from_le_bytes(b[16..24].try_into().unwrap());
-    b[16..24].copy_from_slice(&(count - 1).to_le_bytes());
-    refused(&path, &b, "so the header's metadata count");
-
-    // Counts against the tensors present.
-    tiny_llama_gguf_with(&path, &[("llama.block_count", 1e12)]);
-    refused(
-        &path,
-        &std::fs::read(&path).unwrap(),
-        "'llama.block_count' is 4294967295, but the file holds tensors for 2 blocks",
-    );
-    tiny_llama_gguf_with(&path, &[("llama.attention.head_count", 1e9)]);
-    refused(
-        &path,
-        &std::fs::read(&path).unwrap(),
-        "'llama.attention.head_count' is 1000000000 heads",
-    );
-    tiny_llama_gguf_with(&path, &[("tokenizer.ggml.bos_token_id", 1000.0)]);
-    refused(
-        &path,
-        &std::fs::read(&path).unwrap(),
-        "'tokenizer.ggml.bos_token_id' is 1000, past the vocabulary of 256 tokens",
-    );
-
-    // A Q4_K weight whose 64-value rows are not whole 256-value blocks (the total is).
-    tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, n| {
-        (name == "model.layers.0.self_attn.q_proj.weight")
-            .then(|| (GgmlType::Q4K, vec![0u8; n / 256 * 144]))
-    });
-    refused(
-        &path,
-        &std::fs::read(&path).unwrap(),
-        "rows of 64 values are not whole Q4_K blocks of 256",
-    );
-
-    // Metadata: an array nested two million deep; an array longer than the file.
-    let header = |value: &[u8]| {
-        let mut b = b"GGUF".to_vec();
-        b.extend(3u32.to_le_bytes());
-        b.extend(0u64.to_le_bytes());
-        b.extend(1u64.to_le_bytes());
-        b.extend(1u64.to_le_bytes());
-        b.push(b'x');
-        b.extend(value);
-        b
-    };
-    let mut nested = 9u32.to_le_bytes().to_vec();
-    for _ in 0..2_000_000 {
-        nested.extend(9u32.to_le_bytes());
-        nested.extend(1u64.to_le_bytes());
-    }
-    refused(&path, &header(&nested), "nested more than 4 deep");
-    let mut long = 9u32.to_le_bytes().to_vec();
-    long.extend(4u32.to_le_bytes());
-    long.extend((1u64 << 40).to_le_bytes());
-    long.extend([0u8; 64]);
-    refused(&path, &header(&long), "is larger than the file");
 }
