@@ -40,7 +40,7 @@ pub struct ExportArgs {
     /// The factors' precision in the file.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: ExportDtype,
-    /// Replace an existing output file.
+    /// Replace an existing output file (never --model or --adapter).
     #[arg(long)]
     pub force: bool,
 }

@@ -53,9 +53,9 @@ pub struct MergeArgs {
     /// the file, which must not exist yet).
     #[arg(long)]
     pub output: PathBuf,
-    /// Write into an existing folder that holds other files too (only the merged model's
-    /// files are replaced; nothing else there is touched); with `--format gguf`, replace
-    /// the file.
+    /// Write into an existing folder that holds other files too, or a model no merge wrote
+    /// (only the merged model's files are replaced; nothing else there is touched); with
+    /// `--format gguf`, replace the file. Never over --model or --adapter.
     #[arg(long)]
     pub force: bool,
     #[arg(long, value_enum, default_value = "folder")]
