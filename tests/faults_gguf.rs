@@ -50,6 +50,11 @@ fn crafted_gguf_files_are_refused_at_parse_time() {
     let mut b = good.clone();
     b[offset_at..offset_at + 8].copy_from_slice(&(offset + 4).to_le_bytes());
     refused(&path, &b, "not a multiple of the file's alignment");
+    // Dimensions whose bytes overflow a usize (found by the fuzzer: a multiply panicked).
+    let mut b = good.clone();
+    b[embd + 4..embd + 12].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    b[embd + 12..embd + 20].copy_from_slice(&2u64.to_le_bytes());
+    refused(&path, &b, "is larger than any file");
     let mut b = good.clone();
     b[embd..embd + 4].copy_from_slice(&0u32.to_le_bytes());
     refused(&path, &b, "tensor 'token_embd.weight' has 0 dimensions");

@@ -395,8 +395,9 @@ fn parse_tables(map: &[u8], shown: &str) -> Result<Tables, ModelError> {
     for (name, info) in infos {
         let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let bytes = numel.and_then(|n| info.ty.bytes_for(n)).ok_or_else(|| {
+            // Rows are whole blocks (checked with the entry): only the size can fail here.
             c.err(format!(
-                "tensor '{name}' of shape {:?} is not whole {} blocks",
+                "tensor '{name}' of shape {:?} ({}) is larger than any file",
                 info.shape,
                 info.ty.name()
             ))

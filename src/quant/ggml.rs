@@ -144,7 +144,10 @@ impl GgmlType {
     /// Bytes that `n` values take, or None when n is not a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let (values, bytes) = self.block();
-        n.is_multiple_of(values).then(|| n / values * bytes)
+        // None too when the size does not fit a usize (a crafted file's dimensions).
+        n.is_multiple_of(values)
+            .then(|| (n / values).checked_mul(bytes))
+            .flatten()
     }
 }
 
