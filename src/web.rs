@@ -17,7 +17,7 @@ use crate::lora::peft::Adapter;
 use crate::lora::{LoraConfig, ALL_LINEAR};
 use crate::model::generate::{generate, Sampler};
 use crate::model::gguf::GgufFile;
-use crate::model::llama::BaseFormat;
+use crate::model::llama::{BaseChoice, BaseFormat, ModelKind};
 use crate::model::llama_decode::Decoder;
 use crate::model::load::upload_model_with_progress;
 use crate::model::safetensors_files::SafetensorsFiles;
@@ -42,7 +42,8 @@ pub struct WebSession {
     config: ModelConfig,
     weights: Box<dyn WeightSource>,
     tokenizer: Option<Tokenizer>,
-    base: BaseFormat,
+    /// The base of the last run prepared, or the model's default on this device.
+    base: BaseChoice,
     training: Option<Trainer>,
     /// The page's `?kernels=`, applied again to a new device.
     kernels: Option<String>,
@@ -64,13 +65,6 @@ struct RunSetup {
     valid: Vec<Example>,
 }
 
-fn base_of(s: &serde_json::Value) -> BaseFormat {
-    match s["base"].as_str() {
-        Some("f32") => BaseFormat::F32,
-        _ => BaseFormat::Nf4 { blocksize: 64 },
-    }
-}
-
 /// The batch, accumulation and longest sequence the settings ask for.
 fn asked_shape(s: &serde_json::Value) -> FitShape {
     FitShape {
@@ -81,6 +75,41 @@ fn asked_shape(s: &serde_json::Value) -> FitShape {
 }
 
 impl WebSession {
+    /// The base this model is held in when the settings do not ask for one (as the CLI's:
+    /// `BaseFormat::default_for`).
+    fn default_base(&self) -> BaseChoice {
+        BaseFormat::default_for(
+            ModelKind::of(&self.config, self.weights.as_ref()),
+            &self.gpu.kernels,
+        )
+    }
+
+    /// The settings' `base`: "gguf", "f32", "nf4", or absent / "" / "auto" for the default.
+    fn base_of(&self, s: &serde_json::Value) -> Result<BaseChoice, String> {
+        Ok(match &s["base"] {
+            serde_json::Value::Null => self.default_base(),
+            serde_json::Value::String(b) => match b.as_str() {
+                "" | "auto" => self.default_base(),
+                "f32" => BaseChoice::asked(BaseFormat::F32),
+                "nf4" => BaseChoice::asked(BaseFormat::Nf4 { blocksize: 64 }),
+                "gguf" if self.weights.as_gguf().is_some() => BaseChoice::asked(BaseFormat::Gguf),
+                "gguf" => {
+                    return Err(
+                        "base \"gguf\" keeps a GGUF file's own codes, and this model is a \
+                         folder (use nf4 or f32)"
+                            .into(),
+                    )
+                }
+                other => {
+                    return Err(format!(
+                        "base {other:?}: expected \"auto\", \"gguf\", \"f32\" or \"nf4\""
+                    ))
+                }
+            },
+            other => return Err(format!("base {other}: expected a string")),
+        })
+    }
+
     /// The session settings, schedule and encoded data of a run (`shape` instead of the
     /// settings' batch, accumulation and length, for `fit`'s smaller proposals).
     fn setup(
@@ -148,7 +177,7 @@ impl WebSession {
         let settings = SessionSettings {
             batch,
             seq,
-            base: base_of(s),
+            base: self.base_of(s)?.format,
             lora,
             checkpointing: true,
             accumulation,
@@ -232,12 +261,13 @@ impl WebSession {
                 (config, Box::new(files), tok)
             };
         let gpu = Gpu::new(&AdapterRequest::default()).await.map_err(js_err)?;
+        let base = BaseFormat::default_for(ModelKind::of(&config, weights.as_ref()), &gpu.kernels);
         Ok(WebSession {
             gpu,
             config,
             weights,
             tokenizer,
-            base: BaseFormat::Nf4 { blocksize: 64 },
+            base,
             training: None,
             kernels: None,
         })
@@ -273,6 +303,10 @@ impl WebSession {
         let caps = self.gpu.capabilities();
         self.gpu.kernels = crate::kernels::Kernels::with_override(&caps, value).map_err(js_err)?;
         self.kernels = Some(value.to_string());
+        if !self.base.asked {
+            // The default base follows the kernels (codes on the portable path).
+            self.base = self.default_base();
+        }
         Ok(())
     }
 
@@ -286,6 +320,8 @@ impl WebSession {
             "layers": c.num_layers, "hidden": c.hidden_size, "vocab": c.vocab_size,
             "tokenizer": self.tokenizer.is_some(),
             "gguf": self.weights.as_gguf().is_some(),
+            "base": self.base.format.key(),
+            "base_why": self.base.why,
             "max_storage_binding": self.gpu.limits.max_storage_buffer_binding_size,
             "max_buffer": self.gpu.limits.max_buffer_size,
         })
@@ -337,7 +373,8 @@ impl WebSession {
 
     /// Build the trainer for `data` (JSONL, any format the CLI takes) with `settings` (JSON:
     /// rank, alpha, lr, steps, batch, accumulation, max_seq_len, seed, schedule,
-    /// warmup_steps, weight_decay, max_grad_norm, valid_split, base "nf4"/"f32"), load the
+    /// warmup_steps, weight_decay, max_grad_norm, valid_split, base "auto"/"gguf"/"f32"/"nf4"),
+    /// load the
     /// weights (`progress(done, total)`), and start a fresh adapter, or with `resume` (what
     /// `checkpoint` returned, kept by the page) continue that run where it stopped: the same
     /// data and settings then give the losses an uninterrupted run gives. Returns a JSON
@@ -378,8 +415,22 @@ impl WebSession {
             .map_err(js_err)?;
             Some((adapter, moments, state))
         };
-        let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
-        self.base = base_of(&s);
+        let mut s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
+        if let Some((_, _, state)) = &resume {
+            // A run resumes on the base it was trained on: the checkpoint's (NF4 for one from
+            // before the base was recorded), which settings that ask for another contradict.
+            let recorded = state.base.clone().unwrap_or_else(|| "nf4".into());
+            match s["base"].as_str().filter(|b| !b.is_empty() && *b != "auto") {
+                Some(asked) if asked != recorded => {
+                    return Err(js_err(format!(
+                        "the checkpoint was trained on the {recorded} base, and the settings \
+                         ask for {asked}: resume it on its own base, or start afresh"
+                    )))
+                }
+                _ => s["base"] = serde_json::Value::String(recorded),
+            }
+        }
+        self.base = self.base_of(&s).map_err(js_err)?;
         let RunSetup {
             settings,
             schedule,
@@ -525,7 +576,7 @@ impl WebSession {
             compiled,
             &self.config,
             self.weights.as_ref(),
-            self.base,
+            self.base.format,
             None,
             &mut |_, _| {},
         )
@@ -564,14 +615,14 @@ impl WebSession {
             Some(t) => Decoder::sharing(
                 &self.gpu,
                 &self.config,
-                self.base,
+                self.base.format,
                 self.lora(),
                 max_ctx,
                 &t.session.compiled,
             )
             .map_err(js_err)?,
             None => {
-                let d = Decoder::new(&self.gpu, &self.config, self.base, None, max_ctx)
+                let d = Decoder::new(&self.gpu, &self.config, self.base.format, None, max_ctx)
                     .map_err(js_err)?;
                 self.fill(&d.compiled)?;
                 d
@@ -639,15 +690,15 @@ impl WebSession {
             Some(t) => Scorer::sharing(
                 &self.gpu,
                 &self.config,
-                self.base,
+                self.base.format,
                 self.lora(),
                 shape,
                 &t.session.compiled,
             )
             .map_err(js_err)?,
             None => {
-                let s =
-                    Scorer::new(&self.gpu, &self.config, self.base, None, shape).map_err(js_err)?;
+                let s = Scorer::new(&self.gpu, &self.config, self.base.format, None, shape)
+                    .map_err(js_err)?;
                 self.fill(&s.compiled)?;
                 s
             }

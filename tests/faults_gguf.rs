@@ -94,9 +94,9 @@ fn crafted_gguf_files_are_refused_at_parse_time() {
     );
 
     // A Q4_K weight whose 64-value rows are not whole 256-value blocks (the total is).
-    tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, n| {
+    tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, v| {
         (name == "model.layers.0.self_attn.q_proj.weight")
-            .then(|| (GgmlType::Q4K, vec![0u8; n / 256 * 144]))
+            .then(|| (GgmlType::Q4K, vec![0u8; v.len() / 256 * 144]))
     });
     refused(
         &path,

@@ -262,7 +262,7 @@ fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
     ];
     common::for_each_seed("gguf_blocks", &[], |mut rng| {
         let mut chosen = std::collections::BTreeMap::new();
-        tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, numel| {
+        tiny_llama_gguf_blocks(&path, &[], &[], None, &mut |name, values| {
             if !name.ends_with("proj.weight") {
                 return None;
             }
@@ -270,7 +270,7 @@ fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
             chosen.insert(name.to_string(), ty);
             Some((
                 ty,
-                common::random_blocks_scaled(ty, numel / 32, &mut rng, 0.005),
+                common::random_blocks_scaled(ty, values.len() / 32, &mut rng, 0.005),
             ))
         });
         let file = GgufFile::open(&path).unwrap();

@@ -3,7 +3,7 @@
 //! checkpointing) on block codes of every type equals the step on an f32 base holding the
 //! values those codes dequantize to, on every family; the training graph runs the block
 //! kernels for every linear, and a decoder over the same codes generates what the f32 one
-//! does.
+//! does. Without `--base` a GGUF is held as downloaded (codes, or f32 on the software path).
 
 mod common;
 
@@ -275,4 +275,95 @@ fn a_decoder_on_block_codes_generates_what_the_f32_one_does() {
         let b = greedy(&files, BaseFormat::F32, &prompt, 6);
         assert_eq!(a, b);
     });
+}
+
+/// A GGUF is held as downloaded unless `--base` says otherwise: its codes where the base
+/// products run the portable kernels, their exact f32 dequantization on the software path
+/// (what lavapipe gets), never NF4. `train` records the choice and why in summary.json and its
+/// header, `eval --json` reports it, and the default run's loss is the loss of the format it
+/// names asked for explicitly. A Hugging Face folder keeps NF4.
+#[test]
+fn a_gguf_is_held_as_downloaded_by_default() {
+    use common::cli::{ok, path, pattern_jsonl, tiny_llama};
+    use std::process::Command;
+    use webqlora::model::llama::ModelKind;
+
+    let dir = common::temp_dir("gguf_default_base");
+    let model = dir.join("tiny-q8_0.gguf");
+    common::tiny_gguf::tiny_llama_gguf_blocks(&model, &[], &[], None, &mut |name, v| {
+        name.ends_with("_proj.weight")
+            .then(|| (GgmlType::Q8_0, webqlora::quant::ggml::quantize_q8_0(v)))
+    });
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, pattern_jsonl(4, 12)).unwrap();
+    // `kernels` forces WEBQLORA_KERNELS (None: as the test runs, which CI varies).
+    let train = |name: &str, kernels: Option<&str>, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_webqlora"));
+        cmd.args(["train", "--model", path(&model), "--data", path(&data)])
+            .args([
+                "--output",
+                path(&out),
+                "--steps",
+                "1",
+                "--batch",
+                "2",
+                "--quiet",
+            ])
+            .args(extra);
+        if let Some(k) = kernels {
+            cmd.env("WEBQLORA_KERNELS", k);
+        }
+        let stdout = ok(cmd.output().unwrap());
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let loss = metrics
+            .lines()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+            .expect("a step's loss");
+        (stdout, summary, loss)
+    };
+
+    // As this test runs: the choice the library makes for this device.
+    let want = BaseFormat::default_for(ModelKind::Gguf, &common::gpu().kernels);
+    assert_ne!(want.format.key(), "nf4");
+    let (stdout, summary, loss) = train("default", None, &[]);
+    assert_eq!(summary["base"], want.format.key(), "{summary}");
+    assert_eq!(summary["base_why"], want.why.as_str());
+    assert!(
+        stdout.contains(&format!("base: {}", want.describe())),
+        "{stdout}"
+    );
+    let (_, asked, asked_loss) = train("asked", None, &["--base", want.format.key()]);
+    assert_eq!(asked["base_why"], "asked for");
+    assert_eq!(loss, asked_loss, "the default is the format it names");
+
+    // Forced paths: codes on the portable kernels, f32 on the software ones.
+    for (kernels, key) in [("portable", "gguf"), ("software", "f32")] {
+        let (_, summary, loss) = train(&format!("forced-{kernels}"), Some(kernels), &[]);
+        assert_eq!(
+            summary["base"], key,
+            "WEBQLORA_KERNELS={kernels}: {summary}"
+        );
+        assert!(loss.is_finite());
+    }
+    let (_, nf4, _) = train("nf4", None, &["--base", "nf4"]);
+    assert_eq!(nf4["base"], "nf4");
+
+    // eval reports it too; a Hugging Face folder stays NF4.
+    let eval = |model: &std::path::Path| {
+        let out = ok(common::cli::webqlora(&[
+            "eval",
+            "--model",
+            path(model),
+            "--data",
+            path(&data),
+            "--json",
+        ]));
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    assert_eq!(eval(&model)["base"], want.format.key());
+    let folder = eval(&tiny_llama());
+    assert_eq!(folder["base"], "nf4", "{folder}");
 }

@@ -572,7 +572,8 @@ worker.onmessage = (e) => {
       modelReady = true;
       state.info = m.info;
       $('model-info').textContent = `${state.modelName}: ${m.info.layers} layers, hidden ${m.info.hidden}, vocabulary ${m.info.vocab}` +
-        `${m.info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${m.info.device || 'the WebGPU adapter'} (${m.info.backend})`;
+        `${m.info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${m.info.device || 'the WebGPU adapter'} (${m.info.backend})` +
+        ` — base ${m.info.base}: ${m.info.base_why}`;
       updateButtons();
       break;
     case 'load-progress':

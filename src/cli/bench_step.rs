@@ -1,4 +1,4 @@
-//! `webqlora bench step`: one QLoRA training step of a real model (NF4 base or `--base`, fresh LoRA on
+//! `webqlora bench step`: one QLoRA training step of a real model (its default base or `--base`, fresh LoRA on
 //! all seven linear modules, AdamW with clipping), its planned peak GPU bytes and tokens/s.
 
 use std::path::PathBuf;
@@ -16,8 +16,9 @@ use webqlora::ops::adamw::AdamW;
 use webqlora::train::model_source::default_model_path;
 use webqlora::train::session::{SessionSettings, TrainSession};
 
-use super::common::{base_format, median, BaseArg};
+use super::common::{choose_base, median, BaseArg};
 use super::GpuArgs;
+use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct StepArgs {
@@ -53,9 +54,10 @@ pub struct StepArgs {
     /// instead of the text.
     #[arg(long, conflicts_with = "profile")]
     json: bool,
-    /// How the frozen base weights are held on the GPU.
-    #[arg(long, value_enum, default_value_t = BaseArg::Nf4)]
-    base: BaseArg,
+    /// How the frozen base weights are held on the GPU (default: what `train` holds this model
+    /// in on this device: a GGUF's own weights, random weights in NF4).
+    #[arg(long, value_enum)]
+    base: Option<BaseArg>,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -97,14 +99,22 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         use_dora: args.dora,
         base_model_name_or_path: path.display().to_string(),
     };
-    let base = base_format(args.base, &path)?;
+    if let Some(b) = args.base {
+        b.format(&path)?;
+    }
 
     // The step `webqlora train` runs: the same session, clipping at 1.0, torch's AdamW.
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = choose_base(
+        args.base,
+        &path,
+        ModelKind::of(&config, weights.as_ref()),
+        &gpu.kernels,
+    )?;
     let settings = SessionSettings {
         batch: b,
         seq: s,
-        base,
+        base: base.format,
         lora,
         checkpointing: !args.no_checkpointing,
         accumulation: 1,
@@ -144,7 +154,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         };
     }
     let load = Instant::now();
-    let missing = upload_model(&gpu, compiled, &config, weights.as_ref(), base, None)?;
+    let missing = upload_model(&gpu, compiled, &config, weights.as_ref(), base.format, None)?;
     initialize_missing(&gpu, compiled, &missing, 0)?;
     let load_s = load.elapsed().as_secs_f64();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -163,7 +173,7 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
 
     say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     say!(
-        "model: {}{} ({} layers, hidden {}), {} base, LoRA r {} on all 7 linears ({} trainable values)",
+        "model: {}{} ({} layers, hidden {}), LoRA r {} on all 7 linears ({} trainable values)",
         path.display(),
         if args.random_weights {
             " with random weights"
@@ -172,10 +182,10 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         },
         config.num_layers,
         config.hidden_size,
-        args.base.name(),
         args.rank,
         trainable
     );
+    say!("base: {}", base.describe());
     say!("batch {b} x {s} = {tokens} tokens; {nodes} nodes, {dispatches} dispatches a step; weights loaded in {load_s:.1} s");
     say!("kernels: {}", gpu.kernels);
     say!(
@@ -245,7 +255,8 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
                 "adapter": gpu.describe(),
                 "model": path.display().to_string(),
                 "random_weights": args.random_weights,
-                "base": args.base.name(),
+                "base": base.format.key(),
+                "base_why": base.why,
                 "batch": b,
                 "seq": s,
                 "tokens": tokens,

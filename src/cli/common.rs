@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::llama::{BaseChoice, BaseFormat, ModelKind};
 use webqlora::train::model_source::default_model_path;
 
 /// `--model`, for the commands that load one.
@@ -34,25 +34,31 @@ pub enum BaseArg {
 }
 
 impl BaseArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            BaseArg::F32 => "f32",
-            BaseArg::Nf4 => "NF4",
-            BaseArg::Gguf => "GGUF codes",
-        }
+    /// The format this asks for, for a model at `model` (`--base gguf` needs a GGUF file).
+    pub fn format(self, model: &std::path::Path) -> anyhow::Result<BaseFormat> {
+        Ok(match self {
+            BaseArg::F32 => BaseFormat::F32,
+            BaseArg::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
+            BaseArg::Gguf if !model.is_file() => anyhow::bail!(
+                "--base gguf keeps a GGUF file's own codes, and {} is a folder (use --base nf4 or f32)",
+                model.display()
+            ),
+            BaseArg::Gguf => BaseFormat::Gguf,
+        })
     }
 }
 
-/// The base format `b` asks for, for a model at `model` (`--base gguf` needs a GGUF file).
-pub fn base_format(b: BaseArg, model: &std::path::Path) -> anyhow::Result<BaseFormat> {
-    Ok(match b {
-        BaseArg::F32 => BaseFormat::F32,
-        BaseArg::Nf4 => BaseFormat::Nf4 { blocksize: 64 },
-        BaseArg::Gguf if !model.is_file() => anyhow::bail!(
-            "--base gguf keeps a GGUF file's own codes, and {} is a folder (use --base nf4 or f32)",
-            model.display()
-        ),
-        BaseArg::Gguf => BaseFormat::Gguf,
+/// The base a command holds the model in: what `--base` asks for, else the model's default on
+/// this device (`BaseFormat::default_for`: a GGUF's own weights, a folder's NF4).
+pub fn choose_base(
+    asked: Option<BaseArg>,
+    model: &std::path::Path,
+    kind: ModelKind,
+    kernels: &webqlora::kernels::Kernels,
+) -> anyhow::Result<BaseChoice> {
+    Ok(match asked {
+        Some(b) => BaseChoice::asked(b.format(model)?),
+        None => BaseFormat::default_for(kind, kernels),
     })
 }
 

@@ -4,6 +4,7 @@ use clap::Args;
 use webqlora::gpu::device::{allowed_backends, available_adapters, enumerate, OPTIONAL_FEATURES};
 use webqlora::gpu::DeviceClass;
 use webqlora::kernels::{Capabilities, Kernels};
+use webqlora::model::llama::{BaseFormat, ModelKind};
 
 use super::GpuArgs;
 
@@ -83,6 +84,15 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         println!("    kernels (WEBQLORA_KERNELS={kernels}):");
         for line in kernels.describe() {
             println!("      {line}");
+        }
+        println!("    default base (--base overrides):");
+        for (what, kind) in [
+            ("a GGUF model", ModelKind::Gguf),
+            ("a Hugging Face folder", ModelKind::Folder),
+            ("a bitsandbytes folder", ModelKind::BnbFolder),
+        ] {
+            let choice = BaseFormat::default_for(kind, &kernels);
+            println!("      {what}: {}", choice.describe());
         }
     }
     if chosen.is_none() {

@@ -9,8 +9,9 @@ use webqlora::quant::bnb_cpu::BnbCpuEffects;
 use webqlora::train::dump_step::{dump_step, write_tensors, Batch};
 use webqlora::train::model_source::ModelSource;
 
-use super::common::{base_format, BaseArg};
+use super::common::{choose_base, BaseArg};
 use super::GpuArgs;
+use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct DumpStepArgs {
@@ -26,9 +27,10 @@ pub struct DumpStepArgs {
     /// Where to write logits, loss, grad.<name> (and after_adamw.<name>).
     #[arg(long)]
     out: PathBuf,
-    /// How the frozen base weights are held on the GPU.
-    #[arg(long, value_enum, default_value = "nf4")]
-    base: BaseArg,
+    /// How the frozen base weights are held on the GPU (default: what `train` holds this model
+    /// in on this device: a GGUF's own weights, a folder's NF4).
+    #[arg(long, value_enum)]
+    base: Option<BaseArg>,
     /// Also take one AdamW step at this learning rate and write the adapter after it.
     #[arg(long)]
     adamw_lr: Option<f32>,
@@ -53,13 +55,27 @@ pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
             ("--batch", &args.batch),
         ],
     )?;
-    let base = base_format(args.base, &args.model)?;
-    if !matches!(base, BaseFormat::Nf4 { .. }) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
-        anyhow::bail!("--bnb-cpu-bf16 and --bnb-cpu-repacked apply to an NF4 base (--base nf4)");
+    if let Some(b) = args.base {
+        b.format(&args.model)?;
     }
-    let vocab = ModelSource::open(&args.model)?.config.vocab_size;
-    let batch = Batch::load(&args.batch, vocab)?;
+    let source = ModelSource::open(&args.model)?;
+    let batch = Batch::load(&args.batch, source.config.vocab_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = choose_base(
+        args.base,
+        &args.model,
+        ModelKind::of(&source.config, source.weights.as_ref()),
+        &gpu.kernels,
+    )?
+    .format;
+    drop(source);
+    if !matches!(base, BaseFormat::Nf4 { .. }) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
+        anyhow::bail!(
+            "--bnb-cpu-bf16 and --bnb-cpu-repacked apply to an NF4 base (--base nf4; this run's \
+             base is {})",
+            base.name()
+        );
+    }
     let tensors = dump_step(
         &gpu,
         &args.model,

@@ -17,8 +17,9 @@ use webqlora::train::evaluate::{
 };
 use webqlora::train::model_source::ModelSource;
 
-use super::common::{at_least_one, base_format, load_bar, BaseArg, McqScoreArg, ModelArg};
+use super::common::{at_least_one, choose_base, load_bar, BaseArg, McqScoreArg, ModelArg};
 use super::GpuArgs;
+use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -36,8 +37,10 @@ pub struct EvalArgs {
     /// Score a multiple-choice answer by its text (lm-evaluation-harness) or by its letter.
     #[arg(long, value_enum, default_value = "text")]
     pub mcq_score: McqScoreArg,
-    #[arg(long, value_enum, default_value = "nf4")]
-    pub base: BaseArg,
+    /// How the frozen base weights are held (default: a GGUF's own weights, a folder's NF4;
+    /// see `webqlora train --help`).
+    #[arg(long, value_enum)]
+    pub base: Option<BaseArg>,
     #[arg(long, default_value_t = 2048, value_parser = at_least_one)]
     pub max_seq_len: usize,
     /// Print one JSON object (loss, perplexity, accuracy, acc_norm, n) instead of text.
@@ -49,7 +52,9 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let model_path = args.model.path();
-    let base = base_format(args.base, &model_path)?;
+    if let Some(b) = args.base {
+        b.format(&model_path)?;
+    }
     let source = ModelSource::open(&model_path)?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
     let mut records = read_jsonl(&args.data)?;
@@ -95,6 +100,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let n = other.len() + questions.len();
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = choose_base(
+        args.base,
+        &model_path,
+        ModelKind::of(&source.config, source.weights.as_ref()),
+        &gpu.kernels,
+    )?;
     let shape = ScorerShape::for_items(
         &[
             example_items.as_slice(),
@@ -107,7 +118,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let scorer = Scorer::new(
         &gpu,
         &source.config,
-        base,
+        base.format,
         adapter.as_ref().map(|a| &a.config),
         shape,
     )?;
@@ -117,7 +128,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &scorer.compiled,
         &source.config,
         source.weights.as_ref(),
-        base,
+        base.format,
         adapter.as_ref(),
         &mut progress,
     )?;
@@ -173,6 +184,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 "n": n,
                 "tokens": loss.tokens,
                 "seconds": secs,
+                "base": base.format.key(),
+                "base_why": base.why,
             })
         );
     } else {
@@ -186,6 +199,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             n,
             loss.tokens
         );
+        println!("base: {}", base.describe());
         println!("loss {:.4}, perplexity {:.3}", loss.loss, loss.perplexity);
         if let Some(m) = mcq {
             println!(

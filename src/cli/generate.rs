@@ -13,8 +13,9 @@ use webqlora::model::load::upload_model_with_progress;
 use webqlora::tokenizer::Message;
 use webqlora::train::model_source::ModelSource;
 
-use super::common::{at_least_one, base_format, load_bar, BaseArg, ModelArg};
+use super::common::{at_least_one, choose_base, load_bar, BaseArg, ModelArg};
 use super::GpuArgs;
+use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -37,8 +38,10 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value = "nf4")]
-    pub base: BaseArg,
+    /// How the frozen base weights are held (default: a GGUF's own weights, a folder's NF4;
+    /// see `webqlora train --help`).
+    #[arg(long, value_enum)]
+    pub base: Option<BaseArg>,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -54,7 +57,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
     }
     let model_path = args.model.path();
-    let base = base_format(args.base, &model_path)?;
+    if let Some(b) = args.base {
+        b.format(&model_path)?;
+    }
     let source = ModelSource::open(&model_path)?;
     let tok = source.tokenizer()?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
@@ -82,10 +87,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let new_tokens = args.max_new_tokens.min(context - prompt.len());
     let max_ctx = prompt.len() + new_tokens;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    let base = choose_base(
+        args.base,
+        &model_path,
+        ModelKind::of(&source.config, source.weights.as_ref()),
+        &gpu.kernels,
+    )?;
     let decoder = Decoder::new(
         &gpu,
         &source.config,
-        base,
+        base.format,
         adapter.as_ref().map(|a| &a.config),
         max_ctx,
     )?;
@@ -95,7 +106,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         &decoder.compiled,
         &source.config,
         source.weights.as_ref(),
-        base,
+        base.format,
         adapter.as_ref(),
         &mut progress,
     )?;
@@ -156,11 +167,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     println!();
     eprintln!(
-        "{} prompt + {} new tokens in {secs:.1} s ({:.1} tokens/s) on {}",
+        "{} prompt + {} new tokens in {secs:.1} s ({:.1} tokens/s) on {}; base: {}",
         prompt.len(),
         out.len(),
         (prompt.len() + out.len()) as f64 / secs.max(1e-9),
-        gpu.info.name
+        gpu.info.name,
+        base.describe()
     );
     if out.len() == new_tokens && new_tokens < args.max_new_tokens {
         eprintln!(

@@ -18,6 +18,7 @@ use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
+use webqlora::model::llama::ModelKind;
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
@@ -26,7 +27,7 @@ use webqlora::train::session::SessionSettings;
 use webqlora::train::trainer::{padded_length, split_validation, Trainer};
 
 use super::common::{
-    at_least_one, base_format, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
+    at_least_one, choose_base, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
 };
 use super::plot;
 use super::GpuArgs;
@@ -122,7 +123,9 @@ pub struct TrainArgs {
     /// What a multiple-choice example learns: the answer's text or its letter.
     #[arg(long, value_enum, default_value = "text")]
     pub mcq_score: McqScoreArg,
-    /// How the frozen base weights are held (default nf4).
+    /// How the frozen base weights are held. Default: a GGUF file's own weights (its codes on
+    /// a GPU, their exact f32 dequantization on a software device, where that is faster); a
+    /// Hugging Face folder in NF4 (QLoRA), a bitsandbytes folder in its own NF4.
     #[arg(long, value_enum)]
     pub base: Option<BaseArg>,
     /// Save the adapter and a checkpoint every N steps (0: only at the end).
@@ -154,9 +157,6 @@ impl TrainArgs {
     }
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(42)
-    }
-    pub fn base(&self) -> BaseArg {
-        self.base.unwrap_or(BaseArg::Nf4)
     }
 }
 
@@ -331,13 +331,13 @@ fn take_checkpoint_settings(
         args.seed.map(|s| s.to_string()),
         state.seed.to_string(),
     );
-    if let Some(base) = &state.base {
-        differ(
-            "--base",
-            args.base.map(|b| base_key(b).to_string()),
-            base.clone(),
-        );
-    }
+    // A checkpoint from before the base was recorded was made on the then default, NF4.
+    let state_base = state.base.clone().unwrap_or_else(|| "nf4".into());
+    differ(
+        "--base",
+        args.base.map(|b| base_key(b).to_string()),
+        state_base.clone(),
+    );
     if args.dora && !adapter.use_dora {
         differences.push("--dora (the checkpoint's adapter is LoRA)".into());
     }
@@ -364,11 +364,9 @@ fn take_checkpoint_settings(
     args.batch = Some(state.batch);
     args.accumulation = Some(state.accumulation);
     args.seed = Some(state.seed);
-    if let Some(base) = &state.base {
-        args.base = [BaseArg::F32, BaseArg::Nf4, BaseArg::Gguf]
-            .into_iter()
-            .find(|b| base_key(*b) == base);
-    }
+    args.base = [BaseArg::F32, BaseArg::Nf4, BaseArg::Gguf]
+        .into_iter()
+        .find(|b| base_key(*b) == state_base);
     Ok(())
 }
 
@@ -557,7 +555,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let base = base_format(args.base(), &model_path)?;
+    if let Some(b) = args.base {
+        b.format(&model_path)?;
+    }
     let source = ModelSource::open(&model_path)?;
     let data = load_data(&args, &source)?;
     let start_adapter = match (&resumed, &args.adapter) {
@@ -604,10 +604,16 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     check_step_size(&args, train.len(), seq, source.config.hidden_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
+    let base = choose_base(
+        args.base,
+        &model_path,
+        ModelKind::of(&source.config, source.weights.as_ref()),
+        &gpu.kernels,
+    )?;
     let settings = SessionSettings {
         batch,
         seq,
-        base,
+        base: base.format,
         lora: lora.clone(),
         checkpointing: !args.no_checkpointing,
         accumulation: args.accumulation(),
@@ -671,12 +677,12 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         .sum();
     println!("device: {} ({:?})", gpu.info.name, gpu.info.backend);
     println!(
-        "model: {} ({} layers, hidden {}, {} base)",
+        "model: {} ({} layers, hidden {})",
         model_path.display(),
         source.config.num_layers,
         source.config.hidden_size,
-        args.base().name()
     );
+    println!("base: {}", base.describe());
     let packed = match args.packing {
         true => format!(" packed into {rows} rows"),
         false => String::new(),
@@ -837,6 +843,8 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         "best_val_loss": best_val.is_finite().then_some(best_val),
         "adapter": args.output.display().to_string(),
         "device": gpu.info.name,
+        "base": base.format.key(),
+        "base_why": base.why,
     });
     webqlora::io::write_atomic(
         &args.output.join("summary.json"),

@@ -42,6 +42,117 @@ pub enum BaseFormat {
     Gguf,
 }
 
+impl BaseFormat {
+    /// `--base`'s value for this format (what checkpoints and `summary.json` record).
+    pub fn key(self) -> &'static str {
+        match self {
+            BaseFormat::F32 => "f32",
+            BaseFormat::Nf4 { .. } => "nf4",
+            BaseFormat::Gguf => "gguf",
+        }
+    }
+
+    /// The format's name in a run's header.
+    pub fn name(self) -> &'static str {
+        match self {
+            BaseFormat::F32 => "f32",
+            BaseFormat::Nf4 { .. } => "NF4",
+            BaseFormat::Gguf => "GGUF codes",
+        }
+    }
+
+    /// The base a model is held in when none is asked for, and why: the weights the user
+    /// downloaded, exactly, wherever that is the fast path.
+    ///
+    /// - A GGUF file keeps its own weights. On a device whose base products run the portable
+    ///   kernels (every hardware GPU, every browser adapter) that is the file's codes
+    ///   (`Gguf`: Q4_K, Q6_K, … read by the ggml kernels, no second quantization). On a
+    ///   software device (lavapipe, SwiftShader) the texture kernels make the exact f32
+    ///   dequantization of the same codes the fast exact path, and there it is `F32`.
+    ///   Requantizing a GGUF to NF4 trains an adapter for a base it is never deployed on and
+    ///   costs accuracy, so it is only done when asked (`--base nf4`).
+    /// - A Hugging Face f16/bf16/f32 folder is quantized to NF4, the QLoRA default; a
+    ///   bitsandbytes 4-bit folder is used as its own NF4 codes.
+    pub fn default_for(model: ModelKind, kernels: &crate::kernels::Kernels) -> BaseChoice {
+        use crate::kernels::{Family, Path};
+        let (format, why) = match model {
+            ModelKind::Gguf => match kernels.path(Family::Nf4) {
+                Path::Portable => (
+                    BaseFormat::Gguf,
+                    "the GGUF file's own codes, the weights as downloaded",
+                ),
+                Path::Software => (
+                    BaseFormat::F32,
+                    "the GGUF file's weights dequantized exactly: on a software device that is \
+                     faster than its codes",
+                ),
+            },
+            ModelKind::Folder => (
+                BaseFormat::Nf4 { blocksize: 64 },
+                "a Hugging Face folder is quantized to NF4, the QLoRA default",
+            ),
+            ModelKind::BnbFolder => (
+                BaseFormat::Nf4 { blocksize: 64 },
+                "the folder's own bitsandbytes NF4 codes",
+            ),
+        };
+        BaseChoice {
+            format,
+            why: why.to_string(),
+            asked: false,
+        }
+    }
+}
+
+/// What a model's weights are, for choosing its default base (`BaseFormat::default_for`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A GGUF file.
+    Gguf,
+    /// A Hugging Face folder of f16/bf16/f32 safetensors (or weights made up for a config).
+    Folder,
+    /// A Hugging Face folder holding a bitsandbytes 4-bit checkpoint.
+    BnbFolder,
+}
+
+impl ModelKind {
+    pub fn of(config: &ModelConfig, weights: &dyn super::WeightSource) -> ModelKind {
+        if weights.as_gguf().is_some() {
+            ModelKind::Gguf
+        } else if config.quantization.is_some() {
+            ModelKind::BnbFolder
+        } else {
+            ModelKind::Folder
+        }
+    }
+}
+
+/// The base a run holds its frozen weights in, and why (said by `devices`, a run's header and
+/// `summary.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaseChoice {
+    pub format: BaseFormat,
+    pub why: String,
+    /// Whether `--base` (or the page's setting) asked for it.
+    pub asked: bool,
+}
+
+impl BaseChoice {
+    /// What was asked for.
+    pub fn asked(format: BaseFormat) -> BaseChoice {
+        BaseChoice {
+            format,
+            why: "asked for".into(),
+            asked: true,
+        }
+    }
+
+    /// "f32 (the GGUF file's weights dequantized exactly: …)", for headers.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.format.name(), self.why)
+    }
+}
+
 /// A base linear layer's weight [out, in].
 #[derive(Clone, Copy, Debug)]
 pub enum Linear {
@@ -787,5 +898,38 @@ impl Llama {
     ) -> Result<TensorId, GraphError> {
         let h = self.forward_hidden(g, input_ids, seq_len)?;
         crate::ops::matmul::logits_parts(g, "logits", h, &self.lm_head)
+    }
+}
+
+#[cfg(test)]
+mod base_choice_tests {
+    use super::{BaseFormat, ModelKind};
+    use crate::kernels::{Family, Kernels, Path};
+
+    #[test]
+    fn the_default_base_is_the_file_as_downloaded_on_the_fast_path() {
+        let portable = Kernels::all_portable(Some((32, 32)));
+        let software = Kernels::all_software(Some(16384), true);
+        let mut base_portable = software.clone();
+        base_portable.set(Family::Nf4, Path::Portable);
+        let nf4 = BaseFormat::Nf4 { blocksize: 64 };
+        let table = [
+            (ModelKind::Gguf, &portable, BaseFormat::Gguf),
+            (ModelKind::Gguf, &software, BaseFormat::F32),
+            // The base products decide: `WEBQLORA_KERNELS=nf4=portable` on lavapipe reads codes.
+            (ModelKind::Gguf, &base_portable, BaseFormat::Gguf),
+            (ModelKind::Folder, &portable, nf4),
+            (ModelKind::Folder, &software, nf4),
+            (ModelKind::BnbFolder, &portable, nf4),
+            (ModelKind::BnbFolder, &software, nf4),
+        ];
+        for (kind, kernels, want) in table {
+            let choice = BaseFormat::default_for(kind, kernels);
+            assert_eq!(choice.format, want, "{kind:?} on {kernels}");
+            assert!(!choice.asked && !choice.why.is_empty());
+        }
+        assert!(BaseFormat::default_for(ModelKind::Gguf, &software)
+            .describe()
+            .starts_with("f32 (the GGUF file's weights dequantized exactly"));
     }
 }

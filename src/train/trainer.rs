@@ -362,14 +362,7 @@ impl Trainer {
             accumulation: s.accumulation,
             seq: s.seq,
             packing: s.packing,
-            base: Some(
-                match s.base {
-                    crate::model::llama::BaseFormat::F32 => "f32",
-                    crate::model::llama::BaseFormat::Nf4 { .. } => "nf4",
-                    crate::model::llama::BaseFormat::Gguf => "gguf",
-                }
-                .to_string(),
-            ),
+            base: Some(s.base.key().to_string()),
         }
     }
 }

@@ -64,15 +64,15 @@ pub fn tiny_llama_gguf_full(
     tiny_llama_gguf_blocks(path, overrides, divisors, scaling, &mut |_, _| None);
 }
 
-/// The tiny Llama as GGUF, with the linear weights for which `blocks(name, values)` gives
-/// (type, bytes) stored as those blocks.
+/// The tiny Llama as GGUF, with the weights for which `blocks(name, values)` gives
+/// (type, bytes) stored as those blocks (`values` in the file's row order).
 #[allow(clippy::type_complexity)]
 pub fn tiny_llama_gguf_blocks(
     path: &std::path::Path,
     overrides: &[(&str, f32)],
     divisors: &[f32],
     scaling: Option<&'static str>,
-    blocks: &mut dyn FnMut(&str, usize) -> Option<(GgmlType, Vec<u8>)>,
+    blocks: &mut dyn FnMut(&str, &[f32]) -> Option<(GgmlType, Vec<u8>)>,
 ) {
     let config = ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
     let weights = Golden::open("tiny-llama/base-f32/model.safetensors");
@@ -86,7 +86,7 @@ pub fn tiny_llama_gguf_blocks(
             values = permute_rows(&values, config.num_kv_heads, shape[1]);
         }
         let gguf = webqlora::model::gguf::gguf_name(&name).unwrap();
-        match blocks(&name, values.len()) {
+        match blocks(&name, &values) {
             Some((ty, bytes)) => tensors.push((gguf, shape, ty.id(), bytes)),
             None => tensors.push((gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())),
         }
