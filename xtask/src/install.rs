@@ -135,6 +135,11 @@ pub fn rust_tools() -> Result<(), String> {
             run(Command::new("rustup").args(["component", "add", component]))?;
         }
     }
+    wasm_target()
+}
+
+/// The wasm32-unknown-unknown target (`build-web`, `browser-test`, the wasm32 check).
+pub fn wasm_target() -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()

@@ -86,22 +86,56 @@ pub fn main(args: &[String]) -> Result<(), String> {
 fn venv(dir: &Path) -> Result<PathBuf, String> {
     let venv = dir.join("venv");
     let python = venv.join("bin/python");
+    let cmake_args = portable_cmake_args();
+    // The flags the venv's llama.cpp was built with: one built natively (before this was
+    // portable) or for another machine is rebuilt.
+    let marker = venv.join("webqlora-cmake-args");
     let ready = Command::new(&python)
         .args(["-c", "import llama_cpp, numpy, safetensors"])
         .output()
-        .is_ok_and(|o| o.status.success());
+        .is_ok_and(|o| o.status.success())
+        && std::fs::read_to_string(&marker).is_ok_and(|m| m == cmake_args);
     if ready {
         return Ok(python);
     }
     crate::install::pip()?;
     crate::install::debian_packages(&["python3-venv", "g++"], "building llama.cpp")?;
+    let _ = std::fs::remove_dir_all(&venv);
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    eprintln!("xtask: building {LLAMA_CPP_PYTHON} from source (about 15 minutes on 2 cores)");
+    eprintln!(
+        "xtask: building {LLAMA_CPP_PYTHON} from source (about 15 minutes on 2 cores), \
+         CMAKE_ARGS={cmake_args:?}"
+    );
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--no-cache-dir"])
         .args([LLAMA_CPP_PYTHON, "numpy", "safetensors"])
+        .env("CMAKE_ARGS", &cmake_args)
         .env("CMAKE_BUILD_PARALLEL_LEVEL", num_cpus().to_string()))?;
+    std::fs::write(&marker, &cmake_args).map_err(|e| format!("{}: {e}", marker.display()))?;
     Ok(python)
+}
+
+/// llama.cpp built for a portable x86 baseline rather than `-march=native`: its native build
+/// on an Intel CPU with AMX (Sapphire Rapids) segfaults in its first eval, on the base model
+/// alone, and AVX-512 paths differ between hosts. AVX2/FMA/F16C where this CPU has them (the
+/// checks only compare logits), nothing wider; other architectures keep llama.cpp's default.
+fn portable_cmake_args() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
+        let on = if avx2 { "ON" } else { "OFF" };
+        format!(
+            "-DGGML_NATIVE=OFF -DGGML_AVX={on} -DGGML_AVX2={on} -DGGML_FMA={on} \
+             -DGGML_F16C={on} -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF \
+             -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        String::new()
+    }
 }
 
 fn num_cpus() -> usize {

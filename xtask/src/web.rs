@@ -21,6 +21,7 @@ pub fn out_dir() -> PathBuf {
 
 pub fn build() -> Result<PathBuf, String> {
     let root = crate::repo_root();
+    crate::install::wasm_target()?;
     run(crate::test::cargo()
         .args([
             "build",
