@@ -34,6 +34,12 @@ fn merged_model_gives_peft_logits() {
             "{}",
             String::from_utf8_lossy(&run.stderr)
         );
+        // No terminal: progress as plain lines on stderr, the last at 100%; none with --quiet.
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains("merge: tensor") && stderr.contains("(100%)"),
+            "{stderr}"
+        );
         let got = tiny_llama_logits(&out, BaseFormat::F32, None);
         Tol::rel(tolerance).check(dtype, &got, &want);
         let config: serde_json::Value =
@@ -46,6 +52,8 @@ fn merged_model_gives_peft_logits() {
         assert!(config.get("quantization_config").is_none());
         assert!(out.join("generation_config.json").exists());
     }
+    let quiet = merge(&dir.join("quiet"), &["--quiet"]);
+    assert!(quiet.status.success() && !String::from_utf8_lossy(&quiet.stderr).contains("merge:"));
     // The base alone is far from the adapted logits: the merge did something.
     let base = Golden::open("tiny-llama/expected.safetensors").f32("logits_base");
     assert!(rel_err(&base, &want) > 1e-3);

@@ -485,3 +485,56 @@ fn ctrl_c_saves_the_adapter_and_a_resumable_checkpoint() {
     assert!(steps < 1_000_000);
     Adapter::load(&out).unwrap();
 }
+
+/// Without a terminal (here: pipes), `train` prints a plain progress line at the first step,
+/// every --log-every steps or ~10 s, and at the last, with the count, the loss, the rate and
+/// an ETA; `--quiet` prints none; `--log-format json` makes stdout JSON objects only: one a
+/// step (metrics.jsonl's lines) and the summary last.
+#[test]
+fn progress_is_printed_without_a_terminal() {
+    let dir = temp_dir("train-progress");
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, pattern_jsonl(8, 12)).unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["train", "--model"];
+        let model = base_f32();
+        args.extend([model.as_str(), "--base", "f32", "--data", path(&data)]);
+        args.extend(["--output", path(&out), "--steps", "4", "--batch", "2"]);
+        args.extend(extra);
+        ok(webqlora(&args))
+    };
+    let text = train("text", &["--log-every", "2"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "steps 1, 2 and 4 (2: --log-every; 4: the last):\n{text}"
+    );
+    assert!(lines[0].starts_with("step 1/4 (25%): loss "), "{text}");
+    assert!(lines[1].starts_with("step 2/4 (50%): loss "), "{text}");
+    assert!(lines[2].starts_with("step 4/4 (100%): loss "), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("tok/s") && l.contains("ETA ")),
+        "{text}"
+    );
+
+    let quiet = train("quiet", &["--quiet"]);
+    assert!(!quiet.lines().any(|l| l.starts_with("step ")), "{quiet}");
+    assert!(quiet.contains("done: 4 steps"), "{quiet}");
+
+    let json = train("json", &["--log-format", "json"]);
+    let objects: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let steps: Vec<_> = objects.iter().filter(|o| o["loss"].is_number()).collect();
+    assert_eq!(steps.len(), 4, "{json}");
+    assert_eq!(steps[3]["step"], 4);
+    let summary = objects.last().unwrap();
+    assert_eq!(summary["steps"], 4, "{json}");
+    let metrics = std::fs::read_to_string(dir.join("json/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), objects.len() - 1);
+}

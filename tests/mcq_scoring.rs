@@ -121,6 +121,12 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["n"], 12);
+    // Without a terminal, progress is plain lines on stderr (stdout holds only the JSON).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("eval: question 12/12 (100%); elapsed "),
+        "{stderr}"
+    );
     assert_eq!(j["accuracy"].as_f64().unwrap(), score.accuracy);
     assert_eq!(j["acc_norm"].as_f64().unwrap(), score.acc_norm);
     // The loss of the questions as examples (prompt, then the answer): the right answers.

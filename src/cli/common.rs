@@ -70,23 +70,17 @@ pub enum McqScoreArg {
     Letter,
 }
 
-/// A progress bar for loading a model (reading, dequantizing, quantizing to NF4); hidden
-/// when `quiet`. Call it as `upload_model_with_progress`'s callback.
-pub fn load_bar(quiet: bool) -> (indicatif::ProgressBar, impl FnMut(usize, usize)) {
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} tensors {elapsed}")
-            .expect("a valid template"),
-    );
-    let b = bar.clone();
-    (bar, move |done: usize, total: usize| {
-        b.set_length(total as u64);
-        b.set_position(done as u64);
-    })
+/// Progress of loading a model (reading, dequantizing, quantizing to NF4), on stderr; silent
+/// when `quiet`. Feed it through `Progress::counts` from `upload_model_with_progress`'s
+/// callback.
+pub fn load_bar(quiet: bool) -> super::progress::Progress {
+    super::progress::Progress::new(
+        "loading: tensor",
+        0,
+        quiet,
+        super::progress::Stream::Stderr,
+        "loading {bar:30} {pos}/{len} tensors {elapsed}",
+    )
 }
 
 /// The median of `v` (the mean of the middle two for an even count); `v` ends sorted.

@@ -18,6 +18,7 @@ use webqlora::train::evaluate::{
 use webqlora::train::model_source::ModelSource;
 
 use super::common::{at_least_one, choose_base, load_bar, BaseArg, McqScoreArg, ModelArg};
+use super::progress::{Progress, Stream};
 use super::GpuArgs;
 use webqlora::model::llama::ModelKind;
 
@@ -46,6 +47,9 @@ pub struct EvalArgs {
     /// Print one JSON object (loss, perplexity, accuracy, acc_norm, n) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// No progress (a bar on a terminal, else a line on stderr every ~10 s).
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -122,7 +126,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         adapter.as_ref().map(|a| &a.config),
         shape,
     )?;
-    let (bar, mut progress) = load_bar(args.json);
+    let mut load = load_bar(args.quiet);
     let missing = upload_model_with_progress(
         &gpu,
         &scorer.compiled,
@@ -130,9 +134,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         source.weights.as_ref(),
         base.format,
         adapter.as_ref(),
-        &mut progress,
+        &mut |done, total| load.counts(done, total),
     )?;
-    bar.finish_and_clear();
+    load.finish(false);
     if let Some(name) = missing.first() {
         anyhow::bail!("'{name}' is in neither the model nor the adapter");
     }
@@ -140,15 +144,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (other_logprob, other_tokens) = pollster::block_on(scorer.logprob_sum(&gpu, &other))?;
     let mcq = match &mcq_items {
         Some(items) => {
-            let bar = if args.json {
-                indicatif::ProgressBar::hidden()
-            } else {
-                indicatif::ProgressBar::new(questions.len() as u64)
-            };
-            let score = pollster::block_on(
-                scorer.mcq(&gpu, &questions, items, |i| bar.set_position(i as u64)),
-            )?;
-            bar.finish_and_clear();
+            let mut bar = Progress::new(
+                "eval: question",
+                questions.len() as u64,
+                args.quiet,
+                Stream::Stderr,
+                "{bar:30} {pos}/{len} questions [{elapsed_precise}, ETA {eta}]",
+            );
+            let score =
+                pollster::block_on(scorer.mcq(&gpu, &questions, items, |i| bar.set(i as u64, "")))?;
+            bar.finish(false);
             Some(score)
         }
         None => None,

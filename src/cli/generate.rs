@@ -100,7 +100,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         adapter.as_ref().map(|a| &a.config),
         max_ctx,
     )?;
-    let (bar, mut progress) = load_bar(false);
+    let mut load = load_bar(!std::io::IsTerminal::is_terminal(&std::io::stderr()));
     upload_model_with_progress(
         &gpu,
         &decoder.compiled,
@@ -108,9 +108,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         source.weights.as_ref(),
         base.format,
         adapter.as_ref(),
-        &mut progress,
+        &mut |done, total| load.counts(done, total),
     )?;
-    bar.finish_and_clear();
+    load.finish(false);
     if std::env::var_os("WEBQLORA_PROFILE").is_some() {
         // Per-kernel times of one decoding step (position 0), summed by kernel.
         pollster::block_on(decoder.feed(&gpu, prompt[0], 0, true))?;

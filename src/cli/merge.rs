@@ -64,6 +64,9 @@ pub struct MergeArgs {
     pub dtype: DtypeArg,
     #[arg(long, value_enum, default_value = "original")]
     pub base: MergeBaseArg,
+    /// No progress (a bar on a terminal, else a line on stderr every ~10 s).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
@@ -103,18 +106,15 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         MergeBaseArg::Original => MergeBase::Original,
         MergeBaseArg::Nf4 => MergeBase::Nf4,
     };
-    let bar = indicatif::ProgressBar::new(0);
+    let mut bar = merge_progress(args.quiet);
     let tensors = merged_tensors(
         &source.config,
         source.weights.as_ref(),
         &adapter,
         base,
-        |i, n| {
-            bar.set_length(n as u64);
-            bar.set_position(i as u64);
-        },
+        |i, n| bar.counts(i, n),
     )?;
-    bar.finish_and_clear();
+    bar.finish(false);
 
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
     if model_path.is_dir() {
@@ -204,12 +204,9 @@ fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
         DtypeArg::F32 => GgufDtype::F32,
         DtypeArg::Q8_0 => GgufDtype::Q8_0,
     };
-    let bar = indicatif::ProgressBar::new(0);
-    let bytes = merged_gguf_bytes(&base, &adapter, dtype, |i, n| {
-        bar.set_length(n as u64);
-        bar.set_position(i as u64);
-    })?;
-    bar.finish_and_clear();
+    let mut bar = merge_progress(args.quiet);
+    let bytes = merged_gguf_bytes(&base, &adapter, dtype, |i, n| bar.counts(i, n))?;
+    bar.finish(false);
     webqlora::io::write_atomic(&args.output, &bytes)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!(
@@ -222,4 +219,15 @@ fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
         bytes.len()
     );
     Ok(())
+}
+
+/// Merging's progress on stderr: a bar on a terminal, else a line every ~10 s.
+fn merge_progress(quiet: bool) -> super::progress::Progress {
+    super::progress::Progress::new(
+        "merge: tensor",
+        0,
+        quiet,
+        super::progress::Stream::Stderr,
+        "merging {bar:30} {pos}/{len} tensors {elapsed}",
+    )
 }

@@ -11,6 +11,7 @@ mod generate;
 mod graph;
 mod merge;
 mod plot;
+mod progress;
 mod train;
 
 use clap::{Args, Parser, Subcommand};

@@ -30,6 +30,7 @@ use super::common::{
     at_least_one, choose_base, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
 };
 use super::plot;
+use super::progress::{Progress, Stream};
 use super::GpuArgs;
 
 #[derive(Args)]
@@ -134,9 +135,17 @@ pub struct TrainArgs {
     /// Validation loss every N steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub eval_every: usize,
-    /// No progress bar (one line per step instead).
+    /// No progress: neither the bar (on a terminal) nor the plain lines (elsewhere: `nohup`,
+    /// CI, a pipe, every --log-every steps or ~10 s). metrics.jsonl has every step anyway.
     #[arg(long)]
     pub quiet: bool,
+    /// With `json`, stdout is a stream of JSON objects, one a step, one a validation, and the
+    /// summary last (what metrics.jsonl and summary.json hold); the rest goes to stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Where there is no terminal, a progress line every N steps too (besides every ~10 s).
+    #[arg(long, default_value_t = 0)]
+    pub log_every: u64,
     /// Also write the adapter in this format at every save: `gguf-lora` is llama.cpp's
     /// (OUTPUT/adapter.gguf, f32; `webqlora export` writes other precisions).
     #[arg(long, value_enum)]
@@ -158,6 +167,15 @@ impl TrainArgs {
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(42)
     }
+}
+
+/// How `train` reports on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// A header, progress (a bar on a terminal, lines elsewhere) and a closing summary.
+    Text,
+    /// JSON objects only: a step, a validation, the summary.
+    Json,
 }
 
 /// The files a run writes into its output folder (besides `checkpoint/`).
@@ -465,11 +483,18 @@ fn lora_config(
 
 struct Outputs {
     metrics: std::fs::File,
+    /// Each line on stdout too (`--log-format json`).
+    echo: bool,
 }
 
 impl Outputs {
     fn log(&mut self, line: serde_json::Value) -> anyhow::Result<()> {
         writeln!(self.metrics, "{line}").context("metrics.jsonl")?;
+        if self.echo {
+            // A closed stdout does not stop training: metrics.jsonl has the line.
+            let mut stdout = std::io::stdout();
+            let _ = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
+        }
         Ok(())
     }
 }
@@ -627,7 +652,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         packing: args.packing,
     };
     let loading = Instant::now();
-    let (bar, mut progress) = load_bar(args.quiet);
+    let mut load = load_bar(args.quiet || args.log_format == LogFormat::Json);
     let (rows, valid_count) = (train.len(), data.valid.len());
     let mut trainer = Trainer::new(
         &gpu,
@@ -640,9 +665,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         data.valid,
         source.pad_id(),
         start_adapter.as_ref(),
-        &mut progress,
+        &mut |done, total| load.counts(done, total),
     )?;
-    bar.finish_and_clear();
+    load.finish(false);
     if let Some((_, moments, state)) = &resumed {
         trainer
             .resume(&gpu, moments, state)
@@ -667,7 +692,10 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         .truncate(!args.resume)
         .open(&metrics_path)
         .with_context(|| metrics_path.display().to_string())?;
-    let mut out = Outputs { metrics };
+    let mut out = Outputs {
+        metrics,
+        echo: args.log_format == LogFormat::Json,
+    };
 
     let session = &trainer.session;
     let trainable: usize = session
@@ -675,23 +703,34 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
-    println!("device: {} ({:?})", gpu.info.name, gpu.info.backend);
-    println!(
+    // With --log-format json stdout carries JSON objects only; the words go to stderr.
+    let json_log = args.log_format == LogFormat::Json;
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if json_log {
+                eprintln!($($arg)*);
+            } else {
+                println!($($arg)*);
+            }
+        };
+    }
+    say!("device: {} ({:?})", gpu.info.name, gpu.info.backend);
+    say!(
         "model: {} ({} layers, hidden {})",
         model_path.display(),
         source.config.num_layers,
         source.config.hidden_size,
     );
-    println!("base: {}", base.describe());
+    say!("base: {}", base.describe());
     let packed = match args.packing {
         true => format!(" packed into {rows} rows"),
         false => String::new(),
     };
-    println!(
+    say!(
         "data: {examples} training examples{packed}, {valid_count} validation; batches {batch} x {seq} tokens, {} per step; {total_steps} steps",
         args.accumulation()
     );
-    println!(
+    say!(
         "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",
         lora.r,
         lora.alpha,
@@ -736,18 +775,15 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(total_steps as u64)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )
-        .expect("a valid template"),
-    );
-    bar.set_position(first_step as u64 - 1);
+    let mut bar = Progress::new(
+        "step",
+        total_steps as u64,
+        args.quiet || json_log,
+        Stream::Stdout,
+        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+    )
+    .every(args.log_every);
+    bar.start_at(first_step as u64 - 1);
     let started = Instant::now();
     let (mut tokens_total, mut losses, mut val_losses) = (0usize, Vec::new(), Vec::new());
     let mut best_val = f64::INFINITY;
@@ -801,14 +837,10 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             report.lr,
             report.tokens as f64 / secs
         );
-        if args.quiet {
-            println!("step {step}/{total_steps}: {msg}");
-        }
-        bar.set_message(msg);
-        bar.inc(1);
+        bar.set(step as u64, &msg);
         if args.eval_every > 0 && step % args.eval_every == 0 && step < total_steps {
             if let Some(v) = validate(&trainer, &mut out, &mut best_val, &mut val_losses)? {
-                bar.println(format!("step {step}: validation loss {v:.4}"));
+                bar.println(&format!("step {step}: validation loss {v:.4}"));
             }
         }
         if args.save_every > 0 && step % args.save_every == 0 {
@@ -819,14 +851,14 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             if last_saved != Some(step) {
                 save(&trainer, &mut last_saved)?;
             }
-            println!(
+            say!(
                 "stopped at step {step}: adapter and checkpoint saved in {} (continue with --resume)",
                 args.output.display()
             );
             return Ok(());
         }
     }
-    bar.finish();
+    bar.finish(true);
     let final_val = validate(&trainer, &mut out, &mut best_val, &mut val_losses)?;
     if last_saved != Some(last_step) {
         save(&trainer, &mut last_saved)?;
@@ -850,7 +882,10 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         &args.output.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
-    println!(
+    if json_log {
+        println!("{summary}");
+    }
+    say!(
         "done: {} steps in {:.1} s, {} tokens ({:.1} tokens/s); planned peak GPU memory {:.1} MiB",
         last_step.saturating_sub(first_step - 1),
         elapsed,
@@ -859,13 +894,13 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         trainer.session.compiled.peak_bytes() as f64 / (1 << 20) as f64
     );
     if let Some(v) = final_val {
-        println!("validation loss {v:.4} (best {best_val:.4})");
+        say!("validation loss {v:.4} (best {best_val:.4})");
     }
-    println!("metrics: {}", metrics_path.display());
-    println!("plot: {}", plot_path.display());
-    println!("adapter: {}", args.output.display());
+    say!("metrics: {}", metrics_path.display());
+    say!("plot: {}", plot_path.display());
+    say!("adapter: {}", args.output.display());
     if !args.export.is_empty() {
-        println!(
+        say!(
             "llama.cpp adapter: {}",
             args.output.join(GGUF_LORA_FILE).display()
         );

@@ -47,6 +47,21 @@ fn webqlora(args: &[String]) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// Run the release binary with its output passed through as it comes.
+fn webqlora_streamed(args: &[String]) -> Result<(), String> {
+    let bin = crate::repo_root().join("target/release/webqlora");
+    let mut run = Command::new(&bin);
+    crate::test::with_env(&mut run);
+    let status = run
+        .args(args)
+        .status()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !status.success() {
+        return Err(format!("webqlora {} failed ({status})", args.join(" ")));
+    }
+    Ok(())
+}
+
 /// (accuracy, acc_norm, seconds) from `webqlora eval --json`'s one line.
 fn accuracy(json_line: &str) -> Result<(f64, f64, f64), String> {
     let v: serde_json::Value = serde_json::from_str(json_line)
@@ -126,8 +141,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "--no-checkpointing".into(),
     ];
     train.extend(extra);
-    let log = webqlora(&train)?;
-    print!("{log}");
+    // Streamed: its progress lines show as it trains (stdout is not a terminal under CI).
+    webqlora_streamed(&train)?;
     let train_s = train_started.elapsed().as_secs_f64();
 
     let adapter = out.display().to_string();
