@@ -7,6 +7,8 @@ pub mod data;
 pub mod gpu;
 pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod hub;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod io;
 pub mod kernels;
 pub mod lora;

@@ -9,16 +9,53 @@ use webqlora::train::model_source::default_model_path;
 /// `--model`, for the commands that load one.
 #[derive(Args)]
 pub struct ModelArg {
-    /// A GGUF file or a Hugging Face folder (default: the cached SmolLM2-135M-Instruct).
+    /// A GGUF file, a Hugging Face folder, a catalog name (`webqlora models` lists them) or
+    /// `hf:ORG/REPO/FILE.gguf` / `hf:ORG/REPO` (downloaded into the cache, resumed, checked);
+    /// default: the cached SmolLM2-135M-Instruct.
     #[arg(long = "model", value_name = "MODEL")]
     pub given: Option<PathBuf>,
 }
 
 impl ModelArg {
-    /// The model given, or where `cargo xtask fetch-model` caches the default one.
-    pub fn path(&self) -> PathBuf {
-        self.given.clone().unwrap_or_else(default_model_path)
+    /// The model's path: the file or folder given, a model by name downloaded into the cache
+    /// (or found there), or where `cargo xtask fetch-model` caches the default one.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        let Some(given) = &self.given else {
+            return Ok(default_model_path());
+        };
+        if given.exists() {
+            return Ok(given.clone());
+        }
+        match given.to_str().map(webqlora::hub::wanted).transpose()? {
+            Some(Some(wanted)) => fetch_model(&wanted),
+            // Not a name: opening it says there is no such file or folder.
+            _ => Ok(given.clone()),
+        }
     }
+}
+
+/// Download a model by name into the cache (or find it there), with progress on stderr.
+pub fn fetch_model(wanted: &webqlora::hub::Wanted) -> anyhow::Result<PathBuf> {
+    if webqlora::hub::kept(&wanted.key).is_some() {
+        return Ok(webqlora::hub::model_path(wanted));
+    }
+    let mut bar = super::progress::Progress::new(
+        "download: MiB",
+        0,
+        false,
+        super::progress::Stream::Stderr,
+        "downloading {msg} {bar:30} {pos}/{len} MiB [{elapsed_precise}, ETA {eta}]",
+    );
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let path = webqlora::hub::fetch(wanted, &mut |done, total, name| {
+        if let Some(t) = total {
+            bar.set_total(mib(t));
+        }
+        bar.set(mib(done), name);
+    })?;
+    bar.finish(false);
+    eprintln!("model: {}", path.display());
+    Ok(path)
 }
 
 /// How the frozen base weights are held on the GPU.

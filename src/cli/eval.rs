@@ -55,7 +55,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model_path = args.model.path();
+    let model_path = args.model.path()?;
     if let Some(b) = args.base {
         b.format(&model_path)?;
     }

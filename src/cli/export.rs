@@ -46,7 +46,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let model = args.model.path();
+    let model = args.model.path()?;
     webqlora::io::refuse_overwriting_inputs(
         &[("--output", &args.output)],
         &[("--model", &model), ("--adapter", &args.adapter)],

@@ -56,7 +56,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
     }
-    let model_path = args.model.path();
+    let model_path = args.model.path()?;
     if let Some(b) = args.base {
         b.format(&model_path)?;
     }

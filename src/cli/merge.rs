@@ -76,7 +76,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     if args.dtype == DtypeArg::Q8_0 {
         anyhow::bail!("--dtype q8_0 is for --format gguf (folders: f16, f32)");
     }
-    let model_path = args.model.path();
+    let model_path = args.model.path()?;
     let source = ModelSource::open(&model_path)?;
     if let webqlora::model::RopeScaling::Divisors(_) = source.config.rope_scaling {
         anyhow::bail!(
@@ -178,7 +178,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
 
 /// `--format gguf`: the base GGUF with the adapter merged in, one file.
 fn run_gguf(args: MergeArgs) -> anyhow::Result<()> {
-    let model_path = args.model.path();
+    let model_path = args.model.path()?;
     if !model_path.is_file() {
         anyhow::bail!(
             "{}: --format gguf needs the base model's GGUF file (its tokenizer and metadata are \

@@ -10,6 +10,7 @@ mod export;
 mod generate;
 mod graph;
 mod merge;
+mod models;
 mod plot;
 mod progress;
 mod train;
@@ -57,7 +58,7 @@ enum Command {
     /// One training step on a given batch: logits, loss, LoRA gradients (and the adapter after
     /// one AdamW step) written to a safetensors file, to compare with PyTorch + PEFT.
     DumpStep(dump_step::DumpStepArgs),
-    /// Fine-tune a LoRA adapter on a JSONL dataset (QLoRA: NF4 base by default).
+    /// Fine-tune a LoRA adapter on a JSONL dataset (a GGUF as downloaded, a folder in NF4).
     Train(Box<train::TrainArgs>),
     /// Validation loss, perplexity and multiple-choice accuracy, with or without an adapter.
     Eval(eval::EvalArgs),
@@ -70,6 +71,8 @@ enum Command {
     /// Kernel throughput tables (`bench kernels`) and one training step's memory and speed
     /// (`bench step`).
     Bench(bench::BenchArgs),
+    /// The catalog's models (names for --model) and what the cache holds; --fetch NAME.
+    Models(models::ModelsArgs),
     /// Build a graph, print its nodes, buffer plan and planned peak bytes; optionally run it.
     Graph(graph::GraphArgs),
 }
@@ -85,5 +88,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Models(args) => models::run(args),
     }
 }

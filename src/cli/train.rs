@@ -565,7 +565,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             args.max_grad_norm
         );
     }
-    let model_path = args.model.path();
+    let model_path = args.model.path()?;
     check_output(&args, &model_path)?;
     let resumed = if args.resume {
         let Some(dir) = checkpoint::find(&args.output) else {

@@ -48,7 +48,8 @@ impl ModelSource {
             let hint = if path == default_model_path() {
                 " (`cargo xtask fetch-model` downloads the default model)"
             } else {
-                ""
+                " (nor a model name: `webqlora models` lists the catalog's; \
+                 hf:ORG/REPO/FILE.gguf or hf:ORG/REPO downloads from Hugging Face)"
             };
             return Err(ModelError::Invalid {
                 path: path.display().to_string(),
