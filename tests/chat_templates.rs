@@ -132,3 +132,65 @@ fn gemma3_chat_splits_like_transformers() {
     let config = config("tiny-gemma3", 262_144, 2, &[1, 106]);
     splits_like_transformers(&hf_tokenizer("gemma3", &config), "gemma3");
 }
+
+/// `export --format ollama` writes a chat template as Ollama's Go template only where it
+/// renders what the model's own Jinja template does (with and without a system message; a
+/// default system message becomes the Modelfile's SYSTEM): ChatML for Qwen2.5 (with its default
+/// system message) and Qwen3, Gemma's for Gemma 3; Llama 3.2's writes dates into the system
+/// header, which no fixed Go template reproduces, so Ollama is left to read it from the GGUF.
+#[test]
+fn ollama_templates_are_written_only_where_they_render_the_same() {
+    use webqlora::lora::ollama::{verified_chat, ChatFormat};
+    let cases = [
+        (
+            "qwen2_5",
+            config("tiny-qwen3", 151_936, 151_643, &[151_645]),
+        ),
+        ("qwen3", config("tiny-qwen3", 151_936, 151_643, &[151_645])),
+        (
+            "llama3_2",
+            config("tiny-llama", 128_256, 128_000, &[128_001, 128_008, 128_009]),
+        ),
+        ("gemma3", config("tiny-gemma3", 262_144, 2, &[1, 106])),
+    ];
+    for (family, config) in cases {
+        let tok = hf_tokenizer(family, &config);
+        let chat = verified_chat(
+            tok.chat_template.as_deref().unwrap(),
+            &|m| tok.apply_chat_template(m, true).ok(),
+            tok.bos_text().as_deref(),
+        );
+        eprintln!("{family}: {chat:?}");
+        let want = match family {
+            "qwen2_5" | "qwen3" => Some(ChatFormat::ChatMl),
+            "gemma3" => Some(ChatFormat::Gemma),
+            _ => None,
+        };
+        assert_eq!(chat.as_ref().map(|c| c.format), want, "{family}");
+        if family == "qwen2_5" {
+            let system = chat.as_ref().unwrap().default_system.clone().unwrap();
+            assert!(system.starts_with("You are Qwen"), "{system}");
+        }
+        // The Modelfile with it follows Ollama's syntax.
+        let dir = common::temp_dir("ollama_modelfile");
+        std::fs::write(dir.join("base.gguf"), b"").unwrap();
+        std::fs::write(dir.join("adapter.gguf"), b"").unwrap();
+        let base = dir.join("base.gguf").display().to_string();
+        let text = webqlora::lora::ollama::modelfile(&base, "./adapter.gguf", chat.as_ref(), true);
+        std::fs::write(dir.join("Modelfile"), &text).unwrap();
+        let m = common::modelfile::check(&dir.join("Modelfile"));
+        assert_eq!(m.template.is_some(), chat.is_some(), "{text}");
+        if let Some(chat) = &chat {
+            assert_eq!(m.template.as_deref(), Some(chat.format.template()));
+            assert_eq!(m.system, chat.default_system);
+            let stops: Vec<String> = chat
+                .format
+                .stops()
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect();
+            let got: Vec<String> = m.parameters.iter().map(|p| p.1.clone()).collect();
+            assert_eq!(got, stops);
+        }
+    }
+}

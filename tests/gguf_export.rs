@@ -180,3 +180,81 @@ fn export_command_writes_and_keeps_existing_files() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("nope"), "{err}");
 }
+
+/// `export --format ollama`: a folder with the GGUF LoRA (the bytes `--format gguf-lora`
+/// writes) and a Modelfile that follows Ollama's documented syntax, FROM the base GGUF's
+/// absolute path and ADAPTER the file beside it; kept unless --force; a Hugging Face folder as
+/// the base is refused (Ollama's FROM + ADAPTER needs the GGUF). `train --export ollama`
+/// writes the same into the run's folder.
+#[test]
+fn export_for_ollama_writes_a_modelfile_ollama_reads() {
+    let dir = common::temp_dir("export_ollama");
+    let model = dir.join("base.gguf");
+    common::tiny_gguf::tiny_llama_gguf(&model);
+    let adapter = common::golden("tiny-llama/adapter");
+    let out = dir.join("ollama");
+    let run = |model: &std::path::Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_webqlora"))
+            .args(["export", "--format", "ollama", "--model"])
+            .arg(model)
+            .arg("--adapter")
+            .arg(&adapter)
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&model, &[]);
+    assert!(first.status.success(), "{first:?}");
+    let m = common::modelfile::check(&out.join("Modelfile"));
+    assert_eq!(m.from, std::fs::canonicalize(&model).unwrap());
+    assert_eq!(m.adapters, [out.join("./adapter.gguf")]);
+    // This base has no chat template: none is made up.
+    assert!(m.template.is_none() && m.parameters.is_empty());
+    let lora = dir.join("lora.gguf");
+    let plain = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args(["export", "--model"])
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&adapter)
+        .arg("--output")
+        .arg(&lora)
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+    assert_eq!(
+        std::fs::read(out.join("adapter.gguf")).unwrap(),
+        std::fs::read(&lora).unwrap()
+    );
+
+    let again = run(&model, &[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("already exists"),
+        "{err}"
+    );
+    assert!(run(&model, &["--force"]).status.success());
+    let folder = run(&common::golden("tiny-llama/base-f32"), &["--force"]);
+    let err = String::from_utf8_lossy(&folder.stderr);
+    assert!(!folder.status.success() && err.contains("GGUF"), "{err}");
+
+    // train --export ollama: the same pair in the run's folder.
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, common::cli::pattern_jsonl(2, 8)).unwrap();
+    let run_dir = dir.join("run");
+    let train = Command::new(env!("CARGO_BIN_EXE_webqlora"))
+        .args([
+            "train", "--steps", "1", "--quiet", "--export", "ollama", "--model",
+        ])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(train.status.success(), "{train:?}");
+    let m = common::modelfile::check(&run_dir.join("Modelfile"));
+    assert_eq!(m.adapters, [run_dir.join("./adapter.gguf")]);
+}

@@ -147,7 +147,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub log_every: u64,
     /// Also write the adapter in this format at every save: `gguf-lora` is llama.cpp's
-    /// (OUTPUT/adapter.gguf, f32; `webqlora export` writes other precisions).
+    /// (OUTPUT/adapter.gguf, f32; `webqlora export` writes other precisions); `ollama` adds
+    /// OUTPUT/Modelfile (a GGUF base only).
     #[arg(long, value_enum)]
     pub export: Vec<super::export::ExportFormat>,
     #[command(flatten)]
@@ -179,13 +180,14 @@ pub enum LogFormat {
 }
 
 /// The files a run writes into its output folder (besides `checkpoint/`).
-const RUN_FILES: [&str; 6] = [
+const RUN_FILES: [&str; 7] = [
     "adapter_config.json",
     "adapter_model.safetensors",
     "metrics.jsonl",
     "loss.svg",
     "summary.json",
     GGUF_LORA_FILE,
+    super::export::MODELFILE,
 ];
 
 /// Before anything is loaded: the run's files must not be any input, and a folder holding a
@@ -503,6 +505,9 @@ impl Outputs {
 struct Exports<'a> {
     formats: &'a [super::export::ExportFormat],
     config: &'a webqlora::model::ModelConfig,
+    /// The base model, for the Modelfile's FROM (`--export ollama`).
+    model: &'a Path,
+    gguf: Option<&'a webqlora::model::gguf::GgufFile>,
 }
 
 /// Save the adapter and the checkpoint, unless training has diverged: a NaN or infinity in
@@ -513,7 +518,7 @@ fn save_all(trainer: &Trainer, gpu: &Gpu, out: &Path, exports: &Exports) -> anyh
     checkpoint::save(out, &adapter, &moments, &state)?;
     for format in exports.formats {
         match format {
-            super::export::ExportFormat::GgufLora => {
+            super::export::ExportFormat::GgufLora | super::export::ExportFormat::Ollama => {
                 super::export::write_gguf_lora(
                     &adapter,
                     exports.config,
@@ -522,6 +527,9 @@ fn save_all(trainer: &Trainer, gpu: &Gpu, out: &Path, exports: &Exports) -> anyh
                     &out.join(GGUF_LORA_FILE),
                 )?;
             }
+        }
+        if *format == super::export::ExportFormat::Ollama {
+            super::export::write_modelfile(exports.gguf, exports.model, out)?;
         }
     }
     Ok(())
@@ -591,6 +599,15 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
+    if args.export.contains(&super::export::ExportFormat::Ollama)
+        && source.weights.as_gguf().is_none()
+    {
+        bail!(
+            "--export ollama: Ollama's FROM needs the base as a GGUF file, and {} is a folder \
+             (merge instead: webqlora merge --format gguf)",
+            model_path.display()
+        );
+    }
     if lora.use_dora && !args.export.is_empty() {
         // Refused before training, not after.
         bail!(
@@ -794,6 +811,8 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         let exports = Exports {
             formats: &args.export,
             config: &source.config,
+            model: &model_path,
+            gguf: source.weights.as_gguf(),
         };
         save_all(trainer, &gpu, &args.output, &exports)
             .map_err(|e| anyhow::anyhow!("{e:#}; {}", kept(&args.output, *last_saved)))?;
@@ -903,6 +922,12 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         say!(
             "llama.cpp adapter: {}",
             args.output.join(GGUF_LORA_FILE).display()
+        );
+    }
+    if args.export.contains(&super::export::ExportFormat::Ollama) {
+        say!(
+            "Ollama: ollama create NAME -f {}",
+            args.output.join(super::export::MODELFILE).display()
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod gguf_merge;
 pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod merge;
+pub mod ollama;
 pub mod peft;
 
 use crate::graph::{Graph, Role};

@@ -19,7 +19,7 @@ pub struct Message {
 /// a string until memory runs out, stops here (at most ~256 MB made) with an error.
 pub const TEMPLATE_FUEL: u64 = 4_000_000;
 
-pub(super) fn render(
+pub(crate) fn render(
     template: &str,
     messages: &[Message],
     add_generation_prompt: bool,

@@ -1,7 +1,7 @@
 //! Tokenizers: built from a GGUF file's metadata or read from a Hugging Face tokenizer.json,
 //! both run by the `tokenizers` crate; chat templates rendered with minijinja.
 
-mod chat;
+pub(crate) mod chat;
 mod from_gguf;
 
 use std::collections::BTreeMap;
@@ -208,6 +208,11 @@ impl Tokenizer {
             &self.apply_chat_template(messages, add_generation_prompt)?,
             false,
         )
+    }
+
+    /// The BOS token's text, as a chat template's `bos_token` writes it.
+    pub fn bos_text(&self) -> Option<String> {
+        self.bos_id.and_then(|i| self.inner.id_to_token(i))
     }
 
     /// The chat template applied to `messages`; with `add_generation_prompt`, ending where

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod golden_step;
 pub mod lora_reference;
+pub mod modelfile;
 pub mod tiny_gguf;
 
 use std::sync::OnceLock;
