@@ -153,6 +153,60 @@ fn a_gguf_tiny_qwen3_gives_transformers_logits() {
     Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
 }
 
+/// A SmolLM3 GGUF as llama.cpp writes one (architecture smollm3, q/k rows permuted as for
+/// Llama, no metadata for the no-RoPE layers: llama.cpp fixes every fourth): the same config
+/// (no RoPE on layer 3 of 4) and transformers' logits.
+#[test]
+fn a_gguf_tiny_smollm3_gives_transformers_logits() {
+    let dir = temp_dir("gguf_smollm3");
+    let path = dir.join("smollm3.gguf");
+    let c = ModelConfig::load(&golden("tiny-smollm3/base-f32")).unwrap();
+    let weights = Golden::open("tiny-smollm3/base-f32/model.safetensors");
+    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
+        .names()
+        .into_iter()
+        .map(|name| {
+            let gguf = webqlora::model::gguf::gguf_name(&name)
+                .unwrap_or_else(|| panic!("no GGUF name for {name}"));
+            let shape = weights.shape(&name);
+            let mut values = weights.f32(&name);
+            if name.ends_with("q_proj.weight") {
+                values = permute_rows(&values, c.num_heads, shape[1]);
+            } else if name.ends_with("k_proj.weight") {
+                values = permute_rows(&values, c.num_kv_heads, shape[1]);
+            }
+            (gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())
+        })
+        .collect();
+    let u = |v: usize| Meta::U32(v as u32);
+    let meta = [
+        ("general.architecture", Meta::Str("smollm3")),
+        ("smollm3.embedding_length", u(c.hidden_size)),
+        ("smollm3.feed_forward_length", u(c.intermediate_size)),
+        ("smollm3.block_count", u(c.num_layers)),
+        ("smollm3.attention.head_count", u(c.num_heads)),
+        ("smollm3.attention.head_count_kv", u(c.num_kv_heads)),
+        ("smollm3.context_length", u(c.max_position_embeddings)),
+        ("smollm3.rope.freq_base", Meta::F32(c.rope_theta as f32)),
+        (
+            "smollm3.attention.layer_norm_rms_epsilon",
+            Meta::F32(c.rms_norm_eps as f32),
+        ),
+        ("tokenizer.ggml.bos_token_id", u(1)),
+        ("tokenizer.ggml.eos_token_id", u(2)),
+    ];
+    write_gguf(&path, &meta, &tensors);
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(
+        file.config().architecture,
+        webqlora::model::Architecture::SmolLm3
+    );
+    assert_eq!(file.config().no_rope_layers, [3]);
+    let got = gguf_logits("tiny-smollm3", &file);
+    let expected = Golden::open("tiny-smollm3/expected.safetensors");
+    Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
+}
+
 #[test]
 fn bad_gguf_files_are_named() {
     let dir = temp_dir("gguf_bad");

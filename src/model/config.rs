@@ -16,6 +16,8 @@ pub enum Architecture {
     /// Gemma 3 (text): q/k norms, x·(1 + w) norms, four a layer, GELU-tanh, scaled
     /// embeddings, sliding-window layers with their own RoPE base.
     Gemma3,
+    /// SmolLM3: Llama with no rotary embedding on some layers (every fourth: `no_rope_layers`).
+    SmolLm3,
 }
 
 /// How a layer attends.
@@ -84,6 +86,9 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Sliding layers' RoPE base, when it is not `rope_theta` (Gemma 3's 10,000); unscaled.
     pub rope_local_theta: Option<f64>,
+    /// The layers that apply no rotary embedding to q and k (SmolLM3's every fourth, its
+    /// `no_rope_layers` zeros); empty for every other family.
+    pub no_rope_layers: Vec<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub quantization: Option<BnbQuantization>,
@@ -345,6 +350,46 @@ impl ModelConfig {
             layer_types
         };
 
+        // SmolLM3: `no_rope_layers` (1 rotates, 0 does not), else every
+        // `no_rope_layer_interval`-th layer without, as transformers builds the list.
+        let no_rope_layers = if architecture == Architecture::SmolLm3 {
+            match &json["no_rope_layers"] {
+                Value::Array(items) => {
+                    if items.len() != num_layers {
+                        return Err(f.err(format!(
+                            "'no_rope_layers' has {} entries for {num_layers} layers",
+                            items.len()
+                        )));
+                    }
+                    let mut none = Vec::new();
+                    for (i, v) in items.iter().enumerate() {
+                        match v.as_u64() {
+                            Some(0) => none.push(i),
+                            Some(1) => {}
+                            _ => {
+                                return Err(f.err(format!(
+                                    "'no_rope_layers' holds {v}: expected 1 (rotary) or 0 (none)"
+                                )))
+                            }
+                        }
+                    }
+                    none
+                }
+                Value::Null => {
+                    let interval = f.opt_usize("no_rope_layer_interval")?.unwrap_or(4);
+                    if interval == 0 {
+                        return Err(f.err("'no_rope_layer_interval' is 0".into()));
+                    }
+                    (0..num_layers)
+                        .filter(|i| (i + 1) % interval == 0)
+                        .collect()
+                }
+                v => return Err(f.err(format!("'no_rope_layers' is {v}, not a list"))),
+            }
+        } else {
+            Vec::new()
+        };
+
         let quantization = match &json["quantization_config"] {
             Value::Null => None,
             q => {
@@ -393,6 +438,7 @@ impl ModelConfig {
             layer_types,
             sliding_window,
             rope_local_theta,
+            no_rope_layers,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
             quantization,
@@ -407,6 +453,11 @@ impl ModelConfig {
     /// This model's family (what its block does differently).
     pub fn family(&self) -> &'static super::family::Family {
         self.architecture.family()
+    }
+
+    /// Whether layer `i` rotates q and k (all but SmolLM3's `no_rope_layers`).
+    pub fn layer_rope(&self, i: usize) -> bool {
+        !self.no_rope_layers.contains(&i)
     }
 
     /// Layer `i`'s type.
@@ -705,6 +756,12 @@ impl ModelConfig {
         }
         if let Some(s) = self.query_pre_attn_scalar {
             json["query_pre_attn_scalar"] = s.into();
+        }
+        if self.architecture == Architecture::SmolLm3 {
+            let rope: Vec<u32> = (0..self.num_layers)
+                .map(|i| self.layer_rope(i) as u32)
+                .collect();
+            json["no_rope_layers"] = rope.into();
         }
         if let Some(w) = self.sliding_window {
             json["sliding_window"] = w.into();

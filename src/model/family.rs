@@ -92,8 +92,18 @@ pub const GEMMA3: Family = Family {
     gguf_qk_permuted: false,
 };
 
+/// SmolLM3: the Llama block, with no rotary embedding on the layers `no_rope_layers` names
+/// (config.rs; in GGUF files every fourth, as llama.cpp fixes it).
+pub const SMOLLM3: Family = Family {
+    architecture: Architecture::SmolLm3,
+    model_types: &["smollm3"],
+    hf_class: "SmolLM3ForCausalLM",
+    gguf: "smollm3",
+    ..LLAMA
+};
+
 /// Every family, in the order error messages list them.
-pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3];
+pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3, &SMOLLM3];
 
 /// The family of a config.json's `model_type`.
 pub fn by_model_type(model_type: &str) -> Option<&'static Family> {

@@ -670,6 +670,14 @@ fn config_from_metadata(
         },
         sliding_window: count("attention.sliding_window").ok(),
         rope_local_theta: (architecture == Architecture::Gemma3).then_some(10000.0),
+        // SmolLM3: no RoPE on every fourth layer; llama.cpp fixes the step (no metadata key).
+        no_rope_layers: if architecture == Architecture::SmolLm3 {
+            (0..count("block_count")?)
+                .filter(|i| (i + 1) % 4 == 0)
+                .collect()
+        } else {
+            Vec::new()
+        },
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
         quantization: None,

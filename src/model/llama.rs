@@ -554,6 +554,8 @@ pub struct Layer {
     pub scores: Scores,
     /// Whether RoPE comes from the sliding layers' own table (`Llama::cos_sin_local`).
     pub local_rope: bool,
+    /// Whether q and k are rotated at all (not on SmolLM3's no-RoPE layers).
+    pub rope: bool,
     pub q: Module,
     pub k: Module,
     pub v: Module,
@@ -704,6 +706,7 @@ impl Llama {
                     }),
                     scores: c.layer_scores(i),
                     local_rope: c.layer_local_rope(i),
+                    rope: c.layer_rope(i),
                     qk_norm: c.qk_norm.then(|| {
                         let norm = |g: &mut Graph, which: &str| {
                             let name = format!("{p}.self_attn.{which}.weight");

@@ -309,8 +309,13 @@ impl Llama {
             }
             None => (q, k, None),
         };
-        let names = [format!("{p}.q_rot"), format!("{p}.k_rot")];
-        let [q, k] = rope_qk(g, [&names[0], &names[1]], [q, k], table, at, false)?;
+        let [q, k] = match l.rope {
+            true => {
+                let names = [format!("{p}.q_rot"), format!("{p}.k_rot")];
+                rope_qk(g, [&names[0], &names[1]], [q, k], table, at, false)?
+            }
+            false => [q, k],
+        };
         let qkv = Qkv { q, k, v };
         let name = format!("{p}.attn");
         let attn = match attend {
@@ -582,9 +587,14 @@ impl Llama {
                     attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?
                 }
             };
-            let (table, at) = self.rope_for(l, attend, tokens);
-            let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
-            let [d_q, d_k] = rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?;
+            let [d_q, d_k] = match l.rope {
+                true => {
+                    let (table, at) = self.rope_for(l, attend, tokens);
+                    let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
+                    rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?
+                }
+                false => [d.q, d.k],
+            };
             let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
                 (Some((qn, kn)), Some((qw, kw))) => (
                     qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
