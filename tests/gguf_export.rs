@@ -239,6 +239,42 @@ fn export_for_ollama_writes_a_modelfile_ollama_reads() {
     let err = String::from_utf8_lossy(&folder.stderr);
     assert!(!folder.status.success() && err.contains("GGUF"), "{err}");
 
+    // Into the adapter's own folder (or a folder in it): nothing of the adapter is touched.
+    let run_copy = dir.join("adapter-copy");
+    std::fs::create_dir_all(&run_copy).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(adapter.join(f), run_copy.join(f)).unwrap();
+    }
+    let before = common::cli::listing(&run_copy);
+    let into = |out: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_webqlora"))
+            .args(["export", "--format", "ollama", "--model"])
+            .arg(&model)
+            .arg("--adapter")
+            .arg(&run_copy)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let inside = into(&run_copy.join("ollama"));
+    assert!(inside.status.success(), "{inside:?}");
+    let itself = into(&run_copy);
+    let err = String::from_utf8_lossy(&itself.stderr);
+    assert!(
+        !itself.status.success() && err.contains("--output writes over --adapter"),
+        "{err}"
+    );
+    let mut after = common::cli::listing(&run_copy);
+    after.retain(|f| !f.starts_with("ollama"));
+    assert_eq!(after, before);
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(run_copy.join(f)).unwrap(),
+            std::fs::read(adapter.join(f)).unwrap()
+        );
+    }
+
     // train --export ollama: the same pair in the run's folder.
     let data = dir.join("data.jsonl");
     std::fs::write(&data, common::cli::pattern_jsonl(2, 8)).unwrap();

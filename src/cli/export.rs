@@ -137,6 +137,8 @@ fn run_ollama(args: &ExportArgs, model: &Path, dtype: GgufLoraDtype) -> anyhow::
         modelfile.display(),
         if text.contains("TEMPLATE") {
             ""
+        } else if text.contains("has no chat template") {
+            "; the base has no chat template: prompts are used as given"
         } else {
             "; no TEMPLATE: Ollama reads the chat template from the base GGUF"
         }
