@@ -65,7 +65,7 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
 
 /// The test binaries run again with `WEBQLORA_KERNELS=portable`: the kernels, the golden
 /// forward passes and training steps, an adapter's module, the whole step, MCQ scoring.
-const PORTABLE_TESTS: [&str; 13] = [
+const PORTABLE_TESTS: [&str; 14] = [
     "kernels_matmul",
     "kernels_elementwise",
     "kernels_attention",
@@ -78,6 +78,7 @@ const PORTABLE_TESTS: [&str; 13] = [
     "llama_train_golden",
     "qwen3_golden",
     "gemma3_golden",
+    "smollm3_golden",
     "gguf_base",
     "cli_dump_step",
 ];
