@@ -594,6 +594,14 @@ fn random_weight(
     (q, deq)
 }
 
+/// NF4 products of `random_weight` (values in [-0.1, 0.1], RMS 0.1/√3) and inputs in [-1, 1]
+/// summed over `k`: an output's RMS is 0.1·√k/3, the size its rounding follows where the sum
+/// cancels (a one-output matvec can: seed 9556238025994266256 gave 1.4e-5 of a 7-term dot
+/// product's value), as `products` for f32.
+fn nf4_products(k: usize) -> Tol {
+    Tol::F32.floor(0.1 * (k as f64).sqrt() / 3.0)
+}
+
 const WEIGHTS: [(usize, usize); 6] = [(64, 64), (63, 65), (65, 63), (1, 7), (129, 576), (192, 129)];
 
 #[test]
@@ -615,7 +623,7 @@ fn nf4_forward_matches_dequantized_cpu_matmul() {
                 &[y],
             );
             let want = cpu_matmul(&x, false, &deq, true, rows, n_in, out, 1.0, None);
-            Tol::F32.check(
+            nf4_products(n_in).check(
                 format!("rows {rows} out {out} in {n_in} bs {blocksize}"),
                 &got[0],
                 &want,
@@ -705,8 +713,8 @@ fn nf4_backward_data_matches_dequantized_cpu_matmul() {
             let got = run_graph(g, &inputs, &[dx, acc]);
             let want = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, None);
             let want_acc = cpu_matmul(&dy, false, &deq, false, rows, out, n_in, 1.0, Some(&dx0));
-            Tol::F32.check(format!("rows {rows} out {out} in {n_in}"), &got[0], &want);
-            Tol::F32.check(
+            nf4_products(out).check(format!("rows {rows} out {out} in {n_in}"), &got[0], &want);
+            nf4_products(out).check(
                 format!("accumulating, rows {rows} out {out} in {n_in}"),
                 &got[1],
                 &want_acc,
@@ -720,7 +728,7 @@ fn nf4_backward_data_matches_dequantized_cpu_matmul() {
 /// on the software path).
 #[test]
 fn nf4_matvec_matches_dequantized_cpu_product() {
-    for_each_seed("nf4_matvec", &[], |mut rng| {
+    for_each_seed("nf4_matvec", &[9556238025994266256], |mut rng| {
         let graphs = [
             common::software_buffer_graph as fn() -> Graph,
             common::portable_graph,
@@ -742,7 +750,7 @@ fn nf4_matvec_matches_dequantized_cpu_product() {
                 &[y],
             );
             let want = cpu_matmul(&x, false, &deq, true, 1, n_in, out, 1.0, None);
-            Tol::F32.check(format!("out {out} in {n_in}"), &got[0], &want);
+            nf4_products(n_in).check(format!("out {out} in {n_in}"), &got[0], &want);
         }
     });
 }
