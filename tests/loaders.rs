@@ -38,7 +38,7 @@ fn bad_configs_are_named() {
     let cases = [
         (
             r#"{"model_type": "gpt2"}"#,
-            "model_type 'gpt2' is not supported (llama, mistral, qwen2, qwen3, gemma3_text)",
+            "model_type 'gpt2' is not supported (llama, mistral, qwen2, qwen3, gemma3_text, smollm3)",
         ),
         (
             r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3}"#,

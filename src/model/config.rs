@@ -1,5 +1,5 @@
 //! The Hugging Face `config.json` of a model of one of the families in `family.rs` (llama,
-//! mistral, qwen2, qwen3, gemma3_text).
+//! mistral, qwen2, qwen3, gemma3_text, smollm3).
 
 use serde_json::Value;
 
