@@ -103,6 +103,55 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
     pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
 }
 
+/// The golden tiny `family` as llama.cpp writes such a model: architecture `arch`, its
+/// metadata keys, f32 tensors under GGUF names, q/k rows permuted where llama.cpp permutes
+/// them for the family; returns the config it was made from.
+fn tiny_family_gguf(family: &str, arch: &'static str, path: &std::path::Path) -> ModelConfig {
+    let c = ModelConfig::load(&golden(&format!("{family}/base-f32"))).unwrap();
+    let weights = Golden::open(&format!("{family}/base-f32/model.safetensors"));
+    let permuted = c.family().gguf_qk_permuted;
+    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
+        .names()
+        .into_iter()
+        .map(|name| {
+            let gguf = webqlora::model::gguf::gguf_name(&name)
+                .unwrap_or_else(|| panic!("no GGUF name for {name}"));
+            let shape = weights.shape(&name);
+            let mut values = weights.f32(&name);
+            if permuted && name.ends_with("q_proj.weight") {
+                values = permute_rows(&values, c.num_heads, shape[1]);
+            } else if permuted && name.ends_with("k_proj.weight") {
+                values = permute_rows(&values, c.num_kv_heads, shape[1]);
+            }
+            (gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())
+        })
+        .collect();
+    let u = |v: usize| Meta::U32(v as u32);
+    let keyed = [
+        ("embedding_length", u(c.hidden_size)),
+        ("feed_forward_length", u(c.intermediate_size)),
+        ("block_count", u(c.num_layers)),
+        ("attention.head_count", u(c.num_heads)),
+        ("attention.head_count_kv", u(c.num_kv_heads)),
+        ("attention.key_length", u(c.head_dim)),
+        ("context_length", u(c.max_position_embeddings)),
+        ("rope.freq_base", Meta::F32(c.rope_theta as f32)),
+        (
+            "attention.layer_norm_rms_epsilon",
+            Meta::F32(c.rms_norm_eps as f32),
+        ),
+    ];
+    let keys: Vec<String> = keyed.iter().map(|(k, _)| format!("{arch}.{k}")).collect();
+    let mut meta = vec![("general.architecture", Meta::Str(arch))];
+    meta.extend(
+        keys.iter()
+            .map(String::as_str)
+            .zip(keyed.into_iter().map(|(_, v)| v)),
+    );
+    write_gguf(path, &meta, &tensors);
+    c
+}
+
 /// A Qwen3 GGUF as llama.cpp writes one (architecture qwen3, the head size as
 /// `attention.key_length`, q/k rows not permuted, `attn_q_norm` / `attn_k_norm`): the same
 /// config and transformers' logits.
@@ -110,40 +159,7 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
 fn a_gguf_tiny_qwen3_gives_transformers_logits() {
     let dir = temp_dir("gguf_qwen3");
     let path = dir.join("qwen3.gguf");
-    let c = ModelConfig::load(&golden("tiny-qwen3/base-f32")).unwrap();
-    let weights = Golden::open("tiny-qwen3/base-f32/model.safetensors");
-    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
-        .names()
-        .into_iter()
-        .map(|name| {
-            let gguf = webqlora::model::gguf::gguf_name(&name)
-                .unwrap_or_else(|| panic!("no GGUF name for {name}"));
-            let values = weights.f32(&name);
-            (
-                gguf,
-                weights.shape(&name),
-                0,
-                bytemuck::cast_slice(&values).to_vec(),
-            )
-        })
-        .collect();
-    let u = |v: usize| Meta::U32(v as u32);
-    let meta = [
-        ("general.architecture", Meta::Str("qwen3")),
-        ("qwen3.embedding_length", u(c.hidden_size)),
-        ("qwen3.feed_forward_length", u(c.intermediate_size)),
-        ("qwen3.block_count", u(c.num_layers)),
-        ("qwen3.attention.head_count", u(c.num_heads)),
-        ("qwen3.attention.head_count_kv", u(c.num_kv_heads)),
-        ("qwen3.attention.key_length", u(c.head_dim)),
-        ("qwen3.context_length", u(c.max_position_embeddings)),
-        ("qwen3.rope.freq_base", Meta::F32(c.rope_theta as f32)),
-        (
-            "qwen3.attention.layer_norm_rms_epsilon",
-            Meta::F32(c.rms_norm_eps as f32),
-        ),
-    ];
-    write_gguf(&path, &meta, &tensors);
+    let c = tiny_family_gguf("tiny-qwen3", "qwen3", &path);
     let file = GgufFile::open(&path).unwrap();
     let mut want = c.clone();
     want.rms_norm_eps = c.rms_norm_eps as f32 as f64;
@@ -160,42 +176,7 @@ fn a_gguf_tiny_qwen3_gives_transformers_logits() {
 fn a_gguf_tiny_smollm3_gives_transformers_logits() {
     let dir = temp_dir("gguf_smollm3");
     let path = dir.join("smollm3.gguf");
-    let c = ModelConfig::load(&golden("tiny-smollm3/base-f32")).unwrap();
-    let weights = Golden::open("tiny-smollm3/base-f32/model.safetensors");
-    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
-        .names()
-        .into_iter()
-        .map(|name| {
-            let gguf = webqlora::model::gguf::gguf_name(&name)
-                .unwrap_or_else(|| panic!("no GGUF name for {name}"));
-            let shape = weights.shape(&name);
-            let mut values = weights.f32(&name);
-            if name.ends_with("q_proj.weight") {
-                values = permute_rows(&values, c.num_heads, shape[1]);
-            } else if name.ends_with("k_proj.weight") {
-                values = permute_rows(&values, c.num_kv_heads, shape[1]);
-            }
-            (gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())
-        })
-        .collect();
-    let u = |v: usize| Meta::U32(v as u32);
-    let meta = [
-        ("general.architecture", Meta::Str("smollm3")),
-        ("smollm3.embedding_length", u(c.hidden_size)),
-        ("smollm3.feed_forward_length", u(c.intermediate_size)),
-        ("smollm3.block_count", u(c.num_layers)),
-        ("smollm3.attention.head_count", u(c.num_heads)),
-        ("smollm3.attention.head_count_kv", u(c.num_kv_heads)),
-        ("smollm3.context_length", u(c.max_position_embeddings)),
-        ("smollm3.rope.freq_base", Meta::F32(c.rope_theta as f32)),
-        (
-            "smollm3.attention.layer_norm_rms_epsilon",
-            Meta::F32(c.rms_norm_eps as f32),
-        ),
-        ("tokenizer.ggml.bos_token_id", u(1)),
-        ("tokenizer.ggml.eos_token_id", u(2)),
-    ];
-    write_gguf(&path, &meta, &tensors);
+    tiny_family_gguf("tiny-smollm3", "smollm3", &path);
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(
         file.config().architecture,

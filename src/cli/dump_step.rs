@@ -11,7 +11,6 @@ use webqlora::train::model_source::ModelSource;
 
 use super::common::{choose_base, BaseArg};
 use super::GpuArgs;
-use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct DumpStepArgs {
@@ -61,13 +60,7 @@ pub fn run(args: DumpStepArgs) -> anyhow::Result<()> {
     let source = ModelSource::open(&args.model)?;
     let batch = Batch::load(&args.batch, source.config.vocab_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let base = choose_base(
-        args.base,
-        &args.model,
-        ModelKind::of(&source.config, source.weights.as_ref()),
-        &gpu.kernels,
-    )?
-    .format;
+    let base = choose_base(args.base, &args.model, source.kind(), &gpu.kernels)?.format;
     drop(source);
     if !matches!(base, BaseFormat::Nf4 { .. }) && (args.bnb_cpu_bf16 || args.bnb_cpu_repacked) {
         anyhow::bail!(

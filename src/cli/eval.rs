@@ -20,7 +20,6 @@ use webqlora::train::model_source::ModelSource;
 use super::common::{at_least_one, choose_base, load_bar, BaseArg, McqScoreArg, ModelArg};
 use super::progress::{Progress, Stream};
 use super::GpuArgs;
-use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -104,12 +103,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let n = other.len() + questions.len();
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let base = choose_base(
-        args.base,
-        &model_path,
-        ModelKind::of(&source.config, source.weights.as_ref()),
-        &gpu.kernels,
-    )?;
+    let base = choose_base(args.base, &model_path, source.kind(), &gpu.kernels)?;
     let shape = ScorerShape::for_items(
         &[
             example_items.as_slice(),

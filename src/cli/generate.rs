@@ -15,7 +15,6 @@ use webqlora::train::model_source::ModelSource;
 
 use super::common::{at_least_one, choose_base, load_bar, BaseArg, ModelArg};
 use super::GpuArgs;
-use webqlora::model::llama::ModelKind;
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -87,12 +86,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let new_tokens = args.max_new_tokens.min(context - prompt.len());
     let max_ctx = prompt.len() + new_tokens;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    let base = choose_base(
-        args.base,
-        &model_path,
-        ModelKind::of(&source.config, source.weights.as_ref()),
-        &gpu.kernels,
-    )?;
+    let base = choose_base(args.base, &model_path, source.kind(), &gpu.kernels)?;
     let decoder = Decoder::new(
         &gpu,
         &source.config,

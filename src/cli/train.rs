@@ -18,7 +18,6 @@ use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
-use webqlora::model::llama::ModelKind;
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
@@ -646,12 +645,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     check_step_size(&args, train.len(), seq, source.config.hidden_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
-    let base = choose_base(
-        args.base,
-        &model_path,
-        ModelKind::of(&source.config, source.weights.as_ref()),
-        &gpu.kernels,
-    )?;
+    let base = choose_base(args.base, &model_path, source.kind(), &gpu.kernels)?;
     let settings = SessionSettings {
         batch,
         seq,

@@ -97,6 +97,11 @@ impl ModelSource {
         })
     }
 
+    /// What its weights are, for the default base (`BaseFormat::default_for`).
+    pub fn kind(&self) -> crate::model::llama::ModelKind {
+        crate::model::llama::ModelKind::of(&self.config, self.weights.as_ref())
+    }
+
     /// The id batches are padded with: the EOS (masked anyway), else 0.
     pub fn pad_id(&self) -> u32 {
         super::trainer::pad_id(self.tokenizer.as_ref(), &self.config)
