@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: the MCQ demo end to end. Fetches the model if needed (SmolLM2-135M-Instruct,
 //! or `--model gemma3-270m`), measures multiple-choice accuracy on the test split, fine-tunes a
-//! QLoRA adapter on the training split, measures again, and leaves the adapter, metrics.jsonl
+//! LoRA adapter on the training split over the GGUF's exact weights (`train`'s default base: its
+//! codes on a GPU, their f32 dequantization on lavapipe), measures again, and leaves the
+//! adapter, metrics.jsonl
 //! and loss.svg under target/demo (target/demo-gemma3-270m for Gemma). Prints `model: PATH` and
 //! `adapter: PATH`.
 //!
