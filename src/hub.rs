@@ -86,8 +86,10 @@ pub fn catalog() -> Result<Catalog, HubError> {
     let (text, from) = match std::env::var_os("WEBQLORA_CATALOG") {
         Some(path) => {
             let path = PathBuf::from(path);
-            let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            (text, path.display().to_string())
+            let from = format!("WEBQLORA_CATALOG={}", path.display());
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| HubError::Msg(format!("{from}: {e}")))?;
+            (text, from)
         }
         None => (CATALOG.to_string(), "web/models.json".to_string()),
     };
