@@ -1,6 +1,7 @@
-//! The browser API (wasm32 only), used by web/worker.js: open a model from the files the
-//! page was given, train on a JSONL dataset step by step, evaluate multiple-choice accuracy,
-//! generate text, and hand back the adapter in PEFT format. The same library code as the
+//! The browser API (wasm32 only), the bottom layer of the npm package (web/package/: its
+//! worker.js calls this, its index.js gives web apps a typed API over the worker): open a model
+//! from the files the page was given, train on a JSONL dataset step by step, evaluate (loss and
+//! multiple-choice accuracy), generate text, and hand back the adapter in PEFT and GGUF form. The same library code as the
 //! native binary; only the I/O differs.
 
 use js_sys::{Array, Function, Uint8Array};
@@ -24,7 +25,7 @@ use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, WeightSource};
 use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
-use crate::train::evaluate::{question_items, Scorer, ScorerShape, PASS_TOKENS};
+use crate::train::evaluate::{question_items, LossScore, Scorer, ScorerShape, PASS_TOKENS};
 use crate::train::fit::{will_it_fit, FitShape};
 use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::session::{SessionSettings, TrainSession};
@@ -584,14 +585,30 @@ impl WebSession {
         Ok(())
     }
 
+    /// The training graph to share weights with, and the adapter to apply: with `adapter`
+    /// once training has started, else the base model alone (sharing its weights all the same).
+    fn trained(
+        &self,
+        adapter: bool,
+    ) -> (Option<&crate::graph::CompiledGraph>, Option<&LoraConfig>) {
+        match &self.training {
+            Some(t) => (
+                Some(&t.session.compiled),
+                if adapter { self.lora() } else { None },
+            ),
+            None => (None, None),
+        }
+    }
+
     /// Generate from `prompt` (as a chat user message with `chat`, when the model has a chat
-    /// template), greedy, calling
-    /// `on_text(text so far)` as tokens come; with the adapter once training has started.
+    /// template), greedy, calling `on_text(text so far)` as tokens come; with the adapter when
+    /// `adapter` is set and training has started, else from the base model.
     pub async fn generate(
         &self,
         prompt: &str,
         max_new: u32,
         chat: bool,
+        adapter: bool,
         on_text: &Function,
     ) -> Result<String, JsValue> {
         let tok = self
@@ -611,17 +628,17 @@ impl WebSession {
             tok.encode(prompt, true).map_err(js_err)?
         };
         let max_ctx = ids.len() + max_new as usize;
-        let decoder = match &self.training {
-            Some(t) => Decoder::sharing(
+        let decoder = match self.trained(adapter) {
+            (Some(compiled), lora) => Decoder::sharing(
                 &self.gpu,
                 &self.config,
                 self.base.format,
-                self.lora(),
+                lora,
                 max_ctx,
-                &t.session.compiled,
+                compiled,
             )
             .map_err(js_err)?,
-            None => {
+            (None, _) => {
                 let d = Decoder::new(&self.gpu, &self.config, self.base.format, None, max_ctx)
                     .map_err(js_err)?;
                 self.fill(&d.compiled)?;
@@ -651,65 +668,112 @@ impl WebSession {
         tok.decode(&produced, true).map_err(js_err)
     }
 
-    /// Multiple-choice accuracy on the questions of `data` (JSONL, the file `name`, which
-    /// errors name), the first `limit`: JSON with accuracy, acc_norm, n.
-    pub async fn mcq(
+    /// Evaluate on `data` (JSONL, the file `name`, which errors name), its first `limit`
+    /// records (0: all), as `webqlora eval --json` does: the loss and perplexity over every
+    /// record (a question's loss is its right answer's), and the multiple-choice accuracy and
+    /// acc_norm of its questions. With the adapter when `adapter` is set and training has
+    /// started. `progress(done, total)` a question at a time. JSON: loss, perplexity, tokens,
+    /// accuracy and acc_norm (null without questions), n.
+    pub async fn evaluate(
         &self,
         data: &str,
         name: &str,
         limit: u32,
+        adapter: bool,
         progress: &Function,
     ) -> Result<String, JsValue> {
-        let tok = self
-            .tokenizer
-            .as_ref()
-            .ok_or("this model has no tokenizer")?;
-        let questions: Vec<Mcq> = parse_jsonl(data, name)
-            .map_err(js_err)?
-            .into_iter()
+        let mut records = parse_jsonl(data, name).map_err(js_err)?;
+        if limit > 0 {
+            records.truncate(limit as usize);
+        }
+        let needs_tok = records
+            .iter()
+            .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
+        let tok = match (&self.tokenizer, needs_tok) {
+            (Some(t), _) => Some(t),
+            (None, false) => None,
+            (None, true) => {
+                return Err(
+                    "this model has no tokenizer: give its tokenizer.json, or tokenized data (input_ids)".into(),
+                )
+            }
+        };
+        let questions: Vec<Mcq> = records
+            .iter()
             .filter_map(|(_, r)| match r {
-                Record::Mcq(q) => Some(q),
+                Record::Mcq(q) => Some(q.clone()),
                 _ => None,
             })
-            .take(limit.max(1) as usize)
             .collect();
-        if questions.is_empty() {
-            return Err(format!(
-                "{name}: no multiple-choice questions (records with question, choices and answer)"
-            )
-            .into());
+        records.retain(|(_, r)| !matches!(r, Record::Mcq(_)));
+        if records.is_empty() && questions.is_empty() {
+            return Err(format!("{name}: no records to evaluate").into());
         }
-        let items = question_items(tok, &questions, false).map_err(js_err)?;
+        let opts = EncodeOptions {
+            train_on_inputs: false,
+            max_len: 2048,
+            mcq_by_letter: false,
+        };
+        let other =
+            encode_records(&records, tok, self.config.vocab_size, &opts, name).map_err(js_err)?;
+        let example_items = crate::train::evaluate::example_items(&other);
+        let items = match tok {
+            Some(tok) if !questions.is_empty() => {
+                Some(question_items(tok, &questions, false).map_err(js_err)?)
+            }
+            _ => None,
+        };
         let shape = ScorerShape::for_items(
-            &[&items.items],
+            &[
+                example_items.as_slice(),
+                items.as_ref().map_or(&[], |q| q.items.as_slice()),
+            ],
             PASS_TOKENS,
             self.config.vocab_size,
             self.gpu.limits.max_storage_buffer_binding_size,
         );
-        let scorer = match &self.training {
-            Some(t) => Scorer::sharing(
+        let scorer = match self.trained(adapter) {
+            (Some(compiled), lora) => Scorer::sharing(
                 &self.gpu,
                 &self.config,
                 self.base.format,
-                self.lora(),
+                lora,
                 shape,
-                &t.session.compiled,
+                compiled,
             )
             .map_err(js_err)?,
-            None => {
+            (None, _) => {
                 let s = Scorer::new(&self.gpu, &self.config, self.base.format, None, shape)
                     .map_err(js_err)?;
                 self.fill(&s.compiled)?;
                 s
             }
         };
-        let score = scorer
-            .mcq(&self.gpu, &questions, &items, |i| {
-                let _ = progress.call2(&JsValue::NULL, &i.into(), &questions.len().into());
-            })
+        let (logprob, tokens) = scorer
+            .logprob_sum(&self.gpu, &other)
             .await
             .map_err(js_err)?;
-        Ok(serde_json::json!({"accuracy": score.accuracy, "acc_norm": score.acc_norm, "n": score.n})
-            .to_string())
+        let mcq = match &items {
+            Some(items) => Some(
+                scorer
+                    .mcq(&self.gpu, &questions, items, |i| {
+                        let _ = progress.call2(&JsValue::NULL, &i.into(), &questions.len().into());
+                    })
+                    .await
+                    .map_err(js_err)?,
+            ),
+            None => None,
+        };
+        let loss = match &mcq {
+            Some(m) => LossScore::of(logprob + m.answer_logprob, tokens + m.answer_tokens),
+            None => LossScore::of(logprob, tokens),
+        };
+        Ok(serde_json::json!({
+            "loss": loss.loss, "perplexity": loss.perplexity, "tokens": loss.tokens,
+            "accuracy": mcq.as_ref().map(|m| m.accuracy),
+            "acc_norm": mcq.as_ref().map(|m| m.acc_norm),
+            "n": other.len() + questions.len(),
+        })
+        .to_string())
     }
 }

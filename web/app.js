@@ -1,10 +1,22 @@
 // The page: model, data, settings, training with a live loss chart, trying prompts and MCQ
-// accuracy before and after, and the adapter download. All work happens in worker.js.
+// accuracy before and after, and the adapter download. Built on the webqlora package (the
+// import map in index.html names it), as any web app would be: nothing here talks to the
+// WebAssembly module or the worker directly.
 
-import * as models from './models.js';
+import {
+  Session, DeviceLostError, catalog, cachedStatus, downloadModel, cachedFiles, removeCachedModel,
+  filesFromUrl, defaultCatalogUrl,
+} from 'webqlora';
 
 const $ = (id) => document.getElementById(id);
-const worker = new Worker('worker.js', { type: 'module' });
+const params = new URLSearchParams(location.search);
+// ?catalog=URL: another catalog of ready models; ?chunk_kib=: the model cache's part size (the
+// end-to-end test's tiny files come in several parts so); ?kernels=: forced kernels, as
+// WEBQLORA_KERNELS does for the native binary.
+const catalogUrl = params.get('catalog') ? new URL(params.get('catalog'), location.href).href : defaultCatalogUrl;
+const chunkBytes = params.get('chunk_kib') ? Number(params.get('chunk_kib')) * 1024 : undefined;
+const kernels = params.get('kernels');
+let session = null;
 // Exposed for the end-to-end test, which reads the losses.
 const state = window.webqloraState = { modelName: '', data: null, dataName: '', trained: false, losses: [], tokens: 0, seconds: 0 };
 
@@ -29,10 +41,12 @@ function explain(where, text) {
   return `${where}: ${text}`;
 }
 
-worker.onerror = (e) => {
-  message(explain('the trainer stopped', e.message || 'unknown error (device lost or out of memory?)'), true);
+// An operation's failure, said in words; a lost device is renewed (and a run resumed).
+function failed(where, e) {
+  if (e instanceof DeviceLostError) return deviceLost(where, e.message);
+  message(explain(where, e.message || String(e)), true);
   setBusy(false);
-};
+}
 
 // ---- model files, kept in the Origin Private File System ------------------------------------
 
@@ -138,60 +152,41 @@ async function keptRun(finished) {
   } catch (e) { state.keptError = String(e); return null; }
 }
 
-async function fetchWithProgress(url) {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  const total = Number(r.headers.get('content-length')) || 0;
-  const reader = r.body.getReader();
-  const chunks = [];
-  let got = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    got += value.length;
-    $('download-progress').max = total || got;
-    $('download-progress').value = got;
-    $('download-text').textContent = `${(got / 1e6).toFixed(1)} MB${total ? ' of ' + (total / 1e6).toFixed(1) : ''}`;
-  }
-  const out = new Uint8Array(got);
-  let at = 0;
-  for (const c of chunks) { out.set(c, at); at += c.length; }
-  return out.buffer;
-}
-
-async function filesFromUrl(url) {
-  if (/\.gguf(\?|$)/i.test(url)) {
-    return [[url.split('/').pop().split('?')[0], await fetchWithProgress(url)]];
-  }
-  const base = url.endsWith('/') ? url : url + '/';
-  const files = [['config.json', await fetchWithProgress(base + 'config.json')]];
-  try {
-    files.push(['model.safetensors', await fetchWithProgress(base + 'model.safetensors')]);
-  } catch (e) {
-    const index = JSON.parse(new TextDecoder().decode(await fetchWithProgress(base + 'model.safetensors.index.json')));
-    for (const shard of new Set(Object.values(index.weight_map))) {
-      files.push([shard, await fetchWithProgress(base + shard)]);
-    }
-  }
-  for (const optional of ['tokenizer.json', 'tokenizer_config.json']) {
-    try { files.push([optional, await fetchWithProgress(base + optional)]); } catch (e) { /* absent */ }
-  }
-  return files;
+function showDownload({ file, done, total }) {
+  $('download-progress').max = total || done;
+  $('download-progress').value = done;
+  $('download-text').textContent = `${file}: ${mb(done)}${total ? ' of ' + mb(total) : ''}`;
 }
 
 // `id`: the ready model's catalog id, so that a resumed run reopens it.
-function openModel(files, name, keep, id) {
+async function openModel(files, name, keep, id) {
   state.modelName = name;
   state.modelId = id || null;
   message('');
+  modelReady = false;
+  updateButtons();
   $('model-info').textContent = `opening ${name} …`;
-  const copies = files.map(([n, b]) => [n, b.slice(0)]);
-  // ?kernels=portable (or software, or nf4=portable,...) forces the kernels, as
-  // WEBQLORA_KERNELS does for the native binary.
-  const kernels = new URLSearchParams(location.search).get('kernels');
-  worker.postMessage({ type: 'open', files, kernels }, files.map(([, b]) => b));
-  if (keep) keepModel(copies);
+  // The session takes the buffers; the browser keeps copies.
+  if (keep) keepModel(files.map(([n, b]) => [n, b.slice(0)]));
+  if (session) session.close();
+  session = null;
+  try {
+    session = await Session.open({ files }, { kernels });
+  } catch (e) {
+    message(explain('open', e.message), true);
+    return false;
+  }
+  showInfo(session.info);
+  return true;
+}
+
+function showInfo(info) {
+  modelReady = true;
+  state.info = info;
+  $('model-info').textContent = `${state.modelName}: ${info.layers} layers, hidden ${info.hidden}, vocabulary ${info.vocab}` +
+    `${info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${info.device || 'the WebGPU adapter'} (${info.backend})` +
+    ` — base ${info.base}: ${info.baseWhy}`;
+  updateButtons();
 }
 
 $('model-files').onchange = async () => {
@@ -203,7 +198,7 @@ $('model-files').onchange = async () => {
 $('model-url-load').onclick = async () => {
   try {
     const url = $('model-url').value.trim();
-    openModel(await filesFromUrl(url), url, true);
+    openModel(await filesFromUrl(url, { onDownload: showDownload }), url, true);
   } catch (e) { message(`download: ${e.message}`, true); }
 };
 $('model-cached').onclick = async () => {
@@ -211,10 +206,9 @@ $('model-cached').onclick = async () => {
   if (files) openModel(files, 'the model kept in this browser', false);
 };
 
-// ---- ready models by name (models.js) -------------------------------------------------------
+// ---- ready models by name (the package's catalog and cache) ----------------------------------
 
 const downloading = new Map();
-const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 function button(text, label, onclick) {
   const b = document.createElement('button');
@@ -228,7 +222,7 @@ async function renderCatalog() {
   const body = $('catalog').tBodies[0];
   const rows = [];
   for (const entry of state.catalog || []) {
-    const st = await models.status(entry);
+    const st = await cachedStatus(entry, { chunkBytes });
     const tr = document.createElement('tr');
     tr.id = `model-${entry.id}`;
     const busyHere = downloading.has(entry.id);
@@ -278,14 +272,16 @@ async function fetchModel(entry) {
   downloading.set(entry.id, ctl);
   await renderCatalog();
   try {
-    const { meta, info } = await models.download(entry, (got, total, file) => {
-      $('download-progress').max = total || got;
-      $('download-progress').value = got;
-      $('download-text').textContent = `${file}: ${mb(got)}${total ? ' of ' + mb(total) : ''}`;
-      const row = document.getElementById(`model-${entry.id}`);
-      const cell = row && row.querySelector('.status');
-      if (cell) cell.textContent = `downloading ${file}: ${mb(got)}${total ? ' of ' + mb(total) : ''}`;
-    }, ctl.signal);
+    const { meta, info } = await downloadModel(entry, {
+      chunkBytes,
+      signal: ctl.signal,
+      onDownload: (p) => {
+        showDownload(p);
+        const row = document.getElementById(`model-${entry.id}`);
+        const cell = row && row.querySelector('.status');
+        if (cell) cell.textContent = `downloading ${p.file}: ${mb(p.done)}${p.total ? ' of ' + mb(p.total) : ''}`;
+      },
+    });
     state.lastDownload = { id: entry.id, meta, info };
   } catch (e) {
     if (e.name !== 'AbortError') message(`download of ${entry.name}: ${e.message}`, true);
@@ -296,12 +292,12 @@ async function fetchModel(entry) {
 
 async function useModel(entry) {
   try {
-    openModel(await models.files(entry), entry.name, false, entry.id);
+    await openModel(await cachedFiles(entry), entry.name, false, entry.id);
   } catch (e) { message(`${entry.name}: ${e.message}`, true); }
 }
 
 async function removeModel(entry) {
-  await models.remove(entry);
+  await removeCachedModel(entry);
   await renderCatalog();
 }
 
@@ -339,14 +335,17 @@ function updateButtons() {
   $('download-merged').disabled = busy || !state.trained || !(state.info && state.info.gguf);
 }
 
+// The run's settings as the package types them, and the page's own (checkpoints, validation).
 function settings() {
   const num = (id) => Number($(id).value);
   return {
-    rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
-    max_seq_len: num('seq'), batch: num('batch'), accumulation: num('accumulation'),
-    seed: num('seed'), base: $('base').value, packing: $('packing').checked, dora: $('dora').checked,
-    save_every: num('save-every'), valid_split: num('valid-split'), eval_every: num('eval-every'),
-    model_name: state.modelName,
+    settings: {
+      rank: num('rank'), alpha: num('alpha'), lr: num('lr'), steps: num('steps'),
+      maxSeqLen: num('seq'), batch: num('batch'), accumulation: num('accumulation'),
+      seed: num('seed'), base: $('base').value, packing: $('packing').checked, dora: $('dora').checked,
+      validSplit: num('valid-split'), modelName: state.modelName,
+    },
+    saveEvery: num('save-every'), evalEvery: num('eval-every'),
   };
 }
 
@@ -391,11 +390,20 @@ function drawChart() {
 // Will it fit: the step's planned GPU memory against the budget and the GPU's limits, before
 // anything is allocated; Train starts only when it fits, else the page proposes a smaller batch
 // (more accumulation, the same examples a step) or shorter sequences.
-function checkFit(start) {
+async function checkFit(start) {
   setBusy(true);
   $('fit-proposal').hidden = true;
-  worker.postMessage({ type: 'fit', data: state.data, dataName: state.dataName, settings: settings(),
-    budget: Number($('budget').value), start });
+  let report;
+  try {
+    report = await session.fit(data(), settings().settings, { budgetMiB: Number($('budget').value) });
+  } catch (e) {
+    if (start) $('train-info').textContent = 'not started';
+    return failed('fit', e);
+  }
+  showFit(report);
+  if (start && report.fits) return startTraining();
+  if (start) $('train-info').textContent = 'not started: it does not fit (see above)';
+  setBusy(false);
 }
 $('check-fit').onclick = () => checkFit(false);
 $('train').onclick = () => {
@@ -412,92 +420,151 @@ $('fit-proposal').onclick = () => {
   if (!p) return;
   $('batch').value = String(p.batch);
   $('accumulation').value = String(p.accumulation);
-  $('seq').value = String(p.max_len);
+  $('seq').value = String(p.maxLen);
   checkFit(true);
 };
 
+const data = () => ({ name: state.dataName, text: state.data });
+const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 function showFit(r) {
   state.fit = r;
   const a = r.asked;
-  const data = `data: ${r.data.examples} examples, ${r.data.tokens} tokens`;
-  if (a.planned_bytes != null) {
-    $('fit-info').textContent = `Planned GPU memory ${mib(a.planned_bytes)} of the ${mib(r.budget)} budget ` +
+  const d = `data: ${r.data.examples} examples, ${r.data.tokens} tokens`;
+  if (a.plannedBytes != null) {
+    $('fit-info').textContent = `Planned GPU memory ${mib(a.plannedBytes)} of the ${mib(r.budget)} budget ` +
       `(batch ${a.batch} × ${a.accumulation} accumulation, sequences of ${a.seq} tokens; model and adapter ` +
-      `${mib(a.params_bytes)}; largest buffer ${mib(a.largest_buffer)}, the GPU allows ${mib(r.limits.max_buffer)}); ${data}.`;
+      `${mib(a.paramsBytes)}; largest buffer ${mib(a.largestBuffer)}, the GPU allows ${mib(r.limits.maxBuffer)}); ${d}.`;
   } else {
-    $('fit-info').textContent = `${data}.`;
+    $('fit-info').textContent = `${d}.`;
   }
   $('fit-info').className = r.fits ? '' : 'refusal';
   if (!r.fits) {
     $('fit-info').textContent += ` It does not fit: ${r.refusal}.`;
     const p = r.proposal;
     $('fit-proposal').hidden = !p;
-    if (p) $('fit-proposal').textContent = `Train with batch ${p.batch} × ${p.accumulation} accumulation, sequences of ${p.seq} tokens (${mib(p.planned_bytes)})`;
+    if (p) $('fit-proposal').textContent = `Train with batch ${p.batch} × ${p.accumulation} accumulation, sequences of ${p.seq} tokens (${mib(p.plannedBytes)})`;
   }
 }
 
 function startTraining() {
-  state.running = true;
   state.losses = [];
   state.valLosses = [];
+  state.savedStep = 0;
+  $('resume-run').hidden = true;
+  state.run = settings();
+  // Chained with the checkpoint writes: a run's files are never removed under them.
+  storing = storing.then(() => startRun(state.run));
+  return runTraining(null);
+}
+
+// Train (from `resume`, a checkpoint, when given), the page following each step, validation,
+// checkpoint and device loss; the package recovers a lost device from the last checkpoint.
+let stopper = null;
+async function runTraining(resume) {
+  state.running = true;
   state.steps = [];
   state.tokens = 0;
   state.seconds = 0;
   state.trained = false;
   drawChart();
   setBusy(true);
-  $('resume-run').hidden = true;
-  $('train-info').textContent = 'preparing …';
-  state.run = settings();
-  state.savedStep = 0;
-  $('train-info').dataset.saved = '0';
-  // Chained with the checkpoint writes: a run's files are never removed under them.
-  storing = storing.then(() => startRun(state.run));
-  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run });
+  $('train-info').textContent = resume ? `resuming from step ${resume.step} …` : 'preparing …';
+  $('train-info').dataset.saved = String(state.savedStep || 0);
+  stopper = new AbortController();
+  let result;
+  try {
+    result = await session.train(data(), state.run.settings, {
+      resume,
+      saveEvery: state.run.saveEvery,
+      evalEvery: state.run.evalEvery,
+      signal: stopper.signal,
+      onLoad: (done, total) => {
+        $('load-progress').max = total;
+        $('load-progress').value = done;
+        $('load-text').textContent = `${done} / ${total} tensors`;
+      },
+      onPrepared: (s) => {
+        $('train-info').textContent = `${s.dora ? 'DoRA, ' : ''}${s.examples} ${s.packed ? 'packed rows' : 'examples'}, batches of ${s.batch} × ${s.seq} tokens, ` +
+          `${s.trainable} trainable values, planned GPU memory ${mib(s.plannedPeakBytes)}` +
+          (s.step > 0 ? ` — resumed after step ${s.step}` : '');
+        $('step-progress').max = s.steps;
+      },
+      onStep: (m) => {
+        state.losses.push(m.loss);
+        state.steps.push(m);
+        state.tokens += m.tokens;
+        state.seconds += m.seconds;
+        $('step-progress').value = m.step;
+        $('step-text').textContent = `step ${m.step} / ${m.steps}: loss ${m.loss.toFixed(4)}, lr ${m.lr.toExponential(2)}, ` +
+          `${(state.tokens / state.seconds).toFixed(1)} tokens/s, ETA ${duration(state.seconds / state.steps.length * (m.steps - m.step))}`;
+        drawChart();
+      },
+      onValidation: (v) => {
+        state.valLosses.push([v.step, v.loss]);
+        $('val-text').textContent = `validation loss ${v.loss.toFixed(4)} (perplexity ${v.perplexity.toFixed(2)}) after step ${v.step}`;
+        drawChart();
+      },
+      onCheckpoint: (c) => { storing = storing.then(() => keepCheckpoint(c)); },
+      onDeviceLost: (loss) => {
+        // Said in words; the run goes on from its last checkpoint on a new device.
+        state.deviceLosses = (state.deviceLosses || 0) + 1;
+        const at = loss.resumeFrom ? `from the checkpoint of step ${loss.resumeFrom}` : 'from the start';
+        message(`The GPU device was lost while running '${loss.operation}' — ${loss.message.replace(/\.?$/, '.')} Opening a new one; training goes on ${at}.`);
+        state.losses = state.losses.slice(0, loss.resumeFrom);
+        state.valLosses = state.valLosses.filter(([step]) => step <= loss.resumeFrom);
+      },
+    });
+  } catch (e) {
+    // An error mid-run (out of memory, say) keeps the last checkpoint: offer to resume it.
+    state.running = false;
+    failed('train', e);
+    offerResume();
+    return;
+  }
+  if (session.info) state.info = session.info;
+  state.running = false;
+  state.trained = true;
+  $('train-info').textContent += result.stopped ? ' — stopped' : ' — done';
+  setBusy(false);
 }
 
-// Resume the run a reload (or a lost device) interrupted, from its last checkpoint: the same
-// data and settings, the model kept in this browser (or the one open, after a lost device).
+// Resume the run a reload interrupted, from its last checkpoint: the same data and settings,
+// the model kept in this browser.
 async function resumeKept(kept) {
   if (!modelReady) {
     const entry = kept.run.modelId && (state.catalog || []).find((m) => m.id === kept.run.modelId);
-    const files = entry ? await models.files(entry).catch(() => null) : await cachedModel();
+    const files = entry ? await cachedFiles(entry).catch(() => null) : await cachedModel();
     if (!files) { message('Load the model this run used first, then resume.', true); return; }
-    openModel(files, entry ? entry.name : kept.run.modelName || 'the model kept in this browser', false, entry && entry.id);
+    if (!await openModel(files, entry ? entry.name : kept.run.modelName || 'the model kept in this browser', false, entry && entry.id)) return;
   }
   const dir = await runDir(false);
   const step = kept.latest.step;
-  const resume = [
-    await readFile(dir, `${step}.state.json`, true),
-    await readFile(dir, `${step}.adapter_config.json`, true),
-    new Uint8Array(await readFile(dir, `${step}.adapter_model.safetensors`)),
-    new Uint8Array(await readFile(dir, `${step}.optimizer.safetensors`)),
-  ];
+  const resume = {
+    step,
+    steps: kept.latest.steps,
+    state: await readFile(dir, `${step}.state.json`, true),
+    config: await readFile(dir, `${step}.adapter_config.json`, true),
+    weights: new Uint8Array(await readFile(dir, `${step}.adapter_model.safetensors`)),
+    moments: new Uint8Array(await readFile(dir, `${step}.optimizer.safetensors`)),
+  };
   setData(await readFile(dir, 'data.jsonl', true), kept.run.dataName);
   state.run = kept.run.settings;
   state.losses = kept.latest.losses;
   state.valLosses = kept.latest.valLosses || [];
-  state.steps = [];
-  state.tokens = 0;
-  state.seconds = 0;
-  state.trained = false;
   state.savedStep = step;
-  $('steps').value = String(state.run.steps);
-  $('save-every').value = String(state.run.save_every);
-  $('batch').value = String(state.run.batch);
-  $('accumulation').value = String(state.run.accumulation || 1);
-  $('seq').value = String(state.run.max_seq_len);
-  $('valid-split').value = String(state.run.valid_split || 0);
-  $('eval-every').value = String(state.run.eval_every || 0);
-  $('packing').checked = !!state.run.packing;
-  $('dora').checked = !!state.run.dora;
+  const s = state.run.settings;
+  $('steps').value = String(s.steps);
+  $('save-every').value = String(state.run.saveEvery);
+  $('batch').value = String(s.batch);
+  $('accumulation').value = String(s.accumulation || 1);
+  $('seq').value = String(s.maxSeqLen);
+  $('valid-split').value = String(s.validSplit || 0);
+  $('eval-every').value = String(state.run.evalEvery || 0);
+  $('packing').checked = !!s.packing;
+  $('dora').checked = !!s.dora;
   $('resume-run').hidden = true;
-  state.running = true;
-  setBusy(true);
-  drawChart();
-  $('train-info').textContent = `resuming from step ${step} …`;
-  worker.postMessage({ type: 'prepare', data: state.data, dataName: state.dataName, settings: state.run, resume });
+  await runTraining(resume);
 }
 
 $('resume-run').onclick = async () => {
@@ -505,29 +572,38 @@ $('resume-run').onclick = async () => {
   if (!kept) { $('resume-run').hidden = true; return; }
   await resumeKept(kept);
 };
-// What a lost GPU device interrupted, resumed on a new device: the run from its last
-// checkpoint (a finished run's too, which brings its adapter back), else nothing to do.
-async function afterNewDevice() {
-  await storing;
-  const kept = await keptRun(true);
-  if (kept && (state.running || state.trained)) {
-    await resumeKept(kept);
-  } else if (state.running) {
-    // No checkpoint yet: the run starts again.
-    $('train').click();
-  } else {
+
+// A device lost outside a training: said in words, then a new device; a finished run's adapter
+// comes back from its last checkpoint.
+async function deviceLost(where, why) {
+  state.deviceLosses = (state.deviceLosses || 0) + 1;
+  message(`The GPU device was lost while running '${where}' — ${why.replace(/\.?$/, '.')} Opening a new one.`);
+  try {
+    showInfo(await session.renew());
+  } catch (e) {
+    message(explain('a new GPU device', e.message), true);
     setBusy(false);
+    return;
   }
+  await storing;
+  const kept = state.trained ? await keptRun(true) : null;
+  if (kept) await resumeKept(kept);
+  else setBusy(false);
 }
 // The end-to-end test forces a loss, as a GPU reset would happen, through GPUDevice.destroy().
-window.webqloraLoseDevice = () => worker.postMessage({ type: 'lose-device' });
-$('stop').onclick = () => worker.postMessage({ type: 'stop' });
+window.webqloraLoseDevice = () => session && session.loseDevice();
+$('stop').onclick = () => stopper && stopper.abort();
 
-$('generate').onclick = () => {
+$('generate').onclick = async () => {
   setBusy(true);
   const tag = state.trained ? 'after' : 'before';
   $(`gen-${tag}`).textContent = '…';
-  worker.postMessage({ type: 'generate', prompt: $('prompt').value, maxNew: 48, chat: $('chat').checked, tag });
+  try {
+    const text = await session.generate($('prompt').value, { maxNewTokens: 48, chat: $('chat').checked,
+      onText: (t) => { $(`gen-${tag}`).textContent = t; } });
+    $(`gen-${tag}`).textContent = text;
+  } catch (e) { return failed('generate', e); }
+  setBusy(false);
 };
 $('mcq').onclick = async () => {
   setBusy(true);
@@ -535,16 +611,41 @@ $('mcq').onclick = async () => {
   $(`mcq-${tag}`).textContent = '…';
   // The user's own questions when given, else the bundled test split.
   const own = $('mcq-file').files[0];
-  const data = own ? await own.text() : await (await fetch('mcq-test.jsonl')).text();
+  const text = own ? await own.text() : await (await fetch('mcq-test.jsonl')).text();
   state.mcqSource = own ? own.name : 'mcq-test.jsonl (bundled)';
-  worker.postMessage({ type: 'mcq', data, name: state.mcqSource, limit: Number($('mcq-limit').value), tag });
+  try {
+    const r = await session.evaluate({ name: state.mcqSource, text }, {
+      limit: Number($('mcq-limit').value),
+      onProgress: (done, total) => { $('mcq-progress').max = total; $('mcq-progress').value = done; },
+    });
+    if (r.accuracy == null) throw new Error(`${state.mcqSource}: no multiple-choice questions (records with question, choices and answer)`);
+    $(`mcq-${tag}`).textContent = `${(100 * r.accuracy).toFixed(1)}% (acc_norm ${(100 * r.accNorm).toFixed(1)}%, ${r.n} questions of ${state.mcqSource})`;
+  } catch (e) { return failed('mcq', e); }
+  setBusy(false);
 };
-$('download').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter' }); };
-$('download-gguf').onclick = () => { setBusy(true); worker.postMessage({ type: 'adapter-gguf' }); };
-$('download-merged').onclick = () => {
+
+async function exporting(where, work) {
   setBusy(true);
-  worker.postMessage({ type: 'merged-gguf', dtype: $('merged-dtype').value });
-};
+  try { await work(); } catch (e) { return failed(where, e); }
+  setBusy(false);
+}
+$('download').onclick = () => exporting('adapter', async () => {
+  const { config, weights } = await session.exportPeft();
+  download('adapter_config.json', config);
+  download('adapter_model.safetensors', weights);
+  $('download-info').textContent = 'adapter_config.json and adapter_model.safetensors downloaded';
+});
+$('download-gguf').onclick = () => exporting('adapter-gguf', async () => {
+  download('adapter.gguf', await session.exportGgufLora());
+  $('download-info').textContent = 'adapter.gguf downloaded (llama.cpp: --lora adapter.gguf; Ollama: ADAPTER ./adapter.gguf)';
+});
+$('download-merged').onclick = () => exporting('merged-gguf', async () => {
+  const dtype = $('merged-dtype').value;
+  const blob = await session.exportMergedGguf({ dtype,
+    onProgress: (done, total) => { $('download-info').textContent = `merging: tensor ${done} of ${total}`; } });
+  download(`merged-${dtype}.gguf`, blob);
+  $('download-info').textContent = `merged-${dtype}.gguf downloaded (${mb(blob.size)}; llama.cpp: -m merged-${dtype}.gguf)`;
+});
 
 /// Seconds as "1 h 02 min", "3 min 05 s" or "12 s".
 function duration(s) {
@@ -565,126 +666,6 @@ function download(name, blob) {
   a.remove();
 }
 
-worker.onmessage = (e) => {
-  const m = e.data;
-  switch (m.type) {
-    case 'opened':
-      modelReady = true;
-      state.info = m.info;
-      $('model-info').textContent = `${state.modelName}: ${m.info.layers} layers, hidden ${m.info.hidden}, vocabulary ${m.info.vocab}` +
-        `${m.info.tokenizer ? '' : ' (no tokenizer: tokenized data only)'} — on ${m.info.device || 'the WebGPU adapter'} (${m.info.backend})` +
-        ` — base ${m.info.base}: ${m.info.base_why}`;
-      updateButtons();
-      break;
-    case 'load-progress':
-      $('load-progress').max = m.total;
-      $('load-progress').value = m.done;
-      $('load-text').textContent = `${m.done} / ${m.total} tensors`;
-      break;
-    case 'fitted':
-      showFit(m.report);
-      if (m.start && m.report.fits) startTraining();
-      else {
-        if (m.start) $('train-info').textContent = 'not started: it does not fit (see above)';
-        setBusy(false);
-      }
-      break;
-    case 'prepared':
-      $('train-info').textContent = `${m.summary.dora ? 'DoRA, ' : ''}${m.summary.examples} ${m.summary.packed ? 'packed rows' : 'examples'}, batches of ${m.summary.batch} × ${m.summary.seq} tokens, ` +
-        `${m.summary.trainable} trainable values, planned GPU memory ${(m.summary.planned_peak_bytes / 2 ** 20).toFixed(1)} MiB`;
-      $('step-progress').max = m.summary.steps;
-      if (m.summary.step >= m.summary.steps) {
-        state.trained = true;
-        setBusy(false);
-        break;
-      }
-      if (m.summary.step > 0) $('train-info').textContent += ` — resumed after step ${m.summary.step}`;
-      worker.postMessage({ type: 'train', saveEvery: state.run.save_every, evalEvery: state.run.eval_every,
-        validation: m.summary.valid_examples > 0 });
-      break;
-    case 'checkpoint':
-      storing = storing.then(() => keepCheckpoint(m));
-      break;
-    case 'validation':
-      (state.valLosses = state.valLosses || []).push([m.step, m.loss]);
-      $('val-text').textContent = `validation loss ${m.loss.toFixed(4)} (perplexity ${m.perplexity.toFixed(2)}) after step ${m.step}`;
-      drawChart();
-      break;
-    case 'step':
-      state.losses.push(m.loss);
-      (state.steps = state.steps || []).push(m);
-      state.tokens += m.tokens;
-      state.seconds += m.seconds;
-      $('step-progress').value = m.step;
-      $('step-text').textContent = `step ${m.step} / ${m.steps}: loss ${m.loss.toFixed(4)}, lr ${m.lr.toExponential(2)}, ` +
-        `${(state.tokens / state.seconds).toFixed(1)} tokens/s, ETA ${duration(state.seconds / state.steps.length * (m.steps - m.step))}`;
-      drawChart();
-      break;
-    case 'trained':
-      state.running = false;
-      state.trained = true;
-      $('train-info').textContent += m.stopped ? ' — stopped' : ' — done';
-      setBusy(false);
-      break;
-    case 'gen-text':
-      $(`gen-${m.tag}`).textContent = m.text;
-      break;
-    case 'gen-done':
-      $(`gen-${m.tag}`).textContent = m.text;
-      setBusy(false);
-      break;
-    case 'mcq-progress':
-      $('mcq-progress').max = m.total;
-      $('mcq-progress').value = m.done;
-      break;
-    case 'mcq-done':
-      $(`mcq-${m.tag}`).textContent = `${(100 * m.result.accuracy).toFixed(1)}% (acc_norm ${(100 * m.result.acc_norm).toFixed(1)}%, ${m.result.n} questions of ${state.mcqSource})`;
-      setBusy(false);
-      break;
-    case 'adapter':
-      download('adapter_config.json', new Blob([m.config], { type: 'application/json' }));
-      download('adapter_model.safetensors', new Blob([m.weights], { type: 'application/octet-stream' }));
-      $('download-info').textContent = 'adapter_config.json and adapter_model.safetensors downloaded';
-      setBusy(false);
-      break;
-    case 'adapter-gguf':
-      download('adapter.gguf', new Blob([m.bytes], { type: 'application/octet-stream' }));
-      $('download-info').textContent = 'adapter.gguf downloaded (llama.cpp: --lora adapter.gguf; Ollama: ADAPTER ./adapter.gguf)';
-      setBusy(false);
-      break;
-    case 'device-lost': {
-      // Said in words, then a new device; the run goes on from its last checkpoint.
-      const at = state.savedStep ? `from the checkpoint of step ${state.savedStep}` : 'from the start';
-      message(`The GPU device was lost while running '${m.where}' — ${m.message.replace(/\.?$/, '.')} Opening a new one` +
-        (state.running ? `; training goes on ${at}.` : '.'));
-      state.deviceLosses = (state.deviceLosses || 0) + 1;
-      worker.postMessage({ type: 'renew' });
-      break;
-    }
-    case 'renewed':
-      state.info = m.info;
-      afterNewDevice();
-      break;
-    case 'merge-progress':
-      $('download-info').textContent = `merging: tensor ${m.done} of ${m.total}`;
-      break;
-    case 'merged-gguf':
-      download(`merged-${m.dtype}.gguf`, new Blob([m.bytes], { type: 'application/octet-stream' }));
-      $('download-info').textContent = `merged-${m.dtype}.gguf downloaded (${mb(m.bytes.byteLength)}; llama.cpp: -m merged-${m.dtype}.gguf)`;
-      setBusy(false);
-      break;
-    case 'error': {
-      // An error mid-run (out of memory, say) keeps the last checkpoint: offer to resume it.
-      const wasRunning = state.running;
-      state.running = false;
-      message(explain(m.where, m.message), true);
-      setBusy(false);
-      if (wasRunning) offerResume();
-      break;
-    }
-  }
-};
-
 // The Resume button, when this browser keeps an unfinished run.
 async function offerResume() {
   await storing;
@@ -701,7 +682,7 @@ if (!navigator.gpu) {
     'or Firefox/Safari with WebGPU enabled; on Linux, Chrome needs --enable-unsafe-webgpu.', true);
 } else {
   cachedModel().then((files) => { $('model-cached').hidden = !files; });
-  models.catalog().then((list) => { state.catalog = list; return renderCatalog(); })
+  catalog(catalogUrl).then((list) => { state.catalog = list; return renderCatalog(); })
     .catch((e) => { $('storage-info').textContent = `No list of ready models (${e.message}).`; });
   offerResume();
 }

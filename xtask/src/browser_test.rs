@@ -35,12 +35,12 @@ const SETTINGS: [(&str, &str); 7] = [
     ("seed", "7"),
 ];
 
-struct Cdp {
+pub(crate) struct Cdp {
     socket: Socket,
     next: u64,
     session: Option<String>,
     /// Console messages and exceptions of the page and its worker, for error reports.
-    console: Vec<String>,
+    pub(crate) console: Vec<String>,
 }
 
 impl Cdp {
@@ -84,7 +84,7 @@ impl Cdp {
     }
 
     /// Evaluate a JavaScript expression in the page; its value (JSON-able).
-    fn eval(&mut self, expr: &str) -> Result<Value, String> {
+    pub(crate) fn eval(&mut self, expr: &str) -> Result<Value, String> {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
@@ -105,7 +105,12 @@ impl Cdp {
     }
 
     /// Wait until `expr` is true; fail with the page's message on timeout or error.
-    fn wait_for(&mut self, expr: &str, what: &str, limit: Duration) -> Result<(), String> {
+    pub(crate) fn wait_for(
+        &mut self,
+        expr: &str,
+        what: &str,
+        limit: Duration,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if self.eval(expr)? == json!(true) {
@@ -159,7 +164,7 @@ impl Cdp {
     }
 }
 
-struct Browser(Child);
+pub(crate) struct Browser(Child);
 
 impl Drop for Browser {
     fn drop(&mut self) {
@@ -204,7 +209,7 @@ fn start_chromium(profile: &Path) -> Result<(Browser, String), String> {
 }
 
 /// The f32 tensors of a safetensors file, by name.
-fn read_safetensors(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
+pub(crate) fn read_safetensors(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short file")?) as usize;
     let header: Value =
@@ -261,7 +266,7 @@ pub(crate) fn byte_tokenizer() -> String {
 }
 
 /// Tokenized records the tiny Llama (vocabulary 256) can learn: arithmetic runs.
-fn dataset() -> String {
+pub(crate) fn dataset() -> String {
     (0..16)
         .map(|i| {
             let ids: Vec<String> = (0..24)
@@ -304,24 +309,43 @@ fn try_it(cdp: &mut Cdp, tag: &str, questions: Option<&Path>) -> Result<(), Stri
     Ok(())
 }
 
-/// Serve `site` (with `dir` under /files/), start Chromium, open the page and wait for it.
-/// Open the page (`query`: its URL's query string, "" for none) in headless Chromium.
+/// Serve `site` (with `dir` under /files/), start Chromium, open the page (`query`: its URL's
+/// query string, "" for none) and wait for the demo page's state.
 fn open_page(
     site: PathBuf,
     dir: &Path,
     downloads: &Path,
     query: &str,
 ) -> Result<(Browser, Cdp, u16), String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let served = crate::web::Site {
         root: site,
         files: Some(dir.to_path_buf()),
         uploads: None,
     };
-    std::thread::spawn(move || crate::web::serve_on(listener, served));
+    open_site(
+        served,
+        &dir.join("profile"),
+        downloads,
+        query,
+        "document.readyState === 'complete' && !!window.webqloraState",
+    )
+}
 
-    let (browser, ws) = start_chromium(&dir.join("profile"))?;
+/// Serve `served`, start Chromium with its profile in `profile`, open the page (`query`: its
+/// URL's query string, with `{port}` replaced by the server's port) and wait until `ready`.
+pub(crate) fn open_site(
+    served: crate::web::Site,
+    profile: &Path,
+    downloads: &Path,
+    query: &str,
+    ready: &str,
+) -> Result<(Browser, Cdp, u16), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || crate::web::serve_on(listener, served));
+    let query = query.replace("{port}", &port.to_string());
+
+    let (browser, ws) = start_chromium(profile)?;
     let (socket, _) = tungstenite::connect(ws.as_str()).map_err(|e| format!("{ws}: {e}"))?;
     let mut cdp = Cdp {
         socket,
@@ -350,11 +374,7 @@ fn open_page(
         "Target.setAutoAttach",
         json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
     )?;
-    cdp.wait_for(
-        "document.readyState === 'complete' && !!window.webqloraState",
-        "page load",
-        Duration::from_secs(60),
-    )?;
+    cdp.wait_for(ready, "page load", Duration::from_secs(60))?;
     Ok((browser, cdp, port))
 }
 
@@ -769,9 +789,7 @@ pub fn run_test() -> Result<(), String> {
     )?;
     let fits_text = cdp.eval("document.getElementById('fit-info').textContent")?;
     let planned = cdp
-        .eval(
-            "window.webqloraState.fit.fits ? window.webqloraState.fit.asked.planned_bytes : null",
-        )?
+        .eval("window.webqloraState.fit.fits ? window.webqloraState.fit.asked.plannedBytes : null")?
         .as_f64()
         .ok_or_else(|| format!("batch 4 does not fit in 100,000 MiB: {fits_text}"))?;
     cdp.eval(&format!(
@@ -1043,24 +1061,10 @@ pub fn run_test() -> Result<(), String> {
             native_gguf.len()
         ));
     }
-    let web = read_safetensors(&weights)?;
-    let reference = read_safetensors(&native.join("adapter_model.safetensors"))?;
-    if web.len() != reference.len() || web.is_empty() {
-        return Err(format!(
-            "{} tensors from the page, {} natively",
-            web.len(),
-            reference.len()
-        ));
-    }
-    let mut worst = 0.0f64;
-    for ((name, a), (other, b)) in web.iter().zip(&reference) {
-        if name != other || a.len() != b.len() {
-            return Err(format!("tensor {name} vs {other}"));
-        }
-        let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-        worst = worst.max((diff / norm.max(1e-30)).sqrt());
-    }
+    let worst = crate::package_test::adapter_difference(
+        &weights,
+        &native.join("adapter_model.safetensors"),
+    )?;
     let config_text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
     if !config_text.contains("\"peft_type\": \"LORA\"") || !config_text.contains("\"r\": 4") {
         return Err(format!(
@@ -1089,10 +1093,9 @@ pub fn run_test() -> Result<(), String> {
         ));
     }
     println!(
-        "browser e2e: losses {:?} (native {:?}); adapter vs native: worst relative difference {worst:.2e} over {} tensors; screenshot {}",
+        "browser e2e: losses {:?} (native {:?}); adapter vs native: worst relative difference {worst:.2e}; screenshot {}",
         losses.iter().map(|l| (l * 1e4).round() / 1e4).collect::<Vec<_>>(),
         native_losses.iter().map(|l| (l * 1e4).round() / 1e4).collect::<Vec<_>>(),
-        web.len(),
         dir.join("page.png").display()
     );
     if worst > 1e-4 {

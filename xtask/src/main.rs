@@ -5,7 +5,11 @@
 //!   fetch-model   a model's GGUF into the cache (--model smollm2 | gemma3-270m); prints
 //!                 `model: PATH`
 //!   demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model NAME)
-//!   build-web     the browser page into target/web (wasm32 build + wasm-bindgen)
+//!   build-web     the npm package into target/npm and the page on it into target/web
+//!                 (wasm32 build + wasm-bindgen)
+//!   pack-npm      the npm package packed (npm pack) into target/webqlora-VERSION.tgz
+//!   package-test  the npm package's test: its files, tsc --strict on the TypeScript example,
+//!                 the example page on the packed files against the native trainer
 //!   serve         serve target/web on 127.0.0.1 (--port, --files DIR, --uploads DIR)
 //!   browser-test  the page in headless Chromium against the native trainer (--smollm2: one
 //!                 SmolLM2 step in the page)
@@ -21,6 +25,7 @@ mod fetch_model;
 mod install;
 mod interop;
 mod mcq_data;
+mod package_test;
 mod stress;
 mod test;
 mod web;
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
         Some("interop") => interop::main(&args[1..]),
         Some("stress") => stress::main(&args[1..]),
         Some("build-web") => web::build_main(),
+        Some("pack-npm") => web::pack_main(),
+        Some("package-test") => package_test::run_test(),
         Some("serve") => web::serve_main(&args[1..]),
         Some("browser-test") if args.get(1).map(String::as_str) == Some("--smollm2") => {
             browser_test::run_smollm2()
@@ -46,7 +53,7 @@ fn main() -> ExitCode {
             args.get(1).map(String::as_str) == Some("--check"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the browser page into target/web\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)\n  stress        the random-seed kernel tests under many seeds (--seeds N, --path software|portable|both, --test FILE, --only NAME, --skip NAME)\n  interop       llama.cpp runs webqlora's exports (builds llama-cpp-python once)");
+            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  test          everything CI runs: installs missing tools, fmt, clippy, wasm32 check, tests, browser tests\n  fetch-model   a model's GGUF into the cache (--model smollm2|gemma3-270m); prints `model: PATH`\n  demo          the MCQ demo: accuracy before, QLoRA training, accuracy after (--model smollm2|gemma3-270m)\n  build-web     the npm package into target/npm and the page on it into target/web\n  pack-npm      the npm package packed into target/webqlora-VERSION.tgz\n  package-test  the npm package: its files, tsc --strict on its TypeScript example, the example page\n  serve         serve target/web on 127.0.0.1 (--port N)\n  browser-test  the page in headless Chromium against the native trainer (--smollm2)\n  mcq-data      write data/mcq/*.jsonl from the generator (--check: compare)\n  stress        the random-seed kernel tests under many seeds (--seeds N, --path software|portable|both, --test FILE, --only NAME, --skip NAME)\n  interop       llama.cpp runs webqlora's exports (builds llama-cpp-python once)");
             return ExitCode::from(2);
         }
     };

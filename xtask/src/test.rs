@@ -245,6 +245,14 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         Err(_) => counts.failed += 1,
     }
     step("browser end-to-end", browser);
+    // The npm package: its files, its types under tsc --strict, and a page on its packed files
+    // against the native trainer (counted as one test).
+    let package = crate::package_test::run_test();
+    match &package {
+        Ok(()) => counts.passed += 1,
+        Err(_) => counts.failed += 1,
+    }
+    step("npm package", package);
     // One SmolLM2-135M step in the page (about a minute on SwiftShader) against the native one.
     let smollm2 = crate::browser_test::run_smollm2();
     match &smollm2 {
@@ -259,6 +267,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         "tests on the portable kernels",
         "subgroup kernels at other widths",
         "browser end-to-end",
+        "npm package",
         "browser SmolLM2 step",
     ];
     let other_failures = failures

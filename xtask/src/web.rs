@@ -1,8 +1,9 @@
 //! `cargo xtask build-web` and `cargo xtask serve`.
 //!
 //! build-web: the library for wasm32-unknown-unknown (release), wasm-bindgen through the
-//! wasm-bindgen-cli-support crate (pinned to the library's exact wasm-bindgen version), and
-//! the page from web/, all into target/web/.
+//! wasm-bindgen-cli-support crate (pinned to the library's exact wasm-bindgen version) into
+//! the npm package `target/npm/` (web/package/ with the module and the catalog, its version
+//! the crate's), and the page from web/ into target/web/ with the package as ./webqlora/.
 //!
 //! serve: a static server on 127.0.0.1 with the right MIME types (application/wasm for the
 //! module, which browsers require to compile it streaming). `--files DIR` also serves DIR
@@ -19,7 +20,52 @@ pub fn out_dir() -> PathBuf {
     crate::repo_root().join("target/web")
 }
 
-pub fn build() -> Result<PathBuf, String> {
+pub fn npm_dir() -> PathBuf {
+    crate::repo_root().join("target/npm")
+}
+
+/// The crate's version, from the root Cargo.toml's [package] table.
+pub fn crate_version() -> Result<String, String> {
+    let path = crate::repo_root().join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut in_package = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if let (true, Some(v)) = (in_package, line.strip_prefix("version")) {
+            if let Some(v) = v.trim().strip_prefix('=') {
+                return Ok(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    Err(format!("{}: no version in [package]", path.display()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("{} -> {}: {e}", from.display(), to.display()))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            copy(&entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The npm package into target/npm/: the wasm module and its bindings in pkg/, the package's
+/// sources from web/package/, the catalog (web/models.json, the CLI's too) and package.json
+/// with the crate's version.
+pub fn build_package() -> Result<PathBuf, String> {
     let root = crate::repo_root();
     crate::install::wasm_target()?;
     run(crate::test::cargo()
@@ -32,7 +78,7 @@ pub fn build() -> Result<PathBuf, String> {
         ])
         .current_dir(&root))?;
     let wasm = root.join("target/wasm32-unknown-unknown/release/webqlora.wasm");
-    let out = out_dir();
+    let out = npm_dir();
     let _ = std::fs::remove_dir_all(&out);
     let pkg = out.join("pkg");
     std::fs::create_dir_all(&pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
@@ -43,12 +89,40 @@ pub fn build() -> Result<PathBuf, String> {
         .typescript(false)
         .generate(&pkg)
         .map_err(|e| format!("wasm-bindgen on {}: {e}", wasm.display()))?;
+    let source = root.join("web/package");
+    for entry in std::fs::read_dir(&source).map_err(|e| format!("{}: {e}", source.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_name() != "package.json" {
+            copy(&entry.path(), &out.join(entry.file_name()))?;
+        }
+    }
+    copy(&root.join("web/models.json"), &out.join("models.json"))?;
+    let manifest = source.join("package.json");
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    json["version"] = crate_version()?.into();
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(out.join("package.json"), text).map_err(|e| format!("package.json: {e}"))?;
+    Ok(out)
+}
+
+pub fn build() -> Result<PathBuf, String> {
+    let root = crate::repo_root();
+    let package = build_package()?;
+    let out = out_dir();
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let web = root.join("web");
     for entry in std::fs::read_dir(&web).map_err(|e| format!("{}: {e}", web.display()))? {
         let entry = entry.map_err(|e| e.to_string())?;
-        let to = out.join(entry.file_name());
-        std::fs::copy(entry.path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        if entry.path().is_file() {
+            copy(&entry.path(), &out.join(entry.file_name()))?;
+        }
     }
+    // The page imports the package by name (index.html's import map names ./webqlora/).
+    copy_tree(&package, &out.join("webqlora"))?;
     // The bundled MCQ sample: the demo's training split and part of its test split.
     for (from, to, lines) in [
         ("train", "mcq-train.jsonl", 400),
@@ -64,8 +138,43 @@ pub fn build() -> Result<PathBuf, String> {
 
 pub fn build_main() -> Result<(), String> {
     let out = build()?;
+    println!("npm package: {}", npm_dir().display());
     println!("web: {}", out.display());
     Ok(())
+}
+
+/// `cargo xtask pack-npm`: the package built and packed by `npm pack` into
+/// target/webqlora-VERSION.tgz (what `npm publish` would upload).
+pub fn pack_main() -> Result<(), String> {
+    let tarball = pack()?;
+    println!("npm package: {}", tarball.display());
+    Ok(())
+}
+
+/// Build the package and `npm pack` it; the tarball's path.
+pub fn pack() -> Result<PathBuf, String> {
+    crate::install::npm()?;
+    let dir = build_package()?;
+    let target = crate::repo_root().join("target");
+    let out = std::process::Command::new("npm")
+        .args(["pack", "--json", "--pack-destination"])
+        .arg(&target)
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("npm pack: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm pack in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("npm pack --json: {e}"))?;
+    let name = report[0]["filename"]
+        .as_str()
+        .ok_or("npm pack --json named no file")?;
+    Ok(target.join(name))
 }
 
 fn mime(path: &Path) -> &'static str {
