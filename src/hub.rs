@@ -225,12 +225,52 @@ pub type OnProgress<'a> = &'a mut dyn FnMut(u64, Option<u64>, &str);
 
 /// Make `wanted` whole in the cache (downloading what is missing, resuming a part) and
 /// return its path.
+///
+/// One process at a time downloads a model: the others wait on its lock file
+/// (`models/.<key>.lock`, never removed, so that no two processes ever hold two different
+/// files) and then find it kept. A download that fails leaves its parts for the next run to
+/// resume, and no empty folder.
 pub fn fetch(wanted: &Wanted, progress: OnProgress) -> Result<PathBuf, HubError> {
+    if kept(&wanted.key).is_some() {
+        return Ok(model_path(wanted));
+    }
+    let models = cache_dir().join("models");
+    std::fs::create_dir_all(&models).map_err(io_err(&models))?;
+    let lock_path = models.join(format!(".{}.lock", wanted.key));
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "webqlora: another process is downloading {}; waiting for it",
+                wanted.key
+            );
+            lock.lock().map_err(io_err(&lock_path))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
     if kept(&wanted.key).is_some() {
         return Ok(model_path(wanted));
     }
     let dir = model_dir(&wanted.key);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let fetched = fetch_locked(wanted, &dir, progress);
+    if fetched.is_err() {
+        // Only an empty folder goes (`remove_dir` refuses any other): parts stay to resume.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    drop(lock);
+    fetched
+}
+
+/// `fetch`'s download, under its lock, into `dir`.
+fn fetch_locked(wanted: &Wanted, dir: &Path, progress: OnProgress) -> Result<PathBuf, HubError> {
+    let dir = dir.to_path_buf();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("webqlora/", env!("CARGO_PKG_VERSION")))

@@ -24,6 +24,8 @@ struct Server {
     cut_next: Option<usize>,
     /// (path, Range header, Authorization header) of each request.
     log: Vec<(String, Option<String>, Option<String>)>,
+    /// Wait this long before answering (a download slow enough for a second process to meet).
+    delay: Option<std::time::Duration>,
 }
 
 /// Serve `state`'s files on 127.0.0.1 (HTTP/1.1, one request a connection, Range requests);
@@ -50,6 +52,10 @@ fn serve(state: Arc<Mutex<Server>>) -> String {
                 }
             }
             let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let delay = state.lock().unwrap().delay;
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             let mut s = state.lock().unwrap();
             let range = headers.get("range").cloned();
             s.log.push((
@@ -223,6 +229,14 @@ fn models_by_name_download_resume_and_are_checked() {
             && err.contains(&format!("{url}/org/repo/resolve/main/missing.gguf")),
         "{err}"
     );
+    // ... and leaves no empty folder behind.
+    let left: Vec<_> = std::fs::read_dir(cache.join("models"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("missing") && !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "a failed download left {left:?}");
     // The token goes to the Hugging Face endpoint only, never to a catalog's other hosts.
     let hf_elsewhere = [("HF_TOKEN", "hf_secret".to_string())];
     ok(webqlora(
@@ -239,4 +253,39 @@ fn models_by_name_download_resume_and_are_checked() {
     let last = state.lock().unwrap().log.last().cloned().unwrap();
     assert_eq!(last.0, "/files/tiny.gguf");
     assert_eq!(last.2, None);
+
+    // Two processes fetching one model at once: the second waits for the first's download
+    // and finds it kept; one request in all, and both name the same whole file.
+    std::fs::remove_dir_all(&kept).unwrap();
+    state.lock().unwrap().delay = Some(std::time::Duration::from_millis(1500));
+    let before = state.lock().unwrap().log.len();
+    let spawn = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_webqlora"));
+        cmd.args(["models", "--fetch", "tiny"])
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_ENDPOINT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = spawn();
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    state.lock().unwrap().delay = None;
+    let (a, b) = (ok(first), ok(second.clone()));
+    assert_eq!(a, b);
+    assert_eq!(std::fs::read(a.trim()).unwrap(), bytes);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another process is downloading tiny"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(state.lock().unwrap().log.len() - before, 1);
 }
