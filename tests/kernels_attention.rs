@@ -481,7 +481,7 @@ fn decode_attention_over_the_cache_matches_cpu() {
 fn decode_attention_over_an_f16_cache_matches_cpu() {
     use webqlora::graph::DType;
     if !common::gpu().has(wgpu::Features::SHADER_F16) {
-        eprintln!("skipped: the adapter has no shader-f16");
+        common::skip("the adapter has no shader-f16");
         return;
     }
     check_decode_attention(DType::F16);

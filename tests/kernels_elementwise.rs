@@ -22,7 +22,7 @@ fn rmsnorm_subgroup_kernel_matches_cpu() {
     use webqlora::graph::CompiledGraph;
     let gpu = common::gpu();
     if !gpu.has(wgpu::Features::SUBGROUP) {
-        eprintln!("skipped: {} has no subgroups", gpu.info.name);
+        common::skip(&format!("{} has no subgroups", gpu.info.name));
         return;
     }
     for_each_seed("rmsnorm_subgroup", &[], |mut rng| {

@@ -215,7 +215,7 @@ fn f16_rounded(v: &[f32]) -> Vec<f32> {
 fn f16_tile_forward_matches_cpu_on_f16_operands() {
     let gpu = common::gpu();
     if !gpu.has(wgpu::Features::SHADER_F16) {
-        eprintln!("skipped: {} has no shader-f16", gpu.info.name);
+        common::skip(&format!("{} has no shader-f16", gpu.info.name));
         return;
     }
     for_each_seed("nf4_gemm_f16", &[], |mut rng| {

@@ -34,6 +34,28 @@ fn fresh_seed() -> u64 {
         .unwrap_or_else(rand::random::<u64>)
 }
 
+/// Skip the calling test for a reason outside the code (a device feature the GPU lacks): said
+/// on stderr and recorded in `WEBQLORA_SKIP_LOG` when set (`cargo xtask test` sets it), so the
+/// summary line counts the test as skipped, not passed. The caller returns right after.
+pub fn skip(why: &str) {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("skipped: {why}");
+    if let Some(log) = std::env::var_os("WEBQLORA_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{}\t{name}\t{why}\n", env!("CARGO_CRATE_NAME"));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// A fresh random generator per test; the seed is printed so a failure can be replayed with
 /// WEBQLORA_SEED=<seed>.
 pub fn rng(test: &str) -> StdRng {

@@ -96,7 +96,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
     println!(
         "summary: {} passed, {} failed, {} skipped ({seeds} seeds a test)",
-        counts.passed, counts.failed, counts.ignored
+        counts.passed,
+        counts.failed,
+        counts.ignored + counts.skipped.len() as u64
     );
     if failed.is_empty() {
         Ok(())
