@@ -141,7 +141,7 @@ pub struct Kernels {
     /// (`WEBQLORA_F16_TILES=1`) on devices with `shader-f16`: activations and weights are
     /// rounded to f16 and magnitudes past 65,504 overflow.
     pub f16_tiles: bool,
-    /// Portable path: the f32 products' k step (`ops::matmul::gemm_depth`: 32 where the
+    /// Portable path: the f32 products' k step (`gemm_depth`: 32 where the
     /// device's workgroup memory holds it, else 16).
     pub gemm_depth: u32,
 }
@@ -279,7 +279,7 @@ impl Kernels {
             .filter(|&(lo, hi)| lo >= 4 && hi <= 128 && lo <= hi && !off("WEBQLORA_SUBGROUPS"));
         self.f16_tiles =
             caps.shader_f16 && std::env::var("WEBQLORA_F16_TILES").is_ok_and(|v| v == "1");
-        self.gemm_depth = crate::ops::matmul::gemm_depth(caps.workgroup_storage_bytes);
+        self.gemm_depth = gemm_depth(caps.workgroup_storage_bytes);
     }
 
     pub fn path(&self, family: Family) -> Path {
@@ -370,6 +370,24 @@ impl fmt::Display for Kernels {
 fn portable_fits(caps: &Capabilities) -> bool {
     caps.workgroup_storage_bytes >= PORTABLE_WORKGROUP_BYTES
         && caps.invocations_per_workgroup >= PORTABLE_INVOCATIONS
+}
+
+/// The workgroup memory of the portable f32 products' deepest tile: two staged 64 x 32 tiles,
+/// 32 rows of 16 + 1 vec4s each (`ops::matmul::GemmTiles { side: 16, depth: 32 }`'s
+/// `workgroup_bytes`, which tests/kernels_matmul.rs checks against this).
+pub const DEEP_GEMM_WORKGROUP_BYTES: u32 = 2 * 32 * (16 + 1) * 16;
+
+/// The k step of the portable f32 products on a device with `workgroup_bytes` of workgroup
+/// memory: 32 where the deepest tile fits (17 KiB: devices past WebGPU's guaranteed 16 KiB,
+/// which most hardware GPUs report as 32 KiB or more), halving the barriers and staging
+/// rounds a product takes; 16 elsewhere. Decided here, with the other choices a device's
+/// capabilities make, so that choosing kernels needs no op's code.
+pub fn gemm_depth(workgroup_bytes: u32) -> u32 {
+    if DEEP_GEMM_WORKGROUP_BYTES <= workgroup_bytes {
+        32
+    } else {
+        16
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use common::{bytes, for_each_seed, random_f32, run_graph, Tol};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
-use webqlora::ops::matmul::{
-    cpu_matmul, gemm_depth, matmul, matmul_into, split_k, GemmTiles, Operand,
-};
+use webqlora::kernels::gemm_depth;
+use webqlora::ops::matmul::{cpu_matmul, matmul, matmul_into, split_k, GemmTiles, Operand};
 use webqlora::ops::nf4_matmul::{self, upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;
 
@@ -128,6 +127,14 @@ fn portable_products_match_cpu() {
 /// for: 16 within WebGPU's guaranteed 16 KiB, 32 from 17 KiB.
 #[test]
 fn gemm_tiles_fit_the_device() {
+    let deepest = GemmTiles {
+        side: 16,
+        depth: 32,
+    };
+    assert_eq!(
+        deepest.workgroup_bytes(),
+        webqlora::kernels::DEEP_GEMM_WORKGROUP_BYTES
+    );
     assert_eq!(gemm_depth(16384), 16);
     assert_eq!(gemm_depth(32768), 32);
     for bytes in [16384, 17408, 32768, 49152] {

@@ -23,6 +23,10 @@ pub enum ExportFormat {
     Ollama,
 }
 
+/// Where an export (`export --format gguf-lora`, `train --export gguf-lora`) writes the GGUF
+/// LoRA in its folder.
+pub const GGUF_LORA_FILE: &str = "adapter.gguf";
+
 /// The Modelfile's name in an `ollama` export (and in a run's folder with `--export ollama`).
 pub const MODELFILE: &str = "Modelfile";
 
@@ -100,7 +104,7 @@ pub fn write_gguf_lora(
 /// `--format ollama`: DIR/adapter.gguf and DIR/Modelfile.
 fn run_ollama(args: &ExportArgs, model: &Path, dtype: GgufLoraDtype) -> anyhow::Result<()> {
     let dir = &args.output;
-    let adapter_file = dir.join(super::train::GGUF_LORA_FILE);
+    let adapter_file = dir.join(GGUF_LORA_FILE);
     let modelfile = dir.join(MODELFILE);
     webqlora::io::refuse_overwriting_inputs(
         &[
@@ -185,7 +189,7 @@ pub fn write_modelfile(
     let has_template = gguf.metadata.contains_key("tokenizer.chat_template");
     let text = webqlora::lora::ollama::modelfile(
         base,
-        &format!("./{}", super::train::GGUF_LORA_FILE),
+        &format!("./{}", GGUF_LORA_FILE),
         chat.as_ref(),
         has_template,
     );

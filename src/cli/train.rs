@@ -185,7 +185,7 @@ const RUN_FILES: [&str; 7] = [
     "metrics.jsonl",
     "loss.svg",
     "summary.json",
-    GGUF_LORA_FILE,
+    super::export::GGUF_LORA_FILE,
     super::export::MODELFILE,
 ];
 
@@ -398,9 +398,6 @@ fn base_key(b: BaseArg) -> &'static str {
     }
 }
 
-/// Where `--export gguf-lora` writes in the output folder.
-pub const GGUF_LORA_FILE: &str = "adapter.gguf";
-
 /// The datasets as examples, and the padded sequence length.
 struct Datasets {
     train: Vec<Example>,
@@ -523,7 +520,7 @@ fn save_all(trainer: &Trainer, gpu: &Gpu, out: &Path, exports: &Exports) -> anyh
                     exports.config,
                     webqlora::lora::gguf_lora::GgufLoraDtype::F32,
                     out,
-                    &out.join(GGUF_LORA_FILE),
+                    &out.join(super::export::GGUF_LORA_FILE),
                 )?;
             }
         }
@@ -915,7 +912,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     if !args.export.is_empty() {
         say!(
             "llama.cpp adapter: {}",
-            args.output.join(GGUF_LORA_FILE).display()
+            args.output.join(super::export::GGUF_LORA_FILE).display()
         );
     }
     if args.export.contains(&super::export::ExportFormat::Ollama) {

@@ -8,7 +8,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::pipelines::PipelineCache;
+use super::pipelines::{PipelineCache, PipelineKey};
+use crate::shaders::Shader;
 
 /// Optional features requested when the adapter has them. None is ever required.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -337,6 +338,27 @@ impl fmt::Debug for Gpu {
 }
 
 impl Gpu {
+    /// The pipeline for `key`, compiled on first use. A shader the device's compiler rejects
+    /// is an error naming the kernel and the device.
+    pub fn pipeline(
+        &self,
+        shader: &Shader,
+        key: &PipelineKey,
+    ) -> Result<std::sync::Arc<wgpu::ComputePipeline>, GpuError> {
+        self.pipelines
+            .get(&self.device, shader, key)
+            .map_err(|r| GpuError::Kernel {
+                kernel: r.kernel,
+                device: self.describe(),
+                message: r.message,
+            })
+    }
+
+    /// How many distinct pipelines have been compiled (for tests and `--verbose`).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
     /// Choose an adapter and open a device with its full limits and our optional features.
     pub async fn new(request: &AdapterRequest) -> Result<Gpu, GpuError> {
         check_environment()?;

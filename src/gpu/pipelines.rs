@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::device::{Gpu, GpuError};
 use crate::shaders::Shader;
 
 /// What makes two pipelines the same.
@@ -52,17 +51,24 @@ pub(crate) struct PipelineCache {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
 
-impl Gpu {
-    /// The pipeline for `key`, compiled on first use. A shader the device's compiler rejects
-    /// is an error naming the kernel and the device (on native through an error scope; in the
-    /// browser, where scopes resolve later, through `check` when results are read).
-    pub fn pipeline(
+/// A shader the device's compiler rejected: the kernel (`shader::entry`) and its words.
+pub(crate) struct Rejected {
+    pub kernel: String,
+    pub message: String,
+}
+
+impl PipelineCache {
+    /// The pipeline for `key` on `device`, compiled on first use. A shader the device's
+    /// compiler rejects is an error naming the kernel (on native through an error scope; in
+    /// the browser, where scopes resolve later, through `Gpu::check` when results are read).
+    pub(crate) fn get(
         &self,
+        device: &wgpu::Device,
         shader: &Shader,
         key: &PipelineKey,
-    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+    ) -> Result<Arc<wgpu::ComputePipeline>, Rejected> {
         debug_assert_eq!(shader.name, key.shader);
-        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(key) {
+        if let Some(p) = self.pipelines.lock().unwrap().get(key) {
             return Ok(p.clone());
         }
         let label = format!("{}::{}", key.shader, key.entry);
@@ -70,17 +76,16 @@ impl Gpu {
         // Validation ones.
         #[cfg(not(target_arch = "wasm32"))]
         let scopes = [wgpu::ErrorFilter::Internal, wgpu::ErrorFilter::Validation]
-            .map(|filter| self.device.push_error_scope(filter));
+            .map(|filter| device.push_error_scope(filter));
         let module = {
-            let mut modules = self.pipelines.modules.lock().unwrap();
+            let mut modules = self.modules.lock().unwrap();
             modules
                 .entry(shader.name)
                 .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(module_source(shader).into()),
-                        })
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(module_source(shader).into()),
+                    })
                 })
                 .clone()
         };
@@ -89,8 +94,8 @@ impl Gpu {
             .iter()
             .map(|&(n, bits)| (n, f64::from_bits(bits)))
             .collect();
-        let pipeline = Arc::new(self.device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
+        let pipeline = Arc::new(
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
                 layout: None,
                 module: &module,
@@ -100,8 +105,8 @@ impl Gpu {
                     zero_initialize_workgroup_memory: true,
                 },
                 cache: None,
-            },
-        ));
+            }),
+        );
         #[cfg(not(target_arch = "wasm32"))]
         let error = {
             // Popped innermost first.
@@ -113,23 +118,21 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = error {
             // The module may be the broken part: compile it afresh next time.
-            self.pipelines.modules.lock().unwrap().remove(shader.name);
-            return Err(GpuError::Kernel {
+            self.modules.lock().unwrap().remove(shader.name);
+            return Err(Rejected {
                 kernel: label,
-                device: self.describe(),
                 message: e.to_string(),
             });
         }
         self.pipelines
-            .pipelines
             .lock()
             .unwrap()
             .insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 
-    /// How many distinct pipelines have been compiled (for tests and `--verbose`).
-    pub fn pipeline_count(&self) -> usize {
-        self.pipelines.pipelines.lock().unwrap().len()
+    /// How many distinct pipelines have been compiled.
+    pub(crate) fn len(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
     }
 }

@@ -47,7 +47,9 @@ pub fn gguf_lora_bytes(
     }
     let family = config.family();
     let base: std::collections::HashMap<String, Vec<usize>> =
-        super::base_tensors(config)?.into_iter().collect();
+        crate::model::llama::Llama::base_tensors(config)?
+            .into_iter()
+            .collect();
     let bad = |tensor: &str, expected: String, found: String| ModelError::BadTensor {
         path: adapter_name.to_string(),
         tensor: tensor.to_string(),

@@ -9,8 +9,9 @@ use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
+use super::add_lora;
 use super::peft::Adapter;
-use super::{add_lora, base_tensors};
+use crate::model::llama::Llama;
 use crate::model::{ModelConfig, ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
 use crate::train::dump_step::Tensors;
@@ -40,7 +41,7 @@ pub fn merged_tensors(
     base: MergeBase,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensors, ModelError> {
-    let names = base_tensors(config)?;
+    let names = Llama::base_tensors(config)?;
     let scale = adapter.config.scale() as f32;
     let r = adapter.config.r;
     let mut used = 0;

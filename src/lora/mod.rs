@@ -8,10 +8,6 @@ pub mod merge;
 pub mod ollama;
 pub mod peft;
 
-use crate::graph::{Graph, Role};
-use crate::model::llama::{BaseFormat, Llama, ROPE_TABLE, ROPE_TABLE_LOCAL};
-use crate::model::{ModelConfig, ModelError};
-
 /// The seven linear modules of a Llama layer, the QLoRA paper's default targets.
 pub const ALL_LINEAR: [&str; 7] = [
     "q_proj",
@@ -66,25 +62,6 @@ pub const MAGNITUDE_SUFFIX: &str = ".lora_magnitude_vector";
 /// (computed at load from the weight as the GPU holds it).
 pub fn base_norms2_name(weight_name: &str) -> String {
     format!("{weight_name}.dora_row_norms2")
-}
-
-/// The base tensors of a Llama model by Hugging Face name, with their shapes, in file order.
-pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
-    let mut g = Graph::new();
-    // Whole tables, by their Hugging Face names.
-    g.max_binding_bytes = u64::MAX;
-    Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| ModelError::Invalid {
-        path: "model".into(),
-        msg: e.to_string(),
-    })?;
-    Ok(g.tensors
-        .iter()
-        .filter(|t| {
-            let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
-            t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
-        })
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect())
 }
 
 /// W += scale · B·A with W [out, in], B [out, r], A [r, in].

@@ -277,7 +277,7 @@ impl Adapter {
                         found: format!("shape {shape:?}"),
                     });
                 }
-                let values = crate::model::load::finite(name, files.f32(name, &shape)?)
+                let values = crate::model::finite(name, files.f32(name, &shape)?)
                     .map_err(|e| invalid(weights_path, e.to_string()))?;
                 tensors.insert(name.to_string(), (shape.clone(), values));
                 continue;
@@ -301,7 +301,7 @@ impl Adapter {
                     found: format!("shape {shape:?}"),
                 });
             }
-            let values = crate::model::load::finite(name, files.f32(name, &shape)?)
+            let values = crate::model::finite(name, files.f32(name, &shape)?)
                 .map_err(|e| invalid(weights_path, e.to_string()))?;
             tensors.insert(name.to_string(), (shape.clone(), values));
         }

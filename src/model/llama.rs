@@ -16,10 +16,8 @@
 //! embedding when tied). Gemma's x·(1 + w) norms are ordinary RMSNorms over 1 + w (added at
 //! load).
 
-use super::llama_train::Attend;
-pub use super::llama_train::TrainStep;
-use super::{Architecture, ModelConfig};
-use crate::graph::{DType, Graph, GraphError, TensorId};
+use super::{Architecture, ModelConfig, ModelError};
+use crate::graph::{DType, Graph, GraphError, Role, TensorId};
 use crate::lora::{base_norms2_name, peft_magnitude_name, peft_name, LoraConfig};
 use crate::ops::attention::Scores;
 use crate::ops::dropout::{self, DropoutSite};
@@ -27,6 +25,28 @@ use crate::ops::ggml_matmul::{self, GgmlWeight};
 use crate::ops::matmul::{matmul, matmul_into, Operand};
 use crate::ops::nf4_matmul::{self, LowRank, Nf4Compute, Nf4Weight};
 use crate::ops::{dora, embedding, residual, rmsnorm};
+
+/// How a layer's tokens attend.
+#[derive(Clone, Copy, Debug)]
+pub enum Attend {
+    /// Causal sequences of this many tokens, RoPE positions from 0 in each.
+    Sequences(usize),
+    /// Packed rows (forward only): `mask` [tokens, 4] for `attention::forward_masked` and each
+    /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2] (and the sliding layers' own).
+    Packed {
+        mask: TensorId,
+        cos_sin: TensorId,
+        cos_sin_local: Option<TensorId>,
+    },
+    /// One token of decoding (forward only): its K and V are stored in this layer's caches
+    /// [max_ctx, kv_heads, head_dim] at position `step[0]` and it attends to the cache up to
+    /// there; RoPE's tables hold that position's row alone.
+    Cached {
+        step: TensorId,
+        k_cache: TensorId,
+        v_cache: TensorId,
+    },
+}
 
 /// How base linear weights are stored on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -744,6 +764,28 @@ impl Llama {
             cos_sin,
             cos_sin_local,
         })
+    }
+
+    /// The base tensors of a model by Hugging Face name, with their shapes, in file order:
+    /// what `declare` declares, whole tables by their own names, no RoPE tables.
+    pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+        let mut g = Graph::new();
+        // Whole tables, by their Hugging Face names.
+        g.max_binding_bytes = u64::MAX;
+        Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| {
+            ModelError::Invalid {
+                path: "model".into(),
+                msg: e.to_string(),
+            }
+        })?;
+        Ok(g.tensors
+            .iter()
+            .filter(|t| {
+                let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
+                t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
+            })
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect())
     }
 
     /// The RoPE table layer `l` reads.

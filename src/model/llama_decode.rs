@@ -5,8 +5,8 @@
 //! RoPE's (cos, sin) rows for it are written by the host before each run. Prompt tokens run
 //! only the nodes before the lm-head.
 
+use super::llama::Attend;
 use super::llama::{BaseFormat, Llama};
-use super::llama_train::Attend;
 use super::ModelConfig;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};

@@ -4,7 +4,7 @@
 //! embedding. With gradient checkpointing (the default) only each layer's input is kept and
 //! the layer's forward is emitted again just before its backward.
 
-use super::llama::{HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
+use super::llama::{Attend, HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::kernels::Family;
 use crate::ops::attention::{self, Qkv, Saved};
@@ -12,28 +12,6 @@ use crate::ops::cross_entropy::{lm_head_loss_parts, IGNORE};
 use crate::ops::decode;
 use crate::ops::rope::{rope_qk, Positions};
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
-
-/// How a layer's tokens attend.
-#[derive(Clone, Copy, Debug)]
-pub enum Attend {
-    /// Causal sequences of this many tokens, RoPE positions from 0 in each.
-    Sequences(usize),
-    /// Packed rows (forward only): `mask` [tokens, 4] for `attention::forward_masked` and each
-    /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2] (and the sliding layers' own).
-    Packed {
-        mask: TensorId,
-        cos_sin: TensorId,
-        cos_sin_local: Option<TensorId>,
-    },
-    /// One token of decoding (forward only): its K and V are stored in this layer's caches
-    /// [max_ctx, kv_heads, head_dim] at position `step[0]` and it attends to the cache up to
-    /// there; RoPE's tables hold that position's row alone.
-    Cached {
-        step: TensorId,
-        k_cache: TensorId,
-        v_cache: TensorId,
-    },
-}
 
 /// The rows of a batch that carry a loss, gathered from the final hidden state before the
 /// lm-head, so that its products and the cross-entropy run on those rows only; their hidden

@@ -1,7 +1,7 @@
 //! Filling a compiled graph's parameters from a model folder and an adapter, by name.
 
 use super::llama::BaseFormat;
-use super::{ModelConfig, ModelError, WeightSource};
+use super::{finite, ModelConfig, ModelError, WeightSource};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
 use crate::lora::peft::Adapter;
@@ -88,7 +88,11 @@ pub fn upload_model_with_progress(
             write(t, bytemuck::cast_slice(&table))?;
         } else if let Some(weight) = name.strip_suffix(".dora_row_norms2") {
             if linear_shapes.is_none() {
-                linear_shapes = Some(crate::lora::base_tensors(config)?.into_iter().collect());
+                linear_shapes = Some(
+                    super::llama::Llama::base_tensors(config)?
+                        .into_iter()
+                        .collect(),
+                );
             }
             let shapes = linear_shapes.as_ref().expect("just filled");
             let shape = shapes.get(weight).ok_or_else(|| ModelError::Invalid {
@@ -263,23 +267,6 @@ fn table_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
             .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
             .collect(),
         _ => bytemuck::cast_slice(values).to_vec(),
-    }
-}
-
-/// `values` unchanged, or an error naming the tensor and its first NaN or infinity: a corrupt
-/// or overflowed checkpoint must not be quantized (NF4 would hide a NaN behind its block's
-/// absmax) or trained on.
-pub fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, ModelError> {
-    match values.iter().position(|v| !v.is_finite()) {
-        None => Ok(values),
-        Some(i) => Err(ModelError::Invalid {
-            path: format!("tensor '{name}'"),
-            msg: format!(
-                "value {i} of {} is {} (the weights are corrupt or overflowed)",
-                values.len(),
-                values[i]
-            ),
-        }),
     }
 }
 

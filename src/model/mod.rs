@@ -64,3 +64,20 @@ pub enum ModelError {
         found: String,
     },
 }
+
+/// `values` unchanged, or an error naming the tensor and its first NaN or infinity: a corrupt
+/// or overflowed checkpoint must not be quantized (NF4 would hide a NaN behind its block's
+/// absmax) or trained on.
+pub fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, ModelError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(i) => Err(ModelError::Invalid {
+            path: format!("tensor '{name}'"),
+            msg: format!(
+                "value {i} of {} is {} (the weights are corrupt or overflowed)",
+                values.len(),
+                values[i]
+            ),
+        }),
+    }
+}

@@ -7,21 +7,12 @@
 
 use super::software::attention::*;
 use super::software::pack::{pack_f32, Strided};
+use super::{read, write};
 use crate::graph::{
-    shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TextureId,
+    shape_str, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TextureId,
 };
 use crate::kernels::Family;
 use crate::shaders;
-
-/// An f32 storage binding read (these kernels' and their texture versions' shorthand).
-pub(super) const fn read(name: &'static str) -> Binding {
-    Binding::read(name, DType::F32)
-}
-
-/// An f32 storage binding written.
-pub(super) const fn write(name: &'static str) -> Binding {
-    Binding::write(name, DType::F32)
-}
 
 pub static FORWARD: Kernel = Kernel {
     name: "attention_forward",

@@ -506,7 +506,8 @@ pub struct GemmTiles {
 }
 
 impl GemmTiles {
-    /// The tile for an [m, n] output at k steps of `depth` (the device's, `Kernels::gemm_depth`):
+    /// The tile for an [m, n] output at k steps of `depth` (the device's, `Kernels::gemm_depth`,
+    /// chosen by `kernels::gemm_depth`):
     /// 64 x 64 while those tiles fill BUSY_WORKGROUPS, else 32 x 32, four times the
     /// workgroups (the LoRA factors' products and gradients, the narrow k/v projections'
     /// adapters: [1,024, 192] is 48 tiles of 64, 192 of 32) before any split along k.
@@ -536,22 +537,6 @@ impl GemmTiles {
 
     pub fn constants(self) -> [(&'static str, f64); 2] {
         [("SIDE", self.side as f64), ("TILE_K", self.depth as f64)]
-    }
-}
-
-/// The k step of the portable f32 products on a device with `workgroup_bytes` of workgroup
-/// memory: 32 where the largest tile's two 64 x 32 stages fit (17 KiB: devices past WebGPU's
-/// guaranteed 16 KiB, which most hardware GPUs report as 32 KiB or more), halving the
-/// barriers and staging rounds a product takes; 16 elsewhere.
-pub fn gemm_depth(workgroup_bytes: u32) -> u32 {
-    let deep = GemmTiles {
-        side: 16,
-        depth: 32,
-    };
-    if deep.workgroup_bytes() <= workgroup_bytes {
-        32
-    } else {
-        16
     }
 }
 

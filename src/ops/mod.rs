@@ -120,3 +120,13 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &swiglu::BACKWARD_VEC4,
     ]
 }
+
+/// An f32 storage binding read (the attention kernels' and their texture versions' shorthand).
+pub(crate) const fn read(name: &'static str) -> crate::graph::Binding {
+    crate::graph::Binding::read(name, crate::graph::DType::F32)
+}
+
+/// An f32 storage binding written.
+pub(crate) const fn write(name: &'static str) -> crate::graph::Binding {
+    crate::graph::Binding::write(name, crate::graph::DType::F32)
+}

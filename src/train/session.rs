@@ -6,8 +6,9 @@
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, Role, TensorId};
 use crate::lora::LoraConfig;
+use crate::model::llama::Attend;
 use crate::model::llama::{BaseFormat, Llama};
-use crate::model::llama_train::{compact_targets, Attend, ScoredRows};
+use crate::model::llama_train::{compact_targets, ScoredRows};
 use crate::model::ModelConfig;
 use crate::ops::accumulate::accumulate;
 use crate::ops::adamw::AdamW;

@@ -3,7 +3,7 @@
 //! output gradients) packed into textures, eight-lane subgroup versions at head_dim 64.
 
 use crate::graph::{Kernel, TexelFormat, TextureBinding};
-use crate::ops::attention::{read, write};
+use crate::ops::{read, write};
 use crate::shaders;
 
 const fn read_only(name: &'static str) -> TextureBinding {
