@@ -7,15 +7,12 @@
 use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use crate::data::batch::scored_capacity;
-use crate::data::pack::pack;
-use crate::data::Example;
 use crate::data::{encode_records, parse_jsonl, EncodeOptions, Mcq, Record};
 use crate::gpu::{AdapterRequest, Gpu};
 use crate::lora::gguf_lora::{gguf_lora_bytes, GgufLoraDtype};
 use crate::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
 use crate::lora::peft::Adapter;
-use crate::lora::{LoraConfig, ALL_LINEAR};
+use crate::lora::LoraConfig;
 use crate::model::generate::{generate, Sampler};
 use crate::model::gguf::GgufFile;
 use crate::model::llama::{BaseChoice, BaseFormat, ModelKind};
@@ -23,14 +20,14 @@ use crate::model::llama_decode::Decoder;
 use crate::model::load::upload_model_with_progress;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::{ModelConfig, WeightSource};
-use crate::ops::adamw::AdamW;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::train::evaluate::{question_items, LossScore, Scorer, ScorerShape, PASS_TOKENS};
 use crate::train::fit::{will_it_fit, FitShape};
-use crate::train::schedule::{Schedule, ScheduleKind};
-use crate::train::session::{SessionSettings, TrainSession};
+use crate::train::recipe::{lora_config, Recipe, RunSettings};
+use crate::train::schedule::ScheduleKind;
+use crate::train::session::TrainSession;
 use crate::train::trainer::{
-    pad_id, padded_length, split_validation, tensors_from_bytes, tensors_to_bytes, Trainer,
+    pad_id, split_validation, tensors_from_bytes, tensors_to_bytes, Trainer,
 };
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
@@ -52,18 +49,6 @@ pub struct WebSession {
 
 fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
     s[key].as_f64().unwrap_or(default)
-}
-
-/// A run's settings and data, from the page's JSON settings.
-struct RunSetup {
-    settings: SessionSettings,
-    schedule: Schedule,
-    /// Examples, or packed rows (`packing`) with their examples' starts.
-    train: Vec<Example>,
-    starts: Option<Vec<Vec<usize>>>,
-    /// Training examples before packing.
-    examples: usize,
-    valid: Vec<Example>,
 }
 
 /// The batch, accumulation and longest sequence the settings ask for.
@@ -111,23 +96,21 @@ impl WebSession {
         })
     }
 
-    /// The session settings, schedule and encoded data of a run (`shape` instead of the
-    /// settings' batch, accumulation and length, for `fit`'s smaller proposals).
+    /// The recipe of a run (`train::recipe`, as the CLI's): the settings JSON's keys, and
+    /// `shape` instead of its batch, accumulation and length for `fit`'s smaller proposals.
     fn setup(
         &self,
         data: &str,
         data_name: &str,
         s: &serde_json::Value,
         shape: Option<FitShape>,
-    ) -> Result<RunSetup, String> {
-        let rank = setting(s, "rank", 16.0) as usize;
+    ) -> Result<Recipe, String> {
         let shape = shape.unwrap_or_else(|| asked_shape(s));
-        let (batch, accumulation, max_len) = (shape.batch, shape.accumulation, shape.max_len);
         let seed = setting(s, "seed", 42.0) as u64;
         let records = parse_jsonl(data, data_name).map_err(|e| e.to_string())?;
         let opts = EncodeOptions {
             train_on_inputs: s["train_on_inputs"].as_bool().unwrap_or(false),
-            max_len,
+            max_len: shape.max_len,
             mcq_by_letter: false,
         };
         let needs_tok = records
@@ -146,70 +129,55 @@ impl WebSession {
         .map_err(|e| e.to_string())?;
         let (train, valid) = split_validation(examples, setting(s, "valid_split", 0.0), seed)
             .map_err(|e| e.to_string())?;
-        let packing = s["packing"].as_bool().unwrap_or(false);
-        let examples = train.len();
-        let (train, starts, seq) = match packing {
-            true => {
-                let packed = pack(&train, max_len);
-                (packed.rows, Some(packed.starts), max_len)
-            }
-            false => {
-                let seq = padded_length(train.iter().chain(&valid), max_len);
-                (train, None, seq)
-            }
+        let targets: Option<Vec<String>> = match &s["target_modules"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::Array(list) => Some(
+                list.iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or("target_modules: expected a list of module names")?,
+            ),
+            _ => return Err("target_modules: expected a list of module names".into()),
         };
-        let total = match s["steps"].as_u64() {
-            Some(n) => n.max(1) as usize,
-            None => train.len().div_ceil(batch * accumulation),
-        };
-        let lora = LoraConfig {
-            r: rank,
-            alpha: setting(s, "alpha", 2.0 * rank as f64),
-            dropout: setting(s, "lora_dropout", 0.0),
-            target_modules: {
-                let mut t: Vec<String> = ALL_LINEAR.iter().map(|m| m.to_string()).collect();
-                t.sort();
-                t
-            },
-            use_rslora: false,
-            use_dora: s["dora"].as_bool().unwrap_or(false),
-            base_model_name_or_path: s["model_name"].as_str().unwrap_or("").to_string(),
-        };
-        let settings = SessionSettings {
-            batch,
-            seq,
-            base: self.base_of(s)?.format,
-            lora,
-            checkpointing: true,
-            accumulation,
-            max_grad_norm: setting(s, "max_grad_norm", 1.0) as f32,
-            adamw: AdamW {
-                weight_decay: setting(s, "weight_decay", 0.0) as f32,
-                ..AdamW::default()
-            },
-            seed,
-            scored_rows: scored_capacity(&train, batch, seq),
-            packing,
-        };
-        let kind: ScheduleKind = s["schedule"]
+        let rank = setting(s, "rank", 16.0);
+        if !(rank >= 1.0 && rank.fract() == 0.0) {
+            return Err(format!(
+                "rank {rank}: a LoRA rank is a whole number, at least 1"
+            ));
+        }
+        let lora = lora_config(
+            rank as usize,
+            s["alpha"].as_f64(),
+            setting(s, "lora_dropout", 0.0),
+            targets.as_deref(),
+            s["rslora"].as_bool().unwrap_or(false),
+            s["dora"].as_bool().unwrap_or(false),
+            s["model_name"].as_str().unwrap_or(""),
+            "target_modules",
+        )?;
+        let schedule: ScheduleKind = s["schedule"]
             .as_str()
             .unwrap_or("linear")
             .parse()
             .map_err(|e: String| e.to_string())?;
-        let schedule = Schedule {
-            kind,
-            peak: setting(s, "lr", 2e-4),
-            warmup: setting(s, "warmup_steps", 0.0) as usize,
-            total,
-        };
-        Ok(RunSetup {
-            settings,
+        let run = RunSettings {
+            lora,
+            base: self.base_of(s)?.format,
+            batch: shape.batch,
+            accumulation: shape.accumulation,
+            max_len: shape.max_len,
+            steps: s["steps"].as_u64().map(|n| n as usize),
+            epochs: setting(s, "epochs", 1.0),
             schedule,
-            train,
-            starts,
-            examples,
-            valid,
-        })
+            lr: setting(s, "lr", 2e-4),
+            warmup: setting(s, "warmup_steps", 0.0) as usize,
+            weight_decay: setting(s, "weight_decay", 0.0),
+            max_grad_norm: setting(s, "max_grad_norm", 1.0) as f32,
+            seed,
+            packing: s["packing"].as_bool().unwrap_or(false),
+            checkpointing: s["checkpointing"].as_bool().unwrap_or(true),
+        };
+        Recipe::new(train, valid, &run)
     }
 }
 
@@ -432,7 +400,7 @@ impl WebSession {
             }
         }
         self.base = self.base_of(&s).map_err(js_err)?;
-        let RunSetup {
+        let Recipe {
             settings,
             schedule,
             train,
@@ -486,11 +454,9 @@ impl WebSession {
     pub async fn step(&mut self) -> Result<String, JsValue> {
         let t = self.training.as_mut().ok_or("prepare training first")?;
         let r = t.step(&self.gpu).await.map_err(js_err)?;
-        Ok(serde_json::json!({
-            "step": r.step, "steps": r.total, "loss": r.loss, "lr": r.lr,
-            "grad_norm": r.grad_norm, "tokens": r.tokens, "epoch": r.epoch,
-        })
-        .to_string())
+        let mut line = r.fields();
+        line["steps"] = r.total.into();
+        Ok(line.to_string())
     }
 
     /// The validation loss now (JSON: loss, perplexity, tokens; null without validation

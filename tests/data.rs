@@ -232,4 +232,8 @@ fn scored_rows_cover_the_fullest_batch() {
     let text = [example(40, 0), example(40, 0)];
     assert_eq!(scored_capacity(&text, 2, 40), None);
     assert_eq!(scored_capacity(&[], 2, 40), Some(8));
+    // A batch of any size is sized in one pass over the examples (it used to walk the whole
+    // batch: a flag of 2^64 - 1 hung `train` before its size was refused).
+    let huge = scored_capacity(&mcq, usize::MAX, 64);
+    assert!(huge.is_some(), "{huge:?}");
 }

@@ -344,6 +344,7 @@ function settings() {
       maxSeqLen: num('seq'), batch: num('batch'), accumulation: num('accumulation'),
       seed: num('seed'), base: $('base').value, packing: $('packing').checked, dora: $('dora').checked,
       validSplit: num('valid-split'), modelName: state.modelName,
+      targetModules: $('targets').value.split(',').map((t) => t.trim()).filter(Boolean),
     },
     saveEvery: num('save-every'), evalEvery: num('eval-every'),
   };
@@ -563,6 +564,7 @@ async function resumeKept(kept) {
   $('eval-every').value = String(state.run.evalEvery || 0);
   $('packing').checked = !!s.packing;
   $('dora').checked = !!s.dora;
+  if (s.targetModules) $('targets').value = s.targetModules.join(',');
   $('resume-run').hidden = true;
   await runTraining(resume);
 }

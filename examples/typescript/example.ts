@@ -10,7 +10,10 @@ export async function fineTune(input: HTMLInputElement, data: File): Promise<Blo
   const files = input.files ? [...input.files] : [];
   const session = await Session.open({ files }, { kernels: 'portable' });
   console.log(`${session.info.layers} layers on ${session.info.device}: base ${session.info.base} (${session.info.baseWhy})`);
-  const settings: TrainSettings = { rank: 16, lr: 2e-4, maxSeqLen: 512, batch: 4, schedule: 'cosine', base: 'auto' };
+  const settings: TrainSettings = {
+    rank: 16, lr: 2e-4, maxSeqLen: 512, batch: 4, schedule: 'cosine', base: 'auto', epochs: 2,
+    targetModules: ['q_proj', 'v_proj'], checkpointing: true,
+  };
   const fit: FitReport = await session.fit(data, settings, { budgetMiB: 4096 });
   if (!fit.fits && fit.proposal) {
     settings.batch = fit.proposal.batch;

@@ -11,19 +11,17 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use webqlora::data::batch::scored_capacity;
-use webqlora::data::pack::pack;
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
-use webqlora::lora::{LoraConfig, ALL_LINEAR};
-use webqlora::ops::adamw::AdamW;
+use webqlora::lora::LoraConfig;
+use webqlora::model::llama::BaseFormat;
 use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
-use webqlora::train::schedule::{Schedule, ScheduleKind};
-use webqlora::train::session::SessionSettings;
-use webqlora::train::trainer::{padded_length, split_validation, Trainer};
+use webqlora::train::recipe::{lora_config, Recipe, RunSettings};
+use webqlora::train::schedule::ScheduleKind;
+use webqlora::train::trainer::{split_validation, Trainer};
 
 use super::common::{
     at_least_one, choose_base, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
@@ -398,11 +396,10 @@ fn base_key(b: BaseArg) -> &'static str {
     }
 }
 
-/// The datasets as examples, and the padded sequence length.
+/// The datasets as examples.
 struct Datasets {
     train: Vec<Example>,
     valid: Vec<Example>,
-    seq: usize,
 }
 
 fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets> {
@@ -436,11 +433,10 @@ fn load_data(args: &TrainArgs, source: &ModelSource) -> anyhow::Result<Datasets>
         None => split_validation(train, args.valid_split, args.seed())
             .map_err(|e| anyhow::anyhow!("--valid-split: {e}"))?,
     };
-    let seq = padded_length(train.iter().chain(&valid), args.max_seq_len);
-    Ok(Datasets { train, valid, seq })
+    Ok(Datasets { train, valid })
 }
 
-fn lora_config(
+fn lora_settings(
     args: &TrainArgs,
     model: &Path,
     from: Option<&Adapter>,
@@ -455,28 +451,17 @@ fn lora_config(
         // Training on from a PEFT adapter keeps its settings, dropout included.
         return Ok(a.config.clone());
     }
-    let targets = args
-        .target_modules
-        .clone()
-        .unwrap_or_else(|| ALL_LINEAR.iter().map(|m| m.to_string()).collect());
-    if let Some(bad) = targets.iter().find(|t| !ALL_LINEAR.contains(&t.as_str())) {
-        bail!(
-            "--target-modules: '{bad}' is not one of {}",
-            ALL_LINEAR.join(", ")
-        );
-    }
-    let mut targets = targets;
-    targets.sort();
-    targets.dedup();
-    Ok(LoraConfig {
-        r: args.rank(),
-        alpha: args.alpha.unwrap_or(2.0 * args.rank() as f64),
-        dropout: args.lora_dropout,
-        target_modules: targets,
-        use_rslora: args.rslora,
-        use_dora: args.dora,
-        base_model_name_or_path: model.display().to_string(),
-    })
+    lora_config(
+        args.rank(),
+        args.alpha,
+        args.lora_dropout,
+        args.target_modules.as_deref(),
+        args.rslora,
+        args.dora,
+        &model.display().to_string(),
+        "--target-modules",
+    )
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 struct Outputs {
@@ -594,7 +579,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => Some(Adapter::load(dir)?),
         (None, None) => None,
     };
-    let lora = lora_config(&args, &model_path, start_adapter.as_ref())?;
+    let lora = lora_settings(&args, &model_path, start_adapter.as_ref())?;
     if args.export.contains(&super::export::ExportFormat::Ollama)
         && source.weights.as_gguf().is_none()
     {
@@ -612,56 +597,47 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let batch = args.batch();
-    let per_step = batch.checked_mul(args.accumulation()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--batch {batch} × --accumulation {}: more examples a step than can be counted",
-            args.accumulation()
-        )
-    })?;
-    let examples = data.train.len();
-    // Packing: rows of --max-seq-len holding several examples each.
-    let (train, starts, seq) = match args.packing {
-        true => {
-            let packed = pack(&data.train, args.max_seq_len);
-            (packed.rows, Some(packed.starts), args.max_seq_len)
-        }
-        false => (data.train, None, data.seq),
-    };
-    let total_steps = args.steps.unwrap_or_else(|| {
-        ((train.len() as f64 * args.epochs) / per_step as f64)
-            .ceil()
-            .max(1.0) as usize
-    });
-    let schedule = Schedule {
-        kind: args.schedule,
-        peak: args.lr,
-        warmup: args.warmup_steps,
-        total: total_steps,
-    };
+    let recipe = Recipe::new(
+        data.train,
+        data.valid,
+        &RunSettings {
+            lora: lora.clone(),
+            // Decided below, once the device says which kernels run (`choose_base`).
+            base: BaseFormat::F32,
+            batch,
+            accumulation: args.accumulation(),
+            max_len: args.max_seq_len,
+            steps: args.steps,
+            epochs: args.epochs,
+            schedule: args.schedule,
+            lr: args.lr,
+            warmup: args.warmup_steps,
+            weight_decay: args.weight_decay,
+            max_grad_norm: args.max_grad_norm,
+            seed: args.seed(),
+            packing: args.packing,
+            checkpointing: !args.no_checkpointing,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("--batch / --accumulation / --epochs: {e}"))?;
+    let Recipe {
+        mut settings,
+        schedule,
+        train,
+        starts,
+        valid,
+        examples,
+    } = recipe;
+    let (seq, total_steps) = (settings.seq, schedule.total);
 
     check_step_size(&args, train.len(), seq, source.config.hidden_size)?;
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
     check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
     let base = choose_base(args.base, &model_path, source.kind(), &gpu.kernels)?;
-    let settings = SessionSettings {
-        batch,
-        seq,
-        base: base.format,
-        lora: lora.clone(),
-        checkpointing: !args.no_checkpointing,
-        accumulation: args.accumulation(),
-        max_grad_norm: args.max_grad_norm,
-        adamw: AdamW {
-            weight_decay: args.weight_decay as f32,
-            ..AdamW::default()
-        },
-        seed: args.seed(),
-        scored_rows: scored_capacity(&train, batch, seq),
-        packing: args.packing,
-    };
+    settings.base = base.format;
     let loading = Instant::now();
     let mut load = load_bar(args.quiet || args.log_format == LogFormat::Json);
-    let (rows, valid_count) = (train.len(), data.valid.len());
+    let (rows, valid_count) = (train.len(), valid.len());
     let mut trainer = Trainer::new(
         &gpu,
         &source.config,
@@ -670,7 +646,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         schedule,
         train,
         starts,
-        data.valid,
+        valid,
         source.pad_id(),
         start_adapter.as_ref(),
         &mut |done, total| load.counts(done, total),

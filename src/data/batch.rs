@@ -77,13 +77,18 @@ pub fn scored_capacity(examples: &[Example], batch: usize, seq: usize) -> Option
     // A micro-batch walks `batch` places of the epochs' permutations (`DataOrder`), so it can
     // hold an example once per epoch it touches: twice where it straddles two epochs, and
     // more often when the dataset is smaller than a batch.
-    let repeats = batch.div_ceil(examples.len().max(1)) + 1;
-    let most = counts
-        .iter()
-        .flat_map(|&c| std::iter::repeat_n(c, repeats))
-        .take(batch)
-        .sum::<usize>()
-        .max(1);
-    let capacity = most.div_ceil(8) * 8;
-    (2 * capacity <= batch * seq).then_some(capacity)
+    // The `batch` largest of those copies, counted per example (a batch of any size, even
+    // one refused later as too large, costs one pass over the examples).
+    let repeats = batch.div_ceil(examples.len().max(1)).saturating_add(1);
+    let (mut left, mut most) = (batch, 0usize);
+    for &c in &counts {
+        if left == 0 {
+            break;
+        }
+        let copies = repeats.min(left);
+        most = most.saturating_add(c.saturating_mul(copies));
+        left -= copies;
+    }
+    let capacity = most.max(1).div_ceil(8).saturating_mul(8);
+    (capacity.saturating_mul(2) <= batch.saturating_mul(seq)).then_some(capacity)
 }

@@ -89,8 +89,8 @@ impl BaseFormat {
     ///   (`Gguf`: Q4_K, Q6_K, … read by the ggml kernels, no second quantization). On a
     ///   software device (lavapipe, SwiftShader) the texture kernels make the exact f32
     ///   dequantization of the same codes the fast exact path, and there it is `F32`.
-    ///   Requantizing a GGUF to NF4 trains an adapter for a base it is never deployed on and
-    ///   costs accuracy, so it is only done when asked (`--base nf4`).
+    ///   Requantizing a GGUF to NF4 rounds its weights a second time and trains an adapter for
+    ///   a base it is never deployed on, so it is only done when asked (`--base nf4`).
     /// - A Hugging Face f16/bf16/f32 folder is quantized to NF4, the QLoRA default; a
     ///   bitsandbytes 4-bit folder is used as its own NF4 codes.
     pub fn default_for(model: ModelKind, kernels: &crate::kernels::Kernels) -> BaseChoice {

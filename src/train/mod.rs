@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod fit;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_source;
+pub mod recipe;
 pub mod schedule;
 pub mod session;
 pub mod trainer;

@@ -41,11 +41,18 @@ pub struct StepReport {
 }
 
 impl StepReport {
-    /// One metrics line (metrics.jsonl, the page's log), with the step's wall time.
-    pub fn json(&self, seconds: f64) -> Value {
+    /// The step's figures: step, loss, lr, grad_norm, tokens, epoch (what the page reports; it
+    /// times the step itself).
+    pub fn fields(&self) -> Value {
         json!({"step": self.step, "loss": self.loss, "lr": self.lr,
-               "grad_norm": self.grad_norm, "tokens": self.tokens,
-               "tokens_per_s": self.tokens as f64 / seconds.max(1e-9), "epoch": self.epoch})
+               "grad_norm": self.grad_norm, "tokens": self.tokens, "epoch": self.epoch})
+    }
+
+    /// One metrics line (metrics.jsonl): `fields` with the step's tokens a second.
+    pub fn json(&self, seconds: f64) -> Value {
+        let mut line = self.fields();
+        line["tokens_per_s"] = json!(self.tokens as f64 / seconds.max(1e-9));
+        line
     }
 }
 

@@ -38,8 +38,10 @@ export interface TrainSettings {
   alpha?: number;
   /** Peak learning rate (2e-4). */
   lr?: number;
-  /** Optimizer steps (default: one epoch). */
+  /** Optimizer steps (default: `epochs` over the data). */
   steps?: number;
+  /** Passes over the training data when `steps` is not given (1). */
+  epochs?: number;
   /** Longest sequence in tokens (512). */
   maxSeqLen?: number;
   /** Sequences a micro-batch (4). */
@@ -61,6 +63,12 @@ export interface TrainSettings {
   packing?: boolean;
   /** DoRA: a trained magnitude per output (PEFT's use_dora). */
   dora?: boolean;
+  /** rsLoRA: scale by alpha / √rank instead of alpha / rank. */
+  rslora?: boolean;
+  /** The modules to adapt (default: all seven linear ones). */
+  targetModules?: Array<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj'>;
+  /** Recompute each layer's activations in the backward: less memory (true). */
+  checkpointing?: boolean;
   /** Train on the prompt's tokens too. */
   trainOnInputs?: boolean;
   base?: BaseChoice;

@@ -17,6 +17,7 @@ const SETTING_KEYS = {
   alpha: ['alpha', 'number'],
   lr: ['lr', 'number'],
   steps: ['steps', 'number'],
+  epochs: ['epochs', 'number'],
   maxSeqLen: ['max_seq_len', 'number'],
   batch: ['batch', 'number'],
   accumulation: ['accumulation', 'number'],
@@ -29,6 +30,9 @@ const SETTING_KEYS = {
   validSplit: ['valid_split', 'number'],
   packing: ['packing', 'boolean'],
   dora: ['dora', 'boolean'],
+  rslora: ['rslora', 'boolean'],
+  targetModules: ['target_modules', 'strings'],
+  checkpointing: ['checkpointing', 'boolean'],
   trainOnInputs: ['train_on_inputs', 'boolean'],
   base: ['base', 'string'],
   modelName: ['model_name', 'string'],
@@ -47,8 +51,12 @@ export function librarySettings(settings = {}) {
       throw new SettingsError(`settings.${key}: not a setting (the settings are ${Object.keys(SETTING_KEYS).join(', ')})`, key);
     }
     const [name, type] = known;
-    if (typeof value !== type || (type === 'number' && !Number.isFinite(value))) {
-      throw new SettingsError(`settings.${key}: expected a ${type === 'number' ? 'finite number' : type}, got ${JSON.stringify(value)}`, key);
+    const fits = type === 'strings'
+      ? Array.isArray(value) && value.every((v) => typeof v === 'string')
+      : typeof value === type && (type !== 'number' || Number.isFinite(value));
+    if (!fits) {
+      const expected = { number: 'a finite number', strings: 'a list of strings' }[type] || `a ${type}`;
+      throw new SettingsError(`settings.${key}: expected ${expected}, got ${JSON.stringify(value)}`, key);
     }
     out[name] = value;
   }
