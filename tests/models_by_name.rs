@@ -257,7 +257,8 @@ fn models_by_name_download_resume_and_are_checked() {
     // Two processes fetching one model at once: the second waits for the first's download
     // and finds it kept; one request in all, and both name the same whole file.
     std::fs::remove_dir_all(&kept).unwrap();
-    state.lock().unwrap().delay = Some(std::time::Duration::from_millis(1500));
+    // The first holds the lock for 3 s, long enough for the second to meet it on a busy machine.
+    state.lock().unwrap().delay = Some(std::time::Duration::from_millis(3000));
     let before = state.lock().unwrap().log.len();
     let spawn = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_webqlora"));

@@ -31,7 +31,8 @@ use crate::ops::{dora, embedding, residual, rmsnorm};
 pub enum Attend {
     /// Causal sequences of this many tokens, RoPE positions from 0 in each.
     Sequences(usize),
-    /// Packed rows (forward only): `mask` [tokens, 4] for `attention::forward_masked` and each
+    /// Packed rows (training with `--packing`, and scoring): `mask` [tokens, 4] for
+    /// `attention::forward_masked` / `backward_masked` and each
     /// token's RoPE row, `cos_sin` [tokens, head_dim / 2, 2] (and the sliding layers' own).
     Packed {
         mask: TensorId,

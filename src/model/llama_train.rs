@@ -395,6 +395,151 @@ impl Llama {
         Ok((h_out, next, saved))
     }
 
+    /// One layer's backward, the reverse of `layer_pass` from what it saved (`s`): `dh` holds
+    /// the gradient of the layer's output on entry and that of its input on return (added in
+    /// place); each adapter's gradients go to `grads` under its parameters' names.
+    ///
+    /// The rule, per sub-layer, for h_out = h + f(norm(h)) (f the MLP, then the attention):
+    /// d norm(h) = f'ᵀ·dh, then dh += norm'ᵀ·d norm(h) (the residual passes dh through). A
+    /// linear module y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ gives dx = dy·W + s·(dy·B)·A,
+    /// dB = s·dyᵀ·(x·Aᵀ), dA = s·(dy·B)ᵀ·x (`Module::backward`); SwiGLU, RoPE (the inverse
+    /// rotation), the q/k norms and attention (recomputing its probabilities from the saved
+    /// log-sum-exp, `ops::attention`) have their own kernels. Gemma's norms after f run
+    /// their backward first.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        dh: TensorId,
+        s: LayerSaved,
+        attend: Attend,
+        grads: &mut Vec<(String, TensorId)>,
+    ) -> Result<(), GraphError> {
+        let c = &self.config;
+        let tokens = g.tensor(dh).shape[0];
+        let heads = |g: &mut Graph, t: TensorId, name: String, n: usize| {
+            g.view(t, &name, &[tokens, n, c.head_dim])
+        };
+        // MLP: h_out = h_attn + [norm](down(act(gate(h_norm2)) * up(h_norm2))).
+        let d_down = match (s.down_norm, l.out_norms) {
+            (Some((x, rstd)), Some((_, w))) => {
+                rmsnorm::backward(g, &format!("{p}.d_down_norm"), dh, x, w, rstd)?
+            }
+            _ => dh,
+        };
+        let d_act = backward(
+            g,
+            &l.down,
+            &format!("{p}.down.d_in"),
+            d_down,
+            s.down,
+            None,
+            grads,
+        )?;
+        let act = c.family().activation;
+        let (d_gate, d_up) =
+            swiglu::backward(g, &format!("{p}.d_mlp"), d_act, s.gate_out, s.up_out, act)?;
+        let d_norm2 = backward(
+            g,
+            &l.gate,
+            &format!("{p}.gate.d_in"),
+            d_gate,
+            s.gate,
+            None,
+            grads,
+        )?;
+        backward(
+            g,
+            &l.up,
+            &format!("{p}.up.d_in"),
+            d_up,
+            s.up,
+            Some(d_norm2),
+            grads,
+        )?;
+        // dh += the post-attention norm's input gradient (dh now that of h_attn).
+        let name = format!("{p}.d_h_attn");
+        rmsnorm::backward_into(g, &name, dh, d_norm2, s.h_attn, l.post_norm, s.rstd2)?;
+
+        // Attention: h_attn = h_in + [norm](o(attention(rope(q), rope(k), v))).
+        let d_o = match (s.o_norm, l.out_norms) {
+            (Some((x, rstd)), Some((w, _))) => {
+                rmsnorm::backward(g, &format!("{p}.d_o_norm"), dh, x, w, rstd)?
+            }
+            _ => dh,
+        };
+        let d_attn_flat = backward(g, &l.o, &format!("{p}.o.d_in"), d_o, s.o, None, grads)?;
+        let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
+        let name = format!("{p}.d_qkv");
+        let d = match attend {
+            Attend::Packed { mask, .. } => {
+                attention::backward_masked(g, &name, s.qkv, s.attn, d_attn, mask, l.scores)?
+            }
+            _ => {
+                let seq_len = match attend {
+                    Attend::Sequences(n) => n,
+                    _ => tokens,
+                };
+                attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?
+            }
+        };
+        let [d_q, d_k] = match l.rope {
+            true => {
+                let (table, at) = self.rope_for(l, attend, tokens);
+                let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
+                rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?
+            }
+            false => [d.q, d.k],
+        };
+        let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
+            (Some((qn, kn)), Some((qw, kw))) => (
+                qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
+                kn.backward(g, &format!("{p}.d_k_norm"), d_k, kw)?,
+            ),
+            _ => (d_q, d_k),
+        };
+        let d_q = g.view(
+            d_q,
+            &format!("{p}.d_q"),
+            &[tokens, c.num_heads * c.head_dim],
+        )?;
+        let d_k = g.view(
+            d_k,
+            &format!("{p}.d_k"),
+            &[tokens, c.num_kv_heads * c.head_dim],
+        )?;
+        let d_v = g.view(
+            d.v,
+            &format!("{p}.d_v"),
+            &[tokens, c.num_kv_heads * c.head_dim],
+        )?;
+        let d_norm = backward(g, &l.q, &format!("{p}.q.d_in"), d_q, s.q, None, grads)?;
+        backward(
+            g,
+            &l.k,
+            &format!("{p}.k.d_in"),
+            d_k,
+            s.k,
+            Some(d_norm),
+            grads,
+        )?;
+        backward(
+            g,
+            &l.v,
+            &format!("{p}.v.d_in"),
+            d_v,
+            s.v,
+            Some(d_norm),
+            grads,
+        )?;
+        // dh += the input norm's gradient (dh now that of the layer's input).
+        let name = format!("{p}.d_h_in");
+        rmsnorm::backward_into(g, &name, dh, d_norm, s.h_in, l.input_norm, s.rstd)?;
+        Ok(())
+    }
+
     /// Loss of `input_ids` [tokens] (sequences of `seq_len`) against `targets` [tokens] (the
     /// next token, or IGNORE) and the gradients of the adapter, the lm-head `chunk` vocabulary
     /// rows at a time. With `checkpointing`, only each layer's input is kept from the forward
@@ -437,10 +582,6 @@ impl Llama {
             });
         }
         let c = self.config.clone();
-        let tokens = g.tensor(input_ids).numel();
-        let heads = |g: &mut Graph, t: TensorId, name: String, n: usize| {
-            g.view(t, &name, &[tokens, n, c.head_dim])
-        };
 
         // Forward. With checkpointing nothing reads a layer's activations again, so the planner
         // reuses their buffers for the next layer; each layer's input stays alive, and on the
@@ -501,122 +642,7 @@ impl Llama {
                     self.layer_recompute(g, l, &again, inputs[i], attend, products[i])?
                 }
             };
-            // MLP: h_out = h_attn + [norm](down(act(gate(h_norm2)) * up(h_norm2))).
-            let d_down = match (s.down_norm, l.out_norms) {
-                (Some((x, rstd)), Some((_, w))) => {
-                    rmsnorm::backward(g, &format!("{p}.d_down_norm"), dh, x, w, rstd)?
-                }
-                _ => dh,
-            };
-            let d_act = backward(
-                g,
-                &l.down,
-                &format!("{p}.down.d_in"),
-                d_down,
-                s.down,
-                None,
-                &mut grads,
-            )?;
-            let act = c.family().activation;
-            let (d_gate, d_up) =
-                swiglu::backward(g, &format!("{p}.d_mlp"), d_act, s.gate_out, s.up_out, act)?;
-            let d_norm2 = backward(
-                g,
-                &l.gate,
-                &format!("{p}.gate.d_in"),
-                d_gate,
-                s.gate,
-                None,
-                &mut grads,
-            )?;
-            backward(
-                g,
-                &l.up,
-                &format!("{p}.up.d_in"),
-                d_up,
-                s.up,
-                Some(d_norm2),
-                &mut grads,
-            )?;
-            // dh += the post-attention norm's input gradient (dh now that of h_attn).
-            let name = format!("{p}.d_h_attn");
-            rmsnorm::backward_into(g, &name, dh, d_norm2, s.h_attn, l.post_norm, s.rstd2)?;
-
-            // Attention: h_attn = h_in + [norm](o(attention(rope(q), rope(k), v))).
-            let d_o = match (s.o_norm, l.out_norms) {
-                (Some((x, rstd)), Some((w, _))) => {
-                    rmsnorm::backward(g, &format!("{p}.d_o_norm"), dh, x, w, rstd)?
-                }
-                _ => dh,
-            };
-            let d_attn_flat =
-                backward(g, &l.o, &format!("{p}.o.d_in"), d_o, s.o, None, &mut grads)?;
-            let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
-            let name = format!("{p}.d_qkv");
-            let d = match attend {
-                Attend::Packed { mask, .. } => {
-                    attention::backward_masked(g, &name, s.qkv, s.attn, d_attn, mask, l.scores)?
-                }
-                _ => {
-                    let seq_len = match attend {
-                        Attend::Sequences(n) => n,
-                        _ => tokens,
-                    };
-                    attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?
-                }
-            };
-            let [d_q, d_k] = match l.rope {
-                true => {
-                    let (table, at) = self.rope_for(l, attend, tokens);
-                    let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
-                    rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?
-                }
-                false => [d.q, d.k],
-            };
-            let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
-                (Some((qn, kn)), Some((qw, kw))) => (
-                    qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
-                    kn.backward(g, &format!("{p}.d_k_norm"), d_k, kw)?,
-                ),
-                _ => (d_q, d_k),
-            };
-            let d_q = g.view(
-                d_q,
-                &format!("{p}.d_q"),
-                &[tokens, c.num_heads * c.head_dim],
-            )?;
-            let d_k = g.view(
-                d_k,
-                &format!("{p}.d_k"),
-                &[tokens, c.num_kv_heads * c.head_dim],
-            )?;
-            let d_v = g.view(
-                d.v,
-                &format!("{p}.d_v"),
-                &[tokens, c.num_kv_heads * c.head_dim],
-            )?;
-            let d_norm = backward(g, &l.q, &format!("{p}.q.d_in"), d_q, s.q, None, &mut grads)?;
-            backward(
-                g,
-                &l.k,
-                &format!("{p}.k.d_in"),
-                d_k,
-                s.k,
-                Some(d_norm),
-                &mut grads,
-            )?;
-            backward(
-                g,
-                &l.v,
-                &format!("{p}.v.d_in"),
-                d_v,
-                s.v,
-                Some(d_norm),
-                &mut grads,
-            )?;
-            // dh += the input norm's gradient (dh now that of the layer's input).
-            let name = format!("{p}.d_h_in");
-            rmsnorm::backward_into(g, &name, dh, d_norm, s.h_in, l.input_norm, s.rstd)?;
+            self.layer_backward(g, l, &p, dh, s, attend, &mut grads)?;
         }
         Ok(TrainStep {
             loss: loss.loss,
