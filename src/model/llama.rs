@@ -4,7 +4,8 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
 //! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
 //!
-//! Per layer (`layer_pass` in llama_train.rs, shared by training, scoring and decoding), as
+//! Per layer (`layer_pass` in llama_train.rs, run by the one loop `layers_forward` for
+//! training, scoring and decoding, and undone by `layer_backward`), as
 //! transformers' LlamaDecoderLayer, with the other families' options in brackets:
 //!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  [q, k = rmsnorm per head]
 //!   q, k = rope(q, k)  [sliding layers: their own table]
@@ -869,14 +870,9 @@ impl Llama {
         input_ids: TensorId,
         seq_len: usize,
     ) -> Result<TensorId, GraphError> {
-        let eps = self.config.rms_norm_eps as f32;
-        let mut h = self.embed_tokens(g, input_ids)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            h = self
-                .layer_forward(g, l, &format!("layers.{i}"), h, Attend::Sequences(seq_len))?
-                .0;
-        }
-        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        let h = self.embed_tokens(g, input_ids)?;
+        let attend = Attend::Sequences(seq_len);
+        let (_, (h_final, _)) = self.layers_forward(g, h, |_, _| Ok(attend), |_, _, _| {})?;
         Ok(h_final)
     }
 
@@ -890,15 +886,9 @@ impl Llama {
         mask: TensorId,
         positions: TensorId,
     ) -> Result<TensorId, GraphError> {
-        let eps = self.config.rms_norm_eps as f32;
         let attend = self.packed_attend(g, mask, positions)?;
-        let mut h = self.embed_tokens(g, input_ids)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            h = self
-                .layer_forward(g, l, &format!("layers.{i}"), h, attend)?
-                .0;
-        }
-        let (h_final, _) = rmsnorm::forward(g, "h_final", h, self.norm, eps)?;
+        let h = self.embed_tokens(g, input_ids)?;
+        let (_, (h_final, _)) = self.layers_forward(g, h, |_, _| Ok(attend), |_, _, _| {})?;
         Ok(h_final)
     }
 

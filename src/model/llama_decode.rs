@@ -13,7 +13,6 @@ use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
 use crate::lora::LoraConfig;
 use crate::ops::decode;
 use crate::ops::matmul::logits_parts;
-use crate::ops::rmsnorm;
 
 pub struct Decoder {
     pub compiled: CompiledGraph,
@@ -54,7 +53,6 @@ impl Decoder {
         cache: DType,
     ) -> Result<(Graph, Declared), GraphError> {
         let c = config;
-        let eps = c.rms_norm_eps as f32;
         // Buffer kernels (one-row products run as matrix-vector kernels), tables split as the
         // device needs and as a training graph on it splits them (`sharing` matches by name).
         let mut g = Graph::new();
@@ -63,20 +61,18 @@ impl Decoder {
         let model = Llama::declare(&mut g, c, base, lora, 1)?;
         let input = g.input("input_id", &[1], DType::U32);
         let step = g.input("step", &[1], DType::U32);
-        let mut h = model.embed_tokens(&mut g, input)?;
-        for (i, l) in model.layers.iter().enumerate() {
+        let h = model.embed_tokens(&mut g, input)?;
+        // Each layer attends to its own KV caches.
+        let cache_shape = [max_ctx, c.num_kv_heads, c.head_dim];
+        let attend = |g: &mut Graph, i: usize| {
             let [k_name, v_name] = cache_names(i);
-            let cache_shape = [max_ctx, c.num_kv_heads, c.head_dim];
-            let attend = Attend::Cached {
+            Ok(Attend::Cached {
                 step,
                 k_cache: g.param(&k_name, &cache_shape, cache),
                 v_cache: g.param(&v_name, &cache_shape, cache),
-            };
-            h = model
-                .layer_forward(&mut g, l, &format!("layers.{i}"), h, attend)?
-                .0;
-        }
-        let (h_final, _) = rmsnorm::forward(&mut g, "h_final", h, model.norm, eps)?;
+            })
+        };
+        let (_, (h_final, _)) = model.layers_forward(&mut g, h, attend, |_, _, _| {})?;
         let body_nodes = g.nodes.len();
         let logits = logits_parts(&mut g, "logits", h_final, &model.lm_head)?;
         g.mark_output(logits);

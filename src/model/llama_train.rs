@@ -151,24 +151,8 @@ impl LayerSaved {
 }
 
 impl Llama {
-    /// One layer's forward from `h` [tokens, hidden], keeping what its backward needs.
-    pub(super) fn layer_forward(
-        &self,
-        g: &mut Graph,
-        l: &Layer,
-        p: &str,
-        h: TensorId,
-        attend: Attend,
-    ) -> Result<(TensorId, LayerSaved), GraphError> {
-        let pass = Pass {
-            output: true,
-            ..Pass::default()
-        };
-        let (out, _, saved) = self.layer_pass(g, l, p, h, attend, pass)?;
-        Ok((out.expect("the output was asked for"), saved))
-    }
-
-    /// `layer_forward` inside a stack of layers: the input's norm `normed` (h_norm, rstd)
+    /// One layer's forward inside the stack (`layers_forward`), keeping what its backward
+    /// needs: the input's norm `normed` (h_norm, rstd)
     /// already computed by the layer before, and the layer's last residual add fused with
     /// `next`'s norm (its weight and output name): (h_out, (its norm, rstd), saved).
     #[allow(clippy::type_complexity)]
@@ -190,6 +174,45 @@ impl Llama {
         let (out, next, saved) = self.layer_pass(g, l, p, h, attend, pass)?;
         let out = out.expect("the output was asked for");
         Ok((out, next.expect("the next norm was asked for"), saved))
+    }
+
+    /// The one loop over the layers, for training, scoring and decoding: from the embeddings
+    /// `h`, each layer attending as `attend(g, i)` says, each layer's last residual add fused
+    /// with the next layer's norm (the final norm after the last layer). `each(i, input,
+    /// saved)` sees every layer's input and what its backward needs. Returns the last layer's
+    /// output and the final norm's (h_final, rstd).
+    pub(super) fn layers_forward(
+        &self,
+        g: &mut Graph,
+        mut h: TensorId,
+        mut attend: impl FnMut(&mut Graph, usize) -> Result<Attend, GraphError>,
+        mut each: impl FnMut(usize, TensorId, LayerSaved),
+    ) -> Result<(TensorId, (TensorId, TensorId)), GraphError> {
+        let mut normed = None;
+        for (i, l) in self.layers.iter().enumerate() {
+            let next_name = match self.layers.get(i + 1) {
+                Some(_) => format!("layers.{}.h_norm", i + 1),
+                None => "h_final".to_string(),
+            };
+            let next_weight = self.layers.get(i + 1).map_or(self.norm, |n| n.input_norm);
+            let layer_attend = attend(g, i)?;
+            let (h_out, next, saved) = self.layer_forward_chained(
+                g,
+                l,
+                &format!("layers.{i}"),
+                (h, normed),
+                layer_attend,
+                (next_weight, &next_name),
+            )?;
+            each(i, h, saved);
+            normed = Some(next);
+            h = h_out;
+        }
+        let last = match normed {
+            Some(normed) => normed,
+            None => rmsnorm::forward(g, "h_final", h, self.norm, self.config.rms_norm_eps as f32)?,
+        };
+        Ok((h, last))
     }
 
     /// A layer's forward again before its backward (gradient checkpointing): only what the
@@ -581,8 +604,6 @@ impl Llama {
                 detail: "a training step attends sequences or packed rows, not a KV cache".into(),
             });
         }
-        let c = self.config.clone();
-
         // Forward. With checkpointing nothing reads a layer's activations again, so the planner
         // reuses their buffers for the next layer; each layer's input stays alive, and on the
         // portable path its adapters' x·Aᵀ too (r columns a token each, 13 MB for SmolLM2 at
@@ -590,36 +611,20 @@ impl Llama {
         // A GPU pays for dispatches more than for those megabytes; software devices, whose
         // texture kernels make the products cheap, keep the step under its 400 MB plan.
         let keep_products = checkpointing && g.kernels.portable(Family::Matmul);
-        let mut h = self.embed_tokens(g, input_ids)?;
+        let h0 = self.embed_tokens(g, input_ids)?;
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut products = Vec::with_capacity(self.layers.len());
-        // Each layer's last residual add and the norm after it run as one op.
-        let mut normed = None;
-        for (i, l) in self.layers.iter().enumerate() {
-            inputs.push(h);
-            let next_name = match self.layers.get(i + 1) {
-                Some(_) => format!("layers.{}.h_norm", i + 1),
-                None => "h_final".to_string(),
-            };
-            let next_weight = self.layers.get(i + 1).map_or(self.norm, |n| n.input_norm);
-            let (h_out, next, layer) = self.layer_forward_chained(
-                g,
-                l,
-                &format!("layers.{i}"),
-                (h, normed),
-                attend,
-                (next_weight, &next_name),
-            )?;
-            products.push(keep_products.then(|| layer.adapter_products()));
-            saved.push((!checkpointing).then_some(layer));
-            normed = Some(next);
-            h = h_out;
-        }
-        let (h_final, rstd_final) = match normed {
-            Some(normed) => normed,
-            None => rmsnorm::forward(g, "h_final", h, self.norm, c.rms_norm_eps as f32)?,
-        };
+        let (h, (h_final, rstd_final)) = self.layers_forward(
+            g,
+            h0,
+            |_, _| Ok(attend),
+            |_, input, layer| {
+                inputs.push(input);
+                products.push(keep_products.then(|| layer.adapter_products()));
+                saved.push((!checkpointing).then_some(layer));
+            },
+        )?;
         let h_scored = match scored {
             Some(rows) => embedding::gather(g, "h_scored", rows.positions, h_final)?,
             None => h_final,
