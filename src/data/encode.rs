@@ -34,6 +34,20 @@ impl Example {
             .filter(|&&l| l != NO_LOSS)
             .count()
     }
+
+    /// Examples of these lengths, every token learned, lines from 1 (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn of_lengths(lengths: &[usize]) -> Vec<Example> {
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Example {
+                ids: vec![1; n],
+                labels: vec![1; n],
+                line: i + 1,
+            })
+            .collect()
+    }
 }
 
 fn prompt_and_answer(

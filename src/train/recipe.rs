@@ -178,15 +178,7 @@ mod tests {
     use super::*;
 
     fn examples(lengths: &[usize]) -> Vec<Example> {
-        lengths
-            .iter()
-            .enumerate()
-            .map(|(line, &n)| Example {
-                ids: vec![1; n],
-                labels: vec![1; n],
-                line: line + 1,
-            })
-            .collect()
+        Example::of_lengths(lengths)
     }
 
     fn run() -> RunSettings {

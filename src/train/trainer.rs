@@ -526,15 +526,7 @@ mod tests {
     use super::*;
 
     fn examples(lengths: &[usize]) -> Vec<Example> {
-        lengths
-            .iter()
-            .enumerate()
-            .map(|(line, &n)| Example {
-                ids: vec![1; n],
-                labels: vec![1; n],
-                line,
-            })
-            .collect()
+        Example::of_lengths(lengths)
     }
 
     #[test]

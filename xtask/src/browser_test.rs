@@ -378,6 +378,28 @@ pub(crate) fn open_site(
     Ok((browser, cdp, port))
 }
 
+/// `webqlora train` (the release binary, on the portable kernels as the page runs them) of
+/// `model` on `data` into `out`, quietly, with `args`.
+pub(crate) fn train_native(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    args: &[&str],
+) -> Result<(), String> {
+    let mut cmd = Command::new(crate::repo_root().join("target/release/webqlora"));
+    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
+    run(cmd
+        .args(["train", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--output")
+        .arg(out)
+        .arg("--quiet")
+        .args(args)
+        .stdout(Stdio::null()))
+}
+
 /// Optional (`cargo xtask browser-test --smollm2`): one SmolLM2-135M training step in the page
 /// (the GGUF through the file input, the bundled MCQ sample, batch 1) against the native step's
 /// loss, 1e-3 relative; prints how long the browser took.
@@ -534,27 +556,24 @@ pub fn run_test() -> Result<(), String> {
     // and resumed run must reproduce.
     let get = |k: &str| SETTINGS.iter().find(|s| s.0 == k).expect("a setting").1;
     let native_train = |out: &Path, steps: &str, extra: &[&str]| {
-        let mut cmd = Command::new(root.join("target/release/webqlora"));
-        crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
-        run(cmd
-            .args(["train", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&data)
-            .arg("--output")
-            .arg(out)
-            .args([
-                "--rank",
-                get("rank"),
-                "--alpha",
-                get("alpha"),
-                "--lr",
-                get("lr"),
-            ])
-            .args(["--steps", steps, "--max-seq-len", get("seq")])
-            .args(["--batch", get("batch"), "--seed", get("seed"), "--quiet"])
-            .args(extra)
-            .stdout(Stdio::null()))
+        let mut args = vec![
+            "--rank",
+            get("rank"),
+            "--alpha",
+            get("alpha"),
+            "--lr",
+            get("lr"),
+            "--steps",
+            steps,
+            "--max-seq-len",
+            get("seq"),
+            "--batch",
+            get("batch"),
+            "--seed",
+            get("seed"),
+        ];
+        args.extend_from_slice(extra);
+        train_native(&model, &data, out, &args)
     };
     let native = dir.join("native");
     native_train(&native, get("steps"), &[])?;

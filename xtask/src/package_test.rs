@@ -10,7 +10,7 @@
 //!    adapter equals the native binary's from the same seed, data and settings within 1e-4.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -215,28 +215,27 @@ fn example_page(tarball: &Path, dir: &Path) -> Result<(), String> {
 
     // The native run with the example's settings.
     let native = dir.join("native");
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
-    crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
-    run(cmd
-        .args(["train", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(&native)
-        .args([
-            "--rank", "4", "--alpha", "8", "--lr", "0.01", "--steps", "6",
-        ])
-        .args([
+    crate::browser_test::train_native(
+        &model,
+        &data,
+        &native,
+        &[
+            "--rank",
+            "4",
+            "--alpha",
+            "8",
+            "--lr",
+            "0.01",
+            "--steps",
+            "6",
             "--max-seq-len",
             "64",
             "--batch",
             "4",
             "--seed",
             "7",
-            "--quiet",
-        ])
-        .stdout(Stdio::null()))?;
+        ],
+    )?;
 
     let uploads = dir.join("uploads");
     let site = crate::web::Site {
