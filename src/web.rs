@@ -51,13 +51,30 @@ fn setting(s: &serde_json::Value, key: &str, default: f64) -> f64 {
     s[key].as_f64().unwrap_or(default)
 }
 
-/// The batch, accumulation and longest sequence the settings ask for.
-fn asked_shape(s: &serde_json::Value) -> FitShape {
-    FitShape {
-        batch: setting(s, "batch", 4.0).max(1.0) as usize,
-        accumulation: setting(s, "accumulation", 1.0).max(1.0) as usize,
-        max_len: setting(s, "max_seq_len", 512.0).max(1.0) as usize,
+/// The whole number at `key` (`default` when absent), at least `least`: anything else is
+/// refused naming the key, never reinterpreted (a batch of 0 is not a batch of 1).
+fn count(s: &serde_json::Value, key: &str, default: usize, least: usize) -> Result<usize, String> {
+    match &s[key] {
+        serde_json::Value::Null => Ok(default),
+        v => match v.as_f64() {
+            // Whole numbers up to 2^53, which JavaScript numbers hold exactly.
+            Some(n) if n.fract() == 0.0 && n >= least as f64 && n <= 9007199254740992.0 => {
+                Ok(n as usize)
+            }
+            _ => Err(format!(
+                "settings.{key}: expected a whole number, at least {least}, and got {v}"
+            )),
+        },
     }
+}
+
+/// The batch, accumulation and longest sequence the settings ask for.
+fn asked_shape(s: &serde_json::Value) -> Result<FitShape, String> {
+    Ok(FitShape {
+        batch: count(s, "batch", 4, 1)?,
+        accumulation: count(s, "accumulation", 1, 1)?,
+        max_len: count(s, "max_seq_len", 512, 1)?,
+    })
 }
 
 impl WebSession {
@@ -105,8 +122,11 @@ impl WebSession {
         s: &serde_json::Value,
         shape: Option<FitShape>,
     ) -> Result<Recipe, String> {
-        let shape = shape.unwrap_or_else(|| asked_shape(s));
-        let seed = setting(s, "seed", 42.0) as u64;
+        let shape = match shape {
+            Some(shape) => shape,
+            None => asked_shape(s)?,
+        };
+        let seed = count(s, "seed", 42, 0)? as u64;
         let records = parse_jsonl(data, data_name).map_err(|e| e.to_string())?;
         let opts = EncodeOptions {
             train_on_inputs: s["train_on_inputs"].as_bool().unwrap_or(false),
@@ -166,11 +186,14 @@ impl WebSession {
             batch: shape.batch,
             accumulation: shape.accumulation,
             max_len: shape.max_len,
-            steps: s["steps"].as_u64().map(|n| n as usize),
+            steps: match s["steps"] {
+                serde_json::Value::Null => None,
+                _ => Some(count(s, "steps", 1, 1)?),
+            },
             epochs: setting(s, "epochs", 1.0),
             schedule,
             lr: setting(s, "lr", 2e-4),
-            warmup: setting(s, "warmup_steps", 0.0) as usize,
+            warmup: count(s, "warmup_steps", 0, 0)?,
             weight_decay: setting(s, "weight_decay", 0.0),
             max_grad_norm: setting(s, "max_grad_norm", 1.0) as f32,
             seed,
@@ -314,16 +337,18 @@ impl WebSession {
         let s: serde_json::Value = serde_json::from_str(settings).map_err(js_err)?;
         let asked = self.setup(data, data_name, &s, None).map_err(js_err)?;
         let budget = (budget_mib.max(0.0) * (1u64 << 20) as f64) as u64;
-        let report = will_it_fit(asked_shape(&s), budget, |shape| {
-            match self.setup(data, data_name, &s, Some(*shape)) {
+        let report = will_it_fit(
+            asked_shape(&s).map_err(js_err)?,
+            budget,
+            |shape| match self.setup(data, data_name, &s, Some(*shape)) {
                 Ok(run) => (
                     run.settings.seq,
                     TrainSession::plan(&self.gpu, &self.config, &run.settings)
                         .map_err(|e| e.to_string()),
                 ),
                 Err(e) => (0, Err(e)),
-            }
-        });
+            },
+        );
         let mut out = report.to_json();
         let examples = asked.examples + asked.valid.len();
         let tokens: usize = asked

@@ -28,6 +28,8 @@ async function main() {
   const data = await (await fetch(params.get('data'))).text();
   const settings = { rank: 4, alpha: 8, lr: 0.01, steps: 6, maxSeqLen: 64, batch: 4, seed: 7 };
   report.fit = (await session.fit(data, settings, { budgetMiB: 1024 })).fits;
+  // A value out of range is refused naming its key, as the CLI's flags are (never read as 1).
+  try { await session.fit(data, { ...settings, batch: 0 }); } catch (e) { report.zeroBatch = [e.name, e.message]; }
   const losses = [];
   const run = await session.train(data, settings, {
     onStep: (s) => { losses.push(s.loss); log(`step ${s.step}/${s.steps}: loss ${s.loss.toFixed(4)}`); },

@@ -324,6 +324,16 @@ fn example_problems(r: &Value) -> Vec<String> {
             r["badSetting"]
         ));
     }
+    if r["zeroBatch"][0] != json!("WebQloraError")
+        || !r["zeroBatch"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("settings.batch"))
+    {
+        out.push(format!(
+            "a batch of 0 should be refused naming settings.batch: {}",
+            r["zeroBatch"]
+        ));
+    }
     if r["fit"] != json!(true) || r["stopped"] != json!(false) || r["checkpointStep"] != json!(6) {
         out.push("the run should fit, end unstopped with its checkpoint of step 6".into());
     }
