@@ -378,7 +378,21 @@ pub(crate) fn open_site(
     Ok((browser, cdp, port))
 }
 
-/// `webqlora train` (the release binary, on the portable kernels as the page runs them) of
+/// The native binary the browser tests compare the page with: the dev profile's (optimized,
+/// `[profile.dev]`), which `cargo test` has already built in `cargo xtask test`, so the tests
+/// do not compile the crate again in release (about 4 minutes on 2 cores). Built if missing.
+pub(crate) fn native_binary() -> Result<PathBuf, String> {
+    run(crate::test::cargo()
+        .args(["build", "--bin", "webqlora"])
+        .current_dir(crate::repo_root()))?;
+    Ok(native_binary_path())
+}
+
+fn native_binary_path() -> PathBuf {
+    crate::repo_root().join("target/debug/webqlora")
+}
+
+/// `webqlora train` (the dev binary, on the portable kernels as the page runs them) of
 /// `model` on `data` into `out`, quietly, with `args`.
 pub(crate) fn train_native(
     model: &Path,
@@ -386,7 +400,7 @@ pub(crate) fn train_native(
     out: &Path,
     args: &[&str],
 ) -> Result<(), String> {
-    let mut cmd = Command::new(crate::repo_root().join("target/release/webqlora"));
+    let mut cmd = Command::new(native_binary_path());
     crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
     run(cmd
         .args(["train", "--model"])
@@ -408,16 +422,14 @@ pub fn run_smollm2() -> Result<(), String> {
     let root = crate::repo_root();
     let gguf = crate::fetch_model::fetch()?;
     let site = crate::web::build()?;
-    run(crate::test::cargo()
-        .args(["build", "--release", "--bin", "webqlora"])
-        .current_dir(&root))?;
+    let webqlora = native_binary()?;
     let dir = root.join("target/e2e-smollm2");
     let _ = std::fs::remove_dir_all(&dir);
     let downloads = dir.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| e.to_string())?;
     let data = site.join("mcq-train.jsonl");
     let native = dir.join("native");
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    let mut cmd = Command::new(&webqlora);
     crate::test::with_env(&mut cmd);
     run(cmd
         .args(["train", "--model"])
@@ -493,7 +505,7 @@ pub fn run_smollm2() -> Result<(), String> {
     let merged = downloads.join("merged-q8_0.gguf");
     wait_for_file(&merged, minutes(3))?;
     let native_merged = dir.join("native-merged.gguf");
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    let mut cmd = Command::new(&webqlora);
     run(crate::test::with_env(&mut cmd)
         .args(["merge", "--model"])
         .arg(&gguf)
@@ -536,9 +548,7 @@ pub fn run_test() -> Result<(), String> {
     crate::install::chromium()?;
     let root = crate::repo_root();
     let site = crate::web::build()?;
-    run(crate::test::cargo()
-        .args(["build", "--release", "--bin", "webqlora"])
-        .current_dir(&root))?;
+    let webqlora = native_binary()?;
     let dir = root.join("target/e2e");
     let _ = std::fs::remove_dir_all(&dir);
     let downloads = dir.join("downloads");
@@ -1060,7 +1070,7 @@ pub fn run_test() -> Result<(), String> {
     println!("browser e2e: {resume_label} -> {lost_notice} -> {resumed_info}; {RESUMED_STEPS} losses within {worst_loss:.1e} of an uninterrupted run; validation {page_val:?}");
     // The page's GGUF LoRA is what `webqlora export` writes for the page's PEFT adapter.
     let exported = dir.join("exported.gguf");
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    let mut cmd = Command::new(&webqlora);
     run(crate::test::with_env(&mut cmd)
         .args(["export", "--model"])
         .arg(&model)
@@ -1092,7 +1102,7 @@ pub fn run_test() -> Result<(), String> {
     }
     println!("browser e2e: tried before | after: {tried}");
     // The page's greedy text before training is the native binary's on the same model.
-    let mut cmd = Command::new(root.join("target/release/webqlora"));
+    let mut cmd = Command::new(&webqlora);
     crate::test::with_env(&mut cmd).env("WEBQLORA_KERNELS", "portable");
     let out = cmd
         .args(["generate", "--model"])

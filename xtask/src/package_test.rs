@@ -184,9 +184,7 @@ pub(crate) fn adapter_difference(a: &Path, b: &Path) -> Result<f64, String> {
 
 fn example_page(tarball: &Path, dir: &Path) -> Result<(), String> {
     let root = crate::repo_root();
-    run(crate::test::cargo()
-        .args(["build", "--release", "--bin", "webqlora"])
-        .current_dir(&root))?;
+    crate::browser_test::native_binary()?;
     // The app: the example's files and the package from its tarball.
     let app = dir.join("app");
     install_tarball(tarball, &app)?;
