@@ -93,7 +93,26 @@ pub fn catalog() -> Result<Catalog, HubError> {
         }
         None => (CATALOG.to_string(), "web/models.json".to_string()),
     };
-    serde_json::from_str(&text).map_err(|e| HubError::Msg(format!("{from}: {e}")))
+    let catalog: Catalog =
+        serde_json::from_str(&text).map_err(|e| HubError::Msg(format!("{from}: {e}")))?;
+    // An id names the model's folder in the cache: a plain name, never a path out of it.
+    if let Some(m) = catalog.models.iter().find(|m| !plain_name(&m.id)) {
+        return Err(HubError::Msg(format!(
+            "{from}: model id {:?} is not a plain name (letters, digits, '.', '-', '_'; not \
+             starting with '.')",
+            m.id
+        )));
+    }
+    Ok(catalog)
+}
+
+/// A name that stays one folder: not empty, no separator, not starting with '.'.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// The Hugging Face endpoint: `HF_ENDPOINT` without a trailing slash, as huggingface_hub.
@@ -569,7 +588,13 @@ mod tests {
     fn the_built_in_catalog_parses() {
         let c: Catalog = serde_json::from_str(CATALOG).unwrap();
         assert!(c.models.iter().any(|m| m.id == "smollm2-135m-instruct"));
-        assert!(c.models.iter().all(|m| !m.files.is_empty()));
+        assert!(c
+            .models
+            .iter()
+            .all(|m| !m.files.is_empty() && plain_name(&m.id)));
+        for bad in ["", "../evil", "a/b", ".hidden", "a\\b"] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
