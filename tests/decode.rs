@@ -1,5 +1,5 @@
 //! Decoding with the KV cache gives, token by token, the logits of the full causal forward
-//! on the golden tiny Llama, Qwen3, Gemma 3 and SmolLM3 (f32 and NF4 base, with and without the PEFT
+//! on the golden tiny Llama, Qwen3, Gemma 3, SmolLM3 and Phi-3 (f32 and NF4 base, with and without the PEFT
 //! adapter; f32 and f16 caches).
 
 mod common;
@@ -17,7 +17,13 @@ use webqlora::model::ModelConfig;
 fn cached_decoding_equals_the_full_forward() {
     // The decoder runs the training block: Qwen3's q/k norms, Gemma's output norms, sliding
     // windows (8 of the 24 positions) and per-layer RoPE tables hold there too.
-    for family in ["tiny-llama", "tiny-qwen3", "tiny-gemma3", "tiny-smollm3"] {
+    for family in [
+        "tiny-llama",
+        "tiny-qwen3",
+        "tiny-gemma3",
+        "tiny-smollm3",
+        "tiny-phi3",
+    ] {
         cached_decoding_equals_the_full_forward_of(family);
     }
 }

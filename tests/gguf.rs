@@ -107,10 +107,26 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
 /// metadata keys, f32 tensors under GGUF names, q/k rows permuted where llama.cpp permutes
 /// them for the family; returns the config it was made from.
 fn tiny_family_gguf(family: &str, arch: &'static str, path: &std::path::Path) -> ModelConfig {
+    tiny_family_gguf_with(family, arch, path, &mut |_, _| None, &mut |_, _| {})
+}
+
+/// A GGUF's metadata and tensors before they are written (`tiny_family_gguf_with`).
+type Edit<'e> =
+    &'e mut dyn FnMut(&mut Vec<(String, Meta)>, &mut Vec<(String, Vec<usize>, u32, Vec<u8>)>);
+
+/// `tiny_family_gguf` with the tensors `encode` gives block codes for stored as those codes.
+#[allow(clippy::type_complexity)]
+fn tiny_family_gguf_with(
+    family: &str,
+    arch: &'static str,
+    path: &std::path::Path,
+    encode: &mut dyn FnMut(&str, &[f32]) -> Option<(GgmlType, Vec<u8>)>,
+    edit: Edit,
+) -> ModelConfig {
     let c = ModelConfig::load(&golden(&format!("{family}/base-f32"))).unwrap();
     let weights = Golden::open(&format!("{family}/base-f32/model.safetensors"));
     let permuted = c.family().gguf_qk_permuted;
-    let tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
+    let mut tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = weights
         .names()
         .into_iter()
         .map(|name| {
@@ -123,7 +139,10 @@ fn tiny_family_gguf(family: &str, arch: &'static str, path: &std::path::Path) ->
             } else if permuted && name.ends_with("k_proj.weight") {
                 values = permute_rows(&values, c.num_kv_heads, shape[1]);
             }
-            (gguf, shape, 0, bytemuck::cast_slice(&values).to_vec())
+            match encode(&name, &values) {
+                Some((ty, codes)) => (gguf, shape, ty.id(), codes),
+                None => (gguf, shape, 0, bytemuck::cast_slice(&values).to_vec()),
+            }
         })
         .collect();
     let u = |v: usize| Meta::U32(v as u32);
@@ -141,13 +160,10 @@ fn tiny_family_gguf(family: &str, arch: &'static str, path: &std::path::Path) ->
             Meta::F32(c.rms_norm_eps as f32),
         ),
     ];
-    let keys: Vec<String> = keyed.iter().map(|(k, _)| format!("{arch}.{k}")).collect();
-    let mut meta = vec![("general.architecture", Meta::Str(arch))];
-    meta.extend(
-        keys.iter()
-            .map(String::as_str)
-            .zip(keyed.into_iter().map(|(_, v)| v)),
-    );
+    let mut meta = vec![("general.architecture".to_string(), Meta::Str(arch))];
+    meta.extend(keyed.into_iter().map(|(k, v)| (format!("{arch}.{k}"), v)));
+    edit(&mut meta, &mut tensors);
+    let meta: Vec<(&str, Meta)> = meta.into_iter().map(|(k, v)| (&*k.leak(), v)).collect();
     write_gguf(path, &meta, &tensors);
     c
 }
@@ -186,6 +202,118 @@ fn a_gguf_tiny_smollm3_gives_transformers_logits() {
     let got = gguf_logits("tiny-smollm3", &file);
     let expected = Golden::open("tiny-smollm3/expected.safetensors");
     Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
+}
+
+/// A Phi-3 GGUF as llama.cpp writes one (architecture phi3, the fused `attn_qkv` and a
+/// `ffn_up` of gate rows then up rows, q/k rows not permuted): the same config and
+/// transformers' logits; its fused weights as Q8_0 codes, split by rows for the parts, give
+/// the logits of their dequantized values; merged with the fused PEFT adapter, PEFT's logits.
+#[test]
+fn a_gguf_tiny_phi3_gives_transformers_logits_on_f32_codes_and_merged() {
+    use webqlora::lora::gguf_merge::{merged_gguf_bytes, GgufDtype};
+    let dir = temp_dir("gguf_phi3");
+    let path = dir.join("phi3.gguf");
+    let c = tiny_family_gguf("tiny-phi3", "phi3", &path);
+    let file = GgufFile::open(&path).unwrap();
+    let mut want = c.clone();
+    want.rms_norm_eps = c.rms_norm_eps as f32 as f64;
+    // Special tokens come with a tokenizer, which this file has not.
+    (want.bos_token_id, want.eos_token_ids) = (None, vec![]);
+    assert_eq!(file.config(), &want);
+    assert!(file.contains("model.layers.1.self_attn.qkv_proj.weight"));
+    let expected = Golden::open("tiny-phi3/expected.safetensors");
+    let got = gguf_logits("tiny-phi3", &file);
+    Tol::GOLDEN.check("logits through GGUF", &got, &expected.f32("logits_base"));
+
+    let adapter = webqlora::lora::peft::Adapter::load(&golden("tiny-phi3/adapter")).unwrap();
+    let bytes = merged_gguf_bytes(&file, &adapter, GgufDtype::F32, |_, _| {}).unwrap();
+    let merged = dir.join("merged.gguf");
+    std::fs::write(&merged, &bytes).unwrap();
+    Tol::GOLDEN.check(
+        "merged GGUF logits",
+        &gguf_logits("tiny-phi3", &GgufFile::open(&merged).unwrap()),
+        &expected.f32("logits_lora"),
+    );
+
+    // Fused weights as Q8_0 codes: each part reads its rows of them.
+    let quantized = dir.join("phi3-q8.gguf");
+    let mut fused_q8 = |name: &str, values: &[f32]| {
+        let fused = name.ends_with("qkv_proj.weight") || name.ends_with("gate_up_proj.weight");
+        fused.then(|| (GgmlType::Q8_0, webqlora::quant::ggml::quantize_q8_0(values)))
+    };
+    tiny_family_gguf_with(
+        "tiny-phi3",
+        "phi3",
+        &quantized,
+        &mut fused_q8,
+        &mut |_, _| {},
+    );
+    let file = GgufFile::open(&quantized).unwrap();
+    let types = &file.config().gguf_types;
+    assert_eq!(
+        types.len(),
+        2 * 5,
+        "q, k, v, gate and up of 2 layers: {types:?}"
+    );
+    assert_eq!(
+        types.get("model.layers.0.self_attn.v_proj.weight"),
+        Some(&GgmlType::Q8_0)
+    );
+    let logits = |base: BaseFormat| {
+        let config = file.config().clone();
+        let (batch, seq) = (2, 9);
+        let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 320) as u32).collect();
+        let mut g = Graph::new();
+        let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
+        let input = g.input("input_ids", &[batch * seq], DType::U32);
+        let logits = model.forward_logits(&mut g, input, seq).unwrap();
+        g.mark_output(logits);
+        let gpu = common::gpu();
+        let compiled = CompiledGraph::new(gpu, g).unwrap();
+        compiled.poison(gpu, common::POISON);
+        let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
+        assert!(missing.is_empty(), "{missing:?}");
+        compiled
+            .write(gpu, input, bytemuck::cast_slice(&ids))
+            .unwrap();
+        compiled.run(gpu);
+        pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
+    };
+    Tol::F32.check(
+        "logits on fused Q8_0 codes vs their f32 values",
+        &logits(BaseFormat::Gguf),
+        &logits(BaseFormat::F32),
+    );
+}
+
+/// Phi-4-mini's GGUF files rotate part of each head and carry LongRoPE factors: refused by
+/// the metadata key or tensor, not trained on wrong positions.
+#[test]
+fn phi3_gguf_options_the_kernels_lack_are_refused_by_name() {
+    let dir = temp_dir("gguf_phi3_refused");
+    let path = dir.join("phi3.gguf");
+    let refusal = |edit: Edit| {
+        tiny_family_gguf_with("tiny-phi3", "phi3", &path, &mut |_, _| None, edit);
+        match GgufFile::open(&path) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let err =
+        refusal(&mut |meta, _| meta.push(("phi3.rope.dimension_count".into(), Meta::U32(24))));
+    assert!(
+        err.contains("'phi3.rope.dimension_count' is 24, for heads of 32"),
+        "{err}"
+    );
+    let err = refusal(&mut |_, tensors| {
+        let ones = vec![1.0f32; 16];
+        let bytes = bytemuck::cast_slice(&ones).to_vec();
+        tensors.push(("rope_factors_long.weight".into(), vec![16], 0, bytes));
+    });
+    assert!(
+        err.contains("'rope_factors_long.weight': LongRoPE"),
+        "{err}"
+    );
 }
 
 #[test]

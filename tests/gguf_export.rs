@@ -101,7 +101,8 @@ fn check_file(config: &ModelConfig, adapter: &Adapter, dtype: GgufLoraDtype, tol
 
 #[test]
 fn gguf_lora_applies_the_adapters_update_in_the_gguf_layout() {
-    for family in ["tiny-llama", "tiny-qwen3", "tiny-gemma3"] {
+    // Phi-3's adapter is on its fused modules, as llama.cpp's attn_qkv and ffn_up.
+    for family in ["tiny-llama", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"] {
         let (config, adapter) = tiny(family);
         check_file(&config, &adapter, GgufLoraDtype::F32, 1e-6);
         check_file(&config, &adapter, GgufLoraDtype::F16, 2e-3);

@@ -38,7 +38,7 @@ fn bad_configs_are_named() {
     let cases = [
         (
             r#"{"model_type": "gpt2"}"#,
-            "model_type 'gpt2' is not supported (llama, mistral, qwen2, qwen3, gemma3_text, smollm3)",
+            "model_type 'gpt2' is not supported (llama, mistral, qwen2, qwen3, gemma3_text, smollm3, phi3)",
         ),
         (
             r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3}"#,
@@ -50,7 +50,7 @@ fn bad_configs_are_named() {
         ),
         (
             r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4}}"#,
-            "rope scaling 'yarn' is not supported (default, linear, llama3)",
+            "rope scaling 'yarn' is not supported (default, linear, llama3, longrope)",
         ),
         (
             r#"{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8}}"#,

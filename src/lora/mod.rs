@@ -19,6 +19,31 @@ pub const ALL_LINEAR: [&str; 7] = [
     "down_proj",
 ];
 
+/// The seven linear modules' paths within a layer, in the block's order.
+pub const LINEAR_PATHS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// Every name `target_modules` may hold for some family: the seven, and the fused modules
+/// (Phi-3's qkv_proj, gate_up_proj). Which a model has is `LoraConfig::for_family`'s check.
+pub fn module_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = ALL_LINEAR.to_vec();
+    for f in crate::model::family::FAMILIES {
+        for m in f.lora_modules() {
+            if !names.contains(&m) {
+                names.push(m);
+            }
+        }
+    }
+    names
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
     pub r: usize,
@@ -35,6 +60,59 @@ pub struct LoraConfig {
 }
 
 impl LoraConfig {
+    /// These settings for a model of `family`: all seven linears (the default) become the
+    /// family's modules (Phi-3's qkv_proj, o_proj, gate_up_proj, down_proj); a target the
+    /// family lacks is refused, naming the module that holds it.
+    pub fn for_family(&self, family: &crate::model::family::Family) -> Result<LoraConfig, String> {
+        let modules = family.lora_modules();
+        let mut out = self.clone();
+        let all_seven = ALL_LINEAR
+            .iter()
+            .all(|m| self.target_modules.iter().any(|t| t == m));
+        if all_seven && !family.fused.is_empty() {
+            out.target_modules = modules.iter().map(|m| m.to_string()).collect();
+            out.target_modules.sort();
+        }
+        for t in &out.target_modules {
+            if modules.contains(&t.as_str()) {
+                continue;
+            }
+            let model_type = family.model_types[0];
+            let holder = family
+                .fused
+                .iter()
+                .find(|f| f.parts.iter().any(|p| p.ends_with(&format!(".{t}"))));
+            return Err(match holder {
+                Some(f) => format!(
+                    "target module '{t}': {model_type} holds it inside '{}' (its files and \
+                     adapters fuse {}); adapt '{}'",
+                    f.short(),
+                    f.parts.join(", "),
+                    f.short()
+                ),
+                None => format!(
+                    "target module '{t}' is no module of {model_type} ({})",
+                    modules.join(", ")
+                ),
+            });
+        }
+        if out.use_dora {
+            if let Some(f) = family
+                .fused
+                .iter()
+                .find(|f| out.target_modules.iter().any(|t| t == f.short()))
+            {
+                return Err(format!(
+                    "DoRA on {}'s fused module '{}' is not supported (adapt it with LoRA, or \
+                     leave it out of the targets)",
+                    family.model_types[0],
+                    f.short()
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The factor on B·A·x: alpha / r, or alpha / sqrt(r) with rsLoRA.
     pub fn scale(&self) -> f64 {
         if self.use_rslora {

@@ -175,15 +175,13 @@ pub fn parse_config(text: &str, path: &Path) -> Result<LoraConfig, ModelError> {
     if target_modules.is_empty() {
         return Err(invalid(path, "'target_modules' is empty".into()));
     }
-    if let Some(bad) = target_modules
-        .iter()
-        .find(|t| !super::ALL_LINEAR.contains(&t.as_str()))
-    {
+    let known = super::module_names();
+    if let Some(bad) = target_modules.iter().find(|t| !known.contains(&t.as_str())) {
         return Err(invalid(
             path,
             format!(
-                "'target_modules': '{bad}' matches no module this model family has LoRA for ({})",
-                super::ALL_LINEAR.join(", ")
+                "'target_modules': '{bad}' matches no module the model families have LoRA for ({})",
+                known.join(", ")
             ),
         ));
     }

@@ -1,5 +1,5 @@
 //! The Hugging Face `config.json` of a model of one of the families in `family.rs` (llama,
-//! mistral, qwen2, qwen3, gemma3_text, smollm3).
+//! mistral, qwen2, qwen3, gemma3_text, smollm3, phi3).
 
 use serde_json::Value;
 
@@ -18,6 +18,8 @@ pub enum Architecture {
     Gemma3,
     /// SmolLM3: Llama with no rotary embedding on some layers (every fourth: `no_rope_layers`).
     SmolLm3,
+    /// Phi-3, Phi-3.5 and Phi-4-mini: Llama with fused q|k|v and gate|up projections.
+    Phi3,
 }
 
 /// How a layer attends.
@@ -56,6 +58,15 @@ pub enum RopeScaling {
     /// Every frequency divided by `factor` (transformers' "linear"; Gemma 3 4B and up).
     Linear {
         factor: f64,
+    },
+    /// LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini; transformers' "longrope"): frequency i
+    /// divided by `short[i]` for contexts up to `original_max_position_embeddings`, by
+    /// `long[i]` beyond, and cos and sin multiplied by `attention_factor`.
+    LongRope {
+        short: Vec<f64>,
+        long: Vec<f64>,
+        original_max_position_embeddings: usize,
+        attention_factor: f64,
     },
 }
 
@@ -237,6 +248,16 @@ impl ModelConfig {
             Fields { json: &json, path }
         };
         let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
+        // Phi-4-mini rotates only the first part of each head; the rope kernels rotate it all.
+        for fields in [&rope, &f] {
+            let factor = fields.f64_or("partial_rotary_factor", 1.0)?;
+            if factor != 1.0 {
+                return Err(f.err(format!(
+                    "'partial_rotary_factor' is {factor}: rotary embeddings on part of each \
+                     head are not supported (1.0)"
+                )));
+            }
+        }
         let rope_local_theta = if per_type && params["sliding_attention"].is_object() {
             let local = Fields {
                 json: &params["sliding_attention"],
@@ -303,9 +324,54 @@ impl ModelConfig {
                     )))
                 }
             },
+            "longrope" => {
+                let factors = |k: &str| -> Result<Vec<f64>, ModelError> {
+                    let values: Option<Vec<f64>> = scaling[k].as_array().and_then(|a| {
+                        a.iter()
+                            .map(|v| v.as_f64().filter(|v| v.is_finite() && *v > 0.0))
+                            .collect()
+                    });
+                    match values {
+                        Some(v) if v.len() == head_dim / 2 => Ok(v),
+                        _ => Err(f.err(format!(
+                            "rope scaling 'longrope': '{k}' is not {} numbers above 0 (one a \
+                             frequency of the {head_dim}-wide heads)",
+                            head_dim / 2
+                        ))),
+                    }
+                };
+                // transformers: the original length from the scaling or the config; the
+                // factor max_position / original; attention scaled by √(1 + ln f / ln orig).
+                let original = match scaling["original_max_position_embeddings"].as_u64() {
+                    Some(n) => Some(n as usize),
+                    None => f.opt_usize("original_max_position_embeddings")?,
+                };
+                let max = f.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+                let (original, factor) = match original {
+                    Some(o) if o > 0 => (o, max as f64 / o as f64),
+                    Some(_) => return Err(f.err("'original_max_position_embeddings' is 0".into())),
+                    None => (max, scaling["factor"].as_f64().unwrap_or(1.0)),
+                };
+                let attention_factor = match scaling["attention_factor"].as_f64() {
+                    Some(a) if a.is_finite() && a > 0.0 => a,
+                    Some(a) => {
+                        return Err(f.err(format!(
+                            "rope scaling 'longrope': 'attention_factor' is {a}, not above 0"
+                        )))
+                    }
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+                };
+                RopeScaling::LongRope {
+                    short: factors("short_factor")?,
+                    long: factors("long_factor")?,
+                    original_max_position_embeddings: original,
+                    attention_factor,
+                }
+            }
             other => {
                 return Err(f.err(format!(
-                    "rope scaling '{other}' is not supported (default, linear, llama3)"
+                    "rope scaling '{other}' is not supported (default, linear, llama3, longrope)"
                 )))
             }
         };
@@ -455,6 +521,52 @@ impl ModelConfig {
         self.architecture.family()
     }
 
+    /// The output rows of the linear at `path` within a layer (`self_attn.q_proj`, …, one of
+    /// `lora::LINEAR_PATHS`, or a fused module: the sum of its parts).
+    pub fn linear_rows(&self, path: &str) -> usize {
+        let (q, kv) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        match path.rsplit('.').next().unwrap_or(path) {
+            "q_proj" => q,
+            "k_proj" | "v_proj" => kv,
+            "o_proj" | "down_proj" => self.hidden_size,
+            "gate_proj" | "up_proj" => self.intermediate_size,
+            _ => match self.family().fused.iter().find(|f| f.module == path) {
+                Some(f) => f.parts.iter().map(|p| self.linear_rows(p)).sum(),
+                None => 0,
+            },
+        }
+    }
+
+    /// (first row, rows of the whole) of `part` within the fused module `fused`.
+    pub fn fused_rows(&self, fused: &super::family::FusedLinear, part: &str) -> (usize, usize) {
+        let at = fused.parts.iter().position(|p| *p == part).unwrap_or(0);
+        let first = fused.parts[..at].iter().map(|p| self.linear_rows(p)).sum();
+        (first, self.linear_rows(fused.module))
+    }
+
+    /// The fused weight in the files that holds the weight `name` of the graph
+    /// (`model.layers.0.self_attn.q_proj.weight` → `….qkv_proj.weight` for Phi-3), if any.
+    pub fn fused_weight(&self, name: &str) -> Option<String> {
+        self.fused_part(name).map(|f| f.0)
+    }
+
+    /// (the fused weight's name, the part's module path in the layer, the fused module) of
+    /// the graph's weight `name`, if a fused weight holds it.
+    pub fn fused_part<'n>(
+        &self,
+        name: &'n str,
+    ) -> Option<(String, &'n str, &'static super::family::FusedLinear)> {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (layer, module) = rest.split_once('.')?;
+        let part = module.strip_suffix(".weight")?;
+        let fused = self.family().fused_holding(part)?;
+        let whole = format!("model.layers.{layer}.{}.weight", fused.module);
+        Some((whole, part, fused))
+    }
+
     /// Whether layer `i` rotates q and k (all but SmolLM3's `no_rope_layers`).
     pub fn layer_rope(&self, i: usize) -> bool {
         !self.no_rope_layers.contains(&i)
@@ -512,11 +624,33 @@ impl ModelConfig {
         }
     }
 
-    /// RoPE's inverse frequencies (head_dim / 2 of them), scaled as the model says.
+    /// RoPE's inverse frequencies (head_dim / 2 of them), scaled as the model says (for
+    /// LongRoPE, as for contexts within its original length).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
+        self.rope_inv_freq_for(1)
+    }
+
+    /// `rope_inv_freq` for a table of `positions` positions: LongRoPE takes its long factors
+    /// when the table reaches past the original context, as transformers does for sequences
+    /// that long.
+    pub fn rope_inv_freq_for(&self, positions: usize) -> Vec<f64> {
         let mut inv = crate::ops::rope::inv_freq(self.head_dim, self.rope_theta);
         match &self.rope_scaling {
             RopeScaling::None => {}
+            RopeScaling::LongRope {
+                short,
+                long,
+                original_max_position_embeddings,
+                ..
+            } => {
+                let factors = match positions > *original_max_position_embeddings {
+                    true => long,
+                    false => short,
+                };
+                for (f, d) in inv.iter_mut().zip(factors) {
+                    *f /= d;
+                }
+            }
             RopeScaling::Linear { factor } => {
                 for f in inv.iter_mut() {
                     *f /= factor;
@@ -553,7 +687,17 @@ impl ModelConfig {
 
     /// RoPE's (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2].
     pub fn rope_table(&self, positions: usize) -> Vec<f32> {
-        crate::ops::rope::cos_sin_table_of(positions, &self.rope_inv_freq())
+        let inv = self.rope_inv_freq_for(positions);
+        match &self.rope_scaling {
+            // LongRoPE scales cos and sin (in f32, as transformers scales its f32 cos and sin).
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => crate::ops::rope::cos_sin_table_of(positions, &inv)
+                .into_iter()
+                .map(|v| v * *attention_factor as f32)
+                .collect(),
+            _ => crate::ops::rope::cos_sin_table_of(positions, &inv),
+        }
     }
 
     /// Values no model can have (a zero size, a negative epsilon): the config.json key and
@@ -750,6 +894,21 @@ impl ModelConfig {
         });
         if let RopeScaling::Linear { factor } = self.rope_scaling {
             json["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": factor});
+        }
+        if let RopeScaling::LongRope {
+            short,
+            long,
+            original_max_position_embeddings,
+            attention_factor,
+        } = &self.rope_scaling
+        {
+            json["rope_scaling"] = serde_json::json!({
+                "rope_type": "longrope",
+                "short_factor": short,
+                "long_factor": long,
+                "attention_factor": attention_factor,
+            });
+            json["original_max_position_embeddings"] = (*original_max_position_embeddings).into();
         }
         if family.activation == crate::ops::swiglu::Activation::GeluTanh {
             json["hidden_activation"] = "gelu_pytorch_tanh".into();

@@ -33,6 +33,56 @@ pub struct Family {
     pub embed_scale: bool,
     /// llama.cpp permutes q and k rows for this family's rotary layout in GGUF files.
     pub gguf_qk_permuted: bool,
+    /// Linears its files (and PEFT adapters) hold fused, each stacking the rows of modules
+    /// the block runs apart (Phi-3's qkv_proj and gate_up_proj).
+    pub fused: &'static [FusedLinear],
+}
+
+/// A weight stored as the rows of `parts` stacked in order, with one LoRA A and B over all of
+/// them where an adapter targets it (PEFT's view of the fused module). The block declares the
+/// parts (`model/fused.rs` splits the file's rows; the parts share the adapter's A and hold
+/// B's rows), so one kernel path serves fused and separate files alike.
+#[derive(Debug)]
+pub struct FusedLinear {
+    /// The module's path within a layer, in the files and the adapter (`self_attn.qkv_proj`).
+    pub module: &'static str,
+    /// The modules it stacks, in row order (`self_attn.q_proj`, …).
+    pub parts: &'static [&'static str],
+}
+
+impl FusedLinear {
+    /// The last name of the module path (`qkv_proj`): what `target_modules` lists.
+    pub fn short(&self) -> &'static str {
+        short(self.module)
+    }
+}
+
+/// The last name of a module path.
+fn short(path: &'static str) -> &'static str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+impl Family {
+    /// The fused linear that holds the module at `path` within a layer (`self_attn.q_proj`).
+    pub fn fused_holding(&self, path: &str) -> Option<&'static FusedLinear> {
+        self.fused.iter().find(|f| f.parts.contains(&path))
+    }
+
+    /// The linear modules an adapter can target, in `target_modules` names: the seven of the
+    /// block, with the parts of a fused module named by it.
+    pub fn lora_modules(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        for path in crate::lora::LINEAR_PATHS {
+            let name = match self.fused_holding(path) {
+                Some(f) => f.short(),
+                None => short(path),
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 pub const LLAMA: Family = Family {
@@ -47,6 +97,7 @@ pub const LLAMA: Family = Family {
     activation: Activation::Silu,
     embed_scale: false,
     gguf_qk_permuted: true,
+    fused: &[],
 };
 
 pub const MISTRAL: Family = Family {
@@ -90,6 +141,7 @@ pub const GEMMA3: Family = Family {
     activation: Activation::GeluTanh,
     embed_scale: true,
     gguf_qk_permuted: false,
+    fused: &[],
 };
 
 /// SmolLM3: the Llama block, with no rotary embedding on the layers `no_rope_layers` names
@@ -102,8 +154,30 @@ pub const SMOLLM3: Family = Family {
     ..LLAMA
 };
 
+/// Phi-3, Phi-3.5 and Phi-4-mini: the Llama block, its q|k|v and gate|up projections each
+/// one weight in the files (transformers' `Phi3ForCausalLM`, GGUF `attn_qkv` and a `ffn_up`
+/// of gate rows then up rows) and one LoRA module in PEFT adapters.
+pub const PHI3: Family = Family {
+    architecture: Architecture::Phi3,
+    model_types: &["phi3"],
+    hf_class: "Phi3ForCausalLM",
+    gguf: "phi3",
+    gguf_qk_permuted: false,
+    fused: &[
+        FusedLinear {
+            module: "self_attn.qkv_proj",
+            parts: &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        },
+        FusedLinear {
+            module: "mlp.gate_up_proj",
+            parts: &["mlp.gate_proj", "mlp.up_proj"],
+        },
+    ],
+    ..LLAMA
+};
+
 /// Every family, in the order error messages list them.
-pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3, &SMOLLM3];
+pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3, &SMOLLM3, &PHI3];
 
 /// The family of a config.json's `model_type`.
 pub fn by_model_type(model_type: &str) -> Option<&'static Family> {

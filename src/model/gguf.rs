@@ -225,6 +225,9 @@ pub fn gguf_name_for(family: &super::family::Family, hf: &str) -> Option<String>
         "self_attn.o_proj.weight" => "attn_output.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
+        // Phi-3's fused modules (its ffn_up holds gate rows, then up rows).
+        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+        "mlp.gate_up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
         _ => return None,
     };
@@ -625,6 +628,25 @@ fn config_from_metadata(
         }
     };
     check_counts(m, tensors, arch, path, vocab_size, hidden_size)?;
+    // Qwen3 and Gemma 3 give the head size as key_length (not hidden / heads); rotary
+    // dimensions short of it (Phi-4-mini's partial rotary factor) are not supported.
+    let head_dim = count("attention.key_length").unwrap_or(hidden_size / num_heads.max(1));
+    if let Ok(dims) = count("rope.dimension_count") {
+        if dims != head_dim {
+            return Err(err(format!(
+                "metadata '{arch}.rope.dimension_count' is {dims}, for heads of {head_dim}: \
+                 rotary embeddings on part of each head are not supported"
+            )));
+        }
+    }
+    if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"]
+        .into_iter()
+        .find(|t| tensors.contains_key(*t))
+    {
+        return Err(err(format!(
+            "tensor '{t}': LongRoPE scaling (Phi-3 128k, Phi-3.5, Phi-4-mini) is not supported"
+        )));
+    }
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -633,10 +655,7 @@ fn config_from_metadata(
         num_layers: count("block_count")?,
         num_heads,
         num_kv_heads,
-        // Qwen3 and Gemma 3 give the head size as key_length (not hidden / heads).
-        head_dim: count("attention.key_length")
-            .or_else(|_| count("rope.dimension_count"))
-            .unwrap_or(hidden_size / num_heads.max(1)),
+        head_dim,
         rms_norm_eps: m
             .get(&format!("{arch}.attention.layer_norm_rms_epsilon"))
             .and_then(MetaValue::as_f64)
@@ -812,7 +831,9 @@ fn linear_types(
     (0..config.num_layers)
         .flat_map(|i| MODULES.map(|m| format!("model.layers.{i}.{m}.weight")))
         .filter_map(|name| {
-            let info = tensors.get(&gguf_name_for(config.family(), &name)?)?;
+            // A fused weight's parts (`model::fused`) are of its type.
+            let stored = config.fused_weight(&name).unwrap_or_else(|| name.clone());
+            let info = tensors.get(&gguf_name_for(config.family(), &stored)?)?;
             info.ty.is_quantized().then_some((name, info.ty))
         })
         .collect()

@@ -306,6 +306,15 @@ impl Module {
         Ok((y, saved))
     }
 
+    /// `first`'s x·Aᵀ where this module shares its adapter's A and input (the parts of a
+    /// fused module, Phi-3's q|k|v): the product to reuse rather than compute again.
+    pub fn shared_product(&self, first: &Module, saved: &ModuleSaved) -> Option<TensorId> {
+        match (self.lora, first.lora) {
+            (Some(a), Some(b)) if a.a == b.a && a.dropout == b.dropout => saved.x_a,
+            _ => None,
+        }
+    }
+
     /// x·Wᵀ of the base weight alone, a new temporary `name`.
     fn base_forward(&self, g: &mut Graph, name: &str, x: TensorId) -> Result<TensorId, GraphError> {
         match self.weight {
@@ -644,9 +653,13 @@ impl Llama {
         positions: usize,
     ) -> Result<Llama, GraphError> {
         let c = config;
-        let (hidden, kv_dim) = (c.hidden_size, c.num_kv_heads * c.head_dim);
+        let hidden = c.hidden_size;
         let q_dim = c.num_heads * c.head_dim;
-        let module = |g: &mut Graph, path: String, out: usize, inp: usize| {
+        let family = c.family();
+        // The linear `part` (`self_attn.q_proj`) of the layer at `p`, [out, inp].
+        let module = |g: &mut Graph, p: &str, part: &str, inp: usize| {
+            let path = format!("{p}.{part}");
+            let out = c.linear_rows(part);
             let name = format!("{path}.weight");
             let weight = match (base, c.gguf_types.get(&name)) {
                 (BaseFormat::Nf4 { blocksize }, _) => {
@@ -665,27 +678,55 @@ impl Llama {
                 && (matches!(short, "q_proj" | "k_proj" | "v_proj")
                     || (short == "o_proj" && c.architecture != Architecture::Qwen2));
             let bias = has_bias.then(|| g.param(&format!("{path}.bias"), &[out], DType::F32));
-            let lora = lora
-                .filter(|l| l.target_modules.iter().any(|m| m == short))
-                .map(|l| {
-                    // The base's norms first: loading computes a fresh magnitude from them.
-                    let base_norms2 = l
-                        .use_dora
-                        .then(|| g.param(&base_norms2_name(&name), &[out], DType::F32));
-                    let a = g.param(&peft_name(&path, 'A'), &[l.r, inp], DType::F32);
-                    let b = g.param(&peft_name(&path, 'B'), &[out, l.r], DType::F32);
-                    let dora = base_norms2.map(|base_norms2| DoraTensors {
-                        magnitude: g.param(&peft_magnitude_name(&path), &[out], DType::F32),
-                        base_norms2,
-                    });
-                    LoraFactors {
-                        a,
-                        b,
-                        scale: l.scale() as f32,
-                        dropout: None,
-                        dora,
-                    }
+            // The adapter of the module, or of the fused module holding it (Phi-3's qkv_proj):
+            // then the parts share its A, and each holds its rows of B.
+            let fused = family.fused_holding(part);
+            let target = fused.map_or(short, |f| f.short());
+            let Some(l) = lora.filter(|l| l.target_modules.iter().any(|m| m == target)) else {
+                return Ok(Module {
+                    weight,
+                    bias,
+                    lora: None,
                 });
+            };
+            let (a_name, b_name) = match fused {
+                Some(f) => {
+                    if l.use_dora {
+                        return Err(GraphError::Unsupported {
+                            op: "LoRA".into(),
+                            detail: format!(
+                                "DoRA on the fused module '{}' is not supported",
+                                f.short()
+                            ),
+                        });
+                    }
+                    let fused_path = format!("{p}.{}", f.module);
+                    let (first, _) = c.fused_rows(f, part);
+                    let b = peft_name(&fused_path, 'B');
+                    (peft_name(&fused_path, 'A'), part_name(&b, first, out))
+                }
+                None => (peft_name(&path, 'A'), peft_name(&path, 'B')),
+            };
+            // The base's norms first: loading computes a fresh magnitude from them.
+            let base_norms2 = l
+                .use_dora
+                .then(|| g.param(&base_norms2_name(&name), &[out], DType::F32));
+            let a = match g.find(&a_name) {
+                Some(shared) => shared,
+                None => g.param(&a_name, &[l.r, inp], DType::F32),
+            };
+            let b = g.param(&b_name, &[out, l.r], DType::F32);
+            let dora = base_norms2.map(|base_norms2| DoraTensors {
+                magnitude: g.param(&peft_magnitude_name(&path), &[out], DType::F32),
+                base_norms2,
+            });
+            let lora = Some(LoraFactors {
+                a,
+                b,
+                scale: l.scale() as f32,
+                dropout: None,
+                dora,
+            });
             Ok::<_, GraphError>(Module { weight, bias, lora })
         };
         // A [vocab, hidden] table, in row parts where one binding cannot hold it.
@@ -706,7 +747,6 @@ impl Llama {
                 .collect()
         };
         let embed = table(g, "model.embed_tokens.weight");
-        let family = c.family();
         let layers = (0..c.num_layers)
             .map(|i| -> Result<Layer, GraphError> {
                 let p = format!("model.layers.{i}");
@@ -736,13 +776,13 @@ impl Llama {
                         };
                         (norm(g, "q_norm"), norm(g, "k_norm"))
                     }),
-                    q: module(g, format!("{p}.self_attn.q_proj"), q_dim, hidden)?,
-                    k: module(g, format!("{p}.self_attn.k_proj"), kv_dim, hidden)?,
-                    v: module(g, format!("{p}.self_attn.v_proj"), kv_dim, hidden)?,
-                    o: module(g, format!("{p}.self_attn.o_proj"), hidden, q_dim)?,
-                    gate: module(g, format!("{p}.mlp.gate_proj"), c.intermediate_size, hidden)?,
-                    up: module(g, format!("{p}.mlp.up_proj"), c.intermediate_size, hidden)?,
-                    down: module(g, format!("{p}.mlp.down_proj"), hidden, c.intermediate_size)?,
+                    q: module(g, &p, "self_attn.q_proj", hidden)?,
+                    k: module(g, &p, "self_attn.k_proj", hidden)?,
+                    v: module(g, &p, "self_attn.v_proj", hidden)?,
+                    o: module(g, &p, "self_attn.o_proj", q_dim)?,
+                    gate: module(g, &p, "mlp.gate_proj", hidden)?,
+                    up: module(g, &p, "mlp.up_proj", hidden)?,
+                    down: module(g, &p, "mlp.down_proj", c.intermediate_size)?,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -769,7 +809,8 @@ impl Llama {
     }
 
     /// The base tensors of a model by Hugging Face name, with their shapes, in file order:
-    /// what `declare` declares, whole tables by their own names, no RoPE tables.
+    /// what `declare` declares, whole tables by their own names, fused weights as the files
+    /// hold them (`model::fused`), no RoPE tables.
     pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
         let mut g = Graph::new();
         // Whole tables, by their Hugging Face names.
@@ -780,14 +821,23 @@ impl Llama {
                 msg: e.to_string(),
             }
         })?;
-        Ok(g.tensors
-            .iter()
-            .filter(|t| {
-                let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
-                t.role == Role::Param && t.named() && !rope.contains(&t.name.as_str())
-            })
-            .map(|t| (t.name.clone(), t.shape.clone()))
-            .collect())
+        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+        let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
+        for t in g.tensors.iter() {
+            if t.role != Role::Param || !t.named() || rope.contains(&t.name.as_str()) {
+                continue;
+            }
+            // The parts of a fused weight (Phi-3's q_proj, …) as the one weight files hold.
+            match config.fused_part(&t.name) {
+                Some((whole, ..)) if out.iter().any(|(n, _)| *n == whole) => {}
+                Some((whole, _, fused)) => {
+                    let rows = config.linear_rows(fused.module);
+                    out.push((whole, vec![rows, t.shape[1]]));
+                }
+                None => out.push((t.name.clone(), t.shape.clone())),
+            }
+        }
+        Ok(out)
     }
 
     /// The RoPE table layer `l` reads.
@@ -843,6 +893,7 @@ impl Llama {
     pub fn enable_lora_dropout(&mut self, g: &mut Graph, p: f32) -> TensorId {
         let seed = g.input("lora_dropout.seed", &[1], DType::U32);
         let mut salt = 0;
+        let mut drawn: Vec<(TensorId, u32)> = Vec::new();
         for l in &mut self.layers {
             for m in [
                 &mut l.q,
@@ -854,8 +905,16 @@ impl Llama {
                 &mut l.down,
             ] {
                 if let Some(lora) = &mut m.lora {
-                    salt += 1;
-                    lora.dropout = Some(DropoutSite { p, seed, salt });
+                    // The parts of a fused module draw one mask, as its one adapter does.
+                    let own = match drawn.iter().find(|(a, _)| *a == lora.a) {
+                        Some(&(_, s)) => s,
+                        None => {
+                            salt += 1;
+                            drawn.push((lora.a, salt));
+                            salt
+                        }
+                    };
+                    lora.dropout = Some(DropoutSite { p, seed, salt: own });
                 }
             }
         }

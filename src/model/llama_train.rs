@@ -284,9 +284,12 @@ impl Llama {
             Some(normed) => normed,
             None => rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?,
         };
+        // The parts of a fused module (Phi-3's q|k|v) share its adapter's x·Aᵀ.
         let (q, q_saved) = l.q.forward_reusing(g, &format!("{p}.q"), h_norm, kept.q)?;
-        let (k, k_saved) = l.k.forward_reusing(g, &format!("{p}.k"), h_norm, kept.k)?;
-        let (v, v_saved) = l.v.forward_reusing(g, &format!("{p}.v"), h_norm, kept.v)?;
+        let kept_k = kept.k.or(l.k.shared_product(&l.q, &q_saved));
+        let (k, k_saved) = l.k.forward_reusing(g, &format!("{p}.k"), h_norm, kept_k)?;
+        let kept_v = kept.v.or(l.v.shared_product(&l.q, &q_saved));
+        let (v, v_saved) = l.v.forward_reusing(g, &format!("{p}.v"), h_norm, kept_v)?;
         let q = g.view(
             q,
             &format!("{p}.q_heads"),
@@ -359,8 +362,9 @@ impl Llama {
         let (gate_out, gate_saved) =
             l.gate
                 .forward_reusing(g, &format!("{p}.gate"), h_norm2, kept.gate)?;
+        let kept_up = kept.up.or(l.up.shared_product(&l.gate, &gate_saved));
         let (up_out, up_saved) =
-            l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept.up)?;
+            l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept_up)?;
         let act_fn = c.family().activation;
         let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
         let mut next = None;
@@ -670,7 +674,12 @@ fn backward(
 ) -> Result<TensorId, GraphError> {
     let (dx, lora) = module.backward(g, name, dy, saved, dx_into)?;
     if let (Some(LoraGrads { a, b, magnitude }), Some(factors)) = (lora, module.lora) {
-        grads.push((g.tensor(factors.a).name.clone(), a));
+        let a_name = g.tensor(factors.a).name.clone();
+        // An A shared by a fused module's parts: its gradient is the sum of theirs.
+        match grads.iter().position(|(n, _)| *n == a_name) {
+            Some(i) => grads[i].1 = residual::add(g, &format!("{name}.d_a_sum"), grads[i].1, a)?,
+            None => grads.push((a_name, a)),
+        }
         grads.push((g.tensor(factors.b).name.clone(), b));
         if let (Some(dm), Some(d)) = (magnitude, factors.dora) {
             grads.push((g.tensor(d.magnitude).name.clone(), dm));

@@ -37,6 +37,13 @@ pub fn upload_model_with_progress(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<String>, ModelError> {
     let graph = &compiled.graph;
+    // Fused weights (Phi-3's qkv_proj) read as the parts the graph declares.
+    let blocksize = match base {
+        BaseFormat::Nf4 { blocksize } => Some(blocksize),
+        _ => None,
+    };
+    let fused = super::fused::FusedFiles::new(files, config, blocksize);
+    let files: &dyn WeightSource = &fused;
     let total = graph
         .tensors
         .iter()
@@ -45,7 +52,17 @@ pub fn upload_model_with_progress(
     if let Some(adapter) = adapter {
         // Every adapter tensor must land somewhere: one the model has no place for (another
         // model's layer count or modules) would otherwise be dropped without a word.
-        if let Some(name) = adapter.tensors.keys().find(|n| graph.find(n).is_none()) {
+        // A fused module's B lands in row parts (`llama::part_name`).
+        let parts: std::collections::HashSet<&str> = graph
+            .tensors
+            .iter()
+            .filter_map(|t| super::llama::parse_part_name(&t.name).map(|(whole, ..)| whole))
+            .collect();
+        if let Some(name) = adapter
+            .tensors
+            .keys()
+            .find(|n| graph.find(n).is_none() && !parts.contains(n.as_str()))
+        {
             return Err(ModelError::Invalid {
                 path: "the adapter".into(),
                 msg: format!(
@@ -115,6 +132,27 @@ pub fn upload_model_with_progress(
             if let Some(norms2) = fresh_magnitude {
                 let magnitude: Vec<f32> = norms2.iter().map(|v| v.sqrt()).collect();
                 write(t, bytemuck::cast_slice(&magnitude))?;
+                continue;
+            }
+            // A fused module's B is held in row parts, each read from the adapter's whole B.
+            let part = super::llama::parse_part_name(name).and_then(|(whole, first, rows)| {
+                let (shape, values) = adapter?.tensors.get(whole)?;
+                let part = super::fused::row_part(values, shape, first, rows);
+                Some((vec![rows, shape.get(1).copied().unwrap_or(0)], part))
+            });
+            if let Some((shape, values)) = part {
+                match values {
+                    Some(v) if shape == desc.shape => write(t, bytemuck::cast_slice(&v))?,
+                    _ => {
+                        let whole = super::llama::parse_part_name(name).map_or(name, |p| p.0);
+                        return Err(ModelError::BadTensor {
+                            path: "adapter".into(),
+                            tensor: whole.into(),
+                            expected: format!("rows holding {:?} (this part)", desc.shape),
+                            found: "a shape that does not".into(),
+                        });
+                    }
+                }
                 continue;
             }
             match adapter.and_then(|a| a.tensors.get(name)) {
@@ -198,7 +236,9 @@ pub fn upload_model_with_progress(
             )?;
         } else if name.ends_with(".weight.absmax") {
             // Written with its codes.
-        } else if let Some((table, first, rows)) = super::llama::parse_part_name(name) {
+        } else if let Some((table, first, rows)) =
+            super::llama::parse_part_name(name).filter(|(table, ..)| is_model_weight(table))
+        {
             if whole.as_ref().is_none_or(|(n, _)| n != table) {
                 let shape = [config.vocab_size, desc.shape[1]];
                 whole = Some((table.to_string(), finite(table, files.f32(table, &shape)?)?));

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod family;
 pub mod file_bytes;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_write;

@@ -25,7 +25,7 @@ pub static DROPOUT: Kernel = Kernel {
 };
 
 /// Dropout probability, the step's seed tensor (u32 [1]) and this site's salt.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutSite {
     pub p: f32,
     pub seed: TensorId,

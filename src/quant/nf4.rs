@@ -198,6 +198,41 @@ impl Nf4Tensor {
         }
     }
 
+    /// Rows `first .. first + rows` of this [rows, cols] weight, with the absmax values they
+    /// use (kept as dequantization reads them; a double quantization spans the whole): the
+    /// part of a fused weight. The part's blocks must be whole blocks of the weight.
+    pub fn rows(&self, first: usize, rows: usize) -> Result<Nf4Tensor, String> {
+        let cols: usize = self.shape[1..].iter().product();
+        let (start, end) = (first * cols, (first + rows) * cols);
+        if self.shape.len() < 2 || first + rows > self.shape[0] {
+            return Err(format!(
+                "rows {first}..{} of {:?}",
+                first + rows,
+                self.shape
+            ));
+        }
+        if !start.is_multiple_of(self.blocksize)
+            || !(end.is_multiple_of(self.blocksize) || end == self.numel())
+        {
+            return Err(format!(
+                "its rows of {cols} do not start on its NF4 blocks of {}",
+                self.blocksize
+            ));
+        }
+        let absmax = self.absmax_f32();
+        let mut shape = self.shape.clone();
+        shape[0] = rows;
+        Ok(Nf4Tensor {
+            shape,
+            blocksize: self.blocksize,
+            packed: self.packed[start / 2..end.div_ceil(2)].to_vec(),
+            absmax: Absmax::Plain(
+                absmax[start / self.blocksize..end.div_ceil(self.blocksize)].to_vec(),
+            ),
+            quant_map: self.quant_map,
+        })
+    }
+
     /// `q[code] * absmax` for every element, as bitsandbytes returns it.
     pub fn dequantize(&self) -> Vec<f32> {
         let absmax = self.absmax_f32();

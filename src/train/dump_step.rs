@@ -161,7 +161,7 @@ pub fn dump_step(
     if bnb_cpu.repacked {
         // Weights quantized on load are double-quantized, as bitsandbytes' by default.
         let double_quant = config.quantization.as_ref().is_none_or(|q| q.double_quant);
-        repack_absmax(gpu, &compiled, double_quant)?;
+        repack_absmax(gpu, &compiled, &config, double_quant)?;
     }
     let write = |t: TensorId, bytes: &[u8]| compiled.write(gpu, t, bytes).map_err(graph_err);
     write(input, bytemuck::cast_slice(&batch.input_ids))?;
@@ -186,7 +186,8 @@ pub fn dump_step(
         };
         out.push((name, shape, values));
     }
-    Ok(out)
+    // A fused module's B and its gradient, whole, as PEFT names them.
+    Ok(crate::model::fused::join_row_parts(out))
 }
 
 /// Replace the absmax of every NF4 weight in `compiled` by what bitsandbytes' CPU conversion
@@ -194,6 +195,7 @@ pub fn dump_step(
 fn repack_absmax(
     gpu: &Gpu,
     compiled: &CompiledGraph,
+    config: &crate::model::ModelConfig,
     double_quant: bool,
 ) -> Result<(), ModelError> {
     let graph = &compiled.graph;
@@ -201,16 +203,40 @@ fn repack_absmax(
         path: "graph".into(),
         msg,
     };
+    // The absmax of each weight as bitsandbytes holds it: the parts of a fused weight
+    // (`model::fused`) together, as one module's.
+    let mut weights: Vec<Vec<TensorId>> = Vec::new();
+    let mut fused_at: std::collections::HashMap<String, usize> = Default::default();
     for desc in graph.tensors.iter().filter(|d| d.dtype == DType::Nf4) {
         let absmax = graph
             .find(&format!("{}.absmax", desc.name))
             .expect("declared with its weight");
-        let values = pollster::block_on(compiled.read_f32(gpu, absmax))
-            .map_err(|e| invalid(e.to_string()))?;
-        let repacked = bnb_cpu::repacked_absmax(&values, double_quant);
-        compiled
-            .write(gpu, absmax, bytemuck::cast_slice(&repacked))
-            .map_err(|e| invalid(e.to_string()))?;
+        match config.fused_weight(&desc.name) {
+            Some(fused) => match fused_at.get(&fused) {
+                Some(&i) => weights[i].push(absmax),
+                None => {
+                    fused_at.insert(fused, weights.len());
+                    weights.push(vec![absmax]);
+                }
+            },
+            None => weights.push(vec![absmax]),
+        }
+    }
+    for parts in weights {
+        let mut values = Vec::new();
+        for &t in &parts {
+            values.extend(
+                pollster::block_on(compiled.read_f32(gpu, t))
+                    .map_err(|e| invalid(e.to_string()))?,
+            );
+        }
+        let mut repacked = bnb_cpu::repacked_absmax(&values, double_quant).into_iter();
+        for t in parts {
+            let part: Vec<f32> = repacked.by_ref().take(graph.tensor(t).numel()).collect();
+            compiled
+                .write(gpu, t, bytemuck::cast_slice(&part))
+                .map_err(|e| invalid(e.to_string()))?;
+        }
     }
     Ok(())
 }

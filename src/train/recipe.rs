@@ -67,10 +67,11 @@ pub fn lora_config(
         Some(t) => t.to_vec(),
         None => ALL_LINEAR.iter().map(|m| m.to_string()).collect(),
     };
-    if let Some(bad) = targets.iter().find(|t| !ALL_LINEAR.contains(&t.as_str())) {
+    let known = crate::lora::module_names();
+    if let Some(bad) = targets.iter().find(|t| !known.contains(&t.as_str())) {
         return Err(format!(
             "{flag}: '{bad}' is not one of {}",
-            ALL_LINEAR.join(", ")
+            known.join(", ")
         ));
     }
     if targets.is_empty() {

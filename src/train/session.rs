@@ -140,8 +140,13 @@ impl TrainSession {
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
-        settings: SessionSettings,
+        mut settings: SessionSettings,
     ) -> Result<TrainSession, TrainError> {
+        // The targets as this family names them (the adapter saved says the same).
+        settings.lora = settings
+            .lora
+            .for_family(config.family())
+            .map_err(TrainError::Invalid)?;
         let d = Self::declare(gpu, config, &settings)?;
         let compiled = CompiledGraph::new(gpu, d.graph)?;
         Ok(TrainSession {
@@ -216,8 +221,12 @@ impl TrainSession {
             )));
         }
         let tokens = b * s;
+        let lora = settings
+            .lora
+            .for_family(config.family())
+            .map_err(TrainError::Invalid)?;
         let mut g = Graph::for_device(gpu);
-        let mut model = Llama::declare(&mut g, config, settings.base, Some(&settings.lora), s)?;
+        let mut model = Llama::declare(&mut g, config, settings.base, Some(&lora), s)?;
         let dropout_seed = (settings.lora.dropout > 0.0)
             .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));
         let input = g.input("input_ids", &[tokens], DType::U32);
@@ -301,7 +310,14 @@ impl TrainSession {
         }
         g.mark_output(step.loss);
         g.mark_output(clip);
-        let adapter_names = step.grads.iter().map(|(n, _)| n.clone()).collect();
+        // By the names adapter files use: a fused module's B once, not its row parts.
+        let mut adapter_names: Vec<String> = Vec::new();
+        for (name, _) in &step.grads {
+            let whole = crate::model::llama::parse_part_name(name).map_or(&name[..], |p| p.0);
+            if !adapter_names.iter().any(|n| n == whole) {
+                adapter_names.push(whole.to_string());
+            }
+        }
         Ok(Declared {
             graph: g,
             model,
@@ -323,11 +339,46 @@ impl TrainSession {
     pub fn trainable(&self) -> Vec<(String, Vec<usize>)> {
         self.adapter_names
             .iter()
-            .map(|n| {
-                let t = self.compiled.graph.find(n).expect("declared");
-                (n.clone(), self.compiled.graph.tensor(t).shape.clone())
-            })
+            .map(|n| (n.clone(), self.whole_shape(n)))
             .collect()
+    }
+
+    /// The params holding the named tensor: itself, or its row parts in order (a fused
+    /// module's B, `llama::part_name`), each with its first row.
+    fn held_in(&self, name: &str) -> Vec<(TensorId, usize)> {
+        let graph = &self.compiled.graph;
+        if let Some(t) = graph.find(name) {
+            return vec![(t, 0)];
+        }
+        let mut parts: Vec<(TensorId, usize)> = graph
+            .tensors
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(i, t)| match crate::model::llama::parse_part_name(&t.name) {
+                    Some((whole, first, _)) if whole == name && t.role == Role::Param => {
+                        Some((TensorId::from_index(i), first))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        parts.sort_by_key(|p| p.1);
+        parts
+    }
+
+    /// The shape of a named tensor the graph may hold in row parts.
+    fn whole_shape(&self, name: &str) -> Vec<usize> {
+        let graph = &self.compiled.graph;
+        let parts = self.held_in(name);
+        let mut shape = parts
+            .first()
+            .map(|&(t, _)| graph.tensor(t).shape.clone())
+            .unwrap_or_default();
+        if let Some(rows) = shape.first_mut() {
+            *rows = parts.iter().map(|&(t, _)| graph.tensor(t).shape[0]).sum();
+        }
+        shape
     }
 
     /// One optimizer step (number `step`, 1-based, for AdamW's bias correction) at learning
@@ -417,7 +468,8 @@ impl TrainSession {
         })
     }
 
-    /// Read named params (adapter tensors, optimizer moments) as f32.
+    /// Read named params (adapter tensors, optimizer moments) as f32, a tensor held in row
+    /// parts as one.
     pub async fn read_params(
         &self,
         gpu: &Gpu,
@@ -425,16 +477,17 @@ impl TrainSession {
     ) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, TrainError> {
         let mut out = Vec::new();
         for name in names {
-            let t =
-                self.compiled.graph.find(name).ok_or_else(|| {
-                    TrainError::Invalid(format!("no tensor '{name}' in the graph"))
-                })?;
-            let values = self.compiled.read_f32(gpu, t).await?;
-            out.push((
-                name.clone(),
-                self.compiled.graph.tensor(t).shape.clone(),
-                values,
-            ));
+            let parts = self.held_in(name);
+            if parts.is_empty() {
+                return Err(TrainError::Invalid(format!(
+                    "no tensor '{name}' in the graph"
+                )));
+            }
+            let mut values = Vec::new();
+            for (t, _) in parts {
+                values.extend(self.compiled.read_f32(gpu, t).await?);
+            }
+            out.push((name.clone(), self.whole_shape(name), values));
         }
         Ok(out)
     }
@@ -447,18 +500,24 @@ impl TrainSession {
         shape: &[usize],
         values: &[f32],
     ) -> Result<(), TrainError> {
-        let t = self
-            .compiled
-            .graph
-            .find(name)
-            .ok_or_else(|| TrainError::Invalid(format!("no tensor '{name}' in this model")))?;
-        let expected = &self.compiled.graph.tensor(t).shape;
-        if expected != shape {
+        let parts = self.held_in(name);
+        if parts.is_empty() {
+            return Err(TrainError::Invalid(format!(
+                "no tensor '{name}' in this model"
+            )));
+        }
+        let expected = self.whole_shape(name);
+        if expected != shape || values.len() != shape.iter().product::<usize>() {
             return Err(TrainError::Invalid(format!(
                 "'{name}' is {shape:?}, the model needs {expected:?}"
             )));
         }
-        self.compiled.write(gpu, t, bytemuck::cast_slice(values))?;
+        let cols: usize = shape[1..].iter().product();
+        for (t, first) in parts {
+            let rows = self.compiled.graph.tensor(t).shape[0];
+            let part = &values[first * cols..(first + rows) * cols];
+            self.compiled.write(gpu, t, bytemuck::cast_slice(part))?;
+        }
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ pub fn with_env(cmd: &mut Command) -> &mut Command {
 
 /// The test binaries run again with `WEBQLORA_KERNELS=portable`: the kernels, the golden
 /// forward passes and training steps, an adapter's module, the whole step, MCQ scoring.
-const PORTABLE_TESTS: [&str; 14] = [
+const PORTABLE_TESTS: [&str; 15] = [
     "kernels_matmul",
     "kernels_elementwise",
     "kernels_attention",
@@ -82,6 +82,7 @@ const PORTABLE_TESTS: [&str; 14] = [
     "qwen3_golden",
     "gemma3_golden",
     "smollm3_golden",
+    "phi3_golden",
     "gguf_base",
     "cli_dump_step",
 ];
