@@ -19,17 +19,6 @@ pub const ALL_LINEAR: [&str; 7] = [
     "down_proj",
 ];
 
-/// The seven linear modules' paths within a layer, in the block's order.
-pub const LINEAR_PATHS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
-
 /// Every name `target_modules` may hold for some family: the seven, and the fused modules
 /// (Phi-3's qkv_proj, gate_up_proj). Which a model has is `LoraConfig::for_family`'s check.
 pub fn module_names() -> Vec<&'static str> {

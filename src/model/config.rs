@@ -1,4 +1,4 @@
-//! The Hugging Face `config.json` of a model of one of the families in `family.rs` (llama,
+//! The Hugging Face `config.json` of a model of one of the families in `family/` (llama,
 //! mistral, qwen2, qwen3, gemma3_text, smollm3, phi3).
 
 use serde_json::Value;
@@ -392,70 +392,8 @@ impl ModelConfig {
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            Value::Null if architecture == Architecture::Gemma3 => {
-                let pattern = f
-                    .opt_usize("sliding_window_pattern")?
-                    .or(f.opt_usize("_sliding_window_pattern")?)
-                    .unwrap_or(6)
-                    .max(1);
-                (0..num_layers)
-                    .map(|i| match (i + 1) % pattern {
-                        0 => LayerType::Full,
-                        _ => LayerType::Sliding,
-                    })
-                    .collect()
-            }
             _ => Vec::new(),
         };
-        // Families without sliding layers of their own (Mistral's, Qwen2's option) attend
-        // fully, as before: windows are read where layer types name them.
-        let layer_types = if layer_types.iter().all(|t| *t == LayerType::Full) {
-            // All full, as transformers 5 writes for every model: the same as none.
-            Vec::new()
-        } else {
-            layer_types
-        };
-
-        // SmolLM3: `no_rope_layers` (1 rotates, 0 does not), else every
-        // `no_rope_layer_interval`-th layer without, as transformers builds the list.
-        let no_rope_layers = if architecture == Architecture::SmolLm3 {
-            match &json["no_rope_layers"] {
-                Value::Array(items) => {
-                    if items.len() != num_layers {
-                        return Err(f.err(format!(
-                            "'no_rope_layers' has {} entries for {num_layers} layers",
-                            items.len()
-                        )));
-                    }
-                    let mut none = Vec::new();
-                    for (i, v) in items.iter().enumerate() {
-                        match v.as_u64() {
-                            Some(0) => none.push(i),
-                            Some(1) => {}
-                            _ => {
-                                return Err(f.err(format!(
-                                    "'no_rope_layers' holds {v}: expected 1 (rotary) or 0 (none)"
-                                )))
-                            }
-                        }
-                    }
-                    none
-                }
-                Value::Null => {
-                    let interval = f.opt_usize("no_rope_layer_interval")?.unwrap_or(4);
-                    if interval == 0 {
-                        return Err(f.err("'no_rope_layer_interval' is 0".into()));
-                    }
-                    (0..num_layers)
-                        .filter(|i| (i + 1) % interval == 0)
-                        .collect()
-                }
-                v => return Err(f.err(format!("'no_rope_layers' is {v}, not a list"))),
-            }
-        } else {
-            Vec::new()
-        };
-
         let quantization = match &json["quantization_config"] {
             Value::Null => None,
             q => {
@@ -481,7 +419,7 @@ impl ModelConfig {
             }
         };
 
-        let config = ModelConfig {
+        let mut config = ModelConfig {
             architecture,
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
@@ -504,12 +442,19 @@ impl ModelConfig {
             layer_types,
             sliding_window,
             rope_local_theta,
-            no_rope_layers,
+            no_rope_layers: Vec::new(),
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
             quantization,
             gguf_types: Default::default(),
         };
+        (family.hooks.read_config)(&json, &mut config).map_err(|msg| f.err(msg))?;
+        // Families without sliding layers of their own (Mistral's, Qwen2's option) attend
+        // fully, as before: windows are read where layer types name them. All full, as
+        // transformers 5 writes for every model, is the same as none.
+        if config.layer_types.iter().all(|t| *t == LayerType::Full) {
+            config.layer_types.clear();
+        }
         config
             .check()
             .map_err(|(key, msg)| f.err(format!("'{key}' {msg}")))?;
@@ -522,7 +467,7 @@ impl ModelConfig {
     }
 
     /// The output rows of the linear at `path` within a layer (`self_attn.q_proj`, …, one of
-    /// `lora::LINEAR_PATHS`, or a fused module: the sum of its parts).
+    /// `family::LINEAR_PATHS`, or a fused module: the sum of its parts).
     pub fn linear_rows(&self, path: &str) -> usize {
         let (q, kv) = (
             self.num_heads * self.head_dim,
@@ -882,7 +827,8 @@ impl ModelConfig {
                 _ => Value::Null,
             },
             "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_bias": self.qkv_bias && self.architecture != Architecture::Qwen2,
+            // Qwen2's q/k/v biases are the family's; attention_bias is everyone else's.
+            "attention_bias": self.qkv_bias && !family.qkv_bias,
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
@@ -916,12 +862,7 @@ impl ModelConfig {
         if let Some(s) = self.query_pre_attn_scalar {
             json["query_pre_attn_scalar"] = s.into();
         }
-        if self.architecture == Architecture::SmolLm3 {
-            let rope: Vec<u32> = (0..self.num_layers)
-                .map(|i| self.layer_rope(i) as u32)
-                .collect();
-            json["no_rope_layers"] = rope.into();
-        }
+        (family.hooks.write_config)(self, &mut json);
         if let Some(w) = self.sliding_window {
             json["sliding_window"] = w.into();
         }

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::file_bytes::FileBytes;
-use super::{Architecture, LayerType, ModelConfig, ModelError, RopeScaling, WeightSource};
+use super::{ModelConfig, ModelError, RopeScaling, WeightSource};
 use crate::quant::ggml::{dequantize, GgmlType};
 
 /// A metadata value.
@@ -647,7 +647,7 @@ fn config_from_metadata(
             "tensor '{t}': LongRoPE scaling (Phi-3 128k, Phi-3.5, Phi-4-mini) is not supported"
         )));
     }
-    let config = ModelConfig {
+    let mut config = ModelConfig {
         architecture,
         vocab_size,
         hidden_size,
@@ -669,39 +669,17 @@ fn config_from_metadata(
         qkv_bias: family.qkv_bias,
         qk_norm: family.qk_norm,
         max_position_embeddings: count("context_length").unwrap_or(2048),
-        // Gemma 3: scores by 1/√key_length (its query_pre_attn_scalar equals the head size in
-        // every released size, and llama.cpp's converter writes no key for it); every sixth
-        // layer global, the others sliding with RoPE base 10,000, as llama.cpp and
-        // transformers fix them for gemma3.
-        // (27B, 62 layers, scales by hidden / heads, as llama.cpp does).
-        query_pre_attn_scalar: (architecture == Architecture::Gemma3
-            && count("block_count")? == 62)
-            .then(|| (hidden_size / num_heads.max(1)) as f64),
-        layer_types: if architecture == Architecture::Gemma3 {
-            (0..count("block_count")?)
-                .map(|i| match i % 6 {
-                    5 => LayerType::Full,
-                    _ => LayerType::Sliding,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
+        query_pre_attn_scalar: None,
+        layer_types: Vec::new(),
         sliding_window: count("attention.sliding_window").ok(),
-        rope_local_theta: (architecture == Architecture::Gemma3).then_some(10000.0),
-        // SmolLM3: no RoPE on every fourth layer; llama.cpp fixes the step (no metadata key).
-        no_rope_layers: if architecture == Architecture::SmolLm3 {
-            (0..count("block_count")?)
-                .filter(|i| (i + 1) % 4 == 0)
-                .collect()
-        } else {
-            Vec::new()
-        },
+        rope_local_theta: None,
+        no_rope_layers: Vec::new(),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
         quantization: None,
         gguf_types: Default::default(),
     };
+    (family.hooks.gguf_defaults)(&mut config);
     config.check().map_err(|(key, msg)| {
         // The GGUF metadata key that holds what config.json calls `key`.
         let gguf_key = match key {
@@ -722,7 +700,6 @@ fn config_from_metadata(
         };
         err(format!("metadata '{gguf_key}' {msg}"))
     })?;
-    let mut config = config;
     config.gguf_types = linear_types(&config, tensors);
     Ok(config)
 }

@@ -1,5 +1,5 @@
 //! The transformer as a graph of our kernels, with an optional LoRA adapter on any of the
-//! seven linear modules: one block for every family (`family.rs` says what differs).
+//! seven linear modules: one block for every family (`family/` says what differs).
 //! Parameters are named as in the Hugging Face checkpoint
 //! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
 //! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
@@ -17,7 +17,7 @@
 //! embedding when tied). Gemma's x·(1 + w) norms are ordinary RMSNorms over 1 + w (added at
 //! load).
 
-use super::{Architecture, ModelConfig, ModelError};
+use super::{ModelConfig, ModelError};
 use crate::graph::{DType, Graph, GraphError, Role, TensorId};
 use crate::lora::{base_norms2_name, peft_magnitude_name, peft_name, LoraConfig};
 use crate::ops::attention::Scores;
@@ -673,10 +673,10 @@ impl Llama {
                 }
             };
             let short = path.rsplit('.').next().unwrap_or("");
-            // qwen2: biases on q, k and v; llama/mistral with attention_bias: on o too.
+            // qwen2: biases on q, k and v (the family's); attention_bias: on o too.
             let has_bias = c.qkv_bias
                 && (matches!(short, "q_proj" | "k_proj" | "v_proj")
-                    || (short == "o_proj" && c.architecture != Architecture::Qwen2));
+                    || (short == "o_proj" && !family.qkv_bias));
             let bias = has_bias.then(|| g.param(&format!("{path}.bias"), &[out], DType::F32));
             // The adapter of the module, or of the fused module holding it (Phi-3's qkv_proj):
             // then the parts share its A, and each holds its rows of B.

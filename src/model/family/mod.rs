@@ -1,11 +1,60 @@
 //! What differs between the model families the one transformer block runs (`llama.rs`,
-//! `llama_train.rs`): one `Family` of data each, and the registry that finds a family by
-//! Hugging Face `model_type` or GGUF `general.architecture`. Adding a family is a constant
-//! here and its line in `FAMILIES` (and kernels only if it needs a new op); its config keys
-//! are read in `config.rs` / `gguf.rs` where they are not the Llama ones.
+//! `llama_train.rs`): one file an architecture, each a `Family` of data (flags for the block,
+//! the weights its files fuse) and hooks for its own config.json keys and GGUF defaults; and
+//! the registry that finds a family by Hugging Face `model_type` or GGUF
+//! `general.architecture`. Adding a family is a file here and its line in `FAMILIES` (and
+//! kernels only if it needs a new op).
 
-use super::Architecture;
+mod gemma3;
+mod llama;
+mod mistral;
+mod phi3;
+mod qwen2;
+mod qwen3;
+mod smollm3;
+
+pub use gemma3::GEMMA3;
+pub use llama::LLAMA;
+pub use mistral::MISTRAL;
+pub use phi3::PHI3;
+pub use qwen2::QWEN2;
+pub use qwen3::QWEN3;
+pub use smollm3::SMOLLM3;
+
+use super::{Architecture, ModelConfig};
 use crate::ops::swiglu::Activation;
+
+/// The seven linear modules' paths within a layer, in the block's order.
+pub const LINEAR_PATHS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// Every family, in the order error messages list them.
+pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3, &SMOLLM3, &PHI3];
+
+/// A family's own steps in reading and writing a config, beyond the keys every family shares.
+#[derive(Debug)]
+pub struct Hooks {
+    /// Its own config.json keys, read after the shared ones (an error names the key).
+    pub read_config: fn(&serde_json::Value, &mut ModelConfig) -> Result<(), String>,
+    /// What llama.cpp fixes for the family rather than writing in GGUF metadata.
+    pub gguf_defaults: fn(&mut ModelConfig),
+    /// Its own keys in a config.json we write (a merged model's).
+    pub write_config: fn(&ModelConfig, &mut serde_json::Value),
+}
+
+/// A family with no keys of its own.
+pub const NO_HOOKS: Hooks = Hooks {
+    read_config: |_, _| Ok(()),
+    gguf_defaults: |_| {},
+    write_config: |_, _| {},
+};
 
 /// One model family's block, as data.
 #[derive(Debug)]
@@ -36,6 +85,7 @@ pub struct Family {
     /// Linears its files (and PEFT adapters) hold fused, each stacking the rows of modules
     /// the block runs apart (Phi-3's qkv_proj and gate_up_proj).
     pub fused: &'static [FusedLinear],
+    pub hooks: Hooks,
 }
 
 /// A weight stored as the rows of `parts` stacked in order, with one LoRA A and B over all of
@@ -72,7 +122,7 @@ impl Family {
     /// block, with the parts of a fused module named by it.
     pub fn lora_modules(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
-        for path in crate::lora::LINEAR_PATHS {
+        for path in LINEAR_PATHS {
             let name = match self.fused_holding(path) {
                 Some(f) => f.short(),
                 None => short(path),
@@ -84,100 +134,6 @@ impl Family {
         names
     }
 }
-
-pub const LLAMA: Family = Family {
-    architecture: Architecture::Llama,
-    model_types: &["llama"],
-    hf_class: "LlamaForCausalLM",
-    gguf: "llama",
-    qkv_bias: false,
-    qk_norm: false,
-    norm_plus_one: false,
-    sandwich_norms: false,
-    activation: Activation::Silu,
-    embed_scale: false,
-    gguf_qk_permuted: true,
-    fused: &[],
-};
-
-pub const MISTRAL: Family = Family {
-    architecture: Architecture::Mistral,
-    model_types: &["mistral"],
-    hf_class: "MistralForCausalLM",
-    // llama.cpp writes Mistral as llama.
-    gguf: "llama",
-    ..LLAMA
-};
-
-pub const QWEN2: Family = Family {
-    architecture: Architecture::Qwen2,
-    model_types: &["qwen2"],
-    hf_class: "Qwen2ForCausalLM",
-    gguf: "qwen2",
-    qkv_bias: true,
-    gguf_qk_permuted: false,
-    ..LLAMA
-};
-
-pub const QWEN3: Family = Family {
-    architecture: Architecture::Qwen3,
-    model_types: &["qwen3"],
-    hf_class: "Qwen3ForCausalLM",
-    gguf: "qwen3",
-    qk_norm: true,
-    gguf_qk_permuted: false,
-    ..LLAMA
-};
-
-pub const GEMMA3: Family = Family {
-    architecture: Architecture::Gemma3,
-    model_types: &["gemma3_text"],
-    hf_class: "Gemma3ForCausalLM",
-    gguf: "gemma3",
-    qkv_bias: false,
-    qk_norm: true,
-    norm_plus_one: true,
-    sandwich_norms: true,
-    activation: Activation::GeluTanh,
-    embed_scale: true,
-    gguf_qk_permuted: false,
-    fused: &[],
-};
-
-/// SmolLM3: the Llama block, with no rotary embedding on the layers `no_rope_layers` names
-/// (config.rs; in GGUF files every fourth, as llama.cpp fixes it).
-pub const SMOLLM3: Family = Family {
-    architecture: Architecture::SmolLm3,
-    model_types: &["smollm3"],
-    hf_class: "SmolLM3ForCausalLM",
-    gguf: "smollm3",
-    ..LLAMA
-};
-
-/// Phi-3, Phi-3.5 and Phi-4-mini: the Llama block, its q|k|v and gate|up projections each
-/// one weight in the files (transformers' `Phi3ForCausalLM`, GGUF `attn_qkv` and a `ffn_up`
-/// of gate rows then up rows) and one LoRA module in PEFT adapters.
-pub const PHI3: Family = Family {
-    architecture: Architecture::Phi3,
-    model_types: &["phi3"],
-    hf_class: "Phi3ForCausalLM",
-    gguf: "phi3",
-    gguf_qk_permuted: false,
-    fused: &[
-        FusedLinear {
-            module: "self_attn.qkv_proj",
-            parts: &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-        },
-        FusedLinear {
-            module: "mlp.gate_up_proj",
-            parts: &["mlp.gate_proj", "mlp.up_proj"],
-        },
-    ],
-    ..LLAMA
-};
-
-/// Every family, in the order error messages list them.
-pub const FAMILIES: &[&Family] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA3, &SMOLLM3, &PHI3];
 
 /// The family of a config.json's `model_type`.
 pub fn by_model_type(model_type: &str) -> Option<&'static Family> {
