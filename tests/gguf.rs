@@ -103,6 +103,39 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
     pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
 }
 
+/// Logits of 2 × 9 fixed token ids through `file` on a `base` graph, with the number of
+/// ggml block-code kernels the graph runs.
+fn base_logits(file: &GgufFile, base: BaseFormat) -> (usize, Vec<f32>) {
+    let config = file.config().clone();
+    let (batch, seq) = (2, 9);
+    let ids: Vec<u32> = (0..batch * seq)
+        .map(|i| (i * 37 % config.vocab_size) as u32)
+        .collect();
+    let mut g = Graph::new();
+    let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
+    let input = g.input("input_ids", &[batch * seq], DType::U32);
+    let logits = model.forward_logits(&mut g, input, seq).unwrap();
+    g.mark_output(logits);
+    let kernels = g
+        .nodes
+        .iter()
+        .filter(|n| n.kernel.name.starts_with("ggml_"))
+        .count();
+    let gpu = common::gpu();
+    let compiled = CompiledGraph::new(gpu, g).unwrap();
+    compiled.poison(gpu, common::POISON);
+    let missing = upload_model(gpu, &compiled, &config, file, base, None).unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
+    compiled
+        .write(gpu, input, bytemuck::cast_slice(&ids))
+        .unwrap();
+    compiled.run(gpu);
+    (
+        kernels,
+        pollster::block_on(compiled.read_f32(gpu, logits)).unwrap(),
+    )
+}
+
 /// The golden tiny `family` as llama.cpp writes such a model: architecture `arch`, its
 /// metadata keys, f32 tensors under GGUF names, q/k rows permuted where llama.cpp permutes
 /// them for the family; returns the config it was made from.
@@ -259,26 +292,7 @@ fn a_gguf_tiny_phi3_gives_transformers_logits_on_f32_codes_and_merged() {
         types.get("model.layers.0.self_attn.v_proj.weight"),
         Some(&GgmlType::Q8_0)
     );
-    let logits = |base: BaseFormat| {
-        let config = file.config().clone();
-        let (batch, seq) = (2, 9);
-        let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 320) as u32).collect();
-        let mut g = Graph::new();
-        let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
-        let input = g.input("input_ids", &[batch * seq], DType::U32);
-        let logits = model.forward_logits(&mut g, input, seq).unwrap();
-        g.mark_output(logits);
-        let gpu = common::gpu();
-        let compiled = CompiledGraph::new(gpu, g).unwrap();
-        compiled.poison(gpu, common::POISON);
-        let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
-        assert!(missing.is_empty(), "{missing:?}");
-        compiled
-            .write(gpu, input, bytemuck::cast_slice(&ids))
-            .unwrap();
-        compiled.run(gpu);
-        pollster::block_on(compiled.read_f32(gpu, logits)).unwrap()
-    };
+    let logits = |base: BaseFormat| base_logits(&file, base).1;
     Tol::F32.check(
         "logits on fused Q8_0 codes vs their f32 values",
         &logits(BaseFormat::Gguf),
@@ -458,34 +472,7 @@ fn gguf_block_codes_load_in_hugging_face_rows_and_give_the_f32_logits() {
             .to_string();
         assert!(err.contains("ffn_up") && err.contains("shape"), "{err}");
 
-        let logits = |base: BaseFormat| {
-            let config = file.config().clone();
-            let (batch, seq) = (2, 9);
-            let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 256) as u32).collect();
-            let mut g = Graph::new();
-            let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
-            let input = g.input("input_ids", &[batch * seq], DType::U32);
-            let logits = model.forward_logits(&mut g, input, seq).unwrap();
-            g.mark_output(logits);
-            let kernels = g
-                .nodes
-                .iter()
-                .filter(|n| n.kernel.name.starts_with("ggml_"))
-                .count();
-            let gpu = common::gpu();
-            let compiled = CompiledGraph::new(gpu, g).unwrap();
-            compiled.poison(gpu, common::POISON);
-            let missing = upload_model(gpu, &compiled, &config, &file, base, None).unwrap();
-            assert!(missing.is_empty(), "{missing:?}");
-            compiled
-                .write(gpu, input, bytemuck::cast_slice(&ids))
-                .unwrap();
-            compiled.run(gpu);
-            (
-                kernels,
-                pollster::block_on(compiled.read_f32(gpu, logits)).unwrap(),
-            )
-        };
+        let logits = |base: BaseFormat| base_logits(&file, base);
         let (codes_kernels, on_codes) = logits(BaseFormat::Gguf);
         let (f32_kernels, on_f32) = logits(BaseFormat::F32);
         assert_eq!((codes_kernels, f32_kernels), (14, 0));

@@ -796,17 +796,8 @@ fn linear_types(
     config: &ModelConfig,
     tensors: &HashMap<String, TensorInfo>,
 ) -> BTreeMap<String, GgmlType> {
-    const MODULES: [&str; 7] = [
-        "self_attn.q_proj",
-        "self_attn.k_proj",
-        "self_attn.v_proj",
-        "self_attn.o_proj",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-    ];
     (0..config.num_layers)
-        .flat_map(|i| MODULES.map(|m| format!("model.layers.{i}.{m}.weight")))
+        .flat_map(|i| super::family::LINEAR_PATHS.map(|m| format!("model.layers.{i}.{m}.weight")))
         .filter_map(|name| {
             // A fused weight's parts (`model::fused`) are of its type.
             let stored = config.fused_weight(&name).unwrap_or_else(|| name.clone());
