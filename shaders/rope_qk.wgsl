@@ -3,16 +3,17 @@
 // q's [tokens, q_heads] rows, then k's [tokens, k_heads]:
 //   forward: y[i] = x[i] cos - x[i + half] sin,  y[i + half] = x[i + half] cos + x[i] sin
 //   inverse: the rotation by the opposite angle (the backward)
-// with p = pos_offset + t % seq_len for token t.
+// with p = pos_offset + t % seq_len for token t. A rotary width under the head dim rotates
+// pairs (i, i + rotary / 2) and copies the rest (rope.wgsl); a multiple of 8 here too.
 //
 // Bindings (group 0):
 //   0 q        storage, read        vec4<f32>[tokens, q_heads, head_dim / 4]
 //   1 k        storage, read        vec4<f32>[tokens, k_heads, head_dim / 4]
-//   2 cos_sin  storage, read        vec4<f32>[positions, half / 2]
+//   2 cos_sin  storage, read        vec4<f32>[positions, rotary / 4]
 //   3 q_out    storage, read_write  like q, every element written
 //   4 k_out    storage, read_write  like k, every element written
 //   5 params   uniform              { tokens, q_heads, k_heads, head_dim, seq_len, pos_offset,
-//                                     inverse }
+//                                     inverse, rotary }
 // Dispatch: linear, ceil(tokens * (q_heads + k_heads) * head_dim / 8 / 64) workgroups of 64.
 
 struct Params {
@@ -23,6 +24,7 @@ struct Params {
     seq_len: u32,
     pos_offset: u32,
     inverse: u32,
+    rotary: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
@@ -53,17 +55,30 @@ fn rope_qk(
     }
     let quad = local % quads;
     let head_row = local / quads; // token * heads + head
+    let rq = params.rotary / 8u;
+    let lo = head_row * 2u * quads + quad;
+    if quad >= rq {
+        // Past the rotary part: two texels copied.
+        let j = head_row * 2u * quads + 2u * quad;
+        if is_q {
+            q_out[j] = q[j];
+            q_out[j + 1u] = q[j + 1u];
+        } else {
+            k_out[j] = k[j];
+            k_out[j + 1u] = k[j + 1u];
+        }
+        return;
+    }
     let t = head_row / heads;
     let p = params.pos_offset + t % params.seq_len;
-    let cs01 = cos_sin[p * 2u * quads + 2u * quad];
-    let cs23 = cos_sin[p * 2u * quads + 2u * quad + 1u];
+    let cs01 = cos_sin[p * 2u * rq + 2u * quad];
+    let cs23 = cos_sin[p * 2u * rq + 2u * quad + 1u];
     let c = vec4<f32>(cs01.x, cs01.z, cs23.x, cs23.z);
     var s = vec4<f32>(cs01.y, cs01.w, cs23.y, cs23.w);
     if params.inverse != 0u {
         s = -s;
     }
-    let lo = head_row * 2u * quads + quad;
-    let hi = lo + quads;
+    let hi = lo + rq;
     if is_q {
         let x_lo = q[lo];
         let x_hi = q[hi];

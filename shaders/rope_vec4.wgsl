@@ -6,11 +6,15 @@
 //   forward: y[i] = x[i] cos - x[i + half] sin,  y[i + half] = x[i + half] cos + x[i] sin
 //   inverse: the rotation by the opposite angle (the backward).
 //
+// A rotary width under the head dim rotates pairs (i, i + rotary / 2) and copies the rest
+// (rope.wgsl); it is a multiple of 8 here too.
+//
 // Bindings (group 0):
 //   0 x        storage, read        vec4<f32>[tokens, heads, head_dim / 4]
-//   1 cos_sin  storage, read        vec4<f32>[positions, half / 2]: (cos, sin) of pairs i, i + 1
+//   1 cos_sin  storage, read        vec4<f32>[positions, rotary / 4]: (cos, sin) of pairs i, i + 1
 //   2 y        storage, read_write  vec4<f32>[tokens, heads, head_dim / 4]  every element written
-//   3 params   uniform              { tokens, heads, head_dim, seq_len, pos_offset, inverse }
+//   3 params   uniform              { tokens, heads, head_dim, seq_len, pos_offset, inverse,
+//                                     rotary }
 // Dispatch: linear, ceil(tokens * heads * half / 4 / 64) workgroups of 64, four pairs each.
 
 struct Params {
@@ -20,6 +24,7 @@ struct Params {
     seq_len: u32,
     pos_offset: u32,
     inverse: u32,
+    rotary: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
@@ -40,18 +45,26 @@ fn rope_vec4(
     }
     let q = id % quads;
     let head_row = id / quads; // token * heads + head
+    let rq = params.rotary / 8u;
+    if q >= rq {
+        // Past the rotary part: two texels copied.
+        let j = head_row * 2u * quads + 2u * q;
+        y[j] = x[j];
+        y[j + 1u] = x[j + 1u];
+        return;
+    }
     let t = head_row / params.heads;
     let p = params.pos_offset + t % params.seq_len;
     // Pairs 4q..4q+4 of position p: two texels of (cos, sin) pairs.
-    let cs01 = cos_sin[p * 2u * quads + 2u * q];
-    let cs23 = cos_sin[p * 2u * quads + 2u * q + 1u];
+    let cs01 = cos_sin[p * 2u * rq + 2u * q];
+    let cs23 = cos_sin[p * 2u * rq + 2u * q + 1u];
     let c = vec4<f32>(cs01.x, cs01.z, cs23.x, cs23.z);
     var s = vec4<f32>(cs01.y, cs01.w, cs23.y, cs23.w);
     if params.inverse != 0u {
         s = -s;
     }
     let lo = head_row * 2u * quads + q;
-    let hi = lo + quads;
+    let hi = lo + rq;
     let x_lo = x[lo];
     let x_hi = x[hi];
     y[lo] = x_lo * c - x_hi * s;

@@ -300,30 +300,35 @@ fn a_gguf_tiny_phi3_gives_transformers_logits_on_f32_codes_and_merged() {
     );
 }
 
-/// Phi-4-mini's GGUF files rotate part of each head and carry LongRoPE factors: refused by
-/// the metadata key or tensor, not trained on wrong positions.
+/// Phi-4-mini's GGUF files rotate part of each head (`rope.dimension_count` under the head
+/// size): read as its rotary width, an odd one refused by key; their LongRoPE factors
+/// (tensors) are refused by name, not trained on wrong positions.
 #[test]
-fn phi3_gguf_options_the_kernels_lack_are_refused_by_name() {
+fn phi3_gguf_partial_rotary_reads_and_longrope_is_refused() {
     let dir = temp_dir("gguf_phi3_refused");
     let path = dir.join("phi3.gguf");
-    let refusal = |edit: Edit| {
+    let open = |edit: Edit| {
         tiny_family_gguf_with("tiny-phi3", "phi3", &path, &mut |_, _| None, edit);
-        match GgufFile::open(&path) {
-            Ok(_) => panic!("opened"),
-            Err(e) => e.to_string(),
+        GgufFile::open(&path)
+    };
+    let dims = |d: u32| {
+        move |meta: &mut Vec<(String, Meta)>, _: &mut Vec<_>| {
+            meta.push(("phi3.rope.dimension_count".into(), Meta::U32(d)))
         }
     };
-    let err =
-        refusal(&mut |meta, _| meta.push(("phi3.rope.dimension_count".into(), Meta::U32(24))));
-    assert!(
-        err.contains("'phi3.rope.dimension_count' is 24, for heads of 32"),
-        "{err}"
-    );
-    let err = refusal(&mut |_, tensors| {
+    let file = open(&mut dims(24)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((file.config().head_dim, file.config().rotary_dim), (32, 24));
+    let refusal = |result: Result<GgufFile, webqlora::model::ModelError>| match result {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    let err = refusal(open(&mut dims(23)));
+    assert!(err.contains("'phi3.rope.dimension_count'"), "{err}");
+    let err = refusal(open(&mut |_, tensors| {
         let ones = vec![1.0f32; 16];
         let bytes = bytemuck::cast_slice(&ones).to_vec();
         tensors.push(("rope_factors_long.weight".into(), vec![16], 0, bytes));
-    });
+    }));
     assert!(
         err.contains("'rope_factors_long.weight': LongRoPE"),
         "{err}"

@@ -8,7 +8,7 @@ use common::{bytes, check_gradient, for_each_seed, random_f32, run_graph, to_f32
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::embedding::{self, check_ids};
-use webqlora::ops::rope::{self, cos_sin_table, cpu_rope, Positions};
+use webqlora::ops::rope::{self, cos_sin_table, cpu_rope, cpu_rope_partial, Positions};
 use webqlora::ops::{residual, rmsnorm, swiglu};
 
 const ROWS: [usize; 6] = [1, 7, 33, 65, 300, 40];
@@ -239,12 +239,17 @@ fn check_gated_activation(act: swiglu::Activation) {
 fn rope_forward_and_inverse_match_cpu() {
     for_each_seed("rope", &[], |mut rng| {
         let theta = 10000.0;
-        for &(batch, seq, heads, head_dim, offset) in &[
-            (1usize, 1usize, 1usize, 2usize, 0usize),
-            (2, 5, 3, 12, 1),
-            (2, 7, 3, 64, 5),
-            (1, 300, 2, 128, 0),
-            (3, 33, 9, 64, 100),
+        // The last three rotate part of each head (partial_rotary_factor): scalar, four
+        // pairs an invocation (Phi-4-mini's 96 of 128), and a part off a multiple of 8.
+        for &(batch, seq, heads, head_dim, offset, rotary) in &[
+            (1usize, 1usize, 1usize, 2usize, 0usize, 2usize),
+            (2, 5, 3, 12, 1, 12),
+            (2, 7, 3, 64, 5, 64),
+            (1, 300, 2, 128, 0, 128),
+            (3, 33, 9, 64, 100, 64),
+            (2, 5, 3, 12, 1, 4),
+            (2, 7, 3, 128, 3, 96),
+            (1, 4, 2, 64, 0, 36),
         ] {
             let tokens = batch * seq;
             let at = Positions {
@@ -257,12 +262,20 @@ fn rope_forward_and_inverse_match_cpu() {
             let mut g = Graph::new();
             let xt = g.input("q", &[tokens, heads, head_dim], DType::F32);
             let dyt = g.input("dq_rot", &[tokens, heads, head_dim], DType::F32);
-            let table = g.param("cos_sin", &[positions, head_dim / 2, 2], DType::F32);
+            let table = g.param("cos_sin", &[positions, rotary / 2, 2], DType::F32);
             let y = rope::rope(&mut g, "q_rot", xt, table, at, false).unwrap();
             let dx = rope::rope(&mut g, "dq", dyt, table, at, true).unwrap();
-            // Four pairs an invocation exactly when half the head dim is a multiple of 4.
-            assert_vec4_iff_multiple_of_4(&g, head_dim / 2);
-            let cs = cos_sin_table(positions, head_dim, theta);
+            // Four pairs an invocation exactly when half the head dim and half the rotary
+            // part are multiples of 4.
+            let vec4 = head_dim.is_multiple_of(8) && rotary.is_multiple_of(8);
+            for node in &g.nodes {
+                assert_eq!(
+                    node.kernel.name.ends_with("_vec4"),
+                    vec4,
+                    "{head_dim}, {rotary}"
+                );
+            }
+            let cs = cos_sin_table(positions, rotary, theta);
             let got = run_graph(
                 g,
                 &[(xt, bytes(&x)), (dyt, bytes(&dy)), (table, bytes(&cs))],
@@ -270,10 +283,15 @@ fn rope_forward_and_inverse_match_cpu() {
             );
 
             let (x64, dy64) = (to_f64(&x), to_f64(&dy));
-            let want_y = cpu_rope(&x64, heads, head_dim, at, theta, false);
-            let want_dx = cpu_rope(&dy64, heads, head_dim, at, theta, true);
+            let rope = |x: &[f64], inverse| {
+                cpu_rope_partial(x, heads, head_dim, rotary, at, theta, inverse)
+            };
+            let (want_y, want_dx) = (rope(&x64, false), rope(&dy64, true));
+            if rotary == head_dim {
+                assert_eq!(want_y, cpu_rope(&x64, heads, head_dim, at, theta, false));
+            }
             Tol::ELEMENTWISE.check(
-                format!("rope at {tokens}x{heads}x{head_dim}"),
+                format!("rope at {tokens}x{heads}x{head_dim}, rotary {rotary}"),
                 &got[0],
                 &to_f32(&want_y),
             );
@@ -282,7 +300,7 @@ fn rope_forward_and_inverse_match_cpu() {
                 &got[1],
                 &to_f32(&want_dx),
             );
-            let f = |x: &[f64]| cpu_rope(x, heads, head_dim, at, theta, false);
+            let f = |x: &[f64]| rope(x, false);
             check_gradient("rope", f, &x64, &dy64, &want_dx, &mut rng, 40);
         }
     });
@@ -294,10 +312,15 @@ fn rope_forward_and_inverse_match_cpu() {
 fn rope_of_q_and_k_in_one_dispatch_matches_cpu() {
     for_each_seed("rope_qk", &[], |mut rng| {
         let theta = 10000.0;
-        for &(batch, seq, q_heads, k_heads, head_dim, offset, nodes) in &[
-            (2usize, 7usize, 9usize, 3usize, 64usize, 5usize, 1usize),
-            (1, 33, 4, 4, 8, 0, 1),
-            (3, 5, 6, 2, 12, 2, 2),
+        // The last two rotate part of each head: 96 of 128 in one dispatch, 20 of 64 in two.
+        for &(batch, seq, q_heads, k_heads, head_dim, offset, nodes, rotary) in &[
+            (
+                2usize, 7usize, 9usize, 3usize, 64usize, 5usize, 1usize, 64usize,
+            ),
+            (1, 33, 4, 4, 8, 0, 1, 8),
+            (3, 5, 6, 2, 12, 2, 2, 12),
+            (2, 5, 3, 1, 128, 1, 1, 96),
+            (1, 6, 4, 2, 64, 0, 2, 20),
         ] {
             let tokens = batch * seq;
             let at = Positions {
@@ -311,19 +334,20 @@ fn rope_of_q_and_k_in_one_dispatch_matches_cpu() {
                 let mut g = Graph::new();
                 let qt = g.input("q", &[tokens, q_heads, head_dim], DType::F32);
                 let kt = g.input("k", &[tokens, k_heads, head_dim], DType::F32);
-                let table = g.param("cos_sin", &[positions, head_dim / 2, 2], DType::F32);
+                let table = g.param("cos_sin", &[positions, rotary / 2, 2], DType::F32);
                 let [q_rot, k_rot] =
                     rope::rope_qk(&mut g, ["q_rot", "k_rot"], [qt, kt], table, at, inverse)
                         .unwrap();
                 assert_eq!(g.nodes.len(), nodes, "{head_dim}");
-                let cs = cos_sin_table(positions, head_dim, theta);
+                let cs = cos_sin_table(positions, rotary, theta);
                 let got = run_graph(
                     g,
                     &[(qt, bytes(&q)), (kt, bytes(&k)), (table, bytes(&cs))],
                     &[q_rot, k_rot],
                 );
                 for (got, x, heads) in [(&got[0], &q, q_heads), (&got[1], &k, k_heads)] {
-                    let want = cpu_rope(&to_f64(x), heads, head_dim, at, theta, inverse);
+                    let want =
+                        cpu_rope_partial(&to_f64(x), heads, head_dim, rotary, at, theta, inverse);
                     Tol::ELEMENTWISE.check(
                         format!("rope_qk {tokens}x{heads}x{head_dim} inverse {inverse}"),
                         got,

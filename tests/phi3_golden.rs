@@ -25,13 +25,21 @@ fn the_config_reads_as_phi3() {
     assert_eq!(json["architectures"][0], "Phi3ForCausalLM");
     let again = ModelConfig::from_json(&json.to_string(), "written").unwrap();
     assert_eq!(again, c);
-    // Phi-4-mini's partial rotary factor and LongRoPE are refused by name, not ignored.
+    assert_eq!(c.rotary_dim, 32);
+    // Phi-4-mini's partial rotary factor: int(head_dim × factor) channels, as transformers,
+    // written back; a factor that rotates an odd count is refused by name.
     let mut j = json.clone();
     j["partial_rotary_factor"] = 0.75.into();
+    let partial = ModelConfig::from_json(&j.to_string(), "x").unwrap();
+    assert_eq!(partial.rotary_dim, 24);
+    assert_eq!(partial.rope_table(3).len(), 3 * 12 * 2);
+    let again = ModelConfig::from_json(&partial.to_hf_json("float32").to_string(), "y").unwrap();
+    assert_eq!(again.rotary_dim, 24);
+    j["partial_rotary_factor"] = 0.1.into();
     let err = ModelConfig::from_json(&j.to_string(), "x")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("'partial_rotary_factor' is 0.75"), "{err}");
+    assert!(err.contains("'partial_rotary_factor' is 0.1"), "{err}");
 }
 
 /// LongRoPE (Phi-3 128k, Phi-3.5): frequency i over short_factor[i] while the table stays

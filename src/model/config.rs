@@ -80,6 +80,9 @@ pub struct ModelConfig {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// The channels of each head RoPE rotates: head_dim, or its `partial_rotary_factor`
+    /// (Phi-4-mini: 96 of 128); the rest pass unrotated.
+    pub rotary_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
@@ -248,15 +251,22 @@ impl ModelConfig {
             Fields { json: &json, path }
         };
         let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
-        // Phi-4-mini rotates only the first part of each head; the rope kernels rotate it all.
+        // Phi-4-mini rotates only the first part of each head (transformers: int(head_dim ×
+        // factor) channels), in rope_parameters or at the top.
+        let mut rotary_dim = head_dim;
         for fields in [&rope, &f] {
+            if fields.json["partial_rotary_factor"].is_null() {
+                continue;
+            }
             let factor = fields.f64_or("partial_rotary_factor", 1.0)?;
-            if factor != 1.0 {
+            let dims = (head_dim as f64 * factor) as usize;
+            if !(factor > 0.0 && factor <= 1.0) || dims < 2 || !dims.is_multiple_of(2) {
                 return Err(f.err(format!(
-                    "'partial_rotary_factor' is {factor}: rotary embeddings on part of each \
-                     head are not supported (1.0)"
+                    "'partial_rotary_factor' is {factor}: it must rotate an even number of the \
+                     {head_dim} channels of a head, at least 2 (a factor in (0, 1])"
                 )));
             }
+            rotary_dim = dims;
         }
         let rope_local_theta = if per_type && params["sliding_attention"].is_object() {
             let local = Fields {
@@ -332,11 +342,11 @@ impl ModelConfig {
                             .collect()
                     });
                     match values {
-                        Some(v) if v.len() == head_dim / 2 => Ok(v),
+                        Some(v) if v.len() == rotary_dim / 2 => Ok(v),
                         _ => Err(f.err(format!(
                             "rope scaling 'longrope': '{k}' is not {} numbers above 0 (one a \
-                             frequency of the {head_dim}-wide heads)",
-                            head_dim / 2
+                             frequency of the {rotary_dim} rotated channels of a head)",
+                            rotary_dim / 2
                         ))),
                     }
                 };
@@ -428,6 +438,7 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
+            rotary_dim,
             rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
             rope_theta,
             rope_scaling,
@@ -558,18 +569,18 @@ impl ModelConfig {
     }
 
     /// RoPE's (cos, sin) table of the sliding layers with their own base (unscaled),
-    /// [positions, head_dim / 2, 2]; `rope_table` when they have none.
+    /// [positions, rotary_dim / 2, 2]; `rope_table` when they have none.
     pub fn rope_local_table(&self, positions: usize) -> Vec<f32> {
         match self.rope_local_theta {
             Some(theta) => crate::ops::rope::cos_sin_table_of(
                 positions,
-                &crate::ops::rope::inv_freq(self.head_dim, theta),
+                &crate::ops::rope::inv_freq(self.rotary_dim, theta),
             ),
             None => self.rope_table(positions),
         }
     }
 
-    /// RoPE's inverse frequencies (head_dim / 2 of them), scaled as the model says (for
+    /// RoPE's inverse frequencies (rotary_dim / 2 of them), scaled as the model says (for
     /// LongRoPE, as for contexts within its original length).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         self.rope_inv_freq_for(1)
@@ -579,7 +590,7 @@ impl ModelConfig {
     /// when the table reaches past the original context, as transformers does for sequences
     /// that long.
     pub fn rope_inv_freq_for(&self, positions: usize) -> Vec<f64> {
-        let mut inv = crate::ops::rope::inv_freq(self.head_dim, self.rope_theta);
+        let mut inv = crate::ops::rope::inv_freq(self.rotary_dim, self.rope_theta);
         match &self.rope_scaling {
             RopeScaling::None => {}
             RopeScaling::LongRope {
@@ -630,7 +641,7 @@ impl ModelConfig {
         inv
     }
 
-    /// RoPE's (cos, sin) table for `positions` positions, [positions, head_dim / 2, 2].
+    /// RoPE's (cos, sin) table for `positions` positions, [positions, rotary_dim / 2, 2].
     pub fn rope_table(&self, positions: usize) -> Vec<f32> {
         let inv = self.rope_inv_freq_for(positions);
         match &self.rope_scaling {
@@ -681,16 +692,28 @@ impl ModelConfig {
             ));
         }
         if let RopeScaling::Divisors(d) = &self.rope_scaling {
-            if d.len() != self.head_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            if d.len() != self.rotary_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
                 return Err((
                     "rope_scaling",
                     format!(
                         "has {} frequency divisors, not {} positive ones",
                         d.len(),
-                        self.head_dim / 2
+                        self.rotary_dim / 2
                     ),
                 ));
             }
+        }
+        if self.rotary_dim == 0
+            || self.rotary_dim > self.head_dim
+            || !self.rotary_dim.is_multiple_of(2)
+        {
+            return Err((
+                "partial_rotary_factor",
+                format!(
+                    "gives {} rotated channels of a head of {}: an even number, 2 to head_dim",
+                    self.rotary_dim, self.head_dim
+                ),
+            ));
         }
         // A special token past the vocabulary would be blamed on the first data line that
         // gets one; it is the model's file that is wrong.
@@ -809,6 +832,7 @@ impl ModelConfig {
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim,
+            "partial_rotary_factor": self.rotary_dim as f64 / self.head_dim as f64,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
             "rope_scaling": match self.rope_scaling {

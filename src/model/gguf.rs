@@ -628,17 +628,21 @@ fn config_from_metadata(
         }
     };
     check_counts(m, tensors, arch, path, vocab_size, hidden_size)?;
-    // Qwen3 and Gemma 3 give the head size as key_length (not hidden / heads); rotary
-    // dimensions short of it (Phi-4-mini's partial rotary factor) are not supported.
-    let head_dim = count("attention.key_length").unwrap_or(hidden_size / num_heads.max(1));
-    if let Ok(dims) = count("rope.dimension_count") {
-        if dims != head_dim {
-            return Err(err(format!(
-                "metadata '{arch}.rope.dimension_count' is {dims}, for heads of {head_dim}: \
-                 rotary embeddings on part of each head are not supported"
-            )));
-        }
-    }
+    // Qwen3 and Gemma 3 give the head size as key_length (not hidden / heads).
+    // Without key_length, the head size is what the query weight's rows give (hidden / heads
+    // where no such weight is there to say).
+    let rows = |t: &str| tensors.get(t).and_then(|t| t.shape.first().copied());
+    let head_dim = match count("attention.key_length") {
+        Ok(d) => d,
+        Err(_) => rows("blk.0.attn_q.weight")
+            .map(|r| r / num_heads.max(1))
+            .or_else(|| {
+                rows("blk.0.attn_qkv.weight").map(|r| r / (num_heads + 2 * num_kv_heads).max(1))
+            })
+            .unwrap_or(hidden_size / num_heads.max(1)),
+    };
+    // The channels RoPE rotates (Phi-4-mini's partial rotary factor: fewer than the head's).
+    let rotary_dim = count("rope.dimension_count").unwrap_or(head_dim);
     if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"]
         .into_iter()
         .find(|t| tensors.contains_key(*t))
@@ -656,6 +660,7 @@ fn config_from_metadata(
         num_heads,
         num_kv_heads,
         head_dim,
+        rotary_dim,
         rms_norm_eps: m
             .get(&format!("{arch}.attention.layer_norm_rms_epsilon"))
             .and_then(MetaValue::as_f64)
@@ -689,7 +694,8 @@ fn config_from_metadata(
             "num_hidden_layers" => format!("{arch}.block_count"),
             "num_attention_heads" => format!("{arch}.attention.head_count"),
             "num_key_value_heads" => format!("{arch}.attention.head_count_kv"),
-            "head_dim" => format!("{arch}.rope.dimension_count"),
+            "head_dim" => format!("{arch}.attention.key_length"),
+            "partial_rotary_factor" => format!("{arch}.rope.dimension_count"),
             "max_position_embeddings" => format!("{arch}.context_length"),
             "rms_norm_eps" => format!("{arch}.attention.layer_norm_rms_epsilon"),
             "rope_theta" => format!("{arch}.rope.freq_base"),

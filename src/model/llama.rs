@@ -636,7 +636,7 @@ pub struct Llama {
     pub norm: TensorId,
     /// The lm-head [vocab, hidden] in row parts (the embedding's when tied).
     pub lm_head: Vec<TensorId>,
-    /// RoPE's (cos, sin) table, [positions, head_dim / 2, 2].
+    /// RoPE's (cos, sin) table, [positions, rotary_dim / 2, 2].
     pub cos_sin: TensorId,
     /// The sliding layers' own table, when their RoPE base differs (Gemma 3).
     pub cos_sin_local: Option<TensorId>,
@@ -792,7 +792,7 @@ impl Llama {
         } else {
             table(g, "lm_head.weight")
         };
-        let table = [positions, c.head_dim / 2, 2];
+        let table = [positions, c.rotary_dim / 2, 2];
         let cos_sin = g.param(ROPE_TABLE, &table, DType::F32);
         let cos_sin_local = c
             .rope_local_theta

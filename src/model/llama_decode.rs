@@ -24,7 +24,7 @@ pub struct Decoder {
     logits: TensorId,
     /// Nodes before the lm-head: all a prompt token needs.
     body_nodes: usize,
-    /// RoPE's one-row params with their tables for every position, [max_ctx, head_dim / 2, 2].
+    /// RoPE's one-row params with their tables for every position, [max_ctx, rotary_dim / 2, 2].
     tables: Vec<(TensorId, Vec<f32>)>,
     half: usize,
 }
@@ -115,7 +115,7 @@ impl Decoder {
             logits: d.logits,
             body_nodes: d.body_nodes,
             tables,
-            half: config.head_dim / 2,
+            half: config.rotary_dim / 2,
         }
     }
 

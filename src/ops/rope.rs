@@ -1,5 +1,8 @@
 //! Rotary position embedding, Hugging Face rotate-half layout, for q and k of shape
 //! [tokens, heads, head_dim]; tokens are `batch × seq_len` and position = offset + t % seq_len.
+//! The table's width sets the rotary part of each head: [positions, rotary / 2, 2] rotates the
+//! first `rotary` channels (all of them, or Phi-4-mini's partial_rotary_factor of them) and
+//! copies the rest.
 
 use crate::graph::{
     shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
@@ -76,15 +79,16 @@ pub struct Positions {
     pub pos_offset: usize,
 }
 
-/// `x` is [tokens, heads, head_dim] with an even head dim, the table [positions, head_dim / 2,
-/// 2], and the sequences fit the table: x's [tokens, heads, head_dim].
+/// `x` is [tokens, heads, head_dim] with an even head dim, the table [positions, rotary / 2,
+/// 2] for an even rotary width up to head_dim, and the sequences fit the table: x's
+/// [tokens, heads, head_dim, rotary].
 fn check(
     g: &Graph,
     name: &str,
     x: TensorId,
     cos_sin: TensorId,
     at: Positions,
-) -> Result<[usize; 3], GraphError> {
+) -> Result<[usize; 4], GraphError> {
     let shape = g.tensor(x).shape.clone();
     let table = g.tensor(cos_sin).shape.clone();
     let bad = |detail: String| GraphError::ShapeMismatch {
@@ -98,9 +102,14 @@ fn check(
             shape_str(&shape)
         )));
     };
-    if head_dim % 2 != 0 || table.len() != 3 || table[1..] != [head_dim / 2, 2] {
+    if head_dim % 2 != 0
+        || table.len() != 3
+        || table[2] != 2
+        || table[1] == 0
+        || table[1] > head_dim / 2
+    {
         return Err(bad(format!(
-            "table '{}' is {} but head_dim {head_dim} needs [positions, {}, 2]",
+            "table '{}' is {} but head_dim {head_dim} needs [positions, at most {}, 2]",
             g.tensor(cos_sin).name,
             shape_str(&table),
             head_dim / 2
@@ -112,7 +121,7 @@ fn check(
             at.seq_len, at.pos_offset, table[0]
         )));
     }
-    Ok([tokens, heads, head_dim])
+    Ok([tokens, heads, head_dim, table[1] * 2])
 }
 
 /// Rotate `x` [tokens, heads, head_dim] (forward), or rotate back (`inverse`: the backward).
@@ -124,7 +133,7 @@ pub fn rope(
     at: Positions,
     inverse: bool,
 ) -> Result<TensorId, GraphError> {
-    let [tokens, heads, head_dim] = check(g, name, x, cos_sin, at)?;
+    let [tokens, heads, head_dim, rotary] = check(g, name, x, cos_sin, at)?;
     let y = g.temp(name, &[tokens, heads, head_dim], DType::F32);
     let params = Params::new()
         .u32(tokens as u32)
@@ -132,10 +141,11 @@ pub fn rope(
         .u32(head_dim as u32)
         .u32(at.seq_len as u32)
         .u32(at.pos_offset as u32)
-        .u32(inverse as u32);
+        .u32(inverse as u32)
+        .u32(rotary as u32);
     let pairs = tokens * heads * head_dim / 2;
-    // Four pairs an invocation where the half head dim allows.
-    let (kernel, items) = if head_dim.is_multiple_of(8) {
+    // Four pairs an invocation where the half head dim and the rotary part allow.
+    let (kernel, items) = if head_dim.is_multiple_of(8) && rotary.is_multiple_of(8) {
         (&ROPE_VEC4, pairs / 4)
     } else {
         (&ROPE, pairs)
@@ -162,18 +172,20 @@ pub fn rope_qk(
     inverse: bool,
 ) -> Result<[TensorId; 2], GraphError> {
     let (qs, ks) = (g.tensor(q).shape.clone(), g.tensor(k).shape.clone());
+    let rotary = g.tensor(cos_sin).shape.get(1).map_or(0, |half| 2 * half);
     let fused = qs.len() == 3
         && ks.len() == 3
         && qs[0] == ks[0]
         && qs[2] == ks[2]
-        && qs[2].is_multiple_of(8);
+        && qs[2].is_multiple_of(8)
+        && rotary.is_multiple_of(8);
     if !fused {
         let q_rot = rope(g, names[0], q, cos_sin, at, inverse)?;
         let k_rot = rope(g, names[1], k, cos_sin, at, inverse)?;
         return Ok([q_rot, k_rot]);
     }
     // Shapes, table and positions checked as `rope` checks them, on q (k shares them).
-    let [tokens, _, head_dim] = check(g, names[0], q, cos_sin, at)?;
+    let [tokens, _, head_dim, rotary] = check(g, names[0], q, cos_sin, at)?;
     let q_out = g.temp(names[0], &qs, DType::F32);
     let k_out = g.temp(names[1], &ks, DType::F32);
     let params = Params::new()
@@ -183,7 +195,8 @@ pub fn rope_qk(
         .u32(head_dim as u32)
         .u32(at.seq_len as u32)
         .u32(at.pos_offset as u32)
-        .u32(inverse as u32);
+        .u32(inverse as u32)
+        .u32(rotary as u32);
     let items = tokens * (qs[1] + ks[1]) * head_dim / 8;
     let label = format!("{} + {}", names[0], names[1]);
     g.push(
@@ -205,13 +218,27 @@ pub fn cpu_rope(
     theta: f64,
     inverse: bool,
 ) -> Vec<f64> {
-    let half = head_dim / 2;
+    cpu_rope_partial(x, heads, head_dim, head_dim, at, theta, inverse)
+}
+
+/// `cpu_rope` on the first `rotary` channels of each head (transformers' partial rotary:
+/// pairs (i, i + rotary / 2), frequencies 1 / theta^(2i / rotary)), the rest copied.
+pub fn cpu_rope_partial(
+    x: &[f64],
+    heads: usize,
+    head_dim: usize,
+    rotary: usize,
+    at: Positions,
+    theta: f64,
+    inverse: bool,
+) -> Vec<f64> {
+    let half = rotary / 2;
     let mut y = x.to_vec();
     for (row, chunk) in x.chunks_exact(head_dim).enumerate() {
         let t = row / heads;
         let p = (at.pos_offset + t % at.seq_len) as f64;
         for i in 0..half {
-            let angle = p / theta.powf((2 * i) as f64 / head_dim as f64);
+            let angle = p / theta.powf((2 * i) as f64 / rotary as f64);
             let (c, s) = (
                 angle.cos(),
                 if inverse { -angle.sin() } else { angle.sin() },
