@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{golden, rel_err, temp_dir, tiny_llama_logits, Golden, Tol};
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 
 fn merge(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_webqlora"))

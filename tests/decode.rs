@@ -7,10 +7,10 @@ mod common;
 use common::{golden, Golden, Tol};
 use webqlora::graph::DType;
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::BaseFormat;
-use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::upload_model;
 use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::transformer::BaseFormat;
+use webqlora::model::transformer_decode::Decoder;
 use webqlora::model::ModelConfig;
 
 #[test]

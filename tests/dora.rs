@@ -11,9 +11,9 @@ use common::cli::{fails, ok, path, webqlora};
 use common::{golden, rel_err, temp_dir, test_data, Golden, Tol};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
 use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::transformer::{BaseFormat, Transformer};
 use webqlora::model::ModelConfig;
 
 fn expected() -> Golden {
@@ -64,7 +64,7 @@ fn step(dir: &str, base: BaseFormat, checkpointing: bool) -> (f32, Vec<(String, 
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let adapter = dora_adapter();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, Some(&adapter.config), seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, base, Some(&adapter.config), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
     let step = model
@@ -169,7 +169,7 @@ fn a_fresh_magnitude_is_the_base_row_norm() {
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let lora = dora_adapter().config;
     let mut g = Graph::new();
-    Llama::declare(&mut g, &config, BaseFormat::F32, Some(&lora), 8).unwrap();
+    Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&lora), 8).unwrap();
     let name = "base_model.model.model.layers.1.mlp.gate_proj.lora_magnitude_vector";
     let magnitude = g.find(name).unwrap();
     let gpu = common::gpu();
@@ -334,7 +334,7 @@ fn magnitudes_must_match_the_config() {
     let config = ModelConfig::load(&base).unwrap();
     let files = SafetensorsFiles::open_dir(&base).unwrap();
     let mut g = Graph::new();
-    Llama::declare(&mut g, &config, BaseFormat::F32, Some(&partial.config), 8).unwrap();
+    Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&partial.config), 8).unwrap();
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     let err = upload_model(

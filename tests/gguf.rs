@@ -8,8 +8,8 @@ use common::{golden, rel_err, temp_dir, Golden, Tol};
 use half::f16;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::gguf::{permute_rows, unpermute_rows, GgufFile};
-use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
+use webqlora::model::transformer::{BaseFormat, Transformer};
 use webqlora::model::{ModelConfig, RopeScaling, WeightSource};
 use webqlora::quant::ggml::{dequantize, GgmlType};
 
@@ -87,7 +87,7 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
     let (batch, seq) = (id_shape[0], id_shape[1]);
     let config = file.config().clone();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, BaseFormat::F32, None, seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
     g.mark_output(logits);
@@ -112,7 +112,7 @@ fn base_logits(file: &GgufFile, base: BaseFormat) -> (usize, Vec<f32>) {
         .map(|i| (i * 37 % config.vocab_size) as u32)
         .collect();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, None, seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, base, None, seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
     g.mark_output(logits);

@@ -12,9 +12,9 @@ use rand::Rng;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::LoraConfig;
 use webqlora::model::generate::{generate, Sampler};
-use webqlora::model::llama::{BaseFormat, Linear, Llama};
-use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::{initialize_missing, upload_model};
+use webqlora::model::transformer::{BaseFormat, Linear, Transformer};
+use webqlora::model::transformer_decode::Decoder;
 use webqlora::model::{ModelConfig, ModelError, WeightSource};
 use webqlora::ops::cross_entropy::IGNORE;
 use webqlora::quant::ggml::{dequantize, GgmlType};
@@ -144,7 +144,7 @@ fn step(
     };
     let gpu = common::gpu();
     let mut g = Graph::for_device(gpu);
-    let model = Llama::declare(&mut g, config, base, Some(&lora), seq).unwrap();
+    let model = Transformer::declare(&mut g, config, base, Some(&lora), seq).unwrap();
     let ggml = model
         .layers
         .iter()
@@ -286,7 +286,7 @@ fn a_decoder_on_block_codes_generates_what_the_f32_one_does() {
 fn a_gguf_is_held_as_downloaded_by_default() {
     use common::cli::{ok, path, pattern_jsonl, tiny_llama};
     use std::process::Command;
-    use webqlora::model::llama::ModelKind;
+    use webqlora::model::transformer::ModelKind;
 
     let dir = common::temp_dir("gguf_default_base");
     let model = dir.join("tiny-q8_0.gguf");

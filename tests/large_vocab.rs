@@ -11,9 +11,9 @@ use common::{golden, rel_err, Golden, Tol};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::LoraConfig;
-use webqlora::model::llama::{parse_part_name, BaseFormat, Llama};
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::transformer::{parse_part_name, BaseFormat, Transformer};
 use webqlora::model::{ModelConfig, ModelError, WeightSource};
 use webqlora::ops::cross_entropy::IGNORE;
 
@@ -29,7 +29,7 @@ fn row_parts_fit_the_binding_limit() {
     let gemma = g.row_parts(262_144, 640, DType::F16);
     assert!(gemma.len() == 3 && gemma.iter().all(|&r| r * 640 * 2 <= 128 << 20));
     // The tables of Gemma 3 are f16, SmolLM2's (49,152 × 576, 113 MB) f32.
-    use webqlora::model::llama::table_dtype;
+    use webqlora::model::transformer::table_dtype;
     assert_eq!(table_dtype(&g, 262_144, 640), DType::F16);
     assert_eq!(table_dtype(&g, 49_152, 576), DType::F32);
     g.max_binding_bytes = 200 * 256;
@@ -110,7 +110,7 @@ fn logits_of(
     setup(&mut g);
     let split = g.max_binding_bytes < 1 << 20;
     let lora = adapter.map(|a| &a.config);
-    let model = Llama::declare(&mut g, &config, BaseFormat::F32, lora, seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, BaseFormat::F32, lora, seq).unwrap();
     assert_eq!(model.embed.len() == 3, split, "split in three");
     let input = g.input("input_ids", &[ids.len()], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();
@@ -153,7 +153,7 @@ fn step(
     g.max_binding_bytes = tables.max_binding;
     g.f16_tables_over = tables.f16_over;
     let base = BaseFormat::Nf4 { blocksize: 64 };
-    let model = Llama::declare(&mut g, config, base, Some(lora), seq).unwrap();
+    let model = Transformer::declare(&mut g, config, base, Some(lora), seq).unwrap();
     let input = g.input("input_ids", &[ids.len()], DType::U32);
     let target = g.input("targets", &[ids.len()], DType::U32);
     let s = model
@@ -328,14 +328,14 @@ fn a_training_step_on_every_family_with_an_embedding_over_128_mib() {
 /// weights.
 #[test]
 fn a_decoder_shares_every_weight_or_says_which() {
-    use webqlora::model::llama_decode::Decoder;
+    use webqlora::model::transformer_decode::Decoder;
     let dir = golden("tiny-gemma3/base-f32");
     let config = ModelConfig::load(&dir).unwrap();
     let gpu = common::gpu();
     let graph = |max_binding: u64| {
         let mut g = Graph::new();
         g.max_binding_bytes = max_binding;
-        let model = Llama::declare(&mut g, &config, BaseFormat::F32, None, 8).unwrap();
+        let model = Transformer::declare(&mut g, &config, BaseFormat::F32, None, 8).unwrap();
         let input = g.input("input_ids", &[8], DType::U32);
         let logits = model.forward_logits(&mut g, input, 8).unwrap();
         g.mark_output(logits);

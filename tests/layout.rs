@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Every `.rs` file under `dir` as its module path (`model::llama`, `ops` for ops/mod.rs).
+/// Every `.rs` file under `dir` as its module path (`model::transformer`, `ops` for ops/mod.rs).
 fn modules(dir: &Path, prefix: &[String], out: &mut BTreeMap<String, String>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();

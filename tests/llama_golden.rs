@@ -7,7 +7,7 @@ mod common;
 
 use common::{golden, rel_err, Golden, Tol};
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 
 /// Logits of the tiny Llama in golden `folder` for the golden input ids.
 fn logits(folder: &str, base: BaseFormat, with_adapter: bool) -> Vec<f32> {
@@ -86,7 +86,7 @@ fn lora_logits_match_peft() {
 fn the_bf16_kernel_goes_to_modules_before_the_first_adapter() {
     use webqlora::graph::Graph;
     use webqlora::lora::LoraConfig;
-    use webqlora::model::llama::{Linear, Llama};
+    use webqlora::model::transformer::{Linear, Transformer};
     use webqlora::ops::nf4_matmul::Nf4Compute;
     let config = webqlora::model::ModelConfig::load(&golden("tiny-llama/base-f32")).unwrap();
     let bf16_modules = |targets: &[&str]| {
@@ -99,7 +99,8 @@ fn the_bf16_kernel_goes_to_modules_before_the_first_adapter() {
             use_dora: false,
             base_model_name_or_path: String::new(),
         };
-        let mut model = Llama::declare(&mut Graph::new(), &config, NF4, Some(&lora), 16).unwrap();
+        let mut model =
+            Transformer::declare(&mut Graph::new(), &config, NF4, Some(&lora), 16).unwrap();
         model.emulate_bnb_cpu_bf16();
         let mut names = Vec::new();
         for (i, l) in model.layers.iter().enumerate() {

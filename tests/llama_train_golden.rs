@@ -7,10 +7,10 @@ mod common;
 use common::{golden, shifted_targets, Golden, Tol};
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::{BaseFormat, Llama};
-use webqlora::model::llama_train::{compact_targets, ScoredRows};
 use webqlora::model::load::{initialize_missing, upload_model};
 use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::transformer::{BaseFormat, Transformer};
+use webqlora::model::transformer_train::{compact_targets, ScoredRows};
 use webqlora::model::ModelConfig;
 use webqlora::ops::cross_entropy::IGNORE;
 
@@ -34,7 +34,7 @@ fn with_the_lm_head_on_scored_rows_only() {
 
 #[test]
 fn more_targets_than_scored_rows_is_an_error() {
-    use webqlora::model::llama_train::compact_targets;
+    use webqlora::model::transformer_train::compact_targets;
     let targets = [5, IGNORE, 7, 9, IGNORE];
     let compact = compact_targets(&targets, 4).unwrap();
     assert_eq!(compact.positions, [0, 2, 3, 0]);
@@ -57,7 +57,7 @@ fn lora_step_matches_peft(checkpointing: bool, scored: Option<usize>) {
     let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
     let mut g = Graph::new();
     let model =
-        Llama::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq).unwrap();
+        Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&adapter.config), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let rows = scored.map(|capacity| ScoredRows::declare(&mut g, batch * seq, capacity));
     let target_t = g.input("targets", &[scored.unwrap_or(batch * seq)], DType::U32);
@@ -144,7 +144,7 @@ fn repeated_steps_lower_the_loss() {
     let lora = Adapter::load(&golden("tiny-llama/adapter")).unwrap().config;
     let base = BaseFormat::Nf4 { blocksize: 64 };
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, Some(&lora), seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, base, Some(&lora), seq).unwrap();
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let target_t = g.input("targets", &[batch * seq], DType::U32);
     let step = model

@@ -7,7 +7,7 @@ mod common;
 use common::lora_reference::{lora_reference, Dropout, LoraCase};
 use common::{bytes, for_each_seed, random_f32, rel_err, run_graph, to_f32, Tol};
 use webqlora::graph::{DType, Graph};
-use webqlora::model::llama::{Linear, LoraFactors, Module};
+use webqlora::model::transformer::{Linear, LoraFactors, Module};
 use webqlora::ops::dropout::DropoutSite;
 
 #[test]

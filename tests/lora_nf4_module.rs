@@ -9,7 +9,7 @@ use common::lora_reference::{lora_reference, Dropout, LoraCase};
 use common::{bytes, for_each_seed, random_f32, run_graph, to_f32, Tol};
 use rand::Rng;
 use webqlora::graph::{DType, Graph};
-use webqlora::model::llama::{Linear, LoraFactors, Module};
+use webqlora::model::transformer::{Linear, LoraFactors, Module};
 use webqlora::ops::dropout::DropoutSite;
 use webqlora::ops::nf4_matmul::{upload_bytes, Nf4Weight};
 use webqlora::quant::nf4::Nf4Tensor;

@@ -6,8 +6,8 @@ mod common;
 
 use webqlora::data::records::read_jsonl;
 use webqlora::data::{Example, Mcq, Record, NO_LOSS};
-use webqlora::model::llama::BaseFormat;
 use webqlora::model::load::upload_model;
+use webqlora::model::transformer::BaseFormat;
 use webqlora::train::evaluate::{question_items, Item, Scorer, ScorerShape};
 use webqlora::train::model_source::ModelSource;
 

@@ -10,9 +10,9 @@ use webqlora::data::pack::{pack, packed_mask};
 use webqlora::data::{Batch, Example, NO_LOSS};
 use webqlora::graph::{CompiledGraph, DType, Graph, TensorId};
 use webqlora::lora::peft::Adapter;
-use webqlora::model::llama::{BaseFormat, Llama};
 use webqlora::model::load::upload_model;
 use webqlora::model::safetensors_files::SafetensorsFiles;
+use webqlora::model::transformer::{BaseFormat, Transformer};
 use webqlora::model::ModelConfig;
 use webqlora::ops::attention::TokenMask;
 
@@ -35,7 +35,7 @@ fn step(
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let adapter = Adapter::load(&golden("tiny-llama/adapter")).unwrap();
     let mut g = graph();
-    let model = Llama::declare(&mut g, &config, base, Some(&adapter.config), seq).unwrap();
+    let model = Transformer::declare(&mut g, &config, base, Some(&adapter.config), seq).unwrap();
     let tokens = ids.len();
     let input = g.input("input_ids", &[tokens], DType::U32);
     let target = g.input("targets", &[tokens], DType::U32);

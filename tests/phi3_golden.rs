@@ -158,7 +158,7 @@ fn a_qlora_step_matches_bitsandbytes_and_peft() {
 fn the_cli_trains_resumes_and_merges_the_fused_modules() {
     use common::cli::{ok, path, pattern_jsonl, webqlora};
     use webqlora::lora::peft::Adapter;
-    use webqlora::model::llama::BaseFormat;
+    use webqlora::model::transformer::BaseFormat;
     let dir = common::temp_dir("phi3-cli");
     std::fs::write(dir.join("data.jsonl"), pattern_jsonl(8, 20)).unwrap();
     let model = golden("tiny-phi3/base-f32");

@@ -4,7 +4,7 @@ mod common;
 
 use webqlora::graph::{DType, DeviceLimits, Graph, Placement, Plan};
 use webqlora::lora::LoraConfig;
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 use webqlora::model::ModelConfig;
 use webqlora::ops::adamw::AdamW;
 use webqlora::ops::{residual, rmsnorm, swiglu};

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{golden, rel_err, temp_dir, tiny_llama_logits, Golden, Tol};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 
 /// The tiny Llama with `config` changes and extra tensors, as a new folder.
 fn variant(
@@ -130,9 +130,9 @@ fn a_v_bias_equals_an_o_bias_of_wo_b() {
 
 #[test]
 fn decoding_with_biases_equals_the_full_forward() {
-    use webqlora::model::llama_decode::Decoder;
     use webqlora::model::load::upload_model;
     use webqlora::model::safetensors_files::SafetensorsFiles;
+    use webqlora::model::transformer_decode::Decoder;
     use webqlora::model::ModelConfig;
     common::for_each_seed("qwen2-decode", &[], |mut rng| {
         let qwen = variant(

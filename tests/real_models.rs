@@ -13,9 +13,9 @@ use common::golden_json;
 use webqlora::graph::{CompiledGraph, DType, Graph};
 use webqlora::model::generate::{generate, Sampler};
 use webqlora::model::gguf::GgufFile;
-use webqlora::model::llama::{BaseFormat, Llama};
-use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::upload_model;
+use webqlora::model::transformer::{BaseFormat, Transformer};
+use webqlora::model::transformer_decode::Decoder;
 
 const POSITIONS: usize = 32;
 
@@ -45,7 +45,7 @@ fn gemma3_270m_forward_matches_the_reference() {
 fn matches_the_reference(file: &GgufFile, reference: &str, base: BaseFormat) {
     let config = file.config().clone();
     let mut g = Graph::new();
-    let model = Llama::declare(&mut g, &config, base, None, POSITIONS).unwrap();
+    let model = Transformer::declare(&mut g, &config, base, None, POSITIONS).unwrap();
     let input = g.input("input_ids", &[POSITIONS], DType::U32);
     let logits = model.forward_logits(&mut g, input, POSITIONS).unwrap();
     g.mark_output(logits);

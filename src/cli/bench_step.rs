@@ -18,7 +18,7 @@ use webqlora::train::session::{SessionSettings, TrainSession};
 
 use super::common::{choose_base, median, BaseArg};
 use super::GpuArgs;
-use webqlora::model::llama::ModelKind;
+use webqlora::model::transformer::ModelKind;
 
 #[derive(Args)]
 pub struct StepArgs {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use webqlora::model::llama::{BaseChoice, BaseFormat, ModelKind};
+use webqlora::model::transformer::{BaseChoice, BaseFormat, ModelKind};
 use webqlora::train::model_source::default_model_path;
 
 /// `--model`, for the commands that load one.

@@ -4,7 +4,7 @@ use clap::Args;
 use webqlora::gpu::device::{allowed_backends, available_adapters, enumerate, OPTIONAL_FEATURES};
 use webqlora::gpu::DeviceClass;
 use webqlora::kernels::{Capabilities, Kernels};
-use webqlora::model::llama::{BaseFormat, ModelKind};
+use webqlora::model::transformer::{BaseFormat, ModelKind};
 
 use super::GpuArgs;
 

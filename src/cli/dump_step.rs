@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use webqlora::gpu::Gpu;
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 use webqlora::quant::bnb_cpu::BnbCpuEffects;
 use webqlora::train::dump_step::{dump_step, write_tensors, Batch};
 use webqlora::train::model_source::ModelSource;

@@ -8,8 +8,8 @@ use clap::Args;
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::generate::{generate, Sampler};
-use webqlora::model::llama_decode::Decoder;
 use webqlora::model::load::upload_model_with_progress;
+use webqlora::model::transformer_decode::Decoder;
 use webqlora::tokenizer::Message;
 use webqlora::train::model_source::ModelSource;
 

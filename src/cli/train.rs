@@ -16,7 +16,7 @@ use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::LoraConfig;
-use webqlora::model::llama::BaseFormat;
+use webqlora::model::transformer::BaseFormat;
 use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
 use webqlora::train::recipe::{lora_config, Recipe, RunSettings};

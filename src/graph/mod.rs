@@ -144,7 +144,7 @@ pub struct Graph {
     /// (128 MiB) unless the device's is known.
     pub max_binding_bytes: u64,
     /// Tables (embedding, lm-head) whose f32 bytes exceed this are kept in f16
-    /// (`model::llama::table_dtype`): WebGPU's default binding limit, the same for every
+    /// (`model::transformer::table_dtype`): WebGPU's default binding limit, the same for every
     /// graph of a model whatever its device, so that they share weights.
     pub f16_tables_over: u64,
     /// What each texture holds at this point of the node list: the tensor (root) and pack

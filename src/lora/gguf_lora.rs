@@ -47,7 +47,7 @@ pub fn gguf_lora_bytes(
     }
     let family = config.family();
     let base: std::collections::HashMap<String, Vec<usize>> =
-        crate::model::llama::Llama::base_tensors(config)?
+        crate::model::transformer::Transformer::base_tensors(config)?
             .into_iter()
             .collect();
     let bad = |tensor: &str, expected: String, found: String| ModelError::BadTensor {

@@ -11,7 +11,7 @@ pub fn initial_values(name: &str, shape: &[usize], rng: &mut StdRng) -> Option<V
         return None;
     }
     // A fused module's B in row parts is zero like a whole one.
-    let name = crate::model::llama::parse_part_name(name).map_or(name, |p| p.0);
+    let name = crate::model::transformer::parse_part_name(name).map_or(name, |p| p.0);
     let n: usize = shape.iter().product();
     if name.ends_with(".lora_A.weight") {
         let bound = 1.0 / (shape[1] as f32).sqrt();

@@ -11,7 +11,7 @@ use safetensors::Dtype;
 
 use super::add_lora;
 use super::peft::Adapter;
-use crate::model::llama::Llama;
+use crate::model::transformer::Transformer;
 use crate::model::{ModelConfig, ModelError, WeightSource};
 use crate::quant::nf4::Nf4Tensor;
 use crate::train::dump_step::Tensors;
@@ -41,7 +41,7 @@ pub fn merged_tensors(
     base: MergeBase,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensors, ModelError> {
-    let names = Llama::base_tensors(config)?;
+    let names = Transformer::base_tensors(config)?;
     let scale = adapter.config.scale() as f32;
     let r = adapter.config.r;
     let mut used = 0;

@@ -164,7 +164,7 @@ pub fn join_row_parts(
     let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut parts: Vec<(String, usize, Vec<usize>, Vec<f32>)> = Vec::new();
     for (name, shape, values) in tensors {
-        match super::llama::parse_part_name(&name) {
+        match super::transformer::parse_part_name(&name) {
             Some((whole, first, _)) => parts.push((whole.to_string(), first, shape, values)),
             None => out.push((name, shape, values)),
         }

@@ -3,7 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::llama_decode::Decoder;
+use super::transformer_decode::Decoder;
 use crate::gpu::Gpu;
 use crate::graph::RunError;
 

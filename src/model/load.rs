@@ -1,6 +1,6 @@
 //! Filling a compiled graph's parameters from a model folder and an adapter, by name.
 
-use super::llama::BaseFormat;
+use super::transformer::BaseFormat;
 use super::{finite, ModelConfig, ModelError, WeightSource};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
@@ -56,7 +56,7 @@ pub fn upload_model_with_progress(
         let parts: std::collections::HashSet<&str> = graph
             .tensors
             .iter()
-            .filter_map(|t| super::llama::parse_part_name(&t.name).map(|(whole, ..)| whole))
+            .filter_map(|t| super::transformer::parse_part_name(&t.name).map(|(whole, ..)| whole))
             .collect();
         if let Some(name) = adapter
             .tensors
@@ -97,16 +97,16 @@ pub fn upload_model_with_progress(
         done += 1;
         progress(done, total);
         let name = desc.name.as_str();
-        if name == super::llama::ROPE_TABLE {
+        if name == super::transformer::ROPE_TABLE {
             let table = config.rope_table(desc.shape[0]);
             write(t, bytemuck::cast_slice(&table))?;
-        } else if name == super::llama::ROPE_TABLE_LOCAL {
+        } else if name == super::transformer::ROPE_TABLE_LOCAL {
             let table = config.rope_local_table(desc.shape[0]);
             write(t, bytemuck::cast_slice(&table))?;
         } else if let Some(weight) = name.strip_suffix(".dora_row_norms2") {
             if linear_shapes.is_none() {
                 linear_shapes = Some(
-                    super::llama::Llama::base_tensors(config)?
+                    super::transformer::Transformer::base_tensors(config)?
                         .into_iter()
                         .collect(),
                 );
@@ -135,16 +135,17 @@ pub fn upload_model_with_progress(
                 continue;
             }
             // A fused module's B is held in row parts, each read from the adapter's whole B.
-            let part = super::llama::parse_part_name(name).and_then(|(whole, first, rows)| {
-                let (shape, values) = adapter?.tensors.get(whole)?;
-                let part = super::fused::row_part(values, shape, first, rows);
-                Some((vec![rows, shape.get(1).copied().unwrap_or(0)], part))
-            });
+            let part =
+                super::transformer::parse_part_name(name).and_then(|(whole, first, rows)| {
+                    let (shape, values) = adapter?.tensors.get(whole)?;
+                    let part = super::fused::row_part(values, shape, first, rows);
+                    Some((vec![rows, shape.get(1).copied().unwrap_or(0)], part))
+                });
             if let Some((shape, values)) = part {
                 match values {
                     Some(v) if shape == desc.shape => write(t, bytemuck::cast_slice(&v))?,
                     _ => {
-                        let whole = super::llama::parse_part_name(name).map_or(name, |p| p.0);
+                        let whole = super::transformer::parse_part_name(name).map_or(name, |p| p.0);
                         return Err(ModelError::BadTensor {
                             path: "adapter".into(),
                             tensor: whole.into(),
@@ -237,7 +238,7 @@ pub fn upload_model_with_progress(
         } else if name.ends_with(".weight.absmax") {
             // Written with its codes.
         } else if let Some((table, first, rows)) =
-            super::llama::parse_part_name(name).filter(|(table, ..)| is_model_weight(table))
+            super::transformer::parse_part_name(name).filter(|(table, ..)| is_model_weight(table))
         {
             if whole.as_ref().is_none_or(|(n, _)| n != table) {
                 let shape = [config.vocab_size, desc.shape[1]];

@@ -1,4 +1,4 @@
-//! Models: the Hugging Face config, weight files (safetensors, GGUF), the Llama graph for
+//! Models: the Hugging Face config, weight files (safetensors, GGUF), the transformer graph for
 //! training, evaluation and decoding, and loading weights into a compiled graph.
 
 pub mod config;
@@ -8,12 +8,12 @@ pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_write;
-pub mod llama;
-pub mod llama_decode;
-pub mod llama_train;
 pub mod load;
 pub mod random;
 pub mod safetensors_files;
+pub mod transformer;
+pub mod transformer_decode;
+pub mod transformer_train;
 
 pub use config::{Architecture, BnbQuantization, LayerType, ModelConfig, RopeScaling};
 

@@ -9,9 +9,9 @@ pub use crate::data::Batch;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::peft::Adapter;
-use crate::model::llama::{BaseFormat, Llama};
 use crate::model::load::upload_model;
 use crate::model::safetensors_files::SafetensorsFiles;
+use crate::model::transformer::{BaseFormat, Transformer};
 use crate::model::ModelError;
 use crate::ops::adamw::AdamW;
 use crate::quant::bnb_cpu::{self, BnbCpuEffects};
@@ -102,7 +102,7 @@ pub fn dump_step(
     let (b, s, v) = (batch.batch, batch.seq, config.vocab_size);
     let mut g = Graph::for_device(gpu);
     let mut model =
-        Llama::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
+        Transformer::declare(&mut g, &config, base, Some(&adapter.config), s).map_err(graph_err)?;
     if bnb_cpu.bf16 {
         model.emulate_bnb_cpu_bf16();
     }

@@ -16,7 +16,7 @@ use crate::data::{Example, Mcq};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::LoraConfig;
-use crate::model::llama::{BaseFormat, Llama};
+use crate::model::transformer::{BaseFormat, Transformer};
 use crate::model::ModelConfig;
 use crate::ops::attention::TokenMask;
 use crate::ops::cross_entropy::IGNORE;
@@ -275,7 +275,7 @@ impl Scorer {
     ) -> Result<(Graph, [TensorId; 5], usize), TrainError> {
         let t = shape.tokens;
         let mut g = Graph::for_device(gpu);
-        let model = Llama::declare(&mut g, config, base, lora, shape.positions)?;
+        let model = Transformer::declare(&mut g, config, base, lora, shape.positions)?;
         let input = g.input("input_ids", &[t], DType::U32);
         let mask = g.input("attention.mask", &[t, 4], DType::F32);
         let positions = g.input("rope.positions", &[t], DType::U32);
@@ -336,7 +336,7 @@ impl Scorer {
         let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
-            use crate::model::llama::{ROPE_TABLE, ROPE_TABLE_LOCAL};
+            use crate::model::transformer::{ROPE_TABLE, ROPE_TABLE_LOCAL};
             let table = match name.as_str() {
                 ROPE_TABLE => config.rope_table(shape.positions),
                 ROPE_TABLE_LOCAL => config.rope_local_table(shape.positions),

@@ -98,8 +98,8 @@ impl ModelSource {
     }
 
     /// What its weights are, for the default base (`BaseFormat::default_for`).
-    pub fn kind(&self) -> crate::model::llama::ModelKind {
-        crate::model::llama::ModelKind::of(&self.config, self.weights.as_ref())
+    pub fn kind(&self) -> crate::model::transformer::ModelKind {
+        crate::model::transformer::ModelKind::of(&self.config, self.weights.as_ref())
     }
 
     /// The id batches are padded with: the EOS (masked anyway), else 0.

@@ -11,7 +11,7 @@ use crate::data::batch::scored_capacity;
 use crate::data::pack::pack;
 use crate::data::Example;
 use crate::lora::{LoraConfig, ALL_LINEAR};
-use crate::model::llama::BaseFormat;
+use crate::model::transformer::BaseFormat;
 use crate::ops::adamw::AdamW;
 
 /// A run's settings, as the CLI's flags and the page's settings give them.

@@ -6,9 +6,9 @@
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, Role, TensorId};
 use crate::lora::LoraConfig;
-use crate::model::llama::Attend;
-use crate::model::llama::{BaseFormat, Llama};
-use crate::model::llama_train::{compact_targets, ScoredRows};
+use crate::model::transformer::Attend;
+use crate::model::transformer::{BaseFormat, Transformer};
+use crate::model::transformer_train::{compact_targets, ScoredRows};
 use crate::model::ModelConfig;
 use crate::ops::accumulate::accumulate;
 use crate::ops::adamw::AdamW;
@@ -62,7 +62,7 @@ pub struct StepStats {
 
 pub struct TrainSession {
     pub compiled: CompiledGraph,
-    pub model: Llama,
+    pub model: Transformer,
     pub settings: SessionSettings,
     input: TensorId,
     targets: TensorId,
@@ -111,7 +111,7 @@ pub fn moment_names(name: &str) -> [String; 2] {
 /// `TrainSession::plan` sizes.
 struct Declared {
     graph: Graph,
-    model: Llama,
+    model: Transformer,
     input: TensorId,
     targets: TensorId,
     scored: Option<(ScoredRows, usize)>,
@@ -226,7 +226,7 @@ impl TrainSession {
             .for_family(config.family())
             .map_err(TrainError::Invalid)?;
         let mut g = Graph::for_device(gpu);
-        let mut model = Llama::declare(&mut g, config, settings.base, Some(&lora), s)?;
+        let mut model = Transformer::declare(&mut g, config, settings.base, Some(&lora), s)?;
         let dropout_seed = (settings.lora.dropout > 0.0)
             .then(|| model.enable_lora_dropout(&mut g, settings.lora.dropout as f32));
         let input = g.input("input_ids", &[tokens], DType::U32);
@@ -313,7 +313,7 @@ impl TrainSession {
         // By the names adapter files use: a fused module's B once, not its row parts.
         let mut adapter_names: Vec<String> = Vec::new();
         for (name, _) in &step.grads {
-            let whole = crate::model::llama::parse_part_name(name).map_or(&name[..], |p| p.0);
+            let whole = crate::model::transformer::parse_part_name(name).map_or(&name[..], |p| p.0);
             if !adapter_names.iter().any(|n| n == whole) {
                 adapter_names.push(whole.to_string());
             }
@@ -355,7 +355,7 @@ impl TrainSession {
             .iter()
             .enumerate()
             .filter_map(
-                |(i, t)| match crate::model::llama::parse_part_name(&t.name) {
+                |(i, t)| match crate::model::transformer::parse_part_name(&t.name) {
                     Some((whole, first, _)) if whole == name && t.role == Role::Param => {
                         Some((TensorId::from_index(i), first))
                     }

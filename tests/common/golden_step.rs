@@ -154,7 +154,7 @@ fn adamw_first_step(w: f32, g: f32, hyper: &serde_json::Value) -> f32 {
 /// transformers and PEFT (1e-4 relative), the adapter making a difference.
 pub fn check_golden_logits(family: &str) {
     use webqlora::lora::peft::Adapter;
-    use webqlora::model::llama::BaseFormat;
+    use webqlora::model::transformer::BaseFormat;
     let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let dir = golden(&format!("{family}/base-f32"));
     let base = super::family_logits(family, &dir, BaseFormat::F32, None);

@@ -512,7 +512,7 @@ pub fn golden_batch_jsonl() -> String {
 /// an optional adapter) for the golden input ids.
 pub fn tiny_llama_logits(
     dir: &std::path::Path,
-    base: webqlora::model::llama::BaseFormat,
+    base: webqlora::model::transformer::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
 ) -> Vec<f32> {
     golden_logits("tiny-llama", dir, base, adapter, |_| {})
@@ -522,7 +522,7 @@ pub fn tiny_llama_logits(
 pub fn family_logits(
     family: &str,
     dir: &std::path::Path,
-    base: webqlora::model::llama::BaseFormat,
+    base: webqlora::model::transformer::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
 ) -> Vec<f32> {
     golden_logits(family, dir, base, adapter, |_| {})
@@ -531,9 +531,9 @@ pub fn family_logits(
 /// `tiny_llama_logits` with `adjust` applied to the model before its graph is built.
 pub fn tiny_llama_logits_with(
     dir: &std::path::Path,
-    base: webqlora::model::llama::BaseFormat,
+    base: webqlora::model::transformer::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
-    adjust: impl FnOnce(&mut webqlora::model::llama::Llama),
+    adjust: impl FnOnce(&mut webqlora::model::transformer::Transformer),
 ) -> Vec<f32> {
     golden_logits("tiny-llama", dir, base, adapter, adjust)
 }
@@ -542,12 +542,12 @@ pub fn tiny_llama_logits_with(
 fn golden_logits(
     family: &str,
     dir: &std::path::Path,
-    base: webqlora::model::llama::BaseFormat,
+    base: webqlora::model::transformer::BaseFormat,
     adapter: Option<&webqlora::lora::peft::Adapter>,
-    adjust: impl FnOnce(&mut webqlora::model::llama::Llama),
+    adjust: impl FnOnce(&mut webqlora::model::transformer::Transformer),
 ) -> Vec<f32> {
     use webqlora::graph::{CompiledGraph, DType, Graph};
-    use webqlora::model::llama::Llama;
+    use webqlora::model::transformer::Transformer;
     let expected = Golden::open(&format!("{family}/expected.safetensors"));
     let (_, id_shape, id_bytes) = expected.raw("input_ids");
     let ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i64>(id_bytes)
@@ -558,7 +558,8 @@ fn golden_logits(
     let config = webqlora::model::ModelConfig::load(dir).unwrap();
     let files = webqlora::model::safetensors_files::SafetensorsFiles::open_dir(dir).unwrap();
     let mut g = Graph::new();
-    let mut model = Llama::declare(&mut g, &config, base, adapter.map(|a| &a.config), seq).unwrap();
+    let mut model =
+        Transformer::declare(&mut g, &config, base, adapter.map(|a| &a.config), seq).unwrap();
     adjust(&mut model);
     let input = g.input("input_ids", &[batch * seq], DType::U32);
     let logits = model.forward_logits(&mut g, input, seq).unwrap();

@@ -78,7 +78,7 @@ const PORTABLE_TESTS: [&str; 15] = [
     "kernels_optimizer",
     "lora_nf4_module",
     "llama_golden",
-    "llama_train_golden",
+    "transformer_train_golden",
     "qwen3_golden",
     "gemma3_golden",
     "smollm3_golden",

@@ -1,5 +1,5 @@
-//! What differs between the model families the one transformer block runs (`llama.rs`,
-//! `llama_train.rs`): one file an architecture, each a `Family` of data (flags for the block,
+//! What differs between the model families the one transformer block runs (`transformer.rs`,
+//! `transformer_train.rs`): one file an architecture, each a `Family` of data (flags for the block,
 //! the weights its files fuse) and hooks for its own config.json keys and GGUF defaults; and
 //! the registry that finds a family by Hugging Face `model_type` or GGUF
 //! `general.architecture`. Adding a family is a file here and its line in `FAMILIES` (and

@@ -5,8 +5,8 @@
 //! RoPE's (cos, sin) rows for it are written by the host before each run. Prompt tokens run
 //! only the nodes before the lm-head.
 
-use super::llama::Attend;
-use super::llama::{BaseFormat, Llama};
+use super::transformer::Attend;
+use super::transformer::{BaseFormat, Transformer};
 use super::ModelConfig;
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, GraphError, RunError, TensorId};
@@ -58,7 +58,7 @@ impl Decoder {
         let mut g = Graph::new();
         g.max_binding_bytes = gpu.limits.max_storage_buffer_binding_size;
         // One RoPE row a table: the current position's, rewritten before every run.
-        let model = Llama::declare(&mut g, c, base, lora, 1)?;
+        let model = Transformer::declare(&mut g, c, base, lora, 1)?;
         let input = g.input("input_id", &[1], DType::U32);
         let step = g.input("step", &[1], DType::U32);
         let h = model.embed_tokens(&mut g, input)?;

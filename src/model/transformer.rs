@@ -4,7 +4,7 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, NF4 absmax as `<name>.absmax`) and the PEFT
 //! adapter (`base_model.model.<module path>.lora_A.weight`), so loading is a lookup by name.
 //!
-//! Per layer (`layer_pass` in llama_train.rs, run by the one loop `layers_forward` for
+//! Per layer (`layer_pass` in transformer_train.rs, run by the one loop `layers_forward` for
 //! training, scoring and decoding, and undone by `layer_backward`), as
 //! transformers' LlamaDecoderLayer, with the other families' options in brackets:
 //!   h_norm = rmsnorm(h);  q, k, v = linear(h_norm);  [q, k = rmsnorm per head]
@@ -583,7 +583,7 @@ pub struct Layer {
     pub out_norms: Option<(TensorId, TensorId)>,
     /// How the layer scores keys (scale, sliding window).
     pub scores: Scores,
-    /// Whether RoPE comes from the sliding layers' own table (`Llama::cos_sin_local`).
+    /// Whether RoPE comes from the sliding layers' own table (`Transformer::cos_sin_local`).
     pub local_rope: bool,
     /// Whether q and k are rotated at all (not on SmolLM3's no-RoPE layers).
     pub rope: bool,
@@ -627,7 +627,7 @@ pub const ROPE_TABLE: &str = "rope.cos_sin";
 pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
 
 /// Every parameter of the model in a graph.
-pub struct Llama {
+pub struct Transformer {
     pub config: ModelConfig,
     /// The embedding [vocab, hidden], in row parts where it is larger than one binding
     /// (`Graph::row_parts`; one part otherwise).
@@ -642,7 +642,7 @@ pub struct Llama {
     pub cos_sin_local: Option<TensorId>,
 }
 
-impl Llama {
+impl Transformer {
     /// Declare the parameters of `config` in `g`: base linears in `base` format, LoRA on the
     /// `lora` config's target modules, a RoPE table for `positions` positions.
     pub fn declare(
@@ -651,7 +651,7 @@ impl Llama {
         base: BaseFormat,
         lora: Option<&LoraConfig>,
         positions: usize,
-    ) -> Result<Llama, GraphError> {
+    ) -> Result<Transformer, GraphError> {
         let c = config;
         let hidden = c.hidden_size;
         let q_dim = c.num_heads * c.head_dim;
@@ -797,7 +797,7 @@ impl Llama {
         let cos_sin_local = c
             .rope_local_theta
             .map(|_| g.param(ROPE_TABLE_LOCAL, &table, DType::F32));
-        Ok(Llama {
+        Ok(Transformer {
             config: c.clone(),
             embed,
             layers,
@@ -815,7 +815,7 @@ impl Llama {
         let mut g = Graph::new();
         // Whole tables, by their Hugging Face names.
         g.max_binding_bytes = u64::MAX;
-        Llama::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| {
+        Transformer::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| {
             ModelError::Invalid {
                 path: "model".into(),
                 msg: e.to_string(),

@@ -1,10 +1,10 @@
-//! One training step of the Llama graph: the forward keeping what the backward needs, the
+//! One training step of the transformer graph: the forward keeping what the backward needs, the
 //! fused lm-head loss, and the backward in reverse (llm.c style), ending in the gradient of
 //! every LoRA tensor. The base model is frozen: no gradient for its weights, norms or
 //! embedding. With gradient checkpointing (the default) only each layer's input is kept and
 //! the layer's forward is emitted again just before its backward.
 
-use super::llama::{Attend, HeadNorm, Layer, Llama, LoraGrads, Module, ModuleSaved};
+use super::transformer::{Attend, HeadNorm, Layer, LoraGrads, Module, ModuleSaved, Transformer};
 use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::kernels::Family;
 use crate::ops::attention::{self, Qkv, Saved};
@@ -150,7 +150,7 @@ impl LayerSaved {
     }
 }
 
-impl Llama {
+impl Transformer {
     /// One layer's forward inside the stack (`layers_forward`), keeping what its backward
     /// needs: the input's norm `normed` (h_norm, rstd)
     /// already computed by the layer before, and the layer's last residual add fused with
@@ -589,7 +589,7 @@ impl Llama {
     }
 
     /// `train_step` with its tokens attending as `attend` says: sequences, or packed rows
-    /// (`Llama::packed_attend`: several examples a row, each seeing only itself, RoPE
+    /// (`Transformer::packed_attend`: several examples a row, each seeing only itself, RoPE
     /// positions from 0 in each), whose backward runs the masked attention kernels.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step_attending(
