@@ -562,11 +562,15 @@ impl WebSession {
     }
 
     /// Upload weights into a graph that does not share the training graph's.
-    fn fill(&self, compiled: &crate::graph::CompiledGraph) -> Result<(), JsValue> {
+    fn fill(
+        &self,
+        compiled: &crate::graph::CompiledGraph,
+        model: &crate::model::transformer::Transformer,
+    ) -> Result<(), JsValue> {
         upload_model_with_progress(
             &self.gpu,
             compiled,
-            &self.config,
+            model,
             self.weights.as_ref(),
             self.base.format,
             None,
@@ -632,7 +636,7 @@ impl WebSession {
             (None, _) => {
                 let d = Decoder::new(&self.gpu, &self.config, self.base.format, None, max_ctx)
                     .map_err(js_err)?;
-                self.fill(&d.compiled)?;
+                self.fill(&d.compiled, &d.model)?;
                 d
             }
         };
@@ -736,7 +740,7 @@ impl WebSession {
             (None, _) => {
                 let s = Scorer::new(&self.gpu, &self.config, self.base.format, None, shape)
                     .map_err(js_err)?;
-                self.fill(&s.compiled)?;
+                self.fill(&s.compiled, &s.model)?;
                 s
             }
         };

@@ -63,7 +63,15 @@ fn cached_decoding_equals_the_full_forward_of(family: &str) {
         )
         .unwrap();
         decoder.compiled.poison(gpu, common::POISON);
-        let missing = upload_model(gpu, &decoder.compiled, &config, &files, base, adapter).unwrap();
+        let missing = upload_model(
+            gpu,
+            &decoder.compiled,
+            &decoder.model,
+            &files,
+            base,
+            adapter,
+        )
+        .unwrap();
         assert!(
             missing.iter().all(|n| n.starts_with("kv_cache.")),
             "{missing:?}"
@@ -101,7 +109,7 @@ fn generate_cli_streams_the_greedy_continuation() {
     upload_model(
         gpu,
         &decoder.compiled,
-        &config,
+        &decoder.model,
         &files,
         BaseFormat::F32,
         None,

@@ -83,7 +83,7 @@ fn step(dir: &str, base: BaseFormat, checkpointing: bool) -> (f32, Vec<(String, 
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &files, base, Some(&adapter)).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, &files, base, Some(&adapter)).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
@@ -169,13 +169,13 @@ fn a_fresh_magnitude_is_the_base_row_norm() {
     let files = SafetensorsFiles::open_dir(&dir).unwrap();
     let lora = dora_adapter().config;
     let mut g = Graph::new();
-    Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&lora), 8).unwrap();
+    let model = Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&lora), 8).unwrap();
     let name = "base_model.model.model.layers.1.mlp.gate_proj.lora_magnitude_vector";
     let magnitude = g.find(name).unwrap();
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &files, BaseFormat::F32, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, &files, BaseFormat::F32, None).unwrap();
     assert_eq!(missing.len(), 28, "A and B of 14 modules: {missing:?}");
     assert!(!missing.iter().any(|n| n.ends_with("magnitude_vector")));
     let got = pollster::block_on(compiled.read_f32(gpu, magnitude)).unwrap();
@@ -334,13 +334,14 @@ fn magnitudes_must_match_the_config() {
     let config = ModelConfig::load(&base).unwrap();
     let files = SafetensorsFiles::open_dir(&base).unwrap();
     let mut g = Graph::new();
-    Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&partial.config), 8).unwrap();
+    let model =
+        Transformer::declare(&mut g, &config, BaseFormat::F32, Some(&partial.config), 8).unwrap();
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     let err = upload_model(
         gpu,
         &compiled,
-        &config,
+        &model,
         &files,
         BaseFormat::F32,
         Some(&partial),

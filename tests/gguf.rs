@@ -94,7 +94,7 @@ fn gguf_logits(family: &str, file: &GgufFile) -> Vec<f32> {
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, file, BaseFormat::F32, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, file, BaseFormat::F32, None).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
@@ -124,7 +124,7 @@ fn base_logits(file: &GgufFile, base: BaseFormat) -> (usize, Vec<f32>) {
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, file, base, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, file, base, None).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))

@@ -165,7 +165,7 @@ fn step(
     let kernels = g.nodes.iter().map(|n| n.kernel_label()).collect();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, config, files, base, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, files, base, None).unwrap();
     initialize_missing(gpu, &compiled, &missing, 7).unwrap();
     // B starts at zero in PEFT: a nonzero one makes every gradient depend on the base.
     for (desc, t) in compiled.graph.tensors.iter().zip(0..) {
@@ -248,7 +248,7 @@ fn greedy(files: &RandomBlocks, base: BaseFormat, prompt: &[u32], new: usize) ->
     let gpu = common::gpu();
     let config = &files.config;
     let decoder = Decoder::new(gpu, config, base, None, prompt.len() + new).unwrap();
-    let missing = upload_model(gpu, &decoder.compiled, config, files, base, None).unwrap();
+    let missing = upload_model(gpu, &decoder.compiled, &decoder.model, files, base, None).unwrap();
     initialize_missing(gpu, &decoder.compiled, &missing, 0).unwrap();
     let mut sampler = Sampler::new(0.0, 1.0, 0);
     pollster::block_on(generate(

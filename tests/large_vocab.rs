@@ -118,7 +118,7 @@ fn logits_of(
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, files, BaseFormat::F32, adapter).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, files, BaseFormat::F32, adapter).unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
@@ -165,7 +165,7 @@ fn step(
     }
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, config, files, base, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, files, base, None).unwrap();
     // B starts at zero in PEFT: a nonzero one makes every gradient depend on the tables.
     initialize_missing(gpu, &compiled, &missing, 7).unwrap();
     for (name, t) in compiled.graph.tensors.iter().zip(0..) {

@@ -84,7 +84,7 @@ fn lora_step_matches_peft(checkpointing: bool, scored: Option<usize>) {
     let missing = upload_model(
         gpu,
         &compiled,
-        &config,
+        &model,
         &files,
         BaseFormat::F32,
         Some(&adapter),
@@ -166,7 +166,7 @@ fn repeated_steps_lower_the_loss() {
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    let missing = upload_model(gpu, &compiled, &config, &files, base, None).unwrap();
+    let missing = upload_model(gpu, &compiled, &model, &files, base, None).unwrap();
     assert_eq!(
         missing.len(),
         28 * 3 + 1,

@@ -37,7 +37,7 @@ fn mcq_accuracy_is_the_best_choice_by_likelihood() {
     let missing = upload_model(
         gpu,
         &scorer.compiled,
-        &source.config,
+        &scorer.model,
         source.weights.as_ref(),
         BaseFormat::F32,
         None,
@@ -202,7 +202,7 @@ fn scored_logprobs_equal_the_full_forward() {
         let missing = upload_model(
             gpu,
             &scorer.compiled,
-            &config,
+            &scorer.model,
             &files,
             BaseFormat::F32,
             None,

@@ -58,7 +58,7 @@ fn step(
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, common::POISON);
-    upload_model(gpu, &compiled, &config, &files, base, Some(&adapter)).unwrap();
+    upload_model(gpu, &compiled, &model, &files, base, Some(&adapter)).unwrap();
     compiled
         .write(gpu, input, bytemuck::cast_slice(ids))
         .unwrap();

@@ -157,7 +157,7 @@ fn decoding_with_biases_equals_the_full_forward() {
         upload_model(
             gpu,
             &decoder.compiled,
-            &config,
+            &decoder.model,
             &files,
             BaseFormat::Nf4 { blocksize: 64 },
             None,

@@ -51,7 +51,7 @@ fn matches_the_reference(file: &GgufFile, reference: &str, base: BaseFormat) {
     g.mark_output(logits);
     let gpu = common::gpu();
     let compiled = CompiledGraph::new(gpu, g).unwrap();
-    upload_model(gpu, &compiled, &config, file, base, None).unwrap();
+    upload_model(gpu, &compiled, &model, file, base, None).unwrap();
 
     // Logits after the last of `ids` (the positions after it are padding, unseen by it).
     let next_logits = |ids: &[u32]| -> Vec<f32> {

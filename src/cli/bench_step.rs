@@ -154,7 +154,14 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
         };
     }
     let load = Instant::now();
-    let missing = upload_model(&gpu, compiled, &config, weights.as_ref(), base.format, None)?;
+    let missing = upload_model(
+        &gpu,
+        compiled,
+        &session.model,
+        weights.as_ref(),
+        base.format,
+        None,
+    )?;
     initialize_missing(&gpu, compiled, &missing, 0)?;
     let load_s = load.elapsed().as_secs_f64();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);

@@ -124,7 +124,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let missing = upload_model_with_progress(
         &gpu,
         &scorer.compiled,
-        &source.config,
+        &scorer.model,
         source.weights.as_ref(),
         base.format,
         adapter.as_ref(),

@@ -98,7 +98,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     upload_model_with_progress(
         &gpu,
         &decoder.compiled,
-        &source.config,
+        &decoder.model,
         source.weights.as_ref(),
         base.format,
         adapter.as_ref(),

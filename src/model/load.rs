@@ -1,6 +1,10 @@
-//! Filling a compiled graph's parameters from a model folder and an adapter, by name.
+//! Filling a compiled graph's parameters from a model folder and an adapter, by each
+//! parameter's kind (`model::params`).
 
-use super::transformer::BaseFormat;
+use std::collections::{HashMap, HashSet};
+
+use super::params::ParamKind;
+use super::transformer::{BaseFormat, Transformer};
 use super::{finite, ModelConfig, ModelError, WeightSource};
 use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Role, TensorId};
@@ -9,20 +13,21 @@ use crate::ops::ggml_matmul;
 use crate::ops::nf4_matmul::upload_bytes;
 use crate::quant::nf4::Nf4Tensor;
 
-/// Write every param of `compiled` that a model or adapter provides: base weights from `files`
-/// (NF4 ones from a bitsandbytes checkpoint as stored, else quantized from f32 here; f32 ones
-/// dequantized when the checkpoint holds NF4), LoRA factors from `adapter`, and the RoPE
-/// table. Returns the names of params nothing provided
-/// (optimizer state, new LoRA factors), for the caller to initialise.
+/// Write every param of `model` (declared in `compiled`'s graph) that the model or an
+/// adapter provides, by its kind (`ParamKind`): base weights from `files` (NF4 ones from a
+/// bitsandbytes checkpoint as stored, else quantized from f32 here; f32 ones dequantized
+/// when the checkpoint holds NF4), adapter tensors from `adapter`, the RoPE tables. Returns
+/// the names of params nothing provided (new adapter tensors, optimizer state, caches), for
+/// the caller to initialise.
 pub fn upload_model(
     gpu: &Gpu,
     compiled: &CompiledGraph,
-    config: &ModelConfig,
+    model: &Transformer,
     files: &dyn WeightSource,
     base: BaseFormat,
     adapter: Option<&Adapter>,
 ) -> Result<Vec<String>, ModelError> {
-    upload_model_with_progress(gpu, compiled, config, files, base, adapter, &mut |_, _| {})
+    upload_model_with_progress(gpu, compiled, model, files, base, adapter, &mut |_, _| {})
 }
 
 /// `upload_model`, calling `progress(done, total)` after each tensor (for a progress bar:
@@ -30,38 +35,42 @@ pub fn upload_model(
 pub fn upload_model_with_progress(
     gpu: &Gpu,
     compiled: &CompiledGraph,
-    config: &ModelConfig,
+    model: &Transformer,
     files: &dyn WeightSource,
     base: BaseFormat,
     adapter: Option<&Adapter>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<String>, ModelError> {
-    let graph = &compiled.graph;
+    let config = &model.config;
     // Fused weights (Phi-3's qkv_proj) read as the parts the graph declares.
     let blocksize = match base {
         BaseFormat::Nf4 { blocksize } => Some(blocksize),
         _ => None,
     };
     let fused = super::fused::FusedFiles::new(files, config, blocksize);
-    let files: &dyn WeightSource = &fused;
-    let total = graph
-        .tensors
-        .iter()
-        .filter(|d| d.role == Role::Param && d.named())
-        .count();
+    let mut loader = Loader {
+        gpu,
+        compiled,
+        config,
+        files: &fused,
+        base,
+        adapter,
+        whole: None,
+        base_norms2: HashMap::new(),
+        missing: Vec::new(),
+    };
     if let Some(adapter) = adapter {
         // Every adapter tensor must land somewhere: one the model has no place for (another
         // model's layer count or modules) would otherwise be dropped without a word.
-        // A fused module's B lands in row parts (`llama::part_name`).
-        let parts: std::collections::HashSet<&str> = graph
-            .tensors
+        let places: HashSet<&str> = model
+            .params
             .iter()
-            .filter_map(|t| super::transformer::parse_part_name(&t.name).map(|(whole, ..)| whole))
+            .filter_map(|(_, k)| k.adapter_name())
             .collect();
         if let Some(name) = adapter
             .tensors
             .keys()
-            .find(|n| graph.find(n).is_none() && !parts.contains(n.as_str()))
+            .find(|n| !places.contains(n.as_str()))
         {
             return Err(ModelError::Invalid {
                 path: "the adapter".into(),
@@ -73,201 +82,204 @@ pub fn upload_model_with_progress(
             });
         }
     }
-    let mut done = 0;
-    let mut missing = Vec::new();
-    // The last whole table read for its row parts (`llama::part_name`): read once, each part
-    // written from it.
-    let mut whole: Option<(String, Vec<f32>)> = None;
-    // DoRA's ‖W_j‖² by base weight name, for fresh magnitudes, and the linear weights' shapes.
-    let mut base_norms2: std::collections::HashMap<String, Vec<f32>> = Default::default();
-    let mut linear_shapes: Option<std::collections::HashMap<String, Vec<usize>>> = None;
-    let write = |t: TensorId, bytes: &[u8]| {
-        compiled
-            .write(gpu, t, bytes)
+    let mut declared: HashSet<TensorId> = HashSet::new();
+    for (i, (t, kind)) in model.params.iter().enumerate() {
+        progress(i + 1, model.params.len());
+        declared.insert(*t);
+        if let ParamKind::Nf4 { absmax, .. } = kind {
+            declared.insert(*absmax);
+        }
+        loader.load(*t, kind)?;
+    }
+    // Everything else named (optimizer state, caches) is the caller's to fill.
+    let graph = &compiled.graph;
+    let others = graph.tensors.iter().enumerate().filter(|(i, d)| {
+        d.role == Role::Param && d.named() && !declared.contains(&TensorId::from_index(*i))
+    });
+    let mut missing = loader.missing;
+    missing.extend(others.map(|(_, d)| d.name.clone()));
+    Ok(missing)
+}
+
+/// Loading's state: where the values come from, and what it has read that later params
+/// reuse.
+struct Loader<'a> {
+    gpu: &'a Gpu,
+    compiled: &'a CompiledGraph,
+    config: &'a ModelConfig,
+    files: &'a dyn WeightSource,
+    base: BaseFormat,
+    adapter: Option<&'a Adapter>,
+    /// The last whole table read for its row parts: read once, each part written from it.
+    whole: Option<(String, Vec<f32>)>,
+    /// DoRA's ‖W_j‖² by base weight name, for fresh magnitudes.
+    base_norms2: HashMap<String, Vec<f32>>,
+    /// Adapter params no adapter provided (fresh ones).
+    missing: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn write(&self, t: TensorId, bytes: &[u8]) -> Result<(), ModelError> {
+        self.compiled
+            .write(self.gpu, t, bytes)
             .map_err(|e| ModelError::Invalid {
                 path: "graph".into(),
                 msg: e.to_string(),
             })
-    };
-    for (i, desc) in graph.tensors.iter().enumerate() {
-        let t = TensorId::from_index(i);
-        if desc.role != Role::Param || !desc.named() {
-            continue;
-        }
-        done += 1;
-        progress(done, total);
-        let name = desc.name.as_str();
-        if name == super::transformer::ROPE_TABLE {
-            let table = config.rope_table(desc.shape[0]);
-            write(t, bytemuck::cast_slice(&table))?;
-        } else if name == super::transformer::ROPE_TABLE_LOCAL {
-            let table = config.rope_local_table(desc.shape[0]);
-            write(t, bytemuck::cast_slice(&table))?;
-        } else if let Some(weight) = name.strip_suffix(".dora_row_norms2") {
-            if linear_shapes.is_none() {
-                linear_shapes = Some(
-                    super::transformer::Transformer::base_tensors(config)?
-                        .into_iter()
-                        .collect(),
-                );
+    }
+
+    /// Write param `t` of `kind`.
+    fn load(&mut self, t: TensorId, kind: &ParamKind) -> Result<(), ModelError> {
+        let desc = self.compiled.graph.tensor(t);
+        let files = self.files;
+        match kind {
+            ParamKind::RopeTable { local } => {
+                let table = match local {
+                    true => self.config.rope_local_table(desc.shape[0]),
+                    false => self.config.rope_table(desc.shape[0]),
+                };
+                self.write(t, bytemuck::cast_slice(&table))
             }
-            let shapes = linear_shapes.as_ref().expect("just filled");
-            let shape = shapes.get(weight).ok_or_else(|| ModelError::Invalid {
-                path: weight.into(),
-                msg: "is not a linear weight of this model".into(),
-            })?;
-            let w = base_weight_values(config, files, base, weight, shape)?;
-            let norms2 = crate::ops::dora::row_norms2(&w, w.len() / desc.shape[0]);
-            write(t, bytemuck::cast_slice(&norms2))?;
-            base_norms2.insert(weight.to_string(), norms2);
-        } else if name.starts_with("base_model.model.") {
-            // A fresh DoRA magnitude is its base weight's row norms (B is zero), as in PEFT.
-            let module = name
-                .strip_suffix(crate::lora::MAGNITUDE_SUFFIX)
-                .and_then(|m| m.strip_prefix("base_model.model."));
-            let fresh_magnitude = match (adapter, module) {
-                (None, Some(module)) => base_norms2.get(&format!("{module}.weight")),
-                _ => None,
-            };
-            if let Some(norms2) = fresh_magnitude {
-                let magnitude: Vec<f32> = norms2.iter().map(|v| v.sqrt()).collect();
-                write(t, bytemuck::cast_slice(&magnitude))?;
-                continue;
+            ParamKind::BaseNorms2 { weight, shape } => {
+                let w = base_weight_values(self.config, files, self.base, weight, shape)?;
+                let norms2 = crate::ops::dora::row_norms2(&w, shape[1]);
+                self.write(t, bytemuck::cast_slice(&norms2))?;
+                self.base_norms2.insert(weight.clone(), norms2);
+                Ok(())
             }
-            // A fused module's B is held in row parts, each read from the adapter's whole B.
-            let part =
-                super::transformer::parse_part_name(name).and_then(|(whole, first, rows)| {
-                    let (shape, values) = adapter?.tensors.get(whole)?;
-                    let part = super::fused::row_part(values, shape, first, rows);
-                    Some((vec![rows, shape.get(1).copied().unwrap_or(0)], part))
-                });
-            if let Some((shape, values)) = part {
-                match values {
-                    Some(v) if shape == desc.shape => write(t, bytemuck::cast_slice(&v))?,
-                    _ => {
-                        let whole = super::transformer::parse_part_name(name).map_or(name, |p| p.0);
-                        return Err(ModelError::BadTensor {
-                            path: "adapter".into(),
-                            tensor: whole.into(),
-                            expected: format!("rows holding {:?} (this part)", desc.shape),
-                            found: "a shape that does not".into(),
-                        });
+            ParamKind::Magnitude { peft, weight } => {
+                match (self.adapter, self.base_norms2.get(weight)) {
+                    // A fresh DoRA magnitude is its base weight's row norms (B is zero), as
+                    // in PEFT.
+                    (None, Some(norms2)) => {
+                        let magnitude: Vec<f32> = norms2.iter().map(|v| v.sqrt()).collect();
+                        self.write(t, bytemuck::cast_slice(&magnitude))
                     }
+                    _ => self.adapter_tensor(t, peft, None),
                 }
-                continue;
             }
-            match adapter.and_then(|a| a.tensors.get(name)) {
-                Some((shape, values)) if shape == &desc.shape => {
-                    write(t, bytemuck::cast_slice(values))?
-                }
-                Some((shape, _)) => {
+            ParamKind::Adapter { peft, rows } => self.adapter_tensor(t, peft, *rows),
+            ParamKind::Nf4 { file, absmax } => {
+                let BaseFormat::Nf4 { blocksize } = self.base else {
+                    unreachable!("NF4 params only in NF4 graphs")
+                };
+                let quantized = match files.stored_nf4(file)? {
+                    Some(q) => {
+                        // Stored codes are finite by construction; their scales may not be.
+                        finite(file, q.dequantize())?;
+                        q
+                    }
+                    None => {
+                        let values = finite(file, files.f32(file, &desc.shape)?)?;
+                        Nf4Tensor::quantize(&values, &desc.shape, blocksize, true).map_err(|e| {
+                            ModelError::Invalid {
+                                path: file.clone(),
+                                msg: e.to_string(),
+                            }
+                        })?
+                    }
+                };
+                if quantized.shape != desc.shape {
                     return Err(ModelError::BadTensor {
-                        path: "adapter".into(),
-                        tensor: name.into(),
+                        path: "bitsandbytes checkpoint".into(),
+                        tensor: file.clone(),
                         expected: format!("shape {:?}", desc.shape),
-                        found: format!("shape {shape:?}"),
-                    })
+                        found: format!("shape {:?}", quantized.shape),
+                    });
                 }
-                None if adapter.is_some() => {
-                    return Err(ModelError::MissingTensor {
-                        path: "the adapter".into(),
-                        tensor: name.into(),
-                    })
+                let (codes, scales) = upload_bytes(&quantized);
+                self.write(t, &codes)?;
+                self.write(*absmax, &scales)
+            }
+            ParamKind::Blocks { file, ty: want } => {
+                let want = *want;
+                let n_in = desc.shape[1] / ggml_matmul::block_words(want) * want.block().0;
+                let (ty, data) = files.stored_blocks(file, &[desc.shape[0], n_in])?;
+                if ty != want {
+                    return Err(ModelError::BadTensor {
+                        path: "GGUF file".into(),
+                        tensor: file.clone(),
+                        expected: format!("{} blocks", want.name()),
+                        found: format!("{} blocks", ty.name()),
+                    });
                 }
-                None => missing.push(name.to_string()),
+                self.write(t, &ggml_matmul::upload_bytes(ty, &data))
             }
-        } else if desc.dtype == DType::Nf4 {
-            let BaseFormat::Nf4 { blocksize } = base else {
-                unreachable!("NF4 params only in NF4 graphs")
-            };
-            let quantized = match files.stored_nf4(name)? {
-                Some(q) => {
-                    // Stored codes are finite by construction; their scales may not be.
-                    finite(name, q.dequantize())?;
-                    q
+            ParamKind::Weight {
+                file,
+                rows: Some((first, rows)),
+                ..
+            } => {
+                if self.whole.as_ref().is_none_or(|(n, _)| n != file) {
+                    let shape = [self.config.vocab_size, desc.shape[1]];
+                    self.whole = Some((file.clone(), finite(file, files.f32(file, &shape)?)?));
                 }
-                None => {
-                    let values = finite(name, files.f32(name, &desc.shape)?)?;
-                    Nf4Tensor::quantize(&values, &desc.shape, blocksize, true).map_err(|e| {
-                        ModelError::Invalid {
-                            path: name.into(),
-                            msg: e.to_string(),
-                        }
-                    })?
+                let (_, values) = self.whole.as_ref().expect("just read");
+                let cols = desc.shape[1];
+                let part = &values[first * cols..(first + rows) * cols];
+                self.write(t, &table_bytes(part, desc.dtype))
+            }
+            ParamKind::Weight {
+                file,
+                rows: None,
+                plus_one,
+            } => {
+                if let Some(quantized) = files.stored_nf4(file)? {
+                    // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes
+                    // to.
+                    let values = finite(file, quantized.dequantize())?;
+                    return self.write(t, bytemuck::cast_slice(&values));
                 }
-            };
-            if quantized.shape != desc.shape {
-                return Err(ModelError::BadTensor {
-                    path: "bitsandbytes checkpoint".into(),
-                    tensor: name.into(),
-                    expected: format!("shape {:?}", desc.shape),
-                    found: format!("shape {:?}", quantized.shape),
-                });
+                // A weight the files lack is an error here, for every command and the page
+                // alike (the source's error names the file): never a zero norm or embedding.
+                let mut values = finite(file, files.f32(file, &desc.shape)?)?;
+                if *plus_one {
+                    // x·(1 + w) as a plain RMSNorm over 1 + w.
+                    values.iter_mut().for_each(|v| *v += 1.0);
+                }
+                self.write(t, &table_bytes(&values, desc.dtype))
             }
-            let absmax = graph
-                .find(&format!("{name}.absmax"))
-                .expect("declared with its weight");
-            let (codes, scales) = upload_bytes(&quantized);
-            write(t, &codes)?;
-            write(absmax, &scales)?;
-        } else if desc.dtype == DType::U32 {
-            // A GGUF file's own block codes (`BaseFormat::Gguf`), declared from gguf_types.
-            let Some(&want) = config.gguf_types.get(name) else {
-                return Err(ModelError::Invalid {
-                    path: "graph".into(),
-                    msg: format!("param '{name}' holds block codes of no known type"),
-                });
-            };
-            let n_in = desc.shape[1] / ggml_matmul::block_words(want) * want.block().0;
-            let (ty, data) = files.stored_blocks(name, &[desc.shape[0], n_in])?;
-            if ty != want {
-                return Err(ModelError::BadTensor {
-                    path: "GGUF file".into(),
-                    tensor: name.into(),
-                    expected: format!("{} blocks", want.name()),
-                    found: format!("{} blocks", ty.name()),
-                });
-            }
-            write(t, &ggml_matmul::upload_bytes(ty, &data))?;
-        } else if let Some(quantized) = files.stored_nf4(name)? {
-            // An f32 graph over a bitsandbytes checkpoint: the weights it dequantizes to.
-            write(
-                t,
-                bytemuck::cast_slice(&finite(name, quantized.dequantize())?),
-            )?;
-        } else if name.ends_with(".weight.absmax") {
-            // Written with its codes.
-        } else if let Some((table, first, rows)) =
-            super::transformer::parse_part_name(name).filter(|(table, ..)| is_model_weight(table))
-        {
-            if whole.as_ref().is_none_or(|(n, _)| n != table) {
-                let shape = [config.vocab_size, desc.shape[1]];
-                whole = Some((table.to_string(), finite(table, files.f32(table, &shape)?)?));
-            }
-            let (_, values) = whole.as_ref().expect("just read");
-            let cols = desc.shape[1];
-            let part = &values[first * cols..(first + rows) * cols];
-            write(t, &table_bytes(part, desc.dtype))?;
-        } else if files.contains(name) || is_model_weight(name) {
-            // A model weight the files lack is an error here, for every command and the page
-            // alike (the source's error names the file): never a zero norm or embedding.
-            let mut values = finite(name, files.f32(name, &desc.shape)?)?;
-            if config.family().norm_plus_one && name.ends_with("norm.weight") {
-                // x·(1 + w) as a plain RMSNorm over 1 + w.
-                values.iter_mut().for_each(|v| *v += 1.0);
-            }
-            write(t, &table_bytes(&values, desc.dtype))?;
-        } else {
-            missing.push(name.to_string());
         }
     }
-    Ok(missing)
-}
 
-/// Whether a param is one of the model's own weights (Hugging Face names, as every source
-/// presents them), which the model files must hold, rather than training or decoding state.
-fn is_model_weight(name: &str) -> bool {
-    name.starts_with("model.") || name.starts_with("lm_head.")
+    /// An adapter tensor from the adapter (all of it, or `rows` of it); with no adapter, a
+    /// fresh one for the caller to initialise.
+    fn adapter_tensor(
+        &mut self,
+        t: TensorId,
+        peft: &str,
+        rows: Option<(usize, usize)>,
+    ) -> Result<(), ModelError> {
+        let desc = self.compiled.graph.tensor(t);
+        let Some(adapter) = self.adapter else {
+            self.missing.push(desc.name.clone());
+            return Ok(());
+        };
+        let Some((shape, values)) = adapter.tensors.get(peft) else {
+            return Err(ModelError::MissingTensor {
+                path: "the adapter".into(),
+                tensor: peft.into(),
+            });
+        };
+        let part = match rows {
+            None => (shape == &desc.shape).then(|| values.clone()),
+            // A fused module's B, in rows for its parts.
+            Some((first, n)) => super::fused::row_part(values, shape, first, n)
+                .filter(|_| shape.get(1) == desc.shape.get(1)),
+        };
+        match part {
+            Some(values) => self.write(t, bytemuck::cast_slice(&values)),
+            None => Err(ModelError::BadTensor {
+                path: "adapter".into(),
+                tensor: peft.into(),
+                expected: match rows {
+                    None => format!("shape {:?}", desc.shape),
+                    Some(_) => format!("rows holding {:?} (this part)", desc.shape),
+                },
+                found: format!("shape {shape:?}"),
+            }),
+        }
+    }
 }
 
 /// The values of the base linear weight `name` ([out, in]) as the GPU holds it in `base`

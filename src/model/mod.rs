@@ -9,6 +9,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gguf_write;
 pub mod load;
+pub mod params;
 pub mod random;
 pub mod safetensors_files;
 pub mod transformer;

@@ -17,8 +17,11 @@
 //! embedding when tied). Gemma's x·(1 + w) norms are ordinary RMSNorms over 1 + w (added at
 //! load).
 
+use std::cell::RefCell;
+
+use super::params::ParamKind;
 use super::{ModelConfig, ModelError};
-use crate::graph::{DType, Graph, GraphError, Role, TensorId};
+use crate::graph::{DType, Graph, GraphError, TensorId};
 use crate::lora::{base_norms2_name, peft_magnitude_name, peft_name, LoraConfig};
 use crate::ops::attention::Scores;
 use crate::ops::dropout::{self, DropoutSite};
@@ -629,6 +632,9 @@ pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
 /// Every parameter of the model in a graph.
 pub struct Transformer {
     pub config: ModelConfig,
+    /// Every param `declare` declared, with its kind, in declaration order (what loading
+    /// reads; an NF4 weight's absmax is named in its kind).
+    pub params: Vec<(TensorId, ParamKind)>,
     /// The embedding [vocab, hidden], in row parts where it is larger than one binding
     /// (`Graph::row_parts`; one part otherwise).
     pub embed: Vec<TensorId>,
@@ -656,6 +662,17 @@ impl Transformer {
         let hidden = c.hidden_size;
         let q_dim = c.num_heads * c.head_dim;
         let family = c.family();
+        // Every param with its kind, as declared (what loading reads).
+        let kinds = RefCell::new(Vec::new());
+        let kind = |t: TensorId, k: ParamKind| {
+            kinds.borrow_mut().push((t, k));
+            t
+        };
+        let weight_kind = |file: &str| ParamKind::Weight {
+            file: file.to_string(),
+            rows: None,
+            plus_one: false,
+        };
         // The linear `part` (`self_attn.q_proj`) of the layer at `p`, [out, inp].
         let module = |g: &mut Graph, p: &str, part: &str, inp: usize| {
             let path = format!("{p}.{part}");
@@ -663,13 +680,25 @@ impl Transformer {
             let name = format!("{path}.weight");
             let weight = match (base, c.gguf_types.get(&name)) {
                 (BaseFormat::Nf4 { blocksize }, _) => {
-                    Linear::Nf4(Nf4Weight::declare(g, &name, [out, inp], blocksize))
+                    let w = Nf4Weight::declare(g, &name, [out, inp], blocksize);
+                    let (file, absmax) = (name.clone(), w.absmax);
+                    kind(w.codes, ParamKind::Nf4 { file, absmax });
+                    Linear::Nf4(w)
                 }
                 (BaseFormat::Gguf, Some(&ty)) => {
-                    Linear::Ggml(GgmlWeight::declare(g, &name, [out, inp], ty)?)
+                    let w = GgmlWeight::declare(g, &name, [out, inp], ty)?;
+                    kind(
+                        w.codes,
+                        ParamKind::Blocks {
+                            file: name.clone(),
+                            ty,
+                        },
+                    );
+                    Linear::Ggml(w)
                 }
                 (BaseFormat::F32 | BaseFormat::Gguf, _) => {
-                    Linear::F32(g.param(&name, &[out, inp], DType::F32))
+                    let w = g.param(&name, &[out, inp], DType::F32);
+                    Linear::F32(kind(w, weight_kind(&name)))
                 }
             };
             let short = path.rsplit('.').next().unwrap_or("");
@@ -677,7 +706,10 @@ impl Transformer {
             let has_bias = c.qkv_bias
                 && (matches!(short, "q_proj" | "k_proj" | "v_proj")
                     || (short == "o_proj" && !family.qkv_bias));
-            let bias = has_bias.then(|| g.param(&format!("{path}.bias"), &[out], DType::F32));
+            let bias = has_bias.then(|| {
+                let bias = format!("{path}.bias");
+                kind(g.param(&bias, &[out], DType::F32), weight_kind(&bias))
+            });
             // The adapter of the module, or of the fused module holding it (Phi-3's qkv_proj):
             // then the parts share its A, and each holds its rows of B.
             let fused = family.fused_holding(part);
@@ -689,7 +721,7 @@ impl Transformer {
                     lora: None,
                 });
             };
-            let (a_name, b_name) = match fused {
+            let (a_name, (b_name, b_rows)) = match fused {
                 Some(f) => {
                     if l.use_dora {
                         return Err(GraphError::Unsupported {
@@ -703,22 +735,44 @@ impl Transformer {
                     let fused_path = format!("{p}.{}", f.module);
                     let (first, _) = c.fused_rows(f, part);
                     let b = peft_name(&fused_path, 'B');
-                    (peft_name(&fused_path, 'A'), part_name(&b, first, out))
+                    (peft_name(&fused_path, 'A'), (b, Some((first, out))))
                 }
-                None => (peft_name(&path, 'A'), peft_name(&path, 'B')),
+                None => (peft_name(&path, 'A'), (peft_name(&path, 'B'), None)),
             };
             // The base's norms first: loading computes a fresh magnitude from them.
-            let base_norms2 = l
-                .use_dora
-                .then(|| g.param(&base_norms2_name(&name), &[out], DType::F32));
+            let base_norms2 = l.use_dora.then(|| {
+                let t = g.param(&base_norms2_name(&name), &[out], DType::F32);
+                let (weight, shape) = (name.clone(), [out, inp]);
+                kind(t, ParamKind::BaseNorms2 { weight, shape })
+            });
             let a = match g.find(&a_name) {
                 Some(shared) => shared,
-                None => g.param(&a_name, &[l.r, inp], DType::F32),
+                None => {
+                    let a = g.param(&a_name, &[l.r, inp], DType::F32);
+                    let peft = a_name.clone();
+                    kind(a, ParamKind::Adapter { peft, rows: None })
+                }
             };
-            let b = g.param(&b_name, &[out, l.r], DType::F32);
-            let dora = base_norms2.map(|base_norms2| DoraTensors {
-                magnitude: g.param(&peft_magnitude_name(&path), &[out], DType::F32),
-                base_norms2,
+            let b_param = match b_rows {
+                Some((first, rows)) => part_name(&b_name, first, rows),
+                None => b_name.clone(),
+            };
+            let b = g.param(&b_param, &[out, l.r], DType::F32);
+            kind(
+                b,
+                ParamKind::Adapter {
+                    peft: b_name,
+                    rows: b_rows,
+                },
+            );
+            let dora = base_norms2.map(|base_norms2| {
+                let peft = peft_magnitude_name(&path);
+                let magnitude = g.param(&peft, &[out], DType::F32);
+                let weight = name.clone();
+                DoraTensors {
+                    magnitude: kind(magnitude, ParamKind::Magnitude { peft, weight }),
+                    base_norms2,
+                }
             });
             let lora = Some(LoraFactors {
                 a,
@@ -734,24 +788,43 @@ impl Transformer {
         let table = |g: &mut Graph, name: &str| -> Vec<TensorId> {
             let parts = g.row_parts(c.vocab_size, hidden, dtype);
             if let [rows] = parts[..] {
-                return vec![g.param(name, &[rows, hidden], dtype)];
+                return vec![kind(
+                    g.param(name, &[rows, hidden], dtype),
+                    weight_kind(name),
+                )];
             }
             let mut first = 0;
             parts
                 .iter()
                 .map(|&rows| {
                     let t = g.param(&part_name(name, first, rows), &[rows, hidden], dtype);
+                    let file = name.to_string();
+                    let rows_of = Some((first, rows));
                     first += rows;
-                    t
+                    kind(
+                        t,
+                        ParamKind::Weight {
+                            file,
+                            rows: rows_of,
+                            plus_one: false,
+                        },
+                    )
                 })
                 .collect()
+        };
+        // Norm weights, held as 1 + w where the family computes x·(1 + w).
+        let norm_kind = |file: &str| ParamKind::Weight {
+            file: file.to_string(),
+            rows: None,
+            plus_one: family.norm_plus_one,
         };
         let embed = table(g, "model.embed_tokens.weight");
         let layers = (0..c.num_layers)
             .map(|i| -> Result<Layer, GraphError> {
                 let p = format!("model.layers.{i}");
                 let norm = |g: &mut Graph, which: &str| {
-                    g.param(&format!("{p}.{which}.weight"), &[hidden], DType::F32)
+                    let name = format!("{p}.{which}.weight");
+                    kind(g.param(&name, &[hidden], DType::F32), norm_kind(&name))
                 };
                 Ok(Layer {
                     input_norm: norm(g, "input_layernorm"),
@@ -772,7 +845,7 @@ impl Transformer {
                     qk_norm: c.qk_norm.then(|| {
                         let norm = |g: &mut Graph, which: &str| {
                             let name = format!("{p}.self_attn.{which}.weight");
-                            g.param(&name, &[c.head_dim], DType::F32)
+                            kind(g.param(&name, &[c.head_dim], DType::F32), norm_kind(&name))
                         };
                         (norm(g, "q_norm"), norm(g, "k_norm"))
                     }),
@@ -786,18 +859,27 @@ impl Transformer {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let norm = g.param("model.norm.weight", &[hidden], DType::F32);
+        let norm_name = "model.norm.weight";
+        let norm = kind(
+            g.param(norm_name, &[hidden], DType::F32),
+            norm_kind(norm_name),
+        );
         let lm_head = if c.tie_word_embeddings {
             embed.clone()
         } else {
             table(g, "lm_head.weight")
         };
         let table = [positions, c.rotary_dim / 2, 2];
-        let cos_sin = g.param(ROPE_TABLE, &table, DType::F32);
-        let cos_sin_local = c
-            .rope_local_theta
-            .map(|_| g.param(ROPE_TABLE_LOCAL, &table, DType::F32));
+        let rope = |g: &mut Graph, name: &str, local: bool| {
+            kind(
+                g.param(name, &table, DType::F32),
+                ParamKind::RopeTable { local },
+            )
+        };
+        let cos_sin = rope(g, ROPE_TABLE, false);
+        let cos_sin_local = c.rope_local_theta.map(|_| rope(g, ROPE_TABLE_LOCAL, true));
         Ok(Transformer {
+            params: kinds.into_inner(),
             config: c.clone(),
             embed,
             layers,
@@ -813,28 +895,34 @@ impl Transformer {
     /// hold them (`model::fused`), no RoPE tables.
     pub fn base_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
         let mut g = Graph::new();
-        // Whole tables, by their Hugging Face names.
-        g.max_binding_bytes = u64::MAX;
-        Transformer::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| {
-            ModelError::Invalid {
-                path: "model".into(),
-                msg: e.to_string(),
-            }
-        })?;
-        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-        let rope = [ROPE_TABLE, ROPE_TABLE_LOCAL];
-        for t in g.tensors.iter() {
-            if t.role != Role::Param || !t.named() || rope.contains(&t.name.as_str()) {
-                continue;
-            }
-            // The parts of a fused weight (Phi-3's q_proj, …) as the one weight files hold.
-            match config.fused_part(&t.name) {
-                Some((whole, ..)) if out.iter().any(|(n, _)| *n == whole) => {}
-                Some((whole, _, fused)) => {
-                    let rows = config.linear_rows(fused.module);
-                    out.push((whole, vec![rows, t.shape[1]]));
+        let model =
+            Transformer::declare(&mut g, config, BaseFormat::F32, None, 1).map_err(|e| {
+                ModelError::Invalid {
+                    path: "model".into(),
+                    msg: e.to_string(),
                 }
-                None => out.push((t.name.clone(), t.shape.clone())),
+            })?;
+        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+        for (t, kind) in &model.params {
+            let ParamKind::Weight { file, rows, .. } = kind else {
+                continue;
+            };
+            let mut shape = g.tensor(*t).shape.clone();
+            // A table in row parts, whole; the parts of a fused weight (Phi-3's q_proj, …) as
+            // the one weight files hold.
+            let name = match (rows, config.fused_part(file)) {
+                (Some(_), _) => {
+                    shape[0] = config.vocab_size;
+                    file.clone()
+                }
+                (None, Some((whole, _, fused))) => {
+                    shape[0] = config.linear_rows(fused.module);
+                    whole
+                }
+                (None, None) => file.clone(),
+            };
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, shape));
             }
         }
         Ok(out)

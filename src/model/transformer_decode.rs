@@ -16,6 +16,8 @@ use crate::ops::matmul::logits_parts;
 
 pub struct Decoder {
     pub compiled: CompiledGraph,
+    /// Its params with their kinds (what `upload_model` fills).
+    pub model: Transformer,
     pub max_ctx: usize,
     /// The K/V caches' value type (`ops::decode::cache_dtype`).
     pub cache: DType,
@@ -31,6 +33,7 @@ pub struct Decoder {
 
 /// What `declare` hands to `finish`.
 struct Declared {
+    model: Transformer,
     input: TensorId,
     step: TensorId,
     logits: TensorId,
@@ -79,6 +82,7 @@ impl Decoder {
         let mut rope = vec![(model.cos_sin, false)];
         rope.extend(model.cos_sin_local.map(|t| (t, true)));
         let declared = Declared {
+            model,
             input,
             step,
             logits,
@@ -108,6 +112,7 @@ impl Decoder {
             .collect();
         Decoder {
             compiled,
+            model: d.model,
             max_ctx,
             cache,
             input: d.input,

@@ -10,6 +10,7 @@ use crate::gpu::Gpu;
 use crate::graph::{CompiledGraph, DType, Graph, TensorId};
 use crate::lora::peft::Adapter;
 use crate::model::load::upload_model;
+use crate::model::params::ParamKind;
 use crate::model::safetensors_files::SafetensorsFiles;
 use crate::model::transformer::{BaseFormat, Transformer};
 use crate::model::ModelError;
@@ -150,18 +151,11 @@ pub fn dump_step(
     }
 
     let compiled = CompiledGraph::new(gpu, g).map_err(graph_err)?;
-    upload_model(
-        gpu,
-        &compiled,
-        &config,
-        files.as_ref(),
-        base,
-        Some(&adapter),
-    )?;
+    upload_model(gpu, &compiled, &model, files.as_ref(), base, Some(&adapter))?;
     if bnb_cpu.repacked {
         // Weights quantized on load are double-quantized, as bitsandbytes' by default.
         let double_quant = config.quantization.as_ref().is_none_or(|q| q.double_quant);
-        repack_absmax(gpu, &compiled, &config, double_quant)?;
+        repack_absmax(gpu, &compiled, &model, double_quant)?;
     }
     let write = |t: TensorId, bytes: &[u8]| compiled.write(gpu, t, bytes).map_err(graph_err);
     write(input, bytemuck::cast_slice(&batch.input_ids))?;
@@ -195,7 +189,7 @@ pub fn dump_step(
 fn repack_absmax(
     gpu: &Gpu,
     compiled: &CompiledGraph,
-    config: &crate::model::ModelConfig,
+    model: &Transformer,
     double_quant: bool,
 ) -> Result<(), ModelError> {
     let graph = &compiled.graph;
@@ -207,19 +201,19 @@ fn repack_absmax(
     // (`model::fused`) together, as one module's.
     let mut weights: Vec<Vec<TensorId>> = Vec::new();
     let mut fused_at: std::collections::HashMap<String, usize> = Default::default();
-    for desc in graph.tensors.iter().filter(|d| d.dtype == DType::Nf4) {
-        let absmax = graph
-            .find(&format!("{}.absmax", desc.name))
-            .expect("declared with its weight");
-        match config.fused_weight(&desc.name) {
+    for (_, kind) in &model.params {
+        let ParamKind::Nf4 { file, absmax } = kind else {
+            continue;
+        };
+        match model.config.fused_weight(file) {
             Some(fused) => match fused_at.get(&fused) {
-                Some(&i) => weights[i].push(absmax),
+                Some(&i) => weights[i].push(*absmax),
                 None => {
                     fused_at.insert(fused, weights.len());
-                    weights.push(vec![absmax]);
+                    weights.push(vec![*absmax]);
                 }
             },
-            None => weights.push(vec![absmax]),
+            None => weights.push(vec![*absmax]),
         }
     }
     for parts in weights {

@@ -207,6 +207,8 @@ impl ScorerShape {
 
 pub struct Scorer {
     pub compiled: CompiledGraph,
+    /// Its params with their kinds (what `upload_model` fills).
+    pub model: Transformer,
     pub shape: ScorerShape,
     input: TensorId,
     mask: TensorId,
@@ -272,7 +274,7 @@ impl Scorer {
         base: BaseFormat,
         lora: Option<&LoraConfig>,
         shape: ScorerShape,
-    ) -> Result<(Graph, [TensorId; 5], usize), TrainError> {
+    ) -> Result<(Graph, Transformer, [TensorId; 5], usize), TrainError> {
         let t = shape.tokens;
         let mut g = Graph::for_device(gpu);
         let model = Transformer::declare(&mut g, config, base, lora, shape.positions)?;
@@ -287,11 +289,17 @@ impl Scorer {
         let rows = embedding::gather(&mut g, "h_scored", scored, hidden)?;
         let logits = crate::ops::matmul::logits_parts(&mut g, "logits", rows, &model.lm_head)?;
         g.mark_output(logits);
-        Ok((g, [input, mask, positions, scored, logits], body_nodes))
+        Ok((
+            g,
+            model,
+            [input, mask, positions, scored, logits],
+            body_nodes,
+        ))
     }
 
     fn finish(
         compiled: CompiledGraph,
+        model: Transformer,
         ids: [TensorId; 5],
         body_nodes: usize,
         shape: ScorerShape,
@@ -300,6 +308,7 @@ impl Scorer {
         let [input, mask, positions, scored, logits] = ids;
         Scorer {
             compiled,
+            model,
             shape,
             input,
             mask,
@@ -319,9 +328,16 @@ impl Scorer {
         lora: Option<&LoraConfig>,
         shape: ScorerShape,
     ) -> Result<Scorer, TrainError> {
-        let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
+        let (g, model, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let compiled = CompiledGraph::new(gpu, g)?;
-        Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
+        Ok(Self::finish(
+            compiled,
+            model,
+            ids,
+            body,
+            shape,
+            config.vocab_size,
+        ))
     }
 
     /// A scorer over the weights and adapter of `other` (a training graph of the same model).
@@ -333,7 +349,7 @@ impl Scorer {
         shape: ScorerShape,
         other: &CompiledGraph,
     ) -> Result<Scorer, TrainError> {
-        let (g, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
+        let (g, model, ids, body) = Self::declare(gpu, config, base, lora, shape)?;
         let (compiled, unshared) = CompiledGraph::new_sharing(gpu, g, other)?;
         for name in unshared {
             use crate::model::transformer::{ROPE_TABLE, ROPE_TABLE_LOCAL};
@@ -350,7 +366,14 @@ impl Scorer {
             debug_assert_eq!(table.len(), compiled.graph.tensor(t).numel());
             compiled.write(gpu, t, bytemuck::cast_slice(&table))?;
         }
-        Ok(Self::finish(compiled, ids, body, shape, config.vocab_size))
+        Ok(Self::finish(
+            compiled,
+            model,
+            ids,
+            body,
+            shape,
+            config.vocab_size,
+        ))
     }
 
     /// Score `items` into `slots` result slots: (sum of the targets' log-probabilities, how

@@ -114,7 +114,7 @@ impl Trainer {
         let missing = upload_model_with_progress(
             gpu,
             &session.compiled,
-            config,
+            &session.model,
             weights,
             base,
             start,

@@ -568,8 +568,7 @@ fn golden_logits(
     let compiled = CompiledGraph::new(gpu, g).unwrap();
     compiled.poison(gpu, POISON);
     let missing =
-        webqlora::model::load::upload_model(gpu, &compiled, &config, &files, base, adapter)
-            .unwrap();
+        webqlora::model::load::upload_model(gpu, &compiled, &model, &files, base, adapter).unwrap();
     assert!(missing.is_empty(), "nothing provided {missing:?}");
     compiled
         .write(gpu, input, bytemuck::cast_slice(&ids))
