@@ -4,6 +4,8 @@
 use serde_json::Value;
 
 use super::ModelError;
+pub use crate::ops::rope::RopeScaling;
+use crate::ops::swiglu::Activation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
@@ -36,38 +38,6 @@ pub struct BnbQuantization {
     pub double_quant: bool,
     /// Modules left unquantized (`llm_int8_skip_modules`).
     pub skip_modules: Vec<String>,
-}
-
-/// How RoPE's frequencies are scaled for contexts longer than the model was first trained on.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RopeScaling {
-    None,
-    /// Llama 3.1+ (`rope_type` "llama3"): wavelengths longer than
-    /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, shorter
-    /// than `… / high_freq_factor` kept, smoothly interpolated between (transformers'
-    /// `_compute_llama3_parameters`).
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: f64,
-    },
-    /// A divisor per frequency, as llama.cpp stores llama3's scaling in a GGUF
-    /// (`rope_freqs.weight`).
-    Divisors(Vec<f32>),
-    /// Every frequency divided by `factor` (transformers' "linear"; Gemma 3 4B and up).
-    Linear {
-        factor: f64,
-    },
-    /// LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini; transformers' "longrope"): frequency i
-    /// divided by `short[i]` for contexts up to `original_max_position_embeddings`, by
-    /// `long[i]` beyond, and cos and sin multiplied by `attention_factor`.
-    LongRope {
-        short: Vec<f64>,
-        long: Vec<f64>,
-        original_max_position_embeddings: usize,
-        attention_factor: f64,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -157,87 +127,15 @@ impl Fields<'_> {
         }
     }
 
-    fn ids(&self, key: &str) -> Result<Vec<u32>, ModelError> {
-        let bad = || {
-            self.err(format!(
-                "'{key}' is {}, not a token id or a list of them",
-                self.json[key]
-            ))
-        };
-        match &self.json[key] {
-            Value::Null => Ok(vec![]),
-            Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_u64().map(|n| n as u32).ok_or_else(bad))
-                .collect(),
-            v => v.as_u64().map(|n| vec![n as u32]).ok_or_else(bad),
-        }
-    }
-}
-
-impl ModelConfig {
-    /// Parse the text of a config.json; `path` names it in errors.
-    pub fn from_json(text: &str, path: &str) -> Result<ModelConfig, ModelError> {
-        let json: Value = serde_json::from_str(text).map_err(|e| ModelError::Invalid {
-            path: path.into(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
-        let f = Fields { json: &json, path };
-        let model_type = json["model_type"].as_str().unwrap_or("");
-        let Some(family) = super::family::by_model_type(model_type) else {
-            let hint = if json["text_config"].is_object() {
-                " (a multimodal checkpoint: its text model alone, model_type 'gemma3_text', \
-                 is what trains here)"
-            } else {
-                ""
-            };
-            return Err(f.err(format!(
-                "model_type '{model_type}' is not supported ({}){hint}",
-                super::family::model_types()
-            )));
-        };
-        let architecture = family.architecture;
-        // Options of other families that change the arithmetic: refuse rather than ignore.
-        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
-            if !json[key].is_null() {
-                return Err(f.err(format!(
-                    "'{key}' is {}: logit soft-capping is not supported",
-                    json[key]
-                )));
-            }
-        }
-        let act_key = ["hidden_activation", "hidden_act"]
-            .into_iter()
-            .find(|k| json[*k].is_string());
-        if let Some(key) = act_key {
-            let act = json[key].as_str().unwrap_or("");
-            let ok = match family.activation {
-                crate::ops::swiglu::Activation::Silu => act == "silu",
-                crate::ops::swiglu::Activation::GeluTanh => {
-                    matches!(act, "gelu_pytorch_tanh" | "gelu_tanh")
-                }
-            };
-            if !ok {
-                return Err(f.err(format!(
-                    "'{key}' is '{act}', not the {:?} this family's kernels compute",
-                    family.activation
-                )));
-            }
-        }
-        let hidden_size = f.usize("hidden_size")?;
-        let num_heads = f.usize("num_attention_heads")?;
-        let num_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(f.err(format!(
-                "'num_attention_heads' {num_heads} cannot be grouped over \
-                 'num_key_value_heads' {num_kv_heads} (a multiple of it, neither 0)"
-            )));
-        }
-        let head_dim = f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
-
+    /// RoPE's settings: (base, the sliding layers' own base, the scaling, the rotary width of
+    /// a head of `head_dim`). transformers 5 nests them in rope_parameters, per layer type
+    /// where layer types differ (Gemma 3: sliding_attention, full_attention); older configs
+    /// use rope_theta, and Gemma's own rope_local_base_freq for sliding layers.
+    fn rope(&self, head_dim: usize) -> Result<(f64, Option<f64>, RopeScaling, usize), ModelError> {
         // transformers 5 nests rope settings in rope_parameters, per layer type where layer
         // types differ (Gemma 3: sliding_attention, full_attention); older configs use
         // rope_theta, and Gemma's own rope_local_base_freq for sliding layers.
+        let (json, path, f) = (self.json, self.path, self);
         let params = &json["rope_parameters"];
         let per_type = params["full_attention"].is_object();
         let rope = if per_type {
@@ -248,13 +146,13 @@ impl ModelConfig {
         } else if params.is_object() {
             Fields { json: params, path }
         } else {
-            Fields { json: &json, path }
+            Fields { json, path }
         };
         let rope_theta = rope.f64_or("rope_theta", 10000.0)?;
         // Phi-4-mini rotates only the first part of each head (transformers: int(head_dim ×
         // factor) channels), in rope_parameters or at the top.
         let mut rotary_dim = head_dim;
-        for fields in [&rope, &f] {
+        for fields in [&rope, f] {
             if fields.json["partial_rotary_factor"].is_null() {
                 continue;
             }
@@ -293,11 +191,19 @@ impl ModelConfig {
         } else {
             rope.json
         };
+        let rope_scaling = self.rope_scaling(scaling, rotary_dim)?;
+        Ok((rope_theta, rope_local_theta, rope_scaling, rotary_dim))
+    }
+
+    /// The RoPE scaling `scaling` describes (`rope_scaling`, or the rope_parameters), for
+    /// heads that rotate `rotary_dim` channels.
+    fn rope_scaling(&self, scaling: &Value, rotary_dim: usize) -> Result<RopeScaling, ModelError> {
+        let f = self;
         let rope_type = scaling["rope_type"]
             .as_str()
             .or(scaling["type"].as_str())
             .unwrap_or("default");
-        let rope_scaling = match rope_type {
+        Ok(match rope_type {
             "default" => RopeScaling::None,
             "llama3" => {
                 let key = |k: &str| -> Result<f64, ModelError> {
@@ -384,7 +290,122 @@ impl ModelConfig {
                     "rope scaling '{other}' is not supported (default, linear, llama3, longrope)"
                 )))
             }
+        })
+    }
+
+    /// `quantization_config`: a bitsandbytes 4-bit NF4 checkpoint, or none.
+    fn quantization(&self) -> Result<Option<BnbQuantization>, ModelError> {
+        Ok(match &self.json["quantization_config"] {
+            Value::Null => None,
+            q => {
+                let method = q["quant_method"].as_str().unwrap_or("");
+                let quant_type = q["bnb_4bit_quant_type"].as_str().unwrap_or("");
+                if method != "bitsandbytes"
+                    || !q["load_in_4bit"].as_bool().unwrap_or(false)
+                    || quant_type != "nf4"
+                {
+                    return Err(self.err(format!(
+                        "quantization '{method}' ({quant_type}) is not supported: only bitsandbytes 4-bit nf4"
+                    )));
+                }
+                let skip = q["llm_int8_skip_modules"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                });
+                Some(BnbQuantization {
+                    double_quant: q["bnb_4bit_use_double_quant"].as_bool().unwrap_or(false),
+                    skip_modules: skip.unwrap_or_default(),
+                })
+            }
+        })
+    }
+
+    /// The activation a config names is the one the family's kernels compute.
+    fn check_activation(&self, activation: Activation) -> Result<(), ModelError> {
+        let act_key = ["hidden_activation", "hidden_act"]
+            .into_iter()
+            .find(|k| self.json[*k].is_string());
+        if let Some(key) = act_key {
+            let act = self.json[key].as_str().unwrap_or("");
+            let ok = match activation {
+                Activation::Silu => act == "silu",
+                Activation::GeluTanh => {
+                    matches!(act, "gelu_pytorch_tanh" | "gelu_tanh")
+                }
+            };
+            if !ok {
+                return Err(self.err(format!(
+                    "'{key}' is '{act}', not the {:?} this family's kernels compute",
+                    activation
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn ids(&self, key: &str) -> Result<Vec<u32>, ModelError> {
+        let bad = || {
+            self.err(format!(
+                "'{key}' is {}, not a token id or a list of them",
+                self.json[key]
+            ))
         };
+        match &self.json[key] {
+            Value::Null => Ok(vec![]),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as u32).ok_or_else(bad))
+                .collect(),
+            v => v.as_u64().map(|n| vec![n as u32]).ok_or_else(bad),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Parse the text of a config.json; `path` names it in errors.
+    pub fn from_json(text: &str, path: &str) -> Result<ModelConfig, ModelError> {
+        let json: Value = serde_json::from_str(text).map_err(|e| ModelError::Invalid {
+            path: path.into(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let f = Fields { json: &json, path };
+        let model_type = json["model_type"].as_str().unwrap_or("");
+        let Some(family) = super::family::by_model_type(model_type) else {
+            let hint = if json["text_config"].is_object() {
+                " (a multimodal checkpoint: its text model alone, model_type 'gemma3_text', \
+                 is what trains here)"
+            } else {
+                ""
+            };
+            return Err(f.err(format!(
+                "model_type '{model_type}' is not supported ({}){hint}",
+                super::family::model_types()
+            )));
+        };
+        let architecture = family.architecture;
+        // Options of other families that change the arithmetic: refuse rather than ignore.
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if !json[key].is_null() {
+                return Err(f.err(format!(
+                    "'{key}' is {}: logit soft-capping is not supported",
+                    json[key]
+                )));
+            }
+        }
+        f.check_activation(family.activation)?;
+        let hidden_size = f.usize("hidden_size")?;
+        let num_heads = f.usize("num_attention_heads")?;
+        let num_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(f.err(format!(
+                "'num_attention_heads' {num_heads} cannot be grouped over \
+                 'num_key_value_heads' {num_kv_heads} (a multiple of it, neither 0)"
+            )));
+        }
+        let head_dim = f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
+
+        let (rope_theta, rope_local_theta, rope_scaling, rotary_dim) = f.rope(head_dim)?;
 
         // Layer types: transformers 5 lists them; older Gemma 3 configs give the pattern
         // (every sliding_window_pattern-th layer full).
@@ -404,30 +425,7 @@ impl ModelConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => Vec::new(),
         };
-        let quantization = match &json["quantization_config"] {
-            Value::Null => None,
-            q => {
-                let method = q["quant_method"].as_str().unwrap_or("");
-                let quant_type = q["bnb_4bit_quant_type"].as_str().unwrap_or("");
-                if method != "bitsandbytes"
-                    || !q["load_in_4bit"].as_bool().unwrap_or(false)
-                    || quant_type != "nf4"
-                {
-                    return Err(f.err(format!(
-                        "quantization '{method}' ({quant_type}) is not supported: only bitsandbytes 4-bit nf4"
-                    )));
-                }
-                let skip = q["llm_int8_skip_modules"].as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                });
-                Some(BnbQuantization {
-                    double_quant: q["bnb_4bit_use_double_quant"].as_bool().unwrap_or(false),
-                    skip_modules: skip.unwrap_or_default(),
-                })
-            }
-        };
+        let quantization = f.quantization()?;
 
         let mut config = ModelConfig {
             architecture,
@@ -590,70 +588,14 @@ impl ModelConfig {
     /// when the table reaches past the original context, as transformers does for sequences
     /// that long.
     pub fn rope_inv_freq_for(&self, positions: usize) -> Vec<f64> {
-        let mut inv = crate::ops::rope::inv_freq(self.rotary_dim, self.rope_theta);
-        match &self.rope_scaling {
-            RopeScaling::None => {}
-            RopeScaling::LongRope {
-                short,
-                long,
-                original_max_position_embeddings,
-                ..
-            } => {
-                let factors = match positions > *original_max_position_embeddings {
-                    true => long,
-                    false => short,
-                };
-                for (f, d) in inv.iter_mut().zip(factors) {
-                    *f /= d;
-                }
-            }
-            RopeScaling::Linear { factor } => {
-                for f in inv.iter_mut() {
-                    *f /= factor;
-                }
-            }
-            RopeScaling::Divisors(d) => {
-                for (f, d) in inv.iter_mut().zip(d) {
-                    *f /= *d as f64;
-                }
-            }
-            &RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings: old,
-            } => {
-                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
-                for f in inv.iter_mut() {
-                    let wavelen = 2.0 * std::f64::consts::PI / *f;
-                    *f = if wavelen < high_wavelen {
-                        *f
-                    } else if wavelen > low_wavelen {
-                        *f / factor
-                    } else {
-                        let smooth = (old / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
-                        (1.0 - smooth) * *f / factor + smooth * *f
-                    };
-                }
-            }
-        }
-        inv
+        let inv = crate::ops::rope::inv_freq(self.rotary_dim, self.rope_theta);
+        self.rope_scaling.scaled(inv, positions)
     }
 
     /// RoPE's (cos, sin) table for `positions` positions, [positions, rotary_dim / 2, 2].
     pub fn rope_table(&self, positions: usize) -> Vec<f32> {
         let inv = self.rope_inv_freq_for(positions);
-        match &self.rope_scaling {
-            // LongRoPE scales cos and sin (in f32, as transformers scales its f32 cos and sin).
-            RopeScaling::LongRope {
-                attention_factor, ..
-            } => crate::ops::rope::cos_sin_table_of(positions, &inv)
-                .into_iter()
-                .map(|v| v * *attention_factor as f32)
-                .collect(),
-            _ => crate::ops::rope::cos_sin_table_of(positions, &inv),
-        }
+        self.rope_scaling.table(positions, &inv)
     }
 
     /// Values no model can have (a zero size, a negative epsilon): the config.json key and

@@ -72,6 +72,109 @@ pub fn cos_sin_table_of(positions: usize, inv_freq: &[f64]) -> Vec<f32> {
     table
 }
 
+/// How RoPE's frequencies are scaled for contexts longer than the model was first trained on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Llama 3.1+ (`rope_type` "llama3"): wavelengths longer than
+    /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, shorter
+    /// than `… / high_freq_factor` kept, smoothly interpolated between (transformers'
+    /// `_compute_llama3_parameters`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// A divisor per frequency, as llama.cpp stores llama3's scaling in a GGUF
+    /// (`rope_freqs.weight`).
+    Divisors(Vec<f32>),
+    /// Every frequency divided by `factor` (transformers' "linear"; Gemma 3 4B and up).
+    Linear {
+        factor: f64,
+    },
+    /// LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini; transformers' "longrope"): frequency i
+    /// divided by `short[i]` for contexts up to `original_max_position_embeddings`, by
+    /// `long[i]` beyond, and cos and sin multiplied by `attention_factor`.
+    LongRope {
+        short: Vec<f64>,
+        long: Vec<f64>,
+        original_max_position_embeddings: usize,
+        attention_factor: f64,
+    },
+}
+
+impl RopeScaling {
+    /// Inverse frequencies `inv` (1 / θ^(2i / d)) as this scaling makes them for a table of
+    /// `positions` positions (LongRoPE takes its long factors when the table reaches past the
+    /// original context, as transformers does for sequences that long).
+    pub fn scaled(&self, mut inv: Vec<f64>, positions: usize) -> Vec<f64> {
+        match self {
+            RopeScaling::None => {}
+            RopeScaling::LongRope {
+                short,
+                long,
+                original_max_position_embeddings,
+                ..
+            } => {
+                let factors = match positions > *original_max_position_embeddings {
+                    true => long,
+                    false => short,
+                };
+                for (f, d) in inv.iter_mut().zip(factors) {
+                    *f /= d;
+                }
+            }
+            RopeScaling::Linear { factor } => {
+                for f in inv.iter_mut() {
+                    *f /= factor;
+                }
+            }
+            RopeScaling::Divisors(d) => {
+                for (f, d) in inv.iter_mut().zip(d) {
+                    *f /= *d as f64;
+                }
+            }
+            &RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    *f = if wavelen < high_wavelen {
+                        *f
+                    } else if wavelen > low_wavelen {
+                        *f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * *f / factor + smooth * *f
+                    };
+                }
+            }
+        }
+        inv
+    }
+
+    /// The (cos, sin) table of these (scaled) inverse frequencies for `positions` positions;
+    /// LongRoPE scales cos and sin (in f32, as transformers scales its f32 cos and sin).
+    pub fn table(&self, positions: usize, inv: &[f64]) -> Vec<f32> {
+        let table = cos_sin_table_of(positions, inv);
+        match self {
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => table
+                .into_iter()
+                .map(|v| v * *attention_factor as f32)
+                .collect(),
+            _ => table,
+        }
+    }
+}
+
 /// Where a rope node applies: tokens are `seq_len`-long sequences starting at `pos_offset`.
 #[derive(Clone, Copy, Debug)]
 pub struct Positions {
