@@ -21,7 +21,7 @@ use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
 use webqlora::train::recipe::{lora_config, Recipe, RunSettings};
 use webqlora::train::schedule::ScheduleKind;
-use webqlora::train::trainer::{split_validation, Trainer};
+use webqlora::train::trainer::{split_validation, NamedTensors, Trainer};
 
 use super::common::{
     at_least_one, choose_base, load_bar, non_negative, positive, BaseArg, McqScoreArg, ModelArg,
@@ -547,7 +547,19 @@ fn truncate_metrics(path: &Path, done: usize) -> anyhow::Result<()> {
     webqlora::io::write_atomic(path, kept.as_bytes()).with_context(|| path.display().to_string())
 }
 
-pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+/// What a run trains, decided before a device is opened: the model, the checkpoint it
+/// resumes, the adapter it starts from, the LoRA settings and the recipe.
+struct Planned {
+    model_path: PathBuf,
+    resumed: Option<(Adapter, NamedTensors, checkpoint::TrainerState)>,
+    source: ModelSource,
+    start_adapter: Option<Adapter>,
+    lora: LoraConfig,
+    recipe: Recipe,
+}
+
+/// The run `args` ask for, every setting checked (a resumed run takes its checkpoint's).
+fn plan(args: &mut TrainArgs) -> anyhow::Result<Planned> {
     if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
         bail!(
             "--max-grad-norm {} must be 0 (off) or more",
@@ -555,7 +567,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let model_path = args.model.path()?;
-    check_output(&args, &model_path)?;
+    check_output(args, &model_path)?;
     let resumed = if args.resume {
         let Some(dir) = checkpoint::find(&args.output) else {
             bail!(
@@ -564,7 +576,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             );
         };
         let (adapter, moments, state) = checkpoint::load(&dir)?;
-        take_checkpoint_settings(&mut args, &adapter.config, &state)?;
+        take_checkpoint_settings(args, &adapter.config, &state)?;
         Some((adapter, moments, state))
     } else {
         None
@@ -573,13 +585,13 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         b.format(&model_path)?;
     }
     let source = ModelSource::open(&model_path)?;
-    let data = load_data(&args, &source)?;
+    let data = load_data(args, &source)?;
     let start_adapter = match (&resumed, &args.adapter) {
         (Some((a, _, _)), _) => Some(a.clone()),
         (None, Some(dir)) => Some(Adapter::load(dir)?),
         (None, None) => None,
     };
-    let lora = lora_settings(&args, &model_path, start_adapter.as_ref())?;
+    let lora = lora_settings(args, &model_path, start_adapter.as_ref())?;
     if args.export.contains(&super::export::ExportFormat::Ollama)
         && source.weights.as_gguf().is_none()
     {
@@ -620,6 +632,171 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         },
     )
     .map_err(|e| anyhow::anyhow!("--batch / --accumulation / --epochs: {e}"))?;
+    Ok(Planned {
+        model_path,
+        resumed,
+        source,
+        start_adapter,
+        lora,
+        recipe,
+    })
+}
+
+/// The output folder (emptied of a previous run's files with --force) and its metrics file,
+/// appended to from `first_step` on when resuming.
+fn open_outputs(args: &TrainArgs, first_step: usize) -> anyhow::Result<(Outputs, PathBuf)> {
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    if args.force {
+        remove_run(&args.output)?;
+    }
+    let metrics_path = args.output.join("metrics.jsonl");
+    if args.resume {
+        truncate_metrics(&metrics_path, first_step - 1)?;
+    }
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(args.resume)
+        .truncate(!args.resume)
+        .open(&metrics_path)
+        .with_context(|| metrics_path.display().to_string())?;
+    let out = Outputs {
+        metrics,
+        echo: args.log_format == LogFormat::Json,
+    };
+    Ok((out, metrics_path))
+}
+
+/// A Ctrl-C asks the loop to stop after the step in progress (the returned flag); a second
+/// one exits at once, saying which save is kept (`saved_step`: the last completed one).
+fn stop_on_ctrl_c(output: &Path, saved_step: Arc<AtomicUsize>) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let out = output.to_path_buf();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // A save in progress writes temporary files renamed into place as a pair:
+                // stopping now abandons it and keeps the last whole pair.
+                // Not in the middle of renaming a save into place (microseconds).
+                let _renames = webqlora::io::RENAMING
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // What is on disk says which step is kept (a save may have just completed).
+                let step = checkpoint::find(&out)
+                    .and_then(|dir| {
+                        let path = dir.join("trainer_state.json");
+                        let text = std::fs::read_to_string(&path).ok()?;
+                        checkpoint::TrainerState::parse(&text, &path).ok()
+                    })
+                    .map_or(saved_step.load(Ordering::SeqCst), |s| s.step);
+                eprintln!(
+                    "\ninterrupted again: stopped without finishing the save; {}",
+                    kept(&out, (step > 0).then_some(step))
+                );
+                std::process::exit(130);
+            }
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    Ok(stop)
+}
+
+/// How a run went, for its summary.
+struct Done<'a> {
+    losses: &'a [(usize, f64)],
+    val_losses: &'a [(usize, f64)],
+    final_val: Option<f64>,
+    best_val: f64,
+    tokens: usize,
+    /// The first step this process took and the last.
+    steps: (usize, usize),
+    elapsed: f64,
+}
+
+/// The loss plot, summary.json (also on stdout with --log-format json) and the closing lines.
+fn report_done(
+    args: &TrainArgs,
+    trainer: &Trainer,
+    gpu: &Gpu,
+    base: &webqlora::model::transformer::BaseChoice,
+    done: &Done,
+    metrics_path: &Path,
+) -> anyhow::Result<()> {
+    let json_log = args.log_format == LogFormat::Json;
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if json_log {
+                eprintln!($($arg)*);
+            } else {
+                println!($($arg)*);
+            }
+        };
+    }
+    let plot_path = args.output.join("loss.svg");
+    plot::loss_svg(&plot_path, done.losses, done.val_losses)?;
+    let (elapsed, losses, tokens_total) = (done.elapsed, done.losses, done.tokens);
+    let (first_step, last_step) = done.steps;
+    let (final_val, best_val) = (done.final_val, done.best_val);
+    let summary = json!({
+        "steps": last_step, "time_s": elapsed, "tokens": tokens_total,
+        "tokens_per_s": tokens_total as f64 / elapsed.max(1e-9),
+        "planned_peak_gpu_bytes": trainer.session.compiled.peak_bytes(),
+        "final_loss": losses.last().map(|l| l.1),
+        "final_val_loss": final_val,
+        "best_val_loss": best_val.is_finite().then_some(best_val),
+        "adapter": args.output.display().to_string(),
+        "device": gpu.info.name,
+        "base": base.format.key(),
+        "base_why": base.why,
+    });
+    webqlora::io::write_atomic(
+        &args.output.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    if json_log {
+        println!("{summary}");
+    }
+    say!(
+        "done: {} steps in {:.1} s, {} tokens ({:.1} tokens/s); planned peak GPU memory {:.1} MiB",
+        last_step.saturating_sub(first_step - 1),
+        elapsed,
+        tokens_total,
+        tokens_total as f64 / elapsed.max(1e-9),
+        trainer.session.compiled.peak_bytes() as f64 / (1 << 20) as f64
+    );
+    if let Some(v) = final_val {
+        say!("validation loss {v:.4} (best {best_val:.4})");
+    }
+    say!("metrics: {}", metrics_path.display());
+    say!("plot: {}", plot_path.display());
+    say!("adapter: {}", args.output.display());
+    if !args.export.is_empty() {
+        say!(
+            "llama.cpp adapter: {}",
+            args.output.join(super::export::GGUF_LORA_FILE).display()
+        );
+    }
+    if args.export.contains(&super::export::ExportFormat::Ollama) {
+        say!(
+            "Ollama: ollama create NAME -f {}",
+            args.output.join(super::export::MODELFILE).display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    let Planned {
+        model_path,
+        resumed,
+        source,
+        start_adapter,
+        lora,
+        recipe,
+    } = plan(&mut args)?;
+    let batch = args.batch();
     let Recipe {
         mut settings,
         schedule,
@@ -660,26 +837,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let first_step = trainer.step + 1;
     let load_s = loading.elapsed().as_secs_f64();
 
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
-    if args.force {
-        remove_run(&args.output)?;
-    }
-    let metrics_path = args.output.join("metrics.jsonl");
-    if args.resume {
-        truncate_metrics(&metrics_path, first_step - 1)?;
-    }
-    let metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(args.resume)
-        .truncate(!args.resume)
-        .open(&metrics_path)
-        .with_context(|| metrics_path.display().to_string())?;
-    let mut out = Outputs {
-        metrics,
-        echo: args.log_format == LogFormat::Json,
-    };
+    let (mut out, metrics_path) = open_outputs(&args, first_step)?;
 
     let session = &trainer.session;
     let trainable: usize = session
@@ -724,40 +882,11 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         load_s
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
     // The step of the last completed save (0: none yet), for what a second Ctrl-C says.
     let saved_step = Arc::new(AtomicUsize::new(
         resumed.as_ref().map_or(0, |_| first_step - 1),
     ));
-    {
-        let stop = stop.clone();
-        let saved_step = saved_step.clone();
-        let out = args.output.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                // A save in progress writes temporary files renamed into place as a pair:
-                // stopping now abandons it and keeps the last whole pair.
-                // Not in the middle of renaming a save into place (microseconds).
-                let _renames = webqlora::io::RENAMING
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                // What is on disk says which step is kept (a save may have just completed).
-                let step = checkpoint::find(&out)
-                    .and_then(|dir| {
-                        let path = dir.join("trainer_state.json");
-                        let text = std::fs::read_to_string(&path).ok()?;
-                        checkpoint::TrainerState::parse(&text, &path).ok()
-                    })
-                    .map_or(saved_step.load(Ordering::SeqCst), |s| s.step);
-                eprintln!(
-                    "\ninterrupted again: stopped without finishing the save; {}",
-                    kept(&out, (step > 0).then_some(step))
-                );
-                std::process::exit(130);
-            }
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
+    let stop = stop_on_ctrl_c(&args.output, saved_step.clone())?;
 
     let mut bar = Progress::new(
         "step",
@@ -849,53 +978,15 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     if last_saved != Some(last_step) {
         save(&trainer, &mut last_saved)?;
     }
-    let plot_path = args.output.join("loss.svg");
-    plot::loss_svg(&plot_path, &losses, &val_losses)?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let summary = json!({
-        "steps": last_step, "time_s": elapsed, "tokens": tokens_total,
-        "tokens_per_s": tokens_total as f64 / elapsed.max(1e-9),
-        "planned_peak_gpu_bytes": trainer.session.compiled.peak_bytes(),
-        "final_loss": losses.last().map(|l| l.1),
-        "final_val_loss": final_val,
-        "best_val_loss": best_val.is_finite().then_some(best_val),
-        "adapter": args.output.display().to_string(),
-        "device": gpu.info.name,
-        "base": base.format.key(),
-        "base_why": base.why,
-    });
-    webqlora::io::write_atomic(
-        &args.output.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    if json_log {
-        println!("{summary}");
-    }
-    say!(
-        "done: {} steps in {:.1} s, {} tokens ({:.1} tokens/s); planned peak GPU memory {:.1} MiB",
-        last_step.saturating_sub(first_step - 1),
-        elapsed,
-        tokens_total,
-        tokens_total as f64 / elapsed.max(1e-9),
-        trainer.session.compiled.peak_bytes() as f64 / (1 << 20) as f64
-    );
-    if let Some(v) = final_val {
-        say!("validation loss {v:.4} (best {best_val:.4})");
-    }
-    say!("metrics: {}", metrics_path.display());
-    say!("plot: {}", plot_path.display());
-    say!("adapter: {}", args.output.display());
-    if !args.export.is_empty() {
-        say!(
-            "llama.cpp adapter: {}",
-            args.output.join(super::export::GGUF_LORA_FILE).display()
-        );
-    }
-    if args.export.contains(&super::export::ExportFormat::Ollama) {
-        say!(
-            "Ollama: ollama create NAME -f {}",
-            args.output.join(super::export::MODELFILE).display()
-        );
-    }
+    let done = Done {
+        losses: &losses,
+        val_losses: &val_losses,
+        final_val,
+        best_val,
+        tokens: tokens_total,
+        steps: (first_step, last_step),
+        elapsed: started.elapsed().as_secs_f64(),
+    };
+    report_done(&args, &trainer, &gpu, &base, &done, &metrics_path)?;
     Ok(())
 }
