@@ -629,6 +629,148 @@ pub fn parse_part_name(name: &str) -> Option<(&str, usize, usize)> {
 pub const ROPE_TABLE: &str = "rope.cos_sin";
 pub const ROPE_TABLE_LOCAL: &str = "rope.cos_sin_local";
 
+/// A model's params as they are declared, each with its kind (what loading reads).
+struct Declaring<'a> {
+    config: &'a ModelConfig,
+    base: BaseFormat,
+    lora: Option<&'a LoraConfig>,
+    kinds: RefCell<Vec<(TensorId, ParamKind)>>,
+}
+
+/// A weight the files hold whole under `file`.
+fn weight_kind(file: &str) -> ParamKind {
+    ParamKind::Weight {
+        file: file.to_string(),
+        rows: None,
+        plus_one: false,
+    }
+}
+
+impl Declaring<'_> {
+    /// Record `t` as a param of `kind`.
+    fn kind(&self, t: TensorId, kind: ParamKind) -> TensorId {
+        self.kinds.borrow_mut().push((t, kind));
+        t
+    }
+
+    /// The linear `part` (`self_attn.q_proj`) of the layer at `p`, [out, inp]: its weight in
+    /// the base format, a bias where the family or config has one, and the adapter of the
+    /// module, or of the fused module holding it (Phi-3's qkv_proj: then the parts share its
+    /// A, and each holds its rows of B).
+    fn linear(&self, g: &mut Graph, p: &str, part: &str, inp: usize) -> Result<Module, GraphError> {
+        let (c, base, lora) = (self.config, self.base, self.lora);
+        let family = c.family();
+        let kind = |t, k| self.kind(t, k);
+        let path = format!("{p}.{part}");
+        let out = c.linear_rows(part);
+        let name = format!("{path}.weight");
+        let weight = match (base, c.gguf_types.get(&name)) {
+            (BaseFormat::Nf4 { blocksize }, _) => {
+                let w = Nf4Weight::declare(g, &name, [out, inp], blocksize);
+                let (file, absmax) = (name.clone(), w.absmax);
+                kind(w.codes, ParamKind::Nf4 { file, absmax });
+                Linear::Nf4(w)
+            }
+            (BaseFormat::Gguf, Some(&ty)) => {
+                let w = GgmlWeight::declare(g, &name, [out, inp], ty)?;
+                kind(
+                    w.codes,
+                    ParamKind::Blocks {
+                        file: name.clone(),
+                        ty,
+                    },
+                );
+                Linear::Ggml(w)
+            }
+            (BaseFormat::F32 | BaseFormat::Gguf, _) => {
+                let w = g.param(&name, &[out, inp], DType::F32);
+                Linear::F32(kind(w, weight_kind(&name)))
+            }
+        };
+        let short = path.rsplit('.').next().unwrap_or("");
+        // qwen2: biases on q, k and v (the family's); attention_bias: on o too.
+        let has_bias = c.qkv_bias
+            && (matches!(short, "q_proj" | "k_proj" | "v_proj")
+                || (short == "o_proj" && !family.qkv_bias));
+        let bias = has_bias.then(|| {
+            let bias = format!("{path}.bias");
+            kind(g.param(&bias, &[out], DType::F32), weight_kind(&bias))
+        });
+        // The adapter of the module, or of the fused module holding it (Phi-3's qkv_proj):
+        // then the parts share its A, and each holds its rows of B.
+        let fused = family.fused_holding(part);
+        let target = fused.map_or(short, |f| f.short());
+        let Some(l) = lora.filter(|l| l.target_modules.iter().any(|m| m == target)) else {
+            return Ok(Module {
+                weight,
+                bias,
+                lora: None,
+            });
+        };
+        let (a_name, (b_name, b_rows)) = match fused {
+            Some(f) => {
+                if l.use_dora {
+                    return Err(GraphError::Unsupported {
+                        op: "LoRA".into(),
+                        detail: format!(
+                            "DoRA on the fused module '{}' is not supported",
+                            f.short()
+                        ),
+                    });
+                }
+                let fused_path = format!("{p}.{}", f.module);
+                let (first, _) = c.fused_rows(f, part);
+                let b = peft_name(&fused_path, 'B');
+                (peft_name(&fused_path, 'A'), (b, Some((first, out))))
+            }
+            None => (peft_name(&path, 'A'), (peft_name(&path, 'B'), None)),
+        };
+        // The base's norms first: loading computes a fresh magnitude from them.
+        let base_norms2 = l.use_dora.then(|| {
+            let t = g.param(&base_norms2_name(&name), &[out], DType::F32);
+            let (weight, shape) = (name.clone(), [out, inp]);
+            kind(t, ParamKind::BaseNorms2 { weight, shape })
+        });
+        let a = match g.find(&a_name) {
+            Some(shared) => shared,
+            None => {
+                let a = g.param(&a_name, &[l.r, inp], DType::F32);
+                let peft = a_name.clone();
+                kind(a, ParamKind::Adapter { peft, rows: None })
+            }
+        };
+        let b_param = match b_rows {
+            Some((first, rows)) => part_name(&b_name, first, rows),
+            None => b_name.clone(),
+        };
+        let b = g.param(&b_param, &[out, l.r], DType::F32);
+        kind(
+            b,
+            ParamKind::Adapter {
+                peft: b_name,
+                rows: b_rows,
+            },
+        );
+        let dora = base_norms2.map(|base_norms2| {
+            let peft = peft_magnitude_name(&path);
+            let magnitude = g.param(&peft, &[out], DType::F32);
+            let weight = name.clone();
+            DoraTensors {
+                magnitude: kind(magnitude, ParamKind::Magnitude { peft, weight }),
+                base_norms2,
+            }
+        });
+        let lora = Some(LoraFactors {
+            a,
+            b,
+            scale: l.scale() as f32,
+            dropout: None,
+            dora,
+        });
+        Ok(Module { weight, bias, lora })
+    }
+}
+
 /// Every parameter of the model in a graph.
 pub struct Transformer {
     pub config: ModelConfig,
@@ -662,127 +804,14 @@ impl Transformer {
         let hidden = c.hidden_size;
         let q_dim = c.num_heads * c.head_dim;
         let family = c.family();
-        // Every param with its kind, as declared (what loading reads).
-        let kinds = RefCell::new(Vec::new());
-        let kind = |t: TensorId, k: ParamKind| {
-            kinds.borrow_mut().push((t, k));
-            t
+        let d = Declaring {
+            config,
+            base,
+            lora,
+            kinds: RefCell::new(Vec::new()),
         };
-        let weight_kind = |file: &str| ParamKind::Weight {
-            file: file.to_string(),
-            rows: None,
-            plus_one: false,
-        };
-        // The linear `part` (`self_attn.q_proj`) of the layer at `p`, [out, inp].
-        let module = |g: &mut Graph, p: &str, part: &str, inp: usize| {
-            let path = format!("{p}.{part}");
-            let out = c.linear_rows(part);
-            let name = format!("{path}.weight");
-            let weight = match (base, c.gguf_types.get(&name)) {
-                (BaseFormat::Nf4 { blocksize }, _) => {
-                    let w = Nf4Weight::declare(g, &name, [out, inp], blocksize);
-                    let (file, absmax) = (name.clone(), w.absmax);
-                    kind(w.codes, ParamKind::Nf4 { file, absmax });
-                    Linear::Nf4(w)
-                }
-                (BaseFormat::Gguf, Some(&ty)) => {
-                    let w = GgmlWeight::declare(g, &name, [out, inp], ty)?;
-                    kind(
-                        w.codes,
-                        ParamKind::Blocks {
-                            file: name.clone(),
-                            ty,
-                        },
-                    );
-                    Linear::Ggml(w)
-                }
-                (BaseFormat::F32 | BaseFormat::Gguf, _) => {
-                    let w = g.param(&name, &[out, inp], DType::F32);
-                    Linear::F32(kind(w, weight_kind(&name)))
-                }
-            };
-            let short = path.rsplit('.').next().unwrap_or("");
-            // qwen2: biases on q, k and v (the family's); attention_bias: on o too.
-            let has_bias = c.qkv_bias
-                && (matches!(short, "q_proj" | "k_proj" | "v_proj")
-                    || (short == "o_proj" && !family.qkv_bias));
-            let bias = has_bias.then(|| {
-                let bias = format!("{path}.bias");
-                kind(g.param(&bias, &[out], DType::F32), weight_kind(&bias))
-            });
-            // The adapter of the module, or of the fused module holding it (Phi-3's qkv_proj):
-            // then the parts share its A, and each holds its rows of B.
-            let fused = family.fused_holding(part);
-            let target = fused.map_or(short, |f| f.short());
-            let Some(l) = lora.filter(|l| l.target_modules.iter().any(|m| m == target)) else {
-                return Ok(Module {
-                    weight,
-                    bias,
-                    lora: None,
-                });
-            };
-            let (a_name, (b_name, b_rows)) = match fused {
-                Some(f) => {
-                    if l.use_dora {
-                        return Err(GraphError::Unsupported {
-                            op: "LoRA".into(),
-                            detail: format!(
-                                "DoRA on the fused module '{}' is not supported",
-                                f.short()
-                            ),
-                        });
-                    }
-                    let fused_path = format!("{p}.{}", f.module);
-                    let (first, _) = c.fused_rows(f, part);
-                    let b = peft_name(&fused_path, 'B');
-                    (peft_name(&fused_path, 'A'), (b, Some((first, out))))
-                }
-                None => (peft_name(&path, 'A'), (peft_name(&path, 'B'), None)),
-            };
-            // The base's norms first: loading computes a fresh magnitude from them.
-            let base_norms2 = l.use_dora.then(|| {
-                let t = g.param(&base_norms2_name(&name), &[out], DType::F32);
-                let (weight, shape) = (name.clone(), [out, inp]);
-                kind(t, ParamKind::BaseNorms2 { weight, shape })
-            });
-            let a = match g.find(&a_name) {
-                Some(shared) => shared,
-                None => {
-                    let a = g.param(&a_name, &[l.r, inp], DType::F32);
-                    let peft = a_name.clone();
-                    kind(a, ParamKind::Adapter { peft, rows: None })
-                }
-            };
-            let b_param = match b_rows {
-                Some((first, rows)) => part_name(&b_name, first, rows),
-                None => b_name.clone(),
-            };
-            let b = g.param(&b_param, &[out, l.r], DType::F32);
-            kind(
-                b,
-                ParamKind::Adapter {
-                    peft: b_name,
-                    rows: b_rows,
-                },
-            );
-            let dora = base_norms2.map(|base_norms2| {
-                let peft = peft_magnitude_name(&path);
-                let magnitude = g.param(&peft, &[out], DType::F32);
-                let weight = name.clone();
-                DoraTensors {
-                    magnitude: kind(magnitude, ParamKind::Magnitude { peft, weight }),
-                    base_norms2,
-                }
-            });
-            let lora = Some(LoraFactors {
-                a,
-                b,
-                scale: l.scale() as f32,
-                dropout: None,
-                dora,
-            });
-            Ok::<_, GraphError>(Module { weight, bias, lora })
-        };
+        let kind = |t: TensorId, k: ParamKind| d.kind(t, k);
+        let module = |g: &mut Graph, p: &str, part: &str, inp: usize| d.linear(g, p, part, inp);
         // A [vocab, hidden] table, in row parts where one binding cannot hold it.
         let dtype = table_dtype(g, c.vocab_size, hidden);
         let table = |g: &mut Graph, name: &str| -> Vec<TensorId> {
@@ -879,7 +908,7 @@ impl Transformer {
         let cos_sin = rope(g, ROPE_TABLE, false);
         let cos_sin_local = c.rope_local_theta.map(|_| rope(g, ROPE_TABLE_LOCAL, true));
         Ok(Transformer {
-            params: kinds.into_inner(),
+            params: d.kinds.into_inner(),
             config: c.clone(),
             embed,
             layers,
