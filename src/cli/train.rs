@@ -703,6 +703,18 @@ fn stop_on_ctrl_c(output: &Path, saved_step: Arc<AtomicUsize>) -> anyhow::Result
     Ok(stop)
 }
 
+/// A line for the person at the terminal: on stdout, or on stderr when `json` (with
+/// --log-format json, stdout carries JSON objects only).
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json {
+            eprintln!($($arg)*);
+        } else {
+            println!($($arg)*);
+        }
+    };
+}
+
 /// How a run went, for its summary.
 struct Done<'a> {
     losses: &'a [(usize, f64)],
@@ -725,15 +737,6 @@ fn report_done(
     metrics_path: &Path,
 ) -> anyhow::Result<()> {
     let json_log = args.log_format == LogFormat::Json;
-    macro_rules! say {
-        ($($arg:tt)*) => {
-            if json_log {
-                eprintln!($($arg)*);
-            } else {
-                println!($($arg)*);
-            }
-        };
-    }
     let plot_path = args.output.join("loss.svg");
     plot::loss_svg(&plot_path, done.losses, done.val_losses)?;
     let (elapsed, losses, tokens_total) = (done.elapsed, done.losses, done.tokens);
@@ -759,6 +762,7 @@ fn report_done(
         println!("{summary}");
     }
     say!(
+        json_log,
         "done: {} steps in {:.1} s, {} tokens ({:.1} tokens/s); planned peak GPU memory {:.1} MiB",
         last_step.saturating_sub(first_step - 1),
         elapsed,
@@ -767,19 +771,21 @@ fn report_done(
         trainer.session.compiled.peak_bytes() as f64 / (1 << 20) as f64
     );
     if let Some(v) = final_val {
-        say!("validation loss {v:.4} (best {best_val:.4})");
+        say!(json_log, "validation loss {v:.4} (best {best_val:.4})");
     }
-    say!("metrics: {}", metrics_path.display());
-    say!("plot: {}", plot_path.display());
-    say!("adapter: {}", args.output.display());
+    say!(json_log, "metrics: {}", metrics_path.display());
+    say!(json_log, "plot: {}", plot_path.display());
+    say!(json_log, "adapter: {}", args.output.display());
     if !args.export.is_empty() {
         say!(
+            json_log,
             "llama.cpp adapter: {}",
             args.output.join(super::export::GGUF_LORA_FILE).display()
         );
     }
     if args.export.contains(&super::export::ExportFormat::Ollama) {
         say!(
+            json_log,
             "Ollama: ollama create NAME -f {}",
             args.output.join(super::export::MODELFILE).display()
         );
@@ -847,32 +853,31 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         .sum();
     // With --log-format json stdout carries JSON objects only; the words go to stderr.
     let json_log = args.log_format == LogFormat::Json;
-    macro_rules! say {
-        ($($arg:tt)*) => {
-            if json_log {
-                eprintln!($($arg)*);
-            } else {
-                println!($($arg)*);
-            }
-        };
-    }
-    say!("device: {} ({:?})", gpu.info.name, gpu.info.backend);
     say!(
+        json_log,
+        "device: {} ({:?})",
+        gpu.info.name,
+        gpu.info.backend
+    );
+    say!(
+        json_log,
         "model: {} ({} layers, hidden {})",
         model_path.display(),
         source.config.num_layers,
         source.config.hidden_size,
     );
-    say!("base: {}", base.describe());
+    say!(json_log, "base: {}", base.describe());
     let packed = match args.packing {
         true => format!(" packed into {rows} rows"),
         false => String::new(),
     };
     say!(
+        json_log,
         "data: {examples} training examples{packed}, {valid_count} validation; batches {batch} x {seq} tokens, {} per step; {total_steps} steps",
         args.accumulation()
     );
     say!(
+        json_log,
         "LoRA r {} alpha {} on {} ({} trainable values); planned peak GPU memory {:.1} MiB; loaded in {:.1} s",
         lora.r,
         lora.alpha,
@@ -967,6 +972,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
                 save(&trainer, &mut last_saved)?;
             }
             say!(
+        json_log,
                 "stopped at step {step}: adapter and checkpoint saved in {} (continue with --resume)",
                 args.output.display()
             );
