@@ -2,7 +2,7 @@
 //! block declares: `FusedFiles` presents a model's files with each part readable by its own
 //! name (`self_attn.q_proj.weight` is rows `0..q` of `self_attn.qkv_proj.weight`), in every
 //! form a source holds (f32, bitsandbytes NF4, GGUF block codes). Adapter tensors of a fused
-//! module stay whole in files and are split by rows in the graph (`llama::part_name`);
+//! module stay whole in files and are split by rows in the graph (`transformer::part_name`);
 //! `join_row_parts` puts them back together.
 
 use std::cell::RefCell;
@@ -156,7 +156,7 @@ impl WeightSource for FusedFiles<'_> {
     }
 }
 
-/// Named tensors with the row parts of one tensor (`llama::part_name`: the graph's rows of a
+/// Named tensors with the row parts of one tensor (`transformer::part_name`: the graph's rows of a
 /// fused module's B) joined into it, in the order their first part came.
 pub fn join_row_parts(
     tensors: Vec<(String, Vec<usize>, Vec<f32>)>,

@@ -344,7 +344,7 @@ impl TrainSession {
     }
 
     /// The params holding the named tensor: itself, or its row parts in order (a fused
-    /// module's B, `llama::part_name`), each with its first row.
+    /// module's B, `transformer::part_name`), each with its first row.
     fn held_in(&self, name: &str) -> Vec<(TensorId, usize)> {
         let graph = &self.compiled.graph;
         if let Some(t) = graph.find(name) {
