@@ -74,7 +74,8 @@ pub struct TrainArgs {
     /// norm.
     #[arg(long)]
     pub dora: bool,
-    /// Comma-separated module names (default: all seven linear modules).
+    /// Comma-separated module names (default: every linear module: the seven, or for Phi-3
+    /// its fused qkv_proj and gate_up_proj with o_proj and down_proj).
     #[arg(long, value_delimiter = ',')]
     pub target_modules: Option<Vec<String>>,
     /// Peak learning rate (finite, 0 or more).
@@ -591,7 +592,10 @@ fn plan(args: &mut TrainArgs) -> anyhow::Result<Planned> {
         (None, Some(dir)) => Some(Adapter::load(dir)?),
         (None, None) => None,
     };
-    let lora = lora_settings(args, &model_path, start_adapter.as_ref())?;
+    // The targets as the model's family names them (Phi-3 fuses q|k|v and gate|up).
+    let lora = lora_settings(args, &model_path, start_adapter.as_ref())?
+        .for_family(source.config.family())
+        .map_err(|e| anyhow::anyhow!("--target-modules: {e}"))?;
     if args.export.contains(&super::export::ExportFormat::Ollama)
         && source.weights.as_gguf().is_none()
     {

@@ -484,6 +484,31 @@ mod tests {
         }
     }
 
+    /// A fused weight's parts: their rows dequantize to the whole's rows (double quantization
+    /// included), and rows that cut a block are refused.
+    #[test]
+    fn rows_of_a_weight_dequantize_as_the_whole() {
+        let data: Vec<f32> = (0..10 * 128)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let whole = Nf4Tensor::quantize(&data, &[10, 128], 64, true).unwrap();
+        let values = whole.dequantize();
+        let (q, rest) = (whole.rows(0, 6).unwrap(), whole.rows(6, 4).unwrap());
+        assert_eq!(
+            (q.shape.clone(), rest.shape.clone()),
+            (vec![6, 128], vec![4, 128])
+        );
+        assert_eq!(q.dequantize(), values[..6 * 128]);
+        assert_eq!(rest.dequantize(), values[6 * 128..]);
+        let odd = Nf4Tensor::quantize(&data[..10 * 96], &[10, 96], 64, true).unwrap();
+        let err = odd.rows(1, 2).unwrap_err();
+        assert!(
+            err.contains("do not start on its NF4 blocks of 64"),
+            "{err}"
+        );
+        assert!(whole.rows(8, 4).is_err());
+    }
+
     #[test]
     fn gpu_words_hold_eight_codes_low_nibble_first() {
         let data: Vec<f32> = (0..11).map(|i| i as f32 / 10.0 - 0.5).collect();

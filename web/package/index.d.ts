@@ -65,8 +65,10 @@ export interface TrainSettings {
   dora?: boolean;
   /** rsLoRA: scale by alpha / √rank instead of alpha / rank. */
   rslora?: boolean;
-  /** The modules to adapt (default: all seven linear ones). */
-  targetModules?: Array<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj'>;
+  /** The modules to adapt (default: every linear one; Phi-3's are qkv_proj, o_proj, gate_up_proj, down_proj). */
+  targetModules?: Array<
+    'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj' | 'qkv_proj' | 'gate_up_proj'
+  >;
   /** Recompute each layer's activations in the backward: less memory (true). */
   checkpointing?: boolean;
   /** Train on the prompt's tokens too. */

@@ -78,7 +78,7 @@ const PORTABLE_TESTS: [&str; 15] = [
     "kernels_optimizer",
     "lora_nf4_module",
     "llama_golden",
-    "transformer_train_golden",
+    "llama_train_golden",
     "qwen3_golden",
     "gemma3_golden",
     "smollm3_golden",
@@ -310,6 +310,19 @@ pub fn run(extra: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every test file the portable run and the stress run name exists (cargo refuses the whole
+    /// run otherwise).
+    #[test]
+    fn portable_tests_are_test_files() {
+        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+        for name in PORTABLE_TESTS.iter().chain(&crate::stress::KERNEL_TESTS) {
+            assert!(
+                tests.join(format!("{name}.rs")).is_file(),
+                "tests/{name}.rs"
+            );
+        }
+    }
 
     #[test]
     fn counts_cargo_test_result_lines() {
