@@ -122,6 +122,8 @@ impl WeightSource for FusedFiles<'_> {
         let Some(at) = self.locate(name) else {
             return self.files.stored_nf4(name);
         };
+        // Fused modules read the layer's hidden state (a stored weight of another width is
+        // refused by the loader's shape check on the part).
         let cols = self.config.hidden_size;
         let Some(q) = self.fused_nf4(&at, cols)? else {
             return Ok(None);
