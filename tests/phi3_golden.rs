@@ -128,6 +128,24 @@ fn targets_are_the_fused_modules() {
         .for_family(&webqlora::model::family::LLAMA)
         .unwrap_err();
     assert!(err.contains("'qkv_proj' is no module of llama"), "{err}");
+    // An adapter of another family's separate modules is refused by what it adapts.
+    let dir = common::temp_dir("phi3-foreign-adapter");
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, common::cli::pattern_jsonl(2, 8)).unwrap();
+    let run = common::cli::webqlora(&[
+        "eval",
+        "--model",
+        common::cli::path(&golden("tiny-phi3/base-f32")),
+        "--adapter",
+        common::cli::path(&golden("tiny-llama/adapter")),
+        "--data",
+        common::cli::path(&data),
+    ]);
+    let err = common::cli::fails(run);
+    assert!(
+        err.contains("phi3's adapters name the fused 'qkv_proj'"),
+        "{err}"
+    );
     let dora = LoraConfig {
         use_dora: true,
         ..phi3.clone()

@@ -60,6 +60,26 @@ pub fn upload_model_with_progress(
         missing: Vec::new(),
     };
     if let Some(adapter) = adapter {
+        // An adapter of the separate q/k/v (or gate/up) modules on a model whose adapters name
+        // the fused module (Phi-3) was trained for another model: say so, before its tensors.
+        let family = config.family();
+        let targets = &adapter.config.target_modules;
+        if let Some(f) = family.fused.iter().find(|f| {
+            f.parts
+                .iter()
+                .any(|p| targets.iter().any(|t| p.rsplit('.').next() == Some(t)))
+        }) {
+            return Err(ModelError::Invalid {
+                path: "the adapter".into(),
+                msg: format!(
+                    "it adapts {} apart, but {}'s adapters name the fused '{}' (PEFT's \
+                     modules of this model): it was trained for another model",
+                    targets.join(", "),
+                    family.model_types[0],
+                    f.short()
+                ),
+            });
+        }
         // Every adapter tensor must land somewhere: one the model has no place for (another
         // model's layer count or modules) would otherwise be dropped without a word.
         let places: HashSet<&str> = model
