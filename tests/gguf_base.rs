@@ -98,15 +98,7 @@ fn config(model_type: &str) -> ModelConfig {
         json["query_pre_attn_scalar"] = 64.into();
     }
     let mut config = ModelConfig::from_json(&json.to_string(), "config.json").unwrap();
-    let modules = [
-        "self_attn.q_proj",
-        "self_attn.k_proj",
-        "self_attn.v_proj",
-        "self_attn.o_proj",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-    ];
+    let modules = webqlora::model::family::LINEAR_PATHS;
     for (i, name) in (0..config.num_layers)
         .flat_map(|l| modules.map(|m| format!("model.layers.{l}.{m}.weight")))
         .enumerate()
