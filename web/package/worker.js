@@ -9,7 +9,9 @@
 import init, { WebSession } from './pkg/webqlora.js';
 
 let session = null;
-// The training requests asked to stop (by id), and whether a device loss is asked for.
+// The training requests queued or running (by id), those of them asked to stop, and whether a
+// device loss is asked for. A stop for a request that has ended is dropped.
+const trains = new Set();
 const stops = new Set();
 let losing = false;
 // Where the run is: the last step done and the steps in all.
@@ -76,7 +78,6 @@ async function handle(m, event) {
         // A loss asked for (as a GPU reset would happen): the next step fails on it.
         if (losing) { losing = false; s.lose_device(); }
       }
-      stops.delete(m.id);
       return { stopped: stop, step: at.step, steps: at.steps };
     }
     case 'validate':
@@ -132,9 +133,13 @@ let queue = Promise.resolve();
 let training = false;
 self.onmessage = (e) => {
   const m = e.data;
-  if (m.op === 'stop') { stops.add(m.target); return; }
+  if (m.op === 'stop') {
+    if (trains.has(m.target)) stops.add(m.target);
+    return;
+  }
   if (m.op === 'lose-device' && training) { losing = true; return; }
   const event = (name, fields, transfer) => post({ id: m.id, kind: 'event', name, ...fields }, transfer);
+  if (m.op === 'train') trains.add(m.id);
   queue = queue.then(async () => {
     training = m.op === 'train';
     try {
@@ -150,6 +155,8 @@ self.onmessage = (e) => {
       post({ id: m.id, kind: 'error', message: String((err && err.message) || err), lost });
     } finally {
       training = false;
+      trains.delete(m.id);
+      stops.delete(m.id);
     }
   });
 };
