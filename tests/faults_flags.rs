@@ -29,6 +29,8 @@ fn train_flags_out_of_range_are_refused() {
         (&["--epochs", "0"], "--epochs"),
         (&["--epochs", "-1"], "--epochs"),
         (&["--epochs", "nan"], "--epochs"),
+        (&["--epochs", "1e300"], "fewer steps or epochs"),
+        (&["--steps", "99999999999"], "fewer steps or epochs"),
         (&["--steps", "0"], "--steps"),
         (&["--rank", "0"], "--rank"),
         (&["--alpha", "0"], "--alpha"),

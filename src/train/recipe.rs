@@ -14,6 +14,10 @@ use crate::lora::{LoraConfig, ALL_LINEAR};
 use crate::model::transformer::BaseFormat;
 use crate::ops::adamw::AdamW;
 
+/// The most optimizer steps a run can take: AdamW's step count (its bias corrections) is a
+/// 32-bit integer on the GPU.
+pub const MAX_STEPS: usize = u32::MAX as usize;
+
 /// A run's settings, as the CLI's flags and the page's settings give them.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
@@ -136,11 +140,18 @@ impl Recipe {
             }
         };
         let total = match run.steps {
-            Some(n) => n.max(1),
+            Some(n) => n.max(1) as f64,
             None => ((train.len() as f64 * run.epochs) / per_step as f64)
                 .ceil()
-                .max(1.0) as usize,
+                .max(1.0),
         };
+        if total > MAX_STEPS as f64 {
+            return Err(format!(
+                "a run of {total} steps is more than the {MAX_STEPS} one can take (the \
+                 optimizer counts its steps in 32 bits): ask for fewer steps or epochs"
+            ));
+        }
+        let total = total as usize;
         let schedule = Schedule {
             kind: run.schedule,
             peak: run.lr,
@@ -229,6 +240,25 @@ mod tests {
                 .total,
             7
         );
+    }
+
+    #[test]
+    fn runs_longer_than_the_optimizer_counts_are_refused() {
+        for (steps, epochs) in [(None, 1e300), (None, 1e12), (Some(MAX_STEPS + 1), 1.0)] {
+            let long = RunSettings {
+                steps,
+                epochs,
+                ..run()
+            };
+            let err = Recipe::new(examples(&[10; 17]), vec![], &long).unwrap_err();
+            assert!(err.contains("fewer steps or epochs"), "{err}");
+        }
+        let most = RunSettings {
+            steps: Some(MAX_STEPS),
+            ..run()
+        };
+        let r = Recipe::new(examples(&[10; 17]), vec![], &most).unwrap();
+        assert_eq!(r.schedule.total, MAX_STEPS);
     }
 
     #[test]
