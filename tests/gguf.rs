@@ -301,11 +301,11 @@ fn a_gguf_tiny_phi3_gives_transformers_logits_on_f32_codes_and_merged() {
 }
 
 /// Phi-4-mini's GGUF files rotate part of each head (`rope.dimension_count` under the head
-/// size): read as its rotary width, an odd one refused by key; their LongRoPE factors
-/// (tensors) are refused by name, not trained on wrong positions.
+/// size): read as its rotary width, an odd one refused by key. Their `sliding_window` 0 (how
+/// llama.cpp's converter marks Phi-4's "none") is no window.
 #[test]
-fn phi3_gguf_partial_rotary_reads_and_longrope_is_refused() {
-    let dir = temp_dir("gguf_phi3_refused");
+fn phi3_gguf_partial_rotary_reads() {
+    let dir = temp_dir("gguf_phi3_rotary");
     let path = dir.join("phi3.gguf");
     let open = |edit: Edit| {
         tiny_family_gguf_with("tiny-phi3", "phi3", &path, &mut |_, _| None, edit);
@@ -313,24 +313,117 @@ fn phi3_gguf_partial_rotary_reads_and_longrope_is_refused() {
     };
     let dims = |d: u32| {
         move |meta: &mut Vec<(String, Meta)>, _: &mut Vec<_>| {
-            meta.push(("phi3.rope.dimension_count".into(), Meta::U32(d)))
+            meta.push(("phi3.rope.dimension_count".into(), Meta::U32(d)));
+            meta.push(("phi3.attention.sliding_window".into(), Meta::U32(0)));
         }
     };
     let file = open(&mut dims(24)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((file.config().head_dim, file.config().rotary_dim), (32, 24));
+    assert_eq!(file.config().sliding_window, None);
+    let err = match open(&mut dims(23)) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("'phi3.rope.dimension_count'"), "{err}");
+}
+
+/// LongRoPE in a GGUF as llama.cpp's converter writes Phi-3 128k, Phi-3.5 and Phi-4-mini:
+/// `rope_factors_short.weight` / `rope_factors_long.weight`, the original context and the
+/// attention factor in the metadata. Read as the same scaling, and the same RoPE tables, as
+/// config.json's `longrope` gives (tested against transformers' formula in phi3_golden.rs),
+/// with the attention factor computed as the converter does where the file has none; the
+/// logits change with it. A factor tensor alone, factors of the wrong count or a missing
+/// original context are refused by name.
+#[test]
+fn phi3_gguf_longrope_reads_as_config_json_does() {
+    let dir = temp_dir("gguf_phi3_longrope");
+    let path = dir.join("phi3.gguf");
+    let short: Vec<f32> = (0..16).map(|i| 1.0 + 0.25 * i as f32).collect();
+    let long: Vec<f32> = (0..16).map(|i| 2.0 + 0.5 * i as f32).collect();
+    let f32_tensor = |name: &str, v: &[f32]| {
+        let bytes = bytemuck::cast_slice(v).to_vec();
+        (name.to_string(), vec![v.len()], 0u32, bytes)
+    };
+    let open = |tensors: &[(&str, &[f32])], meta: &[(&str, Meta)]| {
+        let mut edit = |m: &mut Vec<(String, Meta)>, t: &mut Vec<_>| {
+            for (name, values) in tensors {
+                t.push(f32_tensor(name, values));
+            }
+            for (key, value) in meta {
+                m.push((key.to_string(), value.clone()));
+            }
+        };
+        tiny_family_gguf_with("tiny-phi3", "phi3", &path, &mut |_, _| None, &mut edit);
+        GgufFile::open(&path)
+    };
+    let both: [(&str, &[f32]); 2] = [
+        ("rope_factors_short.weight", &short),
+        ("rope_factors_long.weight", &long),
+    ];
+    // The golden model's context is 256: an original of 64 makes a factor of 4.
+    let original = ("phi3.rope.scaling.original_context_length", Meta::U32(64));
+    let file = open(&both, std::slice::from_ref(&original)).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut json = ModelConfig::load(&golden("tiny-phi3/base-f32"))
+        .unwrap()
+        .to_hf_json("float32");
+    json["original_max_position_embeddings"] = 64.into();
+    json["rope_scaling"] = serde_json::json!({"type": "longrope", "short_factor": short,
+        "long_factor": long});
+    let hf = ModelConfig::from_json(&json.to_string(), "longrope").unwrap();
+    let RopeScaling::LongRope {
+        attention_factor, ..
+    } = file.config().rope_scaling
+    else {
+        panic!("{:?}", file.config().rope_scaling)
+    };
+    let want = (1.0f64 + 4.0f64.ln() / 64.0f64.ln()).sqrt();
+    assert!(
+        (attention_factor - want).abs() < 1e-12,
+        "{attention_factor}"
+    );
+    assert_eq!(file.config().rope_scaling, hf.rope_scaling);
+    for positions in [9, 64, 65, 256] {
+        assert_eq!(
+            file.config().rope_table(positions),
+            hf.rope_table(positions)
+        );
+    }
+    // The file's own attention factor wins.
+    let given = ("phi3.rope.scaling.attn_factor", Meta::F32(1.5));
+    let file2 = open(&both, &[original.clone(), given]).unwrap();
+    assert!(matches!(
+        file2.config().rope_scaling,
+        RopeScaling::LongRope { attention_factor, .. } if attention_factor == 1.5
+    ));
+    // The scaling reaches the graph: not the unscaled model's logits.
+    let scaled = gguf_logits("tiny-phi3", &file);
+    let plain_path = dir.join("plain.gguf");
+    tiny_family_gguf("tiny-phi3", "phi3", &plain_path);
+    let plain = gguf_logits("tiny-phi3", &GgufFile::open(&plain_path).unwrap());
+    assert!(rel_err(&scaled, &plain) > 1e-3, "LongRoPE changed nothing");
+
     let refusal = |result: Result<GgufFile, webqlora::model::ModelError>| match result {
         Ok(_) => panic!("opened"),
         Err(e) => e.to_string(),
     };
-    let err = refusal(open(&mut dims(23)));
-    assert!(err.contains("'phi3.rope.dimension_count'"), "{err}");
-    let err = refusal(open(&mut |_, tensors| {
-        let ones = vec![1.0f32; 16];
-        let bytes = bytemuck::cast_slice(&ones).to_vec();
-        tensors.push(("rope_factors_long.weight".into(), vec![16], 0, bytes));
-    }));
+    let err = refusal(open(&both[1..], std::slice::from_ref(&original)));
     assert!(
-        err.contains("'rope_factors_long.weight': LongRoPE"),
+        err.contains("'rope_factors_long.weight' without 'rope_factors_short.weight'"),
+        "{err}"
+    );
+    let err = refusal(open(&both, &[]));
+    assert!(
+        err.contains("'phi3.rope.scaling.original_context_length'"),
+        "{err}"
+    );
+    let few: [(&str, &[f32]); 2] = [
+        ("rope_factors_short.weight", &short[..8]),
+        ("rope_factors_long.weight", &long[..8]),
+    ];
+    let err = refusal(open(&few, std::slice::from_ref(&original)));
+    assert!(
+        err.contains("'rope_factors_short.weight'") && err.contains("16 positive"),
         "{err}"
     );
 }

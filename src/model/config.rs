@@ -633,18 +633,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if let RopeScaling::Divisors(d) = &self.rope_scaling {
-            if d.len() != self.rotary_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                return Err((
-                    "rope_scaling",
-                    format!(
-                        "has {} frequency divisors, not {} positive ones",
-                        d.len(),
-                        self.rotary_dim / 2
-                    ),
-                ));
-            }
-        }
+        self.check_rope_scaling()?;
         if self.rotary_dim == 0
             || self.rotary_dim > self.head_dim
             || !self.rotary_dim.is_multiple_of(2)
@@ -736,6 +725,50 @@ impl ModelConfig {
                     self.vocab_size, self.hidden_size
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// The RoPE scaling's per-frequency values against the rotated channels: one a frequency,
+    /// each finite and above 0 (LongRoPE's factors and attention factor, llama.cpp's divisors).
+    fn check_rope_scaling(&self) -> Result<(), (&'static str, String)> {
+        if let RopeScaling::LongRope {
+            short,
+            long,
+            attention_factor,
+            ..
+        } = &self.rope_scaling
+        {
+            let half = self.rotary_dim / 2;
+            let fits = |f: &[f64]| f.len() == half && f.iter().all(|v| v.is_finite() && *v > 0.0);
+            if !(fits(short) && fits(long)) {
+                return Err((
+                    "rope_scaling",
+                    format!(
+                        "has {} short and {} long LongRoPE factors, not {half} positive ones each",
+                        short.len(),
+                        long.len()
+                    ),
+                ));
+            }
+            if !(attention_factor.is_finite() && *attention_factor > 0.0) {
+                return Err((
+                    "rope_scaling",
+                    format!("has a LongRoPE attention factor of {attention_factor}, not above 0"),
+                ));
+            }
+        }
+        if let RopeScaling::Divisors(d) = &self.rope_scaling {
+            if d.len() != self.rotary_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err((
+                    "rope_scaling",
+                    format!(
+                        "has {} frequency divisors, not {} positive ones",
+                        d.len(),
+                        self.rotary_dim / 2
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -513,6 +513,15 @@ impl GgufFile {
             data_start,
             config,
         };
+        if let Some(scaling) = longrope(&file)? {
+            file.config.rope_scaling = scaling;
+            file.config
+                .check()
+                .map_err(|(_, msg)| ModelError::Invalid {
+                    path: file.path.clone(),
+                    msg: format!("tensors '{LONGROPE_SHORT}' and '{LONGROPE_LONG}': {msg}"),
+                })?;
+        }
         // llama.cpp keeps Llama 3's RoPE scaling as one divisor per frequency.
         if let Some((_, divisors)) = file.tensor(ROPE_FREQS) {
             file.config.rope_scaling = RopeScaling::Divisors(divisors);
@@ -568,6 +577,71 @@ impl GgufFile {
 
 /// The GGUF tensor of RoPE's per-frequency divisors (Llama 3.1+ converted by llama.cpp).
 const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// LongRoPE's per-frequency factors as llama.cpp's converter writes them (Phi-3 128k,
+/// Phi-3.5, Phi-4-mini), with `rope.scaling.original_context_length` and
+/// `rope.scaling.attn_factor`.
+const LONGROPE_SHORT: &str = "rope_factors_short.weight";
+const LONGROPE_LONG: &str = "rope_factors_long.weight";
+
+/// A GGUF's LongRoPE scaling, where it has the factors: the short ones up to the original
+/// context, the long ones past it (as transformers and llama.cpp choose), and cos and sin
+/// scaled by the file's `attn_factor` (else √(1 + ln f / ln original), f = context_length /
+/// original, as the converter computes it). Both factor tensors and the original context are
+/// required.
+fn longrope(file: &GgufFile) -> Result<Option<RopeScaling>, ModelError> {
+    let err = |msg: String| ModelError::Invalid {
+        path: file.path.clone(),
+        msg,
+    };
+    let (short, long) = match (file.tensor(LONGROPE_SHORT), file.tensor(LONGROPE_LONG)) {
+        (None, None) => return Ok(None),
+        (Some((_, short)), Some((_, long))) => (short, long),
+        (Some(_), None) => {
+            return Err(err(format!(
+                "tensor '{LONGROPE_SHORT}' without '{LONGROPE_LONG}': LongRoPE needs both"
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(err(format!(
+                "tensor '{LONGROPE_LONG}' without '{LONGROPE_SHORT}': LongRoPE needs both"
+            )))
+        }
+    };
+    let arch = file
+        .metadata
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("");
+    let key = format!("{arch}.rope.scaling.original_context_length");
+    let original = match file.metadata.get(&key).and_then(MetaValue::as_u64) {
+        Some(n) if n > 0 => n as usize,
+        _ => {
+            return Err(err(format!(
+                "metadata '{key}' is missing or 0: LongRoPE's factors need the original context"
+            )))
+        }
+    };
+    let key = format!("{arch}.rope.scaling.attn_factor");
+    let attention_factor = match file.metadata.get(&key).and_then(MetaValue::as_f64) {
+        Some(a) if a.is_finite() && a > 0.0 => a,
+        Some(a) => return Err(err(format!("metadata '{key}' is {a}, not above 0"))),
+        None => {
+            let scale = file.config.max_position_embeddings as f64 / original as f64;
+            match scale > 1.0 {
+                true => (1.0 + scale.ln() / (original as f64).ln()).sqrt(),
+                false => 1.0,
+            }
+        }
+    };
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
+    Ok(Some(RopeScaling::LongRope {
+        short: wide(short),
+        long: wide(long),
+        original_max_position_embeddings: original,
+        attention_factor,
+    }))
+}
 
 fn config_from_metadata(
     m: &BTreeMap<String, MetaValue>,
@@ -643,14 +717,6 @@ fn config_from_metadata(
     };
     // The channels RoPE rotates (Phi-4-mini's partial rotary factor: fewer than the head's).
     let rotary_dim = count("rope.dimension_count").unwrap_or(head_dim);
-    if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"]
-        .into_iter()
-        .find(|t| tensors.contains_key(*t))
-    {
-        return Err(err(format!(
-            "tensor '{t}': LongRoPE scaling (Phi-3 128k, Phi-3.5, Phi-4-mini) is not supported"
-        )));
-    }
     let mut config = ModelConfig {
         architecture,
         vocab_size,
@@ -676,7 +742,8 @@ fn config_from_metadata(
         max_position_embeddings: count("context_length").unwrap_or(2048),
         query_pre_attn_scalar: None,
         layer_types: Vec::new(),
-        sliding_window: count("attention.sliding_window").ok(),
+        // 0 is llama.cpp's "no window" (its converter writes it for Phi-4).
+        sliding_window: count("attention.sliding_window").ok().filter(|&w| w > 0),
         rope_local_theta: None,
         no_rope_layers: Vec::new(),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),

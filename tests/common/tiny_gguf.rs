@@ -7,6 +7,7 @@ use webqlora::model::gguf_write::{GgufValue, GgufWriter};
 use webqlora::model::ModelConfig;
 use webqlora::quant::ggml::GgmlType;
 
+#[derive(Clone)]
 pub enum Meta {
     U32(u32),
     F32(f32),
