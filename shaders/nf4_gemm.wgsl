@@ -10,9 +10,15 @@
 // Tiles of 64 x 64 outputs through workgroup memory (tile_product.wgsl, appended): each step
 // of 16 along k stages 64 x 16 activations (k-contiguous reads) and decodes 16 x 64 weights
 // once into the tile, so every weight is decoded once per 64 rows of activations, not once
-// per row. When n_in is a multiple of 8 every row of W starts on a word: half the invocations
-// each read one code word and its scale and decode eight weights (neighbouring invocations
-// read neighbouring words); otherwise each weight is decoded on its own.
+// per row. When n_in is a multiple of 8 every row of W starts on a word: every invocation
+// decodes four weights, half a code word, with their scale (neighbouring invocations read
+// neighbouring words); otherwise each weight is decoded on its own. The code book is in
+// workgroup memory (a private array indexed at run time lives in slow local memory on many
+// GPUs), filled at the start; the block size is a pipeline constant, so dividing
+// by it is a shift.
+// Bank conflicts (32 banks): the forward's weight stores are 2-way (kk and kk + 8 of a column
+// share a bank), the backward's vec4 stores conflict-free, the activations as tile_product.wgsl
+// says.
 //
 // Bindings (group 0):
 //   0 x         storage, read        f32 [T, in]     (dy [T, out] for the backward)
@@ -28,6 +34,9 @@
 // Add into the output instead of storing it (a node with this constant set reads its outputs:
 // crate::graph::ACCUMULATE).
 override ACCUMULATE: bool = false;
+
+// Elements a scale covers (the weight's blocksize; a multiple of 8).
+override BLOCKSIZE: u32 = 64u;
 
 struct Params {
     rows: u32,
@@ -46,6 +55,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 
+var<workgroup> book: array<f32, 16>;
+
 var<private> NF4: array<f32, 16> = array<f32, 16>(
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
@@ -53,10 +64,28 @@ var<private> NF4: array<f32, 16> = array<f32, 16>(
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 );
 
+/// The code book into workgroup memory, by every invocation at the start (the barrier orders
+/// it before any decoding).
+fn fill_book(flat: u32) {
+    if flat < 16u {
+        book[flat] = NF4[flat];
+    }
+    workgroupBarrier();
+}
+
 /// W at flattened index `idx`, decoded alone.
 fn weight_at(idx: u32) -> f32 {
     let code = (w[idx / 8u] >> (4u * (idx % 8u))) & 15u;
-    return NF4[code] * w_absmax[idx / params.blocksize];
+    return book[code] * w_absmax[idx / BLOCKSIZE];
+}
+
+/// The four weights from flattened index `idx` (a multiple of 4, within a row of whole
+/// words): half a code word, one scale.
+fn four_weights(idx: u32) -> vec4<f32> {
+    let half = w[idx / 8u] >> (4u * (idx % 8u));
+    let codes = vec4<u32>(half, half >> 4u, half >> 8u, half >> 12u) & vec4<u32>(15u);
+    let scale = w_absmax[idx / BLOCKSIZE];
+    return vec4<f32>(book[codes.x], book[codes.y], book[codes.z], book[codes.w]) * scale;
 }
 
 /// Stage the activations x[row0.., k0..] of a row-major [rows, width] matrix: neighbouring
@@ -166,27 +195,23 @@ fn nf4_gemm_forward(
     let n_in = params.n_in;
     let n_out = params.n_out;
     let aligned = n_in % 8u == 0u;
+    fill_book(flat);
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < n_in; k0 += TILE_K) {
         stage_rows(row0, k0, n_in, flat);
         // B(kk, j) = W[col0 + j, k0 + kk]: 64 outputs x 16 inputs.
         if aligned {
-            // Invocation f < 128: output j = f / 2, eight inputs from 8 (f % 2).
-            if flat < 128u {
-                let j = flat / 2u;
-                let kq = 8u * (flat % 2u);
-                let o = col0 + j;
-                let k = k0 + kq;
-                var word = 0u;
-                var scale = 0.0;
-                if o < n_out && k < n_in {
-                    let idx = o * n_in + k;
-                    word = w[idx / 8u];
-                    scale = w_absmax[idx / params.blocksize];
-                }
-                for (var q = 0u; q < 8u; q++) {
-                    tile_b_set(kq + q, j, NF4[(word >> (4u * q)) & 15u] * scale);
-                }
+            // Invocation f: output j = f / 4, the four inputs from 4 (f % 4).
+            let j = flat / 4u;
+            let kq = 4u * (flat % 4u);
+            let o = col0 + j;
+            let k = k0 + kq;
+            var v = vec4<f32>(0.0);
+            if o < n_out && k < n_in {
+                v = four_weights(o * n_in + k);
+            }
+            for (var q = 0u; q < 4u; q++) {
+                tile_b_set(kq + q, j, v[q]);
             }
         } else {
             for (var s = 0u; s < 4u; s++) {
@@ -221,34 +246,23 @@ fn nf4_gemm_backward(
     let n_in = params.n_in;
     let n_out = params.n_out;
     let aligned = n_in % 8u == 0u;
+    fill_book(flat);
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < n_out; k0 += TILE_K) {
         stage_rows(row0, k0, n_out, flat);
         // B(kk, j) = W[k0 + kk, col0 + j]: 16 outputs x 64 inputs.
         if aligned {
-            // Invocation f < 128: output kk = f / 8, inputs 8 (f % 8) .. +8: one word, so
-            // eight neighbouring invocations read eight neighbouring words.
-            if flat < 128u {
-                let kk = flat / 8u;
-                let jq = 8u * (flat % 8u);
-                let o = k0 + kk;
-                let i = col0 + jq;
-                var word = 0u;
-                var scale = 0.0;
-                if o < n_out && i < n_in {
-                    let idx = o * n_in + i;
-                    word = w[idx / 8u];
-                    scale = w_absmax[idx / params.blocksize];
-                }
-                var lo: vec4<f32>;
-                var hi: vec4<f32>;
-                for (var q = 0u; q < 4u; q++) {
-                    lo[q] = NF4[(word >> (4u * q)) & 15u];
-                    hi[q] = NF4[(word >> (4u * q + 16u)) & 15u];
-                }
-                tile_b[kk * ROW + jq / 4u] = vec4<T>(lo * scale);
-                tile_b[kk * ROW + jq / 4u + 1u] = vec4<T>(hi * scale);
+            // Invocation f: output kk = f / 16, inputs 4 (f % 16) .. +4: half a word, so
+            // sixteen neighbouring invocations read eight neighbouring words.
+            let kk = flat / 16u;
+            let jq = 4u * (flat % 16u);
+            let o = k0 + kk;
+            let i = col0 + jq;
+            var v = vec4<f32>(0.0);
+            if o < n_out && i < n_in {
+                v = four_weights(o * n_in + i);
             }
+            tile_b[kk * ROW + jq / 4u] = vec4<T>(v);
         } else {
             for (var s = 0u; s < 4u; s++) {
                 let e = flat + 256u * s;

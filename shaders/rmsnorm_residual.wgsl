@@ -1,6 +1,6 @@
 // A residual add and the RMSNorm that follows it, in one pass (the portable kernel; llm.c's
 // fused residual + norm): a workgroup a row, its invocations side by side along the columns
-// (coalesced), the sum of squares reduced in workgroup memory.
+// (coalesced), the sum of squares reduced in workgroup memory (row_sum.wgsl, appended).
 //   sum[r, c] = a[r, c] + b[r, c]
 //   rstd[r] = 1 / sqrt(mean_c(sum[r, c]^2) + eps),  y[r, c] = weight[c] * (sum[r, c] * rstd[r])
 //
@@ -13,8 +13,6 @@
 //   5 rstd    storage, read_write  f32[rows]         every element written
 //   6 params  uniform              { rows, cols, eps }
 // Dispatch: linear, `rows` workgroups of 64 invocations.
-
-const WIDTH: u32 = 64u;
 
 struct Params {
     rows: u32,
@@ -30,8 +28,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> partial: array<f32, WIDTH>;
-
 @compute @workgroup_size(64)
 fn rmsnorm_residual(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -44,25 +40,17 @@ fn rmsnorm_residual(
     }
     let base = row * params.cols;
     var sum_sq = 0.0;
-    for (var c = lid; c < params.cols; c += WIDTH) {
+    for (var c = lid; c < params.cols; c += ROW_WIDTH) {
         let s = a[base + c] + b[base + c];
         sum[base + c] = s;
         sum_sq += s * s;
     }
-    partial[lid] = sum_sq;
-    for (var span = WIDTH / 2u; span > 0u; span /= 2u) {
-        workgroupBarrier();
-        if lid < span {
-            partial[lid] += partial[lid + span];
-        }
-    }
-    workgroupBarrier();
-    let r = inverseSqrt(partial[0] / f32(params.cols) + params.eps);
+    let r = inverseSqrt(row_sum(lid, sum_sq) / f32(params.cols) + params.eps);
     if lid == 0u {
         rstd[row] = r;
     }
     // Each invocation reads back only the sums it wrote.
-    for (var c = lid; c < params.cols; c += WIDTH) {
+    for (var c = lid; c < params.cols; c += ROW_WIDTH) {
         y[base + c] = weight[c] * (sum[base + c] * r);
     }
 }

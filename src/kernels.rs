@@ -317,10 +317,12 @@ impl Kernels {
             .map(|f| {
                 let detail = match self.path(f) {
                     Path::Portable if f == Family::Rmsnorm && self.subgroups.is_some() => {
-                        "subgroup reduction; after a residual add a row a workgroup".to_string()
+                        "subgroup reduction; after a residual add and backward a row a workgroup"
+                            .to_string()
                     }
                     Path::Portable if f == Family::Rmsnorm => {
-                        "a row an invocation; after a residual add a row a workgroup".to_string()
+                        "a row an invocation; after a residual add and backward a row a workgroup"
+                            .to_string()
                     }
                     Path::Portable if f == Family::Attention => {
                         "FlashAttention-2 tiles (keys or queries in workgroup memory)".to_string()

@@ -366,15 +366,23 @@ shader!(
     RMSNORM_BACKWARD,
     "rmsnorm_backward",
     wgpu::Features::empty(),
-    then "lanes_1"
+    then "lanes_1",
+    "row_sum"
 );
 shader!(
     RMSNORM_BACKWARD_VEC4,
     "rmsnorm_backward" as "rmsnorm_backward_vec4",
     wgpu::Features::empty(),
-    then "lanes_4"
+    then "lanes_4",
+    "row_sum"
 );
-shader!(RMSNORM_RESIDUAL, "rmsnorm_residual");
+shader!(ROW_SUM, "row_sum");
+shader!(
+    RMSNORM_RESIDUAL,
+    "rmsnorm_residual",
+    wgpu::Features::empty(),
+    then "row_sum"
+);
 shader!(
     RMSNORM_VEC4,
     "rmsnorm" as "rmsnorm_vec4",
@@ -497,6 +505,7 @@ pub static ALL: &[&Shader] = &[
     &RMSNORM_RESIDUAL,
     &RMSNORM_VEC4,
     &ROWS_FMA_SG,
+    &ROW_SUM,
     &TILE_QUEUE,
     &ROPE,
     &ROPE_QK,

@@ -89,7 +89,7 @@ fn rmsnorm_forward_and_backward_match_cpu() {
 
 /// A residual add with the norm after it (one dispatch on the portable path, an add and a
 /// norm elsewhere), and the norm's backward added into a running gradient (one dispatch:
-/// the `ACCUMULATE` constant).
+/// the `ACCUMULATE` constant; a workgroup a row on the portable path).
 #[test]
 fn residual_norm_and_accumulated_backward_match_cpu() {
     for_each_seed("rmsnorm_residual", &[], |mut rng| {
@@ -117,6 +117,9 @@ fn residual_norm_and_accumulated_backward_match_cpu() {
                 rmsnorm::backward_into(&mut g, "dx", dx, dyt, sum, wt, rstd).unwrap();
                 assert_eq!(g.nodes.len(), forward_nodes + 1);
                 assert!(g.nodes[forward_nodes].accumulates());
+                // The portable backward a workgroup a row, the software one a row a lane.
+                let backward = g.nodes[forward_nodes].kernel.name;
+                assert_eq!(backward.starts_with("rmsnorm_backward_rows"), portable);
                 let inputs = [
                     (at, bytes(&a)),
                     (bt, bytes(&b)),

@@ -209,13 +209,6 @@ impl Graph {
         }
     }
 
-    /// Whether `family`'s products with these texture sides should use the texture kernels.
-    pub fn textures_fit(&self, family: crate::kernels::Family, sides: &[usize]) -> bool {
-        self.kernels
-            .textures_for(family)
-            .is_some_and(|max| sides.iter().all(|&s| s >= 1 && s <= max as usize))
-    }
-
     /// The texture of this format and size for operand `slot` (shared by every node asking for
     /// the same).
     pub fn texture(

@@ -6,11 +6,11 @@
 
 use super::transformer::{Attend, HeadNorm, Layer, LoraGrads, Module, ModuleSaved, Transformer};
 use crate::graph::{DType, Graph, GraphError, TensorId};
-use crate::kernels::Family;
 use crate::ops::attention::{self, Qkv, Saved};
 use crate::ops::cross_entropy::{lm_head_loss_parts, IGNORE};
 use crate::ops::decode;
 use crate::ops::rope::{rope_qk, Positions};
+use crate::ops::select;
 use crate::ops::{embedding, residual, rmsnorm, swiglu};
 
 /// The rows of a batch that carry a loss, gathered from the final hidden state before the
@@ -111,10 +111,11 @@ pub(super) struct AdapterProducts {
     down: Option<TensorId>,
 }
 
+/// What the attention sub-layer's forward gives: its output (o_proj's, normed where the
+/// family norms it) and what its backward needs.
 #[derive(Clone, Copy)]
-pub(super) struct LayerSaved {
-    h_in: TensorId,
-    rstd: TensorId,
+pub(super) struct AttentionSaved {
+    out: TensorId,
     q: ModuleSaved,
     k: ModuleSaved,
     v: ModuleSaved,
@@ -123,8 +124,16 @@ pub(super) struct LayerSaved {
     qkv: Qkv,
     attn: Saved,
     o: ModuleSaved,
-    /// Gemma's output norms: (o_proj's output, rstd) and (down_proj's, rstd).
+    /// Gemma's norm after o_proj: (o_proj's output, rstd).
     o_norm: Option<(TensorId, TensorId)>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct LayerSaved {
+    h_in: TensorId,
+    rstd: TensorId,
+    attention: AttentionSaved,
+    /// Gemma's norm after down_proj: (down_proj's output, rstd).
     down_norm: Option<(TensorId, TensorId)>,
     h_attn: TensorId,
     rstd2: TensorId,
@@ -139,10 +148,10 @@ impl LayerSaved {
     /// The adapters' x·Aᵀ of this pass, for a recomputation to reuse.
     pub(super) fn adapter_products(&self) -> AdapterProducts {
         AdapterProducts {
-            q: self.q.x_a,
-            k: self.k.x_a,
-            v: self.v.x_a,
-            o: self.o.x_a,
+            q: self.attention.q.x_a,
+            k: self.attention.k.x_a,
+            v: self.attention.v.x_a,
+            o: self.attention.o.x_a,
             gate: self.gate.x_a,
             up: self.up.x_a,
             down: self.down.x_a,
@@ -278,12 +287,87 @@ impl Transformer {
         let kept = kept.unwrap_or_default();
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
-        let tokens = g.tensor(h).shape[0];
-        let (table, at) = self.rope_for(l, attend, tokens);
         let (h_norm, rstd) = match normed_input {
             Some(normed) => normed,
             None => rmsnorm::forward(g, &format!("{p}.h_norm"), h, l.input_norm, eps)?,
         };
+        let sub = self.attention_forward(g, l, p, h_norm, attend, kept)?;
+        let o = sub.out;
+        let names = (&format!("{p}.h_attn")[..], &format!("{p}.h_norm2")[..]);
+        let (h_attn, h_norm2, rstd2) =
+            rmsnorm::forward_residual(g, names, (h, o), l.post_norm, eps)?;
+        let (gate_out, gate_saved) =
+            l.gate
+                .forward_reusing(g, &format!("{p}.gate"), h_norm2, kept.gate)?;
+        let kept_up = kept.up.or(l.up.shared_product(&l.gate, &gate_saved));
+        let (up_out, up_saved) =
+            l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept_up)?;
+        let act_fn = c.family().activation;
+        let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
+        let mut next = None;
+        let (h_out, down_saved, down_norm) = if output || l.out_norms.is_some() {
+            let (down, down_saved) =
+                l.down
+                    .forward_reusing(g, &format!("{p}.down"), act, kept.down)?;
+            let (down, down_norm) = match l.out_norms {
+                Some((_, w)) => {
+                    let (y, rstd) = rmsnorm::forward(g, &format!("{p}.down_norm"), down, w, eps)?;
+                    (y, Some((down, rstd)))
+                }
+                None => (down, None),
+            };
+            let h_out = match output {
+                true => match next_norm {
+                    Some((w, name)) => {
+                        let names = (&format!("{p}.h_out")[..], name);
+                        let (sum, y, rstd) =
+                            rmsnorm::forward_residual(g, names, (h_attn, down), w, eps)?;
+                        next = Some((y, rstd));
+                        Some(sum)
+                    }
+                    None => Some(residual::add(g, &format!("{p}.h_out"), h_attn, down)?),
+                },
+                false => None,
+            };
+            (h_out, down_saved, down_norm)
+        } else {
+            let saved = l
+                .down
+                .saved_reusing(g, &format!("{p}.down"), act, kept.down)?;
+            (None, saved, None)
+        };
+        let saved = LayerSaved {
+            h_in: h,
+            rstd,
+            attention: sub,
+            down_norm,
+            h_attn,
+            rstd2,
+            gate: gate_saved,
+            up: up_saved,
+            gate_out,
+            up_out,
+            down: down_saved,
+        };
+        Ok((h_out, next, saved))
+    }
+
+    /// The attention sub-layer's forward from the normed input `h_norm`: q, k and v (the
+    /// parts of a fused module sharing its adapter's x·Aᵀ), their heads, the q/k norms, RoPE,
+    /// attention as `attend` says, and o_proj with its norm (Gemma).
+    fn attention_forward(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        h_norm: TensorId,
+        attend: Attend,
+        kept: AdapterProducts,
+    ) -> Result<AttentionSaved, GraphError> {
+        let c = &self.config;
+        let eps = c.rms_norm_eps as f32;
+        let tokens = g.tensor(h_norm).shape[0];
+        let (table, at) = self.rope_for(l, attend, tokens);
         // The parts of a fused module (Phi-3's q|k|v) share its adapter's x·Aᵀ.
         let (q, q_saved) = l.q.forward_reusing(g, &format!("{p}.q"), h_norm, kept.q)?;
         let kept_k = kept.k.or(l.k.shared_product(&l.q, &q_saved));
@@ -356,52 +440,8 @@ impl Transformer {
             }
             None => (o, None),
         };
-        let names = (&format!("{p}.h_attn")[..], &format!("{p}.h_norm2")[..]);
-        let (h_attn, h_norm2, rstd2) =
-            rmsnorm::forward_residual(g, names, (h, o), l.post_norm, eps)?;
-        let (gate_out, gate_saved) =
-            l.gate
-                .forward_reusing(g, &format!("{p}.gate"), h_norm2, kept.gate)?;
-        let kept_up = kept.up.or(l.up.shared_product(&l.gate, &gate_saved));
-        let (up_out, up_saved) =
-            l.up.forward_reusing(g, &format!("{p}.up"), h_norm2, kept_up)?;
-        let act_fn = c.family().activation;
-        let act = swiglu::forward(g, &format!("{p}.act"), gate_out, up_out, act_fn)?;
-        let mut next = None;
-        let (h_out, down_saved, down_norm) = if output || l.out_norms.is_some() {
-            let (down, down_saved) =
-                l.down
-                    .forward_reusing(g, &format!("{p}.down"), act, kept.down)?;
-            let (down, down_norm) = match l.out_norms {
-                Some((_, w)) => {
-                    let (y, rstd) = rmsnorm::forward(g, &format!("{p}.down_norm"), down, w, eps)?;
-                    (y, Some((down, rstd)))
-                }
-                None => (down, None),
-            };
-            let h_out = match output {
-                true => match next_norm {
-                    Some((w, name)) => {
-                        let names = (&format!("{p}.h_out")[..], name);
-                        let (sum, y, rstd) =
-                            rmsnorm::forward_residual(g, names, (h_attn, down), w, eps)?;
-                        next = Some((y, rstd));
-                        Some(sum)
-                    }
-                    None => Some(residual::add(g, &format!("{p}.h_out"), h_attn, down)?),
-                },
-                false => None,
-            };
-            (h_out, down_saved, down_norm)
-        } else {
-            let saved = l
-                .down
-                .saved_reusing(g, &format!("{p}.down"), act, kept.down)?;
-            (None, saved, None)
-        };
-        let saved = LayerSaved {
-            h_in: h,
-            rstd,
+        Ok(AttentionSaved {
+            out: o,
             q: q_saved,
             k: k_saved,
             v: v_saved,
@@ -410,16 +450,100 @@ impl Transformer {
             attn,
             o: o_saved,
             o_norm,
-            down_norm,
-            h_attn,
-            rstd2,
-            gate: gate_saved,
-            up: up_saved,
-            gate_out,
-            up_out,
-            down: down_saved,
+        })
+    }
+
+    /// The attention sub-layer's backward from the gradient `dh` of its output: o_proj (after
+    /// Gemma's norm), attention, RoPE's inverse rotation, the q/k norms, then q, k and v, whose
+    /// input gradients sum into the returned gradient of the normed input.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        p: &str,
+        dh: TensorId,
+        a: &AttentionSaved,
+        attend: Attend,
+        grads: &mut Vec<(String, TensorId)>,
+    ) -> Result<TensorId, GraphError> {
+        let c = &self.config;
+        let tokens = g.tensor(dh).shape[0];
+        let d_o = match (a.o_norm, l.out_norms) {
+            (Some((x, rstd)), Some((w, _))) => {
+                rmsnorm::backward(g, &format!("{p}.d_o_norm"), dh, x, w, rstd)?
+            }
+            _ => dh,
         };
-        Ok((h_out, next, saved))
+        let d_attn_flat = backward(g, &l.o, &format!("{p}.o.d_in"), d_o, a.o, None, grads)?;
+        let d_attn = g.view(
+            d_attn_flat,
+            &format!("{p}.d_attn_heads"),
+            &[tokens, c.num_heads, c.head_dim],
+        )?;
+        let name = format!("{p}.d_qkv");
+        let d = match attend {
+            Attend::Packed { mask, .. } => {
+                attention::backward_masked(g, &name, a.qkv, a.attn, d_attn, mask, l.scores)?
+            }
+            _ => {
+                let seq_len = match attend {
+                    Attend::Sequences(n) => n,
+                    _ => tokens,
+                };
+                attention::backward(g, &name, a.qkv, a.attn, d_attn, seq_len, l.scores)?
+            }
+        };
+        let [d_q, d_k] = match l.rope {
+            true => {
+                let (table, at) = self.rope_for(l, attend, tokens);
+                let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
+                rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?
+            }
+            false => [d.q, d.k],
+        };
+        let (d_q, d_k) = match (a.qk_norm, l.qk_norm) {
+            (Some((qn, kn)), Some((qw, kw))) => (
+                qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
+                kn.backward(g, &format!("{p}.d_k_norm"), d_k, kw)?,
+            ),
+            _ => (d_q, d_k),
+        };
+        let d_q = g.view(
+            d_q,
+            &format!("{p}.d_q"),
+            &[tokens, c.num_heads * c.head_dim],
+        )?;
+        let d_k = g.view(
+            d_k,
+            &format!("{p}.d_k"),
+            &[tokens, c.num_kv_heads * c.head_dim],
+        )?;
+        let d_v = g.view(
+            d.v,
+            &format!("{p}.d_v"),
+            &[tokens, c.num_kv_heads * c.head_dim],
+        )?;
+        let d_norm = backward(g, &l.q, &format!("{p}.q.d_in"), d_q, a.q, None, grads)?;
+        backward(
+            g,
+            &l.k,
+            &format!("{p}.k.d_in"),
+            d_k,
+            a.k,
+            Some(d_norm),
+            grads,
+        )?;
+        backward(
+            g,
+            &l.v,
+            &format!("{p}.v.d_in"),
+            d_v,
+            a.v,
+            Some(d_norm),
+            grads,
+        )?;
+        Ok(d_norm)
     }
 
     /// One layer's backward, the reverse of `layer_pass` from what it saved (`s`): `dh` holds
@@ -445,10 +569,6 @@ impl Transformer {
         grads: &mut Vec<(String, TensorId)>,
     ) -> Result<(), GraphError> {
         let c = &self.config;
-        let tokens = g.tensor(dh).shape[0];
-        let heads = |g: &mut Graph, t: TensorId, name: String, n: usize| {
-            g.view(t, &name, &[tokens, n, c.head_dim])
-        };
         // MLP: h_out = h_attn + [norm](down(act(gate(h_norm2)) * up(h_norm2))).
         let d_down = match (s.down_norm, l.out_norms) {
             (Some((x, rstd)), Some((_, w))) => {
@@ -491,76 +611,7 @@ impl Transformer {
         rmsnorm::backward_into(g, &name, dh, d_norm2, s.h_attn, l.post_norm, s.rstd2)?;
 
         // Attention: h_attn = h_in + [norm](o(attention(rope(q), rope(k), v))).
-        let d_o = match (s.o_norm, l.out_norms) {
-            (Some((x, rstd)), Some((w, _))) => {
-                rmsnorm::backward(g, &format!("{p}.d_o_norm"), dh, x, w, rstd)?
-            }
-            _ => dh,
-        };
-        let d_attn_flat = backward(g, &l.o, &format!("{p}.o.d_in"), d_o, s.o, None, grads)?;
-        let d_attn = heads(g, d_attn_flat, format!("{p}.d_attn_heads"), c.num_heads)?;
-        let name = format!("{p}.d_qkv");
-        let d = match attend {
-            Attend::Packed { mask, .. } => {
-                attention::backward_masked(g, &name, s.qkv, s.attn, d_attn, mask, l.scores)?
-            }
-            _ => {
-                let seq_len = match attend {
-                    Attend::Sequences(n) => n,
-                    _ => tokens,
-                };
-                attention::backward(g, &name, s.qkv, s.attn, d_attn, seq_len, l.scores)?
-            }
-        };
-        let [d_q, d_k] = match l.rope {
-            true => {
-                let (table, at) = self.rope_for(l, attend, tokens);
-                let names = [format!("{p}.d_q_heads"), format!("{p}.d_k_heads")];
-                rope_qk(g, [&names[0], &names[1]], [d.q, d.k], table, at, true)?
-            }
-            false => [d.q, d.k],
-        };
-        let (d_q, d_k) = match (s.qk_norm, l.qk_norm) {
-            (Some((qn, kn)), Some((qw, kw))) => (
-                qn.backward(g, &format!("{p}.d_q_norm"), d_q, qw)?,
-                kn.backward(g, &format!("{p}.d_k_norm"), d_k, kw)?,
-            ),
-            _ => (d_q, d_k),
-        };
-        let d_q = g.view(
-            d_q,
-            &format!("{p}.d_q"),
-            &[tokens, c.num_heads * c.head_dim],
-        )?;
-        let d_k = g.view(
-            d_k,
-            &format!("{p}.d_k"),
-            &[tokens, c.num_kv_heads * c.head_dim],
-        )?;
-        let d_v = g.view(
-            d.v,
-            &format!("{p}.d_v"),
-            &[tokens, c.num_kv_heads * c.head_dim],
-        )?;
-        let d_norm = backward(g, &l.q, &format!("{p}.q.d_in"), d_q, s.q, None, grads)?;
-        backward(
-            g,
-            &l.k,
-            &format!("{p}.k.d_in"),
-            d_k,
-            s.k,
-            Some(d_norm),
-            grads,
-        )?;
-        backward(
-            g,
-            &l.v,
-            &format!("{p}.v.d_in"),
-            d_v,
-            s.v,
-            Some(d_norm),
-            grads,
-        )?;
+        let d_norm = self.attention_backward(g, l, p, dh, &s.attention, attend, grads)?;
         // dh += the input norm's gradient (dh now that of the layer's input).
         let name = format!("{p}.d_h_in");
         rmsnorm::backward_into(g, &name, dh, d_norm, s.h_in, l.input_norm, s.rstd)?;
@@ -614,7 +665,7 @@ impl Transformer {
         // 4 × 256, r 16): seven products a layer that the recomputation need not dispatch again.
         // A GPU pays for dispatches more than for those megabytes; software devices, whose
         // texture kernels make the products cheap, keep the step under its 400 MB plan.
-        let keep_products = checkpointing && g.kernels.portable(Family::Matmul);
+        let keep_products = checkpointing && select::keep_adapter_products(&g.kernels);
         let h0 = self.embed_tokens(g, input_ids)?;
         let mut saved: Vec<Option<LayerSaved>> = Vec::with_capacity(self.layers.len());
         let mut inputs = Vec::with_capacity(self.layers.len());

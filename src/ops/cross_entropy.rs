@@ -12,10 +12,10 @@
 
 use super::embedding;
 use super::matmul::{matmul, matmul_into, Operand};
+use super::select;
 use crate::graph::{
     shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
-use crate::kernels::Family;
 use crate::shaders;
 
 /// A target that carries no loss (transformers' -100).
@@ -145,7 +145,7 @@ pub const TEXTURE_CHUNK_BYTES: u64 = 4 << 20;
 
 /// The chunk budget for `g`.
 pub fn chunk_bytes(g: &Graph) -> u64 {
-    if g.kernels.textures_for(Family::Matmul).is_some() {
+    if select::cross_entropy(&g.kernels).packed_products {
         TEXTURE_CHUNK_BYTES
     } else {
         DEFAULT_CHUNK_BYTES
@@ -161,7 +161,7 @@ pub const TEXTURE_WEIGHT_CHUNK_BYTES: u64 = 4 << 20;
 /// and, on texture graphs, weight rows under TEXTURE_WEIGHT_CHUNK_BYTES.
 pub fn chunk_for_graph(g: &Graph, rows: usize, vocab: usize, dim: usize) -> usize {
     let chunk = chunk_for(rows, vocab, chunk_bytes(g));
-    if g.kernels.textures_for(Family::Matmul).is_some() {
+    if select::cross_entropy(&g.kernels).packed_products {
         chunk.min(chunk_for(dim, vocab, TEXTURE_WEIGHT_CHUNK_BYTES))
     } else {
         chunk
@@ -267,7 +267,7 @@ pub fn lm_head_loss_parts(
             .u32(width as u32)
             .u32(v0 as u32)
             .u32(first as u32);
-        let portable = g.kernels.portable(Family::CrossEntropy);
+        let portable = select::cross_entropy(&g.kernels).rows_per_workgroup;
         let (kernel, dispatch) = match (portable, first) {
             (true, true) => (&ONLINE_FIRST_ROWS, Dispatch::Linear(rows as u32)),
             (true, false) => (&ONLINE_ROWS, Dispatch::Linear(rows as u32)),

@@ -5,6 +5,7 @@
 //! enough run on textures (`matmul_tex.wgsl`: operands packed first, see `ops::software::pack`); the
 //! rest, and every product on other devices, on the buffer kernels of `matmul.wgsl`.
 
+use super::select::{self, MatmulKey, ProductShape, TextureShape};
 use super::software::matmul::*;
 use super::software::pack::{pack_f32, texels, Strided};
 use crate::graph::{
@@ -148,16 +149,6 @@ impl ColumnBlock {
     }
 }
 
-/// Which texture kernel runs a product (see `Product::texture_shape`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TextureShape {
-    Wide,
-    Narrow,
-    NarrowTransposed,
-    /// c = Aᵀ B over stored [K, M] and [K, N] (A given transposed, B plain).
-    Tn,
-}
-
 /// A product's sizes and where its operands' elements are:
 /// A(m, k) = a[a_off + m·a_sm + k·a_sk], B(k, n) = b[b_off + k·b_sk + n·b_sn].
 struct Product {
@@ -228,27 +219,15 @@ impl Product {
             .u32(self.b_off as u32)
     }
 
-    /// How the texture kernels run this product on graphs for software devices, if they do:
-    /// the wide kernel when both sides fill its 64x128 workgroup tile reasonably, the narrow
-    /// one for up to 32 columns (the LoRA products with r columns) or, transposed, up to 32
-    /// rows; the textures must fit the device.
-    fn texture_shape(&self, g: &Graph) -> Option<TextureShape> {
-        if !g.textures_fit(Family::Matmul, &[texels(self.k), self.m, self.n]) {
-            return None;
-        }
-        let k_major = self.a_sm == 1 && self.b_sn == 1;
-        if k_major && self.m.min(self.n) <= 32 && self.m.max(self.n) >= 64 {
-            // Rows of K as stored: no transposing pack.
-            return g
-                .textures_fit(Family::Matmul, &[self.k, texels(self.m), texels(self.n)])
-                .then_some(TextureShape::Tn);
-        }
-        match (self.m, self.n) {
-            (m, n) if m >= 64 && n >= 64 => Some(TextureShape::Wide),
-            (m, n) if m >= 64 && n <= 32 => Some(TextureShape::Narrow),
-            (m, n) if m <= 32 && n >= 64 => Some(TextureShape::NarrowTransposed),
-            _ => None,
-        }
+    /// The kernels that run this product (`select::matmul`).
+    fn key(&self, g: &Graph) -> MatmulKey {
+        let shape = ProductShape {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            k_major: self.a_sm == 1 && self.b_sn == 1,
+        };
+        select::matmul(&g.kernels, shape)
     }
 
     /// c (+)= alpha · Aᵀ B from the stored [K, M] and [K, N] matrices: the larger one is
@@ -257,9 +236,8 @@ impl Product {
         &self,
         g: &mut Graph,
         label: &str,
-        c: TensorId,
-        alpha: f32,
-        accumulate: bool,
+        (c, alpha, accumulate): (TensorId, f32, bool),
+        eight_lanes: bool,
     ) -> Result<(), GraphError> {
         let stored = |tensor, offset, cols, row_stride| Strided {
             tensor,
@@ -287,17 +265,13 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(0);
-        let kernel = match g.kernels.eight_lanes_for(Family::Matmul) {
+        let kernel = match eight_lanes {
             true => &MATMUL_TEX_TN_SG,
             false => &MATMUL_TEX_TN,
         };
         // The subgroup kernel: one subgroup (64 rows) a workgroup, so that the few hundred
         // rows of a LoRA gradient still spread over the device's threads.
-        let rows_per_group = if g.kernels.eight_lanes_for(Family::Matmul) {
-            64
-        } else {
-            256
-        };
+        let rows_per_group = if eight_lanes { 64 } else { 256 };
         let dispatch = Dispatch::Grid([
             cols.div_ceil(16) as u32,
             rows.div_ceil(rows_per_group) as u32,
@@ -324,7 +298,7 @@ impl Product {
         block: ColumnBlock,
         alpha: f32,
         accumulate: bool,
-        shape: TextureShape,
+        (shape, eight_lanes): (TextureShape, bool),
     ) -> Result<(), GraphError> {
         let a = Strided {
             tensor: self.a,
@@ -341,7 +315,7 @@ impl Product {
             _ => (self.m, self.n, block.row_stride, 1),
         };
         // The subgroup kernel stores four columns of a row at once (a vec4).
-        let sg = g.kernels.eight_lanes_for(Family::Matmul)
+        let sg = eight_lanes
             && c_sn == 1
             && [cols, c_sm, block.first]
                 .iter()
@@ -355,7 +329,7 @@ impl Product {
             && [self.k, self.b_sk, self.b_off]
                 .iter()
                 .all(|v| v.is_multiple_of(4))
-            && g.textures_fit(Family::Matmul, &[texels(self.n), self.k]);
+            && select::textures_fit(&g.kernels, Family::Matmul, &[texels(self.n), self.k]);
         // B is packed by columns: texel row n holds B(4t.., n); or by its stored rows.
         let b = if b_rows {
             Strided {
@@ -395,13 +369,12 @@ impl Product {
             .u32(c_sm as u32)
             .u32(c_sn as u32)
             .u32(block.first as u32);
-        let narrow_sg = g.kernels.eight_lanes_for(Family::Matmul);
         let (kernel, dispatch) = match shape {
             TextureShape::Wide if b_rows => (&MATMUL_TEX_SG_KN, queue_dispatch(rows, cols)),
             TextureShape::Wide if sg => (&MATMUL_TEX_SG, queue_dispatch(rows, cols)),
             TextureShape::Wide => (&MATMUL_TEX, wide_dispatch(rows, cols)),
             TextureShape::Tn => unreachable!("push_tn runs these"),
-            _ if narrow_sg => (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols)),
+            _ if eight_lanes => (&MATMUL_TEX_NARROW_SG, narrow_dispatch(rows, cols)),
             _ => (&MATMUL_TEX_NARROW, narrow_dispatch(rows, cols)),
         };
         let mut constants = accumulating(accumulate).to_vec();
@@ -427,16 +400,20 @@ impl Product {
         alpha: f32,
         accumulate: bool,
     ) -> Result<(), GraphError> {
-        match self.texture_shape(g) {
-            Some(TextureShape::Tn) => return self.push_tn(g, label, c, alpha, accumulate),
-            Some(shape) => {
+        match self.key(g) {
+            MatmulKey::Textures {
+                shape: TextureShape::Tn,
+                eight_lanes,
+            } => return self.push_tn(g, label, (c, alpha, accumulate), eight_lanes),
+            MatmulKey::Textures { shape, eight_lanes } => {
                 let block = ColumnBlock::whole(c, self.n);
-                return self.push_textures(g, label, block, alpha, accumulate, shape);
+                let how = (shape, eight_lanes);
+                return self.push_textures(g, label, block, alpha, accumulate, how);
             }
-            None => {}
-        }
-        if self.m > 1 && g.kernels.portable(Family::Matmul) {
-            return self.push_portable(g, label, c, alpha, accumulate);
+            MatmulKey::Tiles { depth } => {
+                return self.push_portable(g, label, (c, alpha, accumulate), depth);
+            }
+            MatmulKey::Buffer => {}
         }
         let (kernel, dispatch) = kernel_for(self.m, self.n);
         let tensors = [self.a, self.b, c];
@@ -457,11 +434,10 @@ impl Product {
         &self,
         g: &mut Graph,
         label: &str,
-        c: TensorId,
-        alpha: f32,
-        accumulate: bool,
+        (c, alpha, accumulate): (TensorId, f32, bool),
+        depth: u32,
     ) -> Result<(), GraphError> {
-        let tiles = GemmTiles::choose(self.m, self.n, g.kernels.gemm_depth);
+        let tiles = GemmTiles::choose(self.m, self.n, depth);
         let tile = tiles.tile();
         let grid = [self.n.div_ceil(tile) as u32, self.m.div_ceil(tile) as u32];
         let splits = split_k(tiles.count(self.m, self.n), self.k);
@@ -612,9 +588,9 @@ pub fn logits(
 ) -> Result<TensorId, GraphError> {
     let (vocab, _) = as_matrix(&g.tensor(weight).shape);
     let (h, w) = (Operand::plain(hidden), Operand::transposed(weight));
-    let max = g.kernels.textures_for(Family::Matmul).unwrap_or(0) as usize;
+    let max = select::texture_side(&g.kernels, Family::Matmul).unwrap_or(0);
     let whole = Product::new(g, name, h, w)?;
-    if max == 0 || vocab <= max || whole.texture_shape(g).is_some() {
+    if max == 0 || vocab <= max || matches!(whole.key(g), MatmulKey::Textures { .. }) {
         return matmul(g, name, h, w, 1.0);
     }
     // Equal blocks, as few as fit.
@@ -628,21 +604,30 @@ pub fn logits(
             Ok((first, label, part))
         })
         .collect::<Result<Vec<_>, GraphError>>()?;
-    // Every block on the wide kernel, else one product on the buffer kernel.
-    if !parts
+    // Every block on the wide kernel (each with its eight-lane choice), else one product on
+    // the buffer kernel.
+    let wide: Vec<Option<bool>> = parts
         .iter()
-        .all(|(_, _, p)| p.texture_shape(g) == Some(TextureShape::Wide))
-    {
+        .map(|(_, _, p)| match p.key(g) {
+            MatmulKey::Textures {
+                shape: TextureShape::Wide,
+                eight_lanes,
+            } => Some(eight_lanes),
+            _ => None,
+        })
+        .collect();
+    if wide.iter().any(Option::is_none) {
         return matmul(g, name, h, w, 1.0);
     }
     let logits = g.temp(name, &[whole.m, vocab], DType::F32);
-    for (first, label, part) in parts {
+    for ((first, label, part), eight_lanes) in parts.into_iter().zip(wide) {
         let block = ColumnBlock {
             c: logits,
             first,
             row_stride: vocab,
         };
-        part.push_textures(g, &label, block, 1.0, false, TextureShape::Wide)?;
+        let how = (TextureShape::Wide, eight_lanes.expect("checked above"));
+        part.push_textures(g, &label, block, 1.0, false, how)?;
     }
     Ok(logits)
 }

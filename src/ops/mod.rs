@@ -17,6 +17,7 @@ pub mod real;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+pub mod select;
 pub mod software;
 pub mod swiglu;
 
@@ -110,6 +111,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &rmsnorm::FORWARD_VEC4,
         &rmsnorm::FORWARD_SUBGROUP,
         &rmsnorm::BACKWARD_VEC4,
+        &rmsnorm::BACKWARD_ROWS,
+        &rmsnorm::BACKWARD_ROWS_VEC4,
         &rmsnorm::RESIDUAL,
         &rope::ROPE,
         &rope::ROPE_VEC4,

@@ -4,13 +4,13 @@
 //! subgroup kernels.
 
 use super::matmul::{matmul_into, Operand};
+use super::select::{self, Nf4Key, Nf4Shape};
 use super::software::nf4::*;
-use super::software::pack::{pack_f32, pack_linear, texels, Linear, Strided};
+use super::software::pack::{pack_f32, pack_linear, texels, Strided};
 use crate::graph::{
     accumulating, shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
     TextureId,
 };
-use crate::kernels::Family;
 use crate::quant::nf4::Nf4Tensor;
 use crate::shaders;
 
@@ -197,27 +197,18 @@ pub(super) fn rows_of(
     Ok(shape.iter().product::<usize>() / cols)
 }
 
-/// Whether the texture kernels run a product with this weight over `rows` rows whose output
-/// side is `out_side`: on graphs for software devices, when the codes of a texel lie in one
-/// scale block, the sides fill the 64x128 workgroup tile reasonably and the textures fit.
-fn on_textures(g: &Graph, w: &Nf4Weight, rows: usize, out_side: usize) -> bool {
+/// The kernels of a product with this weight over `rows` rows (`select::nf4`), and the
+/// shape they were chosen for.
+fn key(g: &Graph, w: &Nf4Weight, rows: usize, backward: bool) -> (Nf4Key, Nf4Shape) {
     let (n_out, n_in) = w.shape(g);
-    let bs = w.blocksize;
-    let layout_ok = n_in.is_multiple_of(32) && bs.is_multiple_of(32) && n_in.is_multiple_of(bs);
-    layout_ok
-        && rows >= 64
-        && out_side >= 64
-        && g.textures_fit(Family::Nf4, &[rows, texels(n_in), texels(n_out)])
-        && weight_layouts(g, w).is_some()
-}
-
-/// The linear texture layouts of `w`'s codes (four words, 32 codes, a texel) and scales.
-fn weight_layouts(g: &Graph, w: &Nf4Weight) -> Option<(Linear, Linear)> {
-    let (n_out, n_in) = w.shape(g);
-    let max = g.kernels.textures_for(Family::Nf4)? as usize;
-    let codes = Linear::fitting(n_out * n_in / 32, max)?;
-    let scales = Linear::fitting(texels(n_out * (n_in / w.blocksize)), max)?;
-    Some((codes, scales))
+    let s = Nf4Shape {
+        rows,
+        n_in,
+        n_out,
+        blocksize: w.blocksize,
+        backward,
+    };
+    (select::nf4(&g.kernels, s), s)
 }
 
 /// Pack the activations (`x`: [rows, k]) and the weight's codes and scales into textures.
@@ -238,7 +229,9 @@ fn pack_operands(
         k_stride: 1,
     };
     let xt = pack_f32(g, label, strided, 0)?;
-    let (codes, scales) = weight_layouts(g, w).expect("checked by on_textures");
+    let (_, shape) = key(g, w, rows, false);
+    let layouts = select::nf4_weight_layouts(&g.kernels, shape);
+    let (codes, scales) = layouts.expect("checked by select::nf4");
     let wt = pack_linear(g, label, w.codes, codes, 1)?;
     let at = pack_linear(g, label, w.absmax, scales, 2)?;
     Ok([xt, wt, at])
@@ -289,31 +282,25 @@ fn as_rows(g: &Graph, t: TensorId) -> [usize; 2] {
     [shape.iter().product::<usize>() / cols.max(1), cols]
 }
 
-/// Whether the subgroup kernels can take `lora`'s term into a product over `rows` rows: lhs
-/// [rows, r] with r a positive multiple of four, the factor of `factor_shape`, both fitting
-/// in textures.
-fn fuses(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bool {
-    let [lhs_rows, r] = as_rows(g, lora.lhs);
-    g.kernels.eight_lanes_for(Family::Nf4)
-        && lhs_rows == rows
-        && r.is_multiple_of(4)
-        && r > 0
-        && g.tensor(lora.factor).shape == factor_shape
-        && g.textures_fit(
-            Family::Nf4,
-            &[r / 4, factor_shape[0], texels(factor_shape[1])],
-        )
+/// Whether the product's kernel (`key`, chosen for `s`) takes `lora`'s term itself: its factor
+/// of `factor_shape` (B [out, r] forward, A [r, in] backward) and `Nf4Key::fuses_lora`.
+fn fuses(
+    g: &Graph,
+    (key, s): (Nf4Key, Nf4Shape),
+    lora: &LowRank,
+    factor_shape: [usize; 2],
+) -> bool {
+    let sides = [factor_shape[0], texels(factor_shape[1])];
+    g.tensor(lora.factor).shape == factor_shape
+        && key.fuses_lora(&g.kernels, s, as_rows(g, lora.lhs).into(), sides)
 }
 
-/// Whether the portable kernels take `lora`'s term into a product over `rows` rows (more
-/// than one: a single row runs the matrix-vector kernel): any rank.
-fn fuses_portable(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2]) -> bool {
-    let [lhs_rows, r] = as_rows(g, lora.lhs);
-    g.kernels.portable(Family::Nf4)
-        && rows > 1
-        && lhs_rows == rows
-        && r > 0
-        && g.tensor(lora.factor).shape == factor_shape
+/// The portable tile kernels' constants: the weight's block size (a shift, not a division,
+/// in the shader) and `ACCUMULATE` where the product adds into its output.
+fn tile_constants(w: &Nf4Weight, accumulate: bool) -> Vec<(&'static str, f64)> {
+    let mut constants = vec![("BLOCKSIZE", w.blocksize as f64)];
+    constants.extend_from_slice(accumulating(accumulate));
+    constants
 }
 
 /// The portable kernels' tensors and params for a product with `operands` (x or dy, codes,
@@ -333,12 +320,6 @@ fn portable_node(
             (tensors, p.u32(r as u32).f32(l.scale))
         }
     }
-}
-
-/// Whether a texture forward product with `n_out` outputs runs as `nf4_forward_tex_sg`, which
-/// stores four outputs of a row at once (a vec4).
-fn forward_on_subgroups(g: &Graph, n_out: usize) -> bool {
-    g.kernels.eight_lanes_for(Family::Nf4) && n_out.is_multiple_of(4)
 }
 
 /// The bf16 kernel sums whole scale blocks of a row, as bitsandbytes' CPU layout requires.
@@ -385,11 +366,8 @@ pub fn forward_lora(
     let rows = rows_of(g, name, x, n_in)?;
     let r = as_rows(g, lora.lhs)[1];
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    let fused_textures = on_textures(g, w, rows, n_out)
-        && forward_on_subgroups(g, n_out)
-        && fuses(g, &lora, rows, [n_out, r]);
-    let fused_portable = fuses_portable(g, &lora, rows, [n_out, r]);
-    if w.compute == Nf4Compute::F32 && (fused_textures || fused_portable) {
+    let fused = fuses(g, key(g, w, rows, false), &lora, [n_out, r]);
+    if w.compute == Nf4Compute::F32 && fused {
         forward_node(g, name, x, w, y, Some(lora))?;
     } else {
         forward_node(g, name, x, w, y, None)?;
@@ -416,38 +394,39 @@ fn forward_node(
         let dispatch = Dispatch::linear(rows * n_out, 64);
         return g.push(name, &FORWARD_BF16, &[x, w.codes, w.absmax, y], p, dispatch);
     }
-    if on_textures(g, w, rows, n_out) {
-        let textures = pack_operands(g, name, x, rows, n_in, w)?;
-        if !forward_on_subgroups(g, n_out) {
-            debug_assert!(
-                lora.is_none(),
-                "{name}: only the subgroup kernel adds the term"
-            );
-            let grid = [n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
-            let dispatch = Dispatch::Grid(grid);
-            return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
+    let (kernel, dispatch) = match key(g, w, rows, false).0 {
+        Nf4Key::Textures { eight_lanes } => {
+            let textures = pack_operands(g, name, x, rows, n_in, w)?;
+            if !eight_lanes {
+                debug_assert!(
+                    lora.is_none(),
+                    "{name}: only the subgroup kernel adds the term"
+                );
+                let grid = [n_out.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
+                let dispatch = Dispatch::Grid(grid);
+                return g.push_with_textures(name, &FORWARD_TEX, &[y], &textures, p, dispatch);
+            }
+            let (textures, p) = sg_operands(g, name, textures, lora, p)?;
+            // Tiles of 32 rows by 32 outputs.
+            let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_out.div_ceil(32));
+            return g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch);
         }
-        let (textures, p) = sg_operands(g, name, textures, lora, p)?;
-        // Tiles of 32 rows by 32 outputs.
-        let dispatch = Dispatch::tile_queue(rows.div_ceil(32) * n_out.div_ceil(32));
-        return g.push_with_textures(name, &FORWARD_TEX_SG, &[y], &textures, p, dispatch);
-    }
-    // One token (decoding): one output per invocation instead of tiles of 32 rows.
-    let (kernel, dispatch) = if rows == 1 {
-        matvec_kernel(g, n_in, n_out)
-    } else if g.kernels.portable(Family::Nf4) {
-        let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
-        let (tensors, p) = portable_node(g, [x, w.codes, w.absmax], y, lora, p);
-        let kernel = match g.kernels.f16_tiles {
-            true => &GEMM_FORWARD_F16,
-            false => &GEMM_FORWARD,
-        };
-        return g.push(name, kernel, &tensors, p, Dispatch::Grid(grid));
-    } else {
-        (
+        // One token (decoding): one output per invocation instead of tiles of 32 rows.
+        Nf4Key::Matvec { rows } => matvec_kernel(rows, n_out),
+        Nf4Key::Tiles { f16 } => {
+            let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
+            let (tensors, p) = portable_node(g, [x, w.codes, w.absmax], y, lora, p);
+            let kernel = match f16 {
+                true => &GEMM_FORWARD_F16,
+                false => &GEMM_FORWARD,
+            };
+            let constants = tile_constants(w, false);
+            return g.push_specialized(name, kernel, &tensors, p, Dispatch::Grid(grid), &constants);
+        }
+        Nf4Key::Buffer => (
             &FORWARD,
             Dispatch::Grid([n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]),
-        )
+        ),
     };
     g.push(name, kernel, &[x, w.codes, w.absmax, y], p, dispatch)
 }
@@ -472,8 +451,7 @@ pub fn backward_lora(
         None => (g.temp(name, &[rows, n_in], DType::F32), name.to_string()),
     };
     let accumulate = dx_into.is_some();
-    let fused_textures = on_textures(g, w, rows, n_in) && fuses(g, &lora, rows, [r, n_in]);
-    if fused_textures || fuses_portable(g, &lora, rows, [r, n_in]) {
+    if fuses(g, key(g, w, rows, true), &lora, [r, n_in]) {
         backward_node(g, &label, dy, w, dx, accumulate, Some(lora))?;
     } else {
         backward_node(g, &label, dy, w, dx, accumulate, None)?;
@@ -495,11 +473,12 @@ fn backward_node(
 ) -> Result<(), GraphError> {
     let (n_out, n_in) = w.shape(g);
     let rows = rows_of(g, label, dy, n_out)?;
-    if on_textures(g, w, rows, n_in) {
+    let key = key(g, w, rows, true).0;
+    if let Nf4Key::Textures { eight_lanes } = key {
         let textures = pack_operands(g, label, dy, rows, n_out, w)?;
         let p = params(rows, w, n_in, n_out);
         let constants = accumulating(accumulate);
-        if !g.kernels.eight_lanes_for(Family::Nf4) {
+        if !eight_lanes {
             let grid = [n_in.div_ceil(128) as u32, rows.div_ceil(64) as u32, 1];
             let dispatch = Dispatch::Grid(grid);
             let kernel = &BACKWARD_TEX;
@@ -529,11 +508,12 @@ fn backward_node(
     }
     let p = params(rows, w, n_in, n_out);
     let constants = accumulating(accumulate);
-    if g.kernels.portable(Family::Nf4) {
+    if let Nf4Key::Tiles { .. } = key {
         let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1];
         let (tensors, p) = portable_node(g, [dy, w.codes, w.absmax], dx, lora, p);
         let dispatch = Dispatch::Grid(grid);
-        return g.push_specialized(label, &GEMM_BACKWARD, &tensors, p, dispatch, constants);
+        let constants = tile_constants(w, accumulate);
+        return g.push_specialized(label, &GEMM_BACKWARD, &tensors, p, dispatch, &constants);
     }
     // 64 inputs (eight words of codes) and 32 rows a workgroup.
     let dispatch = Dispatch::Grid([n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1]);
@@ -566,10 +546,10 @@ pub fn backward_into(
     backward_node(g, label, dy, w, dx, true, None)
 }
 
-/// The one-token product's kernel: 64 invocations an output on the portable path (rows of
-/// whole code words), else an output an invocation.
-fn matvec_kernel(g: &Graph, n_in: usize, n_out: usize) -> (&'static Kernel, Dispatch) {
-    if g.kernels.portable(Family::Nf4) && n_in.is_multiple_of(8) {
+/// The one-token product's kernel: 64 invocations an output over whole code words (`rows`,
+/// `Nf4Key::Matvec`), else an output an invocation.
+fn matvec_kernel(rows: bool, n_out: usize) -> (&'static Kernel, Dispatch) {
+    if rows {
         (&MATVEC_ROWS, Dispatch::Linear(n_out.div_ceil(4) as u32))
     } else {
         (&MATVEC, Dispatch::linear(n_out, 64))
@@ -594,7 +574,10 @@ pub fn matvec(
     let y = g.temp(name, &[n_out], DType::F32);
     let p = params(1, w, n_in, n_out);
     let (kernel, dispatch) = match w.compute {
-        Nf4Compute::F32 => matvec_kernel(g, n_in, n_out),
+        Nf4Compute::F32 => match key(g, w, 1, false).0 {
+            Nf4Key::Matvec { rows } => matvec_kernel(rows, n_out),
+            other => unreachable!("select::nf4 gives one row {other:?}"),
+        },
         Nf4Compute::BnbCpuBf16 => {
             check_bf16_layout(g, name, w)?;
             (&FORWARD_BF16, Dispatch::linear(n_out, 64))

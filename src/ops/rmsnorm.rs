@@ -4,10 +4,10 @@
 //! (`backward_into`).
 
 use super::real::Real;
+use super::select;
 use crate::graph::{
     shape_str, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId,
 };
-use crate::kernels::Family;
 use crate::shaders;
 
 pub static FORWARD: Kernel = Kernel {
@@ -66,6 +66,25 @@ pub static BACKWARD_VEC4: Kernel = Kernel {
     bindings: BACKWARD.bindings,
 };
 
+/// `BACKWARD` a workgroup a row (the portable path: coalesced loads, the row's sum reduced in
+/// workgroup memory; rmsnorm_backward.wgsl's second entry point).
+pub static BACKWARD_ROWS: Kernel = Kernel {
+    name: "rmsnorm_backward_rows",
+    shader: &shaders::RMSNORM_BACKWARD,
+    entry: "rmsnorm_backward_rows",
+    textures: &[],
+    bindings: BACKWARD.bindings,
+};
+
+/// `BACKWARD_ROWS` four columns at a time.
+pub static BACKWARD_ROWS_VEC4: Kernel = Kernel {
+    name: "rmsnorm_backward_rows_vec4",
+    shader: &shaders::RMSNORM_BACKWARD_VEC4,
+    entry: "rmsnorm_backward_rows",
+    textures: &[],
+    bindings: BACKWARD.bindings,
+};
+
 /// A residual add and the norm after it in one dispatch (portable; rmsnorm_residual.wgsl).
 pub static RESIDUAL: Kernel = Kernel {
     name: "rmsnorm_residual",
@@ -86,15 +105,6 @@ pub static RESIDUAL: Kernel = Kernel {
 const ACCUMULATE: [(&str, f64); 1] = [(crate::graph::ACCUMULATE, 1.0)];
 
 const WORKGROUP: usize = 64;
-
-/// The kernel for rows of `cols`: four columns at a time where they allow.
-fn by_cols(scalar: &'static Kernel, vec4: &'static Kernel, cols: usize) -> &'static Kernel {
-    if cols.is_multiple_of(4) {
-        vec4
-    } else {
-        scalar
-    }
-}
 
 /// Rows and columns of `x` normalised by `weight`, or a shape error naming both.
 fn rows_cols(
@@ -136,12 +146,11 @@ pub fn forward(
     let rstd = g.temp(&format!("{name}_rstd"), &[rows], DType::F32);
     let params = Params::new().u32(rows as u32).u32(cols as u32).f32(eps);
     let dispatch = Dispatch::linear(rows, WORKGROUP);
-    // The subgroup kernel needs every lane of a subgroup inside its workgroup of 64.
-    let subgroups_fit = g.kernels.subgroups.is_some_and(|(_, max)| max <= 64);
-    let kernel = if g.kernels.portable_subgroups(Family::Rmsnorm) && subgroups_fit {
-        &FORWARD_SUBGROUP
-    } else {
-        by_cols(&FORWARD, &FORWARD_VEC4, cols)
+    let key = select::rmsnorm(&g.kernels, cols);
+    let kernel = match (key.subgroups, key.lanes) {
+        (true, _) => &FORWARD_SUBGROUP,
+        (false, 4) => &FORWARD_VEC4,
+        (false, _) => &FORWARD,
     };
     g.push(name, kernel, &[x, weight, y, rstd], params, dispatch)?;
     Ok((y, rstd))
@@ -157,7 +166,8 @@ pub fn forward_residual(
     weight: TensorId,
     eps: f32,
 ) -> Result<(TensorId, TensorId, TensorId), GraphError> {
-    if !g.kernels.portable(Family::Rmsnorm) {
+    let (_, cols) = rows_cols(g, name, a, weight)?;
+    if !select::rmsnorm(&g.kernels, cols).fused_residual {
         let sum = super::residual::add(g, sum_name, a, b)?;
         let (y, rstd) = forward(g, name, sum, weight, eps)?;
         return Ok((sum, y, rstd));
@@ -221,8 +231,13 @@ fn push_backward(
     let (rows, cols) = rows_cols(g, name, x, weight)?;
     g.expect_same_shape(name, dy, x)?;
     let params = Params::new().u32(rows as u32).u32(cols as u32);
-    let dispatch = Dispatch::linear(rows, WORKGROUP);
-    let kernel = by_cols(&BACKWARD, &BACKWARD_VEC4, cols);
+    let key = select::rmsnorm(&g.kernels, cols);
+    let (kernel, dispatch) = match (key.backward_rows, key.lanes) {
+        (true, 4) => (&BACKWARD_ROWS_VEC4, Dispatch::Linear(rows as u32)),
+        (true, _) => (&BACKWARD_ROWS, Dispatch::Linear(rows as u32)),
+        (false, 4) => (&BACKWARD_VEC4, Dispatch::linear(rows, WORKGROUP)),
+        (false, _) => (&BACKWARD, Dispatch::linear(rows, WORKGROUP)),
+    };
     let constants: &[_] = if accumulate { &ACCUMULATE } else { &[] };
     let tensors = [dy, x, weight, rstd, dx];
     g.push_specialized(name, kernel, &tensors, params, dispatch, constants)

@@ -5,12 +5,12 @@
 //! in workgroup memory for a block of rows of a kv group); software devices run texture
 //! kernels (`ops::software::attention`) or, where textures do not fit, a row an invocation.
 
+use super::select::{self, AttentionKey, AttentionSelect, FLASH_ROWS};
 use super::software::attention::*;
 use super::software::pack::{pack_f32, Strided};
 use crate::graph::{
     shape_str, DType, Dispatch, Graph, GraphError, Kernel, Params, TensorId, TextureId,
 };
-use crate::kernels::Family;
 
 mod kernels;
 mod reference;
@@ -155,14 +155,17 @@ impl AttentionShape {
     }
 }
 
-/// The flash kernels' workgroup: 64 invocations, query rows (forward, dq) or key rows (dkv).
-const FLASH_ROWS: usize = 64;
-
 impl AttentionShape {
-    /// Whether the portable flash kernels run this attention: graphs on the portable path,
-    /// with a kv group no larger than the flash workgroup.
-    fn on_flash(&self, g: &Graph) -> bool {
-        g.kernels.portable(Family::Attention) && self.heads / self.kv_heads <= FLASH_ROWS
+    /// The kernels that run this attention (`select::attention`).
+    fn key(&self, g: &Graph) -> AttentionKey {
+        let a = AttentionSelect {
+            tokens: self.tokens,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            windowed: self.scores.window.is_some(),
+        };
+        select::attention(&g.kernels, a)
     }
 
     /// The flash forward's and dq's dispatch: kv_heads times the blocks of 64 / group tokens.
@@ -202,26 +205,10 @@ impl AttentionShape {
 /// The largest head_dim the kernels take (their private rows are 64 vec4s; Gemma 3's is 256).
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// The head_dim the subgroup kernels are written for (their rows are 16 texels of constants).
-const SUBGROUP_HEAD_DIM: usize = 64;
-
 impl AttentionShape {
-    /// Whether the texture kernels run this attention: graphs for software devices, with
-    /// every [rows, head_dim / 4] texture within the device's limit.
+    /// Whether the texture kernels run this attention (software path, textures that fit).
     fn on_textures(&self, g: &Graph) -> bool {
-        g.textures_fit(
-            Family::Attention,
-            &[self.tokens * self.heads, self.head_dim / 4],
-        )
-    }
-
-    /// Whether the subgroup texture kernels run it: texture graphs for devices with eight-lane
-    /// subgroups, at the head_dim those kernels are written for.
-    fn on_subgroups(&self, g: &Graph) -> bool {
-        g.kernels.eight_lanes_for(Family::Attention)
-            && self.head_dim == SUBGROUP_HEAD_DIM
-            && self.scores.window.is_none()
-            && self.on_textures(g)
+        matches!(self.key(g), AttentionKey::Textures { .. })
     }
 
     /// The texture kernel to run, with its dispatch and constants: `sg_kernel` (same bindings
@@ -234,7 +221,7 @@ impl AttentionShape {
         sg_kernel: &'static Kernel,
         heads: usize,
     ) -> (&'static Kernel, Dispatch, Vec<(&'static str, f64)>) {
-        if self.on_subgroups(g) {
+        if self.key(g) == (AttentionKey::Textures { eight_lanes: true }) {
             let queue = Dispatch::tile_queue(self.tokens.div_ceil(32) * heads);
             (sg_kernel, queue, Vec::new())
         } else {
@@ -289,7 +276,7 @@ pub fn forward(
     let s = AttentionShape::of(g, name, qkv.q, qkv.k, qkv.v, seq_len, scores)?;
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
-    if s.on_flash(g) {
+    if s.key(g) == AttentionKey::Flash {
         let constants = s.flash_key_constants();
         let (tensors, dispatch) = ([qkv.q, qkv.k, qkv.v, out, lse], s.flash_query_blocks());
         g.push_specialized(
@@ -357,7 +344,7 @@ pub fn forward_masked(
     }
     let out = g.temp(name, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let lse = g.temp(&format!("{name}_lse"), &[s.tokens, s.heads], DType::F32);
-    if s.on_flash(g) {
+    if s.key(g) == AttentionKey::Flash {
         let tensors = [qkv.q, qkv.k, qkv.v, mask, out, lse];
         let (dispatch, constants) = (s.flash_query_blocks(), s.flash_key_constants());
         let kernel = &FLASH_FORWARD_MASKED;
@@ -420,7 +407,7 @@ pub fn backward_masked(
     let tensors = [d_out, saved.out, delta];
     g.push_specialized(label, &DELTA, &tensors, p, by_query_row, &constants)?;
 
-    let flash = s.on_flash(g);
+    let flash = s.key(g) == AttentionKey::Flash;
     let label = format!("{name}_q");
     let dq = g.temp(&label, &[s.tokens, s.heads, s.head_dim], DType::F32);
     let tensors = [q, k, v, d_out, saved.lse, delta, mask, dq];
@@ -479,7 +466,7 @@ pub fn backward(
 
     let label = format!("{name}_delta");
     let delta = g.temp(&label, &[s.tokens, s.heads], DType::F32);
-    if s.on_flash(g) {
+    if s.key(g) == AttentionKey::Flash {
         return flash_backward(g, name, qkv, saved, d_out, delta, &s);
     }
     let p = Params::new().u32(rows as u32).u32(s.head_dim as u32);
