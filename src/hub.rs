@@ -409,51 +409,13 @@ fn download(
     let response = request
         .call()
         .map_err(|e| HubError::Msg(format!("{}: {e}", file.url)))?;
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let (append, total) = match status {
-        206 => {
-            // Content-Range: bytes START-END/TOTAL
-            let range = header("content-range").unwrap_or_default();
-            let start = range
-                .strip_prefix("bytes ")
-                .and_then(|r| r.split('-').next())
-                .and_then(|s| s.parse::<u64>().ok());
-            if start != Some(have) {
-                return Err(HubError::Msg(format!(
-                    "{}: asked to resume at byte {have}, the server answered {range:?}",
-                    file.url
-                )));
-            }
-            let total = range.rsplit('/').next().and_then(|t| t.parse().ok());
-            (true, total)
-        }
-        200 => (false, header("content-length").and_then(|l| l.parse().ok())),
-        404 => return Ok(None),
-        416 if have > 0 => {
+    let (append, total) = match answer(&response, have, file)? {
+        Answer::Bytes { append, total } => (append, total),
+        Answer::NotFound => return Ok(None),
+        Answer::Restart => {
             // The part is longer than the file (it changed upstream): start again.
             std::fs::remove_file(&part).map_err(io_err(&part))?;
             return download(agent, file, dir, progress);
-        }
-        401 | 403 => {
-            return Err(HubError::Msg(format!(
-                "{}: HTTP {status}: not allowed{}",
-                file.url,
-                if std::env::var_os("HF_TOKEN").is_some() {
-                    " (HF_TOKEN was sent: does it have access to this repository?)"
-                } else {
-                    " (a gated or private repository needs HF_TOKEN)"
-                }
-            )))
-        }
-        other => {
-            return Err(HubError::Msg(format!("{}: HTTP {other}", file.url)));
         }
     };
     let total = total.or(file.size);
@@ -464,21 +426,12 @@ fn download(
         .truncate(!append)
         .open(&part)
         .map_err(io_err(&part))?;
-    let mut hasher = Sha256::new();
-    let mut done = 0u64;
-    if append {
-        // The part's bytes go into the hash first.
-        let mut kept = std::fs::File::open(&part).map_err(io_err(&part))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = kept.read(&mut buf).map_err(io_err(&part))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
-        }
-    }
+    // A resumed part's bytes go into the hash first.
+    let (mut hasher, mut done) = if append {
+        hash_file(&part)?
+    } else {
+        (Sha256::new(), 0)
+    };
     let mut body = response
         .into_body()
         .into_with_config()
@@ -506,6 +459,114 @@ fn download(
     }
     out.sync_all().map_err(io_err(&part))?;
     drop(out);
+    let sha256 = format!("{:x}", hasher.finalize());
+    check_download(file, &part, done, total, &sha256)?;
+    std::fs::rename(&part, &dest).map_err(io_err(&dest))?;
+    Ok(Some(KeptFile {
+        name: file.name.clone(),
+        url: file.url.clone(),
+        size: done,
+        sha256,
+    }))
+}
+
+/// What a download's response says to do.
+enum Answer {
+    /// Bytes follow: appended to the part (a 206 at its length) or replacing it (a 200), of
+    /// `total` bytes in all where the server says.
+    Bytes {
+        append: bool,
+        total: Option<u64>,
+    },
+    NotFound,
+    /// The server cannot resume at the part's length (416): the file changed upstream.
+    Restart,
+}
+
+/// Read a response's status and headers; an error for a status that brings no file, or a
+/// resume at another byte than the part's length `have`.
+fn answer(
+    response: &ureq::http::Response<ureq::Body>,
+    have: u64,
+    file: &CatalogFile,
+) -> Result<Answer, HubError> {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Ok(match status {
+        206 => {
+            // Content-Range: bytes START-END/TOTAL
+            let range = header("content-range").unwrap_or_default();
+            let start = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if start != Some(have) {
+                return Err(HubError::Msg(format!(
+                    "{}: asked to resume at byte {have}, the server answered {range:?}",
+                    file.url
+                )));
+            }
+            let total = range.rsplit('/').next().and_then(|t| t.parse().ok());
+            Answer::Bytes {
+                append: true,
+                total,
+            }
+        }
+        200 => Answer::Bytes {
+            append: false,
+            total: header("content-length").and_then(|l| l.parse().ok()),
+        },
+        404 => Answer::NotFound,
+        416 if have > 0 => Answer::Restart,
+        401 | 403 => {
+            return Err(HubError::Msg(format!(
+                "{}: HTTP {status}: not allowed{}",
+                file.url,
+                if std::env::var_os("HF_TOKEN").is_some() {
+                    " (HF_TOKEN was sent: does it have access to this repository?)"
+                } else {
+                    " (a gated or private repository needs HF_TOKEN)"
+                }
+            )))
+        }
+        other => {
+            return Err(HubError::Msg(format!("{}: HTTP {other}", file.url)));
+        }
+    })
+}
+
+/// The SHA-256 state and length of a file's bytes (a part being resumed).
+fn hash_file(path: &Path) -> Result<(Sha256, u64), HubError> {
+    let mut hasher = Sha256::new();
+    let mut done = 0u64;
+    let mut kept = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = kept.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok((hasher, done))
+}
+
+/// A finished download against what the server said (`total`) and the catalog lists: a part
+/// that is not the listed file is removed.
+fn check_download(
+    file: &CatalogFile,
+    part: &Path,
+    done: u64,
+    total: Option<u64>,
+    sha256: &str,
+) -> Result<(), HubError> {
     if let Some(t) = total {
         if done != t {
             return Err(HubError::Msg(format!(
@@ -515,10 +576,9 @@ fn download(
             )));
         }
     }
-    let sha256 = format!("{:x}", hasher.finalize());
     if let Some(want) = &file.sha256 {
-        if !want.eq_ignore_ascii_case(&sha256) {
-            let _ = std::fs::remove_file(&part);
+        if !want.eq_ignore_ascii_case(sha256) {
+            let _ = std::fs::remove_file(part);
             return Err(HubError::Msg(format!(
                 "{}: SHA-256 {sha256}, and the catalog says {want}: the file is not the one \
                  listed, and was removed",
@@ -528,20 +588,14 @@ fn download(
     }
     if let Some(size) = file.size {
         if size != done {
-            let _ = std::fs::remove_file(&part);
+            let _ = std::fs::remove_file(part);
             return Err(HubError::Msg(format!(
                 "{}: {done} bytes, and the catalog says {size}: the file was removed",
                 file.url
             )));
         }
     }
-    std::fs::rename(&part, &dest).map_err(io_err(&dest))?;
-    Ok(Some(KeptFile {
-        name: file.name.clone(),
-        url: file.url.clone(),
-        size: done,
-        sha256,
-    }))
+    Ok(())
 }
 
 /// `HF_TOKEN`, for URLs of the Hugging Face endpoint only (never sent elsewhere; ureq drops

@@ -139,3 +139,104 @@ fn no_file_of_src_imports_a_file_that_imports_it_back() {
         circles.join("\n")
     );
 }
+
+/// The longest a function outside tests may be, from its signature to its closing brace: a
+/// longer one is a list of steps that wants names.
+const LONGEST_FUNCTION: usize = 150;
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The functions of a rustfmt-formatted file, before its test module, as (name, first line,
+/// lines): rustfmt puts a body's closing brace alone on a line at the `fn`'s indentation.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| *l == "#[cfg(test)]")
+        .unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for i in 0..end {
+        let line = lines[i];
+        let indent = line.len() - line.trim_start().len();
+        let mut rest = line.trim_start();
+        for prefix in [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "async ",
+            "unsafe ",
+        ] {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        let Some(after) = rest.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // The signature ends at the first line of the fn's indentation ending in '{' (a body)
+        // or ';' (a declaration in a trait).
+        let Some(open) = (i..end).find(|&k| {
+            let l = lines[k];
+            (k == i || l.len() - l.trim_start().len() == indent)
+                && (l.ends_with('{') || l.ends_with(';') || l.ends_with('}'))
+        }) else {
+            continue;
+        };
+        if !lines[open].ends_with('{') {
+            continue; // a declaration, or a body on one line
+        }
+        let close = format!("{}}}", " ".repeat(indent));
+        if let Some(last) = (open + 1..end).find(|&j| lines[j] == close) {
+            out.push((name, i + 1, last - i + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_outside_tests_is_longer_than_150_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("xtask/src"), &mut files);
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (name, line, lines) in functions(&text) {
+            seen += 1;
+            if lines > LONGEST_FUNCTION {
+                let shown = file.strip_prefix(root).unwrap_or(file).display();
+                long.push(format!("{shown}:{line} {name}: {lines} lines"));
+            }
+        }
+    }
+    assert!(seen > 1000, "found {seen} functions in src/ and xtask/src/");
+    assert!(
+        long.is_empty(),
+        "functions over {LONGEST_FUNCTION} lines (split them into named steps):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_function_scan_measures_what_rustfmt_writes() {
+    let text = "fn one() {}\n\nimpl X {\n    pub(crate) fn two(\n        a: u32,\n    ) -> u32 {\n        let s = \"}\";\n        a\n    }\n\n    fn decl(&self) -> u32;\n}\n\nfn three<T>()\nwhere\n    T: Copy,\n{\n    f(|| {\n        1\n    });\n}\n#[cfg(test)]\nfn four() {\n}\n";
+    assert_eq!(
+        functions(text),
+        vec![("two".to_string(), 4, 6), ("three".to_string(), 14, 8)]
+    );
+}

@@ -153,285 +153,381 @@ fn bench_graph(
     })
 }
 
-/// The other kernels of a SmolLM2-135M training step at `t` tokens (4 sequences when t allows):
-/// hidden 576, 9 heads of 64 with 3 kv heads, MLP 1536, vocabulary 49152, LoRA r 16 on all
-/// seven linear modules of 30 layers (4.88M trainable values).
+/// SmolLM2-135M's shapes in a training step at `t` tokens (4 sequences when t allows): hidden
+/// 576, 9 heads of 64 with 3 kv heads, MLP 1536, vocabulary 49152, LoRA r 16 on all seven
+/// linear modules of 30 layers (4.88M trainable values).
+struct StepShapes {
+    runs: usize,
+    t: usize,
+    c: usize,
+    heads: usize,
+    kv: usize,
+    d: usize,
+    mlp: usize,
+    vocab: usize,
+    seq: usize,
+    lora_values: usize,
+}
+
+/// Bytes of an f32.
+const F: f64 = 4.0;
+
+/// The kernel groups of a training step besides the products, each with the names `--filter`
+/// matches it by.
+const STEP_GROUPS: [(&[&str], StepGroup); 8] = [
+    (&["rmsnorm"], norm_rows),
+    (&["rope"], rope_rows),
+    (&["attention"], attention_rows),
+    (&["swiglu"], swiglu_rows),
+    (&["residual"], residual_rows),
+    (&["embedding"], embedding_rows),
+    (&["nf4_matvec"], nf4_matvec_rows),
+    (&["adamw", "grad_norm"], optimizer_rows),
+];
+
+type StepGroup = fn(&Gpu, &StepShapes) -> anyhow::Result<Vec<Row>>;
+
+/// The other kernels of a SmolLM2-135M training step at `t` tokens: the groups `wanted` asks for.
 fn bench_step_kernels(
     gpu: &Gpu,
     t: usize,
     runs: usize,
     wanted: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Vec<Row>> {
-    let (c, heads, kv, d, mlp, vocab) = (576, 9, 3, 64, 1536, 49152);
-    let lora_values = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536));
-    let seq = if t.is_multiple_of(4) { t / 4 } else { t };
-    let f = 4.0;
+    let s = StepShapes {
+        runs,
+        t,
+        c: 576,
+        heads: 9,
+        kv: 3,
+        d: 64,
+        mlp: 1536,
+        vocab: 49152,
+        seq: if t.is_multiple_of(4) { t / 4 } else { t },
+        lora_values: 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536)),
+    };
     let mut rows = Vec::new();
-    if wanted("rmsnorm") {
-        rows.push(bench_graph(
-            gpu,
-            "rmsnorm_forward",
-            (t, c, 1),
-            4.0 * (t * c) as f64,
-            f * (2 * t * c) as f64,
-            runs,
-            |g| {
-                let x = g.input("x", &[t, c], DType::F32);
-                let w = g.param("w", &[c], DType::F32);
-                rmsnorm::forward(g, "y", x, w, 1e-5)?;
-                Ok(vec![])
-            },
-        )?);
-        rows.push(bench_graph(
-            gpu,
-            "rmsnorm_backward",
-            (t, c, 1),
-            7.0 * (t * c) as f64,
-            f * (3 * t * c) as f64,
-            runs,
-            |g| {
-                let x = g.input("x", &[t, c], DType::F32);
-                let dy = g.input("dy", &[t, c], DType::F32);
-                let w = g.param("w", &[c], DType::F32);
-                let rstd = g.input("rstd", &[t], DType::F32);
-                rmsnorm::backward(g, "dx", dy, x, w, rstd)?;
-                Ok(vec![])
-            },
-        )?);
-    }
-    if wanted("rope") {
-        rows.push(bench_graph(
-            gpu,
-            "rope",
-            (t, heads, d),
-            6.0 * (t * heads * d / 2) as f64,
-            f * (2 * t * heads * d) as f64,
-            runs,
-            |g| {
-                let q = g.input("q", &[t, heads, d], DType::F32);
-                let table = g.param("cos_sin", &[seq, d / 2, 2], DType::F32);
-                rope::rope(
-                    g,
-                    "q_rot",
-                    q,
-                    table,
-                    rope::Positions {
-                        seq_len: seq,
-                        pos_offset: 0,
-                    },
-                    false,
-                )?;
-                Ok(vec![])
-            },
-        )?);
-    }
-    if wanted("attention") {
-        // Causal: about half the score matrix, q·k and p·v (2 × 2 × head_dim flops each).
-        let pairs = (t / seq) * seq * (seq + 1) / 2 * heads;
-        let bytes = f * (2 * t * heads * d + 2 * t * kv * d) as f64;
-        let qkv = |g: &mut Graph| attention::Qkv {
-            q: g.input("q", &[t, heads, d], DType::F32),
-            k: g.input("k", &[t, kv, d], DType::F32),
-            v: g.input("v", &[t, kv, d], DType::F32),
-        };
-        let name = format!("attention_forward ({} x {seq})", t / seq);
-        rows.push(bench_graph(
-            gpu,
-            &name,
-            (t, seq, d),
-            4.0 * (pairs * d) as f64,
-            bytes,
-            runs,
-            |g| {
-                let qkv = qkv(g);
-                attention::forward(g, "attn", qkv, seq, Scores::standard(d))?;
-                Ok(vec![])
-            },
-        )?);
-        let name = format!("attention_backward ({} x {seq})", t / seq);
-        rows.push(bench_graph(
-            gpu,
-            &name,
-            (t, seq, d),
-            2.0 * 8.0 * (pairs * d) as f64,
-            2.0 * bytes,
-            runs,
-            |g| {
-                let qkv = qkv(g);
-                let saved = attention::Saved {
-                    out: g.input("out", &[t, heads, d], DType::F32),
-                    lse: g.input("lse", &[t, heads], DType::F32),
-                };
-                let d_out = g.input("d_out", &[t, heads, d], DType::F32);
-                attention::backward(g, "d_attn", qkv, saved, d_out, seq, Scores::standard(d))?;
-                Ok(vec![])
-            },
-        )?);
-        // The same examples packed end to end in one row (`--packing`): the masked kernels
-        // over the same pairs of tokens.
-        let mask_values = TokenMask::values(&TokenMask::sequences(t, seq));
-        let mask = |g: &mut Graph| {
-            let m = g.input("mask", &[t, 4], DType::F32);
-            (m, vec![(m, bytemuck::cast_slice(&mask_values).to_vec())])
-        };
-        let name = format!("attention_packed_forward (1 x {t}, examples of {seq})");
-        rows.push(bench_graph(
-            gpu,
-            &name,
-            (t, seq, d),
-            4.0 * (pairs * d) as f64,
-            bytes,
-            runs,
-            |g| {
-                let qkv = qkv(g);
-                let (m, values) = mask(g);
-                attention::forward_masked(g, "attn", qkv, m, Scores::standard(d))?;
-                Ok(values)
-            },
-        )?);
-        let name = format!("attention_packed_backward (1 x {t}, examples of {seq})");
-        rows.push(bench_graph(
-            gpu,
-            &name,
-            (t, seq, d),
-            2.0 * 8.0 * (pairs * d) as f64,
-            2.0 * bytes,
-            runs,
-            |g| {
-                let qkv = qkv(g);
-                let (m, values) = mask(g);
-                let saved = attention::Saved {
-                    out: g.input("out", &[t, heads, d], DType::F32),
-                    lse: g.input("lse", &[t, heads], DType::F32),
-                };
-                let d_out = g.input("d_out", &[t, heads, d], DType::F32);
-                attention::backward_masked(g, "d_attn", qkv, saved, d_out, m, Scores::standard(d))?;
-                Ok(values)
-            },
-        )?);
-    }
-    if wanted("swiglu") {
-        rows.push(bench_graph(
-            gpu,
-            "swiglu_forward",
-            (t, mlp, 1),
-            5.0 * (t * mlp) as f64,
-            f * (3 * t * mlp) as f64,
-            runs,
-            |g| {
-                let gate = g.input("gate", &[t, mlp], DType::F32);
-                let up = g.input("up", &[t, mlp], DType::F32);
-                swiglu::forward(g, "act", gate, up, Activation::Silu)?;
-                Ok(vec![])
-            },
-        )?);
-        rows.push(bench_graph(
-            gpu,
-            "swiglu_backward",
-            (t, mlp, 1),
-            10.0 * (t * mlp) as f64,
-            f * (5 * t * mlp) as f64,
-            runs,
-            |g| {
-                let gate = g.input("gate", &[t, mlp], DType::F32);
-                let up = g.input("up", &[t, mlp], DType::F32);
-                let d_out = g.input("d_act", &[t, mlp], DType::F32);
-                swiglu::backward(g, "d", d_out, gate, up, Activation::Silu)?;
-                Ok(vec![])
-            },
-        )?);
-    }
-    if wanted("residual") {
-        rows.push(bench_graph(
-            gpu,
-            "residual_add",
-            (t, c, 1),
-            (t * c) as f64,
-            f * (3 * t * c) as f64,
-            runs,
-            |g| {
-                let a = g.input("a", &[t, c], DType::F32);
-                let b = g.input("b", &[t, c], DType::F32);
-                residual::add(g, "h", a, b)?;
-                Ok(vec![])
-            },
-        )?);
-    }
-    if wanted("embedding") {
-        rows.push(bench_graph(
-            gpu,
-            "embedding",
-            (t, c, vocab),
-            0.0,
-            f * (2 * t * c) as f64,
-            runs,
-            |g| {
-                let ids = g.input("input_ids", &[t], DType::U32);
-                let table = g.param("embed_tokens", &[vocab, c], DType::F32);
-                embedding::gather(g, "h0", ids, table)?;
-                Ok(vec![])
-            },
-        )?);
-    }
-    if wanted("nf4_matvec") {
-        for (n_in, out) in LINEARS {
-            let bytes = (out * n_in / 2 + out * n_in / 16 + 4 * (n_in + out)) as f64;
-            rows.push(bench_graph(
-                gpu,
-                "nf4_matvec (decode)",
-                (1, n_in, out),
-                2.0 * (n_in * out) as f64,
-                bytes,
-                runs,
-                |g| {
-                    let x = g.input("x", &[n_in], DType::F32);
-                    let w = Nf4Weight::declare(g, "w", [out, n_in], 64);
-                    nf4_matmul::matvec(g, "y", x, &w)?;
-                    Ok(vec![])
-                },
-            )?);
+    for (names, group) in STEP_GROUPS {
+        if names.iter().any(|n| wanted(n)) {
+            rows.extend(group(gpu, &s)?);
         }
     }
-    if wanted("adamw") || wanted("grad_norm") {
-        let n = lora_values;
+    Ok(rows)
+}
+
+fn norm_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes { runs, t, c, .. } = s;
+    let mut rows = Vec::new();
+    rows.push(bench_graph(
+        gpu,
+        "rmsnorm_forward",
+        (t, c, 1),
+        4.0 * (t * c) as f64,
+        F * (2 * t * c) as f64,
+        runs,
+        |g| {
+            let x = g.input("x", &[t, c], DType::F32);
+            let w = g.param("w", &[c], DType::F32);
+            rmsnorm::forward(g, "y", x, w, 1e-5)?;
+            Ok(vec![])
+        },
+    )?);
+    rows.push(bench_graph(
+        gpu,
+        "rmsnorm_backward",
+        (t, c, 1),
+        7.0 * (t * c) as f64,
+        F * (3 * t * c) as f64,
+        runs,
+        |g| {
+            let x = g.input("x", &[t, c], DType::F32);
+            let dy = g.input("dy", &[t, c], DType::F32);
+            let w = g.param("w", &[c], DType::F32);
+            let rstd = g.input("rstd", &[t], DType::F32);
+            rmsnorm::backward(g, "dx", dy, x, w, rstd)?;
+            Ok(vec![])
+        },
+    )?);
+    Ok(rows)
+}
+
+fn rope_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes {
+        runs,
+        t,
+        heads,
+        d,
+        seq,
+        ..
+    } = s;
+    let mut rows = Vec::new();
+    rows.push(bench_graph(
+        gpu,
+        "rope",
+        (t, heads, d),
+        6.0 * (t * heads * d / 2) as f64,
+        F * (2 * t * heads * d) as f64,
+        runs,
+        |g| {
+            let q = g.input("q", &[t, heads, d], DType::F32);
+            let table = g.param("cos_sin", &[seq, d / 2, 2], DType::F32);
+            rope::rope(
+                g,
+                "q_rot",
+                q,
+                table,
+                rope::Positions {
+                    seq_len: seq,
+                    pos_offset: 0,
+                },
+                false,
+            )?;
+            Ok(vec![])
+        },
+    )?);
+    Ok(rows)
+}
+
+fn attention_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes {
+        runs,
+        t,
+        heads,
+        kv,
+        d,
+        seq,
+        ..
+    } = s;
+    let mut rows = Vec::new();
+    // Causal: about half the score matrix, q·k and p·v (2 × 2 × head_dim flops each).
+    let pairs = (t / seq) * seq * (seq + 1) / 2 * heads;
+    let bytes = F * (2 * t * heads * d + 2 * t * kv * d) as f64;
+    let qkv = |g: &mut Graph| attention::Qkv {
+        q: g.input("q", &[t, heads, d], DType::F32),
+        k: g.input("k", &[t, kv, d], DType::F32),
+        v: g.input("v", &[t, kv, d], DType::F32),
+    };
+    let name = format!("attention_forward ({} x {seq})", t / seq);
+    rows.push(bench_graph(
+        gpu,
+        &name,
+        (t, seq, d),
+        4.0 * (pairs * d) as f64,
+        bytes,
+        runs,
+        |g| {
+            let qkv = qkv(g);
+            attention::forward(g, "attn", qkv, seq, Scores::standard(d))?;
+            Ok(vec![])
+        },
+    )?);
+    let name = format!("attention_backward ({} x {seq})", t / seq);
+    rows.push(bench_graph(
+        gpu,
+        &name,
+        (t, seq, d),
+        2.0 * 8.0 * (pairs * d) as f64,
+        2.0 * bytes,
+        runs,
+        |g| {
+            let qkv = qkv(g);
+            let saved = attention::Saved {
+                out: g.input("out", &[t, heads, d], DType::F32),
+                lse: g.input("lse", &[t, heads], DType::F32),
+            };
+            let d_out = g.input("d_out", &[t, heads, d], DType::F32);
+            attention::backward(g, "d_attn", qkv, saved, d_out, seq, Scores::standard(d))?;
+            Ok(vec![])
+        },
+    )?);
+    // The same examples packed end to end in one row (`--packing`): the masked kernels
+    // over the same pairs of tokens.
+    let mask_values = TokenMask::values(&TokenMask::sequences(t, seq));
+    let mask = |g: &mut Graph| {
+        let m = g.input("mask", &[t, 4], DType::F32);
+        (m, vec![(m, bytemuck::cast_slice(&mask_values).to_vec())])
+    };
+    let name = format!("attention_packed_forward (1 x {t}, examples of {seq})");
+    rows.push(bench_graph(
+        gpu,
+        &name,
+        (t, seq, d),
+        4.0 * (pairs * d) as f64,
+        bytes,
+        runs,
+        |g| {
+            let qkv = qkv(g);
+            let (m, values) = mask(g);
+            attention::forward_masked(g, "attn", qkv, m, Scores::standard(d))?;
+            Ok(values)
+        },
+    )?);
+    let name = format!("attention_packed_backward (1 x {t}, examples of {seq})");
+    rows.push(bench_graph(
+        gpu,
+        &name,
+        (t, seq, d),
+        2.0 * 8.0 * (pairs * d) as f64,
+        2.0 * bytes,
+        runs,
+        |g| {
+            let qkv = qkv(g);
+            let (m, values) = mask(g);
+            let saved = attention::Saved {
+                out: g.input("out", &[t, heads, d], DType::F32),
+                lse: g.input("lse", &[t, heads], DType::F32),
+            };
+            let d_out = g.input("d_out", &[t, heads, d], DType::F32);
+            attention::backward_masked(g, "d_attn", qkv, saved, d_out, m, Scores::standard(d))?;
+            Ok(values)
+        },
+    )?);
+    Ok(rows)
+}
+
+fn swiglu_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes { runs, t, mlp, .. } = s;
+    let mut rows = Vec::new();
+    rows.push(bench_graph(
+        gpu,
+        "swiglu_forward",
+        (t, mlp, 1),
+        5.0 * (t * mlp) as f64,
+        F * (3 * t * mlp) as f64,
+        runs,
+        |g| {
+            let gate = g.input("gate", &[t, mlp], DType::F32);
+            let up = g.input("up", &[t, mlp], DType::F32);
+            swiglu::forward(g, "act", gate, up, Activation::Silu)?;
+            Ok(vec![])
+        },
+    )?);
+    rows.push(bench_graph(
+        gpu,
+        "swiglu_backward",
+        (t, mlp, 1),
+        10.0 * (t * mlp) as f64,
+        F * (5 * t * mlp) as f64,
+        runs,
+        |g| {
+            let gate = g.input("gate", &[t, mlp], DType::F32);
+            let up = g.input("up", &[t, mlp], DType::F32);
+            let d_out = g.input("d_act", &[t, mlp], DType::F32);
+            swiglu::backward(g, "d", d_out, gate, up, Activation::Silu)?;
+            Ok(vec![])
+        },
+    )?);
+    Ok(rows)
+}
+
+fn residual_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes { runs, t, c, .. } = s;
+    let mut rows = Vec::new();
+    rows.push(bench_graph(
+        gpu,
+        "residual_add",
+        (t, c, 1),
+        (t * c) as f64,
+        F * (3 * t * c) as f64,
+        runs,
+        |g| {
+            let a = g.input("a", &[t, c], DType::F32);
+            let b = g.input("b", &[t, c], DType::F32);
+            residual::add(g, "h", a, b)?;
+            Ok(vec![])
+        },
+    )?);
+    Ok(rows)
+}
+
+fn embedding_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes {
+        runs, t, c, vocab, ..
+    } = s;
+    let mut rows = Vec::new();
+    rows.push(bench_graph(
+        gpu,
+        "embedding",
+        (t, c, vocab),
+        0.0,
+        F * (2 * t * c) as f64,
+        runs,
+        |g| {
+            let ids = g.input("input_ids", &[t], DType::U32);
+            let table = g.param("embed_tokens", &[vocab, c], DType::F32);
+            embedding::gather(g, "h0", ids, table)?;
+            Ok(vec![])
+        },
+    )?);
+    Ok(rows)
+}
+
+fn nf4_matvec_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes { runs, .. } = s;
+    let mut rows = Vec::new();
+    for (n_in, out) in LINEARS {
+        let bytes = (out * n_in / 2 + out * n_in / 16 + 4 * (n_in + out)) as f64;
         rows.push(bench_graph(
             gpu,
-            "grad_norm + clip",
-            (n, 1, 1),
-            2.0 * n as f64,
-            f * n as f64,
+            "nf4_matvec (decode)",
+            (1, n_in, out),
+            2.0 * (n_in * out) as f64,
+            bytes,
             runs,
             |g| {
-                let grad = g.input("grad", &[n], DType::F32);
-                grad_norm::clip(g, "grad_scale", &[grad], 1.0)?;
+                let x = g.input("x", &[n_in], DType::F32);
+                let w = Nf4Weight::declare(g, "w", [out, n_in], 64);
+                nf4_matmul::matvec(g, "y", x, &w)?;
                 Ok(vec![])
             },
         )?);
-        let opt = AdamW::default();
-        rows.push(bench_graph(
-            gpu,
-            "adamw",
-            (n, 1, 1),
-            12.0 * n as f64,
-            f * (7 * n) as f64,
-            runs,
-            |g| {
-                let p = g.param("lora", &[n], DType::F32);
-                let grad = g.input("grad", &[n], DType::F32);
-                let m = g.param("m", &[n], DType::F32);
-                let v = g.param("v", &[n], DType::F32);
-                let hyper = g.input("hyper", &[4], DType::F32);
-                let scale = g.param("grad_scale", &[1], DType::F32);
-                opt.step(g, "adamw", p, grad, m, v, hyper, scale)?;
-                let zeros = vec![0u8; 4 * n];
-                Ok(vec![
-                    (hyper, bytemuck::cast_slice(&opt.hyper(1e-3, 1)).to_vec()),
-                    (scale, bytemuck::cast_slice(&[1.0f32]).to_vec()),
-                    (v, zeros),
-                ])
-            },
-        )?);
     }
+    Ok(rows)
+}
+
+fn optimizer_rows(gpu: &Gpu, s: &StepShapes) -> anyhow::Result<Vec<Row>> {
+    let &StepShapes {
+        runs, lora_values, ..
+    } = s;
+    let mut rows = Vec::new();
+    let n = lora_values;
+    rows.push(bench_graph(
+        gpu,
+        "grad_norm + clip",
+        (n, 1, 1),
+        2.0 * n as f64,
+        F * n as f64,
+        runs,
+        |g| {
+            let grad = g.input("grad", &[n], DType::F32);
+            grad_norm::clip(g, "grad_scale", &[grad], 1.0)?;
+            Ok(vec![])
+        },
+    )?);
+    let opt = AdamW::default();
+    rows.push(bench_graph(
+        gpu,
+        "adamw",
+        (n, 1, 1),
+        12.0 * n as f64,
+        F * (7 * n) as f64,
+        runs,
+        |g| {
+            let p = g.param("lora", &[n], DType::F32);
+            let grad = g.input("grad", &[n], DType::F32);
+            let m = g.param("m", &[n], DType::F32);
+            let v = g.param("v", &[n], DType::F32);
+            let hyper = g.input("hyper", &[4], DType::F32);
+            let scale = g.param("grad_scale", &[1], DType::F32);
+            opt.step(g, "adamw", p, grad, m, v, hyper, scale)?;
+            let zeros = vec![0u8; 4 * n];
+            Ok(vec![
+                (hyper, bytemuck::cast_slice(&opt.hyper(1e-3, 1)).to_vec()),
+                (scale, bytemuck::cast_slice(&[1.0f32]).to_vec()),
+                (v, zeros),
+            ])
+        },
+    )?);
     Ok(rows)
 }
 
@@ -442,23 +538,20 @@ fn fill(gpu: &Gpu, compiled: &CompiledGraph, t: TensorId, seed: u64) -> anyhow::
 }
 
 fn bench_matmul(gpu: &Gpu, t: usize, k: usize, n: usize, runs: usize) -> anyhow::Result<Row> {
-    let mut g = Graph::for_device(gpu);
-    let x = g.input("x", &[t, k], DType::F32);
-    let w = g.input("w", &[n, k], DType::F32);
-    let y = matmul(&mut g, "y", Operand::plain(x), Operand::transposed(w), 1.0)?;
-    g.mark_output(y);
-    let compiled = CompiledGraph::new(gpu, g)?;
-    fill(gpu, &compiled, x, 1)?;
-    fill(gpu, &compiled, w, 2)?;
-    Ok(Row {
-        kernel: "matmul_f32 (X·Wᵀ)".into(),
-        m: t,
-        k,
-        n,
-        median_ms: time_graph(gpu, &compiled, runs)?,
-        flops: 2.0 * (t * k * n) as f64,
-        bytes: 4.0 * (t * k + n * k + t * n) as f64,
-    })
+    bench_graph(
+        gpu,
+        "matmul_f32 (X·Wᵀ)",
+        (t, k, n),
+        2.0 * (t * k * n) as f64,
+        4.0 * (t * k + n * k + t * n) as f64,
+        runs,
+        |g| {
+            let x = g.input("x", &[t, k], DType::F32);
+            let w = g.input("w", &[n, k], DType::F32);
+            matmul(g, "y", Operand::plain(x), Operand::transposed(w), 1.0)?;
+            Ok(vec![])
+        },
+    )
 }
 
 /// The LoRA products at rank `r`: x·Aᵀ ([t, k] by [r, k]: `lora_narrow`) and a gradient's
@@ -471,31 +564,33 @@ fn bench_lora(
     tn: bool,
     runs: usize,
 ) -> anyhow::Result<Row> {
-    let mut g = Graph::for_device(gpu);
-    let x = g.input("x", &[t, k], DType::F32);
-    let (other, a, b, kernel, (m, kk, n)) = if tn {
-        let grad = g.input("g", &[t, r], DType::F32);
-        let (a, b) = (Operand::transposed(x), Operand::plain(grad));
-        (grad, a, b, "lora_tn (Xᵀ·G)", (k, t, r))
-    } else {
-        let factor = g.input("a", &[r, k], DType::F32);
-        let (a, b) = (Operand::plain(x), Operand::transposed(factor));
-        (factor, a, b, "lora_narrow (X·Aᵀ)", (t, k, r))
+    let (kernel, (m, kk, n)) = match tn {
+        true => ("lora_tn (Xᵀ·G)", (k, t, r)),
+        false => ("lora_narrow (X·Aᵀ)", (t, k, r)),
     };
-    let y = matmul(&mut g, "y", a, b, 1.0)?;
-    g.mark_output(y);
-    let compiled = CompiledGraph::new(gpu, g)?;
-    fill(gpu, &compiled, x, 1)?;
-    fill(gpu, &compiled, other, 2)?;
-    Ok(Row {
-        kernel: kernel.into(),
-        m,
-        k: kk,
-        n,
-        median_ms: time_graph(gpu, &compiled, runs)?,
-        flops: 2.0 * (m * kk * n) as f64,
-        bytes: 4.0 * (m * kk + kk * n + m * n) as f64,
-    })
+    bench_graph(
+        gpu,
+        kernel,
+        (m, kk, n),
+        2.0 * (m * kk * n) as f64,
+        4.0 * (m * kk + kk * n + m * n) as f64,
+        runs,
+        |g| {
+            let x = g.input("x", &[t, k], DType::F32);
+            let (a, b) = match tn {
+                true => {
+                    let grad = g.input("g", &[t, r], DType::F32);
+                    (Operand::transposed(x), Operand::plain(grad))
+                }
+                false => {
+                    let factor = g.input("a", &[r, k], DType::F32);
+                    (Operand::plain(x), Operand::transposed(factor))
+                }
+            };
+            matmul(g, "y", a, b, 1.0)?;
+            Ok(vec![])
+        },
+    )
 }
 
 fn bench_nf4(
@@ -511,40 +606,34 @@ fn bench_nf4(
         .map(|v| v * 0.05)
         .collect::<Vec<_>>();
     let q = Nf4Tensor::quantize(&weight, &[out, n_in], 64, true)?;
-    let mut g = Graph::for_device(gpu);
-    let w = Nf4Weight::declare(&mut g, "w", [out, n_in], 64);
-    let (x, y, name, (m, k, n)) = if backward {
-        let dy = g.input("dy", &[t, out], DType::F32);
-        (
-            dy,
-            nf4_matmul::backward(&mut g, "dx", dy, &w)?,
-            "nf4_backward (dY·W)",
-            (t, out, n_in),
-        )
-    } else {
-        let x = g.input("x", &[t, n_in], DType::F32);
-        (
-            x,
-            nf4_matmul::forward(&mut g, "y", x, &w)?,
-            "nf4_forward (X·Wᵀ)",
-            (t, n_in, out),
-        )
-    };
-    g.mark_output(y);
-    let compiled = CompiledGraph::new(gpu, g)?;
-    fill(gpu, &compiled, x, 4)?;
     let (codes, absmax) = upload_bytes(&q);
-    compiled.write(gpu, w.codes, &codes)?;
-    compiled.write(gpu, w.absmax, &absmax)?;
-    Ok(Row {
-        kernel: name.into(),
-        m,
-        k,
-        n,
-        median_ms: time_graph(gpu, &compiled, runs)?,
-        flops: 2.0 * (t * n_in * out) as f64,
-        bytes: 4.0 * (m * k + m * n) as f64 + (codes.len() + absmax.len()) as f64,
-    })
+    let (name, (m, k, n)) = match backward {
+        true => ("nf4_backward (dY·W)", (t, out, n_in)),
+        false => ("nf4_forward (X·Wᵀ)", (t, n_in, out)),
+    };
+    let bytes = 4.0 * (m * k + m * n) as f64 + (codes.len() + absmax.len()) as f64;
+    bench_graph(
+        gpu,
+        name,
+        (m, k, n),
+        2.0 * (t * n_in * out) as f64,
+        bytes,
+        runs,
+        |g| {
+            let w = Nf4Weight::declare(g, "w", [out, n_in], 64);
+            match backward {
+                true => {
+                    let dy = g.input("dy", &[t, out], DType::F32);
+                    nf4_matmul::backward(g, "dx", dy, &w)?;
+                }
+                false => {
+                    let x = g.input("x", &[t, n_in], DType::F32);
+                    nf4_matmul::forward(g, "y", x, &w)?;
+                }
+            }
+            Ok(vec![(w.codes, codes), (w.absmax, absmax)])
+        },
+    )
 }
 
 /// The fused lm-head + cross-entropy forward and backward (three vocabulary-sized products:

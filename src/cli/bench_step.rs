@@ -1,12 +1,13 @@
 //! `webqlora bench step`: one QLoRA training step of a real model (its default base or `--base`, fresh LoRA on
 //! all seven linear modules, AdamW with clipping), its planned peak GPU bytes and tokens/s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use webqlora::gpu::Gpu;
+use webqlora::graph::CompiledGraph;
 use webqlora::lora::{LoraConfig, ALL_LINEAR};
 use webqlora::model::gguf::GgufFile;
 use webqlora::model::load::{initialize_missing, upload_model};
@@ -14,11 +15,11 @@ use webqlora::model::random::RandomWeights;
 use webqlora::model::{ModelConfig, WeightSource};
 use webqlora::ops::adamw::AdamW;
 use webqlora::train::model_source::default_model_path;
-use webqlora::train::session::{SessionSettings, TrainSession};
+use webqlora::train::session::{MicroBatch, SessionSettings, TrainSession};
 
 use super::common::{choose_base, median, BaseArg};
 use super::GpuArgs;
-use webqlora::model::transformer::ModelKind;
+use webqlora::model::transformer::{BaseChoice, ModelKind};
 
 #[derive(Args)]
 pub struct StepArgs {
@@ -64,30 +65,7 @@ pub struct StepArgs {
 
 pub fn run(args: StepArgs) -> anyhow::Result<()> {
     let path = args.model.clone().unwrap_or_else(default_model_path);
-    let is_json = path.extension().is_some_and(|e| e == "json") || path.is_dir();
-    let (config, weights): (ModelConfig, Box<dyn WeightSource>) = if args.random_weights && is_json
-    {
-        let file = if path.is_dir() {
-            path.join("config.json")
-        } else {
-            path.clone()
-        };
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let config = ModelConfig::from_json(&text, &file.display().to_string())?;
-        let weights = Box::new(RandomWeights::new(1, &config));
-        (config, weights)
-    } else {
-        let file = GgufFile::open(&path)
-            .map_err(|e| anyhow::anyhow!("{e} (cargo xtask fetch-model gets the default model)"))?;
-        let config = file.config().clone();
-        if args.random_weights {
-            let weights = Box::new(RandomWeights::new(1, &config));
-            (config, weights)
-        } else {
-            (config, Box::new(file))
-        }
-    };
+    let (config, weights) = open_model(&args, &path)?;
     let (b, s) = (args.batch, args.seq);
     let tokens = b * s;
     let lora = LoraConfig {
@@ -127,32 +105,6 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     };
     let session = TrainSession::new(&gpu, &config, settings)?;
     let compiled = &session.compiled;
-    let trainable: usize = session
-        .trainable()
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
-    let nodes = compiled.graph.nodes.len();
-    let dispatches = compiled.graph.dispatches();
-    // Dispatches a step by kernel, most first.
-    let mut by_kernel: Vec<(String, usize)> = Vec::new();
-    for node in compiled.graph.nodes.iter().filter(|n| n.copy.is_none()) {
-        let label = node.kernel_label();
-        match by_kernel.iter_mut().find(|(k, _)| *k == label) {
-            Some((_, n)) => *n += 1,
-            None => by_kernel.push((label, 1)),
-        }
-    }
-    by_kernel.sort_by(|(ka, na), (kb, nb)| nb.cmp(na).then(ka.cmp(kb)));
-    let json = args.json;
-    // The text report; with --json only the JSON line at the end is printed.
-    macro_rules! say {
-        ($($arg:tt)*) => {
-            if !json {
-                println!($($arg)*);
-            }
-        };
-    }
     let load = Instant::now();
     let missing = upload_model(
         &gpu,
@@ -164,70 +116,19 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     )?;
     initialize_missing(&gpu, compiled, &missing, 0)?;
     let load_s = load.elapsed().as_secs_f64();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let ids: Vec<u32> = (0..tokens)
-        .map(|_| rng.random_range(0..config.vocab_size as u32))
-        .collect();
-    let next: Vec<u32> = (0..tokens)
-        .map(|i| {
-            if (i + 1) % s == 0 {
-                u32::MAX
-            } else {
-                ids[i + 1]
+    let micro = [random_batch(&config, b, s)];
+    let json = args.json;
+    // The text report; with --json only the JSON line at the end is printed.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if !json {
+                println!($($arg)*);
             }
-        })
-        .collect();
-
-    say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-    say!(
-        "model: {}{} ({} layers, hidden {}), LoRA r {} on all 7 linears ({} trainable values)",
-        path.display(),
-        if args.random_weights {
-            " with random weights"
-        } else {
-            ""
-        },
-        config.num_layers,
-        config.hidden_size,
-        args.rank,
-        trainable
-    );
-    say!("base: {}", base.describe());
-    say!("batch {b} x {s} = {tokens} tokens; {nodes} nodes, {dispatches} dispatches a step; weights loaded in {load_s:.1} s");
-    say!("kernels: {}", gpu.kernels);
-    say!(
-        "planned peak GPU memory: {} bytes ({:.0} MiB)",
-        compiled.peak_bytes(),
-        compiled.peak_bytes() as f64 / (1 << 20) as f64
-    );
-    let mut slots = compiled.plan.slot_bytes.clone();
-    slots.sort_unstable_by(|a, b| b.cmp(a));
-    say!(
-        "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs), {} MiB in {} shared slots and {} MiB in {} operand textures",
-        compiled.plan.pinned_bytes >> 20,
-        slots.iter().sum::<u64>() >> 20,
-        slots.len(),
-        compiled.plan.texture_bytes >> 20,
-        compiled.graph.textures.len()
-    );
-    if std::env::var("DEBUG_PLAN").is_ok() {
-        say!(
-            "largest slots (MiB): {:?}",
-            slots.iter().take(16).map(|b| b >> 20).collect::<Vec<_>>()
-        );
-        for t in &compiled.graph.textures {
-            say!(
-                "texture {}: {:.1} MiB",
-                t.name(),
-                t.bytes() as f64 / (1 << 20) as f64
-            );
-        }
+        };
     }
-    let micro = [webqlora::train::session::MicroBatch {
-        ids,
-        targets: next,
-        packing: None,
-    }];
+    if !json {
+        print_header(&args, &path, &config, &gpu, &session, &base, load_s);
+    }
     let mut warm = Vec::new();
     let mut all = Vec::new();
     let mut last = None;
@@ -272,14 +173,14 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
                 "step_s": step_secs,
                 "tokens_per_s": tokens as f64 / step_secs,
                 "planned_peak_bytes": compiled.peak_bytes(),
-                "dispatches": dispatches,
+                "dispatches": compiled.graph.dispatches(),
                 "dispatches_by_kernel": serde_json::Value::Object(
-                    by_kernel
-                        .iter()
-                        .map(|(k, n)| (k.clone(), (*n).into()))
+                    dispatches_by_kernel(compiled)
+                        .into_iter()
+                        .map(|(k, n)| (k, n.into()))
                         .collect()
                 ),
-                "nodes": nodes,
+                "nodes": compiled.graph.nodes.len(),
                 "kernels": gpu.kernels.to_string(),
                 "loss": stats.loss,
                 "grad_norm": stats.grad_norm,
@@ -300,11 +201,148 @@ pub fn run(args: StepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The model's config and weights: a GGUF's own, or seeded random weights of the shape a
+/// config.json (or a GGUF) gives.
+fn open_model(
+    args: &StepArgs,
+    path: &Path,
+) -> anyhow::Result<(ModelConfig, Box<dyn WeightSource>)> {
+    let is_json = path.extension().is_some_and(|e| e == "json") || path.is_dir();
+    if args.random_weights && is_json {
+        let file = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let config = ModelConfig::from_json(&text, &file.display().to_string())?;
+        let weights = Box::new(RandomWeights::new(1, &config));
+        return Ok((config, weights));
+    }
+    let file = GgufFile::open(path)
+        .map_err(|e| anyhow::anyhow!("{e} (cargo xtask fetch-model gets the default model)"))?;
+    let config = file.config().clone();
+    if args.random_weights {
+        let weights = Box::new(RandomWeights::new(1, &config));
+        Ok((config, weights))
+    } else {
+        Ok((config, Box::new(file)))
+    }
+}
+
+/// `b` rows of `s` random token ids, each predicting the next (the last of a row nothing).
+fn random_batch(config: &ModelConfig, b: usize, s: usize) -> MicroBatch {
+    let tokens = b * s;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let ids: Vec<u32> = (0..tokens)
+        .map(|_| rng.random_range(0..config.vocab_size as u32))
+        .collect();
+    let targets: Vec<u32> = (0..tokens)
+        .map(|i| {
+            if (i + 1) % s == 0 {
+                u32::MAX
+            } else {
+                ids[i + 1]
+            }
+        })
+        .collect();
+    MicroBatch {
+        ids,
+        targets,
+        packing: None,
+    }
+}
+
+/// Dispatches a step by kernel, most first.
+fn dispatches_by_kernel(compiled: &CompiledGraph) -> Vec<(String, usize)> {
+    let mut by_kernel: Vec<(String, usize)> = Vec::new();
+    for node in compiled.graph.nodes.iter().filter(|n| n.copy.is_none()) {
+        let label = node.kernel_label();
+        match by_kernel.iter_mut().find(|(k, _)| *k == label) {
+            Some((_, n)) => *n += 1,
+            None => by_kernel.push((label, 1)),
+        }
+    }
+    by_kernel.sort_by(|(ka, na), (kb, nb)| nb.cmp(na).then(ka.cmp(kb)));
+    by_kernel
+}
+
+/// The text report's lines before the steps: the device, the model, the base, the graph and
+/// its planned memory.
+fn print_header(
+    args: &StepArgs,
+    path: &Path,
+    config: &ModelConfig,
+    gpu: &Gpu,
+    session: &TrainSession,
+    base: &BaseChoice,
+    load_s: f64,
+) {
+    let compiled = &session.compiled;
+    let (b, s) = (args.batch, args.seq);
+    let trainable: usize = session
+        .trainable()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    println!(
+        "model: {}{} ({} layers, hidden {}), LoRA r {} on all 7 linears ({} trainable values)",
+        path.display(),
+        if args.random_weights {
+            " with random weights"
+        } else {
+            ""
+        },
+        config.num_layers,
+        config.hidden_size,
+        args.rank,
+        trainable
+    );
+    println!("base: {}", base.describe());
+    println!(
+        "batch {b} x {s} = {} tokens; {} nodes, {} dispatches a step; weights loaded in {load_s:.1} s",
+        b * s,
+        compiled.graph.nodes.len(),
+        compiled.graph.dispatches()
+    );
+    println!("kernels: {}", gpu.kernels);
+    println!(
+        "planned peak GPU memory: {} bytes ({:.0} MiB)",
+        compiled.peak_bytes(),
+        compiled.peak_bytes() as f64 / (1 << 20) as f64
+    );
+    let mut slots = compiled.plan.slot_bytes.clone();
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    println!(
+        "  of which {} MiB own buffers (weights, adapter, optimizer state, inputs, outputs), {} MiB in {} shared slots and {} MiB in {} operand textures",
+        compiled.plan.pinned_bytes >> 20,
+        slots.iter().sum::<u64>() >> 20,
+        slots.len(),
+        compiled.plan.texture_bytes >> 20,
+        compiled.graph.textures.len()
+    );
+    if std::env::var("DEBUG_PLAN").is_ok() {
+        println!(
+            "largest slots (MiB): {:?}",
+            slots.iter().take(16).map(|b| b >> 20).collect::<Vec<_>>()
+        );
+        for t in &compiled.graph.textures {
+            println!(
+                "texture {}: {:.1} MiB",
+                t.name(),
+                t.bytes() as f64 / (1 << 20) as f64
+            );
+        }
+    }
+}
+
 /// Wall time of one more run of the whole graph, one node at a time (submitted alone and
 /// waited for: timestamp queries on lavapipe do not time passes that follow each other in one
 /// submission), summed by kernel, largest first. Pack nodes that run as buffer-to-texture
 /// copies count apart from those that run their kernel.
-fn print_profile(gpu: &Gpu, compiled: &webqlora::graph::CompiledGraph) -> anyhow::Result<()> {
+fn print_profile(gpu: &Gpu, compiled: &CompiledGraph) -> anyhow::Result<()> {
     let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
     for (i, node) in compiled.graph.nodes.iter().enumerate() {
         let start = Instant::now();

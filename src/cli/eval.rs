@@ -8,12 +8,12 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 use webqlora::data::records::read_jsonl;
-use webqlora::data::{check_vocab, encode_records, DataError, EncodeOptions, Mcq, Record};
+use webqlora::data::{check_vocab, encode_records, DataError, EncodeOptions, Example, Mcq, Record};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::model::load::upload_model_with_progress;
 use webqlora::train::evaluate::{
-    example_items, question_items, LossScore, QuestionItems, Scorer, ScorerShape, PASS_TOKENS,
+    example_items, question_items, Item, LossScore, QuestionItems, Scorer, ScorerShape, PASS_TOKENS,
 };
 use webqlora::train::model_source::ModelSource;
 
@@ -60,46 +60,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let source = ModelSource::open(&model_path)?;
     let adapter = args.adapter.as_deref().map(Adapter::load).transpose()?;
-    let mut records = read_jsonl(&args.data)?;
-    if let Some(limit) = args.limit {
-        records.truncate(limit);
-    }
-    let by_letter = args.mcq_score == McqScoreArg::Letter;
-    let opts = EncodeOptions {
-        train_on_inputs: false,
-        max_len: args.max_seq_len,
-        mcq_by_letter: by_letter,
-    };
-    let needs_tokenizer = records
-        .iter()
-        .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
-    let tok = if needs_tokenizer {
-        Some(source.tokenizer()?)
-    } else {
-        None
-    };
-    let shown = args.data.display().to_string();
-    // Questions are scored choice by choice (their loss is that of the right answers); every
-    // other record is an example, scored whole.
-    let (lines, questions): (Vec<usize>, Vec<Mcq>) = records
-        .iter()
-        .filter_map(|(line, r)| match r {
-            Record::Mcq(q) => Some((*line, q.clone())),
-            _ => None,
-        })
-        .unzip();
-    records.retain(|(_, r)| !matches!(r, Record::Mcq(_)));
-    let other = encode_records(&records, tok, source.config.vocab_size, &opts, &shown)?;
-    let example_items = example_items(&other);
-    // Tokenized once, for sizing the scorer and for scoring.
-    let mcq_items = match tok {
-        Some(tok) if !questions.is_empty() => {
-            let items = question_items(tok, &questions, by_letter)?;
-            check_questions(&items, &lines, &opts, source.config.vocab_size, &shown)?;
-            Some(items)
-        }
-        _ => None,
-    };
+    let EvalData {
+        other,
+        example_items,
+        questions,
+        mcq_items,
+    } = read_data(&args, &source)?;
     let n = other.len() + questions.len();
 
     let gpu = Gpu::new_blocking(&args.gpu.request())?;
@@ -211,6 +177,66 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         println!("{secs:.1} s on {}", gpu.info.name);
     }
     Ok(())
+}
+
+/// The records of `--data`, tokenized once (for sizing the scorer and for scoring).
+struct EvalData {
+    /// Every record that is not a question, scored whole.
+    other: Vec<Example>,
+    example_items: Vec<Item>,
+    /// Questions, scored choice by choice (their loss is that of the right answers).
+    questions: Vec<Mcq>,
+    mcq_items: Option<QuestionItems>,
+}
+
+fn read_data(args: &EvalArgs, source: &ModelSource) -> anyhow::Result<EvalData> {
+    let mut records = read_jsonl(&args.data)?;
+    if let Some(limit) = args.limit {
+        records.truncate(limit);
+    }
+    let by_letter = args.mcq_score == McqScoreArg::Letter;
+    let opts = EncodeOptions {
+        train_on_inputs: false,
+        max_len: args.max_seq_len,
+        mcq_by_letter: by_letter,
+    };
+    let needs_tokenizer = records
+        .iter()
+        .any(|(_, r)| !matches!(r, Record::Tokens { .. }));
+    let tok = if needs_tokenizer {
+        Some(source.tokenizer()?)
+    } else {
+        None
+    };
+    let shown = args.data.display().to_string();
+    // Questions are scored choice by choice (their loss is that of the right answers); every
+    // other record is an example, scored whole.
+    let (lines, questions): (Vec<usize>, Vec<Mcq>) = records
+        .iter()
+        .filter_map(|(line, r)| match r {
+            Record::Mcq(q) => Some((*line, q.clone())),
+            _ => None,
+        })
+        .unzip();
+    records.retain(|(_, r)| !matches!(r, Record::Mcq(_)));
+    let other = encode_records(&records, tok, source.config.vocab_size, &opts, &shown)?;
+    let example_items = example_items(&other);
+    // Tokenized once, for sizing the scorer and for scoring.
+    let mcq_items = match tok {
+        Some(tok) if !questions.is_empty() => {
+            let items = question_items(tok, &questions, by_letter)?;
+            check_questions(&items, &lines, &opts, source.config.vocab_size, &shown)?;
+            Some(items)
+        }
+        _ => None,
+    };
+
+    Ok(EvalData {
+        other,
+        example_items,
+        questions,
+        mcq_items,
+    })
 }
 
 /// `encode_records`' checks for questions (whose line numbers are `lines`): the prompt with

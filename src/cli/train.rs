@@ -16,7 +16,7 @@ use webqlora::data::{encode_records, EncodeOptions, Example};
 use webqlora::gpu::Gpu;
 use webqlora::lora::peft::Adapter;
 use webqlora::lora::LoraConfig;
-use webqlora::model::transformer::BaseFormat;
+use webqlora::model::transformer::{BaseChoice, BaseFormat};
 use webqlora::train::checkpoint;
 use webqlora::train::model_source::ModelSource;
 use webqlora::train::recipe::{lora_config, Recipe, RunSettings};
@@ -736,7 +736,7 @@ fn report_done(
     args: &TrainArgs,
     trainer: &Trainer,
     gpu: &Gpu,
-    base: &webqlora::model::transformer::BaseChoice,
+    base: &BaseChoice,
     done: &Done,
     metrics_path: &Path,
 ) -> anyhow::Result<()> {
@@ -797,66 +797,31 @@ fn report_done(
     Ok(())
 }
 
-pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
-    let Planned {
-        model_path,
-        resumed,
-        source,
-        start_adapter,
-        lora,
-        recipe,
-    } = plan(&mut args)?;
-    let batch = args.batch();
-    let Recipe {
-        mut settings,
-        schedule,
-        train,
-        starts,
-        valid,
-        examples,
-    } = recipe;
-    let (seq, total_steps) = (settings.seq, schedule.total);
+/// The sizes a run's header gives beside the trainer's: examples, rows (packed or not),
+/// validation examples, and the seconds loading took.
+struct Sizes {
+    examples: usize,
+    rows: usize,
+    valid: usize,
+    load_s: f64,
+}
 
-    check_step_size(&args, train.len(), seq, source.config.hidden_size)?;
-    let gpu = Gpu::new_blocking(&args.gpu.request())?;
-    check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
-    let base = choose_base(args.base, &model_path, source.kind(), &gpu.kernels)?;
-    settings.base = base.format;
-    let loading = Instant::now();
-    let mut load = load_bar(args.quiet || args.log_format == LogFormat::Json);
-    let (rows, valid_count) = (train.len(), valid.len());
-    let mut trainer = Trainer::new(
-        &gpu,
-        &source.config,
-        source.weights.as_ref(),
-        settings,
-        schedule,
-        train,
-        starts,
-        valid,
-        source.pad_id(),
-        start_adapter.as_ref(),
-        &mut |done, total| load.counts(done, total),
-    )?;
-    load.finish(false);
-    if let Some((_, moments, state)) = &resumed {
-        trainer
-            .resume(&gpu, moments, state)
-            .map_err(|e| anyhow::anyhow!("--resume: {e}"))?;
-    }
-    let first_step = trainer.step + 1;
-    let load_s = loading.elapsed().as_secs_f64();
-
-    let (mut out, metrics_path) = open_outputs(&args, first_step)?;
-
+/// The run's header: device, model, base, data and LoRA.
+fn print_header(
+    args: &TrainArgs,
+    gpu: &Gpu,
+    (model_path, source, lora): (&Path, &ModelSource, &LoraConfig),
+    base: &BaseChoice,
+    trainer: &Trainer,
+    sizes: &Sizes,
+) {
+    let json_log = args.log_format == LogFormat::Json;
     let session = &trainer.session;
     let trainable: usize = session
         .trainable()
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
-    // With --log-format json stdout carries JSON objects only; the words go to stderr.
-    let json_log = args.log_format == LogFormat::Json;
     say!(
         json_log,
         "device: {} ({:?})",
@@ -872,13 +837,18 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     );
     say!(json_log, "base: {}", base.describe());
     let packed = match args.packing {
-        true => format!(" packed into {rows} rows"),
+        true => format!(" packed into {} rows", sizes.rows),
         false => String::new(),
     };
     say!(
         json_log,
-        "data: {examples} training examples{packed}, {valid_count} validation; batches {batch} x {seq} tokens, {} per step; {total_steps} steps",
-        args.accumulation()
+        "data: {} training examples{packed}, {} validation; batches {} x {} tokens, {} per step; {} steps",
+        sizes.examples,
+        sizes.valid,
+        args.batch(),
+        session.settings.seq,
+        args.accumulation(),
+        trainer.schedule.total
     );
     say!(
         json_log,
@@ -888,7 +858,95 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
         lora.target_modules.join(","),
         trainable,
         session.compiled.peak_bytes() as f64 / (1 << 20) as f64,
-        load_s
+        sizes.load_s
+    );
+}
+
+/// The device, the base it holds the model in, and the trainer: compiled, loaded, and resumed
+/// from the checkpoint where asked.
+fn load_trainer(
+    args: &TrainArgs,
+    (model_path, source): (&Path, &ModelSource),
+    start_adapter: Option<&Adapter>,
+    resumed: Option<&(Adapter, NamedTensors, checkpoint::TrainerState)>,
+    recipe: Recipe,
+) -> anyhow::Result<(Gpu, BaseChoice, Trainer, Sizes)> {
+    let batch = args.batch();
+    let Recipe {
+        mut settings,
+        schedule,
+        train,
+        starts,
+        valid,
+        examples,
+    } = recipe;
+    let seq = settings.seq;
+    check_step_size(args, train.len(), seq, source.config.hidden_size)?;
+    let gpu = Gpu::new_blocking(&args.gpu.request())?;
+    check_micro_batch(&gpu, batch, seq, source.config.hidden_size)?;
+    let base = choose_base(args.base, model_path, source.kind(), &gpu.kernels)?;
+    settings.base = base.format;
+    let loading = Instant::now();
+    let mut load = load_bar(args.quiet || args.log_format == LogFormat::Json);
+    let (rows, valid_count) = (train.len(), valid.len());
+    let mut trainer = Trainer::new(
+        &gpu,
+        &source.config,
+        source.weights.as_ref(),
+        settings,
+        schedule,
+        train,
+        starts,
+        valid,
+        source.pad_id(),
+        start_adapter,
+        &mut |done, total| load.counts(done, total),
+    )?;
+    load.finish(false);
+    if let Some((_, moments, state)) = resumed {
+        trainer
+            .resume(&gpu, moments, state)
+            .map_err(|e| anyhow::anyhow!("--resume: {e}"))?;
+    }
+    let sizes = Sizes {
+        examples,
+        rows,
+        valid: valid_count,
+        load_s: loading.elapsed().as_secs_f64(),
+    };
+    Ok((gpu, base, trainer, sizes))
+}
+
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    let Planned {
+        model_path,
+        resumed,
+        source,
+        start_adapter,
+        lora,
+        recipe,
+    } = plan(&mut args)?;
+    let (gpu, base, mut trainer, sizes) = load_trainer(
+        &args,
+        (&model_path, &source),
+        start_adapter.as_ref(),
+        resumed.as_ref(),
+        recipe,
+    )?;
+    let total_steps = trainer.schedule.total;
+    let first_step = trainer.step + 1;
+
+    let (mut out, metrics_path) = open_outputs(&args, first_step)?;
+
+    // With --log-format json stdout carries JSON objects only; the words go to stderr.
+    let json_log = args.log_format == LogFormat::Json;
+    print_header(
+        &args,
+        &gpu,
+        (&model_path, &source, &lora),
+        &base,
+        &trainer,
+        &sizes,
     );
 
     // The step of the last completed save (0: none yet), for what a second Ctrl-C says.

@@ -4,7 +4,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use super::{DeviceLimits, Dispatch, Graph, GraphError, Placement, Plan, Role, TensorId};
+use super::{DeviceLimits, Dispatch, Graph, GraphError, Node, Placement, Plan, Role, TensorId};
 use crate::gpu::buffers::storage_size;
 use crate::gpu::pipelines::PipelineKey;
 use crate::gpu::timer::GpuTimer;
@@ -98,92 +98,22 @@ impl CompiledGraph {
                 });
             }
         }
-
-        let mut buffers = Vec::new();
-        let mut buffer_of = vec![None; graph.tensors.len()];
-        let mut offset_of: Vec<u64> = graph.tensors.iter().map(|d| d.offset).collect();
-        let mut shared = vec![false; graph.tensors.len()];
-        for (t, desc) in graph.tensors.iter().enumerate() {
-            if plan.placement[t] == Placement::Own && desc.view_of.is_none() {
-                // A param `other` has too (perhaps inside one of its groups): its buffer.
-                let same = other.and_then(|o| {
-                    let id = o.graph.find(&desc.name)?;
-                    let theirs = o.graph.tensor(id);
-                    let same = desc.role == Role::Param
-                        && !desc.group
-                        && theirs.role == Role::Param
-                        && theirs.named()
-                        && theirs.dtype == desc.dtype
-                        && theirs.shape == desc.shape;
-                    same.then(|| o.buffer(id).cloned().map(|b| (b, o.offset_of[id.0])))
-                        .flatten()
-                });
-                buffer_of[t] = Some(buffers.len());
-                shared[t] = same.is_some();
-                match same {
-                    Some((buffer, offset)) => {
-                        offset_of[t] = offset;
-                        buffers.push(buffer);
-                    }
-                    None => buffers.push(gpu.storage_buffer(&desc.name, desc.bytes())),
-                }
-            }
-        }
-        let first_slot = buffers.len();
-        for (s, &bytes) in plan.slot_bytes.iter().enumerate() {
-            buffers.push(gpu.storage_buffer(&format!("slot {s}"), bytes));
-        }
-        for (t, p) in plan.placement.iter().enumerate() {
-            if let Placement::Slot(s) = p {
-                buffer_of[t] = Some(first_slot + s);
-            }
-        }
-        for (t, desc) in graph.tensors.iter().enumerate() {
-            if let Some(root) = desc.view_of {
-                buffer_of[t] = buffer_of[root.0];
-                offset_of[t] = desc.offset + offset_of[root.0];
-            }
-        }
-
-        // All node parameters in one uniform buffer, each at an aligned offset.
-        let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
-        let mut param_bytes = Vec::new();
-        let mut param_offsets = Vec::new();
-        for node in &graph.nodes {
-            param_offsets.push(param_bytes.len());
-            let bytes = node.params.bytes();
-            param_bytes.extend_from_slice(&bytes);
-            param_bytes.resize(param_bytes.len().div_ceil(align) * align, 0);
-        }
-        let params = gpu.uniform_buffer("node params", &param_bytes);
-
-        let textures: Vec<wgpu::Texture> = graph
-            .textures
-            .iter()
-            .map(|t| {
-                gpu.device.create_texture(&wgpu::TextureDescriptor {
-                    label: Some(&t.name()),
-                    size: wgpu::Extent3d {
-                        width: t.width,
-                        height: t.height,
-                        depth_or_array_layers: 1,
-                    },
-                    mip_level_count: 1,
-                    sample_count: 1,
-                    dimension: wgpu::TextureDimension::D2,
-                    format: t.format.wgpu(),
-                    usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-                    view_formats: &[],
-                })
-            })
-            .collect();
+        let placed = Placed::new(gpu, &graph, &plan, other);
+        let (params, param_offsets) = node_params(gpu, &graph);
+        let textures = create_textures(gpu, &graph);
         let views: Vec<wgpu::TextureView> = textures
             .iter()
             .map(|t| t.create_view(&Default::default()))
             .collect();
-
         let queues =
             (plan.queue_bytes > 0).then(|| gpu.storage_buffer("tile queues", plan.queue_bytes));
+        let bound = Bound {
+            placed: &placed,
+            params: &params,
+            views: &views,
+            queues: queues.as_ref(),
+            queue_stride: plan.queue_stride,
+        };
         let mut next_queue = 0;
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         let mut dispatches = Vec::with_capacity(graph.nodes.len());
@@ -199,49 +129,14 @@ impl CompiledGraph {
                 node: node.label.clone(),
                 message: e.to_string(),
             })?;
-            let mut entries: Vec<wgpu::BindGroupEntry> = node
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(b, &t)| wgpu::BindGroupEntry {
-                    binding: b as u32,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &buffers[buffer_of[t.0].expect("used tensors are placed")],
-                        offset: offset_of[t.0],
-                        size: NonZeroU64::new(storage_size(graph.tensor(t).bytes())),
-                    }),
-                })
-                .collect();
-            entries.push(wgpu::BindGroupEntry {
-                binding: node.tensors.len() as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &params,
-                    offset: param_offsets[i] as u64,
-                    size: NonZeroU64::new(node.params.bytes().len() as u64),
-                }),
-            });
-            for (b, t) in node.textures.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: (node.tensors.len() + 1 + b) as u32,
-                    resource: wgpu::BindingResource::TextureView(&views[t.0]),
-                });
-            }
-            if let Dispatch::TileQueue(_) = node.dispatch {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: QUEUE_BINDING,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: queues.as_ref().expect("made for queue nodes"),
-                        offset: next_queue * plan.queue_stride,
-                        size: NonZeroU64::new(4),
-                    }),
-                });
-                next_queue += 1;
-            }
-            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&node.label),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
+            let bind_group = bound.bind_group(
+                gpu,
+                &graph,
+                node,
+                &pipeline,
+                param_offsets[i] as u64,
+                &mut next_queue,
+            );
             dispatches.push(Some(NodeDispatch {
                 pipeline,
                 bind_group,
@@ -254,6 +149,12 @@ impl CompiledGraph {
             bytes: plan.peak_bytes(),
             message: e.to_string(),
         })?;
+        let Placed {
+            buffers,
+            buffer_of,
+            offset_of,
+            shared,
+        } = placed;
         Ok(CompiledGraph {
             graph,
             plan,
@@ -471,5 +372,180 @@ impl CompiledGraph {
     /// Read an f32 tensor.
     pub async fn read_f32(&self, gpu: &Gpu, t: TensorId) -> Result<Vec<f32>, RunError> {
         Ok(bytemuck::pod_collect_to_vec(&self.read(gpu, t).await?))
+    }
+}
+
+/// Where each tensor lives: the buffers (own ones first, then the plan's shared slots), each
+/// tensor's buffer and byte offset, and which own buffers are another graph's.
+struct Placed {
+    buffers: Vec<wgpu::Buffer>,
+    buffer_of: Vec<Option<usize>>,
+    offset_of: Vec<u64>,
+    shared: Vec<bool>,
+}
+
+impl Placed {
+    fn new(gpu: &Gpu, graph: &Graph, plan: &Plan, other: Option<&CompiledGraph>) -> Placed {
+        let mut buffers = Vec::new();
+        let mut buffer_of = vec![None; graph.tensors.len()];
+        let mut offset_of: Vec<u64> = graph.tensors.iter().map(|d| d.offset).collect();
+        let mut shared = vec![false; graph.tensors.len()];
+        for (t, desc) in graph.tensors.iter().enumerate() {
+            if plan.placement[t] == Placement::Own && desc.view_of.is_none() {
+                // A param `other` has too (perhaps inside one of its groups): its buffer.
+                let same = other.and_then(|o| {
+                    let id = o.graph.find(&desc.name)?;
+                    let theirs = o.graph.tensor(id);
+                    let same = desc.role == Role::Param
+                        && !desc.group
+                        && theirs.role == Role::Param
+                        && theirs.named()
+                        && theirs.dtype == desc.dtype
+                        && theirs.shape == desc.shape;
+                    same.then(|| o.buffer(id).cloned().map(|b| (b, o.offset_of[id.0])))
+                        .flatten()
+                });
+                buffer_of[t] = Some(buffers.len());
+                shared[t] = same.is_some();
+                match same {
+                    Some((buffer, offset)) => {
+                        offset_of[t] = offset;
+                        buffers.push(buffer);
+                    }
+                    None => buffers.push(gpu.storage_buffer(&desc.name, desc.bytes())),
+                }
+            }
+        }
+        let first_slot = buffers.len();
+        for (s, &bytes) in plan.slot_bytes.iter().enumerate() {
+            buffers.push(gpu.storage_buffer(&format!("slot {s}"), bytes));
+        }
+        for (t, p) in plan.placement.iter().enumerate() {
+            if let Placement::Slot(s) = p {
+                buffer_of[t] = Some(first_slot + s);
+            }
+        }
+        for (t, desc) in graph.tensors.iter().enumerate() {
+            if let Some(root) = desc.view_of {
+                buffer_of[t] = buffer_of[root.0];
+                offset_of[t] = desc.offset + offset_of[root.0];
+            }
+        }
+        Placed {
+            buffers,
+            buffer_of,
+            offset_of,
+            shared,
+        }
+    }
+}
+
+/// All node parameters in one uniform buffer, each at an aligned offset; and the offsets.
+fn node_params(gpu: &Gpu, graph: &Graph) -> (wgpu::Buffer, Vec<usize>) {
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    let mut param_bytes = Vec::new();
+    let mut param_offsets = Vec::new();
+    for node in &graph.nodes {
+        param_offsets.push(param_bytes.len());
+        let bytes = node.params.bytes();
+        param_bytes.extend_from_slice(&bytes);
+        param_bytes.resize(param_bytes.len().div_ceil(align) * align, 0);
+    }
+    (
+        gpu.uniform_buffer("node params", &param_bytes),
+        param_offsets,
+    )
+}
+
+/// The graph's operand textures (storage, written by copies or pack kernels).
+fn create_textures(gpu: &Gpu, graph: &Graph) -> Vec<wgpu::Texture> {
+    graph
+        .textures
+        .iter()
+        .map(|t| {
+            gpu.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some(&t.name()),
+                size: wgpu::Extent3d {
+                    width: t.width,
+                    height: t.height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: t.format.wgpu(),
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            })
+        })
+        .collect()
+}
+
+/// What a node's bind group refers to.
+struct Bound<'a> {
+    placed: &'a Placed,
+    params: &'a wgpu::Buffer,
+    views: &'a [wgpu::TextureView],
+    queues: Option<&'a wgpu::Buffer>,
+    queue_stride: u64,
+}
+
+impl Bound<'_> {
+    /// A node's bindings: its tensors in order, then its parameters, its textures, and for a
+    /// tile-queue dispatch the next queue counter (`next_queue`, advanced).
+    fn bind_group(
+        &self,
+        gpu: &Gpu,
+        graph: &Graph,
+        node: &Node,
+        pipeline: &wgpu::ComputePipeline,
+        param_offset: u64,
+        next_queue: &mut u64,
+    ) -> wgpu::BindGroup {
+        let placed = self.placed;
+        let mut entries: Vec<wgpu::BindGroupEntry> = node
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(b, &t)| wgpu::BindGroupEntry {
+                binding: b as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &placed.buffers
+                        [placed.buffer_of[t.0].expect("used tensors are placed")],
+                    offset: placed.offset_of[t.0],
+                    size: NonZeroU64::new(storage_size(graph.tensor(t).bytes())),
+                }),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: node.tensors.len() as u32,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: self.params,
+                offset: param_offset,
+                size: NonZeroU64::new(node.params.bytes().len() as u64),
+            }),
+        });
+        for (b, t) in node.textures.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: (node.tensors.len() + 1 + b) as u32,
+                resource: wgpu::BindingResource::TextureView(&self.views[t.0]),
+            });
+        }
+        if let Dispatch::TileQueue(_) = node.dispatch {
+            entries.push(wgpu::BindGroupEntry {
+                binding: QUEUE_BINDING,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: self.queues.expect("made for queue nodes"),
+                    offset: *next_queue * self.queue_stride,
+                    size: NonZeroU64::new(4),
+                }),
+            });
+            *next_queue += 1;
+        }
+        gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&node.label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
     }
 }

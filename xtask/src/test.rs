@@ -134,8 +134,44 @@ pub fn cargo_test_with(
     }
 }
 
+/// The steps of a run: when it started, and the names of the steps that failed.
+struct Steps {
+    start: Instant,
+    failures: Vec<String>,
+}
+
+impl Steps {
+    /// Say how step `name` went (with the time since the start), keeping its name if it failed.
+    fn step(&mut self, name: &str, result: Result<(), String>) {
+        match &result {
+            Ok(()) => eprintln!(
+                "xtask: {name}: ok ({:.0} s)",
+                self.start.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("xtask: {name}: FAILED: {e}");
+                self.failures.push(name.to_string());
+            }
+        }
+    }
+}
+
 pub fn run(extra: &[String]) -> Result<(), String> {
-    let start = Instant::now();
+    let mut steps = Steps {
+        start: Instant::now(),
+        failures: Vec::new(),
+    };
+    install_and_fetch()?;
+    static_checks(&mut steps);
+    let mut counts = Counts::default();
+    test_runs(&mut steps, extra, &mut counts);
+    fuzz_and_browsers(&mut steps, &mut counts);
+    summary(&steps, &counts)
+}
+
+/// Install what is missing, and fetch the models and tokenizers the tests read (a failed
+/// fetch is said, and the run goes on).
+fn install_and_fetch() -> Result<(), String> {
     install::rust_tools()?;
     install::lavapipe()?;
     install::gl()?;
@@ -153,20 +189,16 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     if let Err(e) = crate::fetch_model::fetch_tokenizers() {
         eprintln!("xtask: fetch-model --model tokenizers failed ({e}); their tests will fail");
     }
+    Ok(())
+}
 
-    let mut failures: Vec<String> = Vec::new();
-    let mut step = |name: &str, result: Result<(), String>| match &result {
-        Ok(()) => eprintln!("xtask: {name}: ok ({:.0} s)", start.elapsed().as_secs_f64()),
-        Err(e) => {
-            eprintln!("xtask: {name}: FAILED: {e}");
-            failures.push(name.to_string());
-        }
-    };
-    step(
+/// fmt, clippy, the MCQ data against its generator, and clippy on wasm32.
+fn static_checks(steps: &mut Steps) {
+    steps.step(
         "fmt",
         install::run(cargo().args(["fmt", "--all", "--", "--check"])),
     );
-    step(
+    steps.step(
         "clippy",
         install::run(cargo().args([
             "clippy",
@@ -177,11 +209,11 @@ pub fn run(extra: &[String]) -> Result<(), String> {
             "warnings",
         ])),
     );
-    step(
+    steps.step(
         "MCQ data matches its generator",
         crate::mcq_data::main(&crate::repo_root(), true),
     );
-    step(
+    steps.step(
         "wasm32 check",
         install::run(cargo().args([
             "clippy",
@@ -193,25 +225,34 @@ pub fn run(extra: &[String]) -> Result<(), String> {
             "warnings",
         ])),
     );
-    let mut counts = Counts::default();
-    let tests = cargo_test(extra, &mut counts);
+}
+
+/// `--test NAME` for each of `tests`, then `extra`: cargo test's arguments.
+fn test_args<'a>(tests: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
+    tests
+        .iter()
+        .flat_map(|t| ["--test", t])
+        .chain(extra.iter().map(String::as_str))
+        .collect()
+}
+
+/// The tests, then again on the portable kernels, then the subgroup kernels at other
+/// vector widths, counting their results.
+fn test_runs(steps: &mut Steps, extra: &[String], counts: &mut Counts) {
+    let tests = cargo_test(extra, counts);
     if tests.is_err() && counts.failed == 0 {
         // A build failure or a crash: count it so the summary cannot read as green.
         counts.failed += 1;
     }
-    step("tests", tests);
+    steps.step("tests", tests);
     // The portable kernels (what hardware GPUs run), forced on lavapipe: every kernel test,
     // the golden steps and the whole-step test again.
     let portable = cargo_test_with(
         &[("WEBQLORA_KERNELS", "portable")],
-        &PORTABLE_TESTS
-            .iter()
-            .flat_map(|t| ["--test", t])
-            .chain(extra.iter().map(String::as_str))
-            .collect::<Vec<_>>(),
-        &mut counts,
+        &test_args(&PORTABLE_TESTS, extra),
+        counts,
     );
-    step("tests on the portable kernels", portable);
+    steps.step("tests on the portable kernels", portable);
     // lavapipe's subgroups are as wide as its vectors: 128-bit vectors give four lanes,
     // 512-bit (where the CPU has AVX-512) sixteen; the subgroup kernels must work at every
     // width, as at the default eight.
@@ -223,21 +264,29 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     for width in widths {
         let run = cargo_test_with(
             &[("LP_NATIVE_VECTOR_WIDTH", width)],
-            &["kernels_elementwise", "executor"]
-                .iter()
-                .flat_map(|t| ["--test", t])
-                .chain(extra.iter().map(String::as_str))
-                .collect::<Vec<_>>(),
-            &mut counts,
+            &test_args(&["kernels_elementwise", "executor"], extra),
+            counts,
         );
         if let Err(e) = run {
             other_widths = Err(format!("at {width}-bit vectors: {e}"));
         }
     }
-    step("subgroup kernels at other widths", other_widths);
+    steps.step("subgroup kernels at other widths", other_widths);
+}
+
+/// Count a step that is one test: passed or failed.
+fn count_one(result: &Result<(), String>, counts: &mut Counts) {
+    match result {
+        Ok(()) => counts.passed += 1,
+        Err(_) => counts.failed += 1,
+    }
+}
+
+/// The fuzzer, then the browser tests and the npm package's, each counted as one test.
+fn fuzz_and_browsers(steps: &mut Steps, counts: &mut Counts) {
     // The parsers of users' files under 30 s of mutated inputs each (fuzz/src/main.rs); any
     // panic, abort, hang or allocation over the cap fails the run, naming the input.
-    step(
+    steps.step(
         "fuzz",
         install::run(cargo().current_dir(crate::repo_root()).args([
             "run",
@@ -251,27 +300,22 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     );
     // The page in headless Chromium against the native trainer (counted as one test).
     let browser = crate::browser_test::run_test();
-    match &browser {
-        Ok(()) => counts.passed += 1,
-        Err(_) => counts.failed += 1,
-    }
-    step("browser end-to-end", browser);
+    count_one(&browser, counts);
+    steps.step("browser end-to-end", browser);
     // The npm package: its files, its types under tsc --strict, and a page on its packed files
     // against the native trainer (counted as one test).
     let package = crate::package_test::run_test();
-    match &package {
-        Ok(()) => counts.passed += 1,
-        Err(_) => counts.failed += 1,
-    }
-    step("npm package", package);
+    count_one(&package, counts);
+    steps.step("npm package", package);
     // One SmolLM2-135M step in the page (about a minute on SwiftShader) against the native one.
     let smollm2 = crate::browser_test::run_smollm2();
-    match &smollm2 {
-        Ok(()) => counts.passed += 1,
-        Err(_) => counts.failed += 1,
-    }
-    step("browser SmolLM2 step", smollm2);
+    count_one(&smollm2, counts);
+    steps.step("browser SmolLM2 step", smollm2);
+}
 
+/// The failed steps and the summary line; an error naming the failed steps if any.
+fn summary(steps: &Steps, counts: &Counts) -> Result<(), String> {
+    let failures = &steps.failures;
     // Each failed step other than the tests counts as one failure in the summary line.
     let counted = [
         "tests",
@@ -287,7 +331,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         .count() as u64;
     println!(
         "xtask: {:.0} s; failed steps: {}",
-        start.elapsed().as_secs_f64(),
+        steps.start.elapsed().as_secs_f64(),
         if failures.is_empty() {
             "none".to_string()
         } else {
