@@ -215,3 +215,152 @@ fn portable_shaders_fit_webgpu_workgroup_memory() {
         );
     }
 }
+
+/// The floats an entry point keeps in private `var`s (its own and those of every function it
+/// calls, and private globals), from naga's IR: what a row-per-invocation design shows up in.
+/// `let` values are not counted (the compiler places them), so this is a floor on the live
+/// registers, not the count.
+fn private_floats(module: &naga::Module, entry: &naga::EntryPoint) -> u32 {
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let words = |ty: naga::Handle<naga::Type>| layouter[ty].size / 4;
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![&entry.function];
+    let mut total: u32 = module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::Private)
+        .map(|(_, v)| words(v.ty))
+        .sum();
+    while let Some(f) = stack.pop() {
+        total += f
+            .local_variables
+            .iter()
+            .map(|(_, v)| words(v.ty))
+            .sum::<u32>();
+        let mut calls = Vec::new();
+        calls_in(&f.body, &mut calls);
+        for h in calls {
+            if seen.insert(h) {
+                stack.push(&module.functions[h]);
+            }
+        }
+    }
+    total
+}
+
+/// The functions a block calls, at any depth of its control flow.
+fn calls_in(block: &naga::Block, out: &mut Vec<naga::Handle<naga::Function>>) {
+    for s in block.iter() {
+        match s {
+            naga::Statement::Call { function, .. } => out.push(*function),
+            naga::Statement::Block(b) => calls_in(b, out),
+            naga::Statement::If { accept, reject, .. } => {
+                calls_in(accept, out);
+                calls_in(reject, out);
+            }
+            naga::Statement::Switch { cases, .. } => {
+                cases.iter().for_each(|c| calls_in(&c.body, out));
+            }
+            naga::Statement::Loop {
+                body, continuing, ..
+            } => {
+                calls_in(body, out);
+                calls_in(continuing, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a portable kernel may keep in private `var`s: 64 floats (a thread's 255 registers on
+/// NVIDIA hold that beside its indices and `let` values; a private array indexed at run time
+/// lives in local memory, which is global memory).
+const PRIVATE_FLOATS: u32 = 64;
+
+/// The entry points over `PRIVATE_FLOATS` today, with their floats: the attention kernels
+/// keep a head row (up to 256 dims) or a block of them an invocation, the ggml products a
+/// block's 32 values beside their tiles. Each may only shrink, and leaves the list when it
+/// fits; a kernel not listed must fit. Keys: the shader's name, with `:entry` where the
+/// entry point is named otherwise.
+const OVER_PRIVATE_FLOATS: &[(&str, u32)] = &[
+    ("attention_backward_dkv", 519),
+    ("attention_backward_dkv_masked", 263),
+    ("attention_backward_dq", 262),
+    ("attention_backward_dq_masked", 262),
+    ("attention_decode", 263),
+    ("attention_decode_f16:attention_decode", 263),
+    ("attention_flash_backward_dkv", 1034),
+    ("attention_flash_backward_dkv_masked", 778),
+    ("attention_flash_backward_dq", 787),
+    ("attention_flash_backward_dq_masked", 786),
+    ("attention_flash_forward", 529),
+    ("attention_flash_forward_masked", 529),
+    ("attention_forward", 263),
+    ("attention_forward_masked", 263),
+    ("ggml_matmul:ggml_matmul_backward", 113),
+    ("ggml_matmul:ggml_matmul_forward", 81),
+];
+
+/// No invocation of a non-software kernel keeps more than `PRIVATE_FLOATS` floats in private
+/// variables, read from naga's IR, except the listed ones, which may not grow (#39).
+#[test]
+fn portable_kernels_keep_at_most_64_private_floats() {
+    let mut over = Vec::new();
+    let mut listed_fit = Vec::new();
+    let mut keys = Vec::new();
+    for shader in ALL.iter().filter(|s| !s.file.starts_with("software/")) {
+        let module = parse_and_validate(shader);
+        for e in &module.entry_points {
+            let floats = private_floats(&module, e);
+            let key = entry_key(shader.name, &e.name);
+            let known = OVER_PRIVATE_FLOATS.iter().find(|(k, _)| *k == key);
+            match known {
+                Some(&(_, was)) if floats > was => {
+                    over.push(format!("{key}: {floats} (was {was})"))
+                }
+                Some(_) if floats <= PRIVATE_FLOATS => listed_fit.push(format!("{key}: {floats}")),
+                None if floats > PRIVATE_FLOATS => over.push(format!("{key}: {floats}")),
+                _ => {}
+            }
+            keys.push(key);
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "private floats over {PRIVATE_FLOATS} (or over the listed count): {over:#?}"
+    );
+    assert!(
+        listed_fit.is_empty(),
+        "now within {PRIVATE_FLOATS}: take them off OVER_PRIVATE_FLOATS: {listed_fit:#?}"
+    );
+    for (key, _) in OVER_PRIVATE_FLOATS {
+        assert!(
+            keys.contains(&key.to_string()),
+            "OVER_PRIVATE_FLOATS names {key}, no entry point"
+        );
+    }
+}
+
+/// `shader` or `shader:entry` where the entry point is named otherwise.
+fn entry_key(shader: &str, entry: &str) -> String {
+    if shader == entry {
+        shader.to_string()
+    } else {
+        format!("{shader}:{entry}")
+    }
+}
+
+/// The counter sees private arrays in the entry point, in the functions it calls and in
+/// private globals, and counts a vec4 as 4.
+#[test]
+fn private_floats_are_counted_through_calls() {
+    let source = "var<private> g: array<f32, 3>;\n\
+        fn inner() -> f32 { var a: array<vec4<f32>, 5>; a[1].x = 1.0; return a[1].x + g[0]; }\n\
+        @compute @workgroup_size(1) fn main() { var b: f32 = inner(); var c: vec2<f32>; c.x = b; }";
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    assert_eq!(
+        private_floats(&module, &module.entry_points[0]),
+        3 + 20 + 1 + 2
+    );
+}
