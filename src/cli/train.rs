@@ -307,55 +307,41 @@ fn take_checkpoint_settings(
             a.display()
         ));
     }
-    let mut differ = |flag: &str, given: Option<String>, recorded: String| {
-        if let Some(given) = given {
-            if given != recorded {
-                differences.push(format!("{flag} {given} (the checkpoint's: {recorded})"));
-            }
-        }
-    };
-    differ(
-        "--rank",
-        args.rank.map(|r| r.to_string()),
-        adapter.r.to_string(),
-    );
-    differ(
-        "--alpha",
-        args.alpha.map(|a| a.to_string()),
-        adapter.alpha.to_string(),
-    );
     let mut targets = args.target_modules.clone();
     if let Some(t) = &mut targets {
         t.sort();
         t.dedup();
     }
-    differ(
-        "--target-modules",
-        targets.map(|t| t.join(",")),
-        adapter.target_modules.join(","),
-    );
-    differ(
-        "--batch",
-        args.batch.map(|b| b.to_string()),
-        state.batch.to_string(),
-    );
-    differ(
-        "--accumulation",
-        args.accumulation.map(|a| a.to_string()),
-        state.accumulation.to_string(),
-    );
-    differ(
-        "--seed",
-        args.seed.map(|s| s.to_string()),
-        state.seed.to_string(),
-    );
     // A checkpoint from before the base was recorded was made on the then default, NF4.
     let state_base = state.base.clone().unwrap_or_else(|| "nf4".into());
-    differ(
-        "--base",
-        args.base.map(|b| base_key(b).to_string()),
-        state_base.clone(),
-    );
+    fn shown<T: ToString>(v: Option<T>) -> Option<String> {
+        v.map(|v| v.to_string())
+    }
+    let given_and_recorded = [
+        ("--rank", shown(args.rank), adapter.r.to_string()),
+        ("--alpha", shown(args.alpha), adapter.alpha.to_string()),
+        (
+            "--target-modules",
+            targets.map(|t| t.join(",")),
+            adapter.target_modules.join(","),
+        ),
+        ("--batch", shown(args.batch), state.batch.to_string()),
+        (
+            "--accumulation",
+            shown(args.accumulation),
+            state.accumulation.to_string(),
+        ),
+        ("--seed", shown(args.seed), state.seed.to_string()),
+        ("--base", shown(args.base.map(base_key)), state_base.clone()),
+    ];
+    for (flag, given, recorded) in given_and_recorded {
+        match given {
+            Some(given) if given != recorded => {
+                differences.push(format!("{flag} {given} (the checkpoint's: {recorded})"))
+            }
+            _ => {}
+        }
+    }
     if args.dora && !adapter.use_dora {
         differences.push("--dora (the checkpoint's adapter is LoRA)".into());
     }

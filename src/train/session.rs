@@ -64,6 +64,14 @@ pub struct TrainSession {
     pub compiled: CompiledGraph,
     pub model: Transformer,
     pub settings: SessionSettings,
+    io: StepIo,
+    /// PEFT names of the adapter tensors.
+    pub adapter_names: Vec<String>,
+}
+
+/// The tensors the host writes before a step and reads after it, and where the backward
+/// ends.
+struct StepIo {
     input: TensorId,
     targets: TensorId,
     scored: Option<(ScoredRows, usize)>,
@@ -76,8 +84,6 @@ pub struct TrainSession {
     clip: TensorId,
     /// Nodes before the optimizer: what a non-final micro-batch runs.
     backward_nodes: usize,
-    /// PEFT names of the adapter tensors.
-    pub adapter_names: Vec<String>,
 }
 
 /// The names of an adapter tensor's optimizer moments.
@@ -112,16 +118,7 @@ pub fn moment_names(name: &str) -> [String; 2] {
 struct Declared {
     graph: Graph,
     model: Transformer,
-    input: TensorId,
-    targets: TensorId,
-    scored: Option<(ScoredRows, usize)>,
-    hyper: TensorId,
-    acc_coef: Option<TensorId>,
-    dropout_seed: Option<TensorId>,
-    packing: Option<(TensorId, TensorId)>,
-    loss: TensorId,
-    clip: TensorId,
-    backward_nodes: usize,
+    io: StepIo,
     adapter_names: Vec<String>,
 }
 
@@ -153,16 +150,7 @@ impl TrainSession {
             compiled,
             model: d.model,
             settings,
-            input: d.input,
-            targets: d.targets,
-            scored: d.scored,
-            hyper: d.hyper,
-            acc_coef: d.acc_coef,
-            dropout_seed: d.dropout_seed,
-            packing: d.packing,
-            loss: d.loss,
-            clip: d.clip,
-            backward_nodes: d.backward_nodes,
+            io: d.io,
             adapter_names: d.adapter_names,
         })
     }
@@ -321,16 +309,18 @@ impl TrainSession {
         Ok(Declared {
             graph: g,
             model,
-            input,
-            targets,
-            scored,
-            hyper,
-            acc_coef,
-            dropout_seed,
-            packing,
-            loss: step.loss,
-            clip,
-            backward_nodes,
+            io: StepIo {
+                input,
+                targets,
+                scored,
+                hyper,
+                acc_coef,
+                dropout_seed,
+                packing,
+                loss: step.loss,
+                clip,
+                backward_nodes,
+            },
             adapter_names,
         })
     }
@@ -400,15 +390,15 @@ impl TrainSession {
         let c = &self.compiled;
         c.write(
             gpu,
-            self.hyper,
+            self.io.hyper,
             bytemuck::cast_slice(&self.settings.adamw.hyper(lr, step)),
         )?;
         let n = micro.len();
         let (mut loss, mut counted) = (0.0f32, 0usize);
         for (i, m) in micro.iter().enumerate() {
             let (ids, targets) = (&m.ids, &m.targets);
-            c.write(gpu, self.input, bytemuck::cast_slice(ids))?;
-            match (self.packing, &m.packing) {
+            c.write(gpu, self.io.input, bytemuck::cast_slice(ids))?;
+            match (self.io.packing, &m.packing) {
                 (Some((mask, positions)), Some((values, rows))) => {
                     c.write(gpu, mask, bytemuck::cast_slice(&TokenMask::values(values)))?;
                     c.write(gpu, positions, bytemuck::cast_slice(rows))?;
@@ -428,8 +418,8 @@ impl TrainSession {
                     )))
                 }
             }
-            match self.scored {
-                None => c.write(gpu, self.targets, bytemuck::cast_slice(targets))?,
+            match self.io.scored {
+                None => c.write(gpu, self.io.targets, bytemuck::cast_slice(targets))?,
                 Some((rows, capacity)) => {
                     let compact =
                         compact_targets(targets, capacity).map_err(TrainError::Invalid)?;
@@ -439,28 +429,28 @@ impl TrainSession {
                         bytemuck::cast_slice(&compact.positions),
                     )?;
                     c.write(gpu, rows.slots, bytemuck::cast_slice(&compact.slots))?;
-                    c.write(gpu, self.targets, bytemuck::cast_slice(&compact.targets))?;
+                    c.write(gpu, self.io.targets, bytemuck::cast_slice(&compact.targets))?;
                 }
             }
-            if let Some(seed) = self.dropout_seed {
+            if let Some(seed) = self.io.dropout_seed {
                 let mixed = self.settings.seed ^ ((step as u64) << 20) ^ i as u64;
                 let word = (mixed ^ (mixed >> 32)) as u32;
                 c.write(gpu, seed, bytemuck::bytes_of(&word))?;
             }
-            if let Some(coef) = self.acc_coef {
+            if let Some(coef) = self.io.acc_coef {
                 let keep = if i == 0 { 0.0f32 } else { 1.0 };
                 c.write(gpu, coef, bytemuck::cast_slice(&[keep, 1.0 / n as f32]))?;
             }
             if i + 1 == n {
                 c.run(gpu);
             } else {
-                c.run_nodes(gpu, 0..self.backward_nodes);
+                c.run_nodes(gpu, 0..self.io.backward_nodes);
             }
-            let l = c.read_f32(gpu, self.loss).await?;
+            let l = c.read_f32(gpu, self.io.loss).await?;
             loss += l[0] / n as f32;
             counted += l[1] as usize;
         }
-        let clip = c.read_f32(gpu, self.clip).await?;
+        let clip = c.read_f32(gpu, self.io.clip).await?;
         Ok(StepStats {
             loss,
             counted,
