@@ -6,6 +6,11 @@
 //   ggml_matmul_backward: dx[t, i] = sum_o dy[t, o] * W[o, i]      (dX = dY W)
 //   ggml_matvec:          y[o]     = sum_i x[i] * W[o, i]          (decode, one token)
 // With the ACCUMULATE constant the result is added to the output instead of replacing it.
+// A LoRA adapter's term rides along as r more columns of k, staged into the same tiles after
+// the weight's (as nf4_gemm.wgsl does): forward y += s sum_j lora_lhs[t, j] factor[o, j]
+// (s X_a Bᵀ, factor = B [out, r]), backward dx += s sum_j lora_lhs[t, j] factor[j, i]
+// (s dY_b A, factor = A [r, in]); the matvec adds the forward's term row by row. With r = 0
+// there is no term (lora_lhs and factor are bound to any tensor and not read).
 //
 // W's layout: row o is in / block_values blocks of the file's bytes, each block padded with
 // zero bytes to a whole number of u32 words (block_words; the bytes are the file's, unchanged,
@@ -15,9 +20,11 @@
 // Bindings (group 0), in every entry point:
 //   0 x       storage, read        f32 [T, in]    (dy [T, out] for the backward)
 //   1 w       storage, read        u32 [out, in / block_values * block_words]
-//   2 y       storage, read_write  f32 [T, out]   (dx [T, in] for the backward)
-//   3 params  uniform              { rows (T), n_in, n_out, block_words,
-//                                    block_values }
+//   2 lora_lhs storage, read       f32 [T, r]
+//   3 factor  storage, read        f32 [out, r] forward, [r, in] backward
+//   4 y       storage, read_write  f32 [T, out]   (dx [T, in] for the backward)
+//   5 params  uniform              { rows (T), n_in, n_out, block_words,
+//                                    block_values, r, scale }
 // Override constant BLOCK_TYPE: the ggml type number, so each type's pipeline holds only its
 // own decoder (the other cases fold away when the pipeline is created).
 // Dispatch (workgroups of 64; an invocation owns 4 rows by 8 outputs of the tile, rows
@@ -40,12 +47,16 @@ struct Params {
     n_out: u32,
     block_words: u32,
     block_values: u32,
+    r: u32,
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> lora_lhs: array<f32>;
+@group(0) @binding(3) var<storage, read> factor: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 override BLOCK_TYPE: u32;
 
@@ -266,6 +277,43 @@ fn tile_step(ly: u32, lx: u32, acc: ptr<function, array<mat4x4<f32>, 2>>) {
     }
 }
 
+/// Stage the adapter term's rows: lora_lhs[m_base.., j0 + k] for k < 32 into `lhs` (zero past
+/// r; rows past the end clamped, never stored).
+fn stage_lora_lhs(t: u32, m_base: u32, j0: u32) {
+    let k = t % 32u;
+    let r = params.r;
+    for (var i = 0u; i < 16u; i++) {
+        let m = t / 32u + 2u * i;
+        let row = min(m_base + m, params.rows - 1u);
+        let v = lora_lhs[row * r + min(j0 + k, r - 1u)];
+        lhs[k * 8u + m / 4u][m % 4u] = select(0.0, v, j0 + k < r);
+    }
+}
+
+/// The adapter's term over the tile: r more steps of k, the factor's column `c` (this
+/// invocation's, 0..64) scaled by s: factor[col · r + j] forward (B), factor[j · n_in + col]
+/// backward (A), for j = j0..j0 + 32 below r.
+fn lora_steps(t: u32, ly: u32, lx: u32, m_base: u32, col: u32, n_cols: u32, forward: bool, acc: ptr<function, array<mat4x4<f32>, 2>>) {
+    let r = params.r;
+    let c = min(col, n_cols - 1u);
+    for (var j0 = 0u; j0 < r; j0 += 32u) {
+        stage_lora_lhs(t, m_base, j0);
+        for (var k = 0u; k < 32u; k++) {
+            let j = min(j0 + k, r - 1u);
+            var v: f32;
+            if forward {
+                v = factor[c * r + j];
+            } else {
+                v = factor[j * params.n_in + c];
+            }
+            wt[k * 16u + t / 4u][t % 4u] = select(0.0, params.scale * v, j0 + k < r);
+        }
+        workgroupBarrier();
+        tile_step(ly, lx, acc);
+        workgroupBarrier();
+    }
+}
+
 @compute @workgroup_size(64)
 fn ggml_matmul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let lx = t % 8u;
@@ -292,6 +340,7 @@ fn ggml_matmul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
         tile_step(ly, lx, &acc);
         workgroupBarrier();
     }
+    lora_steps(t, ly, lx, m_base, n_base + t, params.n_out, true, &acc);
     store_tile(m_base + 4u * ly, n_base + 4u * lx, params.n_out, acc[0], acc[1]);
 }
 
@@ -328,6 +377,7 @@ fn ggml_matmul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         tile_step(ly, lx, &acc);
         workgroupBarrier();
     }
+    lora_steps(t, ly, lx, m_base, i_base + t, params.n_in, false, &acc);
     store_tile(m_base + 4u * ly, i_base + 4u * lx, params.n_in, acc[0], acc[1]);
 }
 
@@ -350,5 +400,9 @@ fn ggml_matvec(
         }
         acc += part;
     }
-    store(o, acc);
+    var term = 0.0;
+    for (var j = 0u; j < params.r; j++) {
+        term = fma(lora_lhs[j], factor[o * params.r + j], term);
+    }
+    store(o, acc + params.scale * term);
 }

@@ -7,8 +7,10 @@
 mod common;
 
 use common::{bytes, for_each_seed, random_blocks, random_f32, run_graph, Golden, Tol};
+use rand::Rng;
 use webqlora::graph::{DType, Graph};
 use webqlora::ops::ggml_matmul::{self, upload_bytes, GgmlWeight};
+use webqlora::ops::nf4_matmul::LowRank;
 use webqlora::quant::ggml::{dequantize, GgmlType};
 
 const TYPES: [GgmlType; 10] = GgmlType::QUANTIZED;
@@ -151,6 +153,118 @@ fn products_on_every_block_type_match_the_cpu() {
                 ] {
                     Tol::rel(2e-6).check(
                         format!("{} rows {rows} out {out} in {inp}: {what}", ty.name()),
+                        got,
+                        want,
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// s·a·bᵀ (a [rows, r], b [n, r]) added to `base` [rows, n], in f64.
+fn plus_low_rank(base: &[f32], a: &[f32], b: &[f32], s: f32, rows: usize, r: usize) -> Vec<f32> {
+    let n = base.len() / rows;
+    (0..rows * n)
+        .map(|e| {
+            let (t, o) = (e / n, e % n);
+            let term: f64 = (0..r)
+                .map(|j| a[t * r + j] as f64 * b[o * r + j] as f64)
+                .sum();
+            (base[e] as f64 + s as f64 * term) as f32
+        })
+        .collect()
+}
+
+/// [r, n] → [n, r].
+fn transposed(a: &[f32], r: usize, n: usize) -> Vec<f32> {
+    (0..n * r).map(|e| a[(e % r) * n + e / r]).collect()
+}
+
+/// A LoRA adapter's term inside the products (`forward_lora`: y = x·Wᵀ + s·x_a·Bᵀ,
+/// `backward_lora`: dx (+)= dy·W + s·dy_b·A), one kernel each, for ranks below, at and
+/// across the 32-wide k step, against the CPU; one token takes the matvec with the term.
+#[test]
+fn adapter_terms_ride_in_the_products() {
+    for_each_seed("ggml_lora", &[], |mut rng| {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let values = ty.block().0;
+            for (rows, out, blocks, r) in [
+                (19, 37, 1, 1),
+                (70, 130, 2, 16),
+                (33, 65, 1, 33),
+                (1, 40, 1, 8),
+            ] {
+                let inp = blocks * values;
+                let raw = random_blocks(ty, out * blocks, &mut rng);
+                let w_f32 = dequantize(ty, &raw);
+                let x = random_f32(&mut rng, rows * inp, 1.0);
+                let dy = random_f32(&mut rng, rows * out, 1.0);
+                let dx0 = random_f32(&mut rng, rows * inp, 1.0);
+                let xa = random_f32(&mut rng, rows * r, 1.0);
+                let dyb = random_f32(&mut rng, rows * r, 1.0);
+                let b = random_f32(&mut rng, out * r, 1.0);
+                let a = random_f32(&mut rng, r * inp, 1.0);
+                let scale = 0.5 + rng.random::<f32>();
+
+                let mut g = Graph::new();
+                let xt = g.input("x", &[rows, inp], DType::F32);
+                let dyt = g.input("dy", &[rows, out], DType::F32);
+                let dx0t = g.input("dx0", &[rows, inp], DType::F32);
+                let xat = g.input("x_a", &[rows, r], DType::F32);
+                let dybt = g.input("dy_b", &[rows, r], DType::F32);
+                let bt = g.input("b", &[out, r], DType::F32);
+                let at = g.input("a", &[r, inp], DType::F32);
+                let w = GgmlWeight::declare(&mut g, "w", [out, inp], ty).unwrap();
+                let fwd = LowRank {
+                    lhs: xat,
+                    factor: bt,
+                    scale,
+                };
+                let bwd = LowRank {
+                    lhs: dybt,
+                    factor: at,
+                    scale,
+                };
+                let y = ggml_matmul::forward_lora(&mut g, "y", xt, &w, fwd).unwrap();
+                let dx = ggml_matmul::backward_lora(&mut g, "dx", dyt, &w, None, bwd).unwrap();
+                ggml_matmul::backward_lora(&mut g, "dx0", dyt, &w, Some(dx0t), bwd).unwrap();
+                let kernels: Vec<String> = g.nodes.iter().map(|n| n.kernel_label()).collect();
+                let forward: &[&str] = match rows {
+                    1 => &["ggml_matvec"],
+                    _ => &["ggml_matmul_forward"],
+                };
+                let backward = ["ggml_matmul_backward", "ggml_matmul_backward_acc"];
+                assert_eq!(kernels[..forward.len()], *forward);
+                assert_eq!(kernels[forward.len()..], backward);
+                let got = run_graph(
+                    g,
+                    &[
+                        (xt, bytes(&x)),
+                        (dyt, bytes(&dy)),
+                        (dx0t, bytes(&dx0)),
+                        (xat, bytes(&xa)),
+                        (dybt, bytes(&dyb)),
+                        (bt, bytes(&b)),
+                        (at, bytes(&a)),
+                        (w.codes, upload_bytes(ty, &raw)),
+                    ],
+                    &[y, dx, dx0t],
+                );
+                let [y_w, dx_w, dx0_w] = reference(&x, &dy, &dx0, &w_f32, rows, out, inp);
+                let a_t = transposed(&a, r, inp);
+                let want = [
+                    plus_low_rank(&y_w, &xa, &b, scale, rows, r),
+                    plus_low_rank(&dx_w, &dyb, &a_t, scale, rows, r),
+                    plus_low_rank(&dx0_w, &dyb, &a_t, scale, rows, r),
+                ];
+                for (what, got, want) in [
+                    ("y", &got[0], &want[0]),
+                    ("dx", &got[1], &want[1]),
+                    ("dx0 + dx", &got[2], &want[2]),
+                ] {
+                    Tol::rel(2e-6).check(
+                        format!("{} rows {rows} out {out} in {inp} r {r}: {what}", ty.name()),
                         got,
                         want,
                     );

@@ -298,8 +298,8 @@ const OVER_PRIVATE_FLOATS: &[(&str, u32)] = &[
     ("attention_flash_forward_masked", 529),
     ("attention_forward", 263),
     ("attention_forward_masked", 263),
-    ("ggml_matmul:ggml_matmul_backward", 113),
-    ("ggml_matmul:ggml_matmul_forward", 81),
+    ("ggml_matmul:ggml_matmul_backward", 117),
+    ("ggml_matmul:ggml_matmul_forward", 85),
 ];
 
 /// No invocation of a non-software kernel keeps more than `PRIVATE_FLOATS` floats in private

@@ -279,7 +279,15 @@ impl Module {
             None => name.to_string(),
         };
         let mut y = match (self.weight, self.lora.zip(saved.x_a)) {
-            (Linear::F32(_) | Linear::Ggml(_), lora) => {
+            (Linear::Ggml(w), Some((l, xa))) => {
+                let term = LowRank {
+                    lhs: xa,
+                    factor: l.b,
+                    scale: l.scale,
+                };
+                ggml_matmul::forward_lora(g, &product, x, &w, term)?
+            }
+            (Linear::F32(_), lora) | (Linear::Ggml(_), lora @ None) => {
                 let y = self.base_forward(g, &product, x)?;
                 if let Some((l, xa)) = lora {
                     let (lhs, b) = (Operand::plain(xa), Operand::transposed(l.b));
@@ -288,7 +296,7 @@ impl Module {
                 y
             }
             (Linear::Nf4(w), None) => nf4_matmul::forward(g, &product, x, &w)?,
-            // The adapter's term inside the NF4 product where the kernels allow.
+            // The adapter's term inside the NF4 or ggml product where the kernels allow.
             (Linear::Nf4(w), Some((l, xa))) => {
                 let term = LowRank {
                     lhs: xa,
@@ -474,7 +482,7 @@ impl Module {
             magnitude,
         });
         let dx = match (self.weight, l.dropout) {
-            // The adapter's term inside the NF4 product where the kernels allow.
+            // The adapter's term inside the NF4 or ggml product where the kernels allow.
             (Linear::Nf4(w), None) => {
                 let term = LowRank {
                     lhs: dy_b,
@@ -482,6 +490,14 @@ impl Module {
                     scale: l.scale,
                 };
                 nf4_matmul::backward_lora(g, name, dy, &w, dx_into, term)?
+            }
+            (Linear::Ggml(w), None) => {
+                let term = LowRank {
+                    lhs: dy_b,
+                    factor: l.a,
+                    scale: l.scale,
+                };
+                ggml_matmul::backward_lora(g, name, dy, &w, dx_into, term)?
             }
             // dx gains the adapter path's gradient through the same dropout mask.
             (_, Some(site)) => {
@@ -496,7 +512,7 @@ impl Module {
                 dropout::dropout_into(g, &format!("{name} += lora"), dx, dx_lora, site)?;
                 dx
             }
-            (Linear::F32(_) | Linear::Ggml(_), None) => {
+            (Linear::F32(_), None) => {
                 let dx = self.base_backward(g, name, dy, dx_into)?;
                 matmul_into(
                     g,

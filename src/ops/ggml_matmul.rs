@@ -8,7 +8,8 @@
 //! are the file's bytes. The CPU reference is `quant::ggml::dequantize` (bit-identical to
 //! gguf-py) followed by a plain product.
 
-use super::nf4_matmul::rows_of;
+use super::matmul::{matmul_into, Operand};
+use super::nf4_matmul::{rows_of, LowRank};
 use crate::graph::TensorId;
 use crate::graph::{
     accumulating, shape_str, Access, Binding, DType, Dispatch, Graph, GraphError, Kernel, Params,
@@ -16,10 +17,12 @@ use crate::graph::{
 use crate::quant::ggml::GgmlType;
 use crate::shaders;
 
-const fn bindings(out_access: Access) -> [Binding; 3] {
+const fn bindings(out_access: Access) -> [Binding; 5] {
     [
         Binding::read("x", DType::F32),
         Binding::read("w", DType::U32),
+        Binding::read("lora_lhs", DType::F32),
+        Binding::read("factor", DType::F32),
         Binding {
             name: "y",
             access: out_access,
@@ -28,7 +31,7 @@ const fn bindings(out_access: Access) -> [Binding; 3] {
     ]
 }
 
-static WRITE: [Binding; 3] = bindings(Access::Write);
+static WRITE: [Binding; 5] = bindings(Access::Write);
 
 const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Binding]) -> Kernel {
     Kernel {
@@ -40,11 +43,11 @@ const fn kernel(name: &'static str, entry: &'static str, bindings: &'static [Bin
     }
 }
 
-/// y = x · Wᵀ
+/// y = x · Wᵀ (+ s · x_a · Bᵀ)
 pub static FORWARD: Kernel = kernel("ggml_matmul_forward", "ggml_matmul_forward", &WRITE);
-/// dx = dy · W (dx += dy · W with the ACCUMULATE constant)
+/// dx = dy · W (+ s · dy_b · A) (added into dx with the ACCUMULATE constant)
 pub static BACKWARD: Kernel = kernel("ggml_matmul_backward", "ggml_matmul_backward", &WRITE);
-/// y = W · x for one token.
+/// y = W · x (+ s · B · x_a) for one token.
 pub static MATVEC: Kernel = kernel("ggml_matvec", "ggml_matvec", &WRITE);
 
 /// A base weight [out, in] kept in its GGUF block type.
@@ -103,13 +106,37 @@ pub fn upload_bytes(ty: GgmlType, data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn params(rows: usize, w: &GgmlWeight) -> Params {
-    Params::new()
+/// The node's tensors and params: `lora`'s lhs, factor, rank and scale where given, else
+/// `x` bound in their place and r = 0.
+fn node(
+    g: &Graph,
+    rows: usize,
+    w: &GgmlWeight,
+    [x, out]: [TensorId; 2],
+    lora: Option<LowRank>,
+) -> ([TensorId; 5], Params) {
+    let p = Params::new()
         .u32(rows as u32)
         .u32(w.shape[1] as u32)
         .u32(w.shape[0] as u32)
         .u32(block_words(w.ty) as u32)
-        .u32(w.ty.block().0 as u32)
+        .u32(w.ty.block().0 as u32);
+    match lora {
+        None => ([x, w.codes, x, x, out], p.u32(0).f32(0.0)),
+        Some(l) => {
+            let r = *g.tensor(l.lhs).shape.last().unwrap_or(&0);
+            (
+                [x, w.codes, l.lhs, l.factor, out],
+                p.u32(r as u32).f32(l.scale),
+            )
+        }
+    }
+}
+
+/// Whether `lora`'s term fits the tile kernels: lhs [rows, r] and its factor of
+/// `factor_shape` (B [out, r] forward, A [r, in] backward), r ≥ 1.
+fn takes(g: &Graph, lora: &LowRank, rows: usize, factor_shape: [usize; 2], r: usize) -> bool {
+    r >= 1 && g.tensor(lora.lhs).shape == [rows, r] && g.tensor(lora.factor).shape == factor_shape
 }
 
 /// The block type as the kernels' override constant: one pipeline a type.
@@ -124,10 +151,42 @@ pub fn forward(
     x: TensorId,
     w: &GgmlWeight,
 ) -> Result<TensorId, GraphError> {
+    forward_node(g, name, x, w, None)
+}
+
+/// The forward product with an adapter's term: a new temporary `name` = x·Wᵀ + s·x_a·Bᵀ
+/// (`lora`: lhs x_a [rows, r], factor B [out, r]) in one kernel (the tiles, or for one token
+/// the matvec).
+pub fn forward_lora(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &GgmlWeight,
+    lora: LowRank,
+) -> Result<TensorId, GraphError> {
+    let [n_out, n_in] = w.shape;
+    let rows = rows_of(g, name, x, n_in)?;
+    let r = *g.tensor(lora.lhs).shape.last().unwrap_or(&0);
+    if takes(g, &lora, rows, [n_out, r], r) {
+        return forward_node(g, name, x, w, Some(lora));
+    }
+    let y = forward_node(g, name, x, w, None)?;
+    let (lhs, b) = (Operand::plain(lora.lhs), Operand::transposed(lora.factor));
+    matmul_into(g, &format!("{name} += lora"), y, lhs, b, lora.scale)?;
+    Ok(y)
+}
+
+fn forward_node(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: &GgmlWeight,
+    lora: Option<LowRank>,
+) -> Result<TensorId, GraphError> {
     let [n_out, n_in] = w.shape;
     let rows = rows_of(g, name, x, n_in)?;
     let y = g.temp(name, &[rows, n_out], DType::F32);
-    let p = params(rows, w);
+    let (tensors, p) = node(g, rows, w, [x, y], lora);
     // One token (decoding): one output an invocation instead of tiles of 32 rows.
     let (kernel, dispatch) = if rows == 1 {
         (&MATVEC, Dispatch::linear(n_out, 64))
@@ -135,7 +194,7 @@ pub fn forward(
         let grid = [n_out.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
         (&FORWARD, Dispatch::Grid(grid))
     };
-    g.push_specialized(name, kernel, &[x, w.codes, y], p, dispatch, &constants(w))?;
+    g.push_specialized(name, kernel, &tensors, p, dispatch, &constants(w))?;
     Ok(y)
 }
 
@@ -146,14 +205,14 @@ fn backward_node(
     w: &GgmlWeight,
     dx: TensorId,
     accumulate: bool,
+    lora: Option<LowRank>,
 ) -> Result<(), GraphError> {
     let [n_out, n_in] = w.shape;
     let rows = rows_of(g, label, dy, n_out)?;
     let grid = [n_in.div_ceil(64) as u32, rows.div_ceil(32) as u32, 1];
-    let p = params(rows, w);
+    let (tensors, p) = node(g, rows, w, [dy, dx], lora);
     let mut constants = constants(w).to_vec();
     constants.extend_from_slice(accumulating(accumulate));
-    let tensors = [dy, w.codes, dx];
     g.push_specialized(
         label,
         &BACKWARD,
@@ -174,7 +233,35 @@ pub fn backward(
     let [n_out, n_in] = w.shape;
     let rows = rows_of(g, name, dy, n_out)?;
     let dx = g.temp(name, &[rows, n_in], DType::F32);
-    backward_node(g, name, dy, w, dx, false)?;
+    backward_node(g, name, dy, w, dx, false, None)?;
+    Ok(dx)
+}
+
+/// The backward product with an adapter's term (no dropout on the adapter's input):
+/// dx = dy·W + s·dy_b·A (`lora`: lhs dy_b = dy·B [rows, r], factor A [r, in]) in one kernel,
+/// added into `dx_into` when given, else a new temporary `name`.
+pub fn backward_lora(
+    g: &mut Graph,
+    name: &str,
+    dy: TensorId,
+    w: &GgmlWeight,
+    dx_into: Option<TensorId>,
+    lora: LowRank,
+) -> Result<TensorId, GraphError> {
+    let [n_out, n_in] = w.shape;
+    let rows = rows_of(g, name, dy, n_out)?;
+    let r = *g.tensor(lora.lhs).shape.last().unwrap_or(&0);
+    let (dx, label) = match dx_into {
+        Some(dx) => (dx, format!("{name} += dy W")),
+        None => (g.temp(name, &[rows, n_in], DType::F32), name.to_string()),
+    };
+    if takes(g, &lora, rows, [r, n_in], r) {
+        backward_node(g, &label, dy, w, dx, dx_into.is_some(), Some(lora))?;
+    } else {
+        backward_node(g, &label, dy, w, dx, dx_into.is_some(), None)?;
+        let (lhs, a) = (Operand::plain(lora.lhs), Operand::plain(lora.factor));
+        matmul_into(g, &format!("{name} += lora"), dx, lhs, a, lora.scale)?;
+    }
     Ok(dx)
 }
 
@@ -186,5 +273,5 @@ pub fn backward_into(
     dy: TensorId,
     w: &GgmlWeight,
 ) -> Result<(), GraphError> {
-    backward_node(g, label, dy, w, dx, true)
+    backward_node(g, label, dy, w, dx, true, None)
 }
