@@ -102,6 +102,13 @@ fn reference(
     [y, dx, acc]
 }
 
+/// y, dx and dx0 + dx as the GPU gave them against the reference, within 2e-6 relative.
+fn check_products(case: &str, got: &[Vec<f32>], want: &[Vec<f32>; 3]) {
+    for (i, what) in ["y", "dx", "dx0 + dx"].into_iter().enumerate() {
+        Tol::rel(2e-6).check(format!("{case}: {what}"), &got[i], &want[i]);
+    }
+}
+
 #[test]
 fn products_on_every_block_type_match_the_cpu() {
     for_each_seed("ggml_products", &[], |mut rng| {
@@ -146,17 +153,8 @@ fn products_on_every_block_type_match_the_cpu() {
                     &[y, dx, dx0t],
                 );
                 let want = reference(&x, &dy, &dx0, &w_f32, rows, out, inp);
-                for (what, got, want) in [
-                    ("y", &got[0], &want[0]),
-                    ("dx", &got[1], &want[1]),
-                    ("dx0 + dx", &got[2], &want[2]),
-                ] {
-                    Tol::rel(2e-6).check(
-                        format!("{} rows {rows} out {out} in {inp}: {what}", ty.name()),
-                        got,
-                        want,
-                    );
-                }
+                let case = format!("{} rows {rows} out {out} in {inp}", ty.name());
+                check_products(&case, &got, &want);
             }
         }
     });
@@ -258,17 +256,8 @@ fn adapter_terms_ride_in_the_products() {
                     plus_low_rank(&dx_w, &dyb, &a_t, scale, rows, r),
                     plus_low_rank(&dx0_w, &dyb, &a_t, scale, rows, r),
                 ];
-                for (what, got, want) in [
-                    ("y", &got[0], &want[0]),
-                    ("dx", &got[1], &want[1]),
-                    ("dx0 + dx", &got[2], &want[2]),
-                ] {
-                    Tol::rel(2e-6).check(
-                        format!("{} rows {rows} out {out} in {inp} r {r}: {what}", ty.name()),
-                        got,
-                        want,
-                    );
-                }
+                let case = format!("{} rows {rows} out {out} in {inp} r {r}", ty.name());
+                check_products(&case, &got, &want);
             }
         }
     });

@@ -8,7 +8,6 @@
 //! are the file's bytes. The CPU reference is `quant::ggml::dequantize` (bit-identical to
 //! gguf-py) followed by a plain product.
 
-use super::matmul::{matmul_into, Operand};
 use super::nf4_matmul::{rows_of, LowRank};
 use crate::graph::TensorId;
 use crate::graph::{
@@ -171,8 +170,7 @@ pub fn forward_lora(
         return forward_node(g, name, x, w, Some(lora));
     }
     let y = forward_node(g, name, x, w, None)?;
-    let (lhs, b) = (Operand::plain(lora.lhs), Operand::transposed(lora.factor));
-    matmul_into(g, &format!("{name} += lora"), y, lhs, b, lora.scale)?;
+    lora.add_into(g, name, y, true)?;
     Ok(y)
 }
 
@@ -259,8 +257,7 @@ pub fn backward_lora(
         backward_node(g, &label, dy, w, dx, dx_into.is_some(), Some(lora))?;
     } else {
         backward_node(g, &label, dy, w, dx, dx_into.is_some(), None)?;
-        let (lhs, a) = (Operand::plain(lora.lhs), Operand::plain(lora.factor));
-        matmul_into(g, &format!("{name} += lora"), dx, lhs, a, lora.scale)?;
+        lora.add_into(g, name, dx, false)?;
     }
     Ok(dx)
 }

@@ -125,6 +125,25 @@ pub struct LowRank {
     pub scale: f32,
 }
 
+impl LowRank {
+    /// The term added into `out` by a product of its own (node `{name} += lora`), where the
+    /// base product's kernel does not take it: factor B read transposed (`forward`), or A.
+    pub fn add_into(
+        self,
+        g: &mut Graph,
+        name: &str,
+        out: TensorId,
+        forward: bool,
+    ) -> Result<(), GraphError> {
+        let factor = match forward {
+            true => Operand::transposed(self.factor),
+            false => Operand::plain(self.factor),
+        };
+        let (label, lhs) = (format!("{name} += lora"), Operand::plain(self.lhs));
+        matmul_into(g, &label, out, lhs, factor, self.scale)
+    }
+}
+
 /// How the forward product with an NF4 weight rounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Nf4Compute {
@@ -371,8 +390,7 @@ pub fn forward_lora(
         forward_node(g, name, x, w, y, Some(lora))?;
     } else {
         forward_node(g, name, x, w, y, None)?;
-        let (lhs, b) = (Operand::plain(lora.lhs), Operand::transposed(lora.factor));
-        matmul_into(g, &format!("{name} += lora"), y, lhs, b, lora.scale)?;
+        lora.add_into(g, name, y, true)?;
     }
     Ok(y)
 }
@@ -455,8 +473,7 @@ pub fn backward_lora(
         backward_node(g, &label, dy, w, dx, accumulate, Some(lora))?;
     } else {
         backward_node(g, &label, dy, w, dx, accumulate, None)?;
-        let (lhs, a) = (Operand::plain(lora.lhs), Operand::plain(lora.factor));
-        matmul_into(g, &format!("{name} += lora"), dx, lhs, a, lora.scale)?;
+        lora.add_into(g, name, dx, false)?;
     }
     Ok(dx)
 }
