@@ -1,5 +1,6 @@
-// The parameters every portable attention kernel over whole sequences takes, and its head_dim
-// constant (appended before attention_common.wgsl to the flash and row kernels).
+// The parameters every attention kernel over whole sequences takes, and its head_dim
+// constant (appended before attention_common.wgsl to the flash and row kernels, and alone to
+// the software texture kernels).
 
 // head_dim is a pipeline constant so every loop over it has a constant trip count and is
 // unrolled: llvmpipe (lavapipe) ends any invocation's loops after 65,535 iterations in total,

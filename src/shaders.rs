@@ -86,7 +86,9 @@ shader!(
 );
 shader!(
     ATTENTION_BACKWARD_DKV_TEX,
-    "software/attention_backward_dkv_tex"
+    "software/attention_backward_dkv_tex",
+    wgpu::Features::empty(),
+    then "attention_params"
 );
 shader!(
     ATTENTION_BACKWARD_DKV_TEX_SG,
@@ -103,7 +105,9 @@ shader!(
 );
 shader!(
     ATTENTION_BACKWARD_DQ_TEX,
-    "software/attention_backward_dq_tex"
+    "software/attention_backward_dq_tex",
+    wgpu::Features::empty(),
+    then "attention_params"
 );
 shader!(
     ATTENTION_BACKWARD_DQ_TEX_SG,
@@ -168,7 +172,12 @@ shader!(
     wgpu::Features::empty(),
     then "attention_params", "attention_common"
 );
-shader!(ATTENTION_FORWARD_TEX, "software/attention_forward_tex");
+shader!(
+    ATTENTION_FORWARD_TEX,
+    "software/attention_forward_tex",
+    wgpu::Features::empty(),
+    then "attention_params"
+);
 shader!(
     ATTENTION_FORWARD_TEX_SG,
     "software/attention_forward_tex_sg",
@@ -229,7 +238,9 @@ shader!(
 );
 shader!(
     ATTENTION_FORWARD_MASKED_TEX,
-    "software/attention_forward_masked_tex"
+    "software/attention_forward_masked_tex",
+    wgpu::Features::empty(),
+    then "attention_params"
 );
 shader!(BIAS_ADD, "bias_add");
 shader!(COPY_COLUMNS, "copy_columns");

@@ -14,21 +14,7 @@
 //   7 v_tex   texture, read-only   rgba32float [tokens * kv_heads, head_dim / 4]
 // Dispatch: linear, ceil(tokens * heads / 64) workgroups of 64, one query row (t, h) each.
 
-override HEAD_DIM: u32 = 64u;
-override D4: u32 = HEAD_DIM / 4u;
-const MAX_D4: u32 = 64u;
-
-struct Params {
-    tokens: u32,
-    seq_len: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-    /// Keys more than window - 1 positions back are not seen (sliding-window layers);
-    /// 0xffffffff for none.
-    window: u32,
-}
+// HEAD_DIM, D4 and Params: attention_params.wgsl, appended.
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> d_out: array<vec4<f32>>;
