@@ -2,7 +2,8 @@
 //! CPU: every block type decoded on the GPU exactly as gguf-py dequantizes it (real Gemma 3
 //! blocks and random ones), and the forward, backward (written and accumulated) and one-token
 //! products against an f64 reference on the dequantized weight, at sizes that are not
-//! multiples of the tiles, outputs poisoned before the kernels run.
+//! multiples of the tiles, outputs poisoned before the kernels run; the same with a LoRA
+//! adapter's term inside each product.
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! one-token matvec with W in any ggml block type (Q4_0 … Q8_0, Q2_K … Q6_K), decoded 32
 //! values at a time into workgroup memory once per tile and never written to memory in f32.
 //! A user trains on exactly the weights they downloaded, with no second quantization.
+//! A LoRA adapter's term (s·x_a·Bᵀ forward, s·dy_b·A backward) rides in the same kernels as
+//! more k steps of their tiles (`forward_lora`, `backward_lora`), as in the NF4 products.
 //!
 //! W's GPU layout is the file's blocks, each padded to whole u32 words (`upload_bytes`): the
 //! padding keeps every block's words aligned for the kernels' byte reads; the codes and scales
